@@ -1,0 +1,1212 @@
+//! The protocol core: membership, flooding and liveness, with no I/O.
+//!
+//! A [`Core`] is one peer's view of the network. The event loop feeds it
+//! inputs (a link came up, a frame arrived, a link went down, the user typed
+//! a command, the time is now `t`) and drains [`Action`]s from it (send this
+//! frame on that link, open a link to that address, close a link, show this
+//! to the user, exit). It never touches a socket, a clock or a terminal: time
+//! is a number of milliseconds the caller passes in, randomness comes from a
+//! seed. The same core runs in the real program and in simulations of
+//! hundreds of peers in one process.
+//!
+//! How the network stays one network:
+//!
+//! - Joining: a new peer says HELLO (joining) to any member, which checks the
+//!   name and answers HELLO and its member list, giving for each member the
+//!   last sequence number it delivered from it. The joiner floods a JOIN
+//!   event and links to more members until it has `degree` links.
+//! - Flooding: every event carries (origin, seq). A peer delivers an event
+//!   when it is the next one from its origin, then relays it on every other
+//!   link; later ones are held back, earlier ones are duplicates. Held-back
+//!   gaps are fetched from neighbours' recent-event caches and, if nobody
+//!   has them after `gap_giveup`, skipped with a warning.
+//! - Liveness: an idle link carries a PING every `heartbeat`; a link silent
+//!   for `link_timeout` is dead. A peer that loses its last link to a member
+//!   floods SUSPECT; the member refutes with ALIVE if it is alive elsewhere,
+//!   and is declared gone everywhere if it does not within `refute_wait`.
+
+use crate::wire::{self, Body, Entry, Event, Hello, Msg, Refusal, WireError};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+/// A link, named by the core; the event loop maps it to a socket.
+pub type LinkId = u64;
+/// Milliseconds since an origin of the caller's choosing.
+pub type Millis = u64;
+
+/// The room everyone starts in.
+pub const LOBBY: &str = "lobby";
+
+/// Tunables: link counts and timers.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Links a peer tries to keep.
+    pub degree: usize,
+    /// Links a peer accepts at most; beyond it newcomers are refused.
+    pub max_links: usize,
+    /// An idle link gets a PING this often.
+    pub heartbeat: Millis,
+    /// A link silent this long is dead.
+    pub link_timeout: Millis,
+    /// A link must complete HELLO within this.
+    pub handshake_timeout: Millis,
+    /// A suspected member has this long to refute.
+    pub refute_wait: Millis,
+    /// A gap in a sender's events is fetched after this, and again as often.
+    pub gap_wait: Millis,
+    /// A gap nobody can fill is skipped after this.
+    pub gap_giveup: Millis,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            degree: 6,
+            max_links: 256,
+            heartbeat: 5_000,
+            link_timeout: 15_000,
+            handshake_timeout: 5_000,
+            refute_wait: 2_000,
+            gap_wait: 300,
+            gap_giveup: 10_000,
+        }
+    }
+}
+
+/// Members a peer keeps track of at most.
+pub const MAX_MEMBERS: usize = 4096;
+/// Events held back per sender, waiting for a gap to fill.
+const MAX_HELD: usize = 512;
+/// Events further ahead of the next expected one are dropped, not held.
+const HOLD_WINDOW: u64 = 4096;
+/// Recent events kept to answer FETCH: count and bytes.
+const CACHE_EVENTS: usize = 2048;
+const CACHE_BYTES: usize = 1 << 20;
+/// Events sent in answer to one FETCH.
+const FETCH_MAX: u64 = 256;
+/// Departed node ids remembered, so stale member lists cannot revive them.
+const TOMBSTONES: usize = 4096;
+/// Redial back-off: first delay and cap.
+const DIAL_BACKOFF: Millis = 500;
+const DIAL_BACKOFF_MAX: Millis = 30_000;
+
+/// What the event loop must do, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Queue this frame (length prefix included) on the link.
+    Send(LinkId, Vec<u8>),
+    /// Open a TCP connection for this new link; report
+    /// [`Core::connected`] or [`Core::link_down`].
+    Connect(LinkId, SocketAddr),
+    /// Flush what is queued on the link, then close it. The core has
+    /// forgotten it already.
+    Close(LinkId),
+    /// Tell the user.
+    Show(Show),
+    /// Flush every link and exit with this status, printing the message (if
+    /// any) as an error.
+    Exit(i32, Option<String>),
+}
+
+/// Something for the user interface to show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Show {
+    /// We are in: welcomed through `via`, `members` including us.
+    Joined {
+        via: SocketAddr,
+        members: usize,
+    },
+    Chat {
+        from: String,
+        room: String,
+        text: String,
+        own: bool,
+    },
+    MemberJoined(String),
+    MemberLeft {
+        name: String,
+        lost: bool,
+    },
+    Members(Vec<MemberView>),
+    /// A problem worth telling the user that is not fatal.
+    Warning(String),
+}
+
+/// How a member is reached from here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    Me,
+    Direct,
+    Relayed,
+}
+
+impl fmt::Display for Reach {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Reach::Me => "self",
+            Reach::Direct => "direct",
+            Reach::Relayed => "relayed",
+        })
+    }
+}
+
+/// One line of `:who`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberView {
+    pub name: String,
+    pub addr: Option<SocketAddr>,
+    pub reach: Reach,
+}
+
+/// What the user asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Say(String),
+    Who,
+    Quit,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    /// Dialling `addrs[next - 1]` on `link`, to join through it.
+    Joining {
+        addrs: Vec<SocketAddr>,
+        next: usize,
+        label: String,
+        link: LinkId,
+    },
+    Member,
+    Done,
+}
+
+#[derive(Debug)]
+struct Link {
+    /// The remote address of the socket.
+    addr: SocketAddr,
+    outbound: bool,
+    /// TCP is up (always, for an accepted link).
+    connected: bool,
+    /// The node we meant to reach, for a link we dialled to a member.
+    target: Option<u64>,
+    /// The node on the other side, once HELLO is done.
+    peer: Option<u64>,
+    opened: Millis,
+    last_rx: Millis,
+    last_tx: Millis,
+}
+
+#[derive(Debug)]
+struct Member {
+    name: Option<String>,
+    addr: Option<SocketAddr>,
+    /// The next sequence number to deliver from this member.
+    next: u64,
+    /// Events that arrived ahead of `next`: the frame and the link it came on.
+    held: BTreeMap<u64, (Event, Vec<u8>, LinkId)>,
+    gap_since: Millis,
+    fetch_at: Millis,
+    suspect_until: Option<Millis>,
+    dial_failures: u32,
+    dial_after: Millis,
+    /// Shown to the user as present: its JOIN was delivered, or it was
+    /// there when we joined. Only such a member is announced as leaving.
+    present: bool,
+}
+
+impl Member {
+    fn new(name: Option<String>, addr: Option<SocketAddr>, next: u64) -> Member {
+        Member {
+            name,
+            addr,
+            next,
+            held: BTreeMap::new(),
+            gap_since: 0,
+            fetch_at: 0,
+            suspect_until: None,
+            dial_failures: 0,
+            dial_after: 0,
+            present: false,
+        }
+    }
+}
+
+/// A small deterministic random number generator (xorshift64*).
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed | 1)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number in `0..n`; `n` must not be 0.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+}
+
+/// Recent events by (origin, seq), bounded in count and bytes.
+#[derive(Debug, Default)]
+struct Cache {
+    frames: HashMap<(u64, u64), Vec<u8>>,
+    order: VecDeque<(u64, u64)>,
+    bytes: usize,
+}
+
+impl Cache {
+    fn insert(&mut self, key: (u64, u64), frame: Vec<u8>) {
+        self.bytes += frame.len();
+        if self.frames.insert(key, frame).is_none() {
+            self.order.push_back(key);
+        }
+        while self.order.len() > CACHE_EVENTS || self.bytes > CACHE_BYTES {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(f) = self.frames.remove(&old) {
+                self.bytes -= f.len();
+            }
+        }
+    }
+}
+
+/// One peer's protocol state. See the module documentation.
+pub struct Core {
+    cfg: Config,
+    id: u64,
+    name: String,
+    port: u16,
+    /// Our IP as others see it, once someone has told us.
+    ip: Option<IpAddr>,
+    /// The last sequence number we used.
+    seq: u64,
+    state: State,
+    links: BTreeMap<LinkId, Link>,
+    next_link: LinkId,
+    members: HashMap<u64, Member>,
+    gone: HashSet<u64>,
+    gone_order: VecDeque<u64>,
+    cache: Cache,
+    rng: Rng,
+    out: VecDeque<Action>,
+    /// When to look for more links again, if we are short of them.
+    maintain_at: Option<Millis>,
+}
+
+impl Core {
+    /// A peer named `name` with node id `id`, listening on `port`, alone in
+    /// a new network until someone joins or [`Core::join`] is called.
+    pub fn new(cfg: Config, id: u64, name: &str, port: u16, seed: u64) -> Core {
+        Core {
+            cfg,
+            id,
+            name: name.to_owned(),
+            port,
+            ip: None,
+            seq: 0,
+            state: State::Member,
+            links: BTreeMap::new(),
+            next_link: 1,
+            members: HashMap::new(),
+            gone: HashSet::new(),
+            gone_order: VecDeque::new(),
+            cache: Cache::default(),
+            rng: Rng::new(seed),
+            out: VecDeque::new(),
+            maintain_at: None,
+        }
+    }
+
+    /// Joins an existing network through the first of `addrs` that answers;
+    /// `label` names them in errors (`localhost:40123`).
+    pub fn join(&mut self, addrs: Vec<SocketAddr>, label: &str, now: Millis) {
+        self.state = State::Joining {
+            addrs,
+            next: 0,
+            label: label.to_owned(),
+            link: 0,
+        };
+        self.dial_next_join(now, "no address");
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether we are in a network (so typed lines can be sent).
+    pub fn is_member(&self) -> bool {
+        self.state == State::Member
+    }
+
+    /// Members known, not counting us.
+    pub fn member_count(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Links with HELLO done.
+    pub fn link_count(&self) -> usize {
+        self.links.values().filter(|l| l.peer.is_some()).count()
+    }
+
+    /// Node ids of the peers we have links with.
+    pub fn neighbours(&self) -> Vec<u64> {
+        self.links.values().filter_map(|l| l.peer).collect()
+    }
+
+    /// The next thing to do, if any.
+    pub fn next_action(&mut self) -> Option<Action> {
+        self.out.pop_front()
+    }
+
+    /// A connection was accepted from `addr`; returns its new link.
+    pub fn accepted(&mut self, addr: SocketAddr, now: Millis) -> LinkId {
+        let id = self.new_link(addr, false, None, now);
+        self.links.get_mut(&id).expect("new link").connected = true;
+        id
+    }
+
+    /// An outbound connection we asked for is up: say HELLO.
+    pub fn connected(&mut self, link: LinkId, now: Millis) {
+        let joining = matches!(self.state, State::Joining { .. });
+        let Some(l) = self.links.get_mut(&link) else {
+            return;
+        };
+        l.connected = true;
+        let hello = Msg::Hello(Hello {
+            version: wire::VERSION,
+            id: self.id,
+            name: self.name.clone(),
+            port: self.port,
+            joining,
+            you: Some(l.addr.ip()),
+        });
+        self.send(link, wire::frame(&hello), now);
+    }
+
+    /// A link failed or was closed by the other side.
+    pub fn link_down(&mut self, link: LinkId, reason: &str, now: Millis) {
+        let Some(l) = self.links.remove(&link) else {
+            return;
+        };
+        if let State::Joining { link: j, .. } = self.state {
+            if j == link {
+                if l.peer.is_none() {
+                    self.dial_next_join(now, reason);
+                } else {
+                    self.exit(1, format!("{} closed the link while we joined", l.addr));
+                }
+                return;
+            }
+        }
+        if let Some(p) = l.peer {
+            self.lost_link_to(p, now);
+        } else if let Some(t) = l.target {
+            // A dial that never got through: back off before trying again.
+            if let Some(m) = self.members.get_mut(&t) {
+                m.dial_failures = m.dial_failures.saturating_add(1);
+                let wait = DIAL_BACKOFF
+                    .saturating_mul(1 << m.dial_failures.min(16))
+                    .min(DIAL_BACKOFF_MAX);
+                m.dial_after = now + wait;
+            }
+        }
+        self.maintain(now);
+    }
+
+    /// A whole frame body arrived on `link`.
+    pub fn frame(&mut self, link: LinkId, body: &[u8], now: Millis) {
+        let Some(l) = self.links.get_mut(&link) else {
+            return;
+        };
+        l.last_rx = now;
+        let peer = l.peer;
+        let msg = match wire::decode(body) {
+            Ok(m) => m,
+            // A newer peer may speak kinds we do not know: skip them.
+            Err(WireError::UnknownKind(_)) if peer.is_some() => return,
+            Err(e) => return self.drop_link(link, &format!("bad frame: {e}"), now),
+        };
+        match (peer, msg) {
+            (None, Msg::Hello(h)) => self.on_hello(link, h, now),
+            (None, Msg::Refuse { code, text }) => self.on_refuse(link, code, &text, now),
+            (None, _) => self.drop_link(link, "message before HELLO", now),
+            (Some(_), Msg::Hello(_)) => self.drop_link(link, "second HELLO", now),
+            (Some(_), Msg::Refuse { .. }) => self.drop_link(link, "refused", now),
+            (Some(p), Msg::Members { last, entries }) => {
+                self.on_members(link, p, last, entries, now)
+            }
+            (Some(_), Msg::Event(ev)) => {
+                let mut frame = Vec::with_capacity(body.len() + 4);
+                frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+                frame.extend_from_slice(body);
+                self.on_event(link, ev, frame, now);
+            }
+            (Some(_), Msg::Fetch { origin, from, to }) => self.on_fetch(link, origin, from, to),
+            (Some(_), Msg::Ping) => {}
+        }
+    }
+
+    /// The user typed a command.
+    pub fn command(&mut self, cmd: Command, now: Millis) {
+        match cmd {
+            Command::Say(text) => {
+                if self.state != State::Member {
+                    return;
+                }
+                let mut text = text;
+                truncate(&mut text, wire::MAX_TEXT);
+                self.show(Show::Chat {
+                    from: self.name.clone(),
+                    room: LOBBY.into(),
+                    text: text.clone(),
+                    own: true,
+                });
+                self.emit(
+                    Body::Chat {
+                        room: LOBBY.into(),
+                        text,
+                    },
+                    now,
+                );
+            }
+            Command::Who => {
+                let mut v = vec![MemberView {
+                    name: self.name.clone(),
+                    addr: self.ip.map(|ip| SocketAddr::new(ip, self.port)),
+                    reach: Reach::Me,
+                }];
+                for (id, m) in self.members.iter().filter(|(_, m)| m.present) {
+                    v.push(MemberView {
+                        name: display_name(*id, m),
+                        addr: m.addr,
+                        reach: if self.linked(*id) {
+                            Reach::Direct
+                        } else {
+                            Reach::Relayed
+                        },
+                    });
+                }
+                v.sort_by(|a, b| a.name.cmp(&b.name));
+                self.show(Show::Members(v));
+            }
+            Command::Quit => self.leave(0, None, now),
+        }
+    }
+
+    /// The time is `now`: run the timers that are due.
+    pub fn tick(&mut self, now: Millis) {
+        let cfg = &self.cfg;
+        let mut dead = Vec::new();
+        let mut ping = Vec::new();
+        let mut any_ping_due = false;
+        for (&id, l) in &self.links {
+            if l.peer.is_none() {
+                if now >= l.opened + cfg.handshake_timeout {
+                    dead.push((id, "timed out"));
+                }
+            } else if now >= l.last_rx + cfg.link_timeout {
+                dead.push((id, "timed out"));
+            } else {
+                any_ping_due |= now >= l.last_tx + cfg.heartbeat;
+                // Ping every link half-way due at once: one wake-up, not many.
+                if now >= l.last_tx + cfg.heartbeat / 2 {
+                    ping.push(id);
+                }
+            }
+        }
+        for (id, why) in dead {
+            self.drop_link(id, why, now);
+        }
+        if any_ping_due {
+            let f = wire::frame(&Msg::Ping);
+            for id in ping {
+                if self.links.contains_key(&id) {
+                    self.send(id, f.clone(), now);
+                }
+            }
+        }
+
+        let mut gaps = Vec::new();
+        let mut gone = Vec::new();
+        for (&id, m) in &self.members {
+            if !m.held.is_empty() && now >= m.fetch_at {
+                gaps.push(id);
+            }
+            if m.suspect_until.is_some_and(|t| now >= t) {
+                gone.push(id);
+            }
+        }
+        for id in gaps {
+            self.fill_gap(id, now);
+        }
+        for id in gone {
+            if self.linked(id) {
+                // Still talking to us directly: not gone, whatever others think.
+                if let Some(m) = self.members.get_mut(&id) {
+                    m.suspect_until = None;
+                }
+            } else {
+                self.remove_member(id, true);
+            }
+        }
+        if self.maintain_at.is_some_and(|t| now >= t) {
+            self.maintain_at = None;
+            self.maintain(now);
+        }
+    }
+
+    /// When [`Core::tick`] next has work to do, if ever.
+    pub fn deadline(&self) -> Option<Millis> {
+        let cfg = &self.cfg;
+        let mut t = self.maintain_at;
+        let mut min = |x: Millis| t = Some(t.map_or(x, |t| t.min(x)));
+        for l in self.links.values() {
+            if l.peer.is_none() {
+                min(l.opened + cfg.handshake_timeout);
+            } else {
+                min(l.last_rx + cfg.link_timeout);
+                min(l.last_tx + cfg.heartbeat);
+            }
+        }
+        for m in self.members.values() {
+            if !m.held.is_empty() {
+                min(m.fetch_at);
+            }
+            if let Some(s) = m.suspect_until {
+                min(s);
+            }
+        }
+        t
+    }
+
+    fn new_link(
+        &mut self,
+        addr: SocketAddr,
+        outbound: bool,
+        target: Option<u64>,
+        now: Millis,
+    ) -> LinkId {
+        let id = self.next_link;
+        self.next_link += 1;
+        self.links.insert(
+            id,
+            Link {
+                addr,
+                outbound,
+                connected: false,
+                target,
+                peer: None,
+                opened: now,
+                last_rx: now,
+                last_tx: now,
+            },
+        );
+        id
+    }
+
+    fn dial_next_join(&mut self, now: Millis, reason: &str) {
+        let State::Joining {
+            addrs, next, label, ..
+        } = &mut self.state
+        else {
+            return;
+        };
+        let Some(&addr) = addrs.get(*next) else {
+            let msg = format!("cannot reach {label}: {reason}");
+            return self.exit(1, msg);
+        };
+        *next += 1;
+        let link = self.new_link(addr, true, None, now);
+        if let State::Joining { link: j, .. } = &mut self.state {
+            *j = link;
+        }
+        self.out.push_back(Action::Connect(link, addr));
+    }
+
+    fn on_hello(&mut self, link: LinkId, h: Hello, now: Millis) {
+        let l = &self.links[&link];
+        let (outbound, addr) = (l.outbound, l.addr);
+        let joining_link = matches!(self.state, State::Joining { link: j, .. } if j == link);
+
+        if h.version != wire::VERSION {
+            let why = format!(
+                "{addr} speaks protocol version {}, this peer speaks {}",
+                h.version,
+                wire::VERSION
+            );
+            return self.refuse(link, Refusal::Version, &why, now);
+        }
+        if h.id == self.id {
+            if joining_link {
+                return self.exit(1, format!("{addr} is this peer itself"));
+            }
+            return self.refuse(link, Refusal::Myself, "connected to itself", now);
+        }
+        if !wire::valid_name(&h.name) {
+            return self.refuse(link, Refusal::BadHello, "invalid name", now);
+        }
+        if self.gone.contains(&h.id) {
+            let why = "this network saw you leave; start again to rejoin";
+            return self.refuse(link, Refusal::Gone, why, now);
+        }
+        if !outbound {
+            if self.state != State::Member {
+                return self.refuse(link, Refusal::Other, "this peer is still joining", now);
+            }
+            if h.joining && self.name_taken(&h.name, h.id) {
+                let why = format!("the name {} is taken in this network", h.name);
+                return self.refuse(link, Refusal::NameTaken, &why, now);
+            }
+            if self.link_count() >= self.cfg.max_links {
+                return self.refuse(link, Refusal::Full, "this peer has too many links", now);
+            }
+        }
+        if h.you.is_some() && self.ip.is_none_or(|ip| ip.is_unspecified()) {
+            self.ip = h.you;
+        }
+
+        let l = self.links.get_mut(&link).expect("link");
+        l.peer = Some(h.id);
+        // Where the peer listens: what we dialled, or where it came from
+        // with the port it says it listens on.
+        let listen = if outbound {
+            addr
+        } else {
+            SocketAddr::new(addr.ip(), h.port)
+        };
+        if !outbound {
+            let reply = Msg::Hello(Hello {
+                version: wire::VERSION,
+                id: self.id,
+                name: self.name.clone(),
+                port: self.port,
+                joining: false,
+                you: Some(addr.ip()),
+            });
+            self.send(link, wire::frame(&reply), now);
+        }
+
+        let known = self.members.contains_key(&h.id);
+        if !known && self.members.len() >= MAX_MEMBERS {
+            return self.drop_link(link, "too many members", now);
+        }
+        let m = self
+            .members
+            .entry(h.id)
+            .or_insert_with(|| Member::new(None, None, 1));
+        m.name = Some(h.name.clone());
+        m.addr = Some(listen);
+        m.dial_failures = 0;
+        m.suspect_until = None;
+
+        if h.name == self.name && !h.joining {
+            self.name_clash(h.id, now);
+        }
+        if self.state == State::Member {
+            self.send_members(link, now);
+        }
+        self.dedup_links(h.id, now);
+    }
+
+    fn on_refuse(&mut self, link: LinkId, code: Refusal, text: &str, now: Millis) {
+        if let State::Joining { link: j, label, .. } = &self.state {
+            if *j == link {
+                let msg = match code {
+                    Refusal::NameTaken | Refusal::Version | Refusal::Myself => text.to_owned(),
+                    _ => format!("{label} refused: {text}"),
+                };
+                return self.exit(1, msg);
+            }
+        }
+        let addr = self.links[&link].addr;
+        if code == Refusal::Myself {
+            // We dialled ourselves under another address: forget it.
+            let ids: Vec<u64> = self
+                .members
+                .iter()
+                .filter(|(_, m)| m.addr == Some(addr))
+                .map(|(&id, _)| id)
+                .collect();
+            for id in ids {
+                self.members.remove(&id);
+            }
+        }
+        self.drop_link(link, text, now);
+    }
+
+    fn on_members(
+        &mut self,
+        link: LinkId,
+        from: u64,
+        last: bool,
+        entries: Vec<Entry>,
+        now: Millis,
+    ) {
+        let welcome = matches!(self.state, State::Joining { link: j, .. } if j == link);
+        let sender_ip = self.links[&link].addr.ip();
+        for e in entries {
+            if e.id == self.id || self.gone.contains(&e.id) || !wire::valid_name(&e.name) {
+                continue;
+            }
+            if e.name == self.name {
+                self.name_clash(e.id, now);
+            }
+            let ip = e.ip.filter(|ip| !ip.is_unspecified());
+            let ip = if e.id == from { Some(sender_ip) } else { ip };
+            let addr = ip.map(|ip| SocketAddr::new(ip, e.port));
+            let room = self.members.len() < MAX_MEMBERS;
+            match self.members.get_mut(&e.id) {
+                Some(m) => {
+                    if welcome {
+                        m.next = e.seq.saturating_add(1);
+                        m.present = true;
+                    }
+                    if m.name.is_none() {
+                        m.name = Some(e.name);
+                    }
+                    if m.addr.is_none() {
+                        m.addr = addr;
+                    }
+                }
+                None if room => {
+                    // On the welcome, start after what the welcomer has
+                    // delivered; later, a member new to us is newer than our
+                    // welcome, so everything it said is news to us.
+                    let next = if welcome { e.seq.saturating_add(1) } else { 1 };
+                    let mut m = Member::new(Some(e.name), addr, next);
+                    m.present = welcome;
+                    self.members.insert(e.id, m);
+                }
+                None => {}
+            }
+        }
+        if welcome && last {
+            let via = self.links[&link].addr;
+            self.state = State::Member;
+            self.show(Show::Joined {
+                via,
+                members: self.members.len() + 1,
+            });
+            let ip = self.ip;
+            let body = Body::Join {
+                name: self.name.clone(),
+                ip,
+                port: self.port,
+            };
+            self.emit(body, now);
+            self.send_members(link, now);
+        }
+        if self.state == State::Member {
+            self.maintain(now);
+        }
+    }
+
+    fn on_event(&mut self, link: LinkId, ev: Event, frame: Vec<u8>, now: Millis) {
+        if ev.origin == self.id || self.gone.contains(&ev.origin) {
+            return;
+        }
+        if !self.members.contains_key(&ev.origin) {
+            if self.members.len() >= MAX_MEMBERS {
+                return;
+            }
+            self.members.insert(ev.origin, Member::new(None, None, 1));
+        }
+        let m = self.members.get_mut(&ev.origin).expect("member");
+        if ev.seq < m.next {
+            return;
+        }
+        if ev.seq > m.next {
+            if ev.seq - m.next < HOLD_WINDOW && m.held.len() < MAX_HELD {
+                if m.held.is_empty() {
+                    m.gap_since = now;
+                    m.fetch_at = now + self.cfg.gap_wait;
+                }
+                m.held.insert(ev.seq, (ev, frame, link));
+            }
+            return;
+        }
+        let origin = ev.origin;
+        self.deliver(ev, frame, Some(link), now);
+        self.drain_held(origin, now);
+    }
+
+    fn drain_held(&mut self, origin: u64, now: Millis) {
+        loop {
+            let Some(m) = self.members.get_mut(&origin) else {
+                return;
+            };
+            let Some((ev, frame, link)) = m.held.remove(&m.next) else {
+                break;
+            };
+            self.deliver(ev, frame, Some(link), now);
+        }
+        if let Some(m) = self.members.get_mut(&origin) {
+            // A gap remains further on: it starts its own wait.
+            if !m.held.is_empty() {
+                m.gap_since = now;
+                m.fetch_at = now + self.cfg.gap_wait;
+            }
+        }
+    }
+
+    fn on_fetch(&mut self, link: LinkId, origin: u64, from: u64, to: u64) {
+        let to = to.min(from.saturating_add(FETCH_MAX - 1));
+        let mut s = from;
+        while s <= to {
+            if let Some(f) = self.cache.frames.get(&(origin, s)) {
+                let f = f.clone();
+                self.out.push_back(Action::Send(link, f));
+            }
+            if s == u64::MAX {
+                break;
+            }
+            s += 1;
+        }
+    }
+
+    /// Asks neighbours for the events missing before the first held one,
+    /// or gives up on them after `gap_giveup`.
+    fn fill_gap(&mut self, origin: u64, now: Millis) {
+        let cfg_giveup = self.cfg.gap_giveup;
+        let cfg_wait = self.cfg.gap_wait;
+        let Some(m) = self.members.get_mut(&origin) else {
+            return;
+        };
+        let Some(&first) = m.held.keys().next() else {
+            return;
+        };
+        if now >= m.gap_since + cfg_giveup {
+            let missed = first - m.next;
+            m.next = first;
+            let name = display_name(origin, m);
+            self.show(Show::Warning(format!(
+                "missed {missed} message{} from {name}",
+                if missed == 1 { "" } else { "s" }
+            )));
+            return self.drain_held(origin, now);
+        }
+        m.fetch_at = now + cfg_wait;
+        let f = wire::frame(&Msg::Fetch {
+            origin,
+            from: m.next,
+            to: first - 1,
+        });
+        let links: Vec<LinkId> = self.established().collect();
+        for l in links {
+            self.send(l, f.clone(), now);
+        }
+    }
+
+    /// Delivers an event that is next in its origin's order, and relays it.
+    fn deliver(&mut self, ev: Event, frame: Vec<u8>, from: Option<LinkId>, now: Millis) {
+        let origin = ev.origin;
+        let Some(m) = self.members.get_mut(&origin) else {
+            return;
+        };
+        m.next = ev.seq.saturating_add(1);
+        // Relay on every other link, except back to the origin itself.
+        let links: Vec<LinkId> = self
+            .links
+            .iter()
+            .filter(|&(&k, l)| l.peer.is_some_and(|p| p != origin) && Some(k) != from)
+            .map(|(&k, _)| k)
+            .collect();
+        for l in links {
+            self.send(l, frame.clone(), now);
+        }
+        self.cache.insert((origin, ev.seq), frame);
+
+        let m = self.members.get_mut(&origin).expect("member");
+        match ev.body {
+            Body::Join { name, ip, port } => {
+                if m.addr.is_none() {
+                    m.addr = ip.map(|ip| SocketAddr::new(ip, port));
+                }
+                if m.name.is_none() {
+                    m.name = Some(name.clone());
+                }
+                m.suspect_until = None;
+                m.present = true;
+                if self.state == State::Member {
+                    self.show(Show::MemberJoined(name.clone()));
+                }
+                if name == self.name {
+                    self.name_clash(origin, now);
+                }
+                self.maintain(now);
+            }
+            Body::Leave => self.remove_member(origin, false),
+            Body::Chat { room, text } => {
+                let from = display_name(origin, m);
+                self.show(Show::Chat {
+                    from,
+                    room,
+                    text,
+                    own: false,
+                });
+            }
+            Body::Suspect { target } if target == self.id => self.emit(Body::Alive, now),
+            Body::Suspect { target } => {
+                let wait = self.cfg.refute_wait;
+                if let Some(t) = self.members.get_mut(&target) {
+                    t.suspect_until.get_or_insert(now + wait);
+                }
+            }
+            Body::Alive => m.suspect_until = None,
+        }
+    }
+
+    /// Originates an event: ours, next in our sequence, to every link.
+    fn emit(&mut self, body: Body, now: Millis) {
+        self.seq += 1;
+        let ev = Event {
+            origin: self.id,
+            seq: self.seq,
+            body,
+        };
+        let f = wire::frame(&Msg::Event(ev));
+        let links: Vec<LinkId> = self.established().collect();
+        for l in links {
+            self.send(l, f.clone(), now);
+        }
+        self.cache.insert((self.id, self.seq), f);
+    }
+
+    fn send_members(&mut self, link: LinkId, now: Millis) {
+        let mut all = vec![Entry {
+            id: self.id,
+            name: self.name.clone(),
+            ip: self.ip,
+            port: self.port,
+            seq: self.seq,
+        }];
+        for (&id, m) in &self.members {
+            if let Some(name) = &m.name {
+                all.push(Entry {
+                    id,
+                    name: name.clone(),
+                    ip: m.addr.map(|a| a.ip()),
+                    port: m.addr.map_or(0, |a| a.port()),
+                    seq: m.next - 1,
+                });
+            }
+        }
+        let n = all.len().div_ceil(wire::MEMBERS_PER_FRAME);
+        for (i, chunk) in all.chunks(wire::MEMBERS_PER_FRAME).enumerate() {
+            let msg = Msg::Members {
+                last: i + 1 == n,
+                entries: chunk.to_vec(),
+            };
+            self.send(link, wire::frame(&msg), now);
+        }
+    }
+
+    /// We lost our last link to `peer`: it may be gone, or only the link.
+    fn lost_link_to(&mut self, peer: u64, now: Millis) {
+        if self.linked(peer) || self.state != State::Member {
+            return;
+        }
+        let wait = self.cfg.refute_wait;
+        let Some(m) = self.members.get_mut(&peer) else {
+            return;
+        };
+        if m.suspect_until.is_none() {
+            m.suspect_until = Some(now + wait);
+            self.emit(Body::Suspect { target: peer }, now);
+        }
+    }
+
+    fn remove_member(&mut self, id: u64, lost: bool) {
+        let Some(m) = self.members.remove(&id) else {
+            return;
+        };
+        self.tombstone(id);
+        if self.state == State::Member && m.present {
+            self.show(Show::MemberLeft {
+                name: display_name(id, &m),
+                lost,
+            });
+        }
+        let links: Vec<LinkId> = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.peer == Some(id))
+            .map(|(&k, _)| k)
+            .collect();
+        for l in links {
+            self.links.remove(&l);
+            self.out.push_back(Action::Close(l));
+        }
+    }
+
+    fn tombstone(&mut self, id: u64) {
+        if self.gone.insert(id) {
+            self.gone_order.push_back(id);
+            if self.gone_order.len() > TOMBSTONES {
+                if let Some(old) = self.gone_order.pop_front() {
+                    self.gone.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// Two members share our name: the one with the larger id gives way.
+    fn name_clash(&mut self, other: u64, now: Millis) {
+        if self.id > other && self.state != State::Done {
+            let msg = format!("the name {} is taken in this network", self.name);
+            self.leave(1, Some(msg), now);
+        }
+    }
+
+    fn name_taken(&self, name: &str, id: u64) -> bool {
+        name == self.name
+            || self
+                .members
+                .iter()
+                .any(|(&k, m)| k != id && m.name.as_deref() == Some(name))
+    }
+
+    fn leave(&mut self, code: i32, msg: Option<String>, now: Millis) {
+        if self.state == State::Member {
+            self.emit(Body::Leave, now);
+        }
+        self.state = State::Done;
+        self.out.push_back(Action::Exit(code, msg));
+    }
+
+    fn exit(&mut self, code: i32, msg: String) {
+        self.state = State::Done;
+        self.out.push_back(Action::Exit(code, Some(msg)));
+    }
+
+    /// Two links to one peer: keep the one dialled by the smaller node id,
+    /// a choice both ends make alike.
+    fn dedup_links(&mut self, peer: u64, now: Millis) {
+        let mut both: Vec<(u64, LinkId)> = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.peer == Some(peer))
+            .map(|(&k, l)| (if l.outbound { self.id } else { peer }, k))
+            .collect();
+        if both.len() < 2 {
+            return;
+        }
+        both.sort();
+        for &(_, link) in &both[1..] {
+            self.links.remove(&link);
+            self.out.push_back(Action::Close(link));
+        }
+        let _ = now;
+    }
+
+    /// Dials members until we have `degree` links (or run out of members
+    /// worth dialling).
+    fn maintain(&mut self, now: Millis) {
+        if self.state != State::Member {
+            return;
+        }
+        let busy: HashSet<u64> = self
+            .links
+            .values()
+            .filter_map(|l| l.peer.or(l.target))
+            .collect();
+        let mut have = busy.len();
+        if have >= self.cfg.degree {
+            return;
+        }
+        let mut ready = Vec::new();
+        let mut later: Option<Millis> = None;
+        for (&id, m) in &self.members {
+            if busy.contains(&id) || m.addr.is_none() || m.suspect_until.is_some() {
+                continue;
+            }
+            if m.dial_after <= now {
+                ready.push(id);
+            } else {
+                later = Some(later.map_or(m.dial_after, |t| t.min(m.dial_after)));
+            }
+        }
+        ready.sort_unstable();
+        while have < self.cfg.degree && !ready.is_empty() {
+            let i = self.rng.below(ready.len() as u64) as usize;
+            let id = ready.swap_remove(i);
+            let addr = self.members[&id].addr.expect("addr");
+            let link = self.new_link(addr, true, Some(id), now);
+            self.out.push_back(Action::Connect(link, addr));
+            have += 1;
+        }
+        if have < self.cfg.degree {
+            self.maintain_at = later;
+        }
+    }
+
+    fn refuse(&mut self, link: LinkId, code: Refusal, text: &str, now: Millis) {
+        let f = wire::frame(&Msg::Refuse {
+            code,
+            text: text.to_owned(),
+        });
+        self.send(link, f, now);
+        self.links.remove(&link);
+        self.out.push_back(Action::Close(link));
+    }
+
+    /// Closes a link we gave up on, and deals with what that means.
+    fn drop_link(&mut self, link: LinkId, why: &str, now: Millis) {
+        if self.links.contains_key(&link) {
+            self.out.push_back(Action::Close(link));
+            self.link_down(link, why, now);
+        }
+    }
+
+    fn send(&mut self, link: LinkId, frame: Vec<u8>, now: Millis) {
+        if let Some(l) = self.links.get_mut(&link) {
+            l.last_tx = now;
+            self.out.push_back(Action::Send(link, frame));
+        }
+    }
+
+    fn show(&mut self, s: Show) {
+        self.out.push_back(Action::Show(s));
+    }
+
+    fn established(&self) -> impl Iterator<Item = LinkId> + '_ {
+        self.links
+            .iter()
+            .filter(|(_, l)| l.peer.is_some())
+            .map(|(&k, _)| k)
+    }
+
+    fn linked(&self, peer: u64) -> bool {
+        self.links.values().any(|l| l.peer == Some(peer))
+    }
+}
+
+fn display_name(id: u64, m: &Member) -> String {
+    match &m.name {
+        Some(n) => n.clone(),
+        None => format!("#{id:016x}"),
+    }
+}
+
+/// Cuts `s` to at most `max` bytes, at a character boundary.
+fn truncate(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut n = max;
+        while !s.is_char_boundary(n) {
+            n -= 1;
+        }
+        s.truncate(n);
+    }
+}

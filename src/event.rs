@@ -1,0 +1,677 @@
+//! The event loop: one thread, one `mio::Poll` over the listener, every
+//! peer socket, stdin and the signal pipe.
+//!
+//! It owns the sockets and their buffers and turns readiness into inputs
+//! for the protocol core, and the core's actions into I/O. Writes never
+//! block: each link has an outbound queue flushed when the socket is
+//! writable; a link whose queue passes [`MAX_QUEUE`], or that stops taking
+//! bytes while its queue is above [`HIGH_WATER`], is dropped, never the
+//! whole program. Timers are the core's deadlines: the loop sleeps in
+//! `poll` until the nearest one, and wakes for nothing else.
+
+use crate::cli::Opts;
+use crate::command::{self, Input};
+use crate::core::{self, Action, Command, Core, LinkId, Millis};
+use crate::editor::Outcome;
+use crate::peers::PeerList;
+use crate::signal::SignalPipe;
+use crate::ui::Ui;
+use crate::wire;
+use mio::net::{TcpListener, TcpStream};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+const LISTENER: Token = Token(0);
+const STDIN: Token = Token(1);
+const SIGNAL: Token = Token(2);
+/// Link `n` is registered as `Token(n + FIRST_LINK)`.
+const FIRST_LINK: usize = 16;
+
+/// Connections at most, accepted and dialled; more are closed at once.
+pub const MAX_CONNS: usize = 512;
+/// A link whose outbound queue grows past this is dropped.
+pub const MAX_QUEUE: usize = 4 << 20;
+/// Above this much queued on any link we stop reading stdin, and a link
+/// that makes no progress above it for [`STALL`] ms is dropped.
+pub const HIGH_WATER: usize = 256 << 10;
+const STALL: Millis = 2_000;
+/// After leaving, how long we wait for the last frames to get out.
+const LINGER: Millis = 1_500;
+/// Bytes read from a socket or stdin per call.
+const CHUNK: usize = 64 << 10;
+/// Longest typed line kept; the rest of it is dropped.
+const MAX_LINE: usize = wire::MAX_TEXT * 4;
+/// How long a lone ESC waits for the rest of an escape sequence.
+const ESC_WAIT: Millis = 50;
+
+/// One connection's socket and buffers.
+struct Conn {
+    stream: TcpStream,
+    rbuf: Vec<u8>,
+    wbuf: Vec<u8>,
+    /// Bytes of `wbuf` already written.
+    wpos: usize,
+    connecting: bool,
+    /// The core has let go of this link: flush, then close by this time.
+    closing: Option<Millis>,
+    /// We sent FIN; waiting for the other side's.
+    shut: bool,
+    /// When the queue last shrank (or was empty).
+    progress: Millis,
+}
+
+impl Conn {
+    fn new(stream: TcpStream, connecting: bool, now: Millis) -> Conn {
+        Conn {
+            stream,
+            rbuf: Vec::new(),
+            wbuf: Vec::new(),
+            wpos: 0,
+            connecting,
+            closing: None,
+            shut: false,
+            progress: now,
+        }
+    }
+
+    fn queued(&self) -> usize {
+        self.wbuf.len() - self.wpos
+    }
+
+    /// Writes what is queued until the socket would block.
+    fn flush(&mut self, now: Millis) -> io::Result<()> {
+        while self.wpos < self.wbuf.len() && !self.connecting {
+            match self.stream.write(&self.wbuf[self.wpos..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.wpos += n;
+                    self.progress = now;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        if self.wpos == self.wbuf.len() {
+            self.wbuf.clear();
+            self.wpos = 0;
+            self.progress = now;
+        } else if self.wpos > self.wbuf.len() / 2 {
+            self.wbuf.drain(..self.wpos);
+            self.wpos = 0;
+        }
+        Ok(())
+    }
+}
+
+/// How stdin is read.
+#[derive(PartialEq, Eq)]
+enum Stdin {
+    /// Registered with the poll (a pipe, terminal or socket).
+    Polled,
+    /// A regular file or /dev/null: always readable, epoll refuses it.
+    File,
+    /// `--no-input`, or end of input reached.
+    Off,
+}
+
+/// Runs a peer until it leaves; returns the exit status.
+pub fn run(opts: Opts, mut ui: Ui) -> Result<i32, String> {
+    let mut ev = Loop::new(&opts, &mut ui)?;
+    ev.run(&mut ui)
+}
+
+struct Loop {
+    poll: Poll,
+    listener: Option<TcpListener>,
+    sig: SignalPipe,
+    core: Core,
+    conns: PeerList<Conn>,
+    start: Instant,
+    stdin: Stdin,
+    /// Stdin has data we have not read yet (edge-triggered readiness).
+    stdin_ready: bool,
+    /// A typed line not yet ended by a newline.
+    partial: Vec<u8>,
+    /// Set when we leave: exit with this once the links are closed.
+    exit: Option<i32>,
+    /// Accept again at this time, after running out of descriptors.
+    accept_retry: Option<Millis>,
+    /// A lone ESC typed: take it as the Escape key if nothing follows by then.
+    esc_at: Option<Millis>,
+    /// Puts stdin's file status flags back as they were.
+    _stdin_flags: StdinFlags,
+}
+
+/// stdin is made non-blocking for the poll; the file description is
+/// shared with the shell, so its flags are put back on the way out.
+struct StdinFlags(Option<libc::c_int>);
+
+impl StdinFlags {
+    fn set_nonblocking() -> StdinFlags {
+        let flags = unsafe { libc::fcntl(0, libc::F_GETFL) };
+        if flags < 0 || flags & libc::O_NONBLOCK != 0 {
+            return StdinFlags(None);
+        }
+        unsafe { libc::fcntl(0, libc::F_SETFL, flags | libc::O_NONBLOCK) };
+        StdinFlags(Some(flags))
+    }
+}
+
+impl Drop for StdinFlags {
+    fn drop(&mut self) {
+        if let Some(f) = self.0 {
+            unsafe { libc::fcntl(0, libc::F_SETFL, f) };
+        }
+    }
+}
+
+impl Loop {
+    fn new(opts: &Opts, ui: &mut Ui) -> Result<Loop, String> {
+        let poll = Poll::new().map_err(|e| format!("poll: {e}"))?;
+        let bind = SocketAddr::new(opts.bind, opts.port);
+        let mut listener = listen(bind).map_err(|e| format!("listen on {bind}: {e}"))?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| format!("listen: {e}"))?
+            .port();
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)
+            .map_err(|e| format!("poll: {e}"))?;
+
+        let mut signals = vec![libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+        if matches!(ui, Ui::Tty(_)) {
+            signals.extend([libc::SIGWINCH, libc::SIGTSTP, libc::SIGCONT]);
+        }
+        let sig = SignalPipe::install(&signals).map_err(|e| format!("signals: {e}"))?;
+        poll.registry()
+            .register(&mut SourceFd(&sig.fd), SIGNAL, Interest::READABLE)
+            .map_err(|e| format!("poll: {e}"))?;
+
+        let stdin = if opts.no_input {
+            Stdin::Off
+        } else {
+            match poll
+                .registry()
+                .register(&mut SourceFd(&0), STDIN, Interest::READABLE)
+            {
+                Ok(()) => Stdin::Polled,
+                // epoll refuses regular files (and /dev/null): they are
+                // always readable, so read them without asking.
+                Err(e) if e.raw_os_error() == Some(libc::EPERM) => Stdin::File,
+                Err(e) => return Err(format!("stdin: {e}")),
+            }
+        };
+
+        let stdin_flags = if stdin == Stdin::Polled {
+            StdinFlags::set_nonblocking()
+        } else {
+            StdinFlags(None)
+        };
+        let id = random_u64();
+        let cfg = core::Config {
+            degree: opts.degree,
+            ..Default::default()
+        };
+        let mut core = Core::new(cfg, id, &opts.name, port, random_u64());
+        ui.listening(port);
+        let start = Instant::now();
+        if let Some((host, p)) = &opts.join {
+            let label = if host.contains(':') {
+                format!("[{host}]:{p}")
+            } else {
+                format!("{host}:{p}")
+            };
+            let addrs: Vec<SocketAddr> = (host.as_str(), *p)
+                .to_socket_addrs()
+                .map_err(|e| format!("cannot resolve {host}: {e}"))?
+                .collect();
+            core.join(addrs, &label, 0);
+        }
+        Ok(Loop {
+            poll,
+            listener: Some(listener),
+            sig,
+            core,
+            conns: PeerList::new(),
+            start,
+            stdin_ready: stdin == Stdin::File,
+            stdin,
+            partial: Vec::new(),
+            exit: None,
+            accept_retry: None,
+            esc_at: None,
+            _stdin_flags: stdin_flags,
+        })
+    }
+
+    fn now(&self) -> Millis {
+        self.start.elapsed().as_millis() as Millis
+    }
+
+    fn run(&mut self, ui: &mut Ui) -> Result<i32, String> {
+        let mut events = Events::with_capacity(256);
+        self.apply(ui)?;
+        loop {
+            if let Some(code) = self.exit {
+                if self.conns.is_empty() {
+                    return Ok(code);
+                }
+            }
+            let timeout = self.timeout();
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(format!("poll: {e}")),
+            }
+            let now = self.now();
+            for e in events.iter() {
+                match e.token() {
+                    LISTENER => self.accept(now),
+                    SIGNAL => self.signals(ui, now),
+                    STDIN => self.stdin_ready = true,
+                    Token(t) => self.conn_event((t - FIRST_LINK) as LinkId, now),
+                }
+                self.apply(ui)?;
+            }
+            if self.stdin_ready
+                && self.exit.is_none()
+                && self.core.is_member()
+                && !self.backlogged()
+            {
+                self.read_stdin(ui, now);
+            }
+            if self.esc_at.is_some_and(|t| now >= t) {
+                self.esc_at = None;
+                if let Ui::Tty(t) = ui {
+                    let outcomes = t.screen.flush_pending_input().unwrap_or_default();
+                    self.keys(ui, outcomes, now);
+                }
+            }
+            if self.accept_retry.is_some_and(|t| now >= t) {
+                self.accept_retry = None;
+                self.accept(now);
+            }
+            if self.core.deadline().is_some_and(|t| now >= t) {
+                self.core.tick(now);
+            }
+            self.apply(ui)?;
+            self.housekeeping(now);
+            if let Err(e) = ui.flush() {
+                if e.kind() == io::ErrorKind::BrokenPipe {
+                    // Nobody reads us any more: leave quietly.
+                    self.core.command(Command::Quit, now);
+                    self.apply(ui)?;
+                } else {
+                    return Err(format!("stdout: {e}"));
+                }
+            }
+        }
+    }
+
+    /// How long poll may sleep: until the nearest deadline.
+    fn timeout(&self) -> Option<Duration> {
+        let now = self.now();
+        let mut t = self.core.deadline();
+        let mut min = |x: Millis| t = Some(t.map_or(x, |t| t.min(x)));
+        if let Some(a) = self.accept_retry {
+            min(a);
+        }
+        if let Some(a) = self.esc_at {
+            min(a);
+        }
+        for (_, c) in self.conns.iter() {
+            if c.queued() > HIGH_WATER {
+                min(c.progress + STALL);
+            }
+            if let Some(until) = c.closing {
+                min(until);
+            }
+        }
+        if self.stdin_ready && self.core.is_member() && self.exit.is_none() && !self.backlogged() {
+            min(now);
+        }
+        t.map(|t| Duration::from_millis(t.saturating_sub(now)))
+    }
+
+    /// Whether some link has so much queued that we should stop reading
+    /// more from stdin for now.
+    fn backlogged(&self) -> bool {
+        self.conns.iter().any(|(_, c)| c.queued() > HIGH_WATER)
+    }
+
+    fn accept(&mut self, now: Millis) {
+        let Some(listener) = &self.listener else {
+            return;
+        };
+        loop {
+            match listener.accept() {
+                Ok((mut stream, addr)) => {
+                    if self.conns.len() >= MAX_CONNS || self.exit.is_some() {
+                        continue; // dropped: closed at once
+                    }
+                    let _ = stream.set_nodelay(true);
+                    let link = self.core.accepted(addr, now);
+                    let token = Token(link as usize + FIRST_LINK);
+                    if self
+                        .poll
+                        .registry()
+                        .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+                        .is_err()
+                    {
+                        self.core.link_down(link, "poll", now);
+                        continue;
+                    }
+                    self.conns.push(link, Conn::new(stream, false, now));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE and friends: the connection waits in the
+                    // backlog; try again shortly instead of spinning.
+                    if e.raw_os_error() != Some(libc::ECONNABORTED) {
+                        self.accept_retry = Some(now + 100);
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    fn signals(&mut self, ui: &mut Ui, now: Millis) {
+        for sig in self.sig.drain() {
+            match sig {
+                libc::SIGINT | libc::SIGTERM | libc::SIGHUP if self.exit.is_none() => {
+                    self.core.command(Command::Quit, now);
+                }
+                libc::SIGWINCH => {
+                    if let Ui::Tty(t) = ui {
+                        let _ = t.screen.resize();
+                    }
+                }
+                libc::SIGTSTP => suspend(ui),
+                libc::SIGCONT => {
+                    if let Ui::Tty(t) = ui {
+                        let _ = t.screen.resume();
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn read_stdin(&mut self, ui: &mut Ui, now: Millis) {
+        let mut buf = [0u8; CHUNK];
+        let n = match io::stdin().lock().read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.stdin_ready = false;
+                return;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return,
+            Err(e) => {
+                ui.error(&format!("stdin: {e}"));
+                0
+            }
+        };
+        if n == 0 {
+            // End of input: whatever was typed without a newline still
+            // counts, then we leave.
+            let rest = std::mem::take(&mut self.partial);
+            if !rest.is_empty() {
+                self.typed(ui, &String::from_utf8_lossy(&rest), now);
+            }
+            if self.stdin == Stdin::Polled {
+                let _ = self.poll.registry().deregister(&mut SourceFd(&0));
+            }
+            self.stdin = Stdin::Off;
+            self.stdin_ready = false;
+            self.core.command(Command::Quit, now);
+            return;
+        }
+        let bytes = &buf[..n];
+        if let Ui::Tty(t) = ui {
+            let outcomes = t.screen.feed(bytes).unwrap_or_default();
+            self.esc_at = t.screen.has_pending_input().then_some(now + ESC_WAIT);
+            return self.keys(ui, outcomes, now);
+        }
+        let mut start = 0;
+        for (i, &b) in bytes.iter().enumerate() {
+            if b == b'\n' {
+                self.partial.extend_from_slice(&bytes[start..i]);
+                start = i + 1;
+                let l = std::mem::take(&mut self.partial);
+                self.typed(ui, &String::from_utf8_lossy(&l), now);
+            }
+        }
+        let rest = &bytes[start..];
+        let room = MAX_LINE.saturating_sub(self.partial.len());
+        self.partial
+            .extend_from_slice(&rest[..rest.len().min(room)]);
+    }
+
+    /// What the line editor made of the keys typed.
+    fn keys(&mut self, ui: &mut Ui, outcomes: Vec<Outcome>, now: Millis) {
+        for o in outcomes {
+            if self.exit.is_some() {
+                break;
+            }
+            match o {
+                Outcome::Submit(line) => self.typed(ui, &line, now),
+                Outcome::Quit => self.core.command(Command::Quit, now),
+                Outcome::Suspend => suspend(ui),
+                _ => {}
+            }
+        }
+    }
+
+    /// One line typed by the user.
+    fn typed(&mut self, ui: &mut Ui, line: &str, now: Millis) {
+        match command::parse(line) {
+            Input::Core(c) => self.core.command(c, now),
+            Input::Help => ui.help(),
+            Input::Nothing => {}
+            Input::Error(e) => ui.error(&e),
+        }
+    }
+
+    fn conn_event(&mut self, link: LinkId, now: Millis) {
+        let Some(c) = self.conns.get_mut(link) else {
+            return;
+        };
+        if c.connecting {
+            if let Ok(Some(e)) | Err(e) = c.stream.take_error() {
+                return self.lost(link, &e.to_string(), now);
+            }
+            match c.stream.peer_addr() {
+                Ok(_) => {
+                    c.connecting = false;
+                    let _ = c.stream.set_nodelay(true);
+                    self.core.connected(link, now);
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
+                Err(e) => return self.lost(link, &e.to_string(), now),
+            }
+        }
+        if let Err(e) = self.read(link, now) {
+            return self.lost(link, &e, now);
+        }
+        if let Some(c) = self.conns.get_mut(link) {
+            if let Err(e) = c.flush(now) {
+                self.lost(link, &e.to_string(), now);
+            }
+        }
+    }
+
+    /// Reads what the socket has and hands whole frames to the core.
+    fn read(&mut self, link: LinkId, now: Millis) -> Result<(), String> {
+        loop {
+            let Some(c) = self.conns.get_mut(link) else {
+                return Ok(());
+            };
+            let len = c.rbuf.len();
+            c.rbuf.resize(len + CHUNK, 0);
+            let r = c.stream.read(&mut c.rbuf[len..]);
+            c.rbuf.truncate(len + *r.as_ref().unwrap_or(&0));
+            match r {
+                Ok(0) => return Err("closed by peer".into()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.to_string()),
+            }
+            if c.shut || c.closing.is_some() {
+                c.rbuf.clear(); // draining until the peer's FIN
+                continue;
+            }
+            let mut rbuf = std::mem::take(&mut c.rbuf);
+            let mut pos = 0;
+            let res = loop {
+                match wire::frame_len(&rbuf[pos..]) {
+                    Ok(Some(n)) => {
+                        self.core.frame(link, &rbuf[pos + 4..pos + n], now);
+                        pos += n;
+                    }
+                    Ok(None) => break Ok(()),
+                    Err(e) => break Err(format!("bad frame: {e}")),
+                }
+            };
+            rbuf.drain(..pos);
+            if let Some(c) = self.conns.get_mut(link) {
+                c.rbuf = rbuf;
+            }
+            res?;
+        }
+    }
+
+    /// The link is gone on our side: tell the core, forget the socket.
+    fn lost(&mut self, link: LinkId, why: &str, now: Millis) {
+        if let Some(mut c) = self.conns.remove(link) {
+            let _ = self.poll.registry().deregister(&mut c.stream);
+            if c.closing.is_none() {
+                self.core.link_down(link, why, now);
+            }
+        }
+    }
+
+    /// Carries out what the core asked for, until it asks for nothing.
+    fn apply(&mut self, ui: &mut Ui) -> Result<(), String> {
+        let now = self.now();
+        while let Some(a) = self.core.next_action() {
+            match a {
+                Action::Send(link, frame) => {
+                    if let Some(c) = self.conns.get_mut(link) {
+                        c.wbuf.extend_from_slice(&frame);
+                    }
+                }
+                Action::Connect(link, addr) => self.connect(link, addr, now),
+                Action::Close(link) => {
+                    if let Some(c) = self.conns.get_mut(link) {
+                        c.closing.get_or_insert(now + LINGER);
+                    }
+                }
+                Action::Show(s) => ui.show(&s),
+                Action::Exit(code, msg) => {
+                    if let Some(m) = msg {
+                        ui.error(&m);
+                    }
+                    if self.exit.is_none() {
+                        self.exit = Some(code);
+                        if let Some(mut l) = self.listener.take() {
+                            let _ = self.poll.registry().deregister(&mut l);
+                        }
+                        for (_, c) in self.conns.iter_mut() {
+                            c.closing.get_or_insert(now + LINGER);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn connect(&mut self, link: LinkId, addr: SocketAddr, now: Millis) {
+        if self.conns.len() >= MAX_CONNS {
+            return self.core.link_down(link, "too many connections", now);
+        }
+        let mut stream = match TcpStream::connect(addr) {
+            Ok(s) => s,
+            Err(e) => return self.core.link_down(link, &e.to_string(), now),
+        };
+        let token = Token(link as usize + FIRST_LINK);
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            return self.core.link_down(link, &e.to_string(), now);
+        }
+        self.conns.push(link, Conn::new(stream, true, now));
+    }
+
+    /// Flushes queues, closes what should close, drops stalled links.
+    fn housekeeping(&mut self, now: Millis) {
+        for link in self.conns.keys() {
+            let c = self.conns.get_mut(link).expect("listed");
+            let mut r = c.flush(now);
+            if r.is_ok() && c.queued() > MAX_QUEUE {
+                r = Err(io::Error::other("peer is not reading (queue full)"));
+            }
+            if r.is_ok() && c.queued() > HIGH_WATER && now >= c.progress + STALL {
+                r = Err(io::Error::other("peer stopped reading"));
+            }
+            if let Err(e) = r {
+                self.lost(link, &e.to_string(), now);
+                continue;
+            }
+            let Some(until) = c.closing else {
+                continue;
+            };
+            if c.queued() == 0 && !c.shut && !c.connecting {
+                // Half-close and wait for the other side to close too, so
+                // the last frames are read, not reset.
+                let _ = c.stream.shutdown(std::net::Shutdown::Write);
+                c.shut = true;
+            }
+            if now >= until || c.connecting {
+                self.lost(link, "closed", now);
+            }
+        }
+    }
+}
+
+/// Restores the terminal and stops the process; SIGCONT brings it back.
+fn suspend(ui: &mut Ui) {
+    if let Ui::Tty(t) = ui {
+        let _ = t.screen.suspend();
+        unsafe { libc::kill(libc::getpid(), libc::SIGSTOP) };
+    }
+}
+
+fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    s.set_reuse_address(true)?;
+    s.set_nonblocking(true)?;
+    s.set_cloexec(true)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    Ok(TcpListener::from_std(s.into()))
+}
+
+/// 64 random bits from the kernel.
+fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), 8, 0) };
+    if n != 8 {
+        // No getrandom(2): the clock and pid are unique enough for an id.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        return (t ^ u64::from(std::process::id()) << 32).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+    u64::from_ne_bytes(b)
+}

@@ -1,0 +1,22 @@
+//! p2pchat: a serverless group chat for the terminal.
+//!
+//! Every running `p2pchat` is a peer: it listens, connects and relays.
+//! The layers, from the outside in:
+//!
+//! - [`cli`]: the command line.
+//! - [`event`]: the event loop, the only place that does network I/O.
+//! - [`ui`], [`tty`], [`editor`]: what the user sees and types.
+//! - [`core`]: the protocol state machine, with no I/O at all.
+//! - [`wire`]: frames and messages, pure encode and decode.
+//! - [`peers`]: the linked list of live connections.
+
+pub mod cli;
+pub mod command;
+pub mod core;
+pub mod editor;
+pub mod event;
+pub mod peers;
+pub mod signal;
+pub mod tty;
+pub mod ui;
+pub mod wire;

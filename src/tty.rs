@@ -1,0 +1,723 @@
+//! The interactive terminal: raw mode and its restoration, the window size,
+//! and `Screen`, which keeps one input line at the bottom while chat scrolls
+//! above it.
+//!
+//! Raw mode (`RawMode`) is linenoise's, except that output processing
+//! (OPOST) stays on, so a stray `\n` still returns the carriage. Input: no
+//! ECHO, ICANON, ISIG, IEXTEN, IXON, ICRNL, BRKINT, INPCK, ISTRIP; CS8;
+//! VMIN 1, VTIME 0. With ISIG off, Ctrl-C, Ctrl-Z and Ctrl-\ arrive as bytes,
+//! not signals; with ICRNL off, Enter arrives as CR. The original termios
+//! and file status flags of fd 0 are kept in a process-global copy, so the
+//! terminal can be restored from anywhere: the guard's `Drop`, a panic hook,
+//! a signal path (`restore_terminal_global`).
+//!
+//! The "IRC problem" (a message arrives while the user types) is solved the
+//! linenoise way: every line goes through `Screen::print`, which erases the
+//! input line, prints, and draws the prompt and the input again, in one
+//! `write`. Output to the terminal is never dropped: a non-blocking stdout
+//! that would block is waited on with `poll`.
+
+use std::io;
+use std::os::raw::c_int;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use crate::editor::{Editor, Key, KeyParser, Outcome, str_width};
+
+struct Saved {
+    /// fd 0's termios before raw mode.
+    termios: libc::termios,
+    /// fd 0's file status flags before raw mode.
+    flags: c_int,
+    /// Whether raw mode is on now.
+    raw: bool,
+    /// The flags in effect while raw (the event loop sets O_NONBLOCK),
+    /// put back when raw mode is re-entered after a suspension.
+    raw_flags: c_int,
+}
+
+static SAVED: Mutex<Option<Saved>> = Mutex::new(None);
+
+fn saved() -> MutexGuard<'static, Option<Saved>> {
+    // A panic never happens while the lock is held; recover anyway, since
+    // restoring the terminal matters most after a panic.
+    SAVED.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Retries a libc call while it fails with EINTR.
+fn cvt(mut f: impl FnMut() -> c_int) -> io::Result<c_int> {
+    loop {
+        let r = f();
+        if r != -1 {
+            return Ok(r);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+fn set_termios(termios: &libc::termios) -> io::Result<()> {
+    // SAFETY: a valid fd number and a pointer to an initialised termios.
+    cvt(|| unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSADRAIN, termios) }).map(drop)
+}
+
+fn get_flags() -> io::Result<c_int> {
+    // SAFETY: F_GETFL takes no argument.
+    cvt(|| unsafe { libc::fcntl(libc::STDIN_FILENO, libc::F_GETFL) })
+}
+
+fn set_flags(flags: c_int) -> io::Result<()> {
+    // SAFETY: F_SETFL takes an int.
+    cvt(|| unsafe { libc::fcntl(libc::STDIN_FILENO, libc::F_SETFL, flags) }).map(drop)
+}
+
+/// fd 0's mode and flags as they are now, to restore later.
+fn current_mode() -> io::Result<Saved> {
+    // SAFETY: termios is plain data; tcgetattr fills it in.
+    let mut termios: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid fd number and a pointer to a termios.
+    cvt(|| unsafe { libc::tcgetattr(libc::STDIN_FILENO, &mut termios) })?;
+    let flags = get_flags()?;
+    Ok(Saved {
+        termios,
+        flags,
+        raw: false,
+        raw_flags: flags,
+    })
+}
+
+fn enter_raw(s: &mut Saved) -> io::Result<()> {
+    let mut raw = s.termios;
+    raw.c_iflag &= !(libc::BRKINT | libc::ICRNL | libc::INPCK | libc::ISTRIP | libc::IXON);
+    raw.c_cflag |= libc::CS8;
+    raw.c_lflag &= !(libc::ECHO | libc::ICANON | libc::IEXTEN | libc::ISIG);
+    raw.c_cc[libc::VMIN] = 1;
+    raw.c_cc[libc::VTIME] = 0;
+    set_termios(&raw)?;
+    s.raw = true;
+    Ok(())
+}
+
+/// Puts fd 0 back in the mode and with the file status flags (O_NONBLOCK
+/// among them: the file description is shared with the shell) it had before
+/// `RawMode::enable`. Does nothing if raw mode is not on, so it may be
+/// called any number of times, e.g. from a panic hook and again from the
+/// guard's `Drop`. `reenter_raw_mode` undoes it.
+///
+/// # Errors
+///
+/// The error of `tcsetattr` or `fcntl`; both are attempted.
+pub fn restore_terminal_global() -> io::Result<()> {
+    let mut guard = saved();
+    let Some(s) = guard.as_mut().filter(|s| s.raw) else {
+        return Ok(());
+    };
+    s.raw = false;
+    if let Ok(flags) = get_flags() {
+        s.raw_flags = flags;
+    }
+    let termios = set_termios(&s.termios);
+    let flags = set_flags(s.flags);
+    termios.and(flags)
+}
+
+/// Re-enters raw mode after `restore_terminal_global` (resuming after a
+/// suspension), with the file status flags fd 0 had when it was left.
+/// Does nothing without a live `RawMode` or when raw mode is already on.
+///
+/// # Errors
+///
+/// The error of `tcsetattr` or `fcntl`.
+pub fn reenter_raw_mode() -> io::Result<()> {
+    let mut guard = saved();
+    let Some(s) = guard.as_mut().filter(|s| !s.raw) else {
+        return Ok(());
+    };
+    enter_raw(s)?;
+    set_flags(s.raw_flags)
+}
+
+/// Raw mode on fd 0 for as long as the guard lives.
+///
+/// Create it once, before the event loop makes stdin non-blocking; dropping
+/// it (or `restore`) restores the terminal and fd 0's original flags.
+#[derive(Debug)]
+pub struct RawMode {
+    active: bool,
+}
+
+impl RawMode {
+    /// Saves fd 0's termios and file status flags and switches the terminal
+    /// to raw mode.
+    ///
+    /// # Errors
+    ///
+    /// The error of `tcgetattr` (ENOTTY when stdin is not a terminal),
+    /// `fcntl` or `tcsetattr`.
+    pub fn enable() -> io::Result<RawMode> {
+        let mut guard = saved();
+        let s = match guard.take() {
+            Some(s) => s,
+            None => current_mode()?,
+        };
+        enter_raw(guard.insert(s))?;
+        Ok(RawMode { active: true })
+    }
+
+    /// Restores the terminal now; later calls (and `Drop`) do nothing.
+    ///
+    /// # Errors
+    ///
+    /// As `restore_terminal_global`.
+    pub fn restore(&mut self) -> io::Result<()> {
+        if !std::mem::replace(&mut self.active, false) {
+            return Ok(());
+        }
+        let result = restore_terminal_global();
+        *saved() = None;
+        result
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        let _ = self.restore();
+    }
+}
+
+/// The terminal's size as (columns, rows), from TIOCGWINSZ on fd 1;
+/// 80x24 when that fails or reports zero.
+pub fn winsize() -> (u16, u16) {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one winsize through the pointer.
+    let r = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) };
+    if r == -1 || ws.ws_col == 0 {
+        return (80, 24);
+    }
+    (ws.ws_col, if ws.ws_row == 0 { 24 } else { ws.ws_row })
+}
+
+/// Writes all of `buf` to `fd`, retrying on EINTR and waiting in `poll`
+/// while a non-blocking fd would block.
+fn write_all(fd: c_int, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        // SAFETY: the pointer and length describe `buf`.
+        let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+        if n > 0 {
+            buf = &buf[n.unsigned_abs()..];
+            continue;
+        }
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        let err = io::Error::last_os_error();
+        match err.kind() {
+            io::ErrorKind::Interrupted => {}
+            io::ErrorKind::WouldBlock => {
+                let mut pfd = libc::pollfd {
+                    fd,
+                    events: libc::POLLOUT,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd. A terminal drains fast; an error
+                // or hangup shows up in the next write.
+                cvt(|| unsafe { libc::poll(&mut pfd, 1, -1) })?;
+            }
+            _ => return Err(err),
+        }
+    }
+    Ok(())
+}
+
+/// Readable foreground colours for user names (SGR parameters).
+const NAME_COLORS: [&str; 6] = ["32", "33", "35", "36", "91", "94"];
+
+/// The colour for `name`: an SGR parameter string for `Screen::paint`,
+/// the same for the same name in every run and on every peer.
+pub fn name_color(name: &str) -> &'static str {
+    // FNV-1a: stable, unlike std's randomly keyed hasher.
+    let hash = name.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    NAME_COLORS[hash as usize % NAME_COLORS.len()]
+}
+
+/// The local time as `HH:MM` (`--:--` if it cannot be had).
+pub fn clock() -> String {
+    // SAFETY: time accepts a null pointer; localtime_r fills in `tm`.
+    let tm = unsafe {
+        let now = libc::time(std::ptr::null_mut());
+        let mut tm: libc::tm = std::mem::zeroed();
+        if libc::localtime_r(&now, &mut tm).is_null() {
+            return "--:--".to_owned();
+        }
+        tm
+    };
+    format!("{:02}:{:02}", tm.tm_hour, tm.tm_min)
+}
+
+/// Terminal columns of `s`, skipping the CSI sequences (colours) in it.
+fn visible_width(s: &str) -> usize {
+    let mut width = 0;
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            if chars.next() == Some('[') {
+                chars.by_ref().find(|c| ('@'..='~').contains(c));
+            }
+        } else {
+            width += crate::editor::char_width(c);
+        }
+    }
+    width
+}
+
+/// The interactive UI: chat lines scroll above one input line drawn at the
+/// bottom as `prompt` plus the visible part of the line being edited.
+///
+/// Everything printed while the input line is shown must go through
+/// `print`. Methods that write return the write error (EIO once the
+/// terminal is gone); output is never dropped because stdout would block.
+#[derive(Debug)]
+pub struct Screen {
+    editor: Editor,
+    keys: KeyParser,
+    prompt: String,
+    prompt_cols: usize,
+    color: bool,
+    escapes: bool,
+    cols: usize,
+    /// Whether the input line is on the screen (not hidden).
+    shown: bool,
+    /// Columns the input line took when last drawn without escapes.
+    drawn: usize,
+}
+
+impl Screen {
+    /// A screen on an ANSI terminal, with colours if `color`. The input line
+    /// is not drawn until `redraw`.
+    pub fn new(prompt: String, color: bool) -> Screen {
+        Screen::with_width(prompt, color, true, usize::from(winsize().0))
+    }
+
+    /// A screen for a terminal without escape sequences (`TERM=dumb`): the
+    /// input line is redrawn with `\r` and spaces only, and there is no
+    /// colour.
+    pub fn new_dumb(prompt: String) -> Screen {
+        Screen::with_width(prompt, false, false, usize::from(winsize().0))
+    }
+
+    fn with_width(prompt: String, color: bool, escapes: bool, cols: usize) -> Screen {
+        Screen {
+            editor: Editor::new(),
+            keys: KeyParser::new(),
+            prompt_cols: visible_width(&prompt),
+            prompt,
+            color,
+            escapes,
+            cols,
+            shown: false,
+            drawn: 0,
+        }
+    }
+
+    /// The line editor (line, cursor, history).
+    pub fn editor(&self) -> &Editor {
+        &self.editor
+    }
+
+    /// The line editor, e.g. to `set_history`.
+    pub fn editor_mut(&mut self) -> &mut Editor {
+        &mut self.editor
+    }
+
+    /// Whether colours are on.
+    pub fn color(&self) -> bool {
+        self.color
+    }
+
+    /// `text` in the colour or style `sgr` (SGR parameters such as `"1"` or
+    /// `name_color(name)`), or `text` unchanged when colours are off.
+    pub fn paint(&self, sgr: &str, text: &str) -> String {
+        if self.color {
+            format!("\x1b[{sgr}m{text}\x1b[0m")
+        } else {
+            text.to_owned()
+        }
+    }
+
+    /// Prints one line above the input line. `line` must be safe for the
+    /// terminal: untrusted text goes through `editor::escape_controls`
+    /// before the caller adds colours.
+    ///
+    /// # Errors
+    ///
+    /// The error writing to stdout.
+    pub fn print(&mut self, line: &str) -> io::Result<()> {
+        let mut out = String::new();
+        self.compose_print(line, &mut out);
+        write_all(libc::STDOUT_FILENO, out.as_bytes())
+    }
+
+    /// Feeds bytes read from stdin through the key parser and the editor,
+    /// redraws, and returns what the caller must act on: `Submit` (print the
+    /// line yourself with `print`), `Quit` and `Suspend`. Redraws, Ctrl-L
+    /// and the bell are handled here.
+    ///
+    /// If `has_pending_input` is then true (a lone ESC, say), call
+    /// `flush_pending_input` when no more input came within ~50 ms.
+    ///
+    /// # Errors
+    ///
+    /// The error writing to stdout.
+    pub fn feed(&mut self, bytes: &[u8]) -> io::Result<Vec<Outcome>> {
+        let mut keys = Vec::new();
+        self.keys.feed(bytes, &mut keys);
+        self.apply(keys)
+    }
+
+    /// Whether input bytes are waiting to complete a key.
+    pub fn has_pending_input(&self) -> bool {
+        self.keys.has_pending()
+    }
+
+    /// Takes waiting input bytes as they are (a lone ESC is the Escape key,
+    /// and ignored); see `feed`.
+    ///
+    /// # Errors
+    ///
+    /// The error writing to stdout.
+    pub fn flush_pending_input(&mut self) -> io::Result<Vec<Outcome>> {
+        let mut keys = Vec::new();
+        self.keys.flush_pending(&mut keys);
+        self.apply(keys)
+    }
+
+    /// Draws the prompt and the input line (again), and shows it if hidden.
+    ///
+    /// # Errors
+    ///
+    /// The error writing to stdout.
+    pub fn redraw(&mut self) -> io::Result<()> {
+        let mut out = String::new();
+        self.shown = true;
+        self.compose_line(&mut out);
+        write_all(libc::STDOUT_FILENO, out.as_bytes())
+    }
+
+    /// Reads the terminal width again (after SIGWINCH) and redraws.
+    ///
+    /// # Errors
+    ///
+    /// The error writing to stdout.
+    pub fn resize(&mut self) -> io::Result<()> {
+        self.cols = usize::from(winsize().0);
+        if self.shown { self.redraw() } else { Ok(()) }
+    }
+
+    /// Changes the prompt (e.g. after changing rooms) and redraws.
+    ///
+    /// # Errors
+    ///
+    /// The error writing to stdout.
+    pub fn set_prompt(&mut self, prompt: String) -> io::Result<()> {
+        self.prompt_cols = visible_width(&prompt);
+        self.prompt = prompt;
+        if self.shown { self.redraw() } else { Ok(()) }
+    }
+
+    /// Clears the screen (Ctrl-L) and redraws the input line at the top.
+    ///
+    /// # Errors
+    ///
+    /// The error writing to stdout.
+    pub fn clear_screen(&mut self) -> io::Result<()> {
+        let mut out = String::new();
+        self.compose_clear_screen(&mut out);
+        write_all(libc::STDOUT_FILENO, out.as_bytes())
+    }
+
+    /// Erases the input line, e.g. before exiting or suspending; `print`
+    /// then prints without redrawing it, until `redraw`.
+    ///
+    /// # Errors
+    ///
+    /// The error writing to stdout.
+    pub fn hide(&mut self) -> io::Result<()> {
+        if !self.shown {
+            return Ok(());
+        }
+        let mut out = String::new();
+        self.compose_erase(&mut out);
+        self.shown = false;
+        write_all(libc::STDOUT_FILENO, out.as_bytes())
+    }
+
+    /// Rings the terminal bell.
+    ///
+    /// # Errors
+    ///
+    /// The error writing to stdout.
+    pub fn bell(&mut self) -> io::Result<()> {
+        write_all(libc::STDOUT_FILENO, b"\x07")
+    }
+
+    /// Hides the input line and restores the terminal's own mode, before
+    /// the caller stops the process (`raise(SIGSTOP)`).
+    ///
+    /// # Errors
+    ///
+    /// The error writing to stdout or restoring the terminal.
+    pub fn suspend(&mut self) -> io::Result<()> {
+        let hidden = self.hide();
+        restore_terminal_global().and(hidden)
+    }
+
+    /// Returns to raw mode after a suspension (SIGCONT), reads the width
+    /// again and redraws.
+    ///
+    /// # Errors
+    ///
+    /// The error entering raw mode or writing to stdout.
+    pub fn resume(&mut self) -> io::Result<()> {
+        reenter_raw_mode()?;
+        self.cols = usize::from(winsize().0);
+        self.redraw()
+    }
+
+    fn apply(&mut self, keys: Vec<Key>) -> io::Result<Vec<Outcome>> {
+        let mut out = String::new();
+        let mut actions = Vec::new();
+        let mut dirty = false;
+        for key in keys {
+            let outcomes = match key {
+                Key::Paste(text) => self.editor.paste(&text),
+                key => vec![self.editor.key(key)],
+            };
+            for outcome in outcomes {
+                match outcome {
+                    Outcome::None => continue,
+                    Outcome::Redraw => {}
+                    Outcome::Bell => out.push('\x07'),
+                    Outcome::ClearScreen if self.escapes => out.push_str("\x1b[H\x1b[2J"),
+                    Outcome::ClearScreen => {}
+                    action => actions.push(action),
+                }
+                dirty = true;
+            }
+        }
+        if dirty && self.shown {
+            self.compose_line(&mut out);
+        }
+        if !out.is_empty() {
+            write_all(libc::STDOUT_FILENO, out.as_bytes())?;
+        }
+        Ok(actions)
+    }
+
+    fn compose_print(&mut self, line: &str, out: &mut String) {
+        if self.shown {
+            self.compose_erase(out);
+        }
+        out.push_str(line);
+        out.push_str("\r\n");
+        if self.shown {
+            self.compose_line(out);
+        }
+    }
+
+    fn compose_clear_screen(&mut self, out: &mut String) {
+        if self.escapes {
+            out.push_str("\x1b[H\x1b[2J");
+        } else {
+            self.compose_erase(out);
+        }
+        if self.shown {
+            self.compose_line(out);
+        }
+    }
+
+    /// Erases the input line, leaving the cursor in column 0.
+    fn compose_erase(&mut self, out: &mut String) {
+        if self.escapes {
+            out.push_str("\r\x1b[K");
+        } else {
+            out.push('\r');
+            push_spaces(out, self.drawn);
+            out.push('\r');
+            self.drawn = 0;
+        }
+    }
+
+    /// Draws the prompt and the visible part of the input line, and puts
+    /// the cursor on the editor's cursor.
+    fn compose_line(&mut self, out: &mut String) {
+        // A prompt that leaves no room for input is left out.
+        let (prompt, prompt_cols) = if self.prompt_cols + 2 <= self.cols {
+            (self.prompt.as_str(), self.prompt_cols)
+        } else {
+            ("", 0)
+        };
+        let (text, col) = self.editor.render(prompt_cols, self.cols);
+        out.push('\r');
+        out.push_str(prompt);
+        out.push_str(&text);
+        if self.escapes {
+            out.push_str("\x1b[K\r");
+            if prompt_cols + col > 0 {
+                out.push_str(&format!("\x1b[{}C", prompt_cols + col));
+            }
+        } else {
+            // Blank what the last drawing left, then write the part before
+            // the cursor again to leave the cursor there.
+            let width = prompt_cols + str_width(&text);
+            push_spaces(out, self.drawn.saturating_sub(width));
+            out.push('\r');
+            out.push_str(prompt);
+            let mut left = col;
+            for c in text.chars() {
+                let w = crate::editor::char_width(c);
+                if w > left {
+                    break;
+                }
+                left -= w;
+                out.push(c);
+            }
+            self.drawn = width;
+        }
+    }
+}
+
+fn push_spaces(out: &mut String, n: usize) {
+    out.extend(std::iter::repeat_n(' ', n));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn screen(escapes: bool, cols: usize) -> Screen {
+        let mut s = Screen::with_width("[lobby] al> ".to_owned(), false, escapes, cols);
+        s.shown = true;
+        s
+    }
+
+    fn typed(s: &mut Screen, text: &str) {
+        for c in text.chars() {
+            s.editor.key(Key::Char(c));
+        }
+    }
+
+    fn line(s: &mut Screen) -> String {
+        let mut out = String::new();
+        s.compose_line(&mut out);
+        out
+    }
+
+    #[test]
+    fn draws_prompt_line_and_cursor() {
+        let mut s = screen(true, 80);
+        assert_eq!(line(&mut s), "\r[lobby] al> \x1b[K\r\x1b[12C");
+        typed(&mut s, "hi 你好");
+        s.editor.key(Key::Left);
+        assert_eq!(line(&mut s), "\r[lobby] al> hi 你好\x1b[K\r\x1b[17C");
+    }
+
+    #[test]
+    fn scrolls_long_input() {
+        let mut s = screen(true, 20);
+        typed(&mut s, "abcdefghijklmnop");
+        // 20 columns - 12 of prompt - 1 free = 7 for the input.
+        assert_eq!(line(&mut s), "\r[lobby] al> jklmnop\x1b[K\r\x1b[19C");
+        s.editor.key(Key::Home);
+        assert_eq!(line(&mut s), "\r[lobby] al> abcdefg\x1b[K\r\x1b[12C");
+        // Too narrow for the prompt: the input alone.
+        let mut s = screen(true, 10);
+        typed(&mut s, "ab");
+        assert_eq!(line(&mut s), "\rab\x1b[K\r\x1b[2C");
+    }
+
+    #[test]
+    fn print_erases_prints_and_redraws() {
+        let mut s = screen(true, 80);
+        typed(&mut s, "draft");
+        let mut out = String::new();
+        s.compose_print("bob: hello", &mut out);
+        assert_eq!(
+            out,
+            "\r\x1b[Kbob: hello\r\n\r[lobby] al> draft\x1b[K\r\x1b[17C"
+        );
+        s.shown = false;
+        let mut out = String::new();
+        s.compose_print("bye", &mut out);
+        assert_eq!(out, "bye\r\n");
+    }
+
+    #[test]
+    fn dumb_terminal_gets_no_escapes() {
+        let mut s = screen(false, 80);
+        typed(&mut s, "hello");
+        s.editor.key(Key::Left);
+        assert_eq!(line(&mut s), "\r[lobby] al> hello\r[lobby] al> hell");
+        s.editor.key(Key::CtrlU);
+        assert_eq!(line(&mut s), "\r[lobby] al> o    \r[lobby] al> ");
+        let mut out = String::new();
+        s.compose_print("x", &mut out);
+        assert_eq!(
+            out,
+            format!("\r{}\rx\r\n\r[lobby] al> o\r[lobby] al> ", " ".repeat(13))
+        );
+        let mut out = String::new();
+        s.compose_clear_screen(&mut out);
+        assert!(!out.contains('\x1b'));
+    }
+
+    #[test]
+    fn prompt_colours_do_not_count() {
+        let s = Screen::with_width("\x1b[1m[lobby]\x1b[0m al> ".to_owned(), true, true, 80);
+        assert_eq!(s.prompt_cols, 12);
+        assert_eq!(visible_width("你\x1b[38;5;12mx"), 3);
+    }
+
+    #[test]
+    fn paint_only_with_colour() {
+        let plain = screen(true, 80);
+        assert_eq!(plain.paint("1;32", "alice"), "alice");
+        let colored = Screen::with_width(String::new(), true, true, 80);
+        assert_eq!(colored.paint("1;32", "alice"), "\x1b[1;32malice\x1b[0m");
+    }
+
+    #[test]
+    fn name_colours_are_stable() {
+        assert_eq!(name_color("alice"), name_color("alice"));
+        assert_eq!(name_color(""), NAME_COLORS[0x811c_9dc5 % 6]);
+        let names = ["alice", "bob", "carol", "dave", "eve", "mallory", "trent"];
+        let distinct: std::collections::HashSet<_> = names.iter().map(|n| name_color(n)).collect();
+        assert!(distinct.len() > 2);
+    }
+
+    #[test]
+    fn clock_is_hh_mm() {
+        let t = clock();
+        let b = t.as_bytes();
+        assert_eq!(b.len(), 5);
+        assert!(
+            b[2] == b':'
+                && b.iter()
+                    .enumerate()
+                    .all(|(i, c)| i == 2 || c.is_ascii_digit())
+        );
+    }
+
+    #[test]
+    fn restore_without_raw_mode_is_harmless() {
+        assert!(restore_terminal_global().is_ok());
+        assert!(reenter_raw_mode().is_ok());
+    }
+}

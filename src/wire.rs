@@ -1,0 +1,613 @@
+//! Frames and messages on the wire: pure encode and decode.
+//!
+//! Every link is a TCP stream of frames:
+//!
+//! ```text
+//! frame   = length:u32 body            length = bytes in body, 1..=MAX_FRAME
+//! body    = kind:u8 payload
+//! ```
+//!
+//! All integers are big-endian. A string is `len:u16` then that many bytes of
+//! UTF-8; an address is `family:u8` (0 none, 4, 6) then 0, 4 or 16 bytes of
+//! IP. The payload of each kind:
+//!
+//! ```text
+//! 1 HELLO    magic "p2pc", version:u16, id:u64, name:str, port:u16,
+//!            flags:u8 (bit 0: joining), you:addr (the other side's IP as seen)
+//! 2 REFUSE   code:u8, text:str                      then the sender closes
+//! 3 MEMBERS  last:u8, count:u16, count × (id:u64, name:str, ip:addr, port:u16, seq:u64)
+//! 4 EVENT    origin:u64, seq:u64, type:u8, …        see below
+//! 5 FETCH    origin:u64, from:u64, to:u64           "send me these events again"
+//! 6 PING     (empty)                                keeps an idle link alive
+//! ```
+//!
+//! Event types, each flooded through the network and delivered once, in
+//! order per origin:
+//!
+//! ```text
+//! 1 JOIN     name:str, ip:addr, port:u16
+//! 2 LEAVE
+//! 3 CHAT     room:str, text:str
+//! 4 SUSPECT  target:u64                             "I lost my link to target"
+//! 5 ALIVE                                           refutes a SUSPECT of the origin
+//! ```
+//!
+//! A connecting peer sends HELLO first; the accepting peer answers HELLO and
+//! MEMBERS, or REFUSE. Decoding is total: any input gives a [`Msg`] or a
+//! [`WireError`], never a panic, and nothing is allocated beyond the frame
+//! already received, whose length was checked against [`MAX_FRAME`] first.
+
+use byteorder::{BigEndian, ByteOrder, ReadBytesExt, WriteBytesExt};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// Protocol version spoken by this build, sent in HELLO.
+pub const VERSION: u16 = 1;
+/// Largest frame body accepted or sent, in bytes.
+pub const MAX_FRAME: usize = 64 * 1024;
+/// Longest user name, in characters.
+pub const MAX_NAME: usize = 32;
+/// Longest chat line, in bytes.
+pub const MAX_TEXT: usize = 4096;
+/// Most member entries in one MEMBERS frame.
+pub const MEMBERS_PER_FRAME: usize = 256;
+
+const MAGIC: &[u8; 4] = b"p2pc";
+
+/// Why a frame could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WireError {
+    /// A length prefix of zero or above [`MAX_FRAME`].
+    BadLength(u32),
+    /// The body ended before the message did.
+    Truncated,
+    /// Bytes left over after the message.
+    Trailing,
+    /// A message kind this build does not know.
+    UnknownKind(u8),
+    /// A field out of its range (bad magic, address family, string…).
+    Invalid(&'static str),
+}
+
+impl fmt::Display for WireError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WireError::BadLength(n) => write!(f, "frame length {n} out of range"),
+            WireError::Truncated => f.write_str("truncated message"),
+            WireError::Trailing => f.write_str("trailing bytes after message"),
+            WireError::UnknownKind(k) => write!(f, "unknown message kind {k}"),
+            WireError::Invalid(what) => write!(f, "invalid {what}"),
+        }
+    }
+}
+
+/// Reasons a peer refuses a link, sent in REFUSE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    Version = 1,
+    NameTaken = 2,
+    Myself = 3,
+    Duplicate = 4,
+    Full = 5,
+    Gone = 6,
+    BadHello = 7,
+    Other = 255,
+}
+
+impl Refusal {
+    fn from_u8(v: u8) -> Refusal {
+        match v {
+            1 => Refusal::Version,
+            2 => Refusal::NameTaken,
+            3 => Refusal::Myself,
+            4 => Refusal::Duplicate,
+            5 => Refusal::Full,
+            6 => Refusal::Gone,
+            7 => Refusal::BadHello,
+            _ => Refusal::Other,
+        }
+    }
+}
+
+/// The first message on every link, from both sides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    pub version: u16,
+    pub id: u64,
+    pub name: String,
+    pub port: u16,
+    pub joining: bool,
+    /// The other side's IP as this side sees it (how a peer learns its
+    /// own address).
+    pub you: Option<IpAddr>,
+}
+
+/// One member in a MEMBERS list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub id: u64,
+    pub name: String,
+    pub ip: Option<IpAddr>,
+    pub port: u16,
+    /// The sender has delivered this member's events up to `seq`.
+    pub seq: u64,
+}
+
+/// What an event says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Body {
+    Join {
+        name: String,
+        ip: Option<IpAddr>,
+        port: u16,
+    },
+    Leave,
+    Chat {
+        room: String,
+        text: String,
+    },
+    Suspect {
+        target: u64,
+    },
+    Alive,
+}
+
+/// An event flooded through the network, named by (origin, seq).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub origin: u64,
+    pub seq: u64,
+    pub body: Body,
+}
+
+/// A decoded frame body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Msg {
+    Hello(Hello),
+    Refuse { code: Refusal, text: String },
+    Members { last: bool, entries: Vec<Entry> },
+    Event(Event),
+    Fetch { origin: u64, from: u64, to: u64 },
+    Ping,
+}
+
+/// Looks for one whole frame at the start of `buf`.
+///
+/// Returns `Ok(Some(n))` when the first `n` bytes of `buf` are a whole frame
+/// (its body is `buf[4..n]`), `Ok(None)` when more bytes are needed, and an
+/// error as soon as the length prefix is out of range, before the body
+/// arrives.
+pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, WireError> {
+    if buf.len() < 4 {
+        return Ok(None);
+    }
+    let len = BigEndian::read_u32(buf);
+    if len == 0 || len as usize > MAX_FRAME {
+        return Err(WireError::BadLength(len));
+    }
+    let total = 4 + len as usize;
+    Ok(if buf.len() >= total {
+        Some(total)
+    } else {
+        None
+    })
+}
+
+/// Appends `msg` to `out` as one whole frame, length prefix included.
+///
+/// The caller keeps messages under [`MAX_FRAME`]: names, texts and member
+/// lists are bounded before they get here.
+pub fn encode(msg: &Msg, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    match msg {
+        Msg::Hello(h) => {
+            out.push(1);
+            out.extend_from_slice(MAGIC);
+            put_u16(out, h.version);
+            put_u64(out, h.id);
+            put_str(out, &h.name);
+            put_u16(out, h.port);
+            out.push(h.joining as u8);
+            put_ip(out, h.you);
+        }
+        Msg::Refuse { code, text } => {
+            out.push(2);
+            out.push(*code as u8);
+            put_str(out, text);
+        }
+        Msg::Members { last, entries } => {
+            out.push(3);
+            out.push(*last as u8);
+            put_u16(out, entries.len() as u16);
+            for e in entries {
+                put_u64(out, e.id);
+                put_str(out, &e.name);
+                put_ip(out, e.ip);
+                put_u16(out, e.port);
+                put_u64(out, e.seq);
+            }
+        }
+        Msg::Event(ev) => {
+            out.push(4);
+            put_u64(out, ev.origin);
+            put_u64(out, ev.seq);
+            match &ev.body {
+                Body::Join { name, ip, port } => {
+                    out.push(1);
+                    put_str(out, name);
+                    put_ip(out, *ip);
+                    put_u16(out, *port);
+                }
+                Body::Leave => out.push(2),
+                Body::Chat { room, text } => {
+                    out.push(3);
+                    put_str(out, room);
+                    put_str(out, text);
+                }
+                Body::Suspect { target } => {
+                    out.push(4);
+                    put_u64(out, *target);
+                }
+                Body::Alive => out.push(5),
+            }
+        }
+        Msg::Fetch { origin, from, to } => {
+            out.push(5);
+            put_u64(out, *origin);
+            put_u64(out, *from);
+            put_u64(out, *to);
+        }
+        Msg::Ping => out.push(6),
+    }
+    let len = (out.len() - start - 4) as u32;
+    BigEndian::write_u32(&mut out[start..start + 4], len);
+}
+
+/// Encodes `msg` as a new frame.
+pub fn frame(msg: &Msg) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    encode(msg, &mut out);
+    out
+}
+
+/// Decodes one frame body (the bytes after the length prefix).
+pub fn decode(body: &[u8]) -> Result<Msg, WireError> {
+    let mut r = body;
+    let msg = match u8_(&mut r)? {
+        1 => {
+            if r.len() < 4 || &r[..4] != MAGIC {
+                return Err(WireError::Invalid("hello magic"));
+            }
+            r = &r[4..];
+            Msg::Hello(Hello {
+                version: u16_(&mut r)?,
+                id: u64_(&mut r)?,
+                name: str_(&mut r)?,
+                port: u16_(&mut r)?,
+                joining: u8_(&mut r)? & 1 == 1,
+                you: ip_(&mut r)?,
+            })
+        }
+        2 => Msg::Refuse {
+            code: Refusal::from_u8(u8_(&mut r)?),
+            text: str_(&mut r)?,
+        },
+        3 => {
+            let last = u8_(&mut r)? != 0;
+            let count = u16_(&mut r)? as usize;
+            if count > MEMBERS_PER_FRAME {
+                return Err(WireError::Invalid("member count"));
+            }
+            let mut entries = Vec::with_capacity(count);
+            for _ in 0..count {
+                entries.push(Entry {
+                    id: u64_(&mut r)?,
+                    name: str_(&mut r)?,
+                    ip: ip_(&mut r)?,
+                    port: u16_(&mut r)?,
+                    seq: u64_(&mut r)?,
+                });
+            }
+            Msg::Members { last, entries }
+        }
+        4 => {
+            let origin = u64_(&mut r)?;
+            let seq = u64_(&mut r)?;
+            let body = match u8_(&mut r)? {
+                1 => Body::Join {
+                    name: str_(&mut r)?,
+                    ip: ip_(&mut r)?,
+                    port: u16_(&mut r)?,
+                },
+                2 => Body::Leave,
+                3 => Body::Chat {
+                    room: str_(&mut r)?,
+                    text: str_(&mut r)?,
+                },
+                4 => Body::Suspect {
+                    target: u64_(&mut r)?,
+                },
+                5 => Body::Alive,
+                _ => return Err(WireError::Invalid("event type")),
+            };
+            Msg::Event(Event { origin, seq, body })
+        }
+        5 => Msg::Fetch {
+            origin: u64_(&mut r)?,
+            from: u64_(&mut r)?,
+            to: u64_(&mut r)?,
+        },
+        6 => Msg::Ping,
+        k => return Err(WireError::UnknownKind(k)),
+    };
+    if !r.is_empty() {
+        return Err(WireError::Trailing);
+    }
+    Ok(msg)
+}
+
+/// Whether `name` may be used as a user name: 1 to [`MAX_NAME`]
+/// characters, none of them white space or control characters.
+pub fn valid_name(name: &str) -> bool {
+    let n = name.chars().count();
+    (1..=MAX_NAME).contains(&n) && !name.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+fn put_u16(out: &mut Vec<u8>, v: u16) {
+    out.write_u16::<BigEndian>(v).expect("Vec write");
+}
+
+fn put_u64(out: &mut Vec<u8>, v: u64) {
+    out.write_u64::<BigEndian>(v).expect("Vec write");
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    let n = s.len().min(u16::MAX as usize);
+    put_u16(out, n as u16);
+    out.extend_from_slice(&s.as_bytes()[..n]);
+}
+
+fn put_ip(out: &mut Vec<u8>, ip: Option<IpAddr>) {
+    match ip {
+        None => out.push(0),
+        Some(IpAddr::V4(a)) => {
+            out.push(4);
+            out.extend_from_slice(&a.octets());
+        }
+        Some(IpAddr::V6(a)) => {
+            out.push(6);
+            out.extend_from_slice(&a.octets());
+        }
+    }
+}
+
+fn u8_(r: &mut &[u8]) -> Result<u8, WireError> {
+    r.read_u8().map_err(|_| WireError::Truncated)
+}
+
+fn u16_(r: &mut &[u8]) -> Result<u16, WireError> {
+    r.read_u16::<BigEndian>().map_err(|_| WireError::Truncated)
+}
+
+fn u64_(r: &mut &[u8]) -> Result<u64, WireError> {
+    r.read_u64::<BigEndian>().map_err(|_| WireError::Truncated)
+}
+
+fn bytes<'a>(r: &mut &'a [u8], n: usize) -> Result<&'a [u8], WireError> {
+    if r.len() < n {
+        return Err(WireError::Truncated);
+    }
+    let (head, tail) = r.split_at(n);
+    *r = tail;
+    Ok(head)
+}
+
+fn str_(r: &mut &[u8]) -> Result<String, WireError> {
+    let n = u16_(r)? as usize;
+    let b = bytes(r, n)?;
+    std::str::from_utf8(b)
+        .map(str::to_owned)
+        .map_err(|_| WireError::Invalid("UTF-8"))
+}
+
+fn ip_(r: &mut &[u8]) -> Result<Option<IpAddr>, WireError> {
+    Ok(match u8_(r)? {
+        0 => None,
+        4 => {
+            let b: [u8; 4] = bytes(r, 4)?.try_into().expect("4 bytes");
+            Some(IpAddr::V4(Ipv4Addr::from(b)))
+        }
+        6 => {
+            let b: [u8; 16] = bytes(r, 16)?.try_into().expect("16 bytes");
+            Some(IpAddr::V6(Ipv6Addr::from(b)))
+        }
+        _ => return Err(WireError::Invalid("address family")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples() -> Vec<Msg> {
+        vec![
+            Msg::Hello(Hello {
+                version: VERSION,
+                id: 0xdead_beef_0102_0304,
+                name: "alice".into(),
+                port: 40123,
+                joining: true,
+                you: Some("127.0.0.1".parse().unwrap()),
+            }),
+            Msg::Refuse {
+                code: Refusal::NameTaken,
+                text: "the name alice is taken".into(),
+            },
+            Msg::Members {
+                last: true,
+                entries: vec![
+                    Entry {
+                        id: 7,
+                        name: "bob".into(),
+                        ip: Some("::1".parse().unwrap()),
+                        port: 1,
+                        seq: u64::MAX,
+                    },
+                    Entry {
+                        id: 8,
+                        name: "żółw".into(),
+                        ip: None,
+                        port: 2,
+                        seq: 0,
+                    },
+                ],
+            },
+            Msg::Event(Event {
+                origin: 1,
+                seq: 2,
+                body: Body::Join {
+                    name: "carol".into(),
+                    ip: Some("10.0.0.1".parse().unwrap()),
+                    port: 3,
+                },
+            }),
+            Msg::Event(Event {
+                origin: 1,
+                seq: 3,
+                body: Body::Chat {
+                    room: "lobby".into(),
+                    text: "hello, 世界".into(),
+                },
+            }),
+            Msg::Event(Event {
+                origin: 1,
+                seq: 4,
+                body: Body::Leave,
+            }),
+            Msg::Event(Event {
+                origin: 1,
+                seq: 5,
+                body: Body::Suspect { target: 9 },
+            }),
+            Msg::Event(Event {
+                origin: 1,
+                seq: 6,
+                body: Body::Alive,
+            }),
+            Msg::Fetch {
+                origin: 1,
+                from: 2,
+                to: 3,
+            },
+            Msg::Ping,
+        ]
+    }
+
+    #[test]
+    fn round_trip() {
+        for m in samples() {
+            let f = frame(&m);
+            assert_eq!(frame_len(&f), Ok(Some(f.len())));
+            assert_eq!(decode(&f[4..]), Ok(m));
+        }
+    }
+
+    #[test]
+    fn split_at_every_byte() {
+        let mut stream = Vec::new();
+        for m in samples() {
+            encode(&m, &mut stream);
+        }
+        for cut in 0..stream.len() {
+            // Feed the first `cut` bytes, then the rest: every frame must
+            // come out whole, whatever the split.
+            let mut buf = stream[..cut].to_vec();
+            let mut got = Vec::new();
+            let mut feed = |buf: &mut Vec<u8>| {
+                while let Some(n) = frame_len(buf).unwrap() {
+                    got.push(decode(&buf[4..n]).unwrap());
+                    buf.drain(..n);
+                }
+            };
+            feed(&mut buf);
+            buf.extend_from_slice(&stream[cut..]);
+            feed(&mut buf);
+            assert!(buf.is_empty());
+            assert_eq!(got, samples());
+        }
+    }
+
+    #[test]
+    fn length_checked_before_body() {
+        assert_eq!(frame_len(&[0, 0, 0]), Ok(None));
+        assert_eq!(frame_len(&[0, 0, 0, 0]), Err(WireError::BadLength(0)));
+        assert_eq!(
+            frame_len(&[0xff, 0xff, 0xff, 0xff]),
+            Err(WireError::BadLength(u32::MAX))
+        );
+        let max = (MAX_FRAME as u32).to_be_bytes();
+        assert_eq!(frame_len(&max), Ok(None));
+        let over = (MAX_FRAME as u32 + 1).to_be_bytes();
+        assert!(frame_len(&over).is_err());
+    }
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        for m in samples() {
+            let f = frame(&m);
+            let body = &f[4..];
+            for n in 0..body.len() {
+                assert!(decode(&body[..n]).is_err(), "{m:?} cut at {n}");
+            }
+            let mut long = body.to_vec();
+            long.push(0);
+            assert_eq!(decode(&long), Err(WireError::Trailing));
+        }
+    }
+
+    #[test]
+    fn bad_fields() {
+        assert_eq!(decode(&[99]), Err(WireError::UnknownKind(99)));
+        assert_eq!(decode(&[1, b'x']), Err(WireError::Invalid("hello magic")));
+        // A CHAT whose text is not UTF-8.
+        let mut f = vec![4];
+        f.extend_from_slice(&[0; 16]);
+        f.extend_from_slice(&[3, 0, 1, b'a', 0, 2, 0xff, 0xfe]);
+        assert_eq!(decode(&f), Err(WireError::Invalid("UTF-8")));
+        // A member count larger than any honest frame carries.
+        assert_eq!(
+            decode(&[3, 1, 0xff, 0xff]),
+            Err(WireError::Invalid("member count"))
+        );
+    }
+
+    #[test]
+    fn names() {
+        assert!(valid_name("alice"));
+        assert!(valid_name("日本"));
+        assert!(!valid_name(""));
+        assert!(!valid_name("a b"));
+        assert!(!valid_name("a\x1b[31m"));
+        assert!(!valid_name(&"x".repeat(MAX_NAME + 1)));
+        assert!(valid_name(&"x".repeat(MAX_NAME)));
+    }
+
+    #[test]
+    fn random_bytes_never_panic() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut buf = Vec::new();
+        for _ in 0..100_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            buf.clear();
+            let n = (x % 64) as usize;
+            for i in 0..n {
+                buf.push((x >> (i % 8 * 8)) as u8 ^ i as u8);
+            }
+            let _ = decode(&buf);
+            let _ = frame_len(&buf);
+        }
+    }
+}

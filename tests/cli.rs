@@ -1,0 +1,174 @@
+//! Integration tests of the command line: usage errors, help, version,
+//! and failures to reach the peer given.
+
+mod util;
+
+use std::time::Duration;
+
+use util::{DEADLINE, run};
+
+/// Runs with `args`, asserts exit code 2, nothing on stdout, and a usage
+/// line or a `p2pchat: ` diagnostic on stderr.
+fn usage_error(args: &[&str]) -> Vec<String> {
+    let (st, out, err) = run(args, DEADLINE);
+    assert_eq!(st.code(), Some(2), "{args:?}: status {st}, stderr {err:?}");
+    assert!(out.is_empty(), "{args:?}: stdout on a usage error: {out:?}");
+    assert!(
+        err.iter()
+            .any(|l| l.starts_with("usage: p2pchat") || l.starts_with("p2pchat: ")),
+        "{args:?}: no usage line or diagnostic on stderr: {err:?}"
+    );
+    err
+}
+
+/// A usage error that prints the usage line itself.
+fn usage(args: &[&str]) {
+    let err = usage_error(args);
+    assert!(
+        err.iter().any(|l| l.contains("usage: p2pchat")),
+        "{args:?}: no usage line on stderr: {err:?}"
+    );
+}
+
+#[test]
+fn no_arguments_is_a_usage_error() {
+    usage(&[]);
+}
+
+#[test]
+fn help_goes_to_stdout() {
+    for flag in ["-h", "--help"] {
+        let (st, out, err) = run(&[flag], DEADLINE);
+        assert_eq!(st.code(), Some(0), "{flag}: status {st}, stderr {err:?}");
+        assert!(
+            out.iter().any(|l| l.contains("usage: p2pchat")),
+            "{flag}: {out:?}"
+        );
+        let all = out.join("\n");
+        for opt in [
+            "--port",
+            "--bind",
+            "--plain",
+            "--json",
+            "--no-input",
+            "--version",
+        ] {
+            assert!(
+                all.contains(opt),
+                "{flag}: help does not mention {opt}: {out:?}"
+            );
+        }
+        assert!(err.is_empty(), "{flag}: stderr {err:?}");
+    }
+}
+
+#[test]
+fn version_goes_to_stdout() {
+    for flag in ["-V", "--version"] {
+        let (st, out, err) = run(&[flag], DEADLINE);
+        assert_eq!(st.code(), Some(0), "{flag}: status {st}, stderr {err:?}");
+        assert_eq!(out, vec!["p2pchat 0.1.0".to_string()], "{flag}");
+        assert!(err.is_empty(), "{flag}: stderr {err:?}");
+    }
+}
+
+#[test]
+fn unknown_option_is_a_usage_error() {
+    usage(&["--frob", "alice"]);
+    usage(&["-z", "alice"]);
+}
+
+#[test]
+fn bad_listen_port_is_a_usage_error() {
+    usage_error(&["-p", "abc", "alice"]);
+    usage_error(&["-p", "70000", "alice"]);
+    usage_error(&["-p", "-1", "alice"]);
+    usage_error(&["--port", "", "alice"]);
+}
+
+#[test]
+fn bad_peer_port_is_a_usage_error() {
+    usage_error(&["alice", "127.0.0.1", "abc"]);
+    usage_error(&["alice", "127.0.0.1", "70000"]);
+}
+
+#[test]
+fn bad_names_are_usage_errors() {
+    usage_error(&[""]);
+    usage_error(&["a b"]);
+    usage_error(&["a:b"]);
+    usage_error(&["tab\there"]);
+    usage_error(&[&"x".repeat(33)]);
+}
+
+#[test]
+fn longest_name_is_accepted() {
+    // 32 characters is fine: the peer starts listening (then leaves on EOF).
+    let name = "y".repeat(32);
+    let (st, out, err) = run(&["--plain", "-b", "127.0.0.1", &name], DEADLINE);
+    assert_eq!(st.code(), Some(0), "status {st}, stderr {err:?}");
+    assert!(
+        out.first()
+            .is_some_and(|l| l.starts_with("listening on port ")),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn host_without_port_is_a_usage_error() {
+    usage(&["alice", "127.0.0.1"]);
+}
+
+#[test]
+fn too_many_arguments_is_a_usage_error() {
+    usage(&["alice", "127.0.0.1", "4000", "extra"]);
+}
+
+#[test]
+fn unreachable_peer_exits_1_naming_it() {
+    let (st, _out, err) = run(
+        &["--plain", "-b", "127.0.0.1", "alice", "127.0.0.1", "1"],
+        DEADLINE,
+    );
+    assert_eq!(st.code(), Some(1), "status {st}, stderr {err:?}");
+    assert!(
+        err.iter().any(|l| l.starts_with("p2pchat: ")
+            && l.contains("127.0.0.1:1")
+            && l.contains("Connection refused")),
+        "no 'p2pchat: ... 127.0.0.1:1 ... Connection refused' on stderr: {err:?}"
+    );
+
+    let (st, _out, err) = run(
+        &["--plain", "-b", "127.0.0.1", "alice", "localhost", "1"],
+        DEADLINE,
+    );
+    assert_eq!(st.code(), Some(1), "status {st}, stderr {err:?}");
+    assert!(
+        err.iter().any(|l| l.starts_with("p2pchat: ")
+            && (l.contains("localhost:1") || l.contains("127.0.0.1:1"))
+            && l.contains("refused")),
+        "no 'p2pchat: ... localhost:1 ... refused' on stderr: {err:?}"
+    );
+}
+
+#[test]
+fn unresolvable_host_exits_1_naming_it() {
+    // Resolver timeouts can be slow in a sandbox; allow for them.
+    let (st, _out, err) = run(
+        &[
+            "--plain",
+            "-b",
+            "127.0.0.1",
+            "alice",
+            "no.such.host.invalid",
+            "4000",
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(st.code(), Some(1), "status {st}, stderr {err:?}");
+    assert!(
+        err.iter()
+            .any(|l| l.starts_with("p2pchat: ") && l.contains("no.such.host.invalid")),
+        "no 'p2pchat: ... no.such.host.invalid' on stderr: {err:?}"
+    );
+}
