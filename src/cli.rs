@@ -118,7 +118,7 @@ pub fn parse(args: &[String]) -> Result<Parsed, String> {
     };
     if !wire::valid_name(name) {
         return Err(format!(
-            "bad name {name:?}: 1 to {} characters, no spaces or control characters",
+            "bad name {name:?}: 1 to {} characters, no spaces, control characters or ':'",
             wire::MAX_NAME
         ));
     }

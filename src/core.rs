@@ -212,6 +212,8 @@ struct Member {
     /// Shown to the user as present: its JOIN was delivered, or it was
     /// there when we joined. Only such a member is announced as leaving.
     present: bool,
+    /// Suspected, and our own dial to it failed since.
+    unreachable: bool,
 }
 
 impl Member {
@@ -227,6 +229,7 @@ impl Member {
             dial_failures: 0,
             dial_after: 0,
             present: false,
+            unreachable: false,
         }
     }
 }
@@ -299,6 +302,9 @@ pub struct Core {
     out: VecDeque<Action>,
     /// When to look for more links again, if we are short of them.
     maintain_at: Option<Millis>,
+    /// No member timer (gap fetch, suspicion) is due before this: a lower
+    /// bound, so [`Core::deadline`] need not look at every member.
+    member_wake: Option<Millis>,
 }
 
 impl Core {
@@ -322,6 +328,7 @@ impl Core {
             rng: Rng::new(seed),
             out: VecDeque::new(),
             maintain_at: None,
+            member_wake: None,
         }
     }
 
@@ -415,6 +422,7 @@ impl Core {
         } else if let Some(t) = l.target {
             // A dial that never got through: back off before trying again.
             if let Some(m) = self.members.get_mut(&t) {
+                m.unreachable = m.suspect_until.is_some();
                 m.dial_failures = m.dial_failures.saturating_add(1);
                 let wait = DIAL_BACKOFF
                     .saturating_mul(1 << m.dial_failures.min(16))
@@ -538,6 +546,18 @@ impl Core {
             }
         }
 
+        if self.member_wake.is_some_and(|t| now >= t) {
+            self.member_wake = None;
+            self.member_timers(now);
+        }
+        if self.maintain_at.is_some_and(|t| now >= t) {
+            self.maintain_at = None;
+            self.maintain(now);
+        }
+    }
+
+    /// Runs the members' timers that are due, and finds the next one.
+    fn member_timers(&mut self, now: Millis) {
         let mut gaps = Vec::new();
         let mut gone = Vec::new();
         for (&id, m) in &self.members {
@@ -551,19 +571,33 @@ impl Core {
         for id in gaps {
             self.fill_gap(id, now);
         }
+        let isolated = self.link_count() == 0;
+        let wait = self.cfg.refute_wait;
         for id in gone {
-            if self.linked(id) {
+            let linked = self.linked(id);
+            let Some(m) = self.members.get_mut(&id) else {
+                continue;
+            };
+            if linked {
                 // Still talking to us directly: not gone, whatever others think.
-                if let Some(m) = self.members.get_mut(&id) {
-                    m.suspect_until = None;
-                }
+                m.suspect_until = None;
+            } else if isolated && !m.unreachable {
+                // With no links at all we cannot tell who is cut off: us,
+                // most likely. Wait until we reach someone, or fail to
+                // reach this member ourselves.
+                m.suspect_until = Some(now + wait);
+                soonest(&mut self.member_wake, now + wait);
             } else {
                 self.remove_member(id, true);
             }
         }
-        if self.maintain_at.is_some_and(|t| now >= t) {
-            self.maintain_at = None;
-            self.maintain(now);
+        for m in self.members.values() {
+            if !m.held.is_empty() {
+                soonest(&mut self.member_wake, m.fetch_at);
+            }
+            if let Some(t) = m.suspect_until {
+                soonest(&mut self.member_wake, t);
+            }
         }
     }
 
@@ -580,13 +614,8 @@ impl Core {
                 min(l.last_tx + cfg.heartbeat);
             }
         }
-        for m in self.members.values() {
-            if !m.held.is_empty() {
-                min(m.fetch_at);
-            }
-            if let Some(s) = m.suspect_until {
-                min(s);
-            }
+        if let Some(w) = self.member_wake {
+            min(w);
         }
         t
     }
@@ -710,6 +739,7 @@ impl Core {
         m.addr = Some(listen);
         m.dial_failures = 0;
         m.suspect_until = None;
+        m.unreachable = false;
 
         if h.name == self.name && !h.joining {
             self.name_clash(h.id, now);
@@ -756,6 +786,7 @@ impl Core {
     ) {
         let welcome = matches!(self.state, State::Joining { link: j, .. } if j == link);
         let sender_ip = self.links[&link].addr.ip();
+        let mut fetch = Vec::new();
         for e in entries {
             if e.id == self.id || self.gone.contains(&e.id) || !wire::valid_name(&e.name) {
                 continue;
@@ -772,6 +803,11 @@ impl Core {
                     if welcome {
                         m.next = e.seq.saturating_add(1);
                         m.present = true;
+                    } else if e.seq >= m.next && m.held.is_empty() && m.next > 1 {
+                        // The sender has delivered events of this member
+                        // that we have not seen (we were cut off): ask.
+                        let to = e.seq.min(m.next.saturating_add(FETCH_MAX - 1));
+                        fetch.push((e.id, m.next, to));
                     }
                     if m.name.is_none() {
                         m.name = Some(e.name);
@@ -791,6 +827,10 @@ impl Core {
                 }
                 None => {}
             }
+        }
+        for (origin, from, to) in fetch {
+            let f = wire::frame(&Msg::Fetch { origin, from, to });
+            self.send(link, f, now);
         }
         if welcome && last {
             let via = self.links[&link].addr;
@@ -832,6 +872,7 @@ impl Core {
                 if m.held.is_empty() {
                     m.gap_since = now;
                     m.fetch_at = now + self.cfg.gap_wait;
+                    soonest(&mut self.member_wake, m.fetch_at);
                 }
                 m.held.insert(ev.seq, (ev, frame, link));
             }
@@ -857,6 +898,7 @@ impl Core {
             if !m.held.is_empty() {
                 m.gap_since = now;
                 m.fetch_at = now + self.cfg.gap_wait;
+                soonest(&mut self.member_wake, m.fetch_at);
             }
         }
     }
@@ -898,6 +940,7 @@ impl Core {
             return self.drain_held(origin, now);
         }
         m.fetch_at = now + cfg_wait;
+        soonest(&mut self.member_wake, m.fetch_at);
         let f = wire::frame(&Msg::Fetch {
             origin,
             from: m.next,
@@ -961,7 +1004,8 @@ impl Core {
             Body::Suspect { target } => {
                 let wait = self.cfg.refute_wait;
                 if let Some(t) = self.members.get_mut(&target) {
-                    t.suspect_until.get_or_insert(now + wait);
+                    let at = *t.suspect_until.get_or_insert(now + wait);
+                    soonest(&mut self.member_wake, at);
                 }
             }
             Body::Alive => m.suspect_until = None,
@@ -1024,7 +1068,15 @@ impl Core {
         };
         if m.suspect_until.is_none() {
             m.suspect_until = Some(now + wait);
+            soonest(&mut self.member_wake, now + wait);
+            m.unreachable = false;
+            let addr = m.addr;
             self.emit(Body::Suspect { target: peer }, now);
+            // Maybe only the link broke: try it once more at once.
+            if let Some(addr) = addr {
+                let link = self.new_link(addr, true, Some(peer), now);
+                self.out.push_back(Action::Connect(link, addr));
+            }
         }
     }
 
@@ -1191,6 +1243,11 @@ impl Core {
     fn linked(&self, peer: u64) -> bool {
         self.links.values().any(|l| l.peer == Some(peer))
     }
+}
+
+/// Lowers the deadline `w` to `t`.
+fn soonest(w: &mut Option<Millis>, t: Millis) {
+    *w = Some(w.map_or(t, |w| w.min(t)));
 }
 
 fn display_name(id: u64, m: &Member) -> String {

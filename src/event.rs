@@ -261,6 +261,17 @@ impl Loop {
                     return Ok(code);
                 }
             }
+            // Everything shown so far goes out before we sleep.
+            if let Err(e) = ui.flush() {
+                if e.kind() != io::ErrorKind::BrokenPipe {
+                    return Err(format!("stdout: {e}"));
+                }
+                // Nobody reads us any more: leave quietly.
+                if self.exit.is_none() {
+                    self.core.command(Command::Quit, self.now());
+                    self.apply(ui)?;
+                }
+            }
             let timeout = self.timeout();
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
@@ -300,15 +311,6 @@ impl Loop {
             }
             self.apply(ui)?;
             self.housekeeping(now);
-            if let Err(e) = ui.flush() {
-                if e.kind() == io::ErrorKind::BrokenPipe {
-                    // Nobody reads us any more: leave quietly.
-                    self.core.command(Command::Quit, now);
-                    self.apply(ui)?;
-                } else {
-                    return Err(format!("stdout: {e}"));
-                }
-            }
         }
     }
 

@@ -348,10 +348,14 @@ pub fn decode(body: &[u8]) -> Result<Msg, WireError> {
 }
 
 /// Whether `name` may be used as a user name: 1 to [`MAX_NAME`]
-/// characters, none of them white space or control characters.
+/// characters, none of them white space, control characters or `:` (which
+/// ends the name in a chat line).
 pub fn valid_name(name: &str) -> bool {
     let n = name.chars().count();
-    (1..=MAX_NAME).contains(&n) && !name.chars().any(|c| c.is_whitespace() || c.is_control())
+    (1..=MAX_NAME).contains(&n)
+        && !name
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == ':')
 }
 
 fn put_u16(out: &mut Vec<u8>, v: u16) {
@@ -588,6 +592,7 @@ mod tests {
         assert!(valid_name("日本"));
         assert!(!valid_name(""));
         assert!(!valid_name("a b"));
+        assert!(!valid_name("a:b"));
         assert!(!valid_name("a\x1b[31m"));
         assert!(!valid_name(&"x".repeat(MAX_NAME + 1)));
         assert!(valid_name(&"x".repeat(MAX_NAME)));
