@@ -64,8 +64,8 @@ impl Default for Config {
         Config {
             degree: 6,
             max_links: 256,
-            heartbeat: 5_000,
-            link_timeout: 15_000,
+            heartbeat: 10_000,
+            link_timeout: 30_000,
             handshake_timeout: 5_000,
             refute_wait: 2_000,
             gap_wait: 300,

@@ -355,7 +355,7 @@ impl Loop {
                     if self.conns.len() >= MAX_CONNS || self.exit.is_some() {
                         continue; // dropped: closed at once
                     }
-                    let _ = stream.set_nodelay(true);
+                    tune(&stream);
                     let link = self.core.accepted(addr, now);
                     let token = Token(link as usize + FIRST_LINK);
                     if self
@@ -491,7 +491,7 @@ impl Loop {
             match c.stream.peer_addr() {
                 Ok(_) => {
                     c.connecting = false;
-                    let _ = c.stream.set_nodelay(true);
+                    tune(&c.stream);
                     self.core.connected(link, now);
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
@@ -643,6 +643,20 @@ impl Loop {
             }
         }
     }
+}
+
+/// Socket options for a peer link: no Nagle delay (a message is one small
+/// frame), and kernel keepalives, which find a vanished host at no cost to
+/// an idle peer.
+fn tune(stream: &TcpStream) {
+    use socket2::{SockRef, TcpKeepalive};
+    let s = SockRef::from(stream);
+    let _ = s.set_nodelay(true);
+    let ka = TcpKeepalive::new()
+        .with_time(Duration::from_secs(10))
+        .with_interval(Duration::from_secs(5))
+        .with_retries(3);
+    let _ = s.set_tcp_keepalive(&ka);
 }
 
 /// Restores the terminal and stops the process; SIGCONT brings it back.
