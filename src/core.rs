@@ -43,6 +43,8 @@ pub const LOBBY: &str = "lobby";
 pub struct Config {
     /// Links a peer tries to keep.
     pub degree: usize,
+    /// Above this many links a peer sheds one, politely.
+    pub max_degree: usize,
     /// Links a peer accepts at most; beyond it newcomers are refused.
     pub max_links: usize,
     /// An idle link gets a PING this often.
@@ -63,6 +65,7 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             degree: 6,
+            max_degree: 12,
             max_links: 256,
             heartbeat: 10_000,
             link_timeout: 30_000,
@@ -81,7 +84,7 @@ const MAX_HELD: usize = 512;
 /// Events further ahead of the next expected one are dropped, not held.
 const HOLD_WINDOW: u64 = 4096;
 /// Recent events kept to answer FETCH: count and bytes.
-const CACHE_EVENTS: usize = 2048;
+const CACHE_EVENTS: usize = 4096;
 const CACHE_BYTES: usize = 1 << 20;
 /// Events sent in answer to one FETCH.
 const FETCH_MAX: u64 = 256;
@@ -90,6 +93,18 @@ const TOMBSTONES: usize = 4096;
 /// Redial back-off: first delay and cap.
 const DIAL_BACKOFF: Millis = 500;
 const DIAL_BACKOFF_MAX: Millis = 30_000;
+/// Members lost (not left) remembered, to let them back in and to probe
+/// their addresses: how many, for how long, and one probe per interval.
+const LOST_MAX: usize = 256;
+const LOST_FORGET: Millis = 600_000;
+const PROBE_EVERY: Millis = 2_000;
+const ASK_AGAIN: Millis = 30_000;
+/// Answered suspicions remembered per member.
+const ANSWERED: usize = 16;
+/// A link younger than this is not shed (it may be a newcomer's only one).
+const SHED_MIN_AGE: Millis = 2_000;
+/// After a peer sheds our link, leave it alone this long.
+const SHED_BACKOFF: Millis = 60_000;
 
 /// What the event loop must do, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -214,6 +229,8 @@ struct Member {
     present: bool,
     /// Suspected, and our own dial to it failed since.
     unreachable: bool,
+    /// SUSPECT events (origin, seq) it has answered with ALIVE.
+    answered: VecDeque<(u64, u64)>,
 }
 
 impl Member {
@@ -230,8 +247,22 @@ impl Member {
             dial_after: 0,
             present: false,
             unreachable: false,
+            answered: VecDeque::new(),
         }
     }
+}
+
+/// A member we lost contact with: it may come back (a partition heals, a
+/// stopped laptop wakes), and we keep trying its address.
+#[derive(Debug)]
+struct Lost {
+    m: Member,
+    since: Millis,
+    probes: u32,
+    probe_after: Millis,
+    /// When we last asked the network about it (a SUSPECT), because a
+    /// peer listed it as alive.
+    asked: Option<Millis>,
 }
 
 /// A small deterministic random number generator (xorshift64*).
@@ -294,9 +325,15 @@ pub struct Core {
     state: State,
     links: BTreeMap<LinkId, Link>,
     next_link: LinkId,
-    members: HashMap<u64, Member>,
+    members: BTreeMap<u64, Member>,
+    /// Members that left: their ids are never let in again.
     gone: HashSet<u64>,
     gone_order: VecDeque<u64>,
+    lost: BTreeMap<u64, Lost>,
+    /// When to probe a lost member's address next.
+    probe_at: Option<Millis>,
+    /// When a link gets old enough to be shed, if we have too many.
+    shed_at: Option<Millis>,
     cache: Cache,
     rng: Rng,
     out: VecDeque<Action>,
@@ -321,9 +358,12 @@ impl Core {
             state: State::Member,
             links: BTreeMap::new(),
             next_link: 1,
-            members: HashMap::new(),
+            members: BTreeMap::new(),
             gone: HashSet::new(),
             gone_order: VecDeque::new(),
+            lost: BTreeMap::new(),
+            probe_at: None,
+            shed_at: None,
             cache: Cache::default(),
             rng: Rng::new(seed),
             out: VecDeque::new(),
@@ -360,6 +400,28 @@ impl Core {
     /// Members known, not counting us.
     pub fn member_count(&self) -> usize {
         self.members.len()
+    }
+
+    /// A one-line account of what we know of member `id`, for tests.
+    pub fn describe(&self, id: u64) -> String {
+        if let Some(m) = self.members.get(&id) {
+            let held: Vec<u64> = m.held.keys().copied().collect();
+            format!(
+                "member next={} held={held:?} suspect={:?} linked={}",
+                m.next,
+                m.suspect_until,
+                self.linked(id)
+            )
+        } else if let Some(l) = self.lost.get(&id) {
+            format!(
+                "lost since={} next={} probes={}",
+                l.since, l.m.next, l.probes
+            )
+        } else if self.gone.contains(&id) {
+            "gone".into()
+        } else {
+            "unknown".into()
+        }
     }
 
     /// Links with HELLO done.
@@ -424,10 +486,7 @@ impl Core {
             if let Some(m) = self.members.get_mut(&t) {
                 m.unreachable = m.suspect_until.is_some();
                 m.dial_failures = m.dial_failures.saturating_add(1);
-                let wait = DIAL_BACKOFF
-                    .saturating_mul(1 << m.dial_failures.min(16))
-                    .min(DIAL_BACKOFF_MAX);
-                m.dial_after = now + wait;
+                m.dial_after = now + backoff(m.dial_failures);
             }
         }
         self.maintain(now);
@@ -451,6 +510,21 @@ impl Core {
             (None, Msg::Refuse { code, text }) => self.on_refuse(link, code, &text, now),
             (None, _) => self.drop_link(link, "message before HELLO", now),
             (Some(_), Msg::Hello(_)) => self.drop_link(link, "second HELLO", now),
+            (
+                Some(p),
+                Msg::Refuse {
+                    code: Refusal::Full,
+                    ..
+                },
+            ) => {
+                // Shed by the other side: a deliberate close, not a failure.
+                self.links.remove(&link);
+                self.out.push_back(Action::Close(link));
+                if let Some(m) = self.members.get_mut(&p) {
+                    m.dial_after = now + SHED_BACKOFF;
+                }
+                self.maintain(now);
+            }
             (Some(_), Msg::Refuse { .. }) => self.drop_link(link, "refused", now),
             (Some(p), Msg::Members { last, entries }) => {
                 self.on_members(link, p, last, entries, now)
@@ -554,6 +628,42 @@ impl Core {
             self.maintain_at = None;
             self.maintain(now);
         }
+        if self.probe_at.is_some_and(|t| now >= t) {
+            self.probe(now);
+        }
+        if self.shed_at.is_some_and(|t| now >= t) {
+            self.shed_at = None;
+            self.shed(0, now);
+        }
+    }
+
+    /// Dials one lost member whose back-off has run out: the way two halves
+    /// of a partition, or a peer and a sleeping laptop, find each other
+    /// again.
+    fn probe(&mut self, now: Millis) {
+        self.lost.retain(|_, l| now < l.since + LOST_FORGET);
+        self.probe_at = None;
+        if self.state != State::Member || self.lost.is_empty() {
+            return;
+        }
+        let busy: HashSet<u64> = self.links.values().filter_map(|l| l.target).collect();
+        let mut ready: Vec<u64> = self
+            .lost
+            .iter()
+            .filter(|(id, l)| l.probe_after <= now && l.m.addr.is_some() && !busy.contains(id))
+            .map(|(&id, _)| id)
+            .collect();
+        ready.sort_unstable();
+        if !ready.is_empty() {
+            let id = ready[self.rng.below(ready.len() as u64) as usize];
+            let l = self.lost.get_mut(&id).expect("lost");
+            l.probes = l.probes.saturating_add(1);
+            l.probe_after = now + backoff(l.probes);
+            let addr = l.m.addr.expect("addr");
+            let link = self.new_link(addr, true, Some(id), now);
+            self.out.push_back(Action::Connect(link, addr));
+        }
+        self.probe_at = Some(now + PROBE_EVERY);
     }
 
     /// Runs the members' timers that are due, and finds the next one.
@@ -588,7 +698,7 @@ impl Core {
                 m.suspect_until = Some(now + wait);
                 soonest(&mut self.member_wake, now + wait);
             } else {
-                self.remove_member(id, true);
+                self.remove_member(id, true, now);
             }
         }
         for m in self.members.values() {
@@ -616,6 +726,12 @@ impl Core {
         }
         if let Some(w) = self.member_wake {
             min(w);
+        }
+        if let Some(p) = self.probe_at {
+            min(p);
+        }
+        if let Some(p) = self.shed_at {
+            min(p);
         }
         t
     }
@@ -705,6 +821,8 @@ impl Core {
         if h.you.is_some() && self.ip.is_none_or(|ip| ip.is_unspecified()) {
             self.ip = h.you;
         }
+        self.readmit(h.id);
+        let was_isolated = self.link_count() == 0;
 
         let l = self.links.get_mut(&link).expect("link");
         l.peer = Some(h.id);
@@ -746,8 +864,60 @@ impl Core {
         }
         if self.state == State::Member {
             self.send_members(link, now);
+            if was_isolated && self.seq > 0 {
+                // Back from isolation: whoever gave up on us, take us back.
+                self.emit(Body::Alive { answers: None }, now);
+            }
         }
         self.dedup_links(h.id, now);
+        self.shed(link, now);
+    }
+
+    /// Too many links: close one, saying why, so the other side neither
+    /// suspects us nor dials straight back.
+    fn shed(&mut self, keep: LinkId, now: Millis) {
+        while self.link_count() > self.cfg.max_degree {
+            let mut old: Vec<LinkId> = Vec::new();
+            let mut young: Option<Millis> = None;
+            for (&k, l) in &self.links {
+                if k == keep || l.peer.is_none() {
+                    continue;
+                }
+                if now >= l.opened + SHED_MIN_AGE {
+                    old.push(k);
+                } else {
+                    young = Some(young.map_or(l.opened, |y| y.min(l.opened)));
+                }
+            }
+            if old.is_empty() {
+                // Only newcomers' links: look again when one has settled.
+                if let Some(y) = young {
+                    soonest(&mut self.shed_at, y + SHED_MIN_AGE);
+                }
+                return;
+            }
+            let link = old[self.rng.below(old.len() as u64) as usize];
+            let text = "too many links; keeping others";
+            self.refuse(link, Refusal::Full, text, now);
+        }
+    }
+
+    /// A member we had lost is back: it said HELLO, or refuted.
+    fn readmit(&mut self, id: u64) {
+        let Some(l) = self.lost.remove(&id) else {
+            return;
+        };
+        let mut m = l.m;
+        m.suspect_until = None;
+        m.unreachable = false;
+        m.dial_failures = 0;
+        m.dial_after = 0;
+        m.present = true;
+        let name = display_name(id, &m);
+        self.members.insert(id, m);
+        if self.state == State::Member {
+            self.show(Show::MemberJoined(name));
+        }
     }
 
     fn on_refuse(&mut self, link: LinkId, code: Refusal, text: &str, now: Millis) {
@@ -787,8 +957,18 @@ impl Core {
         let welcome = matches!(self.state, State::Joining { link: j, .. } if j == link);
         let sender_ip = self.links[&link].addr.ip();
         let mut fetch = Vec::new();
+        let mut ask = Vec::new();
         for e in entries {
             if e.id == self.id || self.gone.contains(&e.id) || !wire::valid_name(&e.name) {
+                continue;
+            }
+            if let Some(l) = self.lost.get_mut(&e.id) {
+                // Alive, says a peer we reach: ask the network; if it is, it
+                // refutes with ALIVE and everyone lets it back in.
+                if l.asked.is_none_or(|t| now >= t + ASK_AGAIN) {
+                    l.asked = Some(now);
+                    ask.push(e.id);
+                }
                 continue;
             }
             if e.name == self.name {
@@ -828,6 +1008,11 @@ impl Core {
                 None => {}
             }
         }
+        if self.state == State::Member {
+            for id in ask {
+                self.emit(Body::Suspect { target: id }, now);
+            }
+        }
         for (origin, from, to) in fetch {
             let f = wire::frame(&Msg::Fetch { origin, from, to });
             self.send(link, f, now);
@@ -857,6 +1042,25 @@ impl Core {
         if ev.origin == self.id || self.gone.contains(&ev.origin) {
             return;
         }
+        if self.lost.contains_key(&ev.origin) {
+            match ev.body {
+                // It refutes: it is alive after all. Its events since we
+                // lost it are fetched like any gap.
+                Body::Alive { .. } => self.readmit(ev.origin),
+                Body::Leave => {
+                    self.lost.remove(&ev.origin);
+                    self.tombstone(ev.origin);
+                    return;
+                }
+                // Whoever asks, we answer: others may have it back already,
+                // and our silence would make them give up on us.
+                Body::Suspect { target } if target == self.id => {
+                    let answers = Some((ev.origin, ev.seq));
+                    return self.emit(Body::Alive { answers }, now);
+                }
+                _ => return,
+            }
+        }
         if !self.members.contains_key(&ev.origin) {
             if self.members.len() >= MAX_MEMBERS {
                 return;
@@ -866,6 +1070,18 @@ impl Core {
         let m = self.members.get_mut(&ev.origin).expect("member");
         if ev.seq < m.next {
             return;
+        }
+        if let Body::Alive { answers } = ev.body {
+            // Proof of life even if it must wait behind a gap: the
+            // suspicion it answers must not outlast the gap. Remember which
+            // SUSPECT it answers: that one may reach us only later.
+            m.suspect_until = None;
+            if let Some(a) = answers {
+                if m.answered.len() >= ANSWERED {
+                    m.answered.pop_front();
+                }
+                m.answered.push_back(a);
+            }
         }
         if ev.seq > m.next {
             if ev.seq - m.next < HOLD_WINDOW && m.held.len() < MAX_HELD {
@@ -954,7 +1170,7 @@ impl Core {
 
     /// Delivers an event that is next in its origin's order, and relays it.
     fn deliver(&mut self, ev: Event, frame: Vec<u8>, from: Option<LinkId>, now: Millis) {
-        let origin = ev.origin;
+        let (origin, seq) = (ev.origin, ev.seq);
         let Some(m) = self.members.get_mut(&origin) else {
             return;
         };
@@ -990,7 +1206,7 @@ impl Core {
                 }
                 self.maintain(now);
             }
-            Body::Leave => self.remove_member(origin, false),
+            Body::Leave => self.remove_member(origin, false, now),
             Body::Chat { room, text } => {
                 let from = display_name(origin, m);
                 self.show(Show::Chat {
@@ -1000,15 +1216,19 @@ impl Core {
                     own: false,
                 });
             }
-            Body::Suspect { target } if target == self.id => self.emit(Body::Alive, now),
+            Body::Suspect { target } if target == self.id => {
+                let answers = Some((origin, seq));
+                self.emit(Body::Alive { answers }, now)
+            }
             Body::Suspect { target } => {
                 let wait = self.cfg.refute_wait;
-                if let Some(t) = self.members.get_mut(&target) {
+                let t = self.members.get_mut(&target);
+                if let Some(t) = t.filter(|t| !t.answered.contains(&(origin, seq))) {
                     let at = *t.suspect_until.get_or_insert(now + wait);
                     soonest(&mut self.member_wake, at);
                 }
             }
-            Body::Alive => m.suspect_until = None,
+            Body::Alive { .. } => m.suspect_until = None,
         }
     }
 
@@ -1080,16 +1300,43 @@ impl Core {
         }
     }
 
-    fn remove_member(&mut self, id: u64, lost: bool) {
-        let Some(m) = self.members.remove(&id) else {
+    fn remove_member(&mut self, id: u64, lost: bool, now: Millis) {
+        let Some(mut m) = self.members.remove(&id) else {
             return;
         };
-        self.tombstone(id);
         if self.state == State::Member && m.present {
             self.show(Show::MemberLeft {
                 name: display_name(id, &m),
                 lost,
             });
+        }
+        if lost {
+            m.held.clear();
+            m.suspect_until = None;
+            m.unreachable = false;
+            if self.lost.len() >= LOST_MAX {
+                let oldest = self
+                    .lost
+                    .iter()
+                    .min_by_key(|(_, l)| l.since)
+                    .map(|(&k, _)| k);
+                if let Some(k) = oldest {
+                    self.lost.remove(&k);
+                }
+            }
+            self.lost.insert(
+                id,
+                Lost {
+                    m,
+                    since: now,
+                    probes: 0,
+                    probe_after: now + DIAL_BACKOFF,
+                    asked: None,
+                },
+            );
+            soonest(&mut self.probe_at, now + DIAL_BACKOFF);
+        } else {
+            self.tombstone(id);
         }
         let links: Vec<LinkId> = self
             .links
@@ -1243,6 +1490,13 @@ impl Core {
     fn linked(&self, peer: u64) -> bool {
         self.links.values().any(|l| l.peer == Some(peer))
     }
+}
+
+/// How long to wait before dialling again after `failures` failures.
+fn backoff(failures: u32) -> Millis {
+    DIAL_BACKOFF
+        .saturating_mul(1 << failures.min(16))
+        .min(DIAL_BACKOFF_MAX)
 }
 
 /// Lowers the deadline `w` to `t`.

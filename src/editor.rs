@@ -626,53 +626,16 @@ impl Editor {
     }
 }
 
-const ZERO_WIDTH: &[(u32, u32)] = &[
-    (0x0300, 0x036f),
-    (0x1ab0, 0x1aff),
-    (0x1dc0, 0x1dff),
-    (0x200b, 0x200f),
-    (0x202a, 0x202e),
-    (0x2060, 0x2064),
-    (0x2066, 0x2069),
-    (0x20d0, 0x20ff),
-    (0xfe00, 0xfe0f),
-    (0xfe20, 0xfe2f),
-    (0xfeff, 0xfeff),
-    (0xe0100, 0xe01ef),
-];
-
-const WIDE: &[(u32, u32)] = &[
-    (0x1100, 0x115f),
-    (0x2e80, 0x303e),
-    (0x3041, 0x33ff),
-    (0x3400, 0x4dbf),
-    (0x4e00, 0x9fff),
-    (0xa000, 0xa4cf),
-    (0xac00, 0xd7a3),
-    (0xf900, 0xfaff),
-    (0xfe30, 0xfe4f),
-    (0xff00, 0xff60),
-    (0xffe0, 0xffe6),
-    (0x1f300, 0x1f64f),
-    (0x1f680, 0x1f6ff),
-    (0x1f900, 0x1f9ff),
-    (0x20000, 0x3fffd),
-];
-
 /// Terminal columns `c` takes: 0 for control characters, combining marks
 /// and other zero-width characters, 2 for East Asian wide and fullwidth
-/// characters and most emoji, 1 otherwise. An approximation of `wcwidth`
-/// that needs no tables from the system.
+/// characters (emoji with emoji presentation among them), 1 otherwise, as
+/// Unicode's East Asian Width tables say (the `unicode-width` crate, which
+/// getopts already builds in).
 pub fn char_width(c: char) -> usize {
-    let u = u32::from(c);
-    let within = |ranges: &[(u32, u32)]| ranges.iter().any(|&(lo, hi)| (lo..=hi).contains(&u));
-    if c.is_control() || within(ZERO_WIDTH) {
-        0
-    } else if within(WIDE) {
-        2
-    } else {
-        1
+    if c.is_control() {
+        return 0;
     }
+    unicode_width::UnicodeWidthChar::width(c).unwrap_or(0)
 }
 
 /// Terminal columns `s` takes (the sum of `char_width`).

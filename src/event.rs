@@ -339,10 +339,16 @@ impl Loop {
         t.map(|t| Duration::from_millis(t.saturating_sub(now)))
     }
 
-    /// Whether some link has so much queued that we should stop reading
-    /// more from stdin for now.
+    /// Whether every link has so much queued that we should stop reading
+    /// stdin for now. One slow peer does not hold the others up: its queue
+    /// grows until it is dropped.
     fn backlogged(&self) -> bool {
-        self.conns.iter().any(|(_, c)| c.queued() > HIGH_WATER)
+        self.conns
+            .iter()
+            .filter(|(_, c)| c.closing.is_none() && !c.connecting)
+            .map(|(_, c)| c.queued())
+            .min()
+            .is_some_and(|q| q > HIGH_WATER)
     }
 
     fn accept(&mut self, now: Millis) {
@@ -398,6 +404,7 @@ impl Loop {
                 libc::SIGCONT => {
                     if let Ui::Tty(t) = ui {
                         let _ = t.screen.resume();
+                        crate::ui::paste_mode(true);
                     }
                 }
                 _ => {}
@@ -662,6 +669,7 @@ fn tune(stream: &TcpStream) {
 /// Restores the terminal and stops the process; SIGCONT brings it back.
 fn suspend(ui: &mut Ui) {
     if let Ui::Tty(t) = ui {
+        crate::ui::paste_mode(false);
         let _ = t.screen.suspend();
         unsafe { libc::kill(libc::getpid(), libc::SIGSTOP) };
     }

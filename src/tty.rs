@@ -297,6 +297,8 @@ pub struct Screen {
     shown: bool,
     /// Columns the input line took when last drawn without escapes.
     drawn: usize,
+    /// The cursor's column when the input line was last drawn.
+    cursor_col: usize,
 }
 
 impl Screen {
@@ -324,6 +326,7 @@ impl Screen {
             cols,
             shown: false,
             drawn: 0,
+            cursor_col: 0,
         }
     }
 
@@ -417,8 +420,24 @@ impl Screen {
     ///
     /// The error writing to stdout.
     pub fn resize(&mut self) -> io::Result<()> {
-        self.cols = usize::from(winsize().0);
-        if self.shown { self.redraw() } else { Ok(()) }
+        let cols = usize::from(winsize().0);
+        let narrower = cols < self.cols;
+        self.cols = cols;
+        if !self.shown {
+            return Ok(());
+        }
+        if narrower && self.escapes && cols > 0 {
+            // Most terminals re-wrap the old, longer input line onto more
+            // rows: go up to its first row and clear from there.
+            let up = self.cursor_col / cols;
+            let mut out = String::new();
+            if up > 0 {
+                out.push_str(&format!("\x1b[{up}A"));
+            }
+            out.push_str("\r\x1b[J");
+            write_all(libc::STDOUT_FILENO, out.as_bytes())?;
+        }
+        self.redraw()
     }
 
     /// Changes the prompt (e.g. after changing rooms) and redraws.
@@ -573,6 +592,7 @@ impl Screen {
             if prompt_cols + col > 0 {
                 out.push_str(&format!("\x1b[{}C", prompt_cols + col));
             }
+            self.cursor_col = prompt_cols + col;
         } else {
             // Blank what the last drawing left, then write the part before
             // the cursor again to leave the cursor there.

@@ -43,6 +43,9 @@ impl Term {
         if let Some(p) = &history {
             screen.editor_mut().set_history(editor::load_history(p));
         }
+        if !dumb {
+            paste_mode(true);
+        }
         screen.redraw()?;
         Ok(Term {
             screen,
@@ -56,6 +59,7 @@ impl Term {
 impl Drop for Term {
     fn drop(&mut self) {
         let _ = self.screen.hide();
+        paste_mode(false);
         if let Some(p) = &self.history {
             if let Err(e) = editor::save_history(p, self.screen.editor().history()) {
                 let _ = self.raw.restore();
@@ -63,6 +67,15 @@ impl Drop for Term {
             }
         }
     }
+}
+
+/// Asks the terminal to mark pasted text (bracketed paste), or to stop.
+pub fn paste_mode(on: bool) {
+    let seq: &[u8] = if on { b"\x1b[?2004h" } else { b"\x1b[?2004l" };
+    if std::env::var("TERM").is_ok_and(|t| t == "dumb") {
+        return;
+    }
+    unsafe { libc::write(1, seq.as_ptr().cast(), seq.len()) };
 }
 
 /// Whether stdin and stdout are both terminals.

@@ -29,7 +29,8 @@
 //! 2 LEAVE
 //! 3 CHAT     room:str, text:str
 //! 4 SUSPECT  target:u64                             "I lost my link to target"
-//! 5 ALIVE                                           refutes a SUSPECT of the origin
+//! 5 ALIVE    origin:u64, seq:u64                    refutes a SUSPECT of the origin:
+//!                                                   the SUSPECT it answers (0, 0: none)
 //! ```
 //!
 //! A connecting peer sends HELLO first; the accepting peer answers HELLO and
@@ -149,7 +150,10 @@ pub enum Body {
     Suspect {
         target: u64,
     },
-    Alive,
+    /// "I am alive", answering the SUSPECT event `answers` names, if any.
+    Alive {
+        answers: Option<(u64, u64)>,
+    },
 }
 
 /// An event flooded through the network, named by (origin, seq).
@@ -249,7 +253,12 @@ pub fn encode(msg: &Msg, out: &mut Vec<u8>) {
                     out.push(4);
                     put_u64(out, *target);
                 }
-                Body::Alive => out.push(5),
+                Body::Alive { answers } => {
+                    out.push(5);
+                    let (o, s) = answers.unwrap_or((0, 0));
+                    put_u64(out, o);
+                    put_u64(out, s);
+                }
             }
         }
         Msg::Fetch { origin, from, to } => {
@@ -328,7 +337,13 @@ pub fn decode(body: &[u8]) -> Result<Msg, WireError> {
                 4 => Body::Suspect {
                     target: u64_(&mut r)?,
                 },
-                5 => Body::Alive,
+                5 => {
+                    let o = u64_(&mut r)?;
+                    let s = u64_(&mut r)?;
+                    Body::Alive {
+                        answers: ((o, s) != (0, 0)).then_some((o, s)),
+                    }
+                }
                 _ => return Err(WireError::Invalid("event type")),
             };
             Msg::Event(Event { origin, seq, body })
@@ -497,7 +512,9 @@ mod tests {
             Msg::Event(Event {
                 origin: 1,
                 seq: 6,
-                body: Body::Alive,
+                body: Body::Alive {
+                    answers: Some((3, 4)),
+                },
             }),
             Msg::Fetch {
                 origin: 1,

@@ -7,7 +7,7 @@
 use p2pchat::core::{Action, Command, Config, Core, LinkId, Millis, Rng, Show};
 use p2pchat::wire;
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 
 /// Something the network will do at a given time.
@@ -39,11 +39,15 @@ struct Sim {
     rng: Rng,
     nodes: Vec<Node>,
     /// (node, link) → the other end, once both exist.
-    ends: HashMap<(usize, LinkId), (usize, LinkId)>,
+    ends: BTreeMap<(usize, LinkId), (usize, LinkId)>,
     /// When the last event in each direction arrives: links are FIFO.
     fifo: HashMap<(usize, LinkId), Millis>,
     queue: BinaryHeap<Reverse<(Millis, u64, Ev)>>,
     order: u64,
+    /// (deadline, node), possibly stale: checked against the core on use.
+    timers: BinaryHeap<Reverse<(Millis, usize)>>,
+    /// The deadline last pushed for each node.
+    pushed: Vec<Option<Millis>>,
     max_delay: Millis,
     /// Pairs of nodes that cannot reach each other (a partition).
     cut: HashSet<(usize, usize)>,
@@ -59,10 +63,12 @@ impl Sim {
             now: 0,
             rng: Rng::new(seed),
             nodes: Vec::new(),
-            ends: HashMap::new(),
+            ends: BTreeMap::new(),
             fifo: HashMap::new(),
             queue: BinaryHeap::new(),
             order: 0,
+            timers: BinaryHeap::new(),
+            pushed: Vec::new(),
             max_delay,
             cut: HashSet::new(),
         }
@@ -70,6 +76,7 @@ impl Sim {
 
     fn add(&mut self, name: &str, cfg: Config) -> usize {
         let i = self.nodes.len();
+        self.pushed.push(None);
         let id = self.rng.next_u64();
         let seed = self.rng.next_u64();
         self.nodes.push(Node {
@@ -117,8 +124,14 @@ impl Sim {
         self.cut.contains(&(a.min(b), a.max(b)))
     }
 
-    /// Carries out node `i`'s actions.
+    /// Carries out node `i`'s actions, and notes its next deadline.
     fn pump(&mut self, i: usize) {
+        self.pump_actions(i);
+        let d = self.nodes[i].core.deadline();
+        self.note_timer(i, d);
+    }
+
+    fn pump_actions(&mut self, i: usize) {
         while let Some(a) = self.nodes[i].core.next_action() {
             match a {
                 Action::Send(link, frame) => {
@@ -156,9 +169,19 @@ impl Sim {
                             ..
                         } => n.chats.push((from, text)),
                         Show::MemberJoined(name) => {
+                            if std::env::var("SIM_TRACE").is_ok_and(|t| t == format!("{i}/{name}"))
+                            {
+                                eprintln!("t={} node {i}: {name} joined", self.now);
+                            }
                             n.joined.insert(name);
                         }
-                        Show::MemberLeft { name, lost } => n.left.push((name, lost)),
+                        Show::MemberLeft { name, lost } => {
+                            if std::env::var("SIM_TRACE").is_ok_and(|t| t == format!("{i}/{name}"))
+                            {
+                                eprintln!("t={} node {i}: {name} left lost={lost}", self.now);
+                            }
+                            n.left.push((name, lost))
+                        }
                         Show::Warning(w) => n.warnings.push(w),
                         _ => {}
                     }
@@ -182,7 +205,7 @@ impl Sim {
     }
 
     /// Cuts every link between `a` and `b` sides, and keeps them apart.
-    fn partition(&mut self, side: &HashSet<usize>) {
+    fn partition(&mut self, side: &BTreeSet<usize>) {
         let n = self.nodes.len();
         for a in 0..n {
             for b in 0..n {
@@ -209,19 +232,9 @@ impl Sim {
     /// Runs the network until `until`.
     fn run_until(&mut self, until: Millis) {
         let mut spins = 0u64;
-        let mut last = self.now;
         loop {
-            // A core whose deadline never moves would spin here for ever.
-            spins = if self.now == last { spins + 1 } else { 0 };
-            last = self.now;
-            assert!(spins < 1_000_000, "livelock at t={}", self.now);
             let next_ev = self.queue.peek().map(|Reverse((t, _, _))| *t);
-            let next_timer = self
-                .nodes
-                .iter()
-                .filter(|n| n.alive)
-                .filter_map(|n| n.core.deadline())
-                .min();
+            let next_timer = self.next_timer();
             let t = match (next_ev, next_timer) {
                 (Some(a), Some(b)) => a.min(b),
                 (a, b) => a.or(b).unwrap_or(Millis::MAX),
@@ -233,6 +246,7 @@ impl Sim {
             self.now = self.now.max(t);
             let now = self.now;
             if next_ev == Some(t) {
+                spins = 0;
                 let Reverse((_, _, ev)) = self.queue.pop().unwrap();
                 let i = match &ev {
                     Ev::Frame(i, ..) | Ev::Connected(i, _) | Ev::Down(i, _) => *i,
@@ -248,20 +262,47 @@ impl Sim {
                 }
                 self.pump(i);
             } else {
-                for i in 0..self.nodes.len() {
-                    let n = &mut self.nodes[i];
-                    if n.alive && n.core.deadline().is_some_and(|d| d <= now) {
-                        n.core.tick(now);
-                        self.pump(i);
-                        let d = self.nodes[i].core.deadline();
-                        assert!(
-                            d.is_none_or(|d| d > now),
-                            "node {i}: tick left deadline {d:?} at {now}"
-                        );
-                    }
+                // A core whose deadline never moves would spin here for ever.
+                spins += 1;
+                assert!(spins < 100_000, "livelock at t={now}");
+                let Reverse((_, i)) = self.timers.pop().unwrap();
+                self.pushed[i] = None;
+                let n = &mut self.nodes[i];
+                if n.alive && n.core.deadline().is_some_and(|d| d <= now) {
+                    n.core.tick(now);
+                    self.pump(i);
+                    let d = self.nodes[i].core.deadline();
+                    assert!(
+                        d.is_none_or(|d| d > now),
+                        "node {i}: tick left deadline {d:?} at {now}"
+                    );
                 }
             }
         }
+    }
+
+    /// Puts node `i`'s deadline `d` on the timer heap, unless it is there.
+    fn note_timer(&mut self, i: usize, d: Option<Millis>) {
+        if let Some(t) = d.filter(|_| d != self.pushed[i]) {
+            self.pushed[i] = d;
+            self.timers.push(Reverse((t, i)));
+        }
+    }
+
+    /// The earliest timer of a live node, dropping stale heap entries.
+    fn next_timer(&mut self) -> Option<Millis> {
+        while let Some(&Reverse((t, i))) = self.timers.peek() {
+            let n = &self.nodes[i];
+            if n.alive && n.core.deadline() == Some(t) {
+                return Some(t);
+            }
+            self.timers.pop();
+            // The node's real deadline, if any, has an entry of its own
+            // (pushed by pump), unless this entry was its only one.
+            let d = n.core.deadline().filter(|_| n.alive);
+            self.note_timer(i, d);
+        }
+        None
     }
 
     fn live(&self) -> Vec<usize> {
@@ -316,6 +357,15 @@ fn check_delivery(sim: &Sim, node: usize, senders: &[usize]) {
             .map(|(_, t)| t.as_str())
             .collect();
         let want = &sim.nodes[s].said;
+        if &got != want {
+            let id = sim.nodes[s].core.id();
+            eprintln!(
+                "t={} node {node} sees {}: {}",
+                sim.now,
+                name(s),
+                sim.nodes[node].core.describe(id)
+            );
+        }
         assert_eq!(&got, want, "node {node} from {}", name(s));
     }
 }
@@ -391,7 +441,7 @@ fn fifty_peers_exactly_once_in_order_then_a_third_killed() {
             }
 
             // Kill a third, chosen at random, while the rest keep talking.
-            let mut victims = HashSet::new();
+            let mut victims = BTreeSet::new();
             while victims.len() < n / 3 {
                 victims.insert(sim.rng.below(n as u64) as usize);
             }
@@ -501,7 +551,7 @@ fn a_broken_link_is_not_a_death() {
     sim.run_until(500);
     sim.join(2, 0);
     sim.run_until(2_000);
-    sim.partition(&HashSet::from([0]));
+    sim.partition(&BTreeSet::from([0]));
     // Heal at once for c: only the a-b pair stays cut.
     sim.cut.retain(|&(x, y)| (x, y) == (0, 1));
     sim.run_until(10_000);
@@ -515,4 +565,112 @@ fn a_broken_link_is_not_a_death() {
     sim.say(0, "still here");
     sim.run_until(11_000);
     assert_eq!(sim.nodes[1].chats, vec![("a".into(), "still here".into())]);
+}
+
+/// Every live node says `k` numbered lines at random moments within `span`.
+fn chatter(sim: &mut Sim, k: usize, span: Millis, tag: &str) {
+    let mut plan: Vec<(Millis, usize, usize)> = Vec::new();
+    for i in sim.live() {
+        for m in 0..k {
+            plan.push((sim.now + sim.rng.below(span), i, m));
+        }
+    }
+    plan.sort();
+    for (t, i, m) in plan {
+        sim.run_until(t);
+        sim.say(i, &format!("{}-{tag}{m}", name(i)));
+    }
+}
+
+/// The most links any live node has.
+fn max_links(sim: &Sim) -> usize {
+    sim.live()
+        .iter()
+        .map(|&i| sim.nodes[i].core.link_count())
+        .max()
+        .unwrap_or(0)
+}
+
+/// Issue-sized network: joins, a third killed, a partition that heals.
+/// `SIM_PEERS` changes the size (500 by default).
+#[test]
+fn large_network_survives_kills_and_heals_a_partition() {
+    let n: usize = std::env::var("SIM_PEERS").map_or(500, |s| s.parse().expect("SIM_PEERS"));
+    for seed in seeds(&[101]) {
+        with_seed(seed, |seed| {
+            let cfg = Config::default();
+            let mut sim = Sim::new(seed, 10);
+            grow(&mut sim, n, &cfg);
+            assert!(sim.connected(), "mesh not connected after joins");
+            assert!(
+                max_links(&sim) <= cfg.max_degree,
+                "degree {}",
+                max_links(&sim)
+            );
+
+            // Kill 30% at random while everyone talks.
+            let mut victims = BTreeSet::new();
+            while victims.len() < n * 3 / 10 {
+                victims.insert(sim.rng.below(n as u64) as usize);
+            }
+            for &v in &victims {
+                sim.kill(v);
+            }
+            chatter(&mut sim, 2, 2_000, "k");
+            let t = sim.now + 15_000;
+            sim.run_until(t);
+            assert!(sim.connected(), "survivors split after kills");
+            let live = sim.live();
+            for &i in &live {
+                check_delivery(&sim, i, &live);
+                let lost = sim.nodes[i].left.iter().filter(|(_, l)| *l).count();
+                assert_eq!(lost, victims.len(), "node {i} missed deaths");
+            }
+
+            // Cut the survivors in two; each half keeps talking.
+            let half: BTreeSet<usize> = live
+                .iter()
+                .copied()
+                .filter(|_| sim.rng.below(2) == 0)
+                .collect();
+            sim.partition(&half);
+            if std::env::var("SIM_TRACE").is_ok() {
+                eprintln!(
+                    "t={} partition: 21 in half {}, 69 in half {}",
+                    sim.now,
+                    half.contains(&21),
+                    half.contains(&69)
+                );
+            }
+            chatter(&mut sim, 2, 2_000, "p");
+            let t = sim.now + 10_000;
+            sim.run_until(t);
+            // Heal, and give the halves time to find each other.
+            let healed_at = sim.now;
+            sim.cut.clear();
+            let t = sim.now + 60_000;
+            sim.run_until(t);
+            chatter(&mut sim, 1, 1_000, "h");
+            let t = sim.now + 10_000;
+            sim.run_until(t);
+            assert!(sim.connected(), "halves did not merge");
+            assert!(
+                max_links(&sim) <= cfg.max_degree,
+                "degree {}",
+                max_links(&sim)
+            );
+            for &i in &live {
+                // Everything every survivor said, from the start: before the
+                // kills, during the partition and after it healed.
+                check_delivery(&sim, i, &live);
+                assert_eq!(sim.nodes[i].core.member_count(), live.len() - 1, "node {i}");
+                assert!(
+                    sim.nodes[i].warnings.is_empty(),
+                    "node {i}: {:?}",
+                    sim.nodes[i].warnings
+                );
+            }
+            let _ = healed_at;
+        });
+    }
 }
