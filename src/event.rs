@@ -96,6 +96,10 @@ impl Conn {
             }
         }
         if self.wpos == self.wbuf.len() {
+            // An idle link keeps no big buffer around.
+            if self.wbuf.capacity() > 64 << 10 {
+                self.wbuf = Vec::new();
+            }
             self.wbuf.clear();
             self.wpos = 0;
             self.progress = now;
@@ -144,6 +148,8 @@ struct Loop {
     esc_at: Option<Millis>,
     /// Puts stdin's file status flags back as they were.
     _stdin_flags: StdinFlags,
+    /// Where reads land first.
+    scratch: Box<[u8]>,
 }
 
 /// stdin is made non-blocking for the poll; the file description is
@@ -245,6 +251,7 @@ impl Loop {
             accept_retry: None,
             esc_at: None,
             _stdin_flags: stdin_flags,
+            scratch: vec![0; CHUNK].into_boxed_slice(),
         })
     }
 
@@ -413,8 +420,8 @@ impl Loop {
     }
 
     fn read_stdin(&mut self, ui: &mut Ui, now: Millis) {
-        let mut buf = [0u8; CHUNK];
-        let n = match io::stdin().lock().read(&mut buf) {
+        let buf = &mut self.scratch;
+        let n = match io::stdin().lock().read(buf) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 self.stdin_ready = false;
@@ -441,7 +448,7 @@ impl Loop {
             self.core.command(Command::Quit, now);
             return;
         }
-        let bytes = &buf[..n];
+        let bytes = &self.scratch[..n].to_vec();
         if let Ui::Tty(t) = ui {
             let outcomes = t.screen.feed(bytes).unwrap_or_default();
             self.esc_at = t.screen.has_pending_input().then_some(now + ESC_WAIT);
@@ -521,36 +528,40 @@ impl Loop {
             let Some(c) = self.conns.get_mut(link) else {
                 return Ok(());
             };
-            let len = c.rbuf.len();
-            c.rbuf.resize(len + CHUNK, 0);
-            let r = c.stream.read(&mut c.rbuf[len..]);
-            c.rbuf.truncate(len + *r.as_ref().unwrap_or(&0));
-            match r {
+            let n = match c.stream.read(&mut self.scratch) {
                 Ok(0) => return Err("closed by peer".into()),
-                Ok(_) => {}
+                Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e.to_string()),
-            }
+            };
             if c.shut || c.closing.is_some() {
-                c.rbuf.clear(); // draining until the peer's FIN
-                continue;
+                continue; // draining until the peer's FIN
             }
+            // Whole frames go to the core straight from the scratch buffer;
+            // only a partial frame is kept, in the link's own buffer.
             let mut rbuf = std::mem::take(&mut c.rbuf);
+            let fresh = &self.scratch[..n];
+            let data: &[u8] = if rbuf.is_empty() {
+                fresh
+            } else {
+                rbuf.extend_from_slice(fresh);
+                &rbuf
+            };
             let mut pos = 0;
             let res = loop {
-                match wire::frame_len(&rbuf[pos..]) {
-                    Ok(Some(n)) => {
-                        self.core.frame(link, &rbuf[pos + 4..pos + n], now);
-                        pos += n;
+                match wire::frame_len(&data[pos..]) {
+                    Ok(Some(len)) => {
+                        self.core.frame(link, &data[pos + 4..pos + len], now);
+                        pos += len;
                     }
                     Ok(None) => break Ok(()),
                     Err(e) => break Err(format!("bad frame: {e}")),
                 }
             };
-            rbuf.drain(..pos);
+            let rest = if res.is_ok() { data[pos..].to_vec() } else { Vec::new() };
             if let Some(c) = self.conns.get_mut(link) {
-                c.rbuf = rbuf;
+                c.rbuf = rest;
             }
             res?;
         }
