@@ -43,7 +43,7 @@ pub const LOBBY: &str = "lobby";
 pub struct Config {
     /// Links a peer tries to keep.
     pub degree: usize,
-    /// Above this many links a peer sheds one, politely.
+    /// Above this many links a peer sheds one, politely (twice `degree`).
     pub max_degree: usize,
     /// Links a peer accepts at most; beyond it newcomers are refused.
     pub max_links: usize,
