@@ -79,8 +79,10 @@ impl Default for Config {
 
 /// Members a peer keeps track of at most.
 pub const MAX_MEMBERS: usize = 4096;
-/// Events held back per sender, waiting for a gap to fill.
+/// Events held back per sender, waiting for a gap to fill, and bytes held
+/// back in all.
 const MAX_HELD: usize = 512;
+const HELD_BYTES: usize = 1 << 20;
 /// Events further ahead of the next expected one are dropped, not held.
 const HOLD_WINDOW: u64 = 4096;
 /// Recent events kept to answer FETCH: count and bytes.
@@ -101,6 +103,19 @@ const PROBE_EVERY: Millis = 2_000;
 const ASK_AGAIN: Millis = 30_000;
 /// Answered suspicions remembered per member.
 const ANSWERED: usize = 16;
+/// Two peers joining under one name within this of each other are a race,
+/// settled by node id; after it, the name belongs to whoever has it.
+const JOIN_RACE: Millis = 3_000;
+/// After a dial fails, wait this long before the next one to someone else.
+const DIAL_PACE: Millis = 250;
+/// Dials under way at once, at most.
+const MAX_DIALS: usize = 3;
+/// Lost members asked about per member list received.
+const ASK_MAX: usize = 64;
+/// How long leaving waits for a link that is being dialled.
+const LEAVE_WAIT: Millis = 1_000;
+/// A member only heard of, whose address failed this often, is forgotten.
+const DIAL_GIVE_UP: u32 = 6;
 /// A link younger than this is not shed (it may be a newcomer's only one).
 const SHED_MIN_AGE: Millis = 2_000;
 /// After a peer sheds our link, leave it alone this long.
@@ -206,6 +221,9 @@ struct Link {
     target: Option<u64>,
     /// The node on the other side, once HELLO is done.
     peer: Option<u64>,
+    /// Its own last event when it sent us its member list: later events
+    /// of that node are taken from this link only.
+    floor: Option<u64>,
     opened: Millis,
     last_rx: Millis,
     last_tx: Millis,
@@ -217,8 +235,9 @@ struct Member {
     addr: Option<SocketAddr>,
     /// The next sequence number to deliver from this member.
     next: u64,
-    /// Events that arrived ahead of `next`: the frame and the link it came on.
-    held: BTreeMap<u64, (Event, Vec<u8>, LinkId)>,
+    /// Events that arrived ahead of `next`: the frame and the link it came
+    /// on (decoded again when their turn comes).
+    held: BTreeMap<u64, (Vec<u8>, LinkId)>,
     gap_since: Millis,
     fetch_at: Millis,
     suspect_until: Option<Millis>,
@@ -334,11 +353,17 @@ pub struct Core {
     probe_at: Option<Millis>,
     /// When a link gets old enough to be shed, if we have too many.
     shed_at: Option<Millis>,
+    /// When we became a member, to tell a name race from a taken name.
+    joined_at: Option<Millis>,
+    /// Leaving, but waiting (until the time given) for a link to say so on.
+    leaving: Option<(i32, Option<String>, Millis)>,
     cache: Cache,
     rng: Rng,
     out: VecDeque<Action>,
     /// When to look for more links again, if we are short of them.
     maintain_at: Option<Millis>,
+    /// Bytes of frames held back, all members together.
+    held_bytes: usize,
     /// No member timer (gap fetch, suspicion) is due before this: a lower
     /// bound, so [`Core::deadline`] need not look at every member.
     member_wake: Option<Millis>,
@@ -364,17 +389,22 @@ impl Core {
             lost: BTreeMap::new(),
             probe_at: None,
             shed_at: None,
+            // Whoever starts a network cannot be racing anyone for its name.
+            joined_at: None,
+            leaving: None,
             cache: Cache::default(),
             rng: Rng::new(seed),
             out: VecDeque::new(),
             maintain_at: None,
             member_wake: None,
+            held_bytes: 0,
         }
     }
 
     /// Joins an existing network through the first of `addrs` that answers;
     /// `label` names them in errors (`localhost:40123`).
     pub fn join(&mut self, addrs: Vec<SocketAddr>, label: &str, now: Millis) {
+        self.joined_at = None;
         self.state = State::Joining {
             addrs,
             next: 0,
@@ -487,7 +517,15 @@ impl Core {
                 m.unreachable = m.suspect_until.is_some();
                 m.dial_failures = m.dial_failures.saturating_add(1);
                 m.dial_after = now + backoff(m.dial_failures);
+                if !m.present && m.dial_failures >= DIAL_GIVE_UP {
+                    // Only ever heard of, never reached: likely made up.
+                    self.members.remove(&t);
+                }
             }
+            // Pace dials after a failure: a list of dead addresses must
+            // not turn into a connection storm.
+            soonest(&mut self.maintain_at, now + DIAL_PACE);
+            return;
         }
         self.maintain(now);
     }
@@ -542,6 +580,9 @@ impl Core {
 
     /// The user typed a command.
     pub fn command(&mut self, cmd: Command, now: Millis) {
+        if self.leaving.is_some() {
+            return;
+        }
         match cmd {
             Command::Say(text) => {
                 if self.state != State::Member {
@@ -634,6 +675,14 @@ impl Core {
         if self.shed_at.is_some_and(|t| now >= t) {
             self.shed_at = None;
             self.shed(0, now);
+        }
+        if let Some((code, msg, until)) = self.leaving.take() {
+            if now >= until {
+                self.state = State::Done;
+                self.out.push_back(Action::Exit(code, msg));
+            } else {
+                self.leaving = Some((code, msg, until));
+            }
         }
     }
 
@@ -733,6 +782,9 @@ impl Core {
         if let Some(p) = self.shed_at {
             min(p);
         }
+        if let Some((_, _, until)) = &self.leaving {
+            min(*until);
+        }
         t
     }
 
@@ -753,6 +805,7 @@ impl Core {
                 connected: false,
                 target,
                 peer: None,
+                floor: None,
                 opened: now,
                 last_rx: now,
                 last_tx: now,
@@ -846,21 +899,34 @@ impl Core {
         }
 
         let known = self.members.contains_key(&h.id);
-        if !known && self.members.len() >= MAX_MEMBERS {
+        if !known && !self.make_room() {
             return self.drop_link(link, "too many members", now);
         }
+        let linked = self
+            .links
+            .iter()
+            .any(|(&k, l)| k != link && l.peer == Some(h.id));
         let m = self
             .members
             .entry(h.id)
             .or_insert_with(|| Member::new(None, None, 1));
+        if linked && m.name.as_deref() != Some(&h.name) {
+            // Someone else's id under another name: an impostor.
+            self.links.get_mut(&link).expect("link").peer = None;
+            let why = "that node id is linked already";
+            return self.refuse(link, Refusal::Duplicate, why, now);
+        }
         m.name = Some(h.name.clone());
         m.addr = Some(listen);
         m.dial_failures = 0;
         m.suspect_until = None;
         m.unreachable = false;
 
-        if h.name == self.name && !h.joining {
-            self.name_clash(h.id, now);
+        if h.name == self.name && !self.name_clash(h.id, now) {
+            let why = format!("the name {} is taken in this network", h.name);
+            self.members.remove(&h.id);
+            self.links.get_mut(&link).expect("link").peer = None;
+            return self.refuse(link, Refusal::NameTaken, &why, now);
         }
         if self.state == State::Member {
             self.send_members(link, now);
@@ -871,6 +937,9 @@ impl Core {
         }
         self.dedup_links(h.id, now);
         self.shed(link, now);
+        if let Some((code, msg, _)) = self.leaving.take() {
+            self.leave(code, msg, now);
+        }
     }
 
     /// Too many links: close one, saying why, so the other side neither
@@ -956,8 +1025,12 @@ impl Core {
     ) {
         let welcome = matches!(self.state, State::Joining { link: j, .. } if j == link);
         let sender_ip = self.links[&link].addr.ip();
+        if let Some(e) = entries.iter().find(|e| e.id == from) {
+            self.links.get_mut(&link).expect("link").floor = Some(e.seq);
+        }
         let mut fetch = Vec::new();
         let mut ask = Vec::new();
+        let mut dropped = 0;
         for e in entries {
             if e.id == self.id || self.gone.contains(&e.id) || !wire::valid_name(&e.name) {
                 continue;
@@ -965,24 +1038,28 @@ impl Core {
             if let Some(l) = self.lost.get_mut(&e.id) {
                 // Alive, says a peer we reach: ask the network; if it is, it
                 // refutes with ALIVE and everyone lets it back in.
-                if l.asked.is_none_or(|t| now >= t + ASK_AGAIN) {
+                if ask.len() < ASK_MAX && l.asked.is_none_or(|t| now >= t + ASK_AGAIN) {
                     l.asked = Some(now);
                     ask.push(e.id);
                 }
                 continue;
             }
-            if e.name == self.name {
-                self.name_clash(e.id, now);
+            if e.name == self.name && !self.name_clash(e.id, now) {
+                continue;
             }
             let ip = e.ip.filter(|ip| !ip.is_unspecified());
             let ip = if e.id == from { Some(sender_ip) } else { ip };
             let addr = ip.map(|ip| SocketAddr::new(ip, e.port));
-            let room = self.members.len() < MAX_MEMBERS;
+            let room = self.members.contains_key(&e.id) || self.make_room();
             match self.members.get_mut(&e.id) {
                 Some(m) => {
                     if welcome {
                         m.next = e.seq.saturating_add(1);
                         m.present = true;
+                        // Held events the welcomer has delivered already.
+                        let keep = m.held.split_off(&m.next);
+                        let old = std::mem::replace(&mut m.held, keep);
+                        dropped += old.values().map(|(f, _)| f.len()).sum::<usize>();
                     } else if e.seq >= m.next && m.held.is_empty() && m.next > 1 {
                         // The sender has delivered events of this member
                         // that we have not seen (we were cut off): ask.
@@ -1008,6 +1085,7 @@ impl Core {
                 None => {}
             }
         }
+        self.held_bytes -= dropped;
         if self.state == State::Member {
             for id in ask {
                 self.emit(Body::Suspect { target: id }, now);
@@ -1020,6 +1098,7 @@ impl Core {
         if welcome && last {
             let via = self.links[&link].addr;
             self.state = State::Member;
+            self.joined_at = Some(now);
             self.show(Show::Joined {
                 via,
                 members: self.members.len() + 1,
@@ -1039,7 +1118,8 @@ impl Core {
     }
 
     fn on_event(&mut self, link: LinkId, ev: Event, frame: Vec<u8>, now: Millis) {
-        if ev.origin == self.id || self.gone.contains(&ev.origin) {
+        // No honest sender gets to u64::MAX; nothing could follow it.
+        if ev.origin == self.id || ev.seq == u64::MAX || self.gone.contains(&ev.origin) {
             return;
         }
         if self.lost.contains_key(&ev.origin) {
@@ -1061,8 +1141,20 @@ impl Core {
                 _ => return,
             }
         }
+        // A JOIN under a name no honest peer could have is malformed.
+        if matches!(&ev.body, Body::Join { name, .. } if !wire::valid_name(name)) {
+            return;
+        }
+        // While we hear a node directly, its new events come from it alone:
+        // a copy from elsewhere that it did not send us is forged.
+        let forged = self.links.iter().any(|(&k, l)| {
+            k != link && l.peer == Some(ev.origin) && l.floor.is_some_and(|f| ev.seq > f)
+        });
+        if forged {
+            return;
+        }
         if !self.members.contains_key(&ev.origin) {
-            if self.members.len() >= MAX_MEMBERS {
+            if !self.make_room() {
                 return;
             }
             self.members.insert(ev.origin, Member::new(None, None, 1));
@@ -1084,13 +1176,15 @@ impl Core {
             }
         }
         if ev.seq > m.next {
-            if ev.seq - m.next < HOLD_WINDOW && m.held.len() < MAX_HELD {
+            let room = m.held.len() < MAX_HELD && self.held_bytes + frame.len() <= HELD_BYTES;
+            if ev.seq - m.next < HOLD_WINDOW && room && !m.held.contains_key(&ev.seq) {
                 if m.held.is_empty() {
                     m.gap_since = now;
                     m.fetch_at = now + self.cfg.gap_wait;
                     soonest(&mut self.member_wake, m.fetch_at);
                 }
-                m.held.insert(ev.seq, (ev, frame, link));
+                self.held_bytes += frame.len();
+                m.held.insert(ev.seq, (frame, link));
             }
             return;
         }
@@ -1104,10 +1198,14 @@ impl Core {
             let Some(m) = self.members.get_mut(&origin) else {
                 return;
             };
-            let Some((ev, frame, link)) = m.held.remove(&m.next) else {
+            let Some((frame, link)) = m.held.remove(&m.next) else {
                 break;
             };
-            self.deliver(ev, frame, Some(link), now);
+            self.held_bytes -= frame.len();
+            match wire::decode(&frame[4..]) {
+                Ok(Msg::Event(ev)) => self.deliver(ev, frame, Some(link), now),
+                _ => unreachable!("held frames were decoded as events"),
+            }
         }
         if let Some(m) = self.members.get_mut(&origin) {
             // A gap remains further on: it starts its own wait.
@@ -1145,9 +1243,12 @@ impl Core {
         let Some(&first) = m.held.keys().next() else {
             return;
         };
-        if now >= m.gap_since + cfg_giveup {
-            let missed = first - m.next;
-            m.next = first;
+        if first <= m.next || now >= m.gap_since + cfg_giveup {
+            let missed = first.saturating_sub(m.next);
+            m.next = m.next.max(first);
+            if missed == 0 {
+                return self.drain_held(origin, now);
+            }
             let name = display_name(origin, m);
             self.show(Show::Warning(format!(
                 "missed {missed} message{} from {name}",
@@ -1193,11 +1294,13 @@ impl Core {
                 if m.addr.is_none() {
                     m.addr = ip.map(|ip| SocketAddr::new(ip, port));
                 }
-                if m.name.is_none() {
-                    m.name = Some(name.clone());
+                // A name no honest peer could have is not taken on.
+                if m.name.is_none() && wire::valid_name(&name) {
+                    m.name = Some(name);
                 }
                 m.suspect_until = None;
                 m.present = true;
+                let name = display_name(origin, m);
                 if self.state == State::Member {
                     self.show(Show::MemberJoined(name.clone()));
                 }
@@ -1256,7 +1359,9 @@ impl Core {
             port: self.port,
             seq: self.seq,
         }];
-        for (&id, m) in &self.members {
+        // Only members we have reason to believe in: ones we were told of
+        // and never heard from are not passed on.
+        for (&id, m) in self.members.iter().filter(|(_, m)| m.present) {
             if let Some(name) = &m.name {
                 all.push(Entry {
                     id,
@@ -1310,8 +1415,9 @@ impl Core {
                 lost,
             });
         }
+        self.held_bytes -= m.held.values().map(|(f, _)| f.len()).sum::<usize>();
+        m.held.clear();
         if lost {
-            m.held.clear();
             m.suspect_until = None;
             m.unreachable = false;
             if self.lost.len() >= LOST_MAX {
@@ -1361,11 +1467,46 @@ impl Core {
         }
     }
 
-    /// Two members share our name: the one with the larger id gives way.
-    fn name_clash(&mut self, other: u64, now: Millis) {
-        if self.id > other && self.state != State::Done {
+    /// Another member has our name. Two peers that joined at once under one
+    /// name settle it: the larger id gives way. A peer that has been in
+    /// the network longer than such a race keeps its name. Returns whether
+    /// the other may keep it too (we are leaving, or it is the race's
+    /// winner).
+    fn name_clash(&mut self, other: u64, now: Millis) -> bool {
+        let racing = self.joined_at.is_some_and(|t| now < t + JOIN_RACE);
+        if !racing || self.state == State::Done {
+            return self.state == State::Done;
+        }
+        if self.id > other {
             let msg = format!("the name {} is taken in this network", self.name);
             self.leave(1, Some(msg), now);
+        }
+        true
+    }
+
+    /// Makes room for one more member if the table is full, by forgetting
+    /// one we only heard of (never linked, never heard from). Returns
+    /// whether there is room.
+    fn make_room(&mut self) -> bool {
+        if self.members.len() < MAX_MEMBERS {
+            return true;
+        }
+        let linked: HashSet<u64> = self
+            .links
+            .values()
+            .filter_map(|l| l.peer.or(l.target))
+            .collect();
+        let idle = self
+            .members
+            .iter()
+            .find(|(id, m)| !m.present && m.held.is_empty() && m.next == 1 && !linked.contains(id))
+            .map(|(&id, _)| id);
+        match idle {
+            Some(id) => {
+                self.members.remove(&id);
+                true
+            }
+            None => false,
         }
     }
 
@@ -1378,6 +1519,16 @@ impl Core {
     }
 
     fn leave(&mut self, code: i32, msg: Option<String>, now: Millis) {
+        let dialling = self.links.values().any(|l| l.outbound && l.peer.is_none());
+        if self.state == State::Member && self.link_count() == 0 && dialling {
+            // Nobody to tell yet, but a link is on its way (our relay just
+            // left): wait a moment for it, so that our leave is heard.
+            if self.leaving.is_none() {
+                self.leaving = Some((code, msg, now + LEAVE_WAIT));
+            }
+            return;
+        }
+        self.leaving = None;
         if self.state == State::Member {
             self.emit(Body::Leave, now);
         }
@@ -1438,7 +1589,13 @@ impl Core {
             }
         }
         ready.sort_unstable();
-        while have < self.cfg.degree && !ready.is_empty() {
+        let mut dialling = self
+            .links
+            .values()
+            .filter(|l| l.outbound && l.peer.is_none())
+            .count();
+        while have < self.cfg.degree && !ready.is_empty() && dialling < MAX_DIALS {
+            dialling += 1;
             let i = self.rng.below(ready.len() as u64) as usize;
             let id = ready.swap_remove(i);
             let addr = self.members[&id].addr.expect("addr");

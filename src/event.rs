@@ -44,6 +44,9 @@ const LINGER: Millis = 1_500;
 const CHUNK: usize = 64 << 10;
 /// Longest typed line kept; the rest of it is dropped.
 const MAX_LINE: usize = wire::MAX_TEXT * 4;
+/// Bytes read from one link per turn of the loop, so that one busy link
+/// cannot starve the others.
+const READ_BUDGET: usize = 256 << 10;
 /// How long a lone ESC waits for the rest of an escape sequence.
 const ESC_WAIT: Millis = 50;
 
@@ -61,6 +64,8 @@ struct Conn {
     shut: bool,
     /// When the queue last shrank (or was empty).
     progress: Millis,
+    /// A frame did not fit under [`MAX_QUEUE`]: drop the link.
+    overflow: bool,
 }
 
 impl Conn {
@@ -74,6 +79,7 @@ impl Conn {
             closing: None,
             shut: false,
             progress: now,
+            overflow: false,
         }
     }
 
@@ -150,6 +156,8 @@ struct Loop {
     _stdin_flags: StdinFlags,
     /// Where reads land first.
     scratch: Box<[u8]>,
+    /// Links with bytes left to read after their share of a turn.
+    unread: Vec<LinkId>,
 }
 
 /// stdin is made non-blocking for the poll; the file description is
@@ -253,6 +261,7 @@ impl Loop {
             esc_at: None,
             _stdin_flags: stdin_flags,
             scratch: vec![0; CHUNK].into_boxed_slice(),
+            unread: Vec::new(),
         })
     }
 
@@ -292,8 +301,13 @@ impl Loop {
                     LISTENER => self.accept(now),
                     SIGNAL => self.signals(ui, now),
                     STDIN => self.stdin_ready = true,
-                    Token(t) => self.conn_event((t - FIRST_LINK) as LinkId, now),
+                    Token(t) => self.conn_event(ui, (t - FIRST_LINK) as LinkId, now),
                 }
+                self.apply(ui)?;
+            }
+            // Links that had more to read than one turn's share.
+            for link in std::mem::take(&mut self.unread) {
+                self.conn_event(ui, link, now);
                 self.apply(ui)?;
             }
             if self.stdin_ready
@@ -332,6 +346,9 @@ impl Loop {
         }
         if let Some(a) = self.esc_at {
             min(a);
+        }
+        if !self.unread.is_empty() {
+            min(now);
         }
         for (_, c) in self.conns.iter() {
             if c.queued() > HIGH_WATER {
@@ -495,7 +512,7 @@ impl Loop {
         }
     }
 
-    fn conn_event(&mut self, link: LinkId, now: Millis) {
+    fn conn_event(&mut self, ui: &mut Ui, link: LinkId, now: Millis) {
         let Some(c) = self.conns.get_mut(link) else {
             return;
         };
@@ -513,7 +530,7 @@ impl Loop {
                 Err(e) => return self.lost(link, &e.to_string(), now),
             }
         }
-        if let Err(e) = self.read(link, now) {
+        if let Err(e) = self.read(ui, link, now) {
             return self.lost(link, &e, now);
         }
         if let Some(c) = self.conns.get_mut(link) {
@@ -524,11 +541,17 @@ impl Loop {
     }
 
     /// Reads what the socket has and hands whole frames to the core.
-    fn read(&mut self, link: LinkId, now: Millis) -> Result<(), String> {
+    fn read(&mut self, ui: &mut Ui, link: LinkId, now: Millis) -> Result<(), String> {
+        let mut budget = READ_BUDGET;
         loop {
             let Some(c) = self.conns.get_mut(link) else {
                 return Ok(());
             };
+            if budget == 0 {
+                // Fairness: the rest waits for the next turn of the loop.
+                self.unread.push(link);
+                return Ok(());
+            }
             let n = match c.stream.read(&mut self.scratch) {
                 Ok(0) => return Err("closed by peer".into()),
                 Ok(n) => n,
@@ -536,13 +559,15 @@ impl Loop {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e.to_string()),
             };
+            budget = budget.saturating_sub(n);
             if c.shut || c.closing.is_some() {
                 continue; // draining until the peer's FIN
             }
             // Whole frames go to the core straight from the scratch buffer;
             // only a partial frame is kept, in the link's own buffer.
             let mut rbuf = std::mem::take(&mut c.rbuf);
-            let fresh = &self.scratch[..n];
+            let scratch = std::mem::take(&mut self.scratch);
+            let fresh = &scratch[..n];
             let data: &[u8] = if rbuf.is_empty() {
                 fresh
             } else {
@@ -555,12 +580,22 @@ impl Loop {
                     Ok(Some(len)) => {
                         self.core.frame(link, &data[pos + 4..pos + len], now);
                         pos += len;
+                        // Act on each frame at once: what one frame asks
+                        // for is bounded, what a whole read asks for is not.
+                        if let Err(e) = self.apply(ui) {
+                            break Err(e);
+                        }
                     }
                     Ok(None) => break Ok(()),
                     Err(e) => break Err(format!("bad frame: {e}")),
                 }
             };
-            let rest = if res.is_ok() { data[pos..].to_vec() } else { Vec::new() };
+            let rest = if res.is_ok() {
+                data[pos..].to_vec()
+            } else {
+                Vec::new()
+            };
+            self.scratch = scratch;
             if let Some(c) = self.conns.get_mut(link) {
                 c.rbuf = rest;
             }
@@ -585,7 +620,11 @@ impl Loop {
             match a {
                 Action::Send(link, frame) => {
                     if let Some(c) = self.conns.get_mut(link) {
-                        c.wbuf.extend_from_slice(&frame);
+                        if c.queued() + frame.len() > MAX_QUEUE {
+                            c.overflow = true;
+                        } else {
+                            c.wbuf.extend_from_slice(&frame);
+                        }
                     }
                 }
                 Action::Connect(link, addr) => self.connect(link, addr, now),
@@ -638,7 +677,7 @@ impl Loop {
         for link in self.conns.keys() {
             let c = self.conns.get_mut(link).expect("listed");
             let mut r = c.flush(now);
-            if r.is_ok() && c.queued() > MAX_QUEUE {
+            if r.is_ok() && c.overflow {
                 r = Err(io::Error::other("peer is not reading (queue full)"));
             }
             if r.is_ok() && c.queued() > HIGH_WATER && now >= c.progress + STALL {

@@ -131,8 +131,10 @@ impl Ui {
         }
     }
 
-    /// A diagnostic: stderr, or above the input line on a terminal.
+    /// A diagnostic: stderr, or above the input line on a terminal. It may
+    /// quote a peer (a refusal's text), so it is escaped like chat.
     pub fn error(&mut self, msg: &str) {
+        let msg = &escape_controls(msg);
         match self {
             Ui::Tty(t) => {
                 let s = &mut t.screen;

@@ -1,0 +1,873 @@
+//! Hostile input against a real peer: raw TCP sockets speaking (or not
+//! speaking) the wire protocol to `alice`, with `bob`, an honest peer,
+//! joined through her.
+//!
+//! Every case checks afterwards that alice and bob still chat both ways,
+//! and where memory is at stake that alice's peak resident set (VmHWM in
+//! /proc/PID/status) stays under [`RSS_MAX`]. Waits have deadlines; the
+//! only fixed durations are measuring windows (CPU time over a second).
+
+mod util;
+
+use p2pchat::wire::{self, Body, Entry, Event, Hello, MAX_FRAME, Msg, Refusal};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+use util::{Peer, Stream, free_port};
+
+/// Alice's peak resident set may not pass this, whatever she is sent.
+const RSS_MAX_KIB: u64 = 16 << 10;
+/// In words, for failure messages.
+const RSS_MAX: &str = "16 MiB";
+/// The handshake timeout (core::Config::default().handshake_timeout) plus
+/// slack for a loaded machine.
+const HANDSHAKE_CLOSE: Duration = Duration::from_secs(8);
+
+// ---------------------------------------------------------------------------
+// The honest pair, and what we measure of alice.
+
+/// Alice, and bob joined through her.
+fn pair() -> (Peer, Peer) {
+    let mut alice = Peer::start("alice");
+    let bob = Peer::join("bob", alice.port(), 2);
+    alice.expect_line("* bob joined");
+    (alice, bob)
+}
+
+fn chat_both_ways(a: &mut Peer, b: &mut Peer, tag: &str) {
+    let (an, bn) = (a.name.clone(), b.name.clone());
+    a.send(&format!("{tag} from {an}"));
+    b.expect_line(&format!("{an}: {tag} from {an}"));
+    b.send(&format!("{tag} from {bn}"));
+    a.expect_line(&format!("{bn}: {tag} from {bn}"));
+}
+
+/// A field of /proc/PID/status in KiB (VmRSS, VmHWM).
+fn status_kib(pid: i32, field: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// Fails if alice's peak RSS passed the bound.
+fn assert_rss_bounded(alice: &mut Peer, what: &str) {
+    let hwm = status_kib(alice.pid(), "VmHWM");
+    let rss = status_kib(alice.pid(), "VmRSS");
+    eprintln!("{what}: alice VmRSS {rss} KiB, VmHWM {hwm} KiB");
+    if hwm > RSS_MAX_KIB {
+        alice.fail(&format!(
+            "{what}: peak RSS {} MiB, over {RSS_MAX}",
+            hwm >> 10
+        ));
+    }
+}
+
+/// Open file descriptors of a process.
+fn fd_count(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// CPU time (user + system) a process has used, in clock ticks.
+fn cpu_ticks(pid: i32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which ends at the last ')'.
+    let rest = &s[s.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// Waits until `cond` holds, polling; fails with `what` at the deadline.
+fn wait_until(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?}: {what}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A raw client.
+
+enum Got {
+    Msg(Msg),
+    Closed,
+    Timeout,
+}
+
+struct Raw {
+    s: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Raw {
+    fn connect(port: u16) -> Raw {
+        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_nodelay(true).unwrap();
+        Raw { s, buf: Vec::new() }
+    }
+
+    /// Connected with a tiny receive buffer: a client that never reads
+    /// fills up at once.
+    fn connect_small_rcvbuf(port: u16) -> Raw {
+        use socket2::{Domain, Socket, Type};
+        let sock = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        sock.set_recv_buffer_size(4096).unwrap();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        sock.connect(&addr.into()).unwrap();
+        Raw {
+            s: sock.into(),
+            buf: Vec::new(),
+        }
+    }
+
+    fn send(&mut self, m: &Msg) {
+        self.bytes(&wire::frame(m));
+    }
+
+    fn bytes(&mut self, b: &[u8]) {
+        self.s.write_all(b).expect("write to alice");
+    }
+
+    /// A frame whose body is `body`, length prefix set.
+    fn body(&mut self, body: &[u8]) {
+        let mut f = (body.len() as u32).to_be_bytes().to_vec();
+        f.extend_from_slice(body);
+        self.bytes(&f);
+    }
+
+    /// The next message, the end of the stream, or nothing within `t`.
+    fn recv(&mut self, t: Duration) -> Got {
+        let deadline = Instant::now() + t;
+        loop {
+            match wire::frame_len(&self.buf) {
+                Ok(Some(n)) => {
+                    let m = wire::decode(&self.buf[4..n]).expect("alice sent a bad frame");
+                    self.buf.drain(..n);
+                    return Got::Msg(m);
+                }
+                Ok(None) => {}
+                Err(e) => panic!("alice sent a bad frame: {e}"),
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Got::Timeout;
+            }
+            self.s.set_read_timeout(Some(left)).unwrap();
+            let mut b = [0u8; 16 << 10];
+            match self.s.read(&mut b) {
+                Ok(0) => return Got::Closed,
+                Ok(n) => self.buf.extend_from_slice(&b[..n]),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    return Got::Timeout;
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return Got::Closed, // reset
+            }
+        }
+    }
+
+    /// Reads until alice closes the connection, within `t`; returns what
+    /// she sent before.
+    fn expect_closed(&mut self, t: Duration, what: &str) -> Vec<Msg> {
+        let deadline = Instant::now() + t;
+        let mut got = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.recv(left) {
+                Got::Msg(m) => got.push(m),
+                Got::Closed => return got,
+                Got::Timeout => panic!("{what}: connection still open after {t:?}; got {got:?}"),
+            }
+        }
+    }
+
+    /// Says HELLO as `name` with node id `id`; returns alice's HELLO and
+    /// her member list.
+    fn hello(&mut self, id: u64, name: &str, joining: bool) -> (Hello, Vec<Entry>) {
+        self.send(&Msg::Hello(Hello {
+            version: wire::VERSION,
+            id,
+            name: name.into(),
+            port: free_port(),
+            joining,
+            you: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        }));
+        let h = match self.recv(util::DEADLINE) {
+            Got::Msg(Msg::Hello(h)) => h,
+            Got::Msg(m) => panic!("HELLO as {name}: got {m:?}"),
+            Got::Closed => panic!("HELLO as {name}: closed"),
+            Got::Timeout => panic!("HELLO as {name}: no answer"),
+        };
+        let mut members = Vec::new();
+        loop {
+            match self.recv(util::DEADLINE) {
+                Got::Msg(Msg::Members { last, entries }) => {
+                    members.extend(entries);
+                    if last {
+                        return (h, members);
+                    }
+                }
+                Got::Msg(_) => {}
+                _ => panic!("HELLO as {name}: no member list"),
+            }
+        }
+    }
+}
+
+fn hello_msg(id: u64, name: &str, version: u16) -> Msg {
+    Msg::Hello(Hello {
+        version,
+        id,
+        name: name.into(),
+        port: 1,
+        joining: true,
+        you: None,
+    })
+}
+
+fn chat(origin: u64, seq: u64, text: &str) -> Msg {
+    Msg::Event(Event {
+        origin,
+        seq,
+        body: Body::Chat {
+            room: "lobby".into(),
+            text: text.into(),
+        },
+    })
+}
+
+/// Bob's entry in alice's member list.
+fn entry<'a>(members: &'a [Entry], name: &str) -> &'a Entry {
+    members
+        .iter()
+        .find(|e| e.name == name)
+        .unwrap_or_else(|| panic!("{name} not in {members:?}"))
+}
+
+const MALLORY: u64 = 0x6d61_6c6c_6f72_7900;
+
+// ---------------------------------------------------------------------------
+// Malformed frames.
+
+#[test]
+fn truncated_frame_then_close() {
+    let (mut alice, mut bob) = pair();
+    // Half a HELLO, then the connection closes.
+    let f = wire::frame(&hello_msg(MALLORY, "mallory", wire::VERSION));
+    let mut r = Raw::connect(alice.port());
+    r.bytes(&f[..f.len() / 2]);
+    drop(r);
+    // A whole HELLO, then half an event, then close.
+    let mut r = Raw::connect(alice.port());
+    r.hello(MALLORY, "mallory", true);
+    let f = wire::frame(&chat(MALLORY, 1, "never finished"));
+    r.bytes(&f[..f.len() - 3]);
+    r.s.shutdown(Shutdown::Write).unwrap();
+    r.expect_closed(util::DEADLINE, "truncated event");
+    chat_both_ways(&mut alice, &mut bob, "after truncated frames");
+    alice.assert_no_out("half an event shown", &|l| l.contains("never finished"));
+}
+
+#[test]
+fn oversized_length_prefixes_refused_before_allocation() {
+    let (mut alice, mut bob) = pair();
+    let before = status_kib(alice.pid(), "VmHWM");
+    for len in [MAX_FRAME as u32 + 1, 1 << 31, u32::MAX] {
+        let mut r = Raw::connect(alice.port());
+        r.bytes(&len.to_be_bytes());
+        // She may close as soon as she has read the prefix.
+        let _ = r.s.write_all(&[0x55; 4096]);
+        r.expect_closed(util::DEADLINE, &format!("length prefix {len}"));
+    }
+    // The same after HELLO, on a link that is a member's.
+    let mut r = Raw::connect(alice.port());
+    r.hello(MALLORY, "mallory", true);
+    r.bytes(&u32::MAX.to_be_bytes());
+    r.expect_closed(util::DEADLINE, "length prefix 0xFFFFFFFF after HELLO");
+    let after = status_kib(alice.pid(), "VmHWM");
+    assert!(
+        after < before + 1024,
+        "peak RSS grew from {before} to {after} KiB on length prefixes alone"
+    );
+    assert_rss_bounded(&mut alice, "oversized prefixes");
+    chat_both_ways(&mut alice, &mut bob, "after oversized prefixes");
+}
+
+#[test]
+fn unknown_kind_before_and_after_hello() {
+    let (mut alice, mut bob) = pair();
+    // Before HELLO: not a peer, closed.
+    let mut r = Raw::connect(alice.port());
+    r.body(&[99, 1, 2, 3]);
+    let got = r.expect_closed(util::DEADLINE, "unknown kind before HELLO");
+    assert!(
+        !got.iter().any(|m| matches!(m, Msg::Hello(_))),
+        "answered {got:?}"
+    );
+    // After HELLO: a newer peer's message, skipped; the link stays.
+    let mut r = Raw::connect(alice.port());
+    r.hello(MALLORY, "mallory", true);
+    r.body(&[99, 1, 2, 3]);
+    r.body(&[0xff]);
+    r.send(&chat(MALLORY, 1, "after unknown kinds"));
+    alice.expect_line("mallory: after unknown kinds");
+    chat_both_ways(&mut alice, &mut bob, "after unknown kinds");
+}
+
+#[test]
+fn wrong_protocol_version_gets_a_readable_refusal() {
+    let (mut alice, mut bob) = pair();
+    for version in [0, 2, u16::MAX] {
+        let mut r = Raw::connect(alice.port());
+        r.send(&hello_msg(MALLORY, "mallory", version));
+        let got = r.expect_closed(util::DEADLINE, "wrong version");
+        match got.as_slice() {
+            [Msg::Refuse { code, text }] => {
+                assert_eq!(*code, Refusal::Version, "{text}");
+                assert!(
+                    text.contains(&format!("version {version}"))
+                        && text.contains(&wire::VERSION.to_string()),
+                    "refusal does not name the versions: {text:?}"
+                );
+            }
+            other => panic!("version {version}: expected one REFUSE, got {other:?}"),
+        }
+    }
+    chat_both_ways(&mut alice, &mut bob, "after wrong versions");
+}
+
+#[test]
+fn invalid_names_are_refused() {
+    let (mut alice, mut bob) = pair();
+    // Not UTF-8: the HELLO does not decode at all.
+    let mut body = wire::frame(&hello_msg(MALLORY, "mmmm", wire::VERSION))[4..].to_vec();
+    let at = body.windows(4).position(|w| w == b"mmmm").unwrap();
+    body[at..at + 4].copy_from_slice(b"\xff\xfe\xc0\x80");
+    let mut r = Raw::connect(alice.port());
+    r.body(&body);
+    let got = r.expect_closed(util::DEADLINE, "name not UTF-8");
+    assert!(
+        got.iter().all(|m| matches!(m, Msg::Refuse { .. })),
+        "{got:?}"
+    );
+
+    let long = "x".repeat(wire::MAX_NAME + 1);
+    for name in [
+        "",
+        long.as_str(),
+        "a\x1b[2Jb",
+        "bell\x07",
+        "a b",
+        "tab\t",
+        "a:b",
+    ] {
+        let mut r = Raw::connect(alice.port());
+        r.send(&hello_msg(MALLORY, name, wire::VERSION));
+        let got = r.expect_closed(util::DEADLINE, &format!("name {name:?}"));
+        assert!(
+            got.iter().all(|m| matches!(m, Msg::Refuse { .. })),
+            "name {name:?} answered {got:?}"
+        );
+    }
+    chat_both_ways(&mut alice, &mut bob, "after bad names");
+    alice.assert_no_out("bad name shown", &|l| {
+        l.contains("xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx")
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Hostile behaviour.
+
+#[test]
+fn never_sends_hello_closed_after_handshake_timeout() {
+    let (mut alice, mut bob) = pair();
+    let mut r = Raw::connect(alice.port());
+    let opened = Instant::now();
+    // Chat goes on meanwhile.
+    chat_both_ways(&mut alice, &mut bob, "beside a silent socket");
+    r.expect_closed(HANDSHAKE_CLOSE, "silent connection");
+    eprintln!("silent connection closed after {:?}", opened.elapsed());
+    chat_both_ways(&mut alice, &mut bob, "after the silent socket");
+}
+
+#[test]
+fn one_byte_per_second_closed_by_handshake_timeout() {
+    let (mut alice, mut bob) = pair();
+    let f = wire::frame(&hello_msg(MALLORY, "mallory", wire::VERSION));
+    let mut r = Raw::connect(alice.port());
+    let opened = Instant::now();
+    let mut closed = false;
+    for &b in f.iter().cycle().take(20) {
+        if r.s.write_all(&[b]).is_err() {
+            closed = true;
+            break;
+        }
+        // The pace: one byte, then a second of listening for the close.
+        if let Got::Closed = r.recv(Duration::from_secs(1)) {
+            closed = true;
+            break;
+        }
+        if opened.elapsed() > HANDSHAKE_CLOSE {
+            break;
+        }
+    }
+    assert!(
+        closed,
+        "slow loris still connected after {:?}",
+        opened.elapsed()
+    );
+    eprintln!("slow loris closed after {:?}", opened.elapsed());
+    chat_both_ways(&mut alice, &mut bob, "after the slow loris");
+}
+
+#[test]
+fn a_member_that_never_reads_is_dropped_and_chat_goes_on() {
+    let (mut alice, mut bob) = pair();
+    let fds = fd_count(alice.pid());
+    let mut r = Raw::connect_small_rcvbuf(alice.port());
+    r.hello(MALLORY, "mallory", true);
+    wait_until(util::DEADLINE, "mallory's link open", || {
+        fd_count(alice.pid()) > fds
+    });
+    // Bob floods: 4,000 lines of 2 kB, relayed by alice to mallory, who
+    // reads nothing.
+    let pad = "f".repeat(2000);
+    let n = 4000;
+    for i in 0..n {
+        bob.send(&format!("flood {i} {pad}"));
+    }
+    alice.expect_on(
+        Stream::Out,
+        "the last flood line",
+        &|l| l.starts_with(&format!("bob: flood {} ", n - 1)),
+        Duration::from_secs(30),
+    );
+    let shown = alice
+        .out_lines()
+        .iter()
+        .filter(|l| l.starts_with("bob: flood "))
+        .count();
+    assert_eq!(shown, n, "alice lost flood lines");
+    // Mallory's link is dropped (queue over its bound, or stalled).
+    wait_until(
+        util::DEADLINE,
+        "alice drops the link that never reads",
+        || fd_count(alice.pid()) <= fds,
+    );
+    let mut got = 0usize;
+    loop {
+        match r.recv(util::DEADLINE) {
+            Got::Msg(_) => got += 1,
+            Got::Closed => break,
+            Got::Timeout => panic!("mallory's link still open after it was dropped"),
+        }
+    }
+    eprintln!("mallory got {got} of {n} flood frames before the drop");
+    assert!(got < n, "mallory was never dropped");
+    assert_rss_bounded(&mut alice, "a member that never reads");
+    chat_both_ways(&mut alice, &mut bob, "after the flood");
+}
+
+#[test]
+fn a_thousand_connections_at_once() {
+    raise_nofile(4096);
+    let (mut alice, mut bob) = pair();
+    let fds = fd_count(alice.pid());
+    let conns: Vec<TcpStream> = (0..1000)
+        .map(|_| TcpStream::connect(("127.0.0.1", alice.port())).unwrap())
+        .collect();
+    chat_both_ways(&mut alice, &mut bob, "beside a thousand sockets");
+    let max = fd_count(alice.pid());
+    eprintln!("alice has {max} descriptors with 1000 connections pending");
+    assert!(
+        max <= p2pchat::event::MAX_CONNS + 32,
+        "alice holds {max} descriptors: no bound on connections"
+    );
+    assert_rss_bounded(&mut alice, "a thousand connections");
+    drop(conns);
+    wait_until(util::DEADLINE, "the thousand connections closed", || {
+        fd_count(alice.pid()) <= fds
+    });
+    // And she still lets people in.
+    let mut carol = Peer::join("carol", alice.port(), 3);
+    alice.expect_line("* carol joined");
+    chat_both_ways(&mut alice, &mut carol, "after a thousand sockets");
+    chat_both_ways(&mut alice, &mut bob, "after a thousand sockets");
+}
+
+#[test]
+fn out_of_descriptors_does_not_spin() {
+    raise_nofile(4096);
+    let (mut alice, mut bob) = pair();
+    // Alice may hold 40 descriptors; 100 connections leave her at EMFILE.
+    set_nofile(alice.pid(), 40);
+    let conns: Vec<TcpStream> = (0..100)
+        .map(|_| TcpStream::connect(("127.0.0.1", alice.port())).unwrap())
+        .collect();
+    chat_both_ways(&mut alice, &mut bob, "at EMFILE");
+    let t0 = cpu_ticks(alice.pid());
+    let window = Instant::now();
+    thread::sleep(Duration::from_secs(1)); // a measuring window
+    let used = cpu_ticks(alice.pid()) - t0;
+    eprintln!(
+        "alice used {used} ticks of CPU in {:?} at EMFILE",
+        window.elapsed()
+    );
+    assert!(
+        used <= 20,
+        "alice spins at EMFILE: {used} ticks in a second"
+    );
+    drop(conns);
+    set_nofile(alice.pid(), 1024);
+    let mut carol = Peer::join("carol", alice.port(), 3);
+    alice.expect_line("* carol joined");
+    chat_both_ways(&mut alice, &mut carol, "after EMFILE");
+}
+
+#[test]
+fn thousands_of_fake_members_bounded_work() {
+    let (mut alice, mut bob) = pair();
+    let mut r = Raw::connect(alice.port());
+    r.hello(MALLORY, "mallory", true);
+    let fds = fd_count(alice.pid());
+    send_fake_members(&mut r, 4096);
+    let t0 = cpu_ticks(alice.pid());
+    let start = Instant::now();
+    let mut max_fds = 0;
+    // Three seconds of alice dialling fake members, sampled.
+    while start.elapsed() < Duration::from_secs(3) {
+        max_fds = max_fds.max(fd_count(alice.pid()));
+        thread::sleep(Duration::from_millis(10));
+    }
+    let used = cpu_ticks(alice.pid()) - t0;
+    eprintln!(
+        "fake members: alice at most {max_fds} descriptors (from {fds}), {used} CPU ticks in 3 s"
+    );
+    assert!(max_fds <= fds + 32, "alice opened {max_fds} descriptors");
+    assert!(
+        used <= 60,
+        "alice used {used} ticks of CPU in 3 s on fake members"
+    );
+    chat_both_ways(&mut alice, &mut bob, "after fake members");
+    assert_rss_bounded(&mut alice, "fake members");
+}
+
+#[test]
+fn fake_members_do_not_lock_out_newcomers() {
+    let (mut alice, mut bob) = pair();
+    let mut r = Raw::connect(alice.port());
+    r.hello(MALLORY, "mallory", true);
+    send_fake_members(&mut r, 4096);
+    // A frame after the list has been read: the list is in.
+    r.send(&chat(MALLORY, 1, "list sent"));
+    alice.expect_line("mallory: list sent");
+    let mut carol = Peer::join("carol", alice.port(), 3);
+    alice.expect_line("* carol joined");
+    chat_both_ways(&mut carol, &mut bob, "newcomer after fake members");
+}
+
+fn send_fake_members(r: &mut Raw, n: u32) {
+    let mut i = 0u32;
+    while i < n {
+        let entries: Vec<Entry> = (0..wire::MEMBERS_PER_FRAME)
+            .map(|_| {
+                i += 1;
+                Entry {
+                    id: 0xfa6e_0000_0000 + u64::from(i),
+                    name: format!("fake{i}"),
+                    ip: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+                    // Ports where nothing listens.
+                    port: 1 + (i % 1000) as u16,
+                    seq: 0,
+                }
+            })
+            .collect();
+        r.send(&Msg::Members {
+            last: i >= n,
+            entries,
+        });
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Lies: forged origins, sequence numbers, identities.
+
+/// A forged chat line in bob's name, from a link that is not bob's while
+/// alice hears bob directly: refused (bob's new events come from bob), and
+/// bob's own next line gets through. Nothing signs events yet, so a peer
+/// that hears bob only through others could still be fooled.
+#[test]
+fn forged_chat_from_bob_does_not_swallow_his_own() {
+    let (mut alice, mut bob) = pair();
+    let mut r = Raw::connect(alice.port());
+    let (_, members) = r.hello(MALLORY, "mallory", true);
+    let b = entry(&members, "bob").clone();
+    r.send(&chat(b.id, b.seq + 1, "forged by mallory"));
+    // Let alice read it: a frame of mallory's own after it.
+    r.send(&chat(MALLORY, 1, "after the forged chat"));
+    alice.expect_line("mallory: after the forged chat");
+    bob.send("bob's own words");
+    alice.expect_line("bob: bob's own words");
+    alice.assert_no_out("a forged chat shown", &|l| l.contains("forged by mallory"));
+    chat_both_ways(&mut alice, &mut bob, "after a forged chat");
+}
+
+/// A forged LEAVE in bob's name must not cut bob off.
+#[test]
+fn forged_leave_from_bob_does_not_cut_him_off() {
+    let (mut alice, mut bob) = pair();
+    let mut r = Raw::connect(alice.port());
+    let (_, members) = r.hello(MALLORY, "mallory", true);
+    let b = entry(&members, "bob").clone();
+    r.send(&Msg::Event(Event {
+        origin: b.id,
+        seq: b.seq + 1,
+        body: Body::Leave,
+    }));
+    // Let alice read it: a frame of mallory's own after it.
+    r.send(&chat(MALLORY, 1, "after the forged leave"));
+    alice.expect_line("mallory: after the forged leave");
+    chat_both_ways(&mut alice, &mut bob, "after a forged leave");
+}
+
+#[test]
+fn sequence_numbers_jump_to_u64_max() {
+    let (mut alice, mut bob) = pair();
+    let mut r = Raw::connect(alice.port());
+    let (_, members) = r.hello(MALLORY, "mallory", true);
+    let b = entry(&members, "bob").clone();
+    let fake = 0xfa6e_0001;
+    for (origin, seq) in [
+        (fake, u64::MAX),
+        (fake, u64::MAX - 1),
+        (fake, 1),
+        (fake, u64::MAX),
+        (b.id, u64::MAX),
+        (MALLORY, u64::MAX),
+    ] {
+        r.send(&chat(origin, seq, &format!("seq {seq:x}")));
+    }
+    r.send(&chat(MALLORY, 1, "done"));
+    alice.expect_line("mallory: done");
+    alice.assert_no_out("an event far ahead delivered", &|l| {
+        l.contains("seq ffffffff")
+    });
+    chat_both_ways(&mut alice, &mut bob, "after u64::MAX");
+    // Mallory's next ones still count from where she was.
+    r.send(&chat(MALLORY, 2, "still in order"));
+    alice.expect_line("mallory: still in order");
+}
+
+#[test]
+fn hello_with_alices_own_id_is_refused() {
+    let (mut alice, mut bob) = pair();
+    let (h, _) = Raw::connect(alice.port()).hello(MALLORY, "mallory", true);
+    let mut r = Raw::connect(alice.port());
+    r.send(&hello_msg(h.id, "mirror", wire::VERSION));
+    let got = r.expect_closed(util::DEADLINE, "HELLO with alice's id");
+    match got.as_slice() {
+        [Msg::Refuse { code, text }] => {
+            assert_eq!(*code, Refusal::Myself);
+            assert_eq!(text, "connected to itself");
+        }
+        other => panic!("expected a REFUSE, got {other:?}"),
+    }
+    chat_both_ways(&mut alice, &mut bob, "after a mirror");
+}
+
+/// Someone says HELLO with bob's node id: bob stays bob.
+#[test]
+fn hello_with_bobs_id_does_not_take_his_place() {
+    let (mut alice, mut bob) = pair();
+    let (_, members) = Raw::connect(alice.port()).hello(MALLORY, "mallory", true);
+    let b = entry(&members, "bob").clone();
+    let mut r = Raw::connect(alice.port());
+    r.send(&Msg::Hello(Hello {
+        version: wire::VERSION,
+        id: b.id,
+        name: "impostor".into(),
+        port: 1,
+        joining: false,
+        you: None,
+    }));
+    let _ = r.recv(Duration::from_millis(500));
+    chat_both_ways(&mut alice, &mut bob, "after an impostor");
+    alice.assert_no_out("bob renamed", &|l| l.starts_with("impostor:"));
+}
+
+/// A HELLO that takes alice's own name (with a small id) must not make her
+/// leave the network.
+#[test]
+fn hello_with_alices_name_does_not_evict_her() {
+    let (mut alice, mut bob) = pair();
+    let mut r = Raw::connect(alice.port());
+    r.send(&Msg::Hello(Hello {
+        version: wire::VERSION,
+        id: 0,
+        name: "alice".into(),
+        port: 1,
+        joining: false,
+        you: None,
+    }));
+    let _ = r.recv(Duration::from_millis(500));
+    assert!(alice.is_running(), "alice exited");
+    chat_both_ways(&mut alice, &mut bob, "after a namesake");
+    alice.assert_no_out("alice left", &|l| l.contains("taken"));
+}
+
+// ---------------------------------------------------------------------------
+// Memory under amplification.
+
+/// Events held back for a gap that never fills, from many invented
+/// origins: alice's memory stays bounded.
+#[test]
+fn held_back_events_do_not_grow_memory() {
+    let (mut alice, mut bob) = pair();
+    let mut r = Raw::connect(alice.port());
+    r.hello(MALLORY, "mallory", true);
+    let text = "h".repeat(60_000);
+    // 600 frames of 60 kB (36 MB), none deliverable: seq 1 never comes.
+    for i in 0..600u64 {
+        r.send(&chat(0x4e1d_0000 + i / 8, 2 + i % 8, &text));
+    }
+    r.send(&chat(MALLORY, 1, "held"));
+    alice.expect_line("mallory: held");
+    assert_rss_bounded(&mut alice, "held-back events");
+    chat_both_ways(&mut alice, &mut bob, "after held-back events");
+}
+
+/// FETCH asks for cached events again: a few bytes in, up to the whole
+/// cache out. Alice's memory stays bounded even for a reader that asks
+/// hundreds of times at once.
+#[test]
+fn fetch_amplification_is_bounded() {
+    let (mut alice, mut bob) = pair();
+    let mut r = Raw::connect_small_rcvbuf(alice.port());
+    r.hello(MALLORY, "mallory", true);
+    // Fill alice's event cache with mallory's own big lines.
+    let text = "c".repeat(MAX_FRAME - 100);
+    for seq in 1..=16 {
+        r.send(&chat(MALLORY, seq, &text));
+    }
+    r.send(&chat(MALLORY, 17, "cached"));
+    alice.expect_line("mallory: cached");
+    // 200 FETCHes of all 16 in one write: each answer is ~1 MiB.
+    let mut burst = Vec::new();
+    for _ in 0..200 {
+        wire::encode(
+            &Msg::Fetch {
+                origin: MALLORY,
+                from: 1,
+                to: 16,
+            },
+            &mut burst,
+        );
+    }
+    r.bytes(&burst);
+    // ~200 MiB of answers cannot be queued for a peer that reads slowly:
+    // alice drops this one link when its queue passes the bound.
+    r.expect_closed(Duration::from_secs(10), "a link asking for 200 MiB");
+    assert_rss_bounded(&mut alice, "FETCH amplification");
+    chat_both_ways(&mut alice, &mut bob, "after FETCH amplification");
+}
+
+/// JOIN events with giant names: a newcomer must still be able to join
+/// through alice (her member list must fit in frames).
+#[test]
+fn forged_joins_with_giant_names_do_not_block_joins() {
+    let (mut alice, mut bob) = pair();
+    let mut r = Raw::connect(alice.port());
+    r.hello(MALLORY, "mallory", true);
+    for origin in [0x6a01, 0x6a02] {
+        r.send(&Msg::Event(Event {
+            origin,
+            seq: 1,
+            body: Body::Join {
+                name: "g".repeat(40_000),
+                ip: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+                port: 1,
+            },
+        }));
+    }
+    r.send(&chat(MALLORY, 1, "giants sent"));
+    alice.expect_line("mallory: giants sent");
+    let mut carol = Peer::join("carol", alice.port(), 3);
+    alice.expect_line("* carol joined");
+    chat_both_ways(&mut carol, &mut bob, "after giant names");
+}
+
+/// A hostile peer that bob dials refuses with escape sequences in the
+/// text: bob prints them escaped, never raw to the terminal.
+#[test]
+fn refusal_text_from_a_hostile_peer_is_escaped() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let server = thread::spawn(move || {
+        let (s, _) = l.accept().unwrap();
+        let mut r = Raw { s, buf: Vec::new() };
+        let _ = r.recv(util::DEADLINE);
+        r.send(&Msg::Refuse {
+            code: Refusal::Version,
+            text: "\x1b[2J\x1b]0;pwned\x07 speaks version 9".into(),
+        });
+    });
+    let mut bob = Peer::launch("bob", &[], Some(port), std::process::Stdio::piped());
+    bob.expect_exit(1);
+    server.join().unwrap();
+    let err = bob.err_lines();
+    assert!(
+        err.iter()
+            .all(|l| !l.contains('\x1b') && !l.contains('\x07')),
+        "raw control characters from the network on stderr: {err:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Resource limits.
+
+/// Raises this process's soft RLIMIT_NOFILE (children inherit it).
+fn raise_nofile(want: u64) {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain system calls on a local struct.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut r), 0);
+        if r.rlim_cur < want {
+            r.rlim_cur = want.min(r.rlim_max);
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &r), 0);
+        }
+    }
+}
+
+/// Sets another process's soft RLIMIT_NOFILE.
+fn set_nofile(pid: i32, n: u64) {
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: prlimit(2) on our own child, with local structs.
+    unsafe {
+        assert_eq!(
+            libc::prlimit(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut old),
+            0
+        );
+        let new = libc::rlimit {
+            rlim_cur: n.min(old.rlim_max),
+            rlim_max: old.rlim_max,
+        };
+        assert_eq!(
+            libc::prlimit(pid, libc::RLIMIT_NOFILE, &new, std::ptr::null_mut()),
+            0
+        );
+    }
+}
