@@ -114,6 +114,8 @@ const MAX_DIALS: usize = 3;
 const ASK_MAX: usize = 64;
 /// How long leaving waits for a link that is being dialled.
 const LEAVE_WAIT: Millis = 1_000;
+/// SUSPECTs about us arriving within this are answered by one ALIVE.
+const ANSWER_WAIT: Millis = 20;
 /// A member only heard of, whose address failed this often, is forgotten.
 const DIAL_GIVE_UP: u32 = 6;
 /// A link younger than this is not shed (it may be a newcomer's only one).
@@ -238,6 +240,18 @@ struct Member {
     /// Events that arrived ahead of `next`: the frame and the link it came
     /// on (decoded again when their turn comes).
     held: BTreeMap<u64, (Vec<u8>, LinkId)>,
+    /// The furthest event seen ahead of `next`, held or not (too far
+    /// ahead to hold): we are behind until `next` passes it.
+    ahead: u64,
+    /// A neighbour answered our FETCH: its oldest event of this member is
+    /// this one; what comes before is lost to it.
+    lack: Option<u64>,
+    /// We skipped this member's events below this, or started after them
+    /// (the first event we delivered ourselves): we never had them, so we
+    /// cannot tell anyone they were let go.
+    skipped_to: u64,
+    /// The first event of this member we delivered (0: none yet).
+    first_seen: u64,
     gap_since: Millis,
     fetch_at: Millis,
     suspect_until: Option<Millis>,
@@ -259,6 +273,10 @@ impl Member {
             addr,
             next,
             held: BTreeMap::new(),
+            ahead: 0,
+            lack: None,
+            skipped_to: 0,
+            first_seen: 0,
             gap_since: 0,
             fetch_at: 0,
             suspect_until: None,
@@ -315,6 +333,15 @@ struct Cache {
 }
 
 impl Cache {
+    /// The oldest event of `origin` still kept.
+    fn oldest(&self, origin: u64) -> Option<u64> {
+        self.order
+            .iter()
+            .filter(|(o, _)| *o == origin)
+            .map(|&(_, s)| s)
+            .min()
+    }
+
     fn insert(&mut self, key: (u64, u64), frame: Vec<u8>) {
         self.bytes += frame.len();
         if self.frames.insert(key, frame).is_none() {
@@ -357,6 +384,11 @@ pub struct Core {
     joined_at: Option<Millis>,
     /// Leaving, but waiting (until the time given) for a link to say so on.
     leaving: Option<(i32, Option<String>, Millis)>,
+    /// SUSPECTs about us not answered yet, and when to answer them.
+    to_answer: Vec<(u64, u64)>,
+    answer_at: Option<Millis>,
+    /// SUSPECTs about us answered lately, so copies are not answered twice.
+    answered: VecDeque<(u64, u64)>,
     cache: Cache,
     rng: Rng,
     out: VecDeque<Action>,
@@ -392,6 +424,9 @@ impl Core {
             // Whoever starts a network cannot be racing anyone for its name.
             joined_at: None,
             leaving: None,
+            to_answer: Vec::new(),
+            answer_at: None,
+            answered: VecDeque::new(),
             cache: Cache::default(),
             rng: Rng::new(seed),
             out: VecDeque::new(),
@@ -575,6 +610,13 @@ impl Core {
             }
             (Some(_), Msg::Fetch { origin, from, to }) => self.on_fetch(link, origin, from, to),
             (Some(_), Msg::Ping) => {}
+            (Some(_), Msg::Lack { origin, oldest }) => {
+                if let Some(m) = self.members.get_mut(&origin) {
+                    if behind(m) {
+                        m.lack = Some(m.lack.map_or(oldest, |l| l.min(oldest)));
+                    }
+                }
+            }
         }
     }
 
@@ -676,6 +718,14 @@ impl Core {
             self.shed_at = None;
             self.shed(0, now);
         }
+        if self.answer_at.is_some_and(|t| now >= t) {
+            self.answer_at = None;
+            let all = std::mem::take(&mut self.to_answer);
+            for chunk in all.chunks(wire::MAX_ANSWERS) {
+                let answers = chunk.to_vec();
+                self.emit(Body::Alive { answers }, now);
+            }
+        }
         if let Some((code, msg, until)) = self.leaving.take() {
             if now >= until {
                 self.state = State::Done;
@@ -720,7 +770,7 @@ impl Core {
         let mut gaps = Vec::new();
         let mut gone = Vec::new();
         for (&id, m) in &self.members {
-            if !m.held.is_empty() && now >= m.fetch_at {
+            if behind(m) && now >= m.fetch_at {
                 gaps.push(id);
             }
             if m.suspect_until.is_some_and(|t| now >= t) {
@@ -751,7 +801,7 @@ impl Core {
             }
         }
         for m in self.members.values() {
-            if !m.held.is_empty() {
+            if behind(m) {
                 soonest(&mut self.member_wake, m.fetch_at);
             }
             if let Some(t) = m.suspect_until {
@@ -784,6 +834,9 @@ impl Core {
         }
         if let Some((_, _, until)) = &self.leaving {
             min(*until);
+        }
+        if let Some(a) = self.answer_at {
+            min(a);
         }
         t
     }
@@ -928,11 +981,23 @@ impl Core {
             self.links.get_mut(&link).expect("link").peer = None;
             return self.refuse(link, Refusal::NameTaken, &why, now);
         }
+        if self.state == State::Member && self.seq == 0 {
+            // We started this network and this is our first link: a JOIN
+            // of our own, so that peers who meet us later (a network we
+            // merge with) announce us like anyone else.
+            let ip = self.ip;
+            let body = Body::Join {
+                name: self.name.clone(),
+                ip,
+                port: self.port,
+            };
+            self.emit(body, now);
+        }
         if self.state == State::Member {
             self.send_members(link, now);
-            if was_isolated && self.seq > 0 {
+            if was_isolated && self.seq > 1 {
                 // Back from isolation: whoever gave up on us, take us back.
-                self.emit(Body::Alive { answers: None }, now);
+                self.emit(Body::Alive { answers: vec![] }, now);
             }
         }
         self.dedup_links(h.id, now);
@@ -1060,7 +1125,7 @@ impl Core {
                         let keep = m.held.split_off(&m.next);
                         let old = std::mem::replace(&mut m.held, keep);
                         dropped += old.values().map(|(f, _)| f.len()).sum::<usize>();
-                    } else if e.seq >= m.next && m.held.is_empty() && m.next > 1 {
+                    } else if e.seq >= m.next && !behind(m) {
                         // The sender has delivered events of this member
                         // that we have not seen (we were cut off): ask.
                         let to = e.seq.min(m.next.saturating_add(FETCH_MAX - 1));
@@ -1078,6 +1143,10 @@ impl Core {
                     // delivered; later, a member new to us is newer than our
                     // welcome, so everything it said is news to us.
                     let next = if welcome { e.seq.saturating_add(1) } else { 1 };
+                    if !welcome && e.seq >= 1 {
+                        let to = e.seq.min(FETCH_MAX);
+                        fetch.push((e.id, 1, to));
+                    }
                     let mut m = Member::new(Some(e.name), addr, next);
                     m.present = welcome;
                     self.members.insert(e.id, m);
@@ -1135,10 +1204,18 @@ impl Core {
                 // Whoever asks, we answer: others may have it back already,
                 // and our silence would make them give up on us.
                 Body::Suspect { target } if target == self.id => {
-                    let answers = Some((ev.origin, ev.seq));
-                    return self.emit(Body::Alive { answers }, now);
+                    return self.answer(ev.origin, ev.seq, now);
                 }
-                _ => return,
+                // It still speaks, so it may well be alive: ask the network,
+                // and it will refute if it is.
+                _ => {
+                    let l = self.lost.get_mut(&ev.origin).expect("lost");
+                    if l.asked.is_none_or(|t| now >= t + ASK_AGAIN) && self.state == State::Member {
+                        l.asked = Some(now);
+                        self.emit(Body::Suspect { target: ev.origin }, now);
+                    }
+                    return;
+                }
             }
         }
         // A JOIN under a name no honest peer could have is malformed.
@@ -1163,12 +1240,18 @@ impl Core {
         if ev.seq < m.next {
             return;
         }
-        if let Body::Alive { answers } = ev.body {
+        if ev.body == (Body::Suspect { target: self.id }) {
+            // Answer at once, even if the question must wait behind a gap:
+            // the others will not wait for that gap.
+            self.answer(ev.origin, ev.seq, now);
+        }
+        let m = self.members.get_mut(&ev.origin).expect("member");
+        if let Body::Alive { answers } = &ev.body {
             // Proof of life even if it must wait behind a gap: the
             // suspicion it answers must not outlast the gap. Remember which
             // SUSPECT it answers: that one may reach us only later.
             m.suspect_until = None;
-            if let Some(a) = answers {
+            for &a in answers {
                 if m.answered.len() >= ANSWERED {
                     m.answered.pop_front();
                 }
@@ -1176,13 +1259,14 @@ impl Core {
             }
         }
         if ev.seq > m.next {
+            if !behind(m) {
+                m.gap_since = now;
+                m.fetch_at = now + self.cfg.gap_wait;
+                soonest(&mut self.member_wake, m.fetch_at);
+            }
+            m.ahead = m.ahead.max(ev.seq);
             let room = m.held.len() < MAX_HELD && self.held_bytes + frame.len() <= HELD_BYTES;
             if ev.seq - m.next < HOLD_WINDOW && room && !m.held.contains_key(&ev.seq) {
-                if m.held.is_empty() {
-                    m.gap_since = now;
-                    m.fetch_at = now + self.cfg.gap_wait;
-                    soonest(&mut self.member_wake, m.fetch_at);
-                }
                 self.held_bytes += frame.len();
                 m.held.insert(ev.seq, (frame, link));
             }
@@ -1209,7 +1293,7 @@ impl Core {
         }
         if let Some(m) = self.members.get_mut(&origin) {
             // A gap remains further on: it starts its own wait.
-            if !m.held.is_empty() {
+            if behind(m) {
                 m.gap_since = now;
                 m.fetch_at = now + self.cfg.gap_wait;
                 soonest(&mut self.member_wake, m.fetch_at);
@@ -1218,6 +1302,20 @@ impl Core {
     }
 
     fn on_fetch(&mut self, link: LinkId, origin: u64, from: u64, to: u64) {
+        let delivered = if origin == self.id {
+            self.seq >= from
+        } else {
+            self.members.get(&origin).is_some_and(|m| {
+                m.next > from && from >= m.skipped_to && m.first_seen != 0 && from >= m.first_seen
+            })
+        };
+        if delivered && !self.cache.frames.contains_key(&(origin, from)) {
+            // We had them and let them go: say so, so the asker need not
+            // wait for them. (Not having had them says nothing.)
+            let oldest = self.cache.oldest(origin).unwrap_or(0);
+            let f = wire::frame(&Msg::Lack { origin, oldest });
+            self.out.push_back(Action::Send(link, f));
+        }
         let to = to.min(from.saturating_add(FETCH_MAX - 1));
         let mut s = from;
         while s <= to {
@@ -1232,23 +1330,33 @@ impl Core {
         }
     }
 
-    /// Asks neighbours for the events missing before the first held one,
-    /// or gives up on them after `gap_giveup`.
+    /// Asks neighbours for the events missing before the first held one
+    /// (or the furthest seen), and skips them, with a warning, once a
+    /// neighbour has said they are gone from its cache or after
+    /// `gap_giveup`.
     fn fill_gap(&mut self, origin: u64, now: Millis) {
         let cfg_giveup = self.cfg.gap_giveup;
         let cfg_wait = self.cfg.gap_wait;
         let Some(m) = self.members.get_mut(&origin) else {
             return;
         };
-        let Some(&first) = m.held.keys().next() else {
+        if !behind(m) {
             return;
+        }
+        let first = m.held.keys().next().copied();
+        let lacking = m.lack.take().filter(|&l| l > m.next);
+        let give_up = now >= m.gap_since + cfg_giveup;
+        let skip_to = match (lacking, first) {
+            (Some(l), Some(f)) => Some(l.min(f)),
+            (Some(l), None) => Some(l),
+            (None, Some(f)) if give_up || f <= m.next => Some(f),
+            _ if give_up => Some(m.ahead),
+            _ => None,
         };
-        if first <= m.next || now >= m.gap_since + cfg_giveup {
-            let missed = first.saturating_sub(m.next);
-            m.next = m.next.max(first);
-            if missed == 0 {
-                return self.drain_held(origin, now);
-            }
+        if let Some(to) = skip_to.filter(|&t| t > m.next) {
+            let missed = to - m.next;
+            m.next = to;
+            m.skipped_to = to;
             let name = display_name(origin, m);
             self.show(Show::Warning(format!(
                 "missed {missed} message{} from {name}",
@@ -1256,12 +1364,16 @@ impl Core {
             )));
             return self.drain_held(origin, now);
         }
+        if first.is_some_and(|f| f <= m.next) {
+            return self.drain_held(origin, now);
+        }
         m.fetch_at = now + cfg_wait;
         soonest(&mut self.member_wake, m.fetch_at);
+        let to = first.map_or(m.ahead, |f| f - 1);
         let f = wire::frame(&Msg::Fetch {
             origin,
             from: m.next,
-            to: first - 1,
+            to: to.min(m.next.saturating_add(FETCH_MAX - 1)),
         });
         let links: Vec<LinkId> = self.established().collect();
         for l in links {
@@ -1276,6 +1388,9 @@ impl Core {
             return;
         };
         m.next = ev.seq.saturating_add(1);
+        if m.first_seen == 0 {
+            m.first_seen = ev.seq;
+        }
         // Relay on every other link, except back to the origin itself.
         let links: Vec<LinkId> = self
             .links
@@ -1319,11 +1434,13 @@ impl Core {
                     own: false,
                 });
             }
-            Body::Suspect { target } if target == self.id => {
-                let answers = Some((origin, seq));
-                self.emit(Body::Alive { answers }, now)
-            }
+            Body::Suspect { target } if target == self.id => self.answer(origin, seq, now),
             Body::Suspect { target } => {
+                // Someone asks about a member we had lost: no need for us
+                // to ask too.
+                if let Some(l) = self.lost.get_mut(&target) {
+                    l.asked = Some(now);
+                }
                 let wait = self.cfg.refute_wait;
                 let t = self.members.get_mut(&target);
                 if let Some(t) = t.filter(|t| !t.answered.contains(&(origin, seq))) {
@@ -1464,6 +1581,24 @@ impl Core {
                     self.gone.remove(&old);
                 }
             }
+        }
+    }
+
+    /// Queues an answer to the SUSPECT (origin, seq) about us: answers go
+    /// out together a moment later, one ALIVE for many questions.
+    fn answer(&mut self, origin: u64, seq: u64, now: Millis) {
+        if self.to_answer.contains(&(origin, seq)) || self.answered.contains(&(origin, seq)) {
+            return;
+        }
+        if self.answered.len() >= 4 * ANSWERED {
+            self.answered.pop_front();
+        }
+        self.answered.push_back((origin, seq));
+        if self.to_answer.len() < 4 * wire::MAX_ANSWERS {
+            self.to_answer.push((origin, seq));
+        }
+        if self.answer_at.is_none() {
+            self.answer_at = Some(now + ANSWER_WAIT);
         }
     }
 
@@ -1654,6 +1789,11 @@ fn backoff(failures: u32) -> Millis {
     DIAL_BACKOFF
         .saturating_mul(1 << failures.min(16))
         .min(DIAL_BACKOFF_MAX)
+}
+
+/// Whether we know of events of `m` that we have not delivered.
+fn behind(m: &Member) -> bool {
+    !m.held.is_empty() || m.ahead >= m.next
 }
 
 /// Lowers the deadline `w` to `t`.

@@ -19,6 +19,9 @@
 //! 4 EVENT    origin:u64, seq:u64, type:u8, …        see below
 //! 5 FETCH    origin:u64, from:u64, to:u64           "send me these events again"
 //! 6 PING     (empty)                                keeps an idle link alive
+//! 7 LACK     origin:u64, oldest:u64                 "I cannot send what you asked:
+//!                                                   my oldest event of origin is
+//!                                                   oldest" (0: I have none)
 //! ```
 //!
 //! Event types, each flooded through the network and delivered once, in
@@ -29,8 +32,8 @@
 //! 2 LEAVE
 //! 3 CHAT     room:str, text:str
 //! 4 SUSPECT  target:u64                             "I lost my link to target"
-//! 5 ALIVE    origin:u64, seq:u64                    refutes a SUSPECT of the origin:
-//!                                                   the SUSPECT it answers (0, 0: none)
+//! 5 ALIVE    count:u8, count × (origin:u64, seq:u64)  refutes SUSPECTs of the origin:
+//!                                                   the SUSPECT events it answers
 //! ```
 //!
 //! A connecting peer sends HELLO first; the accepting peer answers HELLO and
@@ -50,6 +53,8 @@ pub const MAX_FRAME: usize = 64 * 1024;
 pub const MAX_NAME: usize = 32;
 /// Longest chat line, in bytes.
 pub const MAX_TEXT: usize = 4096;
+/// Most SUSPECT events one ALIVE answers.
+pub const MAX_ANSWERS: usize = 32;
 /// Most member entries in one MEMBERS frame.
 pub const MEMBERS_PER_FRAME: usize = 256;
 
@@ -150,9 +155,10 @@ pub enum Body {
     Suspect {
         target: u64,
     },
-    /// "I am alive", answering the SUSPECT event `answers` names, if any.
+    /// "I am alive", answering the SUSPECT events `answers` names (none
+    /// when we come back from isolation).
     Alive {
-        answers: Option<(u64, u64)>,
+        answers: Vec<(u64, u64)>,
     },
 }
 
@@ -173,6 +179,7 @@ pub enum Msg {
     Event(Event),
     Fetch { origin: u64, from: u64, to: u64 },
     Ping,
+    Lack { origin: u64, oldest: u64 },
 }
 
 /// Looks for one whole frame at the start of `buf`.
@@ -255,9 +262,12 @@ pub fn encode(msg: &Msg, out: &mut Vec<u8>) {
                 }
                 Body::Alive { answers } => {
                     out.push(5);
-                    let (o, s) = answers.unwrap_or((0, 0));
-                    put_u64(out, o);
-                    put_u64(out, s);
+                    let n = answers.len().min(MAX_ANSWERS);
+                    out.push(n as u8);
+                    for &(o, s) in &answers[..n] {
+                        put_u64(out, o);
+                        put_u64(out, s);
+                    }
                 }
             }
         }
@@ -268,6 +278,11 @@ pub fn encode(msg: &Msg, out: &mut Vec<u8>) {
             put_u64(out, *to);
         }
         Msg::Ping => out.push(6),
+        Msg::Lack { origin, oldest } => {
+            out.push(7);
+            put_u64(out, *origin);
+            put_u64(out, *oldest);
+        }
     }
     let len = (out.len() - start - 4) as u32;
     BigEndian::write_u32(&mut out[start..start + 4], len);
@@ -338,11 +353,15 @@ pub fn decode(body: &[u8]) -> Result<Msg, WireError> {
                     target: u64_(&mut r)?,
                 },
                 5 => {
-                    let o = u64_(&mut r)?;
-                    let s = u64_(&mut r)?;
-                    Body::Alive {
-                        answers: ((o, s) != (0, 0)).then_some((o, s)),
+                    let n = u8_(&mut r)? as usize;
+                    if n > MAX_ANSWERS {
+                        return Err(WireError::Invalid("answer count"));
                     }
+                    let mut answers = Vec::with_capacity(n);
+                    for _ in 0..n {
+                        answers.push((u64_(&mut r)?, u64_(&mut r)?));
+                    }
+                    Body::Alive { answers }
                 }
                 _ => return Err(WireError::Invalid("event type")),
             };
@@ -354,6 +373,10 @@ pub fn decode(body: &[u8]) -> Result<Msg, WireError> {
             to: u64_(&mut r)?,
         },
         6 => Msg::Ping,
+        7 => Msg::Lack {
+            origin: u64_(&mut r)?,
+            oldest: u64_(&mut r)?,
+        },
         k => return Err(WireError::UnknownKind(k)),
     };
     if !r.is_empty() {
@@ -513,7 +536,7 @@ mod tests {
                 origin: 1,
                 seq: 6,
                 body: Body::Alive {
-                    answers: Some((3, 4)),
+                    answers: vec![(3, 4), (5, 6)],
                 },
             }),
             Msg::Fetch {
@@ -522,6 +545,10 @@ mod tests {
                 to: 3,
             },
             Msg::Ping,
+            Msg::Lack {
+                origin: 5,
+                oldest: 6,
+            },
         ]
     }
 

@@ -313,13 +313,7 @@ impl Gen {
             2 => Body::Leave,
             3 => Body::Suspect { target: self.id() },
             4 => Body::Alive {
-                answers: if self.chance(50) {
-                    // (0, 0) is "none" on the wire: a SUSPECT's seq is never 0.
-                    let o = self.id();
-                    Some((o, 1 + self.n(8)))
-                } else {
-                    None
-                },
+                answers: (0..self.n(3)).map(|_| (self.id(), 1 + self.n(8))).collect(),
             },
             _ => Body::Chat {
                 room: if self.chance(90) {

@@ -359,6 +359,7 @@ fn check_delivery(sim: &Sim, node: usize, senders: &[usize]) {
         let want = &sim.nodes[s].said;
         if &got != want {
             let id = sim.nodes[s].core.id();
+            eprintln!("node {node} warnings: {:?}", sim.nodes[node].warnings);
             eprintln!(
                 "t={} node {node} sees {}: {}",
                 sim.now,

@@ -1,0 +1,706 @@
+//! Self-healing mesh, with real `p2pchat` processes on 127.0.0.1: crashes
+//! while everyone talks, a peer that stops reading, and a peer whose every
+//! neighbour dies and comes back on the same ports.
+//!
+//! Partitions are not tested here: two halves of a network cannot be cut
+//! apart on one loopback without network namespaces; the simulation
+//! (tests/sim.rs) covers them.
+//!
+//! The figures measured (time to detect a crash, delivery time with and
+//! without a stopped peer, time to reconnect) are printed with
+//! `cargo test --test mesh -- --nocapture`.
+
+mod util;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Stdio;
+use std::sync::Mutex;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use util::{DEADLINE, Peer, Rng, Stream, Via, free_port, network};
+
+/// The tests that load the CPU (and time things) take turns, so one does
+/// not skew the other's figures.
+static HEAVY: Mutex<()> = Mutex::new(());
+
+fn heavy() -> std::sync::MutexGuard<'static, ()> {
+    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// How often a wait over many peers looks at their output again.
+const POLL: Duration = Duration::from_millis(10);
+
+/// The stdout lines of one peer not looked at yet.
+#[derive(Default)]
+struct Tail {
+    at: usize,
+}
+
+impl Tail {
+    fn take(&mut self, p: &mut Peer) -> Vec<String> {
+        let all = p.out_lines();
+        let new = all[self.at..].to_vec();
+        self.at = all.len();
+        new
+    }
+}
+
+/// `name: text` as (name, text); None for notices (`* ...`) and the rest.
+fn chat(line: &str) -> Option<(&str, &str)> {
+    if line.starts_with("* ") || line.starts_with("listening on port ") {
+        return None;
+    }
+    line.split_once(": ")
+}
+
+/// Runs `step` until it returns true or `deadline` passes; returns whether
+/// it did. `step` reads what the peers printed, so this is a wait on their
+/// output with a deadline, looked at every [`POLL`].
+fn wait_for(deadline: Instant, mut step: impl FnMut() -> bool) -> bool {
+    loop {
+        if step() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(POLL);
+    }
+}
+
+/// Sleeps until `t` (pacing senders, not waiting for output).
+fn sleep_until(t: Instant) {
+    let now = Instant::now();
+    if t > now {
+        thread::sleep(t - now);
+    }
+}
+
+fn ms(d: Duration) -> u128 {
+    d.as_millis()
+}
+
+/// min / median / max of some durations, in ms.
+fn spread(v: &mut [Duration]) -> String {
+    if v.is_empty() {
+        return "none".into();
+    }
+    v.sort();
+    format!(
+        "min {} ms, median {} ms, max {} ms (n={})",
+        ms(v[0]),
+        ms(v[v.len() / 2]),
+        ms(v[v.len() - 1]),
+        v.len()
+    )
+}
+
+/// Stderr lines of `p` that are warnings about missed messages.
+fn missed_warnings(p: &mut Peer) -> Vec<String> {
+    p.err_lines()
+        .into_iter()
+        .filter(|l| l.contains("missed"))
+        .collect()
+}
+
+/// The member names `:who` lists on `p`.
+fn who(p: &mut Peer) -> Vec<String> {
+    p.send(":who");
+    let head = p.expect_on(
+        Stream::Out,
+        ":who header",
+        &|l| l.starts_with("* ") && l.ends_with(" members:"),
+        DEADLINE,
+    );
+    let n: usize = head[2..head.len() - " members:".len()].parse().unwrap();
+    (0..n)
+        .map(|_| {
+            let l = p.expect_on(
+                Stream::Out,
+                ":who member line",
+                &|l| l.starts_with("*   "),
+                DEADLINE,
+            );
+            l[4..].split(' ').next().unwrap_or("").to_string()
+        })
+        .collect()
+}
+
+/// 24 peers, joined through random earlier ones; all send 20 numbered
+/// messages over ~2 s while a random third of them is SIGKILLed. Every
+/// survivor delivers every survivor's messages exactly once, in order, and
+/// reports each killed peer as lost.
+#[test]
+fn a_third_killed_while_all_send() {
+    const N: usize = 24;
+    const KILL: usize = 8;
+    const ROUNDS: u32 = 20;
+    const PACE: Duration = Duration::from_millis(100);
+    let _g = heavy();
+
+    let names: Vec<String> = (0..N).map(|i| format!("p{i:02}")).collect();
+    let t = Instant::now();
+    let mut peers = network(&names, Via::Random);
+    // Everyone knows everyone: each lists all 24 members.
+    for p in peers.iter_mut() {
+        p.send(":who");
+        p.expect_block(&format!("* {N} members:"), N);
+    }
+    eprintln!("mesh24: {N} peers joined in {} ms", ms(t.elapsed()));
+
+    let mut rng = Rng::new();
+    let mut victims = BTreeSet::new();
+    while victims.len() < KILL {
+        victims.insert((rng.next() % N as u64) as usize);
+    }
+    // Each victim dies after sending its message of a random round 3..=17.
+    let kill_round: BTreeMap<usize, u32> = victims
+        .iter()
+        .map(|&v| (v, 3 + (rng.next() % 15) as u32))
+        .collect();
+    let survivors: Vec<usize> = (0..N).filter(|i| !victims.contains(i)).collect();
+    eprintln!(
+        "mesh24: killing {:?}",
+        kill_round
+            .iter()
+            .map(|(&v, r)| format!("{}@{r}", names[v]))
+            .collect::<Vec<_>>()
+    );
+
+    let mut tails: Vec<Tail> = (0..N).map(|_| Tail::default()).collect();
+    let mut killed_at: BTreeMap<usize, Instant> = BTreeMap::new();
+    // (survivor, victim) -> when the survivor reported the victim lost.
+    let mut lost_seen: BTreeMap<(usize, usize), Instant> = BTreeMap::new();
+    // (survivor, sender) -> numbers delivered, in order.
+    let mut got: BTreeMap<(usize, usize), Vec<u32>> = BTreeMap::new();
+    let mut other: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+    let index: BTreeMap<&str, usize> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.as_str(), i))
+        .collect();
+
+    let mut scan = |peers: &mut Vec<Peer>,
+                    tails: &mut Vec<Tail>,
+                    got: &mut BTreeMap<(usize, usize), Vec<u32>>,
+                    lost_seen: &mut BTreeMap<(usize, usize), Instant>| {
+        let now = Instant::now();
+        for &s in &survivors {
+            for l in tails[s].take(&mut peers[s]) {
+                let parsed = chat(&l).and_then(|(from, text)| {
+                    let n = text.strip_prefix("n")?.parse::<u32>().ok()?;
+                    Some((*index.get(from)?, n))
+                });
+                if let Some((from, n)) = parsed {
+                    got.entry((s, from)).or_default().push(n);
+                } else if let Some(v) = l
+                    .strip_prefix("* ")
+                    .and_then(|r| r.strip_suffix(" left (connection lost)"))
+                    .and_then(|v| index.get(v))
+                {
+                    lost_seen.entry((s, *v)).or_insert(now);
+                    other.entry(s).or_default().push(l);
+                } else {
+                    other.entry(s).or_default().push(l);
+                }
+            }
+        }
+    };
+
+    let start = Instant::now();
+    let mut sent: BTreeMap<usize, u32> = BTreeMap::new();
+    for r in 1..=ROUNDS {
+        sleep_until(start + PACE * (r - 1));
+        for (i, p) in peers.iter_mut().enumerate() {
+            if !killed_at.contains_key(&i) {
+                p.send(&format!("n{r}"));
+                sent.insert(i, r);
+            }
+        }
+        for (&v, &kr) in &kill_round {
+            if kr == r {
+                peers[v].signal(libc::SIGKILL);
+                killed_at.insert(v, Instant::now());
+                peers[v].wait_exit(DEADLINE);
+            }
+        }
+        scan(&mut peers, &mut tails, &mut got, &mut lost_seen);
+    }
+    let sent_done = Instant::now();
+
+    let complete = |got: &BTreeMap<(usize, usize), Vec<u32>>,
+                    lost_seen: &BTreeMap<(usize, usize), Instant>| {
+        survivors.iter().all(|&s| {
+            survivors
+                .iter()
+                .all(|&f| f == s || got.get(&(s, f)).map_or(0, |v| v.len()) >= ROUNDS as usize)
+                && victims.iter().all(|&v| lost_seen.contains_key(&(s, v)))
+        })
+    };
+    let done = wait_for(sent_done + Duration::from_secs(20), || {
+        scan(&mut peers, &mut tails, &mut got, &mut lost_seen);
+        complete(&got, &lost_seen)
+    });
+    let all_in = sent_done.elapsed();
+    // Late duplicates would show up in this short while after.
+    if done {
+        let settle = Instant::now() + Duration::from_millis(500);
+        wait_for(settle, || {
+            scan(&mut peers, &mut tails, &mut got, &mut lost_seen);
+            false
+        });
+    }
+
+    let mut problems = Vec::new();
+    let want: Vec<u32> = (1..=ROUNDS).collect();
+    for &s in &survivors {
+        for f in 0..N {
+            if f == s {
+                continue;
+            }
+            let v = got.get(&(s, f)).cloned().unwrap_or_default();
+            if !victims.contains(&f) {
+                if v != want {
+                    problems.push(format!(
+                        "{} got from survivor {}: {v:?}, expected 1..={ROUNDS} once each in order",
+                        names[s], names[f]
+                    ));
+                }
+            } else {
+                let ordered = v.windows(2).all(|w| w[0] < w[1]);
+                let bound = v.iter().all(|&n| n <= sent[&f]);
+                if !ordered || !bound {
+                    problems.push(format!(
+                        "{} got from killed {} (sent 1..={}): {v:?}, not in order once each",
+                        names[s], names[f], sent[&f]
+                    ));
+                }
+            }
+        }
+        for &v in &victims {
+            let line = format!("* {} left (connection lost)", names[v]);
+            let c = peers[s].out_lines().iter().filter(|l| **l == line).count();
+            if c != 1 {
+                problems.push(format!("{} printed {line:?} {c} times", names[s]));
+            }
+        }
+        for &o in &survivors {
+            let p = format!("* {} left", names[o]);
+            if let Some(l) = peers[s].out_lines().iter().find(|l| l.starts_with(&p)) {
+                problems.push(format!("{} reported survivor lost: {l:?}", names[s]));
+            }
+        }
+        let warn = missed_warnings(&mut peers[s]);
+        if !warn.is_empty() {
+            problems.push(format!("{} warned: {warn:?}", names[s]));
+        }
+    }
+
+    let mut detect: Vec<Duration> = lost_seen
+        .iter()
+        .map(|(&(_, v), &t)| t.saturating_duration_since(killed_at[&v]))
+        .collect();
+    eprintln!(
+        "mesh24: all survivors complete {} ms after the last send (done={done}); \
+         crash detection: {}",
+        ms(all_in),
+        spread(&mut detect)
+    );
+    if !problems.is_empty() {
+        for &s in &survivors {
+            eprintln!(
+                "--- {} notices: {:?}",
+                names[s],
+                other.get(&s).cloned().unwrap_or_default()
+            );
+        }
+        panic!(
+            "{} problems (seed above):\n{}",
+            problems.len(),
+            problems.join("\n")
+        );
+    }
+}
+
+/// What one burst of the sender did to the receivers.
+struct Burst {
+    /// From the first line written to the sender to the last receiver
+    /// having every message.
+    last: Duration,
+    each: Vec<(String, Duration)>,
+}
+
+/// The sender `peers[0]` sends `n` numbered lines as fast as its stdin
+/// takes them; waits until every peer of `recv` has printed all of them,
+/// in order and once each. Receivers are read one after the other: those
+/// read later have their lines waiting, so the last one done marks when
+/// the last message arrived, give or take the reading.
+fn burst(peers: &mut [Peer], recv: &[usize], n: usize, tag: &str, within: Duration) -> Burst {
+    let from = peers[0].name.clone();
+    let t0 = Instant::now();
+    let mut i = 1;
+    while i <= n {
+        // Many lines per write: the sender, not the test, is measured.
+        let k = (i + 99).min(n);
+        let batch: Vec<String> = (i..=k).map(|j| format!("{tag} {j} {}", pad())).collect();
+        peers[0].send(&batch.join("\n"));
+        i = k + 1;
+    }
+    let deadline = t0 + within;
+    let prefix = format!("{from}: {tag} ");
+    let mut each = Vec::new();
+    for &r in recv {
+        let mut next = 1;
+        while next <= n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            // Fails with the transcript at the deadline.
+            let l = peers[r].expect_on(
+                Stream::Out,
+                &format!("{tag} {next} of {n} from {from}"),
+                &|l| l.starts_with(&prefix),
+                left,
+            );
+            let j: usize = l[prefix.len()..]
+                .split(' ')
+                .next()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            if j != next {
+                let name = peers[r].name.clone();
+                peers[r].fail(&format!(
+                    "{name} printed {tag} {j} when {next} was next (out of order or twice)"
+                ));
+            }
+            next += 1;
+        }
+        each.push((peers[r].name.clone(), t0.elapsed()));
+    }
+    Burst {
+        last: t0.elapsed(),
+        each,
+    }
+}
+
+/// Bytes of padding per burst message.
+const PAD: usize = 500;
+
+/// Padding that makes 10,000 burst messages (~5 MB) more than a link's
+/// kernel buffers and the event loop's queue bound hold: the links to a
+/// stopped reader must be dropped, as the event loop documents.
+fn pad() -> &'static str {
+    static P: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    P.get_or_init(|| ".".repeat(PAD))
+}
+
+/// A peer that stops reading (SIGSTOP) does not hold up 10,000 messages
+/// to the others; after SIGCONT it is a member again and chats both ways.
+#[test]
+fn stopped_peer_does_not_hold_up_others_and_rejoins() {
+    const MSGS: usize = 10_000;
+    let _g = heavy();
+    let names = ["snd", "r1", "r2", "r3", "zzz"];
+    let recv_all = [1, 2, 3, 4];
+    let recv_running = [1, 2, 3];
+
+    // Baseline: nobody stopped.
+    let base = {
+        let mut peers = network(&names, Via::Previous);
+        let b = burst(&mut peers, &recv_all, MSGS, "base", Duration::from_secs(30));
+        eprintln!(
+            "stopped: baseline, {MSGS} messages to 4 peers: last in {} ms {:?}",
+            ms(b.last),
+            b.each
+        );
+        b
+    };
+
+    let mut peers = network(&names, Via::Previous);
+    let mut zzz = peers.pop().unwrap();
+    zzz.signal(libc::SIGSTOP);
+    let stopped = Instant::now();
+    let within = base.last * 3 + Duration::from_secs(2);
+    let b = burst(
+        &mut peers,
+        &recv_running,
+        MSGS,
+        "stop",
+        within + Duration::from_secs(10),
+    );
+    eprintln!(
+        "stopped: zzz stopped, {MSGS} messages to the 3 running peers: last in {} ms {:?} \
+         (bound {} ms)",
+        ms(b.last),
+        b.each,
+        ms(within)
+    );
+    assert!(
+        b.last < within,
+        "delivery with a stopped peer took {} ms; baseline {} ms; bound 3x + 2 s = {} ms",
+        ms(b.last),
+        ms(base.last),
+        ms(within)
+    );
+
+    // Its links pass the queue bound, are dropped, and nobody else
+    // answers for it: the others give up on it.
+    for p in peers.iter_mut() {
+        p.expect_on(
+            Stream::Out,
+            "zzz given up while stopped",
+            &|l| l == "* zzz left (connection lost)",
+            Duration::from_secs(15),
+        );
+    }
+    let given_up = stopped.elapsed();
+
+    zzz.signal(libc::SIGCONT);
+    let resumed = Instant::now();
+    for p in peers.iter_mut() {
+        p.expect_on(
+            Stream::Out,
+            "zzz back after SIGCONT",
+            &|l| l == "* zzz joined",
+            Duration::from_secs(20),
+        );
+    }
+    let rejoined = resumed.elapsed();
+    eprintln!(
+        "stopped: others reported zzz lost {} ms after SIGSTOP; after SIGCONT all printed \
+         \"* zzz joined\" within {} ms",
+        ms(given_up),
+        ms(rejoined)
+    );
+
+    // It chats both ways again: its own message goes out, and a new
+    // message from a sender it has no gap for comes in.
+    let deadline = Duration::from_secs(20);
+    zzz.send("back from sleep");
+    for p in peers.iter_mut() {
+        p.expect_on(
+            Stream::Out,
+            "zzz's message after SIGCONT",
+            &|l| l == "zzz: back from sleep",
+            deadline,
+        );
+    }
+    let t_out = resumed.elapsed();
+    let sent = Instant::now();
+    peers[2].send("from r2 after resume");
+    zzz.expect_on(
+        Stream::Out,
+        "r2's message after SIGCONT",
+        &|l| l == "r2: from r2 after resume",
+        deadline,
+    );
+    let t_r2 = sent.elapsed();
+
+    // What zzz printed of the burst it slept through, and about it.
+    let report = |zzz: &mut Peer| {
+        let out = zzz.out_lines();
+        let seen: Vec<usize> = out
+            .iter()
+            .filter_map(|l| l.strip_prefix("snd: stop "))
+            .filter_map(|r| r.split(' ').next()?.parse().ok())
+            .collect();
+        let notices: Vec<&String> = out.iter().filter(|l| l.starts_with("* ")).collect();
+        let jump = seen
+            .iter()
+            .enumerate()
+            .find(|(i, n)| **n != i + 1)
+            .map(|(i, n)| (i + 1, *n));
+        eprintln!(
+            "stopped: zzz printed {} of {MSGS} burst messages (last {:?}, first jump \
+             (expected, got) {jump:?}); notices {notices:?}; stderr {:?}",
+            seen.len(),
+            seen.last(),
+            zzz.err_lines()
+        );
+        // Whatever zzz printed of the burst: once each, in order.
+        assert!(
+            seen.windows(2).all(|w| w[0] < w[1]),
+            "zzz printed the burst out of order or twice: first jump {jump:?}"
+        );
+        seen.last().copied().unwrap_or(0)
+    };
+    let upto = report(&mut zzz);
+    eprintln!(
+        "stopped: after SIGCONT zzz's message reached all in {} ms (from SIGCONT); \
+         r2's new message reached zzz in {} ms",
+        ms(t_out),
+        ms(t_r2),
+    );
+    for p in peers.iter_mut() {
+        let about: Vec<String> = p
+            .out_lines()
+            .into_iter()
+            .filter(|l| l.starts_with("* zzz"))
+            .collect();
+        eprintln!("stopped: {} about zzz: {about:?}", p.name);
+        // Nobody but zzz was ever reported lost.
+        p.assert_no_out("a running peer reported lost", &|l| {
+            l.contains(" left") && !l.starts_with("* zzz ")
+        });
+    }
+
+    // A new message from the sender whose burst zzz partly missed: it may
+    // wait behind the gap (skipped after the core's gap_giveup, 10 s), but
+    // it must arrive.
+    let sent = Instant::now();
+    peers[0].send("welcome back");
+    zzz.expect_on(
+        Stream::Out,
+        &format!("snd's new message after SIGCONT (zzz has snd's burst up to {upto})"),
+        &|l| l == "snd: welcome back",
+        deadline,
+    );
+    eprintln!(
+        "stopped: snd's new message reached zzz in {} ms",
+        ms(sent.elapsed())
+    );
+    report(&mut zzz);
+}
+
+/// alice and bob on fixed ports, carol joined through alice. Both of
+/// carol's neighbours are SIGKILLed and restarted on the same ports as a
+/// new network; carol finds them again by herself, gets what they said
+/// while she was cut off, and chat flows both ways.
+/// How long carol's neighbours stay dead before they are restarted.
+const AWAY: Duration = Duration::from_secs(8);
+
+#[test]
+fn neighbours_restarted_on_same_ports_are_found_again() {
+    let pa = free_port();
+    let pb = free_port();
+    let (sa, sb) = (pa.to_string(), pb.to_string());
+    let mut alice = Peer::launch("alice", &["-p", &sa], None, Stdio::piped());
+    let mut bob = Peer::launch("bob", &["-p", &sb], Some(pa), Stdio::piped());
+    bob.expect_joined(pa, 2);
+    alice.expect_line("* bob joined");
+    let mut carol = Peer::join("carol", pa, 3);
+    alice.expect_line("* carol joined");
+    bob.expect_line("* carol joined");
+    carol.send("before the crash");
+    alice.expect_line("carol: before the crash");
+    bob.expect_line("carol: before the crash");
+
+    let killed = Instant::now();
+    alice.signal(libc::SIGKILL);
+    bob.signal(libc::SIGKILL);
+    alice.wait_exit(DEADLINE);
+    bob.wait_exit(DEADLINE);
+    carol.expect_line("* alice left (connection lost)");
+    carol.expect_line("* bob left (connection lost)");
+    let detected = killed.elapsed();
+    drop(alice);
+    drop(bob);
+
+    // They stay away a while (a laptop asleep): carol's first probes fail
+    // and her back-off grows. Nothing shows on any output meanwhile, so
+    // this is a wait of set length, not for a line.
+    thread::sleep(AWAY);
+
+    // A new network on the old ports.
+    let restarted = Instant::now();
+    let mut alice = Peer::launch("alice", &["-p", &sa], None, Stdio::piped());
+    assert_eq!(alice.port(), pa, "alice did not get her old port back");
+    let mut bob = Peer::launch("bob", &["-p", &sb], Some(pa), Stdio::piped());
+    assert_eq!(bob.port(), pb, "bob did not get his old port back");
+    bob.expect_joined(pa, 2);
+    alice.expect_line("* bob joined");
+    alice.send("alice while carol is away");
+    bob.expect_line("alice: alice while carol is away");
+    bob.send("bob while carol is away");
+    alice.expect_line("bob: bob while carol is away");
+    let early = carol.out_lines().len();
+
+    // carol finds them by probing the old addresses: "* carol joined" at
+    // either is the sign that she is linked again.
+    let mut at: Option<Duration> = None;
+    let back = wait_for(restarted + Duration::from_secs(40), || {
+        let seen = alice.out_lines().iter().any(|l| l == "* carol joined")
+            || bob.out_lines().iter().any(|l| l == "* carol joined");
+        if seen {
+            at = Some(restarted.elapsed());
+        }
+        seen
+    });
+    if !back {
+        carol.fail(&format!(
+            "carol did not reconnect within 40 s of the restart (alice: {:?}, bob: {:?})",
+            alice.out_lines(),
+            bob.out_lines()
+        ));
+    }
+    let reconnect = at.unwrap();
+
+    // Catch-up: what alice and bob said while carol was away, with no new
+    // message to reveal the gap.
+    let mut problems = Vec::new();
+    let want = [
+        "alice: alice while carol is away",
+        "bob: bob while carol is away",
+    ];
+    let caught = wait_for(Instant::now() + Duration::from_secs(5), || {
+        let out = carol.out_lines();
+        want.iter().all(|w| out.iter().any(|l| l == w))
+    });
+    let caught_at = restarted.elapsed();
+    if !caught {
+        problems.push(format!(
+            "catch-up: 5 s after reconnecting carol has not printed {:?}; her stdout since the \
+             restart: {:?}",
+            want,
+            &carol.out_lines()[early..]
+        ));
+    }
+
+    // Messages flow both ways.
+    alice.send("alice after carol is back");
+    bob.send("bob after carol is back");
+    carol.send("carol is back");
+    carol.expect_line("alice: alice after carol is back");
+    carol.expect_line("bob: bob after carol is back");
+    alice.expect_line("carol: carol is back");
+    bob.expect_line("carol: carol is back");
+    let flowing = restarted.elapsed();
+
+    // Everything exactly once, and in each sender's order.
+    let out = carol.out_lines();
+    for (before, after) in [
+        (want[0], "alice: alice after carol is back"),
+        (want[1], "bob: bob after carol is back"),
+    ] {
+        let b: Vec<usize> = (0..out.len()).filter(|&i| out[i] == before).collect();
+        let a = out.iter().position(|l| l == after).unwrap();
+        match b.as_slice() {
+            [] => problems.push(format!("carol never printed {before:?}")),
+            [i] if *i > a => problems.push(format!("carol printed {before:?} after {after:?}")),
+            [_] => {}
+            _ => problems.push(format!("carol printed {before:?} {} times", b.len())),
+        }
+    }
+    // All three are members of one network again, in everyone's view.
+    for p in [&mut carol, &mut alice, &mut bob] {
+        let names = who(p);
+        if names != ["alice", "bob", "carol"] {
+            problems.push(format!("{}'s :who lists {names:?}", p.name));
+        }
+    }
+    let after_restart: Vec<String> = out[early..].to_vec();
+    eprintln!(
+        "restart: carol saw alice and bob lost {} ms after SIGKILL; restarted {} ms later; \
+         reconnected {} ms after the restart; missed messages printed by {} ms (caught={caught}); chat both ways by {} ms",
+        ms(detected),
+        ms(AWAY),
+        ms(reconnect),
+        ms(caught_at),
+        ms(flowing)
+    );
+    eprintln!("restart: carol's stdout after the restart: {after_restart:?}");
+    eprintln!("restart: alice's stdout: {:?}", alice.out_lines());
+    eprintln!("restart: bob's stdout: {:?}", bob.out_lines());
+    if !problems.is_empty() {
+        panic!("{}", problems.join("\n"));
+    }
+}
