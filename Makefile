@@ -26,6 +26,13 @@ check:
 bench:
 	$(CARGO) bench --locked --bench bench
 
+# Fuzz frame decoding and the protocol core, FUZZ_TIME seconds each
+# (needs cargo-fuzz and a nightly toolchain: not part of make test).
+FUZZ_TIME = 60
+fuzz:
+	cd fuzz && $(CARGO) +nightly fuzz run frames -- -max_total_time=$(FUZZ_TIME)
+	cd fuzz && $(CARGO) +nightly fuzz run core -- -max_total_time=$(FUZZ_TIME)
+
 install: p2pchat
 	mkdir -p $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(MANPREFIX)/man1
 	cp -f p2pchat $(DESTDIR)$(PREFIX)/bin/p2pchat
@@ -42,4 +49,4 @@ clean:
 
 FORCE:
 
-.PHONY: all test check bench install uninstall clean FORCE
+.PHONY: all test check bench fuzz install uninstall clean FORCE

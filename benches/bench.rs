@@ -1,1 +1,1929 @@
-fn main() {}
+//! `make bench`: how close p2pchat comes to what this machine can do.
+//!
+//! Starts real `p2pchat` processes (the binary cargo builds for this bench,
+//! `target/release/p2pchat`) on 127.0.0.1 only, drives them through their
+//! stdin and reads their plain stdout, one reader thread per peer that
+//! stamps each read with `Instant::now()` as it returns, so many peers are
+//! timed without serialising on the main thread. The limits it is compared
+//! with are measured by the bench itself, in the same run, over the same
+//! loopback. Every process it starts is killed (SIGKILL) and reaped by PID
+//! from a guard's `Drop`, also when a stage fails or panics (and peers
+//! leave on their own when the bench dies: their stdin closes). Waits are
+//! for a line with a deadline, never a fixed sleep; the only sleep is the
+//! idle-cost window itself. The open-file limit is raised to its maximum.
+//!
+//! The reader threads share the CPUs with the peers: on this 2-core
+//! machine they add one wake-up per peer per message, as any real
+//! terminal reading a peer would. Other work on the machine skews every
+//! figure; the header and the last note give the load average.
+//!
+//! Environment:
+//!
+//! - `BENCH_QUICK=1`: smoke run (small counts, networks of 4 and 16, no
+//!   64-peer or scale stage, 2 s idle window; a few seconds).
+//! - `BENCH_ONLY=onehop,tput1,tput16,net`: only these stages (the limits
+//!   always run; `net` is fan-out, join, RSS with 64, idle and scale).
+//! - `BENCH_BIN=path`: run another p2pchat build (one with symbols, for
+//!   `perf`); `BENCH_PEER_ARGS="-d 3"`: extra options for every peer.
+//!
+//! # Output
+//!
+//! Progress goes to stderr. Stdout gets a header line, one table, then
+//! notes, for example:
+//!
+//! ```text
+//! p2pchat bench: full run, 2 cpus, linux 6.18.44, load average at start 0.31
+//! key             what                                     value       target       baseline   status
+//! limit.pingpong  loopback TCP ping-pong, half RTT p50     8.3 µs      -            -          -
+//! onehop.ratio    one-hop p50 / ping-pong half RTT         4.46×       ≤ 2×         8.3 µs     MISS
+//! tput1.rate      100000 msgs 1 → 1, until last has all…   339,875 msg/s  ≥ 100,000/s  stream 207,818/s; relay 4,280,790/s  PASS
+//! ...
+//! notes:
+//! - 6 PASS, 10 MISS (onehop.ratio, ...)
+//! - fan-out 16: 9.4 links per peer; per message each receiver woke 2.8 times and read 311 bytes (≈ 8.4 copies)
+//! - run took 143 s; load average at the end 3.49 (...)
+//! ```
+//!
+//! Columns are separated by two or more spaces:
+//!
+//! - `key`: stable name of the row; compare runs by key.
+//! - `what`: what was measured.
+//! - `value`: the figure with its unit (µs, ms, msg/s, frames/s, MiB,
+//!   bytes, /s, ×, or a count).
+//! - `target`: the promise it is checked against, `-` if none.
+//! - `baseline`: the same-run limit beside it: the ping-pong half RTT for
+//!   latencies; the one-write-per-frame stream and the relay pair for
+//!   throughput; `-` if none.
+//! - `status`: `PASS` or `MISS` against the target; `-` for a figure with
+//!   no target; `SKIP` when the stage was not run (quick mode); `FAIL` when
+//!   it could not be measured (the reason is in the notes).
+//!
+//! Rows, by key:
+//!
+//! - `limit.pingpong`, `limit.pingpong99`: half a round trip of a 40-byte
+//!   length-prefixed frame between two threads over one loopback TCP
+//!   connection (NODELAY), p50 and p99. Measured during the one-hop stage,
+//!   one round trip per message, so that both see the same machine (on
+//!   this VM an idle CPU wakes far slower than a busy one: the same
+//!   ping-pong takes 8 µs on a loaded machine and 50 µs on a quiet one).
+//! - `limit.pipe_echo`: p50 of a line written to `cat` and read back: the
+//!   floor for anything that goes stdin → process → stdout.
+//! - `limit.stream1`, `limit.streamN`: one-way stream of 40-byte frames over
+//!   loopback TCP, one `write` per frame, and in 64 KiB writes; frames/s
+//!   until the receiver has parsed them all.
+//! - `limit.relay`, `limit.relay_tput`: the least a peer can do on the same
+//!   path: this bench binary re-run as two relays (stdin lines → frames →
+//!   TCP → frames → stdout lines, blocking I/O); p50 latency of one line
+//!   (interleaved with the one-hop messages too), and lines/s of the
+//!   throughput run's count pushed through.
+//! - `limit.spawn`: p50 of starting `p2pchat -V` and reaping it.
+//! - `size.binary`: bytes of the (stripped) release binary.
+//! - `onehop.p50`, `onehop.p99`: two peers, a line written to A's stdin
+//!   until B prints it, one message at a time. `onehop.ratio`: p50 over the
+//!   ping-pong half RTT (the target); `onehop.relay_ratio`: over the relay.
+//! - `rss.idle`: VmRSS of two idle peers, max.
+//! - `tput1.*`, `tput16.*`: 100,000 numbered lines written to one peer's
+//!   stdin as fast as the pipe takes them, to 1 and to 16 other peers.
+//!   `rate`: messages/s from the first write until the last receiver has
+//!   printed all of them (or, with losses, its last one). `loss`: messages
+//!   that never arrived, summed over receivers. `reorder`: lines that came
+//!   after a higher-numbered one, summed. `rss.tput1`: the sender after
+//!   1 → 1; `rss.tput`: max over the peers after 1 → 16.
+//! - `fanoutN.p50`, `fanoutN.p99` (N = 4, 16, 64 peers in one network, each
+//!   joined through a random member): one sender, one line at a time, until
+//!   the last of the other N-1 prints it.
+//! - `join.line.p50`, `join.p50`, `join.max`: starting a peer against a
+//!   network of 16 to 63 peers (4 to 15 in quick runs) until it prints
+//!   `* joined through`, and until its first line has reached every member
+//!   and a line from the first member has reached it.
+//! - `rss.net64`: VmRSS per peer in the 64-peer network after its fan-out
+//!   runs, max (mean in the what column).
+//! - `idle.wakeups`, `idle.cpu`: over the idle window with no traffic in
+//!   the largest fan-out network, voluntary + involuntary context switches
+//!   per second per peer (max over peers; mean in the what column), and
+//!   CPU time (utime + stime, clock ticks) per second per peer, mean.
+//! - `join.big.p50`, `scale.peers`, `scale.p99`: the network grown further
+//!   in steps (100, 150, 200, 300, ... within a 60 s budget); joins into
+//!   networks of 64 and more; the largest size at which 100 lines each
+//!   reached every peer, and the fan-out p99 there.
+//!
+//! Notes give, per stage, links per peer (sockets in /proc/PID/fd), and
+//! per message and receiver the context switches and TCP bytes received
+//! (from `ss -tinp`), i.e. how many copies of each message a flood
+//! delivers; anything the peers wrote to stderr; stalls and departures.
+//!
+//! Exit status: 0 when every stage ran with no loss and no reordering
+//! (whatever the PASS/MISS figures), 1 when a stage failed or lost or
+//! reordered messages, so a smoke run catches breakage, not slowness.
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::io::{self, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The binary cargo built for this bench; `BENCH_BIN` overrides it (a
+/// build with symbols, for profiling).
+fn bin() -> String {
+    std::env::var("BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_p2pchat").to_string())
+}
+/// Longest wait for any one expected line.
+const DEADLINE: Duration = Duration::from_secs(10);
+/// A throughput run gives up on a receiver that prints nothing for this long.
+const STALL: Duration = Duration::from_secs(15);
+
+/// Counts and windows for one run.
+struct Plan {
+    quick: bool,
+    stream_single: usize,
+    stream_batched: usize,
+    pipe_echo: usize,
+    spawn: usize,
+    onehop: usize,
+    fanout: Vec<(usize, usize)>,
+    tput: usize,
+    tput_wide: usize,
+    idle: Duration,
+    scale_budget: Duration,
+}
+
+impl Plan {
+    fn new(quick: bool) -> Plan {
+        if quick {
+            Plan {
+                quick,
+                stream_single: 20_000,
+                stream_batched: 200_000,
+                pipe_echo: 200,
+                spawn: 5,
+                onehop: 200,
+                fanout: vec![(4, 50), (16, 50)],
+                tput: 10_000,
+                tput_wide: 16,
+                idle: Duration::from_secs(2),
+                scale_budget: Duration::ZERO,
+            }
+        } else {
+            Plan {
+                quick,
+                stream_single: 300_000,
+                stream_batched: 3_000_000,
+                pipe_echo: 2_000,
+                spawn: 20,
+                onehop: 2_000,
+                fanout: vec![(4, 500), (16, 500), (64, 300)],
+                tput: 100_000,
+                tput_wide: 16,
+                idle: Duration::from_secs(10),
+                scale_budget: Duration::from_secs(60),
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- output
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Status {
+    Pass,
+    Miss,
+    Info,
+    Skip,
+    Fail,
+}
+
+struct Row {
+    key: String,
+    what: String,
+    value: String,
+    target: String,
+    baseline: String,
+    status: Status,
+}
+
+#[derive(Default)]
+struct Report {
+    rows: Vec<Row>,
+    notes: Vec<String>,
+    broken: bool,
+}
+
+impl Report {
+    fn row(
+        &mut self,
+        key: &str,
+        what: &str,
+        value: String,
+        target: &str,
+        base: String,
+        st: Status,
+    ) {
+        self.rows.push(Row {
+            key: key.into(),
+            what: what.into(),
+            value,
+            target: target.into(),
+            baseline: base,
+            status: st,
+        });
+    }
+
+    fn info(&mut self, key: &str, what: &str, value: String) {
+        self.row(key, what, value, "-", "-".into(), Status::Info);
+    }
+
+    /// A figure checked against a target: PASS when `ok`.
+    fn check(
+        &mut self,
+        key: &str,
+        what: &str,
+        value: String,
+        target: &str,
+        base: String,
+        ok: bool,
+    ) {
+        let st = if ok { Status::Pass } else { Status::Miss };
+        self.row(key, what, value, target, base, st);
+    }
+
+    fn skip(&mut self, key: &str, what: &str, target: &str) {
+        self.row(key, what, "-".into(), target, "-".into(), Status::Skip);
+    }
+
+    fn fail(&mut self, key: &str, what: &str, target: &str) {
+        self.row(key, what, "-".into(), target, "-".into(), Status::Fail);
+    }
+
+    fn note(&mut self, s: String) {
+        eprintln!("bench: note: {s}");
+        self.notes.push(s);
+    }
+
+    /// A stage could not be measured: its rows become FAIL, the reason a note.
+    fn failed(&mut self, stage: &str, e: &str, rows: &[(&str, &str, &str)]) {
+        self.broken = true;
+        self.note(format!("{stage} failed: {e}"));
+        for (k, w, t) in rows {
+            self.fail(k, w, t);
+        }
+    }
+
+    fn print(&self, header: &str) {
+        let mut w = [3usize, 4, 5, 6, 8];
+        for r in &self.rows {
+            for (i, s) in [&r.key, &r.what, &r.value, &r.target, &r.baseline]
+                .iter()
+                .enumerate()
+            {
+                w[i] = w[i].max(s.chars().count());
+            }
+        }
+        let mut out = String::new();
+        let _ = writeln!(out, "{header}");
+        let cols = ["key", "what", "value", "target", "baseline"];
+        for (i, c) in cols.iter().enumerate() {
+            let _ = write!(out, "{}  ", pad(c, w[i]));
+        }
+        let _ = writeln!(out, "status");
+        for r in &self.rows {
+            let st = match r.status {
+                Status::Pass => "PASS",
+                Status::Miss => "MISS",
+                Status::Info => "-",
+                Status::Skip => "SKIP",
+                Status::Fail => "FAIL",
+            };
+            for (i, s) in [&r.key, &r.what, &r.value, &r.target, &r.baseline]
+                .iter()
+                .enumerate()
+            {
+                let _ = write!(out, "{}  ", pad(s, w[i]));
+            }
+            let _ = writeln!(out, "{st}");
+        }
+        let _ = writeln!(out, "notes:");
+        let misses: Vec<&str> = self
+            .rows
+            .iter()
+            .filter(|r| r.status == Status::Miss)
+            .map(|r| r.key.as_str())
+            .collect();
+        let _ = writeln!(
+            out,
+            "- {} PASS, {} MISS{}",
+            self.rows
+                .iter()
+                .filter(|r| r.status == Status::Pass)
+                .count(),
+            misses.len(),
+            if misses.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", misses.join(", "))
+            }
+        );
+        for n in &self.notes {
+            let _ = writeln!(out, "- {n}");
+        }
+        print!("{out}");
+        let _ = io::stdout().flush();
+    }
+}
+
+fn pad(s: &str, w: usize) -> String {
+    let n = s.chars().count();
+    format!("{s}{}", " ".repeat(w.saturating_sub(n)))
+}
+
+fn us(d: Duration) -> String {
+    let u = d.as_secs_f64() * 1e6;
+    if u < 1000.0 {
+        format!("{u:.1} µs")
+    } else {
+        format!("{:.2} ms", u / 1000.0)
+    }
+}
+
+fn rate(r: f64) -> String {
+    let r = r.round() as u64;
+    let s = r.to_string();
+    let mut o = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            o.push(',');
+        }
+        o.push(c);
+    }
+    o
+}
+
+fn kib(k: u64) -> String {
+    format!("{:.2} MiB", k as f64 / 1024.0)
+}
+
+fn pct(v: &[Duration], q: f64) -> Duration {
+    let mut s = v.to_vec();
+    s.sort();
+    if s.is_empty() {
+        return Duration::ZERO;
+    }
+    s[((s.len() - 1) as f64 * q).round() as usize]
+}
+
+fn progress(s: &str) {
+    eprintln!("bench: {s}");
+}
+
+// ---------------------------------------------------------------- peers
+
+/// What a reader thread saw: the lines of one read, stamped on arrival.
+type Batch = (Instant, Vec<String>);
+
+/// A running `p2pchat`, killed and reaped by `Drop`.
+struct Peer {
+    name: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    rx: Receiver<Batch>,
+    /// Lines received and not yet matched or discarded.
+    pending: VecDeque<(Instant, String)>,
+    eof: bool,
+    port: u16,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+/// Reads `r` until EOF, splitting it into lines; each read's lines are
+/// stamped with the moment the read returned.
+fn line_reader<R: Read + Send + 'static>(mut r: R, tx: Sender<Batch>) {
+    let spawn = thread::Builder::new().stack_size(128 << 10).spawn(move || {
+        let mut buf = vec![0u8; 64 << 10];
+        let mut partial: Vec<u8> = Vec::new();
+        loop {
+            let n = match r.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            let t = Instant::now();
+            let mut lines = Vec::new();
+            let mut start = 0;
+            for i in 0..n {
+                if buf[i] == b'\n' {
+                    let l = if partial.is_empty() {
+                        String::from_utf8_lossy(&buf[start..i]).into_owned()
+                    } else {
+                        partial.extend_from_slice(&buf[start..i]);
+                        let l = String::from_utf8_lossy(&partial).into_owned();
+                        partial.clear();
+                        l
+                    };
+                    lines.push(l);
+                    start = i + 1;
+                }
+            }
+            partial.extend_from_slice(&buf[start..n]);
+            if !lines.is_empty() && tx.send((t, lines)).is_err() {
+                return;
+            }
+        }
+    });
+    spawn.expect("reader thread");
+}
+
+/// Keeps the first few stderr lines of a peer, for the notes.
+fn err_reader<R: Read + Send + 'static>(r: R, keep: Arc<Mutex<Vec<String>>>) {
+    let (tx, rx) = mpsc::channel::<Batch>();
+    line_reader(r, tx);
+    let spawn = thread::Builder::new().stack_size(64 << 10).spawn(move || {
+        for (_, lines) in rx {
+            let mut k = keep.lock().unwrap();
+            for l in lines {
+                if k.len() < 20 {
+                    k.push(l);
+                }
+            }
+        }
+    });
+    spawn.expect("stderr thread");
+}
+
+impl Peer {
+    /// Starts `p2pchat --plain -b 127.0.0.1 NAME [127.0.0.1 VIA]` and waits
+    /// for its listening line.
+    fn start(name: &str, via: Option<u16>) -> Result<Peer, String> {
+        let mut cmd = Command::new(bin());
+        cmd.args(["--plain", "-b", "127.0.0.1"]);
+        if let Ok(extra) = std::env::var("BENCH_PEER_ARGS") {
+            cmd.args(extra.split_whitespace());
+        }
+        cmd.arg(name);
+        if let Some(p) = via {
+            cmd.args(["127.0.0.1", &p.to_string()]);
+        }
+        Peer::spawn(name, cmd)
+    }
+
+    /// Starts `cmd` with piped stdio and waits for its first line, which
+    /// must be `listening on port N`.
+    fn spawn(name: &str, mut cmd: Command) -> Result<Peer, String> {
+        let mut child = cmd
+            .env_remove("NO_COLOR")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start {:?}: {e}", cmd.get_program()))?;
+        let (tx, rx) = mpsc::channel();
+        line_reader(child.stdout.take().expect("piped"), tx);
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        err_reader(child.stderr.take().expect("piped"), stderr.clone());
+        let mut p = Peer {
+            name: name.into(),
+            stdin: child.stdin.take(),
+            child,
+            rx,
+            pending: VecDeque::new(),
+            eof: false,
+            port: 0,
+            stderr,
+        };
+        let (_, first) = p.wait(&|_| true, Instant::now() + DEADLINE)?;
+        p.port = first
+            .strip_prefix("listening on port ")
+            .and_then(|s| s.trim().parse().ok())
+            .ok_or_else(|| format!("{name}: first line is not a listening line: {first:?}"))?;
+        Ok(p)
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    fn take(&mut self, (t, lines): Batch) {
+        self.pending.extend(lines.into_iter().map(|l| (t, l)));
+    }
+
+    /// Waits until `deadline` for a line for which `pred` holds; returns
+    /// when it arrived and the line. Lines before it are discarded.
+    fn wait(
+        &mut self,
+        pred: &dyn Fn(&str) -> bool,
+        deadline: Instant,
+    ) -> Result<(Instant, String), String> {
+        loop {
+            if let Some(i) = self.pending.iter().position(|(_, l)| pred(l)) {
+                self.pending.drain(..i);
+                return Ok(self.pending.pop_front().expect("found"));
+            }
+            if self.eof {
+                return Err(format!(
+                    "{}: stdout closed{}",
+                    self.name,
+                    self.stderr_tail()
+                ));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                let last: Vec<&str> = self
+                    .pending
+                    .iter()
+                    .rev()
+                    .take(3)
+                    .map(|(_, l)| l.as_str())
+                    .collect();
+                return Err(format!(
+                    "{}: no expected line by the deadline (last lines: {last:?}){}",
+                    self.name,
+                    self.stderr_tail()
+                ));
+            }
+            match self.rx.recv_timeout(deadline - now) {
+                Ok(b) => self.take(b),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => self.eof = true,
+            }
+        }
+    }
+
+    /// Waits for exactly `line`; returns when it arrived.
+    fn expect(&mut self, line: &str, deadline: Instant) -> Result<Instant, String> {
+        self.wait(&|l| l == line, deadline).map(|(t, _)| t)
+    }
+
+    /// Forgets every line received so far.
+    fn discard(&mut self) {
+        self.pending.clear();
+        loop {
+            match self.rx.try_recv() {
+                Ok(_) => {}
+                Err(TryRecvError::Empty) => return,
+                Err(TryRecvError::Disconnected) => {
+                    self.eof = true;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, line: &str) -> Result<(), String> {
+        let w = self.stdin.as_mut().ok_or("stdin taken")?;
+        w.write_all(format!("{line}\n").as_bytes())
+            .map_err(|e| format!("{}: write stdin: {e}{}", self.name, self.stderr_tail()))
+    }
+
+    fn stderr_tail(&self) -> String {
+        let e = self.stderr.lock().unwrap();
+        if e.is_empty() {
+            String::new()
+        } else {
+            format!("; stderr: {:?}", &e[..e.len().min(3)])
+        }
+    }
+
+    fn rss_kib(&self) -> u64 {
+        proc_status(self.pid(), "VmRSS:")
+    }
+
+    /// Open sockets, less the listener: the peer's links.
+    fn links(&self) -> usize {
+        let Ok(d) = std::fs::read_dir(format!("/proc/{}/fd", self.pid())) else {
+            return 0;
+        };
+        d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .filter(|t| t.to_string_lossy().starts_with("socket:"))
+            .count()
+            .saturating_sub(1)
+    }
+
+    /// (CPU clock ticks, voluntary + involuntary context switches).
+    fn cost(&self) -> (u64, u64) {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        let f: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or("", |(_, r)| r)
+            .split_whitespace()
+            .collect();
+        let field = |i: usize| f.get(i).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+        let ticks = field(11) + field(12);
+        let cs = proc_status(self.pid(), "voluntary_ctxt_switches:")
+            + proc_status(self.pid(), "nonvoluntary_ctxt_switches:");
+        (ticks, cs)
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// TCP payload bytes received so far on 127.0.0.1, by process id, from
+/// `ss -tinp` (empty if `ss` is missing).
+fn tcp_received() -> std::collections::HashMap<i32, u64> {
+    let mut m = std::collections::HashMap::new();
+    let Ok(out) = Command::new("ss")
+        .args(["-tinpH", "state", "established", "src", "127.0.0.1"])
+        .stderr(Stdio::null())
+        .output()
+    else {
+        return m;
+    };
+    let mut pid = None;
+    for l in String::from_utf8_lossy(&out.stdout).lines() {
+        if let Some(i) = l.find("pid=") {
+            pid = l[i + 4..]
+                .split(|c: char| !c.is_ascii_digit())
+                .next()
+                .and_then(|p| p.parse::<i32>().ok());
+        } else if let (Some(p), Some(i)) = (pid, l.find("bytes_received:")) {
+            let n: u64 = l[i + 15..]
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            *m.entry(p).or_insert(0) += n;
+            pid = None;
+        }
+    }
+    m
+}
+
+fn proc_status(pid: i32, key: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A network of peers `p0`, `p1`, ...; `p0` starts it.
+struct Net {
+    peers: Vec<Peer>,
+    rng: u64,
+    /// Join times: (network size joined, until joined line, until first
+    /// message both ways).
+    joins: Vec<(usize, Duration, Duration)>,
+}
+
+impl Net {
+    fn new() -> Net {
+        Net {
+            peers: Vec::new(),
+            rng: 0x9e37_79b9_7f4a_7c15,
+            joins: Vec::new(),
+        }
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        (self.rng % n as u64) as usize
+    }
+
+    /// Adds one peer, joining through a random member, and checks that its
+    /// first line reaches every member and a line from `p0` reaches it.
+    fn grow(&mut self) -> Result<(), String> {
+        let i = self.peers.len();
+        let name = format!("p{i}");
+        if i == 0 {
+            self.peers.push(Peer::start(&name, None)?);
+            return Ok(());
+        }
+        let k = self.below(i);
+        let via = self.peers[k].port;
+        let t0 = Instant::now();
+        let mut p = Peer::start(&name, Some(via))?;
+        let deadline = t0 + DEADLINE;
+        let (tj, _) = p.wait(&|l| l.starts_with("* joined through "), deadline)?;
+        p.send(&format!("hi{i}"))?;
+        self.peers[0].send(&format!("hello{i}"))?;
+        let mut end = p.expect(&format!("p0: hello{i}"), deadline)?;
+        let hi = format!("{name}: hi{i}");
+        for q in &mut self.peers {
+            end = end.max(q.expect(&hi, deadline)?);
+        }
+        self.peers.push(p);
+        self.joins.push((i, tj - t0, end - t0));
+        Ok(())
+    }
+
+    fn grow_to(&mut self, n: usize) -> Result<(), String> {
+        while self.peers.len() < n {
+            self.grow()?;
+        }
+        Ok(())
+    }
+
+    /// `count` lines from `p0`, one at a time; for each, the time until the
+    /// last other peer printed it.
+    fn fanout(&mut self, count: usize, tag: &str) -> Result<Vec<Duration>, String> {
+        let mut lat = Vec::with_capacity(count);
+        for k in 0..count {
+            let text = format!("{tag}-{k}");
+            let line = format!("p0: {text}");
+            let t0 = Instant::now();
+            self.peers[0].send(&text)?;
+            let mut last = t0;
+            for q in &mut self.peers[1..] {
+                last = last.max(q.expect(&line, t0 + DEADLINE)?);
+            }
+            lat.push(last - t0);
+        }
+        Ok(lat)
+    }
+
+    fn discard(&mut self) {
+        for p in &mut self.peers {
+            p.discard();
+        }
+    }
+
+    fn mean_links(&self) -> f64 {
+        self.peers.iter().map(Peer::links).sum::<usize>() as f64 / self.peers.len().max(1) as f64
+    }
+
+    /// Notes what the peers wrote to stderr, if anything.
+    fn note_stderr(&self, r: &mut Report, stage: &str) {
+        let mut n = 0;
+        let mut first = None;
+        for p in &self.peers {
+            let e = p.stderr.lock().unwrap();
+            n += e.len();
+            if first.is_none() {
+                first = e.first().map(|l| format!("{}: {l}", p.name));
+            }
+        }
+        if let Some(f) = first {
+            r.note(format!(
+                "{stage}: peers wrote {n} stderr lines, first {f:?}"
+            ));
+        }
+    }
+
+    /// (context switches, TCP bytes received) of every peer.
+    fn counters(&self) -> Vec<(u64, u64)> {
+        let rx = tcp_received();
+        self.peers
+            .iter()
+            .map(|p| (p.cost().1, rx.get(&p.pid()).copied().unwrap_or(0)))
+            .collect()
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        // Kill them all first, so no survivor spends time on the others'
+        // departure; each Peer's Drop then reaps it.
+        for p in &mut self.peers {
+            let _ = p.child.kill();
+        }
+    }
+}
+
+// ---------------------------------------------------------------- limits
+
+const FRAME_BODY: usize = 36;
+
+fn frame() -> Vec<u8> {
+    let mut f = (FRAME_BODY as u32).to_be_bytes().to_vec();
+    f.extend((0..FRAME_BODY).map(|i| i as u8));
+    f
+}
+
+fn loopback() -> io::Result<(TcpStream, TcpStream)> {
+    let l = TcpListener::bind("127.0.0.1:0")?;
+    let a = TcpStream::connect(l.local_addr()?)?;
+    let (b, _) = l.accept()?;
+    a.set_nodelay(true)?;
+    b.set_nodelay(true)?;
+    Ok((a, b))
+}
+
+/// One loopback TCP connection (NODELAY both ways) whose other end, a
+/// thread, echoes each frame back.
+struct PingPong {
+    c: TcpStream,
+    echo: Option<thread::JoinHandle<()>>,
+    f: Vec<u8>,
+    back: Vec<u8>,
+}
+
+impl PingPong {
+    fn new() -> io::Result<PingPong> {
+        let (c, mut s) = loopback()?;
+        let echo = thread::spawn(move || {
+            let mut f = [0u8; 4 + FRAME_BODY];
+            while s.read_exact(&mut f[..4]).is_ok() {
+                let n = u32::from_be_bytes([f[0], f[1], f[2], f[3]]) as usize;
+                if s.read_exact(&mut f[4..4 + n]).is_err() || s.write_all(&f[..4 + n]).is_err() {
+                    break;
+                }
+            }
+        });
+        let f = frame();
+        let back = vec![0u8; f.len()];
+        Ok(PingPong {
+            c,
+            echo: Some(echo),
+            f,
+            back,
+        })
+    }
+
+    /// Half of one round trip.
+    fn half_rtt(&mut self) -> io::Result<Duration> {
+        let t = Instant::now();
+        self.c.write_all(&self.f)?;
+        self.c.read_exact(&mut self.back)?;
+        Ok(t.elapsed() / 2)
+    }
+}
+
+impl Drop for PingPong {
+    fn drop(&mut self) {
+        let _ = self.c.shutdown(std::net::Shutdown::Both);
+        if let Some(t) = self.echo.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Frames/s of a one-way stream: one write per frame, or 64 KiB writes.
+fn stream(frames: usize, batched: bool) -> io::Result<f64> {
+    let (mut c, mut s) = loopback()?;
+    let recv = thread::spawn(move || {
+        let mut buf = vec![0u8; 256 << 10];
+        let (mut have, mut got) = (0usize, 0usize);
+        while got < frames {
+            let n = match s.read(&mut buf[have..]) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            have += n;
+            let mut pos = 0;
+            while have - pos >= 4 {
+                let len = u32::from_be_bytes([buf[pos], buf[pos + 1], buf[pos + 2], buf[pos + 3]])
+                    as usize;
+                if have - pos < 4 + len {
+                    break;
+                }
+                pos += 4 + len;
+                got += 1;
+            }
+            buf.copy_within(pos..have, 0);
+            have -= pos;
+        }
+        (Instant::now(), got)
+    });
+    let f = frame();
+    let t0 = Instant::now();
+    if batched {
+        let per = (64 << 10) / f.len();
+        let chunk: Vec<u8> = f.iter().copied().cycle().take(per * f.len()).collect();
+        let mut left = frames;
+        while left > 0 {
+            let k = left.min(per);
+            c.write_all(&chunk[..k * f.len()])?;
+            left -= k;
+        }
+    } else {
+        for _ in 0..frames {
+            c.write_all(&f)?;
+        }
+    }
+    let (t1, got) = recv
+        .join()
+        .map_err(|_| io::Error::other("receiver panicked"))?;
+    if got != frames {
+        return Err(io::Error::other(format!(
+            "stream: {got} of {frames} frames"
+        )));
+    }
+    Ok(frames as f64 / (t1 - t0).as_secs_f64())
+}
+
+/// Round trips of a line through `cat`: stdin → process → stdout.
+fn pipe_echo(rounds: usize) -> Result<Vec<Duration>, String> {
+    let mut child = Command::new("cat")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cat: {e}"))?;
+    let (tx, rx) = mpsc::channel();
+    line_reader(child.stdout.take().expect("piped"), tx);
+    let mut stdin = child.stdin.take().expect("piped");
+    let mut v = Vec::with_capacity(rounds);
+    let mut res = Ok(());
+    for i in 0..rounds + rounds / 10 {
+        let t0 = Instant::now();
+        if let Err(e) = stdin.write_all(b"x\n") {
+            res = Err(format!("cat: {e}"));
+            break;
+        }
+        match rx.recv_timeout(DEADLINE) {
+            Ok((t, _)) if i >= rounds / 10 => v.push(t - t0),
+            Ok(_) => {}
+            Err(e) => {
+                res = Err(format!("cat: {e}"));
+                break;
+            }
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    res.map(|_| v)
+}
+
+fn spawn_time(n: usize) -> Result<Vec<Duration>, String> {
+    let mut v = Vec::new();
+    for _ in 0..n {
+        let t0 = Instant::now();
+        let st = Command::new(bin())
+            .arg("-V")
+            .stdout(Stdio::null())
+            .status()
+            .map_err(|e| format!("{} -V: {e}", bin()))?;
+        v.push(t0.elapsed());
+        if !st.success() {
+            return Err(format!("{} -V: {st}", bin()));
+        }
+    }
+    Ok(v)
+}
+
+// ---------------------------------------------------------------- stages
+
+struct Limits {
+    half_rtt: Duration,
+    stream1: f64,
+    /// One line through the relay pair, p50.
+    relay: Duration,
+    relay_tput: f64,
+}
+
+fn limits(plan: &Plan, r: &mut Report) -> Limits {
+    progress("limits: pipe echo, TCP stream, relay pair, spawn");
+    let mut lim = Limits {
+        half_rtt: Duration::ZERO,
+        stream1: 0.0,
+        relay: Duration::ZERO,
+        relay_tput: 0.0,
+    };
+    match pipe_echo(plan.pipe_echo) {
+        Ok(v) => r.info(
+            "limit.pipe_echo",
+            "line through `cat`, stdin→stdout p50",
+            us(pct(&v, 0.5)),
+        ),
+        Err(e) => r.failed(
+            "pipe echo",
+            &e,
+            &[("limit.pipe_echo", "line through `cat`", "-")],
+        ),
+    }
+    match stream(plan.stream_single, false) {
+        Ok(f) => {
+            lim.stream1 = f;
+            r.info(
+                "limit.stream1",
+                "TCP stream, 40 B frames, 1 write each",
+                format!("{} frames/s", rate(f)),
+            );
+        }
+        Err(e) => r.failed(
+            "stream",
+            &e.to_string(),
+            &[("limit.stream1", "TCP stream, 1 write/frame", "-")],
+        ),
+    }
+    match stream(plan.stream_batched, true) {
+        Ok(f) => r.info(
+            "limit.streamN",
+            "TCP stream, 40 B frames, 64 KiB writes",
+            format!("{} frames/s", rate(f)),
+        ),
+        Err(e) => r.failed(
+            "stream",
+            &e.to_string(),
+            &[("limit.streamN", "TCP stream, 64 KiB writes", "-")],
+        ),
+    }
+    match relay_tput(plan.tput) {
+        Ok(f) => {
+            lim.relay_tput = f;
+            r.info(
+                "limit.relay_tput",
+                &format!("{} lines through the minimal relay pair", plan.tput),
+                format!("{} msg/s", rate(f)),
+            );
+        }
+        Err(e) => r.failed(
+            "relay throughput",
+            &e,
+            &[("limit.relay_tput", "minimal relay pair", "-")],
+        ),
+    }
+    match spawn_time(plan.spawn) {
+        Ok(v) => r.info(
+            "limit.spawn",
+            "start and reap `p2pchat -V`, p50",
+            us(pct(&v, 0.5)),
+        ),
+        Err(e) => r.failed("spawn", &e, &[("limit.spawn", "start `p2pchat -V`", "-")]),
+    }
+    lim
+}
+
+/// Two peers, one line at a time; each round also times one ping-pong
+/// and one line through the relay pair, in rotating order, so the limits
+/// and the figure see the same machine at the same moments.
+fn onehop(plan: &Plan, lim: &mut Limits, r: &mut Report) {
+    progress(&format!(
+        "one hop: 2 peers, {} messages, interleaved with ping-pong and relay",
+        plan.onehop
+    ));
+    type Samples = (Vec<Duration>, Vec<Duration>, Vec<Duration>, u64);
+    let res = (|| -> Result<Samples, String> {
+        let mut pp = PingPong::new().map_err(|e| format!("ping-pong: {e}"))?;
+        let (mut ra, mut rb) = relays()?;
+        let mut net = Net::new();
+        net.grow_to(2)?;
+        let rss = net.peers.iter().map(Peer::rss_kib).max().unwrap_or(0);
+        let n = plan.onehop;
+        let (mut vp, mut vr, mut vo) = (Vec::new(), Vec::new(), Vec::new());
+        let (a, b) = net.peers.split_at_mut(1);
+        let (a, b) = (&mut a[0], &mut b[0]);
+        for k in 0..n + n / 10 {
+            let keep = k >= n / 10;
+            for step in 0..3 {
+                match (k + step) % 3 {
+                    0 => {
+                        let d = pp.half_rtt().map_err(|e| format!("ping-pong: {e}"))?;
+                        if keep {
+                            vp.push(d);
+                        }
+                    }
+                    1 => {
+                        let t0 = Instant::now();
+                        ra.send(&format!("m{k}"))?;
+                        let t = rb.expect(&format!("m{k}"), t0 + DEADLINE)?;
+                        if keep {
+                            vr.push(t - t0);
+                        }
+                    }
+                    _ => {
+                        let t0 = Instant::now();
+                        a.send(&format!("m{k}"))?;
+                        let t = b.expect(&format!("p0: m{k}"), t0 + DEADLINE)?;
+                        if keep {
+                            vo.push(t - t0);
+                        }
+                    }
+                }
+            }
+        }
+        Ok((vp, vr, vo, rss))
+    })();
+    match res {
+        Ok((vp, vr, vo, rss)) => {
+            lim.half_rtt = pct(&vp, 0.5);
+            lim.relay = pct(&vr, 0.5);
+            let base = us(lim.half_rtt);
+            r.info(
+                "limit.pingpong",
+                "loopback TCP ping-pong, half RTT p50",
+                us(lim.half_rtt),
+            );
+            r.info(
+                "limit.pingpong99",
+                "loopback TCP ping-pong, half RTT p99",
+                us(pct(&vp, 0.99)),
+            );
+            r.info(
+                "limit.relay",
+                "stdin → minimal relay → TCP → relay → stdout, p50",
+                us(lim.relay),
+            );
+            let p50 = pct(&vo, 0.5);
+            let ratio = p50.as_secs_f64() / lim.half_rtt.as_secs_f64();
+            r.info("onehop.p50", "one hop (A stdin → B stdout), p50", us(p50));
+            r.info(
+                "onehop.p99",
+                "one hop (A stdin → B stdout), p99",
+                us(pct(&vo, 0.99)),
+            );
+            r.check(
+                "onehop.ratio",
+                "one-hop p50 / ping-pong half RTT",
+                format!("{ratio:.2}×"),
+                "≤ 2×",
+                base,
+                ratio <= 2.0,
+            );
+            r.info(
+                "onehop.relay_ratio",
+                "one-hop p50 / minimal relay pair p50",
+                format!("{:.2}×", p50.as_secs_f64() / lim.relay.as_secs_f64()),
+            );
+            r.check(
+                "rss.idle",
+                "RSS per peer, 2 idle peers (max)",
+                kib(rss),
+                "≤ 3 MiB",
+                "-".into(),
+                rss <= 3 * 1024,
+            );
+        }
+        Err(e) => r.failed(
+            "one hop",
+            &e,
+            &[
+                ("limit.pingpong", "loopback TCP ping-pong", "-"),
+                ("onehop.ratio", "one-hop p50 / ping-pong half RTT", "≤ 2×"),
+                ("rss.idle", "RSS per peer, idle", "≤ 3 MiB"),
+            ],
+        ),
+    }
+}
+
+struct Tput {
+    rate: f64,
+    loss: u64,
+    reorder: u64,
+    rss_max: u64,
+    rss_sender: u64,
+    elapsed: Duration,
+}
+
+/// What one receiver of a throughput run got.
+struct Tally {
+    distinct: usize,
+    reorder: u64,
+    /// When the last new message arrived.
+    last: Instant,
+}
+
+/// Counts lines `PREFIX<n>`, n < `count`, from `p` until all arrived or
+/// nothing came for [`STALL`]; other lines are ignored, but a departure
+/// is noted in `errs`.
+fn tally(p: &mut Peer, prefix: &str, count: usize, t0: Instant, errs: &mut Vec<String>) -> Tally {
+    let mut seen = vec![false; count];
+    let mut t = Tally {
+        distinct: 0,
+        reorder: 0,
+        last: t0,
+    };
+    let mut max_seen = None::<usize>;
+    p.pending.clear();
+    while t.distinct < count {
+        let (at, lines) = match p.rx.recv_timeout(STALL) {
+            Ok(b) => b,
+            Err(_) => {
+                errs.push(format!(
+                    "{}: stalled at {} of {count}{}",
+                    p.name,
+                    t.distinct,
+                    p.stderr_tail()
+                ));
+                break;
+            }
+        };
+        for l in &lines {
+            let Some(n) = l.strip_prefix(prefix).and_then(|s| s.parse::<usize>().ok()) else {
+                if l.contains(" left") {
+                    errs.push(format!("{}: {l:?}", p.name));
+                }
+                continue;
+            };
+            if n >= count || seen[n] {
+                continue;
+            }
+            seen[n] = true;
+            t.distinct += 1;
+            t.last = at;
+            if max_seen.is_some_and(|m| n < m) {
+                t.reorder += 1;
+            }
+            max_seen = Some(max_seen.map_or(n, |m| m.max(n)));
+        }
+    }
+    t
+}
+
+/// `count` lines `t0`, `t1`, ... for a sender's stdin.
+fn numbered(count: usize) -> Vec<u8> {
+    let mut data = Vec::with_capacity(count * 8);
+    for k in 0..count {
+        data.extend_from_slice(format!("t{k}\n").as_bytes());
+    }
+    data
+}
+
+/// Writes `data` to `stdin` from a thread; gives the pipe back afterwards
+/// (kept open: end of input would mean leave).
+fn feed(mut stdin: ChildStdin, data: Vec<u8>) -> thread::JoinHandle<ChildStdin> {
+    thread::spawn(move || {
+        let _ = stdin.write_all(&data);
+        stdin
+    })
+}
+
+/// `count` numbered lines into p0's stdin as fast as the pipe takes them,
+/// to `receivers` other peers.
+fn throughput(count: usize, receivers: usize, r: &mut Report) -> Result<Tput, String> {
+    let mut net = Net::new();
+    net.grow_to(receivers + 1)?;
+    net.discard();
+    let links = net.mean_links();
+    let stdin = net.peers[0].stdin.take().ok_or("stdin taken")?;
+    let before = net.counters();
+    let t0 = Instant::now();
+    let writer = feed(stdin, numbered(count));
+    let (mut loss, mut reorder, mut delivered) = (0u64, 0u64, 0u64);
+    let mut end = t0;
+    let mut errs = Vec::new();
+    for p in &mut net.peers[1..] {
+        let t = tally(p, "p0: t", count, t0, &mut errs);
+        loss += (count - t.distinct) as u64;
+        reorder += t.reorder;
+        delivered += t.distinct as u64;
+        end = end.max(t.last);
+    }
+    let read: u64 = net
+        .counters()
+        .iter()
+        .zip(&before)
+        .skip(1)
+        .map(|(a, b)| a.1.saturating_sub(b.1))
+        .sum();
+    let rss_max = net.peers.iter().map(Peer::rss_kib).max().unwrap_or(0);
+    let rss_sender = net.peers[0].rss_kib();
+    if receivers > 1 && read > 0 {
+        // Frames are 31 bytes plus the text ("t12345": 6 on average).
+        let copies = read as f64 / receivers as f64 / count as f64 / 37.0;
+        r.note(format!(
+            "1 → {receivers}: {links:.1} links per peer; each receiver read {:.1} MB, ≈ {copies:.1} copies of every message",
+            read as f64 / receivers as f64 / 1e6
+        ));
+    }
+    net.note_stderr(r, &format!("1 → {receivers}"));
+    // Kill before joining the writer, so a stuck write ends with EPIPE.
+    drop(net);
+    let _ = writer.join();
+    for e in errs.iter().take(5) {
+        r.note(format!("1 → {receivers}: {e}"));
+    }
+    let elapsed = end - t0;
+    Ok(Tput {
+        rate: delivered as f64 / receivers as f64 / elapsed.as_secs_f64(),
+        loss,
+        reorder,
+        rss_max,
+        rss_sender,
+        elapsed,
+    })
+}
+
+// ---------------------------------------------------------------- relay floor
+
+/// The least a peer can do on the one-hop path, for comparison: this
+/// bench binary re-run as `--relay-in PORT` (stdin lines → frames on one
+/// TCP connection) and `--relay-out` (frames → stdout lines), blocking
+/// I/O, one write per read. Both print `listening on port N` first (N is 0
+/// for relay-in, once connected).
+fn relay_main(args: &[String]) -> Option<i32> {
+    let mode = args.get(1)?.as_str();
+    let res = match mode {
+        "--relay-out" => relay_out(),
+        "--relay-in" => {
+            let port: u16 = args.get(2).and_then(|p| p.parse().ok())?;
+            relay_in(port)
+        }
+        _ => return None,
+    };
+    Some(match res {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("relay: {e}");
+            1
+        }
+    })
+}
+
+fn relay_out() -> io::Result<()> {
+    let l = TcpListener::bind("127.0.0.1:0")?;
+    let mut out = io::stdout().lock();
+    writeln!(out, "listening on port {}", l.local_addr()?.port())?;
+    out.flush()?;
+    let (mut s, _) = l.accept()?;
+    s.set_nodelay(true)?;
+    let mut buf = vec![0u8; 256 << 10];
+    let mut lines = Vec::with_capacity(256 << 10);
+    let mut have = 0;
+    loop {
+        let n = s.read(&mut buf[have..])?;
+        if n == 0 {
+            return Ok(());
+        }
+        have += n;
+        let mut pos = 0;
+        while have - pos >= 4 {
+            let len =
+                u32::from_be_bytes([buf[pos], buf[pos + 1], buf[pos + 2], buf[pos + 3]]) as usize;
+            if have - pos < 4 + len {
+                break;
+            }
+            lines.extend_from_slice(&buf[pos + 4..pos + 4 + len]);
+            lines.push(b'\n');
+            pos += 4 + len;
+        }
+        buf.copy_within(pos..have, 0);
+        have -= pos;
+        out.write_all(&lines)?;
+        out.flush()?;
+        lines.clear();
+    }
+}
+
+fn relay_in(port: u16) -> io::Result<()> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_nodelay(true)?;
+    println!("listening on port 0");
+    io::stdout().flush()?;
+    let mut stdin = io::stdin().lock();
+    let mut buf = vec![0u8; 64 << 10];
+    let mut partial = Vec::new();
+    let mut frames = Vec::with_capacity(128 << 10);
+    loop {
+        let n = stdin.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        partial.extend_from_slice(&buf[..n]);
+        let mut start = 0;
+        while let Some(i) = partial[start..].iter().position(|&b| b == b'\n') {
+            let line = &partial[start..start + i];
+            frames.extend_from_slice(&(line.len() as u32).to_be_bytes());
+            frames.extend_from_slice(line);
+            start += i + 1;
+        }
+        partial.drain(..start);
+        s.write_all(&frames)?;
+        frames.clear();
+    }
+}
+
+/// The relay pair: (relay-in, relay-out).
+fn relays() -> Result<(Peer, Peer), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    let mut c = Command::new(&exe);
+    c.arg("--relay-out");
+    let out = Peer::spawn("relay-out", c)?;
+    let mut c = Command::new(&exe);
+    c.args(["--relay-in", &out.port.to_string()]);
+    let inp = Peer::spawn("relay-in", c)?;
+    Ok((inp, out))
+}
+
+/// Messages/s of `count` lines pushed through the relay pair.
+fn relay_tput(count: usize) -> Result<f64, String> {
+    let (mut a, mut b) = relays()?;
+    let stdin = a.stdin.take().ok_or("stdin taken")?;
+    let t0 = Instant::now();
+    let writer = feed(stdin, numbered(count));
+    let mut errs = Vec::new();
+    let t = tally(&mut b, "t", count, t0, &mut errs);
+    drop((a, b));
+    let _ = writer.join();
+    if t.distinct < count {
+        return Err(format!(
+            "relay lost {} of {count}: {errs:?}",
+            count - t.distinct
+        ));
+    }
+    Ok(count as f64 / (t.last - t0).as_secs_f64())
+}
+
+fn tput_stage(plan: &Plan, lim: &Limits, r: &mut Report, receivers: usize, target: f64) {
+    progress(&format!(
+        "throughput: {} messages, 1 → {receivers}",
+        plan.tput
+    ));
+    let key = format!("tput{receivers}");
+    let base = format!(
+        "stream {}/s; relay {}/s",
+        rate(lim.stream1),
+        rate(lim.relay_tput)
+    );
+    let tgt = format!("≥ {}/s", rate(target));
+    match throughput(plan.tput, receivers, r) {
+        Ok(t) => {
+            r.check(
+                &format!("{key}.rate"),
+                &format!(
+                    "{} msgs 1 → {receivers}, until last has all ({:.2} s)",
+                    plan.tput,
+                    t.elapsed.as_secs_f64()
+                ),
+                format!("{} msg/s", rate(t.rate)),
+                &tgt,
+                base,
+                t.rate >= target && t.loss == 0,
+            );
+            r.check(
+                &format!("{key}.loss"),
+                "messages lost (all receivers)",
+                t.loss.to_string(),
+                "0",
+                "-".into(),
+                t.loss == 0,
+            );
+            r.check(
+                &format!("{key}.reorder"),
+                "messages out of order (all receivers)",
+                t.reorder.to_string(),
+                "0",
+                "-".into(),
+                t.reorder == 0,
+            );
+            if t.loss > 0 || t.reorder > 0 {
+                r.broken = true;
+            }
+            if receivers > 1 {
+                r.check(
+                    "rss.tput",
+                    &format!(
+                        "RSS per peer after 1 → {receivers} run (max; sender {})",
+                        kib(t.rss_sender)
+                    ),
+                    kib(t.rss_max),
+                    "≤ 3 MiB",
+                    "-".into(),
+                    t.rss_max <= 3 * 1024,
+                );
+            } else {
+                r.info(
+                    "rss.tput1",
+                    "RSS of the sender after 1 → 1 run",
+                    kib(t.rss_sender),
+                );
+            }
+        }
+        Err(e) => r.failed(
+            &format!("throughput 1 → {receivers}"),
+            &e,
+            &[
+                (&format!("{key}.rate"), "throughput", &tgt),
+                (&format!("{key}.loss"), "messages lost", "0"),
+                (&format!("{key}.reorder"), "messages out of order", "0"),
+            ],
+        ),
+    }
+}
+
+fn fanout_target(n: usize) -> Option<(Duration, &'static str)> {
+    match n {
+        16 => Some((Duration::from_millis(2), "< 2 ms")),
+        64 => Some((Duration::from_millis(10), "< 10 ms")),
+        _ => None,
+    }
+}
+
+/// The growing network: fan-out at each size, joins, RSS with 64, idle
+/// cost, then scale.
+fn network_stage(plan: &Plan, lim: &Limits, r: &mut Report) {
+    let mut net = Net::new();
+    let base = if lim.half_rtt.is_zero() {
+        "-".to_string()
+    } else {
+        us(lim.half_rtt)
+    };
+    let mut biggest = 0;
+    for &(n, msgs) in &plan.fanout {
+        progress(&format!(
+            "fan-out: growing the network to {n} peers, then {msgs} messages"
+        ));
+        let mut before = Vec::new();
+        let res = net.grow_to(n).and_then(|_| {
+            net.discard();
+            before = net.counters();
+            net.fanout(msgs, &format!("f{n}"))
+        });
+        if res.is_ok() {
+            note_fanout(r, &net, n, msgs, &before);
+        }
+        let key = format!("fanout{n}");
+        let tgt = fanout_target(n);
+        match res {
+            Ok(v) => {
+                biggest = n;
+                let (p50, p99) = (pct(&v, 0.5), pct(&v, 0.99));
+                r.info(
+                    &format!("{key}.p50"),
+                    &format!("fan-out to {n} peers, last one, p50"),
+                    us(p50),
+                );
+                match tgt {
+                    Some((t, s)) => r.check(
+                        &format!("{key}.p99"),
+                        &format!("fan-out to {n} peers, last one, p99"),
+                        us(p99),
+                        s,
+                        base.clone(),
+                        p99 < t,
+                    ),
+                    None => r.info(
+                        &format!("{key}.p99"),
+                        &format!("fan-out to {n} peers, last one, p99"),
+                        us(p99),
+                    ),
+                }
+            }
+            Err(e) => {
+                let t = tgt.map_or("-", |t| t.1);
+                r.failed(
+                    &format!("fan-out {n}"),
+                    &e,
+                    &[(&format!("{key}.p99"), "fan-out p99", t)],
+                );
+                break;
+            }
+        }
+    }
+    if plan.quick {
+        r.skip(
+            "fanout64.p99",
+            "fan-out to 64 peers, last one, p99",
+            "< 10 ms",
+        );
+    }
+
+    // Joins into networks of 16 to 63 (the quick run has only 4 to 15).
+    let lo = if plan.quick { 4 } else { 16 };
+    let j: Vec<&(usize, Duration, Duration)> = net
+        .joins
+        .iter()
+        .filter(|(n, _, _)| *n >= lo && *n < 64)
+        .collect();
+    if j.is_empty() {
+        r.fail("join.p50", "join to first message", "< 20 ms");
+    } else {
+        let hi = j.iter().map(|x| x.0).max().unwrap_or(0);
+        let line: Vec<Duration> = j.iter().map(|x| x.1).collect();
+        let full: Vec<Duration> = j.iter().map(|x| x.2).collect();
+        let max = full.iter().max().copied().unwrap_or_default();
+        let p50 = pct(&full, 0.5);
+        let span = format!("{lo}–{hi}");
+        r.info(
+            "join.line.p50",
+            &format!("start until `joined` line, networks of {span}, p50"),
+            us(pct(&line, 0.5)),
+        );
+        r.check(
+            "join.p50",
+            &format!("join to first message both ways, networks of {span}, p50"),
+            us(p50),
+            "< 20 ms",
+            "-".into(),
+            p50 < Duration::from_millis(20),
+        );
+        r.check(
+            "join.max",
+            &format!("join to first message both ways, {} joins, max", full.len()),
+            us(max),
+            "< 20 ms",
+            "-".into(),
+            max < Duration::from_millis(20),
+        );
+    }
+
+    if biggest == 64 {
+        let rss: Vec<u64> = net.peers.iter().map(Peer::rss_kib).collect();
+        let max = rss.iter().copied().max().unwrap_or(0);
+        let mean = rss.iter().sum::<u64>() / rss.len().max(1) as u64;
+        r.check(
+            "rss.net64",
+            &format!("RSS per peer, 64-peer network (max; mean {})", kib(mean)),
+            kib(max),
+            "≤ 3 MiB",
+            "-".into(),
+            max <= 3 * 1024,
+        );
+    } else {
+        r.skip("rss.net64", "RSS per peer, 64-peer network", "≤ 3 MiB");
+    }
+
+    if biggest > 0 {
+        idle(plan, &mut net, r);
+    } else {
+        r.fail("idle.wakeups", "idle wakeups per peer", "≤ 1/s");
+    }
+
+    if plan.quick {
+        r.skip(
+            "scale.peers",
+            "largest network where every line reaches all",
+            "≥ 100",
+        );
+    } else if biggest == 64 {
+        scale(plan, &mut net, r);
+    } else {
+        r.fail(
+            "scale.peers",
+            "largest network where every line reaches all",
+            "≥ 100",
+        );
+    }
+}
+
+/// Per message and peer: how often it woke and how many copies it read.
+fn note_fanout(r: &mut Report, net: &Net, n: usize, msgs: usize, before: &[(u64, u64)]) {
+    let after = net.counters();
+    let (mut cs, mut rd) = (0u64, 0u64);
+    for (b, a) in before.iter().zip(&after).skip(1) {
+        cs += a.0.saturating_sub(b.0);
+        rd += a.1.saturating_sub(b.1);
+    }
+    let per = (msgs * (n - 1)) as f64;
+    // The frame of "fN-k" is 31 bytes plus the text.
+    let frame = 31.0 + format!("f{n}-{}", msgs / 2).len() as f64;
+    // No `ss`, no byte counts.
+    let copies = if rd == 0 {
+        String::new()
+    } else {
+        format!(
+            " and read {:.0} bytes (≈ {:.1} copies)",
+            rd as f64 / per,
+            rd as f64 / per / frame
+        )
+    };
+    r.note(format!(
+        "fan-out {n}: {:.1} links per peer; per message each receiver woke {:.1} times{copies}",
+        net.mean_links(),
+        cs as f64 / per,
+    ));
+}
+
+fn idle(plan: &Plan, net: &mut Net, r: &mut Report) {
+    let n = net.peers.len();
+    progress(&format!(
+        "idle: {n} peers, {} s of silence",
+        plan.idle.as_secs()
+    ));
+    // Every line so far was matched or discarded: anything printed from
+    // now on happened during the window.
+    net.discard();
+    let before: Vec<(u64, u64)> = net.peers.iter().map(Peer::cost).collect();
+    let t0 = Instant::now();
+    thread::sleep(plan.idle); // the measurement window itself
+    let secs = t0.elapsed().as_secs_f64();
+    let after: Vec<(u64, u64)> = net.peers.iter().map(Peer::cost).collect();
+    let tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let wake: Vec<f64> = before
+        .iter()
+        .zip(&after)
+        .map(|(b, a)| a.1.saturating_sub(b.1) as f64 / secs)
+        .collect();
+    let ticks: u64 = before
+        .iter()
+        .zip(&after)
+        .map(|(b, a)| a.0.saturating_sub(b.0))
+        .sum();
+    let max = wake.iter().copied().fold(0.0, f64::max);
+    let busiest = wake.iter().position(|&w| w == max).unwrap_or(0);
+    let links: Vec<usize> = net.peers.iter().map(Peer::links).collect();
+    r.note(format!(
+        "idle: the peer with most wake-ups ({}) has {} links; links per peer {} to {}",
+        net.peers[busiest].name,
+        links[busiest],
+        links.iter().min().unwrap_or(&0),
+        links.iter().max().unwrap_or(&0)
+    ));
+    let mean = wake.iter().sum::<f64>() / n as f64;
+    r.check(
+        "idle.wakeups",
+        &format!("context switches/s per peer, {n} idle peers (max; mean {mean:.2})"),
+        format!("{max:.2} /s"),
+        "≤ 1/s",
+        "-".into(),
+        max <= 1.0,
+    );
+    r.info(
+        "idle.cpu",
+        &format!("CPU per peer, idle (mean over {n}; {tck} ticks/s)"),
+        format!("{:.3} ms/s", ticks as f64 / tck * 1000.0 / n as f64 / secs),
+    );
+    let mut lines = 0;
+    let mut first = None;
+    for p in &mut net.peers {
+        while let Ok(b) = p.rx.try_recv() {
+            p.take(b);
+        }
+        lines += p.pending.len();
+        if first.is_none() {
+            first = p.pending.front().map(|(_, l)| format!("{}: {l}", p.name));
+        }
+    }
+    if let Some(f) = first {
+        r.note(format!(
+            "idle: peers printed {lines} lines during the window, first {f:?}"
+        ));
+    }
+}
+
+fn scale(plan: &Plan, net: &mut Net, r: &mut Report) {
+    let t0 = Instant::now();
+    let mut best: Option<(usize, Duration)> = None;
+    let mut steps = vec![100, 150, 200];
+    steps.extend((3..).map(|k| k * 100).take(20));
+    let mut last_step = Duration::ZERO;
+    for n in steps {
+        // A step costs more than the one before it: start it only if one
+        // and a half times the last one still fits the budget.
+        if t0.elapsed() + last_step * 3 / 2 > plan.scale_budget {
+            r.note(format!(
+                "scale: stopped before {n} peers, time budget of {} s",
+                plan.scale_budget.as_secs()
+            ));
+            break;
+        }
+        progress(&format!("scale: growing to {n} peers"));
+        let step = Instant::now();
+        let res = net.grow_to(n).and_then(|_| {
+            net.discard();
+            net.fanout(100, &format!("s{n}"))
+        });
+        last_step = step.elapsed();
+        match res {
+            Ok(v) => {
+                best = Some((n, pct(&v, 0.99)));
+                progress(&format!(
+                    "scale: {n} peers ok in {:.1} s, p99 {}",
+                    step.elapsed().as_secs_f64(),
+                    us(pct(&v, 0.99))
+                ));
+            }
+            Err(e) => {
+                r.note(format!("scale: {n} peers failed: {e}"));
+                break;
+            }
+        }
+    }
+    net.note_stderr(r, "scale");
+    let j: Vec<Duration> = net
+        .joins
+        .iter()
+        .filter(|x| x.0 >= 64)
+        .map(|x| x.2)
+        .collect();
+    if !j.is_empty() {
+        r.info(
+            "join.big.p50",
+            &format!(
+                "join to first message, networks of 64–{}, p50",
+                net.peers.len() - 1
+            ),
+            us(pct(&j, 0.5)),
+        );
+    }
+    match best {
+        Some((n, p99)) => {
+            r.check(
+                "scale.peers",
+                "largest network where every line reaches all",
+                n.to_string(),
+                "≥ 100",
+                "-".into(),
+                n >= 100,
+            );
+            r.info(
+                "scale.p99",
+                &format!("fan-out to {n} peers, last one, p99"),
+                us(p99),
+            );
+        }
+        None => r.check(
+            "scale.peers",
+            "largest network where every line reaches all",
+            "< 100".into(),
+            "≥ 100",
+            "-".into(),
+            false,
+        ),
+    }
+}
+
+/// CPU time of the whole machine, busy and total, and of this bench with
+/// every child it reaped, in clock ticks.
+fn cpu_ticks() -> (u64, u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let f: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    let at = |i: usize| f.get(i).copied().unwrap_or(0);
+    // user nice system idle iowait irq softirq steal
+    let busy = at(0) + at(1) + at(2) + at(5) + at(6) + at(7);
+    let total = busy + at(3) + at(4);
+    let tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    let mut own = 0;
+    for who in [libc::RUSAGE_SELF, libc::RUSAGE_CHILDREN] {
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        if unsafe { libc::getrusage(who, &mut ru) } == 0 {
+            let us = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+            own += (us(ru.ru_utime) + us(ru.ru_stime)) * tck / 1_000_000;
+        }
+    }
+    (busy, total, own)
+}
+
+/// The 1-minute load average.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
+}
+
+fn raise_nofile() {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 && l.rlim_cur < l.rlim_max {
+            l.rlim_cur = l.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+        }
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(code) = relay_main(&args) {
+        std::process::exit(code);
+    }
+    // `cargo bench` passes `--bench`; there are no other options.
+    let quick = std::env::var_os("BENCH_QUICK").is_some_and(|v| !v.is_empty() && v != "0");
+    let plan = Plan::new(quick);
+    raise_nofile();
+    let started = Instant::now();
+    let mut r = Report::default();
+    let cpus = thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let header = format!(
+        "p2pchat bench: {} run, {cpus} cpus, linux {}, load average at start {}",
+        if quick { "quick" } else { "full" },
+        kernel.trim(),
+        loadavg()
+    );
+
+    // BENCH_ONLY=stage,stage runs only those stages (limits always run).
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let run = |s: &str| only.is_empty() || only.split(',').any(|o| o.trim() == s);
+    let cpu0 = cpu_ticks();
+    let mut lim = limits(&plan, &mut r);
+    match std::fs::metadata(bin()) {
+        Ok(m) => r.info(
+            "size.binary",
+            "target/release/p2pchat, stripped",
+            format!("{} bytes", rate(m.len() as f64)),
+        ),
+        Err(e) => r.note(format!("binary size: {e}")),
+    }
+    if run("onehop") {
+        onehop(&plan, &mut lim, &mut r);
+    }
+    if run("tput1") {
+        tput_stage(&plan, &lim, &mut r, 1, 100_000.0);
+    }
+    if run("tput16") {
+        tput_stage(&plan, &lim, &mut r, plan.tput_wide, 50_000.0);
+    }
+    if run("net") {
+        network_stage(&plan, &lim, &mut r);
+    }
+
+    let cpu1 = cpu_ticks();
+    let others = (cpu1.0 - cpu0.0).saturating_sub(cpu1.2 - cpu0.2);
+    r.note(format!(
+        "run took {:.0} s; other processes used {:.0}% of the machine's CPU time meanwhile (they skew every figure)",
+        started.elapsed().as_secs_f64(),
+        others as f64 * 100.0 / (cpu1.1 - cpu0.1).max(1) as f64
+    ));
+    r.print(&header);
+    if r.broken {
+        std::process::exit(1);
+    }
+}

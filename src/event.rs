@@ -502,13 +502,17 @@ impl Loop {
         }
     }
 
-    /// One line typed by the user.
+    /// One line typed by the user. What it asks of the core is carried
+    /// out at once, so a burst of lines never piles up in the core.
     fn typed(&mut self, ui: &mut Ui, line: &str, now: Millis) {
         match command::parse(line) {
             Input::Core(c) => self.core.command(c, now),
             Input::Help => ui.help(),
             Input::Nothing => {}
             Input::Error(e) => ui.error(&e),
+        }
+        if let Err(e) = self.apply(ui) {
+            ui.error(&e);
         }
     }
 
