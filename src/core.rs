@@ -77,6 +77,8 @@ impl Default for Config {
     }
 }
 
+/// Accepted connections that have not said HELLO yet, at most.
+pub const MAX_PENDING: usize = 64;
 /// Members a peer keeps track of at most.
 pub const MAX_MEMBERS: usize = 4096;
 /// Events held back per sender, waiting for a gap to fill, and bytes held
@@ -504,8 +506,22 @@ impl Core {
         self.out.pop_front()
     }
 
-    /// A connection was accepted from `addr`; returns its new link.
+    /// A connection was accepted from `addr`; returns its new link. With
+    /// [`MAX_PENDING`] others still waiting for their HELLO, the oldest of
+    /// them is closed: an honest peer says HELLO at once, so whoever has
+    /// waited longest is the likeliest to be dead or hostile.
     pub fn accepted(&mut self, addr: SocketAddr, now: Millis) -> LinkId {
+        let mut pending = self
+            .links
+            .iter()
+            .filter(|(_, l)| !l.outbound && l.peer.is_none())
+            .map(|(&k, _)| k);
+        if let Some(oldest) = pending.next() {
+            if pending.count() + 1 >= MAX_PENDING {
+                self.links.remove(&oldest);
+                self.out.push_back(Action::Close(oldest));
+            }
+        }
         let id = self.new_link(addr, false, None, now);
         self.links.get_mut(&id).expect("new link").connected = true;
         id
@@ -985,13 +1001,7 @@ impl Core {
             // We started this network and this is our first link: a JOIN
             // of our own, so that peers who meet us later (a network we
             // merge with) announce us like anyone else.
-            let ip = self.ip;
-            let body = Body::Join {
-                name: self.name.clone(),
-                ip,
-                port: self.port,
-            };
-            self.emit(body, now);
+            self.announce(now);
         }
         if self.state == State::Member {
             self.send_members(link, now);
@@ -1000,7 +1010,7 @@ impl Core {
                 self.emit(Body::Alive { answers: vec![] }, now);
             }
         }
-        self.dedup_links(h.id, now);
+        self.dedup_links(h.id);
         self.shed(link, now);
         if let Some((code, msg, _)) = self.leaving.take() {
             self.leave(code, msg, now);
@@ -1172,13 +1182,7 @@ impl Core {
                 via,
                 members: self.members.len() + 1,
             });
-            let ip = self.ip;
-            let body = Body::Join {
-                name: self.name.clone(),
-                ip,
-                port: self.port,
-            };
-            self.emit(body, now);
+            self.announce(now);
             self.send_members(link, now);
         }
         if self.state == State::Member {
@@ -1452,6 +1456,16 @@ impl Core {
         }
     }
 
+    /// Floods our JOIN: who we are and where we listen.
+    fn announce(&mut self, now: Millis) {
+        let body = Body::Join {
+            name: self.name.clone(),
+            ip: self.ip,
+            port: self.port,
+        };
+        self.emit(body, now);
+    }
+
     /// Originates an event: ours, next in our sequence, to every link.
     fn emit(&mut self, body: Body, now: Millis) {
         self.seq += 1;
@@ -1678,7 +1692,7 @@ impl Core {
 
     /// Two links to one peer: keep the one dialled by the smaller node id,
     /// a choice both ends make alike.
-    fn dedup_links(&mut self, peer: u64, now: Millis) {
+    fn dedup_links(&mut self, peer: u64) {
         let mut both: Vec<(u64, LinkId)> = self
             .links
             .iter()
@@ -1693,7 +1707,6 @@ impl Core {
             self.links.remove(&link);
             self.out.push_back(Action::Close(link));
         }
-        let _ = now;
     }
 
     /// Dials members until we have `degree` links (or run out of members

@@ -271,7 +271,7 @@ impl Loop {
 
     fn run(&mut self, ui: &mut Ui) -> Result<i32, String> {
         let mut events = Events::with_capacity(256);
-        self.apply(ui)?;
+        self.apply(ui);
         loop {
             if let Some(code) = self.exit {
                 if self.conns.is_empty() {
@@ -286,7 +286,7 @@ impl Loop {
                 // Nobody reads us any more: leave quietly.
                 if self.exit.is_none() {
                     self.core.command(Command::Quit, self.now());
-                    self.apply(ui)?;
+                    self.apply(ui);
                 }
             }
             let timeout = self.timeout();
@@ -303,12 +303,12 @@ impl Loop {
                     STDIN => self.stdin_ready = true,
                     Token(t) => self.conn_event(ui, (t - FIRST_LINK) as LinkId, now),
                 }
-                self.apply(ui)?;
+                self.apply(ui);
             }
             // Links that had more to read than one turn's share.
             for link in std::mem::take(&mut self.unread) {
                 self.conn_event(ui, link, now);
-                self.apply(ui)?;
+                self.apply(ui);
             }
             if self.stdin_ready
                 && self.exit.is_none()
@@ -331,7 +331,7 @@ impl Loop {
             if self.core.deadline().is_some_and(|t| now >= t) {
                 self.core.tick(now);
             }
-            self.apply(ui)?;
+            self.apply(ui);
             self.housekeeping(now);
         }
     }
@@ -386,8 +386,8 @@ impl Loop {
                     if self.conns.len() >= MAX_CONNS || self.exit.is_some() {
                         continue; // dropped: closed at once
                     }
-                    tune(&stream);
                     let link = self.core.accepted(addr, now);
+                    tune(&stream);
                     let token = Token(link as usize + FIRST_LINK);
                     if self
                         .poll
@@ -511,9 +511,7 @@ impl Loop {
             Input::Nothing => {}
             Input::Error(e) => ui.error(&e),
         }
-        if let Err(e) = self.apply(ui) {
-            ui.error(&e);
-        }
+        self.apply(ui);
     }
 
     fn conn_event(&mut self, ui: &mut Ui, link: LinkId, now: Millis) {
@@ -586,9 +584,7 @@ impl Loop {
                         pos += len;
                         // Act on each frame at once: what one frame asks
                         // for is bounded, what a whole read asks for is not.
-                        if let Err(e) = self.apply(ui) {
-                            break Err(e);
-                        }
+                        self.apply(ui);
                     }
                     Ok(None) => break Ok(()),
                     Err(e) => break Err(format!("bad frame: {e}")),
@@ -618,7 +614,7 @@ impl Loop {
     }
 
     /// Carries out what the core asked for, until it asks for nothing.
-    fn apply(&mut self, ui: &mut Ui) -> Result<(), String> {
+    fn apply(&mut self, ui: &mut Ui) {
         let now = self.now();
         while let Some(a) = self.core.next_action() {
             match a {
@@ -654,7 +650,6 @@ impl Loop {
                 }
             }
         }
-        Ok(())
     }
 
     fn connect(&mut self, link: LinkId, addr: SocketAddr, now: Millis) {

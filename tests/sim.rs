@@ -143,9 +143,10 @@ impl Sim {
                 }
                 Action::Connect(link, to) => {
                     let j = (to.port() - 10_000) as usize;
-                    if j < self.nodes.len() && self.nodes[j].alive && !self.blocked(i, j) {
-                        let now = self.now;
-                        let their = self.nodes[j].core.accepted(addr(i), now);
+                    let now = self.now;
+                    let up = j < self.nodes.len() && self.nodes[j].alive && !self.blocked(i, j);
+                    let their = up.then(|| self.nodes[j].core.accepted(addr(i), now));
+                    if let Some(their) = their {
                         self.ends.insert((i, link), (j, their));
                         self.ends.insert((j, their), (i, link));
                         self.post((i, link), Ev::Connected(i, link));
