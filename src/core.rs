@@ -88,8 +88,8 @@ const HELD_BYTES: usize = 1 << 20;
 /// Events further ahead of the next expected one are dropped, not held.
 const HOLD_WINDOW: u64 = 4096;
 /// Recent events kept to answer FETCH: count and bytes.
-const CACHE_EVENTS: usize = 4096;
-const CACHE_BYTES: usize = 1 << 20;
+const CACHE_EVENTS: usize = 16384;
+const CACHE_BYTES: usize = 4 << 20;
 /// Events sent in answer to one FETCH.
 const FETCH_MAX: u64 = 256;
 /// Departed node ids remembered, so stale member lists cannot revive them.
