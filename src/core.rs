@@ -26,7 +26,7 @@
 //!   and is declared gone everywhere if it does not within `refute_wait`.
 
 use crate::wire::{self, Body, Entry, Event, Hello, Msg, Refusal, WireError};
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
@@ -329,7 +329,7 @@ impl Rng {
 /// Recent events by (origin, seq), bounded in count and bytes.
 #[derive(Debug, Default)]
 struct Cache {
-    frames: HashMap<(u64, u64), Vec<u8>>,
+    frames: BTreeMap<(u64, u64), Vec<u8>>,
     order: VecDeque<(u64, u64)>,
     bytes: usize,
 }
@@ -337,17 +337,17 @@ struct Cache {
 impl Cache {
     /// The oldest event of `origin` still kept.
     fn oldest(&self, origin: u64) -> Option<u64> {
-        self.order
-            .iter()
-            .filter(|(o, _)| *o == origin)
-            .map(|&(_, s)| s)
-            .min()
+        self.frames
+            .range((origin, 0)..=(origin, u64::MAX))
+            .next()
+            .map(|(&(_, s), _)| s)
     }
 
     fn insert(&mut self, key: (u64, u64), frame: Vec<u8>) {
         self.bytes += frame.len();
-        if self.frames.insert(key, frame).is_none() {
-            self.order.push_back(key);
+        match self.frames.insert(key, frame) {
+            Some(old) => self.bytes -= old.len(),
+            None => self.order.push_back(key),
         }
         while self.order.len() > CACHE_EVENTS || self.bytes > CACHE_BYTES {
             let Some(old) = self.order.pop_front() else {
@@ -496,9 +496,14 @@ impl Core {
         self.links.values().filter(|l| l.peer.is_some()).count()
     }
 
-    /// Node ids of the peers we have links with.
-    pub fn neighbours(&self) -> Vec<u64> {
-        self.links.values().filter_map(|l| l.peer).collect()
+    /// Whether actions are waiting for [`Core::next_action`].
+    pub fn has_actions(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    /// Whether `link` has said HELLO (it carries the network's traffic).
+    pub fn is_established(&self, link: LinkId) -> bool {
+        self.links.get(&link).is_some_and(|l| l.peer.is_some())
     }
 
     /// The next thing to do, if any.
@@ -570,7 +575,7 @@ impl Core {
                 m.dial_after = now + backoff(m.dial_failures);
                 if !m.present && m.dial_failures >= DIAL_GIVE_UP {
                     // Only ever heard of, never reached: likely made up.
-                    self.members.remove(&t);
+                    self.forget_member(t);
                 }
             }
             // Pace dials after a failure: a list of dead addresses must
@@ -993,7 +998,7 @@ impl Core {
 
         if h.name == self.name && !self.name_clash(h.id, now) {
             let why = format!("the name {} is taken in this network", h.name);
-            self.members.remove(&h.id);
+            self.forget_member(h.id);
             self.links.get_mut(&link).expect("link").peer = None;
             return self.refuse(link, Refusal::NameTaken, &why, now);
         }
@@ -1084,7 +1089,7 @@ impl Core {
                 .map(|(&id, _)| id)
                 .collect();
             for id in ids {
-                self.members.remove(&id);
+                self.forget_member(id);
             }
         }
         self.drop_link(link, text, now);
@@ -1354,13 +1359,20 @@ impl Core {
             (Some(l), Some(f)) => Some(l.min(f)),
             (Some(l), None) => Some(l),
             (None, Some(f)) if give_up || f <= m.next => Some(f),
-            _ if give_up => Some(m.ahead),
+            // Skip at most a window at a time: a sequence number far ahead
+            // may be a lie, and must not silence its origin at one stroke.
+            _ if give_up => Some(m.ahead.min(m.next.saturating_add(HOLD_WINDOW))),
             _ => None,
         };
         if let Some(to) = skip_to.filter(|&t| t > m.next) {
             let missed = to - m.next;
             m.next = to;
             m.skipped_to = to;
+            if m.held.is_empty() && m.ahead <= to {
+                // The event we skipped to was never held: wait for it
+                // without a timer; it, or a later one, restarts the gap.
+                m.ahead = 0;
+            }
             let name = display_name(origin, m);
             self.show(Show::Warning(format!(
                 "missed {missed} message{} from {name}",
@@ -1370,6 +1382,12 @@ impl Core {
         }
         if first.is_some_and(|f| f <= m.next) {
             return self.drain_held(origin, now);
+        }
+        if give_up && first.is_none() {
+            // Nothing held and nothing more to skip to: stop looking; the
+            // next event from it will tell where it is.
+            m.ahead = 0;
+            return;
         }
         m.fetch_at = now + cfg_wait;
         soonest(&mut self.member_wake, m.fetch_at);
@@ -1537,7 +1555,7 @@ impl Core {
     }
 
     fn remove_member(&mut self, id: u64, lost: bool, now: Millis) {
-        let Some(mut m) = self.members.remove(&id) else {
+        let Some(mut m) = self.forget_member(id) else {
             return;
         };
         if self.state == State::Member && m.present {
@@ -1546,9 +1564,11 @@ impl Core {
                 lost,
             });
         }
-        self.held_bytes -= m.held.values().map(|(f, _)| f.len()).sum::<usize>();
-        m.held.clear();
         if lost {
+            // Whatever gap it had is moot now; if it comes back, the gap
+            // since `next` is found afresh.
+            m.ahead = 0;
+            m.lack = None;
             m.suspect_until = None;
             m.unreachable = false;
             if self.lost.len() >= LOST_MAX {
@@ -1585,6 +1605,14 @@ impl Core {
             self.links.remove(&l);
             self.out.push_back(Action::Close(l));
         }
+    }
+
+    /// Drops a member from the table, and the bytes it held back.
+    fn forget_member(&mut self, id: u64) -> Option<Member> {
+        let mut m = self.members.remove(&id)?;
+        self.held_bytes -= m.held.values().map(|(f, _)| f.len()).sum::<usize>();
+        m.held.clear();
+        Some(m)
     }
 
     fn tombstone(&mut self, id: u64) {

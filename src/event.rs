@@ -153,7 +153,7 @@ struct Loop {
     /// A lone ESC typed: take it as the Escape key if nothing follows by then.
     esc_at: Option<Millis>,
     /// Puts stdin's file status flags back as they were.
-    _stdin_flags: StdinFlags,
+    stdin_flags: StdinFlags,
     /// Where reads land first.
     scratch: Box<[u8]>,
     /// Links with bytes left to read after their share of a turn.
@@ -175,11 +175,25 @@ impl StdinFlags {
     }
 }
 
-impl Drop for StdinFlags {
-    fn drop(&mut self) {
+impl StdinFlags {
+    /// Puts the original flags back (before stopping).
+    fn restore(&self) {
         if let Some(f) = self.0 {
             unsafe { libc::fcntl(0, libc::F_SETFL, f) };
         }
+    }
+
+    /// Non-blocking again (after continuing).
+    fn reapply(&self) {
+        if let Some(f) = self.0 {
+            unsafe { libc::fcntl(0, libc::F_SETFL, f | libc::O_NONBLOCK) };
+        }
+    }
+}
+
+impl Drop for StdinFlags {
+    fn drop(&mut self) {
+        self.restore();
     }
 }
 
@@ -198,7 +212,13 @@ impl Loop {
 
         let mut signals = vec![libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
         if matches!(ui, Ui::Tty(_)) {
-            signals.extend([libc::SIGWINCH, libc::SIGTSTP, libc::SIGCONT]);
+            signals.push(libc::SIGWINCH);
+        }
+        // A stopped peer must not leave the terminal it shares with the
+        // shell non-blocking: stop and continue are handled, when stdin
+        // is one.
+        if !opts.no_input && unsafe { libc::isatty(0) } == 1 {
+            signals.extend([libc::SIGTSTP, libc::SIGCONT]);
         }
         let sig = SignalPipe::install(&signals).map_err(|e| format!("signals: {e}"))?;
         poll.registry()
@@ -259,7 +279,7 @@ impl Loop {
             exit: None,
             accept_retry: None,
             esc_at: None,
-            _stdin_flags: stdin_flags,
+            stdin_flags,
             scratch: vec![0; CHUNK].into_boxed_slice(),
             unread: Vec::new(),
         })
@@ -331,8 +351,15 @@ impl Loop {
             if self.core.deadline().is_some_and(|t| now >= t) {
                 self.core.tick(now);
             }
-            self.apply(ui);
-            self.housekeeping(now);
+            // Dropping a link in housekeeping gives the core more to do:
+            // do it now, not after the next sleep.
+            loop {
+                self.apply(ui);
+                self.housekeeping(now);
+                if !self.core.has_actions() {
+                    break;
+                }
+            }
         }
     }
 
@@ -370,7 +397,7 @@ impl Loop {
     fn backlogged(&self) -> bool {
         self.conns
             .iter()
-            .filter(|(_, c)| c.closing.is_none() && !c.connecting)
+            .filter(|&(link, c)| c.closing.is_none() && self.core.is_established(link))
             .map(|(_, c)| c.queued())
             .min()
             .is_some_and(|q| q > HIGH_WATER)
@@ -425,8 +452,12 @@ impl Loop {
                         let _ = t.screen.resize();
                     }
                 }
-                libc::SIGTSTP => suspend(ui),
+                libc::SIGTSTP => {
+                    self.stdin_flags.restore();
+                    suspend(ui);
+                }
                 libc::SIGCONT => {
+                    self.stdin_flags.reapply();
                     if let Ui::Tty(t) = ui {
                         let _ = t.screen.resume();
                         crate::ui::paste_mode(true);
@@ -721,8 +752,8 @@ fn suspend(ui: &mut Ui) {
     if let Ui::Tty(t) = ui {
         crate::ui::paste_mode(false);
         let _ = t.screen.suspend();
-        unsafe { libc::kill(libc::getpid(), libc::SIGSTOP) };
     }
+    unsafe { libc::kill(libc::getpid(), libc::SIGSTOP) };
 }
 
 fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
