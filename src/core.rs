@@ -114,6 +114,8 @@ const DIAL_PACE: Millis = 250;
 const MAX_DIALS: usize = 3;
 /// Lost members asked about per member list received.
 const ASK_MAX: usize = 64;
+/// Questions about lost members wait a random moment up to this.
+const ASK_JITTER: Millis = 1_000;
 /// How long leaving waits for a link that is being dialled.
 const LEAVE_WAIT: Millis = 1_000;
 /// SUSPECTs about us arriving within this are answered by one ALIVE.
@@ -300,8 +302,10 @@ struct Lost {
     probes: u32,
     probe_after: Millis,
     /// When we last asked the network about it (a SUSPECT), because a
-    /// peer listed it as alive.
+    /// peer listed it as alive, or heard someone else ask.
     asked: Option<Millis>,
+    /// A question to ask: when it was decided, and when to ask it.
+    ask_at: Option<(Millis, Millis)>,
 }
 
 /// A small deterministic random number generator (xorshift64*).
@@ -380,6 +384,8 @@ pub struct Core {
     lost: BTreeMap<u64, Lost>,
     /// When to probe a lost member's address next.
     probe_at: Option<Millis>,
+    /// When a question about a lost member is due (a lower bound).
+    ask_wake: Option<Millis>,
     /// When a link gets old enough to be shed, if we have too many.
     shed_at: Option<Millis>,
     /// When we became a member, to tell a name race from a taken name.
@@ -422,6 +428,7 @@ impl Core {
             gone_order: VecDeque::new(),
             lost: BTreeMap::new(),
             probe_at: None,
+            ask_wake: None,
             shed_at: None,
             // Whoever starts a network cannot be racing anyone for its name.
             joined_at: None,
@@ -735,6 +742,9 @@ impl Core {
         if self.probe_at.is_some_and(|t| now >= t) {
             self.probe(now);
         }
+        if self.ask_wake.is_some_and(|t| now >= t) {
+            self.ask(now);
+        }
         if self.shed_at.is_some_and(|t| now >= t) {
             self.shed_at = None;
             self.shed(0, now);
@@ -753,6 +763,31 @@ impl Core {
                 self.out.push_back(Action::Exit(code, msg));
             } else {
                 self.leaving = Some((code, msg, until));
+            }
+        }
+    }
+
+    /// Asks the questions about lost members that are due, unless someone
+    /// else asked meanwhile.
+    fn ask(&mut self, now: Millis) {
+        self.ask_wake = None;
+        let mut due = Vec::new();
+        for (&id, l) in self.lost.iter_mut() {
+            match l.ask_at {
+                Some((queued, at)) if at <= now => {
+                    l.ask_at = None;
+                    if l.asked.is_none_or(|t| t < queued) {
+                        l.asked = Some(now);
+                        due.push(id);
+                    }
+                }
+                Some((_, at)) => soonest(&mut self.ask_wake, at),
+                None => {}
+            }
+        }
+        if self.state == State::Member {
+            for id in due {
+                self.emit(Body::Suspect { target: id }, now);
             }
         }
     }
@@ -821,6 +856,9 @@ impl Core {
                 self.remove_member(id, true, now);
             }
         }
+        // From scratch: what ran above may have lowered it to a timer it
+        // has since dealt with.
+        self.member_wake = None;
         for m in self.members.values() {
             if behind(m) {
                 soonest(&mut self.member_wake, m.fetch_at);
@@ -849,6 +887,9 @@ impl Core {
         }
         if let Some(p) = self.probe_at {
             min(p);
+        }
+        if let Some(a) = self.ask_wake {
+            min(a);
         }
         if let Some(p) = self.shed_at {
             min(p);
@@ -1109,7 +1150,7 @@ impl Core {
             self.links.get_mut(&link).expect("link").floor = Some(e.seq);
         }
         let mut fetch = Vec::new();
-        let mut ask = Vec::new();
+        let mut asks = 0;
         let mut dropped = 0;
         for e in entries {
             if e.id == self.id || self.gone.contains(&e.id) || !wire::valid_name(&e.name) {
@@ -1117,10 +1158,15 @@ impl Core {
             }
             if let Some(l) = self.lost.get_mut(&e.id) {
                 // Alive, says a peer we reach: ask the network; if it is, it
-                // refutes with ALIVE and everyone lets it back in.
-                if ask.len() < ASK_MAX && l.asked.is_none_or(|t| now >= t + ASK_AGAIN) {
-                    l.asked = Some(now);
-                    ask.push(e.id);
+                // refutes with ALIVE and everyone lets it back in. Ask after
+                // a random moment, and not at all if someone asks first: in
+                // a healed partition many peers learn the same news at once.
+                let stale = l.asked.is_none_or(|t| now >= t + ASK_AGAIN);
+                if asks < ASK_MAX && stale && l.ask_at.is_none() {
+                    asks += 1;
+                    let at = now + 1 + self.rng.below(ASK_JITTER);
+                    l.ask_at = Some((now, at));
+                    soonest(&mut self.ask_wake, at);
                 }
                 continue;
             }
@@ -1170,11 +1216,6 @@ impl Core {
             }
         }
         self.held_bytes -= dropped;
-        if self.state == State::Member {
-            for id in ask {
-                self.emit(Body::Suspect { target: id }, now);
-            }
-        }
         for (origin, from, to) in fetch {
             let f = wire::frame(&Msg::Fetch { origin, from, to });
             self.send(link, f, now);
@@ -1589,6 +1630,7 @@ impl Core {
                     probes: 0,
                     probe_after: now + DIAL_BACKOFF,
                     asked: None,
+                    ask_at: None,
                 },
             );
             soonest(&mut self.probe_at, now + DIAL_BACKOFF);
