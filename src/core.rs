@@ -546,15 +546,21 @@ impl Core {
             return;
         };
         l.connected = true;
-        let hello = Msg::Hello(Hello {
+        let ip = l.addr.ip();
+        let hello = self.hello(joining, ip);
+        self.send(link, hello, now);
+    }
+
+    /// Our HELLO frame, telling the other side the IP we see it at.
+    fn hello(&self, joining: bool, you: IpAddr) -> Vec<u8> {
+        wire::frame(&Msg::Hello(Hello {
             version: wire::VERSION,
             id: self.id,
             name: self.name.clone(),
             port: self.port,
             joining,
-            you: Some(l.addr.ip()),
-        });
-        self.send(link, wire::frame(&hello), now);
+            you: Some(you),
+        }))
     }
 
     /// A link failed or was closed by the other side.
@@ -1002,15 +1008,8 @@ impl Core {
             SocketAddr::new(addr.ip(), h.port)
         };
         if !outbound {
-            let reply = Msg::Hello(Hello {
-                version: wire::VERSION,
-                id: self.id,
-                name: self.name.clone(),
-                port: self.port,
-                joining: false,
-                you: Some(addr.ip()),
-            });
-            self.send(link, wire::frame(&reply), now);
+            let reply = self.hello(false, addr.ip());
+            self.send(link, reply, now);
         }
 
         let known = self.members.contains_key(&h.id);
@@ -1310,9 +1309,7 @@ impl Core {
         }
         if ev.seq > m.next {
             if !behind(m) {
-                m.gap_since = now;
-                m.fetch_at = now + self.cfg.gap_wait;
-                soonest(&mut self.member_wake, m.fetch_at);
+                start_gap(m, now, self.cfg.gap_wait, &mut self.member_wake);
             }
             m.ahead = m.ahead.max(ev.seq);
             let room = m.held.len() < MAX_HELD && self.held_bytes + frame.len() <= HELD_BYTES;
@@ -1344,9 +1341,7 @@ impl Core {
         if let Some(m) = self.members.get_mut(&origin) {
             // A gap remains further on: it starts its own wait.
             if behind(m) {
-                m.gap_since = now;
-                m.fetch_at = now + self.cfg.gap_wait;
-                soonest(&mut self.member_wake, m.fetch_at);
+                start_gap(m, now, self.cfg.gap_wait, &mut self.member_wake);
             }
         }
     }
@@ -1877,6 +1872,14 @@ fn backoff(failures: u32) -> Millis {
 /// Whether we know of events of `m` that we have not delivered.
 fn behind(m: &Member) -> bool {
     !m.held.is_empty() || m.ahead >= m.next
+}
+
+/// A gap in `m`'s events starts now: fetch after `wait`, and give up
+/// `gap_giveup` from now.
+fn start_gap(m: &mut Member, now: Millis, wait: Millis, wake: &mut Option<Millis>) {
+    m.gap_since = now;
+    m.fetch_at = now + wait;
+    soonest(wake, m.fetch_at);
 }
 
 /// Lowers the deadline `w` to `t`.

@@ -110,6 +110,8 @@ impl Ui {
     /// Shows one event from the core.
     pub fn show(&mut self, ev: &Show) {
         match self {
+            // In plain lines a warning is a diagnostic, on stderr.
+            Ui::Plain(_) if let Show::Warning(w) = ev => self.error(w),
             Ui::Plain(b) => plain(b, ev),
             Ui::Json(b) => json(b, ev),
             Ui::Tty(t) => tty(&mut t.screen, &t.name, ev),
@@ -201,11 +203,7 @@ fn plain(b: &mut Vec<u8>, ev: &Show) {
                 line(b, format_args!("*   {}", member(m)));
             }
         }
-        Show::Warning(w) => {
-            let _ = io::stdout().write_all(b);
-            b.clear();
-            eprintln!("p2pchat: {}", escape_controls(w));
-        }
+        Show::Warning(_) => unreachable!("Ui::show sends warnings to Ui::error"),
     }
 }
 
