@@ -23,10 +23,21 @@
 //! - Liveness: an idle link carries a PING every `heartbeat`; a link silent
 //!   for `link_timeout` is dead. A peer that loses its last link to a member
 //!   floods SUSPECT; the member refutes with ALIVE if it is alive elsewhere,
-//!   and is declared gone everywhere if it does not within `refute_wait`.
+//!   and is declared lost everywhere if it does not within `refute_wait`.
+//! - Census: whoever declares a member lost says ALIVE too (once for many
+//!   losses), and asks about members it then hears nothing from. In a
+//!   partition, members with no link to our side are found that way: no
+//!   one here had a link to lose.
+//! - Coming back: lost members are remembered and their addresses probed.
+//!   A probe that gets through (a partition heals, a laptop wakes) lets the
+//!   member back in on its HELLO; anyone who lets a lost member back in
+//!   says ALIVE, which lets it back in wherever it was lost, and so on
+//!   across both halves: a few events per peer, not one per pair. Events
+//!   of a lost member are held until its ALIVE, and what it said while
+//!   away is fetched like any gap.
 
 use crate::wire::{self, Body, Entry, Event, Hello, Msg, Refusal, WireError};
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque, btree_map};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
@@ -98,7 +109,8 @@ const TOMBSTONES: usize = 4096;
 const DIAL_BACKOFF: Millis = 500;
 const DIAL_BACKOFF_MAX: Millis = 30_000;
 /// Members lost (not left) remembered, to let them back in and to probe
-/// their addresses: how many, for how long, and one probe per interval.
+/// their addresses: how many, for how long, and one probe per interval
+/// (on average).
 const LOST_MAX: usize = 256;
 const LOST_FORGET: Millis = 600_000;
 const PROBE_EVERY: Millis = 2_000;
@@ -114,12 +126,24 @@ const DIAL_PACE: Millis = 250;
 const MAX_DIALS: usize = 3;
 /// Lost members asked about per member list received.
 const ASK_MAX: usize = 64;
-/// Questions about lost members wait a random moment up to this.
+/// Questions about lost members wait this, plus a random moment up to
+/// `ASK_JITTER`: long enough for the member's own ALIVE to make them moot.
+const ASK_DELAY: Millis = 2_000;
 const ASK_JITTER: Millis = 1_000;
+/// Having let a lost member back in, we say ALIVE after a random moment up
+/// to this (whoever lost it likely lost us too), and then not again for
+/// `ALIVE_QUIET`: many members coming back at once cost one ALIVE.
+const ALIVE_JITTER: Millis = 200;
+const ALIVE_QUIET: Millis = 2_000;
+/// Having lost a member, we also say ALIVE, and so does everyone else: a
+/// census. A member we have heard nothing from this long after (nor for
+/// `ALIVE_QUIET` before) is asked about: in a partition, members with no
+/// links to our side would be suspected by no one.
+const CENSUS_WAIT: Millis = 3_000;
 /// How long leaving waits for a link that is being dialled.
 const LEAVE_WAIT: Millis = 1_000;
 /// SUSPECTs about us arriving within this are answered by one ALIVE.
-const ANSWER_WAIT: Millis = 20;
+const ANSWER_WAIT: Millis = 200;
 /// A member only heard of, whose address failed this often, is forgotten.
 const DIAL_GIVE_UP: u32 = 6;
 /// A link younger than this is not shed (it may be a newcomer's only one).
@@ -268,6 +292,10 @@ struct Member {
     unreachable: bool,
     /// SUSPECT events (origin, seq) it has answered with ALIVE.
     answered: VecDeque<(u64, u64)>,
+    /// When we last got a new event of it (0: never).
+    heard: Millis,
+    /// Silent through a census: when to ask the network about it.
+    ask_at: Option<Millis>,
 }
 
 impl Member {
@@ -289,6 +317,8 @@ impl Member {
             present: false,
             unreachable: false,
             answered: VecDeque::new(),
+            heard: 0,
+            ask_at: None,
         }
     }
 }
@@ -313,8 +343,13 @@ struct Lost {
 pub struct Rng(u64);
 
 impl Rng {
+    /// The seed is mixed first (splitmix64), so that near seeds such as 32
+    /// and 33 start far apart; xorshift must not start at 0.
     pub fn new(seed: u64) -> Rng {
-        Rng(seed | 1)
+        let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        Rng((z ^ (z >> 31)) | 1)
     }
 
     pub fn next_u64(&mut self) -> u64 {
@@ -397,6 +432,12 @@ pub struct Core {
     answer_at: Option<Millis>,
     /// SUSPECTs about us answered lately, so copies are not answered twice.
     answered: VecDeque<(u64, u64)>,
+    /// When to say ALIVE because lost members came back, and when we last
+    /// said ALIVE at all.
+    alive_at: Option<Millis>,
+    alive_last: Option<Millis>,
+    /// A census under way: when it started, and when to count.
+    census: Option<(Millis, Millis)>,
     cache: Cache,
     rng: Rng,
     out: VecDeque<Action>,
@@ -436,6 +477,9 @@ impl Core {
             to_answer: Vec::new(),
             answer_at: None,
             answered: VecDeque::new(),
+            alive_at: None,
+            alive_last: None,
+            census: None,
             cache: Cache::default(),
             rng: Rng::new(seed),
             out: VecDeque::new(),
@@ -755,13 +799,12 @@ impl Core {
             self.shed_at = None;
             self.shed(0, now);
         }
-        if self.answer_at.is_some_and(|t| now >= t) {
-            self.answer_at = None;
-            let all = std::mem::take(&mut self.to_answer);
-            for chunk in all.chunks(wire::MAX_ANSWERS) {
-                let answers = chunk.to_vec();
-                self.emit(Body::Alive { answers }, now);
-            }
+        let due = |t: Option<Millis>| t.is_some_and(|t| now >= t);
+        if due(self.answer_at) || due(self.alive_at) {
+            self.say_alive(now);
+        }
+        if due(self.census.map(|(_, at)| at)) {
+            self.count_census(now);
         }
         if let Some((code, msg, until)) = self.leaving.take() {
             if now >= until {
@@ -802,7 +845,15 @@ impl Core {
     /// of a partition, or a peer and a sleeping laptop, find each other
     /// again.
     fn probe(&mut self, now: Millis) {
-        self.lost.retain(|_, l| now < l.since + LOST_FORGET);
+        let old: Vec<u64> = self
+            .lost
+            .iter()
+            .filter(|(_, l)| now >= l.since + LOST_FORGET)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in old {
+            self.drop_lost(id);
+        }
         self.probe_at = None;
         if self.state != State::Member || self.lost.is_empty() {
             return;
@@ -824,13 +875,17 @@ impl Core {
             let link = self.new_link(addr, true, Some(id), now);
             self.out.push_back(Action::Connect(link, addr));
         }
-        self.probe_at = Some(now + PROBE_EVERY);
+        // Every peer of a partition's half lost its members at the same
+        // moment: a random phase keeps their probes apart, so that one
+        // reaches the other half soon after it can.
+        self.probe_at = Some(now + PROBE_EVERY / 2 + self.rng.below(PROBE_EVERY));
     }
 
     /// Runs the members' timers that are due, and finds the next one.
     fn member_timers(&mut self, now: Millis) {
         let mut gaps = Vec::new();
         let mut gone = Vec::new();
+        let mut asks = Vec::new();
         for (&id, m) in &self.members {
             if behind(m) && now >= m.fetch_at {
                 gaps.push(id);
@@ -838,9 +893,25 @@ impl Core {
             if m.suspect_until.is_some_and(|t| now >= t) {
                 gone.push(id);
             }
+            if m.ask_at.is_some_and(|t| now >= t) {
+                asks.push(id);
+            }
         }
         for id in gaps {
             self.fill_gap(id, now);
+        }
+        for id in asks {
+            let linked = self.linked(id);
+            // Gone meanwhile, perhaps by a LEAVE a filled gap let through.
+            let Some(m) = self.members.get_mut(&id) else {
+                continue;
+            };
+            m.ask_at = None;
+            // Unless someone asked first, or we link to it now.
+            if m.suspect_until.is_none() && !linked && self.state == State::Member {
+                m.suspect_until = Some(now + self.cfg.refute_wait);
+                self.emit(Body::Suspect { target: id }, now);
+            }
         }
         let isolated = self.link_count() == 0;
         let wait = self.cfg.refute_wait;
@@ -860,6 +931,7 @@ impl Core {
                 soonest(&mut self.member_wake, now + wait);
             } else {
                 self.remove_member(id, true, now);
+                self.start_census(now);
             }
         }
         // From scratch: what ran above may have lowered it to a timer it
@@ -872,6 +944,46 @@ impl Core {
             if let Some(t) = m.suspect_until {
                 soonest(&mut self.member_wake, t);
             }
+            if let Some(t) = m.ask_at {
+                soonest(&mut self.member_wake, t);
+            }
+        }
+    }
+
+    /// We lost a member: say ALIVE, and count who else does.
+    fn start_census(&mut self, now: Millis) {
+        if self.state != State::Member {
+            return;
+        }
+        self.want_alive(now);
+        if self.census.is_none() {
+            self.census = Some((now, now + CENSUS_WAIT));
+        }
+    }
+
+    /// Asks, after a random moment, about members silent through the
+    /// census (at most `ASK_MAX`): anyone else who asks first saves us
+    /// the question.
+    fn count_census(&mut self, now: Millis) {
+        let Some((start, _)) = self.census.take() else {
+            return;
+        };
+        if self.state != State::Member || self.link_count() == 0 {
+            return;
+        }
+        let since = start.saturating_sub(ALIVE_QUIET);
+        let linked: HashSet<u64> = self.links.values().filter_map(|l| l.peer).collect();
+        let silent = self.members.iter_mut().filter(|(id, m)| {
+            m.present
+                && m.heard < since
+                && m.suspect_until.is_none()
+                && m.ask_at.is_none()
+                && !linked.contains(id)
+        });
+        for (_, m) in silent.take(ASK_MAX) {
+            let at = now + 1 + self.rng.below(ASK_JITTER);
+            m.ask_at = Some(at);
+            soonest(&mut self.member_wake, at);
         }
     }
 
@@ -904,6 +1016,12 @@ impl Core {
             min(*until);
         }
         if let Some(a) = self.answer_at {
+            min(a);
+        }
+        if let Some(a) = self.alive_at {
+            min(a);
+        }
+        if let Some((_, a)) = self.census {
             min(a);
         }
         t
@@ -995,7 +1113,7 @@ impl Core {
         if h.you.is_some() && self.ip.is_none_or(|ip| ip.is_unspecified()) {
             self.ip = h.you;
         }
-        self.readmit(h.id);
+        self.readmit(h.id, now);
         let was_isolated = self.link_count() == 0;
 
         let l = self.links.get_mut(&link).expect("link");
@@ -1052,7 +1170,7 @@ impl Core {
             self.send_members(link, now);
             if was_isolated && self.seq > 1 {
                 // Back from isolation: whoever gave up on us, take us back.
-                self.emit(Body::Alive { answers: vec![] }, now);
+                self.say_alive(now);
             }
         }
         self.dedup_links(h.id);
@@ -1091,8 +1209,10 @@ impl Core {
         }
     }
 
-    /// A member we had lost is back: it said HELLO, or refuted.
-    fn readmit(&mut self, id: u64) {
+    /// A member we had lost is back: it said HELLO, or ALIVE. Whoever lost
+    /// it (the other half of a partition) likely lost us too: we say ALIVE
+    /// in turn, soon.
+    fn readmit(&mut self, id: u64, now: Millis) {
         let Some(l) = self.lost.remove(&id) else {
             return;
         };
@@ -1102,10 +1222,68 @@ impl Core {
         m.dial_failures = 0;
         m.dial_after = 0;
         m.present = true;
+        if behind(&m) {
+            // Events of it held while it was lost: fill what is missing.
+            start_gap(&mut m, now, self.cfg.gap_wait, &mut self.member_wake);
+        }
+        m.heard = now;
         let name = display_name(id, &m);
         self.members.insert(id, m);
         if self.state == State::Member {
             self.show(Show::MemberJoined(name));
+            self.want_alive(now);
+        }
+    }
+
+    /// Says ALIVE after a random moment, unless it is due already; at most
+    /// once per `ALIVE_QUIET`.
+    fn want_alive(&mut self, now: Millis) {
+        if self.alive_at.is_none() {
+            let soon = now + self.rng.below(ALIVE_JITTER);
+            let quiet = self.alive_last.map_or(0, |t| t + ALIVE_QUIET);
+            self.alive_at = Some(soon.max(quiet));
+        }
+    }
+
+    /// Says ALIVE, answering the SUSPECTs about us not answered yet.
+    fn say_alive(&mut self, now: Millis) {
+        self.answer_at = None;
+        self.alive_at = None;
+        self.alive_last = Some(now);
+        let all = std::mem::take(&mut self.to_answer);
+        let mut chunks = all.chunks(wire::MAX_ANSWERS).peekable();
+        if chunks.peek().is_none() {
+            self.emit(Body::Alive { answers: vec![] }, now);
+        }
+        for chunk in chunks {
+            let answers = chunk.to_vec();
+            self.emit(Body::Alive { answers }, now);
+        }
+    }
+
+    /// Queues a question to the network about lost member `id`, which
+    /// someone says is alive: a SUSPECT, which it refutes if it is. Asked
+    /// after a while, and not at all if it says ALIVE first or someone else
+    /// asks first: in a healed partition many peers learn the same news at
+    /// once. Returns whether a question was queued.
+    fn queue_ask(&mut self, id: u64, now: Millis) -> bool {
+        let Some(l) = self.lost.get_mut(&id) else {
+            return false;
+        };
+        let stale = l.asked.is_none_or(|t| now >= t + ASK_AGAIN);
+        if !stale || l.ask_at.is_some() {
+            return false;
+        }
+        let at = now + ASK_DELAY + self.rng.below(ASK_JITTER);
+        l.ask_at = Some((now, at));
+        soonest(&mut self.ask_wake, at);
+        true
+    }
+
+    /// Forgets lost member `id`, and the bytes of its events held.
+    fn drop_lost(&mut self, id: u64) {
+        if let Some(l) = self.lost.remove(&id) {
+            self.held_bytes -= l.m.held.values().map(|(f, _)| f.len()).sum::<usize>();
         }
     }
 
@@ -1155,17 +1333,11 @@ impl Core {
             if e.id == self.id || self.gone.contains(&e.id) || !wire::valid_name(&e.name) {
                 continue;
             }
-            if let Some(l) = self.lost.get_mut(&e.id) {
-                // Alive, says a peer we reach: ask the network; if it is, it
-                // refutes with ALIVE and everyone lets it back in. Ask after
-                // a random moment, and not at all if someone asks first: in
-                // a healed partition many peers learn the same news at once.
-                let stale = l.asked.is_none_or(|t| now >= t + ASK_AGAIN);
-                if asks < ASK_MAX && stale && l.ask_at.is_none() {
+            if self.lost.contains_key(&e.id) {
+                // Alive, says a peer we reach: it will likely say ALIVE
+                // itself soon; if not, ask.
+                if asks < ASK_MAX && self.queue_ask(e.id, now) {
                     asks += 1;
-                    let at = now + 1 + self.rng.below(ASK_JITTER);
-                    l.ask_at = Some((now, at));
-                    soonest(&mut self.ask_wake, at);
                 }
                 continue;
             }
@@ -1242,29 +1414,15 @@ impl Core {
         }
         if self.lost.contains_key(&ev.origin) {
             match ev.body {
-                // It refutes: it is alive after all. Its events since we
-                // lost it are fetched like any gap.
-                Body::Alive { .. } => self.readmit(ev.origin),
+                // It refutes: it is alive after all. What we held of it
+                // drains, and the rest is fetched like any gap.
+                Body::Alive { .. } => self.readmit(ev.origin, now),
                 Body::Leave => {
-                    self.lost.remove(&ev.origin);
+                    self.drop_lost(ev.origin);
                     self.tombstone(ev.origin);
                     return;
                 }
-                // Whoever asks, we answer: others may have it back already,
-                // and our silence would make them give up on us.
-                Body::Suspect { target } if target == self.id => {
-                    return self.answer(ev.origin, ev.seq, now);
-                }
-                // It still speaks, so it may well be alive: ask the network,
-                // and it will refute if it is.
-                _ => {
-                    let l = self.lost.get_mut(&ev.origin).expect("lost");
-                    if l.asked.is_none_or(|t| now >= t + ASK_AGAIN) && self.state == State::Member {
-                        l.asked = Some(now);
-                        self.emit(Body::Suspect { target: ev.origin }, now);
-                    }
-                    return;
-                }
+                _ => return self.hold_lost(link, ev, frame, now),
             }
         }
         // A JOIN under a name no honest peer could have is malformed.
@@ -1289,6 +1447,8 @@ impl Core {
         if ev.seq < m.next {
             return;
         }
+        m.heard = now;
+        m.ask_at = None;
         if ev.body == (Body::Suspect { target: self.id }) {
             // Answer at once, even if the question must wait behind a gap:
             // the others will not wait for that gap.
@@ -1317,11 +1477,41 @@ impl Core {
                 self.held_bytes += frame.len();
                 m.held.insert(ev.seq, (frame, link));
             }
+            // What comes before it may have been held while its origin was
+            // lost to us.
+            if m.held.contains_key(&m.next) {
+                self.drain_held(ev.origin, now);
+            }
             return;
         }
         let origin = ev.origin;
         self.deliver(ev, frame, Some(link), now);
         self.drain_held(origin, now);
+    }
+
+    /// An event from a member we lost. In a healed partition its events
+    /// come in order, and its ALIVE after them: hold them until then. If no
+    /// ALIVE comes, ask whether it is alive.
+    fn hold_lost(&mut self, link: LinkId, ev: Event, frame: Vec<u8>, now: Millis) {
+        if ev.body == (Body::Suspect { target: self.id }) {
+            // Whoever asks, we answer: others may have it back already,
+            // and our silence would make them give up on us.
+            self.answer(ev.origin, ev.seq, now);
+        }
+        let held_bytes = self.held_bytes;
+        let l = self.lost.get_mut(&ev.origin).expect("lost");
+        let m = &mut l.m;
+        let room = m.held.len() < MAX_HELD && held_bytes + frame.len() <= HELD_BYTES;
+        if ev.seq >= m.next && ev.seq - m.next < HOLD_WINDOW && room {
+            m.ahead = m.ahead.max(ev.seq);
+            if let btree_map::Entry::Vacant(e) = m.held.entry(ev.seq) {
+                self.held_bytes += frame.len();
+                e.insert((frame, link));
+            }
+        }
+        if self.state == State::Member {
+            self.queue_ask(ev.origin, now);
+        }
     }
 
     fn drain_held(&mut self, origin: u64, now: Millis) {
@@ -1614,7 +1804,7 @@ impl Core {
                     .min_by_key(|(_, l)| l.since)
                     .map(|(&k, _)| k);
                 if let Some(k) = oldest {
-                    self.lost.remove(&k);
+                    self.drop_lost(k);
                 }
             }
             self.lost.insert(

@@ -51,6 +51,11 @@ struct Sim {
     max_delay: Millis,
     /// Pairs of nodes that cannot reach each other (a partition).
     cut: HashSet<(usize, usize)>,
+    /// Traffic counted since the last [`Sim::stats`]: frames sent by kind,
+    /// and distinct events originated by kind.
+    sent: BTreeMap<&'static str, u64>,
+    events: BTreeMap<&'static str, u64>,
+    seen: HashSet<(u64, u64)>,
 }
 
 fn addr(i: usize) -> SocketAddr {
@@ -71,6 +76,9 @@ impl Sim {
             pushed: Vec::new(),
             max_delay,
             cut: HashSet::new(),
+            sent: BTreeMap::new(),
+            events: BTreeMap::new(),
+            seen: HashSet::new(),
         }
     }
 
@@ -120,6 +128,38 @@ impl Sim {
         self.queue.push(Reverse((at, self.order, ev)));
     }
 
+    /// Counts a frame by kind, and a new event by type, reading only the
+    /// header bytes (the wire format's module docs): decoding ten million
+    /// frames would double the run time.
+    fn count(&mut self, body: &[u8]) {
+        const KINDS: [&str; 8] = [
+            "?", "hello", "refuse", "members", "event", "fetch", "ping", "lack",
+        ];
+        const TYPES: [&str; 6] = ["?", "join", "leave", "chat", "suspect", "alive"];
+        let mut kind = KINDS.get(body[0] as usize).copied().unwrap_or("?");
+        if body[0] == 4 {
+            let origin = u64::from_be_bytes(body[1..9].try_into().unwrap());
+            let seq = u64::from_be_bytes(body[9..17].try_into().unwrap());
+            kind = TYPES.get(body[17] as usize).copied().unwrap_or("?");
+            if kind == "alive" && body.get(18).is_some_and(|&n| n > 0) {
+                // An ALIVE that answers SUSPECTs.
+                kind = "answer";
+            }
+            if self.seen.insert((origin, seq)) {
+                *self.events.entry(kind).or_default() += 1;
+            }
+        }
+        *self.sent.entry(kind).or_default() += 1;
+    }
+
+    /// Prints and resets the traffic counted since the last call, with
+    /// `--nocapture`.
+    fn stats(&mut self, phase: &str) {
+        eprintln!("{phase}: events {:?}; frames {:?}", self.events, self.sent);
+        self.events.clear();
+        self.sent.clear();
+    }
+
     fn blocked(&self, a: usize, b: usize) -> bool {
         self.cut.contains(&(a.min(b), a.max(b)))
     }
@@ -138,6 +178,7 @@ impl Sim {
                     if let Some(&to) = self.ends.get(&(i, link)) {
                         let n = wire::frame_len(&frame).unwrap().unwrap();
                         assert_eq!(n, frame.len());
+                        self.count(&frame[4..]);
                         self.post(to, Ev::Frame(to.0, to.1, frame[4..].to_vec()));
                     }
                 }
@@ -595,17 +636,17 @@ fn max_links(sim: &Sim) -> usize {
 
 /// A large network: joins, 30% killed, a partition that heals, and every
 /// message said by a survivor, before, during and after the partition,
-/// delivered to every survivor once and in order. `SIM_PEERS` changes the
-/// size: 200 by default (what `make test` runs; `SIM_PEERS=500` is the
-/// size the issue names, minutes in a release build).
+/// delivered to every survivor once and in order. 500 peers, about a
+/// minute and a half; `SIM_PEERS` changes the size.
 #[test]
 fn large_network_survives_kills_and_heals_a_partition() {
-    let n: usize = std::env::var("SIM_PEERS").map_or(200, |s| s.parse().expect("SIM_PEERS"));
+    let n: usize = std::env::var("SIM_PEERS").map_or(500, |s| s.parse().expect("SIM_PEERS"));
     for seed in seeds(&[101]) {
         with_seed(seed, |seed| {
             let cfg = Config::default();
             let mut sim = Sim::new(seed, 10);
             grow(&mut sim, n, &cfg);
+            sim.stats("joins");
             assert!(sim.connected(), "mesh not connected after joins");
             assert!(
                 max_links(&sim) <= cfg.max_degree,
@@ -638,20 +679,39 @@ fn large_network_survives_kills_and_heals_a_partition() {
                 .copied()
                 .filter(|_| sim.rng.below(2) == 0)
                 .collect();
+            sim.stats("kills");
+            let before: Vec<usize> = sim.nodes.iter().map(|n| n.left.len()).collect();
+            let split_at = sim.now;
             sim.partition(&half);
-            if std::env::var("SIM_TRACE").is_ok() {
-                eprintln!(
-                    "t={} partition: 21 in half {}, 69 in half {}",
-                    sim.now,
-                    half.contains(&21),
-                    half.contains(&69)
-                );
-            }
             chatter(&mut sim, 2, 2_000, "p");
-            let t = sim.now + 10_000;
+            // Each half gives up on the other, members with no links to it
+            // included: none stays shown as present and unreachable.
+            let other = |i: usize| {
+                live.iter()
+                    .filter(|&&j| half.contains(&i) != half.contains(&j))
+                    .count()
+            };
+            let split = |sim: &Sim| {
+                live.iter()
+                    .all(|&i| sim.nodes[i].left.len() - before[i] >= other(i))
+            };
+            while !split(&sim) && sim.now < split_at + 30_000 {
+                let t = sim.now + 100;
+                sim.run_until(t);
+            }
+            eprintln!(
+                "seed {seed}: {n} peers, partition noticed (every member of the other half lost) in {} ms",
+                sim.now - split_at
+            );
+            let t = split_at + 15_000;
             sim.run_until(t);
+            for &i in &live {
+                let lost = sim.nodes[i].left.len() - before[i];
+                assert_eq!(lost, other(i), "node {i} did not lose the other half");
+            }
             // Heal, and give the halves time to find each other: until
             // every survivor knows every other one again (a minute at most).
+            sim.stats("partition");
             let healed_at = sim.now;
             sim.cut.clear();
             let merged = |sim: &Sim| {
@@ -662,6 +722,13 @@ fn large_network_survives_kills_and_heals_a_partition() {
             while !merged(&sim) && sim.now < healed_at + 60_000 {
                 let t = sim.now + 100;
                 sim.run_until(t);
+                if std::env::var("SIM_TRACE").is_ok() {
+                    let missing: usize = live
+                        .iter()
+                        .map(|&i| live.len() - 1 - sim.nodes[i].core.member_count())
+                        .sum();
+                    eprintln!("+{} ms: {missing} missing", sim.now - healed_at);
+                }
             }
             eprintln!(
                 "seed {seed}: {n} peers, partition healed (all members known again) in {} ms",
@@ -669,9 +736,11 @@ fn large_network_survives_kills_and_heals_a_partition() {
             );
             let t = sim.now + 15_000;
             sim.run_until(t);
+            sim.stats("heal");
             chatter(&mut sim, 1, 1_000, "h");
             let t = sim.now + 10_000;
             sim.run_until(t);
+            sim.stats("after");
             assert!(sim.connected(), "halves did not merge");
             assert!(
                 max_links(&sim) <= cfg.max_degree,
@@ -689,6 +758,62 @@ fn large_network_survives_kills_and_heals_a_partition() {
                     sim.nodes[i].warnings
                 );
             }
+        });
+    }
+}
+
+/// Two halves of a partition find each other again with a few events per
+/// peer: every peer that lets members back in says ALIVE, once for many,
+/// instead of peers asking the network about each lost member.
+#[test]
+fn a_healed_partition_costs_a_few_events_per_peer() {
+    for seed in seeds(&[31, 32, 33]) {
+        with_seed(seed, |seed| {
+            let n = 60;
+            let cfg = Config::default();
+            let mut sim = Sim::new(seed, 10);
+            grow(&mut sim, n, &cfg);
+            let half: BTreeSet<usize> = (0..n).filter(|_| sim.rng.below(2) == 0).collect();
+            sim.partition(&half);
+            chatter(&mut sim, 2, 2_000, "p");
+            let t = sim.now + 10_000;
+            sim.run_until(t);
+            for i in 0..n {
+                let lost = sim.nodes[i].left.iter().filter(|(_, l)| *l).count();
+                let other = if half.contains(&i) {
+                    n - half.len()
+                } else {
+                    half.len()
+                };
+                if lost != other {
+                    for j in 0..n {
+                        if half.contains(&i) != half.contains(&j) {
+                            let id = sim.nodes[j].core.id();
+                            eprintln!("n{i} sees n{j}: {}", sim.nodes[i].core.describe(id));
+                        }
+                    }
+                }
+                assert_eq!(lost, other, "node {i} did not lose the other half");
+            }
+            sim.stats("partition");
+            sim.cut.clear();
+            let t = sim.now + 20_000;
+            sim.run_until(t);
+            let events = sim.events.clone();
+            sim.stats("heal");
+            let all: Vec<usize> = (0..n).collect();
+            for i in 0..n {
+                check_delivery(&sim, i, &all);
+                assert_eq!(sim.nodes[i].core.member_count(), n - 1, "node {i}");
+                assert!(sim.nodes[i].warnings.is_empty(), "node {i}");
+            }
+            // ALIVEs: to come back (one for many members coming back),
+            // and answers to the SUSPECTs said during the partition.
+            let count = |k: &str| events.get(k).copied().unwrap_or(0);
+            let alive = count("alive") + count("answer");
+            let suspect = count("suspect");
+            assert!(alive <= 4 * n as u64, "{alive} ALIVEs for {n} peers");
+            assert!(suspect <= n as u64 / 10, "{suspect} SUSPECTs in the heal");
         });
     }
 }
