@@ -5,8 +5,11 @@ use getopts::Options;
 use std::net::IpAddr;
 
 /// The one-line synopsis, printed with usage errors.
-pub const USAGE: &str =
-    "usage: p2pchat [-hV] [--plain | --json] [--no-input] [-b address] [-p port] name [host port]";
+pub const USAGE: &str = "usage: p2pchat [-hV] [--plain | --json] [--no-input] [-b address] [-d degree] [-D max]\n\
+     \x20              [-p port] name [host port]";
+
+/// The most links `-D` may allow: the core's bound on links.
+const MAX_DEGREE: usize = 256;
 
 /// How events are written to standard output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,7 +30,10 @@ pub struct Opts {
     pub port: u16,
     pub mode: Mode,
     pub no_input: bool,
+    /// Links to keep: dial more below this.
     pub degree: usize,
+    /// Links to allow: shed some above this.
+    pub max_degree: usize,
 }
 
 /// What the command line asks for.
@@ -56,6 +62,12 @@ fn options() -> Options {
         "d",
         "degree",
         "links to keep to other peers (default 6)",
+        "N",
+    );
+    o.optopt(
+        "D",
+        "max-degree",
+        "shed links above this many (default twice the degree)",
         "N",
     );
     o.optflag("", "plain", "plain lines on stdout, even on a terminal");
@@ -109,6 +121,17 @@ pub fn parse(args: &[String]) -> Result<Parsed, String> {
             _ => return Err(format!("bad degree {s:?}: expected 1 to 64")),
         },
     };
+    let max_degree = match m.opt_str("D") {
+        None => 2 * degree,
+        Some(s) => match s.parse::<usize>() {
+            Ok(n) if (degree..=MAX_DEGREE).contains(&n) => n,
+            _ => {
+                return Err(format!(
+                    "bad max degree {s:?}: expected {degree} (the degree) to {MAX_DEGREE}"
+                ));
+            }
+        },
+    };
     let (name, join) = match m.free.as_slice() {
         [] => return Err("a name is required".into()),
         [name] => (name, None),
@@ -133,6 +156,7 @@ pub fn parse(args: &[String]) -> Result<Parsed, String> {
         mode,
         no_input: m.opt_present("no-input"),
         degree,
+        max_degree,
     }))
 }
 
@@ -162,6 +186,14 @@ mod tests {
         assert_eq!(o.port, 4000);
         assert_eq!(o.mode, Mode::Json);
         assert!(run(&["--no-input", "--plain", "x"]).unwrap().no_input);
+        let o = run(&["x"]).unwrap();
+        assert_eq!((o.degree, o.max_degree), (6, 12));
+        let o = run(&["-d", "3", "x"]).unwrap();
+        assert_eq!((o.degree, o.max_degree), (3, 6));
+        let o = run(&["-d", "2", "--max-degree", "2", "x"]).unwrap();
+        assert_eq!((o.degree, o.max_degree), (2, 2));
+        let o = run(&["-D", "256", "x"]).unwrap();
+        assert_eq!((o.degree, o.max_degree), (6, 256));
     }
 
     #[test]
@@ -178,6 +210,12 @@ mod tests {
             &["--plain", "--json", "a"],
             &["-b", "nowhere", "a"],
             &["--frob", "a"],
+            &["-d", "0", "a"],
+            &["-d", "65", "a"],
+            &["-d", "many", "a"],
+            &["-D", "5", "a"],
+            &["-d", "8", "-D", "7", "a"],
+            &["-D", "257", "a"],
         ] {
             assert!(run(args).is_err(), "{args:?}");
         }

@@ -248,7 +248,7 @@ impl Loop {
         let id = random_u64();
         let cfg = core::Config {
             degree: opts.degree,
-            max_degree: 2 * opts.degree,
+            max_degree: opts.max_degree,
             ..Default::default()
         };
         let mut core = Core::new(cfg, id, &opts.name, port, random_u64());

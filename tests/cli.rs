@@ -87,6 +87,20 @@ fn bad_listen_port_is_a_usage_error() {
 }
 
 #[test]
+fn bad_degrees_are_usage_errors() {
+    usage_error(&["-d", "0", "alice"]);
+    usage_error(&["-d", "65", "alice"]);
+    usage_error(&["--degree", "six", "alice"]);
+    let err = usage_error(&["-d", "4", "-D", "3", "alice"]);
+    assert!(
+        err.iter()
+            .any(|l| l == r#"p2pchat: bad max degree "3": expected 4 (the degree) to 256"#),
+        "{err:?}"
+    );
+    usage_error(&["--max-degree", "257", "alice"]);
+}
+
+#[test]
 fn bad_peer_port_is_a_usage_error() {
     usage_error(&["alice", "127.0.0.1", "abc"]);
     usage_error(&["alice", "127.0.0.1", "70000"]);

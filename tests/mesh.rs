@@ -704,3 +704,63 @@ fn neighbours_restarted_on_same_ports_are_found_again() {
         panic!("{}", problems.join("\n"));
     }
 }
+
+/// How many members `p`'s `:who` shows as directly linked, in a network
+/// of `members` (itself included).
+fn direct_links(p: &mut Peer, members: usize) -> usize {
+    p.send(":who");
+    let rows = p.expect_block(&format!("* {members} members:"), members);
+    rows.iter().filter(|r| r.ends_with(" direct")).count()
+}
+
+/// Starts `names` as one network with options `opts`, each joining through
+/// the first (`via_first`) or a random earlier peer, and waits until
+/// everyone has seen every join.
+fn network_with(names: &[&str], opts: &[&str], via_first: bool) -> Vec<Peer> {
+    let mut rng = Rng::new();
+    let mut peers: Vec<Peer> = vec![Peer::launch(names[0], opts, None, Stdio::piped())];
+    for (i, name) in names.iter().enumerate().skip(1) {
+        let j = if via_first { 0 } else { rng.next() % i as u64 };
+        let via = peers[j as usize].port();
+        let mut p = Peer::launch(name, opts, Some(via), Stdio::piped());
+        p.expect_joined(via, i + 1);
+        for earlier in peers.iter_mut() {
+            earlier.expect_line(&format!("* {name} joined"));
+        }
+        peers.push(p);
+    }
+    peers
+}
+
+#[test]
+fn small_networks_are_full_meshes_and_large_ones_keep_within_bounds() {
+    // Up to degree + 1 peers (the default degree is 6): everyone links to
+    // everyone.
+    let names = ["a", "b", "c", "d", "e", "f", "g"];
+    let mut peers = network_with(&names, &[], false);
+    for p in peers.iter_mut() {
+        let full = wait_for(Instant::now() + DEADLINE, || direct_links(p, 7) == 6);
+        assert!(full, "{}: not linked to all 6 others", p.name);
+    }
+    drop(peers);
+
+    // Twelve peers keeping 2 links, shedding above 3, all joining through
+    // p0, which has 11 links at first: after the joins settle (links are
+    // shed once 2 s old), every peer has 2 or 3, and the links still make
+    // one network.
+    let names = [
+        "p0", "p1", "p2", "p3", "p4", "p5", "p6", "p7", "p8", "p9", "p10", "p11",
+    ];
+    let mut peers = network_with(&names, &["-d", "2", "-D", "3"], true);
+    let mut counts = Vec::new();
+    let settled = wait_for(Instant::now() + Duration::from_secs(20), || {
+        counts = peers.iter_mut().map(|p| direct_links(p, 12)).collect();
+        counts.iter().all(|&n| (2..=3).contains(&n))
+    });
+    eprintln!("links per peer with -d 2 -D 3: {counts:?}");
+    assert!(settled, "links per peer not within 2..=3: {counts:?}");
+    peers[0].send("one network");
+    for p in peers.iter_mut().skip(1) {
+        p.expect_line("p0: one network");
+    }
+}
