@@ -70,6 +70,9 @@ pub struct Config {
     pub gap_wait: Millis,
     /// A gap nobody can fill is skipped after this.
     pub gap_giveup: Millis,
+    /// Lost members remembered and probed, at most; beyond it the longest
+    /// lost is forgotten (but for where its events had got to).
+    pub lost_max: usize,
 }
 
 impl Default for Config {
@@ -84,6 +87,7 @@ impl Default for Config {
             refute_wait: 2_000,
             gap_wait: 300,
             gap_giveup: 10_000,
+            lost_max: 256,
         }
     }
 }
@@ -105,14 +109,18 @@ const CACHE_BYTES: usize = 4 << 20;
 const FETCH_MAX: u64 = 256;
 /// Departed node ids remembered, so stale member lists cannot revive them.
 const TOMBSTONES: usize = 4096;
+/// Lost members forgotten, remembered by where their events had got to.
+const FORGOTTEN: usize = 4096;
 /// Redial back-off: first delay and cap.
 const DIAL_BACKOFF: Millis = 500;
 const DIAL_BACKOFF_MAX: Millis = 30_000;
-/// Members lost (not left) remembered, to let them back in and to probe
-/// their addresses: how many, for how long, and one probe per interval
-/// (on average).
-const LOST_MAX: usize = 256;
-const LOST_FORGET: Millis = 600_000;
+/// Members lost (not left) are remembered, to let them back in and to
+/// probe their addresses: for a day, probed with back-off up to
+/// `DIAL_BACKOFF_MAX` for ten minutes and every five minutes after, one
+/// probe per interval (on average).
+const LOST_FORGET: Millis = 24 * 3_600_000;
+const LOST_SLOW_AFTER: Millis = 600_000;
+const LOST_SLOW: Millis = 300_000;
 const PROBE_EVERY: Millis = 2_000;
 const ASK_AGAIN: Millis = 30_000;
 /// Answered suspicions remembered per member.
@@ -417,6 +425,10 @@ pub struct Core {
     gone: HashSet<u64>,
     gone_order: VecDeque<u64>,
     lost: BTreeMap<u64, Lost>,
+    /// Lost members forgotten (too many lost, or lost too long): the next
+    /// event we would deliver of each, and its name.
+    forgotten: BTreeMap<u64, (u64, Option<String>)>,
+    forgotten_order: VecDeque<u64>,
     /// When to probe a lost member's address next.
     probe_at: Option<Millis>,
     /// When a question about a lost member is due (a lower bound).
@@ -468,6 +480,8 @@ impl Core {
             gone: HashSet::new(),
             gone_order: VecDeque::new(),
             lost: BTreeMap::new(),
+            forgotten: BTreeMap::new(),
+            forgotten_order: VecDeque::new(),
             probe_at: None,
             ask_wake: None,
             shed_at: None,
@@ -535,6 +549,8 @@ impl Core {
                 "lost since={} next={} probes={}",
                 l.since, l.m.next, l.probes
             )
+        } else if let Some((next, _)) = self.forgotten.get(&id) {
+            format!("forgotten next={next}")
         } else if self.gone.contains(&id) {
             "gone".into()
         } else {
@@ -870,7 +886,13 @@ impl Core {
             let id = ready[self.rng.below(ready.len() as u64) as usize];
             let l = self.lost.get_mut(&id).expect("lost");
             l.probes = l.probes.saturating_add(1);
-            l.probe_after = now + backoff(l.probes);
+            l.probe_after = if now >= l.since + LOST_SLOW_AFTER {
+                // At a random phase: members lost together (a partition)
+                // would otherwise all be probed at once, then not at all.
+                now + LOST_SLOW / 2 + self.rng.below(LOST_SLOW)
+            } else {
+                now + backoff(l.probes)
+            };
             let addr = l.m.addr.expect("addr");
             let link = self.new_link(addr, true, Some(id), now);
             self.out.push_back(Action::Connect(link, addr));
@@ -1113,6 +1135,7 @@ impl Core {
         if h.you.is_some() && self.ip.is_none_or(|ip| ip.is_unspecified()) {
             self.ip = h.you;
         }
+        self.recall(h.id, now);
         self.readmit(h.id, now);
         let was_isolated = self.link_count() == 0;
 
@@ -1280,10 +1303,21 @@ impl Core {
         true
     }
 
-    /// Forgets lost member `id`, and the bytes of its events held.
+    /// Forgets lost member `id`, and the bytes of its events held, but
+    /// not where its events had got to: should it ever come back, what we
+    /// delivered of it must not be delivered again.
     fn drop_lost(&mut self, id: u64) {
-        if let Some(l) = self.lost.remove(&id) {
-            self.held_bytes -= l.m.held.values().map(|(f, _)| f.len()).sum::<usize>();
+        let Some(l) = self.lost.remove(&id) else {
+            return;
+        };
+        self.held_bytes -= l.m.held.values().map(|(f, _)| f.len()).sum::<usize>();
+        if self.forgotten.len() >= FORGOTTEN {
+            if let Some(old) = self.forgotten_order.pop_front() {
+                self.forgotten.remove(&old);
+            }
+        }
+        if self.forgotten.insert(id, (l.m.next, l.m.name)).is_none() {
+            self.forgotten_order.push_back(id);
         }
     }
 
@@ -1333,6 +1367,7 @@ impl Core {
             if e.id == self.id || self.gone.contains(&e.id) || !wire::valid_name(&e.name) {
                 continue;
             }
+            self.recall(e.id, now);
             if self.lost.contains_key(&e.id) {
                 // Alive, says a peer we reach: it will likely say ALIVE
                 // itself soon; if not, ask.
@@ -1412,6 +1447,7 @@ impl Core {
         if ev.origin == self.id || ev.seq == u64::MAX || self.gone.contains(&ev.origin) {
             return;
         }
+        self.recall(ev.origin, now);
         if self.lost.contains_key(&ev.origin) {
             match ev.body {
                 // It refutes: it is alive after all. What we held of it
@@ -1797,28 +1833,7 @@ impl Core {
             m.lack = None;
             m.suspect_until = None;
             m.unreachable = false;
-            if self.lost.len() >= LOST_MAX {
-                let oldest = self
-                    .lost
-                    .iter()
-                    .min_by_key(|(_, l)| l.since)
-                    .map(|(&k, _)| k);
-                if let Some(k) = oldest {
-                    self.drop_lost(k);
-                }
-            }
-            self.lost.insert(
-                id,
-                Lost {
-                    m,
-                    since: now,
-                    probes: 0,
-                    probe_after: now + DIAL_BACKOFF,
-                    asked: None,
-                    ask_at: None,
-                },
-            );
-            soonest(&mut self.probe_at, now + DIAL_BACKOFF);
+            self.insert_lost(id, m, now);
         } else {
             self.tombstone(id);
         }
@@ -1831,6 +1846,38 @@ impl Core {
         for l in links {
             self.links.remove(&l);
             self.out.push_back(Action::Close(l));
+        }
+    }
+
+    /// Remembers `m` as lost, making room by forgetting the longest lost.
+    fn insert_lost(&mut self, id: u64, m: Member, now: Millis) {
+        if self.lost.len() >= self.cfg.lost_max {
+            let oldest = self
+                .lost
+                .iter()
+                .min_by_key(|(_, l)| l.since)
+                .map(|(&k, _)| k);
+            if let Some(k) = oldest {
+                self.drop_lost(k);
+            }
+        }
+        let l = Lost {
+            m,
+            since: now,
+            probes: 0,
+            probe_after: now + DIAL_BACKOFF,
+            asked: None,
+            ask_at: None,
+        };
+        self.lost.insert(id, l);
+        soonest(&mut self.probe_at, now + DIAL_BACKOFF);
+    }
+
+    /// A member forgotten as lost is heard of again: lost once more, so
+    /// that it is let back in like one, where it left off.
+    fn recall(&mut self, id: u64, now: Millis) {
+        if let Some((next, name)) = self.forgotten.remove(&id) {
+            self.insert_lost(id, Member::new(name, None, next), now);
         }
     }
 

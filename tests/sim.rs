@@ -817,3 +817,70 @@ fn a_healed_partition_costs_a_few_events_per_peer() {
         });
     }
 }
+
+/// Halves apart for eleven minutes (past the fast probing of lost
+/// members), each losing more members than it remembers as lost
+/// (`lost_max`), still merge, and nothing said before is delivered twice:
+/// a forgotten member comes back where it left off, not from its first
+/// event, and under its name.
+#[test]
+fn a_long_partition_with_forgotten_members_heals_without_duplicates() {
+    for seed in seeds(&[41, 42]) {
+        with_seed(seed, |seed| {
+            let n = 24;
+            let cfg = Config {
+                lost_max: 4,
+                ..Config::default()
+            };
+            let mut sim = Sim::new(seed, 10);
+            grow(&mut sim, n, &cfg);
+            chatter(&mut sim, 2, 1_000, "a");
+            let t = sim.now + 5_000;
+            sim.run_until(t);
+            let half: BTreeSet<usize> = (0..n).filter(|&i| i % 2 == 0).collect();
+            sim.partition(&half);
+            chatter(&mut sim, 2, 1_000, "p");
+            let t = sim.now + 11 * 60_000;
+            sim.run_until(t);
+            // Lost members are probed every five minutes or so by now.
+            let healed_at = sim.now;
+            for node in sim.nodes.iter_mut() {
+                node.joined.clear();
+            }
+            sim.cut.clear();
+            while !sim.connected() && sim.now < healed_at + 600_000 {
+                let t = sim.now + 1_000;
+                sim.run_until(t);
+            }
+            eprintln!(
+                "seed {seed}: after 11 minutes apart, merged in {} s",
+                (sim.now - healed_at) / 1_000
+            );
+            let t = sim.now + 60_000;
+            sim.run_until(t);
+            chatter(&mut sim, 1, 1_000, "h");
+            let t = sim.now + 10_000;
+            sim.run_until(t);
+            let all: Vec<usize> = (0..n).collect();
+            if !sim.connected() {
+                for j in 0..n {
+                    let id = sim.nodes[j].core.id();
+                    eprintln!("n0 sees n{j}: {}", sim.nodes[0].core.describe(id));
+                }
+            }
+            assert!(sim.connected(), "halves did not merge");
+            for i in 0..n {
+                check_delivery(&sim, i, &all);
+                assert_eq!(sim.nodes[i].core.member_count(), n - 1, "node {i}");
+                // The other half is shown as back, under its names.
+                for j in (0..n).filter(|j| half.contains(j) != half.contains(&i)) {
+                    assert!(
+                        sim.nodes[i].joined.contains(&name(j)),
+                        "node {i} did not see n{j} back: {:?}",
+                        sim.nodes[i].joined
+                    );
+                }
+            }
+        });
+    }
+}
