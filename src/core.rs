@@ -24,17 +24,17 @@
 //!   for `link_timeout` is dead. A peer that loses its last link to a member
 //!   floods SUSPECT; the member refutes with ALIVE if it is alive elsewhere,
 //!   and is declared lost everywhere if it does not within `refute_wait`.
-//! - Census: whoever declares a member lost says ALIVE too (once for many
-//!   losses), and asks about members it then hears nothing from. In a
-//!   partition, members with no link to our side are found that way: no
-//!   one here had a link to lose.
+//! - Census: whoever declares two members lost together (a partition,
+//!   perhaps) says ALIVE too, and asks about members it then hears nothing
+//!   from. In a partition, members with no link to our side are found that
+//!   way: no one here had a link to lose. One crash costs no census.
 //! - Coming back: lost members are remembered and their addresses probed.
 //!   A probe that gets through (a partition heals, a laptop wakes) lets the
-//!   member back in on its HELLO; anyone who lets a lost member back in
-//!   says ALIVE, which lets it back in wherever it was lost, and so on
-//!   across both halves: a few events per peer, not one per pair. Events
-//!   of a lost member are held until its ALIVE, and what it said while
-//!   away is fetched like any gap.
+//!   member back in on its HELLO; whoever lets two lost members back in
+//!   together says ALIVE, which lets it back in wherever it was lost, and
+//!   so on across both halves: a few events per peer, not one per pair.
+//!   Events of a lost member are held until its ALIVE (or LEAVE), and what
+//!   it said while away is fetched like any gap.
 
 use crate::wire::{self, Body, Entry, Event, Hello, Msg, Refusal, WireError};
 use std::collections::{BTreeMap, HashSet, VecDeque, btree_map};
@@ -138,16 +138,19 @@ const ASK_MAX: usize = 64;
 /// `ASK_JITTER`: long enough for the member's own ALIVE to make them moot.
 const ASK_DELAY: Millis = 2_000;
 const ASK_JITTER: Millis = 1_000;
-/// Having let a lost member back in, we say ALIVE after a random moment up
-/// to this (whoever lost it likely lost us too), and then not again for
-/// `ALIVE_QUIET`: many members coming back at once cost one ALIVE.
+/// Having let lost members back in (a partition heals: whoever lost them
+/// likely lost us too), we say ALIVE after a random moment up to this, and
+/// then not again for `ALIVE_QUIET`: many coming back cost one ALIVE.
 const ALIVE_JITTER: Millis = 200;
 const ALIVE_QUIET: Millis = 2_000;
-/// Having lost a member, we also say ALIVE, and so does everyone else: a
-/// census. A member we have heard nothing from this long after (nor for
-/// `ALIVE_QUIET` before) is asked about: in a partition, members with no
-/// links to our side would be suspected by no one.
+/// Having lost two members together, we say ALIVE, and so does everyone
+/// else: a census. A member we have heard nothing from this long after
+/// (nor for `ALIVE_QUIET` before) is asked about: in a partition, members
+/// with no links to our side would be suspected by no one.
 const CENSUS_WAIT: Millis = 3_000;
+/// Two members lost, or back, within this of each other are taken for a
+/// partition, or its healing.
+const TOGETHER: Millis = 10_000;
 /// How long leaving waits for a link that is being dialled.
 const LEAVE_WAIT: Millis = 1_000;
 /// SUSPECTs about us arriving within this are answered by one ALIVE.
@@ -450,6 +453,9 @@ pub struct Core {
     alive_last: Option<Millis>,
     /// A census under way: when it started, and when to count.
     census: Option<(Millis, Millis)>,
+    /// When we last lost a member, and when one last came back.
+    last_loss: Option<Millis>,
+    last_back: Option<Millis>,
     cache: Cache,
     rng: Rng,
     out: VecDeque<Action>,
@@ -494,6 +500,8 @@ impl Core {
             alive_at: None,
             alive_last: None,
             census: None,
+            last_loss: None,
+            last_back: None,
             cache: Cache::default(),
             rng: Rng::new(seed),
             out: VecDeque::new(),
@@ -953,7 +961,12 @@ impl Core {
                 soonest(&mut self.member_wake, now + wait);
             } else {
                 self.remove_member(id, true, now);
-                self.start_census(now);
+                // Two lost together: perhaps a partition, which a census
+                // tells. One crash alone needs none.
+                if self.last_loss.is_some_and(|t| now < t + TOGETHER) {
+                    self.start_census(now);
+                }
+                self.last_loss = Some(now);
             }
         }
         // From scratch: what ran above may have lowered it to a timer it
@@ -1254,8 +1267,18 @@ impl Core {
         self.members.insert(id, m);
         if self.state == State::Member {
             self.show(Show::MemberJoined(name));
+        }
+        self.back_one(now);
+    }
+
+    /// A lost member is back, or a neighbour says one is. Two together: a
+    /// partition heals, and the far side likely lost us too; say ALIVE.
+    /// One alone (a peer back from sleep) most likely did not.
+    fn back_one(&mut self, now: Millis) {
+        if self.last_back.is_some_and(|t| now < t + TOGETHER) {
             self.want_alive(now);
         }
+        self.last_back = Some(now);
     }
 
     /// Says ALIVE after a random moment, unless it is due already; at most
@@ -1272,6 +1295,10 @@ impl Core {
     fn say_alive(&mut self, now: Millis) {
         self.answer_at = None;
         self.alive_at = None;
+        if self.state != State::Member {
+            self.to_answer.clear();
+            return;
+        }
         self.alive_last = Some(now);
         let all = std::mem::take(&mut self.to_answer);
         let mut chunks = all.chunks(wire::MAX_ANSWERS).peekable();
@@ -1374,6 +1401,7 @@ impl Core {
                 if asks < ASK_MAX && self.queue_ask(e.id, now) {
                     asks += 1;
                 }
+                self.back_one(now);
                 continue;
             }
             if e.name == self.name && !self.name_clash(e.id, now) {
@@ -1448,16 +1476,15 @@ impl Core {
             return;
         }
         self.recall(ev.origin, now);
-        if self.lost.contains_key(&ev.origin) {
+        if let Some(l) = self.lost.get(&ev.origin) {
             match ev.body {
-                // It refutes: it is alive after all. What we held of it
-                // drains, and the rest is fetched like any gap.
-                Body::Alive { .. } => self.readmit(ev.origin, now),
-                Body::Leave => {
-                    self.drop_lost(ev.origin);
-                    self.tombstone(ev.origin);
-                    return;
-                }
+                // Said before we lost it, or a copy replayed: no news.
+                _ if ev.seq < l.m.next => return,
+                // It refutes: it is alive after all. Or it leaves, and its
+                // last words must not be lost with it. What we held of it
+                // drains, the rest is fetched like any gap, and then the
+                // LEAVE, if it is one, takes it out for good.
+                Body::Alive { .. } | Body::Leave => self.readmit(ev.origin, now),
                 _ => return self.hold_lost(link, ev, frame, now),
             }
         }

@@ -884,3 +884,77 @@ fn a_long_partition_with_forgotten_members_heals_without_duplicates() {
         });
     }
 }
+
+/// One crash in a settled network costs its neighbours' SUSPECTs and
+/// nothing more: no census, no ALIVE from everyone.
+#[test]
+fn one_crash_costs_a_few_events() {
+    for seed in seeds(&[51, 52, 53]) {
+        with_seed(seed, |seed| {
+            let n = 100;
+            let cfg = Config::default();
+            let mut sim = Sim::new(seed, 10);
+            grow(&mut sim, n, &cfg);
+            let t = sim.now + 30_000;
+            sim.run_until(t);
+            sim.stats("settled");
+            let victim = 1 + sim.rng.below(n as u64 - 1) as usize;
+            sim.kill(victim);
+            let t = sim.now + 30_000;
+            sim.run_until(t);
+            let events = sim.events.clone();
+            sim.stats("one crash");
+            for i in sim.live() {
+                assert_eq!(sim.nodes[i].left, vec![(name(victim), true)], "node {i}");
+            }
+            let all: usize = events.values().sum::<u64>() as usize;
+            assert!(
+                all <= 2 * cfg.max_degree,
+                "{all} events for one crash: {events:?}"
+            );
+        });
+    }
+}
+
+/// A member we lost says its last words and leaves as soon as we can hear
+/// it again, before it is back: its words are shown, then its leaving.
+#[test]
+fn a_lost_member_that_leaves_keeps_its_last_words() {
+    for seed in seeds(&[61, 62, 63, 64, 65, 66, 67, 68]) {
+        with_seed(seed, |seed| {
+            let n = 6;
+            let mut sim = Sim::new(seed, 10);
+            grow(&mut sim, n, &Config::default());
+            sim.partition(&BTreeSet::from([0]));
+            let t = sim.now + 10_000;
+            sim.run_until(t);
+            sim.cut.clear();
+            // As soon as node 0 is linked again, before it has heard from
+            // n3: what n3 says reaches a node that has it as lost.
+            while sim.nodes[0].core.link_count() == 0 {
+                let t = sim.now + 10;
+                sim.run_until(t);
+            }
+            let lost = |j: usize| {
+                let id = sim.nodes[j].core.id();
+                sim.nodes[0].core.describe(id).starts_with("lost")
+            };
+            let j = (1..n).find(|&j| lost(j)).expect("node 0 has them all back");
+            sim.say(j, "bye");
+            let now = sim.now;
+            sim.nodes[j].core.command(Command::Quit, now);
+            sim.pump(j);
+            let t = sim.now + 20_000;
+            sim.run_until(t);
+            for i in (0..n).filter(|&i| i != j) {
+                check_delivery(&sim, i, &[j]);
+                assert_eq!(
+                    sim.nodes[i].left.last(),
+                    Some(&(name(j), false)),
+                    "node {i}: {:?}",
+                    sim.nodes[i].left
+                );
+            }
+        });
+    }
+}
