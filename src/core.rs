@@ -305,6 +305,8 @@ struct Member {
     answered: VecDeque<(u64, u64)>,
     /// When we last got a new event of it (0: never).
     heard: Millis,
+    /// The last event our latest FETCH of it asked for (0: none pending).
+    fetched_to: u64,
     /// Silent through a census: when to ask the network about it.
     ask_at: Option<Millis>,
 }
@@ -329,6 +331,7 @@ impl Member {
             unreachable: false,
             answered: VecDeque::new(),
             heard: 0,
+            fetched_to: 0,
             ask_at: None,
         }
     }
@@ -1592,8 +1595,14 @@ impl Core {
             }
         }
         if let Some(m) = self.members.get_mut(&origin) {
-            // A gap remains further on: it starts its own wait.
-            if behind(m) {
+            if behind(m) && m.next > m.fetched_to && m.fetched_to != 0 {
+                // What we fetched is in, and more is missing (a long
+                // backlog, fetched a window at a time): fetch the next
+                // window at once.
+                m.fetched_to = 0;
+                start_gap(m, now, 0, &mut self.member_wake);
+            } else if behind(m) {
+                // A gap remains further on: it starts its own wait.
                 start_gap(m, now, self.cfg.gap_wait, &mut self.member_wake);
             }
         }
@@ -1681,10 +1690,12 @@ impl Core {
         m.fetch_at = now + cfg_wait;
         soonest(&mut self.member_wake, m.fetch_at);
         let to = first.map_or(m.ahead, |f| f - 1);
+        let to = to.min(m.next.saturating_add(FETCH_MAX - 1));
+        m.fetched_to = to;
         let f = wire::frame(&Msg::Fetch {
             origin,
             from: m.next,
-            to: to.min(m.next.saturating_add(FETCH_MAX - 1)),
+            to,
         });
         let links: Vec<LinkId> = self.established().collect();
         for l in links {

@@ -388,16 +388,15 @@ fn name(i: usize) -> String {
 /// Checks that `node` shows exactly what each of `senders` said, once each
 /// and in the order said.
 fn check_delivery(sim: &Sim, node: usize, senders: &[usize]) {
+    let mut by_sender: HashMap<&str, Vec<&str>> = HashMap::new();
+    for (from, text) in &sim.nodes[node].chats {
+        by_sender.entry(from).or_default().push(text);
+    }
     for &s in senders {
         if s == node {
             continue;
         }
-        let got: Vec<&str> = sim.nodes[node]
-            .chats
-            .iter()
-            .filter(|(f, _)| *f == name(s))
-            .map(|(_, t)| t.as_str())
-            .collect();
+        let got = by_sender.remove(name(s).as_str()).unwrap_or_default();
         let want = &sim.nodes[s].said;
         if &got != want {
             let id = sim.nodes[s].core.id();
