@@ -37,7 +37,7 @@
 //!   it said while away is fetched like any gap.
 
 use crate::wire::{self, Body, Entry, Event, Hello, Msg, Refusal, WireError};
-use std::collections::{BTreeMap, HashSet, VecDeque, btree_map};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
@@ -379,6 +379,55 @@ impl Rng {
     }
 }
 
+/// Node ids remembered with a value, at most `cap` of them: when full, the
+/// one remembered longest is forgotten first.
+#[derive(Debug)]
+struct Remember<V> {
+    cap: usize,
+    /// Each id's value and its stamp in `by_age`.
+    by_id: HashMap<u64, (u64, V)>,
+    by_age: BTreeMap<u64, u64>,
+    stamp: u64,
+}
+
+impl<V> Remember<V> {
+    fn new(cap: usize) -> Remember<V> {
+        Remember {
+            cap,
+            by_id: HashMap::new(),
+            by_age: BTreeMap::new(),
+            stamp: 0,
+        }
+    }
+
+    fn contains(&self, id: u64) -> bool {
+        self.by_id.contains_key(&id)
+    }
+
+    fn get(&self, id: u64) -> Option<&V> {
+        self.by_id.get(&id).map(|(_, v)| v)
+    }
+
+    /// Remembers `v` for `id`, as the newest.
+    fn insert(&mut self, id: u64, v: V) {
+        self.remove(id);
+        if self.by_id.len() >= self.cap {
+            if let Some((_, old)) = self.by_age.pop_first() {
+                self.by_id.remove(&old);
+            }
+        }
+        self.stamp += 1;
+        self.by_age.insert(self.stamp, id);
+        self.by_id.insert(id, (self.stamp, v));
+    }
+
+    fn remove(&mut self, id: u64) -> Option<V> {
+        let (stamp, v) = self.by_id.remove(&id)?;
+        self.by_age.remove(&stamp);
+        Some(v)
+    }
+}
+
 /// Recent events by (origin, seq), bounded in count and bytes.
 #[derive(Debug, Default)]
 struct Cache {
@@ -428,13 +477,11 @@ pub struct Core {
     next_link: LinkId,
     members: BTreeMap<u64, Member>,
     /// Members that left: their ids are never let in again.
-    gone: HashSet<u64>,
-    gone_order: VecDeque<u64>,
+    gone: Remember<()>,
     lost: BTreeMap<u64, Lost>,
     /// Lost members forgotten (too many lost, or lost too long): the next
     /// event we would deliver of each, and its name.
-    forgotten: BTreeMap<u64, (u64, Option<String>)>,
-    forgotten_order: VecDeque<u64>,
+    forgotten: Remember<(u64, Option<String>)>,
     /// When to probe a lost member's address next.
     probe_at: Option<Millis>,
     /// When a question about a lost member is due (a lower bound).
@@ -486,11 +533,9 @@ impl Core {
             links: BTreeMap::new(),
             next_link: 1,
             members: BTreeMap::new(),
-            gone: HashSet::new(),
-            gone_order: VecDeque::new(),
+            gone: Remember::new(TOMBSTONES),
             lost: BTreeMap::new(),
-            forgotten: BTreeMap::new(),
-            forgotten_order: VecDeque::new(),
+            forgotten: Remember::new(FORGOTTEN),
             probe_at: None,
             ask_wake: None,
             shed_at: None,
@@ -560,9 +605,9 @@ impl Core {
                 "lost since={} next={} probes={}",
                 l.since, l.m.next, l.probes
             )
-        } else if let Some((next, _)) = self.forgotten.get(&id) {
+        } else if let Some((next, _)) = self.forgotten.get(id) {
             format!("forgotten next={next}")
-        } else if self.gone.contains(&id) {
+        } else if self.gone.contains(id) {
             "gone".into()
         } else {
             "unknown".into()
@@ -966,10 +1011,9 @@ impl Core {
                 self.remove_member(id, true, now);
                 // Two lost together: perhaps a partition, which a census
                 // tells. One crash alone needs none.
-                if self.last_loss.is_some_and(|t| now < t + TOGETHER) {
+                if together(&mut self.last_loss, now) {
                     self.start_census(now);
                 }
-                self.last_loss = Some(now);
             }
         }
         // From scratch: what ran above may have lowered it to a timer it
@@ -1132,7 +1176,7 @@ impl Core {
         if !wire::valid_name(&h.name) {
             return self.refuse(link, Refusal::BadHello, "invalid name", now);
         }
-        if self.gone.contains(&h.id) {
+        if self.gone.contains(h.id) {
             let why = "this network saw you leave; start again to rejoin";
             return self.refuse(link, Refusal::Gone, why, now);
         }
@@ -1278,10 +1322,9 @@ impl Core {
     /// partition heals, and the far side likely lost us too; say ALIVE.
     /// One alone (a peer back from sleep) most likely did not.
     fn back_one(&mut self, now: Millis) {
-        if self.last_back.is_some_and(|t| now < t + TOGETHER) {
+        if together(&mut self.last_back, now) {
             self.want_alive(now);
         }
-        self.last_back = Some(now);
     }
 
     /// Says ALIVE after a random moment, unless it is due already; at most
@@ -1341,14 +1384,7 @@ impl Core {
             return;
         };
         self.held_bytes -= l.m.held.values().map(|(f, _)| f.len()).sum::<usize>();
-        if self.forgotten.len() >= FORGOTTEN {
-            if let Some(old) = self.forgotten_order.pop_front() {
-                self.forgotten.remove(&old);
-            }
-        }
-        if self.forgotten.insert(id, (l.m.next, l.m.name)).is_none() {
-            self.forgotten_order.push_back(id);
-        }
+        self.forgotten.insert(id, (l.m.next, l.m.name));
     }
 
     fn on_refuse(&mut self, link: LinkId, code: Refusal, text: &str, now: Millis) {
@@ -1394,7 +1430,7 @@ impl Core {
         let mut asks = 0;
         let mut dropped = 0;
         for e in entries {
-            if e.id == self.id || self.gone.contains(&e.id) || !wire::valid_name(&e.name) {
+            if e.id == self.id || self.gone.contains(e.id) || !wire::valid_name(&e.name) {
                 continue;
             }
             self.recall(e.id, now);
@@ -1475,7 +1511,7 @@ impl Core {
 
     fn on_event(&mut self, link: LinkId, ev: Event, frame: Vec<u8>, now: Millis) {
         // No honest sender gets to u64::MAX; nothing could follow it.
-        if ev.origin == self.id || ev.seq == u64::MAX || self.gone.contains(&ev.origin) {
+        if ev.origin == self.id || ev.seq == u64::MAX || self.gone.contains(ev.origin) {
             return;
         }
         self.recall(ev.origin, now);
@@ -1537,12 +1573,7 @@ impl Core {
             if !behind(m) {
                 start_gap(m, now, self.cfg.gap_wait, &mut self.member_wake);
             }
-            m.ahead = m.ahead.max(ev.seq);
-            let room = m.held.len() < MAX_HELD && self.held_bytes + frame.len() <= HELD_BYTES;
-            if ev.seq - m.next < HOLD_WINDOW && room && !m.held.contains_key(&ev.seq) {
-                self.held_bytes += frame.len();
-                m.held.insert(ev.seq, (frame, link));
-            }
+            hold(m, &mut self.held_bytes, ev.seq, frame, link);
             // What comes before it may have been held while its origin was
             // lost to us.
             if m.held.contains_key(&m.next) {
@@ -1564,16 +1595,9 @@ impl Core {
             // and our silence would make them give up on us.
             self.answer(ev.origin, ev.seq, now);
         }
-        let held_bytes = self.held_bytes;
         let l = self.lost.get_mut(&ev.origin).expect("lost");
-        let m = &mut l.m;
-        let room = m.held.len() < MAX_HELD && held_bytes + frame.len() <= HELD_BYTES;
-        if ev.seq >= m.next && ev.seq - m.next < HOLD_WINDOW && room {
-            m.ahead = m.ahead.max(ev.seq);
-            if let btree_map::Entry::Vacant(e) = m.held.entry(ev.seq) {
-                self.held_bytes += frame.len();
-                e.insert((frame, link));
-            }
+        if ev.seq >= l.m.next {
+            hold(&mut l.m, &mut self.held_bytes, ev.seq, frame, link);
         }
         if self.state == State::Member {
             self.queue_ask(ev.origin, now);
@@ -1914,7 +1938,7 @@ impl Core {
     /// A member forgotten as lost is heard of again: lost once more, so
     /// that it is let back in like one, where it left off.
     fn recall(&mut self, id: u64, now: Millis) {
-        if let Some((next, name)) = self.forgotten.remove(&id) {
+        if let Some((next, name)) = self.forgotten.remove(id) {
             self.insert_lost(id, Member::new(name, None, next), now);
         }
     }
@@ -1928,13 +1952,8 @@ impl Core {
     }
 
     fn tombstone(&mut self, id: u64) {
-        if self.gone.insert(id) {
-            self.gone_order.push_back(id);
-            if self.gone_order.len() > TOMBSTONES {
-                if let Some(old) = self.gone_order.pop_front() {
-                    self.gone.remove(&old);
-                }
-            }
+        if !self.gone.contains(id) {
+            self.gone.insert(id, ());
         }
     }
 
@@ -2149,12 +2168,31 @@ fn behind(m: &Member) -> bool {
     !m.held.is_empty() || m.ahead >= m.next
 }
 
+/// Holds back `m`'s event `seq` (ahead of `m.next`), if it is within the
+/// window and there is room: `held_bytes` counts all members' held bytes.
+fn hold(m: &mut Member, held_bytes: &mut usize, seq: u64, frame: Vec<u8>, link: LinkId) {
+    m.ahead = m.ahead.max(seq);
+    let room = m.held.len() < MAX_HELD && *held_bytes + frame.len() <= HELD_BYTES;
+    if seq - m.next < HOLD_WINDOW && room && !m.held.contains_key(&seq) {
+        *held_bytes += frame.len();
+        m.held.insert(seq, (frame, link));
+    }
+}
+
 /// A gap in `m`'s events starts now: fetch after `wait`, and give up
 /// `gap_giveup` from now.
 fn start_gap(m: &mut Member, now: Millis, wait: Millis, wake: &mut Option<Millis>) {
     m.gap_since = now;
     m.fetch_at = now + wait;
     soonest(wake, m.fetch_at);
+}
+
+/// Notes that something happened at `now`, last at `*last`; returns whether
+/// the two were within `TOGETHER` of each other.
+fn together(last: &mut Option<Millis>, now: Millis) -> bool {
+    let near = last.is_some_and(|t| now < t + TOGETHER);
+    *last = Some(now);
+    near
 }
 
 /// Lowers the deadline `w` to `t`.
@@ -2177,5 +2215,30 @@ fn truncate(s: &mut String, max: usize) {
             n -= 1;
         }
         s.truncate(n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remember_is_bounded_through_removals() {
+        let mut r: Remember<u64> = Remember::new(4);
+        for round in 0..1000u64 {
+            let id = round % 7;
+            r.insert(id, round);
+            if round % 3 == 0 {
+                r.remove(id);
+            }
+            assert!(r.by_id.len() <= 4);
+            assert_eq!(r.by_id.len(), r.by_age.len());
+        }
+        // The newest stay; the oldest go first.
+        for id in 10..16 {
+            r.insert(id, id);
+        }
+        assert!((12..16).all(|id| r.get(id) == Some(&id)));
+        assert!(!r.contains(10) && !r.contains(11));
     }
 }
