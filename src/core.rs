@@ -590,6 +590,16 @@ impl Core {
         self.members.len()
     }
 
+    /// The names of the members shown as present, not counting us (for
+    /// completing names as they are typed).
+    pub fn member_names(&self) -> Vec<String> {
+        self.members
+            .values()
+            .filter(|m| m.present)
+            .filter_map(|m| m.name.clone())
+            .collect()
+    }
+
     /// A one-line account of what we know of member `id`, for tests.
     pub fn describe(&self, id: u64) -> String {
         if let Some(m) = self.members.get(&id) {
