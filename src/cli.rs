@@ -1,6 +1,6 @@
 //! The command line: options in, a [`Opts`] out, or a usage error.
 
-use crate::wire;
+use crate::proto::wire;
 use getopts::Options;
 use std::net::IpAddr;
 

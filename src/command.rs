@@ -1,6 +1,6 @@
 //! Lines typed at the prompt: `:commands` and chat.
 
-use crate::core;
+use crate::node;
 
 /// The commands, for `:help`.
 pub const HELP: &[&str] = &[
@@ -14,8 +14,8 @@ pub const HELP: &[&str] = &[
 /// What a typed line asks for.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Input {
-    /// Something for the protocol core.
-    Core(core::Command),
+    /// Something for the node.
+    Node(node::Command),
     Help,
     /// Nothing to do (an empty line).
     Nothing,
@@ -30,17 +30,17 @@ pub fn parse(line: &str) -> Input {
         return Input::Nothing;
     }
     let Some(rest) = line.strip_prefix(':') else {
-        return Input::Core(core::Command::Say(line.to_owned()));
+        return Input::Node(node::Command::Say(line.to_owned()));
     };
     if rest.starts_with(':') {
-        return Input::Core(core::Command::Say(rest.to_owned()));
+        return Input::Node(node::Command::Say(rest.to_owned()));
     }
     let mut words = rest.split_whitespace();
     let cmd = words.next().unwrap_or("");
     let args = words.count();
     let input = match cmd {
-        "q" | "quit" => Input::Core(core::Command::Quit),
-        "who" => Input::Core(core::Command::Who),
+        "q" | "quit" => Input::Node(node::Command::Quit),
+        "who" => Input::Node(node::Command::Who),
         "help" => Input::Help,
         _ => return Input::Error(format!("unknown command :{cmd} (try :help)")),
     };
@@ -53,19 +53,19 @@ pub fn parse(line: &str) -> Input {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::Command;
+    use crate::node::Command;
 
     #[test]
     fn lines() {
         assert_eq!(
             parse("hi there"),
-            Input::Core(Command::Say("hi there".into()))
+            Input::Node(Command::Say("hi there".into()))
         );
-        assert_eq!(parse("hi\r"), Input::Core(Command::Say("hi".into())));
-        assert_eq!(parse("::q"), Input::Core(Command::Say(":q".into())));
-        assert_eq!(parse(":q"), Input::Core(Command::Quit));
-        assert_eq!(parse(":quit"), Input::Core(Command::Quit));
-        assert_eq!(parse(":who"), Input::Core(Command::Who));
+        assert_eq!(parse("hi\r"), Input::Node(Command::Say("hi".into())));
+        assert_eq!(parse("::q"), Input::Node(Command::Say(":q".into())));
+        assert_eq!(parse(":q"), Input::Node(Command::Quit));
+        assert_eq!(parse(":quit"), Input::Node(Command::Quit));
+        assert_eq!(parse(":who"), Input::Node(Command::Who));
         assert_eq!(parse(":help"), Input::Help);
         assert_eq!(parse(""), Input::Nothing);
         assert_eq!(parse("   "), Input::Nothing);

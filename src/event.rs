@@ -11,12 +11,12 @@
 
 use crate::cli::Opts;
 use crate::command::{self, Input};
-use crate::core::{self, Action, Command, Core, LinkId, Millis};
 use crate::editor::Outcome;
+use crate::node::{self, Action, Command, LinkId, Millis, Node, NodeId};
 use crate::peers::PeerList;
+use crate::proto::wire;
 use crate::signal::SignalPipe;
 use crate::ui::Ui;
-use crate::wire;
 use mio::net::{TcpListener, TcpStream};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
@@ -138,8 +138,8 @@ struct Loop {
     poll: Poll,
     listener: Option<TcpListener>,
     sig: SignalPipe,
-    core: Core,
-    conns: PeerList<Conn>,
+    core: Node,
+    conns: PeerList<LinkId, Conn>,
     start: Instant,
     stdin: Stdin,
     /// Stdin has data we have not read yet (edge-triggered readiness).
@@ -246,12 +246,12 @@ impl Loop {
             StdinFlags(None)
         };
         let id = random_u64();
-        let cfg = core::Config {
+        let cfg = node::Config {
             degree: opts.degree,
             max_degree: opts.max_degree,
             ..Default::default()
         };
-        let mut core = Core::new(cfg, id, &opts.name, port, random_u64());
+        let mut core = Node::new(cfg, NodeId(id), &opts.name, port, random_u64());
         ui.listening(port);
         let start = Instant::now();
         if let Some((host, p)) = &opts.join {
@@ -321,7 +321,7 @@ impl Loop {
                     LISTENER => self.accept(now),
                     SIGNAL => self.signals(ui, now),
                     STDIN => self.stdin_ready = true,
-                    Token(t) => self.conn_event(ui, (t - FIRST_LINK) as LinkId, now),
+                    Token(t) => self.conn_event(ui, LinkId((t - FIRST_LINK) as u64), now),
                 }
                 self.apply(ui);
             }
@@ -415,7 +415,7 @@ impl Loop {
                     }
                     let link = self.core.accepted(addr, now);
                     tune(&stream);
-                    let token = Token(link as usize + FIRST_LINK);
+                    let token = Token(link.0 as usize + FIRST_LINK);
                     if self
                         .poll
                         .registry()
@@ -537,7 +537,7 @@ impl Loop {
     /// out at once, so a burst of lines never piles up in the core.
     fn typed(&mut self, ui: &mut Ui, line: &str, now: Millis) {
         match command::parse(line) {
-            Input::Core(c) => self.core.command(c, now),
+            Input::Node(c) => self.core.command(c, now),
             Input::Help => ui.help(),
             Input::Nothing => {}
             Input::Error(e) => ui.error(&e),
@@ -665,12 +665,12 @@ impl Loop {
                     }
                 }
                 Action::Show(s) => ui.show(&s),
-                Action::Exit(code, msg) => {
-                    if let Some(m) = msg {
-                        ui.error(&m);
+                Action::Stop(stop) => {
+                    if let Some(m) = stop.message() {
+                        ui.error(m);
                     }
                     if self.exit.is_none() {
-                        self.exit = Some(code);
+                        self.exit = Some(stop.status());
                         if let Some(mut l) = self.listener.take() {
                             let _ = self.poll.registry().deregister(&mut l);
                         }
@@ -691,7 +691,7 @@ impl Loop {
             Ok(s) => s,
             Err(e) => return self.core.link_down(link, &e.to_string(), now),
         };
-        let token = Token(link as usize + FIRST_LINK);
+        let token = Token(link.0 as usize + FIRST_LINK);
         if let Err(e) = self.poll.registry().register(
             &mut stream,
             token,

@@ -3,20 +3,23 @@
 //! Every running `p2pchat` is a peer: it listens, connects and relays.
 //! The layers, from the outside in:
 //!
-//! - [`cli`]: the command line.
-//! - [`event`]: the event loop, the only place that does network I/O.
+//! - [`cli`]: the command line; [`command`]: lines typed at the prompt.
+//! - [`event`]: the event loop, the only place that does I/O; [`peers`]:
+//!   its linked list of live connections; [`signal`]: the signal pipe.
 //! - [`ui`], [`tty`], [`editor`]: what the user sees and types.
-//! - [`core`]: the protocol state machine, with no I/O at all.
-//! - [`wire`]: frames and messages, pure encode and decode.
-//! - [`peers`]: the linked list of live connections.
+//! - [`node`]: one peer, the machines below wired together, with no I/O.
+//! - [`app`]: what events mean to the user (chat).
+//! - [`proto`]: the wire format and the protocol machines (links,
+//!   membership, mesh, broadcast).
 
+pub mod app;
 pub mod cli;
 pub mod command;
-pub mod core;
 pub mod editor;
 pub mod event;
+pub mod node;
 pub mod peers;
+pub mod proto;
 pub mod signal;
 pub mod tty;
 pub mod ui;
-pub mod wire;

@@ -1,137 +1,187 @@
-//! The live connections, in a hand-rolled singly linked list.
+//! The live connections, in a hand-rolled linked list.
 //!
-//! The list is keyed by link id and holds whatever the event loop keeps per
-//! connection. New entries go to the front, as in ii's `channel_add`; removal
-//! unlinks through a cursor over the `next` pointers; dropping a long list
-//! is iterative, so it cannot overflow the stack. A peer has a handful of
-//! links (a few dozen at most), so a walk is cheaper than any hashing.
+//! Entries live in a slab (a `Vec` of slots, freed slots reused) and are
+//! linked front to back through slot numbers, both ways, as in ii's
+//! channel list: new entries go to the front (`channel_add`), removal
+//! unlinks in place. An index from key to slot finds an entry without a
+//! walk, so the event loop can go from a readiness event to its connection,
+//! and visit every connection once per turn, in time linear in their
+//! number. Dropping the list frees one `Vec`: no recursion, however long.
 
-/// One entry: a key and its value.
-struct Node<T> {
-    key: u64,
-    val: T,
-    next: Option<Box<Node<T>>>,
+use std::collections::HashMap;
+use std::hash::Hash;
+
+/// One slot: an entry and its neighbours, or free.
+enum Slot<K, T> {
+    Used {
+        key: K,
+        val: T,
+        prev: Option<usize>,
+        next: Option<usize>,
+    },
+    Free,
 }
 
-/// A singly linked list of values keyed by `u64`.
-pub struct PeerList<T> {
-    head: Option<Box<Node<T>>>,
-    len: usize,
+/// A doubly linked list of values, keyed by `K`.
+pub struct PeerList<K, T> {
+    slots: Vec<Slot<K, T>>,
+    free: Vec<usize>,
+    head: Option<usize>,
+    index: HashMap<K, usize>,
 }
 
-impl<T> Default for PeerList<T> {
+impl<K: Copy + Eq + Hash, T> Default for PeerList<K, T> {
     fn default() -> Self {
-        PeerList { head: None, len: 0 }
+        PeerList {
+            slots: Vec::new(),
+            free: Vec::new(),
+            head: None,
+            index: HashMap::new(),
+        }
     }
 }
 
-impl<T> PeerList<T> {
+impl<K: Copy + Eq + Hash, T> PeerList<K, T> {
     pub fn new() -> Self {
         Self::default()
     }
 
     pub fn len(&self) -> usize {
-        self.len
+        self.index.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.head.is_none()
     }
 
-    /// Adds `val` under `key` at the front. The caller keeps keys unique.
-    pub fn push(&mut self, key: u64, val: T) {
-        let next = self.head.take();
-        self.head = Some(Box::new(Node { key, val, next }));
-        self.len += 1;
-    }
-
-    pub fn get(&self, key: u64) -> Option<&T> {
-        self.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
-    }
-
-    pub fn get_mut(&mut self, key: u64) -> Option<&mut T> {
-        let mut cur = self.head.as_deref_mut();
-        while let Some(node) = cur {
-            if node.key == key {
-                return Some(&mut node.val);
+    /// Adds `val` under `key` at the front; an entry already under `key`
+    /// is replaced (and returned).
+    pub fn push(&mut self, key: K, val: T) -> Option<T> {
+        let old = self.remove(key);
+        let next = self.head;
+        let slot = Slot::Used {
+            key,
+            val,
+            prev: None,
+            next,
+        };
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.slots[i] = slot;
+                i
             }
-            cur = node.next.as_deref_mut();
+            None => {
+                self.slots.push(slot);
+                self.slots.len() - 1
+            }
+        };
+        if let Some(n) = next {
+            self.set_prev(n, Some(i));
         }
-        None
+        self.head = Some(i);
+        self.index.insert(key, i);
+        old
+    }
+
+    pub fn get(&self, key: K) -> Option<&T> {
+        match self.slots.get(*self.index.get(&key)?) {
+            Some(Slot::Used { val, .. }) => Some(val),
+            _ => None,
+        }
+    }
+
+    pub fn get_mut(&mut self, key: K) -> Option<&mut T> {
+        match self.slots.get_mut(*self.index.get(&key)?) {
+            Some(Slot::Used { val, .. }) => Some(val),
+            _ => None,
+        }
     }
 
     /// Unlinks the entry under `key` and returns its value.
-    pub fn remove(&mut self, key: u64) -> Option<T> {
-        let mut cur = &mut self.head;
-        loop {
-            match cur {
-                None => return None,
-                Some(node) if node.key == key => {
-                    let node = cur.take().expect("matched Some");
-                    *cur = node.next;
-                    self.len -= 1;
-                    return Some(node.val);
-                }
-                Some(node) => cur = &mut node.next,
-            }
+    pub fn remove(&mut self, key: K) -> Option<T> {
+        let i = self.index.remove(&key)?;
+        let Slot::Used {
+            val, prev, next, ..
+        } = std::mem::replace(&mut self.slots[i], Slot::Free)
+        else {
+            unreachable!("the index names used slots only");
+        };
+        match prev {
+            Some(p) => self.set_next(p, next),
+            None => self.head = next,
+        }
+        if let Some(n) = next {
+            self.set_prev(n, prev);
+        }
+        self.free.push(i);
+        Some(val)
+    }
+
+    fn set_prev(&mut self, i: usize, to: Option<usize>) {
+        if let Slot::Used { prev, .. } = &mut self.slots[i] {
+            *prev = to;
+        }
+    }
+
+    fn set_next(&mut self, i: usize, to: Option<usize>) {
+        if let Slot::Used { next, .. } = &mut self.slots[i] {
+            *next = to;
         }
     }
 
     /// Entries from front to back.
-    pub fn iter(&self) -> Iter<'_, T> {
+    pub fn iter(&self) -> Iter<'_, K, T> {
         Iter {
-            cur: self.head.as_deref(),
+            slots: &self.slots,
+            cur: self.head,
         }
     }
 
     /// Entries from front to back, values mutable.
-    pub fn iter_mut(&mut self) -> IterMut<'_, T> {
-        IterMut {
-            cur: self.head.as_deref_mut(),
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (K, &mut T)> + '_ {
+        // Walk the links for the order, then hand out the slots: each
+        // slot is visited once, so the borrows never overlap.
+        let mut order = Vec::with_capacity(self.len());
+        let mut cur = self.head;
+        while let Some(i) = cur {
+            order.push(i);
+            cur = match &self.slots[i] {
+                Slot::Used { next, .. } => *next,
+                Slot::Free => None,
+            };
         }
+        let mut slots: Vec<Option<&mut Slot<K, T>>> = self.slots.iter_mut().map(Some).collect();
+        order
+            .into_iter()
+            .filter_map(move |i| match slots[i].take() {
+                Some(Slot::Used { key, val, .. }) => Some((*key, val)),
+                _ => None,
+            })
     }
 
     /// The keys, front to back: collect them, then act, never remove while
     /// iterating.
-    pub fn keys(&self) -> Vec<u64> {
+    pub fn keys(&self) -> Vec<K> {
         self.iter().map(|(k, _)| k).collect()
     }
 }
 
-impl<T> Drop for PeerList<T> {
-    fn drop(&mut self) {
-        let mut cur = self.head.take();
-        while let Some(mut node) = cur {
-            cur = node.next.take();
+pub struct Iter<'a, K, T> {
+    slots: &'a [Slot<K, T>],
+    cur: Option<usize>,
+}
+
+impl<'a, K: Copy, T> Iterator for Iter<'a, K, T> {
+    type Item = (K, &'a T);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match &self.slots[self.cur?] {
+            Slot::Used { key, val, next, .. } => {
+                self.cur = *next;
+                Some((*key, val))
+            }
+            Slot::Free => None,
         }
-    }
-}
-
-pub struct Iter<'a, T> {
-    cur: Option<&'a Node<T>>,
-}
-
-impl<'a, T> Iterator for Iter<'a, T> {
-    type Item = (u64, &'a T);
-
-    fn next(&mut self) -> Option<Self::Item> {
-        let node = self.cur?;
-        self.cur = node.next.as_deref();
-        Some((node.key, &node.val))
-    }
-}
-
-pub struct IterMut<'a, T> {
-    cur: Option<&'a mut Node<T>>,
-}
-
-impl<'a, T> Iterator for IterMut<'a, T> {
-    type Item = (u64, &'a mut T);
-
-    fn next(&mut self) -> Option<Self::Item> {
-        let node = self.cur.take()?;
-        self.cur = node.next.as_deref_mut();
-        Some((node.key, &mut node.val))
     }
 }
 
@@ -143,7 +193,7 @@ mod tests {
     fn push_front_get_remove() {
         let mut l = PeerList::new();
         assert!(l.is_empty());
-        for k in 1..=5 {
+        for k in 1..=5u64 {
             l.push(k, k * 10);
         }
         assert_eq!(l.len(), 5);
@@ -161,25 +211,31 @@ mod tests {
         assert_eq!(l.remove(2), Some(20));
         assert!(l.is_empty());
         assert_eq!(l.len(), 0);
+        // Freed slots are used again.
+        l.push(7, 70);
+        assert_eq!(l.slots.len(), 5);
+        assert_eq!(l.push(7, 71), Some(70));
+        assert_eq!(l.keys(), vec![7]);
     }
 
     #[test]
     fn iter_mut_changes_values() {
         let mut l = PeerList::new();
-        for k in 0..4 {
+        for k in 0..4u64 {
             l.push(k, String::from("x"));
         }
+        l.remove(1);
         for (k, v) in l.iter_mut() {
             v.push_str(&k.to_string());
         }
         let got: Vec<String> = l.iter().map(|(_, v)| v.clone()).collect();
-        assert_eq!(got, ["x3", "x2", "x1", "x0"]);
+        assert_eq!(got, ["x3", "x2", "x0"]);
     }
 
     #[test]
     fn remove_while_walking_keys() {
         let mut l = PeerList::new();
-        for k in 0..10 {
+        for k in 0..10u64 {
             l.push(k, k);
         }
         for k in l.keys() {
@@ -193,7 +249,7 @@ mod tests {
     #[test]
     fn long_list_drops_without_recursion() {
         let mut l = PeerList::new();
-        for k in 0..1_000_000 {
+        for k in 0..1_000_000u64 {
             l.push(k, ());
         }
         assert_eq!(l.len(), 1_000_000);
@@ -222,8 +278,14 @@ mod tests {
                 model.insert(0, (key, i));
             }
             assert_eq!(l.len(), model.len());
+            assert_eq!(
+                l.get(key),
+                model.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+            );
         }
         let got: Vec<(u64, u64)> = l.iter().map(|(k, v)| (k, *v)).collect();
         assert_eq!(got, model);
+        let mut_order: Vec<u64> = l.iter_mut().map(|(k, _)| k).collect();
+        assert_eq!(mut_order, model.iter().map(|(k, _)| *k).collect::<Vec<_>>());
     }
 }

@@ -7,8 +7,8 @@
 //! [`escape_controls`] first: a peer can never send escape sequences to our
 //! terminal.
 
+use crate::app::{LOBBY, MemberView, Reach, Show};
 use crate::command;
-use crate::core::{LOBBY, MemberView, Reach, Show};
 use crate::editor::{self, escape_controls};
 use crate::tty::{self, RawMode, Screen};
 use std::fmt::Write as _;

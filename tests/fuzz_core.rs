@@ -16,8 +16,11 @@
 //! `FUZZ_SEED=<n> cargo test --test fuzz_core` runs seed n, and
 //! `FUZZ_FRAMES=<n>` changes the number of frames (1,000,000).
 
-use p2pchat::core::{Action, Command, Config, Core, LinkId, MAX_MEMBERS, Millis, Rng};
-use p2pchat::wire::{
+use p2pchat::node::{
+    Action, Command, Config, LinkId, MAX_MEMBERS, Millis, Node as Core, NodeId, Rng, Show,
+};
+use p2pchat::proto::EventId;
+use p2pchat::proto::wire::{
     self, Body, Entry, Event, Hello, MAX_FRAME, MEMBERS_PER_FRAME, Msg, Refusal, WireError,
 };
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -265,7 +268,7 @@ impl Gen {
             } else {
                 self.pick(&[0, 2, u16::MAX])
             },
-            id,
+            id: NodeId(id),
             name,
             port: self.port(),
             joining,
@@ -282,7 +285,7 @@ impl Gen {
             _ => self.n(20),
         };
         Entry {
-            id,
+            id: NodeId(id),
             name: self.name(),
             ip: self.ip(),
             port: self.port(),
@@ -311,9 +314,16 @@ impl Gen {
                 port: self.port(),
             },
             2 => Body::Leave,
-            3 => Body::Suspect { target: self.id() },
+            3 => Body::Suspect {
+                target: NodeId(self.id()),
+            },
             4 => Body::Alive {
-                answers: (0..self.n(3)).map(|_| (self.id(), 1 + self.n(8))).collect(),
+                answers: (0..self.n(3))
+                    .map(|_| EventId {
+                        origin: NodeId(self.id()),
+                        seq: 1 + self.n(8),
+                    })
+                    .collect(),
             },
             _ => Body::Chat {
                 room: if self.chance(90) {
@@ -330,7 +340,11 @@ impl Gen {
         let origin = self.id();
         let seq = self.seq(origin);
         let body = self.body();
-        Msg::Event(Event { origin, seq, body })
+        Msg::Event(Event {
+            origin: NodeId(origin),
+            seq,
+            body,
+        })
     }
 
     /// Any valid message, every kind.
@@ -361,7 +375,11 @@ impl Gen {
                 let origin = self.id();
                 let from = self.pick(&[0, 1, 2, u64::MAX - 1, u64::MAX]);
                 let to = self.pick(&[0, 1, 5, 300, u64::MAX]);
-                Msg::Fetch { origin, from, to }
+                Msg::Fetch {
+                    origin: NodeId(origin),
+                    from,
+                    to,
+                }
             }
             _ => Msg::Ping,
         }
@@ -370,7 +388,7 @@ impl Gen {
     /// A valid frame, mutated or not.
     fn frame(&mut self) -> Vec<u8> {
         let m = self.msg();
-        let mut f = wire::frame(&m);
+        let mut f = wire::frame(&m).unwrap().to_vec();
         if self.chance(25) {
             fix_utf8_markers(&mut f, None);
             return f;
@@ -415,7 +433,7 @@ impl Gen {
             }
             // Spliced onto the tail of another frame.
             5 => {
-                let g = wire::frame(&self.msg());
+                let g = wire::frame(&self.msg()).unwrap();
                 let i = 4 + self.n(f.len() as u64 - 4) as usize;
                 let j = self.n(g.len() as u64) as usize;
                 f.truncate(i);
@@ -513,7 +531,7 @@ fn check_decoder(f: &[u8]) -> Option<&[u8]> {
     let body = &f[4..n];
     if let Ok(m) = wire::decode(body) {
         // What decodes, encodes and decodes to the same message.
-        let g = wire::frame(&m);
+        let g = wire::frame(&m).unwrap();
         assert_eq!(wire::frame_len(&g), Ok(Some(g.len())), "{m:?}");
         assert_eq!(wire::decode(&g[4..]).as_ref(), Ok(&m), "{body:02x?}");
     }
@@ -610,7 +628,7 @@ impl Harness {
         g.known.clear();
         g.seqs.clear();
         let seed = g.rng.next_u64();
-        let core = Core::new(cfg, g.me, &g.my_name, 40_000, seed);
+        let core = Core::new(cfg, NodeId(g.me), &g.my_name, 40_000, seed);
         let mut h = Harness {
             core,
             scenario,
@@ -639,13 +657,13 @@ impl Harness {
                     if g.chance(85) {
                         let hello = Msg::Hello(Hello {
                             version: wire::VERSION,
-                            id,
+                            id: NodeId(id),
                             name,
                             port: 999,
                             joining: false,
                             you: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
                         });
-                        h.input_frame(g, link, &wire::frame(&hello)[4..]);
+                        h.input_frame(g, link, &wire::frame(&hello).unwrap()[4..]);
                     }
                 }
             }
@@ -665,12 +683,13 @@ impl Harness {
             g.known.push((id, name.clone()));
             let f = wire::frame(&Msg::Hello(Hello {
                 version: wire::VERSION,
-                id,
+                id: NodeId(id),
                 name,
                 port: 20_000 + g.n(1000) as u16,
                 joining: g.chance(50),
                 you: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
-            }));
+            }))
+            .unwrap();
             self.input_frame(g, link, &f[4..]);
         }
     }
@@ -743,7 +762,7 @@ impl Harness {
         // The frame itself, on the welcome link, a random link or a stale one.
         let link = match (self.welcome, g.n(10)) {
             (Some(w), 0..=4) if self.open.contains(&w) => w,
-            (_, 9) => g.n(64),
+            (_, 9) => LinkId(g.n(64)),
             _ => match self.open.iter().nth(g.n(self.open.len() as u64) as usize) {
                 Some(&l) => l,
                 None => return,
@@ -785,8 +804,13 @@ impl Harness {
                     self.dialling.retain(|&l| l != link);
                 }
                 Action::Show(_) => self.stats.shows += 1,
-                Action::Exit(_, why) => {
-                    let why: String = why.unwrap_or_default().chars().take(24).collect();
+                Action::Stop(stop) => {
+                    let why: String = stop
+                        .message()
+                        .unwrap_or_default()
+                        .chars()
+                        .take(24)
+                        .collect();
                     *self.stats.exit_why.entry(why).or_default() += 1;
                     self.stats.exits += 1;
                     self.exited = true;
@@ -902,7 +926,7 @@ fn stream_reassembly(g: &mut Gen, frames: u64) {
     let mut stream = Vec::new();
     for _ in 0..frames {
         let m = g.msg();
-        let f = wire::frame(&m);
+        let f = wire::frame(&m).unwrap();
         if f.len() - 4 <= MAX_FRAME {
             stream.extend_from_slice(&f);
             want.push(m);
@@ -943,7 +967,7 @@ const EVIL: u64 = 0x5000;
 impl One {
     fn new(name: &str) -> One {
         One {
-            core: Core::new(Config::default(), ME, name, 40_000, 7),
+            core: Core::new(Config::default(), NodeId(ME), name, 40_000, 7),
             now: 1_000,
         }
     }
@@ -975,7 +999,7 @@ impl One {
     }
 
     fn frame(&mut self, link: LinkId, msg: &Msg) -> Vec<Action> {
-        let f = wire::frame(msg);
+        let f = wire::frame(msg).unwrap();
         self.core.frame(link, &f[4..], self.now);
         self.drain()
     }
@@ -1007,7 +1031,7 @@ impl One {
 fn hello(id: u64, name: &str, joining: bool) -> Msg {
     Msg::Hello(Hello {
         version: wire::VERSION,
-        id,
+        id: NodeId(id),
         name: name.into(),
         port: 20_000,
         joining,
@@ -1017,7 +1041,7 @@ fn hello(id: u64, name: &str, joining: bool) -> Msg {
 
 fn chat(origin: u64, seq: u64, text: &str) -> Msg {
     Msg::Event(Event {
-        origin,
+        origin: NodeId(origin),
         seq,
         body: Body::Chat {
             room: "lobby".into(),
@@ -1030,7 +1054,7 @@ fn shown_chats(actions: &[Action]) -> Vec<String> {
     actions
         .iter()
         .filter_map(|a| match a {
-            Action::Show(p2pchat::core::Show::Chat { text, .. }) => Some(text.clone()),
+            Action::Show(Show::Chat { text, .. }) => Some(text.clone()),
             _ => None,
         })
         .collect()
@@ -1040,7 +1064,7 @@ fn exits(actions: &[Action]) -> Vec<String> {
     actions
         .iter()
         .filter_map(|a| match a {
-            Action::Exit(c, m) => Some(format!("exit {c}: {m:?}")),
+            Action::Stop(s) => Some(format!("exit {}: {:?}", s.status(), s.message())),
             _ => None,
         })
         .collect()
@@ -1063,14 +1087,14 @@ fn welcome_past_held_events() {
             last: true,
             entries: vec![
                 Entry {
-                    id: WELCOMER,
+                    id: NodeId(WELCOMER),
                     name: "welcomer".into(),
                     ip: None,
                     port: 20_000,
                     seq: 0,
                 },
                 Entry {
-                    id: X,
+                    id: NodeId(X),
                     name: "x".into(),
                     ip: None,
                     port: 20_001,
@@ -1118,7 +1142,7 @@ fn sequence_numbers_at_u64_max() {
         &Msg::Members {
             last: true,
             entries: vec![Entry {
-                id: X,
+                id: NodeId(X),
                 name: "x".into(),
                 ip: None,
                 port: 20_001,
@@ -1161,7 +1185,7 @@ fn hello_with_our_name_does_not_evict_us() {
         &Msg::Members {
             last: true,
             entries: vec![Entry {
-                id: 1,
+                id: NodeId(1),
                 name: "alice".into(),
                 ip: None,
                 port: 1,
@@ -1172,7 +1196,7 @@ fn hello_with_our_name_does_not_evict_us() {
     a.extend(o.frame(
         link,
         &Msg::Event(Event {
-            origin: 2,
+            origin: NodeId(2),
             seq: 1,
             body: Body::Join {
                 name: "alice".into(),
@@ -1194,7 +1218,7 @@ fn forged_join_names_are_checked() {
         o.frame(
             link,
             &Msg::Event(Event {
-                origin,
+                origin: NodeId(origin),
                 seq: 1,
                 body: Body::Join {
                     name: long.clone(),
@@ -1228,7 +1252,7 @@ fn flood_fake_members(o: &mut One, link: LinkId) {
             .map(|_| {
                 n += 1;
                 Entry {
-                    id: 0x1_0000 + u64::from(n),
+                    id: NodeId(0x1_0000 + u64::from(n)),
                     name: format!("fake{n}"),
                     ip: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
                     port: (n % 65535) as u16 + 1,

@@ -9,7 +9,8 @@
 
 mod util;
 
-use p2pchat::wire::{self, Body, Entry, Event, Hello, MAX_FRAME, Msg, Refusal};
+use p2pchat::node::NodeId;
+use p2pchat::proto::wire::{self, Body, Entry, Event, Hello, MAX_FRAME, Msg, Refusal};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpStream};
 use std::thread;
@@ -129,7 +130,7 @@ impl Raw {
     }
 
     fn send(&mut self, m: &Msg) {
-        self.bytes(&wire::frame(m));
+        self.bytes(&wire::frame(m).unwrap());
     }
 
     fn bytes(&mut self, b: &[u8]) {
@@ -194,7 +195,7 @@ impl Raw {
     fn hello(&mut self, id: u64, name: &str, joining: bool) -> (Hello, Vec<Entry>) {
         self.send(&Msg::Hello(Hello {
             version: wire::VERSION,
-            id,
+            id: NodeId(id),
             name: name.into(),
             port: free_port(),
             joining,
@@ -225,7 +226,7 @@ impl Raw {
 fn hello_msg(id: u64, name: &str, version: u16) -> Msg {
     Msg::Hello(Hello {
         version,
-        id,
+        id: NodeId(id),
         name: name.into(),
         port: 1,
         joining: true,
@@ -235,7 +236,7 @@ fn hello_msg(id: u64, name: &str, version: u16) -> Msg {
 
 fn chat(origin: u64, seq: u64, text: &str) -> Msg {
     Msg::Event(Event {
-        origin,
+        origin: NodeId(origin),
         seq,
         body: Body::Chat {
             room: "lobby".into(),
@@ -261,14 +262,14 @@ const MALLORY: u64 = 0x6d61_6c6c_6f72_7900;
 fn truncated_frame_then_close() {
     let (mut alice, mut bob) = pair();
     // Half a HELLO, then the connection closes.
-    let f = wire::frame(&hello_msg(MALLORY, "mallory", wire::VERSION));
+    let f = wire::frame(&hello_msg(MALLORY, "mallory", wire::VERSION)).unwrap();
     let mut r = Raw::connect(alice.port());
     r.bytes(&f[..f.len() / 2]);
     drop(r);
     // A whole HELLO, then half an event, then close.
     let mut r = Raw::connect(alice.port());
     r.hello(MALLORY, "mallory", true);
-    let f = wire::frame(&chat(MALLORY, 1, "never finished"));
+    let f = wire::frame(&chat(MALLORY, 1, "never finished")).unwrap();
     r.bytes(&f[..f.len() - 3]);
     r.s.shutdown(Shutdown::Write).unwrap();
     r.expect_closed(util::DEADLINE, "truncated event");
@@ -348,7 +349,7 @@ fn wrong_protocol_version_gets_a_readable_refusal() {
 fn invalid_names_are_refused() {
     let (mut alice, mut bob) = pair();
     // Not UTF-8: the HELLO does not decode at all.
-    let mut body = wire::frame(&hello_msg(MALLORY, "mmmm", wire::VERSION))[4..].to_vec();
+    let mut body = wire::frame(&hello_msg(MALLORY, "mmmm", wire::VERSION)).unwrap()[4..].to_vec();
     let at = body.windows(4).position(|w| w == b"mmmm").unwrap();
     body[at..at + 4].copy_from_slice(b"\xff\xfe\xc0\x80");
     let mut r = Raw::connect(alice.port());
@@ -401,7 +402,7 @@ fn never_sends_hello_closed_after_handshake_timeout() {
 #[test]
 fn one_byte_per_second_closed_by_handshake_timeout() {
     let (mut alice, mut bob) = pair();
-    let f = wire::frame(&hello_msg(MALLORY, "mallory", wire::VERSION));
+    let f = wire::frame(&hello_msg(MALLORY, "mallory", wire::VERSION)).unwrap();
     let mut r = Raw::connect(alice.port());
     let opened = Instant::now();
     let mut closed = false;
@@ -581,7 +582,7 @@ fn send_fake_members(r: &mut Raw, n: u32) {
             .map(|_| {
                 i += 1;
                 Entry {
-                    id: 0xfa6e_0000_0000 + u64::from(i),
+                    id: NodeId(0xfa6e_0000_0000 + u64::from(i)),
                     name: format!("fake{i}"),
                     ip: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
                     // Ports where nothing listens.
@@ -610,7 +611,7 @@ fn forged_chat_from_bob_does_not_swallow_his_own() {
     let mut r = Raw::connect(alice.port());
     let (_, members) = r.hello(MALLORY, "mallory", true);
     let b = entry(&members, "bob").clone();
-    r.send(&chat(b.id, b.seq + 1, "forged by mallory"));
+    r.send(&chat(b.id.0, b.seq + 1, "forged by mallory"));
     // Let alice read it: a frame of mallory's own after it.
     r.send(&chat(MALLORY, 1, "after the forged chat"));
     alice.expect_line("mallory: after the forged chat");
@@ -650,7 +651,7 @@ fn sequence_numbers_jump_to_u64_max() {
         (fake, u64::MAX - 1),
         (fake, 1),
         (fake, u64::MAX),
-        (b.id, u64::MAX),
+        (b.id.0, u64::MAX),
         (MALLORY, u64::MAX),
     ] {
         r.send(&chat(origin, seq, &format!("seq {seq:x}")));
@@ -671,7 +672,7 @@ fn hello_with_alices_own_id_is_refused() {
     let (mut alice, mut bob) = pair();
     let (h, _) = Raw::connect(alice.port()).hello(MALLORY, "mallory", true);
     let mut r = Raw::connect(alice.port());
-    r.send(&hello_msg(h.id, "mirror", wire::VERSION));
+    r.send(&hello_msg(h.id.0, "mirror", wire::VERSION));
     let got = r.expect_closed(util::DEADLINE, "HELLO with alice's id");
     match got.as_slice() {
         [Msg::Refuse { code, text }] => {
@@ -711,7 +712,7 @@ fn hello_with_alices_name_does_not_evict_her() {
     let mut r = Raw::connect(alice.port());
     r.send(&Msg::Hello(Hello {
         version: wire::VERSION,
-        id: 0,
+        id: NodeId(0),
         name: "alice".into(),
         port: 1,
         joining: false,
@@ -764,12 +765,13 @@ fn fetch_amplification_is_bounded() {
     for _ in 0..200 {
         wire::encode(
             &Msg::Fetch {
-                origin: MALLORY,
+                origin: NodeId(MALLORY),
                 from: 1,
                 to: 16,
             },
             &mut burst,
-        );
+        )
+        .unwrap();
     }
     r.bytes(&burst);
     // ~200 MiB of answers cannot be queued for a peer that reads slowly:
@@ -788,7 +790,7 @@ fn forged_joins_with_giant_names_do_not_block_joins() {
     r.hello(MALLORY, "mallory", true);
     for origin in [0x6a01, 0x6a02] {
         r.send(&Msg::Event(Event {
-            origin,
+            origin: NodeId(origin),
             seq: 1,
             body: Body::Join {
                 name: "g".repeat(40_000),

@@ -4,8 +4,8 @@
 //! Everything random comes from one seed; a failing run prints it, and
 //! `SIM_SEED=<n> cargo test --test sim` runs that seed alone.
 
-use p2pchat::core::{Action, Command, Config, Core, LinkId, Millis, Rng, Show};
-use p2pchat::wire;
+use p2pchat::node::{self, Action, Command, Config, LinkId, Millis, NodeId, Rng, Show};
+use p2pchat::proto::wire;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -22,7 +22,7 @@ enum Ev {
 }
 
 struct Node {
-    core: Core,
+    core: node::Node,
     alive: bool,
     /// Chat lines shown: (from, text).
     chats: Vec<(String, String)>,
@@ -88,7 +88,7 @@ impl Sim {
         let id = self.rng.next_u64();
         let seed = self.rng.next_u64();
         self.nodes.push(Node {
-            core: Core::new(cfg, id, name, addr(i).port(), seed),
+            core: node::Node::new(cfg, NodeId(id), name, addr(i).port(), seed),
             alive: true,
             chats: Vec::new(),
             joined: HashSet::new(),
@@ -228,8 +228,8 @@ impl Sim {
                         _ => {}
                     }
                 }
-                Action::Exit(code, _) => {
-                    self.nodes[i].exited = Some(code);
+                Action::Stop(stop) => {
+                    self.nodes[i].exited = Some(stop.status());
                 }
             }
         }

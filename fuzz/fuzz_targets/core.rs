@@ -1,4 +1,4 @@
-//! A protocol core fed arbitrary frames on a few links, with timer ticks in
+//! A node fed arbitrary frames on a few links, with timer ticks in
 //! between: no panic, and every frame it sends is a well-formed frame.
 //!
 //! The input is a script: each step is one control byte then, for a frame,
@@ -7,12 +7,12 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use p2pchat::core::{Action, Config, Core, MAX_MEMBERS};
-use p2pchat::wire;
+use p2pchat::node::{Action, Config, LinkId, MAX_MEMBERS, Node, NodeId};
+use p2pchat::proto::wire;
 use std::net::SocketAddr;
 
 fuzz_target!(|data: &[u8]| {
-    let mut core = Core::new(Config::default(), 0x8000_0000_0000_0000, "me", 40_000, 1);
+    let mut core = Node::new(Config::default(), NodeId(0x8000_0000_0000_0000), "me", 40_000, 1);
     let addr = SocketAddr::from(([127, 0, 0, 1], 20_000));
     let mut now = 1_000;
     let mut links = Vec::new();
@@ -44,7 +44,7 @@ fuzz_target!(|data: &[u8]| {
                 let link = links
                     .get(usize::from(op >> 3) % links.len().max(1))
                     .copied()
-                    .unwrap_or(1);
+                    .unwrap_or(LinkId(1));
                 core.frame(link, body, now);
             }
         }

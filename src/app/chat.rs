@@ -1,0 +1,144 @@
+//! Chat: lines said, members coming and going, and `:who`.
+
+use super::{LOBBY, Net, Show};
+use crate::proto::NodeId;
+use crate::proto::wire::{self, Body};
+
+/// The chat application. It has no state of its own yet: everyone is in
+/// the lobby.
+#[derive(Debug, Default)]
+pub struct Chat;
+
+impl Chat {
+    /// The user said `text`: shown as ours, and sent to the room.
+    pub fn say(&mut self, net: &mut impl Net, text: String) {
+        let mut text = text;
+        truncate(&mut text, wire::MAX_TEXT);
+        net.show(Show::Chat {
+            from: net.me().to_owned(),
+            room: LOBBY.into(),
+            text: text.clone(),
+            own: true,
+        });
+        net.publish(Body::Chat {
+            room: LOBBY.into(),
+            text,
+        });
+    }
+
+    /// `:who`: the members, by name.
+    pub fn who(&mut self, net: &mut impl Net) {
+        let mut v = net.members();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        net.show(Show::Members(v));
+    }
+
+    /// A chat event of `from` was delivered.
+    pub fn delivered(&mut self, net: &mut impl Net, from: NodeId, room: String, text: String) {
+        let from = net.name_of(from);
+        net.show(Show::Chat {
+            from,
+            room,
+            text,
+            own: false,
+        });
+    }
+
+    /// Member `name` is present now.
+    pub fn joined(&mut self, net: &mut impl Net, name: String) {
+        net.show(Show::MemberJoined(name));
+    }
+
+    /// Member `name` is gone: it left, or was `lost`.
+    pub fn left(&mut self, net: &mut impl Net, name: String, lost: bool) {
+        net.show(Show::MemberLeft { name, lost });
+    }
+}
+
+/// Cuts `s` to at most `max` bytes, at a character boundary.
+fn truncate(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut n = max;
+        while !s.is_char_boundary(n) {
+            n -= 1;
+        }
+        s.truncate(n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::{MemberView, Reach};
+
+    #[derive(Default)]
+    struct Fake {
+        published: Vec<Body>,
+        shown: Vec<Show>,
+    }
+
+    impl Net for Fake {
+        fn publish(&mut self, body: Body) {
+            self.published.push(body);
+        }
+        fn show(&mut self, show: Show) {
+            self.shown.push(show);
+        }
+        fn me(&self) -> &str {
+            "alice"
+        }
+        fn name_of(&self, id: NodeId) -> String {
+            format!("n{}", id.0)
+        }
+        fn members(&self) -> Vec<MemberView> {
+            ["alice", "carol", "bob"]
+                .iter()
+                .map(|n| MemberView {
+                    name: n.to_string(),
+                    addr: None,
+                    reach: Reach::Relayed,
+                })
+                .collect()
+        }
+    }
+
+    #[test]
+    fn say_shows_ours_and_publishes_bounded() {
+        let mut net = Fake::default();
+        let mut c = Chat;
+        c.say(&mut net, "é".repeat(wire::MAX_TEXT));
+        let Body::Chat { text, room } = &net.published[0] else {
+            panic!("not a chat");
+        };
+        assert_eq!(room, LOBBY);
+        assert!(text.len() <= wire::MAX_TEXT && text.len() > wire::MAX_TEXT - 2);
+        assert!(matches!(&net.shown[0], Show::Chat { own: true, from, .. } if from == "alice"));
+    }
+
+    #[test]
+    fn delivered_lines_name_their_sender() {
+        let mut net = Fake::default();
+        let mut c = Chat;
+        c.delivered(&mut net, NodeId(7), LOBBY.into(), "hi".into());
+        assert_eq!(
+            net.shown,
+            [Show::Chat {
+                from: "n7".into(),
+                room: LOBBY.into(),
+                text: "hi".into(),
+                own: false
+            }]
+        );
+    }
+
+    #[test]
+    fn who_is_sorted_by_name() {
+        let mut net = Fake::default();
+        Chat.who(&mut net);
+        let Show::Members(v) = &net.shown[0] else {
+            panic!("not members");
+        };
+        let names: Vec<&str> = v.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["alice", "bob", "carol"]);
+    }
+}

@@ -1,0 +1,81 @@
+//! Applications: what events mean to the user.
+//!
+//! Each application ([`chat`] now; rooms, private messages and files
+//! later) turns commands into events and delivered events into things to
+//! show. It reaches the network only through [`Net`]: publish an event,
+//! read the member list, show something. It never sees links or sequence
+//! numbers.
+
+pub mod chat;
+
+use crate::proto::NodeId;
+use crate::proto::wire::Body;
+use std::fmt;
+use std::net::SocketAddr;
+
+/// The room everyone starts in.
+pub const LOBBY: &str = "lobby";
+
+/// What an application may ask of the network, and tell the user.
+pub trait Net {
+    /// Floods `body` as our next event.
+    fn publish(&mut self, body: Body);
+    /// Tells the user.
+    fn show(&mut self, show: Show);
+    /// Our own name.
+    fn me(&self) -> &str;
+    /// The name to show for member `id`.
+    fn name_of(&self, id: NodeId) -> String;
+    /// The members shown as present, us among them.
+    fn members(&self) -> Vec<MemberView>;
+}
+
+/// Something for the user interface to show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Show {
+    /// We are in: welcomed through `via`, `members` including us.
+    Joined {
+        via: SocketAddr,
+        members: usize,
+    },
+    Chat {
+        from: String,
+        room: String,
+        text: String,
+        own: bool,
+    },
+    MemberJoined(String),
+    MemberLeft {
+        name: String,
+        lost: bool,
+    },
+    Members(Vec<MemberView>),
+    /// A problem worth telling the user that is not fatal.
+    Warning(String),
+}
+
+/// How a member is reached from here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    Me,
+    Direct,
+    Relayed,
+}
+
+impl fmt::Display for Reach {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Reach::Me => "self",
+            Reach::Direct => "direct",
+            Reach::Relayed => "relayed",
+        })
+    }
+}
+
+/// One line of `:who`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberView {
+    pub name: String,
+    pub addr: Option<SocketAddr>,
+    pub reach: Reach,
+}

@@ -1,0 +1,1183 @@
+//! The node: one peer, its protocol machines wired together.
+//!
+//! The event loop and the simulation drive a [`Node`] with inputs (a link
+//! was accepted, connected, lost; a frame arrived; the user typed a
+//! command; the time is now) and drain [`Action`]s from it (send this frame
+//! on that link, open a link, close one, show this, stop). It owns the
+//! protocol machines ([`Links`], [`Membership`], [`Mesh`], [`Broadcast`])
+//! and the applications ([`Chat`]), and routes what one says to the others;
+//! none of them calls another. Nothing here touches a socket, a clock or a
+//! terminal: time is a number of milliseconds the caller passes in,
+//! randomness comes from a seed.
+//!
+//! Joining: a new peer says HELLO (joining) to any member, which checks the
+//! name and answers HELLO and its member list, giving for each member the
+//! last sequence number it delivered from it. The joiner floods a JOIN
+//! event and links to more members until it has `degree` links.
+
+use crate::app::chat::Chat;
+use crate::app::{MemberView, Net, Reach};
+use crate::proto::broadcast::{self, Accepted, Broadcast, FETCH_MAX, Gap};
+use crate::proto::link::{self, BadHello, Links};
+use crate::proto::membership::{self, ASK_MAX, Membership, Out};
+use crate::proto::mesh::{self, DIAL_GIVE_UP, Mesh};
+use crate::proto::wire::{self, Body, Entry, Event, Frame, Hello, Msg, Refusal, WireError};
+use crate::proto::{Io, Sink};
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+
+pub use crate::app::Show;
+pub use crate::proto::link::MAX_PENDING;
+pub use crate::proto::membership::MAX_MEMBERS;
+pub use crate::proto::{LinkId, Millis, NodeId, Rng};
+
+/// Two peers joining under one name within this of each other are a race,
+/// settled by node id; after it, the name belongs to whoever has it.
+const JOIN_RACE: Millis = 3_000;
+/// How long leaving waits for a link that is being dialled.
+const LEAVE_WAIT: Millis = 1_000;
+
+/// Tunables: link counts and timers.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Links a peer tries to keep.
+    pub degree: usize,
+    /// Above this many links a peer sheds one, politely (twice `degree`).
+    pub max_degree: usize,
+    /// Links a peer accepts at most; beyond it newcomers are refused.
+    pub max_links: usize,
+    /// An idle link gets a PING this often.
+    pub heartbeat: Millis,
+    /// A link silent this long is dead.
+    pub link_timeout: Millis,
+    /// A link must complete HELLO within this.
+    pub handshake_timeout: Millis,
+    /// A suspected member has this long to refute.
+    pub refute_wait: Millis,
+    /// A gap in a sender's events is fetched after this, and again as often.
+    pub gap_wait: Millis,
+    /// A gap nobody can fill is skipped after this.
+    pub gap_giveup: Millis,
+    /// Lost members remembered and probed, at most; beyond it the longest
+    /// lost is forgotten (but for where its events had got to).
+    pub lost_max: usize,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            degree: 6,
+            max_degree: 12,
+            max_links: 256,
+            heartbeat: 20_000,
+            link_timeout: 60_000,
+            handshake_timeout: 5_000,
+            refute_wait: 2_000,
+            gap_wait: 300,
+            gap_giveup: 10_000,
+            lost_max: 256,
+        }
+    }
+}
+
+/// What the event loop must do, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Queue this frame (length prefix included) on the link.
+    Send(LinkId, Frame),
+    /// Open a TCP connection for this new link; report
+    /// [`Node::connected`] or [`Node::link_down`].
+    Connect(LinkId, SocketAddr),
+    /// Flush what is queued on the link, then close it. The node has
+    /// forgotten it already.
+    Close(LinkId),
+    /// Tell the user.
+    Show(Show),
+    /// Flush every link and stop, for this reason.
+    Stop(Stop),
+}
+
+impl From<Io> for Action {
+    fn from(io: Io) -> Action {
+        match io {
+            Io::Send(l, f) => Action::Send(l, f),
+            Io::Connect(l, a) => Action::Connect(l, a),
+            Io::Close(l) => Action::Close(l),
+        }
+    }
+}
+
+impl Sink for VecDeque<Action> {
+    fn io(&mut self, io: Io) {
+        self.push_back(io.into());
+    }
+}
+
+/// Why a node stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stop {
+    /// The user left.
+    Left,
+    /// Our name belongs to another member.
+    NameTaken(String),
+    /// The peer we joined through would not have us.
+    Refused(String),
+    /// Nobody could be reached to join through.
+    Unreachable(String),
+}
+
+impl Stop {
+    /// The exit status for it: 0 for leaving, 1 for a failure.
+    pub fn status(&self) -> i32 {
+        match self {
+            Stop::Left => 0,
+            _ => 1,
+        }
+    }
+
+    /// What to tell the user, if anything.
+    pub fn message(&self) -> Option<&str> {
+        match self {
+            Stop::Left => None,
+            Stop::NameTaken(m) | Stop::Refused(m) | Stop::Unreachable(m) => Some(m),
+        }
+    }
+}
+
+/// What the user asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Say(String),
+    Who,
+    Quit,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    /// Dialling `addrs[next - 1]` on `link`, to join through it.
+    Joining {
+        addrs: Vec<SocketAddr>,
+        next: usize,
+        label: String,
+        link: LinkId,
+    },
+    Member,
+    Done,
+}
+
+/// One peer. See the module documentation.
+pub struct Node {
+    id: NodeId,
+    name: String,
+    port: u16,
+    max_links: usize,
+    /// Our IP as others see it, once someone has told us.
+    ip: Option<IpAddr>,
+    state: State,
+    /// When we became a member, to tell a name race from a taken name.
+    joined_at: Option<Millis>,
+    /// Leaving, but waiting (until the time given) for a link to say so on.
+    leaving: Option<(Stop, Millis)>,
+    links: Links,
+    membership: Membership,
+    mesh: Mesh,
+    broadcast: Broadcast,
+    chat: Chat,
+    /// The user was told a newer version of p2pchat is about.
+    told_newer: bool,
+    out: VecDeque<Action>,
+    /// The time of the latest input.
+    now: Millis,
+}
+
+/// The network as an application sees it (see [`Net`]), made of the
+/// node's parts; a macro, so that the application itself stays borrowable.
+macro_rules! net {
+    ($s:ident) => {
+        AppNet {
+            name: &$s.name,
+            me: $s.id,
+            listen: $s.ip.map(|ip| SocketAddr::new(ip, $s.port)),
+            broadcast: &mut $s.broadcast,
+            membership: &$s.membership,
+            links: &$s.links,
+            out: &mut $s.out,
+        }
+    };
+}
+
+struct AppNet<'a> {
+    name: &'a str,
+    me: NodeId,
+    listen: Option<SocketAddr>,
+    broadcast: &'a mut Broadcast,
+    membership: &'a Membership,
+    links: &'a Links,
+    out: &'a mut VecDeque<Action>,
+}
+
+impl Net for AppNet<'_> {
+    fn publish(&mut self, body: Body) {
+        if let Err(e) = self.broadcast.publish(self.out, body) {
+            let w = Show::Warning(format!("not sent: {e}"));
+            self.out.push_back(Action::Show(w));
+        }
+    }
+
+    fn show(&mut self, show: Show) {
+        self.out.push_back(Action::Show(show));
+    }
+
+    fn me(&self) -> &str {
+        self.name
+    }
+
+    fn name_of(&self, id: NodeId) -> String {
+        if id == self.me {
+            return self.name.to_owned();
+        }
+        self.membership.display(id)
+    }
+
+    fn members(&self) -> Vec<MemberView> {
+        let mut v = vec![MemberView {
+            name: self.name.to_owned(),
+            addr: self.listen,
+            reach: Reach::Me,
+        }];
+        for (id, m) in self.membership.present() {
+            v.push(MemberView {
+                name: m.display(id),
+                addr: m.addr,
+                reach: if self.links.linked(id) {
+                    Reach::Direct
+                } else {
+                    Reach::Relayed
+                },
+            });
+        }
+        v
+    }
+}
+
+impl Node {
+    /// A peer named `name` with node id `id`, listening on `port`, alone in
+    /// a new network until someone joins or [`Node::join`] is called.
+    pub fn new(cfg: Config, id: NodeId, name: &str, port: u16, seed: u64) -> Node {
+        let mut rng = Rng::new(seed);
+        let link_cfg = link::Config {
+            heartbeat: cfg.heartbeat,
+            link_timeout: cfg.link_timeout,
+            handshake_timeout: cfg.handshake_timeout,
+        };
+        let member_cfg = membership::Config {
+            refute_wait: cfg.refute_wait,
+            lost_max: cfg.lost_max,
+        };
+        let mesh_cfg = mesh::Config {
+            degree: cfg.degree,
+            max_degree: cfg.max_degree,
+        };
+        let bc_cfg = broadcast::Config {
+            gap_wait: cfg.gap_wait,
+            gap_giveup: cfg.gap_giveup,
+        };
+        Node {
+            id,
+            name: name.to_owned(),
+            port,
+            max_links: cfg.max_links,
+            ip: None,
+            state: State::Member,
+            // Whoever starts a network cannot be racing anyone for its name.
+            joined_at: None,
+            leaving: None,
+            links: Links::new(link_cfg, id, name, port),
+            membership: Membership::new(member_cfg, rng.next_u64()),
+            mesh: Mesh::new(mesh_cfg, rng.next_u64()),
+            broadcast: Broadcast::new(bc_cfg, id),
+            chat: Chat,
+            told_newer: false,
+            out: VecDeque::new(),
+            now: 0,
+        }
+    }
+
+    /// Joins an existing network through the first of `addrs` that answers;
+    /// `label` names them in errors (`localhost:40123`).
+    pub fn join(&mut self, addrs: Vec<SocketAddr>, label: &str, now: Millis) {
+        self.now = now;
+        self.joined_at = None;
+        self.set_state(State::Joining {
+            addrs,
+            next: 0,
+            label: label.to_owned(),
+            link: LinkId(0),
+        });
+        self.dial_next_join(now, "no address");
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether we are in a network (so typed lines can be sent).
+    pub fn is_member(&self) -> bool {
+        self.state == State::Member
+    }
+
+    /// Members known, not counting us (nor lost ones).
+    pub fn member_count(&self) -> usize {
+        self.membership.count()
+    }
+
+    /// The names of the members shown as present, not counting us (for
+    /// completing names as they are typed).
+    pub fn member_names(&self) -> Vec<String> {
+        self.membership
+            .present()
+            .filter_map(|(_, m)| m.name.clone())
+            .collect()
+    }
+
+    /// A one-line account of what we know of member `id`, for tests.
+    pub fn describe(&self, id: NodeId) -> String {
+        format!(
+            "{} {} linked={}",
+            self.membership.describe(id),
+            self.broadcast.describe(id),
+            self.links.linked(id)
+        )
+    }
+
+    /// Links with HELLO done.
+    pub fn link_count(&self) -> usize {
+        self.links.up_count()
+    }
+
+    /// Whether actions are waiting for [`Node::next_action`].
+    pub fn has_actions(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    /// Whether `link` has said HELLO (it carries the network's traffic).
+    pub fn is_established(&self, link: LinkId) -> bool {
+        self.links.peer(link).is_some()
+    }
+
+    /// The next thing to do, if any.
+    pub fn next_action(&mut self) -> Option<Action> {
+        let a = self.out.pop_front()?;
+        if let Action::Send(link, _) = &a {
+            // An idle link is one that sends nothing: a heartbeat is due
+            // only after a quiet while.
+            self.links.sent(*link, self.now);
+        }
+        Some(a)
+    }
+
+    /// A connection was accepted from `addr`; returns its new link. With
+    /// [`MAX_PENDING`] others still waiting for their HELLO, the oldest of
+    /// them is closed.
+    pub fn accepted(&mut self, addr: SocketAddr, now: Millis) -> LinkId {
+        self.now = now;
+        self.links.accepted(&mut self.out, addr, now)
+    }
+
+    /// An outbound connection we asked for is up: say HELLO.
+    pub fn connected(&mut self, link: LinkId, now: Millis) {
+        self.now = now;
+        let joining = matches!(self.state, State::Joining { .. });
+        self.links.connected(&mut self.out, link, joining, now);
+    }
+
+    /// A link failed or was closed by the other side.
+    pub fn link_down(&mut self, link: LinkId, reason: &str, now: Millis) {
+        self.now = now;
+        let Some(l) = self.links.remove(link) else {
+            return;
+        };
+        self.broadcast.neighbour_down(link);
+        if self.joining_link() == Some(link) {
+            if l.peer().is_none() {
+                self.dial_next_join(now, reason);
+            } else {
+                let why = format!("{} closed the link while we joined", l.addr);
+                self.stop(Stop::Refused(why));
+            }
+            return;
+        }
+        if let Some(p) = l.peer() {
+            self.membership.link_lost(p, &self.links, now);
+            self.membership_out(now);
+        } else if let Some(t) = l.target {
+            // A dial that never got through: back off before trying again.
+            if self.membership.is_member(t) {
+                self.membership.unreachable(t);
+                let failures = self.mesh.failed(t, now);
+                let present = self.membership.get(t).is_some_and(|m| m.present());
+                if !present && failures >= DIAL_GIVE_UP {
+                    // Only ever heard of, never reached: likely made up.
+                    self.forget_member(t);
+                }
+            }
+            self.mesh.paced(now);
+            return;
+        }
+        self.maintain(now);
+    }
+
+    /// A whole frame body arrived on `link`.
+    pub fn frame(&mut self, link: LinkId, body: &[u8], now: Millis) {
+        self.now = now;
+        let Some(l) = self.links.received(link, now) else {
+            return;
+        };
+        let peer = l.peer();
+        // A copy of an event delivered already is known by its header:
+        // nothing is decoded or allocated for it.
+        if peer.is_some() && wire::event_id(body).is_some_and(|id| self.broadcast.is_old(id)) {
+            return;
+        }
+        let msg = match wire::decode(body) {
+            Ok(m) => m,
+            // A newer peer may speak kinds we do not know: skip them.
+            Err(WireError::UnknownKind(_)) if peer.is_some() => return,
+            Err(e) => return self.drop_link(link, &format!("bad frame: {e}"), now),
+        };
+        match (peer, msg) {
+            (None, Msg::Hello(h)) => self.on_hello(link, h, now),
+            (None, Msg::Refuse { code, text }) => self.on_refuse(link, code, &text, now),
+            (None, _) => self.drop_link(link, "message before HELLO", now),
+            (Some(_), Msg::Hello(_)) => self.drop_link(link, "second HELLO", now),
+            (
+                Some(p),
+                Msg::Refuse {
+                    code: Refusal::Full,
+                    ..
+                },
+            ) => {
+                // Shed by the other side: a deliberate close, not a failure.
+                self.close(link);
+                if self.membership.is_member(p) {
+                    self.mesh.shed_by(p, now);
+                }
+                self.maintain(now);
+            }
+            (Some(_), Msg::Refuse { .. }) => self.drop_link(link, "refused", now),
+            (Some(p), Msg::Members { last, entries }) => {
+                self.on_members(link, p, last, entries, now)
+            }
+            (Some(_), Msg::Event(ev)) => self.on_event(link, ev, wire::frame_of(body), now),
+            (Some(_), Msg::Fetch { origin, from, to }) => {
+                self.broadcast
+                    .on_fetch(&mut self.out, link, origin, from, to)
+            }
+            (Some(_), Msg::Ping) => {}
+            (Some(_), Msg::Lack { origin, oldest }) => self.broadcast.on_lack(origin, oldest),
+        }
+    }
+
+    /// The user typed a command.
+    pub fn command(&mut self, cmd: Command, now: Millis) {
+        self.now = now;
+        if self.leaving.is_some() {
+            return;
+        }
+        match cmd {
+            Command::Say(text) => {
+                if self.is_member() {
+                    self.chat.say(&mut net!(self), text);
+                }
+            }
+            Command::Who => self.chat.who(&mut net!(self)),
+            Command::Quit => self.leave(Stop::Left, now),
+        }
+    }
+
+    /// The time is `now`: run the timers that are due.
+    pub fn tick(&mut self, now: Millis) {
+        self.now = now;
+        for link in self.links.tick(&mut self.out, now) {
+            self.drop_link(link, "timed out", now);
+        }
+        if self.broadcast.deadline().is_some_and(|t| now >= t) {
+            for origin in self.broadcast.due(now) {
+                self.fill_gap(origin, now);
+            }
+            self.broadcast.rewake();
+        }
+        self.membership.tick(&self.links, now);
+        self.membership_out(now);
+        let (maintain, shed) = self.mesh.tick(now);
+        if maintain {
+            self.maintain(now);
+        }
+        if shed {
+            self.shed(None, now);
+        }
+        if let Some((stop, until)) = self.leaving.take() {
+            if now >= until {
+                self.stop(stop);
+            } else {
+                self.leaving = Some((stop, until));
+            }
+        }
+    }
+
+    /// When [`Node::tick`] next has work to do, if ever.
+    pub fn deadline(&self) -> Option<Millis> {
+        [
+            self.links.deadline(),
+            self.broadcast.deadline(),
+            self.membership.deadline(),
+            self.mesh.deadline(),
+            self.leaving.as_ref().map(|&(_, until)| until),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// For tests of mixed versions: floods `body` as our next event, even
+    /// one of a type this build does not know.
+    #[doc(hidden)]
+    pub fn publish_for_test(&mut self, body: Body, now: Millis) {
+        self.now = now;
+        self.publish(body);
+    }
+
+    fn set_state(&mut self, state: State) {
+        self.membership.set_active(state == State::Member);
+        self.state = state;
+    }
+
+    fn joining_link(&self) -> Option<LinkId> {
+        match self.state {
+            State::Joining { link, .. } => Some(link),
+            _ => None,
+        }
+    }
+
+    fn dial_next_join(&mut self, now: Millis, reason: &str) {
+        let State::Joining {
+            addrs, next, label, ..
+        } = &mut self.state
+        else {
+            return;
+        };
+        let Some(&addr) = addrs.get(*next) else {
+            let msg = format!("cannot reach {label}: {reason}");
+            return self.stop(Stop::Unreachable(msg));
+        };
+        *next += 1;
+        let link = self.links.dial(&mut self.out, addr, None, now);
+        if let State::Joining { link: j, .. } = &mut self.state {
+            *j = link;
+        }
+    }
+
+    fn on_hello(&mut self, link: LinkId, h: Hello, now: Millis) {
+        let Some(l) = self.links.get(link) else {
+            return;
+        };
+        let (outbound, addr) = (l.outbound, l.addr);
+        let joining_link = self.joining_link() == Some(link);
+        match self.links.check_hello(&h) {
+            Ok(()) => {}
+            Err(BadHello::Version(why)) => {
+                let why = format!("{addr} {why}");
+                return self.refuse(link, Refusal::Version, &why, now);
+            }
+            Err(BadHello::Myself) if joining_link => {
+                return self.stop(Stop::Refused(format!("{addr} is this peer itself")));
+            }
+            Err(BadHello::Myself) => {
+                return self.refuse(link, Refusal::Myself, "connected to itself", now);
+            }
+            Err(BadHello::Name) => {
+                return self.refuse(link, Refusal::BadHello, "invalid name", now);
+            }
+        }
+        if self.membership.is_gone(h.id) {
+            let why = "this network saw you leave; start again to rejoin";
+            return self.refuse(link, Refusal::Gone, why, now);
+        }
+        if !outbound {
+            if !self.is_member() {
+                return self.refuse(link, Refusal::Other, "this peer is still joining", now);
+            }
+            if h.joining && self.name_taken(&h.name, h.id) {
+                let why = format!("the name {} is taken in this network", h.name);
+                return self.refuse(link, Refusal::NameTaken, &why, now);
+            }
+            if self.links.up_count() >= self.max_links {
+                return self.refuse(link, Refusal::Full, "this peer has too many links", now);
+            }
+        }
+        if h.you.is_some() && self.ip.is_none_or(|ip| ip.is_unspecified()) {
+            self.ip = h.you;
+        }
+        self.recall(h.id, now);
+        self.readmit(h.id, now);
+        let was_isolated = self.links.up_count() == 0;
+
+        self.link_up(link, h.id);
+        // Where the peer listens: what we dialled, or where it came from
+        // with the port it says it listens on.
+        let listen = if outbound {
+            addr
+        } else {
+            SocketAddr::new(addr.ip(), h.port)
+        };
+        if !outbound {
+            let reply = self.links.hello(false, addr.ip());
+            self.links.send(&mut self.out, link, reply, now);
+        }
+
+        let known = self.membership.is_member(h.id);
+        if !known && !self.make_room() {
+            return self.drop_link(link, "too many members", now);
+        }
+        let linked = self.links.linked_elsewhere(h.id, link);
+        if !known {
+            self.membership.insert(h.id, None, None, false);
+            self.broadcast.add(h.id, 1);
+        }
+        let name = self.membership.get(h.id).and_then(|m| m.name.as_deref());
+        if linked && name != Some(&h.name) {
+            // Someone else's id under another name: an impostor.
+            self.link_not_up(link);
+            let why = "that node id is linked already";
+            return self.refuse(link, Refusal::Duplicate, why, now);
+        }
+        self.membership.hello(h.id, &h.name, listen);
+        self.mesh.reached(h.id);
+
+        if h.name == self.name && !self.name_clash(h.id, now) {
+            let why = format!("the name {} is taken in this network", h.name);
+            self.forget_member(h.id);
+            self.link_not_up(link);
+            return self.refuse(link, Refusal::NameTaken, &why, now);
+        }
+        if self.is_member() && self.broadcast.seq() == 0 {
+            // We started this network and this is our first link: a JOIN
+            // of our own, so that peers who meet us later (a network we
+            // merge with) announce us like anyone else.
+            self.announce();
+        }
+        if self.is_member() {
+            self.send_members(link, now);
+            if was_isolated && self.broadcast.seq() > 1 {
+                // Back from isolation: whoever gave up on us, take us back.
+                self.membership.say_alive(now);
+                self.membership_out(now);
+            }
+        }
+        self.dedup_links(h.id);
+        self.shed(Some(link), now);
+        if let Some((stop, _)) = self.leaving.take() {
+            self.leave(stop, now);
+        }
+    }
+
+    fn on_refuse(&mut self, link: LinkId, code: Refusal, text: &str, now: Millis) {
+        if let State::Joining { link: j, label, .. } = &self.state {
+            if *j == link {
+                let stop = match code {
+                    Refusal::NameTaken => Stop::NameTaken(text.to_owned()),
+                    Refusal::Version | Refusal::Myself => Stop::Refused(text.to_owned()),
+                    _ => Stop::Refused(format!("{label} refused: {text}")),
+                };
+                return self.stop(stop);
+            }
+        }
+        let Some(addr) = self.links.get(link).map(|l| l.addr) else {
+            return;
+        };
+        if code == Refusal::Myself {
+            // We dialled ourselves under another address: forget it.
+            let ids: Vec<NodeId> = self
+                .membership
+                .active()
+                .filter(|(_, m)| m.addr == Some(addr))
+                .map(|(id, _)| id)
+                .collect();
+            for id in ids {
+                self.forget_member(id);
+            }
+        }
+        self.drop_link(link, text, now);
+    }
+
+    fn on_members(
+        &mut self,
+        link: LinkId,
+        from: NodeId,
+        last: bool,
+        entries: Vec<Entry>,
+        now: Millis,
+    ) {
+        let welcome = self.joining_link() == Some(link);
+        let Some(sender_ip) = self.links.get(link).map(|l| l.addr.ip()) else {
+            return;
+        };
+        if let Some(e) = entries.iter().find(|e| e.id == from) {
+            self.broadcast.set_floor(link, e.seq);
+        }
+        let mut fetch = Vec::new();
+        let mut asks = 0;
+        for e in entries {
+            if e.id == self.id || self.membership.is_gone(e.id) || !wire::valid_name(&e.name) {
+                continue;
+            }
+            self.recall(e.id, now);
+            if self.membership.is_lost(e.id) {
+                // Alive, says a peer we reach: it will likely say ALIVE
+                // itself soon; if not, ask.
+                if asks < ASK_MAX && self.membership.queue_ask(e.id, now) {
+                    asks += 1;
+                }
+                self.membership.back_one(now);
+                continue;
+            }
+            if e.name == self.name && !self.name_clash(e.id, now) {
+                continue;
+            }
+            let ip = e.ip.filter(|ip| !ip.is_unspecified());
+            let ip = if e.id == from { Some(sender_ip) } else { ip };
+            let addr = ip.map(|ip| SocketAddr::new(ip, e.port));
+            if self.membership.is_member(e.id) {
+                if welcome {
+                    self.broadcast.start_after(e.id, e.seq);
+                    self.membership.set_present(e.id);
+                } else if let Some((lo, hi)) = self.broadcast.missed(e.id, e.seq) {
+                    // The sender has delivered events of this member
+                    // that we have not seen (we were cut off): ask.
+                    fetch.push((e.id, lo, hi));
+                }
+                self.membership.fill_in(e.id, &e.name, addr);
+            } else if self.make_room() {
+                // On the welcome, start after what the welcomer has
+                // delivered; later, a member new to us is newer than our
+                // welcome, so everything it said is news to us.
+                let next = if welcome { e.seq.saturating_add(1) } else { 1 };
+                if !welcome && e.seq >= 1 {
+                    fetch.push((e.id, 1, e.seq.min(FETCH_MAX)));
+                }
+                self.membership.insert(e.id, Some(e.name), addr, welcome);
+                self.broadcast.add(e.id, next);
+            }
+        }
+        for (origin, lo, hi) in fetch {
+            self.broadcast.fetch(&mut self.out, link, origin, lo, hi);
+        }
+        if welcome && last {
+            let via = self
+                .links
+                .get(link)
+                .map_or(SocketAddr::from(([0; 4], 0)), |l| l.addr);
+            self.set_state(State::Member);
+            self.joined_at = Some(now);
+            let members = self.membership.count() + 1;
+            self.out
+                .push_back(Action::Show(Show::Joined { via, members }));
+            self.announce();
+            self.send_members(link, now);
+        }
+        if self.is_member() {
+            self.maintain(now);
+        }
+    }
+
+    fn on_event(&mut self, link: LinkId, ev: Event, frame: Frame, now: Millis) {
+        let origin = ev.origin;
+        // No honest sender gets to u64::MAX; nothing could follow it.
+        if origin == self.id || ev.seq == u64::MAX || self.membership.is_gone(origin) {
+            return;
+        }
+        self.recall(origin, now);
+        if self.membership.is_lost(origin) {
+            if self.broadcast.is_old(ev.id()) {
+                // Said before we lost it, or a copy replayed: no news.
+                return;
+            }
+            match ev.body {
+                // It refutes: it is alive after all. Or it leaves, and its
+                // last words must not be lost with it. What we held of it
+                // drains, the rest is fetched like any gap, and then the
+                // LEAVE, if it is one, takes it out for good.
+                Body::Alive { .. } | Body::Leave => self.readmit(origin, now),
+                _ => return self.hold_lost(link, ev, frame, now),
+            }
+        }
+        // A JOIN under a name no honest peer could have is malformed.
+        if matches!(&ev.body, Body::Join { name, .. } if !wire::valid_name(name)) {
+            return;
+        }
+        if self.broadcast.forged(link, ev.id()) {
+            return;
+        }
+        if !self.membership.is_member(origin) {
+            if !self.make_room() {
+                return;
+            }
+            self.membership.insert(origin, None, None, false);
+            self.broadcast.add(origin, 1);
+        }
+        if self.broadcast.is_old(ev.id()) {
+            return;
+        }
+        self.membership.heard(origin, now);
+        if ev.body == (Body::Suspect { target: self.id }) {
+            // Answer at once, even if the question must wait behind a gap:
+            // the others will not wait for that gap.
+            self.membership.answer(ev.id(), now);
+        }
+        if let Body::Alive { answers } = &ev.body {
+            // Proof of life even if it must wait behind a gap: the
+            // suspicion it answers must not outlast the gap.
+            self.membership.refuted(origin, answers);
+        }
+        match self.broadcast.accept(&mut self.out, link, ev, frame, now) {
+            Accepted::Delivered(ev) => {
+                self.delivered(ev, now);
+                self.drain(origin, now);
+            }
+            Accepted::HeldNextReady => self.drain(origin, now),
+            Accepted::Held => {}
+        }
+    }
+
+    /// An event from a member we lost. In a healed partition its events
+    /// come in order, and its ALIVE after them: hold them until then. If no
+    /// ALIVE comes, ask whether it is alive.
+    fn hold_lost(&mut self, link: LinkId, ev: Event, frame: Frame, now: Millis) {
+        let origin = ev.origin;
+        if ev.body == (Body::Suspect { target: self.id }) {
+            // Whoever asks, we answer: others may have it back already,
+            // and our silence would make them give up on us.
+            self.membership.answer(ev.id(), now);
+        }
+        self.broadcast.hold_paused(link, ev, frame);
+        if self.is_member() {
+            self.membership.queue_ask(origin, now);
+        }
+    }
+
+    /// Delivers what is held of `origin` while it is next in order.
+    fn drain(&mut self, origin: NodeId, now: Millis) {
+        while let Some(ev) = self.broadcast.drain(&mut self.out, origin, now) {
+            self.delivered(ev, now);
+        }
+    }
+
+    /// A gap's timer ran out: fetch again, or skip what nobody has.
+    fn fill_gap(&mut self, origin: NodeId, now: Millis) {
+        match self.broadcast.fill_gap(&mut self.out, origin, now) {
+            Gap::Skipped(missed) => {
+                let name = self.membership.display(origin);
+                let s = if missed == 1 { "" } else { "s" };
+                let w = format!("missed {missed} message{s} from {name}");
+                self.out.push_back(Action::Show(Show::Warning(w)));
+                self.drain(origin, now);
+            }
+            Gap::Ready => self.drain(origin, now),
+            Gap::Waiting => {}
+        }
+    }
+
+    /// What a delivered event means.
+    fn delivered(&mut self, ev: Event, now: Millis) {
+        let (origin, id) = (ev.origin, ev.id());
+        match ev.body {
+            Body::Join { name, ip, port } => {
+                let addr = ip.map(|ip| SocketAddr::new(ip, port));
+                // A name no honest peer could have is not taken on.
+                let name = Some(name).filter(|n| wire::valid_name(n));
+                self.membership.joined(origin, name, addr);
+                let name = self.membership.display(origin);
+                if self.is_member() {
+                    self.chat.joined(&mut net!(self), name.clone());
+                }
+                if name == self.name {
+                    self.name_clash(origin, now);
+                }
+                self.maintain(now);
+            }
+            Body::Leave => self.remove_member(origin),
+            Body::Chat { room, text } => self.chat.delivered(&mut net!(self), origin, room, text),
+            Body::Suspect { target } if target == self.id => self.membership.answer(id, now),
+            Body::Suspect { target } => self.membership.suspicion(id, target, now),
+            Body::Alive { .. } => self.membership.alive(origin),
+            Body::Other { kind, .. } => {
+                if !self.told_newer {
+                    self.told_newer = true;
+                    let w = format!(
+                        "a newer version of p2pchat is in this network \
+                         (event type {kind}); some of what it says is not shown"
+                    );
+                    self.out.push_back(Action::Show(Show::Warning(w)));
+                }
+            }
+        }
+    }
+
+    /// A member left for good: forgotten and tombstoned.
+    fn remove_member(&mut self, id: NodeId) {
+        let Some(m) = self.membership.leave(id) else {
+            return;
+        };
+        self.broadcast.remove(id);
+        self.mesh.forget(id);
+        if self.is_member() && m.present() {
+            self.chat.left(&mut net!(self), m.display(id), false);
+        }
+        self.close_links_to(id);
+    }
+
+    /// Routes what membership asks for.
+    fn membership_out(&mut self, now: Millis) {
+        while let Some(o) = self.membership.next_out() {
+            match o {
+                Out::Publish(body) => {
+                    if self.is_member() {
+                        self.publish(body);
+                    }
+                }
+                Out::Dial(id, addr) => {
+                    self.links.dial(&mut self.out, addr, Some(id), now);
+                }
+                Out::Lost(id, present) => {
+                    self.broadcast.pause(id);
+                    if self.is_member() && present {
+                        let name = self.membership.display(id);
+                        self.chat.left(&mut net!(self), name, true);
+                    }
+                    self.close_links_to(id);
+                }
+                Out::Dropped(id, name) => {
+                    if let Some(next) = self.broadcast.forget(id) {
+                        self.membership.forgotten(id, next, name);
+                    }
+                    self.mesh.forget(id);
+                }
+            }
+        }
+    }
+
+    /// A member we had lost is back: it said HELLO, or ALIVE.
+    fn readmit(&mut self, id: NodeId, now: Millis) {
+        if !self.membership.readmit(id, now) {
+            return;
+        }
+        self.mesh.reset(id);
+        self.broadcast.resume(id, now);
+        if self.is_member() {
+            let name = self.membership.display(id);
+            self.chat.joined(&mut net!(self), name);
+        }
+    }
+
+    /// A member forgotten as lost is heard of again: lost again, where it
+    /// left off.
+    fn recall(&mut self, id: NodeId, now: Millis) {
+        if let Some(next) = self.membership.recall(id, now) {
+            self.broadcast.recall(id, next);
+            self.membership_out(now);
+        }
+    }
+
+    /// Drops a member from every table.
+    fn forget_member(&mut self, id: NodeId) {
+        self.membership.forget(id);
+        self.broadcast.remove(id);
+        self.mesh.forget(id);
+    }
+
+    /// Makes room for one more member if the table is full, by forgetting
+    /// one we only heard of (never linked, never heard from). Returns
+    /// whether there is room.
+    fn make_room(&mut self) -> bool {
+        if self.membership.count() < MAX_MEMBERS {
+            return true;
+        }
+        let busy = self.links.busy();
+        let bc = &self.broadcast;
+        match self.membership.idle(&busy, |id| bc.untouched(id)) {
+            Some(id) => {
+                self.forget_member(id);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn name_taken(&self, name: &str, id: NodeId) -> bool {
+        name == self.name || self.membership.name_taken(name, id)
+    }
+
+    /// Another member has our name. Two peers that joined at once under one
+    /// name settle it: the larger id gives way. A peer that has been in
+    /// the network longer than such a race keeps its name. Returns whether
+    /// the other may keep it too (we are leaving, or it is the race's
+    /// winner).
+    fn name_clash(&mut self, other: NodeId, now: Millis) -> bool {
+        let racing = self.joined_at.is_some_and(|t| now < t + JOIN_RACE);
+        if !racing || self.state == State::Done {
+            return self.state == State::Done;
+        }
+        if self.id > other {
+            let msg = format!("the name {} is taken in this network", self.name);
+            self.leave(Stop::NameTaken(msg), now);
+        }
+        true
+    }
+
+    /// Floods our JOIN: who we are and where we listen.
+    fn announce(&mut self) {
+        let body = Body::Join {
+            name: self.name.clone(),
+            ip: self.ip,
+            port: self.port,
+        };
+        self.publish(body);
+    }
+
+    fn publish(&mut self, body: Body) {
+        net!(self).publish(body);
+    }
+
+    fn send_members(&mut self, link: LinkId, now: Millis) {
+        let mut all = vec![Entry {
+            id: self.id,
+            name: self.name.clone(),
+            ip: self.ip,
+            port: self.port,
+            seq: self.broadcast.seq(),
+        }];
+        // Only members we have reason to believe in: ones we were told of
+        // and never heard from are not passed on.
+        for (id, m) in self.membership.present() {
+            if let Some(name) = &m.name {
+                all.push(Entry {
+                    id,
+                    name: name.clone(),
+                    ip: m.addr.map(|a| a.ip()),
+                    port: m.addr.map_or(0, |a| a.port()),
+                    seq: self.broadcast.delivered(id).unwrap_or(0),
+                });
+            }
+        }
+        let n = all.len().div_ceil(wire::MEMBERS_PER_FRAME);
+        for (i, chunk) in all.chunks(wire::MEMBERS_PER_FRAME).enumerate() {
+            let msg = Msg::Members {
+                last: i + 1 == n,
+                entries: chunk.to_vec(),
+            };
+            self.links.send(&mut self.out, link, wire::small(&msg), now);
+        }
+    }
+
+    fn leave(&mut self, stop: Stop, now: Millis) {
+        let dialling = self.links.dialling() > 0;
+        if self.is_member() && self.links.up_count() == 0 && dialling {
+            // Nobody to tell yet, but a link is on its way (our relay just
+            // left): wait a moment for it, so that our leave is heard.
+            if self.leaving.is_none() {
+                self.leaving = Some((stop, now + LEAVE_WAIT));
+            }
+            return;
+        }
+        self.leaving = None;
+        if self.is_member() {
+            self.publish(Body::Leave);
+        }
+        self.stop(stop);
+    }
+
+    fn stop(&mut self, stop: Stop) {
+        self.set_state(State::Done);
+        self.out.push_back(Action::Stop(stop));
+    }
+
+    /// Two links to one peer: keep the one dialled by the smaller node id,
+    /// a choice both ends make alike.
+    fn dedup_links(&mut self, peer: NodeId) {
+        let mut both: Vec<(NodeId, LinkId)> = self
+            .links
+            .to(peer)
+            .into_iter()
+            .map(|(k, outbound)| (if outbound { self.id } else { peer }, k))
+            .collect();
+        if both.len() < 2 {
+            return;
+        }
+        both.sort();
+        for &(_, link) in &both[1..] {
+            self.close(link);
+        }
+    }
+
+    /// Dials members until we have `degree` links (or run out of members
+    /// worth dialling).
+    fn maintain(&mut self, now: Millis) {
+        if !self.is_member() {
+            return;
+        }
+        let chosen = self
+            .mesh
+            .choose(&self.links, self.membership.dialable(), now);
+        for (id, addr) in chosen {
+            self.links.dial(&mut self.out, addr, Some(id), now);
+        }
+    }
+
+    /// Too many links: close some, saying why, so the other side neither
+    /// suspects us nor dials straight back.
+    fn shed(&mut self, keep: Option<LinkId>, now: Millis) {
+        for link in self.mesh.shed(&self.links, keep, now) {
+            let text = "too many links; keeping others";
+            self.refuse(link, Refusal::Full, text, now);
+        }
+    }
+
+    fn link_up(&mut self, link: LinkId, peer: NodeId) {
+        self.links.up(link, peer);
+        self.broadcast.neighbour_up(link, peer);
+    }
+
+    /// The peer on `link` is not let in after all.
+    fn link_not_up(&mut self, link: LinkId) {
+        self.links.down_to_hello(link);
+        self.broadcast.neighbour_down(link);
+    }
+
+    fn refuse(&mut self, link: LinkId, code: Refusal, text: &str, now: Millis) {
+        self.links.refuse(&mut self.out, link, code, text, now);
+        self.broadcast.neighbour_down(link);
+    }
+
+    fn close(&mut self, link: LinkId) {
+        self.links.close(&mut self.out, link);
+        self.broadcast.neighbour_down(link);
+    }
+
+    fn close_links_to(&mut self, id: NodeId) {
+        for (link, _) in self.links.to(id) {
+            self.close(link);
+        }
+    }
+
+    /// Closes a link we gave up on, and deals with what that means.
+    fn drop_link(&mut self, link: LinkId, why: &str, now: Millis) {
+        if self.links.get(link).is_some() {
+            self.out.push_back(Action::Close(link));
+            self.link_down(link, why, now);
+        }
+    }
+}

@@ -1,0 +1,849 @@
+//! Broadcast: every event delivered once, and in order per origin.
+//!
+//! Every event carries (origin, seq). A peer delivers an event when it is
+//! the next one of its origin, and relays it on every other link (today's
+//! strategy: flooding; nothing outside this file depends on it). Later
+//! events are held back, earlier ones are copies. A gap is fetched from
+//! neighbours' recent-event caches (FETCH); a neighbour that delivered the
+//! missing events but no longer has them says so (LACK), and the gap is
+//! skipped, with a warning, at once; if nobody answers, after
+//! `gap_giveup`. An origin the node declares lost is paused: its events
+//! are held, not delivered, until it is back.
+//!
+//! Delivery is pulled: [`Broadcast::accept`] hands back the event if it is
+//! next, then [`Broadcast::drain`] hands back the held ones one at a time,
+//! so the node can act on each (a LEAVE ends its origin) before the next.
+
+use super::wire::{self, Body, Event, Frame, Msg};
+use super::{EventId, Io, LinkId, Millis, NodeId, Sink, soonest};
+use std::collections::{BTreeMap, VecDeque};
+
+/// Events held back per origin, waiting for a gap to fill, and bytes held
+/// back in all.
+pub const MAX_HELD: usize = 512;
+pub const HELD_BYTES: usize = 1 << 20;
+/// Events further ahead of the next expected one are dropped, not held.
+pub const HOLD_WINDOW: u64 = 4096;
+/// Recent events kept to answer FETCH: count and bytes.
+pub const CACHE_EVENTS: usize = 16384;
+pub const CACHE_BYTES: usize = 4 << 20;
+/// Events sent in answer to one FETCH.
+pub const FETCH_MAX: u64 = 256;
+
+/// Gap repair timers, in milliseconds.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// A gap in a sender's events is fetched after this, and again as often.
+    pub gap_wait: Millis,
+    /// A gap nobody can fill is skipped after this.
+    pub gap_giveup: Millis,
+}
+
+/// An event held back, decoded once, with the link it came on.
+#[derive(Debug)]
+struct Held {
+    ev: Event,
+    frame: Frame,
+    link: LinkId,
+}
+
+/// Where one origin's events have got to.
+#[derive(Debug)]
+struct Origin {
+    /// The next sequence number to deliver.
+    next: u64,
+    /// Events that arrived ahead of `next`.
+    held: BTreeMap<u64, Held>,
+    /// The furthest event seen ahead of `next`, held or not (too far
+    /// ahead to hold): we are behind until `next` passes it.
+    ahead: u64,
+    /// A neighbour answered our FETCH: its oldest event of this origin is
+    /// this one; what comes before is lost to it.
+    lack: Option<u64>,
+    /// We skipped this origin's events below this, or started after them
+    /// (the first event we delivered ourselves): we never had them, so we
+    /// cannot tell anyone they were let go.
+    skipped_to: u64,
+    /// The first event of this origin we delivered (0: none yet).
+    first_seen: u64,
+    gap_since: Millis,
+    fetch_at: Millis,
+    /// The last event our latest FETCH asked for (0: none pending).
+    fetched_to: u64,
+    /// The node lost its origin: hold, never deliver, until it is back.
+    paused: bool,
+}
+
+impl Origin {
+    fn new(next: u64) -> Origin {
+        Origin {
+            next,
+            held: BTreeMap::new(),
+            ahead: 0,
+            lack: None,
+            skipped_to: 0,
+            first_seen: 0,
+            gap_since: 0,
+            fetch_at: 0,
+            fetched_to: 0,
+            paused: false,
+        }
+    }
+
+    /// Whether we know of events that we have not delivered.
+    fn behind(&self) -> bool {
+        !self.held.is_empty() || self.ahead >= self.next
+    }
+
+    fn held_bytes(&self) -> usize {
+        self.held.values().map(|h| h.frame.len()).sum()
+    }
+
+    /// A gap starts now: fetch after `wait`, give up `gap_giveup` from now.
+    fn start_gap(&mut self, now: Millis, wait: Millis, wake: &mut Option<Millis>) {
+        self.gap_since = now;
+        self.fetch_at = now + wait;
+        soonest(wake, self.fetch_at);
+    }
+}
+
+/// A neighbour: the peer on an up link.
+#[derive(Debug)]
+struct Neighbour {
+    peer: NodeId,
+    /// Its own last event when it sent us its member list: later events
+    /// of that node are taken from this link only.
+    floor: Option<u64>,
+}
+
+/// Recent events by id, bounded in count and bytes.
+#[derive(Debug, Default)]
+struct Cache {
+    frames: BTreeMap<EventId, Frame>,
+    order: VecDeque<EventId>,
+    bytes: usize,
+}
+
+impl Cache {
+    /// The oldest event of `origin` still kept.
+    fn oldest(&self, origin: NodeId) -> Option<u64> {
+        let lo = EventId { origin, seq: 0 };
+        let hi = EventId {
+            origin,
+            seq: u64::MAX,
+        };
+        self.frames.range(lo..=hi).next().map(|(id, _)| id.seq)
+    }
+
+    fn insert(&mut self, id: EventId, frame: Frame) {
+        self.bytes += frame.len();
+        match self.frames.insert(id, frame) {
+            Some(old) => self.bytes -= old.len(),
+            None => self.order.push_back(id),
+        }
+        while self.order.len() > CACHE_EVENTS || self.bytes > CACHE_BYTES {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(f) = self.frames.remove(&old) {
+                self.bytes -= f.len();
+            }
+        }
+    }
+}
+
+/// What became of an event accepted.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Accepted {
+    /// It was next: delivered and relayed. Drain after acting on it.
+    Delivered(Event),
+    /// Held back, and the next event is held too (it was held while its
+    /// origin was lost): drain.
+    HeldNextReady,
+    /// Held back (or a copy): nothing to deliver yet.
+    Held,
+}
+
+/// What became of a gap whose timer ran out.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Gap {
+    /// Skipped this many events nobody has: held ones may be next now.
+    Skipped(u64),
+    /// The next event is held: drain.
+    Ready,
+    /// Still waiting (fetched again), or nothing to do.
+    Waiting,
+}
+
+/// One peer's broadcast state. See the module documentation.
+#[derive(Debug)]
+pub struct Broadcast {
+    cfg: Config,
+    me: NodeId,
+    /// The last sequence number we used.
+    seq: u64,
+    origins: BTreeMap<NodeId, Origin>,
+    neighbours: BTreeMap<LinkId, Neighbour>,
+    cache: Cache,
+    /// Bytes of frames held back, all origins together.
+    held_bytes: usize,
+    /// No gap timer is due before this (a lower bound).
+    wake: Option<Millis>,
+}
+
+impl Broadcast {
+    pub fn new(cfg: Config, me: NodeId) -> Broadcast {
+        Broadcast {
+            cfg,
+            me,
+            seq: 0,
+            origins: BTreeMap::new(),
+            neighbours: BTreeMap::new(),
+            cache: Cache::default(),
+            held_bytes: 0,
+            wake: None,
+        }
+    }
+
+    /// The last sequence number we used (0: we have said nothing).
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// `link` is up to `peer`: relay to it from now on.
+    pub fn neighbour_up(&mut self, link: LinkId, peer: NodeId) {
+        self.neighbours
+            .insert(link, Neighbour { peer, floor: None });
+    }
+
+    pub fn neighbour_down(&mut self, link: LinkId) {
+        self.neighbours.remove(&link);
+    }
+
+    /// The neighbour on `link` has delivered its own events up to `seq`:
+    /// later ones can only come from it on this link.
+    pub fn set_floor(&mut self, link: LinkId, seq: u64) {
+        if let Some(n) = self.neighbours.get_mut(&link) {
+            n.floor = Some(seq);
+        }
+    }
+
+    /// Whether `id` arriving on `link` is a forgery: while we hear its
+    /// origin directly, its new events come from it alone.
+    pub fn forged(&self, link: LinkId, id: EventId) -> bool {
+        self.neighbours
+            .iter()
+            .any(|(&k, n)| k != link && n.peer == id.origin && n.floor.is_some_and(|f| id.seq > f))
+    }
+
+    /// Whether `id` is a copy of an event delivered (or passed) already:
+    /// decided from the frame header alone.
+    pub fn is_old(&self, id: EventId) -> bool {
+        self.origins
+            .get(&id.origin)
+            .is_some_and(|o| id.seq < o.next)
+    }
+
+    /// Whether we track `origin`'s events.
+    pub fn knows(&self, origin: NodeId) -> bool {
+        self.origins.contains_key(&origin)
+    }
+
+    /// Tracks `origin`, whose next event to deliver is `next`.
+    pub fn add(&mut self, origin: NodeId, next: u64) {
+        self.origins
+            .entry(origin)
+            .or_insert_with(|| Origin::new(next));
+    }
+
+    /// The last event of `origin` delivered (0: none).
+    pub fn delivered(&self, origin: NodeId) -> Option<u64> {
+        self.origins.get(&origin).map(|o| o.next - 1)
+    }
+
+    /// Whether nothing has been delivered or held of `origin`: a member
+    /// only heard of.
+    pub fn untouched(&self, origin: NodeId) -> bool {
+        self.origins
+            .get(&origin)
+            .is_none_or(|o| o.held.is_empty() && o.next == 1)
+    }
+
+    /// Forgets `origin` altogether (it left, or was never real).
+    pub fn remove(&mut self, origin: NodeId) {
+        if let Some(o) = self.origins.remove(&origin) {
+            self.held_bytes -= o.held_bytes();
+        }
+    }
+
+    /// Forgets `origin`, returning where its events had got to (the next
+    /// to deliver): should it come back, what we delivered of it must not
+    /// be delivered again.
+    pub fn forget(&mut self, origin: NodeId) -> Option<u64> {
+        let o = self.origins.remove(&origin)?;
+        self.held_bytes -= o.held_bytes();
+        Some(o.next)
+    }
+
+    /// An origin forgotten is heard of again: tracked again, paused, where
+    /// it left off (`next`, from [`Broadcast::forget`]).
+    pub fn recall(&mut self, origin: NodeId, next: u64) {
+        let mut o = Origin::new(next);
+        o.paused = true;
+        self.origins.insert(origin, o);
+    }
+
+    /// The node lost `origin`: what was held of it is dropped, and its
+    /// events are held from now on until [`Broadcast::resume`]. Whatever
+    /// gap it had is moot; if it comes back, the gap since `next` is found
+    /// afresh.
+    pub fn pause(&mut self, origin: NodeId) {
+        if let Some(o) = self.origins.get_mut(&origin) {
+            self.held_bytes -= o.held_bytes();
+            o.held.clear();
+            o.paused = true;
+            o.ahead = 0;
+            o.lack = None;
+        }
+    }
+
+    /// `origin` is back: what was held of it drains, the rest is fetched
+    /// like any gap.
+    pub fn resume(&mut self, origin: NodeId, now: Millis) {
+        let wait = self.cfg.gap_wait;
+        if let Some(o) = self.origins.get_mut(&origin) {
+            o.paused = false;
+            if o.behind() {
+                o.start_gap(now, wait, &mut self.wake);
+            }
+        }
+    }
+
+    /// Whether `origin` is paused.
+    pub fn paused(&self, origin: NodeId) -> bool {
+        self.origins.get(&origin).is_some_and(|o| o.paused)
+    }
+
+    /// We joined through a peer that has delivered `origin`'s events up to
+    /// `seq`: start after them; what we held below is theirs already.
+    pub fn start_after(&mut self, origin: NodeId, seq: u64) {
+        let o = self.origins.entry(origin).or_insert_with(|| Origin::new(1));
+        o.next = seq.saturating_add(1);
+        let keep = o.held.split_off(&o.next);
+        let old = std::mem::replace(&mut o.held, keep);
+        self.held_bytes -= old.values().map(|h| h.frame.len()).sum::<usize>();
+    }
+
+    /// A neighbour has delivered `origin`'s events up to `seq`: the range
+    /// we have missed, if any, to FETCH (we were cut off, or it is new to
+    /// us and everything it said is news).
+    pub fn missed(&self, origin: NodeId, seq: u64) -> Option<(u64, u64)> {
+        match self.origins.get(&origin) {
+            Some(o) if o.paused => None,
+            Some(o) if seq >= o.next && !o.behind() => {
+                Some((o.next, seq.min(o.next.saturating_add(FETCH_MAX - 1))))
+            }
+            Some(_) => None,
+            None if seq >= 1 => Some((1, seq.min(FETCH_MAX))),
+            None => None,
+        }
+    }
+
+    /// Asks `link` for `origin`'s events `from..=to`.
+    pub fn fetch(&self, out: &mut impl Sink, link: LinkId, origin: NodeId, from: u64, to: u64) {
+        out.io(Io::Send(
+            link,
+            wire::small(&Msg::Fetch { origin, from, to }),
+        ));
+    }
+
+    /// An event of a tracked, unpaused origin arrived on `link`: delivered
+    /// and relayed if it is the next, held if it is ahead.
+    pub fn accept(
+        &mut self,
+        out: &mut impl Sink,
+        link: LinkId,
+        ev: Event,
+        frame: Frame,
+        now: Millis,
+    ) -> Accepted {
+        let wait = self.cfg.gap_wait;
+        let Some(o) = self.origins.get_mut(&ev.origin) else {
+            return Accepted::Held;
+        };
+        if ev.seq < o.next || o.paused {
+            return Accepted::Held;
+        }
+        if ev.seq > o.next {
+            if !o.behind() {
+                o.start_gap(now, wait, &mut self.wake);
+            }
+            hold(o, &mut self.held_bytes, ev, frame, link);
+            return if o.held.contains_key(&o.next) {
+                Accepted::HeldNextReady
+            } else {
+                Accepted::Held
+            };
+        }
+        match self.deliver(out, ev, frame, Some(link)) {
+            Some(ev) => Accepted::Delivered(ev),
+            None => Accepted::Held,
+        }
+    }
+
+    /// An event of a paused origin: held, if it is news.
+    pub fn hold_paused(&mut self, link: LinkId, ev: Event, frame: Frame) {
+        if let Some(o) = self.origins.get_mut(&ev.origin) {
+            if ev.seq >= o.next {
+                hold(o, &mut self.held_bytes, ev, frame, link);
+            }
+        }
+    }
+
+    /// The next held event of `origin`, if it is next: delivered and
+    /// relayed. When none is left, whatever gap remains starts its wait.
+    pub fn drain(&mut self, out: &mut impl Sink, origin: NodeId, now: Millis) -> Option<Event> {
+        let wait = self.cfg.gap_wait;
+        let o = self.origins.get_mut(&origin)?;
+        if o.paused {
+            return None;
+        }
+        if let Some(h) = o.held.remove(&o.next) {
+            self.held_bytes -= h.frame.len();
+            return self.deliver(out, h.ev, h.frame, Some(h.link));
+        }
+        if o.behind() && o.next > o.fetched_to && o.fetched_to != 0 {
+            // What we fetched is in, and more is missing (a long backlog,
+            // fetched a window at a time): fetch the next window at once.
+            o.fetched_to = 0;
+            o.start_gap(now, 0, &mut self.wake);
+        } else if o.behind() {
+            // A gap remains further on: it starts its own wait.
+            o.start_gap(now, wait, &mut self.wake);
+        }
+        None
+    }
+
+    /// Delivers an event that is next in its origin's order: relays it on
+    /// every other link (never back to its origin) and keeps it to answer
+    /// FETCH.
+    fn deliver(
+        &mut self,
+        out: &mut impl Sink,
+        ev: Event,
+        frame: Frame,
+        from: Option<LinkId>,
+    ) -> Option<Event> {
+        let o = self.origins.get_mut(&ev.origin)?;
+        o.next = ev.seq.saturating_add(1);
+        if o.first_seen == 0 {
+            o.first_seen = ev.seq;
+        }
+        for (&k, n) in &self.neighbours {
+            if n.peer != ev.origin && Some(k) != from {
+                out.io(Io::Send(k, frame.clone()));
+            }
+        }
+        self.cache.insert(ev.id(), frame);
+        Some(ev)
+    }
+
+    /// Originates an event: ours, next in our sequence, to every link.
+    ///
+    /// # Errors
+    ///
+    /// When the event does not fit in a frame; nothing is sent.
+    pub fn publish(&mut self, out: &mut impl Sink, body: Body) -> Result<EventId, wire::WireError> {
+        let ev = Event {
+            origin: self.me,
+            seq: self.seq + 1,
+            body,
+        };
+        let f = wire::frame(&Msg::Event(ev))?;
+        self.seq += 1;
+        for &k in self.neighbours.keys() {
+            out.io(Io::Send(k, f.clone()));
+        }
+        let id = EventId {
+            origin: self.me,
+            seq: self.seq,
+        };
+        self.cache.insert(id, f);
+        Ok(id)
+    }
+
+    /// A neighbour asks for `origin`'s events `from..=to`: what we have,
+    /// and a LACK if we had them and let them go.
+    pub fn on_fetch(&self, out: &mut impl Sink, link: LinkId, origin: NodeId, from: u64, to: u64) {
+        let delivered = if origin == self.me {
+            self.seq >= from
+        } else {
+            self.origins.get(&origin).is_some_and(|o| {
+                !o.paused
+                    && o.next > from
+                    && from >= o.skipped_to
+                    && o.first_seen != 0
+                    && from >= o.first_seen
+            })
+        };
+        let lo = EventId { origin, seq: from };
+        if delivered && !self.cache.frames.contains_key(&lo) {
+            // We had them and let them go: say so, so the asker need not
+            // wait for them. (Not having had them says nothing.)
+            let oldest = self.cache.oldest(origin).unwrap_or(0);
+            out.io(Io::Send(link, wire::small(&Msg::Lack { origin, oldest })));
+        }
+        let to = to.min(from.saturating_add(FETCH_MAX - 1));
+        let hi = EventId { origin, seq: to };
+        if lo <= hi {
+            for f in self.cache.frames.range(lo..=hi).map(|(_, f)| f) {
+                out.io(Io::Send(link, f.clone()));
+            }
+        }
+    }
+
+    /// A neighbour cannot send `origin`'s events before `oldest`.
+    pub fn on_lack(&mut self, origin: NodeId, oldest: u64) {
+        if let Some(o) = self.origins.get_mut(&origin) {
+            if !o.paused && o.behind() {
+                o.lack = Some(o.lack.map_or(oldest, |l| l.min(oldest)));
+            }
+        }
+    }
+
+    /// Origins whose gap timer is due.
+    pub fn due(&self, now: Millis) -> Vec<NodeId> {
+        if self.wake.is_none_or(|t| now < t) {
+            return Vec::new();
+        }
+        self.origins
+            .iter()
+            .filter(|(_, o)| !o.paused && o.behind() && now >= o.fetch_at)
+            .map(|(&id, _)| id)
+            .collect()
+    }
+
+    /// Finds the next gap timer from scratch (after running the due ones).
+    pub fn rewake(&mut self) {
+        self.wake = None;
+        for o in self.origins.values().filter(|o| !o.paused) {
+            if o.behind() {
+                soonest(&mut self.wake, o.fetch_at);
+            }
+        }
+    }
+
+    /// When a gap timer is next due, if ever (a lower bound).
+    pub fn deadline(&self) -> Option<Millis> {
+        self.wake
+    }
+
+    /// Asks neighbours for the events missing before the first held one
+    /// (or the furthest seen), and skips them once a neighbour has said
+    /// they are gone from its cache, or after `gap_giveup`.
+    pub fn fill_gap(&mut self, out: &mut impl Sink, origin: NodeId, now: Millis) -> Gap {
+        let cfg_giveup = self.cfg.gap_giveup;
+        let cfg_wait = self.cfg.gap_wait;
+        let Some(o) = self.origins.get_mut(&origin) else {
+            return Gap::Waiting;
+        };
+        if o.paused || !o.behind() {
+            return Gap::Waiting;
+        }
+        let first = o.held.keys().next().copied();
+        let lacking = o.lack.take().filter(|&l| l > o.next);
+        let give_up = now >= o.gap_since + cfg_giveup;
+        let skip_to = match (lacking, first) {
+            (Some(l), Some(f)) => Some(l.min(f)),
+            (Some(l), None) => Some(l),
+            (None, Some(f)) if give_up || f <= o.next => Some(f),
+            // Skip at most a window at a time: a sequence number far ahead
+            // may be a lie, and must not silence its origin at one stroke.
+            _ if give_up => Some(o.ahead.min(o.next.saturating_add(HOLD_WINDOW))),
+            _ => None,
+        };
+        if let Some(to) = skip_to.filter(|&t| t > o.next) {
+            let missed = to - o.next;
+            o.next = to;
+            o.skipped_to = to;
+            if o.held.is_empty() && o.ahead <= to {
+                // The event we skipped to was never held: wait for it
+                // without a timer; it, or a later one, restarts the gap.
+                o.ahead = 0;
+            }
+            return Gap::Skipped(missed);
+        }
+        if first.is_some_and(|f| f <= o.next) {
+            return Gap::Ready;
+        }
+        if give_up && first.is_none() {
+            // Nothing held and nothing more to skip to: stop looking; the
+            // next event from it will tell where it is.
+            o.ahead = 0;
+            return Gap::Waiting;
+        }
+        o.fetch_at = now + cfg_wait;
+        soonest(&mut self.wake, o.fetch_at);
+        let to = first.map_or(o.ahead, |f| f - 1);
+        let to = to.min(o.next.saturating_add(FETCH_MAX - 1));
+        o.fetched_to = to;
+        let f = wire::small(&Msg::Fetch {
+            origin,
+            from: o.next,
+            to,
+        });
+        for &k in self.neighbours.keys() {
+            out.io(Io::Send(k, f.clone()));
+        }
+        Gap::Waiting
+    }
+
+    /// A one-line account of `origin`'s events, for tests.
+    pub fn describe(&self, origin: NodeId) -> String {
+        match self.origins.get(&origin) {
+            Some(o) => {
+                let held: Vec<u64> = o.held.keys().copied().collect();
+                format!("next={} held={held:?}", o.next)
+            }
+            None => "untracked".into(),
+        }
+    }
+}
+
+/// Holds back `o`'s event (ahead of `o.next`), if it is within the window
+/// and there is room: `held_bytes` counts all origins' held bytes.
+fn hold(o: &mut Origin, held_bytes: &mut usize, ev: Event, frame: Frame, link: LinkId) {
+    let seq = ev.seq;
+    o.ahead = o.ahead.max(seq);
+    let room = o.held.len() < MAX_HELD && *held_bytes + frame.len() <= HELD_BYTES;
+    if seq - o.next < HOLD_WINDOW && room && !o.held.contains_key(&seq) {
+        *held_bytes += frame.len();
+        o.held.insert(seq, Held { ev, frame, link });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::wire::decode;
+
+    const ME: NodeId = NodeId(1);
+    const BOB: NodeId = NodeId(2);
+    const CAROL: NodeId = NodeId(3);
+    const A: LinkId = LinkId(10);
+    const B: LinkId = LinkId(11);
+
+    fn bc() -> Broadcast {
+        let cfg = Config {
+            gap_wait: 300,
+            gap_giveup: 10_000,
+        };
+        let mut b = Broadcast::new(cfg, ME);
+        b.neighbour_up(A, BOB);
+        b.neighbour_up(B, CAROL);
+        b
+    }
+
+    fn ev(origin: NodeId, seq: u64) -> (Event, Frame) {
+        let ev = Event {
+            origin,
+            seq,
+            body: Body::Chat {
+                room: "lobby".into(),
+                text: format!("{seq}"),
+            },
+        };
+        let f = wire::frame(&Msg::Event(ev.clone())).unwrap();
+        (ev, f)
+    }
+
+    /// Feeds an event, then drains: the sequence numbers delivered.
+    fn feed(
+        b: &mut Broadcast,
+        out: &mut Vec<Io>,
+        link: LinkId,
+        origin: NodeId,
+        seq: u64,
+    ) -> Vec<u64> {
+        let (e, f) = ev(origin, seq);
+        let mut got = Vec::new();
+        match b.accept(out, link, e, f, 0) {
+            Accepted::Delivered(e) => got.push(e.seq),
+            Accepted::HeldNextReady => {}
+            Accepted::Held => return got,
+        }
+        while let Some(e) = b.drain(out, origin, 0) {
+            got.push(e.seq);
+        }
+        got
+    }
+
+    fn sent(out: &[Io]) -> Vec<(LinkId, Msg)> {
+        out.iter()
+            .filter_map(|io| match io {
+                Io::Send(l, f) => Some((*l, decode(&f[4..]).unwrap())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn in_order_once_and_relayed_elsewhere() {
+        let mut b = bc();
+        let mut out = Vec::new();
+        b.add(CAROL, 1);
+        assert_eq!(feed(&mut b, &mut out, B, CAROL, 2), Vec::<u64>::new());
+        assert_eq!(feed(&mut b, &mut out, B, CAROL, 3), Vec::<u64>::new());
+        assert_eq!(feed(&mut b, &mut out, B, CAROL, 1), vec![1, 2, 3]);
+        assert!(b.is_old(EventId {
+            origin: CAROL,
+            seq: 3
+        }));
+        assert!(!b.is_old(EventId {
+            origin: CAROL,
+            seq: 4
+        }));
+        // Relayed to bob only: never back to carol, whose events they are.
+        let s = sent(&out);
+        assert_eq!(s.len(), 3);
+        assert!(s.iter().all(|(l, _)| *l == A));
+    }
+
+    #[test]
+    fn a_gap_is_fetched_then_skipped_on_lack() {
+        let mut b = bc();
+        let mut out = Vec::new();
+        b.add(CAROL, 1);
+        feed(&mut b, &mut out, B, CAROL, 5);
+        assert_eq!(b.deadline(), Some(300));
+        assert_eq!(b.due(299), vec![]);
+        assert_eq!(b.due(300), vec![CAROL]);
+        out.clear();
+        assert_eq!(b.fill_gap(&mut out, CAROL, 300), Gap::Waiting);
+        // Every neighbour is asked for 1..=4.
+        let s = sent(&out);
+        assert_eq!(s.len(), 2);
+        for (_, m) in s {
+            assert_eq!(
+                m,
+                Msg::Fetch {
+                    origin: CAROL,
+                    from: 1,
+                    to: 4
+                }
+            );
+        }
+        b.on_lack(CAROL, 3);
+        assert_eq!(b.fill_gap(&mut out, CAROL, 600), Gap::Skipped(2));
+        assert_eq!(b.drain(&mut out, CAROL, 600), None);
+        assert_eq!(feed(&mut b, &mut out, A, CAROL, 3), vec![3]);
+        assert_eq!(feed(&mut b, &mut out, A, CAROL, 4), vec![4, 5]);
+    }
+
+    #[test]
+    fn a_gap_nobody_fills_is_skipped_after_giveup() {
+        let mut b = bc();
+        let mut out = Vec::new();
+        b.add(CAROL, 1);
+        feed(&mut b, &mut out, B, CAROL, 3);
+        assert_eq!(b.fill_gap(&mut out, CAROL, 300), Gap::Waiting);
+        assert_eq!(b.fill_gap(&mut out, CAROL, 9_999), Gap::Waiting);
+        assert_eq!(b.fill_gap(&mut out, CAROL, 10_000), Gap::Skipped(2));
+        assert_eq!(b.drain(&mut out, CAROL, 10_000).map(|e| e.seq), Some(3));
+    }
+
+    #[test]
+    fn fetch_is_answered_from_the_cache_or_lacked() {
+        let mut b = bc();
+        let mut out = Vec::new();
+        b.add(CAROL, 1);
+        for s in 1..=3 {
+            feed(&mut b, &mut out, B, CAROL, s);
+        }
+        out.clear();
+        b.on_fetch(&mut out, A, CAROL, 2, 9);
+        let s = sent(&out);
+        assert_eq!(s.len(), 2);
+        assert!(matches!(&s[0].1, Msg::Event(e) if e.seq == 2));
+        // Asked for what we never had: nothing, not even a LACK.
+        out.clear();
+        b.on_fetch(&mut out, A, BOB, 1, 5);
+        assert!(out.is_empty());
+        // Our own events we always had.
+        b.publish(&mut out, Body::Leave).unwrap();
+        out.clear();
+        b.on_fetch(&mut out, A, ME, 1, 1);
+        assert_eq!(sent(&out).len(), 1);
+    }
+
+    #[test]
+    fn forged_copies_and_paused_origins() {
+        let mut b = bc();
+        let mut out = Vec::new();
+        b.add(BOB, 1);
+        b.set_floor(A, 4);
+        // Bob's events after 4 come from bob's own link only.
+        assert!(b.forged(
+            B,
+            EventId {
+                origin: BOB,
+                seq: 5
+            }
+        ));
+        assert!(!b.forged(
+            B,
+            EventId {
+                origin: BOB,
+                seq: 4
+            }
+        ));
+        assert!(!b.forged(
+            A,
+            EventId {
+                origin: BOB,
+                seq: 5
+            }
+        ));
+        // Paused: held, not delivered, until resumed.
+        b.pause(BOB);
+        let (e, f) = ev(BOB, 1);
+        b.hold_paused(B, e, f);
+        assert_eq!(b.drain(&mut out, BOB, 0), None);
+        b.resume(BOB, 0);
+        assert_eq!(b.drain(&mut out, BOB, 0).map(|e| e.seq), Some(1));
+    }
+
+    #[test]
+    fn forgotten_origins_come_back_where_they_left_off() {
+        let mut b = bc();
+        let mut out = Vec::new();
+        b.add(CAROL, 1);
+        feed(&mut b, &mut out, B, CAROL, 1);
+        feed(&mut b, &mut out, B, CAROL, 2);
+        assert_eq!(b.forget(CAROL), Some(3));
+        assert!(!b.knows(CAROL));
+        b.recall(CAROL, 3);
+        assert!(b.paused(CAROL));
+        assert!(b.is_old(EventId {
+            origin: CAROL,
+            seq: 2
+        }));
+        assert_eq!(b.delivered(CAROL), Some(2));
+    }
+
+    #[test]
+    fn held_bytes_are_bounded() {
+        let mut b = bc();
+        let mut out = Vec::new();
+        b.add(CAROL, 1);
+        for s in 2..(MAX_HELD as u64 + 100) {
+            feed(&mut b, &mut out, B, CAROL, s);
+        }
+        assert!(b.origins[&CAROL].held.len() <= MAX_HELD);
+        // Too far ahead: not held at all.
+        feed(&mut b, &mut out, B, CAROL, HOLD_WINDOW + 10);
+        assert!(!b.origins[&CAROL].held.contains_key(&(HOLD_WINDOW + 10)));
+        b.remove(CAROL);
+        assert_eq!(b.held_bytes, 0);
+    }
+}

@@ -1,0 +1,514 @@
+//! Links: each connection's life, from dial or accept to close.
+//!
+//! A link is dialled (or accepted), both sides say HELLO, and it is then up:
+//! it carries the network's traffic to one peer. This machine owns the
+//! stages, the heartbeats that keep an idle link alive, the timeouts that
+//! find a dead one, and the bound on accepted links that have not said
+//! HELLO yet. What a HELLO means for the network (may this peer join, under
+//! that name?) is the node's decision; the checks that need nothing but
+//! the HELLO itself are made here. An encrypted handshake will be one more
+//! [`Stage`].
+
+use super::wire::{self, Frame, Hello, Msg, Refusal};
+use super::{Io, LinkId, Millis, NodeId, Sink};
+use std::collections::{BTreeMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+
+/// Accepted connections that have not said HELLO yet, at most.
+pub const MAX_PENDING: usize = 64;
+
+/// Timers of a link, in milliseconds.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// An idle link gets a PING this often.
+    pub heartbeat: Millis,
+    /// A link silent this long is dead.
+    pub link_timeout: Millis,
+    /// A link must complete HELLO within this.
+    pub handshake_timeout: Millis,
+}
+
+/// Where a link is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Our dial is under way: TCP is not up yet.
+    Dialing,
+    /// TCP is up; the other side's HELLO has not come (ours went out
+    /// already if we dialled).
+    Hello,
+    /// HELLO done: the link carries the network's traffic to `peer`.
+    Up { peer: NodeId },
+}
+
+/// One link.
+#[derive(Debug)]
+pub struct Link {
+    /// The remote address of the socket.
+    pub addr: SocketAddr,
+    pub outbound: bool,
+    /// The member we meant to reach, for a link we dialled to one.
+    pub target: Option<NodeId>,
+    pub stage: Stage,
+    pub opened: Millis,
+    last_rx: Millis,
+    last_tx: Millis,
+}
+
+impl Link {
+    /// The peer on the other side, once HELLO is done.
+    pub fn peer(&self) -> Option<NodeId> {
+        match self.stage {
+            Stage::Up { peer } => Some(peer),
+            _ => None,
+        }
+    }
+}
+
+/// Why a HELLO is not taken, whatever the network thinks of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BadHello {
+    /// Another protocol version; the text names both.
+    Version(String),
+    /// Our own id: we reached ourselves.
+    Myself,
+    /// A name no honest peer could have.
+    Name,
+}
+
+/// Every link of one peer, and what it says in HELLO.
+#[derive(Debug)]
+pub struct Links {
+    cfg: Config,
+    links: BTreeMap<LinkId, Link>,
+    next: u64,
+    id: NodeId,
+    name: String,
+    port: u16,
+}
+
+impl Links {
+    pub fn new(cfg: Config, id: NodeId, name: &str, port: u16) -> Links {
+        Links {
+            cfg,
+            links: BTreeMap::new(),
+            next: 1,
+            id,
+            name: name.to_owned(),
+            port,
+        }
+    }
+
+    fn insert(
+        &mut self,
+        addr: SocketAddr,
+        outbound: bool,
+        target: Option<NodeId>,
+        now: Millis,
+    ) -> LinkId {
+        let id = LinkId(self.next);
+        self.next += 1;
+        let stage = if outbound {
+            Stage::Dialing
+        } else {
+            Stage::Hello
+        };
+        self.links.insert(
+            id,
+            Link {
+                addr,
+                outbound,
+                target,
+                stage,
+                opened: now,
+                last_rx: now,
+                last_tx: now,
+            },
+        );
+        id
+    }
+
+    /// Opens a new link to `addr` (to member `target`, if we know who is
+    /// there): the event loop connects, then reports
+    /// [`Links::connected`] or the link's loss.
+    pub fn dial(
+        &mut self,
+        out: &mut impl Sink,
+        addr: SocketAddr,
+        target: Option<NodeId>,
+        now: Millis,
+    ) -> LinkId {
+        let id = self.insert(addr, true, target, now);
+        out.io(Io::Connect(id, addr));
+        id
+    }
+
+    /// A connection was accepted from `addr`; returns its new link. With
+    /// [`MAX_PENDING`] others still waiting for their HELLO, the oldest of
+    /// them is closed: an honest peer says HELLO at once, so whoever has
+    /// waited longest is the likeliest to be dead or hostile.
+    pub fn accepted(&mut self, out: &mut impl Sink, addr: SocketAddr, now: Millis) -> LinkId {
+        let mut pending = self
+            .links
+            .iter()
+            .filter(|(_, l)| !l.outbound && l.stage == Stage::Hello)
+            .map(|(&k, _)| k);
+        if let Some(oldest) = pending.next() {
+            if pending.count() + 1 >= MAX_PENDING {
+                self.close(out, oldest);
+            }
+        }
+        self.insert(addr, false, None, now)
+    }
+
+    /// Our dial got through: say HELLO. Returns whether the link is ours.
+    pub fn connected(
+        &mut self,
+        out: &mut impl Sink,
+        link: LinkId,
+        joining: bool,
+        now: Millis,
+    ) -> bool {
+        let Some(l) = self.links.get_mut(&link) else {
+            return false;
+        };
+        l.stage = Stage::Hello;
+        let hello = self.hello(joining, self.links[&link].addr.ip());
+        self.send(out, link, hello, now);
+        true
+    }
+
+    /// Our HELLO, telling the other side the IP we see it at.
+    pub fn hello(&self, joining: bool, you: IpAddr) -> Frame {
+        wire::small(&Msg::Hello(Hello {
+            version: wire::VERSION,
+            id: self.id,
+            name: self.name.clone(),
+            port: self.port,
+            joining,
+            you: Some(you),
+        }))
+    }
+
+    /// The checks a HELLO must pass whoever we are.
+    pub fn check_hello(&self, h: &Hello) -> Result<(), BadHello> {
+        if h.version != wire::VERSION {
+            return Err(BadHello::Version(format!(
+                "speaks protocol version {}, this peer speaks {}",
+                h.version,
+                wire::VERSION
+            )));
+        }
+        if h.id == self.id {
+            return Err(BadHello::Myself);
+        }
+        if !wire::valid_name(&h.name) {
+            return Err(BadHello::Name);
+        }
+        Ok(())
+    }
+
+    /// HELLO is done on `link`: it now carries traffic to `peer`.
+    pub fn up(&mut self, link: LinkId, peer: NodeId) {
+        if let Some(l) = self.links.get_mut(&link) {
+            l.stage = Stage::Up { peer };
+        }
+    }
+
+    /// Back to waiting for HELLO: the peer on `link` was not let in after
+    /// all (the link is about to be refused).
+    pub fn down_to_hello(&mut self, link: LinkId) {
+        if let Some(l) = self.links.get_mut(&link) {
+            l.stage = Stage::Hello;
+        }
+    }
+
+    /// A frame arrived on `link`: notes the time; returns the link, if it
+    /// is ours.
+    pub fn received(&mut self, link: LinkId, now: Millis) -> Option<&Link> {
+        let l = self.links.get_mut(&link)?;
+        l.last_rx = now;
+        Some(l)
+    }
+
+    /// A frame went out on `link` (an idle link is one that sends nothing).
+    pub fn sent(&mut self, link: LinkId, now: Millis) {
+        if let Some(l) = self.links.get_mut(&link) {
+            l.last_tx = now;
+        }
+    }
+
+    /// Queues `frame` on `link`, if it is ours.
+    pub fn send(&mut self, out: &mut impl Sink, link: LinkId, frame: Frame, now: Millis) {
+        if let Some(l) = self.links.get_mut(&link) {
+            l.last_tx = now;
+            out.io(Io::Send(link, frame));
+        }
+    }
+
+    /// Says REFUSE on `link` and closes it.
+    pub fn refuse(
+        &mut self,
+        out: &mut impl Sink,
+        link: LinkId,
+        code: Refusal,
+        text: &str,
+        now: Millis,
+    ) {
+        let f = wire::small(&Msg::Refuse {
+            code,
+            text: text.to_owned(),
+        });
+        self.send(out, link, f, now);
+        self.close(out, link);
+    }
+
+    /// Forgets `link` and has the event loop close it (after flushing what
+    /// is queued on it).
+    pub fn close(&mut self, out: &mut impl Sink, link: LinkId) -> Option<Link> {
+        let l = self.links.remove(&link)?;
+        out.io(Io::Close(link));
+        Some(l)
+    }
+
+    /// Forgets `link`, which is gone already.
+    pub fn remove(&mut self, link: LinkId) -> Option<Link> {
+        self.links.remove(&link)
+    }
+
+    pub fn get(&self, link: LinkId) -> Option<&Link> {
+        self.links.get(&link)
+    }
+
+    /// The peer on `link`, if HELLO is done.
+    pub fn peer(&self, link: LinkId) -> Option<NodeId> {
+        self.links.get(&link).and_then(Link::peer)
+    }
+
+    /// Whether we have a link up to `peer`.
+    pub fn linked(&self, peer: NodeId) -> bool {
+        self.links.values().any(|l| l.peer() == Some(peer))
+    }
+
+    /// Whether a link other than `link` is up to `peer`.
+    pub fn linked_elsewhere(&self, peer: NodeId, link: LinkId) -> bool {
+        self.links
+            .iter()
+            .any(|(&k, l)| k != link && l.peer() == Some(peer))
+    }
+
+    /// The links up to `peer`, with who dialled each.
+    pub fn to(&self, peer: NodeId) -> Vec<(LinkId, bool)> {
+        self.links
+            .iter()
+            .filter(|(_, l)| l.peer() == Some(peer))
+            .map(|(&k, l)| (k, l.outbound))
+            .collect()
+    }
+
+    /// Links with HELLO done.
+    pub fn up_count(&self) -> usize {
+        self.links.values().filter(|l| l.peer().is_some()).count()
+    }
+
+    /// Links with HELLO done, and their peers.
+    pub fn up_links(&self) -> impl Iterator<Item = (LinkId, &Link)> + '_ {
+        self.links
+            .iter()
+            .filter(|(_, l)| l.peer().is_some())
+            .map(|(&k, l)| (k, l))
+    }
+
+    /// Members we link to or are dialling.
+    pub fn busy(&self) -> HashSet<NodeId> {
+        self.links
+            .values()
+            .filter_map(|l| l.peer().or(l.target))
+            .collect()
+    }
+
+    /// Members we have a dial under way to.
+    pub fn targets(&self) -> HashSet<NodeId> {
+        self.links.values().filter_map(|l| l.target).collect()
+    }
+
+    /// Dials not through HELLO yet.
+    pub fn dialling(&self) -> usize {
+        self.links
+            .values()
+            .filter(|l| l.outbound && l.peer().is_none())
+            .count()
+    }
+
+    /// Runs heartbeats; returns the links found dead, for the caller to
+    /// drop.
+    pub fn tick(&mut self, out: &mut impl Sink, now: Millis) -> Vec<LinkId> {
+        let cfg = &self.cfg;
+        let mut dead = Vec::new();
+        let mut ping = Vec::new();
+        let mut any_ping_due = false;
+        for (&id, l) in &self.links {
+            if l.peer().is_none() {
+                if now >= l.opened + cfg.handshake_timeout {
+                    dead.push(id);
+                }
+            } else if now >= l.last_rx + cfg.link_timeout {
+                dead.push(id);
+            } else {
+                any_ping_due |= now >= l.last_tx + cfg.heartbeat;
+                // Ping every link half-way due at once: one wake-up, not many.
+                if now >= l.last_tx + cfg.heartbeat / 2 {
+                    ping.push(id);
+                }
+            }
+        }
+        if any_ping_due {
+            let f = wire::small(&Msg::Ping);
+            for id in ping {
+                self.send(out, id, f.clone(), now);
+            }
+        }
+        dead
+    }
+
+    /// When [`Links::tick`] next has work to do.
+    pub fn deadline(&self) -> Option<Millis> {
+        let cfg = &self.cfg;
+        self.links
+            .values()
+            .flat_map(|l| {
+                if l.peer().is_none() {
+                    [Some(l.opened + cfg.handshake_timeout), None]
+                } else {
+                    [
+                        Some(l.last_rx + cfg.link_timeout),
+                        Some(l.last_tx + cfg.heartbeat),
+                    ]
+                }
+            })
+            .flatten()
+            .min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::wire::decode;
+
+    const ME: NodeId = NodeId(1);
+
+    fn links() -> Links {
+        let cfg = Config {
+            heartbeat: 20_000,
+            link_timeout: 60_000,
+            handshake_timeout: 5_000,
+        };
+        Links::new(cfg, ME, "me", 4000)
+    }
+
+    fn addr(p: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], p))
+    }
+
+    fn kinds(out: &[Io]) -> Vec<String> {
+        out.iter()
+            .map(|io| match io {
+                Io::Send(l, f) => format!("send {} {:?}", l.0, decode(&f[4..]).unwrap()),
+                Io::Connect(l, a) => format!("connect {} {a}", l.0),
+                Io::Close(l) => format!("close {}", l.0),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn dial_then_hello_then_up() {
+        let mut ls = links();
+        let mut out = Vec::new();
+        let l = ls.dial(&mut out, addr(9), Some(NodeId(7)), 0);
+        assert_eq!(ls.get(l).unwrap().stage, Stage::Dialing);
+        assert!(ls.connected(&mut out, l, true, 10));
+        let k = kinds(&out);
+        assert!(k[0].starts_with("connect 1"));
+        assert!(k[1].contains("Hello") && k[1].contains("joining: true"));
+        assert_eq!(ls.up_count(), 0);
+        assert_eq!(ls.dialling(), 1);
+        ls.up(l, NodeId(7));
+        assert_eq!(ls.peer(l), Some(NodeId(7)));
+        assert!(ls.linked(NodeId(7)));
+        assert_eq!(ls.up_count(), 1);
+        assert_eq!(ls.dialling(), 0);
+    }
+
+    #[test]
+    fn silent_handshake_and_silent_link_die() {
+        let mut ls = links();
+        let mut out = Vec::new();
+        let a = ls.accepted(&mut out, addr(9), 0);
+        let b = ls.accepted(&mut out, addr(10), 0);
+        ls.up(b, NodeId(8));
+        assert_eq!(ls.deadline(), Some(5_000));
+        assert_eq!(ls.tick(&mut out, 4_999), vec![]);
+        assert_eq!(ls.tick(&mut out, 5_000), vec![a]);
+        ls.remove(a);
+        // Half-way to the heartbeat nothing is sent; at it, a PING.
+        out.clear();
+        assert_eq!(ls.tick(&mut out, 10_000), vec![]);
+        assert!(out.is_empty());
+        assert_eq!(ls.tick(&mut out, 20_000), vec![]);
+        assert_eq!(kinds(&out), ["send 2 Ping"]);
+        ls.received(b, 21_000);
+        assert_eq!(ls.tick(&mut out, 80_999), vec![]);
+        assert_eq!(ls.tick(&mut out, 81_000), vec![b]);
+    }
+
+    #[test]
+    fn pending_handshakes_are_bounded() {
+        let mut ls = links();
+        let mut out = Vec::new();
+        let first = ls.accepted(&mut out, addr(1), 0);
+        for i in 1..MAX_PENDING as u64 * 2 {
+            ls.accepted(&mut out, addr(1), i);
+        }
+        let pending = ls.links.values().filter(|l| l.peer().is_none()).count();
+        assert!(pending <= MAX_PENDING);
+        // The oldest went first.
+        assert!(ls.get(first).is_none());
+        assert!(kinds(&out).contains(&format!("close {}", first.0)));
+    }
+
+    #[test]
+    fn hello_checks() {
+        let ls = links();
+        let mut h = Hello {
+            version: wire::VERSION,
+            id: NodeId(5),
+            name: "bob".into(),
+            port: 1,
+            joining: true,
+            you: None,
+        };
+        assert_eq!(ls.check_hello(&h), Ok(()));
+        h.name = "a b".into();
+        assert_eq!(ls.check_hello(&h), Err(BadHello::Name));
+        h.id = ME;
+        assert_eq!(ls.check_hello(&h), Err(BadHello::Myself));
+        h.version = wire::VERSION + 1;
+        let Err(BadHello::Version(why)) = ls.check_hello(&h) else {
+            panic!("version taken");
+        };
+        assert!(why.contains(&wire::VERSION.to_string()));
+        assert!(why.contains(&(wire::VERSION + 1).to_string()));
+    }
+
+    #[test]
+    fn refuse_sends_then_closes() {
+        let mut ls = links();
+        let mut out = Vec::new();
+        let l = ls.accepted(&mut out, addr(1), 0);
+        ls.refuse(&mut out, l, Refusal::Full, "full", 0);
+        let k = kinds(&out);
+        assert!(k[0].contains("Refuse") && k[0].contains("Full"));
+        assert_eq!(k[1], format!("close {}", l.0));
+        assert!(ls.get(l).is_none());
+    }
+}

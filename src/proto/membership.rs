@@ -1,0 +1,1132 @@
+//! Membership: who is in the network, and who is still alive.
+//!
+//! Each member has a name, an address to dial, and a [`Status`]. How the
+//! network finds out who is gone:
+//!
+//! - Suspicion: a peer that loses its last link to a member floods SUSPECT;
+//!   the member refutes with ALIVE if it is alive elsewhere, and is declared
+//!   lost everywhere if it does not within `refute_wait`.
+//! - Census: whoever declares two members lost together (a partition,
+//!   perhaps) says ALIVE too, and asks about members it then hears nothing
+//!   from. In a partition, members with no link to our side are found that
+//!   way: no one here had a link to lose. One crash costs no census.
+//! - Coming back: lost members are remembered and their addresses probed.
+//!   A probe that gets through (a partition heals, a laptop wakes) lets the
+//!   member back in on its HELLO; whoever lets two lost members back in
+//!   together says ALIVE, which lets it back in wherever it was lost, and
+//!   so on across both halves: a few events per peer, not one per pair.
+//! - Departed members are tombstoned, so stale member lists cannot revive
+//!   them; lost members forgotten (too many, or lost a day) are remembered
+//!   by name and by where their events had got to.
+//!
+//! Decisions that need the rest of the node (flood an event, dial, a
+//! suspicion ran out, a lost member forgotten) are queued as [`Out`] for
+//! the node to route.
+
+use super::link::Links;
+use super::wire::{Body, MAX_ANSWERS};
+use super::{DIAL_BACKOFF, EventId, Millis, NodeId, Remember, Rng, Timers, backoff, soonest};
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+
+/// Members a peer keeps track of at most (not counting lost ones).
+pub const MAX_MEMBERS: usize = 4096;
+/// Departed node ids remembered, so stale member lists cannot revive them.
+const TOMBSTONES: usize = 4096;
+/// Lost members forgotten, remembered by where their events had got to.
+const FORGOTTEN: usize = 4096;
+/// Members lost (not left) are remembered, to let them back in and to
+/// probe their addresses: for a day, probed with back-off for ten minutes
+/// and every five minutes after, one probe per interval (on average).
+const LOST_FORGET: Millis = 24 * 3_600_000;
+const LOST_SLOW_AFTER: Millis = 600_000;
+const LOST_SLOW: Millis = 300_000;
+const PROBE_EVERY: Millis = 2_000;
+/// The first probe of a member just lost.
+const PROBE_FIRST: Millis = DIAL_BACKOFF;
+const ASK_AGAIN: Millis = 30_000;
+/// Answered suspicions remembered per member.
+const ANSWERED: usize = 16;
+/// Lost members asked about per member list received.
+pub const ASK_MAX: usize = 64;
+/// Questions about lost members wait this, plus a random moment up to
+/// `ASK_JITTER`: long enough for the member's own ALIVE to make them moot.
+const ASK_DELAY: Millis = 2_000;
+const ASK_JITTER: Millis = 1_000;
+/// Having let lost members back in (a partition heals: whoever lost them
+/// likely lost us too), we say ALIVE after a random moment up to this, and
+/// then not again for `ALIVE_QUIET`: many coming back cost one ALIVE.
+const ALIVE_JITTER: Millis = 200;
+const ALIVE_QUIET: Millis = 2_000;
+/// Having lost two members together, we say ALIVE, and so does everyone
+/// else: a census. A member we have heard nothing from this long after
+/// (nor for `ALIVE_QUIET` before) is asked about.
+const CENSUS_WAIT: Millis = 3_000;
+/// Two members lost, or back, within this of each other are taken for a
+/// partition, or its healing.
+const TOGETHER: Millis = 10_000;
+/// SUSPECTs about us arriving within this are answered by one ALIVE.
+const ANSWER_WAIT: Millis = 200;
+
+/// Liveness settings, in milliseconds and counts.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// A suspected member has this long to refute.
+    pub refute_wait: Millis,
+    /// Lost members remembered and probed, at most; beyond it the longest
+    /// lost is forgotten (but for where its events had got to).
+    pub lost_max: usize,
+}
+
+/// Where a member stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    /// Told of in a member list, or heard from, but not announced: not
+    /// shown to the user, never announced as leaving.
+    Heard,
+    /// Shown to the user as present: its JOIN was delivered, or it was
+    /// there when we joined.
+    Present,
+    /// Someone lost its last link to it: lost at `until` unless it
+    /// refutes. `unreachable`: our own dial to it failed since.
+    Suspected {
+        until: Millis,
+        present: bool,
+        unreachable: bool,
+    },
+    /// Lost: remembered and probed, in case it comes back.
+    Lost(Lost),
+}
+
+/// What we know of a lost member's absence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lost {
+    since: Millis,
+    probes: u32,
+    probe_after: Millis,
+    /// When we last asked the network about it (a SUSPECT), because a
+    /// peer listed it as alive, or heard someone else ask.
+    asked: Option<Millis>,
+    /// A question to ask: when it was decided, and when to ask it.
+    ask_at: Option<(Millis, Millis)>,
+}
+
+/// One member.
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub name: Option<String>,
+    /// Where it listens.
+    pub addr: Option<SocketAddr>,
+    pub status: Status,
+    /// When we last got a new event of it (0: never).
+    heard: Millis,
+    /// SUSPECT events it has answered with ALIVE.
+    answered: VecDeque<EventId>,
+    /// Silent through a census: when to ask the network about it.
+    ask_at: Option<Millis>,
+}
+
+impl Member {
+    fn new(name: Option<String>, addr: Option<SocketAddr>, status: Status) -> Member {
+        Member {
+            name,
+            addr,
+            status,
+            heard: 0,
+            answered: VecDeque::new(),
+            ask_at: None,
+        }
+    }
+
+    /// Whether it is shown to the user as present.
+    pub fn present(&self) -> bool {
+        matches!(
+            self.status,
+            Status::Present | Status::Suspected { present: true, .. }
+        )
+    }
+
+    pub fn is_lost(&self) -> bool {
+        matches!(self.status, Status::Lost(_))
+    }
+
+    pub fn suspected(&self) -> bool {
+        matches!(self.status, Status::Suspected { .. })
+    }
+
+    fn suspect_until(&self) -> Option<Millis> {
+        match self.status {
+            Status::Suspected { until, .. } => Some(until),
+            _ => None,
+        }
+    }
+
+    /// Suspected until `until`, unless it is already.
+    fn suspect(&mut self, until: Millis) {
+        if let Status::Heard | Status::Present = self.status {
+            let present = self.present();
+            self.status = Status::Suspected {
+                until,
+                present,
+                unreachable: false,
+            };
+        }
+    }
+
+    /// Not suspected (any more).
+    fn clear(&mut self) {
+        if let Status::Suspected { present, .. } = self.status {
+            self.status = if present {
+                Status::Present
+            } else {
+                Status::Heard
+            };
+        }
+    }
+
+    fn show(&mut self) {
+        match &mut self.status {
+            Status::Heard => self.status = Status::Present,
+            Status::Suspected { present, .. } => *present = true,
+            _ => {}
+        }
+    }
+
+    fn lost(&mut self) -> Option<&mut Lost> {
+        match &mut self.status {
+            Status::Lost(l) => Some(l),
+            _ => None,
+        }
+    }
+
+    /// Its name, or its id where it has not told us one.
+    pub fn display(&self, id: NodeId) -> String {
+        match &self.name {
+            Some(n) => n.clone(),
+            None => id.to_string(),
+        }
+    }
+}
+
+/// What membership asks of the node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Out {
+    /// Flood this event of ours.
+    Publish(Body),
+    /// Dial this member: a probe, or one more try after losing our link.
+    Dial(NodeId, SocketAddr),
+    /// Its suspicion ran out: it is lost (shown as present before, or
+    /// not). Hold its events, close links to it.
+    Lost(NodeId, bool),
+    /// A lost member is forgotten: drop what is held of it, and give
+    /// [`Membership::forgotten`] where its events had got to.
+    Dropped(NodeId, Option<String>),
+}
+
+#[derive(Clone, Copy)]
+enum T {
+    /// A member timer (suspicion, census ask) may be due (a lower bound).
+    Members,
+    /// Probe a lost member's address.
+    Probe,
+    /// A question about a lost member may be due (a lower bound).
+    Ask,
+    /// Answer the SUSPECTs about us.
+    Answer,
+    /// Say ALIVE: lost members came back, or a census.
+    Alive,
+    /// Count who spoke since the census began.
+    Census,
+}
+const TIMERS: usize = 6;
+
+/// One peer's view of the network's members. See the module docs.
+#[derive(Debug)]
+pub struct Membership {
+    cfg: Config,
+    /// Whether we are a member (not joining, not gone): only a member
+    /// floods events.
+    active: bool,
+    members: BTreeMap<NodeId, Member>,
+    /// Members in `members` that are lost.
+    lost: usize,
+    /// Members that left: their ids are never let in again.
+    gone: Remember<()>,
+    /// Lost members forgotten: where their events had got to (the next
+    /// to deliver), and their names.
+    forgotten: Remember<(u64, Option<String>)>,
+    timers: Timers<TIMERS>,
+    /// SUSPECTs about us not answered yet, and those answered lately.
+    to_answer: Vec<EventId>,
+    answered: VecDeque<EventId>,
+    /// When we last said ALIVE at all.
+    alive_last: Option<Millis>,
+    /// A census under way: when it started.
+    census: Option<Millis>,
+    /// When we last lost a member, and when one last came back.
+    last_loss: Option<Millis>,
+    last_back: Option<Millis>,
+    rng: Rng,
+    out: VecDeque<Out>,
+}
+
+impl Membership {
+    pub fn new(cfg: Config, seed: u64) -> Membership {
+        Membership {
+            cfg,
+            active: true,
+            members: BTreeMap::new(),
+            lost: 0,
+            gone: Remember::new(TOMBSTONES),
+            forgotten: Remember::new(FORGOTTEN),
+            timers: Timers::default(),
+            to_answer: Vec::new(),
+            answered: VecDeque::new(),
+            alive_last: None,
+            census: None,
+            last_loss: None,
+            last_back: None,
+            rng: Rng::new(seed),
+            out: VecDeque::new(),
+        }
+    }
+
+    /// Whether we are a member of the network (joined, not gone).
+    pub fn set_active(&mut self, active: bool) {
+        self.active = active;
+    }
+
+    /// What the node has to do, in order.
+    pub fn next_out(&mut self) -> Option<Out> {
+        self.out.pop_front()
+    }
+
+    pub fn get(&self, id: NodeId) -> Option<&Member> {
+        self.members.get(&id)
+    }
+
+    /// Whether `id` is a member, lost or not.
+    pub fn knows(&self, id: NodeId) -> bool {
+        self.members.contains_key(&id)
+    }
+
+    /// Whether `id` is a member that is not lost.
+    pub fn is_member(&self, id: NodeId) -> bool {
+        self.members.get(&id).is_some_and(|m| !m.is_lost())
+    }
+
+    pub fn is_lost(&self, id: NodeId) -> bool {
+        self.members.get(&id).is_some_and(Member::is_lost)
+    }
+
+    /// Whether `id` left: never let in again.
+    pub fn is_gone(&self, id: NodeId) -> bool {
+        self.gone.contains(id)
+    }
+
+    /// Members not lost.
+    pub fn count(&self) -> usize {
+        self.members.len() - self.lost
+    }
+
+    /// Members not lost, with their ids.
+    pub fn active(&self) -> impl Iterator<Item = (NodeId, &Member)> + '_ {
+        self.members
+            .iter()
+            .filter(|(_, m)| !m.is_lost())
+            .map(|(&id, m)| (id, m))
+    }
+
+    /// Members shown as present, with their ids.
+    pub fn present(&self) -> impl Iterator<Item = (NodeId, &Member)> + '_ {
+        self.members
+            .iter()
+            .filter(|(_, m)| m.present())
+            .map(|(&id, m)| (id, m))
+    }
+
+    /// Members worth dialling: not lost, not suspected, with an address.
+    pub fn dialable(&self) -> impl Iterator<Item = (NodeId, SocketAddr)> + '_ {
+        self.active()
+            .filter(|(_, m)| !m.suspected())
+            .filter_map(|(id, m)| m.addr.map(|a| (id, a)))
+    }
+
+    /// The name to show for `id`.
+    pub fn display(&self, id: NodeId) -> String {
+        self.members
+            .get(&id)
+            .map_or_else(|| id.to_string(), |m| m.display(id))
+    }
+
+    /// Whether `name` is taken by a member (not lost) other than `id`.
+    pub fn name_taken(&self, name: &str, id: NodeId) -> bool {
+        self.active()
+            .any(|(k, m)| k != id && m.name.as_deref() == Some(name))
+    }
+
+    /// A member only heard of (not announced, not linked: see `busy`),
+    /// whose events we never touched (`untouched`): the first one to
+    /// forget when the table is full.
+    pub fn idle(
+        &self,
+        busy: &HashSet<NodeId>,
+        untouched: impl Fn(NodeId) -> bool,
+    ) -> Option<NodeId> {
+        self.active()
+            .find(|&(id, m)| !m.present() && untouched(id) && !busy.contains(&id))
+            .map(|(id, _)| id)
+    }
+
+    /// A new member, not yet shown unless `present`.
+    pub fn insert(
+        &mut self,
+        id: NodeId,
+        name: Option<String>,
+        addr: Option<SocketAddr>,
+        present: bool,
+    ) {
+        let status = if present {
+            Status::Present
+        } else {
+            Status::Heard
+        };
+        if let Some(old) = self.members.insert(id, Member::new(name, addr, status)) {
+            if old.is_lost() {
+                self.lost -= 1;
+            }
+        }
+    }
+
+    /// Fills in what we did not know of a member: its name and address.
+    pub fn fill_in(&mut self, id: NodeId, name: &str, addr: Option<SocketAddr>) {
+        if let Some(m) = self.members.get_mut(&id) {
+            if m.name.is_none() {
+                m.name = Some(name.to_owned());
+            }
+            if m.addr.is_none() {
+                m.addr = addr;
+            }
+        }
+    }
+
+    /// We joined through a peer that lists `id` as present.
+    pub fn set_present(&mut self, id: NodeId) {
+        if let Some(m) = self.members.get_mut(&id) {
+            m.show();
+        }
+    }
+
+    /// `id` said HELLO to us, as `name`, listening at `addr`: it is alive.
+    pub fn hello(&mut self, id: NodeId, name: &str, addr: SocketAddr) {
+        if let Some(m) = self.members.get_mut(&id) {
+            m.name = Some(name.to_owned());
+            m.addr = Some(addr);
+            m.clear();
+        }
+    }
+
+    /// `id`'s JOIN was delivered: it is present, as `name` (unless it told
+    /// us another already), at `addr` (likewise).
+    pub fn joined(&mut self, id: NodeId, name: Option<String>, addr: Option<SocketAddr>) {
+        if let Some(m) = self.members.get_mut(&id) {
+            if m.addr.is_none() {
+                m.addr = addr;
+            }
+            if m.name.is_none() {
+                m.name = name;
+            }
+            m.clear();
+            m.show();
+        }
+    }
+
+    /// Forgets member `id` (never shown, or refused): nothing remembered.
+    pub fn forget(&mut self, id: NodeId) -> Option<Member> {
+        let m = self.members.remove(&id)?;
+        if m.is_lost() {
+            self.lost -= 1;
+        }
+        Some(m)
+    }
+
+    /// `id` left: forgotten and tombstoned.
+    pub fn leave(&mut self, id: NodeId) -> Option<Member> {
+        let m = self.forget(id);
+        if !self.gone.contains(id) {
+            self.gone.insert(id, ());
+        }
+        m
+    }
+
+    /// A new event of `id` arrived: it is alive, and answers any census.
+    pub fn heard(&mut self, id: NodeId, now: Millis) {
+        if let Some(m) = self.members.get_mut(&id) {
+            m.heard = now;
+            m.ask_at = None;
+        }
+    }
+
+    /// `id` said ALIVE, answering `answers` (SUSPECTs that may reach us
+    /// only later): not suspected, whatever others think.
+    pub fn refuted(&mut self, id: NodeId, answers: &[EventId]) {
+        if let Some(m) = self.members.get_mut(&id) {
+            m.clear();
+            for &a in answers {
+                if m.answered.len() >= ANSWERED {
+                    m.answered.pop_front();
+                }
+                m.answered.push_back(a);
+            }
+        }
+    }
+
+    /// `id`'s ALIVE was delivered.
+    pub fn alive(&mut self, id: NodeId) {
+        if let Some(m) = self.members.get_mut(&id) {
+            m.clear();
+        }
+    }
+
+    /// Our dial to `id` failed: if suspected, it is unreachable from here
+    /// too.
+    pub fn unreachable(&mut self, id: NodeId) {
+        if let Some(m) = self.members.get_mut(&id) {
+            if let Status::Suspected { unreachable, .. } = &mut m.status {
+                *unreachable = true;
+            }
+        }
+    }
+
+    /// `suspicion` (an event of another member) asks about `target`: no
+    /// need for us to ask too, if we lost it; if not, it is lost unless it
+    /// refutes, unless it has already.
+    pub fn suspicion(&mut self, suspicion: EventId, target: NodeId, now: Millis) {
+        let wait = self.cfg.refute_wait;
+        let Some(t) = self.members.get_mut(&target) else {
+            return;
+        };
+        if let Some(l) = t.lost() {
+            l.asked = Some(now);
+            return;
+        }
+        if !t.answered.contains(&suspicion) {
+            t.suspect(now + wait);
+            if let Some(at) = t.suspect_until() {
+                self.timers.soonest(T::Members as usize, at);
+            }
+        }
+    }
+
+    /// We lost our last link to `peer` (`links` no longer has one): it may
+    /// be gone, or only the link. Ask the network, and try once more.
+    pub fn link_lost(&mut self, peer: NodeId, links: &Links, now: Millis) {
+        if links.linked(peer) || !self.active {
+            return;
+        }
+        let wait = self.cfg.refute_wait;
+        let Some(m) = self.members.get_mut(&peer).filter(|m| !m.is_lost()) else {
+            return;
+        };
+        if m.suspected() {
+            return;
+        }
+        m.suspect(now + wait);
+        self.timers.soonest(T::Members as usize, now + wait);
+        let addr = m.addr;
+        self.out
+            .push_back(Out::Publish(Body::Suspect { target: peer }));
+        // Maybe only the link broke: try it once more at once.
+        if let Some(addr) = addr {
+            self.out.push_back(Out::Dial(peer, addr));
+        }
+    }
+
+    /// Declares `id` lost (its suspicion ran out): remembered and probed.
+    /// Returns whether it was shown as present; [`Out::Lost`] tells the
+    /// node.
+    pub fn lose(&mut self, id: NodeId, now: Millis) -> Option<bool> {
+        let present = self.make_lost(id, now)?;
+        self.out.push_back(Out::Lost(id, present));
+        // Two lost together: perhaps a partition, which a census tells.
+        // One crash alone needs none.
+        if together(&mut self.last_loss, now) {
+            self.start_census(now);
+        }
+        Some(present)
+    }
+
+    /// Makes `id` lost, remembered and probed, making room for it.
+    fn make_lost(&mut self, id: NodeId, now: Millis) -> Option<bool> {
+        let m = self.members.get(&id).filter(|m| !m.is_lost())?;
+        let present = m.present();
+        self.make_lost_room(now);
+        let m = self.members.get_mut(&id).expect("member");
+        m.ask_at = None;
+        m.status = Status::Lost(Lost {
+            since: now,
+            probes: 0,
+            probe_after: now + PROBE_FIRST,
+            asked: None,
+            ask_at: None,
+        });
+        self.lost += 1;
+        self.timers.soonest(T::Probe as usize, now + PROBE_FIRST);
+        Some(present)
+    }
+
+    /// Makes room for one more lost member by forgetting the longest lost.
+    fn make_lost_room(&mut self, now: Millis) {
+        if self.lost < self.cfg.lost_max {
+            return;
+        }
+        let oldest = self
+            .members
+            .iter()
+            .filter_map(|(&id, m)| match &m.status {
+                Status::Lost(l) => Some((l.since, id)),
+                _ => None,
+            })
+            .min();
+        if let Some((_, id)) = oldest {
+            self.drop_lost(id, now);
+        }
+    }
+
+    /// Forgets lost member `id`; the node gives back where its events had
+    /// got to, with [`Membership::forgotten`].
+    fn drop_lost(&mut self, id: NodeId, _now: Millis) {
+        if let Some(m) = self.forget(id) {
+            self.out.push_back(Out::Dropped(id, m.name));
+        }
+    }
+
+    /// Remembers a lost member forgotten ([`Out::Dropped`]): its name, and
+    /// `next`, the next of its events to deliver.
+    pub fn forgotten(&mut self, id: NodeId, next: u64, name: Option<String>) {
+        self.forgotten.insert(id, (next, name));
+    }
+
+    /// A member forgotten as lost is heard of again: lost once more, so
+    /// that it is let back in like one, where it left off. Returns the
+    /// next of its events to deliver, if it was forgotten.
+    pub fn recall(&mut self, id: NodeId, now: Millis) -> Option<u64> {
+        let (next, name) = self.forgotten.remove(id)?;
+        self.insert(id, name, None, false);
+        self.make_lost(id, now);
+        Some(next)
+    }
+
+    /// A lost member is back: it said HELLO, or ALIVE. Returns whether it
+    /// was lost (the user is told it joined).
+    pub fn readmit(&mut self, id: NodeId, now: Millis) -> bool {
+        let Some(m) = self.members.get_mut(&id).filter(|m| m.is_lost()) else {
+            return false;
+        };
+        m.status = Status::Present;
+        m.heard = now;
+        self.lost -= 1;
+        self.back_one(now);
+        true
+    }
+
+    /// A lost member is back, or a neighbour says one is. Two together: a
+    /// partition heals, and the far side likely lost us too; say ALIVE.
+    /// One alone (a peer back from sleep) most likely did not.
+    pub fn back_one(&mut self, now: Millis) {
+        if together(&mut self.last_back, now) {
+            self.want_alive(now);
+        }
+    }
+
+    /// Says ALIVE after a random moment, unless it is due already; at most
+    /// once per `ALIVE_QUIET`.
+    fn want_alive(&mut self, now: Millis) {
+        if self.timers.get(T::Alive as usize).is_none() {
+            let soon = now + self.rng.below(ALIVE_JITTER);
+            let quiet = self.alive_last.map_or(0, |t| t + ALIVE_QUIET);
+            self.timers.set(T::Alive as usize, Some(soon.max(quiet)));
+        }
+    }
+
+    /// Says ALIVE now, answering the SUSPECTs about us not answered yet.
+    pub fn say_alive(&mut self, now: Millis) {
+        self.timers.clear(T::Answer as usize);
+        self.timers.clear(T::Alive as usize);
+        if !self.active {
+            self.to_answer.clear();
+            return;
+        }
+        self.alive_last = Some(now);
+        let all = std::mem::take(&mut self.to_answer);
+        if all.is_empty() {
+            self.out
+                .push_back(Out::Publish(Body::Alive { answers: vec![] }));
+        }
+        for chunk in all.chunks(MAX_ANSWERS) {
+            let answers = chunk.to_vec();
+            self.out.push_back(Out::Publish(Body::Alive { answers }));
+        }
+    }
+
+    /// Queues an answer to the SUSPECT `id` about us: answers go out
+    /// together a moment later, one ALIVE for many questions.
+    pub fn answer(&mut self, id: EventId, now: Millis) {
+        if self.to_answer.contains(&id) || self.answered.contains(&id) {
+            return;
+        }
+        if self.answered.len() >= 4 * ANSWERED {
+            self.answered.pop_front();
+        }
+        self.answered.push_back(id);
+        if self.to_answer.len() < 4 * MAX_ANSWERS {
+            self.to_answer.push(id);
+        }
+        if self.timers.get(T::Answer as usize).is_none() {
+            self.timers.set(T::Answer as usize, Some(now + ANSWER_WAIT));
+        }
+    }
+
+    /// Queues a question to the network about lost member `id`, which
+    /// someone says is alive: a SUSPECT, which it refutes if it is. Asked
+    /// after a while, and not at all if it says ALIVE first or someone else
+    /// asks first: in a healed partition many peers learn the same news at
+    /// once. Returns whether a question was queued.
+    pub fn queue_ask(&mut self, id: NodeId, now: Millis) -> bool {
+        let Some(l) = self.members.get_mut(&id).and_then(Member::lost) else {
+            return false;
+        };
+        let stale = l.asked.is_none_or(|t| now >= t + ASK_AGAIN);
+        if !stale || l.ask_at.is_some() {
+            return false;
+        }
+        let at = now + ASK_DELAY + self.rng.below(ASK_JITTER);
+        l.ask_at = Some((now, at));
+        self.timers.soonest(T::Ask as usize, at);
+        true
+    }
+
+    /// We lost a member: say ALIVE, and count who else does.
+    fn start_census(&mut self, now: Millis) {
+        if !self.active {
+            return;
+        }
+        self.want_alive(now);
+        if self.census.is_none() {
+            self.census = Some(now);
+            self.timers.set(T::Census as usize, Some(now + CENSUS_WAIT));
+        }
+    }
+
+    /// Asks, after a random moment, about members silent through the
+    /// census (at most `ASK_MAX`): anyone else who asks first saves us
+    /// the question.
+    fn count_census(&mut self, links: &Links, now: Millis) {
+        let Some(start) = self.census.take() else {
+            return;
+        };
+        if !self.active || links.up_count() == 0 {
+            return;
+        }
+        let since = start.saturating_sub(ALIVE_QUIET);
+        let silent: Vec<NodeId> = self
+            .members
+            .iter()
+            .filter(|(id, m)| {
+                m.present()
+                    && m.heard < since
+                    && !m.suspected()
+                    && m.ask_at.is_none()
+                    && !links.linked(**id)
+            })
+            .map(|(&id, _)| id)
+            .take(ASK_MAX)
+            .collect();
+        for id in silent {
+            let at = now + 1 + self.rng.below(ASK_JITTER);
+            self.members.get_mut(&id).expect("member").ask_at = Some(at);
+            self.timers.soonest(T::Members as usize, at);
+        }
+    }
+
+    /// Runs the timers that are due.
+    pub fn tick(&mut self, links: &Links, now: Millis) {
+        if self.timers.take_due(T::Members as usize, now) {
+            self.member_timers(links, now);
+        }
+        if self.timers.is_due(T::Probe as usize, now) {
+            self.probe(links, now);
+        }
+        if self.timers.is_due(T::Ask as usize, now) {
+            self.ask(now);
+        }
+        if self.timers.is_due(T::Answer as usize, now) || self.timers.is_due(T::Alive as usize, now)
+        {
+            self.say_alive(now);
+        }
+        if self.timers.take_due(T::Census as usize, now) {
+            self.count_census(links, now);
+        }
+    }
+
+    /// When [`Membership::tick`] next has work to do, if ever.
+    pub fn deadline(&self) -> Option<Millis> {
+        self.timers.next()
+    }
+
+    /// Suspicions that ran out, and census questions that are due; then
+    /// finds the next member timer.
+    fn member_timers(&mut self, links: &Links, now: Millis) {
+        let mut gone = Vec::new();
+        let mut asks = Vec::new();
+        for (&id, m) in self.members.iter().filter(|(_, m)| !m.is_lost()) {
+            if m.suspect_until().is_some_and(|t| now >= t) {
+                gone.push(id);
+            }
+            if m.ask_at.is_some_and(|t| now >= t) {
+                asks.push(id);
+            }
+        }
+        let wait = self.cfg.refute_wait;
+        for id in asks {
+            let linked = links.linked(id);
+            let m = self.members.get_mut(&id).expect("member");
+            m.ask_at = None;
+            // Unless someone asked first, or we link to it now.
+            if !m.suspected() && !linked && self.active {
+                m.suspect(now + wait);
+                self.out
+                    .push_back(Out::Publish(Body::Suspect { target: id }));
+            }
+        }
+        let isolated = links.up_count() == 0;
+        for id in gone {
+            let linked = links.linked(id);
+            let m = self.members.get_mut(&id).expect("member");
+            let unreachable = matches!(
+                m.status,
+                Status::Suspected {
+                    unreachable: true,
+                    ..
+                }
+            );
+            if linked {
+                // Still talking to us directly: not gone, whatever others think.
+                m.clear();
+            } else if isolated && !unreachable {
+                // With no links at all we cannot tell who is cut off: us,
+                // most likely. Wait until we reach someone, or fail to
+                // reach this member ourselves.
+                if let Status::Suspected { until, .. } = &mut m.status {
+                    *until = now + wait;
+                }
+            } else {
+                self.lose(id, now);
+            }
+        }
+        self.rewake();
+    }
+
+    /// Finds the next member timer from scratch.
+    fn rewake(&mut self) {
+        let mut wake = None;
+        for m in self.members.values().filter(|m| !m.is_lost()) {
+            if let Some(t) = m.suspect_until() {
+                soonest(&mut wake, t);
+            }
+            if let Some(t) = m.ask_at {
+                soonest(&mut wake, t);
+            }
+        }
+        self.timers.set(T::Members as usize, wake);
+    }
+
+    /// Asks the questions about lost members that are due, unless someone
+    /// else asked meanwhile.
+    fn ask(&mut self, now: Millis) {
+        self.timers.clear(T::Ask as usize);
+        let mut due = Vec::new();
+        let mut wake = None;
+        for (&id, m) in self.members.iter_mut() {
+            let Some(l) = m.lost() else {
+                continue;
+            };
+            match l.ask_at {
+                Some((queued, at)) if at <= now => {
+                    l.ask_at = None;
+                    if l.asked.is_none_or(|t| t < queued) {
+                        l.asked = Some(now);
+                        due.push(id);
+                    }
+                }
+                Some((_, at)) => soonest(&mut wake, at),
+                None => {}
+            }
+        }
+        if let Some(w) = wake {
+            self.timers.soonest(T::Ask as usize, w);
+        }
+        if self.active {
+            for id in due {
+                self.out
+                    .push_back(Out::Publish(Body::Suspect { target: id }));
+            }
+        }
+    }
+
+    /// Dials one lost member whose back-off has run out: the way two halves
+    /// of a partition, or a peer and a sleeping laptop, find each other
+    /// again. Forgets members lost a day.
+    fn probe(&mut self, links: &Links, now: Millis) {
+        let old: Vec<NodeId> = self
+            .members
+            .iter()
+            .filter(|(_, m)| match &m.status {
+                Status::Lost(l) => now >= l.since + LOST_FORGET,
+                _ => false,
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        for id in old {
+            self.drop_lost(id, now);
+        }
+        self.timers.clear(T::Probe as usize);
+        if !self.active || self.lost == 0 {
+            return;
+        }
+        let busy = links.targets();
+        let ready: Vec<NodeId> = self
+            .members
+            .iter()
+            .filter(|(id, m)| match &m.status {
+                Status::Lost(l) => l.probe_after <= now && m.addr.is_some() && !busy.contains(id),
+                _ => false,
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        if !ready.is_empty() {
+            let id = ready[self.rng.below(ready.len() as u64) as usize];
+            let m = self.members.get_mut(&id).expect("lost");
+            let addr = m.addr.expect("addr");
+            let l = m.lost().expect("lost");
+            l.probes = l.probes.saturating_add(1);
+            l.probe_after = if now >= l.since + LOST_SLOW_AFTER {
+                // At a random phase: members lost together (a partition)
+                // would otherwise all be probed at once, then not at all.
+                now + LOST_SLOW / 2 + self.rng.below(LOST_SLOW)
+            } else {
+                now + backoff(l.probes)
+            };
+            self.out.push_back(Out::Dial(id, addr));
+        }
+        // Every peer of a partition's half lost its members at the same
+        // moment: a random phase keeps their probes apart, so that one
+        // reaches the other half soon after it can.
+        let next = now + PROBE_EVERY / 2 + self.rng.below(PROBE_EVERY);
+        self.timers.set(T::Probe as usize, Some(next));
+    }
+
+    /// A one-line account of member `id`, for tests.
+    pub fn describe(&self, id: NodeId) -> String {
+        match self.members.get(&id) {
+            Some(m) => match &m.status {
+                Status::Lost(l) => format!("lost since={} probes={}", l.since, l.probes),
+                s => format!("member {s:?}"),
+            },
+            None if self.forgotten.contains(id) => {
+                let (next, _) = self.forgotten.get(id).expect("forgotten");
+                format!("forgotten next={next}")
+            }
+            None if self.gone.contains(id) => "gone".into(),
+            None => "unknown".into(),
+        }
+    }
+}
+
+/// Notes that something happened at `now`, last at `*last`; returns whether
+/// the two were within `TOGETHER` of each other.
+fn together(last: &mut Option<Millis>, now: Millis) -> bool {
+    let near = last.is_some_and(|t| now < t + TOGETHER);
+    *last = Some(now);
+    near
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::link;
+
+    const ME: NodeId = NodeId(1);
+    const BOB: NodeId = NodeId(2);
+    const CAROL: NodeId = NodeId(3);
+
+    fn ms() -> Membership {
+        let cfg = Config {
+            refute_wait: 2_000,
+            lost_max: 4,
+        };
+        Membership::new(cfg, 7)
+    }
+
+    fn links() -> Links {
+        let cfg = link::Config {
+            heartbeat: 20_000,
+            link_timeout: 60_000,
+            handshake_timeout: 5_000,
+        };
+        Links::new(cfg, ME, "me", 1)
+    }
+
+    fn addr(p: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], p))
+    }
+
+    fn outs(m: &mut Membership) -> Vec<Out> {
+        std::iter::from_fn(|| m.next_out()).collect()
+    }
+
+    #[test]
+    fn a_lost_link_is_suspected_then_lost_unless_refuted() {
+        let mut m = ms();
+        let mut ls = links();
+        // Linked to someone: not isolated.
+        let l = ls.dial(&mut Vec::new(), addr(4), None, 0);
+        ls.up(l, NodeId(4));
+        m.insert(BOB, Some("bob".into()), Some(addr(2)), true);
+        m.insert(CAROL, Some("carol".into()), Some(addr(3)), true);
+        m.link_lost(BOB, &ls, 100);
+        assert_eq!(
+            outs(&mut m),
+            [
+                Out::Publish(Body::Suspect { target: BOB }),
+                Out::Dial(BOB, addr(2))
+            ]
+        );
+        m.link_lost(CAROL, &ls, 100);
+        outs(&mut m);
+        // Carol refutes; bob does not.
+        m.refuted(CAROL, &[]);
+        assert_eq!(m.deadline(), Some(2_100));
+        m.tick(&ls, 2_100);
+        assert_eq!(outs(&mut m), [Out::Lost(BOB, true)]);
+        assert!(m.is_lost(BOB));
+        assert!(m.get(CAROL).unwrap().present());
+        assert_eq!(m.count(), 1);
+    }
+
+    #[test]
+    fn a_suspicion_already_answered_is_ignored() {
+        let mut m = ms();
+        m.insert(BOB, Some("bob".into()), None, true);
+        let q = EventId {
+            origin: CAROL,
+            seq: 9,
+        };
+        m.refuted(BOB, &[q]);
+        m.suspicion(q, BOB, 0);
+        assert!(!m.get(BOB).unwrap().suspected());
+        let q2 = EventId {
+            origin: CAROL,
+            seq: 10,
+        };
+        m.suspicion(q2, BOB, 0);
+        assert!(m.get(BOB).unwrap().suspected());
+    }
+
+    #[test]
+    fn isolated_we_wait_rather_than_lose_everyone() {
+        let mut m = ms();
+        let ls = links();
+        m.insert(BOB, Some("bob".into()), Some(addr(2)), true);
+        m.link_lost(BOB, &ls, 0);
+        outs(&mut m);
+        // No links at all: it is likelier us who are cut off.
+        m.tick(&ls, 2_000);
+        assert!(outs(&mut m).is_empty());
+        assert!(m.get(BOB).unwrap().suspected());
+        // Our own dial failed too: now it is lost.
+        m.unreachable(BOB);
+        m.tick(&ls, 4_000);
+        assert_eq!(outs(&mut m), [Out::Lost(BOB, true)]);
+    }
+
+    #[test]
+    fn suspicions_about_us_are_answered_together() {
+        let mut m = ms();
+        let q = |seq| EventId { origin: BOB, seq };
+        m.answer(q(1), 0);
+        m.answer(q(2), 50);
+        m.answer(q(1), 60);
+        assert_eq!(m.deadline(), Some(ANSWER_WAIT));
+        m.tick(&links(), ANSWER_WAIT);
+        assert_eq!(
+            outs(&mut m),
+            [Out::Publish(Body::Alive {
+                answers: vec![q(1), q(2)]
+            })]
+        );
+    }
+
+    #[test]
+    fn lost_members_are_probed_bounded_and_readmitted() {
+        let mut m = ms();
+        let ls = links();
+        for i in 10..16 {
+            m.insert(NodeId(i), Some(format!("p{i}")), Some(addr(i as u16)), true);
+            assert_eq!(m.lose(NodeId(i), i), Some(true));
+        }
+        // lost_max is 4: the two lost longest are forgotten.
+        assert_eq!(m.count(), 0);
+        let dropped: Vec<Out> = outs(&mut m)
+            .into_iter()
+            .filter(|o| matches!(o, Out::Dropped(..)))
+            .collect();
+        assert_eq!(
+            dropped,
+            [
+                Out::Dropped(NodeId(10), Some("p10".into())),
+                Out::Dropped(NodeId(11), Some("p11".into()))
+            ]
+        );
+        m.forgotten(NodeId(10), 7, Some("p10".into()));
+        // Probes start after PROBE_FIRST, one member at a time.
+        m.tick(&ls, 100 + PROBE_FIRST);
+        let dials = outs(&mut m)
+            .into_iter()
+            .filter(|o| matches!(o, Out::Dial(..)))
+            .count();
+        assert_eq!(dials, 1);
+        // Back: present again.
+        assert!(m.readmit(NodeId(13), 1_000));
+        assert!(m.get(NodeId(13)).unwrap().present());
+        // A forgotten member heard of again is lost again, where it was.
+        assert_eq!(m.recall(NodeId(10), 2_000), Some(7));
+        assert!(m.is_lost(NodeId(10)));
+    }
+
+    #[test]
+    fn two_losses_together_start_a_census() {
+        let mut m = ms();
+        let mut ls = links();
+        let mut io = Vec::new();
+        for i in 2..6 {
+            m.insert(NodeId(i), Some(format!("p{i}")), None, true);
+        }
+        // One link up, so the census can count.
+        let l = ls.dial(&mut io, addr(9), None, 0);
+        ls.up(l, NodeId(5));
+        m.lose(NodeId(2), 11_000);
+        assert!(m.census.is_none());
+        m.lose(NodeId(3), 12_000);
+        assert!(m.census.is_some());
+        // At the census, the silent member not linked (4) is asked about,
+        // after a random moment; the linked one (5) is not.
+        m.tick(&ls, 15_000);
+        assert!(m.get(NodeId(4)).unwrap().ask_at.is_some());
+        assert!(m.get(NodeId(5)).unwrap().ask_at.is_none());
+        m.tick(&ls, 15_000 + ASK_JITTER + 1);
+        let o = outs(&mut m);
+        assert!(o.contains(&Out::Publish(Body::Suspect { target: NodeId(4) })));
+        assert!(o.contains(&Out::Publish(Body::Alive { answers: vec![] })));
+    }
+}

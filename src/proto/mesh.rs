@@ -1,0 +1,292 @@
+//! Mesh: which links to keep.
+//!
+//! A peer keeps `degree` links: below that it dials members (a few at a
+//! time, paced, backing off from addresses that fail), above `max_degree`
+//! it sheds one, politely, never a newcomer's only link. Small networks end
+//! up fully meshed, large ones keep a bounded random mesh.
+
+use super::link::Links;
+use super::{LinkId, Millis, NodeId, Rng, Timers, backoff};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+/// After a dial fails, wait this long before the next one to someone else.
+const DIAL_PACE: Millis = 250;
+/// Dials under way at once, at most.
+const MAX_DIALS: usize = 3;
+/// A member only heard of, whose address failed this often, is forgotten.
+pub const DIAL_GIVE_UP: u32 = 6;
+/// A link younger than this is not shed (it may be a newcomer's only one).
+const SHED_MIN_AGE: Millis = 2_000;
+/// After a peer sheds our link, leave it alone this long.
+const SHED_BACKOFF: Millis = 60_000;
+
+/// Link counts.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Links a peer tries to keep.
+    pub degree: usize,
+    /// Above this many links a peer sheds one.
+    pub max_degree: usize,
+}
+
+/// Dials to one member that failed, and when to try again.
+#[derive(Debug, Default, Clone, Copy)]
+struct Dial {
+    failures: u32,
+    after: Millis,
+}
+
+#[derive(Clone, Copy)]
+enum T {
+    /// Look for more links again.
+    Maintain,
+    /// A link gets old enough to be shed.
+    Shed,
+}
+const TIMERS: usize = 2;
+
+/// One peer's mesh policy. See the module documentation.
+#[derive(Debug)]
+pub struct Mesh {
+    cfg: Config,
+    dials: BTreeMap<NodeId, Dial>,
+    timers: Timers<TIMERS>,
+    rng: Rng,
+}
+
+impl Mesh {
+    pub fn new(cfg: Config, seed: u64) -> Mesh {
+        Mesh {
+            cfg,
+            dials: BTreeMap::new(),
+            timers: Timers::default(),
+            rng: Rng::new(seed),
+        }
+    }
+
+    /// Members to dial now, from `candidates` (members with an address,
+    /// not suspected), to get back to `degree` links: `links` says whom we
+    /// link to or dial already. If some must wait for their back-off, the
+    /// maintain timer is set for the first of them.
+    pub fn choose(
+        &mut self,
+        links: &Links,
+        candidates: impl Iterator<Item = (NodeId, SocketAddr)>,
+        now: Millis,
+    ) -> Vec<(NodeId, SocketAddr)> {
+        let busy = links.busy();
+        let mut have = busy.len();
+        if have >= self.cfg.degree {
+            return Vec::new();
+        }
+        let mut ready = Vec::new();
+        let mut later: Option<Millis> = None;
+        for (id, addr) in candidates {
+            if busy.contains(&id) {
+                continue;
+            }
+            let after = self.dials.get(&id).map_or(0, |d| d.after);
+            if after <= now {
+                ready.push((id, addr));
+            } else {
+                later = Some(later.map_or(after, |t| t.min(after)));
+            }
+        }
+        ready.sort_unstable();
+        let mut dialling = links.dialling();
+        let mut chosen = Vec::new();
+        while have < self.cfg.degree && !ready.is_empty() && dialling < MAX_DIALS {
+            dialling += 1;
+            let i = self.rng.below(ready.len() as u64) as usize;
+            chosen.push(ready.swap_remove(i));
+            have += 1;
+        }
+        if have < self.cfg.degree {
+            self.timers.set(T::Maintain as usize, later);
+        }
+        chosen
+    }
+
+    /// Our dial to `id` failed: back off from it, and pace the next dial
+    /// (a list of dead addresses must not turn into a connection storm).
+    /// Returns how often it has failed in a row.
+    pub fn failed(&mut self, id: NodeId, now: Millis) -> u32 {
+        let d = self.dials.entry(id).or_default();
+        d.failures = d.failures.saturating_add(1);
+        d.after = now + backoff(d.failures);
+        let failures = d.failures;
+        self.paced(now);
+        failures
+    }
+
+    /// A dial that was no member's failed: pace the next one.
+    pub fn paced(&mut self, now: Millis) {
+        self.timers.soonest(T::Maintain as usize, now + DIAL_PACE);
+    }
+
+    /// We reached `id`: its failures are forgotten (not its back-off).
+    pub fn reached(&mut self, id: NodeId) {
+        if let Some(d) = self.dials.get_mut(&id) {
+            d.failures = 0;
+        }
+    }
+
+    /// `id` is back from being lost: dial it as if new.
+    pub fn reset(&mut self, id: NodeId) {
+        self.dials.remove(&id);
+    }
+
+    /// `id` shed our link: leave it alone for a while.
+    pub fn shed_by(&mut self, id: NodeId, now: Millis) {
+        self.dials.entry(id).or_default().after = now + SHED_BACKOFF;
+    }
+
+    /// `id` is no longer a member.
+    pub fn forget(&mut self, id: NodeId) {
+        self.dials.remove(&id);
+    }
+
+    /// Links to shed to get down to `max_degree`, never `keep` and never a
+    /// link younger than `SHED_MIN_AGE`; if only young ones are left, the
+    /// shed timer is set for when the first settles.
+    pub fn shed(&mut self, links: &Links, keep: Option<LinkId>, now: Millis) -> Vec<LinkId> {
+        let mut count = links.up_count();
+        if count <= self.cfg.max_degree {
+            return Vec::new();
+        }
+        let mut old: Vec<LinkId> = Vec::new();
+        let mut young: Option<Millis> = None;
+        for (k, l) in links.up_links() {
+            if Some(k) == keep {
+                continue;
+            }
+            if now >= l.opened + SHED_MIN_AGE {
+                old.push(k);
+            } else {
+                young = Some(young.map_or(l.opened, |y| y.min(l.opened)));
+            }
+        }
+        let mut shed = Vec::new();
+        while count > self.cfg.max_degree {
+            if old.is_empty() {
+                // Only newcomers' links: look again when one has settled.
+                if let Some(y) = young {
+                    self.timers.soonest(T::Shed as usize, y + SHED_MIN_AGE);
+                }
+                break;
+            }
+            let i = self.rng.below(old.len() as u64) as usize;
+            shed.push(old.remove(i));
+            count -= 1;
+        }
+        shed
+    }
+
+    /// Which timers are due: (look for links, shed links). Both cleared.
+    pub fn tick(&mut self, now: Millis) -> (bool, bool) {
+        (
+            self.timers.take_due(T::Maintain as usize, now),
+            self.timers.take_due(T::Shed as usize, now),
+        )
+    }
+
+    pub fn deadline(&self) -> Option<Millis> {
+        self.timers.next()
+    }
+
+    /// Whether `id` is in back-off.
+    pub fn waiting(&self, id: NodeId, now: Millis) -> bool {
+        self.dials.get(&id).is_some_and(|d| d.after > now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{Io, link};
+
+    fn links() -> Links {
+        let cfg = link::Config {
+            heartbeat: 20_000,
+            link_timeout: 60_000,
+            handshake_timeout: 5_000,
+        };
+        Links::new(cfg, NodeId(1), "me", 1)
+    }
+
+    fn addr(p: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], p))
+    }
+
+    fn mesh(degree: usize, max_degree: usize) -> Mesh {
+        Mesh::new(Config { degree, max_degree }, 3)
+    }
+
+    fn cands(n: u64) -> Vec<(NodeId, SocketAddr)> {
+        (10..10 + n).map(|i| (NodeId(i), addr(i as u16))).collect()
+    }
+
+    #[test]
+    fn dials_up_to_the_degree_a_few_at_a_time() {
+        let mut m = mesh(6, 12);
+        let mut ls = links();
+        let mut io: Vec<Io> = Vec::new();
+        let got = m.choose(&ls, cands(20).into_iter(), 0);
+        assert_eq!(got.len(), MAX_DIALS);
+        for (id, a) in &got {
+            ls.dial(&mut io, *a, Some(*id), 0);
+        }
+        // Those dials are under way: no more until they finish.
+        assert!(m.choose(&ls, cands(20).into_iter(), 0).is_empty());
+        // Up to the degree, never more.
+        let dialled: Vec<(LinkId, NodeId)> = io
+            .iter()
+            .filter_map(|i| match i {
+                Io::Connect(k, _) => Some((*k, ls.get(*k).unwrap().target.unwrap())),
+                _ => None,
+            })
+            .collect();
+        for (k, peer) in dialled {
+            ls.up(k, peer);
+        }
+        let more = m.choose(&ls, cands(20).into_iter(), 0);
+        assert_eq!(more.len(), 3);
+    }
+
+    #[test]
+    fn failures_back_off_and_pace() {
+        let mut m = mesh(2, 4);
+        let ls = links();
+        assert_eq!(m.failed(NodeId(10), 0), 1);
+        assert_eq!(m.failed(NodeId(10), 0), 2);
+        assert!(m.waiting(NodeId(10), 1_999));
+        assert!(!m.waiting(NodeId(10), 2_000));
+        assert_eq!(m.deadline(), Some(DIAL_PACE));
+        // In back-off: not chosen; the timer says when it may be.
+        let got = m.choose(&ls, cands(1).into_iter(), 100);
+        assert!(got.is_empty());
+        assert_eq!(m.deadline(), Some(2_000));
+        m.reached(NodeId(10));
+        assert_eq!(m.failed(NodeId(10), 0), 1);
+    }
+
+    #[test]
+    fn sheds_old_links_above_the_bound_never_the_kept_one() {
+        let mut m = mesh(1, 2);
+        let mut ls = links();
+        let mut io = Vec::new();
+        let mut all = Vec::new();
+        for i in 0..5u64 {
+            let k = ls.accepted(&mut io, addr(1), i * 1_000);
+            ls.up(k, NodeId(100 + i));
+            all.push(k);
+        }
+        // At 3_500 only the first two are 2 s old: shed them, wait for more.
+        let shed = m.shed(&ls, Some(all[0]), 3_500);
+        assert_eq!(shed, vec![all[1]]);
+        assert_eq!(m.deadline(), Some(4_000));
+        let shed = m.shed(&ls, None, 10_000);
+        assert_eq!(shed.len(), 3);
+    }
+}
