@@ -23,11 +23,14 @@ use p2pchat::proto::EventId;
 use p2pchat::proto::wire::{
     self, Body, Entry, Event, Hello, MAX_FRAME, MEMBERS_PER_FRAME, Msg, Refusal, WireError,
 };
+mod util;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Instant;
+use util::frames::{self, chat};
 
 // ---------------------------------------------------------------------------
 // Heap accounting: bytes live on this thread, so a core's memory can be
@@ -1030,23 +1033,10 @@ impl One {
 
 fn hello(id: u64, name: &str, joining: bool) -> Msg {
     Msg::Hello(Hello {
-        version: wire::VERSION,
-        id: NodeId(id),
-        name: name.into(),
         port: 20_000,
         joining,
         you: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
-    })
-}
-
-fn chat(origin: u64, seq: u64, text: &str) -> Msg {
-    Msg::Event(Event {
-        origin: NodeId(origin),
-        seq,
-        body: Body::Chat {
-            room: "lobby".into(),
-            text: text.into(),
-        },
+        ..frames::hello(id, name)
     })
 }
 

@@ -15,6 +15,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
+use util::frames::{self, chat};
 use util::{Peer, Stream, free_port};
 
 /// Alice's peak resident set may not pass this, whatever she is sent.
@@ -226,22 +227,7 @@ impl Raw {
 fn hello_msg(id: u64, name: &str, version: u16) -> Msg {
     Msg::Hello(Hello {
         version,
-        id: NodeId(id),
-        name: name.into(),
-        port: 1,
-        joining: true,
-        you: None,
-    })
-}
-
-fn chat(origin: u64, seq: u64, text: &str) -> Msg {
-    Msg::Event(Event {
-        origin: NodeId(origin),
-        seq,
-        body: Body::Chat {
-            room: "lobby".into(),
-            text: text.into(),
-        },
+        ..frames::hello(id, name)
     })
 }
 

@@ -5,7 +5,7 @@
 //! `SIM_SEED=<n> cargo test --test sim` runs that seed alone.
 
 use p2pchat::node::{self, Action, Command, Config, LinkId, Millis, NodeId, Rng, Show};
-use p2pchat::proto::wire;
+use p2pchat::proto::wire::{self, Body};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -56,6 +56,8 @@ struct Sim {
     sent: BTreeMap<&'static str, u64>,
     events: BTreeMap<&'static str, u64>,
     seen: HashSet<(u64, u64)>,
+    /// Links closed by a node, ever.
+    closes: u64,
 }
 
 fn addr(i: usize) -> SocketAddr {
@@ -79,6 +81,7 @@ impl Sim {
             sent: BTreeMap::new(),
             events: BTreeMap::new(),
             seen: HashSet::new(),
+            closes: 0,
         }
     }
 
@@ -196,6 +199,7 @@ impl Sim {
                     }
                 }
                 Action::Close(link) => {
+                    self.closes += 1;
                     if let Some(to) = self.ends.remove(&(i, link)) {
                         self.ends.remove(&to);
                         self.post(to, Ev::Down(to.0, to.1));
@@ -953,6 +957,52 @@ fn a_lost_member_that_leaves_keeps_its_last_words() {
                     "node {i}: {:?}",
                     sim.nodes[i].left
                 );
+            }
+        });
+    }
+}
+
+/// A newer version's event types, unknown to everyone else, neither drop a
+/// link nor stop the order of its origin: they are relayed unopened and
+/// delivered as nothing, and each peer says once that a newer version is
+/// about.
+#[test]
+fn unknown_event_types_are_relayed_and_skipped() {
+    for seed in seeds(&[41, 42]) {
+        with_seed(seed, |seed| {
+            let n = 12;
+            // A sparse mesh, so that most peers hear the newer one only
+            // through relays.
+            let cfg = Config {
+                degree: 2,
+                max_degree: 3,
+                ..Config::default()
+            };
+            let mut sim = Sim::new(seed, 20);
+            grow(&mut sim, n, &cfg);
+            let closes = sim.closes;
+            for k in 0..20u8 {
+                sim.say(0, &format!("line {k}"));
+                let now = sim.now;
+                let body = Body::Other {
+                    kind: 200 + k % 3,
+                    payload: vec![k; 100],
+                };
+                sim.nodes[0].core.publish_for_test(body, now);
+                sim.pump(0);
+                sim.say(1, &format!("reply {k}"));
+                let t = sim.now + 1 + sim.rng.below(30);
+                sim.run_until(t);
+            }
+            let t = sim.now + 5_000;
+            sim.run_until(t);
+            assert_eq!(sim.closes, closes, "links were dropped");
+            for i in 1..n {
+                check_delivery(&sim, i, &[0, 1]);
+                let w = &sim.nodes[i].warnings;
+                let newer = w.iter().filter(|w| w.contains("newer version")).count();
+                assert_eq!(newer, 1, "node {i} warnings: {w:?}");
+                assert!(!w.iter().any(|w| w.contains("missed")), "node {i}: {w:?}");
             }
         });
     }

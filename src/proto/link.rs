@@ -339,6 +339,18 @@ impl Links {
             .count()
     }
 
+    /// Links with the default timers, for tests of the machines that
+    /// read them.
+    #[cfg(test)]
+    pub(crate) fn for_test(id: NodeId) -> Links {
+        let cfg = Config {
+            heartbeat: 20_000,
+            link_timeout: 60_000,
+            handshake_timeout: 5_000,
+        };
+        Links::new(cfg, id, "me", 4000)
+    }
+
     /// Runs heartbeats; returns the links found dead, for the caller to
     /// drop.
     pub fn tick(&mut self, out: &mut impl Sink, now: Millis) -> Vec<LinkId> {
@@ -398,12 +410,7 @@ mod tests {
     const ME: NodeId = NodeId(1);
 
     fn links() -> Links {
-        let cfg = Config {
-            heartbeat: 20_000,
-            link_timeout: 60_000,
-            handshake_timeout: 5_000,
-        };
-        Links::new(cfg, ME, "me", 4000)
+        Links::for_test(ME)
     }
 
     fn addr(p: u16) -> SocketAddr {

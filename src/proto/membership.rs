@@ -954,7 +954,6 @@ fn together(last: &mut Option<Millis>, now: Millis) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::link;
 
     const ME: NodeId = NodeId(1);
     const BOB: NodeId = NodeId(2);
@@ -969,12 +968,7 @@ mod tests {
     }
 
     fn links() -> Links {
-        let cfg = link::Config {
-            heartbeat: 20_000,
-            link_timeout: 60_000,
-            handshake_timeout: 5_000,
-        };
-        Links::new(cfg, ME, "me", 1)
+        Links::for_test(ME)
     }
 
     fn addr(p: u16) -> SocketAddr {

@@ -204,15 +204,10 @@ impl Mesh {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::{Io, link};
+    use crate::proto::Io;
 
     fn links() -> Links {
-        let cfg = link::Config {
-            heartbeat: 20_000,
-            link_timeout: 60_000,
-            handshake_timeout: 5_000,
-        };
-        Links::new(cfg, NodeId(1), "me", 1)
+        Links::for_test(NodeId(1))
     }
 
     fn addr(p: u16) -> SocketAddr {

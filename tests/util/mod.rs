@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod frames;
+
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
