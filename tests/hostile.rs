@@ -11,12 +11,13 @@ mod util;
 
 use p2pchat::node::NodeId;
 use p2pchat::proto::wire::{self, Body, Entry, Event, Hello, MAX_FRAME, Msg, Refusal};
-use std::io::{ErrorKind, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpStream};
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, Shutdown, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 use util::frames::{self, chat};
-use util::{Peer, Stream, free_port};
+use util::raw::{Got, Raw};
+use util::{Peer, Stream, chat_both_ways, pair};
 
 /// Alice's peak resident set may not pass this, whatever she is sent.
 const RSS_MAX_KIB: u64 = 16 << 10;
@@ -28,22 +29,6 @@ const HANDSHAKE_CLOSE: Duration = Duration::from_secs(8);
 
 // ---------------------------------------------------------------------------
 // The honest pair, and what we measure of alice.
-
-/// Alice, and bob joined through her.
-fn pair() -> (Peer, Peer) {
-    let mut alice = Peer::start("alice");
-    let bob = Peer::join("bob", alice.port(), 2);
-    alice.expect_line("* bob joined");
-    (alice, bob)
-}
-
-fn chat_both_ways(a: &mut Peer, b: &mut Peer, tag: &str) {
-    let (an, bn) = (a.name.clone(), b.name.clone());
-    a.send(&format!("{tag} from {an}"));
-    b.expect_line(&format!("{an}: {tag} from {an}"));
-    b.send(&format!("{tag} from {bn}"));
-    a.expect_line(&format!("{bn}: {tag} from {bn}"));
-}
 
 /// A field of /proc/PID/status in KiB (VmRSS, VmHWM).
 fn status_kib(pid: i32, field: &str) -> u64 {
@@ -92,135 +77,6 @@ fn wait_until(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
             "timed out after {within:?}: {what}"
         );
         thread::sleep(Duration::from_millis(20));
-    }
-}
-
-// ---------------------------------------------------------------------------
-// A raw client.
-
-enum Got {
-    Msg(Msg),
-    Closed,
-    Timeout,
-}
-
-struct Raw {
-    s: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Raw {
-    fn connect(port: u16) -> Raw {
-        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.set_nodelay(true).unwrap();
-        Raw { s, buf: Vec::new() }
-    }
-
-    /// Connected with a tiny receive buffer: a client that never reads
-    /// fills up at once.
-    fn connect_small_rcvbuf(port: u16) -> Raw {
-        use socket2::{Domain, Socket, Type};
-        let sock = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-        sock.set_recv_buffer_size(4096).unwrap();
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        sock.connect(&addr.into()).unwrap();
-        Raw {
-            s: sock.into(),
-            buf: Vec::new(),
-        }
-    }
-
-    fn send(&mut self, m: &Msg) {
-        self.bytes(&wire::frame(m).unwrap());
-    }
-
-    fn bytes(&mut self, b: &[u8]) {
-        self.s.write_all(b).expect("write to alice");
-    }
-
-    /// A frame whose body is `body`, length prefix set.
-    fn body(&mut self, body: &[u8]) {
-        let mut f = (body.len() as u32).to_be_bytes().to_vec();
-        f.extend_from_slice(body);
-        self.bytes(&f);
-    }
-
-    /// The next message, the end of the stream, or nothing within `t`.
-    fn recv(&mut self, t: Duration) -> Got {
-        let deadline = Instant::now() + t;
-        loop {
-            match wire::frame_len(&self.buf) {
-                Ok(Some(n)) => {
-                    let m = wire::decode(&self.buf[4..n]).expect("alice sent a bad frame");
-                    self.buf.drain(..n);
-                    return Got::Msg(m);
-                }
-                Ok(None) => {}
-                Err(e) => panic!("alice sent a bad frame: {e}"),
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Got::Timeout;
-            }
-            self.s.set_read_timeout(Some(left)).unwrap();
-            let mut b = [0u8; 16 << 10];
-            match self.s.read(&mut b) {
-                Ok(0) => return Got::Closed,
-                Ok(n) => self.buf.extend_from_slice(&b[..n]),
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    return Got::Timeout;
-                }
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(_) => return Got::Closed, // reset
-            }
-        }
-    }
-
-    /// Reads until alice closes the connection, within `t`; returns what
-    /// she sent before.
-    fn expect_closed(&mut self, t: Duration, what: &str) -> Vec<Msg> {
-        let deadline = Instant::now() + t;
-        let mut got = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.recv(left) {
-                Got::Msg(m) => got.push(m),
-                Got::Closed => return got,
-                Got::Timeout => panic!("{what}: connection still open after {t:?}; got {got:?}"),
-            }
-        }
-    }
-
-    /// Says HELLO as `name` with node id `id`; returns alice's HELLO and
-    /// her member list.
-    fn hello(&mut self, id: u64, name: &str, joining: bool) -> (Hello, Vec<Entry>) {
-        self.send(&Msg::Hello(Hello {
-            version: wire::VERSION,
-            id: NodeId(id),
-            name: name.into(),
-            port: free_port(),
-            joining,
-            you: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
-        }));
-        let h = match self.recv(util::DEADLINE) {
-            Got::Msg(Msg::Hello(h)) => h,
-            Got::Msg(m) => panic!("HELLO as {name}: got {m:?}"),
-            Got::Closed => panic!("HELLO as {name}: closed"),
-            Got::Timeout => panic!("HELLO as {name}: no answer"),
-        };
-        let mut members = Vec::new();
-        loop {
-            match self.recv(util::DEADLINE) {
-                Got::Msg(Msg::Members { last, entries }) => {
-                    members.extend(entries);
-                    if last {
-                        return (h, members);
-                    }
-                }
-                Got::Msg(_) => {}
-                _ => panic!("HELLO as {name}: no member list"),
-            }
-        }
     }
 }
 
@@ -800,7 +656,7 @@ fn refusal_text_from_a_hostile_peer_is_escaped() {
     let port = l.local_addr().unwrap().port();
     let server = thread::spawn(move || {
         let (s, _) = l.accept().unwrap();
-        let mut r = Raw { s, buf: Vec::new() };
+        let mut r = Raw::accepted(s);
         let _ = r.recv(util::DEADLINE);
         r.send(&Msg::Refuse {
             code: Refusal::Version,

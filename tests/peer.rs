@@ -7,7 +7,9 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::process::Stdio;
 
-use util::{DEADLINE, Peer, TempFile, Via, assert_closed_by_peer, free_port, network};
+use util::{
+    DEADLINE, Peer, TempFile, Via, assert_closed_by_peer, chat_both_ways, free_port, network,
+};
 
 /// Every stdout line of `p` equal to `line`, counted.
 fn count(p: &mut Peer, line: &str) -> usize {
@@ -355,15 +357,6 @@ fn double_colon_sends_a_colon_line() {
     alice.send("still here");
     bob.expect_line("alice: still here");
     alice.assert_no_out("::q quit", &|l| l.contains("left"));
-}
-
-fn chat_both_ways(a: &mut Peer, b: &mut Peer, tag: &str) {
-    let an = a.name.clone();
-    let bn = b.name.clone();
-    a.send(&format!("{tag} from {an}"));
-    b.expect_line(&format!("{an}: {tag} from {an}"));
-    b.send(&format!("{tag} from {bn}"));
-    a.expect_line(&format!("{bn}: {tag} from {bn}"));
 }
 
 #[test]

@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod frames;
+pub mod raw;
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -288,12 +289,12 @@ impl Peer {
         let deadline = Instant::now() + DEADLINE;
         loop {
             let at = self.pending_out.iter().position(|l| l == header);
-            if let Some(i) = at {
-                if self.pending_out.len() > i + n {
-                    let mut block: Vec<String> = self.pending_out.drain(i..=i + n).collect();
-                    block.remove(0);
-                    return block;
-                }
+            if let Some(i) = at
+                && self.pending_out.len() > i + n
+            {
+                let mut block: Vec<String> = self.pending_out.drain(i..=i + n).collect();
+                block.remove(0);
+                return block;
             }
             if self.out_eof {
                 self.fail(&format!(
@@ -615,4 +616,21 @@ impl Drop for TempFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
     }
+}
+
+/// `a` says a line and `b` sees it, then the other way round.
+pub fn chat_both_ways(a: &mut Peer, b: &mut Peer, tag: &str) {
+    let (an, bn) = (a.name.clone(), b.name.clone());
+    a.send(&format!("{tag} from {an}"));
+    b.expect_line(&format!("{an}: {tag} from {an}"));
+    b.send(&format!("{tag} from {bn}"));
+    a.expect_line(&format!("{bn}: {tag} from {bn}"));
+}
+
+/// Alice, and bob joined through her.
+pub fn pair() -> (Peer, Peer) {
+    let mut alice = Peer::start("alice");
+    let bob = Peer::join("bob", alice.port(), 2);
+    alice.expect_line("* bob joined");
+    (alice, bob)
 }
