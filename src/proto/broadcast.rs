@@ -112,7 +112,9 @@ impl Origin {
 struct Neighbour {
     peer: NodeId,
     /// Its own last event when it sent us its member list: later events
-    /// of that node are taken from this link only.
+    /// of that node are taken from this link only. Raised to each of them
+    /// that comes on it but cannot be held, so that other copies of those
+    /// are let in (see [`Broadcast::accept`]).
     floor: Option<u64>,
 }
 
@@ -378,7 +380,19 @@ impl Broadcast {
             if !o.behind() {
                 o.start_gap(now, wait, &mut self.wake);
             }
-            hold(o, &mut self.held_bytes, ev, frame, link);
+            let (origin, seq) = (ev.origin, ev.seq);
+            if !hold(o, &mut self.held_bytes, ev, frame, link) {
+                // Not held (no room, or too far ahead). If it came from its
+                // origin, past that link's floor, every other copy of it
+                // (relayed, or a neighbour's answer to our FETCH) would be
+                // refused as forged, and it would be lost though everyone
+                // sent it to us: raise the floor to it, to let them in.
+                if let Some(n) = self.neighbours.get_mut(&link)
+                    && n.peer == origin
+                {
+                    n.floor = n.floor.map(|f| f.max(seq));
+                }
+            }
             return if o.held.contains_key(&o.next) {
                 Accepted::HeldNextReady
             } else {
@@ -393,10 +407,10 @@ impl Broadcast {
 
     /// An event of a paused origin: held, if it is news.
     pub fn hold_paused(&mut self, link: LinkId, ev: Event, frame: Frame) {
-        if let Some(o) = self.origins.get_mut(&ev.origin) {
-            if ev.seq >= o.next {
-                hold(o, &mut self.held_bytes, ev, frame, link);
-            }
+        if let Some(o) = self.origins.get_mut(&ev.origin)
+            && ev.seq >= o.next
+        {
+            hold(o, &mut self.held_bytes, ev, frame, link);
         }
     }
 
@@ -504,10 +518,11 @@ impl Broadcast {
 
     /// A neighbour cannot send `origin`'s events before `oldest`.
     pub fn on_lack(&mut self, origin: NodeId, oldest: u64) {
-        if let Some(o) = self.origins.get_mut(&origin) {
-            if !o.paused && o.behind() {
-                o.lack = Some(o.lack.map_or(oldest, |l| l.min(oldest)));
-            }
+        if let Some(o) = self.origins.get_mut(&origin)
+            && !o.paused
+            && o.behind()
+        {
+            o.lack = Some(o.lack.map_or(oldest, |l| l.min(oldest)));
         }
     }
 
@@ -612,14 +627,20 @@ impl Broadcast {
 
 /// Holds back `o`'s event (ahead of `o.next`), if it is within the window
 /// and there is room: `held_bytes` counts all origins' held bytes.
-fn hold(o: &mut Origin, held_bytes: &mut usize, ev: Event, frame: Frame, link: LinkId) {
+/// Returns whether it is held now (or was already).
+fn hold(o: &mut Origin, held_bytes: &mut usize, ev: Event, frame: Frame, link: LinkId) -> bool {
     let seq = ev.seq;
     o.ahead = o.ahead.max(seq);
+    if o.held.contains_key(&seq) {
+        return true;
+    }
     let room = o.held.len() < MAX_HELD && *held_bytes + frame.len() <= HELD_BYTES;
-    if seq - o.next < HOLD_WINDOW && room && !o.held.contains_key(&seq) {
+    if seq - o.next < HOLD_WINDOW && room {
         *held_bytes += frame.len();
         o.held.insert(seq, Held { ev, frame, link });
+        return true;
     }
+    false
 }
 
 #[cfg(test)]
