@@ -293,10 +293,10 @@ impl Loop {
         let mut events = Events::with_capacity(256);
         self.apply(ui);
         loop {
-            if let Some(code) = self.exit {
-                if self.conns.is_empty() {
-                    return Ok(code);
-                }
+            if let Some(code) = self.exit
+                && self.conns.is_empty()
+            {
+                return Ok(code);
             }
             // Everything shown so far goes out before we sleep.
             if let Err(e) = ui.flush() {
@@ -566,10 +566,10 @@ impl Loop {
         if let Err(e) = self.read(ui, link, now) {
             return self.lost(link, &e, now);
         }
-        if let Some(c) = self.conns.get_mut(link) {
-            if let Err(e) = c.flush(now) {
-                self.lost(link, &e.to_string(), now);
-            }
+        if let Some(c) = self.conns.get_mut(link)
+            && let Err(e) = c.flush(now)
+        {
+            self.lost(link, &e.to_string(), now);
         }
     }
 

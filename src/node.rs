@@ -686,15 +686,15 @@ impl Node {
     }
 
     fn on_refuse(&mut self, link: LinkId, code: Refusal, text: &str, now: Millis) {
-        if let State::Joining { link: j, label, .. } = &self.state {
-            if *j == link {
-                let stop = match code {
-                    Refusal::NameTaken => Stop::NameTaken(text.to_owned()),
-                    Refusal::Version | Refusal::Myself => Stop::Refused(text.to_owned()),
-                    _ => Stop::Refused(format!("{label} refused: {text}")),
-                };
-                return self.stop(stop);
-            }
+        if let State::Joining { link: j, label, .. } = &self.state
+            && *j == link
+        {
+            let stop = match code {
+                Refusal::NameTaken => Stop::NameTaken(text.to_owned()),
+                Refusal::Version | Refusal::Myself => Stop::Refused(text.to_owned()),
+                _ => Stop::Refused(format!("{label} refused: {text}")),
+            };
+            return self.stop(stop);
         }
         let Some(addr) = self.links.get(link).map(|l| l.addr) else {
             return;

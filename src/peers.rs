@@ -267,7 +267,7 @@ mod tests {
             x ^= x >> 7;
             x ^= x << 17;
             let key = x % 64;
-            if x % 3 == 0 || model.iter().any(|(k, _)| *k == key) {
+            if x.is_multiple_of(3) || model.iter().any(|(k, _)| *k == key) {
                 let want = model
                     .iter()
                     .position(|(k, _)| *k == key)

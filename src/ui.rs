@@ -60,11 +60,11 @@ impl Drop for Term {
     fn drop(&mut self) {
         let _ = self.screen.hide();
         paste_mode(false);
-        if let Some(p) = &self.history {
-            if let Err(e) = editor::save_history(p, self.screen.editor().history()) {
-                let _ = self.raw.restore();
-                eprintln!("p2pchat: history {}: {e}", p.display());
-            }
+        if let Some(p) = &self.history
+            && let Err(e) = editor::save_history(p, self.screen.editor().history())
+        {
+            let _ = self.raw.restore();
+            eprintln!("p2pchat: history {}: {e}", p.display());
         }
     }
 }

@@ -743,14 +743,14 @@ impl Harness {
             }
             self.check_after_input(g);
         }
-        if g.chance(2) {
-            if let Some(&link) = self.open.iter().nth(g.n(self.open.len() as u64) as usize) {
-                self.open.remove(&link);
-                self.dialling.retain(|&l| l != link);
-                let now = self.now;
-                self.core.link_down(link, "closed", now);
-                self.check_after_input(g);
-            }
+        if g.chance(2)
+            && let Some(&link) = self.open.iter().nth(g.n(self.open.len() as u64) as usize)
+        {
+            self.open.remove(&link);
+            self.dialling.retain(|&l| l != link);
+            let now = self.now;
+            self.core.link_down(link, "closed", now);
+            self.check_after_input(g);
         }
         if g.chance(1) {
             let now = self.now;
@@ -791,7 +791,7 @@ impl Harness {
                         &f[..f.len().min(64)]
                     );
                     // Decoding them all would take most of the time: a sample.
-                    if self.stats.sends % 8 == 0 {
+                    if self.stats.sends.is_multiple_of(8) {
                         let m = wire::decode(&f[4..]);
                         assert!(m.is_ok(), "core sent an undecodable frame: {m:?}");
                     }
@@ -1223,12 +1223,11 @@ fn forged_join_names_are_checked() {
     let carol = o.core.accepted(peer_addr(5), o.now);
     let a = o.frame(carol, &hello(0x6000, "carol", true));
     for act in &a {
-        if let Action::Send(l, f) = act {
-            if *l == carol {
-                if let Ok(Msg::Members { entries, .. }) = wire::decode(&f[4..]) {
-                    assert!(entries.iter().all(|e| wire::valid_name(&e.name)));
-                }
-            }
+        if let Action::Send(l, f) = act
+            && *l == carol
+            && let Ok(Msg::Members { entries, .. }) = wire::decode(&f[4..])
+        {
+            assert!(entries.iter().all(|e| wire::valid_name(&e.name)));
         }
     }
 }

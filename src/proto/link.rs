@@ -152,10 +152,10 @@ impl Links {
             .iter()
             .filter(|(_, l)| !l.outbound && l.stage == Stage::Hello)
             .map(|(&k, _)| k);
-        if let Some(oldest) = pending.next() {
-            if pending.count() + 1 >= MAX_PENDING {
-                self.close(out, oldest);
-            }
+        if let Some(oldest) = pending.next()
+            && pending.count() + 1 >= MAX_PENDING
+        {
+            self.close(out, oldest);
         }
         self.insert(addr, false, None, now)
     }

@@ -391,10 +391,10 @@ impl Membership {
         } else {
             Status::Heard
         };
-        if let Some(old) = self.members.insert(id, Member::new(name, addr, status)) {
-            if old.is_lost() {
-                self.lost -= 1;
-            }
+        if let Some(old) = self.members.insert(id, Member::new(name, addr, status))
+            && old.is_lost()
+        {
+            self.lost -= 1;
         }
     }
 
@@ -491,10 +491,10 @@ impl Membership {
     /// Our dial to `id` failed: if suspected, it is unreachable from here
     /// too.
     pub fn unreachable(&mut self, id: NodeId) {
-        if let Some(m) = self.members.get_mut(&id) {
-            if let Status::Suspected { unreachable, .. } = &mut m.status {
-                *unreachable = true;
-            }
+        if let Some(m) = self.members.get_mut(&id)
+            && let Status::Suspected { unreachable, .. } = &mut m.status
+        {
+            *unreachable = true;
         }
     }
 

@@ -214,10 +214,10 @@ impl<V> Remember<V> {
     /// Remembers `v` for `id`, as the newest.
     pub fn insert(&mut self, id: NodeId, v: V) {
         self.remove(id);
-        if self.by_id.len() >= self.cap {
-            if let Some((_, old)) = self.by_age.pop_first() {
-                self.by_id.remove(&old);
-            }
+        if self.by_id.len() >= self.cap
+            && let Some((_, old)) = self.by_age.pop_first()
+        {
+            self.by_id.remove(&old);
         }
         self.stamp += 1;
         self.by_age.insert(self.stamp, id);
