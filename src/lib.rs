@@ -3,9 +3,10 @@
 //! Every running `p2pchat` is a peer: it listens, connects and relays.
 //! The layers, from the outside in:
 //!
-//! - [`cli`]: the command line.
+//! - [`cli`]: the command line and the config file.
 //! - [`event`]: the event loop, the only place that does network I/O.
-//! - [`ui`], [`tty`], [`editor`]: what the user sees and types.
+//! - [`ui`], [`output`], [`tty`], [`editor`], [`history`], [`command`]:
+//!   what the user sees and types; [`name`]: which names are allowed.
 //! - [`core`]: the protocol state machine, with no I/O at all.
 //! - [`wire`]: frames and messages, pure encode and decode.
 //! - [`peers`]: the linked list of live connections.
