@@ -500,10 +500,12 @@ impl Editor {
                 .collect();
             self.add_history(clean);
         }
+        // Loaded, not entered: nothing to append to the file.
+        self.edited = false;
     }
 
-    /// Whether the line was submitted into the history since the last call,
-    /// and the entry added (for the caller to append to the history file).
+    /// The entry added to the history since the last call, if a line was
+    /// entered (for the caller to append to the history file).
     pub fn take_edited(&mut self) -> Option<String> {
         if std::mem::take(&mut self.edited) {
             self.history.last().cloned()
@@ -1561,11 +1563,14 @@ mod tests {
         assert_eq!(ed.history()[0], "l6");
         assert_eq!(ed.history().last().map(String::as_str), Some("bad[2Jline"));
         assert_eq!(ed.history()[HISTORY_LIMIT - 2], "l1004");
+        assert_eq!(ed.take_edited(), None, "loaded, not entered");
         for i in 0..10 {
             typed(&mut ed, &format!("n{i}"));
             ed.key(Key::Enter);
         }
         assert_eq!(ed.history().len(), HISTORY_LIMIT);
+        assert_eq!(ed.take_edited().as_deref(), Some("n9"));
+        assert_eq!(ed.take_edited(), None);
     }
 
     #[test]

@@ -248,12 +248,12 @@ impl Loop {
             }
         };
 
-        if let Some(out) = ui.out() {
-            if out.pollable() {
-                poll.registry()
-                    .register(&mut SourceFd(&1), STDOUT, Interest::WRITABLE)
-                    .map_err(|e| format!("stdout: {e}"))?;
-            }
+        if ui.out().is_some_and(|o| o.pollable()) {
+            // Without it, a stdout that would block is tried again on the
+            // next event instead.
+            let _ = poll
+                .registry()
+                .register(&mut SourceFd(&1), STDOUT, Interest::WRITABLE);
         }
         let stdin_flags = if stdin == Stdin::Polled {
             StdinFlags::set_nonblocking()

@@ -6,7 +6,8 @@
 //! polls it for writability; its file status flags are put back on the way
 //! out (and while stopped), since the file description may be shared. A
 //! terminal, a regular file or `/dev/null` is written as before: those do
-//! not hold a writer up for long.
+//! not hold a writer up for long (a terminal that is non-blocking because
+//! stdin shares it is polled too).
 //!
 //! The queue holds at most [`MAX_OUT`] bytes. A line that does not fit is
 //! dropped and counted; once the reader has caught up to half the bound,
@@ -58,7 +59,12 @@ impl Out {
             0
         };
         let mut out = Out::with_bound(MAX_OUT);
-        if kind == libc::S_IFIFO || kind == libc::S_IFSOCK {
+        // SAFETY: isatty takes any descriptor number.
+        if unsafe { libc::isatty(libc::STDOUT_FILENO) } == 1 {
+            // Not ours to make non-blocking, but it may be already (it is
+            // stdin's too): then wait for it in the poll.
+            out.pollable = true;
+        } else if kind == libc::S_IFIFO || kind == libc::S_IFSOCK {
             let flags = get_flags();
             if flags >= 0 {
                 if flags & libc::O_NONBLOCK == 0 {

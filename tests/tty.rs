@@ -1018,6 +1018,11 @@ fn history_recalls_lines_and_survives_a_restart() {
     });
     pane.keys(&["Up", "Up", "Up"]);
     pane.expect_input("first line", PW + 10);
+    // Walking the history writes nothing.
+    assert_eq!(
+        fs::read_to_string(c.home.state().join("p2pchat/history")).unwrap(),
+        saved
+    );
 }
 
 #[test]
