@@ -94,7 +94,11 @@ fn options() -> Options {
         "N",
     );
     o.optflag("", "plain", "plain lines on stdout, even on a terminal");
-    o.optflag("", "json", "JSON lines on stdout");
+    o.optflag(
+        "",
+        "json",
+        "JSON lines on stdout (and JSON input unless stdin is a terminal)",
+    );
     o.optflag("", "no-input", "ignore stdin; run until a signal (a relay)");
     o.optflag(
         "",

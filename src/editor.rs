@@ -473,16 +473,28 @@ impl Editor {
     /// What to show between the prompt and the line: the search being
     /// typed, or the size of a held paste.
     pub fn banner(&self) -> Option<String> {
+        self.banners().map(|(long, _)| long)
+    }
+
+    /// The banner and a short form of it for narrow terminals.
+    pub fn banners(&self) -> Option<(String, String)> {
         if let Some(s) = &self.search {
             let state = if s.at.is_some() || s.query.is_empty() {
                 ""
             } else {
                 "failing "
             };
-            return Some(format!("({state}reverse-i-search)'{}': ", s.query));
+            return Some((
+                format!("({state}reverse-i-search)'{}': ", s.query),
+                format!("({state}search)'{}': ", s.query),
+            ));
         }
         self.paste.as_ref().map(|(lines, _, _)| {
-            format!("[{} lines pasted: Enter sends, Ctrl-C drops] ", lines.len())
+            let n = lines.len();
+            (
+                format!("[{n} lines pasted: Enter sends, Ctrl-C drops] "),
+                format!("[{n} lines] "),
+            )
         })
     }
 

@@ -805,7 +805,13 @@ impl Screen {
         if visible_width(&prompt) + 2 > self.cols {
             prompt.clear();
         }
-        if let Some(banner) = self.editor.banner() {
+        if let Some((long, short)) = self.editor.banners() {
+            let left = self.cols.saturating_sub(visible_width(&prompt));
+            let banner = if visible_width(&long) + MIN_INPUT < left {
+                long
+            } else {
+                short
+            };
             let room = self
                 .cols
                 .saturating_sub(visible_width(&prompt) + MIN_INPUT.min(self.cols / 2) + 1);
@@ -924,6 +930,16 @@ mod tests {
         let mut s = screen(true, 3);
         typed(&mut s, "ab");
         assert_eq!(line(&mut s), "\rab\x1b[K\r\x1b[2C");
+    }
+
+    #[test]
+    fn banner_shortens_on_narrow_terminals() {
+        let mut s = screen(true, 60);
+        s.editor.key(Key::Paste("one\ntwo\nthree".into()));
+        assert_eq!(
+            line(&mut s),
+            "\r[lobby] al> \x1b[1m[3 lines] \x1b[0mone\x1b[K\r\x1b[22C"
+        );
     }
 
     #[test]
