@@ -14,6 +14,7 @@
 //! the caller is told how many were dropped (`take_dropped`) and says so
 //! on stdout and stderr. Lines are never cut.
 
+use std::collections::VecDeque;
 use std::io;
 use std::os::raw::c_int;
 use std::time::{Duration, Instant};
@@ -22,13 +23,18 @@ use std::time::{Duration, Instant};
 pub const MAX_OUT: usize = 8 << 20;
 /// How long the last lines may take to go out when we exit.
 const EXIT_WAIT: Duration = Duration::from_secs(10);
+/// The queue is kept in chunks of about this size, so that its memory is
+/// what it holds, not twice that (as one doubling buffer would be).
+const CHUNK: usize = 16 << 10;
 
 /// The stdout queue.
 #[derive(Debug)]
 pub struct Out {
-    buf: Vec<u8>,
-    /// Bytes of `buf` already written.
+    chunks: VecDeque<Vec<u8>>,
+    /// Bytes of the first chunk already written.
     pos: usize,
+    /// Bytes waiting, in all.
+    queued: usize,
     /// Lines dropped since the last notice.
     dropped: u64,
     /// stdout's file status flags before we made it non-blocking.
@@ -79,8 +85,9 @@ impl Out {
 
     fn with_bound(max: usize) -> Out {
         Out {
-            buf: Vec::new(),
+            chunks: VecDeque::new(),
             pos: 0,
+            queued: 0,
             dropped: 0,
             flags: None,
             pollable: false,
@@ -95,17 +102,31 @@ impl Out {
 
     /// Bytes waiting.
     pub fn queued(&self) -> usize {
-        self.buf.len() - self.pos
+        self.queued
     }
 
     /// Queues `text`, one or more whole lines; drops them all (counting
     /// the lines) if they do not fit under the bound.
     pub fn push(&mut self, text: &str) {
+        if text.is_empty() {
+            return;
+        }
         if self.queued() + text.len() > self.max {
             self.dropped += text.bytes().filter(|&b| b == b'\n').count() as u64;
             return;
         }
-        self.buf.extend_from_slice(text.as_bytes());
+        let bytes = text.as_bytes();
+        match self.chunks.back_mut() {
+            Some(last) if last.len() + bytes.len() <= last.capacity() => {
+                last.extend_from_slice(bytes);
+            }
+            _ => {
+                let mut chunk = Vec::with_capacity(bytes.len().max(CHUNK));
+                chunk.extend_from_slice(bytes);
+                self.chunks.push_back(chunk);
+            }
+        }
+        self.queued += bytes.len();
     }
 
     /// Lines dropped, once there is room again to say so (the queue is
@@ -150,12 +171,23 @@ impl Out {
     /// Writes until done, or until stdout would block and `wait` says not
     /// to wait (false) or fails.
     fn write_some(&mut self, mut wait: impl FnMut() -> io::Result<bool>) -> io::Result<()> {
-        while self.pos < self.buf.len() {
-            let rest = &self.buf[self.pos..];
+        while let Some(front) = self.chunks.front() {
+            let rest = &front[self.pos..];
+            if rest.is_empty() {
+                self.chunks.pop_front();
+                self.pos = 0;
+                continue;
+            }
             // SAFETY: the pointer and length describe `rest`.
             let n = unsafe { libc::write(libc::STDOUT_FILENO, rest.as_ptr().cast(), rest.len()) };
             if n > 0 {
-                self.pos += n as usize;
+                let n = n as usize;
+                self.pos += n;
+                self.queued -= n;
+                if self.pos == front.len() {
+                    self.chunks.pop_front();
+                    self.pos = 0;
+                }
                 continue;
             }
             let e = if n == 0 {
@@ -168,21 +200,12 @@ impl Out {
                 io::ErrorKind::WouldBlock if wait()? => continue,
                 io::ErrorKind::WouldBlock => break,
                 _ => {
-                    self.buf.clear();
+                    self.chunks.clear();
                     self.pos = 0;
+                    self.queued = 0;
                     return Err(e);
                 }
             }
-        }
-        if self.pos == self.buf.len() {
-            if self.buf.capacity() > 1 << 20 {
-                self.buf = Vec::new();
-            }
-            self.buf.clear();
-            self.pos = 0;
-        } else if self.pos > self.buf.len() / 2 {
-            self.buf.drain(..self.pos);
-            self.pos = 0;
         }
         Ok(())
     }
@@ -222,10 +245,16 @@ mod tests {
         o.push("y\nz\n");
         assert_eq!(o.queued(), 19, "nothing cut");
         assert_eq!(o.take_dropped(), None, "no room to say so yet");
-        o.pos = 11; // the reader took the first line
+        // The reader takes the first line.
+        let first = o.chunks[0][..11].to_vec();
+        assert_eq!(first, b"0123456789\n");
+        o.pos = 11;
+        o.queued -= 11;
         assert_eq!(o.take_dropped(), Some(3));
         assert_eq!(o.take_dropped(), None);
         o.push("w\n");
         assert_eq!(o.queued(), 10);
+        o.push("");
+        assert_eq!(o.chunks.len(), 1, "nothing to write, no chunk");
     }
 }
