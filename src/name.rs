@@ -76,12 +76,11 @@ fn refused(c: char) -> Option<&'static str> {
 }
 
 /// Whether `c` is default-ignorable (zero-width, joiners, bidi controls,
-/// the byte order mark...): the UTS #39 skeleton drops exactly those.
+/// the byte order mark...), as UTS #39's identifier types say. (Only the
+/// wording of the error depends on it: such characters are refused
+/// anyway.)
 fn invisible(c: char) -> bool {
     c.identifier_type() == Some(IdentifierType::Default_Ignorable)
-        || unicode_security::skeleton(c.encode_utf8(&mut [0; 4]))
-            .next()
-            .is_none()
 }
 
 /// `c` quoted, if it can be seen, and its code point.
