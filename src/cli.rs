@@ -1,12 +1,18 @@
-//! The command line: options in, a [`Opts`] out, or a usage error.
+//! The command line and the config file: options in, a [`Opts`] out, or
+//! a usage error.
+//!
+//! The config file (`$XDG_CONFIG_HOME/p2pchat/config`) holds defaults set
+//! once, as `key = value` lines; `#` starts a comment. The command line
+//! wins over it.
 
-use crate::proto::wire;
+use crate::name;
 use getopts::Options;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
+use std::path::{Path, PathBuf};
 
 /// The one-line synopsis, printed with usage errors.
-pub const USAGE: &str = "usage: p2pchat [-hV] [--plain | --json] [--no-input] [-b address] [-d degree] [-D max]\n\
-     \x20              [-p port] name [host port]";
+pub const USAGE: &str = "usage: p2pchat [-hV] [--plain | --json] [--no-input] [--timestamps] [--log]\n\
+     \x20              [-b address] [-d degree] [-D max] [-p port] name [host port | host:port]";
 
 /// The most links `-D` may allow: the core's bound on links.
 const MAX_DEGREE: usize = 256;
@@ -24,8 +30,9 @@ pub enum Mode {
 #[derive(Debug, Clone)]
 pub struct Opts {
     pub name: String,
-    /// The peer to join through: host and port, as typed.
-    pub join: Option<(String, u16)>,
+    /// The peers to join through, tried in order: host and port, as typed.
+    /// Empty: start a new network.
+    pub join: Vec<(String, u16)>,
     pub bind: IpAddr,
     pub port: u16,
     pub mode: Mode,
@@ -34,6 +41,22 @@ pub struct Opts {
     pub degree: usize,
     /// Links to allow: shed some above this.
     pub max_degree: usize,
+    /// Each plain output line starts with the date and time.
+    pub timestamps: bool,
+    /// Chat logs in `$XDG_STATE_HOME/p2pchat/logs/`.
+    pub log: bool,
+    /// Colours on the terminal: `None` is automatic (off with `NO_COLOR`).
+    pub color: Option<bool>,
+}
+
+/// Defaults from the config file; `None` and empty are "not set".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Config {
+    pub name: Option<String>,
+    pub join: Vec<(String, u16)>,
+    pub color: Option<bool>,
+    pub log: Option<bool>,
+    pub timestamps: Option<bool>,
 }
 
 /// What the command line asks for.
@@ -71,8 +94,18 @@ fn options() -> Options {
         "N",
     );
     o.optflag("", "plain", "plain lines on stdout, even on a terminal");
-    o.optflag("", "json", "JSON lines on stdout");
+    o.optflag(
+        "",
+        "json",
+        "JSON lines on stdout (and JSON input unless stdin is a terminal)",
+    );
     o.optflag("", "no-input", "ignore stdin; run until a signal (a relay)");
+    o.optflag(
+        "",
+        "timestamps",
+        "start each plain output line with the date and time",
+    );
+    o.optflag("", "log", "keep chat logs in $XDG_STATE_HOME/p2pchat/logs/");
     o.optflag("h", "help", "print this help and exit");
     o.optflag("V", "version", "print the version and exit");
     o
@@ -84,13 +117,23 @@ pub fn help() -> String {
         "{USAGE}\n\n\
          Serverless group chat for the terminal. With no host and port, start a\n\
          new network; with them, join the network of the peer listening there.\n\
-         Type a line to send it; :help lists the commands."
+         Type a line to send it; :help (or /help) lists the commands. Defaults\n\
+         come from $XDG_CONFIG_HOME/p2pchat/config (see the man page)."
     );
     options().usage(&brief)
 }
 
-/// Parses the arguments after the program name.
+/// Parses the arguments after the program name, without a config file.
 pub fn parse(args: &[String]) -> Result<Parsed, String> {
+    parse_with(args, || Ok(Config::default()))
+}
+
+/// Parses the arguments after the program name; `config` is asked for the
+/// config file's defaults unless the arguments ask for help or the version.
+pub fn parse_with(
+    args: &[String],
+    config: impl FnOnce() -> Result<Config, String>,
+) -> Result<Parsed, String> {
     let m = options().parse(args).map_err(|e| e.to_string())?;
     if m.opt_present("h") {
         return Ok(Parsed::Help);
@@ -98,6 +141,7 @@ pub fn parse(args: &[String]) -> Result<Parsed, String> {
     if m.opt_present("V") {
         return Ok(Parsed::Version);
     }
+    let cfg = config()?;
     let mode = match (m.opt_present("plain"), m.opt_present("json")) {
         (true, true) => return Err("cannot use --plain and --json together".into()),
         (true, false) => Mode::Plain,
@@ -132,24 +176,26 @@ pub fn parse(args: &[String]) -> Result<Parsed, String> {
             }
         },
     };
+    // The config's name and peers count only when no name is given: a
+    // name alone starts a new network.
     let (name, join) = match m.free.as_slice() {
-        [] => return Err("a name is required".into()),
-        [name] => (name, None),
-        [_, _] => return Err("a host needs a port".into()),
-        [name, host, p] => (name, Some((host.clone(), port(p)?))),
+        [] => match cfg.name {
+            Some(n) => (n, cfg.join),
+            None => return Err("a name is required".into()),
+        },
+        [name] => (name.clone(), Vec::new()),
+        [name, hp] => (name.clone(), vec![host_port(hp)?]),
+        [name, host, p] => (name.clone(), vec![(host.clone(), port(p)?)]),
         _ => return Err("too many arguments".into()),
     };
-    if !wire::valid_name(name) {
-        return Err(format!(
-            "bad name {name:?}: 1 to {} characters, no spaces, control characters or ':'",
-            wire::MAX_NAME
-        ));
+    if let Err(e) = name::valid(&name) {
+        return Err(format!("bad name {name:?}: {e}"));
     }
-    if join.as_ref().is_some_and(|(_, p)| *p == 0) {
+    if join.iter().any(|(_, p)| *p == 0) {
         return Err("bad port 0 for the peer to join".into());
     }
     Ok(Parsed::Run(Opts {
-        name: name.to_string(),
+        name,
         join,
         bind,
         port: listen_port,
@@ -157,7 +203,124 @@ pub fn parse(args: &[String]) -> Result<Parsed, String> {
         no_input: m.opt_present("no-input"),
         degree,
         max_degree,
+        timestamps: m.opt_present("timestamps") || cfg.timestamps == Some(true),
+        log: m.opt_present("log") || cfg.log == Some(true),
+        color: cfg.color,
     }))
+}
+
+/// `host:port`, `[v6addr]:port` (or a lone host or port, refused with
+/// what is missing).
+fn host_port(s: &str) -> Result<(String, u16), String> {
+    if let Some(rest) = s.strip_prefix('[') {
+        return match rest.split_once("]:") {
+            Some((host, p)) if !host.is_empty() => Ok((host.to_owned(), port(p)?)),
+            _ => Err(format!(
+                "bad peer address {s:?}: expected [ADDRESS]:PORT or ADDRESS PORT"
+            )),
+        };
+    }
+    if s.parse::<Ipv6Addr>().is_ok() {
+        return Err(format!(
+            "the host {s:?} needs a port: [{s}]:PORT or {s} PORT"
+        ));
+    }
+    match s.rsplit_once(':') {
+        Some((host, p)) if !host.is_empty() && !host.contains(':') => {
+            Ok((host.to_owned(), port(p)?))
+        }
+        Some(_) => Err(format!(
+            "bad peer address {s:?}: expected HOST:PORT or HOST PORT"
+        )),
+        None if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
+            Err(format!("the port {s} needs a host: HOST {s} or HOST:{s}"))
+        }
+        None => Err(format!("the host {s:?} needs a port: {s} PORT or {s}:PORT")),
+    }
+}
+
+/// Where the config file is: `$XDG_CONFIG_HOME/p2pchat/config`, or
+/// `$HOME/.config/p2pchat/config` when that is unset or not absolute.
+pub fn config_path() -> Option<PathBuf> {
+    let absolute = |v: Option<std::ffi::OsString>| v.map(PathBuf::from).filter(|p| p.is_absolute());
+    match (
+        absolute(std::env::var_os("XDG_CONFIG_HOME")),
+        absolute(std::env::var_os("HOME")),
+    ) {
+        (Some(c), _) => Some(c.join("p2pchat/config")),
+        (None, Some(h)) => Some(h.join(".config/p2pchat/config")),
+        (None, None) => None,
+    }
+}
+
+/// Reads the config file at `path`; a missing file is an empty config.
+///
+/// # Errors
+///
+/// Unreadable file, or the first bad line, as `PATH:LINE: problem`.
+pub fn load_config(path: &Path) -> Result<Config, String> {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let text = String::from_utf8(bytes)
+                .map_err(|_| format!("{}: not UTF-8 text", path.display()))?;
+            parse_config(&text).map_err(|(n, e)| format!("{}:{n}: {e}", path.display()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+/// Parses config text: `key = value` lines, blank lines, `#` comments.
+/// Keys: `name`, `join` (peers, separated by commas, each `host port`,
+/// `host:port` or `[v6addr]:port`), `color`, `log`, `timestamps` (each
+/// `on` or `off`).
+///
+/// # Errors
+///
+/// The line number (from 1) and what is wrong with it.
+pub fn parse_config(text: &str) -> Result<Config, (usize, String)> {
+    let mut cfg = Config::default();
+    for (i, raw) in text.lines().enumerate() {
+        let n = i + 1;
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            return Err((n, format!("expected key = value, got {line:?}")));
+        };
+        let (key, value) = (key.trim(), value.trim());
+        let flag = || match value {
+            "on" | "yes" | "true" => Ok(Some(true)),
+            "off" | "no" | "false" => Ok(Some(false)),
+            _ => Err((n, format!("{key}: expected on or off, got {value:?}"))),
+        };
+        match key {
+            "name" => {
+                name::valid(value).map_err(|e| (n, format!("bad name {value:?}: {e}")))?;
+                cfg.name = Some(value.to_owned());
+            }
+            "join" => {
+                cfg.join.clear();
+                for peer in value.split(',').map(str::trim) {
+                    let words: Vec<&str> = peer.split_whitespace().collect();
+                    let hp = match words[..] {
+                        [hp] => host_port(hp),
+                        [h, p] => port(p).map(|p| (h.to_owned(), p)),
+                        _ => Err(format!(
+                            "join: expected HOST PORT or HOST:PORT, got {peer:?}"
+                        )),
+                    };
+                    cfg.join.push(hp.map_err(|e| (n, e))?);
+                }
+            }
+            "color" | "colour" => cfg.color = flag()?,
+            "log" => cfg.log = flag()?,
+            "timestamps" => cfg.timestamps = flag()?,
+            _ => return Err((n, format!("unknown key {key:?}"))),
+        }
+    }
+    Ok(cfg)
 }
 
 fn port(s: &str) -> Result<u16, String> {
@@ -170,19 +333,102 @@ mod tests {
     use super::*;
 
     fn run(args: &[&str]) -> Result<Opts, String> {
+        run_with(args, "")
+    }
+
+    fn run_with(args: &[&str], config: &str) -> Result<Opts, String> {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        match parse(&args)? {
+        let cfg = || parse_config(config).map_err(|(n, e)| format!("config:{n}: {e}"));
+        match parse_with(&args, cfg)? {
             Parsed::Run(o) => Ok(o),
             p => panic!("unexpected {p:?}"),
         }
     }
 
+    fn peer(h: &str, p: u16) -> Vec<(String, u16)> {
+        vec![(h.to_owned(), p)]
+    }
+
+    #[test]
+    fn peer_address_forms() {
+        assert_eq!(run(&["a", "h", "40"]).unwrap().join, peer("h", 40));
+        assert_eq!(run(&["a", "h:40"]).unwrap().join, peer("h", 40));
+        assert_eq!(
+            run(&["a", "10.0.0.1:40"]).unwrap().join,
+            peer("10.0.0.1", 40)
+        );
+        assert_eq!(run(&["a", "[::1]:40"]).unwrap().join, peer("::1", 40));
+        assert_eq!(run(&["a", "::1", "40"]).unwrap().join, peer("::1", 40));
+        let err = |args: &[&str]| run(args).unwrap_err();
+        assert_eq!(
+            err(&["a", "40123"]),
+            "the port 40123 needs a host: HOST 40123 or HOST:40123"
+        );
+        assert_eq!(
+            err(&["a", "example.org"]),
+            r#"the host "example.org" needs a port: example.org PORT or example.org:PORT"#
+        );
+        assert!(err(&["a", "::1"]).contains("[::1]:PORT"));
+        assert!(err(&["a", "h:x"]).starts_with("bad port"));
+        assert!(err(&["a", "h:0"]).contains("port 0"));
+        assert!(err(&["a", "[::1]"]).starts_with("bad peer address"));
+        assert!(err(&["a", ":40"]).starts_with("bad peer address"));
+    }
+
+    #[test]
+    fn names_are_checked_by_the_name_rules() {
+        assert!(
+            run(&["bob\u{200b}"])
+                .unwrap_err()
+                .contains("U+200B is invisible")
+        );
+        assert!(run(&["b\u{43e}b"]).is_ok());
+        assert!(run(&["x\u{202e}"]).is_err());
+    }
+
+    #[test]
+    fn config_gives_defaults_the_command_line_overrides() {
+        let cfg = "# mine\n\nname = erin\njoin = h1 40, h2:41\ncolor = off\nlog = on\n";
+        let o = run_with(&[], cfg).unwrap();
+        assert_eq!(o.name, "erin");
+        assert_eq!(o.join, [("h1".to_owned(), 40), ("h2".to_owned(), 41)]);
+        assert_eq!((o.color, o.log, o.timestamps), (Some(false), true, false));
+        // A name on the command line starts a new network.
+        let o = run_with(&["frank"], cfg).unwrap();
+        assert_eq!((o.name.as_str(), o.join.len()), ("frank", 0));
+        let o = run_with(&["frank", "h3:42"], cfg).unwrap();
+        assert_eq!(o.join, peer("h3", 42));
+        assert!(run_with(&["--timestamps", "x"], "").unwrap().timestamps);
+        assert!(run_with(&["x"], "timestamps = yes").unwrap().timestamps);
+    }
+
+    #[test]
+    fn bad_config_lines_name_the_line() {
+        for (text, want) in [
+            ("name = erin\nfrob = 1", "config:2: unknown key \"frob\""),
+            ("\n\njust words", "config:3: expected key = value"),
+            ("color = purple", "config:1: color: expected on or off"),
+            ("name = a b", "config:1: bad name"),
+            ("join = host", "config:1: the host \"host\" needs a port"),
+            ("join = h 1 2", "config:1: join: expected HOST PORT"),
+        ] {
+            let e = run_with(&[], text).unwrap_err();
+            assert!(e.starts_with(want), "{text:?}: {e}");
+        }
+        // Help and version do not read the config at all.
+        let args = vec!["-h".to_owned()];
+        assert!(matches!(
+            parse_with(&args, || Err("unread".into())),
+            Ok(Parsed::Help)
+        ));
+    }
+
     #[test]
     fn good() {
         let o = run(&["alice"]).unwrap();
-        assert_eq!((o.name.as_str(), o.port, o.join), ("alice", 0, None));
+        assert_eq!((o.name.as_str(), o.port, o.join), ("alice", 0, vec![]));
         let o = run(&["-p", "4000", "-b", "127.0.0.1", "--json", "bob", "h", "40"]).unwrap();
-        assert_eq!(o.join, Some(("h".into(), 40)));
+        assert_eq!(o.join, peer("h", 40));
         assert_eq!(o.port, 4000);
         assert_eq!(o.mode, Mode::Json);
         assert!(run(&["--no-input", "--plain", "x"]).unwrap().no_input);
@@ -202,6 +448,7 @@ mod tests {
             &[][..],
             &["a", "b"],
             &["a", "b", "c", "d"],
+            &["a", "4000"],
             &["a b"],
             &[""],
             &["-p", "70000", "a"],

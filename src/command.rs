@@ -1,20 +1,27 @@
-//! Lines typed at the prompt: `:commands` and chat.
+//! Lines typed at the prompt: commands and chat.
+//!
+//! A command starts with `:` (vi) or `/` (IRC), followed directly by its
+//! name, case-insensitive: `:q`, `/quit`, `/WHO`. The rule that tells a
+//! command from chat, so that IRC habits never leak private text and
+//! emoticons still get through:
+//!
+//! - the prefix and a name from [`COMMANDS`] → that command;
+//! - the prefix and a word of two or more ASCII letters that is not a
+//!   command (`/frob`, `:wq`) → refused with a hint, nothing is sent;
+//! - anything else is chat, sent as typed: `:)`, `:-(`, `:D that's great`
+//!   (one letter), `:thumbsup:` and `/usr/bin` (not only letters), `:8080`;
+//! - `::text` and `//text` send the line without its first character.
+//!
+//! Adding a command is one row of [`COMMANDS`]. A row whose feature is not
+//! there yet answers "not available yet" and sends nothing: `/msg bob
+//! secret` must never go out as chat.
 
 use crate::node;
-
-/// The commands, for `:help`.
-pub const HELP: &[&str] = &[
-    "text        send text to the room",
-    "::text      send a line that starts with ':'",
-    ":who        list the members: name, address, direct link or relayed",
-    ":help       show this help",
-    ":q, :quit   leave the network and exit (also Ctrl-D)",
-];
 
 /// What a typed line asks for.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Input {
-    /// Something for the node.
+    /// Something for the protocol core.
     Node(node::Command),
     Help,
     /// Nothing to do (an empty line).
@@ -23,31 +30,403 @@ pub enum Input {
     Error(String),
 }
 
+/// What a command does with the rest of its line (its arguments).
+pub type Run = fn(&str) -> Result<Input, String>;
+
+/// One command: its names (the first is the main one), its arguments as
+/// shown in the help (empty: none), its help text, and what it does with
+/// the rest of the line (`None`: not available yet).
+pub struct Row {
+    pub names: &'static [&'static str],
+    pub args: &'static str,
+    pub help: &'static str,
+    pub run: Option<Run>,
+}
+
+/// Every command, in the order `:help` lists them.
+pub const COMMANDS: &[Row] = &[
+    Row {
+        names: &["who"],
+        args: "",
+        help: "list the members: name, address, direct link or relayed",
+        run: Some(|_| Ok(Input::Node(node::Command::Who))),
+    },
+    Row {
+        names: &["help"],
+        args: "",
+        help: "show this help",
+        run: Some(|_| Ok(Input::Help)),
+    },
+    Row {
+        names: &["q", "quit"],
+        args: "",
+        help: "leave the network and exit (also Ctrl-D)",
+        run: Some(|_| Ok(Input::Node(node::Command::Quit))),
+    },
+    // Not available yet: refused, never sent as chat.
+    Row {
+        names: &["msg", "m"],
+        args: "NAME TEXT",
+        help: "a private message",
+        run: None,
+    },
+    Row {
+        names: &["msgs"],
+        args: "",
+        help: "messages kept for you",
+        run: None,
+    },
+    Row {
+        names: &["me"],
+        args: "ACTION",
+        help: "an action",
+        run: None,
+    },
+    Row {
+        names: &["nick"],
+        args: "NAME",
+        help: "change your name",
+        run: None,
+    },
+    Row {
+        names: &["rooms", "list"],
+        args: "",
+        help: "list the rooms",
+        run: None,
+    },
+    Row {
+        names: &["create"],
+        args: "ROOM",
+        help: "create a room",
+        run: None,
+    },
+    Row {
+        names: &["join"],
+        args: "ROOM",
+        help: "join a room",
+        run: None,
+    },
+    Row {
+        names: &["leave"],
+        args: "",
+        help: "leave the room",
+        run: None,
+    },
+    Row {
+        names: &["kick"],
+        args: "NAME",
+        help: "remove someone from your room",
+        run: None,
+    },
+    Row {
+        names: &["unkick"],
+        args: "NAME",
+        help: "let someone back into your room",
+        run: None,
+    },
+    Row {
+        names: &["delete"],
+        args: "ROOM",
+        help: "delete your room",
+        run: None,
+    },
+    Row {
+        names: &["shout"],
+        args: "TEXT",
+        help: "say something in every room",
+        run: None,
+    },
+    Row {
+        names: &["give"],
+        args: "ROOM NAME",
+        help: "give your room to someone",
+        run: None,
+    },
+    Row {
+        names: &["send"],
+        args: "NAME FILE",
+        help: "offer a file",
+        run: None,
+    },
+    Row {
+        names: &["files"],
+        args: "",
+        help: "list file offers",
+        run: None,
+    },
+    Row {
+        names: &["get"],
+        args: "OFFER",
+        help: "fetch an offered file",
+        run: None,
+    },
+    Row {
+        names: &["cancel"],
+        args: "OFFER",
+        help: "cancel a transfer",
+        run: None,
+    },
+    Row {
+        names: &["whois"],
+        args: "NAME",
+        help: "what is known about someone",
+        run: None,
+    },
+    Row {
+        names: &["trust"],
+        args: "NAME",
+        help: "trust someone's key",
+        run: None,
+    },
+    Row {
+        names: &["peers"],
+        args: "",
+        help: "list the links",
+        run: None,
+    },
+];
+
+/// The command named `name` (any case, any of its names).
+pub fn find(name: &str) -> Option<&'static Row> {
+    COMMANDS
+        .iter()
+        .find(|r| r.names.iter().any(|n| n.eq_ignore_ascii_case(name)))
+}
+
+/// The names of the commands that work now, for completion.
+pub fn available() -> impl Iterator<Item = &'static str> {
+    COMMANDS
+        .iter()
+        .filter(|r| r.run.is_some())
+        .flat_map(|r| r.names.iter().copied())
+}
+
+/// The `:help` text, one line per item.
+pub fn help() -> Vec<String> {
+    let mut out = vec![
+        "text        send text to the room".to_owned(),
+        "::text      send a line that starts with ':' (or //text, '/')".to_owned(),
+    ];
+    for r in COMMANDS.iter().filter(|r| r.run.is_some()) {
+        let mut head = r
+            .names
+            .iter()
+            .map(|n| format!(":{n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        if !r.args.is_empty() {
+            head = format!("{head} {}", r.args);
+        }
+        out.push(format!("{head:<11} {}", r.help));
+    }
+    out.push("commands also start with '/' (/who) and ignore case".to_owned());
+    out
+}
+
 /// Parses one line (without its newline).
 pub fn parse(line: &str) -> Input {
     let line = line.strip_suffix('\r').unwrap_or(line);
     if line.trim().is_empty() {
         return Input::Nothing;
     }
-    let Some(rest) = line.strip_prefix(':') else {
-        return Input::Node(node::Command::Say(line.to_owned()));
+    let Some(prefix) = line.chars().next().filter(|c| matches!(c, ':' | '/')) else {
+        return say(line);
     };
-    if rest.starts_with(':') {
-        return Input::Node(node::Command::Say(rest.to_owned()));
+    let rest = &line[1..];
+    if rest.starts_with(prefix) {
+        return say(rest);
     }
-    let mut words = rest.split_whitespace();
-    let cmd = words.next().unwrap_or("");
-    let args = words.count();
-    let input = match cmd {
-        "q" | "quit" => Input::Node(node::Command::Quit),
-        "who" => Input::Node(node::Command::Who),
-        "help" => Input::Help,
-        _ => return Input::Error(format!("unknown command :{cmd} (try :help)")),
+    let (word, args) = match rest.split_once(char::is_whitespace) {
+        Some((w, a)) => (w, a.trim()),
+        None => (rest, ""),
     };
-    if args > 0 {
-        return Input::Error(format!(":{cmd} takes no arguments"));
+    let Some(row) = find(word) else {
+        if word.len() >= 2 && word.bytes().all(|b| b.is_ascii_alphabetic()) {
+            return Input::Error(format!("unknown command {prefix}{word} (try {prefix}help)"));
+        }
+        return say(line); // an emoticon, a path, a number
+    };
+    let name = format!("{prefix}{}", word.to_ascii_lowercase());
+    let Some(run) = row.run else {
+        return Input::Error(format!("{name} is not available yet; nothing was sent"));
+    };
+    if row.args.is_empty() && !args.is_empty() {
+        return Input::Error(format!("{name} takes no arguments"));
     }
-    input
+    run(args).unwrap_or_else(|e| Input::Error(format!("{name}: {e}")))
+}
+
+fn say(text: &str) -> Input {
+    Input::Node(node::Command::Say(text.to_owned()))
+}
+
+/// Text sent as typed, never a command (a pasted line, a JSON `say`).
+pub fn text(line: &str) -> Input {
+    say(line.strip_suffix('\r').unwrap_or(line))
+}
+
+/// Parses one line of JSON input (`--json` without a terminal): an object
+/// with one member, `{"say": "text"}` (sent as text, whatever it starts
+/// with) or `{"command": "who"}` (a command line, without or with its
+/// `:` or `/`). Anything else is an error; nothing is sent.
+pub fn parse_json(line: &str) -> Input {
+    let fields = match json_object(line.trim()) {
+        Ok(f) => f,
+        Err(e) => return Input::Error(format!("bad JSON input: {e}")),
+    };
+    match fields.as_slice() {
+        [(k, v)] if k == "say" => {
+            if v.is_empty() {
+                Input::Nothing
+            } else {
+                say(v)
+            }
+        }
+        [(k, v)] if k == "command" => {
+            let cmd = v.strip_prefix([':', '/']).unwrap_or(v);
+            match parse(&format!(":{cmd}")) {
+                Input::Node(node::Command::Say(_)) => {
+                    Input::Error(format!("bad JSON input: not a command: {v:?}"))
+                }
+                other => other,
+            }
+        }
+        [(k, _)] => Input::Error(format!(
+            "bad JSON input: unknown key {k:?} (expected \"say\" or \"command\")"
+        )),
+        _ => Input::Error("bad JSON input: expected one key, \"say\" or \"command\"".to_owned()),
+    }
+}
+
+/// A JSON object whose values are all strings, as (key, value) pairs.
+fn json_object(s: &str) -> Result<Vec<(String, String)>, String> {
+    let mut p = Json {
+        s: s.as_bytes(),
+        at: 0,
+    };
+    p.ws();
+    p.eat(b'{')?;
+    let mut out = Vec::new();
+    p.ws();
+    if p.peek() == Some(b'}') {
+        p.at += 1;
+    } else {
+        loop {
+            p.ws();
+            let k = p.string()?;
+            p.ws();
+            p.eat(b':')?;
+            p.ws();
+            let v = p.string()?;
+            out.push((k, v));
+            p.ws();
+            match p.next() {
+                Some(b',') => continue,
+                Some(b'}') => break,
+                _ => return Err(format!("expected ',' or '}}' at byte {}", p.at)),
+            }
+        }
+    }
+    p.ws();
+    if p.at != p.s.len() {
+        return Err(format!("trailing text at byte {}", p.at));
+    }
+    Ok(out)
+}
+
+/// A small JSON reader: objects of strings are all the input needs.
+struct Json<'a> {
+    s: &'a [u8],
+    at: usize,
+}
+
+impl Json<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.s.get(self.at).copied()
+    }
+
+    fn next(&mut self) -> Option<u8> {
+        let b = self.peek();
+        self.at += 1;
+        b
+    }
+
+    fn ws(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\r' | b'\n')) {
+            self.at += 1;
+        }
+    }
+
+    fn eat(&mut self, b: u8) -> Result<(), String> {
+        if self.next() == Some(b) {
+            Ok(())
+        } else {
+            Err(format!(
+                "expected '{}' at byte {}",
+                char::from(b),
+                self.at - 1
+            ))
+        }
+    }
+
+    fn hex4(&mut self) -> Result<u32, String> {
+        let h = self
+            .s
+            .get(self.at..self.at + 4)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u32::from_str_radix(h, 16).ok())
+            .ok_or_else(|| format!("bad \\u escape at byte {}", self.at))?;
+        self.at += 4;
+        Ok(h)
+    }
+
+    /// A string literal (values must be strings).
+    fn string(&mut self) -> Result<String, String> {
+        let start = self.at;
+        if self.next() != Some(b'"') {
+            return Err(format!("expected a string at byte {start}"));
+        }
+        let mut out: Vec<u8> = Vec::new();
+        loop {
+            match self.next() {
+                None => return Err("unterminated string".to_owned()),
+                Some(b'"') => break,
+                Some(b'\\') => {
+                    let c = match self.next() {
+                        Some(b'"') => '"',
+                        Some(b'\\') => '\\',
+                        Some(b'/') => '/',
+                        Some(b'b') => '\u{8}',
+                        Some(b'f') => '\u{c}',
+                        Some(b'n') => '\n',
+                        Some(b'r') => '\r',
+                        Some(b't') => '\t',
+                        Some(b'u') => {
+                            let hi = self.hex4()?;
+                            let code = if (0xd800..0xdc00).contains(&hi)
+                                && self.s.get(self.at..self.at + 2) == Some(b"\\u")
+                            {
+                                self.at += 2;
+                                let lo = self.hex4()?;
+                                if !(0xdc00..0xe000).contains(&lo) {
+                                    return Err("bad surrogate pair".to_owned());
+                                }
+                                0x10000 + ((hi - 0xd800) << 10) + (lo - 0xdc00)
+                            } else {
+                                hi
+                            };
+                            char::from_u32(code).ok_or("lone surrogate")?
+                        }
+                        _ => return Err(format!("bad escape at byte {}", self.at - 1)),
+                    };
+                    out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+                }
+                Some(b) if b < 0x20 => return Err("control character in a string".to_owned()),
+                Some(b) => out.push(b),
+            }
+        }
+        String::from_utf8(out).map_err(|_| "not UTF-8".to_owned())
+    }
 }
 
 #[cfg(test)]
@@ -55,14 +434,17 @@ mod tests {
     use super::*;
     use crate::node::Command;
 
+    fn said(s: &str) -> Input {
+        Input::Node(Command::Say(s.into()))
+    }
+
     #[test]
     fn lines() {
-        assert_eq!(
-            parse("hi there"),
-            Input::Node(Command::Say("hi there".into()))
-        );
-        assert_eq!(parse("hi\r"), Input::Node(Command::Say("hi".into())));
-        assert_eq!(parse("::q"), Input::Node(Command::Say(":q".into())));
+        assert_eq!(parse("hi there"), said("hi there"));
+        assert_eq!(parse("hi\r"), said("hi"));
+        assert_eq!(parse("::q"), said(":q"));
+        assert_eq!(parse("//q"), said("/q"));
+        assert_eq!(parse("//msg bob hi"), said("/msg bob hi"));
         assert_eq!(parse(":q"), Input::Node(Command::Quit));
         assert_eq!(parse(":quit"), Input::Node(Command::Quit));
         assert_eq!(parse(":who"), Input::Node(Command::Who));
@@ -74,12 +456,133 @@ mod tests {
             Input::Error("unknown command :frob (try :help)".into())
         );
         assert_eq!(
-            parse(":"),
-            Input::Error("unknown command : (try :help)".into())
-        );
-        assert_eq!(
             parse(":who x"),
             Input::Error(":who takes no arguments".into())
         );
+    }
+
+    #[test]
+    fn irc_prefix_and_any_case() {
+        assert_eq!(parse("/quit"), Input::Node(Command::Quit));
+        assert_eq!(parse("/Q"), Input::Node(Command::Quit));
+        assert_eq!(parse("/WHO"), Input::Node(Command::Who));
+        assert_eq!(parse(":Help"), Input::Help);
+        assert_eq!(parse("/who  "), Input::Node(Command::Who));
+        assert_eq!(
+            parse("/frob x"),
+            Input::Error("unknown command /frob (try /help)".into())
+        );
+        assert_eq!(
+            parse("/WHO is there"),
+            Input::Error("/who takes no arguments".into())
+        );
+    }
+
+    #[test]
+    fn commands_to_come_are_refused_not_sent() {
+        for line in [
+            "/msg bob psst, private?",
+            "/m bob secret",
+            "/MSG bob secret",
+            ":msg bob secret",
+            "/nick caroline",
+            "/me waves",
+            "/join #rust",
+            "/whois bob",
+            "/list",
+        ] {
+            match parse(line) {
+                Input::Error(e) => assert!(e.contains("not available yet"), "{line}: {e}"),
+                other => panic!("{line:?} gave {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn emoticons_paths_and_numbers_are_chat() {
+        for line in [
+            ":)",
+            ":-)",
+            ":(",
+            ":'(",
+            ":D",
+            ":D that's great",
+            ":P",
+            ":3",
+            ":thumbsup:",
+            ":+1:",
+            "/usr/bin/env is a path",
+            "/",
+            ":",
+            ":8080 is the port",
+            ": spaced",
+            "/ spaced",
+            ":-D",
+            ":q!",
+        ] {
+            assert_eq!(parse(line), said(line), "{line:?}");
+        }
+        // Two letters or more look like a command: refused, not sent.
+        for line in [":wq", "/shrug", ":XD", ":DD", "/msgg bob secret"] {
+            assert!(matches!(parse(line), Input::Error(_)), "{line:?}");
+        }
+    }
+
+    #[test]
+    fn json_input_says_text_or_runs_commands() {
+        assert_eq!(parse_json(r#"{"say":":q"}"#), said(":q"));
+        assert_eq!(
+            parse_json(r#" { "say" : "/msg bob hi" } "#),
+            said("/msg bob hi")
+        );
+        assert_eq!(
+            parse_json(r#"{"say":"a\"b\\c\n\u00e9\ud83d\ude00"}"#),
+            said("a\"b\\c\né😀")
+        );
+        assert_eq!(parse_json(r#"{"say":""}"#), Input::Nothing);
+        assert_eq!(
+            parse_json(r#"{"command":"quit"}"#),
+            Input::Node(Command::Quit)
+        );
+        assert_eq!(
+            parse_json(r#"{"command":"/who"}"#),
+            Input::Node(Command::Who)
+        );
+        assert_eq!(parse_json(r#"{"command":":help"}"#), Input::Help);
+        for bad in [
+            ":q",
+            "hello",
+            "{}",
+            r#"{"say":1}"#,
+            r#"{"say":"x","command":"q"}"#,
+            r#"{"shout":"x"}"#,
+            r#"{"command":":)"}"#,
+            r#"{"command":"frob"}"#,
+            r#"{"command":"msg bob hi"}"#,
+            r#"{"say":"x"} trailing"#,
+            r#"{"say":"\ud800"}"#,
+            r#"{"say":"unterminated}"#,
+            "{\"say\":\"tab\there\"}",
+        ] {
+            assert!(matches!(parse_json(bad), Input::Error(_)), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_table_is_consistent() {
+        let mut seen = std::collections::HashSet::new();
+        for r in COMMANDS {
+            for n in r.names {
+                assert!(seen.insert(*n), "{n} twice");
+                assert!(n.bytes().all(|b| b.is_ascii_lowercase()), "{n}");
+                assert!(find(n).is_some());
+            }
+        }
+        assert!(available().any(|n| n == "who"));
+        assert!(!available().any(|n| n == "msg"));
+        let help = help();
+        assert!(help.iter().any(|l| l.starts_with(":q, :quit")));
+        assert!(!help.iter().any(|l| l.contains(":msg")));
+        assert_eq!(text(":q"), said(":q"));
     }
 }

@@ -5,17 +5,13 @@
 //! anywhere. `Editor` holds the line, the cursor and the history, applies
 //! keys with readline/linenoise semantics and says what the caller should do
 //! next (`Outcome`). `render` cuts the window of the line that fits the
-//! terminal. Display widths (`char_width`), the sanitising of untrusted text
-//! for the terminal (`escape_controls`) and the history file live here too.
+//! terminal. Display widths (`char_width`) and the sanitising of untrusted
+//! text for the terminal (`escape_controls`) live here too; the history
+//! file is `history`'s.
 //!
 //! Nothing here touches the terminal; `tty` does the drawing.
 
-use std::ffi::OsString;
 use std::fmt::Write as _;
-use std::fs::{self, DirBuilder, OpenOptions};
-use std::io::{self, Write as _};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
 
 /// Most history entries kept, in memory and in the history file.
 pub const HISTORY_LIMIT: usize = 1000;
@@ -67,6 +63,8 @@ pub enum Key {
     CtrlE,
     /// Ctrl-F.
     CtrlF,
+    /// Ctrl-G (cancels a search).
+    CtrlG,
     /// Ctrl-K.
     CtrlK,
     /// Ctrl-L.
@@ -75,13 +73,21 @@ pub enum Key {
     CtrlN,
     /// Ctrl-P.
     CtrlP,
+    /// Ctrl-R (search the history).
+    CtrlR,
     /// Ctrl-U.
     CtrlU,
     /// Ctrl-W.
     CtrlW,
+    /// Ctrl-Y (yank).
+    CtrlY,
+    /// Alt-D (`ESC d`): delete the word after the cursor.
+    AltD,
+    /// Alt-Backspace (`ESC DEL`, `ESC ^H`): delete the word before it.
+    AltBackspace,
     /// Ctrl-Z (0x1a arrives as a key because raw mode turns ISIG off).
     CtrlZ,
-    /// Tab; ignored by the editor (reserved for completion).
+    /// Tab: completes names and commands.
     Tab,
     /// A bracketed paste (`ESC [200~ ... ESC [201~`), line ends as `\n`.
     Paste(String),
@@ -171,6 +177,8 @@ impl KeyParser {
                     b'O' => self.state = State::Ss3,
                     b'b' => out.push(Key::WordLeft),
                     b'f' => out.push(Key::WordRight),
+                    b'd' => out.push(Key::AltD),
+                    0x7f | 0x08 => out.push(Key::AltBackspace),
                     0x1b => {
                         out.push(Key::Unknown);
                         self.state = State::Esc;
@@ -320,12 +328,15 @@ fn ctrl_key(b: u8) -> Key {
         0x04 => Key::CtrlD,
         0x05 => Key::CtrlE,
         0x06 => Key::CtrlF,
+        0x07 => Key::CtrlG,
         0x0b => Key::CtrlK,
         0x0c => Key::CtrlL,
         0x0e => Key::CtrlN,
         0x10 => Key::CtrlP,
+        0x12 => Key::CtrlR,
         0x15 => Key::CtrlU,
         0x17 => Key::CtrlW,
+        0x19 => Key::CtrlY,
         0x1a => Key::CtrlZ,
         _ => Key::Unknown,
     }
@@ -365,24 +376,53 @@ pub enum Outcome {
     Redraw,
     /// Enter on a non-empty line: here is the line; the editor is empty now.
     Submit(String),
-    /// Ctrl-C at any time, or Ctrl-D on an empty line.
+    /// Enter on a held paste: its lines, each to be sent as text (never a
+    /// command), blank ones included.
+    SubmitText(Vec<String>),
+    /// Ctrl-C or Ctrl-D on an empty line.
     Quit,
     /// Ctrl-Z.
     Suspend,
     /// Ctrl-L.
     ClearScreen,
-    /// The line is full (`MAX_LINE`): text was dropped.
+    /// Nothing to do for this key (no completion, the line is full): ring
+    /// the bell.
     Bell,
+    /// Something to tell the user on a line of its own (completions, a
+    /// full line); the input line is redrawn below it.
+    Notice(String),
+}
+
+/// Lines in one paste, at most; a longer paste is refused.
+pub const MAX_PASTE_LINES: usize = 1000;
+
+/// A reverse history search (Ctrl-R) under way.
+#[derive(Debug, Clone)]
+struct Search {
+    query: String,
+    /// The history entry shown, if one matches.
+    at: Option<usize>,
+    /// The line as it was before the search, for Ctrl-G or Ctrl-C.
+    buf: Vec<char>,
+    pos: usize,
 }
 
 /// The line being typed, its cursor and the input history.
 ///
 /// Keys follow readline: Ctrl-U kills from the start of the line to the
 /// cursor, Ctrl-K from the cursor to the end, Ctrl-W the whitespace-delimited
-/// word before the cursor. Up/Down walk the history; the line being typed
-/// is kept and comes back when Down walks past the newest entry. Edits to a
-/// recalled entry are lost when walking away from it; the history itself is
-/// never changed except by submitting.
+/// word before the cursor, Alt-Backspace and Alt-D the word (letters and
+/// digits) before and after it; Ctrl-Y yanks back what was killed last.
+/// Backspace, Delete and the arrows move over whole grapheme clusters
+/// (`é` typed as e + U+0301, 👨‍👩‍👧‍👦), as the terminal draws them. Up/Down walk
+/// the history; the line being typed is kept and comes back when Down walks
+/// past the newest entry. Edits to a recalled entry are lost when walking
+/// away from it; the history itself is never changed except by submitting.
+/// Ctrl-R searches the history backwards as you type.
+///
+/// A paste with line breaks is held, not inserted: the input line shows how
+/// many lines it has, Enter sends them all as text (`SubmitText`), Ctrl-C
+/// drops them. It makes one history entry.
 #[derive(Debug, Default)]
 pub struct Editor {
     buf: Vec<char>,
@@ -390,6 +430,18 @@ pub struct Editor {
     history: Vec<String>,
     browse: Option<usize>,
     saved: Vec<char>,
+    /// What Ctrl-U, Ctrl-K, Ctrl-W, Alt-D or Alt-Backspace cut last.
+    killed: Vec<char>,
+    search: Option<Search>,
+    /// A held paste: its lines (the text around the cursor included) and
+    /// the line as it was before it.
+    paste: Option<(Vec<String>, Vec<char>, usize)>,
+    /// Names that Tab completes (other members).
+    names: Vec<String>,
+    /// The user has been told the line is full.
+    full_told: bool,
+    /// Set by every edit; taken by the caller (`take_edited`).
+    edited: bool,
 }
 
 impl Editor {
@@ -413,43 +465,92 @@ impl Editor {
         &self.history
     }
 
-    /// Replaces the history (e.g. with `load_history`), keeping the newest
+    /// Sets the names Tab completes (the other members).
+    pub fn set_names(&mut self, names: Vec<String>) {
+        self.names = names;
+    }
+
+    /// What to show between the prompt and the line: the search being
+    /// typed, or the size of a held paste.
+    pub fn banner(&self) -> Option<String> {
+        self.banners().map(|(long, _)| long)
+    }
+
+    /// The banner and a short form of it for narrow terminals.
+    pub fn banners(&self) -> Option<(String, String)> {
+        if let Some(s) = &self.search {
+            let state = if s.at.is_some() || s.query.is_empty() {
+                ""
+            } else {
+                "failing "
+            };
+            return Some((
+                format!("({state}reverse-i-search)'{}': ", s.query),
+                format!("({state}search)'{}': ", s.query),
+            ));
+        }
+        self.paste.as_ref().map(|(lines, _, _)| {
+            let n = lines.len();
+            (
+                format!("[{n} lines pasted: Enter sends, Ctrl-C drops] "),
+                format!("[{n} lines] "),
+            )
+        })
+    }
+
+    /// Replaces the history (e.g. with `history::load`), keeping the newest
     /// `HISTORY_LIMIT` entries, dropping blank ones and consecutive
-    /// duplicates and removing control characters.
+    /// duplicates and removing control characters (but the line breaks of
+    /// a pasted entry).
     pub fn set_history(&mut self, entries: Vec<String>) {
         self.history.clear();
         self.browse = None;
         for entry in entries {
-            let clean: String = entry.chars().filter(|c| !c.is_control()).collect();
+            let clean: String = entry
+                .chars()
+                .filter(|&c| c == '\n' || !c.is_control())
+                .collect();
             self.add_history(clean);
+        }
+        // Loaded, not entered: nothing to append to the file.
+        self.edited = false;
+    }
+
+    /// The entry added to the history since the last call, if a line was
+    /// entered (for the caller to append to the history file).
+    pub fn take_edited(&mut self) -> Option<String> {
+        if std::mem::take(&mut self.edited) {
+            self.history.last().cloned()
+        } else {
+            None
         }
     }
 
-    /// Applies one key. `Key::Paste` inserts its text with line ends turned
-    /// into spaces; use `paste` to submit each pasted line instead.
+    /// Applies one key.
     pub fn key(&mut self, key: Key) -> Outcome {
+        if self.search.is_some()
+            && let Some(o) = self.search_key(&key)
+        {
+            return o;
+        }
+        if self.paste.is_some() {
+            return self.paste_key(key);
+        }
         match key {
             Key::Char(c) => self.insert(&[c]),
-            Key::Paste(text) => {
-                let flat: Vec<char> = text
-                    .chars()
-                    .map(|c| if c == '\n' { ' ' } else { c })
-                    .collect();
-                self.insert(&flat)
-            }
+            Key::Paste(text) => self.paste(&text),
             Key::Enter => self.submit(),
             Key::Backspace if self.pos > 0 => {
-                self.pos -= 1;
-                self.buf.remove(self.pos);
-                Outcome::Redraw
+                let from = self.prev_boundary(self.pos);
+                self.delete(from, self.pos)
             }
             Key::CtrlD if self.buf.is_empty() => Outcome::Quit,
             Key::Delete | Key::CtrlD if self.pos < self.buf.len() => {
-                self.buf.remove(self.pos);
-                Outcome::Redraw
+                let to = self.next_boundary(self.pos);
+                self.delete(self.pos, to)
             }
-            Key::Left | Key::CtrlB => self.move_to(self.pos.saturating_sub(1)),
-            Key::Right | Key::CtrlF => self.move_to((self.pos + 1).min(self.buf.len())),
+            Key::Left | Key::CtrlB => self.move_to(self.prev_boundary(self.pos)),
+            Key::Right | Key::CtrlF => self.move_to(self.next_boundary(self.pos)),
             Key::Home | Key::CtrlA => self.move_to(0),
             Key::End | Key::CtrlE => self.move_to(self.buf.len()),
             Key::WordLeft => self.move_to(self.word_start()),
@@ -457,29 +558,99 @@ impl Editor {
             Key::CtrlU => self.kill(0, self.pos),
             Key::CtrlK => self.kill(self.pos, self.buf.len()),
             Key::CtrlW => self.kill(self.word_start(), self.pos),
+            Key::AltBackspace => self.kill(self.alnum_start(), self.pos),
+            Key::AltD => self.kill(self.pos, self.alnum_end()),
+            Key::CtrlY => {
+                let k = self.killed.clone();
+                self.insert(&k)
+            }
             Key::Up | Key::CtrlP => self.history_prev(),
             Key::Down | Key::CtrlN => self.history_next(),
-            Key::CtrlC => Outcome::Quit,
+            Key::CtrlR => self.search_start(),
+            // As in a shell: Ctrl-C drops the line; on an empty one, leaves.
+            Key::CtrlC if self.buf.is_empty() => Outcome::Quit,
+            Key::CtrlC => {
+                self.browse = None;
+                self.kill(0, self.buf.len())
+            }
             Key::CtrlZ => Outcome::Suspend,
             Key::CtrlL => Outcome::ClearScreen,
-            Key::Backspace | Key::Delete | Key::CtrlD | Key::Tab | Key::Unknown => Outcome::None,
+            Key::Tab => self.complete(),
+            Key::Backspace | Key::Delete | Key::CtrlD | Key::CtrlG | Key::Unknown => Outcome::None,
         }
     }
 
-    /// Inserts pasted text; each `\n` in it submits the line so far, as if
-    /// typed. Tabs become spaces and other control characters are dropped.
-    /// Returns the outcomes in order, without `Outcome::None`.
-    pub fn paste(&mut self, text: &str) -> Vec<Outcome> {
-        let mut outcomes = Vec::new();
-        for (i, part) in text.split('\n').enumerate() {
-            if i > 0 {
-                outcomes.push(self.submit());
-            }
-            let chars: Vec<char> = part.chars().collect();
-            outcomes.push(self.insert(&chars));
+    /// Pasted text. Without a line break (one trailing one aside) it is
+    /// inserted as typed; with line breaks it is held (see the type's docs).
+    pub fn paste(&mut self, text: &str) -> Outcome {
+        let text = text.strip_suffix('\n').unwrap_or(text);
+        if !text.contains('\n') {
+            let chars: Vec<char> = text.chars().collect();
+            return self.insert(&chars);
         }
-        outcomes.retain(|o| *o != Outcome::None);
-        outcomes
+        let before: String = self.buf[..self.pos].iter().collect();
+        let after: String = self.buf[self.pos..].iter().collect();
+        let whole = format!("{before}{text}{after}");
+        self.hold(&whole)
+    }
+
+    /// Holds `text` (with line breaks) for Enter to send.
+    fn hold(&mut self, text: &str) -> Outcome {
+        let lines: Vec<String> = text.split('\n').map(clean).collect();
+        if lines.len() > MAX_PASTE_LINES {
+            return Outcome::Notice(format!(
+                "paste refused: {} lines, at most {MAX_PASTE_LINES}",
+                lines.len()
+            ));
+        }
+        let before = std::mem::take(&mut self.buf);
+        let pos = std::mem::take(&mut self.pos);
+        let before = match self.paste.take() {
+            Some((_, b, p)) => (b, p),
+            None => (before, pos),
+        };
+        // The first line shows as a preview after the count.
+        self.buf = lines[0].chars().collect();
+        self.paste = Some((lines, before.0, before.1));
+        Outcome::Redraw
+    }
+
+    fn paste_key(&mut self, key: Key) -> Outcome {
+        match key {
+            Key::Enter => {
+                let (lines, _, _) = self.paste.take().expect("held");
+                self.buf.clear();
+                self.pos = 0;
+                self.browse = None;
+                self.add_history(lines.join("\n"));
+                Outcome::SubmitText(lines)
+            }
+            Key::CtrlC | Key::CtrlU | Key::Backspace | Key::CtrlG => {
+                let (_, buf, pos) = self.paste.take().expect("held");
+                self.buf = buf;
+                self.pos = pos;
+                self.browse = None;
+                Outcome::Redraw
+            }
+            Key::Up | Key::CtrlP | Key::Down | Key::CtrlN if self.browse.is_some() => {
+                let (_, buf, pos) = self.paste.take().expect("held");
+                self.buf = buf;
+                self.pos = pos;
+                if matches!(key, Key::Up | Key::CtrlP) {
+                    self.history_prev()
+                } else {
+                    self.history_next()
+                }
+            }
+            Key::Paste(text) => {
+                let (lines, _, _) = self.paste.as_ref().expect("held");
+                let whole = format!("{}\n{text}", lines.join("\n"));
+                self.hold(whole.strip_suffix('\n').unwrap_or(&whole))
+            }
+            Key::CtrlZ => Outcome::Suspend,
+            Key::CtrlL => Outcome::ClearScreen,
+            _ => Outcome::Bell,
+        }
     }
 
     /// The part of the line to show after a prompt `prompt_cols` wide on a
@@ -517,12 +688,17 @@ impl Editor {
     fn insert(&mut self, text: &[char]) -> Outcome {
         let mut outcome = Outcome::None;
         for &c in text {
-            let c = if c == '\t' { ' ' } else { c };
+            let c = if c == '\t' || c == '\n' { ' ' } else { c };
             if c.is_control() {
                 continue;
             }
             if self.buf.len() >= MAX_LINE {
-                return Outcome::Bell;
+                if std::mem::replace(&mut self.full_told, true) {
+                    return Outcome::Bell;
+                }
+                return Outcome::Notice(format!(
+                    "the line is full ({MAX_LINE} characters); the rest was not typed"
+                ));
             }
             self.buf.insert(self.pos, c);
             self.pos += 1;
@@ -536,6 +712,7 @@ impl Editor {
         self.pos = 0;
         self.browse = None;
         self.saved.clear();
+        self.full_told = false;
         if line.is_empty() {
             return Outcome::None;
         }
@@ -548,6 +725,7 @@ impl Editor {
             return;
         }
         self.history.push(line);
+        self.edited = true;
         if self.history.len() > HISTORY_LIMIT {
             let excess = self.history.len() - HISTORY_LIMIT;
             self.history.drain(..excess);
@@ -562,13 +740,49 @@ impl Editor {
         Outcome::Redraw
     }
 
-    fn kill(&mut self, from: usize, to: usize) -> Outcome {
+    fn delete(&mut self, from: usize, to: usize) -> Outcome {
         if from == to {
             return Outcome::None;
         }
         self.buf.drain(from..to);
         self.pos = from;
+        self.full_told = false;
         Outcome::Redraw
+    }
+
+    fn kill(&mut self, from: usize, to: usize) -> Outcome {
+        if from == to {
+            return Outcome::None;
+        }
+        self.killed = self.buf[from..to].to_vec();
+        self.delete(from, to)
+    }
+
+    /// Grapheme cluster boundaries of the line, as char indices.
+    fn boundaries(&self) -> Vec<usize> {
+        use unicode_segmentation::UnicodeSegmentation;
+        let s: String = self.buf.iter().collect();
+        let mut out = Vec::new();
+        let mut chars = 0;
+        for g in s.graphemes(true) {
+            out.push(chars);
+            chars += g.chars().count();
+        }
+        out.push(chars);
+        out
+    }
+
+    fn prev_boundary(&self, pos: usize) -> usize {
+        let b = self.boundaries();
+        b.iter().rev().find(|&&i| i < pos).copied().unwrap_or(0)
+    }
+
+    fn next_boundary(&self, pos: usize) -> usize {
+        let b = self.boundaries();
+        b.iter()
+            .find(|&&i| i > pos)
+            .copied()
+            .unwrap_or(self.buf.len())
     }
 
     fn word_start(&self) -> usize {
@@ -593,6 +807,46 @@ impl Editor {
         i
     }
 
+    /// Start of the word (letters and digits) before the cursor.
+    fn alnum_start(&self) -> usize {
+        let mut i = self.pos;
+        while i > 0 && !self.buf[i - 1].is_alphanumeric() {
+            i -= 1;
+        }
+        while i > 0 && self.buf[i - 1].is_alphanumeric() {
+            i -= 1;
+        }
+        i
+    }
+
+    /// End of the word (letters and digits) after the cursor.
+    fn alnum_end(&self) -> usize {
+        let mut i = self.pos;
+        while i < self.buf.len() && !self.buf[i].is_alphanumeric() {
+            i += 1;
+        }
+        while i < self.buf.len() && self.buf[i].is_alphanumeric() {
+            i += 1;
+        }
+        i
+    }
+
+    /// Shows history entry `index` for editing (a multi-line one is held
+    /// like a paste).
+    fn recall(&mut self, index: usize) {
+        self.browse = Some(index);
+        let entry = self.history[index].clone();
+        self.paste = None;
+        if entry.contains('\n') {
+            self.buf.clear();
+            self.pos = 0;
+            self.hold(&entry);
+        } else {
+            self.buf = entry.chars().collect();
+            self.pos = self.buf.len();
+        }
+    }
+
     fn history_prev(&mut self) -> Outcome {
         let index = match self.browse {
             None if self.history.is_empty() => return Outcome::None,
@@ -603,27 +857,210 @@ impl Editor {
             Some(0) => return Outcome::None,
             Some(i) => i - 1,
         };
-        self.browse = Some(index);
-        self.buf = self.history[index].chars().collect();
-        self.pos = self.buf.len();
+        self.recall(index);
         Outcome::Redraw
     }
 
     fn history_next(&mut self) -> Outcome {
         match self.browse {
             None => return Outcome::None,
-            Some(i) if i + 1 < self.history.len() => {
-                self.browse = Some(i + 1);
-                self.buf = self.history[i + 1].chars().collect();
-            }
+            Some(i) if i + 1 < self.history.len() => self.recall(i + 1),
             Some(_) => {
                 self.browse = None;
+                self.paste = None;
                 self.buf = std::mem::take(&mut self.saved);
+                self.pos = self.buf.len();
             }
         }
-        self.pos = self.buf.len();
         Outcome::Redraw
     }
+
+    fn search_start(&mut self) -> Outcome {
+        self.search = Some(Search {
+            query: String::new(),
+            at: None,
+            buf: self.buf.clone(),
+            pos: self.pos,
+        });
+        Outcome::Redraw
+    }
+
+    /// The newest entry at or before `from` that contains `query`
+    /// (ignoring case).
+    fn find(&self, query: &str, from: usize) -> Option<usize> {
+        let q = query.to_lowercase();
+        (0..=from.min(self.history.len().checked_sub(1)?))
+            .rev()
+            .find(|&i| self.history[i].to_lowercase().contains(&q))
+    }
+
+    fn show_match(&mut self) {
+        let s = self.search.as_ref().expect("searching");
+        match s.at {
+            Some(i) => {
+                let entry = &self.history[i];
+                let at = entry
+                    .to_lowercase()
+                    .find(&s.query.to_lowercase())
+                    .unwrap_or(0);
+                self.buf = entry.replace('\n', " ").chars().collect();
+                self.pos = entry.get(..at).map_or(0, |p| p.chars().count());
+            }
+            None if s.query.is_empty() => {
+                self.buf = s.buf.clone();
+                self.pos = s.pos;
+            }
+            None => {}
+        }
+    }
+
+    /// A key during a search: `Some` if the search took it, `None` if it
+    /// ended the search and the key is to be applied as usual.
+    fn search_key(&mut self, key: &Key) -> Option<Outcome> {
+        let s = self.search.as_mut().expect("searching");
+        match key {
+            Key::Char(c) => {
+                s.query.push(*c);
+                let (q, from) = (s.query.clone(), s.at.unwrap_or(usize::MAX));
+                let at = self.find(&q, from);
+                self.search.as_mut().expect("searching").at = at;
+                self.show_match();
+                if at.is_none() {
+                    return Some(Outcome::Bell);
+                }
+            }
+            Key::Backspace => {
+                s.query.pop();
+                let q = s.query.clone();
+                let at = if q.is_empty() {
+                    None
+                } else {
+                    self.find(&q, usize::MAX)
+                };
+                self.search.as_mut().expect("searching").at = at;
+                self.show_match();
+            }
+            Key::CtrlR => {
+                let (q, at) = (s.query.clone(), s.at);
+                let older = match at {
+                    Some(0) => None,
+                    Some(i) => self.find(&q, i - 1),
+                    None if q.is_empty() => None,
+                    None => self.find(&q, usize::MAX),
+                };
+                match older {
+                    Some(i) => {
+                        self.search.as_mut().expect("searching").at = Some(i);
+                        self.show_match();
+                    }
+                    None => return Some(Outcome::Bell),
+                }
+            }
+            Key::CtrlG | Key::CtrlC => {
+                let s = self.search.take().expect("searching");
+                self.buf = s.buf;
+                self.pos = s.pos;
+            }
+            _ => {
+                // Any other key takes the match and does what it does.
+                let s = self.search.take().expect("searching");
+                if let Some(i) = s.at {
+                    self.browse = None;
+                    if self.history[i].contains('\n') {
+                        let entry = self.history[i].clone();
+                        self.buf.clear();
+                        self.pos = 0;
+                        self.hold(&entry);
+                    }
+                }
+                return None;
+            }
+        }
+        Some(Outcome::Redraw)
+    }
+
+    /// Tab: completes the word before the cursor, a member's name (with
+    /// `: ` after it at the start of the line) or, after `:` or `/` at the
+    /// start of the line, a command.
+    fn complete(&mut self) -> Outcome {
+        let start = self.word_start_strict();
+        let word: String = self.buf[start..self.pos].iter().collect();
+        let command = start == 0
+            && (word.starts_with(':') || word.starts_with('/'))
+            && !word[1..].starts_with(['/', ':']);
+        let (stem, candidates): (&str, Vec<String>) = if command {
+            let stem = &word[1..];
+            (
+                stem,
+                crate::command::available().map(str::to_owned).collect(),
+            )
+        } else {
+            (&word, self.names.clone())
+        };
+        let fstem = crate::name::fold(stem);
+        let mut matches: Vec<String> = candidates
+            .into_iter()
+            .filter(|c| crate::name::fold(c).starts_with(&fstem))
+            .collect();
+        matches.sort();
+        matches.dedup();
+        let Some(first) = matches.first() else {
+            return Outcome::Bell;
+        };
+        let done = matches.len() == 1;
+        let mut common: Vec<char> = first.chars().collect();
+        for m in &matches[1..] {
+            let n = common
+                .iter()
+                .zip(m.chars())
+                .take_while(|(a, b)| {
+                    crate::name::fold(&a.to_string()) == crate::name::fold(&b.to_string())
+                })
+                .count();
+            common.truncate(n);
+        }
+        if !done && common.len() <= stem.chars().count() {
+            return Outcome::Notice(matches.join("  "));
+        }
+        let mut new: Vec<char> = if command {
+            std::iter::once(word.chars().next().unwrap_or(':'))
+                .chain(common)
+                .collect()
+        } else {
+            common
+        };
+        if done {
+            let suffix = if start == 0 && !command { ": " } else { " " };
+            if self.buf[self.pos..].first() != Some(&' ') {
+                new.extend(suffix.chars());
+            }
+        }
+        self.buf.splice(start..self.pos, new.iter().copied());
+        self.pos = start + new.len();
+        if self.buf.len() > MAX_LINE {
+            self.buf.truncate(MAX_LINE);
+            self.pos = self.pos.min(MAX_LINE);
+        }
+        Outcome::Redraw
+    }
+
+    /// Start of the whitespace-delimited word ending at the cursor.
+    fn word_start_strict(&self) -> usize {
+        let mut i = self.pos;
+        while i > 0 && !self.buf[i - 1].is_whitespace() {
+            i -= 1;
+        }
+        i
+    }
+}
+
+/// A pasted line as it is sent: tabs as spaces, no other control
+/// characters.
+fn clean(line: &str) -> String {
+    line.chars()
+        .map(|c| if c == '\t' { ' ' } else { c })
+        .filter(|c| !c.is_control())
+        .collect()
 }
 
 /// Terminal columns `c` takes: 0 for control characters, combining marks
@@ -664,79 +1101,6 @@ pub fn escape_controls(s: &str) -> String {
         }
     }
     out
-}
-
-/// Where the input history is kept: `$XDG_STATE_HOME/p2pchat/history`, or
-/// `$HOME/.local/state/p2pchat/history` when `XDG_STATE_HOME` is unset or
-/// not absolute. `None` without a usable `HOME`.
-pub fn history_path() -> Option<PathBuf> {
-    history_path_in(std::env::var_os("XDG_STATE_HOME"), std::env::var_os("HOME"))
-}
-
-fn history_path_in(state: Option<OsString>, home: Option<OsString>) -> Option<PathBuf> {
-    let absolute = |dir: Option<OsString>| dir.map(PathBuf::from).filter(|p| p.is_absolute());
-    match (absolute(state), absolute(home)) {
-        (Some(state), _) => Some(state.join("p2pchat/history")),
-        (None, Some(home)) => Some(home.join(".local/state/p2pchat/history")),
-        (None, None) => None,
-    }
-}
-
-/// Reads a history file, one entry per line, keeping the newest
-/// `HISTORY_LIMIT` non-empty lines. A missing or unreadable file is an
-/// empty history.
-pub fn load_history(path: &Path) -> Vec<String> {
-    let Ok(bytes) = fs::read(path) else {
-        return Vec::new();
-    };
-    let text = String::from_utf8_lossy(&bytes);
-    let mut lines: Vec<String> = text
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(str::to_owned)
-        .collect();
-    let excess = lines.len().saturating_sub(HISTORY_LIMIT);
-    lines.drain(..excess);
-    lines
-}
-
-/// Writes the newest `HISTORY_LIMIT` entries to `path`, replacing it
-/// atomically (a temporary file in the same directory, then a rename). The
-/// directory is created with mode 0700 if missing, the file gets mode 0600.
-/// Entries containing a line break are skipped.
-///
-/// # Errors
-///
-/// Any error creating the directory or writing or renaming the file; the
-/// old history file is then left as it was.
-pub fn save_history(path: &Path, history: &[String]) -> io::Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-    }
-    let mut name = path.file_name().unwrap_or_default().to_owned();
-    name.push(format!(".{}.tmp", std::process::id()));
-    let tmp = path.with_file_name(name);
-    let mut text = String::new();
-    let newest = &history[history.len().saturating_sub(HISTORY_LIMIT)..];
-    for entry in newest.iter().filter(|e| !e.contains(['\n', '\r'])) {
-        text.push_str(entry);
-        text.push('\n');
-    }
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        file.write_all(text.as_bytes())?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
 }
 
 #[cfg(test)]
@@ -915,26 +1279,53 @@ mod tests {
     }
 
     #[test]
-    fn paste_submits_each_line() {
+    fn pasted_lines_are_held_sent_as_text_and_one_history_entry() {
         let mut ed = Editor::new();
         typed(&mut ed, ">");
-        let outcomes = ed.paste("a\tb\n\nc\x1b\nd");
+        assert_eq!(ed.paste("in vim type\n:q\n\nto quit"), Outcome::Redraw);
         assert_eq!(
-            outcomes,
-            [
-                Outcome::Redraw,
-                Outcome::Submit(">a b".into()),
-                Outcome::Redraw,
-                Outcome::Submit("c".into()),
-                Outcome::Redraw
-            ]
+            ed.banner().as_deref(),
+            Some("[4 lines pasted: Enter sends, Ctrl-C drops] ")
         );
-        assert_eq!(ed.line(), "d");
-        assert_eq!(ed.history(), [">a b", "c"]);
-        // key(Paste) keeps everything on one line.
-        let mut ed = Editor::new();
-        assert_eq!(ed.key(Key::Paste("a\nb".into())), Outcome::Redraw);
-        assert_eq!(ed.line(), "a b");
+        // Typing does not touch the held paste.
+        assert_eq!(ed.key(Key::Char('x')), Outcome::Bell);
+        assert_eq!(
+            ed.key(Key::Enter),
+            Outcome::SubmitText(vec![
+                ">in vim type".into(),
+                ":q".into(),
+                "".into(),
+                "to quit".into()
+            ])
+        );
+        assert_eq!(ed.history(), [">in vim type\n:q\n\nto quit"]);
+        assert_eq!((ed.line().as_str(), ed.banner()), ("", None));
+        // Ctrl-C drops it and gives back the line as it was.
+        typed(&mut ed, "ab");
+        ed.key(Key::Left);
+        ed.key(Key::Paste("1\n2".into()));
+        assert_eq!(ed.key(Key::CtrlC), Outcome::Redraw);
+        assert_eq!((ed.line().as_str(), ed.cursor()), ("ab", 1));
+        // One line, even with a trailing line break, is inserted as typed.
+        assert_eq!(ed.key(Key::Paste("x\ty\n".into())), Outcome::Redraw);
+        assert_eq!(ed.line(), "ax yb");
+        // The text around the cursor joins the first and last lines.
+        ed.key(Key::Paste("1\n2".into()));
+        assert_eq!(
+            ed.key(Key::Enter),
+            Outcome::SubmitText(vec!["ax y1".into(), "2b".into()])
+        );
+        // Up brings a pasted entry back held, as it was.
+        ed.key(Key::Up);
+        assert!(ed.banner().is_some_and(|b| b.starts_with("[2 lines")));
+        assert_eq!(
+            ed.key(Key::Enter),
+            Outcome::SubmitText(vec!["ax y1".into(), "2b".into()])
+        );
+        // A huge paste is refused.
+        let many = "x\n".repeat(MAX_PASTE_LINES + 1);
+        assert!(matches!(ed.paste(&many), Outcome::Notice(_)));
+        assert_eq!(ed.banner(), None);
     }
 
     #[test]
@@ -999,11 +1390,140 @@ mod tests {
         assert_eq!(ed.key(Key::CtrlD), Outcome::Quit);
         assert_eq!(ed.key(Key::CtrlZ), Outcome::Suspend);
         assert_eq!(ed.key(Key::CtrlL), Outcome::ClearScreen);
-        typed(&mut ed, "x");
         assert_eq!(ed.key(Key::CtrlC), Outcome::Quit);
+        typed(&mut ed, "x");
         assert_eq!(ed.key(Key::CtrlD), Outcome::None);
-        assert_eq!(ed.key(Key::Tab), Outcome::None);
         assert_eq!(ed.line(), "x");
+        // Ctrl-C on a line clears it, as in a shell; then it leaves.
+        assert_eq!(ed.key(Key::CtrlC), Outcome::Redraw);
+        assert_eq!(ed.line(), "");
+        assert_eq!(ed.key(Key::CtrlC), Outcome::Quit);
+    }
+
+    #[test]
+    fn yank_and_alt_word_kills() {
+        let mut ed = Editor::new();
+        typed(&mut ed, "hello, big-world");
+        assert_eq!(ed.key(Key::AltBackspace), Outcome::Redraw);
+        assert_eq!(ed.line(), "hello, big-");
+        ed.key(Key::AltBackspace);
+        assert_eq!(ed.line(), "hello, ");
+        ed.key(Key::CtrlY);
+        assert_eq!(ed.line(), "hello, big-");
+        ed.key(Key::Home);
+        assert_eq!(ed.key(Key::AltD), Outcome::Redraw);
+        assert_eq!((ed.line().as_str(), ed.cursor()), (", big-", 0));
+        ed.key(Key::End);
+        ed.key(Key::CtrlY);
+        assert_eq!(ed.line(), ", big-hello");
+        ed.key(Key::CtrlU);
+        ed.key(Key::CtrlY);
+        ed.key(Key::CtrlY);
+        assert_eq!(ed.line(), ", big-hello, big-hello");
+        assert_eq!(
+            keys(b"\x1bd\x1b\x7f\x1b\x08\x19\x12\x07"),
+            [
+                Key::AltD,
+                Key::AltBackspace,
+                Key::AltBackspace,
+                Key::CtrlY,
+                Key::CtrlR,
+                Key::CtrlG
+            ]
+        );
+    }
+
+    #[test]
+    fn backspace_and_arrows_take_whole_grapheme_clusters() {
+        let family = "\u{1f468}\u{200d}\u{1f469}\u{200d}\u{1f467}\u{200d}\u{1f466}";
+        let mut ed = Editor::new();
+        typed(&mut ed, &format!("a{family}e\u{301}"));
+        assert_eq!(ed.key(Key::Backspace), Outcome::Redraw);
+        assert_eq!(ed.line(), format!("a{family}"));
+        ed.key(Key::Backspace);
+        assert_eq!(ed.line(), "a");
+        typed(&mut ed, &format!("{family}b"));
+        ed.key(Key::Home);
+        ed.key(Key::Right);
+        ed.key(Key::Right);
+        assert_eq!(ed.cursor(), 1 + family.chars().count());
+        ed.key(Key::Left);
+        ed.key(Key::Delete);
+        assert_eq!(ed.line(), "ab");
+    }
+
+    #[test]
+    fn tab_completes_names_and_commands() {
+        let mut ed = Editor::new();
+        ed.set_names(vec!["bob".into(), "Alice".into(), "albert".into()]);
+        typed(&mut ed, "b");
+        assert_eq!(ed.key(Key::Tab), Outcome::Redraw);
+        assert_eq!(ed.line(), "bob: ");
+        typed(&mut ed, "hi ALI");
+        ed.key(Key::Tab);
+        assert_eq!(ed.line(), "bob: hi Alice ");
+        typed(&mut ed, "al");
+        // Two match and share nothing more: list them.
+        assert_eq!(ed.key(Key::Tab), Outcome::Notice("Alice  albert".into()));
+        typed(&mut ed, "b");
+        ed.key(Key::Tab);
+        assert_eq!(ed.line(), "bob: hi Alice albert ");
+        assert_eq!(ed.line().chars().count(), ed.cursor());
+        let mut ed = Editor::new();
+        typed(&mut ed, "/wh");
+        ed.key(Key::Tab);
+        assert_eq!(ed.line(), "/who ");
+        let mut ed = Editor::new();
+        typed(&mut ed, ":q");
+        ed.key(Key::Tab);
+        // q and quit: the common part is q already.
+        assert_eq!(ed.line(), ":q");
+        let mut ed = Editor::new();
+        typed(&mut ed, "zed");
+        assert_eq!(ed.key(Key::Tab), Outcome::Bell);
+        assert_eq!(ed.line(), "zed");
+    }
+
+    #[test]
+    fn ctrl_r_searches_the_history() {
+        let mut ed = Editor::new();
+        ed.set_history(vec![
+            "hello world".into(),
+            "goodbye".into(),
+            "hello there".into(),
+        ]);
+        typed(&mut ed, "draft");
+        ed.key(Key::CtrlR);
+        assert_eq!(ed.banner().as_deref(), Some("(reverse-i-search)'': "));
+        for c in "HEL".chars() {
+            ed.key(Key::Char(c));
+        }
+        assert_eq!(ed.line(), "hello there");
+        assert_eq!(ed.banner().as_deref(), Some("(reverse-i-search)'HEL': "));
+        ed.key(Key::CtrlR);
+        assert_eq!(ed.line(), "hello world");
+        assert_eq!(ed.key(Key::CtrlR), Outcome::Bell);
+        assert_eq!(ed.line(), "hello world");
+        // Ctrl-G gives the draft back.
+        ed.key(Key::CtrlG);
+        assert_eq!((ed.line().as_str(), ed.banner()), ("draft", None));
+        // Enter takes the match and sends it.
+        ed.key(Key::CtrlR);
+        for c in "bye".chars() {
+            ed.key(Key::Char(c));
+        }
+        assert_eq!(ed.key(Key::Enter), Outcome::Submit("goodbye".into()));
+        // A key that edits takes the match and edits it.
+        ed.key(Key::CtrlR);
+        ed.key(Key::Char('w'));
+        assert_eq!(ed.key(Key::Char('x')), Outcome::Bell);
+        assert!(ed.banner().is_some_and(|b| b.contains("failing")));
+        ed.key(Key::Backspace);
+        assert_eq!(ed.line(), "hello world");
+        ed.key(Key::End);
+        typed(&mut ed, "!");
+        assert_eq!(ed.line(), "hello world!");
+        assert_eq!(ed.banner(), None);
     }
 
     #[test]
@@ -1055,11 +1575,14 @@ mod tests {
         assert_eq!(ed.history()[0], "l6");
         assert_eq!(ed.history().last().map(String::as_str), Some("bad[2Jline"));
         assert_eq!(ed.history()[HISTORY_LIMIT - 2], "l1004");
+        assert_eq!(ed.take_edited(), None, "loaded, not entered");
         for i in 0..10 {
             typed(&mut ed, &format!("n{i}"));
             ed.key(Key::Enter);
         }
         assert_eq!(ed.history().len(), HISTORY_LIMIT);
+        assert_eq!(ed.take_edited().as_deref(), Some("n9"));
+        assert_eq!(ed.take_edited(), None);
     }
 
     #[test]
@@ -1068,9 +1591,12 @@ mod tests {
         assert_eq!(ed.key(Key::Char('\u{9b}')), Outcome::None);
         assert_eq!(ed.key(Key::Char('\x1b')), Outcome::None);
         let long: String = "y".repeat(MAX_LINE + 3);
-        assert_eq!(ed.paste(&long), [Outcome::Bell]);
+        assert!(matches!(ed.paste(&long), Outcome::Notice(n) if n.contains("the line is full")));
         assert_eq!(ed.line().len(), MAX_LINE);
         assert_eq!(ed.key(Key::Char('z')), Outcome::Bell);
+        ed.key(Key::Backspace);
+        ed.key(Key::Char('z'));
+        assert!(matches!(ed.key(Key::Char('z')), Outcome::Notice(_)));
     }
 
     #[test]
@@ -1176,49 +1702,5 @@ mod tests {
             "abc\\u{202e}def\\u{2066}"
         );
         assert_eq!(escape_controls("你好 é 😀"), "你好 é 😀");
-    }
-
-    #[test]
-    fn history_file_round_trip() {
-        let dir = std::env::temp_dir().join(format!("p2pchat-editor-test-{}", std::process::id()));
-        let path = dir.join("state/p2pchat/history");
-        assert_eq!(load_history(&path), Vec::<String>::new());
-        let entries: Vec<String> = (0..HISTORY_LIMIT + 2)
-            .map(|i| format!("line {i} ü"))
-            .collect();
-        let mut with_break = entries.clone();
-        with_break.push("two\nlines".into());
-        save_history(&path, &with_break).expect("save");
-        let loaded = load_history(&path);
-        assert_eq!(loaded.len(), HISTORY_LIMIT - 1);
-        assert_eq!(loaded[0], "line 3 ü");
-        assert_eq!(loaded.last(), entries.last());
-        use std::os::unix::fs::PermissionsExt;
-        let mode = |p: &Path| fs::metadata(p).expect("stat").permissions().mode() & 0o777;
-        assert_eq!(mode(&path), 0o600);
-        assert_eq!(mode(path.parent().expect("dir")), 0o700);
-        // Saving again replaces the file; no temporary file is left behind.
-        save_history(&path, &["only".to_owned()]).expect("save again");
-        assert_eq!(load_history(&path), ["only"]);
-        let files = fs::read_dir(path.parent().expect("dir"))
-            .expect("readdir")
-            .count();
-        assert_eq!(files, 1);
-        fs::remove_dir_all(&dir).expect("cleanup");
-    }
-
-    #[test]
-    fn history_path_follows_xdg() {
-        let os = |s: &str| Some(OsString::from(s));
-        let path = |s: &str| Some(PathBuf::from(s));
-        assert_eq!(
-            history_path_in(os("/state"), os("/home/u")),
-            path("/state/p2pchat/history")
-        );
-        let fallback = path("/home/u/.local/state/p2pchat/history");
-        assert_eq!(history_path_in(os("relative"), os("/home/u")), fallback);
-        assert_eq!(history_path_in(None, os("/home/u")), fallback);
-        assert_eq!(history_path_in(os(""), os("")), None);
-        assert_eq!(history_path_in(None, None), None);
     }
 }

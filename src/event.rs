@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 const LISTENER: Token = Token(0);
 const STDIN: Token = Token(1);
 const SIGNAL: Token = Token(2);
+const STDOUT: Token = Token(3);
 /// Link `n` is registered as `Token(n + FIRST_LINK)`.
 const FIRST_LINK: usize = 16;
 
@@ -42,8 +43,9 @@ const STALL: Millis = 2_000;
 const LINGER: Millis = 1_500;
 /// Bytes read from a socket or stdin per call.
 const CHUNK: usize = 64 << 10;
-/// Longest typed line kept; the rest of it is dropped.
-const MAX_LINE: usize = wire::MAX_TEXT * 4;
+/// Longest input line read from a pipe or file; the rest of it is dropped
+/// (and the user told). Lines longer than a message are sent as several.
+const MAX_LINE: usize = 64 << 10;
 /// Bytes read from one link per turn of the loop, so that one busy link
 /// cannot starve the others.
 const READ_BUDGET: usize = 256 << 10;
@@ -129,9 +131,9 @@ enum Stdin {
 }
 
 /// Runs a peer until it leaves; returns the exit status.
-pub fn run(opts: Opts, mut ui: Ui) -> Result<i32, String> {
-    let mut ev = Loop::new(&opts, &mut ui)?;
-    ev.run(&mut ui)
+pub fn run(opts: Opts, ui: &mut Ui) -> Result<i32, String> {
+    let mut ev = Loop::new(&opts, ui)?;
+    ev.run(ui)
 }
 
 struct Loop {
@@ -144,8 +146,14 @@ struct Loop {
     stdin: Stdin,
     /// Stdin has data we have not read yet (edge-triggered readiness).
     stdin_ready: bool,
+    /// The line editor runs on the terminal: keys are read at once, even
+    /// before we are in the network (so none reach the shell).
+    editing: bool,
     /// A typed line not yet ended by a newline.
     partial: Vec<u8>,
+    /// The line being read is longer than `MAX_LINE` bytes: the rest of it
+    /// is dropped.
+    overlong: bool,
     /// Set when we leave: exit with this once the links are closed.
     exit: Option<i32>,
     /// Accept again at this time, after running out of descriptors.
@@ -211,7 +219,7 @@ impl Loop {
             .map_err(|e| format!("poll: {e}"))?;
 
         let mut signals = vec![libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
-        if matches!(ui, Ui::Tty(_)) {
+        if ui.term.is_some() {
             signals.push(libc::SIGWINCH);
         }
         // A stopped peer must not leave the terminal it shares with the
@@ -240,6 +248,13 @@ impl Loop {
             }
         };
 
+        if ui.out().is_some_and(|o| o.pollable()) {
+            // Without it, a stdout that would block is tried again on the
+            // next event instead.
+            let _ = poll
+                .registry()
+                .register(&mut SourceFd(&1), STDOUT, Interest::WRITABLE);
+        }
         let stdin_flags = if stdin == Stdin::Polled {
             StdinFlags::set_nonblocking()
         } else {
@@ -252,19 +267,29 @@ impl Loop {
             ..Default::default()
         };
         let mut core = Node::new(cfg, NodeId(id), &opts.name, port, random_u64());
-        ui.listening(port);
+        ui.listening(port, crate::iface::local_addrs(opts.bind));
         let start = Instant::now();
-        if let Some((host, p)) = &opts.join {
-            let label = if host.contains(':') {
-                format!("[{host}]:{p}")
-            } else {
-                format!("{host}:{p}")
-            };
-            let addrs: Vec<SocketAddr> = (host.as_str(), *p)
-                .to_socket_addrs()
-                .map_err(|e| format!("cannot resolve {host}: {e}"))?
-                .collect();
-            core.join(addrs, &label, 0);
+        if !opts.join.is_empty() {
+            let mut labels = Vec::new();
+            let mut addrs: Vec<SocketAddr> = Vec::new();
+            let mut failed = None;
+            for (host, p) in &opts.join {
+                labels.push(if host.contains(':') {
+                    format!("[{host}]:{p}")
+                } else {
+                    format!("{host}:{p}")
+                });
+                match (host.as_str(), *p).to_socket_addrs() {
+                    Ok(a) => addrs.extend(a),
+                    Err(e) => failed = Some(format!("cannot resolve {host}: {e}")),
+                }
+            }
+            // One unresolvable peer of several is not fatal: the others
+            // are tried.
+            if let (true, Some(e)) = (addrs.is_empty(), failed) {
+                return Err(e);
+            }
+            core.join(addrs, &labels.join(", "), 0);
         }
         Ok(Loop {
             poll,
@@ -274,8 +299,10 @@ impl Loop {
             conns: PeerList::new(),
             start,
             stdin_ready: stdin == Stdin::File,
+            editing: ui.term.is_some(),
             stdin,
             partial: Vec::new(),
+            overlong: false,
             exit: None,
             accept_retry: None,
             esc_at: None,
@@ -296,6 +323,13 @@ impl Loop {
             if let Some(code) = self.exit
                 && self.conns.is_empty()
             {
+                // The last lines reach a reader that is slow, not one
+                // that is gone.
+                if let Err(e) = ui.finish()
+                    && e.kind() != io::ErrorKind::BrokenPipe
+                {
+                    eprintln!("p2pchat: stdout: {e}");
+                }
                 return Ok(code);
             }
             // Everything shown so far goes out before we sleep.
@@ -321,6 +355,7 @@ impl Loop {
                     LISTENER => self.accept(now),
                     SIGNAL => self.signals(ui, now),
                     STDIN => self.stdin_ready = true,
+                    STDOUT => {} // flushed at the top of the loop
                     Token(t) => self.conn_event(ui, LinkId((t - FIRST_LINK) as u64), now),
                 }
                 self.apply(ui);
@@ -330,16 +365,12 @@ impl Loop {
                 self.conn_event(ui, link, now);
                 self.apply(ui);
             }
-            if self.stdin_ready
-                && self.exit.is_none()
-                && self.core.is_member()
-                && !self.backlogged()
-            {
+            if self.wants_stdin() {
                 self.read_stdin(ui, now);
             }
             if self.esc_at.is_some_and(|t| now >= t) {
                 self.esc_at = None;
-                if let Ui::Tty(t) = ui {
+                if let Some(t) = &mut ui.term {
                     let outcomes = t.screen.flush_pending_input().unwrap_or_default();
                     self.keys(ui, outcomes, now);
                 }
@@ -385,10 +416,20 @@ impl Loop {
                 min(until);
             }
         }
-        if self.stdin_ready && self.core.is_member() && self.exit.is_none() && !self.backlogged() {
+        if self.wants_stdin() {
             min(now);
         }
         t.map(|t| Duration::from_millis(t.saturating_sub(now)))
+    }
+
+    /// Whether to read stdin now: there is input, we are in the network
+    /// (lines from a pipe wait until then) or the line editor runs, and
+    /// the links are not all backed up.
+    fn wants_stdin(&self) -> bool {
+        self.stdin_ready
+            && self.exit.is_none()
+            && (self.editing || self.core.is_member())
+            && !self.backlogged()
     }
 
     /// Whether every link has so much queued that we should stop reading
@@ -448,7 +489,7 @@ impl Loop {
                     self.core.command(Command::Quit, now);
                 }
                 libc::SIGWINCH => {
-                    if let Ui::Tty(t) = ui {
+                    if let Some(t) = &mut ui.term {
                         let _ = t.screen.resize();
                     }
                 }
@@ -458,9 +499,12 @@ impl Loop {
                 }
                 libc::SIGCONT => {
                     self.stdin_flags.reapply();
-                    if let Ui::Tty(t) = ui {
+                    if let Some(o) = ui.out() {
+                        o.reapply();
+                    }
+                    if let Some(t) = &mut ui.term {
                         let _ = t.screen.resume();
-                        crate::ui::paste_mode(true);
+                        t.screen.paste_mode(true);
                     }
                 }
                 _ => {}
@@ -498,7 +542,10 @@ impl Loop {
             return;
         }
         let bytes = &self.scratch[..n].to_vec();
-        if let Ui::Tty(t) = ui {
+        if let Some(t) = &mut ui.term {
+            if bytes.contains(&b'\t') {
+                t.screen.editor_mut().set_names(self.core.member_names());
+            }
             let outcomes = t.screen.feed(bytes).unwrap_or_default();
             self.esc_at = t.screen.has_pending_input().then_some(now + ESC_WAIT);
             return self.keys(ui, outcomes, now);
@@ -506,16 +553,34 @@ impl Loop {
         let mut start = 0;
         for (i, &b) in bytes.iter().enumerate() {
             if b == b'\n' {
-                self.partial.extend_from_slice(&bytes[start..i]);
+                self.take_line(&bytes[start..i]);
                 start = i + 1;
                 let l = std::mem::take(&mut self.partial);
-                self.typed(ui, &String::from_utf8_lossy(&l), now);
+                if std::mem::take(&mut self.overlong) {
+                    ui.error(&format!(
+                        "line too long: only its first {MAX_LINE} bytes are sent"
+                    ));
+                }
+                let line = String::from_utf8_lossy(&l);
+                if ui.json_input() {
+                    let input = command::parse_json(&line);
+                    self.input(ui, input, now);
+                } else {
+                    self.typed(ui, &line, now);
+                }
             }
         }
-        let rest = &bytes[start..];
+        self.take_line(&bytes[start..]);
+    }
+
+    /// Adds bytes to the line being read, up to `MAX_LINE`.
+    fn take_line(&mut self, bytes: &[u8]) {
         let room = MAX_LINE.saturating_sub(self.partial.len());
+        if bytes.len() > room {
+            self.overlong = true;
+        }
         self.partial
-            .extend_from_slice(&rest[..rest.len().min(room)]);
+            .extend_from_slice(&bytes[..bytes.len().min(room)]);
     }
 
     /// What the line editor made of the keys typed.
@@ -526,17 +591,39 @@ impl Loop {
             }
             match o {
                 Outcome::Submit(line) => self.typed(ui, &line, now),
+                Outcome::SubmitText(lines) => {
+                    for l in lines {
+                        self.input(ui, command::text(&l), now);
+                    }
+                }
                 Outcome::Quit => self.core.command(Command::Quit, now),
                 Outcome::Suspend => suspend(ui),
                 _ => {}
             }
         }
+        if let Some(t) = &mut ui.term {
+            t.save_history();
+        }
     }
 
-    /// One line typed by the user. What it asks of the core is carried
-    /// out at once, so a burst of lines never piles up in the core.
+    /// One line typed by the user.
     fn typed(&mut self, ui: &mut Ui, line: &str, now: Millis) {
-        match command::parse(line) {
+        self.input(ui, command::parse(line), now);
+    }
+
+    /// Carries out a line's request at once, so a burst of lines never
+    /// piles up in the core. Text longer than a message goes as several.
+    fn input(&mut self, ui: &mut Ui, input: Input, now: Millis) {
+        match input {
+            Input::Node(Command::Say(_)) if !self.core.is_member() => {
+                ui.error("not in the network yet: nothing was sent (Up recalls the line)");
+            }
+            Input::Node(Command::Say(text)) => {
+                for part in split_text(&text, wire::MAX_TEXT) {
+                    self.core.command(Command::Say(part.to_owned()), now);
+                    self.apply(ui);
+                }
+            }
             Input::Node(c) => self.core.command(c, now),
             Input::Help => ui.help(),
             Input::Nothing => {}
@@ -747,13 +834,44 @@ fn tune(stream: &TcpStream) {
     let _ = s.set_tcp_keepalive(&ka);
 }
 
-/// Restores the terminal and stops the process; SIGCONT brings it back.
+/// Restores the terminal (and stdout's flags) and stops the process;
+/// SIGCONT brings it back.
 fn suspend(ui: &mut Ui) {
-    if let Ui::Tty(t) = ui {
-        crate::ui::paste_mode(false);
+    if let Some(o) = ui.out() {
+        o.restore();
+    }
+    if let Some(t) = &mut ui.term {
+        t.screen.paste_mode(false);
         let _ = t.screen.suspend();
     }
     unsafe { libc::kill(libc::getpid(), libc::SIGSTOP) };
+}
+
+/// `text` cut into pieces of at most `max` bytes, at character boundaries,
+/// after white space where there is some in the second half of a piece.
+/// An empty text is one empty piece.
+pub fn split_text(text: &str, max: usize) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let mut rest = text;
+    while rest.len() > max {
+        let mut cut = max;
+        while !rest.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        if let Some(sp) = rest[..cut].rfind(char::is_whitespace)
+            && sp >= max / 2
+        {
+            let w = rest[sp..].chars().next().map_or(1, char::len_utf8);
+            cut = sp + w;
+        }
+        if cut == 0 {
+            break; // max smaller than one character: cannot happen for messages
+        }
+        parts.push(&rest[..cut]);
+        rest = &rest[cut..];
+    }
+    parts.push(rest);
+    parts
 }
 
 fn listen(addr: SocketAddr) -> io::Result<TcpListener> {

@@ -3,10 +3,12 @@
 //! Every running `p2pchat` is a peer: it listens, connects and relays.
 //! The layers, from the outside in:
 //!
-//! - [`cli`]: the command line; [`command`]: lines typed at the prompt.
+//! - [`cli`]: the command line and the config file.
 //! - [`event`]: the event loop, the only place that does I/O; [`peers`]:
 //!   its linked list of live connections; [`signal`]: the signal pipe.
-//! - [`ui`], [`tty`], [`editor`]: what the user sees and types.
+//! - [`ui`], [`output`], [`tty`], [`editor`], [`history`], [`command`]:
+//!   what the user sees and types; [`name`]: which names are allowed;
+//!   [`iface`]: this machine's addresses.
 //! - [`node`]: one peer, the machines below wired together, with no I/O.
 //! - [`app`]: what events mean to the user (chat).
 //! - [`proto`]: the wire format and the protocol machines (links,
@@ -17,7 +19,11 @@ pub mod cli;
 pub mod command;
 pub mod editor;
 pub mod event;
+pub mod history;
+pub mod iface;
+pub mod name;
 pub mod node;
+pub mod output;
 pub mod peers;
 pub mod proto;
 pub mod signal;

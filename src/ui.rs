@@ -1,209 +1,450 @@
-//! Rendering events for the user: plain lines, JSON lines, or the
-//! interactive terminal.
+//! Rendering events for the user: the interactive terminal, plain lines,
+//! JSON lines, and the chat log.
 //!
-//! Plain and JSON output is collected in a buffer and written to stdout
-//! once per turn of the event loop, so a burst of messages costs one write.
+//! The terminal (`Term`) is there whenever stdin is a terminal: the line
+//! editor runs on it, and chat scrolls above the input line. It is stdout
+//! when stdout is the terminal, or the terminal opened anew when stdout is
+//! a pipe or a file; then stdout gets plain (or JSON) lines as well, for a
+//! log or a script. Without a terminal on stdin, stdout gets plain or JSON
+//! lines only. Stdout lines go through a bounded queue (`output::Out`)
+//! that the event loop writes without blocking.
+//!
 //! Every piece of text that came from the network passes through
 //! [`escape_controls`] first: a peer can never send escape sequences to our
 //! terminal.
 
 use crate::app::{LOBBY, MemberView, Reach, Show};
 use crate::command;
-use crate::editor::{self, escape_controls};
+use crate::editor::escape_controls;
+use crate::history;
+use crate::output::Out;
 use crate::tty::{self, RawMode, Screen};
 use std::fmt::Write as _;
+use std::fs::File;
 use std::io::{self, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 
-/// The interactive terminal: raw mode, the screen, and what to save when
-/// we are done.
+/// The interactive terminal: raw mode, the screen, and the history file.
 pub struct Term {
     pub screen: Screen,
     /// Our name, to highlight mentions of it.
     name: String,
     history: Option<PathBuf>,
+    /// The history file could not be written (said once).
+    history_failed: bool,
     raw: RawMode,
+    /// The terminal opened anew when stdout is not the terminal.
+    _tty: Option<File>,
 }
 
 impl Term {
-    /// Puts the terminal in raw mode and draws the prompt. Colour unless
-    /// `NO_COLOR` is set (and not empty); no escape sequences at all with
-    /// `TERM=dumb`.
-    pub fn start(name: &str) -> io::Result<Term> {
+    /// Puts the terminal on stdin in raw mode and draws the prompt, on
+    /// stdout if `stdout_is_tty`, else on the terminal opened anew. Colour
+    /// as `color` says, or unless `NO_COLOR` is set (and not empty); no
+    /// escape sequences at all with `TERM=dumb`.
+    ///
+    /// # Errors
+    ///
+    /// Opening the terminal, raw mode, drawing.
+    pub fn start(name: &str, stdout_is_tty: bool, color: Option<bool>) -> io::Result<Term> {
+        let tty = if stdout_is_tty {
+            None
+        } else {
+            Some(open_tty()?)
+        };
+        let fd = tty.as_ref().map_or(libc::STDOUT_FILENO, |f| f.as_raw_fd());
         let raw = RawMode::enable()?;
-        let prompt = format!("[{LOBBY}] {name}> ");
+        let prompts = vec![
+            format!("[{LOBBY}] {name}> "),
+            format!("{name}> "),
+            "> ".to_owned(),
+        ];
         let dumb = std::env::var("TERM").is_ok_and(|t| t == "dumb");
         let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
         let mut screen = if dumb {
-            Screen::new_dumb(prompt)
+            Screen::new_dumb(fd, prompts)
         } else {
-            Screen::new(prompt, !no_color)
+            Screen::new(fd, prompts, color.unwrap_or(!no_color))
         };
-        let history = editor::history_path();
+        let history = history::path();
         if let Some(p) = &history {
-            screen.editor_mut().set_history(editor::load_history(p));
+            screen.editor_mut().set_history(history::load(p));
         }
-        if !dumb {
-            paste_mode(true);
-        }
+        screen.paste_mode(true);
         screen.redraw()?;
         Ok(Term {
             screen,
             name: name.to_owned(),
             history,
+            history_failed: false,
             raw,
+            _tty: tty,
         })
+    }
+
+    /// Appends what was just entered to the history file; a failure is
+    /// told once.
+    pub fn save_history(&mut self) {
+        let Some(entry) = self.screen.editor_mut().take_edited() else {
+            return;
+        };
+        let (Some(p), false) = (&self.history, self.history_failed) else {
+            return;
+        };
+        if let Err(e) = history::append(p, &entry) {
+            self.history_failed = true;
+            let msg = format!("p2pchat: history {}: {e}", p.display());
+            let l = self.screen.paint(ERROR, &escape_controls(&msg));
+            let _ = self.screen.print(&l);
+        }
     }
 }
 
 impl Drop for Term {
     fn drop(&mut self) {
         let _ = self.screen.hide();
-        paste_mode(false);
-        if let Some(p) = &self.history
-            && let Err(e) = editor::save_history(p, self.screen.editor().history())
-        {
-            let _ = self.raw.restore();
-            eprintln!("p2pchat: history {}: {e}", p.display());
-        }
+        self.screen.paste_mode(false);
+        let _ = self.raw.restore();
     }
 }
 
-/// Asks the terminal to mark pasted text (bracketed paste), or to stop.
-pub fn paste_mode(on: bool) {
-    let seq: &[u8] = if on { b"\x1b[?2004h" } else { b"\x1b[?2004l" };
-    if std::env::var("TERM").is_ok_and(|t| t == "dumb") {
-        return;
-    }
-    unsafe { libc::write(1, seq.as_ptr().cast(), seq.len()) };
+/// The terminal that stdin is, opened for writing.
+fn open_tty() -> io::Result<File> {
+    let mut buf = [0 as libc::c_char; 256];
+    // SAFETY: ttyname_r writes a NUL-terminated name into `buf`.
+    let path = if unsafe { libc::ttyname_r(0, buf.as_mut_ptr(), buf.len()) } == 0 {
+        // SAFETY: NUL-terminated by ttyname_r.
+        let c = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
+        PathBuf::from(c.to_string_lossy().into_owned())
+    } else {
+        PathBuf::from("/dev/tty")
+    };
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// Whether `fd` is a terminal.
+pub fn isatty(fd: libc::c_int) -> bool {
+    // SAFETY: isatty takes any descriptor number.
+    unsafe { libc::isatty(fd) == 1 }
 }
 
 /// Whether stdin and stdout are both terminals.
 pub fn interactive() -> bool {
-    unsafe { libc::isatty(0) == 1 && libc::isatty(1) == 1 }
+    isatty(0) && isatty(1)
 }
 
-/// Where events go.
-pub enum Ui {
-    /// One line per event (the documented script interface).
-    Plain(Vec<u8>),
-    /// One JSON object per event.
-    Json(Vec<u8>),
-    /// The line editor with chat scrolling above it.
-    Tty(Box<Term>),
+/// The form of stdout lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Plain,
+    Json,
+}
+
+/// Where events go: the terminal, stdout lines, the chat log.
+pub struct Ui {
+    /// The line editor and the chat on the terminal, if stdin is one.
+    pub term: Option<Box<Term>>,
+    /// Lines for stdout, unless stdout is the terminal.
+    out: Option<Out>,
+    format: Format,
+    /// Plain lines start with the date and time.
+    timestamps: bool,
+    log: Option<ChatLog>,
+    /// Where others can reach us: for `:who` when the network has not told
+    /// us, and the line that says how to join.
+    addrs: Vec<IpAddr>,
+    port: u16,
 }
 
 impl Ui {
-    /// The first line: where we listen.
-    pub fn listening(&mut self, port: u16) {
-        match self {
-            Ui::Plain(b) => line(b, format_args!("listening on port {port}")),
-            Ui::Json(b) => line(b, format_args!(r#"{{"type":"listening","port":{port}}}"#)),
-            Ui::Tty(t) => {
-                let s = &mut t.screen;
-                let l = s.paint(NOTICE, &format!("* listening on port {port}"));
+    /// A terminal (if any) and, unless `term` is on stdout, stdout lines.
+    pub fn new(term: Option<Box<Term>>, stdout_lines: bool, format: Format) -> Ui {
+        Ui {
+            term,
+            out: stdout_lines.then(Out::stdout),
+            format,
+            timestamps: false,
+            log: None,
+            addrs: Vec::new(),
+            port: 0,
+        }
+    }
+
+    /// Plain lines start with `YYYY-MM-DD HH:MM:SS `.
+    pub fn set_timestamps(&mut self, on: bool) {
+        self.timestamps = on;
+    }
+
+    /// Keeps chat logs in `dir` (`$XDG_STATE_HOME/p2pchat/logs`).
+    pub fn set_log(&mut self, dir: Option<PathBuf>) {
+        self.log = dir.map(ChatLog::new);
+    }
+
+    /// The stdout queue, if stdout gets lines.
+    pub fn out(&mut self) -> Option<&mut Out> {
+        self.out.as_mut()
+    }
+
+    /// Whether stdin input is JSON objects (`--json`, no terminal).
+    pub fn json_input(&self) -> bool {
+        self.term.is_none() && self.format == Format::Json
+    }
+
+    fn push_plain(&mut self, lines: &[String], now: i64) {
+        let prefix = if self.timestamps {
+            format!("{} ", tty::long_stamp(now))
+        } else {
+            String::new()
+        };
+        if let Some(o) = &mut self.out {
+            let mut text = String::new();
+            for l in lines {
+                let _ = writeln!(text, "{prefix}{l}");
+            }
+            o.push(&text);
+        }
+    }
+
+    fn push_json(&mut self, kind: &str, fields: &str, now_ms: i64) {
+        if let Some(o) = &mut self.out {
+            o.push(&format!(
+                "{{\"type\":\"{kind}\",\"time\":{now_ms}{fields}}}\n"
+            ));
+        }
+    }
+
+    /// The first lines: where we listen and how others join (`addrs`:
+    /// this machine's addresses).
+    pub fn listening(&mut self, port: u16, addrs: Vec<IpAddr>) {
+        self.port = port;
+        self.addrs = addrs;
+        let first = self
+            .addrs
+            .first()
+            .map_or("HOST".to_owned(), |a| a.to_string());
+        let mut invite = format!("* others join with: p2pchat NAME {first} {port}");
+        if self.addrs.len() > 1 {
+            let more: Vec<String> = self.addrs[1..].iter().map(IpAddr::to_string).collect();
+            let _ = write!(invite, " (or {})", more.join(", "));
+        }
+        let (now, ms) = (tty::now_secs(), now_ms());
+        if let Some(t) = &mut self.term {
+            let s = &mut t.screen;
+            for l in [format!("* listening on port {port}"), invite.clone()] {
+                let l = s.style(NOTICE, &l);
                 let _ = s.print(&l);
+            }
+        }
+        match self.format {
+            Format::Plain => self.push_plain(&[format!("listening on port {port}"), invite], now),
+            Format::Json => {
+                let addrs: Vec<String> = self.addrs.iter().map(|a| format!("\"{a}\"")).collect();
+                let fields = format!(",\"port\":{port},\"addrs\":[{}]", addrs.join(","));
+                self.push_json("listening", &fields, ms);
             }
         }
     }
 
     /// Shows one event from the core.
     pub fn show(&mut self, ev: &Show) {
-        match self {
-            // In plain lines a warning is a diagnostic, on stderr.
-            Ui::Plain(_) if let Show::Warning(w) = ev => self.error(w),
-            Ui::Plain(b) => plain(b, ev),
-            Ui::Json(b) => json(b, ev),
-            Ui::Tty(t) => tty(&mut t.screen, &t.name, ev),
+        let now = tty::now_secs();
+        let at = said_at(ev).unwrap_or(now);
+        let ev = &self.fill_in_self(ev);
+        if let Some(log) = &mut self.log
+            && let Some(room) = log_room(ev)
+            && let Err(e) = log.write(room, &plain_for_log(ev), at)
+        {
+            let msg = format!("chat log: {e}; logging stops");
+            self.log = None;
+            self.error(&msg);
         }
+        if let Some(t) = &mut self.term {
+            tty(&mut t.screen, &t.name, ev, at, now);
+        }
+        match self.format {
+            // Without a terminal, a warning in plain lines is a diagnostic,
+            // on stderr; with one, it was shown there.
+            Format::Plain if let Show::Warning(w) = ev => {
+                if self.term.is_none() {
+                    self.stderr(w);
+                }
+            }
+            Format::Plain => self.push_plain(&plain(ev), at),
+            Format::Json => {
+                let (kind, fields) = json(ev);
+                let ms = said_at(ev).map_or_else(now_ms, |s| s * 1000);
+                self.push_json(kind, &fields, ms);
+            }
+        }
+    }
+
+    /// Our own row of `:who` with the addresses we listen on, when the
+    /// network has not told us the one it sees.
+    fn fill_in_self(&self, ev: &Show) -> Show {
+        let Show::Members(v) = ev else {
+            return ev.clone();
+        };
+        let mut v = v.clone();
+        for m in v
+            .iter_mut()
+            .filter(|m| m.reach == Reach::Me && m.addr.is_none())
+        {
+            m.addr = self.addrs.first().map(|&a| SocketAddr::new(a, self.port));
+        }
+        Show::Members(v)
     }
 
     /// The `:help` text.
     pub fn help(&mut self) {
-        for h in command::HELP {
-            match self {
-                Ui::Plain(b) => line(b, format_args!("* {h}")),
-                Ui::Json(b) => line(b, format_args!(r#"{{"type":"help","text":{}}}"#, Js(h))),
-                Ui::Tty(t) => {
-                    let s = &mut t.screen;
-                    let l = s.paint(NOTICE, &format!("* {h}"));
-                    let _ = s.print(&l);
+        let lines = command::help();
+        if let Some(t) = &mut self.term {
+            for h in &lines {
+                let l = t.screen.style(NOTICE, &format!("* {h}"));
+                let _ = t.screen.print(&l);
+            }
+        }
+        let (now, ms) = (tty::now_secs(), now_ms());
+        match self.format {
+            Format::Plain => {
+                let lines: Vec<String> = lines.iter().map(|h| format!("* {h}")).collect();
+                self.push_plain(&lines, now);
+            }
+            Format::Json => {
+                for h in &lines {
+                    self.push_json("help", &format!(",\"text\":{}", Js(h)), ms);
                 }
             }
         }
     }
 
-    /// A diagnostic: stderr, or above the input line on a terminal. It may
-    /// quote a peer (a refusal's text), so it is escaped like chat.
+    /// A diagnostic: on the terminal above the input line, as a JSON
+    /// `error` event, or on stderr. It may quote a peer (a refusal's text),
+    /// so it is escaped like chat.
     pub fn error(&mut self, msg: &str) {
-        let msg = &escape_controls(msg);
-        match self {
-            Ui::Tty(t) => {
-                let s = &mut t.screen;
-                let l = s.paint(ERROR, &format!("p2pchat: {msg}"));
-                let _ = s.print(&l);
-            }
-            _ => {
-                // Keep stdout and stderr in the order the events happened.
-                let _ = self.flush();
-                eprintln!("p2pchat: {msg}");
-            }
+        let msg = escape_controls(msg);
+        if let Some(t) = &mut self.term {
+            let l = t.screen.paint(ERROR, &format!("p2pchat: {msg}"));
+            let _ = t.screen.print(&l);
+        }
+        match self.format {
+            Format::Json => self.push_json("error", &format!(",\"text\":{}", Js(&msg)), now_ms()),
+            Format::Plain if self.term.is_none() => self.stderr(&msg),
+            Format::Plain => {}
         }
     }
 
-    /// Writes what is buffered. A closed stdout is reported as
-    /// `BrokenPipe`, which the caller treats as leaving.
-    pub fn flush(&mut self) -> io::Result<()> {
-        let b = match self {
-            Ui::Plain(b) | Ui::Json(b) => b,
-            Ui::Tty(_) => return Ok(()),
-        };
-        if b.is_empty() {
-            return Ok(());
+    /// `p2pchat: msg` on stderr, after what stdout has queued if it can
+    /// go now (stdout and stderr in the order things happened).
+    fn stderr(&mut self, msg: &str) {
+        if let Some(o) = &mut self.out {
+            let _ = o.flush();
         }
-        let mut out = io::stdout().lock();
-        let r = out.write_all(b).and_then(|_| out.flush());
-        b.clear();
-        r
+        eprintln!("p2pchat: {msg}");
     }
+
+    /// Writes what stdout has queued, as far as it takes it without
+    /// blocking, and says if lines were dropped. A closed stdout is
+    /// reported as `BrokenPipe`, which the caller treats as leaving.
+    ///
+    /// # Errors
+    ///
+    /// The write error.
+    pub fn flush(&mut self) -> io::Result<()> {
+        let Some(o) = &mut self.out else {
+            return Ok(());
+        };
+        o.flush()?;
+        if let Some(n) = o.take_dropped() {
+            let what = format!("{n} lines dropped (output not read)");
+            match self.format {
+                Format::Plain => self.push_plain(&[format!("* {what}")], tty::now_secs()),
+                Format::Json => self.push_json("dropped", &format!(",\"lines\":{n}"), now_ms()),
+            }
+            eprintln!("p2pchat: {what}");
+            if let Some(o) = &mut self.out {
+                o.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the rest of stdout's queue before exiting (waiting for the
+    /// reader, a little).
+    ///
+    /// # Errors
+    ///
+    /// The write error.
+    pub fn finish(&mut self) -> io::Result<()> {
+        match &mut self.out {
+            Some(o) => {
+                o.restore();
+                o.finish()
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+/// Milliseconds since the epoch, now.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// When the event was said, if it says (seconds since the epoch). Events
+/// do not carry the sender's time yet: everything is shown at the time it
+/// arrives until they do.
+fn said_at(_ev: &Show) -> Option<i64> {
+    None
 }
 
 const NOTICE: &str = "2"; // dim
 const ERROR: &str = "31"; // red
 const OWN: &str = "1"; // bold
+const MENTION: &str = "7"; // reverse video
 
-fn line(b: &mut Vec<u8>, args: std::fmt::Arguments) {
-    let _ = b.write_fmt(args);
-    b.push(b'\n');
+/// The plain lines of an event (without newlines). A peer does not print
+/// its own messages.
+fn plain(ev: &Show) -> Vec<String> {
+    match ev {
+        Show::Joined { via, members } => {
+            vec![format!("* joined through {via} ({members} members)")]
+        }
+        Show::Chat { own: true, .. } => vec![],
+        Show::Chat { from, text, .. } => {
+            vec![format!(
+                "{}: {}",
+                escape_controls(from),
+                escape_controls(text)
+            )]
+        }
+        Show::MemberJoined(n) => vec![format!("* {} joined", escape_controls(n))],
+        Show::MemberLeft { name, lost } => vec![format!(
+            "* {} left{}",
+            escape_controls(name),
+            if *lost { " (connection lost)" } else { "" }
+        )],
+        Show::Members(v) => {
+            let mut out = vec![members_head(v.len())];
+            out.extend(v.iter().map(|m| format!("*   {}", member(m))));
+            out
+        }
+        Show::Warning(w) => vec![format!("p2pchat: {}", escape_controls(w))],
+    }
 }
 
-fn plain(b: &mut Vec<u8>, ev: &Show) {
-    match ev {
-        Show::Joined { via, members } => line(
-            b,
-            format_args!("* joined through {via} ({members} members)"),
-        ),
-        Show::Chat { own: true, .. } => {}
-        Show::Chat { from, text, .. } => line(
-            b,
-            format_args!("{}: {}", escape_controls(from), escape_controls(text)),
-        ),
-        Show::MemberJoined(n) => line(b, format_args!("* {} joined", escape_controls(n))),
-        Show::MemberLeft { name, lost } => line(
-            b,
-            format_args!(
-                "* {} left{}",
-                escape_controls(name),
-                if *lost { " (connection lost)" } else { "" }
-            ),
-        ),
-        Show::Members(v) => {
-            line(b, format_args!("* {} members:", v.len()));
-            for m in v {
-                line(b, format_args!("*   {}", member(m)));
-            }
-        }
-        Show::Warning(_) => unreachable!("Ui::show sends warnings to Ui::error"),
+fn members_head(n: usize) -> String {
+    if n == 1 {
+        "* 1 member:".to_owned()
+    } else {
+        format!("* {n} members:")
     }
 }
 
@@ -238,34 +479,34 @@ impl std::fmt::Display for Js<'_> {
     }
 }
 
-fn json(b: &mut Vec<u8>, ev: &Show) {
+/// An event's JSON type and its fields after `type` and `time` (each with
+/// a leading comma).
+fn json(ev: &Show) -> (&'static str, String) {
     match ev {
-        Show::Joined { via, members } => line(
-            b,
-            format_args!(r#"{{"type":"joined","via":"{via}","members":{members}}}"#),
-        ),
+        Show::Joined { via, members } => {
+            ("joined", format!(r#","via":"{via}","members":{members}"#))
+        }
         Show::Chat {
             from,
             room,
             text,
             own,
-        } => line(
-            b,
-            format_args!(
-                r#"{{"type":"chat","from":{},"room":{},"text":{}{}}}"#,
+        } => (
+            "chat",
+            format!(
+                r#","from":{},"room":{},"text":{}{}"#,
                 Js(from),
                 Js(room),
                 Js(text),
                 if *own { r#","own":true"# } else { "" }
             ),
         ),
-        Show::MemberJoined(n) => line(b, format_args!(r#"{{"type":"join","name":{}}}"#, Js(n))),
-        Show::MemberLeft { name, lost } => line(
-            b,
-            format_args!(r#"{{"type":"leave","name":{},"lost":{lost}}}"#, Js(name)),
-        ),
+        Show::MemberJoined(n) => ("join", format!(r#","name":{}"#, Js(n))),
+        Show::MemberLeft { name, lost } => {
+            ("leave", format!(r#","name":{},"lost":{lost}"#, Js(name)))
+        }
         Show::Members(v) => {
-            let mut s = String::from(r#"{"type":"members","members":["#);
+            let mut s = String::from(r#","members":["#);
             for (i, m) in v.iter().enumerate() {
                 let addr = m.addr.map_or("null".to_owned(), |a| format!("\"{a}\""));
                 let _ = write!(
@@ -276,19 +517,19 @@ fn json(b: &mut Vec<u8>, ev: &Show) {
                     m.reach
                 );
             }
-            s.push_str("]}");
-            line(b, format_args!("{s}"));
+            s.push(']');
+            ("members", s)
         }
-        Show::Warning(w) => line(b, format_args!(r#"{{"type":"warning","text":{}}}"#, Js(w))),
+        Show::Warning(w) => ("warning", format!(r#","text":{}"#, Js(w))),
     }
 }
 
-fn tty(s: &mut Screen, me: &str, ev: &Show) {
-    let now = tty::clock();
+fn tty(s: &mut Screen, me: &str, ev: &Show, at: i64, now: i64) {
+    let when = tty::stamp(at, now);
     let l = match ev {
-        Show::Joined { via, members } => s.paint(
+        Show::Joined { via, members } => s.style(
             NOTICE,
-            &format!("{now} * joined through {via} ({members} members)"),
+            &format!("{when} * joined through {via} ({members} members)"),
         ),
         Show::Chat {
             from, text, own, ..
@@ -296,33 +537,37 @@ fn tty(s: &mut Screen, me: &str, ev: &Show) {
             let from = escape_controls(from);
             let text = escape_controls(text);
             let who = if *own {
-                s.paint(OWN, &from)
+                s.style(OWN, &from)
             } else {
-                s.paint(tty::name_color(&from), &from)
+                s.paint(&s.name_color(&from), &from)
             };
             let mentioned = !*own && mentions(&text, me);
-            let text = if mentioned {
+            if mentioned {
                 let _ = s.bell();
-                s.paint("7", &text) // reverse video
-            } else {
-                text
-            };
-            format!("{now} {who}: {text}")
+            }
+            let _ = s.print_message(
+                &format!("{when} {who}: "),
+                &text,
+                mentioned.then_some(MENTION),
+            );
+            return;
         }
-        Show::MemberJoined(n) => s.paint(NOTICE, &format!("{now} * {} joined", escape_controls(n))),
-        Show::MemberLeft { name, lost } => s.paint(
+        Show::MemberJoined(n) => {
+            s.style(NOTICE, &format!("{when} * {} joined", escape_controls(n)))
+        }
+        Show::MemberLeft { name, lost } => s.style(
             NOTICE,
             &format!(
-                "{now} * {} left{}",
+                "{when} * {} left{}",
                 escape_controls(name),
                 if *lost { " (connection lost)" } else { "" }
             ),
         ),
         Show::Members(v) => {
-            let head = s.paint(NOTICE, &format!("* {} members:", v.len()));
+            let head = s.style(NOTICE, &members_head(v.len()));
             let _ = s.print(&head);
             for m in v {
-                let l = s.paint(NOTICE, &format!("*   {}", member(m)));
+                let l = s.style(NOTICE, &format!("*   {}", member(m)));
                 let _ = s.print(&l);
             }
             return;
@@ -332,13 +577,100 @@ fn tty(s: &mut Screen, me: &str, ev: &Show) {
     let _ = s.print(&l);
 }
 
-/// Whether `text` mentions `name` as a word.
+/// Whether `text` mentions `name` as a word, ignoring case.
 fn mentions(text: &str, name: &str) -> bool {
-    text.match_indices(name).any(|(i, _)| {
+    let (text, name) = (crate::name::fold(text), crate::name::fold(name));
+    if name.is_empty() {
+        return false;
+    }
+    text.match_indices(&name).any(|(i, _)| {
         let before = text[..i].chars().next_back();
         let after = text[i + name.len()..].chars().next();
         !before.is_some_and(char::is_alphanumeric) && !after.is_some_and(char::is_alphanumeric)
     })
+}
+
+/// The room an event belongs in, for the chat log (joins and leaves are
+/// everyone's: the lobby's). Local answers (`:who`, warnings) are not
+/// logged.
+fn log_room(ev: &Show) -> Option<&str> {
+    match ev {
+        Show::Chat { room, .. } => Some(room),
+        Show::MemberJoined(_) | Show::MemberLeft { .. } | Show::Joined { .. } => Some(LOBBY),
+        Show::Members(_) | Show::Warning(_) => None,
+    }
+}
+
+/// Chat logs: one file per room, `ROOM.log`, of timestamped plain lines
+/// (own messages included). A file past [`LOG_MAX`] bytes is renamed to
+/// `ROOM.log.old` (replacing the one before) and started anew.
+struct ChatLog {
+    dir: PathBuf,
+}
+
+/// The largest a chat log grows before it is rotated.
+pub const LOG_MAX: u64 = 4 << 20;
+
+impl ChatLog {
+    fn new(dir: PathBuf) -> ChatLog {
+        ChatLog { dir }
+    }
+
+    fn write(&mut self, room: &str, lines: &[String], at: i64) -> io::Result<()> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        history::make_dir(&self.dir)?;
+        let path = self.dir.join(format!("{}.log", file_name(room)));
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() > LOG_MAX) {
+            let mut old = path.clone().into_os_string();
+            old.push(".old");
+            std::fs::rename(&path, old)?;
+        }
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(&path)?;
+        let stamp = tty::long_stamp(at);
+        let mut text = String::new();
+        for l in lines {
+            let _ = writeln!(text, "{stamp} {l}");
+        }
+        f.write_all(text.as_bytes())
+    }
+}
+
+/// A room name as a safe file name: letters, digits, `-` and `_` kept,
+/// anything else as `%XX` bytes (so no `/`, `..` or hidden files).
+fn file_name(room: &str) -> String {
+    let mut out = String::new();
+    for b in room.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    if out.is_empty() { "%".to_owned() } else { out }
+}
+
+/// The own chat line for the log: a peer's own messages are logged too.
+fn plain_for_log(ev: &Show) -> Vec<String> {
+    match ev {
+        Show::Chat {
+            from,
+            text,
+            own: true,
+            ..
+        } => vec![format!(
+            "{}: {}",
+            escape_controls(from),
+            escape_controls(text)
+        )],
+        _ => plain(ev),
+    }
 }
 
 #[cfg(test)]
@@ -346,9 +678,7 @@ mod tests {
     use super::*;
 
     fn plain_of(ev: Show) -> String {
-        let mut b = Vec::new();
-        plain(&mut b, &ev);
-        String::from_utf8(b).unwrap()
+        plain(&ev).join("\n")
     }
 
     #[test]
@@ -359,37 +689,78 @@ mod tests {
             text: "hi \x1b[2J".into(),
             own: false,
         };
-        assert_eq!(plain_of(chat), "alice: hi ^[[2J\n");
+        assert_eq!(plain_of(chat), "alice: hi ^[[2J");
         let left = Show::MemberLeft {
             name: "bob".into(),
             lost: true,
         };
-        assert_eq!(plain_of(left), "* bob left (connection lost)\n");
+        assert_eq!(plain_of(left), "* bob left (connection lost)");
+        let one = Show::Members(vec![MemberView {
+            name: "al".into(),
+            addr: None,
+            reach: Reach::Me,
+        }]);
+        assert_eq!(plain_of(one), "* 1 member:\n*   al - (you)");
     }
 
     #[test]
     fn json_escapes() {
-        let mut b = Vec::new();
-        json(
-            &mut b,
-            &Show::Chat {
-                from: "a\"b".into(),
-                room: "lobby".into(),
-                text: "x\\y\n\u{1}".into(),
-                own: false,
-            },
-        );
+        let (kind, fields) = json(&Show::Chat {
+            from: "a\"b".into(),
+            room: "lobby".into(),
+            text: "x\\y\n\u{1}".into(),
+            own: false,
+        });
+        assert_eq!(kind, "chat");
         assert_eq!(
-            String::from_utf8(b).unwrap(),
-            "{\"type\":\"chat\",\"from\":\"a\\\"b\",\"room\":\"lobby\",\"text\":\"x\\\\y\\n\\u0001\"}\n"
+            fields,
+            ",\"from\":\"a\\\"b\",\"room\":\"lobby\",\"text\":\"x\\\\y\\n\\u0001\""
         );
     }
 
     #[test]
-    fn mention_is_a_word() {
+    fn mention_is_a_word_in_any_case() {
         assert!(mentions("hi bob!", "bob"));
         assert!(mentions("bob", "bob"));
+        assert!(mentions("Alice, are you there?", "alice"));
+        assert!(mentions("HEY ALICE", "alice"));
+        assert!(mentions("σοφία?", "Σοφία"));
         assert!(!mentions("bobby", "bob"));
         assert!(!mentions("kabob", "bob"));
+    }
+
+    #[test]
+    fn log_file_names_are_safe() {
+        assert_eq!(file_name("lobby"), "lobby");
+        assert_eq!(file_name("../x"), "%2E%2E%2Fx");
+        assert_eq!(file_name(".hidden"), "%2Ehidden");
+        assert_eq!(file_name(""), "%");
+        assert_eq!(file_name("é"), "%C3%A9");
+    }
+
+    #[test]
+    fn chat_log_appends_stamped_lines_and_rotates() {
+        let dir = std::env::temp_dir().join(format!("p2pchat-log-test-{}", std::process::id()));
+        let mut log = ChatLog::new(dir.join("logs"));
+        let own = Show::Chat {
+            from: "me".into(),
+            room: "lobby".into(),
+            text: "mine".into(),
+            own: true,
+        };
+        log.write("lobby", &plain_for_log(&own), 0).unwrap();
+        log.write("lobby", &["* bob joined".into()], 0).unwrap();
+        let text = std::fs::read_to_string(dir.join("logs/lobby.log")).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(lines[0].ends_with(" me: mine"), "{text}");
+        assert!(lines[1].ends_with(" * bob joined"), "{text}");
+        let big = vec!["x".repeat(1 << 20); 5];
+        log.write("lobby", &big, 0).unwrap();
+        log.write("lobby", &["after".into()], 0).unwrap();
+        assert!(dir.join("logs/lobby.log.old").exists());
+        let text = std::fs::read_to_string(dir.join("logs/lobby.log")).unwrap();
+        assert_eq!(text.lines().count(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -52,6 +52,8 @@ fn help_goes_to_stdout() {
             "--json",
             "--no-input",
             "--version",
+            "--timestamps",
+            "--log",
         ] {
             assert!(
                 all.contains(opt),
@@ -113,6 +115,37 @@ fn bad_names_are_usage_errors() {
     usage_error(&["a:b"]);
     usage_error(&["tab\there"]);
     usage_error(&[&"x".repeat(33)]);
+}
+
+/// Names that would look like another: invisible, format and bidi
+/// characters, compatibility forms. The error names the character.
+#[test]
+fn invisible_and_look_alike_characters_are_refused_in_names() {
+    for (name, code) in [
+        ("bob\u{200b}", "U+200B"),
+        ("b\u{202e}ob", "U+202E"),
+        ("\u{feff}bob", "U+FEFF"),
+        ("\u{ff42}ob", "U+FF42"),
+    ] {
+        let err = usage_error(&[name]);
+        assert!(
+            err.iter()
+                .any(|l| l.starts_with("p2pchat: bad name") && l.contains(code)),
+            "{name:?}: {err:?}"
+        );
+    }
+}
+
+#[test]
+fn a_lone_port_is_told_it_needs_a_host() {
+    let err = usage_error(&["alice", "40123"]);
+    assert!(
+        err.iter()
+            .any(|l| l == "p2pchat: the port 40123 needs a host: HOST 40123 or HOST:40123"),
+        "{err:?}"
+    );
+    let err = usage_error(&["alice", "example.org"]);
+    assert!(err.iter().any(|l| l.contains("needs a port")), "{err:?}");
 }
 
 #[test]

@@ -41,13 +41,20 @@ fn status_kib(pid: i32, field: &str) -> u64 {
 
 /// Fails if alice's peak RSS passed the bound.
 fn assert_rss_bounded(alice: &mut Peer, what: &str) {
+    assert_rss_bounded_plus(alice, what, 0);
+}
+
+/// Fails if alice's peak RSS passed the bound plus `extra_kib` (what her
+/// stdout may queue when she prints a flood faster than it is read).
+fn assert_rss_bounded_plus(alice: &mut Peer, what: &str, extra_kib: u64) {
     let hwm = status_kib(alice.pid(), "VmHWM");
     let rss = status_kib(alice.pid(), "VmRSS");
     eprintln!("{what}: alice VmRSS {rss} KiB, VmHWM {hwm} KiB");
-    if hwm > RSS_MAX_KIB {
+    if hwm > RSS_MAX_KIB + extra_kib {
         alice.fail(&format!(
-            "{what}: peak RSS {} MiB, over {RSS_MAX}",
-            hwm >> 10
+            "{what}: peak RSS {} MiB, over {RSS_MAX} + {} MiB",
+            hwm >> 10,
+            extra_kib >> 10
         ));
     }
 }
@@ -315,7 +322,10 @@ fn a_member_that_never_reads_is_dropped_and_chat_goes_on() {
     }
     eprintln!("mallory got {got} of {n} flood frames before the drop");
     assert!(got < n, "mallory was never dropped");
-    assert_rss_bounded(&mut alice, "a member that never reads");
+    // Alice prints the whole flood: her stdout queue (bounded, so that the
+    // network never waits for her reader) may hold some of it.
+    let out_kib = (p2pchat::output::MAX_OUT >> 10) as u64;
+    assert_rss_bounded_plus(&mut alice, "a member that never reads", out_kib);
     chat_both_ways(&mut alice, &mut bob, "after the flood");
 }
 

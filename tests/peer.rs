@@ -479,7 +479,8 @@ fn json_output() {
     let join = alice.expect_contains(r#""type":"join""#);
     assert!(join.contains(r#""name":"bob""#), "{join}");
 
-    bob.send(r#"say "hi" \o/"#);
+    // With --json, input is JSON too: text is always text.
+    bob.send(r#"{"say":"say \"hi\" \\o/"}"#);
     let chat = alice.expect_contains(r#""type":"chat""#);
     for part in [
         r#""from":"bob""#,
@@ -489,7 +490,7 @@ fn json_output() {
         assert!(chat.contains(part), "{part} not in {chat}");
     }
 
-    alice.send(":who");
+    alice.send(r#"{"command":"who"}"#);
     let who = alice.expect_contains(r#""type":"members""#);
     for part in [
         format!(r#"{{"name":"alice","addr":"127.0.0.1:{pa}","link":"self"}}"#),
@@ -498,7 +499,7 @@ fn json_output() {
         assert!(who.contains(&part), "{part} not in {who}");
     }
 
-    bob.send(":q");
+    bob.send(r#"{"command":"q"}"#);
     bob.expect_exit(0);
     let leave = alice.expect_contains(r#""type":"leave""#);
     assert!(leave.contains(r#""name":"bob""#), "{leave}");

@@ -150,10 +150,6 @@ impl Snap {
         self.rows.get(self.y).map_or("", String::as_str)
     }
 
-    fn text(&self) -> String {
-        self.rows.join("\n")
-    }
-
     fn has(&self, part: &str) -> bool {
         self.rows.iter().any(|r| r.contains(part))
     }
@@ -404,6 +400,8 @@ enum Launch {
     Recorded,
     /// An interactive dash with job control; p2pchat is typed at it.
     Shell,
+    /// stdout is a pipe (`| cat > out`): the terminal is stdin only.
+    Piped,
 }
 
 /// Shell commands that save the terminal's settings (`stty -g`) and fd
@@ -449,6 +447,11 @@ fn wait_wrapped(pane: &Pane) -> i32 {
 /// The shell command that runs `alice` with HOME and XDG_STATE_HOME in
 /// `home`, `env` added, joining through 127.0.0.1:`port`.
 fn alice_cmd(home: &TempDir, env: &[(&str, &str)], port: u16) -> String {
+    peer_cmd(home, env, "alice", port)
+}
+
+/// As `alice_cmd`, for a peer named `name`.
+fn peer_cmd(home: &TempDir, env: &[(&str, &str)], name: &str, port: u16) -> String {
     let mut cmd = format!(
         "env -u NO_COLOR HOME={} XDG_STATE_HOME={}",
         sh(home.path().to_str().unwrap()),
@@ -457,7 +460,7 @@ fn alice_cmd(home: &TempDir, env: &[(&str, &str)], port: u16) -> String {
     for (k, v) in env {
         cmd += &format!(" {k}={}", sh(v));
     }
-    cmd + &format!(" {} -b 127.0.0.1 alice 127.0.0.1 {port}", sh(BIN))
+    cmd + &format!(" {} -b 127.0.0.1 {name} 127.0.0.1 {port}", sh(BIN))
 }
 
 /// `alice` (p2pchat in the pane) joined to `bob` (plain, piped stdio).
@@ -479,6 +482,7 @@ impl Chat {
             Launch::Exec => format!("exec {cmd}"),
             Launch::Recorded => format!("read go; exec {cmd}"),
             Launch::Wrapped => wrapped(&cmd),
+            Launch::Piped => format!("{cmd} | cat > out"),
             // dash leaves the terminal as the job left it (bash would
             // restore its own settings when a job stops, hiding ours).
             Launch::Shell => {
@@ -506,7 +510,7 @@ impl Chat {
                 pane.type_text(&cmd);
                 pane.keys(&["Enter"]);
             }
-            Launch::Exec | Launch::Wrapped => {}
+            Launch::Exec | Launch::Wrapped | Launch::Piped => {}
         }
         let mut c = Chat { pane, bob, home };
         let joined = format!("* joined through 127.0.0.1:{port} (2 members)");
@@ -815,9 +819,9 @@ fn names_are_coloured_by_default() {
     c.pane.type_text("mine");
     c.pane.keys(&["Enter"]);
     c.bob.expect_line("alice: mine");
-    c.bob.send("hey alice, look");
+    c.bob.send("hey ALICE, look");
     c.pane.wait("both lines", |s| {
-        s.stamped("alice: mine").is_some() && s.stamped("bob: hey alice, look").is_some()
+        s.stamped("alice: mine").is_some() && s.stamped("bob: hey ALICE, look").is_some()
     });
     let e = c.pane.snap_with(true);
     let own = e.rows.iter().find(|r| r.contains("mine")).unwrap();
@@ -834,8 +838,26 @@ fn names_are_coloured_by_default() {
     assert_eq!(c.pane.display("#{window_bell_flag}"), "1", "no bell");
 }
 
+/// The SGR parameter lists in `row` (`ESC [ ... m`).
+fn sgr_params(row: &str) -> Vec<String> {
+    row.split("\x1b[")
+        .skip(1)
+        .filter_map(|r| r.split_once('m').map(|(p, _)| p.to_string()))
+        .collect()
+}
+
+/// Whether an SGR parameter list sets a colour (30-49, 90-107; 39 and 49
+/// are the defaults, which tmux writes on every row).
+fn sets_colour(params: &str) -> bool {
+    params
+        .split([';', ':'])
+        .filter_map(|p| p.parse::<u32>().ok())
+        .any(|n| n != 39 && n != 49 && ((30..=49).contains(&n) || (90..=107).contains(&n)))
+}
+
+/// NO_COLOR takes the colours away, not the bold, dim and reverse video.
 #[test]
-fn no_color_output_has_no_escape_bytes() {
+fn no_color_output_has_no_colours_but_keeps_styles() {
     let mut c = Chat::start("nocolor", &[("NO_COLOR", "1")], 80, Launch::Exec);
     c.bob.send("hello alice");
     c.pane.type_text("mine");
@@ -851,9 +873,18 @@ fn no_color_output_has_no_escape_bytes() {
             && s.input() == format!("{PROMPT}typing")
     });
     let e = c.pane.snap_with(true);
+    for row in &e.rows {
+        for p in sgr_params(row) {
+            assert!(
+                !sets_colour(&p),
+                "a colour with NO_COLOR=1: {p:?} in {row:?}\n{e}\nplain:\n{s}"
+            );
+        }
+    }
+    let mention = e.rows.iter().find(|r| r.contains("hello alice")).unwrap();
     assert!(
-        !e.text().contains('\x1b'),
-        "escape sequences with NO_COLOR=1\n{e}\nplain:\n{s}"
+        mention.contains("\x1b[7m"),
+        "mention not in reverse video with NO_COLOR: {mention:?}"
     );
 }
 
@@ -952,12 +983,14 @@ fn history_recalls_lines_and_survives_a_restart() {
     c.pane.keys(&["Enter"]);
     c.bob.expect_line("alice: first line again");
 
-    // Pasted text is taken as typed; each line of it is sent.
+    // A pasted block is one history entry.
     c.pane.tmux(&["set-buffer", "--", "pasted one\npasted two"]);
     c.pane.tmux(&["paste-buffer", "-p"]);
+    c.pane
+        .wait("the held paste", |s| s.input().contains("[2 lines pasted"));
+    c.pane.keys(&["Enter"]);
     c.bob.expect_line("alice: pasted one");
-    c.pane.expect_input("pasted two", PW + 10);
-    c.pane.keys(&["C-u"]);
+    c.bob.expect_line("alice: pasted two");
     c.pane.expect_input("", PW);
 
     c.pane.type_text(":q");
@@ -968,7 +1001,7 @@ fn history_recalls_lines_and_survives_a_restart() {
     let saved = fs::read_to_string(c.home.state().join("p2pchat/history")).unwrap();
     assert_eq!(
         saved,
-        "first line\nsecond line\nfirst line again\npasted one\n:q\n"
+        "first line\nsecond line\nfirst line again\npasted one\\npasted two\n:q\n"
     );
 
     // A new run, same XDG_STATE_HOME: the history is back.
@@ -980,9 +1013,16 @@ fn history_recalls_lines_and_survives_a_restart() {
     pane.keys(&["Up"]);
     pane.expect_input(":q", PW + 2);
     pane.keys(&["Up"]);
-    pane.expect_input("pasted one", PW + 10);
+    pane.wait("the pasted entry, held", |s| {
+        s.input().contains("[2 lines pasted") && s.input().ends_with("pasted one")
+    });
     pane.keys(&["Up", "Up", "Up"]);
     pane.expect_input("first line", PW + 10);
+    // Walking the history writes nothing.
+    assert_eq!(
+        fs::read_to_string(c.home.state().join("p2pchat/history")).unwrap(),
+        saved
+    );
 }
 
 #[test]
@@ -1087,4 +1127,273 @@ fn wide_emoji_are_measured_as_the_terminal_draws_them() {
     assert_eq!(s.count("☕"), 1, "the input line wrapped\n{s}");
     c.pane.keys(&["Enter"]);
     c.bob.expect_line(&format!("alice: {cups}"));
+}
+
+/// A port that accepts connections (the kernel does) and never answers.
+fn silent_port() -> (std::net::TcpListener, u16) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    (l, port)
+}
+
+/// While joining a peer that never answers, the line editor is live: typed
+/// keys are echoed, Enter refuses to send, Ctrl-C clears the line and then
+/// cancels the join; and nothing typed reaches the shell, also after the
+/// join times out.
+#[test]
+fn keys_typed_while_joining_never_reach_the_shell() {
+    let home = TempDir::new("joining");
+    let (_silent, port) = silent_port();
+    let dash = ["/bin/dash", "/usr/bin/dash"]
+        .iter()
+        .any(|p| Path::new(p).exists());
+    let shell = format!("exec env PS1='$ ' {} -i", if dash { "dash" } else { "sh" });
+    let pane = Pane::start("joining", home.path(), 80, 24, &shell);
+    pane.wait("the shell prompt", |s| s.input() == "$");
+    let cmd = alice_cmd(&home, &[], port);
+
+    // Until the join times out.
+    pane.type_text(&cmd);
+    pane.keys(&["Enter"]);
+    pane.expect_input("", PW);
+    pane.type_text("echo LEAK$((3+3))");
+    pane.expect_input("echo LEAK$((3+3))", PW + 17);
+    pane.keys(&["Enter"]);
+    pane.wait("the refusal", |s| s.has("not in the network yet"));
+    pane.type_text("echo LEAK$((4+4))");
+    pane.wait("the timeout", |s| {
+        s.has(&format!("cannot reach 127.0.0.1:{port}")) && s.input() == "$"
+    });
+
+    // Ctrl-C cancels.
+    pane.type_text(&cmd);
+    pane.keys(&["Enter"]);
+    pane.expect_input("", PW);
+    pane.type_text("echo LEAK$((5+5))");
+    pane.expect_input("echo LEAK$((5+5))", PW + 17);
+    pane.keys(&["C-c"]);
+    pane.expect_input("", PW);
+    pane.keys(&["C-c"]);
+    pane.wait("the shell again", |s| s.input() == "$");
+    pane.type_text("echo DONE$((4+5))");
+    pane.keys(&["Enter"]);
+    let s = pane.wait("the shell's answer", |s| {
+        s.rows.iter().any(|r| r == "DONE9")
+    });
+    for leak in ["LEAK6", "LEAK8", "LEAK10"] {
+        assert!(
+            !s.rows.iter().any(|r| r == leak),
+            "typed keys reached the shell: {leak}\n{s}"
+        );
+    }
+}
+
+/// A pasted block is text, held until Enter: a `:q` in it is sent, not run.
+#[test]
+fn pasted_lines_are_text_never_commands() {
+    let mut c = Chat::start("paste", &[], 80, Launch::Exec);
+    c.pane.type_text("see: ");
+    c.pane
+        .tmux(&["set-buffer", "--", "in vim type\n:q\n\nto quit"]);
+    c.pane.tmux(&["paste-buffer", "-p"]);
+    c.pane.wait("the held paste", |s| {
+        s.input().starts_with(&format!(
+            "{PROMPT}[4 lines pasted: Enter sends, Ctrl-C drops] see: in vim"
+        ))
+    });
+    c.pane.keys(&["Enter"]);
+    c.bob.expect_line("alice: see: in vim type");
+    c.bob.expect_line("alice: :q");
+    c.bob.expect_line("alice: ");
+    c.bob.expect_line("alice: to quit");
+    c.pane.expect_input("", PW);
+    c.pane.type_text("still here");
+    c.pane.keys(&["Enter"]);
+    c.bob.expect_line("alice: still here");
+    c.bob.assert_no_out("left", &|l| l.contains("alice left"));
+    // A line at its limit says so.
+    c.pane.type_text(&"z".repeat(4100));
+    c.pane.wait("the full line notice", |s| {
+        s.has("the line is full (4096 characters)")
+    });
+    c.pane.keys(&["C-c"]);
+    c.pane.expect_input("", PW);
+}
+
+/// Two instances share the history file: each line is appended when it is
+/// entered, so neither overwrites the other and a killed one keeps its
+/// lines.
+#[test]
+fn history_is_appended_by_every_instance() {
+    let home = TempDir::new("histshare");
+    let mut bob = Peer::start("bob");
+    let a = Pane::start(
+        "hist-a",
+        home.path(),
+        80,
+        24,
+        &format!("exec {}", peer_cmd(&home, &[], "alice", bob.port())),
+    );
+    a.expect_input("", PW);
+    bob.expect_line("* alice joined");
+    let b = Pane::start(
+        "hist-c",
+        home.path(),
+        80,
+        24,
+        &format!("exec {}", peer_cmd(&home, &[], "carol", bob.port())),
+    );
+    b.wait("carol's prompt", |s| s.input() == "[lobby] carol>");
+    bob.expect_line("* carol joined");
+    for (p, who, line) in [
+        (&a, "alice", "from alice 1"),
+        (&b, "carol", "from carol 1"),
+        (&a, "alice", "from alice 2"),
+        (&b, "carol", "from carol 2"),
+    ] {
+        p.type_text(line);
+        p.keys(&["Enter"]);
+        bob.expect_line(&format!("{who}: {line}"));
+    }
+    // carol dies without a word; alice leaves.
+    let pid = b.p2pchat_pid();
+    // SAFETY: kill(2) on the p2pchat process of our own pane.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    a.type_text(":q");
+    a.keys(&["Enter"]);
+    bob.expect_line("* alice left");
+    let saved = fs::read_to_string(home.state().join("p2pchat/history")).unwrap();
+    let lines: Vec<&str> = saved.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "from alice 1",
+            "from carol 1",
+            "from alice 2",
+            "from carol 2",
+            ":q"
+        ],
+        "{saved}"
+    );
+}
+
+/// With stdout a pipe, the line editor still runs on the terminal and the
+/// chat shows there; stdout gets the plain lines.
+#[test]
+fn piped_stdout_keeps_the_line_editor() {
+    let mut c = Chat::start("piped", &[], 80, Launch::Piped);
+    c.pane.type_text("helo wrld");
+    c.pane.keys(&["Left", "Left", "Left"]);
+    c.pane.type_text("o");
+    c.pane.keys(&["Home", "Right", "Right"]);
+    c.pane.type_text("l");
+    c.pane.expect_input("hello world", PW + 3);
+    c.pane.keys(&["Enter"]);
+    c.bob.expect_line("alice: hello world");
+    c.pane.type_text("half");
+    c.bob.send("incoming");
+    let s = c
+        .pane
+        .wait("bob's line", |s| s.stamped("bob: incoming").is_some());
+    assert_eq!(s.input(), format!("{PROMPT}half"), "\n{s}");
+    c.pane.keys(&["C-u"]);
+    c.pane.type_text(":q");
+    c.pane.keys(&["Enter"]);
+    c.bob.expect_line("* alice left");
+    let out = c.home.path().join("out");
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let text = fs::read_to_string(&out).unwrap_or_default();
+        if text.lines().any(|l| l == "bob: incoming") {
+            assert!(text.starts_with("listening on port "), "{text}");
+            assert!(!text.contains('\x1b'), "escapes on stdout: {text:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "stdout has no bob line: {text:?}"
+        );
+        thread::sleep(POLL);
+    }
+}
+
+/// Ctrl-C clears a line, Ctrl-Y yanks, Alt-D and Alt-Backspace delete
+/// words, Ctrl-R searches the history, Backspace takes a whole grapheme
+/// cluster, Tab completes names and commands.
+#[test]
+fn readline_keys_and_completion() {
+    let mut c = Chat::start("morekeys", &[], 80, Launch::Exec);
+    let p = &c.pane;
+    p.type_text("one two three");
+    p.keys(&["M-BSpace"]);
+    p.expect_input("one two ", PW + 8);
+    p.keys(&["C-a", "M-d"]);
+    p.expect_input(" two ", PW);
+    p.keys(&["C-e", "C-y"]);
+    p.expect_input(" two one", PW + 8);
+    p.keys(&["C-c"]);
+    p.expect_input("", PW);
+    let family = "\u{1f468}\u{200d}\u{1f469}\u{200d}\u{1f467}\u{200d}\u{1f466}";
+    p.type_text(&format!("a{family}"));
+    p.keys(&["BSpace"]);
+    p.expect_input("a", PW + 1);
+    p.keys(&["BSpace"]);
+    p.type_text("b");
+    p.keys(&["Tab"]);
+    p.expect_input("bob: ", PW + 5);
+    p.type_text("hi");
+    p.keys(&["Enter"]);
+    c.bob.expect_line("alice: bob: hi");
+    p.type_text("/wh");
+    p.keys(&["Tab"]);
+    p.expect_input("/who ", PW + 5);
+    p.keys(&["C-u"]);
+    p.keys(&["C-r"]);
+    p.type_text("bob");
+    p.wait("the search", |s| {
+        s.input() == format!("{PROMPT}(reverse-i-search)'bob': bob: hi")
+    });
+    p.keys(&["Enter"]);
+    c.bob.expect_line("alice: bob: hi");
+    c.pane.expect_input("", PW);
+}
+
+/// Long messages wrap with their rows indented under the text; names get
+/// 256 colours where the terminal has them; a narrow terminal keeps a
+/// short prompt.
+#[test]
+fn wrapping_colours_and_a_narrow_prompt() {
+    let env = [("TERM", "screen-256color")];
+    let mut c = Chat::start("wrap", &env, 80, Launch::Exec);
+    c.pane.resize(40);
+    c.pane
+        .wait("40 columns", |_| c.pane.display("#{pane_width}") == "40");
+    let words = "one two three four five six seven eight nine ten eleven";
+    c.bob.send(words);
+    let s = c.pane.wait("bob's wrapped line", |s| {
+        s.rows
+            .iter()
+            .any(|r| r.ends_with("bob: one two three four five six"))
+    });
+    let at = s
+        .rows
+        .iter()
+        .position(|r| r.ends_with("bob: one two three four five six"))
+        .unwrap();
+    assert_eq!(
+        s.rows[at + 1],
+        format!("{}seven eight nine ten eleven", " ".repeat(11)),
+        "\n{s}"
+    );
+    let e = c.pane.snap_with(true);
+    let row = e.rows.iter().find(|r| r.contains("bob")).unwrap();
+    assert!(row.contains("\x1b[38;5;"), "no 256-colour name: {row:?}");
+    c.pane.resize(16);
+    c.pane
+        .wait("a short prompt", |s| s.input() == ">" && s.x == 2);
+    c.pane.type_text("hi");
+    c.pane
+        .wait("the input", |s| s.input() == "> hi" && s.x == 4);
+    c.pane.keys(&["Enter"]);
+    c.bob.expect_line("alice: hi");
 }

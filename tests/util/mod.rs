@@ -85,10 +85,21 @@ impl Peer {
     /// Starts the binary with exactly `args`; stdout and stderr are piped
     /// into reader threads. `name` only labels failure messages.
     pub fn spawn<S: AsRef<str>>(name: &str, args: &[S], stdin: Stdio) -> Peer {
+        Peer::spawn_env(name, args, stdin, &[])
+    }
+
+    /// As `spawn`, with `env` added to the environment.
+    pub fn spawn_env<S: AsRef<str>>(
+        name: &str,
+        args: &[S],
+        stdin: Stdio,
+        env: &[(&str, &str)],
+    ) -> Peer {
         let args: Vec<String> = args.iter().map(|a| a.as_ref().to_string()).collect();
         let mut child = Command::new(BIN)
             .args(&args)
             .env_remove("NO_COLOR")
+            .envs(env.iter().copied())
             .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
