@@ -20,6 +20,7 @@ use crate::wire;
 use mio::net::{TcpListener, TcpStream};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
+use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
@@ -49,6 +50,18 @@ const MAX_LINE: usize = wire::MAX_TEXT * 4;
 const READ_BUDGET: usize = 256 << 10;
 /// How long a lone ESC waits for the rest of an escape sequence.
 const ESC_WAIT: Millis = 50;
+/// A peer link whose sent data stays unacknowledged this long fails
+/// (TCP_USER_TIMEOUT), and so does an idle one whose keepalive probes go
+/// unanswered this long: a vanished host is noticed this long after it
+/// last answered, whether or not we were talking to it. The kernel keeps
+/// these timers: they cost the process no wake-up.
+const DEAD_LINK: Duration = Duration::from_secs(5);
+/// Keepalive on an idle link: the first probe after this much silence,
+/// then one a second until [`DEAD_LINK`] (three probes: one lost probe or
+/// its answer does not fail a healthy link).
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(2);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+const KEEPALIVE_PROBES: u32 = 3;
 
 /// One connection's socket and buffers.
 struct Conn {
@@ -414,7 +427,7 @@ impl Loop {
                         continue; // dropped: closed at once
                     }
                     let link = self.core.accepted(addr, now);
-                    tune(&stream);
+                    tune(&SockRef::from(&stream));
                     let token = Token(link as usize + FIRST_LINK);
                     if self
                         .poll
@@ -556,7 +569,6 @@ impl Loop {
             match c.stream.peer_addr() {
                 Ok(_) => {
                     c.connecting = false;
-                    tune(&c.stream);
                     self.core.connected(link, now);
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
@@ -687,7 +699,7 @@ impl Loop {
         if self.conns.len() >= MAX_CONNS {
             return self.core.link_down(link, "too many connections", now);
         }
-        let mut stream = match TcpStream::connect(addr) {
+        let mut stream = match dial(addr) {
             Ok(s) => s,
             Err(e) => return self.core.link_down(link, &e.to_string(), now),
         };
@@ -734,17 +746,35 @@ impl Loop {
 }
 
 /// Socket options for a peer link: no Nagle delay (a message is one small
-/// frame), and kernel keepalives, which find a vanished host at no cost to
-/// an idle peer.
-fn tune(stream: &TcpStream) {
-    use socket2::{SockRef, TcpKeepalive};
-    let s = SockRef::from(stream);
+/// frame), and a dead link noticed within [`DEAD_LINK`] by the kernel's
+/// own timers, at no cost to an idle peer: TCP_USER_TIMEOUT fails a link
+/// whose data goes unacknowledged (heartbeats included, which would
+/// otherwise keep keepalives from ever starting), keepalives one that is
+/// idle. Set before connecting, the same bound holds for the handshake.
+fn tune(s: &SockRef<'_>) {
     let _ = s.set_nodelay(true);
     let ka = TcpKeepalive::new()
-        .with_time(Duration::from_secs(10))
-        .with_interval(Duration::from_secs(5))
-        .with_retries(3);
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(KEEPALIVE_PROBES);
     let _ = s.set_tcp_keepalive(&ka);
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let _ = s.set_tcp_user_timeout(Some(DEAD_LINK));
+}
+
+/// Starts a non-blocking connection to `addr`, tuned before its first
+/// packet; it completes when the stream turns writable.
+fn dial(addr: SocketAddr) -> io::Result<TcpStream> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_nonblocking(true)?;
+    s.set_cloexec(true)?;
+    tune(&SockRef::from(&s));
+    match s.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(TcpStream::from_std(s.into()))
 }
 
 /// Restores the terminal and stops the process; SIGCONT brings it back.
@@ -757,7 +787,6 @@ fn suspend(ui: &mut Ui) {
 }
 
 fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
-    use socket2::{Domain, Socket, Type};
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     s.set_reuse_address(true)?;
     s.set_nonblocking(true)?;
