@@ -26,7 +26,8 @@ pub struct Opts {
     pub name: String,
     /// The peer to join through: host and port, as typed.
     pub join: Option<(String, u16)>,
-    pub bind: IpAddr,
+    /// The listen address; None: `::` and 0.0.0.0 at once (dual-stack).
+    pub bind: Option<IpAddr>,
     pub port: u16,
     pub mode: Mode,
     pub no_input: bool,
@@ -49,7 +50,7 @@ fn options() -> Options {
     o.optopt(
         "b",
         "bind",
-        "listen on this address (default 0.0.0.0)",
+        "listen on this address (default: every IPv6 and IPv4 address)",
         "ADDRESS",
     );
     o.optopt(
@@ -105,10 +106,11 @@ pub fn parse(args: &[String]) -> Result<Parsed, String> {
         (false, false) => Mode::Auto,
     };
     let bind = match m.opt_str("b") {
-        None => IpAddr::from([0, 0, 0, 0]),
-        Some(s) => s
-            .parse()
-            .map_err(|_| format!("bad bind address {s:?}: expected an IP address"))?,
+        None => None,
+        Some(s) => Some(
+            s.parse()
+                .map_err(|_| format!("bad bind address {s:?}: expected an IP address"))?,
+        ),
     };
     let listen_port = match m.opt_str("p") {
         None => 0,
@@ -188,6 +190,9 @@ mod tests {
         assert!(run(&["--no-input", "--plain", "x"]).unwrap().no_input);
         let o = run(&["x"]).unwrap();
         assert_eq!((o.degree, o.max_degree), (6, 12));
+        assert_eq!(o.bind, None, "default: dual-stack");
+        let o = run(&["-b", "::", "x"]).unwrap();
+        assert_eq!(o.bind, Some("::".parse().unwrap()));
         let o = run(&["-d", "3", "x"]).unwrap();
         assert_eq!((o.degree, o.max_degree), (3, 6));
         let o = run(&["-d", "2", "--max-degree", "2", "x"]).unwrap();

@@ -11,7 +11,7 @@
 
 use crate::cli::Opts;
 use crate::command::{self, Input};
-use crate::core::{self, Action, Command, Core, LinkId, Millis};
+use crate::core::{self, Action, Command, Core, LinkId, Millis, Show};
 use crate::editor::Outcome;
 use crate::peers::PeerList;
 use crate::signal::SignalPipe;
@@ -22,7 +22,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 const LISTENER: Token = Token(0);
@@ -171,6 +171,10 @@ struct Loop {
     scratch: Box<[u8]>,
     /// Links with bytes left to read after their share of a turn.
     unread: Vec<LinkId>,
+    /// Which address families the listener accepts: (IPv4, IPv6).
+    families: (bool, bool),
+    /// A link of a family we do not listen on has been warned about.
+    warned_family: bool,
 }
 
 /// stdin is made non-blocking for the poll; the file description is
@@ -213,12 +217,17 @@ impl Drop for StdinFlags {
 impl Loop {
     fn new(opts: &Opts, ui: &mut Ui) -> Result<Loop, String> {
         let poll = Poll::new().map_err(|e| format!("poll: {e}"))?;
-        let bind = SocketAddr::new(opts.bind, opts.port);
-        let mut listener = listen(bind).map_err(|e| format!("listen on {bind}: {e}"))?;
-        let port = listener
-            .local_addr()
-            .map_err(|e| format!("listen: {e}"))?
-            .port();
+        let mut listener = listen(opts.bind, opts.port).map_err(|e| match opts.bind {
+            Some(ip) => format!("listen on {}: {e}", SocketAddr::new(ip, opts.port)),
+            None => format!("listen on port {}: {e}", opts.port),
+        })?;
+        let local = listener.local_addr().map_err(|e| format!("listen: {e}"))?;
+        let port = local.port();
+        let families = match local.ip() {
+            IpAddr::V4(_) => (true, false),
+            // An unspecified IPv6 listener is dual-stack (see listen()).
+            IpAddr::V6(ip) => (ip.is_unspecified(), true),
+        };
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)
             .map_err(|e| format!("poll: {e}"))?;
@@ -295,6 +304,8 @@ impl Loop {
             stdin_flags,
             scratch: vec![0; CHUNK].into_boxed_slice(),
             unread: Vec::new(),
+            families,
+            warned_family: false,
         })
     }
 
@@ -426,6 +437,9 @@ impl Loop {
                     if self.conns.len() >= MAX_CONNS || self.exit.is_some() {
                         continue; // dropped: closed at once
                     }
+                    // A dual-stack listener sees IPv4 peers as ::ffff:a.b.c.d:
+                    // they are known, shown and dialled by their IPv4 address.
+                    let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
                     let link = self.core.accepted(addr, now);
                     tune(&SockRef::from(&stream));
                     let token = Token(link as usize + FIRST_LINK);
@@ -569,6 +583,8 @@ impl Loop {
             match c.stream.peer_addr() {
                 Ok(_) => {
                     c.connecting = false;
+                    let local = c.stream.local_addr().ok();
+                    self.check_family(ui, local);
                     self.core.connected(link, now);
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
@@ -695,6 +711,29 @@ impl Loop {
         }
     }
 
+    /// Warns, once, when a link we dialled runs over an address family we
+    /// do not listen on: the address the others learn for us from it is
+    /// one they cannot dial back.
+    fn check_family(&mut self, ui: &mut Ui, local: Option<SocketAddr>) {
+        let Some(local) = local else {
+            return;
+        };
+        let (v4, v6) = self.families;
+        let (ours, family, hint) = match local.ip().to_canonical() {
+            IpAddr::V4(_) => (v4, "IPv4", "-b 0.0.0.0 or the default"),
+            IpAddr::V6(_) => (v6, "IPv6", "-b :: or the default"),
+        };
+        if ours || self.warned_family {
+            return;
+        }
+        self.warned_family = true;
+        let listening = if v4 { "IPv4" } else { "IPv6" };
+        ui.show(&Show::Warning(format!(
+            "linked over {family} but listening on {listening} only: peers cannot dial \
+             this one back at the address they see ({hint} listens on both)"
+        )));
+    }
+
     fn connect(&mut self, link: LinkId, addr: SocketAddr, now: Millis) {
         if self.conns.len() >= MAX_CONNS {
             return self.core.link_down(link, "too many connections", now);
@@ -786,8 +825,36 @@ fn suspend(ui: &mut Ui) {
     unsafe { libc::kill(libc::getpid(), libc::SIGSTOP) };
 }
 
-fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+/// Listens on `bind`, or by default on `::` for IPv6 and IPv4 at once
+/// (IPV6_V6ONLY off), falling back to 0.0.0.0 where the host has no IPv6:
+/// whichever family a peer reaches us over, it can dial us back at the
+/// address it sees.
+fn listen(bind: Option<IpAddr>, port: u16) -> io::Result<TcpListener> {
+    let any6 = SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port);
+    let any4 = SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port);
+    match bind {
+        Some(ip) => listen_on(SocketAddr::new(ip, port)),
+        None => match listen_on(any6) {
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EAFNOSUPPORT | libc::EPROTONOSUPPORT | libc::EADDRNOTAVAIL)
+                ) =>
+            {
+                listen_on(any4)
+            }
+            r => r,
+        },
+    }
+}
+
+fn listen_on(addr: SocketAddr) -> io::Result<TcpListener> {
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    if let IpAddr::V6(ip) = addr.ip() {
+        if ip.is_unspecified() {
+            s.set_only_v6(false)?;
+        }
+    }
     s.set_reuse_address(true)?;
     s.set_nonblocking(true)?;
     s.set_cloexec(true)?;

@@ -14,10 +14,11 @@
 mod util;
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use util::netns::{Net, time_to, wait_direct};
+use util::netns::{Net, joined, time_to, wait_direct};
 use util::{DEADLINE, Peer, Stream};
 
 /// A vanished host (every packet dropped, nothing closed) is reported
@@ -300,6 +301,87 @@ fn partition_4_4_is_reported_on_both_sides_and_heals() {
         ms(last),
         ms(REPORT)
     );
+}
+
+/// With default options (no `-b`), a peer that joins over IPv6 listens
+/// there too: it is dialled at the IPv6 address the others saw, by a
+/// third peer that joined over IPv4, and everyone chats. A peer told to
+/// listen on IPv4 only but joining over IPv6 says it cannot be dialled
+/// back.
+#[test]
+fn ipv6_join_with_default_options() {
+    let Some(mut net) = Net::new() else { return };
+    let (ha, hb, hc, hd) = (net.host(), net.host(), net.host(), net.host());
+    let mut alice = net.peer(ha, "alice", &[], None);
+    let via6 = SocketAddr::new(net.addr6(ha), alice.port());
+    let t = Instant::now();
+    let mut bob = net.peer(hb, "bob", &[], Some(via6));
+    bob.expect_line(&joined(via6, 2));
+    alice.expect_line("* bob joined");
+    let bob_joined = t.elapsed();
+
+    // carol joins over IPv4 and links to bob at his IPv6 address.
+    let via4 = SocketAddr::new(net.addr(ha), alice.port());
+    let mut carol = net.peer(hc, "carol", &[], Some(via4));
+    carol.expect_line(&joined(via4, 3));
+    alice.expect_line("* carol joined");
+    bob.expect_line("* carol joined");
+    wait_direct(&mut carol, 3, 2, DEADLINE);
+    let bob6 = SocketAddr::new(net.addr6(hb), bob.port());
+    let bob4 = SocketAddr::new(net.addr(hb), bob.port());
+    let alice4 = SocketAddr::new(net.addr(ha), alice.port());
+    let carol4 = SocketAddr::new(net.addr(hc), carol.port());
+    // alice knows bob by the IPv6 address he came from, and passes it on.
+    // alice accepted carol over IPv4 on her dual-stack socket: carol's
+    // address is plain IPv4, not ::ffff:10.77.0.3.
+    // (Her own address is the one the first peer to link saw.)
+    alice.send(":who");
+    let rows = alice.expect_block("* 3 members:", 3);
+    assert_eq!(
+        rows[1..],
+        [
+            format!("*   bob {bob6} direct"),
+            format!("*   carol {carol4} direct"),
+        ],
+        "alice's :who"
+    );
+    // carol has a direct link to bob: she dialled him at that address, or
+    // he dialled her (then she knows him by his IPv4 address).
+    carol.send(":who");
+    let rows = carol.expect_block("* 3 members:", 3);
+    let bob_row = [bob6, bob4].map(|a| format!("*   bob {a} direct"));
+    assert!(
+        rows[0] == format!("*   alice {alice4} direct")
+            && bob_row.contains(&rows[1])
+            && rows[2] == format!("*   carol {carol4} (you)"),
+        "carol's :who: {rows:?}"
+    );
+    bob.send("over six");
+    alice.expect_line("bob: over six");
+    carol.expect_line("bob: over six");
+    carol.send("over four");
+    alice.expect_line("carol: over four");
+    bob.expect_line("carol: over four");
+    eprintln!(
+        "netns: ipv6: bob joined alice at {via6} in {} ms with default options; carol (IPv4) \
+         linked to him: {}",
+        ms(bob_joined),
+        rows[1]
+    );
+    for p in [&mut alice, &mut bob, &mut carol] {
+        let warned: Vec<String> = p.err_lines();
+        assert!(warned.is_empty(), "{}: stderr {warned:?}", p.name);
+    }
+
+    // -b 0.0.0.0, joining over IPv6: warned.
+    let mut dave = net.peer(hd, "dave", &["-b", "0.0.0.0"], Some(via6));
+    dave.expect_line(&joined(via6, 4));
+    let w = dave.expect_err_contains("IPv6");
+    assert!(
+        w.starts_with("p2pchat: ") && w.contains("IPv4 only") && w.contains("-b ::"),
+        "dave's warning: {w:?}"
+    );
+    eprintln!("netns: ipv6: dave with -b 0.0.0.0 joining over IPv6 warned: {w}");
 }
 
 /// carol's host is cut off for 30 s (packets dropped, nothing closed).
