@@ -390,10 +390,18 @@ fn ipv6_join_with_default_options() {
 /// Today this holds because the links die within 5 s (the kernel's
 /// timers) and the peers' redials of a lost member, on a growing
 /// back-off, happen to have one under way about 30 s in; after 60 s it
-/// does not hold yet (19.5 s).
+/// does not hold (the next test).
 #[test]
 fn traffic_resumes_within_2s_after_30s_outage() {
     outage(Duration::from_secs(30));
+}
+
+/// The same after 60 s away.
+#[test]
+#[ignore = "needs the core to redial lost members as soon as the network is back, not on its \
+            probe back-off (up to 30 s between tries; 19.5 s to resume after this outage)"]
+fn traffic_resumes_within_2s_after_60s_outage() {
+    outage(Duration::from_secs(60));
 }
 
 /// carol is cut off for `outage`; lines must flow both ways within 2 s of
@@ -443,4 +451,82 @@ fn outage(outage: Duration) {
         ms(to_carol),
         ms(RESUME)
     );
+}
+
+/// bob and carol are each behind a NAT that drops inbound connections:
+/// they cannot dial each other and talk through alice, the one public
+/// peer. When alice leaves they keep chatting (a direct link punched
+/// through both NATs), or at least each is told the other is lost.
+#[test]
+#[ignore = "needs TCP hole punching through a member both can reach, or a lost report for a \
+            member no path reaches (issue 20: no silent split)"]
+fn nat_peers_keep_chatting_after_the_public_peer_leaves() {
+    const LINES: u32 = 12;
+    let Some(mut net) = Net::new() else { return };
+    let ha = net.host();
+    let Some(hb) = net.nat_host() else { return };
+    let Some(hc) = net.nat_host() else { return };
+    let mut alice = net.peer(ha, "alice", &[], None);
+    let via = SocketAddr::new(net.addr(ha), alice.port());
+    let mut bob = net.peer(hb, "bob", &[], Some(via));
+    bob.expect_line(&joined(via, 2));
+    let mut carol = net.peer(hc, "carol", &[], Some(via));
+    carol.expect_line(&joined(via, 3));
+    bob.expect_line("* carol joined");
+    alice.expect_line("* carol joined");
+    bob.send("bob via alice");
+    carol.expect_line("bob: bob via alice");
+    carol.send(":who");
+    let rows = carol.expect_block("* 3 members:", 3);
+    eprintln!("netns: nat: carol's :who with alice there: {rows:?}");
+
+    let left = Instant::now();
+    alice.send(":q");
+    alice.expect_exit(0);
+    bob.expect_line("* alice left");
+    carol.expect_line("* alice left");
+    // Both talk for a while, a line each per 500 ms.
+    for n in 1..=LINES {
+        bob.send(&format!("b {n}"));
+        carol.send(&format!("c {n}"));
+        thread::sleep(Duration::from_millis(500)); // pacing the senders
+    }
+    let deadline = left + Duration::from_secs(20);
+    let done = |b: &mut Peer, c: &mut Peer| {
+        let chatting = numbers(c, "bob", "b").len() == LINES as usize
+            && numbers(b, "carol", "c").len() == LINES as usize;
+        let told = b.seen_at("* carol left (connection lost)").is_some()
+            && c.seen_at("* bob left (connection lost)").is_some();
+        chatting || told
+    };
+    while !done(&mut bob, &mut carol) && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(100)); // polling output with a deadline
+    }
+    let got_c = numbers(&mut carol, "bob", "b");
+    let got_b = numbers(&mut bob, "carol", "c");
+    carol.send(":who");
+    let rows = carol.expect_block("* 2 members:", 2);
+    eprintln!(
+        "netns: nat: after alice left ({} ms ago): carol got {}/{LINES} of bob's lines, bob \
+         {}/{LINES} of carol's; told lost: bob {:?}, carol {:?}; carol's :who {rows:?}",
+        ms(left.elapsed()),
+        got_c.len(),
+        got_b.len(),
+        bob.seen_at("* carol left (connection lost)")
+            .map(|t| t - left),
+        carol
+            .seen_at("* bob left (connection lost)")
+            .map(|t| t - left),
+    );
+    assert!(
+        done(&mut bob, &mut carol),
+        "silent split: bob and carol neither chat nor are told the other is lost"
+    );
+    let want: Vec<u32> = (1..=LINES).collect();
+    for (who, got) in [("carol", &got_c), ("bob", &got_b)] {
+        assert!(
+            got.is_empty() || *got == want[..got.len()],
+            "{who} got {got:?}: not once each in order"
+        );
+    }
 }
