@@ -33,7 +33,8 @@ pub struct Opts {
     /// The peers to join through, tried in order: host and port, as typed.
     /// Empty: start a new network.
     pub join: Vec<(String, u16)>,
-    pub bind: IpAddr,
+    /// The listen address; None: `::` and 0.0.0.0 at once (dual-stack).
+    pub bind: Option<IpAddr>,
     pub port: u16,
     pub mode: Mode,
     pub no_input: bool,
@@ -72,7 +73,7 @@ fn options() -> Options {
     o.optopt(
         "b",
         "bind",
-        "listen on this address (default 0.0.0.0)",
+        "listen on this address (default: every IPv6 and IPv4 address)",
         "ADDRESS",
     );
     o.optopt(
@@ -149,10 +150,11 @@ pub fn parse_with(
         (false, false) => Mode::Auto,
     };
     let bind = match m.opt_str("b") {
-        None => IpAddr::from([0, 0, 0, 0]),
-        Some(s) => s
-            .parse()
-            .map_err(|_| format!("bad bind address {s:?}: expected an IP address"))?,
+        None => None,
+        Some(s) => Some(
+            s.parse()
+                .map_err(|_| format!("bad bind address {s:?}: expected an IP address"))?,
+        ),
     };
     let listen_port = match m.opt_str("p") {
         None => 0,
@@ -434,6 +436,9 @@ mod tests {
         assert!(run(&["--no-input", "--plain", "x"]).unwrap().no_input);
         let o = run(&["x"]).unwrap();
         assert_eq!((o.degree, o.max_degree), (6, 12));
+        assert_eq!(o.bind, None, "default: dual-stack");
+        let o = run(&["-b", "::", "x"]).unwrap();
+        assert_eq!(o.bind, Some("::".parse().unwrap()));
         let o = run(&["-d", "3", "x"]).unwrap();
         assert_eq!((o.degree, o.max_degree), (3, 6));
         let o = run(&["-d", "2", "--max-degree", "2", "x"]).unwrap();

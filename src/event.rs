@@ -12,7 +12,7 @@
 use crate::cli::Opts;
 use crate::command::{self, Input};
 use crate::editor::Outcome;
-use crate::node::{self, Action, Command, LinkId, Millis, Node, NodeId};
+use crate::node::{self, Action, Command, LinkId, Millis, Node, NodeId, Show};
 use crate::peers::PeerList;
 use crate::proto::wire;
 use crate::signal::SignalPipe;
@@ -20,8 +20,9 @@ use crate::ui::Ui;
 use mio::net::{TcpListener, TcpStream};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
+use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 const LISTENER: Token = Token(0);
@@ -51,6 +52,18 @@ const MAX_LINE: usize = 64 << 10;
 const READ_BUDGET: usize = 256 << 10;
 /// How long a lone ESC waits for the rest of an escape sequence.
 const ESC_WAIT: Millis = 50;
+/// A peer link whose sent data stays unacknowledged this long fails
+/// (TCP_USER_TIMEOUT), and so does an idle one whose keepalive probes go
+/// unanswered this long: a vanished host is noticed this long after it
+/// last answered, whether or not we were talking to it. The kernel keeps
+/// these timers: they cost the process no wake-up.
+const DEAD_LINK: Duration = Duration::from_secs(5);
+/// Keepalive on an idle link: the first probe after this much silence,
+/// then one a second until [`DEAD_LINK`] (three probes: one lost probe or
+/// its answer does not fail a healthy link).
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(2);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+const KEEPALIVE_PROBES: u32 = 3;
 
 /// One connection's socket and buffers.
 struct Conn {
@@ -166,6 +179,10 @@ struct Loop {
     scratch: Box<[u8]>,
     /// Links with bytes left to read after their share of a turn.
     unread: Vec<LinkId>,
+    /// Which address families the listener accepts: (IPv4, IPv6).
+    families: (bool, bool),
+    /// A link of a family we do not listen on has been warned about.
+    warned_family: bool,
 }
 
 /// stdin is made non-blocking for the poll; the file description is
@@ -208,12 +225,17 @@ impl Drop for StdinFlags {
 impl Loop {
     fn new(opts: &Opts, ui: &mut Ui) -> Result<Loop, String> {
         let poll = Poll::new().map_err(|e| format!("poll: {e}"))?;
-        let bind = SocketAddr::new(opts.bind, opts.port);
-        let mut listener = listen(bind).map_err(|e| format!("listen on {bind}: {e}"))?;
-        let port = listener
-            .local_addr()
-            .map_err(|e| format!("listen: {e}"))?
-            .port();
+        let mut listener = listen(opts.bind, opts.port).map_err(|e| match opts.bind {
+            Some(ip) => format!("listen on {}: {e}", SocketAddr::new(ip, opts.port)),
+            None => format!("listen on port {}: {e}", opts.port),
+        })?;
+        let local = listener.local_addr().map_err(|e| format!("listen: {e}"))?;
+        let port = local.port();
+        let families = match local.ip() {
+            IpAddr::V4(_) => (true, false),
+            // An unspecified IPv6 listener is dual-stack (see listen()).
+            IpAddr::V6(ip) => (ip.is_unspecified(), true),
+        };
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)
             .map_err(|e| format!("poll: {e}"))?;
@@ -267,7 +289,7 @@ impl Loop {
             ..Default::default()
         };
         let mut core = Node::new(cfg, NodeId(id), &opts.name, port, random_u64());
-        ui.listening(port, crate::iface::local_addrs(opts.bind));
+        ui.listening(port, crate::iface::local_addrs(local.ip()));
         let start = Instant::now();
         if !opts.join.is_empty() {
             let mut labels = Vec::new();
@@ -309,6 +331,8 @@ impl Loop {
             stdin_flags,
             scratch: vec![0; CHUNK].into_boxed_slice(),
             unread: Vec::new(),
+            families,
+            warned_family: false,
         })
     }
 
@@ -454,8 +478,11 @@ impl Loop {
                     if self.conns.len() >= MAX_CONNS || self.exit.is_some() {
                         continue; // dropped: closed at once
                     }
+                    // A dual-stack listener sees IPv4 peers as ::ffff:a.b.c.d:
+                    // they are known, shown and dialled by their IPv4 address.
+                    let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
                     let link = self.core.accepted(addr, now);
-                    tune(&stream);
+                    tune(&SockRef::from(&stream));
                     let token = Token(link.0 as usize + FIRST_LINK);
                     if self
                         .poll
@@ -643,7 +670,8 @@ impl Loop {
             match c.stream.peer_addr() {
                 Ok(_) => {
                     c.connecting = false;
-                    tune(&c.stream);
+                    let local = c.stream.local_addr().ok();
+                    self.check_family(ui, local);
                     self.core.connected(link, now);
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
@@ -770,11 +798,34 @@ impl Loop {
         }
     }
 
+    /// Warns, once, when a link we dialled runs over an address family we
+    /// do not listen on: the address the others learn for us from it is
+    /// one they cannot dial back.
+    fn check_family(&mut self, ui: &mut Ui, local: Option<SocketAddr>) {
+        let Some(local) = local else {
+            return;
+        };
+        let (v4, v6) = self.families;
+        let (ours, family, hint) = match local.ip().to_canonical() {
+            IpAddr::V4(_) => (v4, "IPv4", "-b 0.0.0.0 or the default"),
+            IpAddr::V6(_) => (v6, "IPv6", "-b :: or the default"),
+        };
+        if ours || self.warned_family {
+            return;
+        }
+        self.warned_family = true;
+        let listening = if v4 { "IPv4" } else { "IPv6" };
+        ui.show(&Show::Warning(format!(
+            "linked over {family} but listening on {listening} only: peers cannot dial \
+             this one back at the address they see ({hint} listens on both)"
+        )));
+    }
+
     fn connect(&mut self, link: LinkId, addr: SocketAddr, now: Millis) {
         if self.conns.len() >= MAX_CONNS {
             return self.core.link_down(link, "too many connections", now);
         }
-        let mut stream = match TcpStream::connect(addr) {
+        let mut stream = match dial(addr) {
             Ok(s) => s,
             Err(e) => return self.core.link_down(link, &e.to_string(), now),
         };
@@ -821,17 +872,35 @@ impl Loop {
 }
 
 /// Socket options for a peer link: no Nagle delay (a message is one small
-/// frame), and kernel keepalives, which find a vanished host at no cost to
-/// an idle peer.
-fn tune(stream: &TcpStream) {
-    use socket2::{SockRef, TcpKeepalive};
-    let s = SockRef::from(stream);
+/// frame), and a dead link noticed within [`DEAD_LINK`] by the kernel's
+/// own timers, at no cost to an idle peer: TCP_USER_TIMEOUT fails a link
+/// whose data goes unacknowledged (heartbeats included, which would
+/// otherwise keep keepalives from ever starting), keepalives one that is
+/// idle. Set before connecting, the same bound holds for the handshake.
+fn tune(s: &SockRef<'_>) {
     let _ = s.set_nodelay(true);
     let ka = TcpKeepalive::new()
-        .with_time(Duration::from_secs(10))
-        .with_interval(Duration::from_secs(5))
-        .with_retries(3);
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(KEEPALIVE_PROBES);
     let _ = s.set_tcp_keepalive(&ka);
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let _ = s.set_tcp_user_timeout(Some(DEAD_LINK));
+}
+
+/// Starts a non-blocking connection to `addr`, tuned before its first
+/// packet; it completes when the stream turns writable.
+fn dial(addr: SocketAddr) -> io::Result<TcpStream> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_nonblocking(true)?;
+    s.set_cloexec(true)?;
+    tune(&SockRef::from(&s));
+    match s.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(TcpStream::from_std(s.into()))
 }
 
 /// Restores the terminal (and stdout's flags) and stops the process;
@@ -874,9 +943,36 @@ pub fn split_text(text: &str, max: usize) -> Vec<&str> {
     parts
 }
 
-fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
-    use socket2::{Domain, Socket, Type};
+/// Listens on `bind`, or by default on `::` for IPv6 and IPv4 at once
+/// (IPV6_V6ONLY off), falling back to 0.0.0.0 where the host has no IPv6:
+/// whichever family a peer reaches us over, it can dial us back at the
+/// address it sees.
+fn listen(bind: Option<IpAddr>, port: u16) -> io::Result<TcpListener> {
+    let any6 = SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port);
+    let any4 = SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port);
+    match bind {
+        Some(ip) => listen_on(SocketAddr::new(ip, port)),
+        None => match listen_on(any6) {
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EAFNOSUPPORT | libc::EPROTONOSUPPORT | libc::EADDRNOTAVAIL)
+                ) =>
+            {
+                listen_on(any4)
+            }
+            r => r,
+        },
+    }
+}
+
+fn listen_on(addr: SocketAddr) -> io::Result<TcpListener> {
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    if let IpAddr::V6(ip) = addr.ip()
+        && ip.is_unspecified()
+    {
+        s.set_only_v6(false)?;
+    }
     s.set_reuse_address(true)?;
     s.set_nonblocking(true)?;
     s.set_cloexec(true)?;

@@ -4,10 +4,13 @@
 //! Every wait has a deadline and fails with the peer's whole transcript;
 //! no wait is a fixed sleep. Every process is killed (SIGKILL) and reaped
 //! by its guard's `Drop`, also when a test panics.
+//!
+//! [`netns`] runs the same peers inside network namespaces.
 
 #![allow(dead_code)]
 
 pub mod frames;
+pub mod netns;
 pub mod raw;
 
 use std::collections::VecDeque;
@@ -34,7 +37,8 @@ pub enum Stream {
 }
 
 enum Msg {
-    Line(Stream, String),
+    /// A line, and when the reader thread read it.
+    Line(Stream, String, Instant),
     Eof(Stream),
 }
 
@@ -42,6 +46,8 @@ enum Msg {
 pub struct Peer {
     /// Chat name (or a label for runs without one), used in failure messages.
     pub name: String,
+    /// The command line: a prefix (`ip netns exec NS`, or none), the
+    /// binary, its arguments.
     args: Vec<String>,
     child: Child,
     stdin: Option<ChildStdin>,
@@ -49,8 +55,9 @@ pub struct Peer {
     /// Lines not yet matched by an expectation, in arrival order.
     pending_out: VecDeque<String>,
     pending_err: VecDeque<String>,
-    /// Everything read so far.
+    /// Everything read so far, and when each stdout line was read.
     out: Vec<String>,
+    out_at: Vec<Instant>,
     err: Vec<String>,
     out_eof: bool,
     err_eof: bool,
@@ -71,7 +78,7 @@ fn reader<R: Read + Send + 'static>(stream: Stream, r: R, tx: Sender<Msg>) {
                         buf.pop();
                     }
                     let line = String::from_utf8_lossy(&buf).into_owned();
-                    if tx.send(Msg::Line(stream, line)).is_err() {
+                    if tx.send(Msg::Line(stream, line, Instant::now())).is_err() {
                         return;
                     }
                 }
@@ -85,7 +92,7 @@ impl Peer {
     /// Starts the binary with exactly `args`; stdout and stderr are piped
     /// into reader threads. `name` only labels failure messages.
     pub fn spawn<S: AsRef<str>>(name: &str, args: &[S], stdin: Stdio) -> Peer {
-        Peer::spawn_env(name, args, stdin, &[])
+        Peer::spawn_full(name, &[] as &[&str], args, stdin, &[])
     }
 
     /// As `spawn`, with `env` added to the environment.
@@ -95,20 +102,51 @@ impl Peer {
         stdin: Stdio,
         env: &[(&str, &str)],
     ) -> Peer {
-        let args: Vec<String> = args.iter().map(|a| a.as_ref().to_string()).collect();
-        let mut child = Command::new(BIN)
-            .args(&args)
+        Peer::spawn_full(name, &[] as &[&str], args, stdin, env)
+    }
+
+    /// Like [`Peer::spawn`], with the binary run by the command `prefix`
+    /// (such as `ip netns exec NS`), which must exec it: the process
+    /// started, killed and reaped is the peer itself.
+    pub fn spawn_with<P: AsRef<str>, S: AsRef<str>>(
+        name: &str,
+        prefix: &[P],
+        args: &[S],
+        stdin: Stdio,
+    ) -> Peer {
+        Peer::spawn_full(name, prefix, args, stdin, &[])
+    }
+
+    /// [`Peer::spawn_with`], with `env` added to the environment.
+    pub fn spawn_full<P: AsRef<str>, S: AsRef<str>>(
+        name: &str,
+        prefix: &[P],
+        args: &[S],
+        stdin: Stdio,
+        env: &[(&str, &str)],
+    ) -> Peer {
+        let mut cmd: Vec<String> = prefix.iter().map(|a| a.as_ref().to_string()).collect();
+        cmd.push(BIN.to_string());
+        cmd.extend(args.iter().map(|a| a.as_ref().to_string()));
+        let mut child = Command::new(&cmd[0])
+            .args(&cmd[1..])
             .env_remove("NO_COLOR")
             .envs(env.iter().copied())
             .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {BIN}: {e}"));
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", cmd[0]));
         let (tx, rx) = mpsc::channel();
         reader(Stream::Out, child.stdout.take().unwrap(), tx.clone());
         reader(Stream::Err, child.stderr.take().unwrap(), tx);
         let stdin = child.stdin.take();
+        // The transcript shows the arguments, and the prefix if any.
+        let args = if prefix.is_empty() {
+            cmd[1..].to_vec()
+        } else {
+            cmd
+        };
         Peer {
             name: name.to_string(),
             args,
@@ -118,6 +156,7 @@ impl Peer {
             pending_out: VecDeque::new(),
             pending_err: VecDeque::new(),
             out: Vec::new(),
+            out_at: Vec::new(),
             err: Vec::new(),
             out_eof: false,
             err_eof: false,
@@ -240,11 +279,12 @@ impl Peer {
 
     fn take(&mut self, m: Msg) {
         match m {
-            Msg::Line(Stream::Out, l) => {
+            Msg::Line(Stream::Out, l, at) => {
                 self.out.push(l.clone());
+                self.out_at.push(at);
                 self.pending_out.push_back(l);
             }
-            Msg::Line(Stream::Err, l) => {
+            Msg::Line(Stream::Err, l, _) => {
                 self.err.push(l.clone());
                 self.pending_err.push_back(l);
             }
@@ -371,6 +411,13 @@ impl Peer {
     pub fn out_lines(&mut self) -> Vec<String> {
         self.pump_ready();
         self.out.clone()
+    }
+
+    /// When the first stdout line equal to `line` was read, if it was.
+    pub fn seen_at(&mut self, line: &str) -> Option<Instant> {
+        self.pump_ready();
+        let i = self.out.iter().position(|l| l == line)?;
+        Some(self.out_at[i])
     }
 
     /// Every stderr line read so far.
