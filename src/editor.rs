@@ -1080,10 +1080,22 @@ pub fn str_width(s: &str) -> usize {
     s.chars().map(char_width).sum()
 }
 
+/// Whether `c` may change how a terminal shows what follows it, or hide
+/// or fake a line break: C0 controls and DEL; C1 controls; the
+/// bidirectional marks (U+200E, U+200F, U+061C), embeddings, overrides
+/// and isolates (U+202A–U+202E, U+2066–U+2069); the line and paragraph
+/// separators (U+2028, U+2029). Text from the network never shows one raw.
+pub fn is_unsafe(c: char) -> bool {
+    matches!(
+        u32::from(c),
+        0..=0x1f | 0x7f..=0x9f | 0x61c | 0x200e | 0x200f | 0x2028 | 0x2029 | 0x202a..=0x202e
+            | 0x2066..=0x2069
+    )
+}
+
 /// Makes untrusted text safe to print on a terminal. C0 controls (tab and
 /// newline included) and DEL are shown in caret notation (`ESC` as `^[`,
-/// DEL as `^?`); C1 controls (U+0080–U+009F) and the bidirectional
-/// embeddings, overrides and isolates (U+202A–U+202E, U+2066–U+2069) as
+/// DEL as `^?`); the other characters [`is_unsafe`] names as
 /// `\u{9b}`-style escapes. Everything else is kept.
 pub fn escape_controls(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -1094,7 +1106,7 @@ pub fn escape_controls(s: &str) -> String {
                 out.push(char::from(u as u8 + 0x40));
             }
             0x7f => out.push_str("^?"),
-            u @ (0x80..=0x9f | 0x202a..=0x202e | 0x2066..=0x2069) => {
+            u if is_unsafe(c) => {
                 let _ = write!(out, "\\u{{{u:x}}}");
             }
             _ => out.push(c),

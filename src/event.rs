@@ -708,9 +708,8 @@ impl Loop {
                 Err(e) => return Err(e.to_string()),
             };
             budget = budget.saturating_sub(n);
-            if c.shut || c.closing.is_some() {
-                continue; // draining until the peer's FIN
-            }
+            // Closing or not, what arrives goes to the core: events sent
+            // before the close still count.
             // Whole frames go to the core straight from the scratch buffer;
             // only a partial frame is kept, in the link's own buffer.
             let mut rbuf = std::mem::take(&mut c.rbuf);
@@ -753,9 +752,7 @@ impl Loop {
     fn lost(&mut self, link: LinkId, why: &str, now: Millis) {
         if let Some(mut c) = self.conns.remove(link) {
             let _ = self.poll.registry().deregister(&mut c.stream);
-            if c.closing.is_none() {
-                self.core.link_down(link, why, now);
-            }
+            self.core.link_down(link, why, now);
         }
     }
 
@@ -844,16 +841,25 @@ impl Loop {
     fn housekeeping(&mut self, now: Millis) {
         for link in self.conns.keys() {
             let c = self.conns.get_mut(link).expect("listed");
-            let mut r = c.flush(now);
-            if r.is_ok() && c.overflow {
-                r = Err(io::Error::other("peer is not reading (queue full)"));
-            }
-            if r.is_ok() && c.queued() > HIGH_WATER && now >= c.progress + STALL {
-                r = Err(io::Error::other("peer stopped reading"));
-            }
-            if let Err(e) = r {
+            if let Err(e) = c.flush(now) {
                 self.lost(link, &e.to_string(), now);
                 continue;
+            }
+            let why = if c.overflow {
+                Some("peer is not reading (queue full)")
+            } else if c.queued() > HIGH_WATER && now >= c.progress + STALL {
+                Some("peer stopped reading")
+            } else {
+                None
+            };
+            if let Some(why) = why.filter(|_| c.closing.is_none()) {
+                // Nothing more goes out on it, but what it sent us before
+                // is still read, until it closes too.
+                c.wbuf.clear();
+                c.wpos = 0;
+                c.overflow = false;
+                c.closing = Some(now + LINGER);
+                self.core.drop_link(link, why, now);
             }
             let Some(until) = c.closing else {
                 continue;

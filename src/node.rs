@@ -18,11 +18,11 @@
 use crate::app::chat::Chat;
 use crate::app::{MemberView, Net, Reach};
 use crate::proto::broadcast::{self, Accepted, Broadcast, FETCH_MAX, Gap};
-use crate::proto::link::{self, BadHello, Links};
-use crate::proto::membership::{self, ASK_MAX, Membership, Out};
+use crate::proto::link::{self, BadHello, Links, Stage};
+use crate::proto::membership::{self, ASK_MAX, INTRO_MAX, Membership, Out};
 use crate::proto::mesh::{self, DIAL_GIVE_UP, Mesh};
 use crate::proto::wire::{self, Body, Entry, Event, Frame, Hello, Msg, Refusal, WireError};
-use crate::proto::{Io, Sink};
+use crate::proto::{Io, Remember, Sink};
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 
@@ -185,6 +185,9 @@ pub struct Node {
     chat: Chat,
     /// The user was told a newer version of p2pchat is about.
     told_newer: bool,
+    /// Members the user was told we dropped a message of (once each, for
+    /// the last few hundred).
+    refused: Remember<()>,
     out: VecDeque<Action>,
     /// The time of the latest input.
     now: Millis,
@@ -293,11 +296,12 @@ impl Node {
             joined_at: None,
             leaving: None,
             links: Links::new(link_cfg, id, name, port),
-            membership: Membership::new(member_cfg, rng.next_u64()),
+            membership: Membership::new(member_cfg, name, rng.next_u64()),
             mesh: Mesh::new(mesh_cfg, rng.next_u64()),
             broadcast: Broadcast::new(bc_cfg, id),
             chat: Chat,
             told_newer: false,
+            refused: Remember::new(256),
             out: VecDeque::new(),
             now: 0,
         }
@@ -395,27 +399,58 @@ impl Node {
         self.links.connected(&mut self.out, link, joining, now);
     }
 
-    /// A link failed or was closed by the other side.
+    /// A link failed or was closed by the other side, or the event loop
+    /// is done with one we closed.
     pub fn link_down(&mut self, link: LinkId, reason: &str, now: Millis) {
         self.now = now;
-        let Some(l) = self.links.remove(link) else {
+        let closing = self.links.get(link).is_some_and(|l| l.closing());
+        if !closing {
+            self.lose_link(link, reason, now);
+        }
+        self.links.remove(link);
+    }
+
+    /// Closes `link` because of what the event loop saw on it (the peer
+    /// stopped reading): what it has sent already is still taken.
+    pub fn drop_link(&mut self, link: LinkId, why: &str, now: Millis) {
+        self.now = now;
+        if self.links.get(link).is_some_and(|l| !l.closing()) {
+            self.out.push_back(Action::Close(link));
+            self.lose_link(link, why, now);
+        }
+    }
+
+    /// Takes `link` out of service (it is closing, or gone), and deals
+    /// with what that means.
+    fn lose_link(&mut self, link: LinkId, reason: &str, now: Millis) {
+        let Some(l) = self.links.get(link) else {
+            return;
+        };
+        let (addr, target) = (l.addr, l.target);
+        let Some(stage) = self.links.closed(link, now) else {
             return;
         };
         self.broadcast.neighbour_down(link);
+        let peer = match stage {
+            Stage::Up { peer } => Some(peer),
+            _ => None,
+        };
         if self.joining_link() == Some(link) {
-            if l.peer().is_none() {
+            if peer.is_none() {
                 self.dial_next_join(now, reason);
             } else {
-                let why = format!("{} closed the link while we joined", l.addr);
+                let why = format!("{addr} closed the link while we joined");
                 self.stop(Stop::Refused(why));
             }
             return;
         }
-        if let Some(p) = l.peer() {
+        if let Some(p) = peer {
             self.membership.link_lost(p, &self.links, now);
             self.membership_out(now);
-        } else if let Some(t) = l.target {
-            // A dial that never got through: back off before trying again.
+        } else if let Some(t) = target {
+            // A dial that never got through: back off before trying again,
+            // from the member and from its address.
+            self.mesh.addr_failed(addr, now);
             if self.membership.is_member(t) {
                 self.membership.unreachable(t);
                 let failures = self.mesh.failed(t, now);
@@ -425,7 +460,6 @@ impl Node {
                     self.forget_member(t);
                 }
             }
-            self.mesh.paced(now);
             return;
         }
         self.maintain(now);
@@ -434,10 +468,16 @@ impl Node {
     /// A whole frame body arrived on `link`.
     pub fn frame(&mut self, link: LinkId, body: &[u8], now: Millis) {
         self.now = now;
+        if self.state == State::Done {
+            return;
+        }
         let Some(l) = self.links.received(link, now) else {
             return;
         };
-        let peer = l.peer();
+        let (peer, closing) = match l.stage {
+            Stage::Closing { peer } => (peer, true),
+            _ => (l.peer(), false),
+        };
         // A copy of an event delivered already is known by its header:
         // nothing is decoded or allocated for it.
         if peer.is_some() && wire::event_id(body).is_some_and(|id| self.broadcast.is_old(id)) {
@@ -449,6 +489,13 @@ impl Node {
             Err(WireError::UnknownKind(_)) if peer.is_some() => return,
             Err(e) => return self.drop_link(link, &format!("bad frame: {e}"), now),
         };
+        if closing {
+            // Closed by us: only events that were on their way count.
+            if let (Some(_), Msg::Event(ev)) = (peer, msg) {
+                self.on_event(link, ev, wire::frame_of(body), now);
+            }
+            return;
+        }
         match (peer, msg) {
             (None, Msg::Hello(h)) => self.on_hello(link, h, now),
             (None, Msg::Refuse { code, text }) => self.on_refuse(link, code, &text, now),
@@ -475,10 +522,19 @@ impl Node {
             (Some(_), Msg::Event(ev)) => self.on_event(link, ev, wire::frame_of(body), now),
             (Some(_), Msg::Fetch { origin, from, to }) => {
                 self.broadcast
-                    .on_fetch(&mut self.out, link, origin, from, to)
+                    .on_fetch(&mut self.out, link, origin, from, to, now)
             }
             (Some(_), Msg::Ping) => {}
             (Some(_), Msg::Lack { origin, oldest }) => self.broadcast.on_lack(origin, oldest),
+            (Some(_), Msg::Gone { ids }) => {
+                // From whoever welcomes us only: a neighbour must not be
+                // able to cut members off by naming them.
+                if self.joining_link() == Some(link) {
+                    for id in ids.into_iter().filter(|&id| id != self.id) {
+                        self.membership.tombstone(id);
+                    }
+                }
+            }
         }
     }
 
@@ -505,7 +561,12 @@ impl Node {
         for link in self.links.tick(&mut self.out, now) {
             self.drop_link(link, "timed out", now);
         }
-        if self.broadcast.deadline().is_some_and(|t| now >= t) {
+        // A window of a long backlog, fetched and in, asks for the next at
+        // once: a second pass (a few at most) finds it due.
+        for _ in 0..4 {
+            if self.broadcast.deadline().is_none_or(|t| now < t) {
+                break;
+            }
             for origin in self.broadcast.due(now) {
                 self.fill_gap(origin, now);
             }
@@ -607,17 +668,17 @@ impl Node {
             let why = "this network saw you leave; start again to rejoin";
             return self.refuse(link, Refusal::Gone, why, now);
         }
-        if !outbound {
-            if !self.is_member() {
-                return self.refuse(link, Refusal::Other, "this peer is still joining", now);
-            }
-            if h.joining && self.name_taken(&h.name, h.id) {
-                let why = format!("the name {} is taken in this network", h.name);
-                return self.refuse(link, Refusal::NameTaken, &why, now);
-            }
-            if self.links.up_count() >= self.max_links {
-                return self.refuse(link, Refusal::Full, "this peer has too many links", now);
-            }
+        if !outbound && !self.is_member() {
+            return self.refuse(link, Refusal::Other, "this peer is still joining", now);
+        }
+        // A name belongs to one member, whoever says HELLO under it (our
+        // own name is settled below: two joins at once under one name).
+        if h.name != self.name && self.membership.name_taken(&h.name, h.id) {
+            let why = format!("the name {} is taken in this network", h.name);
+            return self.refuse(link, Refusal::NameTaken, &why, now);
+        }
+        if !outbound && self.links.up_count() >= self.max_links {
+            return self.refuse(link, Refusal::Full, "this peer has too many links", now);
         }
         if h.you.is_some() && self.ip.is_none_or(|ip| ip.is_unspecified()) {
             self.ip = h.you;
@@ -640,12 +701,12 @@ impl Node {
         }
 
         let known = self.membership.is_member(h.id);
-        if !known && !self.make_room() {
+        if !known && !self.make_room(None) {
             return self.drop_link(link, "too many members", now);
         }
         let linked = self.links.linked_elsewhere(h.id, link);
         if !known {
-            self.membership.insert(h.id, None, None, false);
+            self.membership.insert(h.id, None, None, false, None);
             self.broadcast.add(h.id, 1);
         }
         let name = self.membership.get(h.id).and_then(|m| m.name.as_deref());
@@ -655,15 +716,14 @@ impl Node {
             let why = "that node id is linked already";
             return self.refuse(link, Refusal::Duplicate, why, now);
         }
-        self.membership.hello(h.id, &h.name, listen);
-        self.mesh.reached(h.id);
-
         if h.name == self.name && !self.name_clash(h.id, now) {
             let why = format!("the name {} is taken in this network", h.name);
             self.forget_member(h.id);
             self.link_not_up(link);
             return self.refuse(link, Refusal::NameTaken, &why, now);
         }
+        self.membership.hello(h.id, &h.name, listen);
+        self.mesh.reached(h.id, listen);
         if self.is_member() && self.broadcast.seq() == 0 {
             // We started this network and this is our first link: a JOIN
             // of our own, so that peers who meet us later (a network we
@@ -671,6 +731,9 @@ impl Node {
             self.announce();
         }
         if self.is_member() {
+            if h.joining {
+                self.send_gone(link, now);
+            }
             self.send_members(link, now);
             if was_isolated && self.broadcast.seq() > 1 {
                 // Back from isolation: whoever gave up on us, take us back.
@@ -726,6 +789,9 @@ impl Node {
         let Some(sender_ip) = self.links.get(link).map(|l| l.addr.ip()) else {
             return;
         };
+        // Members told of on the welcome are the network as we find it;
+        // later ones count against the neighbour that told us.
+        let via = (!welcome).then_some(from);
         if let Some(e) = entries.iter().find(|e| e.id == from) {
             self.broadcast.set_floor(link, e.seq);
         }
@@ -748,6 +814,7 @@ impl Node {
             if e.name == self.name && !self.name_clash(e.id, now) {
                 continue;
             }
+            let name = (e.name != self.name).then_some(e.name.as_str());
             let ip = e.ip.filter(|ip| !ip.is_unspecified());
             let ip = if e.id == from { Some(sender_ip) } else { ip };
             let addr = ip.map(|ip| SocketAddr::new(ip, e.port));
@@ -760,8 +827,10 @@ impl Node {
                     // that we have not seen (we were cut off): ask.
                     fetch.push((e.id, lo, hi));
                 }
-                self.membership.fill_in(e.id, &e.name, addr);
-            } else if self.make_room() {
+                if let Some(n) = name {
+                    self.membership.fill_in(e.id, n, addr);
+                }
+            } else if self.make_room(via) {
                 // On the welcome, start after what the welcomer has
                 // delivered; later, a member new to us is newer than our
                 // welcome, so everything it said is news to us.
@@ -769,7 +838,7 @@ impl Node {
                 if !welcome && e.seq >= 1 {
                     fetch.push((e.id, 1, e.seq.min(FETCH_MAX)));
                 }
-                self.membership.insert(e.id, Some(e.name), addr, welcome);
+                self.membership.insert(e.id, name, addr, welcome, via);
                 self.broadcast.add(e.id, next);
             }
         }
@@ -794,7 +863,7 @@ impl Node {
         }
     }
 
-    fn on_event(&mut self, link: LinkId, ev: Event, frame: Frame, now: Millis) {
+    fn on_event(&mut self, link: LinkId, mut ev: Event, mut frame: Frame, now: Millis) {
         let origin = ev.origin;
         // No honest sender gets to u64::MAX; nothing could follow it.
         if origin == self.id || ev.seq == u64::MAX || self.membership.is_gone(origin) {
@@ -815,18 +884,28 @@ impl Node {
                 _ => return self.hold_lost(link, ev, frame, now),
             }
         }
-        // A JOIN under a name no honest peer could have is malformed.
-        if matches!(&ev.body, Body::Join { name, .. } if !wire::valid_name(name)) {
-            return;
+        // Beyond what any honest peer sends (a name no peer could have, an
+        // overlong line): taken in its place in its origin's order, as
+        // nothing, and never relayed (an empty frame is not).
+        if let Err(why) = ev.body.check() {
+            let kind = ev.body.kind();
+            ev.body = Body::Refused { kind, why };
+            frame = Frame::from([]);
         }
         if self.broadcast.forged(link, ev.id()) {
             return;
         }
         if !self.membership.is_member(origin) {
-            if !self.make_room() {
+            // A member new to us, introduced by whoever relayed it.
+            let via = self.links.get(link).and_then(|l| match l.stage {
+                Stage::Up { peer } | Stage::Closing { peer: Some(peer) } => Some(peer),
+                _ => None,
+            });
+            let via = via.filter(|&v| v != origin);
+            if !self.make_room(via) {
                 return;
             }
-            self.membership.insert(origin, None, None, false);
+            self.membership.insert(origin, None, None, false, via);
             self.broadcast.add(origin, 1);
         }
         if self.broadcast.is_old(ev.id()) {
@@ -897,15 +976,19 @@ impl Node {
         match ev.body {
             Body::Join { name, ip, port } => {
                 let addr = ip.map(|ip| SocketAddr::new(ip, port));
-                // A name no honest peer could have is not taken on.
-                let name = Some(name).filter(|n| wire::valid_name(n));
-                self.membership.joined(origin, name, addr);
-                let name = self.membership.display(origin);
-                if self.is_member() {
-                    self.chat.joined(&mut net!(self), name.clone());
-                }
                 if name == self.name {
+                    // Two joins at once under our name: settled by id.
                     self.name_clash(origin, now);
+                }
+                let named = self.membership.joined(origin, Some(&name), addr);
+                let shown = self.membership.display(origin);
+                if !named && self.is_member() {
+                    // Someone has that name already: not shown under it.
+                    let w =
+                        format!("{shown} says it is {name}, a name in use; not shown as {name}");
+                    self.out.push_back(Action::Show(Show::Warning(w)));
+                } else if self.is_member() {
+                    self.chat.joined(&mut net!(self), shown);
                 }
                 self.maintain(now);
             }
@@ -914,6 +997,14 @@ impl Node {
             Body::Suspect { target } if target == self.id => self.membership.answer(id, now),
             Body::Suspect { target } => self.membership.suspicion(id, target, now),
             Body::Alive { .. } => self.membership.alive(origin),
+            Body::Refused { why, .. } => {
+                if !self.refused.contains(origin) {
+                    self.refused.insert(origin, ());
+                    let name = self.membership.display(origin);
+                    let w = format!("dropped a message from {name}: {why} over the limit");
+                    self.out.push_back(Action::Show(Show::Warning(w)));
+                }
+            }
             Body::Other { kind, .. } => {
                 if !self.told_newer {
                     self.told_newer = true;
@@ -950,7 +1041,15 @@ impl Node {
                     }
                 }
                 Out::Dial(id, addr) => {
-                    self.links.dial(&mut self.out, addr, Some(id), now);
+                    if self.mesh.may_dial(addr, now) {
+                        self.links.dial(&mut self.out, addr, Some(id), now);
+                    }
+                }
+                Out::Named(id) => {
+                    if self.is_member() && self.membership.get(id).is_some_and(|m| m.present()) {
+                        let name = self.membership.display(id);
+                        self.chat.joined(&mut net!(self), name);
+                    }
                 }
                 Out::Lost(id, present) => {
                     self.broadcast.pause(id);
@@ -1002,23 +1101,31 @@ impl Node {
     /// Makes room for one more member if the table is full, by forgetting
     /// one we only heard of (never linked, never heard from). Returns
     /// whether there is room.
-    fn make_room(&mut self) -> bool {
+    ///
+    /// `via` is the neighbour that told us of it (`None`: it is heard
+    /// directly, or in the list we join with): a neighbour may introduce
+    /// at most `INTRO_MAX` members, and when the table is full the one
+    /// that introduced the most makes room for the others.
+    fn make_room(&mut self, via: Option<NodeId>) -> bool {
+        if via.is_some_and(|v| self.membership.introduced(v) >= INTRO_MAX) {
+            return false;
+        }
         if self.membership.count() < MAX_MEMBERS {
             return true;
         }
         let busy = self.links.busy();
         let bc = &self.broadcast;
-        match self.membership.idle(&busy, |id| bc.untouched(id)) {
+        let victim = self
+            .membership
+            .idle(&busy, |id| bc.untouched(id))
+            .or_else(|| self.membership.evictable(&busy, via));
+        match victim {
             Some(id) => {
                 self.forget_member(id);
                 true
             }
             None => false,
         }
-    }
-
-    fn name_taken(&self, name: &str, id: NodeId) -> bool {
-        name == self.name || self.membership.name_taken(name, id)
     }
 
     /// Another member has our name. Two peers that joined at once under one
@@ -1050,6 +1157,17 @@ impl Node {
 
     fn publish(&mut self, body: Body) {
         net!(self).publish(body);
+    }
+
+    /// Tells a joiner who has left: their events, replayed, are not taken.
+    fn send_gone(&mut self, link: LinkId, now: Millis) {
+        let gone = self.membership.gone();
+        for chunk in gone.chunks(wire::GONE_PER_FRAME) {
+            let msg = Msg::Gone {
+                ids: chunk.to_vec(),
+            };
+            self.links.send(&mut self.out, link, wire::small(&msg), now);
+        }
     }
 
     fn send_members(&mut self, link: LinkId, now: Millis) {
@@ -1163,21 +1281,13 @@ impl Node {
     }
 
     fn close(&mut self, link: LinkId) {
-        self.links.close(&mut self.out, link);
+        self.links.close(&mut self.out, link, self.now);
         self.broadcast.neighbour_down(link);
     }
 
     fn close_links_to(&mut self, id: NodeId) {
         for (link, _) in self.links.to(id) {
             self.close(link);
-        }
-    }
-
-    /// Closes a link we gave up on, and deals with what that means.
-    fn drop_link(&mut self, link: LinkId, why: &str, now: Millis) {
-        if self.links.get(link).is_some() {
-            self.out.push_back(Action::Close(link));
-            self.link_down(link, why, now);
         }
     }
 }

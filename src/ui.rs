@@ -15,7 +15,7 @@
 
 use crate::app::{LOBBY, MemberView, Reach, Show};
 use crate::command;
-use crate::editor::escape_controls;
+use crate::editor::{self, escape_controls};
 use crate::history;
 use crate::output::Out;
 use crate::tty::{self, RawMode, Screen};
@@ -471,7 +471,9 @@ impl std::fmt::Display for Js<'_> {
                 '\n' => f.write_str("\\n")?,
                 '\r' => f.write_str("\\r")?,
                 '\t' => f.write_str("\\t")?,
-                c if (c as u32) < 0x20 || c == '\u{7f}' => write!(f, "\\u{:04x}", c as u32)?,
+                // Every control, bidi mark and line separator escaped: a
+                // consumer that prints the text raw is not fooled either.
+                c if editor::is_unsafe(c) => write!(f, "\\u{:04x}", c as u32)?,
                 c => f.write_char(c)?,
             }
         }

@@ -5,7 +5,8 @@
 //! `SIM_SEED=<n> cargo test --test sim` runs that seed alone.
 
 use p2pchat::node::{self, Action, Command, Config, LinkId, Millis, NodeId, Rng, Show};
-use p2pchat::proto::wire::{self, Body};
+use p2pchat::proto::membership::INTRO_MAX;
+use p2pchat::proto::wire::{self, Body, Msg};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -1150,6 +1151,112 @@ fn a_loaded_newcomer_misses_nothing_of_a_burst() {
                 );
                 check_delivery(&sim, i, &[0]);
             }
+        });
+    }
+}
+
+/// A member that invents thousands of members (JOIN events of made-up
+/// origins, sent on all its links): every peer takes at most `INTRO_MAX`
+/// of them from it, honest members stay, a newcomer still gets in, and
+/// chat is delivered exactly once and in order.
+#[test]
+fn invented_members_are_bounded_by_who_introduced_them() {
+    for seed in seeds(&[51]) {
+        with_seed(seed, |seed| {
+            let n = 12;
+            let cfg = Config::default();
+            let mut sim = Sim::new(seed, 10);
+            grow(&mut sim, n, &cfg);
+            let mallory_links: Vec<(usize, LinkId)> = sim
+                .ends
+                .iter()
+                .filter(|(k, _)| k.0 == 0)
+                .map(|(_, &to)| to)
+                .collect();
+            let fakes = INTRO_MAX as u64 + 2_000;
+            for i in 0..fakes {
+                let ev = Msg::Event(wire::Event {
+                    origin: NodeId(0xfa6e_0000_0000 + i),
+                    seq: 1,
+                    body: Body::Join {
+                        name: format!("fake{i}"),
+                        ip: None,
+                        port: 1,
+                    },
+                });
+                let body = wire::frame(&ev).unwrap()[4..].to_vec();
+                for &to in &mallory_links {
+                    sim.post(to, Ev::Frame(to.0, to.1, body.clone()));
+                }
+            }
+            let t = sim.now + 2_000;
+            sim.run_until(t);
+            // Each neighbour introduces at most INTRO_MAX: the invented
+            // ones each peer takes are those mallory sent first, plus a
+            // few its other neighbours took before it did.
+            let most = (1..n).map(|i| sim.nodes[i].core.member_count()).max();
+            eprintln!("{fakes} invented members: a peer keeps {most:?} members in all");
+            for i in 1..n {
+                let m = sim.nodes[i].core.member_count();
+                assert!(
+                    m <= n + 2 * INTRO_MAX,
+                    "node {i} keeps {m} members after {fakes} invented"
+                );
+            }
+            sim.add(&name(n), cfg.clone());
+            sim.join(n, 3);
+            let t = sim.now + 1_000;
+            sim.run_until(t);
+            assert!(sim.nodes[n].core.is_member(), "the newcomer never got in");
+            for k in 0..5 {
+                for s in [1, 2, n] {
+                    sim.say(s, &format!("after {k}"));
+                }
+                let t = sim.now + 20;
+                sim.run_until(t);
+            }
+            let t = sim.now + 3_000;
+            sim.run_until(t);
+            for i in 1..=n {
+                check_delivery(&sim, i, &[1, 2, n]);
+            }
+        });
+    }
+}
+
+/// A member floods (more lines than any peer's recent-event cache holds)
+/// while carol is cut off and bob speaks: once carol is back, she fetches
+/// bob's lines from caches the flood has not emptied of them. Bob's
+/// lines all reach her, once and in order, with nothing said missing from
+/// him; only the flooder's own lines can be missed.
+#[test]
+fn a_flood_leaves_others_gaps_fillable() {
+    for seed in seeds(&[61, 62]) {
+        with_seed(seed, |seed| {
+            let (bob, carol, mallory) = (0, 2, 3);
+            let mut sim = Sim::new(seed, 5);
+            grow(&mut sim, 4, &Config::default());
+            sim.partition(&BTreeSet::from([carol]));
+            let t = sim.now + 100;
+            sim.run_until(t);
+            for k in 0..100 {
+                sim.say(bob, &format!("honest {k}"));
+            }
+            for k in 0..20_000 {
+                if k % 1_000 == 0 {
+                    let t = sim.now + 10;
+                    sim.run_until(t);
+                }
+                sim.say(mallory, &format!("flood {k}"));
+            }
+            let t = sim.now + 1_000;
+            sim.run_until(t);
+            sim.cut.clear();
+            let t = sim.now + 30_000;
+            sim.run_until(t);
+            let w = &sim.nodes[carol].warnings;
+            assert!(!w.iter().any(|w| w.contains("from n0")), "carol: {w:?}");
+            check_delivery(&sim, carol, &[bob]);
         });
     }
 }

@@ -13,22 +13,39 @@
 //! Delivery is pulled: [`Broadcast::accept`] hands back the event if it is
 //! next, then [`Broadcast::drain`] hands back the held ones one at a time,
 //! so the node can act on each (a LEAVE ends its origin) before the next.
+//!
+//! Fair shares, so that one member's flood slows only itself: each origin
+//! is delivered at most [`ORIGIN_BURST`] events at once and
+//! [`ORIGIN_RATE`] a second after that (the rest wait, held, and beyond
+//! the hold bounds are dropped); each origin holds back at most
+//! [`HELD_PER_ORIGIN`] bytes; the cache, when full, lets go of the oldest
+//! event of whichever origin has the most in it; and a neighbour's FETCH
+//! is answered with at most [`FETCH_BYTES`], and [`FETCH_RATE`] bytes a
+//! second.
 
 use super::wire::{self, Body, Event, Frame, Msg};
-use super::{EventId, Io, LinkId, Millis, NodeId, Sink, soonest};
-use std::collections::{BTreeMap, VecDeque};
+use super::{Bucket, EventId, Io, LinkId, Millis, NodeId, Sink, soonest};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-/// Events held back per origin, waiting for a gap to fill, and bytes held
-/// back in all.
+/// Events held back per origin, waiting for a gap to fill (or for their
+/// turn), bytes held back per origin, and in all.
 pub const MAX_HELD: usize = 512;
+pub const HELD_PER_ORIGIN: usize = 256 << 10;
 pub const HELD_BYTES: usize = 1 << 20;
+/// Events of one origin delivered at once, and a second after that.
+pub const ORIGIN_BURST: u64 = 100_000;
+pub const ORIGIN_RATE: u64 = 1_000;
 /// Events further ahead of the next expected one are dropped, not held.
 pub const HOLD_WINDOW: u64 = 4096;
 /// Recent events kept to answer FETCH: count and bytes.
 pub const CACHE_EVENTS: usize = 16384;
 pub const CACHE_BYTES: usize = 4 << 20;
-/// Events sent in answer to one FETCH.
+/// Events, and bytes, sent in answer to one FETCH; bytes a second sent in
+/// answer to one neighbour's FETCHes (and at once).
 pub const FETCH_MAX: u64 = 256;
+pub const FETCH_BYTES: usize = 256 << 10;
+pub const FETCH_RATE: u64 = 8 << 20;
+const FETCH_BURST: u64 = 4 << 20;
 
 /// Gap repair timers, in milliseconds.
 #[derive(Debug, Clone)]
@@ -52,8 +69,10 @@ struct Held {
 struct Origin {
     /// The next sequence number to deliver.
     next: u64,
-    /// Events that arrived ahead of `next`.
+    /// Events that arrived ahead of `next` (or at it, waiting for their
+    /// turn under the origin's rate), and their bytes.
     held: BTreeMap<u64, Held>,
+    held_bytes: usize,
     /// The furthest event seen ahead of `next`, held or not (too far
     /// ahead to hold): we are behind until `next` passes it.
     ahead: u64,
@@ -72,6 +91,10 @@ struct Origin {
     fetched_to: u64,
     /// The node lost its origin: hold, never deliver, until it is back.
     paused: bool,
+    /// Its fair share of deliveries, and when the next is due if it has
+    /// used them up.
+    rate: Bucket,
+    rate_at: Option<Millis>,
 }
 
 impl Origin {
@@ -79,6 +102,7 @@ impl Origin {
         Origin {
             next,
             held: BTreeMap::new(),
+            held_bytes: 0,
             ahead: 0,
             lack: None,
             skipped_to: 0,
@@ -87,6 +111,8 @@ impl Origin {
             fetch_at: 0,
             fetched_to: 0,
             paused: false,
+            rate: Bucket::new(ORIGIN_RATE, ORIGIN_BURST),
+            rate_at: None,
         }
     }
 
@@ -95,8 +121,55 @@ impl Origin {
         !self.held.is_empty() || self.ahead >= self.next
     }
 
-    fn held_bytes(&self) -> usize {
-        self.held.values().map(|h| h.frame.len()).sum()
+    /// Holds back event `ev` (not before `next`), if it is within the
+    /// window and there is room in the origin's share and in `total`.
+    /// Returns whether it is held now (or was already).
+    fn hold(&mut self, total: &mut usize, ev: Event, frame: Frame, link: LinkId) -> bool {
+        let seq = ev.seq;
+        self.ahead = self.ahead.max(seq);
+        if self.held.contains_key(&seq) {
+            return true;
+        }
+        let n = frame.len();
+        let room = self.held.len() < MAX_HELD
+            && self.held_bytes + n <= HELD_PER_ORIGIN
+            && *total + n <= HELD_BYTES;
+        if seq - self.next >= HOLD_WINDOW || !room {
+            return false;
+        }
+        self.held_bytes += n;
+        *total += n;
+        self.held.insert(seq, Held { ev, frame, link });
+        true
+    }
+
+    /// Takes the held event `seq` out.
+    fn unhold(&mut self, total: &mut usize, seq: u64) -> Option<Held> {
+        let h = self.held.remove(&seq)?;
+        self.held_bytes -= h.frame.len();
+        *total -= h.frame.len();
+        Some(h)
+    }
+
+    /// Lets go of every held event below `seq` (all of them: `u64::MAX`).
+    fn unhold_below(&mut self, total: &mut usize, seq: u64) {
+        let keep = self.held.split_off(&seq);
+        let gone = std::mem::replace(&mut self.held, keep);
+        let n: usize = gone.values().map(|h| h.frame.len()).sum();
+        self.held_bytes -= n;
+        *total -= n;
+    }
+
+    /// Takes a turn under the origin's rate; if there is none, notes when
+    /// there will be (on `wake` too) and returns false.
+    fn turn(&mut self, now: Millis, wake: &mut Option<Millis>) -> bool {
+        if self.rate.take(1, now) {
+            return true;
+        }
+        let at = self.rate.ready_at(1, now);
+        self.rate_at = Some(at);
+        soonest(wake, at);
+        false
     }
 
     /// A gap starts now: fetch after `wait`, give up `gap_giveup` from now.
@@ -116,40 +189,96 @@ struct Neighbour {
     /// that comes on it but cannot be held, so that other copies of those
     /// are let in (see [`Broadcast::accept`]).
     floor: Option<u64>,
+    /// Bytes we may still send it in answer to FETCH.
+    fetch: Bucket,
 }
 
-/// Recent events by id, bounded in count and bytes.
+/// Recent events by id, bounded in count and bytes. When full, the oldest
+/// event of the origin with the most events (or bytes) in it goes first:
+/// a flood from one origin pushes out its own events, not others'.
 #[derive(Debug, Default)]
 struct Cache {
     frames: BTreeMap<EventId, Frame>,
-    order: VecDeque<EventId>,
+    /// Events and bytes kept per origin, and the origins by each.
+    per: HashMap<NodeId, (usize, usize)>,
+    by_count: BTreeSet<(usize, NodeId)>,
+    by_bytes: BTreeSet<(usize, NodeId)>,
+    events: usize,
     bytes: usize,
 }
 
 impl Cache {
-    /// The oldest event of `origin` still kept.
-    fn oldest(&self, origin: NodeId) -> Option<u64> {
-        let lo = EventId { origin, seq: 0 };
-        let hi = EventId {
+    fn range(origin: NodeId) -> std::ops::RangeInclusive<EventId> {
+        EventId { origin, seq: 0 }..=EventId {
             origin,
             seq: u64::MAX,
+        }
+    }
+
+    /// The oldest event of `origin` still kept.
+    fn oldest(&self, origin: NodeId) -> Option<u64> {
+        self.frames
+            .range(Cache::range(origin))
+            .next()
+            .map(|(id, _)| id.seq)
+    }
+
+    /// The first event of `id`'s origin kept at or after it.
+    fn first_from(&self, id: EventId) -> Option<u64> {
+        let end = *Cache::range(id.origin).end();
+        self.frames.range(id..=end).next().map(|(id, _)| id.seq)
+    }
+
+    /// Adds `d` events of `n` bytes (or takes them away) from `origin`'s
+    /// share.
+    fn count(&mut self, origin: NodeId, add: bool, n: usize) {
+        let (c, b) = self.per.get(&origin).copied().unwrap_or_default();
+        self.by_count.remove(&(c, origin));
+        self.by_bytes.remove(&(b, origin));
+        let (c, b) = if add {
+            self.events += 1;
+            self.bytes += n;
+            (c + 1, b + n)
+        } else {
+            self.events -= 1;
+            self.bytes -= n;
+            (c - 1, b - n)
         };
-        self.frames.range(lo..=hi).next().map(|(id, _)| id.seq)
+        if c == 0 {
+            self.per.remove(&origin);
+        } else {
+            self.per.insert(origin, (c, b));
+            self.by_count.insert((c, origin));
+            self.by_bytes.insert((b, origin));
+        }
     }
 
     fn insert(&mut self, id: EventId, frame: Frame) {
-        self.bytes += frame.len();
-        match self.frames.insert(id, frame) {
-            Some(old) => self.bytes -= old.len(),
-            None => self.order.push_back(id),
+        let n = frame.len();
+        if let Some(old) = self.frames.insert(id, frame) {
+            self.count(id.origin, false, old.len());
         }
-        while self.order.len() > CACHE_EVENTS || self.bytes > CACHE_BYTES {
-            let Some(old) = self.order.pop_front() else {
+        self.count(id.origin, true, n);
+        while self.events > CACHE_EVENTS {
+            let Some(&(_, o)) = self.by_count.last() else {
                 break;
             };
-            if let Some(f) = self.frames.remove(&old) {
-                self.bytes -= f.len();
-            }
+            self.evict_oldest(o);
+        }
+        while self.bytes > CACHE_BYTES {
+            let Some(&(_, o)) = self.by_bytes.last() else {
+                break;
+            };
+            self.evict_oldest(o);
+        }
+    }
+
+    fn evict_oldest(&mut self, origin: NodeId) {
+        let Some(seq) = self.oldest(origin) else {
+            return;
+        };
+        if let Some(f) = self.frames.remove(&EventId { origin, seq }) {
+            self.count(origin, false, f.len());
         }
     }
 }
@@ -214,8 +343,15 @@ impl Broadcast {
 
     /// `link` is up to `peer`: relay to it from now on.
     pub fn neighbour_up(&mut self, link: LinkId, peer: NodeId) {
-        self.neighbours
-            .insert(link, Neighbour { peer, floor: None });
+        let fetch = Bucket::new(FETCH_RATE, FETCH_BURST);
+        self.neighbours.insert(
+            link,
+            Neighbour {
+                peer,
+                floor: None,
+                fetch,
+            },
+        );
     }
 
     pub fn neighbour_down(&mut self, link: LinkId) {
@@ -273,8 +409,8 @@ impl Broadcast {
 
     /// Forgets `origin` altogether (it left, or was never real).
     pub fn remove(&mut self, origin: NodeId) {
-        if let Some(o) = self.origins.remove(&origin) {
-            self.held_bytes -= o.held_bytes();
+        if let Some(mut o) = self.origins.remove(&origin) {
+            o.unhold_below(&mut self.held_bytes, u64::MAX);
         }
     }
 
@@ -282,8 +418,8 @@ impl Broadcast {
     /// to deliver): should it come back, what we delivered of it must not
     /// be delivered again.
     pub fn forget(&mut self, origin: NodeId) -> Option<u64> {
-        let o = self.origins.remove(&origin)?;
-        self.held_bytes -= o.held_bytes();
+        let mut o = self.origins.remove(&origin)?;
+        o.unhold_below(&mut self.held_bytes, u64::MAX);
         Some(o.next)
     }
 
@@ -301,8 +437,7 @@ impl Broadcast {
     /// afresh.
     pub fn pause(&mut self, origin: NodeId) {
         if let Some(o) = self.origins.get_mut(&origin) {
-            self.held_bytes -= o.held_bytes();
-            o.held.clear();
+            o.unhold_below(&mut self.held_bytes, u64::MAX);
             o.paused = true;
             o.ahead = 0;
             o.lack = None;
@@ -331,9 +466,7 @@ impl Broadcast {
     pub fn start_after(&mut self, origin: NodeId, seq: u64) {
         let o = self.origins.entry(origin).or_insert_with(|| Origin::new(1));
         o.next = seq.saturating_add(1);
-        let keep = o.held.split_off(&o.next);
-        let old = std::mem::replace(&mut o.held, keep);
-        self.held_bytes -= old.values().map(|h| h.frame.len()).sum::<usize>();
+        o.unhold_below(&mut self.held_bytes, o.next);
     }
 
     /// A neighbour has delivered `origin`'s events up to `seq`: the range
@@ -381,7 +514,7 @@ impl Broadcast {
                 o.start_gap(now, wait, &mut self.wake);
             }
             let (origin, seq) = (ev.origin, ev.seq);
-            if !hold(o, &mut self.held_bytes, ev, frame, link) {
+            if !o.hold(&mut self.held_bytes, ev, frame, link) {
                 // Not held (no room, or too far ahead). If it came from its
                 // origin, past that link's floor, every other copy of it
                 // (relayed, or a neighbour's answer to our FETCH) would be
@@ -399,6 +532,12 @@ impl Broadcast {
                 Accepted::Held
             };
         }
+        if !o.turn(now, &mut self.wake) {
+            // Over its share: it waits its turn (or, held too much, is
+            // dropped and fetched again later).
+            o.hold(&mut self.held_bytes, ev, frame, link);
+            return Accepted::Held;
+        }
         match self.deliver(out, ev, frame, Some(link)) {
             Some(ev) => Accepted::Delivered(ev),
             None => Accepted::Held,
@@ -410,7 +549,7 @@ impl Broadcast {
         if let Some(o) = self.origins.get_mut(&ev.origin)
             && ev.seq >= o.next
         {
-            hold(o, &mut self.held_bytes, ev, frame, link);
+            o.hold(&mut self.held_bytes, ev, frame, link);
         }
     }
 
@@ -422,8 +561,11 @@ impl Broadcast {
         if o.paused {
             return None;
         }
-        if let Some(h) = o.held.remove(&o.next) {
-            self.held_bytes -= h.frame.len();
+        if o.held.contains_key(&o.next) {
+            if !o.turn(now, &mut self.wake) {
+                return None;
+            }
+            let h = o.unhold(&mut self.held_bytes, o.next)?;
             return self.deliver(out, h.ev, h.frame, Some(h.link));
         }
         if o.behind() && o.next > o.fetched_to && o.fetched_to != 0 {
@@ -452,6 +594,10 @@ impl Broadcast {
         o.next = ev.seq.saturating_add(1);
         if o.first_seen == 0 {
             o.first_seen = ev.seq;
+        }
+        if frame.is_empty() {
+            // Taken as nothing (see `Body::Refused`): not passed on.
+            return Some(ev);
         }
         for (&k, n) in &self.neighbours {
             if n.peer != ev.origin && Some(k) != from {
@@ -488,7 +634,15 @@ impl Broadcast {
 
     /// A neighbour asks for `origin`'s events `from..=to`: what we have,
     /// and a LACK if we had them and let them go.
-    pub fn on_fetch(&self, out: &mut impl Sink, link: LinkId, origin: NodeId, from: u64, to: u64) {
+    pub fn on_fetch(
+        &mut self,
+        out: &mut impl Sink,
+        link: LinkId,
+        origin: NodeId,
+        from: u64,
+        to: u64,
+        now: Millis,
+    ) {
         let delivered = if origin == self.me {
             self.seq >= from
         } else {
@@ -502,18 +656,31 @@ impl Broadcast {
         };
         let lo = EventId { origin, seq: from };
         if delivered && !self.cache.frames.contains_key(&lo) {
-            // We had them and let them go: say so, so the asker need not
-            // wait for them. (Not having had them says nothing.)
-            let oldest = self.cache.oldest(origin).unwrap_or(0);
+            // We had it and let it go (or took it as nothing, and never
+            // kept it): say where what we have starts again, so the asker
+            // need not wait. (Not having had it says nothing.)
+            let oldest = self.cache.first_from(lo).unwrap_or(0);
             out.io(Io::Send(link, wire::small(&Msg::Lack { origin, oldest })));
         }
         let to = to.min(from.saturating_add(FETCH_MAX - 1));
         let hi = EventId { origin, seq: to };
-        if lo <= hi {
-            for f in self.cache.frames.range(lo..=hi).map(|(_, f)| f) {
-                out.io(Io::Send(link, f.clone()));
+        let Some(n) = self.neighbours.get_mut(&link).filter(|_| lo <= hi) else {
+            return;
+        };
+        // What fits in one answer and in the asker's share; it asks again
+        // for the rest.
+        let mut budget = n.fetch.available(now).min(FETCH_BYTES as u64);
+        let mut used = 0;
+        for f in self.cache.frames.range(lo..=hi).map(|(_, f)| f) {
+            let len = f.len() as u64;
+            if len > budget {
+                break;
             }
+            budget -= len;
+            used += len;
+            out.io(Io::Send(link, f.clone()));
         }
+        n.fetch.take(used, now);
     }
 
     /// A neighbour cannot send `origin`'s events before `oldest`.
@@ -531,9 +698,11 @@ impl Broadcast {
         if self.wake.is_none_or(|t| now < t) {
             return Vec::new();
         }
+        let due =
+            |o: &Origin| (o.behind() && now >= o.fetch_at) || o.rate_at.is_some_and(|t| now >= t);
         self.origins
             .iter()
-            .filter(|(_, o)| !o.paused && o.behind() && now >= o.fetch_at)
+            .filter(|(_, o)| !o.paused && due(o))
             .map(|(&id, _)| id)
             .collect()
     }
@@ -544,6 +713,9 @@ impl Broadcast {
         for o in self.origins.values().filter(|o| !o.paused) {
             if o.behind() {
                 soonest(&mut self.wake, o.fetch_at);
+            }
+            if let Some(t) = o.rate_at {
+                soonest(&mut self.wake, t);
             }
         }
     }
@@ -562,7 +734,17 @@ impl Broadcast {
         let Some(o) = self.origins.get_mut(&origin) else {
             return Gap::Waiting;
         };
-        if o.paused || !o.behind() {
+        if o.paused {
+            return Gap::Waiting;
+        }
+        if o.rate_at.is_some_and(|t| now >= t) {
+            // Its turn has come again.
+            o.rate_at = None;
+            if o.held.contains_key(&o.next) {
+                return Gap::Ready;
+            }
+        }
+        if !o.behind() {
             return Gap::Waiting;
         }
         let first = o.held.keys().next().copied();
@@ -623,24 +805,6 @@ impl Broadcast {
             None => "untracked".into(),
         }
     }
-}
-
-/// Holds back `o`'s event (ahead of `o.next`), if it is within the window
-/// and there is room: `held_bytes` counts all origins' held bytes.
-/// Returns whether it is held now (or was already).
-fn hold(o: &mut Origin, held_bytes: &mut usize, ev: Event, frame: Frame, link: LinkId) -> bool {
-    let seq = ev.seq;
-    o.ahead = o.ahead.max(seq);
-    if o.held.contains_key(&seq) {
-        return true;
-    }
-    let room = o.held.len() < MAX_HELD && *held_bytes + frame.len() <= HELD_BYTES;
-    if seq - o.next < HOLD_WINDOW && room {
-        *held_bytes += frame.len();
-        o.held.insert(seq, Held { ev, frame, link });
-        return true;
-    }
-    false
 }
 
 #[cfg(test)]
@@ -782,18 +946,18 @@ mod tests {
             feed(&mut b, &mut out, B, CAROL, s);
         }
         out.clear();
-        b.on_fetch(&mut out, A, CAROL, 2, 9);
+        b.on_fetch(&mut out, A, CAROL, 2, 9, 0);
         let s = sent(&out);
         assert_eq!(s.len(), 2);
         assert!(matches!(&s[0].1, Msg::Event(e) if e.seq == 2));
         // Asked for what we never had: nothing, not even a LACK.
         out.clear();
-        b.on_fetch(&mut out, A, BOB, 1, 5);
+        b.on_fetch(&mut out, A, BOB, 1, 5, 0);
         assert!(out.is_empty());
         // Our own events we always had.
         b.publish(&mut out, Body::Leave).unwrap();
         out.clear();
-        b.on_fetch(&mut out, A, ME, 1, 1);
+        b.on_fetch(&mut out, A, ME, 1, 1, 0);
         assert_eq!(sent(&out).len(), 1);
     }
 
@@ -866,5 +1030,90 @@ mod tests {
         assert!(!b.origins[&CAROL].held.contains_key(&(HOLD_WINDOW + 10)));
         b.remove(CAROL);
         assert_eq!(b.held_bytes, 0);
+    }
+
+    #[test]
+    fn a_flood_pushes_out_its_own_events_from_the_cache_not_others() {
+        let mut b = bc();
+        let mut out = Vec::new();
+        b.add(CAROL, 1);
+        b.add(BOB, 1);
+        for s in 1..=10 {
+            feed(&mut b, &mut out, A, BOB, s);
+        }
+        // Carol floods: far more than the cache holds.
+        for s in 1..=(CACHE_EVENTS as u64 + 5_000) {
+            feed(&mut b, &mut out, B, CAROL, s);
+        }
+        assert!(b.cache.events <= CACHE_EVENTS);
+        // Bob's ten are all still there to answer a FETCH.
+        out.clear();
+        b.on_fetch(&mut out, B, BOB, 1, 10, 0);
+        assert_eq!(sent(&out).len(), 10);
+        assert_eq!(b.cache.oldest(CAROL), Some(5_000 + 10 + 1));
+    }
+
+    #[test]
+    fn an_origin_over_its_rate_waits_its_turn() {
+        let mut b = bc();
+        let mut out = Vec::new();
+        b.add(CAROL, 1);
+        let mut got = 0;
+        for s in 1..=(ORIGIN_BURST + 100) {
+            got += feed(&mut b, &mut out, B, CAROL, s).len() as u64;
+        }
+        // The burst went through at once; the next waits for its turn.
+        assert_eq!(got, ORIGIN_BURST);
+        let at = b.deadline().unwrap();
+        assert!(at > 0 && at <= 1000 / ORIGIN_RATE + 1, "{at}");
+        assert_eq!(b.due(at), vec![CAROL]);
+        assert_eq!(b.fill_gap(&mut out, CAROL, at), Gap::Ready);
+        assert_eq!(
+            b.drain(&mut out, CAROL, at).map(|e| e.seq),
+            Some(ORIGIN_BURST + 1)
+        );
+        assert_eq!(b.drain(&mut out, CAROL, at), None);
+    }
+
+    #[test]
+    fn fetch_answers_are_bounded_per_request_and_per_asker() {
+        let mut b = bc();
+        let mut out = Vec::new();
+        b.add(CAROL, 1);
+        let big = "y".repeat(wire::MAX_TEXT);
+        for seq in 1..=40 {
+            let ev = Event {
+                origin: CAROL,
+                seq,
+                body: Body::Chat {
+                    room: "lobby".into(),
+                    text: big.clone(),
+                },
+            };
+            let f = wire::frame(&Msg::Event(ev.clone())).unwrap();
+            let _ = b.accept(&mut out, B, ev, f, 0);
+        }
+        let bytes = |out: &[Io]| -> usize {
+            out.iter()
+                .map(|io| match io {
+                    Io::Send(_, f) => f.len(),
+                    _ => 0,
+                })
+                .sum()
+        };
+        out.clear();
+        b.on_fetch(&mut out, A, CAROL, 1, 40, 0);
+        let one = bytes(&out);
+        assert!(one > 0 && one <= FETCH_BYTES, "{one}");
+        // Asking again and again at once: the asker's share runs out.
+        out.clear();
+        for _ in 0..100 {
+            b.on_fetch(&mut out, A, CAROL, 1, 40, 0);
+        }
+        assert!(bytes(&out) + one <= FETCH_BURST as usize, "{}", bytes(&out));
+        // Another asker has a share of its own.
+        out.clear();
+        b.on_fetch(&mut out, B, CAROL, 1, 40, 0);
+        assert_eq!(bytes(&out), one);
     }
 }

@@ -8,6 +8,10 @@
 //! that name?) is the node's decision; the checks that need nothing but
 //! the HELLO itself are made here. An encrypted handshake will be one more
 //! [`Stage`].
+//!
+//! A link the node closes is not forgotten at once: it is `Closing` until
+//! the event loop reports the socket gone, and events already on their
+//! way on it are still taken.
 
 use super::wire::{self, Frame, Hello, Msg, Refusal};
 use super::{Io, LinkId, Millis, NodeId, Sink};
@@ -16,6 +20,9 @@ use std::net::{IpAddr, SocketAddr};
 
 /// Accepted connections that have not said HELLO yet, at most.
 pub const MAX_PENDING: usize = 64;
+/// A closing link the event loop never reports gone is forgotten after
+/// this (it reports it within its linger time, 1.5 s).
+const CLOSING_MAX: Millis = 10_000;
 
 /// Timers of a link, in milliseconds.
 #[derive(Debug, Clone)]
@@ -38,6 +45,9 @@ pub enum Stage {
     Hello,
     /// HELLO done: the link carries the network's traffic to `peer`.
     Up { peer: NodeId },
+    /// Closed by us: nothing more is sent on it, but events that were on
+    /// their way from `peer` (if it got that far) are still taken.
+    Closing { peer: Option<NodeId> },
 }
 
 /// One link.
@@ -55,12 +65,17 @@ pub struct Link {
 }
 
 impl Link {
-    /// The peer on the other side, once HELLO is done.
+    /// The peer on the other side, once HELLO is done (and until we close
+    /// the link).
     pub fn peer(&self) -> Option<NodeId> {
         match self.stage {
             Stage::Up { peer } => Some(peer),
             _ => None,
         }
+    }
+
+    pub fn closing(&self) -> bool {
+        matches!(self.stage, Stage::Closing { .. })
     }
 }
 
@@ -155,7 +170,9 @@ impl Links {
         if let Some(oldest) = pending.next()
             && pending.count() + 1 >= MAX_PENDING
         {
-            self.close(out, oldest);
+            // Nothing came on it worth waiting for.
+            self.links.remove(&oldest);
+            out.io(Io::Close(oldest));
         }
         self.insert(addr, false, None, now)
     }
@@ -226,7 +243,9 @@ impl Links {
     /// is ours.
     pub fn received(&mut self, link: LinkId, now: Millis) -> Option<&Link> {
         let l = self.links.get_mut(&link)?;
-        l.last_rx = now;
+        if !l.closing() {
+            l.last_rx = now;
+        }
         Some(l)
     }
 
@@ -237,9 +256,9 @@ impl Links {
         }
     }
 
-    /// Queues `frame` on `link`, if it is ours.
+    /// Queues `frame` on `link`, if it is ours and open.
     pub fn send(&mut self, out: &mut impl Sink, link: LinkId, frame: Frame, now: Millis) {
-        if let Some(l) = self.links.get_mut(&link) {
+        if let Some(l) = self.links.get_mut(&link).filter(|l| !l.closing()) {
             l.last_tx = now;
             out.io(Io::Send(link, frame));
         }
@@ -259,18 +278,29 @@ impl Links {
             text: text.to_owned(),
         });
         self.send(out, link, f, now);
-        self.close(out, link);
+        self.close(out, link, now);
     }
 
-    /// Forgets `link` and has the event loop close it (after flushing what
-    /// is queued on it).
-    pub fn close(&mut self, out: &mut impl Sink, link: LinkId) -> Option<Link> {
-        let l = self.links.remove(&link)?;
+    /// Has the event loop close `link` (after flushing what is queued on
+    /// it); it is `Closing` until [`Links::remove`]. Returns how it stood.
+    pub fn close(&mut self, out: &mut impl Sink, link: LinkId, now: Millis) -> Option<Stage> {
+        let stage = self.closed(link, now)?;
         out.io(Io::Close(link));
-        Some(l)
+        Some(stage)
     }
 
-    /// Forgets `link`, which is gone already.
+    /// `link` is closing (the event loop knows already); returns how it
+    /// stood, unless it was closing already.
+    pub fn closed(&mut self, link: LinkId, now: Millis) -> Option<Stage> {
+        let l = self.links.get_mut(&link).filter(|l| !l.closing())?;
+        let was = l.stage;
+        l.stage = Stage::Closing { peer: l.peer() };
+        // When it started closing, for `CLOSING_MAX`.
+        l.last_rx = now;
+        Some(was)
+    }
+
+    /// Forgets `link`, which is gone.
     pub fn remove(&mut self, link: LinkId) -> Option<Link> {
         self.links.remove(&link)
     }
@@ -318,23 +348,23 @@ impl Links {
             .map(|(&k, l)| (k, l))
     }
 
+    fn open(&self) -> impl Iterator<Item = &Link> + '_ {
+        self.links.values().filter(|l| !l.closing())
+    }
+
     /// Members we link to or are dialling.
     pub fn busy(&self) -> HashSet<NodeId> {
-        self.links
-            .values()
-            .filter_map(|l| l.peer().or(l.target))
-            .collect()
+        self.open().filter_map(|l| l.peer().or(l.target)).collect()
     }
 
     /// Members we have a dial under way to.
     pub fn targets(&self) -> HashSet<NodeId> {
-        self.links.values().filter_map(|l| l.target).collect()
+        self.open().filter_map(|l| l.target).collect()
     }
 
     /// Dials not through HELLO yet.
     pub fn dialling(&self) -> usize {
-        self.links
-            .values()
+        self.open()
             .filter(|l| l.outbound && l.peer().is_none())
             .count()
     }
@@ -354,11 +384,16 @@ impl Links {
     /// Runs heartbeats; returns the links found dead, for the caller to
     /// drop.
     pub fn tick(&mut self, out: &mut impl Sink, now: Millis) -> Vec<LinkId> {
+        self.links
+            .retain(|_, l| !l.closing() || now < l.last_rx + CLOSING_MAX);
         let cfg = &self.cfg;
         let mut dead = Vec::new();
         let mut ping = Vec::new();
         let mut any_ping_due = false;
         for (&id, l) in &self.links {
+            if l.closing() {
+                continue;
+            }
             if l.peer().is_none() {
                 if now >= l.opened + cfg.handshake_timeout {
                     dead.push(id);
@@ -388,7 +423,9 @@ impl Links {
         self.links
             .values()
             .flat_map(|l| {
-                if l.peer().is_none() {
+                if l.closing() {
+                    [Some(l.last_rx + CLOSING_MAX), None]
+                } else if l.peer().is_none() {
                     [Some(l.opened + cfg.handshake_timeout), None]
                 } else {
                     [
@@ -516,6 +553,37 @@ mod tests {
         let k = kinds(&out);
         assert!(k[0].contains("Refuse") && k[0].contains("Full"));
         assert_eq!(k[1], format!("close {}", l.0));
-        assert!(ls.get(l).is_none());
+        assert!(ls.get(l).unwrap().closing());
+    }
+
+    #[test]
+    fn a_closing_link_counts_for_nothing_and_is_forgotten() {
+        let mut ls = links();
+        let mut out = Vec::new();
+        let l = ls.dial(&mut out, addr(9), Some(NodeId(7)), 0);
+        ls.up(l, NodeId(7));
+        assert_eq!(
+            ls.close(&mut out, l, 100),
+            Some(Stage::Up { peer: NodeId(7) })
+        );
+        assert_eq!(ls.close(&mut out, l, 100), None);
+        assert_eq!(
+            ls.get(l).unwrap().stage,
+            Stage::Closing {
+                peer: Some(NodeId(7))
+            }
+        );
+        assert!(!ls.linked(NodeId(7)));
+        assert!(ls.busy().is_empty());
+        assert_eq!((ls.up_count(), ls.dialling()), (0, 0));
+        // Frames on it are still taken until the loop says it is gone.
+        assert!(ls.received(l, 200).is_some());
+        assert!(ls.remove(l).is_some());
+        // One the loop never reports gone is forgotten in the end.
+        let m = ls.accepted(&mut out, addr(9), 0);
+        ls.close(&mut out, m, 0);
+        assert_eq!(ls.deadline(), Some(CLOSING_MAX));
+        ls.tick(&mut out, CLOSING_MAX);
+        assert!(ls.get(m).is_none());
     }
 }

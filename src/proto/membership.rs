@@ -19,6 +19,14 @@
 //!   them; lost members forgotten (too many, or lost a day) are remembered
 //!   by name and by where their events had got to.
 //!
+//! A name belongs to one member. A member that claims a name another
+//! (or we) has is not shown under it: it keeps its claim, and gets the
+//! name if the holder leaves or is lost. Each member not heard from
+//! directly counts against the neighbour that told us of it, and one
+//! neighbour may tell us of at most [`INTRO_MAX`] such members: a member
+//! that invents thousands cannot fill the table; when the table is full,
+//! room is made at the expense of whoever introduced the most.
+//!
 //! Decisions that need the rest of the node (flood an event, dial, a
 //! suspicion ran out, a lost member forgotten) are queued as [`Out`] for
 //! the node to route.
@@ -26,11 +34,13 @@
 use super::link::Links;
 use super::wire::{Body, MAX_ANSWERS};
 use super::{DIAL_BACKOFF, EventId, Millis, NodeId, Remember, Rng, Timers, backoff, soonest};
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 
 /// Members a peer keeps track of at most (not counting lost ones).
 pub const MAX_MEMBERS: usize = 4096;
+/// Members one neighbour may introduce (tell us of, not heard directly).
+pub const INTRO_MAX: usize = 1024;
 /// Departed node ids remembered, so stale member lists cannot revive them.
 const TOMBSTONES: usize = 4096;
 /// Lost members forgotten, remembered by where their events had got to.
@@ -114,7 +124,14 @@ pub struct Lost {
 /// One member.
 #[derive(Debug, Clone)]
 pub struct Member {
+    /// Its name, unless someone else had it when it claimed it.
     pub name: Option<String>,
+    /// A name it claims that another member has.
+    pub claim: Option<String>,
+    /// The neighbour that told us of it, until we hear it directly.
+    via: Option<NodeId>,
+    /// Order of introduction, to let go of the newest first.
+    stamp: u64,
     /// Where it listens.
     pub addr: Option<SocketAddr>,
     pub status: Status,
@@ -127,9 +144,12 @@ pub struct Member {
 }
 
 impl Member {
-    fn new(name: Option<String>, addr: Option<SocketAddr>, status: Status) -> Member {
+    fn new(addr: Option<SocketAddr>, status: Status) -> Member {
         Member {
-            name,
+            name: None,
+            claim: None,
+            via: None,
+            stamp: 0,
             addr,
             status,
             heard: 0,
@@ -221,6 +241,8 @@ pub enum Out {
     /// A lost member is forgotten: drop what is held of it, and give
     /// [`Membership::forgotten`] where its events had got to.
     Dropped(NodeId, Option<String>),
+    /// A member gets the name it claimed: its holder is gone.
+    Named(NodeId),
 }
 
 #[derive(Clone, Copy)]
@@ -244,6 +266,12 @@ const TIMERS: usize = 6;
 #[derive(Debug)]
 pub struct Membership {
     cfg: Config,
+    /// Our own name: taken, as far as others are concerned.
+    name: String,
+    /// Members each neighbour introduced (not heard directly), and a
+    /// counter to stamp introductions with.
+    intro: HashMap<NodeId, usize>,
+    stamps: u64,
     /// Whether we are a member (not joining, not gone): only a member
     /// floods events.
     active: bool,
@@ -271,9 +299,12 @@ pub struct Membership {
 }
 
 impl Membership {
-    pub fn new(cfg: Config, seed: u64) -> Membership {
+    pub fn new(cfg: Config, name: &str, seed: u64) -> Membership {
         Membership {
             cfg,
+            name: name.to_owned(),
+            intro: HashMap::new(),
+            stamps: 0,
             active: true,
             members: BTreeMap::new(),
             lost: 0,
@@ -359,10 +390,87 @@ impl Membership {
             .map_or_else(|| id.to_string(), |m| m.display(id))
     }
 
-    /// Whether `name` is taken by a member (not lost) other than `id`.
+    /// Whether `name` is ours, or taken by a member (not lost) other than
+    /// `id`.
     pub fn name_taken(&self, name: &str, id: NodeId) -> bool {
+        same_name(name, &self.name) || self.holder(name, id).is_some()
+    }
+
+    /// The member (not lost) other than `id` that has `name`.
+    fn holder(&self, name: &str, id: NodeId) -> Option<NodeId> {
         self.active()
-            .any(|(k, m)| k != id && m.name.as_deref() == Some(name))
+            .find(|(k, m)| *k != id && m.name.as_deref().is_some_and(|n| same_name(n, name)))
+            .map(|(k, _)| k)
+    }
+
+    /// Gives member `id` the name `name`, if it is free; else notes its
+    /// claim. Returns whether it has the name now.
+    pub fn name(&mut self, id: NodeId, name: &str) -> bool {
+        let taken = self.name_taken(name, id);
+        let Some(m) = self.members.get_mut(&id) else {
+            return false;
+        };
+        if taken {
+            m.claim = Some(name.to_owned());
+            return false;
+        }
+        m.name = Some(name.to_owned());
+        m.claim = None;
+        true
+    }
+
+    /// `name` may be free now (its holder left, or was lost): the claimant
+    /// with the smallest id gets it, a choice every peer makes alike.
+    fn free(&mut self, name: Option<String>) {
+        let Some(name) = name else {
+            return;
+        };
+        if self.name_taken(&name, NodeId(u64::MAX)) {
+            return;
+        }
+        let next = self
+            .active()
+            .find(|(_, m)| m.claim.as_deref().is_some_and(|c| same_name(c, &name)))
+            .map(|(id, _)| id);
+        if let Some(id) = next {
+            let m = self.members.get_mut(&id).expect("member");
+            m.name = m.claim.take();
+            self.out.push_back(Out::Named(id));
+        }
+    }
+
+    /// Members `via` introduced that we have not heard directly.
+    pub fn introduced(&self, via: NodeId) -> usize {
+        self.intro.get(&via).copied().unwrap_or(0)
+    }
+
+    /// Member `id` is heard directly: it counts against nobody.
+    fn vouch(&mut self, id: NodeId) {
+        let Some(m) = self.members.get_mut(&id) else {
+            return;
+        };
+        if let Some(v) = m.via.take()
+            && let Some(n) = self.intro.get_mut(&v)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.intro.remove(&v);
+            }
+        }
+    }
+
+    /// A member to forget to make room for one introduced by `via` (or
+    /// heard directly: `None`): the newest introduced by the neighbour
+    /// that introduced the most, not `busy`, unless that is `via` itself.
+    pub fn evictable(&self, busy: &HashSet<NodeId>, via: Option<NodeId>) -> Option<NodeId> {
+        let (&top, _) = self.intro.iter().max_by_key(|&(&v, &n)| (n, v))?;
+        if via == Some(top) {
+            return None;
+        }
+        self.active()
+            .filter(|(id, m)| m.via == Some(top) && !busy.contains(id))
+            .max_by_key(|(_, m)| m.stamp)
+            .map(|(id, _)| id)
     }
 
     /// A member only heard of (not announced, not linked: see `busy`),
@@ -378,35 +486,47 @@ impl Membership {
             .map(|(id, _)| id)
     }
 
-    /// A new member, not yet shown unless `present`.
+    /// A new member, not yet shown unless `present`, introduced by `via`
+    /// (the neighbour that told us of it; `None`: heard directly, or in
+    /// the member list we joined with). Its name, if it has one, is given
+    /// as [`Membership::name`] gives it.
     pub fn insert(
         &mut self,
         id: NodeId,
-        name: Option<String>,
+        name: Option<&str>,
         addr: Option<SocketAddr>,
         present: bool,
+        via: Option<NodeId>,
     ) {
         let status = if present {
             Status::Present
         } else {
             Status::Heard
         };
-        if let Some(old) = self.members.insert(id, Member::new(name, addr, status))
-            && old.is_lost()
-        {
-            self.lost -= 1;
+        self.forget(id);
+        self.stamps += 1;
+        let mut m = Member::new(addr, status);
+        m.stamp = self.stamps;
+        m.via = via;
+        if let Some(v) = via {
+            *self.intro.entry(v).or_default() += 1;
+        }
+        self.members.insert(id, m);
+        if let Some(n) = name {
+            self.name(id, n);
         }
     }
 
     /// Fills in what we did not know of a member: its name and address.
     pub fn fill_in(&mut self, id: NodeId, name: &str, addr: Option<SocketAddr>) {
-        if let Some(m) = self.members.get_mut(&id) {
-            if m.name.is_none() {
-                m.name = Some(name.to_owned());
-            }
-            if m.addr.is_none() {
-                m.addr = addr;
-            }
+        let Some(m) = self.members.get_mut(&id) else {
+            return;
+        };
+        if m.addr.is_none() {
+            m.addr = addr;
+        }
+        if m.name.is_none() && m.claim.is_none() {
+            self.name(id, name);
         }
     }
 
@@ -417,36 +537,48 @@ impl Membership {
         }
     }
 
-    /// `id` said HELLO to us, as `name`, listening at `addr`: it is alive.
+    /// `id` said HELLO to us, as `name` (the caller checked it is free),
+    /// listening at `addr`: it is alive, and heard directly.
     pub fn hello(&mut self, id: NodeId, name: &str, addr: SocketAddr) {
+        self.vouch(id);
         if let Some(m) = self.members.get_mut(&id) {
-            m.name = Some(name.to_owned());
             m.addr = Some(addr);
             m.clear();
         }
+        self.name(id, name);
     }
 
     /// `id`'s JOIN was delivered: it is present, as `name` (unless it told
-    /// us another already), at `addr` (likewise).
-    pub fn joined(&mut self, id: NodeId, name: Option<String>, addr: Option<SocketAddr>) {
-        if let Some(m) = self.members.get_mut(&id) {
-            if m.addr.is_none() {
-                m.addr = addr;
-            }
-            if m.name.is_none() {
-                m.name = name;
-            }
-            m.clear();
-            m.show();
+    /// us a name already), at `addr` (likewise). Returns whether it has a
+    /// name to be shown under (not only a claim).
+    pub fn joined(&mut self, id: NodeId, name: Option<&str>, addr: Option<SocketAddr>) -> bool {
+        let Some(m) = self.members.get_mut(&id) else {
+            return false;
+        };
+        if m.addr.is_none() {
+            m.addr = addr;
         }
+        m.clear();
+        m.show();
+        if m.name.is_none()
+            && m.claim.is_none()
+            && let Some(n) = name
+        {
+            self.name(id, n);
+        }
+        self.members.get(&id).is_some_and(|m| m.name.is_some())
     }
 
     /// Forgets member `id` (never shown, or refused): nothing remembered.
+    /// Its name, if it had one, goes to whoever claims it.
     pub fn forget(&mut self, id: NodeId) -> Option<Member> {
-        let m = self.members.remove(&id)?;
+        self.vouch(id);
+        let mut m = self.members.remove(&id)?;
         if m.is_lost() {
             self.lost -= 1;
         }
+        self.free(m.name.clone());
+        m.via = None;
         Some(m)
     }
 
@@ -457,6 +589,18 @@ impl Membership {
             self.gone.insert(id, ());
         }
         m
+    }
+
+    /// The peer we join through says `id` left: never let in.
+    pub fn tombstone(&mut self, id: NodeId) {
+        if !self.members.contains_key(&id) && !self.gone.contains(id) {
+            self.gone.insert(id, ());
+        }
+    }
+
+    /// The members that left, as we remember them, longest gone first.
+    pub fn gone(&self) -> Vec<NodeId> {
+        self.gone.ids().collect()
     }
 
     /// A new event of `id` arrived: it is alive, and answers any census.
@@ -561,8 +705,10 @@ impl Membership {
         let m = self.members.get(&id).filter(|m| !m.is_lost())?;
         let present = m.present();
         self.make_lost_room(now);
+        self.vouch(id);
         let m = self.members.get_mut(&id).expect("member");
         m.ask_at = None;
+        let name = m.name.clone();
         m.status = Status::Lost(Lost {
             since: now,
             probes: 0,
@@ -572,6 +718,7 @@ impl Membership {
         });
         self.lost += 1;
         self.timers.soonest(T::Probe as usize, now + PROBE_FIRST);
+        self.free(name);
         Some(present)
     }
 
@@ -612,7 +759,10 @@ impl Membership {
     /// next of its events to deliver, if it was forgotten.
     pub fn recall(&mut self, id: NodeId, now: Millis) -> Option<u64> {
         let (next, name) = self.forgotten.remove(id)?;
-        self.insert(id, name, None, false);
+        self.insert(id, None, None, false, None);
+        if let Some(m) = self.members.get_mut(&id) {
+            m.name = name;
+        }
         self.make_lost(id, now);
         Some(next)
     }
@@ -626,6 +776,11 @@ impl Membership {
         m.status = Status::Present;
         m.heard = now;
         self.lost -= 1;
+        // Its name may have gone to a claimant meanwhile: then it claims
+        // it in turn.
+        if let Some(n) = self.members.get_mut(&id).and_then(|m| m.name.take()) {
+            self.name(id, &n);
+        }
         self.back_one(now);
         true
     }
@@ -943,6 +1098,11 @@ impl Membership {
     }
 }
 
+/// Whether two names are the same name, as far as uniqueness goes.
+fn same_name(a: &str, b: &str) -> bool {
+    a == b
+}
+
 /// Notes that something happened at `now`, last at `*last`; returns whether
 /// the two were within `TOGETHER` of each other.
 fn together(last: &mut Option<Millis>, now: Millis) -> bool {
@@ -964,7 +1124,7 @@ mod tests {
             refute_wait: 2_000,
             lost_max: 4,
         };
-        Membership::new(cfg, 7)
+        Membership::new(cfg, "me", 7)
     }
 
     fn links() -> Links {
@@ -986,8 +1146,8 @@ mod tests {
         // Linked to someone: not isolated.
         let l = ls.dial(&mut Vec::new(), addr(4), None, 0);
         ls.up(l, NodeId(4));
-        m.insert(BOB, Some("bob".into()), Some(addr(2)), true);
-        m.insert(CAROL, Some("carol".into()), Some(addr(3)), true);
+        m.insert(BOB, Some("bob"), Some(addr(2)), true, None);
+        m.insert(CAROL, Some("carol"), Some(addr(3)), true, None);
         m.link_lost(BOB, &ls, 100);
         assert_eq!(
             outs(&mut m),
@@ -1011,7 +1171,7 @@ mod tests {
     #[test]
     fn a_suspicion_already_answered_is_ignored() {
         let mut m = ms();
-        m.insert(BOB, Some("bob".into()), None, true);
+        m.insert(BOB, Some("bob"), None, true, None);
         let q = EventId {
             origin: CAROL,
             seq: 9,
@@ -1031,7 +1191,7 @@ mod tests {
     fn isolated_we_wait_rather_than_lose_everyone() {
         let mut m = ms();
         let ls = links();
-        m.insert(BOB, Some("bob".into()), Some(addr(2)), true);
+        m.insert(BOB, Some("bob"), Some(addr(2)), true, None);
         m.link_lost(BOB, &ls, 0);
         outs(&mut m);
         // No links at all: it is likelier us who are cut off.
@@ -1066,7 +1226,13 @@ mod tests {
         let mut m = ms();
         let ls = links();
         for i in 10..16 {
-            m.insert(NodeId(i), Some(format!("p{i}")), Some(addr(i as u16)), true);
+            m.insert(
+                NodeId(i),
+                Some(&format!("p{i}")),
+                Some(addr(i as u16)),
+                true,
+                None,
+            );
             assert_eq!(m.lose(NodeId(i), i), Some(true));
         }
         // lost_max is 4: the two lost longest are forgotten.
@@ -1104,7 +1270,7 @@ mod tests {
         let mut ls = links();
         let mut io = Vec::new();
         for i in 2..6 {
-            m.insert(NodeId(i), Some(format!("p{i}")), None, true);
+            m.insert(NodeId(i), Some(&format!("p{i}")), None, true, None);
         }
         // One link up, so the census can count.
         let l = ls.dial(&mut io, addr(9), None, 0);
@@ -1122,5 +1288,53 @@ mod tests {
         let o = outs(&mut m);
         assert!(o.contains(&Out::Publish(Body::Suspect { target: NodeId(4) })));
         assert!(o.contains(&Out::Publish(Body::Alive { answers: vec![] })));
+    }
+
+    #[test]
+    fn a_name_in_use_is_only_claimed_until_its_holder_goes() {
+        let mut m = ms();
+        m.insert(BOB, Some("bob"), None, true, None);
+        // An impostor under bob's name, and one under ours.
+        m.insert(CAROL, None, None, false, None);
+        assert!(!m.joined(CAROL, Some("bob"), None));
+        assert_eq!(m.get(CAROL).unwrap().name, None);
+        assert_eq!(m.display(CAROL), CAROL.to_string());
+        m.insert(NodeId(9), None, None, false, None);
+        assert!(!m.joined(NodeId(9), Some("me"), None));
+        assert!(m.name_taken("bob", CAROL));
+        assert!(!m.name_taken("bob", BOB));
+        // Bob leaves: the claimant with the smallest id gets the name.
+        m.insert(NodeId(2_000), None, None, false, None);
+        assert!(!m.joined(NodeId(2_000), Some("bob"), None));
+        m.leave(BOB);
+        assert_eq!(outs(&mut m), [Out::Named(CAROL)]);
+        assert_eq!(m.display(CAROL), "bob");
+        assert_eq!(m.display(NodeId(2_000)), NodeId(2_000).to_string());
+    }
+
+    #[test]
+    fn one_neighbour_introduces_a_bounded_share_and_goes_first() {
+        let mut m = ms();
+        let mallory = NodeId(666);
+        let honest = NodeId(777);
+        for i in 0..10 {
+            m.insert(NodeId(1000 + i), None, None, true, Some(honest));
+        }
+        for i in 0..50 {
+            m.insert(NodeId(5000 + i), None, None, true, Some(mallory));
+        }
+        assert_eq!(m.introduced(mallory), 50);
+        assert_eq!(m.introduced(honest), 10);
+        // Room is made at the expense of the one that introduced the most,
+        // newest first, not for its own.
+        let none = HashSet::new();
+        assert_eq!(m.evictable(&none, None), Some(NodeId(5049)));
+        assert_eq!(m.evictable(&none, Some(honest)), Some(NodeId(5049)));
+        assert_eq!(m.evictable(&none, Some(mallory)), None);
+        // Heard directly, a member counts against nobody.
+        m.hello(NodeId(5049), "real", addr(5));
+        assert_eq!(m.introduced(mallory), 49);
+        m.forget(NodeId(5048));
+        assert_eq!(m.introduced(mallory), 48);
     }
 }

@@ -1,14 +1,29 @@
 //! Mesh: which links to keep.
 //!
 //! A peer keeps `degree` links: below that it dials members (a few at a
-//! time, paced, backing off from addresses that fail), above `max_degree`
-//! it sheds one, politely, never a newcomer's only link. Small networks end
-//! up fully meshed, large ones keep a bounded random mesh.
+//! time, paced, backing off from members and addresses that fail), above
+//! `max_degree` it sheds one, politely, never a newcomer's only link. Small
+//! networks end up fully meshed, large ones keep a bounded random mesh.
+//!
+//! Every dial, to keep the mesh or to probe a lost member, draws on one
+//! budget ([`DIAL_RATE`] a second, [`DIAL_BURST`] at once), and an address
+//! that never answers is given up for [`ADDR_DEAD`] after
+//! [`ADDR_GIVE_UP`] tries: however many members claim an address, a peer
+//! never turns into a connection flood against it.
 
 use super::link::Links;
-use super::{LinkId, Millis, NodeId, Rng, Timers, backoff};
-use std::collections::BTreeMap;
+use super::{Bucket, LinkId, Millis, NodeId, Rng, Timers, backoff};
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+
+/// Dials a second, and at once.
+pub const DIAL_RATE: u64 = 2;
+pub const DIAL_BURST: u64 = 8;
+/// An address that failed this often in a row is given up for a while.
+pub const ADDR_GIVE_UP: u32 = 6;
+pub const ADDR_DEAD: Millis = 600_000;
+/// Addresses whose failures are remembered, at most.
+const ADDRS: usize = 4096;
 
 /// After a dial fails, wait this long before the next one to someone else.
 const DIAL_PACE: Millis = 250;
@@ -51,6 +66,9 @@ const TIMERS: usize = 2;
 pub struct Mesh {
     cfg: Config,
     dials: BTreeMap<NodeId, Dial>,
+    /// Failures per address, whoever claims it.
+    addrs: HashMap<SocketAddr, Dial>,
+    budget: Bucket,
     timers: Timers<TIMERS>,
     rng: Rng,
 }
@@ -60,6 +78,8 @@ impl Mesh {
         Mesh {
             cfg,
             dials: BTreeMap::new(),
+            addrs: HashMap::new(),
+            budget: Bucket::new(DIAL_RATE, DIAL_BURST),
             timers: Timers::default(),
             rng: Rng::new(seed),
         }
@@ -86,7 +106,8 @@ impl Mesh {
             if busy.contains(&id) {
                 continue;
             }
-            let after = self.dials.get(&id).map_or(0, |d| d.after);
+            let member = self.dials.get(&id).map_or(0, |d| d.after);
+            let after = member.max(self.addrs.get(&addr).map_or(0, |d| d.after));
             if after <= now {
                 ready.push((id, addr));
             } else {
@@ -97,15 +118,28 @@ impl Mesh {
         let mut dialling = links.dialling();
         let mut chosen = Vec::new();
         while have < self.cfg.degree && !ready.is_empty() && dialling < MAX_DIALS {
+            if !self.budget.take(1, now) {
+                later = Some(self.budget.ready_at(1, now));
+                break;
+            }
             dialling += 1;
             let i = self.rng.below(ready.len() as u64) as usize;
             chosen.push(ready.swap_remove(i));
             have += 1;
         }
-        if have < self.cfg.degree {
-            self.timers.set(T::Maintain as usize, later);
+        if have < self.cfg.degree
+            && let Some(t) = later
+        {
+            self.timers.soonest(T::Maintain as usize, t);
         }
         chosen
+    }
+
+    /// Whether a dial to `addr` may go out now (a probe, or a redial): it
+    /// is not in back-off, and the budget has room.
+    pub fn may_dial(&mut self, addr: SocketAddr, now: Millis) -> bool {
+        let free = self.addrs.get(&addr).is_none_or(|d| d.after <= now);
+        free && self.budget.take(1, now)
     }
 
     /// Our dial to `id` failed: back off from it, and pace the next dial
@@ -120,16 +154,38 @@ impl Mesh {
         failures
     }
 
+    /// A dial to `addr` failed (whoever we meant to reach): back off from
+    /// the address, and give it up after `ADDR_GIVE_UP` failures; pace the
+    /// next dial.
+    pub fn addr_failed(&mut self, addr: SocketAddr, now: Millis) {
+        if self.addrs.len() >= ADDRS && !self.addrs.contains_key(&addr) {
+            self.addrs.retain(|_, d| d.after > now);
+        }
+        if self.addrs.len() < ADDRS || self.addrs.contains_key(&addr) {
+            let d = self.addrs.entry(addr).or_default();
+            d.failures = d.failures.saturating_add(1);
+            d.after = now
+                + if d.failures >= ADDR_GIVE_UP {
+                    ADDR_DEAD
+                } else {
+                    backoff(d.failures)
+                };
+        }
+        self.paced(now);
+    }
+
     /// A dial that was no member's failed: pace the next one.
     pub fn paced(&mut self, now: Millis) {
         self.timers.soonest(T::Maintain as usize, now + DIAL_PACE);
     }
 
-    /// We reached `id`: its failures are forgotten (not its back-off).
-    pub fn reached(&mut self, id: NodeId) {
+    /// We reached `id` at `addr`: their failures are forgotten (not the
+    /// member's back-off).
+    pub fn reached(&mut self, id: NodeId, addr: SocketAddr) {
         if let Some(d) = self.dials.get_mut(&id) {
             d.failures = 0;
         }
+        self.addrs.remove(&addr);
     }
 
     /// `id` is back from being lost: dial it as if new.
@@ -258,12 +314,50 @@ mod tests {
         assert!(m.waiting(NodeId(10), 1_999));
         assert!(!m.waiting(NodeId(10), 2_000));
         assert_eq!(m.deadline(), Some(DIAL_PACE));
-        // In back-off: not chosen; the timer says when it may be.
+        // In back-off: not chosen; the pace after a failure is kept (a
+        // later back-off does not push it out), then the timer says when
+        // it may be.
         let got = m.choose(&ls, cands(1).into_iter(), 100);
         assert!(got.is_empty());
+        assert_eq!(m.deadline(), Some(DIAL_PACE));
+        assert_eq!(m.tick(DIAL_PACE), (true, false));
+        assert!(m.choose(&ls, cands(1).into_iter(), DIAL_PACE).is_empty());
         assert_eq!(m.deadline(), Some(2_000));
-        m.reached(NodeId(10));
+        m.reached(NodeId(10), addr(10));
         assert_eq!(m.failed(NodeId(10), 0), 1);
+    }
+
+    #[test]
+    fn a_dead_address_is_given_up_whoever_claims_it() {
+        let mut m = mesh(6, 12);
+        let ls = links();
+        let dead = addr(99);
+        let many = (10..5000).map(|i| (NodeId(i), dead));
+        // However many members claim it, one dial at a time goes to it,
+        // with back-off, and after ADDR_GIVE_UP failures none for a while.
+        let mut dials = 0;
+        let mut now = 0;
+        while now < 120_000 {
+            let got = m.choose(&ls, many.clone(), now);
+            for _ in &got {
+                m.addr_failed(dead, now);
+            }
+            dials += got.len();
+            now += 100;
+        }
+        assert!(
+            dials <= 3 * ADDR_GIVE_UP as usize,
+            "{dials} dials in 2 minutes"
+        );
+        assert!(!m.may_dial(dead, now));
+    }
+
+    #[test]
+    fn dials_draw_on_one_budget() {
+        let mut m = mesh(6, 12);
+        let n = (0..100).filter(|&i| m.may_dial(addr(1000 + i), 0)).count();
+        assert_eq!(n as u64, DIAL_BURST);
+        assert!(m.may_dial(addr(1), 1000 / DIAL_RATE));
     }
 
     #[test]

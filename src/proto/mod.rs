@@ -174,6 +174,68 @@ impl<const N: usize> Timers<N> {
     }
 }
 
+/// A token bucket: `rate` tokens a second, at most `burst` saved up; full
+/// to begin with.
+#[derive(Debug, Clone)]
+pub struct Bucket {
+    tokens: u64,
+    /// Tokens are counted up to this time.
+    at: Millis,
+    rate: u64,
+    burst: u64,
+}
+
+impl Bucket {
+    pub fn new(rate: u64, burst: u64) -> Bucket {
+        Bucket {
+            tokens: burst,
+            at: 0,
+            rate: rate.max(1),
+            burst,
+        }
+    }
+
+    fn refill(&mut self, now: Millis) {
+        if now <= self.at {
+            return;
+        }
+        let add = (now - self.at).saturating_mul(self.rate) / 1000;
+        if add == 0 {
+            return;
+        }
+        self.tokens = self.tokens.saturating_add(add).min(self.burst);
+        if self.tokens == self.burst {
+            self.at = now;
+        } else {
+            // Keep the fraction of a token earned but not yet counted.
+            self.at += add * 1000 / self.rate;
+        }
+    }
+
+    /// Tokens there are now.
+    pub fn available(&mut self, now: Millis) -> u64 {
+        self.refill(now);
+        self.tokens
+    }
+
+    /// Takes `n` tokens if there are as many; returns whether it did.
+    pub fn take(&mut self, n: u64, now: Millis) -> bool {
+        self.refill(now);
+        if self.tokens < n {
+            return false;
+        }
+        self.tokens -= n;
+        true
+    }
+
+    /// When `n` tokens will be there (now, if they are).
+    pub fn ready_at(&mut self, n: u64, now: Millis) -> Millis {
+        self.refill(now);
+        let short = n.min(self.burst).saturating_sub(self.tokens);
+        now.max(self.at) + short.saturating_mul(1000).div_ceil(self.rate)
+    }
+}
+
 /// Node ids remembered with a value, at most `cap` of them: when full, the
 /// one remembered longest is forgotten first.
 #[derive(Debug)]
@@ -229,6 +291,11 @@ impl<V> Remember<V> {
         self.by_age.remove(&stamp);
         Some(v)
     }
+
+    /// The ids remembered, longest first.
+    pub fn ids(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.by_age.values().copied()
+    }
 }
 
 #[cfg(test)]
@@ -269,6 +336,21 @@ mod tests {
         assert_eq!(t.get(0), None);
         t.clear(2);
         assert_eq!(t.next(), None);
+    }
+
+    #[test]
+    fn buckets_refill_at_their_rate_up_to_their_burst() {
+        let mut b = Bucket::new(10, 5);
+        assert!(b.take(5, 0));
+        assert!(!b.take(1, 0));
+        assert_eq!(b.ready_at(1, 0), 100);
+        assert!(!b.take(1, 99));
+        assert!(b.take(1, 100));
+        // Fractions are kept: 10 tokens a second is one per 100 ms.
+        assert_eq!(b.available(250), 1);
+        assert_eq!(b.available(300), 2);
+        assert_eq!(b.available(1_000_000), 5);
+        assert_eq!(b.ready_at(3, 1_000_000), 1_000_000);
     }
 
     #[test]

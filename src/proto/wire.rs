@@ -20,8 +20,11 @@
 //! 5 FETCH    origin:u64, from:u64, to:u64           "send me these events again"
 //! 6 PING     (empty)                                keeps an idle link alive
 //! 7 LACK     origin:u64, oldest:u64                 "I cannot send what you asked:
-//!                                                   my oldest event of origin is
-//!                                                   oldest" (0: I have none)
+//!                                                   what I have of origin starts
+//!                                                   again at oldest" (0: I have none)
+//! 8 GONE     count:u16, count × id:u64              members that left, sent to a
+//!                                                   joiner before MEMBERS: their
+//!                                                   events are never taken again
 //! ```
 //!
 //! Event types, each flooded through the network and delivered once, in
@@ -77,6 +80,10 @@ pub const MAX_TEXT: usize = 4096;
 pub const MAX_ANSWERS: usize = 32;
 /// Most member entries in one MEMBERS frame.
 pub const MEMBERS_PER_FRAME: usize = 256;
+/// Most ids in one GONE frame.
+pub const GONE_PER_FRAME: usize = 1024;
+/// Longest room name, in characters.
+pub const MAX_ROOM: usize = 32;
 
 const MAGIC: &[u8; 4] = b"p2pc";
 
@@ -189,9 +196,28 @@ pub enum Body {
         kind: u8,
         payload: Vec<u8>,
     },
+    /// An event this peer will not take, over a limit every sender keeps
+    /// ([`Body::check`]): delivered as nothing and never relayed, so its
+    /// origin's order goes on. Never encoded.
+    Refused {
+        kind: u8,
+        why: &'static str,
+    },
 }
 
 impl Body {
+    /// Whether the event keeps the limits every sender keeps: a name no
+    /// honest peer could have, a line longer than any may send, are a
+    /// hostile peer's.
+    pub fn check(&self) -> Result<(), &'static str> {
+        match self {
+            Body::Join { name, .. } if !valid_name(name) => Err("name"),
+            Body::Chat { text, .. } if text.len() > MAX_TEXT => Err("text length"),
+            Body::Chat { room, .. } if room.chars().count() > MAX_ROOM => Err("room name"),
+            _ => Ok(()),
+        }
+    }
+
     /// The type byte on the wire.
     pub fn kind(&self) -> u8 {
         match self {
@@ -200,7 +226,7 @@ impl Body {
             Body::Chat { .. } => 3,
             Body::Suspect { .. } => 4,
             Body::Alive { .. } => 5,
-            Body::Other { kind, .. } => *kind,
+            Body::Other { kind, .. } | Body::Refused { kind, .. } => *kind,
         }
     }
 }
@@ -232,6 +258,7 @@ pub enum Msg {
     Fetch { origin: NodeId, from: u64, to: u64 },
     Ping,
     Lack { origin: NodeId, oldest: u64 },
+    Gone { ids: Vec<NodeId> },
 }
 
 /// The kind byte of an EVENT frame.
@@ -354,6 +381,7 @@ fn encode_body(msg: &Msg, out: &mut Vec<u8>) -> Result<(), WireError> {
                     }
                 }
                 Body::Other { payload, .. } => out.extend_from_slice(payload),
+                Body::Refused { .. } => return Err(WireError::Invalid("refused event")),
             }
         }
         Msg::Fetch { origin, from, to } => {
@@ -367,6 +395,16 @@ fn encode_body(msg: &Msg, out: &mut Vec<u8>) -> Result<(), WireError> {
             out.push(7);
             put_u64(out, origin.0);
             put_u64(out, *oldest);
+        }
+        Msg::Gone { ids } => {
+            if ids.len() > GONE_PER_FRAME {
+                return Err(WireError::TooLong("gone list"));
+            }
+            out.push(8);
+            put_u16(out, ids.len() as u16);
+            for id in ids {
+                put_u64(out, id.0);
+            }
         }
     }
     Ok(())
@@ -484,6 +522,17 @@ pub fn decode(body: &[u8]) -> Result<Msg, WireError> {
             origin: NodeId(u64_(&mut r)?),
             oldest: u64_(&mut r)?,
         },
+        8 => {
+            let count = u16_(&mut r)? as usize;
+            if count > GONE_PER_FRAME {
+                return Err(WireError::Invalid("gone count"));
+            }
+            let mut ids = Vec::with_capacity(count);
+            for _ in 0..count {
+                ids.push(NodeId(u64_(&mut r)?));
+            }
+            Msg::Gone { ids }
+        }
         k => return Err(WireError::UnknownKind(k)),
     };
     if !r.is_empty() {
@@ -674,6 +723,9 @@ mod tests {
                 origin: NodeId(5),
                 oldest: 6,
             },
+            Msg::Gone {
+                ids: vec![NodeId(1), NodeId(u64::MAX)],
+            },
         ]
     }
 
@@ -808,6 +860,24 @@ mod tests {
             decode(&[3, 1, 0xff, 0xff]),
             Err(WireError::Invalid("member count"))
         );
+    }
+
+    #[test]
+    fn limits_on_receipt() {
+        let chat = |room: &str, n: usize| Body::Chat {
+            room: room.into(),
+            text: "x".repeat(n),
+        };
+        assert_eq!(chat("lobby", MAX_TEXT).check(), Ok(()));
+        assert!(chat("lobby", MAX_TEXT + 1).check().is_err());
+        assert!(chat(&"r".repeat(MAX_ROOM + 1), 1).check().is_err());
+        let join = |name: &str| Body::Join {
+            name: name.into(),
+            ip: None,
+            port: 1,
+        };
+        assert_eq!(join("bob").check(), Ok(()));
+        assert!(join("b\u{1b}b").check().is_err());
     }
 
     #[test]
