@@ -54,7 +54,10 @@ fn who(p: &mut Peer) -> Vec<String> {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("not a :who header: {head:?}"));
     (0..n)
-        .map(|_| p.next_line(util::Stream::Out, util::DEADLINE))
+        .map(|_| {
+            let row = |l: &str| l.starts_with("*   ");
+            p.expect_on(util::Stream::Out, "a :who row", &row, util::DEADLINE)
+        })
         .collect()
 }
 
