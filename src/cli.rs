@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 pub const USAGE: &str = "usage: p2pchat [-hV] [--plain | --json] [--no-input] [--timestamps] [--log]\n\
      \x20              [-b address] [-d degree] [-D max] [-p port] name [host port | host:port]";
 
-/// The most links `-D` may allow: the core's bound on links.
-const MAX_DEGREE: usize = 256;
+/// The most links `-D` may allow: the node's bound on links.
+const MAX_DEGREE: usize = crate::node::MAX_LINKS;
 
 /// How events are written to standard output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,7 +85,10 @@ fn options() -> Options {
     o.optopt(
         "d",
         "degree",
-        "links to keep to other peers (default 6)",
+        &format!(
+            "links to keep to other peers (default {})",
+            crate::node::DEGREE
+        ),
         "N",
     );
     o.optopt(
@@ -161,7 +164,7 @@ pub fn parse_with(
         Some(s) => port(&s)?,
     };
     let degree = match m.opt_str("d") {
-        None => 6,
+        None => crate::node::DEGREE,
         Some(s) => match s.parse::<usize>() {
             Ok(n) if (1..=64).contains(&n) => n,
             _ => return Err(format!("bad degree {s:?}: expected 1 to 64")),

@@ -429,6 +429,33 @@ impl Json<'_> {
     }
 }
 
+/// `text` cut into pieces of at most `max` bytes, at character boundaries,
+/// after white space where there is some in the second half of a piece.
+/// An empty text is one empty piece.
+pub fn split_text(text: &str, max: usize) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let mut rest = text;
+    while rest.len() > max {
+        let mut cut = max;
+        while !rest.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        if let Some(sp) = rest[..cut].rfind(char::is_whitespace)
+            && sp >= max / 2
+        {
+            let w = rest[sp..].chars().next().map_or(1, char::len_utf8);
+            cut = sp + w;
+        }
+        if cut == 0 {
+            break; // max smaller than one character: cannot happen for messages
+        }
+        parts.push(&rest[..cut]);
+        rest = &rest[cut..];
+    }
+    parts.push(rest);
+    parts
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

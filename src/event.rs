@@ -11,18 +11,19 @@
 
 use crate::cli::Opts;
 use crate::command::{self, Input};
-use crate::editor::Outcome;
+use crate::net::{self, Conn, HIGH_WATER, MAX_QUEUE, STALL};
 use crate::node::{self, Action, Command, LinkId, Millis, Node, NodeId, Show};
 use crate::peers::PeerList;
 use crate::proto::wire;
 use crate::signal::SignalPipe;
-use crate::ui::Ui;
-use mio::net::{TcpListener, TcpStream};
+use crate::term::editor::Outcome;
+use crate::term::ui::Ui;
+use mio::net::TcpListener;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
-use std::io::{self, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use socket2::SockRef;
+use std::io::{self, Read};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 const LISTENER: Token = Token(0);
@@ -34,104 +35,18 @@ const FIRST_LINK: usize = 16;
 
 /// Connections at most, accepted and dialled; more are closed at once.
 pub const MAX_CONNS: usize = 512;
-/// A link whose outbound queue grows past this is dropped.
-pub const MAX_QUEUE: usize = 4 << 20;
-/// Above this much queued on any link we stop reading stdin, and a link
-/// that makes no progress above it for [`STALL`] ms is dropped.
-pub const HIGH_WATER: usize = 256 << 10;
-const STALL: Millis = 2_000;
 /// After leaving, how long we wait for the last frames to get out.
 const LINGER: Millis = 1_500;
 /// Bytes read from a socket or stdin per call.
 const CHUNK: usize = 64 << 10;
 /// Longest input line read from a pipe or file; the rest of it is dropped
 /// (and the user told). Lines longer than a message are sent as several.
-const MAX_LINE: usize = 64 << 10;
+const MAX_PIPED_LINE: usize = 64 << 10;
 /// Bytes read from one link per turn of the loop, so that one busy link
 /// cannot starve the others.
 const READ_BUDGET: usize = 256 << 10;
 /// How long a lone ESC waits for the rest of an escape sequence.
 const ESC_WAIT: Millis = 50;
-/// A peer link whose sent data stays unacknowledged this long fails
-/// (TCP_USER_TIMEOUT), and so does an idle one whose keepalive probes go
-/// unanswered this long: a vanished host is noticed this long after it
-/// last answered, whether or not we were talking to it. The kernel keeps
-/// these timers: they cost the process no wake-up.
-const DEAD_LINK: Duration = Duration::from_secs(5);
-/// Keepalive on an idle link: the first probe after this much silence,
-/// then one a second until [`DEAD_LINK`] (three probes: one lost probe or
-/// its answer does not fail a healthy link).
-const KEEPALIVE_IDLE: Duration = Duration::from_secs(2);
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
-const KEEPALIVE_PROBES: u32 = 3;
-
-/// One connection's socket and buffers.
-struct Conn {
-    stream: TcpStream,
-    rbuf: Vec<u8>,
-    wbuf: Vec<u8>,
-    /// Bytes of `wbuf` already written.
-    wpos: usize,
-    connecting: bool,
-    /// The core has let go of this link: flush, then close by this time.
-    closing: Option<Millis>,
-    /// We sent FIN; waiting for the other side's.
-    shut: bool,
-    /// When the queue last shrank (or was empty).
-    progress: Millis,
-    /// A frame did not fit under [`MAX_QUEUE`]: drop the link.
-    overflow: bool,
-}
-
-impl Conn {
-    fn new(stream: TcpStream, connecting: bool, now: Millis) -> Conn {
-        Conn {
-            stream,
-            rbuf: Vec::new(),
-            wbuf: Vec::new(),
-            wpos: 0,
-            connecting,
-            closing: None,
-            shut: false,
-            progress: now,
-            overflow: false,
-        }
-    }
-
-    fn queued(&self) -> usize {
-        self.wbuf.len() - self.wpos
-    }
-
-    /// Writes what is queued until the socket would block.
-    fn flush(&mut self, now: Millis) -> io::Result<()> {
-        while self.wpos < self.wbuf.len() && !self.connecting {
-            match self.stream.write(&self.wbuf[self.wpos..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    self.wpos += n;
-                    self.progress = now;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        if self.wpos == self.wbuf.len() {
-            // An idle link keeps no big buffer around.
-            if self.wbuf.capacity() > 64 << 10 {
-                self.wbuf = Vec::new();
-            }
-            self.wbuf.clear();
-            self.wpos = 0;
-            self.progress = now;
-        } else if self.wpos > self.wbuf.len() / 2 {
-            self.wbuf.drain(..self.wpos);
-            self.wpos = 0;
-        }
-        Ok(())
-    }
-}
-
 /// How stdin is read.
 #[derive(PartialEq, Eq)]
 enum Stdin {
@@ -164,7 +79,7 @@ struct Loop {
     editing: bool,
     /// A typed line not yet ended by a newline.
     partial: Vec<u8>,
-    /// The line being read is longer than `MAX_LINE` bytes: the rest of it
+    /// The line being read is longer than `MAX_PIPED_LINE` bytes: the rest of it
     /// is dropped.
     overlong: bool,
     /// Set when we leave: exit with this once the links are closed.
@@ -225,7 +140,7 @@ impl Drop for StdinFlags {
 impl Loop {
     fn new(opts: &Opts, ui: &mut Ui) -> Result<Loop, String> {
         let poll = Poll::new().map_err(|e| format!("poll: {e}"))?;
-        let mut listener = listen(opts.bind, opts.port).map_err(|e| match opts.bind {
+        let mut listener = net::listen(opts.bind, opts.port).map_err(|e| match opts.bind {
             Some(ip) => format!("listen on {}: {e}", SocketAddr::new(ip, opts.port)),
             None => format!("listen on port {}: {e}", opts.port),
         })?;
@@ -482,7 +397,7 @@ impl Loop {
                     // they are known, shown and dialled by their IPv4 address.
                     let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
                     let link = self.core.accepted(addr, now);
-                    tune(&SockRef::from(&stream));
+                    net::tune(&SockRef::from(&stream));
                     let token = Token(link.0 as usize + FIRST_LINK);
                     if self
                         .poll
@@ -585,7 +500,7 @@ impl Loop {
                 let l = std::mem::take(&mut self.partial);
                 if std::mem::take(&mut self.overlong) {
                     ui.error(&format!(
-                        "line too long: only its first {MAX_LINE} bytes are sent"
+                        "line too long: only its first {MAX_PIPED_LINE} bytes are sent"
                     ));
                 }
                 let line = String::from_utf8_lossy(&l);
@@ -600,9 +515,9 @@ impl Loop {
         self.take_line(&bytes[start..]);
     }
 
-    /// Adds bytes to the line being read, up to `MAX_LINE`.
+    /// Adds bytes to the line being read, up to `MAX_PIPED_LINE`.
     fn take_line(&mut self, bytes: &[u8]) {
-        let room = MAX_LINE.saturating_sub(self.partial.len());
+        let room = MAX_PIPED_LINE.saturating_sub(self.partial.len());
         if bytes.len() > room {
             self.overlong = true;
         }
@@ -646,7 +561,7 @@ impl Loop {
                 ui.error("not in the network yet: nothing was sent (Up recalls the line)");
             }
             Input::Node(Command::Say(text)) => {
-                for part in split_text(&text, wire::MAX_TEXT) {
+                for part in command::split_text(&text, wire::MAX_TEXT) {
                     self.core.command(Command::Say(part.to_owned()), now);
                     self.apply(ui);
                 }
@@ -822,7 +737,7 @@ impl Loop {
         if self.conns.len() >= MAX_CONNS {
             return self.core.link_down(link, "too many connections", now);
         }
-        let mut stream = match dial(addr) {
+        let mut stream = match net::dial(addr) {
             Ok(s) => s,
             Err(e) => return self.core.link_down(link, &e.to_string(), now),
         };
@@ -877,38 +792,6 @@ impl Loop {
     }
 }
 
-/// Socket options for a peer link: no Nagle delay (a message is one small
-/// frame), and a dead link noticed within [`DEAD_LINK`] by the kernel's
-/// own timers, at no cost to an idle peer: TCP_USER_TIMEOUT fails a link
-/// whose data goes unacknowledged (heartbeats included, which would
-/// otherwise keep keepalives from ever starting), keepalives one that is
-/// idle. Set before connecting, the same bound holds for the handshake.
-fn tune(s: &SockRef<'_>) {
-    let _ = s.set_nodelay(true);
-    let ka = TcpKeepalive::new()
-        .with_time(KEEPALIVE_IDLE)
-        .with_interval(KEEPALIVE_INTERVAL)
-        .with_retries(KEEPALIVE_PROBES);
-    let _ = s.set_tcp_keepalive(&ka);
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    let _ = s.set_tcp_user_timeout(Some(DEAD_LINK));
-}
-
-/// Starts a non-blocking connection to `addr`, tuned before its first
-/// packet; it completes when the stream turns writable.
-fn dial(addr: SocketAddr) -> io::Result<TcpStream> {
-    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    s.set_nonblocking(true)?;
-    s.set_cloexec(true)?;
-    tune(&SockRef::from(&s));
-    match s.connect(&addr.into()) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
-        Err(e) => return Err(e),
-    }
-    Ok(TcpStream::from_std(s.into()))
-}
-
 /// Restores the terminal (and stdout's flags) and stops the process;
 /// SIGCONT brings it back.
 fn suspend(ui: &mut Ui) {
@@ -920,71 +803,6 @@ fn suspend(ui: &mut Ui) {
         let _ = t.screen.suspend();
     }
     unsafe { libc::kill(libc::getpid(), libc::SIGSTOP) };
-}
-
-/// `text` cut into pieces of at most `max` bytes, at character boundaries,
-/// after white space where there is some in the second half of a piece.
-/// An empty text is one empty piece.
-pub fn split_text(text: &str, max: usize) -> Vec<&str> {
-    let mut parts = Vec::new();
-    let mut rest = text;
-    while rest.len() > max {
-        let mut cut = max;
-        while !rest.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        if let Some(sp) = rest[..cut].rfind(char::is_whitespace)
-            && sp >= max / 2
-        {
-            let w = rest[sp..].chars().next().map_or(1, char::len_utf8);
-            cut = sp + w;
-        }
-        if cut == 0 {
-            break; // max smaller than one character: cannot happen for messages
-        }
-        parts.push(&rest[..cut]);
-        rest = &rest[cut..];
-    }
-    parts.push(rest);
-    parts
-}
-
-/// Listens on `bind`, or by default on `::` for IPv6 and IPv4 at once
-/// (IPV6_V6ONLY off), falling back to 0.0.0.0 where the host has no IPv6:
-/// whichever family a peer reaches us over, it can dial us back at the
-/// address it sees.
-fn listen(bind: Option<IpAddr>, port: u16) -> io::Result<TcpListener> {
-    let any6 = SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port);
-    let any4 = SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port);
-    match bind {
-        Some(ip) => listen_on(SocketAddr::new(ip, port)),
-        None => match listen_on(any6) {
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EAFNOSUPPORT | libc::EPROTONOSUPPORT | libc::EADDRNOTAVAIL)
-                ) =>
-            {
-                listen_on(any4)
-            }
-            r => r,
-        },
-    }
-}
-
-fn listen_on(addr: SocketAddr) -> io::Result<TcpListener> {
-    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-    if let IpAddr::V6(ip) = addr.ip()
-        && ip.is_unspecified()
-    {
-        s.set_only_v6(false)?;
-    }
-    s.set_reuse_address(true)?;
-    s.set_nonblocking(true)?;
-    s.set_cloexec(true)?;
-    s.bind(&addr.into())?;
-    s.listen(1024)?;
-    Ok(TcpListener::from_std(s.into()))
 }
 
 /// 64 random bits from the kernel.

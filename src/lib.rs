@@ -6,9 +6,9 @@
 //! - [`cli`]: the command line and the config file.
 //! - [`event`]: the event loop, the only place that does I/O; [`peers`]:
 //!   its linked list of live connections; [`signal`]: the signal pipe.
-//! - [`ui`], [`output`], [`tty`], [`editor`], [`history`], [`command`]:
-//!   what the user sees and types; [`name`]: which names are allowed;
-//!   [`iface`]: this machine's addresses.
+//! - [`term`]: the terminal front end (what the user sees and types);
+//!   [`command`]: typed lines into commands; [`name`]: which names are
+//!   allowed; [`iface`]: this machine's addresses.
 //! - [`node`]: one peer, the machines below wired together, with no I/O.
 //! - [`app`]: what events mean to the user (chat).
 //! - [`proto`]: the wire format and the protocol machines (links,
@@ -17,15 +17,12 @@
 pub mod app;
 pub mod cli;
 pub mod command;
-pub mod editor;
 pub mod event;
-pub mod history;
 pub mod iface;
 pub mod name;
+pub mod net;
 pub mod node;
-pub mod output;
 pub mod peers;
 pub mod proto;
 pub mod signal;
-pub mod tty;
-pub mod ui;
+pub mod term;

@@ -2,8 +2,9 @@
 //! result to an exit status (0 left, 1 runtime failure, 2 usage).
 
 use p2pchat::cli::{self, Mode, Parsed};
-use p2pchat::ui::{self, Format, Term, Ui};
-use p2pchat::{event, history, tty};
+use p2pchat::event;
+use p2pchat::term::ui::{self, Format, Term, Ui};
+use p2pchat::term::{history, tty};
 use std::cell::Cell;
 use std::process::ExitCode;
 

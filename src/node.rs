@@ -37,6 +37,10 @@ const JOIN_RACE: Millis = 3_000;
 /// How long leaving waits for a link that is being dialled.
 const LEAVE_WAIT: Millis = 1_000;
 
+/// Links a peer keeps by default, and accepts at most.
+pub const DEGREE: usize = 6;
+pub const MAX_LINKS: usize = 256;
+
 /// Tunables: link counts and timers.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -66,9 +70,9 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Config {
         Config {
-            degree: 6,
-            max_degree: 12,
-            max_links: 256,
+            degree: DEGREE,
+            max_degree: 2 * DEGREE,
+            max_links: MAX_LINKS,
             heartbeat: 20_000,
             link_timeout: 60_000,
             handshake_timeout: 5_000,

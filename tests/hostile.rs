@@ -324,7 +324,7 @@ fn a_member_that_never_reads_is_dropped_and_chat_goes_on() {
     assert!(got < n, "mallory was never dropped");
     // Alice prints the whole flood: her stdout queue (bounded, so that the
     // network never waits for her reader) may hold some of it.
-    let out_kib = (p2pchat::output::MAX_OUT >> 10) as u64;
+    let out_kib = (p2pchat::term::output::MAX_OUT >> 10) as u64;
     assert_rss_bounded_plus(&mut alice, "a member that never reads", out_kib);
     chat_both_ways(&mut alice, &mut bob, "after the flood");
 }

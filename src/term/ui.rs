@@ -15,10 +15,10 @@
 
 use crate::app::{LOBBY, MemberView, Reach, Show};
 use crate::command;
-use crate::editor::{self, escape_controls};
-use crate::history;
-use crate::output::Out;
-use crate::tty::{self, RawMode, Screen};
+use crate::term::editor::{self, escape_controls};
+use crate::term::history;
+use crate::term::output::Out;
+use crate::term::tty::{self, RawMode, Screen};
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{self, Write};

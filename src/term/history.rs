@@ -9,7 +9,7 @@
 //! old one. The lock is a separate file (`history.lock`, `flock(2)`), so a
 //! rename never strands a writer on the old file.
 
-use crate::editor::HISTORY_LIMIT;
+use crate::term::editor::HISTORY_LIMIT;
 use std::ffi::OsString;
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write as _};

@@ -16,7 +16,7 @@ use std::fmt::Write as _;
 /// Most history entries kept, in memory and in the history file.
 pub const HISTORY_LIMIT: usize = 1000;
 /// Longest input line, in chars: typing past it rings the bell.
-pub const MAX_LINE: usize = 4096;
+pub const MAX_INPUT: usize = 4096;
 /// Largest bracketed paste kept, in bytes: the rest is dropped.
 pub const MAX_PASTE: usize = 64 * 1024;
 
@@ -692,12 +692,12 @@ impl Editor {
             if c.is_control() {
                 continue;
             }
-            if self.buf.len() >= MAX_LINE {
+            if self.buf.len() >= MAX_INPUT {
                 if std::mem::replace(&mut self.full_told, true) {
                     return Outcome::Bell;
                 }
                 return Outcome::Notice(format!(
-                    "the line is full ({MAX_LINE} characters); the rest was not typed"
+                    "the line is full ({MAX_INPUT} characters); the rest was not typed"
                 ));
             }
             self.buf.insert(self.pos, c);
@@ -1037,9 +1037,9 @@ impl Editor {
         }
         self.buf.splice(start..self.pos, new.iter().copied());
         self.pos = start + new.len();
-        if self.buf.len() > MAX_LINE {
-            self.buf.truncate(MAX_LINE);
-            self.pos = self.pos.min(MAX_LINE);
+        if self.buf.len() > MAX_INPUT {
+            self.buf.truncate(MAX_INPUT);
+            self.pos = self.pos.min(MAX_INPUT);
         }
         Outcome::Redraw
     }
@@ -1602,9 +1602,9 @@ mod tests {
         let mut ed = Editor::new();
         assert_eq!(ed.key(Key::Char('\u{9b}')), Outcome::None);
         assert_eq!(ed.key(Key::Char('\x1b')), Outcome::None);
-        let long: String = "y".repeat(MAX_LINE + 3);
+        let long: String = "y".repeat(MAX_INPUT + 3);
         assert!(matches!(ed.paste(&long), Outcome::Notice(n) if n.contains("the line is full")));
-        assert_eq!(ed.line().len(), MAX_LINE);
+        assert_eq!(ed.line().len(), MAX_INPUT);
         assert_eq!(ed.key(Key::Char('z')), Outcome::Bell);
         ed.key(Key::Backspace);
         ed.key(Key::Char('z'));

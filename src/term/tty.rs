@@ -21,7 +21,9 @@ use std::io;
 use std::os::raw::c_int;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use crate::editor::{Editor, Key, KeyParser, Outcome, char_width, escape_controls, str_width};
+use crate::term::editor::{
+    Editor, Key, KeyParser, Outcome, char_width, escape_controls, str_width,
+};
 
 struct Saved {
     /// fd 0's termios before raw mode.
@@ -356,7 +358,7 @@ fn visible_width(s: &str) -> usize {
                 chars.by_ref().find(|c| ('@'..='~').contains(c));
             }
         } else {
-            width += crate::editor::char_width(c);
+            width += crate::term::editor::char_width(c);
         }
     }
     width
@@ -852,7 +854,7 @@ impl Screen {
             out.push_str(&prompt);
             let mut left = col;
             for c in text.chars() {
-                let w = crate::editor::char_width(c);
+                let w = crate::term::editor::char_width(c);
                 if w > left {
                     break;
                 }

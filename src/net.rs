@@ -1,0 +1,168 @@
+//! Sockets: listening, dialling, the options every link gets, and one
+//! connection's buffers (a queue flushed when the socket is writable).
+//!
+//! The event loop owns the sockets; this file says how each is made and
+//! how bytes go in and out of it.
+
+use crate::node::Millis;
+use mio::net::{TcpListener, TcpStream};
+use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
+use std::io::{self, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+/// A link whose outbound queue grows past this is dropped.
+pub const MAX_QUEUE: usize = 4 << 20;
+/// Above this much queued on any link we stop reading stdin, and a link
+/// that makes no progress above it for [`STALL`] ms is dropped.
+pub const HIGH_WATER: usize = 256 << 10;
+pub const STALL: Millis = 2_000;
+/// A peer link whose sent data stays unacknowledged this long fails
+/// (TCP_USER_TIMEOUT), and so does an idle one whose keepalive probes go
+/// unanswered this long: a vanished host is noticed this long after it
+/// last answered, whether or not we were talking to it. The kernel keeps
+/// these timers: they cost the process no wake-up.
+pub const DEAD_LINK: Duration = Duration::from_secs(5);
+/// Keepalive on an idle link: the first probe after this much silence,
+/// then one a second until [`DEAD_LINK`] (three probes: one lost probe or
+/// its answer does not fail a healthy link).
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(2);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+const KEEPALIVE_PROBES: u32 = 3;
+
+/// One connection's socket and buffers.
+pub struct Conn {
+    pub stream: TcpStream,
+    pub rbuf: Vec<u8>,
+    pub wbuf: Vec<u8>,
+    /// Bytes of `wbuf` already written.
+    pub wpos: usize,
+    pub connecting: bool,
+    /// The core has let go of this link: flush, then close by this time.
+    pub closing: Option<Millis>,
+    /// We sent FIN; waiting for the other side's.
+    pub shut: bool,
+    /// When the queue last shrank (or was empty).
+    pub progress: Millis,
+    /// A frame did not fit under [`MAX_QUEUE`]: drop the link.
+    pub overflow: bool,
+}
+
+impl Conn {
+    pub fn new(stream: TcpStream, connecting: bool, now: Millis) -> Conn {
+        Conn {
+            stream,
+            rbuf: Vec::new(),
+            wbuf: Vec::new(),
+            wpos: 0,
+            connecting,
+            closing: None,
+            shut: false,
+            progress: now,
+            overflow: false,
+        }
+    }
+
+    pub fn queued(&self) -> usize {
+        self.wbuf.len() - self.wpos
+    }
+
+    /// Writes what is queued until the socket would block.
+    pub fn flush(&mut self, now: Millis) -> io::Result<()> {
+        while self.wpos < self.wbuf.len() && !self.connecting {
+            match self.stream.write(&self.wbuf[self.wpos..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.wpos += n;
+                    self.progress = now;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        if self.wpos == self.wbuf.len() {
+            // An idle link keeps no big buffer around.
+            if self.wbuf.capacity() > 64 << 10 {
+                self.wbuf = Vec::new();
+            }
+            self.wbuf.clear();
+            self.wpos = 0;
+            self.progress = now;
+        } else if self.wpos > self.wbuf.len() / 2 {
+            self.wbuf.drain(..self.wpos);
+            self.wpos = 0;
+        }
+        Ok(())
+    }
+}
+
+/// Socket options for a peer link: no Nagle delay (a message is one small
+/// frame), and a dead link noticed within [`DEAD_LINK`] by the kernel's
+/// own timers, at no cost to an idle peer: TCP_USER_TIMEOUT fails a link
+/// whose data goes unacknowledged (heartbeats included, which would
+/// otherwise keep keepalives from ever starting), keepalives one that is
+/// idle. Set before connecting, the same bound holds for the handshake.
+pub fn tune(s: &SockRef<'_>) {
+    let _ = s.set_nodelay(true);
+    let ka = TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(KEEPALIVE_PROBES);
+    let _ = s.set_tcp_keepalive(&ka);
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let _ = s.set_tcp_user_timeout(Some(DEAD_LINK));
+}
+
+/// Starts a non-blocking connection to `addr`, tuned before its first
+/// packet; it completes when the stream turns writable.
+pub fn dial(addr: SocketAddr) -> io::Result<TcpStream> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_nonblocking(true)?;
+    s.set_cloexec(true)?;
+    tune(&SockRef::from(&s));
+    match s.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(TcpStream::from_std(s.into()))
+}
+
+/// Listens on `bind`, or by default on `::` for IPv6 and IPv4 at once
+/// (IPV6_V6ONLY off), falling back to 0.0.0.0 where the host has no IPv6:
+/// whichever family a peer reaches us over, it can dial us back at the
+/// address it sees.
+pub fn listen(bind: Option<IpAddr>, port: u16) -> io::Result<TcpListener> {
+    let any6 = SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port);
+    let any4 = SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port);
+    match bind {
+        Some(ip) => listen_on(SocketAddr::new(ip, port)),
+        None => match listen_on(any6) {
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EAFNOSUPPORT | libc::EPROTONOSUPPORT | libc::EADDRNOTAVAIL)
+                ) =>
+            {
+                listen_on(any4)
+            }
+            r => r,
+        },
+    }
+}
+
+fn listen_on(addr: SocketAddr) -> io::Result<TcpListener> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    if let IpAddr::V6(ip) = addr.ip()
+        && ip.is_unspecified()
+    {
+        s.set_only_v6(false)?;
+    }
+    s.set_reuse_address(true)?;
+    s.set_nonblocking(true)?;
+    s.set_cloexec(true)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    Ok(TcpListener::from_std(s.into()))
+}
