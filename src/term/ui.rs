@@ -437,6 +437,7 @@ fn plain(ev: &Show) -> Vec<String> {
             out
         }
         Show::Warning(w) => vec![format!("p2pchat: {}", escape_controls(w))],
+        Show::Info(i) => vec![format!("* {}", escape_controls(i))],
     }
 }
 
@@ -523,6 +524,7 @@ fn json(ev: &Show) -> (&'static str, String) {
             ("members", s)
         }
         Show::Warning(w) => ("warning", format!(r#","text":{}"#, Js(w))),
+        Show::Info(i) => ("info", format!(r#","text":{}"#, Js(i))),
     }
 }
 
@@ -575,6 +577,7 @@ fn tty(s: &mut Screen, me: &str, ev: &Show, at: i64, now: i64) {
             return;
         }
         Show::Warning(w) => s.paint(ERROR, &format!("p2pchat: {}", escape_controls(w))),
+        Show::Info(i) => s.style(NOTICE, &format!("* {}", escape_controls(i))),
     };
     let _ = s.print(&l);
 }
@@ -599,7 +602,7 @@ fn log_room(ev: &Show) -> Option<&str> {
     match ev {
         Show::Chat { room, .. } => Some(room),
         Show::MemberJoined(_) | Show::MemberLeft { .. } | Show::Joined { .. } => Some(LOBBY),
-        Show::Members(_) | Show::Warning(_) => None,
+        Show::Members(_) | Show::Warning(_) | Show::Info(_) => None,
     }
 }
 

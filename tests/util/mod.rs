@@ -63,6 +63,9 @@ pub struct Peer {
     err_eof: bool,
     port: Option<u16>,
     status: Option<ExitStatus>,
+    /// Its own config and state directories (identity key, known
+    /// peers), unless the test gave it some.
+    home: Option<TempDir>,
 }
 
 fn reader<R: Read + Send + 'static>(stream: Stream, r: R, tx: Sender<Msg>) {
@@ -128,9 +131,21 @@ impl Peer {
         let mut cmd: Vec<String> = prefix.iter().map(|a| a.as_ref().to_string()).collect();
         cmd.push(BIN.to_string());
         cmd.extend(args.iter().map(|a| a.as_ref().to_string()));
+        // Never the user's own identity, known peers or config.
+        let given = |k: &str| env.iter().any(|(n, _)| *n == k);
+        let home = (!given("XDG_CONFIG_HOME")).then(|| TempDir::new("home"));
+        let own: Vec<(&str, String)> = home.as_ref().map_or_else(Vec::new, |h| {
+            let mut v = vec![("XDG_CONFIG_HOME", h.join("config"))];
+            if !given("XDG_STATE_HOME") {
+                v.push(("XDG_STATE_HOME", h.join("state")));
+            }
+            v
+        });
         let mut child = Command::new(&cmd[0])
             .args(&cmd[1..])
             .env_remove("NO_COLOR")
+            .env_remove("P2PCHAT_SECRET")
+            .envs(own.iter().map(|(k, v)| (*k, v.as_str())))
             .envs(env.iter().copied())
             .stdin(stdin)
             .stdout(Stdio::piped())
@@ -162,6 +177,7 @@ impl Peer {
             err_eof: false,
             port: None,
             status: None,
+            home,
         }
     }
 
@@ -648,6 +664,40 @@ pub fn assert_closed_by_peer(s: &mut TcpStream, what: &str) {
             }
             Err(e) => panic!("{what}: read: {e}"),
         }
+    }
+}
+
+/// A private directory in the temp directory, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("p2pchat-test-{tag}-{}-{n}", std::process::id());
+        let p = std::env::temp_dir().join(name);
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn str(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+
+    /// `name` inside it, as a string (for the environment).
+    pub fn join(&self, name: &str) -> String {
+        self.0.join(name).to_str().unwrap().to_owned()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
