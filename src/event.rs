@@ -245,7 +245,7 @@ impl Loop {
             core.know(name, *key);
         }
         if keys.secret.is_none() {
-            ui.error("this network is not encrypted (no network secret: see P2PCHAT_SECRET)");
+            ui.diagnostic("this network is not encrypted (no network secret: see P2PCHAT_SECRET)");
         }
         ui.listening(port, crate::iface::local_addrs(local.ip()));
         let start = Instant::now();

@@ -38,6 +38,18 @@ pub use crate::proto::{LinkId, Millis, NodeId, Rng};
 const JOIN_RACE: Millis = 3_000;
 /// How long leaving waits for a link that is being dialled.
 const LEAVE_WAIT: Millis = 1_000;
+/// Keys remembered that names were refused with, for `:trust`.
+const OFFERED: usize = 16;
+/// Warnings about strangers of one kind: at most one in this many ms.
+const QUIET: Millis = 10_000;
+
+/// Kinds of warning about strangers, each shown now and then.
+#[derive(Clone, Copy)]
+enum Quiet {
+    Secret,
+    Key,
+    Forged,
+}
 
 /// Links a peer keeps by default, and accepts at most.
 pub const DEGREE: usize = 6;
@@ -193,6 +205,13 @@ pub struct Node {
     /// Names and the keys they had when first seen, here and in earlier
     /// runs (trust on first use).
     known: HashMap<String, PublicKey>,
+    /// Keys other than the known one that names were offered with lately
+    /// (refused at HELLO), at most [`OFFERED`]: `:trust NAME` takes the
+    /// last.
+    offered: VecDeque<(String, PublicKey)>,
+    /// When each kind of warning about strangers was last shown, and how
+    /// many were not shown since: a stranger cannot flood the screen.
+    quiet: [(Millis, u32); 3],
     name: String,
     port: u16,
     max_links: usize,
@@ -316,6 +335,8 @@ impl Node {
             id,
             ident: ident.clone(),
             known: HashMap::new(),
+            offered: VecDeque::new(),
+            quiet: [(0, 0); 3],
             name: name.to_owned(),
             port,
             max_links: cfg.max_links,
@@ -399,7 +420,7 @@ impl Node {
 
     /// Whether actions are waiting for [`Node::next_action`].
     pub fn has_actions(&self) -> bool {
-        !self.out.is_empty()
+        !self.out.is_empty() || self.links.gathered()
     }
 
     /// Whether `link` has said HELLO (it carries the network's traffic).
@@ -410,8 +431,18 @@ impl Node {
     /// The next thing to do, if any.
     pub fn next_action(&mut self) -> Option<Action> {
         loop {
-            let a = self.out.pop_front()?;
+            let Some(a) = self.out.pop_front() else {
+                // What was gathered for encrypted links goes out last,
+                // one record per link.
+                let (link, f) = self.links.flush()?;
+                return Some(Action::Send(link, f));
+            };
             let Action::Send(link, frame) = a else {
+                // Frames before a close (or a stop) go out before it.
+                if let Some((link, f)) = self.links.flush() {
+                    self.out.push_front(a);
+                    return Some(Action::Send(link, f));
+                }
                 return Some(a);
             };
             // An idle link is one that sends nothing: a heartbeat is due
@@ -523,21 +554,39 @@ impl Node {
         if noise {
             return self.on_noise(link, body, now);
         }
-        let clear;
-        let body = if self.links.encrypted(link) {
-            match self.links.open(link, body) {
-                Some(b) => {
-                    clear = b;
-                    &clear[..]
-                }
-                None => return self.drop_link(link, "a frame that does not decrypt", now),
-            }
-        } else {
-            body
+        if !self.links.encrypted(link) {
+            return self.clear_frame(link, peer, closing, body, now);
+        }
+        let Some(bodies) = self.links.open(link, body) else {
+            return self.drop_link(link, "a frame that does not decrypt", now);
         };
+        for body in bodies {
+            // Each frame of a record may change the link (HELLO, REFUSE).
+            let Some(l) = self.links.get(link).filter(|_| self.state != State::Done) else {
+                return;
+            };
+            let (peer, closing) = match l.stage {
+                Stage::Closing { peer } => (peer, true),
+                _ => (l.peer(), false),
+            };
+            self.clear_frame(link, peer, closing, &body, now);
+        }
+    }
+
+    /// A frame body in the clear (decrypted if it came encrypted) on
+    /// `link`, to `peer`, which we are `closing`.
+    fn clear_frame(
+        &mut self,
+        link: LinkId,
+        peer: Option<NodeId>,
+        closing: bool,
+        body: &[u8],
+        now: Millis,
+    ) {
         // A copy of an event delivered already is known by its header:
         // nothing is decoded or allocated for it.
-        if peer.is_some() && wire::event_id(body).is_some_and(|id| self.broadcast.is_old(id)) {
+        let copy = |id| self.broadcast.is_copy(id, wire::event_signed(body));
+        if peer.is_some() && wire::event_id(body).is_some_and(copy) {
             return;
         }
         let msg = match wire::decode(body) {
@@ -557,7 +606,7 @@ impl Node {
             (None, Msg::Hello(h)) => self.on_hello(link, h, now),
             (None, Msg::Noise(_)) => {
                 let why = "this peer has no network secret";
-                self.refuse(link, Refusal::Secret, why, now);
+                self.refused_secret(link, why, now);
             }
             (None, Msg::Refuse { code, text }) => self.on_refuse(link, code, &text, now),
             (None, _) => self.drop_link(link, "message before HELLO", now),
@@ -734,14 +783,6 @@ impl Node {
                 return self.refuse(link, Refusal::BadHello, why, now);
             }
         }
-        if h.name != self.name && !self.key_fits(&h.name, &h.ident.key) {
-            let why = format!(
-                "the name {} is known here with another key; if you are {} on a new key, \
-                 ask the others to :trust {} after comparing fingerprints",
-                h.name, h.name, h.name
-            );
-            return self.refuse(link, Refusal::Key, &why, now);
-        }
         if self.membership.is_gone(h.id) {
             let why = "this network saw you leave; start again to rejoin";
             return self.refuse(link, Refusal::Gone, why, now);
@@ -754,6 +795,42 @@ impl Node {
         if h.name != self.name && self.membership.name_taken(&h.name, h.id) {
             let why = format!("the name {} is taken in this network", h.name);
             return self.refuse(link, Refusal::NameTaken, &why, now);
+        }
+        if h.name != self.name && !self.key_fits(&h.name, &h.ident.key) && joining_link {
+            let why = format!(
+                "{addr} says it is {n}, whose key has changed since this peer last met {n} \
+                 (now {}); if {n} has a new key, remove {n} from known_peers (see FILES in \
+                 p2pchat(1)) and try again",
+                crypto::fingerprint(&h.ident.key),
+                n = h.name
+            );
+            self.stop(Stop::Refused(why));
+            let text = format!("the key of {} has changed, for the peer joining", h.name);
+            return self.refuse(link, Refusal::Key, &text, now);
+        }
+        if h.name != self.name && !self.key_fits(&h.name, &h.ident.key) {
+            let known = self
+                .known
+                .get(&h.name)
+                .map_or(String::new(), crypto::fingerprint);
+            let w = format!(
+                "{addr} wanted to join as {n} with another key ({}; {n} had {known}): refused; \
+                 if {n} has a new key, :trust {n}",
+                crypto::fingerprint(&h.ident.key),
+                n = h.name
+            );
+            if self.offered.len() == OFFERED {
+                self.offered.pop_front();
+            }
+            self.offered.push_back((h.name.clone(), h.ident.key));
+            self.warn(Quiet::Key, w, now);
+            let why = format!(
+                "the key of {n} has changed: this network knows {n} with another key; \
+                 if you are {n} on a new key, ask a member to :trust {n} after comparing \
+                 fingerprints (:whois {n})",
+                n = h.name
+            );
+            return self.refuse(link, Refusal::Key, &why, now);
         }
         if !outbound && self.links.up_count() >= self.max_links {
             return self.refuse(link, Refusal::Full, "this peer has too many links", now);
@@ -1018,7 +1095,7 @@ impl Node {
             self.membership.set_ident(origin, ident);
             self.learn_key(origin, ident);
         }
-        if self.broadcast.is_old(ev.id()) {
+        if self.broadcast.is_copy(ev.id(), ev.seal.is_some()) {
             return;
         }
         self.membership.heard(origin, now);
@@ -1049,12 +1126,35 @@ impl Node {
     /// Drops the links that brought forged events.
     fn drop_forgers(&mut self, now: Millis) {
         for link in self.broadcast.take_rejected() {
+            let who = match self.links.get(link).and_then(|l| l.peer()) {
+                Some(p) => self.membership.display(p),
+                None => continue,
+            };
+            let w = format!("dropped the link to {who}: it relayed a forged event");
+            self.warn(Quiet::Forged, w, now);
             self.drop_link(
                 link,
                 "a forged event (its signature does not check out)",
                 now,
             );
         }
+    }
+
+    /// Shows warning `w` about a stranger, unless one of its kind was
+    /// shown in the last [`QUIET`] ms (then it is counted, and the count
+    /// told with the next).
+    fn warn(&mut self, kind: Quiet, w: String, now: Millis) {
+        let (last, missed) = &mut self.quiet[kind as usize];
+        if *last != 0 && now < *last + QUIET {
+            *missed += 1;
+            return;
+        }
+        let w = match std::mem::take(missed) {
+            0 => w,
+            n => format!("{w} (and {n} more like it not shown)"),
+        };
+        *last = now.max(1);
+        self.out.push_back(Action::Show(Show::Warning(w)));
     }
 
     /// The encrypted handshake: a message on `link` in the `Noise` stage.
@@ -1067,16 +1167,25 @@ impl Node {
                         let label = self.join_label();
                         return self.stop(Stop::Refused(format!("{label}: {why}")));
                     }
-                    self.refuse(link, Refusal::Secret, why, now);
+                    self.refused_secret(link, why, now);
                 }
             }
             Ok(Msg::Refuse { code, text }) => self.on_refuse(link, code, &text, now),
             Ok(Msg::Hello(_)) => {
                 let why = "this network is encrypted: start p2pchat with its secret";
-                self.refuse(link, Refusal::Secret, why, now);
+                self.refused_secret(link, why, now);
             }
             _ => self.drop_link(link, "not the encrypted handshake", now),
         }
+    }
+
+    /// Refuses `link`: its peer does not share our network secret (or
+    /// our lack of one). The user is told, now and then.
+    fn refused_secret(&mut self, link: LinkId, why: &str, now: Millis) {
+        if let Some(addr) = self.links.get(link).map(|l| l.addr) {
+            self.warn(Quiet::Secret, format!("refused {addr}: {why}"), now);
+        }
+        self.refuse(link, Refusal::Secret, why, now);
     }
 
     fn join_label(&self) -> String {
@@ -1184,8 +1293,23 @@ impl Node {
     /// it, and its key is remembered for the name from now on.
     fn trust(&mut self, name: &str) {
         let Some(id) = self.membership.find(name) else {
-            let w = format!("no member says it is {name}");
-            return self.out.push_back(Action::Show(Show::Warning(w)));
+            // Not here: the key it was last refused with, if any.
+            let offered = self.offered.iter().rev().find(|(n, _)| n == name);
+            let Some(&(_, key)) = offered else {
+                let w = format!("no member says it is {name}");
+                return self.out.push_back(Action::Show(Show::Warning(w)));
+            };
+            self.known.insert(name.to_owned(), key);
+            self.out.push_back(Action::Trust {
+                name: name.to_owned(),
+                key,
+                replace: true,
+            });
+            let line = format!(
+                "{name} is trusted with key {}: it may join now",
+                crypto::fingerprint(&key)
+            );
+            return self.out.push_back(Action::Show(Show::Info(line)));
         };
         let Some(key) = self.membership.get(id).and_then(|m| m.ident).map(|i| i.key) else {
             let w = format!("{name}'s key is not known yet");
@@ -1595,6 +1719,17 @@ impl Node {
     }
 
     fn refuse(&mut self, link: LinkId, code: Refusal, text: &str, now: Millis) {
+        if self.joining_link() == Some(link)
+            && let Some(addr) = self.links.get(link).map(|l| l.addr)
+        {
+            // We cannot join through a peer we refuse: say why, and stop.
+            let why = if text.starts_with(&addr.to_string()) {
+                text.to_owned()
+            } else {
+                format!("cannot join through {addr}: {text}")
+            };
+            self.stop(Stop::Refused(why));
+        }
         self.links.refuse(&mut self.out, link, code, text, now);
         self.broadcast.neighbour_down(link);
     }

@@ -1244,7 +1244,7 @@ fn history_is_appended_by_every_instance() {
     a.type_text(":q");
     a.keys(&["Enter"]);
     bob.expect_line("* alice left");
-    let saved = fs::read_to_string(state_of(home).join("p2pchat/history")).unwrap();
+    let saved = fs::read_to_string(state_of(&home).join("p2pchat/history")).unwrap();
     let lines: Vec<&str> = saved.lines().collect();
     assert_eq!(
         lines,

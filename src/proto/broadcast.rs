@@ -74,6 +74,8 @@ struct Held {
     hash: EventHash,
     frame: Frame,
     link: LinkId,
+    /// Its signature was checked (held ahead, see [`Broadcast::vouched`]).
+    checked: bool,
 }
 
 /// Where one origin's events have got to.
@@ -88,6 +90,9 @@ struct Origin {
     /// The furthest event seen ahead of `next`, held or not (too far
     /// ahead to hold): we are behind until `next` passes it.
     ahead: u64,
+    /// The furthest event ahead of `next` not held (too far ahead, or no
+    /// room) whose signature checked out: the origin got that far.
+    proven: u64,
     /// A neighbour answered our FETCH: its oldest event of this origin is
     /// this one; what comes before is lost to it.
     lack: Option<u64>,
@@ -121,6 +126,7 @@ impl Origin {
             held: BTreeMap::new(),
             held_bytes: 0,
             ahead: 0,
+            proven: 0,
             lack: None,
             skipped_to: 0,
             first_seen: 0,
@@ -239,69 +245,100 @@ struct Neighbour {
 /// Recent events by id, bounded in count and bytes. When full, the oldest
 /// event of the origin with the most events (or bytes) in it goes first:
 /// a flood from one origin pushes out its own events, not others'.
+///
+/// Each origin's events are kept in its order (they are released in it),
+/// so adding one is a push at the back and letting one go a pop at the
+/// front.
 #[derive(Debug, Default)]
 struct Cache {
-    frames: BTreeMap<EventId, Frame>,
-    /// Events and bytes kept per origin, and the origins by each.
-    per: HashMap<NodeId, (usize, usize)>,
+    per: HashMap<NodeId, Kept>,
+    /// The origins by events and by bytes kept.
     by_count: BTreeSet<(usize, NodeId)>,
     by_bytes: BTreeSet<(usize, NodeId)>,
     events: usize,
     bytes: usize,
 }
 
-impl Cache {
-    fn range(origin: NodeId) -> std::ops::RangeInclusive<EventId> {
-        EventId { origin, seq: 0 }..=EventId {
-            origin,
-            seq: u64::MAX,
+/// One origin's events in the cache, in order of sequence number.
+#[derive(Debug, Default)]
+struct Kept {
+    frames: VecDeque<(u64, Frame)>,
+    bytes: usize,
+}
+
+impl Kept {
+    /// Where event `seq` is, or would go.
+    fn find(&self, seq: u64) -> Result<usize, usize> {
+        match self.frames.back() {
+            Some(&(last, _)) if seq > last => Err(self.frames.len()),
+            _ => self.frames.binary_search_by_key(&seq, |&(s, _)| s),
         }
     }
+}
 
+impl Cache {
     /// The oldest event of `origin` still kept.
+    #[cfg(test)]
     fn oldest(&self, origin: NodeId) -> Option<u64> {
-        self.frames
-            .range(Cache::range(origin))
-            .next()
-            .map(|(id, _)| id.seq)
+        self.per.get(&origin)?.frames.front().map(|&(s, _)| s)
+    }
+
+    fn contains(&self, id: EventId) -> bool {
+        self.per
+            .get(&id.origin)
+            .is_some_and(|k| k.find(id.seq).is_ok())
     }
 
     /// The first event of `id`'s origin kept at or after it.
     fn first_from(&self, id: EventId) -> Option<u64> {
-        let end = *Cache::range(id.origin).end();
-        self.frames.range(id..=end).next().map(|(id, _)| id.seq)
+        let k = self.per.get(&id.origin)?;
+        let i = k.find(id.seq).unwrap_or_else(|i| i);
+        k.frames.get(i).map(|&(s, _)| s)
     }
 
-    /// Adds `d` events of `n` bytes (or takes them away) from `origin`'s
-    /// share.
-    fn count(&mut self, origin: NodeId, add: bool, n: usize) {
-        let (c, b) = self.per.get(&origin).copied().unwrap_or_default();
-        self.by_count.remove(&(c, origin));
-        self.by_bytes.remove(&(b, origin));
-        let (c, b) = if add {
-            self.events += 1;
-            self.bytes += n;
-            (c + 1, b + n)
-        } else {
-            self.events -= 1;
-            self.bytes -= n;
-            (c - 1, b - n)
-        };
-        if c == 0 {
-            self.per.remove(&origin);
-        } else {
-            self.per.insert(origin, (c, b));
-            self.by_count.insert((c, origin));
-            self.by_bytes.insert((b, origin));
+    /// `origin`'s events `from..=to` that are kept, in order.
+    fn range(&self, origin: NodeId, from: u64, to: u64) -> impl Iterator<Item = &Frame> {
+        let k = self.per.get(&origin);
+        let i = k.map_or(0, |k| k.find(from).unwrap_or_else(|i| i));
+        k.into_iter()
+            .flat_map(move |k| k.frames.range(i..))
+            .take_while(move |&&(s, _)| s <= to)
+            .map(|(_, f)| f)
+    }
+
+    /// Moves `origin` in the orders by count and bytes: it had `was`
+    /// (events, bytes) and has what its entry says now.
+    fn reorder(&mut self, origin: NodeId, was: (usize, usize)) {
+        self.by_count.remove(&(was.0, origin));
+        self.by_bytes.remove(&(was.1, origin));
+        match self.per.get(&origin) {
+            Some(k) if !k.frames.is_empty() => {
+                self.by_count.insert((k.frames.len(), origin));
+                self.by_bytes.insert((k.bytes, origin));
+            }
+            _ => {
+                self.per.remove(&origin);
+            }
         }
     }
 
     fn insert(&mut self, id: EventId, frame: Frame) {
         let n = frame.len();
-        if let Some(old) = self.frames.insert(id, frame) {
-            self.count(id.origin, false, old.len());
+        let k = self.per.entry(id.origin).or_default();
+        let was = (k.frames.len(), k.bytes);
+        match k.find(id.seq) {
+            Ok(i) => {
+                let old = std::mem::replace(&mut k.frames[i].1, frame);
+                k.bytes -= old.len();
+                self.bytes -= old.len();
+                self.events -= 1;
+            }
+            Err(i) => k.frames.insert(i, (id.seq, frame)),
         }
-        self.count(id.origin, true, n);
+        k.bytes += n;
+        self.bytes += n;
+        self.events += 1;
+        self.reorder(id.origin, was);
         while self.events > CACHE_EVENTS {
             let Some(&(_, o)) = self.by_count.last() else {
                 break;
@@ -317,12 +354,16 @@ impl Cache {
     }
 
     fn evict_oldest(&mut self, origin: NodeId) {
-        let Some(seq) = self.oldest(origin) else {
+        let Some(k) = self.per.get_mut(&origin) else {
             return;
         };
-        if let Some(f) = self.frames.remove(&EventId { origin, seq }) {
-            self.count(origin, false, f.len());
+        let was = (k.frames.len(), k.bytes);
+        if let Some((_, f)) = k.frames.pop_front() {
+            k.bytes -= f.len();
+            self.bytes -= f.len();
+            self.events -= 1;
         }
+        self.reorder(origin, was);
     }
 }
 
@@ -431,6 +472,15 @@ impl Broadcast {
         self.origins
             .get(&id.origin)
             .is_some_and(|o| id.seq < o.next)
+    }
+
+    /// Whether an event, `signed` or not, is a copy with nothing to add:
+    /// delivered already, or kept back for a signature and unsigned
+    /// itself (a signed copy may settle it: [`Broadcast::accept`]).
+    pub fn is_copy(&self, id: EventId, signed: bool) -> bool {
+        self.origins
+            .get(&id.origin)
+            .is_some_and(|o| id.seq < o.done() || (id.seq < o.next && !signed))
     }
 
     /// Whether we track `origin`'s events.
@@ -586,12 +636,39 @@ impl Broadcast {
             hash,
             frame,
             link,
+            checked: false,
         };
         let ev = &h.ev;
         let wait = self.cfg.gap_wait;
         let Some(o) = self.origins.get_mut(&ev.origin) else {
             return Accepted::Held;
         };
+        if ev.seq < o.next
+            && !o.paused
+            && let Some(seal) = &ev.seal
+            && let Some((kept, from)) = o.verifier.kept(ev.seq)
+        {
+            // A signed copy of an event kept back unsigned: it settles
+            // whether that one was forged (or had its signature taken off).
+            if !o.verifier.signed(&h.hash, seal) {
+                self.rejected.push(link);
+                return Accepted::Held;
+            }
+            if kept != h.hash {
+                self.rejected.push(from);
+            }
+            // What was kept back from it on is let go (what follows it
+            // comes again), and this copy taken in its place.
+            let gone: usize = o
+                .verifier
+                .drop_from(ev.seq)
+                .iter()
+                .map(|d| d.frame.len())
+                .sum();
+            o.charge(&mut self.held_bytes, gone, false);
+            o.ahead = o.ahead.max(o.next - 1);
+            o.next = ev.seq;
+        }
         if ev.seq < o.next || o.paused {
             return Accepted::Held;
         }
@@ -600,7 +677,19 @@ impl Broadcast {
                 o.start_gap(now, wait, &mut self.wake);
             }
             let (origin, seq) = (ev.origin, ev.seq);
+            let proof = ev.seal.clone().map(|seal| (h.hash, seal));
             if !o.hold(&mut self.held_bytes, h) {
+                // Signed, it shows how far its origin got (a gap that
+                // cannot be filled may be skipped that far).
+                if let Some((hash, seal)) = proof
+                    && seq > o.proven
+                {
+                    if o.verifier.signed(&hash, &seal) {
+                        o.proven = seq;
+                    } else {
+                        self.rejected.push(link);
+                    }
+                }
                 // Not held (no room, or too far ahead). If it came from its
                 // origin, past that link's floor, every other copy of it
                 // (relayed, or a neighbour's answer to our FETCH) would be
@@ -722,6 +811,7 @@ impl Broadcast {
                 hash,
                 frame,
                 link,
+                checked: false,
             };
             o.hold(&mut self.held_bytes, h);
         }
@@ -819,7 +909,7 @@ impl Broadcast {
             })
         };
         let lo = EventId { origin, seq: from };
-        if delivered && !self.cache.frames.contains_key(&lo) {
+        if delivered && !self.cache.contains(lo) {
             // We had it and let it go (or took it as nothing, and never
             // kept it): say where what we have starts again, so the asker
             // need not wait. (Not having had it says nothing.)
@@ -827,15 +917,14 @@ impl Broadcast {
             out.io(Io::Send(link, wire::small(&Msg::Lack { origin, oldest })));
         }
         let to = to.min(from.saturating_add(FETCH_MAX - 1));
-        let hi = EventId { origin, seq: to };
-        let Some(n) = self.neighbours.get_mut(&link).filter(|_| lo <= hi) else {
+        let Some(n) = self.neighbours.get_mut(&link).filter(|_| from <= to) else {
             return;
         };
         // What fits in one answer and in the asker's share; it asks again
         // for the rest.
         let mut budget = n.fetch.available(now).min(FETCH_BYTES as u64);
         let mut used = 0;
-        for f in self.cache.frames.range(lo..=hi).map(|(_, f)| f) {
+        for f in self.cache.range(origin, from, to) {
             let len = f.len() as u64;
             if len > budget {
                 break;
@@ -918,15 +1007,26 @@ impl Broadcast {
         let first = o.held.keys().next().copied();
         let lacking = o.lack.take().filter(|&l| l > o.next);
         let give_up = now >= o.gap_since + cfg_giveup;
-        let skip_to = match (lacking, first) {
-            (Some(l), Some(f)) => Some(l.min(f)),
-            (Some(l), None) => Some(l),
-            (None, Some(f)) if give_up || f <= o.next => Some(f),
-            // Skip at most a window at a time: a sequence number far ahead
-            // may be a lie, and must not silence its origin at one stroke.
-            _ if give_up => Some(o.ahead.min(o.next.saturating_add(HOLD_WINDOW))),
-            _ => None,
+        if first.is_some_and(|f| f <= o.next) {
+            return Gap::Ready;
+        }
+        // Events are skipped only up to where the origin's own signature
+        // shows it got: a LACK, or an event far ahead, may be a lie, and
+        // must not silence the origin.
+        let skip_to = if give_up || lacking.is_some() {
+            let next = o.next;
+            let proven = (o.proven > next).then(|| o.proven.min(next.saturating_add(HOLD_WINDOW)));
+            match (lacking, self.vouched(origin).or(proven)) {
+                (Some(l), Some(v)) => Some(l.min(v)),
+                (_, v) => v,
+            }
+        } else {
+            None
         };
+        let Some(o) = self.origins.get_mut(&origin) else {
+            return Gap::Waiting;
+        };
+        let first = o.held.keys().next().copied();
         if let Some(to) = skip_to.filter(|&t| t > o.next) {
             let missed = to - o.next;
             o.next = to;
@@ -938,12 +1038,11 @@ impl Broadcast {
             }
             return Gap::Skipped(missed);
         }
-        if first.is_some_and(|f| f <= o.next) {
-            return Gap::Ready;
-        }
-        if give_up && first.is_none() {
-            // Nothing held and nothing more to skip to: stop looking; the
-            // next event from it will tell where it is.
+        if give_up {
+            // Nothing to skip to that its origin signed: what is held may
+            // be forged. Let it go and stop looking; the next event from
+            // it will tell where it is.
+            o.unhold_below(&mut self.held_bytes, u64::MAX);
             o.ahead = 0;
             return Gap::Waiting;
         }
@@ -961,6 +1060,52 @@ impl Broadcast {
             out.io(Io::Send(k, f.clone()));
         }
         Gap::Waiting
+    }
+
+    /// The first of `origin`'s held events that its signature vouches for:
+    /// signed itself, or covered by a signed one held after it. Held
+    /// events whose signature does not check out are let go, and the
+    /// links that brought them reported. Each is checked once.
+    fn vouched(&mut self, origin: NodeId) -> Option<u64> {
+        let o = self.origins.get_mut(&origin)?;
+        let mut bad = Vec::new();
+        let mut low: Option<u64> = None;
+        let signed: Vec<u64> = o
+            .held
+            .iter()
+            .filter(|(_, h)| h.ev.seal.is_some())
+            .map(|(&s, _)| s)
+            .collect();
+        for &t in &signed {
+            let h = o.held.get_mut(&t).expect("held");
+            let seal = h.ev.seal.as_ref().expect("signed");
+            if !h.checked {
+                h.checked = o.verifier.signed(&h.hash, seal);
+                if !h.checked {
+                    bad.push(t);
+                }
+            }
+        }
+        for &t in &bad {
+            if let Some(h) = o.unhold(&mut self.held_bytes, t) {
+                self.rejected.push(h.link);
+            }
+        }
+        for t in signed {
+            let Some(seal) = o.held.get(&t).and_then(|h| h.ev.seal.as_ref()) else {
+                continue;
+            };
+            let mut first = t;
+            let from = t.saturating_sub(seal.covers.len() as u64);
+            for (i, c) in seal.covers.iter().enumerate() {
+                let s = from + i as u64;
+                if s < first && o.held.get(&s).is_some_and(|x| x.hash == *c) {
+                    first = s;
+                }
+            }
+            low = Some(low.map_or(first, |l| l.min(first)));
+        }
+        low
     }
 
     /// A one-line account of `origin`'s events, for tests.
@@ -1058,6 +1203,54 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    /// An unsigned forgery of bob's next event, kept back for a signature,
+    /// does not swallow bob's real one: the real one, signed, settles it,
+    /// and the forger's link is reported.
+    #[test]
+    fn a_signed_copy_settles_an_unsigned_forgery() {
+        let mut b = bc();
+        let mut out = Vec::new();
+        add(&mut b, BOB, 1);
+        let forged = Event {
+            seal: None,
+            ..signed(BOB, 1, "IMPOSTOR").0
+        };
+        let f = wire::frame(&Msg::Event(forged.clone())).unwrap();
+        let h = wire::event_hash(&f[4..]).unwrap();
+        assert_eq!(b.accept(&mut out, B, forged, h, f, 0), Accepted::Held);
+        // Kept back: an unsigned copy is no news, a signed one is.
+        let id = EventId {
+            origin: BOB,
+            seq: 1,
+        };
+        assert!(b.is_copy(id, false) && !b.is_copy(id, true));
+        let (e, h, f) = signed(BOB, 1, "the real one");
+        let Accepted::Delivered(got) = b.accept(&mut out, A, e, h, f, 0) else {
+            panic!("the real one is not delivered");
+        };
+        assert_eq!(got.body, lobby_text("the real one"));
+        assert_eq!(b.take_rejected(), vec![B]);
+        // A signed copy whose signature is someone else's is a forgery too.
+        let forged = Event {
+            seal: None,
+            ..signed(BOB, 2, "again").0
+        };
+        let f = wire::frame(&Msg::Event(forged.clone())).unwrap();
+        let h = wire::event_hash(&f[4..]).unwrap();
+        b.accept(&mut out, B, forged, h, f, 0);
+        let (mut e, h, f) = signed(BOB, 2, "bad seal");
+        e.seal = signed(CAROL, 2, "bad seal").0.seal;
+        assert_eq!(b.accept(&mut out, A, e, h, f, 0), Accepted::Held);
+        assert_eq!(b.take_rejected(), vec![A]);
+    }
+
+    fn lobby_text(text: &str) -> Body {
+        Body::Chat {
+            room: "lobby".into(),
+            text: text.into(),
+        }
     }
 
     #[test]

@@ -79,6 +79,8 @@ pub struct Link {
     crypt: Crypt,
     /// What HELLO's proof is bound to: the handshake's hash, or zeros.
     binding: [u8; 32],
+    /// Frames gathered to go out encrypted together, as one record.
+    gathered: Vec<u8>,
 }
 
 /// A link's encryption.
@@ -143,6 +145,11 @@ pub struct Links {
     port: u16,
     /// The key the network secret gives; `None`: links are not encrypted.
     psk: Option<[u8; 32]>,
+    /// Links with frames gathered.
+    gathering: Vec<LinkId>,
+    /// Our HELLO's proof on a link without a secret (bound to nothing but
+    /// us): signed once.
+    plain_proof: crypto::Sig,
 }
 
 impl Links {
@@ -153,6 +160,7 @@ impl Links {
         port: u16,
         psk: Option<[u8; 32]>,
     ) -> Links {
+        let plain_proof = ident.sign(&crypto::hello_message(&[0; 32], ident.id(), name, port));
         Links {
             cfg,
             links: BTreeMap::new(),
@@ -161,6 +169,8 @@ impl Links {
             name: name.to_owned(),
             port,
             psk,
+            gathering: Vec::new(),
+            plain_proof,
         }
     }
 
@@ -194,6 +204,7 @@ impl Links {
                 last_rx: now,
                 last_tx: now,
                 crypt: Crypt::Plain,
+                gathered: Vec::new(),
                 binding: [0; 32],
             },
         );
@@ -321,19 +332,25 @@ impl Links {
         Ok(())
     }
 
-    /// The clear body of a frame body that came on `link`: decrypted on an
-    /// encrypted link. `None` if it does not decrypt (the link must close).
-    pub fn open(&mut self, link: LinkId, body: &[u8]) -> Option<Vec<u8>> {
+    /// The clear bodies of a frame body that came on `link`: on an
+    /// encrypted link, a record decrypted and split into the frames it
+    /// carries; else the body itself. `None` if it does not decrypt or
+    /// split (the link must close).
+    pub fn open(&mut self, link: LinkId, body: &[u8]) -> Option<Vec<Vec<u8>>> {
         let l = self.links.get_mut(&link)?;
-        match &mut l.crypt {
-            Crypt::Open(t) | Crypt::OpenAfterNext(t) => {
-                let mut buf = vec![0u8; body.len()];
-                let n = t.read_message(body, &mut buf).ok()?;
-                buf.truncate(n);
-                Some(buf)
-            }
-            _ => Some(body.to_vec()),
+        let (Crypt::Open(t) | Crypt::OpenAfterNext(t)) = &mut l.crypt else {
+            return Some(vec![body.to_vec()]);
+        };
+        let mut buf = vec![0u8; body.len()];
+        let n = t.read_message(body, &mut buf).ok()?;
+        let mut rest = &buf[..n];
+        let mut bodies = Vec::new();
+        while !rest.is_empty() {
+            let total = wire::frame_len(rest).ok()??;
+            bodies.push(rest[4..total].to_vec());
+            rest = &rest[total..];
         }
+        Some(bodies)
     }
 
     /// Whether frames on `link` are decrypted by [`Links::open`].
@@ -343,27 +360,32 @@ impl Links {
             .is_some_and(|l| matches!(l.crypt, Crypt::Open(_) | Crypt::OpenAfterNext(_)))
     }
 
-    /// The frame to write for `frame` on `link`: encrypted on an encrypted
-    /// link. `None` if it cannot be (too long: never for ours).
+    /// `frame` is to go out on `link`. On an encrypted link it is gathered
+    /// with the frames after it into one record (one Noise message: one
+    /// tag and one round of the cipher for all of them), which
+    /// [`Links::flush`] gives; returned is a record made full by it, if
+    /// any. Elsewhere the frame itself is returned.
     pub fn seal(&mut self, link: LinkId, frame: Frame) -> Option<Frame> {
-        let Some(l) = self.links.get_mut(&link) else {
-            return Some(frame);
-        };
+        let l = self.links.get_mut(&link)?;
         match std::mem::replace(&mut l.crypt, Crypt::Plain) {
             Crypt::OpenAfterNext(t) => {
                 // Our answer to the handshake: in the clear, the last.
                 l.crypt = Crypt::Open(t);
                 Some(frame)
             }
-            Crypt::Open(mut t) => {
-                let body = &frame[4..];
-                let mut buf = vec![0u8; 4 + body.len() + NOISE_TAG];
-                let r = t.write_message(body, &mut buf[4..]);
+            Crypt::Open(t) => {
                 l.crypt = Crypt::Open(t);
-                let n = r.ok()?;
-                buf.truncate(4 + n);
-                buf[..4].copy_from_slice(&(n as u32).to_be_bytes());
-                Some(buf.into())
+                let full = if l.gathered.len() + frame.len() > wire::MAX_PLAIN {
+                    self.record(link)
+                } else {
+                    None
+                };
+                let l = self.links.get_mut(&link)?;
+                if l.gathered.is_empty() {
+                    self.gathering.push(link);
+                }
+                l.gathered.extend_from_slice(&frame);
+                full
             }
             other => {
                 l.crypt = other;
@@ -372,17 +394,54 @@ impl Links {
         }
     }
 
+    /// A record of frames gathered for some link, encrypted, while there
+    /// are any.
+    pub fn flush(&mut self) -> Option<(LinkId, Frame)> {
+        while let Some(link) = self.gathering.pop() {
+            if let Some(f) = self.record(link) {
+                return Some((link, f));
+            }
+        }
+        None
+    }
+
+    /// Whether frames are gathered, waiting for [`Links::flush`].
+    pub fn gathered(&self) -> bool {
+        !self.gathering.is_empty()
+    }
+
+    /// The frames gathered for `link`, encrypted as one frame body.
+    fn record(&mut self, link: LinkId) -> Option<Frame> {
+        let l = self.links.get_mut(&link)?;
+        let plain = std::mem::take(&mut l.gathered);
+        let Crypt::Open(t) = &mut l.crypt else {
+            return None;
+        };
+        if plain.is_empty() {
+            return None;
+        }
+        let mut buf = vec![0u8; 4 + plain.len() + NOISE_TAG];
+        let n = t.write_message(&plain, &mut buf[4..]).ok()?;
+        buf.truncate(4 + n);
+        buf[..4].copy_from_slice(&(n as u32).to_be_bytes());
+        Some(buf.into())
+    }
+
     /// Our HELLO on `link`, telling the other side the IP we see it at and
     /// proving we hold our key, on this link.
     pub fn hello(&self, link: LinkId, joining: bool) -> Frame {
         let l = &self.links[&link];
         let me = &self.ident;
-        let proof = me.sign(&crypto::hello_message(
-            &l.binding,
-            me.id(),
-            &self.name,
-            self.port,
-        ));
+        let proof = if l.binding == [0; 32] {
+            self.plain_proof
+        } else {
+            me.sign(&crypto::hello_message(
+                &l.binding,
+                me.id(),
+                &self.name,
+                self.port,
+            ))
+        };
         wire::small(&Msg::Hello(Hello {
             version: wire::VERSION,
             id: me.id(),
@@ -790,10 +849,16 @@ mod tests {
                 _ => None,
             })
             .collect();
-        frames
+        let mut out: Vec<Frame> = frames
             .into_iter()
             .filter_map(|f| ls.seal(link, f))
-            .collect()
+            .collect();
+        while let Some((l, f)) = ls.flush() {
+            if l == link {
+                out.push(f);
+            }
+        }
+        out
     }
 
     fn secret_links(seed: u64, psk: [u8; 32]) -> Links {
@@ -830,10 +895,24 @@ mod tests {
         let hello = wrote(&mut a, &mut ia, la);
         assert!(decode(&hello[0][4..]).is_err(), "HELLO went in the clear");
         let clear = b.open(lb, &hello[0][4..]).unwrap();
-        let Ok(Msg::Hello(h)) = decode(&clear) else {
+        let Ok(Msg::Hello(h)) = decode(&clear[0]) else {
             panic!("not HELLO");
         };
         assert_eq!(b.check_hello(lb, &h), Ok(()));
+        // Frames sent together go as one record, and come out as they went.
+        let mut io = Vec::new();
+        a.send(&mut io, la, wire::small(&Msg::Ping), 0);
+        let lack = Msg::Lack {
+            origin: NodeId(5),
+            oldest: 9,
+        };
+        a.send(&mut io, la, wire::small(&lack), 0);
+        let both = wrote(&mut a, &mut io, la);
+        assert_eq!(both.len(), 1, "one record");
+        let bodies = b.open(lb, &both[0][4..]).unwrap();
+        assert_eq!(bodies.len(), 2);
+        assert_eq!(decode(&bodies[0]), Ok(Msg::Ping));
+        assert_eq!(decode(&bodies[1]), Ok(lack));
         // A frame replayed does not open again.
         assert!(b.open(lb, &hello[0][4..]).is_none());
         // The same HELLO on a link of another handshake: bound to the

@@ -24,7 +24,7 @@ use ed25519_dalek::VerifyingKey;
 use std::collections::{BTreeMap, VecDeque};
 
 /// An origin signs at least one event in this many.
-pub const SEAL_EVERY: usize = 32;
+pub const SEAL_EVERY: usize = 128;
 /// Unsigned events of one origin kept back, at most, waiting for their
 /// signature.
 pub const UNVERIFIED_MAX: usize = 2 * SEAL_EVERY;
@@ -152,6 +152,28 @@ impl<T> Verifier<T> {
         self.waiting.len()
     }
 
+    /// The hash of event `seq`, and the link it came on, if it is kept
+    /// back.
+    pub fn kept(&self, seq: u64) -> Option<(EventHash, LinkId)> {
+        let first = self.waiting.front()?.0;
+        let (s, h, l, _) = self.waiting.get(seq.checked_sub(first)? as usize)?;
+        (*s == seq).then_some((*h, *l))
+    }
+
+    /// Whether `seal` is the origin's signature of the event whose hash is
+    /// `hash` (and of those it covers).
+    pub fn signed(&self, hash: &EventHash, seal: &Seal) -> bool {
+        self.key.as_ref().is_some_and(|k| {
+            crypto::verify(k, &crypto::seal_message(hash, &seal.covers), &seal.sig)
+        })
+    }
+
+    /// Lets go of what is kept back from event `seq` on.
+    pub fn drop_from(&mut self, seq: u64) -> Vec<T> {
+        let keep = self.waiting.iter().take_while(|w| w.0 < seq).count();
+        self.waiting.drain(keep..).map(|(_, _, _, t)| t).collect()
+    }
+
     /// Lets go of everything kept back (the origin is lost or gone).
     pub fn clear(&mut self) -> Vec<T> {
         self.expect.clear();
@@ -200,8 +222,19 @@ impl<T> Verifier<T> {
                 again: seq,
             };
         }
-        // The signature vouches for the events first..seq-1, by hash.
-        let first = seq - seal.covers.len() as u64;
+        // The signature vouches for the events first..seq-1, by hash (an
+        // honest origin never covers more than came before).
+        let Some(first) = seq
+            .checked_sub(seal.covers.len() as u64)
+            .filter(|&f| f >= 1)
+        else {
+            return Taken::Forged {
+                link,
+                verified: Vec::new(),
+                dropped: vec![item],
+                again: seq,
+            };
+        };
         let mut verified = Vec::with_capacity(self.waiting.len() + 1);
         while let Some((s, h, l, t)) = self.waiting.pop_front() {
             let good = s >= first && seal.covers[(s - first) as usize] == h;

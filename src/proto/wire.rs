@@ -34,8 +34,10 @@
 //! Under a network secret, a link starts with the Noise handshake
 //! `Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s`, whose pre-shared key comes
 //! from the secret: the dialler's NOISE, the other's NOISE. From then on
-//! every frame body (HELLO included) is one Noise transport message: the
-//! length prefix in the clear, the body encrypted and authenticated. A
+//! every frame body is a record, one Noise transport message: the length
+//! prefix in the clear, the body encrypted and authenticated. Decrypted, a
+//! record is one or more whole frames (HELLO included), each with its
+//! length prefix: frames that go out together are encrypted together. A
 //! peer without the secret, or with another one, gets a REFUSE (code 8) in
 //! the clear and is closed; so is a plain HELLO sent to a peer that has a
 //! secret. HELLO's proof is then bound to the handshake's hash, so it
@@ -98,9 +100,10 @@ pub const VERSION: u16 = 2;
 pub const MAX_COVERS: usize = 255;
 /// Largest frame body accepted or sent, in bytes.
 pub const MAX_FRAME: usize = 65535;
-/// Largest frame body this build sends: what fits in one Noise message
-/// with its 16-byte tag, so that every frame can be sent encrypted.
-pub const MAX_PLAIN: usize = MAX_FRAME - 16;
+/// Largest frame body this build sends: what fits, with its length, in
+/// one Noise message with its 16-byte tag, so that every frame can be
+/// sent encrypted.
+pub const MAX_PLAIN: usize = MAX_FRAME - 16 - 4;
 /// Longest user name, in characters.
 pub const MAX_NAME: usize = 32;
 /// Longest chat line, in bytes.
@@ -350,6 +353,12 @@ pub fn event_id(body: &[u8]) -> Option<EventId> {
         origin: NodeId(BigEndian::read_u64(&body[1..9])),
         seq: BigEndian::read_u64(&body[9..17]),
     })
+}
+
+/// Whether an EVENT frame body carries a seal (a signature), read from its
+/// header alone.
+pub fn event_signed(body: &[u8]) -> bool {
+    body.first() == Some(&EVENT) && body.get(18) == Some(&1)
 }
 
 /// Looks for one whole frame at the start of `buf`.

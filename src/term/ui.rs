@@ -326,6 +326,19 @@ impl Ui {
     /// A diagnostic: on the terminal above the input line, as a JSON
     /// `error` event, or on stderr. It may quote a peer (a refusal's text),
     /// so it is escaped like chat.
+    /// A diagnostic for whoever runs this peer, not an event of the
+    /// chat: on the screen, else on stderr (JSON output included).
+    pub fn diagnostic(&mut self, msg: &str) {
+        let msg = escape_controls(msg);
+        match &mut self.term {
+            Some(t) => {
+                let l = t.screen.paint(ERROR, &format!("p2pchat: {msg}"));
+                let _ = t.screen.print(&l);
+            }
+            None => self.stderr(&msg),
+        }
+    }
+
     pub fn error(&mut self, msg: &str) {
         let msg = escape_controls(msg);
         if let Some(t) = &mut self.term {
