@@ -4,6 +4,7 @@
 
 use p2pchat::node::NodeId;
 use p2pchat::proto::crypto::{self, Identity};
+use p2pchat::proto::seal;
 use p2pchat::proto::wire::{self, Body, Event, Hello, Ident, Msg, Seal};
 
 /// A test peer's identity, from a number.
@@ -98,4 +99,49 @@ pub fn join(me: &Identity, name: &str, port: u16) -> Msg {
             ident: ident(me),
         },
     )
+}
+
+/// `me`'s events `first..` with `bodies`, as a real peer sends a burst:
+/// in runs of [`seal::SEAL_EVERY`], the last of each run signed and
+/// vouching for the others by their hashes, which go unsigned.
+pub fn sealed(me: &Identity, first: u64, bodies: Vec<Body>) -> Vec<Msg> {
+    let mut out = Vec::with_capacity(bodies.len());
+    let mut run: Vec<[u8; 16]> = Vec::new();
+    let n = bodies.len();
+    for (i, body) in bodies.into_iter().enumerate() {
+        let seq = first + i as u64;
+        let payload = wire::payload_of(&body).expect("a test event fits");
+        let hash = crypto::event_hash(me.id(), seq, body.kind(), &payload);
+        if run.len() + 1 < seal::SEAL_EVERY && i + 1 < n {
+            run.push(hash);
+            out.push(unsigned(me.id(), seq, body));
+            continue;
+        }
+        let covers = std::mem::take(&mut run);
+        let sig = me.sign(&crypto::seal_message(&hash, &covers));
+        out.push(Msg::Event(Event {
+            origin: me.id(),
+            seq,
+            body,
+            seal: Some(Seal { covers, sig }),
+        }));
+    }
+    out
+}
+
+/// Event `seq` of `origin` with a seal made with `signer`'s key: what a
+/// member forging someone else's event can do at best.
+pub fn forged(signer: &Identity, origin: NodeId, seq: u64, body: Body) -> Msg {
+    let payload = wire::payload_of(&body).expect("a test event fits");
+    let hash = crypto::event_hash(origin, seq, body.kind(), &payload);
+    let sig = signer.sign(&crypto::seal_message(&hash, &[]));
+    Msg::Event(Event {
+        origin,
+        seq,
+        body,
+        seal: Some(Seal {
+            covers: Vec::new(),
+            sig,
+        }),
+    })
 }
