@@ -1374,7 +1374,7 @@ impl Node {
                 self.drain(origin, now);
             }
             Gap::Ready => self.drain(origin, now),
-            Gap::Waiting => {}
+            Gap::Waiting => self.drop_forgers(now),
         }
     }
 

@@ -1731,3 +1731,46 @@ fn a_seal_covering_more_than_came_before() {
     let a = o.frame(trent, &chat(&who(0x7e47), 1, "still here"));
     assert_eq!(shown_chats(&a), ["still here"]);
 }
+
+/// A relay's event far ahead of a member's numbering (signed with the
+/// relay's own key), and a LACK saying nothing before it is kept: the core
+/// skips nothing of the member's real events, and drops the relay.
+#[test]
+fn a_forged_event_far_ahead_and_a_lack_silence_nobody() {
+    let (mut o, link) = One::with_link("alice", &evil(), "eve");
+    let trent = o.accept(&who(0x7e47), "trent", 3);
+    let x = who(0x7777);
+    o.frame(trent, &join_unlinked(&x, "x"));
+    assert_eq!(shown_chats(&o.frame(trent, &chat(&x, 2, "two"))), ["two"]);
+    o.frame(link, &frames::forged(&evil(), x.id(), 4000, lobby("far")));
+    o.frame(link, &frames::unsigned(x.id(), 4000, lobby("far")));
+    o.frame(
+        link,
+        &Msg::Lack {
+            origin: x.id(),
+            oldest: 4000,
+        },
+    );
+    let mut a = Vec::new();
+    for _ in 0..60 {
+        a.extend(o.tick(200));
+    }
+    assert!(a.contains(&Action::Close(link)), "eve's link kept");
+    let a = o.frame(trent, &chat(&x, 3, "three"));
+    assert_eq!(shown_chats(&a), ["three"]);
+}
+
+/// An unsigned copy of a member's next event, forged, does not swallow
+/// the real, signed one: it is shown at once, and the forger dropped.
+#[test]
+fn an_unsigned_forgery_does_not_swallow_the_real_event() {
+    let (mut o, link) = One::with_link("alice", &evil(), "eve");
+    let trent = o.accept(&who(0x7e47), "trent", 3);
+    let x = who(0x7777);
+    o.frame(trent, &join_unlinked(&x, "x"));
+    let a = o.frame(link, &frames::unsigned(x.id(), 2, lobby("forged")));
+    assert!(shown_chats(&a).is_empty());
+    let a = o.frame(trent, &chat(&x, 2, "two"));
+    assert_eq!(shown_chats(&a), ["two"]);
+    assert!(a.contains(&Action::Close(link)), "eve's link kept: {a:?}");
+}

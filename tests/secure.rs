@@ -325,7 +325,9 @@ fn bob_in(members: &[Entry]) -> (p2pchat::node::NodeId, u64) {
 fn a_relay_cannot_forge_a_members_events() {
     let (mut alice, mut bob, mut carol) = relayed_trio();
 
-    let forgeries: [(&str, fn(u64) -> (u64, Body)); 3] = [
+    // What to forge, from bob's next sequence number: its number and body.
+    type Forge = fn(u64) -> (u64, Body);
+    let forgeries: [(&str, Forge); 3] = [
         ("chat", |next| (next, frames::lobby("FORGED as bob"))),
         ("leave", |next| (next, Body::Leave)),
         ("ahead", |next| {
@@ -336,14 +338,41 @@ fn a_relay_cannot_forge_a_members_events() {
         let (mut r, members) = mallory(&carol, 10 + i as u64);
         let (bob_id, seq) = bob_in(&members);
         let (seq, body) = forge(seq + 1);
-        // Unsigned, as bob's run would be before its seal...
-        r.send(&frames::unsigned(bob_id, seq, body.clone()));
-        // ...and signed, but with mallory's key.
+        // Unsigned, as bob's run would be before its seal, and signed, but
+        // with mallory's key.
+        let unsigned = frames::unsigned(bob_id, seq, body.clone());
         let Msg::Event(mut ev) = frames::signed(&who(10 + i as u64), seq, body) else {
             unreachable!()
         };
         ev.origin = bob_id;
-        r.send(&Msg::Event(ev));
+        let signed = Msg::Event(ev);
+        if what == "ahead" {
+            // Far ahead, with a LACK saying nobody has bob's events before
+            // it: once carol asks for the gap, she would skip to it.
+            r.send(&signed);
+            r.send(&unsigned);
+            r.send(&Msg::Lack {
+                origin: bob_id,
+                oldest: seq,
+            });
+            let ask = |m: &Msg| matches!(m, Msg::Fetch { origin, .. } if *origin == bob_id);
+            loop {
+                match r.recv(DEADLINE) {
+                    Got::Msg(m) if ask(&m) => break,
+                    Got::Msg(_) => {}
+                    // The gap was looked at and mallory found out already.
+                    Got::Closed => break,
+                    Got::Timeout => panic!("carol never asked for bob's gap"),
+                }
+            }
+            r.send(&Msg::Lack {
+                origin: bob_id,
+                oldest: seq,
+            });
+        } else {
+            r.send(&unsigned);
+            r.send(&signed);
+        }
         let line = format!("real line after the forged {what}");
         bob.send(&line);
         carol.expect_line(&format!("bob: {line}"));
@@ -391,4 +420,79 @@ fn a_relay_that_alters_a_signed_event_has_it_dropped() {
     bob.send("bob's own next line");
     carol.expect_line("bob: bob's own next line");
     assert!(!carol.out_lines().iter().any(|l| l.contains("ALTERED")));
+}
+
+/// A key or secret file that is missing, corrupt or open to others, and
+/// --secure-only without a secret: one clear error each, exit 1.
+#[test]
+fn bad_key_and_secret_files_are_one_clear_error() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = util::TempDir::new("keys");
+    let path = |n: &str| dir.path().join(n).to_str().unwrap().to_owned();
+    let set_mode =
+        |p: &str, m: u32| std::fs::set_permissions(p, PermissionsExt::from_mode(m)).unwrap();
+    let fails = |args: &[&str], env: &[(&str, &str)], want: &str| {
+        let mut all = vec!["--plain", "-b", "127.0.0.1"];
+        all.extend_from_slice(args);
+        all.push("alice");
+        let mut p = Peer::spawn_env("alice", &all, Stdio::null(), env);
+        p.expect_exit(1);
+        let err = p.err_lines();
+        assert!(
+            err.len() == 1 && err[0].starts_with("p2pchat: ") && err[0].contains(want),
+            "{args:?}: want one error with {want:?}, got {err:?}"
+        );
+    };
+
+    // A new identity is made with mode 0600, and used again.
+    let id = path("id");
+    let mut p = Peer::spawn(
+        "alice",
+        &["--plain", "-b", "127.0.0.1", "--identity", &id, "alice"],
+        Stdio::piped(),
+    );
+    p.wait_listening();
+    p.send(":whois alice");
+    let first = p.expect_contains("alice (you): key ");
+    drop(p);
+    let mode = std::fs::metadata(&id).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let mut p = Peer::spawn(
+        "alice",
+        &["--plain", "-b", "127.0.0.1", "--identity", &id, "alice"],
+        Stdio::piped(),
+    );
+    p.wait_listening();
+    p.send(":whois alice");
+    let again = p.expect_contains("alice (you): key ");
+    let key = |l: &str| l.split(',').next().unwrap().to_owned();
+    assert_eq!(key(&first), key(&again));
+    drop(p);
+
+    set_mode(&id, 0o644);
+    fails(
+        &["--identity", &id],
+        &[],
+        "is readable by others (mode 644)",
+    );
+    let junk = path("junk");
+    std::fs::write(&junk, "not a key at all\n").unwrap();
+    set_mode(&junk, 0o600);
+    fails(&["--identity", &junk], &[], "not a p2pchat identity file");
+    let nowhere = path("no/such/dir/../../../missing-dir/x");
+    std::fs::write(path("missing-dir"), "a file, not a directory").unwrap();
+    fails(&["--identity", &nowhere], &[], "identity");
+
+    let secret = path("secret");
+    std::fs::write(&secret, "s3cret\n").unwrap();
+    set_mode(&secret, 0o644);
+    fails(&["--secret-file", &secret], &[], "readable by others");
+    fails(&["--secret-file", &path("none")], &[], "secret file");
+    fails(&["--secure-only"], &[], "--secure-only: no network secret");
+    set_mode(&secret, 0o600);
+    fails(
+        &["--secret-file", &secret],
+        &with_secret("x"),
+        "give the secret once",
+    );
 }
