@@ -156,27 +156,36 @@ pub const COMMANDS: &[Row] = &[
     },
     Row {
         names: &["send"],
-        args: "NAME FILE",
-        help: "offer a file",
-        run: None,
+        args: "[NAME] FILE",
+        help: "offer a file to everyone, or to NAME only",
+        run: Some(|a| match a.trim() {
+            "" => Err("give the file to send: :send [NAME] FILE".into()),
+            a => Ok(Input::Node(node::Command::Send(expand_home(a)))),
+        }),
     },
     Row {
         names: &["files"],
         args: "",
-        help: "list file offers",
-        run: None,
+        help: "list file offers and transfers",
+        run: Some(|_| Ok(Input::Node(node::Command::Files))),
     },
     Row {
         names: &["get"],
-        args: "OFFER",
-        help: "fetch an offered file",
-        run: None,
+        args: "OFFER [DIR]",
+        help: "fetch an offered file (into DIR); resumes a partial one",
+        run: Some(|a| {
+            let a = a.trim();
+            let (id, dir) = a.split_once(' ').unwrap_or((a, ""));
+            let dir = dir.trim();
+            let dir = (!dir.is_empty()).then(|| expand_home(dir).into());
+            Ok(Input::Node(node::Command::Get(offer(id)?, dir)))
+        }),
     },
     Row {
         names: &["cancel"],
         args: "OFFER",
-        help: "cancel a transfer",
-        run: None,
+        help: "stop fetching a file, or withdraw your offer",
+        run: Some(|a| Ok(Input::Node(node::Command::Cancel(offer(a.trim())?)))),
     },
     Row {
         names: &["peers"],
@@ -185,6 +194,27 @@ pub const COMMANDS: &[Row] = &[
         run: None,
     },
 ];
+
+/// An offer's number.
+fn offer(s: &str) -> Result<u32, String> {
+    s.parse()
+        .map_err(|_| format!("give an offer's number (see :files), not {s:?}"))
+}
+
+/// `~/x` is `$HOME/x`; in `:send NAME ~/x` too.
+fn expand_home(s: &str) -> String {
+    let home = std::env::var("HOME").ok().filter(|h| h.starts_with('/'));
+    let Some(home) = home else {
+        return s.to_owned();
+    };
+    if let Some(rest) = s.strip_prefix("~/") {
+        return format!("{home}/{rest}");
+    }
+    match s.split_once(" ~/") {
+        Some((name, rest)) if !name.contains(' ') => format!("{name} {home}/{rest}"),
+        _ => s.to_owned(),
+    }
+}
 
 /// The one name a command takes.
 fn one_name(args: &str) -> Result<String, String> {

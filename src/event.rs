@@ -11,6 +11,7 @@
 
 use crate::cli::Opts;
 use crate::command::{self, Input};
+use crate::files_io::Disk;
 use crate::identity;
 use crate::net::{self, Conn, HIGH_WATER, MAX_QUEUE, STALL};
 use crate::node::{self, Action, Command, LinkId, Millis, Node, Show};
@@ -47,6 +48,8 @@ const MAX_PIPED_LINE: usize = 64 << 10;
 /// Bytes read from one link per turn of the loop, so that one busy link
 /// cannot starve the others.
 const READ_BUDGET: usize = 256 << 10;
+/// A file chunk goes on a link only while less than this is queued on it.
+const FILE_ROOM: usize = 128 << 10;
 /// How long a lone ESC waits for the rest of an escape sequence.
 const ESC_WAIT: Millis = 50;
 /// How stdin is read.
@@ -133,6 +136,8 @@ struct Loop {
     families: (bool, bool),
     /// A link of a family we do not listen on has been warned about.
     warned_family: bool,
+    /// File reads and writes of transfers, in bounded steps.
+    disk: Disk,
 }
 
 /// stdin is made non-blocking for the poll; the file description is
@@ -237,6 +242,8 @@ impl Loop {
             degree: opts.degree,
             max_degree: opts.max_degree,
             psk: keys.secret.as_deref().map(crypto::psk),
+            download_dir: opts.download_dir.clone(),
+            max_file: opts.max_file,
             ..Default::default()
         };
         let ident = Identity::new(keys.seed, random_u64());
@@ -291,6 +298,7 @@ impl Loop {
             unread: Vec::new(),
             families,
             warned_family: false,
+            disk: Disk::new(),
         })
     }
 
@@ -364,6 +372,7 @@ impl Loop {
             if self.core.deadline().is_some_and(|t| now >= t) {
                 self.core.tick(now);
             }
+            self.files(ui, now);
             // Dropping a link in housekeeping gives the core more to do:
             // do it now, not after the next sleep.
             loop {
@@ -387,7 +396,7 @@ impl Loop {
         if let Some(a) = self.esc_at {
             min(a);
         }
-        if !self.unread.is_empty() {
+        if !self.unread.is_empty() || self.disk.busy(|l| self.file_room(l)) {
             min(now);
         }
         for (_, c) in self.conns.iter() {
@@ -735,6 +744,7 @@ impl Loop {
                     }
                 }
                 Action::Show(s) => ui.show(&s),
+                Action::File(io) => self.disk.io(io),
                 Action::Trust { name, key, replace } => {
                     let r = identity::known_path()
                         .map(|p| identity::remember(&p, &name, &key, replace));
@@ -758,6 +768,22 @@ impl Loop {
                 }
             }
         }
+    }
+
+    /// One bounded step of the file transfers: hashing, reading a chunk
+    /// for each link with room for it; what the disk did goes to the core.
+    fn files(&mut self, ui: &mut Ui, now: Millis) {
+        let conns = &self.conns;
+        self.disk.step(|l| room(conns, l));
+        while let Some(done) = self.disk.take_done() {
+            self.core.disk_done(done, now);
+            self.apply(ui);
+        }
+    }
+
+    /// Whether `link` can take another chunk of a file now.
+    fn file_room(&self, link: LinkId) -> bool {
+        room(&self.conns, link)
     }
 
     /// Warns, once, when a link we dialled runs over an address family we
@@ -840,6 +866,14 @@ impl Loop {
             }
         }
     }
+}
+
+/// Whether `link` has room for a chunk of a file: little queued, so a
+/// chat line behind it waits little, and never near [`HIGH_WATER`].
+fn room(conns: &PeerList<LinkId, Conn>, link: LinkId) -> bool {
+    conns
+        .get(link)
+        .is_some_and(|c| c.closing.is_none() && c.queued() < FILE_ROOM)
 }
 
 /// Restores the terminal (and stdout's flags) and stops the process;
