@@ -5,7 +5,6 @@ mod util;
 
 use std::fs;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
 use util::{Peer, TempDir};
 
 /// Bytes that are not all alike, so that a chunk out of place shows.
@@ -19,6 +18,18 @@ fn pattern(n: usize, seed: u8) -> Vec<u8> {
             x as u8
         })
         .collect()
+}
+
+/// Waits for `cond`, up to the deadline.
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let end = std::time::Instant::now() + util::DEADLINE;
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < end,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
 
 /// A peer downloading into `dl`.
@@ -69,4 +80,261 @@ fn a_file_goes_across_verified_and_the_sender_sees_who_fetched() {
     bob.expect_contains("saved as");
     assert_eq!(fs::read(db.path().join("notes (1).pdf")).unwrap(), data);
     assert_eq!(fs::read(&saved).unwrap(), data);
+}
+
+/// Mallory, a raw member of alice's network, offers files with hostile
+/// names; alice fetches from her.
+mod hostile {
+    use super::*;
+    use p2pchat::app::files::{self, Msg as FileMsg, Offer};
+    use util::frames::{self, who};
+    use util::raw::Raw;
+
+    fn offer(num: u32, name: &str, size: u64, hash: [u8; 32]) -> p2pchat::proto::wire::Body {
+        Offer {
+            num,
+            room: "lobby".into(),
+            to: None,
+            size,
+            hash,
+            name: name.into(),
+        }
+        .body()
+    }
+
+    fn blake(data: &[u8]) -> [u8; 32] {
+        use blake2::{Blake2b, Digest, digest::consts::U32};
+        Blake2b::<U32>::digest(data).into()
+    }
+
+    /// Mallory joined to alice; alice has seen her.
+    fn mallory(alice: &mut Peer) -> (Raw, p2pchat::proto::crypto::Identity) {
+        let m = who(0x3a11);
+        let mut r = Raw::connect(alice.port());
+        r.hello(&m, "mallory", true);
+        r.send(&frames::join(&m, "mallory", 1));
+        alice.expect_line("* mallory joined");
+        (r, m)
+    }
+
+    #[test]
+    fn hostile_names_are_made_safe() {
+        let dl = TempDir::new("dl");
+        let mut alice = peer("alice", &dl, None, &[]);
+        let (mut r, m) = mallory(&mut alice);
+        let long = format!("{}.pdf", "x".repeat(4000));
+        let names = [
+            ("../../etc/passwd", "passwd"),
+            (".bashrc", "bashrc"),
+            ("evil\u{1b}[2Jname.txt", "evil[2Jname.txt"),
+            ("invoice\u{202e}fdp.exe", "invoicefdp.exe"),
+            ("..", "file"),
+            ("/", "file"),
+            ("C:\\Windows\\win.ini", "win.ini"),
+        ];
+        for (i, (name, _)) in names.iter().enumerate() {
+            r.send(&frames::signed(
+                &m,
+                2 + i as u64,
+                offer(i as u32 + 1, name, 10, [0; 32]),
+            ));
+        }
+        for (_, safe) in names {
+            alice.expect_contains(&format!("* mallory offers {safe} (10 B): :get "));
+        }
+        r.send(&frames::signed(
+            &m,
+            2 + names.len() as u64,
+            offer(99, &long, 10, [0; 32]),
+        ));
+        let line = alice.expect_contains("* mallory offers xxx");
+        assert!(line.len() < 300, "a long name is cut: {line}");
+        assert!(
+            line.contains(".pdf (10 B)"),
+            "its extension is kept: {line}"
+        );
+        // Nothing like them appeared anywhere.
+        assert_eq!(fs::read_dir(dl.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_wrong_hash_or_a_size_lie_is_reported_and_discarded() {
+        let dl = TempDir::new("dl");
+        let mut alice = peer("alice", &dl, None, &[]);
+        let (mut r, m) = mallory(&mut alice);
+        let real = pattern(200_000, 2);
+        let lie = pattern(200_000, 3);
+        r.send(&frames::signed(
+            &m,
+            2,
+            offer(1, "a.bin", real.len() as u64, blake(&real)),
+        ));
+        let id = offer_id(&alice.expect_contains("* mallory offers a.bin"));
+        alice.send(&format!(":get {id}"));
+        let get = r.recv_kind(files::GET, util::DEADLINE).expect("a GET");
+        assert_eq!(
+            FileMsg::decode(&get),
+            Some(FileMsg::Get { num: 1, offset: 0 })
+        );
+        for (i, c) in lie.chunks(files::CHUNK).enumerate() {
+            let d = FileMsg::Data {
+                num: 1,
+                offset: (i * files::CHUNK) as u64,
+                data: c,
+            };
+            r.bytes(&d.frame());
+        }
+        alice.expect_err_contains(&format!(
+            "p2pchat: get {id}: a.bin from mallory: hash mismatch"
+        ));
+        assert_eq!(fs::read_dir(dl.path()).unwrap().count(), 0, "discarded");
+        // A size lie: more than offered.
+        r.send(&frames::signed(
+            &m,
+            3,
+            offer(2, "b.bin", 1000, blake(&real[..1000])),
+        ));
+        let id = offer_id(&alice.expect_contains("* mallory offers b.bin"));
+        alice.send(&format!(":get {id}"));
+        r.recv_kind(files::GET, util::DEADLINE).expect("a GET");
+        let d = FileMsg::Data {
+            num: 2,
+            offset: 0,
+            data: &real[..5000],
+        };
+        r.bytes(&d.frame());
+        alice.expect_err_contains("sent more than the 1.0 kB offered for b.bin: discarded");
+        wait_for("the part discarded", || {
+            fs::read_dir(dl.path()).unwrap().count() == 0
+        });
+        // Chat goes on, with mallory too.
+        r.send(&frames::chat(&m, 4, "still here"));
+        alice.expect_line("mallory: still here");
+    }
+}
+
+#[test]
+fn what_cannot_be_offered_is_one_clear_line_and_chat_goes_on() {
+    let (mut alice, mut bob, _da, _db) = two(&["--max-file", "1M"]);
+    let src = TempDir::new("src");
+    let big = src.path().join("big.iso");
+    fs::write(&big, pattern(2 << 20, 4)).unwrap();
+    alice.send(&format!(":send {}", big.display()));
+    alice.expect_err_line(&format!(
+        "p2pchat: cannot offer {}: it is 2.1 MB, over the file size limit of 1.0 MB (see --max-file)",
+        big.display()
+    ));
+    let missing = src.path().join("missing.txt");
+    alice.send(&format!(":send {}", missing.display()));
+    alice.expect_err_line(&format!(
+        "p2pchat: cannot offer {}: no such file",
+        missing.display()
+    ));
+    alice.send(&format!(":send {}", src.str()));
+    alice.expect_err_line(&format!(
+        "p2pchat: cannot offer {}: not a regular file",
+        src.str()
+    ));
+    // A FIFO with no writer: refused, not waited on.
+    let fifo = src.path().join("fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    alice.send(&format!(":send {}", fifo.display()));
+    alice.expect_err_line(&format!(
+        "p2pchat: cannot offer {}: not a regular file",
+        fifo.display()
+    ));
+    if unsafe { libc::geteuid() } != 0 {
+        // (root reads anything: checked only for other users)
+        let secret = src.path().join("secret");
+        fs::write(&secret, b"x").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&secret, fs::Permissions::from_mode(0)).unwrap();
+        alice.send(&format!(":send {}", secret.display()));
+        alice.expect_err_line(&format!(
+            "p2pchat: cannot offer {}: permission denied",
+            secret.display()
+        ));
+    }
+    util::chat_both_ways(&mut alice, &mut bob, "after the refusals");
+}
+
+#[test]
+fn offers_over_the_receivers_limit_are_not_fetched() {
+    let (da, db) = (TempDir::new("dl-alice"), TempDir::new("dl-bob"));
+    let mut alice = peer("alice", &da, None, &[]);
+    let mut bob = peer("bob", &db, Some(alice.port()), &["--max-file", "100k"]);
+    bob.expect_joined(alice.port(), 2);
+    let src = TempDir::new("src");
+    let f = src.path().join("photo.jpg");
+    fs::write(&f, pattern(200_000, 5)).unwrap();
+    alice.send(&format!(":send {}", f.display()));
+    let id = offer_id(&bob.expect_contains("* alice offers photo.jpg (200.0 kB): :get "));
+    bob.expect_err_contains("photo.jpg from alice is larger than the file size limit (102.4 kB)");
+    bob.send(&format!(":get {id}"));
+    bob.expect_err_line(&format!(
+        "p2pchat: photo.jpg is 200.0 kB, over the file size limit of 102.4 kB (see --max-file)"
+    ));
+    assert_eq!(fs::read_dir(db.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn a_file_removed_or_changed_after_the_offer_is_told() {
+    let (mut alice, mut bob, _da, db) = two(&[]);
+    let src = TempDir::new("src");
+    let f = src.path().join("draft.txt");
+    fs::write(&f, b"first version").unwrap();
+    alice.send(&format!(":send {}", f.display()));
+    let id = offer_id(&bob.expect_contains("* alice offers draft.txt"));
+    fs::remove_file(&f).unwrap();
+    bob.send(&format!(":get {id}"));
+    bob.expect_err_line(&format!(
+        "p2pchat: get {id}: alice cannot send draft.txt: the file was removed since it was offered"
+    ));
+    alice.expect_err_contains("cannot send draft.txt to bob: the file was removed");
+    fs::write(&f, b"second version, longer").unwrap();
+    bob.send(&format!(":get {id}"));
+    bob.expect_err_contains("the file changed since it was offered: offer it again");
+    assert!(!db.path().join("draft.txt").exists());
+    util::chat_both_ways(&mut alice, &mut bob, "after the failures");
+}
+
+#[test]
+fn a_full_disk_is_one_clear_line() {
+    // A file-size limit stands in for a full disk: writes past it fail
+    // (EFBIG) as they would with ENOSPC, without needing a small file
+    // system. ulimit -f counts 512-byte blocks in sh: 1 MB.
+    let (da, db) = (TempDir::new("dl-alice"), TempDir::new("dl-bob"));
+    let mut alice = peer("alice", &da, None, &[]);
+    let args = [
+        "--plain",
+        "-b",
+        "127.0.0.1",
+        "--download-dir",
+        db.str(),
+        "bob",
+        "127.0.0.1",
+    ];
+    let port = alice.port().to_string();
+    let mut args: Vec<&str> = args.to_vec();
+    args.push(&port);
+    let mut bob = Peer::spawn_with(
+        "bob",
+        &["sh", "-c", "ulimit -f 2048 && exec \"$0\" \"$@\""],
+        &args,
+        Stdio::piped(),
+    );
+    bob.wait_listening();
+    bob.expect_joined(alice.port(), 2);
+    let src = TempDir::new("src");
+    let f = src.path().join("video.mp4");
+    fs::write(&f, pattern(3 << 20, 6)).unwrap();
+    alice.send(&format!(":send {}", f.display()));
+    let id = offer_id(&bob.expect_contains("* alice offers video.mp4"));
+    bob.send(&format!(":get {id}"));
+    bob.expect_err_line(&format!(
+        "p2pchat: get {id}: video.mp4: cannot save: file too large (a file size limit)"
+    ));
+    util::chat_both_ways(&mut alice, &mut bob, "after a full disk");
+    assert!(bob.is_running());
 }

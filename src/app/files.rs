@@ -51,11 +51,9 @@ pub const CHUNK: usize = 60 << 10;
 pub const WINDOW: u64 = 1 << 20;
 /// The receiver acknowledges after this many bytes.
 pub const ACK_EVERY: u64 = 256 << 10;
-/// Longest file name in an offer, in bytes; longer ones are cut when
-/// shown and saved.
-pub const MAX_NAME: usize = 255;
-/// Longest name a file is saved under (before ` (N)` and `.part`).
-const SAVE_NAME: usize = 200;
+/// Longest name a file is saved under, in bytes (before ` (N)` and
+/// `.part`); longer names from the network are cut, their extension kept.
+pub const SAVE_NAME: usize = 200;
 /// Offers remembered (ours and others'); beyond it the oldest not in a
 /// transfer is forgotten.
 pub const MAX_OFFERS: usize = 256;
@@ -800,9 +798,6 @@ impl Files {
         if offer.to.is_some_and(|t| t != me) || offer.room != LOBBY {
             // Not for us (rooms: the lobby is everyone's for now).
             return true;
-        }
-        if offer.name.len() > MAX_NAME {
-            offer.name.truncate(floor_boundary(&offer.name, MAX_NAME));
         }
         offer.name = safe_name(&offer.name);
         // The same offer again (a sender re-announcing it): known already.
