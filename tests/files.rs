@@ -338,3 +338,136 @@ fn a_full_disk_is_one_clear_line() {
     util::chat_both_ways(&mut alice, &mut bob, "after a full disk");
     assert!(bob.is_running());
 }
+
+/// Waits until the part of `name` in `dir` holds at least `n` bytes.
+fn part_reaches(dir: &TempDir, name: &str, n: u64) -> u64 {
+    let part = dir.path().join(format!("{name}.part"));
+    let mut len = 0;
+    wait_for("the part to grow", || {
+        len = fs::metadata(&part).map_or(0, |m| m.len());
+        len >= n
+    });
+    len
+}
+
+/// The size in a line `* get N: resuming NAME at SIZE of SIZE`.
+fn resumed_at(line: &str) -> String {
+    let at = line.split(" at ").nth(1).unwrap();
+    at.split(" of ").next().unwrap().to_owned()
+}
+
+#[test]
+fn a_receiver_killed_halfway_resumes_from_its_part() {
+    let (mut alice, mut bob, _da, db) = two(&[]);
+    let src = TempDir::new("src");
+    let data = pattern(64 << 20, 7);
+    let f = src.path().join("big.bin");
+    fs::write(&f, &data).unwrap();
+    alice.send(&format!(":send {}", f.display()));
+    let id = offer_id(&bob.expect_contains("* alice offers big.bin (67.1 MB): :get "));
+    bob.send(&format!(":get {id}"));
+    let had = part_reaches(&db, "big.bin", 32 << 20);
+    let home = bob.keep_home();
+    bob.signal(libc::SIGKILL);
+    bob.wait_exit(util::DEADLINE);
+    let had = had.max(fs::metadata(db.path().join("big.bin.part")).unwrap().len());
+    assert!(had < data.len() as u64, "killed before the end");
+    alice.expect_line("* bob left (connection lost)");
+    // Bob again, the same user in a new run: the offer is made again.
+    let opts = ["--download-dir", db.str()];
+    let mut bob = Peer::launch_env(
+        "bob",
+        &opts,
+        Some(alice.port()),
+        Stdio::piped(),
+        &home.env(),
+    );
+    bob.expect_joined(alice.port(), 2);
+    alice.send(&format!(":send {}", f.display()));
+    let id = offer_id(&bob.expect_contains("* alice offers big.bin (67.1 MB): :get "));
+    bob.send(&format!(":get {id}"));
+    let line = bob.expect_contains(&format!("* get {id}: resuming big.bin at "));
+    eprintln!("{line} (the part had {had} bytes when bob was killed)");
+    assert_ne!(resumed_at(&line), "0 B");
+    bob.expect_contains(&format!("* get {id}: big.bin from alice saved as "));
+    assert!(fs::read(db.path().join("big.bin")).unwrap() == data);
+}
+
+#[test]
+fn a_sender_killed_halfway_is_told_and_its_new_offer_resumes() {
+    let (da, db) = (TempDir::new("dl-alice"), TempDir::new("dl-bob"));
+    let mut alice = peer("alice", &da, None, &[]);
+    let mut bob = peer("bob", &db, Some(alice.port()), &[]);
+    bob.expect_joined(alice.port(), 2);
+    let src = TempDir::new("src");
+    let data = pattern(64 << 20, 8);
+    let f = src.path().join("big.bin");
+    fs::write(&f, &data).unwrap();
+    alice.send(&format!(":send {}", f.display()));
+    let id = offer_id(&bob.expect_contains("* alice offers big.bin"));
+    bob.send(&format!(":get {id}"));
+    part_reaches(&db, "big.bin", 32 << 20);
+    let home = alice.keep_home();
+    alice.signal(libc::SIGKILL);
+    alice.wait_exit(util::DEADLINE);
+    bob.expect_err_contains(&format!("p2pchat: get {id}: big.bin interrupted at "));
+    bob.expect_line("* alice left (connection lost)");
+    // Alice again, the same user, joining bob.
+    let opts = ["--download-dir", da.str()];
+    let mut alice = Peer::launch_env(
+        "alice",
+        &opts,
+        Some(bob.port()),
+        Stdio::piped(),
+        &home.env(),
+    );
+    alice.expect_joined(bob.port(), 2);
+    alice.send(&format!(":send {}", f.display()));
+    let id = offer_id(&bob.expect_contains("* alice offers big.bin"));
+    bob.send(&format!(":get {id}"));
+    let line = bob.expect_contains(&format!("* get {id}: resuming big.bin at "));
+    assert_ne!(resumed_at(&line), "0 B");
+    bob.expect_contains(&format!("* get {id}: big.bin from alice saved as "));
+    assert!(fs::read(db.path().join("big.bin")).unwrap() == data);
+}
+
+#[test]
+fn chat_goes_on_during_a_large_transfer() {
+    let (mut alice, mut bob, _da, db) = two(&[]);
+    let src = TempDir::new("src");
+    let data = pattern(96 << 20, 9);
+    let f = src.path().join("large.bin");
+    fs::write(&f, &data).unwrap();
+    alice.send(&format!(":send {}", f.display()));
+    let id = offer_id(&bob.expect_contains("* alice offers large.bin"));
+    bob.send(&format!(":get {id}"));
+    part_reaches(&db, "large.bin", 1 << 20);
+    // Lines both ways on the link that carries the data.
+    let mut sent = Vec::new();
+    for i in 0..5 {
+        let line = format!("during the transfer {i}");
+        sent.push((format!("alice: {line}"), std::time::Instant::now()));
+        alice.send(&line);
+        bob.expect_line(&format!("alice: {line}"));
+        bob.send(&format!("reply {i}"));
+        alice.expect_line(&format!("bob: reply {i}"));
+    }
+    let done = bob.expect_contains(&format!("* get {id}: large.bin from alice saved as "));
+    let saved_at = bob.seen_at(&done).unwrap();
+    let mut lat = Vec::new();
+    let mut before = 0;
+    for (line, at) in &sent {
+        let seen = bob.seen_at(line).unwrap();
+        lat.push(seen.duration_since(*at).as_secs_f64() * 1000.0);
+        before += usize::from(seen < saved_at);
+    }
+    eprintln!(
+        "chat latency during the transfer (ms, from stdin to stdout): {lat:.1?}; {before} of 5 lines arrived before the file"
+    );
+    assert!(before >= 1, "no line got through while the file was sent");
+    assert!(
+        lat.iter().all(|&l| l < 1000.0),
+        "a chat line waited a second behind the file: {lat:?}"
+    );
+    assert!(fs::read(db.path().join("large.bin")).unwrap() == data);
+}
