@@ -22,8 +22,9 @@ use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-/// Bytes hashed per job per turn of the loop (a few ms of work).
-pub const HASH_STEP: usize = 4 << 20;
+/// Bytes hashed per job per turn of the loop (a few ms of work at most:
+/// a chat line that comes meanwhile waits that long).
+pub const HASH_STEP: usize = 1 << 20;
 /// Copies of an existing name tried (`NAME (1)`…) before giving up.
 const MAX_COPIES: u32 = 1000;
 
@@ -38,11 +39,16 @@ enum Job {
         hasher: Box<Hasher>,
         at: u64,
     },
-    /// A part being written.
+    /// A part being written, hashed as it is (in order): `hashed` bytes
+    /// so far; until `opening` is reached (what a part held already), it
+    /// is being hashed before the transfer starts.
     Part {
         file: File,
         dir: PathBuf,
         name: String,
+        hasher: Box<Hasher>,
+        hashed: u64,
+        opening: Option<u64>,
     },
     /// A whole part being hashed.
     Check {
@@ -89,7 +95,7 @@ impl Disk {
             || self.jobs.values().any(|j| match j {
                 Job::Offer { .. } | Job::Check { .. } => true,
                 Job::Upload { link, want, .. } => want.is_some() && room(*link),
-                Job::Part { .. } => false,
+                Job::Part { opening, .. } => opening.is_some(),
             })
     }
 
@@ -122,11 +128,17 @@ impl Disk {
                 size,
             } => match open_part(&dir, &name, size) {
                 Ok((file, len)) => {
-                    self.jobs.insert(job, Job::Part { file, dir, name });
-                    self.done.push_back(Done::Opened {
+                    self.jobs.insert(
                         job,
-                        result: Ok(len),
-                    });
+                        Job::Part {
+                            file,
+                            dir,
+                            name,
+                            hasher: Box::default(),
+                            hashed: 0,
+                            opening: Some(len),
+                        },
+                    );
                 }
                 Err(why) => self.done.push_back(Done::Opened {
                     job,
@@ -134,18 +146,41 @@ impl Disk {
                 }),
             },
             Io::Write { job, offset, data } => {
-                if let Some(Job::Part { file, .. }) = self.jobs.get(&job)
-                    && let Err(e) = file.write_all_at(&data, offset)
+                if let Some(Job::Part {
+                    file,
+                    hasher,
+                    hashed,
+                    ..
+                }) = self.jobs.get_mut(&job)
                 {
-                    self.done.push_back(Done::Failed {
-                        job,
-                        why: format!("cannot save: {}", write_error(&e)),
-                    });
+                    if let Err(e) = file.write_all_at(&data, offset) {
+                        self.done.push_back(Done::Failed {
+                            job,
+                            why: format!("cannot save: {}", write_error(&e)),
+                        });
+                    } else if offset == *hashed {
+                        hasher.update(&data);
+                        *hashed += data.len() as u64;
+                    }
                 }
             }
             Io::Verify { job, hash } => {
-                if let Some(Job::Part { file, dir, name }) = self.jobs.remove(&job) {
+                if let Some(Job::Part {
+                    file,
+                    dir,
+                    name,
+                    hasher,
+                    hashed,
+                    ..
+                }) = self.jobs.remove(&job)
+                {
                     let size = file.metadata().map_or(0, |m| m.len());
+                    if hashed == size {
+                        // Hashed as it came: no second pass.
+                        let result = check(&hasher, &hash, &dir, &name);
+                        self.done.push_back(Done::Verified { job, result });
+                        return;
+                    }
                     self.jobs.insert(
                         job,
                         Job::Check {
@@ -240,19 +275,40 @@ impl Disk {
                 } => {
                     let result = match hash_step(file, *size, hasher, at, &mut self.buf) {
                         Ok(false) => continue,
-                        Ok(true) if <[u8; 32]>::from(hasher.clone().finalize()) == *expect => {
-                            commit(dir, name)
+                        Ok(true) => check(hasher, expect, dir, name),
+                        Err(e) => {
+                            let _ = fs::remove_file(part_path(dir, name));
+                            Err(format!("cannot check: {}", read_error(&e)))
                         }
-                        Ok(true) => Err("hash mismatch: the data is not the file offered; \
-                                         discarded"
-                            .into()),
-                        Err(e) => Err(format!("cannot check: {}", read_error(&e))),
                     };
-                    if result.is_err() {
-                        let _ = fs::remove_file(part_path(dir, name));
-                    }
                     self.done.push_back(Done::Verified { job, result });
                     finished.push(job);
+                }
+                Job::Part {
+                    file,
+                    hasher,
+                    hashed,
+                    opening: opening @ Some(_),
+                    ..
+                } => {
+                    let len = opening.unwrap_or(0);
+                    match hash_step(file, len, hasher, hashed, &mut self.buf) {
+                        Ok(false) => {}
+                        Ok(true) => {
+                            *opening = None;
+                            self.done.push_back(Done::Opened {
+                                job,
+                                result: Ok(len),
+                            });
+                        }
+                        Err(e) => {
+                            self.done.push_back(Done::Opened {
+                                job,
+                                result: Err(format!("cannot read the part: {}", read_error(&e))),
+                            });
+                            finished.push(job);
+                        }
+                    }
                 }
                 Job::Upload { file, link, want } => {
                     let Some((offset, len)) = *want else {
@@ -276,13 +332,23 @@ impl Disk {
                         }
                     }
                 }
-                Job::Part { .. } => {}
+                Job::Part { opening: None, .. } => {}
             }
         }
         for job in finished {
             self.jobs.remove(&job);
         }
     }
+}
+
+/// Whether the part of `name` hashed to `expect`: then it is renamed
+/// (see [`commit`]); else it is deleted.
+fn check(hasher: &Hasher, expect: &Hash, dir: &Path, name: &str) -> Result<PathBuf, String> {
+    if <[u8; 32]>::from(hasher.clone().finalize()) == *expect {
+        return commit(dir, name);
+    }
+    let _ = fs::remove_file(part_path(dir, name));
+    Err("hash mismatch: the data is not the file offered; discarded".into())
 }
 
 /// Hashes the next [`HASH_STEP`] bytes; returns whether the file is done.
@@ -293,7 +359,7 @@ fn hash_step(
     at: &mut u64,
     buf: &mut Vec<u8>,
 ) -> io::Result<bool> {
-    let n = (size - *at).min(HASH_STEP as u64) as usize;
+    let n = size.saturating_sub(*at).min(HASH_STEP as u64) as usize;
     buf.resize(n, 0);
     file.read_exact_at(buf, *at)?;
     hasher.update(&buf[..]);
