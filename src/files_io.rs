@@ -198,12 +198,13 @@ impl Disk {
             Io::Keep { job } => {
                 self.jobs.remove(&job);
             }
-            Io::Discard { job } => match self.jobs.remove(&job) {
-                Some(Job::Part { dir, name, .. } | Job::Check { dir, name, .. }) => {
+            Io::Discard { job } => {
+                if let Some(Job::Part { dir, name, .. } | Job::Check { dir, name, .. }) =
+                    self.jobs.remove(&job)
+                {
                     let _ = fs::remove_file(part_path(&dir, &name));
                 }
-                _ => {}
-            },
+            }
             Io::Upload {
                 job,
                 link,

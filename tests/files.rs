@@ -249,7 +249,7 @@ fn what_cannot_be_offered_is_one_clear_line_and_chat_goes_on() {
         let secret = src.path().join("secret");
         fs::write(&secret, b"x").unwrap();
         use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(&secret, fs::Permissions::from_mode(0)).unwrap();
+        fs::set_permissions(&secret, fs::Permissions::from_mode(0o000)).unwrap();
         alice.send(&format!(":send {}", secret.display()));
         alice.expect_err_line(&format!(
             "p2pchat: cannot offer {}: permission denied",
@@ -272,9 +272,9 @@ fn offers_over_the_receivers_limit_are_not_fetched() {
     let id = offer_id(&bob.expect_contains("* alice offers photo.jpg (200.0 kB): :get "));
     bob.expect_err_contains("photo.jpg from alice is larger than the file size limit (102.4 kB)");
     bob.send(&format!(":get {id}"));
-    bob.expect_err_line(&format!(
-        "p2pchat: photo.jpg is 200.0 kB, over the file size limit of 102.4 kB (see --max-file)"
-    ));
+    bob.expect_err_line(
+        "p2pchat: photo.jpg is 200.0 kB, over the file size limit of 102.4 kB (see --max-file)",
+    );
     assert_eq!(fs::read_dir(db.path()).unwrap().count(), 0);
 }
 

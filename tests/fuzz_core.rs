@@ -1095,6 +1095,7 @@ impl Harness {
                     }
                 }
                 Action::Trust { .. } => self.stats.trusts += 1,
+                Action::File(_) => {}
                 Action::Stop(stop) => {
                     let why: String = stop
                         .message()

@@ -1510,3 +1510,400 @@ fn num_of(offers: &VecDeque<Known>, id: u32) -> Option<u32> {
 fn rate(bytes: u64, ms: Millis) -> u64 {
     bytes.saturating_mul(1000) / ms.max(1)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::MemberView;
+
+    #[derive(Default)]
+    struct Fake {
+        published: Vec<Body>,
+        shown: Vec<Show>,
+    }
+
+    impl Net for Fake {
+        fn publish(&mut self, body: Body) {
+            self.published.push(body);
+        }
+        fn show(&mut self, show: Show) {
+            self.shown.push(show);
+        }
+        fn me(&self) -> &str {
+            "me"
+        }
+        fn name_of(&self, id: NodeId) -> String {
+            format!("n{}", id.0)
+        }
+        fn members(&self) -> Vec<MemberView> {
+            Vec::new()
+        }
+    }
+
+    fn files() -> Files {
+        Files::new(Config {
+            download_dir: "/dl".into(),
+            max_file: 10 << 20,
+        })
+    }
+
+    fn outs(f: &mut Files) -> Vec<Out> {
+        std::iter::from_fn(|| f.next_out()).collect()
+    }
+
+    /// The body of a frame (without its length).
+    fn body(f: &Frame) -> &[u8] {
+        &f[4..]
+    }
+
+    const ME: NodeId = NodeId(1);
+    const ALICE: NodeId = NodeId(2);
+    const L: LinkId = LinkId(7);
+
+    fn an_offer(size: u64) -> Offer {
+        Offer {
+            num: 5,
+            room: LOBBY.into(),
+            to: None,
+            size,
+            hash: [9; 32],
+            name: "notes.pdf".into(),
+        }
+    }
+
+    fn payload(o: &Offer) -> Vec<u8> {
+        let Body::Other { kind, payload } = o.body() else {
+            panic!("not an event of a type of its own");
+        };
+        assert_eq!(kind, OFFER);
+        payload
+    }
+
+    #[test]
+    fn offers_and_messages_round_trip_and_refuse_garbage() {
+        let o = Offer {
+            to: Some(NodeId(42)),
+            ..an_offer(1234)
+        };
+        let p = payload(&o);
+        assert_eq!(Offer::decode(&p), Some(o));
+        for n in 0..p.len() {
+            assert_eq!(Offer::decode(&p[..n]), None, "cut at {n}");
+        }
+        let mut long = p.clone();
+        long.push(0);
+        assert_eq!(Offer::decode(&long), None);
+        let data = [1u8, 2, 3];
+        for m in [
+            Msg::Get { num: 1, offset: 2 },
+            Msg::More { num: 3, offset: 4 },
+            Msg::Data {
+                num: 5,
+                offset: 6,
+                data: &data,
+            },
+            Msg::Stop {
+                num: 7,
+                sender: true,
+                text: "gone".into(),
+            },
+        ] {
+            let f = m.frame();
+            assert_eq!(
+                f.len(),
+                4 + u32::from_be_bytes(f[..4].try_into().unwrap()) as usize
+            );
+            assert!(is_transfer(body(&f)));
+            assert_eq!(Msg::decode(body(&f)), Some(m.clone()));
+            for n in 0..body(&f).len() {
+                if !matches!(m, Msg::Data { .. }) || n < 13 {
+                    assert_eq!(Msg::decode(&body(&f)[..n]), None);
+                }
+            }
+        }
+        assert!(!is_transfer(&[4]) && !is_transfer(&[]));
+    }
+
+    #[test]
+    fn names_from_the_network_are_made_safe() {
+        for (bad, good) in [
+            ("../../etc/passwd", "passwd"),
+            (".bashrc", "bashrc"),
+            ("...", "file"),
+            ("", "file"),
+            ("a\\b\\c.txt", "c.txt"),
+            ("x\u{1b}[31my", "x[31my"),
+            ("rep\u{202e}gnp.exe", "repgnp.exe"),
+            ("zero\u{200b}width", "zerowidth"),
+            ("  . spaced .txt ", "spaced .txt"),
+            ("notes (1).pdf", "notes (1).pdf"),
+        ] {
+            assert_eq!(safe_name(bad), good, "{bad:?}");
+        }
+        let long = format!("{}.tar.gz", "é".repeat(500));
+        let s = safe_name(&long);
+        assert!(s.len() <= SAVE_NAME && s.ends_with(".gz"), "{s}");
+    }
+
+    /// The receiver's side, from the offer to the whole file.
+    #[test]
+    fn a_fetch_asks_writes_acknowledges_and_verifies() {
+        let mut net = Fake::default();
+        let mut f = files();
+        let size = 3 * CHUNK as u64 + 10;
+        assert!(f.offered(&mut net, ME, ALICE, &payload(&an_offer(size))));
+        assert!(matches!(
+            &net.shown[0],
+            Show::File(Note::Offered {
+                id: 1,
+                own: false,
+                ..
+            })
+        ));
+        // The same offer again is not shown twice.
+        f.offered(&mut net, ME, ALICE, &payload(&an_offer(size)));
+        assert_eq!(net.shown.len(), 1);
+        f.get(&mut net, 1, None, 0);
+        let [Out::Disk(Io::Open { job, dir, name, .. })] = &outs(&mut f)[..] else {
+            panic!("no open");
+        };
+        assert_eq!((dir.to_str(), name.as_str()), (Some("/dl"), "notes.pdf"));
+        let job = *job;
+        f.disk_done(&mut net, Done::Opened { job, result: Ok(0) }, 10);
+        let o = outs(&mut f);
+        let [Out::SendTo(ALICE, get)] = &o[..] else {
+            panic!("{o:?}");
+        };
+        assert_eq!(Msg::decode(body(get)), Some(Msg::Get { num: 5, offset: 0 }));
+        // Asked again until data comes, then given up.
+        f.tick(&mut net, 10 + GET_RETRY);
+        assert!(matches!(&outs(&mut f)[..], [Out::SendTo(ALICE, _)]));
+        let chunk = vec![0u8; CHUNK];
+        let mut at = 0u64;
+        let mut acks = 0;
+        for (i, len) in [CHUNK, CHUNK, CHUNK, 10].into_iter().enumerate() {
+            // A repeated chunk (from a repeated GET) overlaps: only the
+            // new part is written.
+            if i == 1 {
+                let d = Msg::Data {
+                    num: 5,
+                    offset: 0,
+                    data: &chunk,
+                };
+                f.frame(&mut net, L, ALICE, body(&d.frame()), 20);
+                assert!(outs(&mut f).is_empty());
+            }
+            let d = Msg::Data {
+                num: 5,
+                offset: at,
+                data: &chunk[..len],
+            };
+            f.frame(&mut net, L, ALICE, body(&d.frame()), 20);
+            for o in outs(&mut f) {
+                match o {
+                    Out::Disk(Io::Write { offset, data, .. }) => {
+                        assert_eq!((offset, data.len()), (at, len));
+                    }
+                    Out::Send(L, m) => {
+                        acks += 1;
+                        assert!(matches!(
+                            Msg::decode(body(&m)),
+                            Some(Msg::More { num: 5, .. })
+                        ));
+                    }
+                    Out::Disk(Io::Verify { hash, .. }) => {
+                        assert_eq!(hash, [9; 32]);
+                        assert_eq!(at + len as u64, size);
+                    }
+                    o => panic!("{o:?}"),
+                }
+            }
+            at += len as u64;
+        }
+        assert!(acks >= 2, "acknowledged as it went, and at the end");
+        f.disk_done(
+            &mut net,
+            Done::Verified {
+                job,
+                result: Ok("/dl/notes.pdf".into()),
+            },
+            30,
+        );
+        assert!(matches!(
+            net.shown.last(),
+            Some(Show::File(Note::Received { .. }))
+        ));
+        assert_eq!(f.deadline(), None);
+    }
+
+    /// The sender's side: GET, reads within the window, MORE, done.
+    #[test]
+    fn a_send_keeps_within_the_window() {
+        let mut net = Fake::default();
+        let mut f = files();
+        f.send(&mut net, None, "/src/notes.pdf".into());
+        let [Out::Disk(Io::Prepare { job, .. })] = &outs(&mut f)[..] else {
+            panic!("no prepare");
+        };
+        let size = 4 * WINDOW;
+        let result = Ok((size, [3; 32], 77));
+        f.disk_done(&mut net, Done::Prepared { job: *job, result }, 0);
+        let offer = Offer::decode(&payload_of(&net.published[0])).unwrap();
+        assert_eq!(
+            (offer.num, offer.size, offer.name.as_str()),
+            (1, size, "notes.pdf")
+        );
+        let get = Msg::Get { num: 1, offset: 0 };
+        f.frame(&mut net, L, ALICE, body(&get.frame()), 1);
+        let o = outs(&mut f);
+        let (up, mut read) = match &o[..] {
+            [
+                Out::Disk(Io::Upload { job, mtime: 77, .. }),
+                Out::Disk(Io::Read { offset: 0, len, .. }),
+            ] => (*job, *len),
+            o => panic!("{o:?}"),
+        };
+        let mut sent = 0u64;
+        // Reads go on until the window is full, and no further.
+        while read > 0 {
+            let data = vec![1; read];
+            f.disk_done(
+                &mut net,
+                Done::Chunk {
+                    job: up,
+                    offset: sent,
+                    data,
+                },
+                2,
+            );
+            sent += read as u64;
+            read = 0;
+            for o in outs(&mut f) {
+                match o {
+                    Out::Send(L, d) => assert!(matches!(
+                        Msg::decode(body(&d)),
+                        Some(Msg::Data { num: 1, .. })
+                    )),
+                    Out::Disk(Io::Read { offset, len, .. }) => {
+                        assert_eq!(offset, sent);
+                        read = len;
+                    }
+                    o => panic!("{o:?}"),
+                }
+            }
+        }
+        assert!((WINDOW..WINDOW + CHUNK as u64).contains(&sent), "{sent}");
+        // An acknowledgement opens the window again.
+        let more = Msg::More {
+            num: 1,
+            offset: sent,
+        };
+        f.frame(&mut net, L, ALICE, body(&more.frame()), 3);
+        assert!(matches!(&outs(&mut f)[..], [Out::Disk(Io::Read { .. })]));
+        // The link goes: the upload ends.
+        f.link_down(&mut net, L);
+        assert!(matches!(&outs(&mut f)[..], [Out::Disk(Io::EndUpload { job })] if *job == up));
+    }
+
+    fn payload_of(b: &Body) -> Vec<u8> {
+        match b {
+            Body::Other { payload, .. } => payload.clone(),
+            _ => panic!("not an offer"),
+        }
+    }
+
+    #[test]
+    fn liars_and_strangers_are_turned_away() {
+        let mut net = Fake::default();
+        let mut f = files();
+        // Offers for someone else are not shown.
+        let other = Offer {
+            to: Some(NodeId(99)),
+            ..an_offer(10)
+        };
+        f.offered(&mut net, ME, ALICE, &payload(&other));
+        assert!(net.shown.is_empty());
+        assert!(!f.offered(&mut net, ME, ALICE, b"garbage"));
+        // A sender that sends more than it offered: discarded.
+        f.offered(&mut net, ME, ALICE, &payload(&an_offer(10)));
+        f.get(&mut net, 1, None, 0);
+        let [Out::Disk(Io::Open { job, .. })] = &outs(&mut f)[..] else {
+            panic!();
+        };
+        let job = *job;
+        f.disk_done(&mut net, Done::Opened { job, result: Ok(0) }, 0);
+        outs(&mut f);
+        let d = Msg::Data {
+            num: 5,
+            offset: 0,
+            data: &[0; 11],
+        };
+        f.frame(&mut net, L, ALICE, body(&d.frame()), 1);
+        let o = outs(&mut f);
+        assert!(
+            matches!(&o[0], Out::Disk(Io::Discard { job: j }) if *j == job),
+            "{o:?}"
+        );
+        assert!(matches!(net.shown.last(), Some(Show::Warning(w)) if w.contains("more than")));
+        // A GET for an offer we never made is answered with STOP.
+        let get = Msg::Get { num: 9, offset: 0 };
+        f.frame(&mut net, L, ALICE, body(&get.frame()), 2);
+        let o = outs(&mut f);
+        let [Out::Send(L, stop)] = &o[..] else {
+            panic!("{o:?}");
+        };
+        assert!(matches!(
+            Msg::decode(body(stop)),
+            Some(Msg::Stop { sender: true, .. })
+        ));
+        // Over the size limit: not fetched.
+        f.offered(
+            &mut net,
+            ME,
+            ALICE,
+            &payload(&Offer {
+                num: 6,
+                ..an_offer(11 << 20)
+            }),
+        );
+        f.get(&mut net, 2, None, 3);
+        assert!(outs(&mut f).is_empty());
+    }
+
+    #[test]
+    fn an_unanswered_get_is_given_up_and_the_part_kept() {
+        let mut net = Fake::default();
+        let mut f = files();
+        f.offered(&mut net, ME, ALICE, &payload(&an_offer(100)));
+        f.get(&mut net, 1, None, 0);
+        let [Out::Disk(Io::Open { job, .. })] = &outs(&mut f)[..] else {
+            panic!();
+        };
+        let job = *job;
+        f.disk_done(
+            &mut net,
+            Done::Opened {
+                job,
+                result: Ok(40),
+            },
+            0,
+        );
+        let o = outs(&mut f);
+        let [Out::SendTo(ALICE, get)] = &o[..] else {
+            panic!("{o:?}");
+        };
+        assert_eq!(
+            Msg::decode(body(get)),
+            Some(Msg::Get { num: 5, offset: 40 })
+        );
+        let mut t = 0;
+        while let Some(d) = f.deadline() {
+            t = d;
+            f.tick(&mut net, t);
+            assert!(t <= GET_GIVE_UP);
+        }
+        assert_eq!(t, GET_GIVE_UP);
+        assert!(outs(&mut f).contains(&Out::Disk(Io::Keep { job })));
+        assert!(matches!(net.shown.last(), Some(Show::Warning(w)) if w.contains(":get 1 resumes")));
+    }
+}
