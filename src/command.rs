@@ -545,6 +545,25 @@ mod tests {
     }
 
     #[test]
+    fn file_commands_take_their_arguments() {
+        let node = |c| Input::Node(c);
+        assert_eq!(
+            parse(":send /tmp/a b.txt"),
+            node(Command::Send("/tmp/a b.txt".into()))
+        );
+        assert_eq!(parse("/get 3"), node(Command::Get(3, None)));
+        assert_eq!(
+            parse(":get 3  /tmp/x y"),
+            node(Command::Get(3, Some("/tmp/x y".into())))
+        );
+        assert_eq!(parse(":cancel 2"), node(Command::Cancel(2)));
+        assert_eq!(parse(":files"), node(Command::Files));
+        for bad in [":send", ":send  ", ":get", ":get x", ":get -1", ":cancel"] {
+            assert!(matches!(parse(bad), Input::Error(_)), "{bad}");
+        }
+    }
+
+    #[test]
     fn commands_to_come_are_refused_not_sent() {
         for line in [
             "/msg bob psst, private?",
