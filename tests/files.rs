@@ -471,3 +471,116 @@ fn chat_goes_on_during_a_large_transfer() {
     );
     assert!(fs::read(db.path().join("large.bin")).unwrap() == data);
 }
+
+#[test]
+fn a_file_goes_across_an_encrypted_network() {
+    let secret = [("P2PCHAT_SECRET", "files under a secret")];
+    let (da, db) = (TempDir::new("dl-alice"), TempDir::new("dl-bob"));
+    let opts_a = ["--download-dir", da.str()];
+    let opts_b = ["--download-dir", db.str()];
+    let mut alice = Peer::launch_env("alice", &opts_a, None, Stdio::piped(), &secret);
+    let mut bob = Peer::launch_env("bob", &opts_b, Some(alice.port()), Stdio::piped(), &secret);
+    bob.expect_joined(alice.port(), 2);
+    let src = TempDir::new("src");
+    let data = pattern(5 << 20, 10);
+    let f = src.path().join("secret.tar");
+    fs::write(&f, &data).unwrap();
+    alice.send(&format!(":send {}", f.display()));
+    let id = offer_id(&bob.expect_contains("* alice offers secret.tar (5.2 MB): :get "));
+    bob.send(&format!(":get {id}"));
+    bob.expect_contains(&format!("* get {id}: secret.tar from alice saved as "));
+    assert!(fs::read(db.path().join("secret.tar")).unwrap() == data);
+    util::chat_both_ways(&mut alice, &mut bob, "after an encrypted transfer");
+}
+
+#[test]
+fn an_offer_to_one_member_and_a_link_opened_for_the_transfer() {
+    // A chain: alice - bob - carol, one link each (degree 1).
+    let (da, db, dc) = (
+        TempDir::new("dl-alice"),
+        TempDir::new("dl-bob"),
+        TempDir::new("dl-carol"),
+    );
+    let chain = ["-d", "1", "-D", "2"];
+    let mut alice = peer("alice", &da, None, &chain);
+    let mut bob = peer("bob", &db, Some(alice.port()), &chain);
+    bob.expect_joined(alice.port(), 2);
+    let mut carol = peer("carol", &dc, Some(bob.port()), &chain);
+    carol.expect_joined(bob.port(), 3);
+    alice.expect_line("* carol joined");
+    carol.send(":who");
+    let who = carol.expect_block("* 3 members:", 3);
+    assert!(
+        who.iter()
+            .any(|l| l.contains("alice") && l.ends_with("relayed")),
+        "{who:?}"
+    );
+    let src = TempDir::new("src");
+    let data = pattern(1 << 20, 11);
+    let f = src.path().join("for carol.txt");
+    fs::write(&f, &data).unwrap();
+    alice.send(&format!(":send carol {}", f.display()));
+    alice.expect_line("* you offer for carol.txt (1.0 MB) to carol: offer 1");
+    let id = offer_id(&carol.expect_contains("* alice offers you for carol.txt (1.0 MB): :get "));
+    carol.send(&format!(":get {id}"));
+    carol.expect_contains(&format!("* get {id}: for carol.txt from alice saved as "));
+    assert!(fs::read(dc.path().join("for carol.txt")).unwrap() == data);
+    carol.send(":who");
+    let who = carol.expect_block("* 3 members:", 3);
+    assert!(
+        who.iter()
+            .any(|l| l.contains("alice") && l.ends_with("direct")),
+        "a direct link to the sender: {who:?}"
+    );
+    // Bob relayed the offer but was not shown it.
+    bob.send(":files");
+    bob.expect_line("* no file offers");
+    bob.assert_no_out("an offer for carol", &|l| l.contains("for carol.txt"));
+}
+
+#[test]
+fn json_shows_offers_and_results() {
+    let (da, db) = (TempDir::new("dl-alice"), TempDir::new("dl-bob"));
+    let mut alice = peer("alice", &da, None, &["--json"]);
+    let mut bob = peer("bob", &db, Some(alice.port()), &["--json"]);
+    bob.expect_contains(r#""type":"joined""#);
+    alice.expect_contains(r#""type":"join""#);
+    let src = TempDir::new("src");
+    let f = src.path().join("a \"quoted\" name.bin");
+    fs::write(&f, pattern(100_000, 12)).unwrap();
+    alice.send(&format!(
+        r#"{{"command":"send {}"}}"#,
+        f.display().to_string().replace('"', "\\\"")
+    ));
+    // (each object has "type", then "time", then its fields)
+    let offer = alice.expect_contains(
+        r#","id":1,"from":"alice","name":"a \"quoted\" name.bin","size":100000,"own":true,"to":null}"#,
+    );
+    assert!(offer.starts_with(r#"{"type":"offer","#), "{offer}");
+    let offer = bob.expect_contains(
+        r#","id":1,"from":"alice","name":"a \"quoted\" name.bin","size":100000,"own":false,"to":null}"#,
+    );
+    assert!(offer.starts_with(r#"{"type":"offer","#), "{offer}");
+    bob.send(r#"{"command":"get 1"}"#);
+    let got = bob.expect_contains(r#"{"type":"received","#);
+    let path = db.path().join("a \"quoted\" name.bin");
+    let path = path.display().to_string().replace('"', "\\\"");
+    assert!(
+        got.ends_with(&format!(
+            r#","id":1,"name":"a \"quoted\" name.bin","from":"alice","path":"{path}","size":100000}}"#
+        )),
+        "{got}"
+    );
+    let fetching = alice.expect_contains(r#"{"type":"fetching","#);
+    assert!(
+        fetching.ends_with(r#","id":1,"name":"a \"quoted\" name.bin","by":"bob","offset":0}"#),
+        "{fetching}"
+    );
+    alice.expect_contains(r#"{"type":"fetched","#);
+    bob.send(r#"{"command":"files"}"#);
+    let list = bob.expect_contains(r#"{"type":"files","#);
+    assert!(
+        list.ends_with(r#","files":[{"id":1,"from":"alice","name":"a \"quoted\" name.bin","size":100000,"state":"offered","done":0}]}"#),
+        "{list}"
+    );
+}

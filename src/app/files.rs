@@ -1871,6 +1871,64 @@ mod tests {
     }
 
     #[test]
+    fn progress_is_told_once_a_second_in_every_format() {
+        let mut net = Fake::default();
+        let mut f = files();
+        let size = 10 * CHUNK as u64;
+        f.offered(&mut net, ME, ALICE, &payload(&an_offer(size)));
+        f.get(&mut net, 1, None, 0);
+        let [Out::Disk(Io::Open { job, .. })] = &outs(&mut f)[..] else {
+            panic!();
+        };
+        let job = *job;
+        f.disk_done(&mut net, Done::Opened { job, result: Ok(0) }, 0);
+        let chunk = vec![0u8; CHUNK];
+        for (i, t) in [100, 600, 1000, 1500, 2100].into_iter().enumerate() {
+            let d = Msg::Data {
+                num: 5,
+                offset: (i * CHUNK) as u64,
+                data: &chunk,
+            };
+            f.frame(&mut net, L, ALICE, body(&d.frame()), t);
+        }
+        let notes: Vec<&Note> = net
+            .shown
+            .iter()
+            .filter_map(|s| match s {
+                Show::File(n @ Note::Progress { .. }) => Some(n),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(notes.len(), 2, "at 1000 and 2100 ms");
+        let n = notes[0];
+        assert_eq!(
+            n.plain(),
+            "* get 1: notes.pdf 30% (184.3 kB of 614.4 kB) at 184.3 kB/s, 2 s left"
+        );
+        assert_eq!(
+            n.tty(),
+            "[######..............] get 1: notes.pdf 30% (184.3 kB of 614.4 kB) at 184.3 kB/s, 2 s left"
+        );
+        let (kind, fields) = n.json(|s| format!("{s:?}"));
+        assert_eq!(kind, "progress");
+        assert_eq!(
+            fields,
+            r#","id":1,"name":"notes.pdf","done":184320,"size":614400,"rate":184320"#
+        );
+    }
+
+    #[test]
+    fn sizes_read_as_people_read_them() {
+        let s = |n| Size(n).to_string();
+        assert_eq!(s(0), "0 B");
+        assert_eq!(s(999), "999 B");
+        assert_eq!(s(1000), "1.0 kB");
+        assert_eq!(s(1_234_567), "1.2 MB");
+        assert_eq!(s(999_960), "1.0 MB");
+        assert_eq!(s(u64::MAX), "18.4 EB");
+    }
+
+    #[test]
     fn an_unanswered_get_is_given_up_and_the_part_kept() {
         let mut net = Fake::default();
         let mut f = files();
