@@ -1804,6 +1804,11 @@ impl Node {
     /// suspects us nor dials straight back.
     fn shed(&mut self, keep: Option<LinkId>, now: Millis) {
         for link in self.mesh.shed(&self.links, keep, now) {
+            // A link a file is on stays until the file is through.
+            let peer = self.links.get(link).and_then(|l| l.peer());
+            if self.files.carries(link, peer) {
+                continue;
+            }
             let text = "too many links; keeping others";
             self.refuse(link, Refusal::Full, text, now);
         }

@@ -1399,6 +1399,17 @@ impl Files {
         }
     }
 
+    /// Whether a transfer runs on `link` (to `peer`), or is about to: it
+    /// should not be shed.
+    pub fn carries(&self, link: LinkId, peer: Option<NodeId>) -> bool {
+        self.ups.iter().any(|u| u.link == link)
+            || self.downs.iter().any(|d| {
+                d.link == Some(link)
+                    || (matches!(d.stage, Stage::Asking { .. })
+                        && peer.is_some_and(|p| self.known(d.id).is_some_and(|k| k.from == p)))
+            })
+    }
+
     /// `link` is gone: what ran on it stops (a part stays, to resume).
     pub fn link_down(&mut self, net: &mut impl Net, link: LinkId) {
         for u in self.take_ups(|u| u.link == link) {
@@ -1675,6 +1686,8 @@ mod tests {
             panic!("{o:?}");
         };
         assert_eq!(Msg::decode(body(get)), Some(Msg::Get { num: 5, offset: 0 }));
+        // Whatever link there is to the sender is kept for it.
+        assert!(f.carries(LinkId(99), Some(ALICE)) && !f.carries(LinkId(99), Some(ME)));
         // Asked again until data comes, then given up.
         f.tick(&mut net, 10 + GET_RETRY);
         assert!(matches!(&outs(&mut f)[..], [Out::SendTo(ALICE, _)]));
@@ -1800,8 +1813,10 @@ mod tests {
         };
         f.frame(&mut net, L, ALICE, body(&more.frame()), 3);
         assert!(matches!(&outs(&mut f)[..], [Out::Disk(Io::Read { .. })]));
+        assert!(f.carries(L, Some(ALICE)));
         // The link goes: the upload ends.
         f.link_down(&mut net, L);
+        assert!(!f.carries(L, Some(ALICE)));
         assert!(matches!(&outs(&mut f)[..], [Out::Disk(Io::EndUpload { job })] if *job == up));
     }
 
