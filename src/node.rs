@@ -1512,10 +1512,12 @@ impl Node {
             Body::Other {
                 kind: files::OFFER,
                 payload,
-            } if self.is_member() => {
-                self.files
-                    .offered(&mut net!(self), self.id, origin, &payload);
-                self.files_out(now);
+            } => {
+                if self.is_member() {
+                    self.files
+                        .offered(&mut net!(self), self.id, origin, &payload);
+                    self.files_out(now);
+                }
             }
             Body::Other { kind, .. } => {
                 if !self.told_newer {
