@@ -584,3 +584,41 @@ fn json_shows_offers_and_results() {
         "{list}"
     );
 }
+
+#[test]
+fn a_broken_link_is_told_and_get_resumes_in_the_same_run() {
+    let (mut alice, mut bob, _da, db) = two(&[]);
+    let src = TempDir::new("src");
+    let data = pattern(64 << 20, 13);
+    let f = src.path().join("big.bin");
+    fs::write(&f, &data).unwrap();
+    alice.send(&format!(":send {}", f.display()));
+    let id = offer_id(&bob.expect_contains("* alice offers big.bin"));
+    bob.send(&format!(":get {id}"));
+    part_reaches(&db, "big.bin", 16 << 20);
+    // Break the link from outside both processes: only the sockets of
+    // alice's listening port (this test's own), by the kernel (ss -K).
+    let port = alice.port();
+    let filter = format!("( sport = :{port} or dport = :{port} )");
+    let out = std::process::Command::new("ss")
+        .args(["-K", "-t", "state", "established", &filter])
+        .output();
+    let killed = out.as_ref().is_ok_and(|o| {
+        o.status.success() && String::from_utf8_lossy(&o.stdout).lines().count() > 1
+    });
+    if !killed {
+        eprintln!(
+            "skipped: cannot destroy sockets here (ss -K needs root and INET_DIAG_DESTROY): {out:?}"
+        );
+        return;
+    }
+    let line = bob.expect_err_contains(&format!("p2pchat: get {id}: big.bin interrupted at "));
+    assert!(line.ends_with(&format!(":get {id} resumes it")), "{line}");
+    // The link comes back (the peers dial again); the same offer resumes.
+    util::chat_both_ways(&mut alice, &mut bob, "after the break");
+    bob.send(&format!(":get {id}"));
+    let line = bob.expect_contains(&format!("* get {id}: resuming big.bin at "));
+    assert_ne!(resumed_at(&line), "0 B");
+    bob.expect_contains(&format!("* get {id}: big.bin from alice saved as "));
+    assert!(fs::read(db.path().join("big.bin")).unwrap() == data);
+}
