@@ -14,6 +14,7 @@
 //! holds what they share: ids, time, randomness and small bounded tables.
 
 pub mod broadcast;
+pub mod discovery;
 pub mod link;
 pub mod membership;
 pub mod mesh;
