@@ -11,6 +11,7 @@
 
 use crate::cli::Opts;
 use crate::command::{self, Input};
+use crate::discover::Lan;
 use crate::net::{self, Conn, HIGH_WATER, MAX_QUEUE, STALL};
 use crate::node::{self, Action, Command, LinkId, Millis, Node, NodeId, Show};
 use crate::peers::PeerList;
@@ -30,6 +31,8 @@ const LISTENER: Token = Token(0);
 const STDIN: Token = Token(1);
 const SIGNAL: Token = Token(2);
 const STDOUT: Token = Token(3);
+/// LAN discovery's sockets (IPv4, IPv6).
+const LAN: [Token; 2] = [Token(12), Token(13)];
 /// Link `n` is registered as `Token(n + FIRST_LINK)`.
 const FIRST_LINK: usize = 16;
 
@@ -98,6 +101,8 @@ struct Loop {
     families: (bool, bool),
     /// A link of a family we do not listen on has been warned about.
     warned_family: bool,
+    /// LAN discovery (`--discover`).
+    lan: Option<Lan>,
 }
 
 /// stdin is made non-blocking for the poll; the file description is
@@ -205,6 +210,28 @@ impl Loop {
         };
         let mut core = Node::new(cfg, NodeId(id), &opts.name, port, random_u64());
         ui.listening(port, crate::iface::local_addrs(local.ip()));
+        let lan = match &opts.discover {
+            None => None,
+            Some(settings) => {
+                core.enable_discovery();
+                // Issue 11: the network secret (P2PCHAT_SECRET, --secret-file) goes here.
+                let secret: Option<&[u8]> = None;
+                let (registry, seed) = (poll.registry(), random_u64());
+                let lan = Lan::start(
+                    settings,
+                    secret,
+                    NodeId(id),
+                    port,
+                    opts.bind,
+                    families,
+                    registry,
+                    LAN,
+                    seed,
+                    0,
+                )?;
+                Some(lan)
+            }
+        };
         let start = Instant::now();
         if !opts.join.is_empty() {
             let mut labels = Vec::new();
@@ -248,6 +275,7 @@ impl Loop {
             unread: Vec::new(),
             families,
             warned_family: false,
+            lan,
         })
     }
 
@@ -295,6 +323,11 @@ impl Loop {
                     SIGNAL => self.signals(ui, now),
                     STDIN => self.stdin_ready = true,
                     STDOUT => {} // flushed at the top of the loop
+                    t if LAN.contains(&t) => {
+                        if let Some(lan) = &mut self.lan {
+                            lan.readable(&self.core, now);
+                        }
+                    }
                     Token(t) => self.conn_event(ui, LinkId((t - FIRST_LINK) as u64), now),
                 }
                 self.apply(ui);
@@ -321,6 +354,9 @@ impl Loop {
             if self.core.deadline().is_some_and(|t| now >= t) {
                 self.core.tick(now);
             }
+            if let Some(lan) = &mut self.lan {
+                lan.turn(&mut self.core, now);
+            }
             // Dropping a link in housekeeping gives the core more to do:
             // do it now, not after the next sleep.
             loop {
@@ -342,6 +378,9 @@ impl Loop {
             min(a);
         }
         if let Some(a) = self.esc_at {
+            min(a);
+        }
+        if let Some(a) = self.lan.as_ref().and_then(|l| l.deadline(now)) {
             min(a);
         }
         if !self.unread.is_empty() {
