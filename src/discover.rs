@@ -196,9 +196,10 @@ impl Lan {
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    // An ICMP error from an earlier send, and the like:
-                    // nothing to do about it.
-                    Err(_) => break,
+                    // An error queued on the socket (ICMP for an earlier
+                    // send, and the like) is taken and counted: reading
+                    // goes on until the socket would block.
+                    Err(_) => budget -= 1,
                 }
             }
         }

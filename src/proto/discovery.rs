@@ -58,8 +58,9 @@
 //! - Joining or leaving, it acts on nothing.
 //!
 //! A peer heard for the first time is answered with an announcement (at
-//! most [`REPLY_RATE`] a second), so that a newcomer learns of the peers
-//! there at once, not at their next announcement. A peer heard only over
+//! most [`REPLY_RATE`] a second; one answers every newcomer heard since
+//! the last), so that a newcomer learns of the peers there at once, not
+//! at their next announcement. A peer heard only over
 //! IPv6 is acted on after [`V6_WAIT`]: the same peer over IPv4, if there
 //! is one, is preferred (an IPv6 link-local address means nothing to the
 //! other members it is passed on to).
@@ -303,6 +304,9 @@ pub struct Discovery {
     announce_at: Millis,
     /// Announcements of the start still to go: their times.
     start: Vec<Millis>,
+    /// A newcomer was heard: an announcement answers it as soon as the
+    /// reply rate allows (one answers every newcomer heard meanwhile).
+    reply: bool,
     /// The standing the last [`Discovery::poll`] saw.
     standing: Standing,
     rng: Rng,
@@ -323,6 +327,7 @@ impl Discovery {
             replies: Bucket::new(REPLY_RATE, REPLY_BURST),
             announce_at: now,
             start: START.iter().rev().map(|t| now + t).collect(),
+            reply: false,
             standing: Standing::Busy,
             rng: Rng::new(seed),
             stats: Stats::default(),
@@ -401,9 +406,9 @@ impl Discovery {
         let changed = p.member != a.member;
         p.member = a.member;
         p.last = now;
-        if (new || changed) && self.standing != Standing::Busy && self.replies.take(1, now) {
+        if new || changed {
             // A newcomer, or one that joined a network: tell it we are here.
-            self.announce_at = self.announce_at.min(now);
+            self.reply = true;
         }
         Heard::Noted
     }
@@ -454,6 +459,13 @@ impl Discovery {
         now: Millis,
     ) -> Option<Out> {
         self.standing = standing;
+        if standing != Standing::Busy && self.reply && self.replies.take(1, now) {
+            self.reply = false;
+            self.stats.announced += 1;
+            return Some(Out::Announce(
+                self.announcement(standing == Standing::Member),
+            ));
+        }
         if standing != Standing::Busy && now >= self.announce_at {
             self.announce_at = match self.start.pop() {
                 Some(t) => t.max(now + 1),
@@ -493,14 +505,16 @@ impl Discovery {
     /// at the last poll.
     pub fn deadline(&self, now: Millis) -> Option<Millis> {
         let standing = self.standing;
-        let announce = (standing != Standing::Busy).then_some(self.announce_at);
+        let busy = standing == Standing::Busy;
+        let announce = (!busy).then_some(self.announce_at);
+        let reply = (!busy && self.reply).then(|| self.replies.clone().ready_at(1, now));
         let act = self
             .heard
             .iter()
             .filter_map(|(&id, p)| self.due_at(id, p, standing))
             .min()
             .map(|t| t.max(self.acts.clone().ready_at(1, now)));
-        [announce, act].into_iter().flatten().min()
+        [announce, reply, act].into_iter().flatten().min()
     }
 
     /// Peers heard and not members yet, for tests.
@@ -802,6 +816,32 @@ mod tests {
             "{announced}"
         );
         assert!(d.stats.noted == 600_000);
+    }
+
+    #[test]
+    fn a_newcomer_is_answered_even_when_replies_ran_out() {
+        let mut d = Discovery::new(NodeId(50), 4000, T, 1, 0);
+        drain(&mut d, Standing::Member, 0);
+        // Newcomers use up the replies...
+        for id in 0..20 {
+            d.heard(&ann(100 + id, 80, false), v4(1), none, 10);
+        }
+        let replies = |out: &[Out]| out.iter().filter(|o| matches!(o, Out::Announce(_))).count();
+        assert_eq!(replies(&drain(&mut d, Standing::Member, 10)), 1);
+        for id in 0..20 {
+            d.heard(&ann(200 + id, 80, false), v4(1), none, 11);
+            drain(&mut d, Standing::Member, 11);
+        }
+        let spent = replies(&drain(&mut d, Standing::Member, 12));
+        assert_eq!(spent, 0, "the burst is spent");
+        // ...then one more: answered as soon as there is a reply to give.
+        d.heard(&ann(7, 80, false), v4(7), none, 20);
+        let at = d.deadline(20).unwrap();
+        assert!(at <= 20 + 1000 / REPLY_RATE, "{at}");
+        assert!(matches!(
+            d.poll(Standing::Member, none, at),
+            Some(Out::Announce(_))
+        ));
     }
 
     #[test]
