@@ -216,8 +216,21 @@ impl Net {
         // so that a detached port leads nowhere.
         net.sysctl(&hub, "net.ipv6.conf.all.disable_ipv6", "1");
         net.sysctl(&hub, "net.ipv6.conf.default.disable_ipv6", "1");
+        // No multicast snooping: the bridges flood multicast to every
+        // port, as a plain LAN switch does, whatever IGMP and MLD reports
+        // they did or did not see (LAN discovery multicasts).
         for br in ["br0", "br1"] {
-            ip(&["-n", &hub, "link", "add", br, "type", "bridge"]);
+            ip(&[
+                "-n",
+                &hub,
+                "link",
+                "add",
+                br,
+                "type",
+                "bridge",
+                "mcast_snooping",
+                "0",
+            ]);
             ip(&["-n", &hub, "link", "set", br, "up"]);
         }
         Some(net)
