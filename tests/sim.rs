@@ -1473,3 +1473,52 @@ fn discovery_merges_two_networks() {
         });
     }
 }
+
+/// Forged announcements that point a peer at itself (under another id),
+/// or at a member it links to already, cost a refused dial and nothing
+/// more: alone or in a network, it stays where it was, running.
+#[test]
+fn discovery_forgeries_pointing_home_are_harmless() {
+    for seed in seeds(&[91]) {
+        with_seed(seed, |seed| {
+            let mut sim = Sim::new(seed, 5);
+            grow(&mut sim, 3, &Config::default());
+            let lonely = sim.add(&name(3), Config::default());
+            // Every announcement is lost: only the forgeries are heard.
+            let mut lan = Lan::new(&mut sim, 1, 0);
+            let t = sim.now + 10;
+            lan.run_until(&mut sim, t);
+            for m in lan.machines.iter_mut() {
+                m.stats = Default::default();
+            }
+            let tag = discovery::tag("lobby", None);
+            let forged = |id: u64, to: usize, member: bool| {
+                discovery::Announcement {
+                    id: NodeId(id),
+                    port: addr(to).port(),
+                    member,
+                    tag,
+                }
+                .encode()
+                .to_vec()
+            };
+            let t = sim.now + 2;
+            for (k, (to, at)) in [(lonely, lonely), (0, 0), (0, 1)].into_iter().enumerate() {
+                for member in [true, false] {
+                    lan.order += 1;
+                    let bytes = forged(0xf00 + k as u64, at, member);
+                    lan.air.insert((t, lan.order), (to, bytes, at));
+                }
+            }
+            let t = sim.now + 10_000;
+            lan.run_until(&mut sim, t);
+            assert_eq!(sim.nodes[lonely].exited, None);
+            assert!(sim.nodes[lonely].core.is_member());
+            for i in 0..3 {
+                assert_eq!(sim.nodes[i].exited, None);
+                assert_eq!(sim.nodes[i].core.member_count(), 2, "node {i}");
+            }
+            assert!(lan.machines.iter().map(|m| m.stats.acted).sum::<u64>() >= 2);
+        });
+    }
+}
