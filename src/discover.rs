@@ -34,9 +34,9 @@ use std::collections::BTreeSet;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 
-/// Datagrams read per turn of the event loop, at most; the rest wait for
-/// the next turn (in the kernel's buffer), so a flood cannot starve the
-/// links.
+/// Datagrams read per socket and turn of the event loop, at most; the
+/// rest wait for the next turn (in the kernel's buffer), so a flood cannot
+/// starve the links, nor one family's socket the other's.
 pub const DATAGRAMS_PER_TURN: usize = 64;
 /// The kernel's receive buffer for discovery, in bytes.
 pub const RCVBUF: usize = 64 << 10;
@@ -75,7 +75,6 @@ struct Sender {
 /// One address family's sockets.
 struct Family {
     group: IpAddr,
-    token: Token,
     rx: UdpSocket,
     /// Interfaces (by index) the receiving socket has joined the group on.
     joined: BTreeSet<u32>,
@@ -138,7 +137,6 @@ impl Lan {
                     }
                     families.push(Family {
                         group,
-                        token,
                         rx,
                         joined: BTreeSet::new(),
                         tx: Vec::new(),
@@ -169,21 +167,16 @@ impl Lan {
         Ok(lan)
     }
 
-    /// Whether `token` is one of ours.
-    pub fn owns(&self, token: Token) -> bool {
-        self.families.iter().any(|f| f.token == token)
-    }
-
     /// Reads what the receiving sockets have (at most
-    /// [`DATAGRAMS_PER_TURN`]) into the machine.
+    /// [`DATAGRAMS_PER_TURN`] from each) into the machine.
     pub fn readable(&mut self, core: &Node, now: Millis) {
-        let mut budget = DATAGRAMS_PER_TURN;
         self.more = false;
         for f in &self.families {
+            let mut budget = DATAGRAMS_PER_TURN;
             loop {
                 if budget == 0 {
                     self.more = true;
-                    return;
+                    break;
                 }
                 match f.rx.recv_from(&mut self.buf) {
                     Ok((n, from)) => {
@@ -217,7 +210,6 @@ impl Lan {
         if !due && self.standing == Some(standing) && !self.touched {
             return;
         }
-        self.standing = Some(standing);
         loop {
             let standing = core.standing();
             let Some(out) = self.machine.poll(standing, |id| core.knows(id), now) else {
@@ -240,6 +232,7 @@ impl Lan {
             }
         }
         self.touched = false;
+        self.standing = Some(core.standing());
     }
 
     /// When [`Lan::turn`] next has something to do.
