@@ -20,6 +20,7 @@ pub mod cli;
 pub mod command;
 pub mod discover;
 pub mod event;
+pub mod identity;
 pub mod iface;
 pub mod name;
 pub mod net;

@@ -54,6 +54,8 @@ pub enum Show {
     Discovered(Option<Vec<MemberView>>),
     /// A problem worth telling the user that is not fatal.
     Warning(String),
+    /// An answer to a question the user asked (`:whois`, `:trust`).
+    Info(String),
 }
 
 /// How a member is reached from here.
