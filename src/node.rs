@@ -823,6 +823,22 @@ impl Node {
             let why = format!("the name {} is taken in this network", h.name);
             return self.refuse(link, Refusal::NameTaken, &why, now);
         }
+        if h.name != self.name
+            && !self.key_fits(&h.name, &h.ident.key)
+            && joining_link
+            && self.found_join
+        {
+            // Heard on the LAN, under a name we know with another key: not
+            // joined (anyone on the LAN can announce); we stay alone.
+            let w = format!(
+                "{addr}, found on the LAN, says it is {n} with another key ({}): not joined",
+                crypto::fingerprint(&h.ident.key),
+                n = h.name
+            );
+            self.warn(Quiet::Key, w, now);
+            let text = format!("the key of {} has changed, for the peer joining", h.name);
+            return self.refuse(link, Refusal::Key, &text, now);
+        }
         if h.name != self.name && !self.key_fits(&h.name, &h.ident.key) && joining_link {
             let why = format!(
                 "{addr} says it is {n}, whose key has changed since this peer last met {n} \
@@ -1198,7 +1214,9 @@ impl Node {
         match wire::decode(body) {
             Ok(Msg::Noise(m)) => {
                 if let Err(why) = self.links.handshake(&mut self.out, link, &m, joining, now) {
-                    if joining {
+                    // A peer discovery found with another secret (a tag
+                    // collision, or a forgery): we stay alone.
+                    if joining && !self.found_join_failed() {
                         let label = self.join_label();
                         return self.stop(Stop::Refused(format!("{label}: {why}")));
                     }
@@ -1838,6 +1856,14 @@ impl Node {
                     self.links.dial(&mut self.out, addr, Some(id), now);
                 }
             }
+        }
+    }
+
+    /// Member `id` of our network was found by `how` as well (heard on
+    /// the LAN): `:peers` lists it.
+    pub fn met(&mut self, id: NodeId, how: Found) {
+        if self.membership.is_member(id) {
+            self.note_found(id, how);
         }
     }
 
