@@ -69,6 +69,8 @@ impl Default for Settings {
 /// One socket that sends announcements on one interface.
 struct Sender {
     sock: std::net::UdpSocket,
+    /// The address it sends from (bound), which a keyed tag covers.
+    source: IpAddr,
     to: SocketAddr,
 }
 
@@ -151,9 +153,9 @@ impl Lan {
                 false => format!("discovery: {}", errors.join("; ")),
             });
         }
-        let tag = discovery::tag(&settings.network, secret);
+        let net = discovery::Network::new(&settings.network, secret);
         let mut lan = Lan {
-            machine: Discovery::new(id, port, tag, seed, now),
+            machine: Discovery::new(id, port, net, seed, now),
             families,
             bind,
             port: settings.port,
@@ -183,7 +185,7 @@ impl Lan {
                         budget -= 1;
                         let known = |id| core.knows(id);
                         let heard = self.machine.heard(&self.buf[..n], from, known, now);
-                        if heard == discovery::Heard::Noted {
+                        if matches!(heard, discovery::Heard::Noted | discovery::Heard::Known) {
                             self.touched = true;
                         }
                     }
@@ -216,19 +218,23 @@ impl Lan {
                 break;
             };
             match out {
-                Out::Announce(bytes) => {
+                Out::Announce(member) => {
                     if now >= self.rescan_at {
                         self.rescan(now);
                     }
                     for f in &self.families {
                         for s in &f.tx {
-                            // A send that fails (an interface gone) is
-                            // retried at the next announcement.
+                            // With a secret, the tag covers the source
+                            // address: one announcement per sender. A send
+                            // that fails (an interface gone) is retried at
+                            // the next announcement.
+                            let bytes = self.machine.announcement(member, s.source);
                             let _ = s.sock.send_to(&bytes, s.to);
                         }
                     }
                 }
                 Out::Found(addr, id) => core.found(addr, id, Found::Discovery, now),
+                Out::Met(id) => core.met(id, Found::Discovery),
             }
         }
         self.touched = false;
@@ -334,7 +340,11 @@ fn sender(group: IpAddr, port: u16, index: u32, source: IpAddr) -> io::Result<Se
         }
     }
     s.bind(&from.into())?;
-    Ok(Sender { sock: s.into(), to })
+    Ok(Sender {
+        sock: s.into(),
+        source,
+        to,
+    })
 }
 
 fn link_local6(a: &Ipv6Addr) -> bool {

@@ -1295,7 +1295,18 @@ struct Lan {
 impl Lan {
     /// Discovery on every node, each starting within `spread` ms.
     fn new(sim: &mut Sim, loss: u64, spread: Millis) -> Lan {
-        let tag = discovery::tag("lobby", None);
+        Lan::with(sim, loss, spread, |_| {
+            discovery::Network::new("lobby", None)
+        })
+    }
+
+    /// As [`Lan::new`], node `i` in network `net(i)`.
+    fn with(
+        sim: &mut Sim,
+        loss: u64,
+        spread: Millis,
+        net: impl Fn(usize) -> discovery::Network,
+    ) -> Lan {
         let mut start = Vec::new();
         let mut machines = Vec::new();
         for i in 0..sim.nodes.len() {
@@ -1303,7 +1314,7 @@ impl Lan {
             sim.nodes[i].core.enable_discovery();
             let id = sim.nodes[i].core.id();
             let seed = sim.rng.next_u64();
-            machines.push(Discovery::new(id, addr(i).port(), tag, seed, at));
+            machines.push(Discovery::new(id, addr(i).port(), net(i), seed, at));
             start.push(at);
         }
         Lan {
@@ -1345,7 +1356,11 @@ impl Lan {
                     let out = self.machines[i].poll(core.standing(), |id| core.knows(id), now);
                     match out {
                         None => break,
-                        Some(Out::Announce(bytes)) => self.multicast(sim, i, &bytes),
+                        Some(Out::Announce(member)) => {
+                            let bytes = self.machines[i].announcement(member, addr(i).ip());
+                            self.multicast(sim, i, &bytes);
+                        }
+                        Some(Out::Met(id)) => sim.nodes[i].core.met(id, Found::Discovery),
                         Some(Out::Found(a, id)) => {
                             self.found += 1;
                             sim.nodes[i].core.found(a, id, Found::Discovery, now);
@@ -1496,16 +1511,16 @@ fn discovery_forgeries_pointing_home_are_harmless() {
             for m in lan.machines.iter_mut() {
                 m.stats = Default::default();
             }
-            let tag = discovery::tag("lobby", None);
+            let lobby = discovery::Network::new("lobby", None);
             let forged = |id: u64, to: usize, member: bool| {
-                discovery::Announcement {
+                let mut a = discovery::Announcement {
                     id: NodeId(id),
                     port: addr(to).port(),
                     member,
-                    tag,
-                }
-                .encode()
-                .to_vec()
+                    tag: [0; 16],
+                };
+                a.tag = lobby.tag(&a.head(), addr(to).ip());
+                a.encode().to_vec()
             };
             let t = sim.now + 2;
             for (k, (to, at)) in [(lonely, lonely), (0, 0), (0, 1)].into_iter().enumerate() {
@@ -1524,6 +1539,61 @@ fn discovery_forgeries_pointing_home_are_harmless() {
                 assert_eq!(sim.nodes[i].core.member_count(), 2, "node {i}");
             }
             assert!(lan.machines.iter().map(|m| m.stats.acted).sum::<u64>() >= 2);
+        });
+    }
+}
+
+/// Two networks with two secrets on one LAN, started at once, stay two:
+/// each finds its own members and never acts on the other's (a dial
+/// would be refused: the secrets differ).
+#[test]
+fn discovery_keeps_two_secrets_apart() {
+    for seed in seeds(&[95]) {
+        with_seed(seed, |seed| {
+            let mut sim = Sim::new(seed, 5);
+            let secret = |i: usize| {
+                if i.is_multiple_of(2) {
+                    &b"one"[..]
+                } else {
+                    &b"two"[..]
+                }
+            };
+            for i in 0..40 {
+                let cfg = Config {
+                    psk: Some(p2pchat::proto::crypto::psk(secret(i))),
+                    ..Config::default()
+                };
+                sim.add(&name(i), cfg);
+            }
+            let mut lan = Lan::with(&mut sim, 20, 50, |i| {
+                discovery::Network::new("lobby", Some(secret(i)))
+            });
+            let t = sim.now + 15_000;
+            lan.run_until(&mut sim, t);
+            for i in 0..40 {
+                let core = &sim.nodes[i].core;
+                assert_eq!(sim.nodes[i].exited, None, "node {i} stopped");
+                assert_eq!(core.member_count(), 19, "node {i}");
+                for j in (0..40).filter(|j| (i + j) % 2 == 1) {
+                    assert!(!core.knows(sim.nodes[j].core.id()), "{i} knows {j}");
+                }
+            }
+            let foreign: u64 = lan.machines.iter().map(|m| m.stats.foreign).sum();
+            assert!(foreign > 0, "the other network was heard, and ignored");
+            eprintln!(
+                "discovery, two secrets: two networks of 20; {} acted on, {foreign} foreign heard",
+                lan.found
+            );
+            sim.say(0, "evens");
+            sim.say(1, "odds");
+            let t = sim.now + 5_000;
+            lan.run_until(&mut sim, t);
+            for i in 0..40usize {
+                let want = if i.is_multiple_of(2) { [0] } else { [1] };
+                check_delivery(&sim, i, &want);
+                let other = name(1 - want[0]);
+                assert!(sim.nodes[i].chats.iter().all(|(from, _)| *from != other));
+            }
         });
     }
 }

@@ -24,7 +24,7 @@
 //!                      (clear: it is alone); other bits 0, ignored
 //!  6       2    TCP port the sender listens on (not 0)
 //!  8       8    the sender's node id
-//! 16      16    network tag: tag(network name, secret), see [`tag`]
+//! 16      16    network tag, see [`Network`]
 //! ```
 //!
 //! 32 bytes ([`LEN`]). The address to dial is the datagram's source
@@ -32,10 +32,22 @@
 //! appends; a datagram shorter than 32 bytes or longer than
 //! [`MAX_DATAGRAM`], with another magic, version 0 or port 0 is ignored
 //! (and counted), as is one of another network (its tag differs) and our
-//! own, looped back. The network name and the secret are never sent: only
-//! the tag, a hash of the name, keyed with the secret when there is one,
-//! so that peers that do not know the secret cannot recognise the
-//! network's announcements, nor make ones that it recognises.
+//! own, looped back. The network name and the secret are never sent.
+//!
+//! Without a network secret the tag is a hash of the network name alone,
+//! the same in every announcement of the network:
+//! `BLAKE2s-128("p2pchat discovery 1\0" ‖ name)`. Anyone on the LAN can
+//! make one; what it costs is bounded (below).
+//!
+//! With a secret, the tag is a MAC, keyed with
+//! `BLAKE2s-256("p2pchat discovery key 1\0" ‖ secret)`, of the network
+//! name, the announcement's first 16 bytes and the address it is sent
+//! from: `BLAKE2s-MAC-128(key, "p2pchat discovery 1\0" ‖ len(name) ‖
+//! name ‖ bytes 0..16 ‖ source)`, the source as 16 bytes (an IPv4 address
+//! IPv4-mapped). Only peers that know the secret recognise the network's
+//! announcements or can make them; a tag copied from one announcement
+//! (replayed) does not fit another id, port or source address, so a
+//! replay can only point at the peer that really sent it.
 //!
 //! # Whom to act on
 //!
@@ -47,12 +59,25 @@
 //! flood of forged announcements costs a bounded table and a few dials a
 //! second, never unbounded connections or memory.
 //!
+//! A flood must not starve a real peer out either. Real peers are heard
+//! again and again (they announce at start, and answer newcomers), made-up
+//! ids once. Peers not in the table are let in at most [`ADMIT_RATE`] a
+//! second ([`MAX_HEARD`] at once), and past that only when heard before
+//! within the last second or two (a Bloom filter of the ids heard,
+//! [`RECENT_BITS`] bits in two generations of [`RECENT_TURN`] ms, with
+//! hashes keyed per run); so a peer heard again is never the one heard
+//! longest ago, and the one heard most often is acted on first. This holds
+//! against about 10,000 made-up ids a second (the filter then errs for a
+//! few a second); a flood that repeats ids, or far faster, can still delay
+//! discovery without a secret, never the peers already linked.
+//!
 //! - Alone, a peer joins through a peer in a network (first choice), or
 //!   through a peer alone too with a larger node id: of two peers alone,
 //!   the smaller id joins the larger, so that they do not join each other
 //!   at once. The larger joins the smaller only if it is still alone
 //!   [`ALONE_GRACE`] after first hearing it (the smaller could not reach
 //!   it). Several alone peers all join the largest id they hear.
+//!   Candidates heard more than once come first (see above).
 //! - In a network, a peer links to peers in a network it does not know
 //!   (two networks found each other), and leaves alone peers to join it.
 //! - Joining or leaving, it acts on nothing.
@@ -60,7 +85,9 @@
 //! A peer heard for the first time is answered with an announcement (at
 //! most [`REPLY_RATE`] a second; one answers every newcomer heard since
 //! the last), so that a newcomer learns of the peers there at once, not
-//! at their next announcement. A peer heard only over
+//! at their next announcement. A member heard announcing (or a peer heard
+//! that has become a member) is reported ([`Out::Met`]): `:peers` lists
+//! the members found on the LAN on both sides of a join. A peer heard only over
 //! IPv6 is acted on after [`V6_WAIT`]: the same peer over IPv4, if there
 //! is one, is preferred (an IPv6 link-local address means nothing to the
 //! other members it is passed on to).
@@ -70,7 +97,7 @@ use blake2::digest::consts::U16;
 use blake2::digest::{Digest, FixedOutput, KeyInit, Mac, Update};
 use blake2::{Blake2s256, Blake2sMac};
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// The IPv4 group (administratively scoped, RFC 2365) and the IPv6
 /// link-local group announcements go to, and their UDP port.
@@ -94,6 +121,12 @@ pub const MAX_DATAGRAM: usize = 512;
 pub const MAX_HEARD: usize = 64;
 /// A heard peer not heard again for this long is forgotten.
 pub const HEARD_TTL: Millis = 90_000;
+/// Peers not remembered yet let in, a second (and [`MAX_HEARD`] at once).
+pub const ADMIT_RATE: u64 = 16;
+/// Bits of each generation of the filter of ids heard lately, and how
+/// long a generation lasts.
+pub const RECENT_BITS: usize = 1 << 19;
+pub const RECENT_TURN: Millis = 1_000;
 /// Peers acted on (joined through or dialled), a second and at once.
 pub const ACT_RATE: u64 = 2;
 pub const ACT_BURST: u64 = 4;
@@ -112,30 +145,66 @@ pub const START: [Millis; 2] = [300, 1_500];
 /// Then one every this (give or take a fifth).
 pub const EVERY: Millis = 20_000;
 
-/// The network tag of an announcement: a 16-byte BLAKE2s hash of the
-/// network name, keyed with the network secret when there is one (the
-/// key is BLAKE2s-256 of the secret, whatever its length). Without the
-/// secret, a tag cannot be told from random, nor made.
-pub fn tag(network: &str, secret: Option<&[u8]>) -> [u8; 16] {
-    const DOMAIN: &[u8] = b"p2pchat discovery 1\0";
-    match secret {
-        Some(secret) => {
+const DOMAIN: &[u8] = b"p2pchat discovery 1\0";
+
+/// The network a peer announces and looks for: its name, and the key the
+/// network secret gives, if there is one. It makes and checks the tags of
+/// announcements (see the module documentation).
+#[derive(Clone)]
+pub struct Network {
+    /// Without a secret: the one tag of every announcement.
+    open: [u8; 16],
+    /// With a secret: the name and the MAC key.
+    keyed: Option<(Vec<u8>, [u8; 32])>,
+}
+
+impl std::fmt::Debug for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        write!(f, "Network(keyed: {})", self.keyed.is_some())
+    }
+}
+
+impl Network {
+    /// The network `name`, with the network `secret` if there is one.
+    pub fn new(name: &str, secret: Option<&[u8]>) -> Network {
+        let mut h = blake2::Blake2s::<U16>::default();
+        Update::update(&mut h, DOMAIN);
+        Update::update(&mut h, name.as_bytes());
+        let keyed = secret.map(|secret| {
             let key = Blake2s256::new()
                 .chain_update(b"p2pchat discovery key 1\0")
                 .chain_update(secret)
                 .finalize();
-            let mut mac =
-                <Blake2sMac<U16> as KeyInit>::new_from_slice(&key).expect("a 32-byte key fits");
-            Mac::update(&mut mac, DOMAIN);
-            Mac::update(&mut mac, network.as_bytes());
-            mac.finalize().into_bytes().into()
+            (name.as_bytes().to_vec(), key.into())
+        });
+        Network {
+            open: h.finalize_fixed().into(),
+            keyed,
         }
-        None => {
-            let mut h = blake2::Blake2s::<U16>::default();
-            Update::update(&mut h, DOMAIN);
-            Update::update(&mut h, network.as_bytes());
-            h.finalize_fixed().into()
-        }
+    }
+
+    /// The tag of an announcement whose first 16 bytes are `head`, sent
+    /// from `source`.
+    pub fn tag(&self, head: &[u8], source: IpAddr) -> [u8; 16] {
+        let Some((name, key)) = &self.keyed else {
+            return self.open;
+        };
+        let mut mac =
+            <Blake2sMac<U16> as KeyInit>::new_from_slice(key).expect("a 32-byte key fits");
+        let source = match source {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+            IpAddr::V6(v6) => v6,
+        };
+        Mac::update(&mut mac, DOMAIN);
+        // Names are at most MAX_NETWORK (64) bytes; longer ones (not
+        // valid) are cut here rather than wrap the length.
+        let name = &name[..name.len().min(255)];
+        Mac::update(&mut mac, &[name.len() as u8]);
+        Mac::update(&mut mac, name);
+        Mac::update(&mut mac, head);
+        Mac::update(&mut mac, &source.octets());
+        mac.finalize().into_bytes().into()
     }
 }
 
@@ -178,12 +247,20 @@ pub enum Bad {
 impl Announcement {
     pub fn encode(&self) -> [u8; LEN] {
         let mut b = [0u8; LEN];
+        b[..16].copy_from_slice(&self.head());
+        b[16..32].copy_from_slice(&self.tag);
+        b
+    }
+
+    /// The first 16 bytes, which a keyed tag covers: magic, version,
+    /// flags, port, id (as this version sends them).
+    pub fn head(&self) -> [u8; 16] {
+        let mut b = [0u8; 16];
         b[..4].copy_from_slice(&MAGIC);
         b[4] = VERSION;
         b[5] = u8::from(self.member);
         b[6..8].copy_from_slice(&self.port.to_be_bytes());
         b[8..16].copy_from_slice(&self.id.0.to_be_bytes());
-        b[16..32].copy_from_slice(&self.tag);
         b
     }
 
@@ -240,6 +317,9 @@ pub enum Heard {
     Ours,
     /// A member already.
     Known,
+    /// A peer not remembered yet, heard when too many were let in
+    /// already: ignored.
+    Unadmitted,
     /// Remembered, to act on.
     Noted,
 }
@@ -247,11 +327,16 @@ pub enum Heard {
 /// What discovery asks of the event loop.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Out {
-    /// Multicast this announcement.
-    Announce([u8; LEN]),
+    /// Multicast our announcement, saying whether we are in a network with
+    /// others: [`Discovery::announcement`] makes it for each source
+    /// address.
+    Announce(bool),
     /// A peer of our network is at this address (its id as announced):
     /// join through it, or link to it.
     Found(SocketAddr, NodeId),
+    /// A member of our network was heard on the LAN (it announced itself,
+    /// or a peer heard became a member).
+    Met(NodeId),
 }
 
 /// Counts of what was heard, for tests and diagnostics.
@@ -260,6 +345,8 @@ pub struct Stats {
     pub bad: u64,
     pub foreign: u64,
     pub noted: u64,
+    /// Peers not let into the table (more than [`ADMIT_RATE`]).
+    pub unadmitted: u64,
     pub acted: u64,
     pub announced: u64,
 }
@@ -272,6 +359,8 @@ struct Peer {
     member: bool,
     first: Millis,
     last: Millis,
+    /// Times heard (saturating).
+    seen: u32,
     tries: u32,
     /// Not acted on again before this.
     after: Millis,
@@ -291,13 +380,80 @@ impl Peer {
     }
 }
 
+/// The ids heard lately: a Bloom filter of two generations, four hashes
+/// keyed per run (so that a sender cannot aim at bits).
+struct Recent {
+    cur: Box<[u64]>,
+    prev: Box<[u64]>,
+    key: [u64; 2],
+    turn_at: Millis,
+}
+
+impl std::fmt::Debug for Recent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Recent")
+    }
+}
+
+impl Recent {
+    fn new(rng: &mut Rng) -> Recent {
+        Recent {
+            cur: vec![0; RECENT_BITS / 64].into_boxed_slice(),
+            prev: vec![0; RECENT_BITS / 64].into_boxed_slice(),
+            key: [rng.next_u64(), rng.next_u64()],
+            turn_at: 0,
+        }
+    }
+
+    fn bits(&self, id: NodeId) -> [usize; 4] {
+        // splitmix64's finaliser, on the id mixed with the key.
+        let mix = |mut z: u64| {
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        let a = mix(id.0 ^ self.key[0]);
+        let b = mix(a ^ self.key[1]);
+        let m = RECENT_BITS - 1;
+        [
+            a as usize & m,
+            (a >> 32) as usize & m,
+            b as usize & m,
+            (b >> 32) as usize & m,
+        ]
+    }
+
+    /// Whether `id` was heard lately; it is, from now on.
+    fn heard(&mut self, id: NodeId, now: Millis) -> bool {
+        if now >= self.turn_at {
+            std::mem::swap(&mut self.cur, &mut self.prev);
+            if now >= self.turn_at + RECENT_TURN {
+                self.prev.fill(0);
+            }
+            self.cur.fill(0);
+            self.turn_at = now + RECENT_TURN;
+        }
+        let bits = self.bits(id);
+        let has = |v: &[u64]| bits.iter().all(|&b| v[b / 64] & 1 << (b % 64) != 0);
+        let again = has(&self.cur) || has(&self.prev);
+        for b in bits {
+            self.cur[b / 64] |= 1 << (b % 64);
+        }
+        again
+    }
+}
+
 /// One peer's discovery: see the module documentation.
 #[derive(Debug)]
 pub struct Discovery {
     id: NodeId,
     port: u16,
-    tag: [u8; 16],
+    net: Network,
     heard: BTreeMap<NodeId, Peer>,
+    /// Members heard, to report ([`Out::Met`]); at most [`MAX_HEARD`].
+    met: Vec<NodeId>,
+    recent: Recent,
+    admits: Bucket,
     acts: Bucket,
     replies: Bucket,
     /// The next announcement is due then.
@@ -314,35 +470,40 @@ pub struct Discovery {
 }
 
 impl Discovery {
-    /// Discovery for node `id`, listening on TCP `port`, in the network
-    /// with tag `tag` (see [`tag`]); the first announcement is due at
-    /// `now`.
-    pub fn new(id: NodeId, port: u16, tag: [u8; 16], seed: u64, now: Millis) -> Discovery {
+    /// Discovery for node `id`, listening on TCP `port`, in network
+    /// `net`; the first announcement is due at `now`.
+    pub fn new(id: NodeId, port: u16, net: Network, seed: u64, now: Millis) -> Discovery {
+        let mut rng = Rng::new(seed);
         Discovery {
+            recent: Recent::new(&mut rng),
             id,
             port,
-            tag,
+            net,
             heard: BTreeMap::new(),
+            met: Vec::new(),
+            admits: Bucket::new(ADMIT_RATE, MAX_HEARD as u64),
             acts: Bucket::new(ACT_RATE, ACT_BURST),
             replies: Bucket::new(REPLY_RATE, REPLY_BURST),
             announce_at: now,
             start: START.iter().rev().map(|t| now + t).collect(),
             reply: false,
             standing: Standing::Busy,
-            rng: Rng::new(seed),
+            rng,
             stats: Stats::default(),
         }
     }
 
-    /// Our announcement, as we stand.
-    pub fn announcement(&self, member: bool) -> [u8; LEN] {
-        Announcement {
+    /// Our announcement, as we stand (`member`: in a network with
+    /// others), to send from `source`.
+    pub fn announcement(&self, member: bool, source: IpAddr) -> [u8; LEN] {
+        let mut a = Announcement {
             id: self.id,
             port: self.port,
             member,
-            tag: self.tag,
-        }
-        .encode()
+            tag: [0; 16],
+        };
+        a.tag = self.net.tag(&a.head(), source);
+        a.encode()
     }
 
     /// A datagram arrived from `from`. `known` says whether a node id is
@@ -361,7 +522,14 @@ impl Discovery {
                 return Heard::Bad(e);
             }
         };
-        if a.tag != self.tag {
+        let source = match from {
+            SocketAddr::V6(v6) => v6
+                .ip()
+                .to_ipv4_mapped()
+                .map_or(IpAddr::V6(*v6.ip()), IpAddr::V4),
+            SocketAddr::V4(v4) => IpAddr::V4(*v4.ip()),
+        };
+        if a.tag != self.net.tag(&bytes[..16], source) {
             self.stats.foreign += 1;
             return Heard::Foreign;
         }
@@ -370,7 +538,14 @@ impl Discovery {
         }
         if known(a.id) {
             self.heard.remove(&a.id);
+            self.meet(a.id);
             return Heard::Known;
+        }
+        let new = !self.heard.contains_key(&a.id);
+        let again = self.recent.heard(a.id, now);
+        if new && !again && !self.admits.take(1, now) {
+            self.stats.unadmitted += 1;
+            return Heard::Unadmitted;
         }
         self.stats.noted += 1;
         let addr = match from {
@@ -385,7 +560,6 @@ impl Discovery {
                 )),
             },
         };
-        let new = !self.heard.contains_key(&a.id);
         if new {
             self.make_room(now);
         }
@@ -395,6 +569,7 @@ impl Discovery {
             member: a.member,
             first: now,
             last: now,
+            seen: u32::from(again),
             tries: 0,
             after: 0,
         });
@@ -406,11 +581,19 @@ impl Discovery {
         let changed = p.member != a.member;
         p.member = a.member;
         p.last = now;
+        p.seen = p.seen.saturating_add(1);
         if new || changed {
             // A newcomer, or one that joined a network: tell it we are here.
             self.reply = true;
         }
         Heard::Noted
+    }
+
+    /// A member of our network was heard on the LAN: reported once polled.
+    fn meet(&mut self, id: NodeId) {
+        if self.met.len() < MAX_HEARD && !self.met.contains(&id) {
+            self.met.push(id);
+        }
     }
 
     /// Forgets peers not heard for `HEARD_TTL`, and makes room for one
@@ -459,12 +642,13 @@ impl Discovery {
         now: Millis,
     ) -> Option<Out> {
         self.standing = standing;
+        if let Some(id) = self.met.pop() {
+            return Some(Out::Met(id));
+        }
         if standing != Standing::Busy && self.reply && self.replies.take(1, now) {
             self.reply = false;
             self.stats.announced += 1;
-            return Some(Out::Announce(
-                self.announcement(standing == Standing::Member),
-            ));
+            return Some(Out::Announce(standing == Standing::Member));
         }
         if standing != Standing::Busy && now >= self.announce_at {
             self.announce_at = match self.start.pop() {
@@ -475,21 +659,32 @@ impl Discovery {
                 }
             };
             self.stats.announced += 1;
-            return Some(Out::Announce(
-                self.announcement(standing == Standing::Member),
-            ));
+            return Some(Out::Announce(standing == Standing::Member));
         }
         if standing == Standing::Busy {
             return None;
         }
-        self.heard
-            .retain(|&id, p| !known(id) && now < p.last + HEARD_TTL);
-        // Alone: a peer in a network first, then the largest id.
+        let mut met = Vec::new();
+        self.heard.retain(|&id, p| {
+            let member = known(id);
+            if member {
+                met.push(id);
+            }
+            !member && now < p.last + HEARD_TTL
+        });
+        for id in met {
+            self.meet(id);
+        }
+        if let Some(id) = self.met.pop() {
+            return Some(Out::Met(id));
+        }
+        // Peers heard more often first (made-up ids are heard once); then,
+        // alone, a peer in a network first, then the largest id.
         let best = self
             .heard
             .iter()
             .filter(|&(&id, p)| self.wanted(id, p, standing, now) && p.ready_at() <= now)
-            .max_by_key(|&(&id, p)| (p.member, id))
+            .max_by_key(|&(&id, p)| (p.seen.min(3), p.member, id))
             .map(|(&id, _)| id)?;
         if !self.acts.take(1, now) {
             return None;
@@ -506,6 +701,9 @@ impl Discovery {
     pub fn deadline(&self, now: Millis) -> Option<Millis> {
         let standing = self.standing;
         let busy = standing == Standing::Busy;
+        if !self.met.is_empty() {
+            return Some(now);
+        }
         let announce = (!busy).then_some(self.announce_at);
         let reply = (!busy && self.reply).then(|| self.replies.clone().ready_at(1, now));
         let act = self
@@ -527,17 +725,20 @@ impl Discovery {
 mod tests {
     use super::*;
 
-    const T: [u8; 16] = [7; 16];
+    /// The lobby, no secret: every announcement has the same tag.
+    fn net() -> Network {
+        Network::new(DEFAULT_NETWORK, None)
+    }
 
     fn ann(id: u64, port: u16, member: bool) -> Vec<u8> {
-        Announcement {
+        let mut a = Announcement {
             id: NodeId(id),
             port,
             member,
-            tag: T,
-        }
-        .encode()
-        .to_vec()
+            tag: [0; 16],
+        };
+        a.tag = net().tag(&a.head(), IpAddr::from([0, 0, 0, 0]));
+        a.encode().to_vec()
     }
 
     fn v4(last: u8) -> SocketAddr {
@@ -557,7 +758,7 @@ mod tests {
         out.iter()
             .filter_map(|o| match o {
                 Out::Found(a, id) => Some((*a, id.0)),
-                Out::Announce(_) => None,
+                Out::Announce(_) | Out::Met(_) => None,
             })
             .collect()
     }
@@ -568,7 +769,7 @@ mod tests {
             id: NodeId(0x0102_0304_0506_0708),
             port: 40123,
             member: true,
-            tag: tag("lobby", None),
+            tag: net().tag(&[], IpAddr::from([0, 0, 0, 0])),
         };
         let b = a.encode();
         assert_eq!(b.len(), 32);
@@ -613,11 +814,15 @@ mod tests {
 
     #[test]
     fn tags_depend_on_the_name_and_the_secret() {
-        let lobby = tag("lobby", None);
-        assert_eq!(lobby, tag("lobby", None), "deterministic");
-        assert_ne!(lobby, tag("Lobby", None));
-        assert_ne!(lobby, tag("lobby2", None));
-        // Known answers: the format is public, so other implementations
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let head = ann(9, 4000, true)[..16].to_vec();
+        let src = ip("10.0.0.9");
+        let lobby = net().tag(&head, src);
+        // Without a secret: the name alone, whatever the rest.
+        assert_eq!(lobby, net().tag(&[1, 2, 3], ip("10.0.0.1")));
+        assert_ne!(lobby, Network::new("Lobby", None).tag(&head, src));
+        assert_ne!(lobby, Network::new("lobby2", None).tag(&head, src));
+        // Known answer: the format is public, so other implementations
         // must compute the same.
         assert_eq!(
             hex(&lobby),
@@ -627,20 +832,88 @@ mod tests {
                 <[u8; 16]>::from(h.finalize_fixed())
             })
         );
-        let keyed = tag("lobby", Some(b"hunter2"));
-        assert_eq!(keyed, tag("lobby", Some(b"hunter2")));
-        assert_ne!(keyed, lobby, "keyed differs from unkeyed");
-        assert_ne!(keyed, tag("lobby", Some(b"hunter3")));
-        assert_ne!(keyed, tag("other", Some(b"hunter2")));
-        // Any secret length, the empty one too, is a key.
-        assert_ne!(tag("lobby", Some(b"")), lobby);
+        // With a secret: a MAC of the name, the head and the source.
+        let keyed = |name: &str, secret: &[u8]| Network::new(name, Some(secret));
+        let k = keyed("lobby", b"hunter2").tag(&head, src);
+        assert_eq!(k, keyed("lobby", b"hunter2").tag(&head, src));
+        assert_ne!(k, lobby, "keyed differs from unkeyed");
+        assert_ne!(k, keyed("lobby", b"hunter3").tag(&head, src));
+        assert_ne!(k, keyed("other", b"hunter2").tag(&head, src));
+        assert_ne!(k, keyed("lobby", b"hunter2").tag(&head, ip("10.0.0.8")));
         assert_ne!(
-            tag("lobby", Some(&[9; 1000])),
-            tag("lobby", Some(&[9; 999]))
+            k,
+            keyed("lobby", b"hunter2").tag(&ann(9, 4001, true)[..16], src)
         );
-        // The secret never appears in the tag.
+        assert_ne!(
+            k,
+            keyed("lobby", b"hunter2").tag(&ann(8, 4000, true)[..16], src)
+        );
+        assert_ne!(
+            k,
+            keyed("lobby", b"hunter2").tag(&ann(9, 4000, false)[..16], src)
+        );
+        // An IPv4 source is its IPv4-mapped IPv6 address.
+        assert_eq!(
+            k,
+            keyed("lobby", b"hunter2").tag(&head, ip("::ffff:10.0.0.9"))
+        );
+        // Any secret length, the empty one too, is a key.
+        assert_ne!(keyed("lobby", b"").tag(&head, src), lobby);
+        assert_ne!(
+            keyed("lobby", &[9; 1000]).tag(&head, src),
+            keyed("lobby", &[9; 999]).tag(&head, src)
+        );
+        // The secret is never in the tag, nor in the debug output.
         let secret = [0x41u8; 16];
-        assert_ne!(tag("lobby", Some(&secret)), secret);
+        assert_ne!(keyed("lobby", &secret).tag(&head, src), secret);
+        assert_eq!(
+            format!("{:?}", keyed("lobby", b"hunter2")),
+            "Network(keyed: true)"
+        );
+    }
+
+    /// With a secret, only announcements made with it, for the address
+    /// they come from, are of the network: a copy sent from elsewhere, or
+    /// with another id or port, is not.
+    #[test]
+    fn with_a_secret_replays_and_strangers_are_foreign() {
+        let ours = Network::new("lobby", Some(b"s3cret"));
+        let from = |last: u8| SocketAddr::from(([10, 0, 0, last], 5353));
+        let mut d = Discovery::new(NodeId(50), 4000, ours.clone(), 1, 0);
+        let alice = Discovery::new(NodeId(60), 4001, ours.clone(), 2, 0);
+        let good = alice.announcement(true, from(60).ip());
+        assert_eq!(d.heard(&good, from(60), none, 1), Heard::Noted);
+        // The same datagram from another address (a replay): foreign.
+        assert_eq!(d.heard(&good, from(66), none, 2), Heard::Foreign);
+        // Altered: another port, id or flag.
+        for (i, v) in [(7, 0x99), (15, 0x01), (5, 1)] {
+            let mut bad = good;
+            bad[i] ^= v;
+            assert_eq!(d.heard(&bad, from(60), none, 3), Heard::Foreign, "byte {i}");
+        }
+        // Another secret, or none: foreign both ways.
+        let other = Discovery::new(
+            NodeId(70),
+            4002,
+            Network::new("lobby", Some(b"other")),
+            3,
+            0,
+        );
+        let open = Discovery::new(NodeId(80), 4003, net(), 4, 0);
+        assert_eq!(
+            d.heard(&other.announcement(true, from(70).ip()), from(70), none, 4),
+            Heard::Foreign
+        );
+        assert_eq!(
+            d.heard(&open.announcement(true, from(80).ip()), from(80), none, 5),
+            Heard::Foreign
+        );
+        let mut o = Discovery::new(NodeId(81), 4004, net(), 5, 0);
+        assert_eq!(o.heard(&good, from(60), none, 6), Heard::Foreign);
+        assert_eq!(d.stats.foreign, 6);
+        assert_eq!(d.heard_count(), 1);
+        let f = found(&drain(&mut d, Standing::Alone, 10));
+        assert_eq!(f, [(SocketAddr::from(([10, 0, 0, 60], 4001)), 60)]);
     }
 
     fn hex(b: &[u8]) -> String {
@@ -658,11 +931,13 @@ mod tests {
 
     #[test]
     fn announces_at_start_then_slowly() {
-        let mut d = Discovery::new(NodeId(5), 4000, T, 1, 1000);
+        let mut d = Discovery::new(NodeId(5), 4000, net(), 1, 1000);
         let mut at = Vec::new();
         let mut now = 1000;
         while now < 1000 + 5 * EVERY {
-            if let Some(Out::Announce(b)) = d.poll(Standing::Alone, none, now) {
+            if let Some(Out::Announce(member)) = d.poll(Standing::Alone, none, now) {
+                assert!(!member);
+                let b = d.announcement(member, IpAddr::from([10, 0, 0, 5]));
                 assert_eq!(Announcement::decode(&b).unwrap().id, NodeId(5));
                 at.push(now - 1000);
             }
@@ -678,20 +953,20 @@ mod tests {
 
     #[test]
     fn nothing_is_announced_or_done_while_busy() {
-        let mut d = Discovery::new(NodeId(5), 4000, T, 1, 0);
+        let mut d = Discovery::new(NodeId(5), 4000, net(), 1, 0);
         assert_eq!(d.poll(Standing::Busy, none, 0), None);
         d.heard(&ann(9, 80, true), v4(9), none, 0);
         assert_eq!(d.poll(Standing::Busy, none, 10), None);
         assert_eq!(d.deadline(10), None, "no wake-ups while busy");
         // Then, at once: our announcement, and the peer.
         let out = drain(&mut d, Standing::Alone, 20);
-        assert!(matches!(out[0], Out::Announce(b) if b[5] == 0));
+        assert!(matches!(out[0], Out::Announce(false)));
         assert_eq!(found(&out), [(SocketAddr::from(([10, 0, 0, 9], 80)), 9)]);
     }
 
     #[test]
     fn alone_joins_a_network_first_then_the_largest_id() {
-        let mut d = Discovery::new(NodeId(50), 4000, T, 1, 0);
+        let mut d = Discovery::new(NodeId(50), 4000, net(), 1, 0);
         drain(&mut d, Standing::Alone, 0);
         for (id, member) in [(60, false), (70, false), (10, true)] {
             d.heard(&ann(id, 80, member), v4(id as u8), none, 1);
@@ -708,7 +983,7 @@ mod tests {
 
     #[test]
     fn of_two_alone_the_smaller_id_joins_and_the_larger_waits() {
-        let mut big = Discovery::new(NodeId(90), 4000, T, 1, 0);
+        let mut big = Discovery::new(NodeId(90), 4000, net(), 1, 0);
         drain(&mut big, Standing::Alone, 0);
         big.heard(&ann(20, 80, false), v4(20), none, 100);
         let out = drain(&mut big, Standing::Alone, 100);
@@ -722,7 +997,7 @@ mod tests {
             [(SocketAddr::from(([10, 0, 0, 20], 80)), 20)]
         );
         // Members known are forgotten, never acted on.
-        let mut d = Discovery::new(NodeId(10), 4000, T, 1, 0);
+        let mut d = Discovery::new(NodeId(10), 4000, net(), 1, 0);
         drain(&mut d, Standing::Alone, 0);
         d.heard(&ann(20, 80, false), v4(20), none, 5);
         let known = |id: NodeId| id == NodeId(20);
@@ -734,7 +1009,7 @@ mod tests {
 
     #[test]
     fn a_member_links_to_other_networks_and_lets_alone_peers_come() {
-        let mut d = Discovery::new(NodeId(50), 4000, T, 1, 0);
+        let mut d = Discovery::new(NodeId(50), 4000, net(), 1, 0);
         drain(&mut d, Standing::Member, 0);
         d.heard(&ann(60, 80, false), v4(60), none, 1);
         d.heard(&ann(40, 81, true), v4(40), none, 1);
@@ -742,16 +1017,13 @@ mod tests {
         assert_eq!(found(&out), [(SocketAddr::from(([10, 0, 0, 40], 81)), 40)]);
         // Sixty, alone, is answered with an announcement that says we are
         // in a network.
-        assert!(
-            out.iter()
-                .any(|o| matches!(o, Out::Announce(b) if b[5] == 1))
-        );
+        assert!(out.iter().any(|o| matches!(o, Out::Announce(true))));
         assert!(found(&drain(&mut d, Standing::Member, 60_000)).len() <= 1);
     }
 
     #[test]
     fn own_and_foreign_announcements_are_ignored() {
-        let mut d = Discovery::new(NodeId(50), 4000, T, 1, 0);
+        let mut d = Discovery::new(NodeId(50), 4000, net(), 1, 0);
         assert_eq!(d.heard(&ann(50, 4000, true), v4(1), none, 0), Heard::Ours);
         let mut other = ann(51, 80, true);
         other[16] ^= 1;
@@ -771,7 +1043,7 @@ mod tests {
                 scope,
             ))
         };
-        let mut d = Discovery::new(NodeId(50), 4000, T, 1, 0);
+        let mut d = Discovery::new(NodeId(50), 4000, net(), 1, 0);
         drain(&mut d, Standing::Member, 0);
         d.heard(&ann(60, 80, true), v6(3), none, 10);
         assert!(found(&drain(&mut d, Standing::Member, 10)).is_empty());
@@ -790,7 +1062,7 @@ mod tests {
 
     #[test]
     fn a_flood_of_forgeries_stays_bounded() {
-        let mut d = Discovery::new(NodeId(1 << 40), 4000, T, 1, 0);
+        let mut d = Discovery::new(NodeId(1 << 40), 4000, net(), 1, 0);
         let mut rng = Rng::new(7);
         let (mut acted, mut announced) = (0, 0);
         // 10,000 a second for 60 s: new ids, addresses and ports each time.
@@ -806,6 +1078,7 @@ mod tests {
                 match o {
                     Out::Found(..) => acted += 1,
                     Out::Announce(_) => announced += 1,
+                    Out::Met(_) => unreachable!("no member"),
                 }
             }
         }
@@ -815,12 +1088,15 @@ mod tests {
             announced <= REPLY_BURST + 60 * REPLY_RATE + 10,
             "{announced}"
         );
-        assert!(d.stats.noted == 600_000);
+        assert_eq!(d.stats.noted + d.stats.unadmitted, 600_000);
+        // The admission rate, and the filter's few errors a second.
+        let most = MAX_HEARD as u64 + 60 * (ADMIT_RATE + 2);
+        assert!(d.stats.noted <= most, "{:?}", d.stats);
     }
 
     #[test]
     fn a_newcomer_is_answered_even_when_replies_ran_out() {
-        let mut d = Discovery::new(NodeId(50), 4000, T, 1, 0);
+        let mut d = Discovery::new(NodeId(50), 4000, net(), 1, 0);
         drain(&mut d, Standing::Member, 0);
         // Newcomers use up the replies...
         for id in 0..20 {
@@ -846,10 +1122,61 @@ mod tests {
 
     #[test]
     fn forgotten_when_unheard() {
-        let mut d = Discovery::new(NodeId(50), 4000, T, 1, 0);
+        let mut d = Discovery::new(NodeId(50), 4000, net(), 1, 0);
         d.heard(&ann(60, 80, false), v4(60), none, 0);
         assert_eq!(d.heard_count(), 1);
         drain(&mut d, Standing::Member, HEARD_TTL);
+        assert_eq!(d.heard_count(), 0);
+    }
+
+    /// A flood of made-up peers does not starve a real one out: heard
+    /// again and again, it stays in the table and is acted on first.
+    #[test]
+    fn a_real_peer_is_found_in_a_flood() {
+        let mut d = Discovery::new(NodeId(50), 4000, net(), 1, 0);
+        let mut rng = Rng::new(9);
+        let mut joined_at = None;
+        // 10,000 forgeries a second, all "in a network" with ids above the
+        // real peer's; the real one (id 60, in a network) answers a
+        // newcomer every half second, as members do in a flood.
+        'flood: for ms in 0..10_000u64 {
+            for _ in 0..10 {
+                let id = rng.next_u64() | 1 << 63;
+                let from = SocketAddr::from(([10, 0, 1, id as u8], 1));
+                d.heard(&ann(id, 80, true), from, none, ms);
+            }
+            if ms % 500 == 100 {
+                d.heard(&ann(60, 4060, true), v4(60), none, ms);
+            }
+            for o in drain(&mut d, Standing::Alone, ms) {
+                if let Out::Found(_, NodeId(60)) = o {
+                    joined_at = Some(ms);
+                    break 'flood;
+                }
+            }
+        }
+        // Heard again at 600 ms: let in, and acted on as soon as the act
+        // rate allows (the forgeries let in used it up).
+        let at = joined_at.expect("the real peer is acted on in the flood");
+        assert!(at <= 1_200, "{at}");
+    }
+
+    /// Members heard on the LAN are reported, on both sides of a join:
+    /// one that announces, and a peer heard that has become a member.
+    #[test]
+    fn members_heard_are_met() {
+        let mut d = Discovery::new(NodeId(50), 4000, net(), 1, 0);
+        drain(&mut d, Standing::Member, 0);
+        let known = |id: NodeId| id == NodeId(60) || id == NodeId(70);
+        assert_eq!(d.heard(&ann(60, 80, true), v4(60), known, 1), Heard::Known);
+        assert_eq!(
+            d.poll(Standing::Member, known, 1),
+            Some(Out::Met(NodeId(60)))
+        );
+        // Seventy is heard alone, then joins us.
+        assert_eq!(d.heard(&ann(70, 80, false), v4(70), none, 2), Heard::Noted);
+        let out: Vec<Out> = std::iter::from_fn(|| d.poll(Standing::Member, known, 3)).collect();
+        assert!(out.contains(&Out::Met(NodeId(70))), "{out:?}");
         assert_eq!(d.heard_count(), 0);
     }
 }

@@ -421,6 +421,19 @@ table inet filter {
     /// with the default listen address (no `-b` unless `opts` has one);
     /// waits for its listening line.
     pub fn peer(&self, h: usize, name: &str, opts: &[&str], via: Option<SocketAddr>) -> Peer {
+        self.peer_env(h, name, opts, via, &[])
+    }
+
+    /// [`Net::peer`] with `env` added to the environment (such as
+    /// `P2PCHAT_SECRET`).
+    pub fn peer_env(
+        &self,
+        h: usize,
+        name: &str,
+        opts: &[&str],
+        via: Option<SocketAddr>,
+        env: &[(&str, &str)],
+    ) -> Peer {
         let mut args: Vec<String> = vec!["--plain".into()];
         args.extend(opts.iter().map(|s| s.to_string()));
         args.push(name.into());
@@ -428,7 +441,7 @@ table inet filter {
             args.extend([v.ip().to_string(), v.port().to_string()]);
         }
         let prefix = ["ip", "netns", "exec", &self.hosts[h].ns];
-        let mut p = Peer::spawn_with(name, &prefix, &args, Stdio::piped());
+        let mut p = Peer::spawn_full(name, &prefix, &args, Stdio::piped(), env);
         p.wait_listening();
         p
     }
