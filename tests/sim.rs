@@ -1600,3 +1600,55 @@ fn discovery_keeps_two_secrets_apart() {
         });
     }
 }
+
+/// A peer alone that is made to hear (by a tag collision, or a forgery
+/// made with its own secret) an announcement pointing at a network with
+/// another secret joins it, fails the encrypted handshake, and stays
+/// alone and running: a join through a peer found on the LAN never ends
+/// the run. The network it dialled refuses it and stays as it was.
+#[test]
+fn discovery_a_found_peer_with_another_secret_is_harmless() {
+    for seed in seeds(&[97]) {
+        with_seed(seed, |seed| {
+            let mut sim = Sim::new(seed, 5);
+            let with = |secret: &[u8]| Config {
+                psk: Some(p2pchat::proto::crypto::psk(secret)),
+                ..Config::default()
+            };
+            grow(&mut sim, 3, &with(b"one"));
+            let lonely = sim.add(&name(3), with(b"two"));
+            let nets = |i: usize| {
+                let secret: &[u8] = if i == lonely { b"two" } else { b"one" };
+                discovery::Network::new("lobby", Some(secret))
+            };
+            // Every announcement is lost: only the forgery is heard.
+            let mut lan = Lan::with(&mut sim, 1, 0, nets);
+            let t = sim.now + 10;
+            lan.run_until(&mut sim, t);
+            let mut a = discovery::Announcement {
+                id: sim.nodes[0].core.id(),
+                port: addr(0).port(),
+                member: true,
+                tag: [0; 16],
+            };
+            a.tag = nets(lonely).tag(&a.head(), addr(0).ip());
+            lan.order += 1;
+            let at = sim.now + 2;
+            lan.air
+                .insert((at, lan.order), (lonely, a.encode().to_vec(), 0));
+            let t = sim.now + 10_000;
+            lan.run_until(&mut sim, t);
+            assert!(
+                lan.machines[lonely].stats.acted >= 1,
+                "the forgery was acted on"
+            );
+            assert_eq!(sim.nodes[lonely].exited, None, "the lonely peer stopped");
+            assert!(sim.nodes[lonely].core.is_member());
+            assert_eq!(sim.nodes[lonely].core.member_count(), 0);
+            for i in 0..3 {
+                assert_eq!(sim.nodes[i].exited, None);
+                assert_eq!(sim.nodes[i].core.member_count(), 2, "node {i}");
+            }
+        });
+    }
+}
