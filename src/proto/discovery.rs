@@ -67,8 +67,8 @@
 //! [`RECENT_BITS`] bits in two generations of [`RECENT_TURN`] ms, with
 //! hashes keyed per run); so a peer heard again is never the one heard
 //! longest ago, and the one heard most often is acted on first. This holds
-//! against about 10,000 made-up ids a second (the filter then errs for a
-//! few a second); a flood that repeats ids, or far faster, can still delay
+//! against about 10,000 made-up ids a second (the filter then errs for
+//! about one a second); a flood that repeats ids, or far faster, can still delay
 //! discovery without a secret, never the peers already linked.
 //!
 //! - Alone, a peer joins through a peer in a network (first choice), or
@@ -77,7 +77,7 @@
 //!   at once. The larger joins the smaller only if it is still alone
 //!   [`ALONE_GRACE`] after first hearing it (the smaller could not reach
 //!   it). Several alone peers all join the largest id they hear.
-//!   Candidates heard more than once come first (see above).
+//!   Candidates heard more often come first (see above).
 //! - In a network, a peer links to peers in a network it does not know
 //!   (two networks found each other), and leaves alone peers to join it.
 //! - Joining or leaving, it acts on nothing.
