@@ -8,6 +8,8 @@
 //! - [`mesh`]: which links to keep: degree, dialling, back-off, shedding.
 //! - [`broadcast`]: every event delivered once and in order per origin:
 //!   holding, the recent-event cache, FETCH/LACK gap repair, relaying.
+//! - [`discovery`]: LAN announcements (format, network tag), when to
+//!   announce, and which peers heard on the LAN to act on.
 //!
 //! None of them touches a socket, a clock or a terminal, and none calls
 //! another: [`crate::node`] routes what one says to the others. This file
@@ -15,6 +17,7 @@
 
 pub mod broadcast;
 pub mod crypto;
+pub mod discovery;
 pub mod link;
 pub mod membership;
 pub mod mesh;
