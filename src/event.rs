@@ -11,6 +11,7 @@
 
 use crate::cli::Opts;
 use crate::command::{self, Input};
+use crate::discover::Lan;
 use crate::files_io::Disk;
 use crate::identity;
 use crate::net::{self, Conn, HIGH_WATER, MAX_QUEUE, STALL};
@@ -33,6 +34,8 @@ const LISTENER: Token = Token(0);
 const STDIN: Token = Token(1);
 const SIGNAL: Token = Token(2);
 const STDOUT: Token = Token(3);
+/// LAN discovery's sockets (IPv4, IPv6).
+const LAN: [Token; 2] = [Token(12), Token(13)];
 /// Link `n` is registered as `Token(n + FIRST_LINK)`.
 const FIRST_LINK: usize = 16;
 
@@ -138,6 +141,8 @@ struct Loop {
     warned_family: bool,
     /// File reads and writes of transfers, in bounded steps.
     disk: Disk,
+    /// LAN discovery (`--discover`).
+    lan: Option<Lan>,
 }
 
 /// stdin is made non-blocking for the poll; the file description is
@@ -255,6 +260,26 @@ impl Loop {
             ui.diagnostic("this network is not encrypted (no network secret: see P2PCHAT_SECRET)");
         }
         ui.listening(port, crate::iface::local_addrs(local.ip()));
+        let lan = match &opts.discover {
+            None => None,
+            Some(settings) => {
+                core.enable_discovery();
+                let (registry, seed) = (poll.registry(), random_u64());
+                let lan = Lan::start(
+                    settings,
+                    keys.secret.as_deref(),
+                    core.id(),
+                    port,
+                    opts.bind,
+                    families,
+                    registry,
+                    LAN,
+                    seed,
+                    0,
+                )?;
+                Some(lan)
+            }
+        };
         let start = Instant::now();
         if !opts.join.is_empty() {
             let mut labels = Vec::new();
@@ -299,6 +324,7 @@ impl Loop {
             families,
             warned_family: false,
             disk: Disk::new(),
+            lan,
         })
     }
 
@@ -346,6 +372,11 @@ impl Loop {
                     SIGNAL => self.signals(ui, now),
                     STDIN => self.stdin_ready = true,
                     STDOUT => {} // flushed at the top of the loop
+                    t if LAN.contains(&t) => {
+                        if let Some(lan) = &mut self.lan {
+                            lan.readable(&self.core, now);
+                        }
+                    }
                     Token(t) => self.conn_event(ui, LinkId((t - FIRST_LINK) as u64), now),
                 }
                 self.apply(ui);
@@ -373,6 +404,9 @@ impl Loop {
                 self.core.tick(now);
             }
             self.files(ui, now);
+            if let Some(lan) = &mut self.lan {
+                lan.turn(&mut self.core, now);
+            }
             // Dropping a link in housekeeping gives the core more to do:
             // do it now, not after the next sleep.
             loop {
@@ -394,6 +428,9 @@ impl Loop {
             min(a);
         }
         if let Some(a) = self.esc_at {
+            min(a);
+        }
+        if let Some(a) = self.lan.as_ref().and_then(|l| l.deadline(now)) {
             min(a);
         }
         if !self.unread.is_empty() || self.disk.busy(|l| self.file_room(l)) {

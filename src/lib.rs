@@ -6,18 +6,20 @@
 //! - [`cli`]: the command line and the config file.
 //! - [`event`]: the event loop, the only place that does I/O; [`peers`]:
 //!   its linked list of live connections; [`signal`]: the signal pipe;
-//!   [`files_io`]: the file reads and writes of transfers.
+//!   [`discover`]: LAN discovery's multicast sockets; [`files_io`]: the
+//!   file reads and writes of transfers.
 //! - [`term`]: the terminal front end (what the user sees and types);
 //!   [`command`]: typed lines into commands; [`name`]: which names are
 //!   allowed; [`iface`]: this machine's addresses.
 //! - [`node`]: one peer, the machines below wired together, with no I/O.
 //! - [`app`]: what events mean to the user (chat, files).
 //! - [`proto`]: the wire format and the protocol machines (links,
-//!   membership, mesh, broadcast).
+//!   membership, mesh, broadcast, LAN discovery).
 
 pub mod app;
 pub mod cli;
 pub mod command;
+pub mod discover;
 pub mod event;
 pub mod files_io;
 pub mod identity;
