@@ -423,6 +423,18 @@ fn open_part(dir: &Path, name: &str, size: u64) -> Result<(File, u64), String> {
             .map_err(|e| format!("cannot create {shown}: {}", write_error(&e)))?;
     }
     let path = part_path(dir, name);
+    // Room for what is missing, checked before anything is created.
+    let there = fs::symlink_metadata(&path).map_or(0, |m| m.len());
+    let need = size.saturating_sub(if there > size { 0 } else { there });
+    if let Some(free) = free_space(dir)
+        && free < need
+    {
+        return Err(format!(
+            "not enough free space in {shown}: {} needed, {} free",
+            Size(need),
+            Size(free)
+        ));
+    }
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -440,16 +452,6 @@ fn open_part(dir: &Path, name: &str, size: u64) -> Result<(File, u64), String> {
         // Not a part of this file.
         file.set_len(0).map_err(|e| write_error(&e))?;
         have = 0;
-    }
-    let need = size - have;
-    if let Some(free) = free_space(dir)
-        && free < need
-    {
-        return Err(format!(
-            "not enough free space in {shown}: {} needed, {} free",
-            Size(need),
-            Size(free)
-        ));
     }
     Ok((file, have))
 }

@@ -5,6 +5,7 @@ mod util;
 
 use std::fs;
 use std::process::Stdio;
+use std::time::Duration;
 use util::{Peer, TempDir};
 
 /// Bytes that are not all alike, so that a chunk out of place shows.
@@ -210,6 +211,34 @@ mod hostile {
         // Chat goes on, with mallory too.
         r.send(&frames::chat(&m, 4, "still here"));
         alice.expect_line("mallory: still here");
+    }
+
+    #[test]
+    fn a_file_larger_than_the_free_space_is_not_started() {
+        let dl = TempDir::new("dl");
+        let mut alice = peer("alice", &dl, None, &["--max-file", "8192T"]);
+        let (mut r, m) = mallory(&mut alice);
+        r.send(&frames::signed(
+            &m,
+            2,
+            offer(1, "huge.img", 1 << 52, [0; 32]),
+        ));
+        let id = offer_id(&alice.expect_contains("* mallory offers huge.img (4.5 PB): :get "));
+        alice.send(&format!(":get {id}"));
+        let line = alice.expect_err_contains(&format!(
+            "p2pchat: get {id}: not enough free space in {}: 4.5 PB needed, ",
+            dl.str()
+        ));
+        assert!(line.ends_with(" free"), "{line}");
+        assert_eq!(
+            fs::read_dir(dl.path()).unwrap().count(),
+            0,
+            "nothing created"
+        );
+        assert_eq!(r.recv_kind(files::GET, Duration::from_millis(300)), None);
+        alice.send(":files");
+        alice.expect_line("* 1 file offer:");
+        alice.expect_line(&format!("  {id} huge.img (4.5 PB) from mallory: offered"));
     }
 }
 
@@ -435,7 +464,7 @@ fn a_sender_killed_halfway_is_told_and_its_new_offer_resumes() {
 fn chat_goes_on_during_a_large_transfer() {
     let (mut alice, mut bob, _da, db) = two(&[]);
     let src = TempDir::new("src");
-    let data = pattern(96 << 20, 9);
+    let data = pattern(200 << 20, 9);
     let f = src.path().join("large.bin");
     fs::write(&f, &data).unwrap();
     alice.send(&format!(":send {}", f.display()));
