@@ -52,7 +52,7 @@ const MAX_PIPED_LINE: usize = 64 << 10;
 /// cannot starve the others.
 const READ_BUDGET: usize = 256 << 10;
 /// A file chunk goes on a link only while less than this is queued on it.
-const FILE_ROOM: usize = 128 << 10;
+const FILE_ROOM: usize = 64 << 10;
 /// How long a lone ESC waits for the rest of an escape sequence.
 const ESC_WAIT: Millis = 50;
 /// How stdin is read.

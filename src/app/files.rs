@@ -48,9 +48,9 @@ pub const MORE: u8 = 19;
 /// File bytes in one DATA frame.
 pub const CHUNK: usize = 60 << 10;
 /// Bytes a sender sends beyond what the receiver has acknowledged.
-pub const WINDOW: u64 = 384 << 10;
+pub const WINDOW: u64 = 192 << 10;
 /// The receiver acknowledges after this many bytes.
-pub const ACK_EVERY: u64 = 96 << 10;
+pub const ACK_EVERY: u64 = 64 << 10;
 /// Longest name a file is saved under, in bytes (before ` (N)` and
 /// `.part`); longer names from the network are cut, their extension kept.
 pub const SAVE_NAME: usize = 200;
