@@ -445,13 +445,12 @@ impl Note {
         match self {
             Note::Offered {
                 id,
-                from,
                 name,
                 size,
                 own: true,
                 to,
+                ..
             } => {
-                let _ = from;
                 let to = to.as_deref().unwrap_or("everyone");
                 format!("* you offer {name} ({}) to {to}: offer {id}", Size(*size))
             }
