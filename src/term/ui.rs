@@ -425,7 +425,7 @@ const MENTION: &str = "7"; // reverse video
 
 /// The plain lines of an event (without newlines). A peer does not print
 /// its own messages.
-fn plain(ev: &Show) -> Vec<String> {
+pub(crate) fn plain(ev: &Show) -> Vec<String> {
     match ev {
         Show::Joined { via, members } => {
             vec![format!("* joined through {via} ({members} members)")]
