@@ -5,6 +5,8 @@
 //! Writes never block: each client has an output queue flushed when its
 //! socket is writable. A client whose queue passes [`MAX_QUEUE`] (it
 //! stopped reading) is dropped at once; chat and the other clients go on.
+//! Its socket's send buffer is fixed at 64 KiB, so that this happens
+//! after about `MAX_QUEUE` + 64 KiB, not after megabytes.
 //! At most [`MAX_CLIENTS`] clients at once; one more is told so and
 //! closed. Each turn reads at most [`READ_BUDGET`] bytes of a client.
 
@@ -20,6 +22,8 @@ use std::net::SocketAddr;
 pub const MAX_CLIENTS: usize = 8;
 /// Bytes queued for one client at most; past this it is dropped.
 pub const MAX_QUEUE: usize = 256 << 10;
+/// The socket send buffer of a client.
+const SNDBUF: usize = 64 << 10;
 /// Bytes read from one client per turn of the loop.
 const READ_BUDGET: usize = 16 << 10;
 /// How long a closing client's last lines may take to go out.
@@ -37,6 +41,28 @@ struct Client {
     close_by: Option<Millis>,
     /// More to read than this turn's share.
     unread: bool,
+    /// Its queue overflowed or its socket failed: drop it.
+    gone: bool,
+}
+
+impl Client {
+    /// Moves what the session said into the queue and writes what the
+    /// socket takes now, so that a burst of chat never piles up unwritten
+    /// for a client that reads.
+    fn pump(&mut self) {
+        let out = self.session.take_output();
+        if self.gone {
+            return;
+        }
+        if self.wbuf.len() - self.wpos + out.len() > MAX_QUEUE {
+            self.gone = true; // it stopped reading: nothing more can reach it
+            return;
+        }
+        self.wbuf.extend_from_slice(&out);
+        if write(self).is_err() {
+            self.gone = true;
+        }
+    }
 }
 
 /// The listener and the clients.
@@ -158,6 +184,10 @@ impl Gateway {
             match self.listener.accept() {
                 Ok((mut stream, _)) => {
                     let _ = stream.set_nodelay(true);
+                    // A fixed send buffer: what a client that stops
+                    // reading holds up is this and the queue, no more
+                    // (autotuning would let it grow to megabytes).
+                    let _ = socket2::SockRef::from(&stream).set_send_buffer_size(SNDBUF);
                     let Some(n) = self.clients.iter().position(Option::is_none) else {
                         // Best effort: the socket is new and empty.
                         let _ = stream.write(b"ERROR :Closing link: too many IRC clients\r\n");
@@ -177,6 +207,7 @@ impl Gateway {
                         wpos: 0,
                         close_by: None,
                         unread: false,
+                        gone: false,
                     });
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -224,6 +255,7 @@ impl Gateway {
         for (n, c) in self.clients.iter_mut().enumerate() {
             if let Some(c) = c {
                 c.session.show(view, ev, origin == Some(n));
+                c.pump();
             }
         }
     }
@@ -264,20 +296,14 @@ impl Gateway {
             let Some(c) = slot else {
                 continue;
             };
-            let out = c.session.take_output();
-            let gone = if c.wbuf.len() - c.wpos + out.len() > MAX_QUEUE {
-                true // it stopped reading: nothing more can reach it
-            } else {
-                c.wbuf.extend_from_slice(&out);
-                write(c).is_err()
-            };
+            c.pump();
             if c.session.closing().is_some() && c.close_by.is_none() {
                 c.close_by = Some(now + LINGER);
             }
             let done = c
                 .close_by
                 .is_some_and(|t| now >= t || c.wpos == c.wbuf.len());
-            if gone || done {
+            if c.gone || done {
                 let _ = reg.deregister(&mut c.stream);
                 *slot = None;
             }

@@ -408,7 +408,7 @@ impl Session {
     }
 
     /// A message from the command pseudo-user.
-    fn from_service(&mut self, text: &str) {
+    fn service_says(&mut self, text: &str) {
         let to = self.target();
         self.say(&format!("{SERVICE}!p2pchat@{SERVER}"), "PRIVMSG", &to, text);
     }
@@ -706,20 +706,20 @@ impl Session {
         let line = line.trim();
         let bare = line.strip_prefix([':', '/']).unwrap_or(line);
         if bare.is_empty() {
-            return self.from_service("a p2pchat command, such as: help, who, quit");
+            return self.service_says("a p2pchat command, such as: help, who, quit");
         }
         match command::parse(&format!("/{bare}")) {
             Input::Node(Command::Say(_)) => {
-                self.from_service("not a command: chat goes to #lobby (try help)");
+                self.service_says("not a command: chat goes to #lobby (try help)");
             }
             Input::Node(c) => self.commands.push(c),
             Input::Help => {
                 for l in command::help() {
-                    self.from_service(&l);
+                    self.service_says(&l);
                 }
             }
             Input::Nothing => {}
-            Input::Error(e) => self.from_service(&e),
+            Input::Error(e) => self.service_says(&e),
         }
     }
 
