@@ -20,6 +20,15 @@
 //! | QUIT | detaches this client; the peer stays |
 //! | what has no IRC form | a NOTICE with the plain line |
 //!
+//! How rooms and private messages plug in: JOIN, PART, KICK, LIST and
+//! PRIVMSG to a nick already run `:join`, `:leave`, `:kick`, `:rooms` and
+//! `:msg` through the command table, and work once those rows do. For
+//! rooms, [`View::room`] and [`View::room_members`] (below, for the node)
+//! say which room we are in: the client's channels follow it, and its
+//! channel takes chat. A new kind of event (a private message, a room's
+//! news) is a NOTICE with its plain line until [`session::Session::show`]
+//! gives it an IRC form (a private message: PRIVMSG from its sender).
+//!
 //! Several clients at once (at most [`server::MAX_CLIENTS`]) see the same
 //! chat; a line one of them sends reaches the others as the peer's own.
 

@@ -38,6 +38,16 @@ pub trait View {
     fn others(&self) -> Vec<String>;
     /// Whether we are in the network (chat can be sent).
     fn in_network(&self) -> bool;
+    /// The room we are in, where chat goes: the lobby until there are
+    /// rooms. The client is shown in its channel as well as in #lobby.
+    fn room(&self) -> String {
+        LOBBY.to_owned()
+    }
+    /// The other members in `room`, for its NAMES.
+    fn room_members(&self, room: &str) -> Vec<String> {
+        let _ = room;
+        self.others()
+    }
 }
 
 /// The channel of a room: `#` and its name.
@@ -89,6 +99,8 @@ pub struct Session {
     me: String,
     /// The client has #lobby open, and who it has been shown in it.
     lobby: Option<BTreeSet<String>>,
+    /// The room other than the lobby the client is shown in.
+    room: Option<String>,
     /// A line not yet ended.
     partial: Vec<u8>,
     /// The line being read passed [`MAX_LINE`]: dropped up to its end.
@@ -116,6 +128,7 @@ impl Session {
             cap: false,
             me: "*".into(),
             lobby: None,
+            room: None,
             partial: Vec::new(),
             overlong: false,
             out: Vec::new(),
@@ -471,6 +484,9 @@ impl Session {
                     if c == "0" {
                         self.part_lobby();
                     } else if c.eq_ignore_ascii_case(&lobby) {
+                        if view.room() != LOBBY {
+                            self.run(c, "/join", "403"); // back to the lobby
+                        }
                         self.join_lobby(view);
                     } else {
                         self.run(c, &format!("/join {}", room_of(c).unwrap_or(c)), "403");
@@ -657,24 +673,30 @@ impl Session {
             Some(_) => return,
             None => (false, text),
         };
-        if target.eq_ignore_ascii_case(&lobby) {
+        let here = channel(&view.room());
+        if target.eq_ignore_ascii_case(&here) {
             if !view.in_network() {
                 if !notice {
-                    self.numeric("404", &[&lobby], "Not in the network yet: nothing was sent");
+                    self.numeric("404", &[&here], "Not in the network yet: nothing was sent");
                 }
                 return;
             }
             if action {
-                return self.run(&lobby, &format!("/me {text}"), "404");
+                return self.run(&here, &format!("/me {text}"), "404");
             }
             // As typed: a line starting with ':' or '/' is text here.
             if let Input::Node(c) = command::text(text) {
                 self.commands.push(c);
             }
+        } else if target.eq_ignore_ascii_case(&lobby) {
+            if !notice {
+                let why = format!("You are in {here}: chat goes there (JOIN #lobby to go back)");
+                self.numeric("404", &[&lobby], &clean(&why));
+            }
         } else if target.starts_with('#') {
             if !notice {
                 let t = clean_word(target);
-                self.numeric("404", &[&t], "Cannot send to channel (no rooms yet)");
+                self.numeric("404", &[&t], "Cannot send to channel (not in that room)");
             }
         } else if is_present(view, target) {
             let verb = if action { "/me" } else { "/msg" };
@@ -777,6 +799,30 @@ impl Session {
                 }
             }
         }
+        self.sync_room(view);
+    }
+
+    /// Shows the client in the channel of the room we are in now, and out
+    /// of the one we left: whatever event moved us, the channels follow.
+    fn sync_room(&mut self, view: &impl View) {
+        let now = Some(view.room()).filter(|r| r != LOBBY);
+        if now == self.room {
+            return;
+        }
+        let me = clean_word(&self.me);
+        if let Some(old) = self.room.take() {
+            let c = clean_word(&channel(&old));
+            self.raw(&format!(":{me}!{me}@{SERVER} PART {c} :left the room"));
+        }
+        if let Some(r) = now {
+            let c = clean_word(&channel(&r));
+            self.raw(&format!(":{me}!{me}@{SERVER} JOIN {c}"));
+            self.numeric("331", &[&c], "No topic is set");
+            let mut list = vec![me];
+            list.extend(view.room_members(&r).iter().map(|n| clean_word(n)));
+            self.names_reply(&c, &list);
+            self.room = Some(r);
+        }
     }
 
     fn member_joined(&mut self, name: &str) {
@@ -870,6 +916,7 @@ mod tests {
         name: &'static str,
         others: Vec<String>,
         member: bool,
+        room: &'static str,
     }
 
     impl View for Peer {
@@ -882,6 +929,12 @@ mod tests {
         fn in_network(&self) -> bool {
             self.member
         }
+        fn room(&self) -> String {
+            self.room.to_owned()
+        }
+        fn room_members(&self, _: &str) -> Vec<String> {
+            vec!["carol".into()]
+        }
     }
 
     fn alice() -> Peer {
@@ -889,6 +942,7 @@ mod tests {
             name: "alice",
             others: vec!["bob".into(), "carol".into()],
             member: true,
+            room: LOBBY,
         }
     }
 
@@ -1234,7 +1288,7 @@ mod tests {
                 ":p2pchat 403 alice #rust :/join is not available yet; nothing was sent",
                 ":p2pchat 401 alice bob :/msg is not available yet; nothing was sent",
                 ":p2pchat 401 alice nobody :No such nick/channel",
-                ":p2pchat 404 alice #rust :Cannot send to channel (no rooms yet)",
+                ":p2pchat 404 alice #rust :Cannot send to channel (not in that room)",
             ]
         );
         assert!(s.take_commands().is_empty(), "nothing sent as chat");
@@ -1283,6 +1337,44 @@ mod tests {
         assert!(lines(&mut s).is_empty(), "parted: not shown");
         s.feed(&view, b"ISON bob nobody carol\r\n", 0);
         assert_eq!(lines(&mut s), [":p2pchat 303 alice :bob carol"]);
+    }
+
+    #[test]
+    fn the_channels_follow_the_room_we_are_in() {
+        // How rooms plug in: the view says where we are, the channels
+        // follow, and chat to the room's channel is chat.
+        let mut view = alice();
+        let mut s = registered(&view);
+        view.room = "rust";
+        s.show(&view, &Show::Info("moved".into()), false);
+        assert_eq!(
+            lines(&mut s),
+            [
+                ":p2pchat NOTICE alice :moved",
+                ":alice!alice@p2pchat JOIN #rust",
+                ":p2pchat 331 alice #rust :No topic is set",
+                ":p2pchat 353 alice = #rust :alice carol",
+                ":p2pchat 366 alice #rust :End of /NAMES list",
+            ]
+        );
+        s.feed(
+            &view,
+            b"PRIVMSG #rust :in the room\r\nPRIVMSG #lobby :x\r\n",
+            0,
+        );
+        assert_eq!(s.take_commands(), [Command::Say("in the room".into())]);
+        assert_eq!(
+            lines(&mut s),
+            [
+                ":p2pchat 404 alice #lobby :You are in #rust: chat goes there (JOIN #lobby to go back)"
+            ]
+        );
+        view.room = LOBBY;
+        s.show(&view, &Show::Info("back".into()), false);
+        assert_eq!(
+            lines(&mut s)[1],
+            ":alice!alice@p2pchat PART #rust :left the room"
+        );
     }
 
     #[test]
