@@ -8,7 +8,7 @@
 //! Its socket's send buffer is fixed at 64 KiB, so that this happens
 //! after about `MAX_QUEUE` + 64 KiB, not after megabytes.
 //! At most [`MAX_CLIENTS`] clients at once; one more is told so and
-//! closed. Each turn reads at most [`READ_BUDGET`] bytes of a client.
+//! closed. Each turn reads at most `READ_BUDGET` (16 KiB) bytes of a client.
 
 use super::session::{Password, Session, View};
 use crate::app::Show;
