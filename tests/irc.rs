@@ -368,3 +368,58 @@ fn passwords_and_non_loopback_addresses() {
     );
     p.expect_contains("irc on 0.0.0.0:");
 }
+
+/// A Python with the `irc` library (jaraco/irc), if there is one:
+/// `P2PCHAT_TEST_PYTHON`, else `python3`.
+fn python_with_irc() -> Option<String> {
+    let py = std::env::var("P2PCHAT_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = std::process::Command::new(&py)
+        .args(["-c", "import irc.client"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    ok.then_some(py)
+}
+
+#[test]
+fn a_real_irc_client_library_chats_both_ways() {
+    let Some(py) = python_with_irc() else {
+        eprintln!(
+            "skipped: no Python with the irc library (pip install irc; \
+             P2PCHAT_TEST_PYTHON=/path/to/python)"
+        );
+        return;
+    };
+    let (mut alice, irc_port) = with_irc("alice", None, &[]);
+    let mut bob = Peer::join("bob", alice.port(), 2);
+    alice.expect_line("* bob joined");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/irc_client.py");
+    let client = std::process::Command::new(py)
+        .args([script, &irc_port.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    bob.expect_line("alice: hello from the irc library");
+    bob.send("reply from bob");
+    bob.send(":q");
+    bob.expect_exit(0);
+    let out = client.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "client failed:\n{text}\n{err}");
+    for fact in [
+        "welcome pyclient",
+        // The library follows the forced nick change.
+        "in #lobby as alice",
+        "names alice bob",
+        "pubmsg bob #lobby reply from bob",
+        "quit bob Left",
+        "features chantypes=# casemapping=ascii nicklen=32 network=p2pchat",
+    ] {
+        assert!(
+            text.lines().any(|l| l == fact),
+            "no {fact:?} in:\n{text}\n{err}"
+        );
+    }
+}
