@@ -393,6 +393,11 @@ impl Loop {
                     break;
                 }
             }
+            if let Some(g) = &mut self.irc {
+                for n in g.take_notes() {
+                    ui.diagnostic(&n);
+                }
+            }
         }
     }
 

@@ -256,6 +256,34 @@ fn several_clients_see_each_others_lines() {
 }
 
 #[test]
+fn at_most_eight_clients_at_once() {
+    let (mut alice, irc_port) = with_irc("alice", None, &[]);
+    let mut clients: Vec<Irc> = (0..8).map(|_| Irc::connect(irc_port)).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.register(&format!("c{i}"));
+    }
+    let mut ninth = Irc::connect(irc_port);
+    ninth.expect("ERROR :Closing link: too many IRC clients");
+    ninth.expect_closed();
+    alice.expect_err_line("p2pchat: irc: refused a client: 8 are connected");
+    // One leaves: there is room again.
+    clients.pop().unwrap().send("QUIT");
+    let until = Instant::now() + DEADLINE;
+    loop {
+        let mut c = Irc::connect(irc_port);
+        c.send("NICK again");
+        c.send("USER again 0 * :again");
+        let l = c.expect_by("a welcome or a refusal", |l| {
+            l.contains(" 001 ") || l.starts_with("ERROR")
+        });
+        if l.contains(" 001 ") {
+            break;
+        }
+        assert!(Instant::now() < until, "no room after a client quit");
+    }
+}
+
+#[test]
 fn a_client_that_stops_reading_is_dropped_while_chat_goes_on() {
     let (mut alice, irc_port) = with_irc("alice", None, &[]);
     let mut bob = Peer::join("bob", alice.port(), 2);
@@ -310,6 +338,7 @@ fn a_client_that_stops_reading_is_dropped_while_chat_goes_on() {
     }
     assert!(Instant::now() < until, "stalled client still connected");
     assert!(lines < n, "the stalled client got all {lines} lines");
+    alice.expect_err_line("p2pchat: irc: a client stopped reading; dropped");
     eprintln!("the stalled client got {lines} of {n} lines before it was dropped");
     // Chat goes on, and the gateway takes new clients.
     alice.send("after");

@@ -41,8 +41,9 @@ struct Client {
     close_by: Option<Millis>,
     /// More to read than this turn's share.
     unread: bool,
-    /// Its queue overflowed or its socket failed: drop it.
-    gone: bool,
+    /// Its queue overflowed or its socket failed: drop it, for this
+    /// reason (None: quietly).
+    gone: Option<Option<&'static str>>,
 }
 
 impl Client {
@@ -51,16 +52,17 @@ impl Client {
     /// for a client that reads.
     fn pump(&mut self) {
         let out = self.session.take_output();
-        if self.gone {
+        if self.gone.is_some() {
             return;
         }
         if self.wbuf.len() - self.wpos + out.len() > MAX_QUEUE {
-            self.gone = true; // it stopped reading: nothing more can reach it
+            // It stopped reading: nothing more can reach it.
+            self.gone = Some(Some("irc: a client stopped reading; dropped"));
             return;
         }
         self.wbuf.extend_from_slice(&out);
         if write(self).is_err() {
-            self.gone = true;
+            self.gone = Some(None);
         }
     }
 }
@@ -72,6 +74,8 @@ pub struct Gateway {
     password: Option<Password>,
     clients: Vec<Option<Client>>,
     scratch: Box<[u8]>,
+    /// What the user should hear of (a client dropped or refused).
+    notes: Vec<String>,
 }
 
 impl Gateway {
@@ -99,6 +103,7 @@ impl Gateway {
             password,
             clients: (0..MAX_CLIENTS).map(|_| None).collect(),
             scratch: vec![0; READ_BUDGET].into_boxed_slice(),
+            notes: Vec::new(),
         })
     }
 
@@ -119,6 +124,11 @@ impl Gateway {
     /// Whether `token` is the gateway's.
     pub fn owns(token: Token) -> bool {
         (TOKEN..=TOKEN + MAX_CLIENTS).contains(&token.0)
+    }
+
+    /// What the user should be told: clients dropped or refused.
+    pub fn take_notes(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.notes)
     }
 
     /// Clients connected now.
@@ -191,6 +201,9 @@ impl Gateway {
                     let Some(n) = self.clients.iter().position(Option::is_none) else {
                         // Best effort: the socket is new and empty.
                         let _ = stream.write(b"ERROR :Closing link: too many IRC clients\r\n");
+                        self.notes.push(format!(
+                            "irc: refused a client: {MAX_CLIENTS} are connected"
+                        ));
                         continue;
                     };
                     let token = Token(TOKEN + 1 + n);
@@ -207,7 +220,7 @@ impl Gateway {
                         wpos: 0,
                         close_by: None,
                         unread: false,
-                        gone: false,
+                        gone: None,
                     });
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -303,7 +316,10 @@ impl Gateway {
             let done = c
                 .close_by
                 .is_some_and(|t| now >= t || c.wpos == c.wbuf.len());
-            if c.gone || done {
+            if let Some(Some(why)) = c.gone {
+                self.notes.push(why.to_owned());
+            }
+            if c.gone.is_some() || done {
                 let _ = reg.deregister(&mut c.stream);
                 *slot = None;
             }
