@@ -1377,6 +1377,74 @@ mod tests {
         );
     }
 
+    /// Every numeric a session sends has the parameters RFC 2812 and the
+    /// modern IRC client documentation give it: `<client>` first, then
+    /// these many middle parameters, then the trailing text (`true`) or
+    /// not.
+    #[test]
+    fn numerics_have_their_documented_parameters() {
+        let shape = |code: &str| -> Option<(usize, bool)> {
+            Some(match code {
+                "001" | "002" | "003" | "375" | "372" | "376" | "422" | "323" | "451" | "462"
+                | "464" | "417" | "431" | "305" | "306" => (0, true),
+                "004" => (4, false), // servername version umodes cmodes
+                "221" => (0, true),  // +modes (as trailing here)
+                "302" | "303" => (0, true),
+                "315" | "331" | "366" | "368" | "401" | "403" | "404" | "421" | "442" | "461"
+                | "482" | "318" => (1, true),
+                "321" => (1, true),  // "Channel" :Users  Name
+                "322" => (2, true),  // channel count :topic
+                "324" => (2, false), // channel modestring
+                "352" => (6, true),  // channel user host server nick flags :hop real
+                "353" => (2, true),  // symbol channel :names
+                "311" => (4, true),  // nick user host * :real
+                "410" => (1, true),
+                _ => return None,
+            })
+        };
+        let view = alice();
+        let mut s = Session::new(None, 0);
+        let script = b"PRIVMSG #lobby :early\r\nCAP LS 302\r\nCAP FROB\r\nNICK al\r\n\
+            USER al 0 * :Al\r\nCAP END\r\nPASS x\r\nNAMES\r\nWHO #lobby\r\nWHO bob\r\n\
+            WHOIS bob\r\nWHOIS nobody\r\nISON bob\r\nUSERHOST bob carol\r\nMODE #lobby\r\n\
+            MODE #lobby b\r\nMODE #lobby +m\r\nMODE alice\r\nTOPIC #lobby\r\n\
+            TOPIC #lobby :new\r\nLIST\r\nAWAY :off\r\nAWAY\r\nJOIN #rust\r\nPART #rust\r\n\
+            PART #nowhere\r\nPRIVMSG nobody :x\r\nPRIVMSG #rust :x\r\nKICK #lobby bob\r\n\
+            FROB\r\nPRIVMSG\r\nNAMES #other\r\nPART #lobby\r\nPART #lobby\r\n";
+        s.feed(&view, script, 0);
+        let mut long = vec![b'x'; 600];
+        long.extend_from_slice(b"\r\n");
+        s.feed(&view, &long, 0);
+        let mut seen = std::collections::BTreeSet::new();
+        for l in lines(&mut s) {
+            well_formed(&l);
+            let m = parse(&l).unwrap();
+            if !m.command.bytes().all(|b| b.is_ascii_digit()) {
+                continue;
+            }
+            let has_trailing = l.split_once(" :").is_some();
+            if m.command == "005" {
+                // 1 to 13 tokens, then ":are supported by this server".
+                assert!((3..=15).contains(&m.params.len()), "{l}");
+                assert_eq!(m.params.last().unwrap(), "are supported by this server");
+                seen.insert(m.command);
+                continue;
+            }
+            let (middle, trailing) =
+                shape(&m.command).unwrap_or_else(|| panic!("undocumented numeric: {l}"));
+            assert_eq!(has_trailing, trailing, "{l}");
+            assert_eq!(m.params.len(), 1 + middle + usize::from(trailing), "{l}");
+            assert!(matches!(m.params[0].as_str(), "*" | "al" | "alice"), "{l}");
+            seen.insert(m.command);
+        }
+        for code in [
+            "001", "004", "005", "353", "366", "352", "315", "311", "318", "401", "421", "324",
+            "461", "451", "417", "442", "403", "404", "482", "322",
+        ] {
+            assert!(seen.contains(code), "{code} not exercised");
+        }
+    }
+
     #[test]
     fn parse_lines() {
         let m = parse("@t=1 :src PRIVMSG #a :hi there ").unwrap();
