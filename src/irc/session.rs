@@ -1445,6 +1445,91 @@ mod tests {
         }
     }
 
+    /// Bad input is normal input: random lines and bytes never panic, and
+    /// every line sent back is well formed.
+    #[test]
+    fn random_input_gives_well_formed_output() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let words: &[&[u8]] = &[
+            b"NICK",
+            b"USER",
+            b"PASS",
+            b"CAP",
+            b"LS",
+            b"END",
+            b"REQ",
+            b"PRIVMSG",
+            b"NOTICE",
+            b"JOIN",
+            b"PART",
+            b"#lobby",
+            b"#",
+            b"*p2pchat",
+            b"P2PCHAT",
+            b"WHO",
+            b"WHOIS",
+            b"MODE",
+            b"KICK",
+            b"PING",
+            b"PONG",
+            b"QUIT",
+            b"LIST",
+            b"ISON",
+            b":",
+            b" ",
+            b"\r\n",
+            b"\n",
+            b"\r",
+            b"\0",
+            b"\x01ACTION ",
+            b"\x01",
+            b"\xff\xfe",
+            b"\xc3",
+            b"bob",
+            b"alice",
+            b"0",
+            b",",
+            b"@t=1",
+            b":src",
+            b"x",
+        ];
+        for round in 0..300 {
+            let view = alice();
+            let mut s = if round % 2 == 0 {
+                registered(&view)
+            } else {
+                Session::new(Some(Password::new(b"pw")), 0)
+            };
+            for _ in 0..40 {
+                let mut bytes = Vec::new();
+                for _ in 0..(next() % 12) {
+                    bytes.extend_from_slice(words[(next() % words.len() as u64) as usize]);
+                    if next() % 3 == 0 {
+                        bytes.push(b' ');
+                    }
+                }
+                if next() % 50 == 0 {
+                    bytes.extend(std::iter::repeat_n(b'z', 700));
+                }
+                s.feed(&view, &bytes, 0);
+                for l in lines(&mut s) {
+                    assert!(l.len() + 2 <= MAX_LINE, "{l:?}");
+                    assert!(!l.contains(['\r', '\n', '\0']), "{l:?}");
+                }
+                let _ = s.take_commands();
+                if s.closing().is_some() {
+                    break;
+                }
+            }
+        }
+    }
+
     #[test]
     fn parse_lines() {
         let m = parse("@t=1 :src PRIVMSG #a :hi there ").unwrap();
