@@ -364,12 +364,13 @@ impl Session {
         }
         self.numeric("376", &[], "End of /MOTD command.");
         let name = view.name().to_owned();
-        if given != name {
+        if given != nick(&name) {
             // The nick is the peer's name: forced, as bouncers do.
             self.raw(&format!(
-                ":{}!{}@{SERVER} NICK :{name}",
+                ":{}!{}@{SERVER} NICK :{}",
                 clean_word(&given),
-                clean_word(&given)
+                clean_word(&given),
+                nick(&name)
             ));
         }
         self.me = name;
@@ -378,7 +379,10 @@ impl Session {
 
     /// The target of numerics: the client's nick.
     fn target(&self) -> String {
-        clean_word(&self.me)
+        match self.reg {
+            Reg::Waiting => clean_word(&self.me), // as the client gave it
+            Reg::Done => nick(&self.me),
+        }
     }
 
     fn numeric(&mut self, code: &str, params: &[&str], text: &str) {
@@ -428,14 +432,14 @@ impl Session {
 
     fn join_lobby(&mut self, view: &impl View) {
         let lobby = channel(LOBBY);
-        let me = clean_word(&self.me);
+        let me = nick(&self.me);
         if self.lobby.is_none() {
             self.raw(&format!(":{me}!{me}@{SERVER} JOIN {lobby}"));
         }
         let names: BTreeSet<String> = view.others().into_iter().collect();
         self.numeric("331", &[&lobby], "No topic is set");
         let mut list = vec![me.clone()];
-        list.extend(names.iter().map(|n| clean_word(n)));
+        list.extend(names.iter().map(|n| nick(n)));
         self.names_reply(&lobby, &list);
         self.lobby = Some(names);
     }
@@ -514,8 +518,8 @@ impl Session {
                     self.numeric("366", &[&clean_word(c)], "End of /NAMES list");
                 }
                 _ => {
-                    let mut list = vec![clean_word(view.name())];
-                    list.extend(view.others().iter().map(|n| clean_word(n)));
+                    let mut list = vec![nick(view.name())];
+                    list.extend(view.others().iter().map(|n| nick(n)));
                     self.names_reply(&lobby, &list);
                 }
             },
@@ -529,7 +533,7 @@ impl Session {
                 let mut all = vec![view.name().to_owned()];
                 all.extend(view.others());
                 for n in all {
-                    let n = clean_word(&n);
+                    let n = nick(&n);
                     if chan.is_none() && !n.eq_ignore_ascii_case(&mask) {
                         continue;
                     }
@@ -545,8 +549,9 @@ impl Session {
                 let Some(n) = p.last() else {
                     return self.numeric("431", &[], "No nickname given");
                 };
+                let found = member(view, n);
                 let n = clean_word(n);
-                if is_present(view, &n) {
+                if found.is_some() {
                     self.raw(&format!(
                         ":{SERVER} 311 {} {n} {n} {SERVER} * :{n}",
                         self.target()
@@ -562,16 +567,16 @@ impl Session {
                 let on: Vec<String> = p
                     .iter()
                     .flat_map(|s| s.split(' '))
-                    .filter(|n| is_present(view, n))
-                    .map(clean_word)
+                    .filter_map(|n| member(view, n))
+                    .map(|n| nick(&n))
                     .collect();
                 self.numeric("303", &[], &on.join(" "));
             }
             "USERHOST" => {
                 let on: Vec<String> = p
                     .iter()
-                    .filter(|n| is_present(view, n))
-                    .map(|n| format!("{0}=+{0}@{SERVER}", clean_word(n)))
+                    .filter_map(|n| member(view, n))
+                    .map(|n| format!("{0}=+{0}@{SERVER}", nick(&n)))
                     .collect();
                 self.numeric("302", &[], &on.join(" "));
             }
@@ -591,7 +596,7 @@ impl Session {
                     }
                 } else if t.starts_with('#') {
                     self.numeric("403", &[&t], "No such channel");
-                } else if t.eq_ignore_ascii_case(&self.me) {
+                } else if t.eq_ignore_ascii_case(&nick(&self.me)) {
                     // No user modes: any change is a no-op.
                     self.numeric("221", &[], "+");
                 } else {
@@ -655,7 +660,7 @@ impl Session {
 
     fn part_lobby(&mut self) {
         if self.lobby.take().is_some() {
-            let me = clean_word(&self.me);
+            let me = nick(&self.me);
             let lobby = channel(LOBBY);
             self.raw(&format!(":{me}!{me}@{SERVER} PART {lobby} :detached"));
         }
@@ -698,12 +703,11 @@ impl Session {
                 let t = clean_word(target);
                 self.numeric("404", &[&t], "Cannot send to channel (not in that room)");
             }
-        } else if is_present(view, target) {
-            let verb = if action { "/me" } else { "/msg" };
+        } else if let Some(name) = member(view, target) {
             let line = if action {
-                format!("{verb} {text}")
+                format!("/me {text}")
             } else {
-                format!("{verb} {target} {text}")
+                format!("/msg {name} {text}")
             };
             self.run(target, &line, "401");
         } else if !notice {
@@ -776,14 +780,14 @@ impl Session {
                 if room == LOBBY && self.lobby.is_none() {
                     return;
                 }
-                let from = clean_word(from);
+                let from = nick(from);
                 self.say(&format!("{from}!{from}@{SERVER}"), "PRIVMSG", &chan, text);
             }
             Show::MemberJoined(n) => self.member_joined(n),
             Show::MemberLeft { name, lost } => {
                 let known = self.lobby.as_mut().is_some_and(|s| s.remove(name));
                 if known {
-                    let n = clean_word(name);
+                    let n = nick(name);
                     let why = if *lost { "Connection lost" } else { "Left" };
                     self.raw(&format!(":{n}!{n}@{SERVER} QUIT :{why}"));
                 }
@@ -809,7 +813,7 @@ impl Session {
         if now == self.room {
             return;
         }
-        let me = clean_word(&self.me);
+        let me = nick(&self.me);
         if let Some(old) = self.room.take() {
             let c = clean_word(&channel(&old));
             self.raw(&format!(":{me}!{me}@{SERVER} PART {c} :left the room"));
@@ -819,7 +823,7 @@ impl Session {
             self.raw(&format!(":{me}!{me}@{SERVER} JOIN {c}"));
             self.numeric("331", &[&c], "No topic is set");
             let mut list = vec![me];
-            list.extend(view.room_members(&r).iter().map(|n| clean_word(n)));
+            list.extend(view.room_members(&r).iter().map(|n| nick(n)));
             self.names_reply(&c, &list);
             self.room = Some(r);
         }
@@ -830,16 +834,40 @@ impl Session {
             return;
         };
         if seen.insert(name.to_owned()) {
-            let n = clean_word(name);
+            let n = nick(name);
             let lobby = channel(LOBBY);
             self.raw(&format!(":{n}!{n}@{SERVER} JOIN {lobby}"));
         }
     }
 }
 
-fn is_present(view: &impl View, nick: &str) -> bool {
-    nick.eq_ignore_ascii_case(view.name())
-        || view.others().iter().any(|n| n.eq_ignore_ascii_case(nick))
+/// The member (us included) whose IRC nick is `irc_nick`, by name.
+fn member(view: &impl View, irc_nick: &str) -> Option<String> {
+    std::iter::once(view.name().to_owned())
+        .chain(view.others())
+        .find(|n| nick(n).eq_ignore_ascii_case(irc_nick))
+}
+
+/// A member's name as an IRC nick. Names may hold characters that IRC
+/// gives a meaning in nicks (`!` and `@` end the nick in a prefix, `,`
+/// separates targets, `*` and `?` are masks, a leading `#` makes a
+/// channel, a leading `@` or `+` a channel operator in NAMES): each such
+/// character is written `¤XX` (its code in hex). No name can hold `¤` (a
+/// symbol), so no member can pass for another.
+pub fn nick(name: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in name.chars().enumerate() {
+        let special = matches!(c, '!' | '@' | ',' | '*' | '?')
+            || (i == 0 && matches!(c, '#' | '&' | '$' | '+' | '%' | '~'));
+        if special {
+            for b in c.to_string().bytes() {
+                out.push_str(&format!("¤{b:02X}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    clean_word(&out)
 }
 
 /// The text of a CTCP message (`\x01ACTION waves\x01`): its command and
@@ -1528,6 +1556,53 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn names_irc_gives_a_meaning_are_escaped_both_ways() {
+        assert_eq!(nick("bob"), "bob");
+        assert_eq!(nick("@bob"), "¤40bob");
+        assert_eq!(nick("a!b@c"), "a¤21b¤40c");
+        assert_eq!(nick("#x#"), "¤23x#");
+        assert_eq!(nick("é"), "é");
+        assert!(
+            crate::name::valid("¤40bob").is_err(),
+            "no name looks escaped"
+        );
+        let mut view = alice();
+        view.others = vec!["@carol".into(), "a!b".into()];
+        let mut s = registered(&view);
+        s.feed(&view, "NAMES #lobby\r\nISON ¤40carol a!b\r\n".as_bytes(), 0);
+        assert_eq!(
+            lines(&mut s),
+            [
+                ":p2pchat 353 alice = #lobby :alice ¤40carol a¤21b",
+                ":p2pchat 366 alice #lobby :End of /NAMES list",
+                ":p2pchat 303 alice :¤40carol",
+            ]
+        );
+        view.others.push("x,y".into());
+        s.show(&view, &Show::MemberJoined("x,y".into()), false);
+        s.show(
+            &view,
+            &Show::Chat {
+                from: "@carol".into(),
+                room: LOBBY.into(),
+                text: "hi".into(),
+                own: false,
+            },
+            false,
+        );
+        assert_eq!(
+            lines(&mut s),
+            [
+                ":x¤2Cy!x¤2Cy@p2pchat JOIN #lobby",
+                ":¤40carol!¤40carol@p2pchat PRIVMSG #lobby :hi"
+            ]
+        );
+        // A private message to an escaped nick names the member.
+        s.feed(&view, "PRIVMSG ¤40carol :psst\r\n".as_bytes(), 0);
+        assert!(lines(&mut s)[0].contains("/msg is not available yet"));
     }
 
     #[test]
