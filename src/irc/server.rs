@@ -24,6 +24,9 @@ pub const MAX_CLIENTS: usize = 8;
 pub const MAX_QUEUE: usize = 256 << 10;
 /// The socket send buffer of a client.
 const SNDBUF: usize = 64 << 10;
+/// Lines for a client are written when this much is waiting, or at the
+/// end of the turn.
+const BATCH: usize = 16 << 10;
 /// Bytes read from one client per turn of the loop.
 const READ_BUDGET: usize = 16 << 10;
 /// How long a closing client's last lines may take to go out.
@@ -268,7 +271,12 @@ impl Gateway {
         for (n, c) in self.clients.iter_mut().enumerate() {
             if let Some(c) = c {
                 c.session.show(view, ev, origin == Some(n));
-                c.pump();
+                // Written at the end of the turn, in few system calls; a
+                // burst is written as it comes, so that it never piles up
+                // unwritten for a client that reads.
+                if c.session.output_len() >= BATCH {
+                    c.pump();
+                }
             }
         }
     }

@@ -145,6 +145,11 @@ impl Session {
         std::mem::take(&mut self.out)
     }
 
+    /// Bytes said and not yet taken.
+    pub fn output_len(&self) -> usize {
+        self.out.len()
+    }
+
     /// Commands for the peer, in order.
     pub fn take_commands(&mut self) -> Vec<Command> {
         std::mem::take(&mut self.commands)
