@@ -27,7 +27,8 @@
 //! say which room we are in: the client's channels follow it, and its
 //! channel takes chat. A new kind of event (a private message, a room's
 //! news) is a NOTICE with its plain line until [`session::Session::show`]
-//! gives it an IRC form (a private message: PRIVMSG from its sender).
+//! gives it an IRC form: for a private message, one arm calling
+//! [`session::Session::private_message`], which is ready.
 //!
 //! Several clients at once (at most [`server::MAX_CLIENTS`]) see the same
 //! chat; a line one of them sends reaches the others as the peer's own.

@@ -834,6 +834,18 @@ impl Session {
         }
     }
 
+    /// A private message in its IRC form, for private messages when they
+    /// are shown (`Show::Private`): to us, a PRIVMSG from its sender;
+    /// ours (`own`), a PRIVMSG from us to `to`, except to the client that
+    /// sent it.
+    pub fn private_message(&mut self, from: &str, to: &str, text: &str, own: bool, origin: bool) {
+        if self.reg != Reg::Done || self.closing.is_some() || (own && origin) {
+            return;
+        }
+        let (from, to) = (nick(from), nick(to));
+        self.say(&format!("{from}!{from}@{SERVER}"), "PRIVMSG", &to, text);
+    }
+
     fn member_joined(&mut self, name: &str) {
         let Some(seen) = &mut self.lobby else {
             return;
@@ -1608,6 +1620,22 @@ mod tests {
         // A private message to an escaped nick names the member.
         s.feed(&view, "PRIVMSG ¤40carol :psst\r\n".as_bytes(), 0);
         assert!(lines(&mut s)[0].contains("/msg is not available yet"));
+    }
+
+    #[test]
+    fn private_messages_are_privmsg_between_nicks() {
+        let view = alice();
+        let mut s = registered(&view);
+        s.private_message("bob", "alice", "psst", false, false);
+        s.private_message("alice", "@carol", "mine", true, false);
+        s.private_message("alice", "bob", "echo", true, true);
+        assert_eq!(
+            lines(&mut s),
+            [
+                ":bob!bob@p2pchat PRIVMSG alice :psst",
+                ":alice!alice@p2pchat PRIVMSG ¤40carol :mine",
+            ]
+        );
     }
 
     #[test]
