@@ -8,8 +8,8 @@ mod util;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::process::Stdio;
-use std::time::Instant;
-use util::{DEADLINE, Peer};
+use std::time::{Duration, Instant};
+use util::{DEADLINE, Peer, Stream};
 
 /// A raw IRC client: lines out, lines in (with deadlines).
 struct Irc {
@@ -171,10 +171,13 @@ fn members_join_and_leave_as_join_and_quit() {
     bob.expect_exit(0);
     let mut carol = carol;
     carol.signal(libc::SIGKILL);
+    // The peer notices first (within seconds, up to 12 when the link's
+    // keepalive is what tells: see LIMITS), and its client with it.
+    let lost = "* carol left (connection lost)";
+    alice.expect_on(Stream::Out, lost, &|l| l == lost, Duration::from_secs(20));
     c.expect(":carol!carol@p2pchat QUIT :Connection lost");
     c.send("NAMES #lobby");
     c.expect(":p2pchat 353 alice = #lobby :alice");
-    alice.expect_line("* carol left (connection lost)");
 }
 
 #[test]

@@ -808,7 +808,52 @@ impl Session {
                 }
             }
         }
+        self.sync_name(view);
+        if !matches!(
+            ev,
+            Show::Chat { .. }
+                | Show::Joined { .. }
+                | Show::MemberJoined(_)
+                | Show::MemberLeft { .. }
+        ) {
+            // Who is present, whatever event changed it (a rename shows
+            // as the old name quitting and the new one joining). Not
+            // after the events that say who came and went, which have
+            // done it with their reasons, nor after chat lines, which are
+            // many and change no one.
+            self.sync_members(view);
+        }
         self.sync_room(view);
+    }
+
+    /// Our own name changed (a rename): the client's nick follows.
+    fn sync_name(&mut self, view: &impl View) {
+        if view.name() == self.me {
+            return;
+        }
+        let (old, new) = (nick(&self.me), nick(view.name()));
+        self.raw(&format!(":{old}!{old}@{SERVER} NICK :{new}"));
+        self.me = view.name().to_owned();
+    }
+
+    /// The lobby's nick list follows the members present.
+    fn sync_members(&mut self, view: &impl View) {
+        let Some(seen) = &self.lobby else {
+            return;
+        };
+        let now: BTreeSet<String> = view.others().into_iter().collect();
+        let gone: Vec<String> = seen.difference(&now).cloned().collect();
+        let new: Vec<String> = now.difference(seen).cloned().collect();
+        for n in gone {
+            let n = nick(&n);
+            self.raw(&format!(":{n}!{n}@{SERVER} QUIT :Left"));
+        }
+        for n in &new {
+            let n = nick(n);
+            let lobby = channel(LOBBY);
+            self.raw(&format!(":{n}!{n}@{SERVER} JOIN {lobby}"));
+        }
+        self.lobby = Some(now);
     }
 
     /// Shows the client in the channel of the room we are in now, and out
@@ -1636,6 +1681,30 @@ mod tests {
                 ":alice!alice@p2pchat PRIVMSG ¤40carol :mine",
             ]
         );
+    }
+
+    #[test]
+    fn the_nick_list_and_our_nick_follow_whatever_changed_them() {
+        // A rename (not an event this build knows): the client still
+        // sees the right nicks.
+        let mut view = alice();
+        let mut s = registered(&view);
+        view.name = "alicia";
+        view.others = vec!["bob".into(), "caroline".into()];
+        s.show(&view, &Show::Info("renamed".into()), false);
+        assert_eq!(
+            lines(&mut s),
+            [
+                ":p2pchat NOTICE alice :renamed",
+                ":alice!alice@p2pchat NICK :alicia",
+                ":carol!carol@p2pchat QUIT :Left",
+                ":caroline!caroline@p2pchat JOIN #lobby",
+            ]
+        );
+        s.feed(&view, b"PING x\r\n", 0);
+        assert_eq!(lines(&mut s), [":p2pchat PONG p2pchat :x"]);
+        s.feed(&view, b"FROB\r\n", 0);
+        assert_eq!(lines(&mut s), [":p2pchat 421 alicia FROB :Unknown command"]);
     }
 
     #[test]
