@@ -11,6 +11,7 @@
 
 use crate::cli::Opts;
 use crate::command::{self, Input};
+use crate::discover::Lan;
 use crate::identity;
 use crate::irc::{self, Gateway};
 use crate::net::{self, Conn, HIGH_WATER, MAX_QUEUE, STALL};
@@ -33,6 +34,8 @@ const LISTENER: Token = Token(0);
 const STDIN: Token = Token(1);
 const SIGNAL: Token = Token(2);
 const STDOUT: Token = Token(3);
+/// LAN discovery's sockets (IPv4, IPv6).
+const LAN: [Token; 2] = [Token(12), Token(13)];
 /// Link `n` is registered as `Token(n + FIRST_LINK)`.
 const FIRST_LINK: usize = 16;
 
@@ -138,6 +141,8 @@ struct Loop {
     irc: Option<Gateway>,
     /// The IRC client whose command is being carried out.
     irc_origin: Option<usize>,
+    /// LAN discovery (`--discover`).
+    lan: Option<Lan>,
 }
 
 /// stdin is made non-blocking for the poll; the file description is
@@ -253,8 +258,28 @@ impl Loop {
             ui.diagnostic("this network is not encrypted (no network secret: see P2PCHAT_SECRET)");
         }
         ui.listening(port, crate::iface::local_addrs(local.ip()));
-        let irc = match opts.irc {
-            Some(addr) => Some(start_irc(&poll, addr, opts, ui)?),
+        let lan = match &opts.discover {
+            None => None,
+            Some(settings) => {
+                core.enable_discovery();
+                let (registry, seed) = (poll.registry(), random_u64());
+                let lan = Lan::start(
+                    settings,
+                    keys.secret.as_deref(),
+                    core.id(),
+                    port,
+                    opts.bind,
+                    families,
+                    registry,
+                    LAN,
+                    seed,
+                    0,
+                )?;
+                Some(lan)
+            }
+        };
+        let irc = match &opts.irc {
+            Some(o) => Some(start_irc(&poll, o, ui)?),
             None => None,
         };
         let start = Instant::now();
@@ -302,6 +327,7 @@ impl Loop {
             warned_family: false,
             irc,
             irc_origin: None,
+            lan,
         })
     }
 
@@ -350,6 +376,11 @@ impl Loop {
                     STDIN => self.stdin_ready = true,
                     STDOUT => {} // flushed at the top of the loop
                     t if Gateway::owns(t) => self.irc_event(ui, Some(t), now),
+                    t if LAN.contains(&t) => {
+                        if let Some(lan) = &mut self.lan {
+                            lan.readable(&self.core, now);
+                        }
+                    }
                     Token(t) => self.conn_event(ui, LinkId((t - FIRST_LINK) as u64), now),
                 }
                 self.apply(ui);
@@ -384,6 +415,9 @@ impl Loop {
             {
                 g.tick(self.poll.registry(), now);
             }
+            if let Some(lan) = &mut self.lan {
+                lan.turn(&mut self.core, now);
+            }
             // Dropping a link in housekeeping gives the core more to do:
             // do it now, not after the next sleep.
             loop {
@@ -414,6 +448,9 @@ impl Loop {
         }
         if let Some(a) = self.irc.as_ref().and_then(Gateway::deadline) {
             min(a.max(now));
+        }
+        if let Some(a) = self.lan.as_ref().and_then(|l| l.deadline(now)) {
+            min(a);
         }
         if !self.unread.is_empty() {
             min(now);
@@ -906,8 +943,9 @@ impl Loop {
 
 /// Starts the IRC gateway on `addr`, with its password: required on an
 /// address other than loopback.
-fn start_irc(poll: &Poll, addr: SocketAddr, opts: &Opts, ui: &mut Ui) -> Result<Gateway, String> {
-    let pass = match &opts.irc_password_file {
+fn start_irc(poll: &Poll, opts: &crate::cli::Irc, ui: &mut Ui) -> Result<Gateway, String> {
+    let addr = opts.addr;
+    let pass = match &opts.password_file {
         Some(f) => {
             let text = std::fs::read(f).map_err(|e| format!("{}: {e}", f.display()))?;
             let line = text.split(|&b| b == b'\n').next().unwrap_or_default();
