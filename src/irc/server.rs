@@ -281,8 +281,10 @@ impl Gateway {
         }
     }
 
-    /// The peer leaves: every client is told and closed.
+    /// The peer leaves: every client is told and closed, and no more are
+    /// taken.
     pub fn stop(&mut self, reg: &Registry, why: &str, now: Millis) {
+        let _ = reg.deregister(&mut self.listener);
         for c in self.clients.iter_mut().flatten() {
             c.session.stop(why);
         }
