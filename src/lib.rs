@@ -11,6 +11,7 @@
 //! - [`term`]: the terminal front end (what the user sees and types);
 //!   [`command`]: typed lines into commands; [`name`]: which names are
 //!   allowed; [`iface`]: this machine's addresses.
+//! - [`irc`]: the IRC gateway, a second front end.
 //! - [`node`]: one peer, the machines below wired together, with no I/O.
 //! - [`app`]: what events mean to the user (chat, files).
 //! - [`proto`]: the wire format and the protocol machines (links,
@@ -24,6 +25,7 @@ pub mod event;
 pub mod files_io;
 pub mod identity;
 pub mod iface;
+pub mod irc;
 pub mod name;
 pub mod net;
 pub mod node;
