@@ -29,6 +29,7 @@
 //!                                                   joiner before MEMBERS: their
 //!                                                   events are never taken again
 //! 12 NOISE   message (to the end of the frame)      the encrypted handshake
+//! 16-19      file transfers (GET, DATA, STOP, MORE): see crate::app::files
 //! ```
 //!
 //! Under a network secret, a link starts with the Noise handshake
@@ -61,6 +62,7 @@
 //! 4 SUSPECT  target:u64                             "I lost my link to target"
 //! 5 ALIVE    count:u8, count × (origin:u64, seq:u64)  refutes SUSPECTs of the origin:
 //!                                                   the SUSPECT events it answers
+//! 30 OFFER   a file offer, decoded by crate::app::files from Body::Other
 //! ```
 //!
 //! A connecting peer sends HELLO first; the accepting peer answers HELLO and

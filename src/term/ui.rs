@@ -465,6 +465,7 @@ pub(crate) fn plain(ev: &Show) -> Vec<String> {
         Show::Discovered(v) => discovered(v.as_deref()),
         Show::Warning(w) => vec![format!("p2pchat: {}", escape_controls(w))],
         Show::Info(i) => vec![format!("* {}", escape_controls(i))],
+        Show::File(n) => n.plain().lines().map(escape_controls).collect(),
     }
 }
 
@@ -577,6 +578,7 @@ fn json(ev: &Show) -> (&'static str, String) {
         ),
         Show::Warning(w) => ("warning", format!(r#","text":{}"#, Js(w))),
         Show::Info(i) => ("info", format!(r#","text":{}"#, Js(i))),
+        Show::File(n) => n.json(|s| Js(s).to_string()),
     }
 }
 
@@ -637,6 +639,13 @@ fn tty(s: &mut Screen, me: &str, ev: &Show, at: i64, now: i64) {
         }
         Show::Warning(w) => s.paint(ERROR, &format!("p2pchat: {}", escape_controls(w))),
         Show::Info(i) => s.style(NOTICE, &format!("* {}", escape_controls(i))),
+        Show::File(n) => {
+            for l in n.tty().lines() {
+                let l = s.style(NOTICE, &escape_controls(l));
+                let _ = s.print(&l);
+            }
+            return;
+        }
     };
     let _ = s.print(&l);
 }
@@ -662,6 +671,7 @@ fn log_room(ev: &Show) -> Option<&str> {
         Show::Chat { room, .. } => Some(room),
         Show::MemberJoined(_) | Show::MemberLeft { .. } | Show::Joined { .. } => Some(LOBBY),
         Show::Members(_) | Show::Discovered(_) | Show::Warning(_) | Show::Info(_) => None,
+        Show::File(_) => None,
     }
 }
 
