@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 
 /// The one-line synopsis, printed with usage errors.
 pub const USAGE: &str = "usage: p2pchat [-hV] [--plain | --json] [--no-input] [--timestamps] [--log]\n\
-     \x20              [-b address] [-d degree] [-D max] [-p port] name [host port | host:port]";
+     \x20              [--flood] [-b address] [-d degree] [-D max] [-p port]\n\
+     \x20              name [host port | host:port]";
 
 /// The most links `-D` may allow: the node's bound on links.
 const MAX_DEGREE: usize = crate::node::MAX_LINKS;
@@ -48,6 +49,8 @@ pub struct Opts {
     pub log: bool,
     /// Colours on the terminal: `None` is automatic (off with `NO_COLOR`).
     pub color: Option<bool>,
+    /// Relay every message on every link, not on a tree (for comparison).
+    pub flood: bool,
 }
 
 /// Defaults from the config file; `None` and empty are "not set".
@@ -110,6 +113,11 @@ fn options() -> Options {
         "start each plain output line with the date and time",
     );
     o.optflag("", "log", "keep chat logs in $XDG_STATE_HOME/p2pchat/logs/");
+    o.optflag(
+        "",
+        "flood",
+        "relay every message on every link, not once per peer (to compare)",
+    );
     o.optflag("h", "help", "print this help and exit");
     o.optflag("V", "version", "print the version and exit");
     o
@@ -211,6 +219,7 @@ pub fn parse_with(
         timestamps: m.opt_present("timestamps") || cfg.timestamps == Some(true),
         log: m.opt_present("log") || cfg.log == Some(true),
         color: cfg.color,
+        flood: m.opt_present("flood"),
     }))
 }
 
@@ -437,6 +446,8 @@ mod tests {
         assert_eq!(o.port, 4000);
         assert_eq!(o.mode, Mode::Json);
         assert!(run(&["--no-input", "--plain", "x"]).unwrap().no_input);
+        assert!(!run(&["x"]).unwrap().flood);
+        assert!(run(&["--flood", "x"]).unwrap().flood);
         let o = run(&["x"]).unwrap();
         assert_eq!((o.degree, o.max_degree), (6, 12));
         assert_eq!(o.bind, None, "default: dual-stack");

@@ -155,7 +155,7 @@ impl Loop {
             .register(&mut listener, LISTENER, Interest::READABLE)
             .map_err(|e| format!("poll: {e}"))?;
 
-        let mut signals = vec![libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+        let mut signals = vec![libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGUSR1];
         if ui.term.is_some() {
             signals.push(libc::SIGWINCH);
         }
@@ -201,6 +201,7 @@ impl Loop {
         let cfg = node::Config {
             degree: opts.degree,
             max_degree: opts.max_degree,
+            flood: opts.flood,
             ..Default::default()
         };
         let mut core = Node::new(cfg, NodeId(id), &opts.name, port, random_u64());
@@ -435,6 +436,8 @@ impl Loop {
                         let _ = t.screen.resize();
                     }
                 }
+                // As dd does: what went through so far, on stderr.
+                libc::SIGUSR1 => ui.show(&Show::Warning(self.core.traffic())),
                 libc::SIGTSTP => {
                     self.stdin_flags.restore();
                     suspend(ui);

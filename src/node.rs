@@ -65,6 +65,8 @@ pub struct Config {
     /// Lost members remembered and probed, at most; beyond it the longest
     /// lost is forgotten (but for where its events had got to).
     pub lost_max: usize,
+    /// Relay every event on every link, instead of lazy push on a tree.
+    pub flood: bool,
 }
 
 impl Default for Config {
@@ -80,6 +82,7 @@ impl Default for Config {
             gap_wait: 300,
             gap_giveup: 10_000,
             lost_max: 256,
+            flood: false,
         }
     }
 }
@@ -195,6 +198,9 @@ pub struct Node {
     out: VecDeque<Action>,
     /// The time of the latest input.
     now: Millis,
+    /// Frames received and sent, by kind (see [`Node::traffic`]).
+    received: wire::Tally,
+    sent: wire::Tally,
 }
 
 /// The network as an application sees it (see [`Net`]), made of the
@@ -288,6 +294,7 @@ impl Node {
         let bc_cfg = broadcast::Config {
             gap_wait: cfg.gap_wait,
             gap_giveup: cfg.gap_giveup,
+            flood: cfg.flood,
         };
         Node {
             id,
@@ -308,6 +315,8 @@ impl Node {
             refused: Remember::new(256),
             out: VecDeque::new(),
             now: 0,
+            received: wire::Tally::default(),
+            sent: wire::Tally::default(),
         }
     }
 
@@ -367,6 +376,16 @@ impl Node {
         self.links.up_count()
     }
 
+    /// Frames and bytes received and sent so far, by kind: `traffic: in:
+    /// event F B, ihave F B, graft F B, prune F B, other F B; out: ...`.
+    pub fn traffic(&self) -> String {
+        format!(
+            "traffic: in: {}; out: {}",
+            self.received.summary(),
+            self.sent.summary()
+        )
+    }
+
     /// Whether actions are waiting for [`Node::next_action`].
     pub fn has_actions(&self) -> bool {
         !self.out.is_empty()
@@ -380,10 +399,11 @@ impl Node {
     /// The next thing to do, if any.
     pub fn next_action(&mut self) -> Option<Action> {
         let a = self.out.pop_front()?;
-        if let Action::Send(link, _) = &a {
+        if let Action::Send(link, f) = &a {
             // An idle link is one that sends nothing: a heartbeat is due
             // only after a quiet while.
             self.links.sent(*link, self.now);
+            self.sent.count(&f[4..]);
         }
         Some(a)
     }
@@ -472,6 +492,7 @@ impl Node {
     /// A whole frame body arrived on `link`.
     pub fn frame(&mut self, link: LinkId, body: &[u8], now: Millis) {
         self.now = now;
+        self.received.count(body);
         if self.state == State::Done {
             return;
         }
@@ -484,7 +505,9 @@ impl Node {
         };
         // A copy of an event delivered already is known by its header:
         // nothing is decoded or allocated for it.
-        if peer.is_some() && wire::event_id(body).is_some_and(|id| self.broadcast.is_old(id)) {
+        if peer.is_some()
+            && wire::event_id(body).is_some_and(|id| self.broadcast.copy(&mut self.out, link, id))
+        {
             return;
         }
         let msg = match wire::decode(body) {
@@ -530,6 +553,12 @@ impl Node {
             }
             (Some(_), Msg::Ping) => {}
             (Some(_), Msg::Lack { origin, oldest }) => self.broadcast.on_lack(origin, oldest),
+            (Some(_), Msg::Ihave { ids }) => self.broadcast.on_ihave(link, &ids, now),
+            (Some(_), Msg::Graft { origin, from, to }) => {
+                self.broadcast
+                    .on_graft(&mut self.out, link, origin, from, to, now)
+            }
+            (Some(_), Msg::Prune { origin }) => self.broadcast.on_prune(link, origin),
             (Some(_), Msg::Gone { ids }) => {
                 // From whoever welcomes us only: a neighbour must not be
                 // able to cut members off by naming them.
@@ -592,6 +621,8 @@ impl Node {
                 self.leaving = Some((stop, until));
             }
         }
+        // Last: links lost above graft their replacements now.
+        self.broadcast.tick(&mut self.out, now);
     }
 
     /// When [`Node::tick`] next has work to do, if ever.
@@ -896,7 +927,7 @@ impl Node {
             ev.body = Body::Refused { kind, why };
             frame = Frame::from([]);
         }
-        if self.broadcast.forged(link, ev.id()) {
+        if self.broadcast.forged_copy(&mut self.out, link, ev.id()) {
             return;
         }
         if !self.membership.is_member(origin) {

@@ -175,7 +175,9 @@ fn unknown_kind_before_and_after_hello() {
 #[test]
 fn wrong_protocol_version_gets_a_readable_refusal() {
     let (mut alice, mut bob) = pair();
-    for version in [0, 2, u16::MAX] {
+    // The version before this one (flooding, no IHAVE/GRAFT/PRUNE) is
+    // told too, as is any other.
+    for version in [0, wire::VERSION - 1, wire::VERSION + 1, u16::MAX] {
         let mut r = Raw::connect(alice.port());
         r.send(&hello_msg(MALLORY, "mallory", version));
         let got = r.expect_closed(util::DEADLINE, "wrong version");
