@@ -352,7 +352,7 @@ impl Gen {
 
     /// Any valid message, every kind.
     fn msg(&mut self) -> Msg {
-        match self.n(20) {
+        match self.n(24) {
             0..=2 => {
                 let id = self.id();
                 let name = self.name();
@@ -384,6 +384,40 @@ impl Gen {
                     to,
                 }
             }
+            18 | 19 => {
+                let n = self.pick(&[0, 1, 2, 5, wire::IHAVE_PER_FRAME]);
+                let ids = (0..n)
+                    .map(|_| {
+                        let origin = self.id();
+                        let next = self.seqs.get(&origin).copied().unwrap_or(1);
+                        EventId {
+                            origin: NodeId(origin),
+                            seq: self.pick(&[
+                                0,
+                                1,
+                                next,
+                                next.saturating_add(1),
+                                next.saturating_add(300),
+                                u64::MAX,
+                            ]),
+                        }
+                    })
+                    .collect();
+                Msg::Ihave { ids }
+            }
+            20 => {
+                let origin = self.id();
+                let from = self.pick(&[0, 1, 2, u64::MAX - 1, u64::MAX]);
+                let to = self.pick(&[0, 1, 5, 300, u64::MAX]);
+                Msg::Graft {
+                    origin: NodeId(origin),
+                    from,
+                    to,
+                }
+            }
+            21 => Msg::Prune {
+                origin: NodeId(self.id()),
+            },
             _ => Msg::Ping,
         }
     }
