@@ -1176,10 +1176,23 @@ impl Broadcast {
         let (seq, hash, link) = (h.ev.seq, h.hash, h.link);
         let seal = h.ev.seal.clone();
         let n = h.frame.len();
-        if !o.charge(&mut self.held_bytes, n, true) {
-            // No room to keep it back: it comes again, later.
-            o.ahead = o.ahead.max(seq);
-            return;
+        // The next event goes before those held ahead of it: they make
+        // room, furthest first (they come again, or are fetched).
+        while !o.charge(&mut self.held_bytes, n, true) {
+            let far = o.held.last_key_value().map(|(&s, _)| s);
+            let Some(h) = far.and_then(|f| o.unhold(&mut self.held_bytes, f)) else {
+                // No room to keep it back: it comes again, later.
+                o.ahead = o.ahead.max(seq);
+                return;
+            };
+            let far = h.ev.seq;
+            // From its origin, past that link's floor: other copies must
+            // be let in now (see `accept`).
+            if let Some(nb) = self.neighbours.get_mut(&h.link)
+                && nb.peer == origin
+            {
+                nb.floor = nb.floor.map(|f| f.max(far));
+            }
         }
         o.next = seq + 1;
         let taken = o.verifier.take(seq, hash, seal.as_ref(), link, h);
@@ -1505,7 +1518,22 @@ impl Broadcast {
         };
         let first = o.held.keys().next().copied();
         if let Some(to) = skip_to.filter(|&t| t > o.next) {
-            let missed = to - o.next;
+            let mut missed = to - o.next;
+            // Events kept back for a signature in what is skipped: unless
+            // a signature held covers them, they are missed too (another
+            // signature would find them out of its run, and blame whoever
+            // brought them).
+            let done = o.done();
+            let covered = o.held.values().any(|h| {
+                h.ev.seal
+                    .as_ref()
+                    .is_some_and(|seal| h.ev.seq.saturating_sub(seal.covers.len() as u64) <= done)
+            });
+            if done < o.next && !covered {
+                missed = to - done;
+                let gone: usize = o.verifier.drop_from(0).iter().map(|d| d.frame.len()).sum();
+                o.charge(&mut self.held_bytes, gone, false);
+            }
             o.next = to;
             o.skipped_to = to;
             if o.held.is_empty() && o.ahead <= to {
@@ -1893,6 +1921,89 @@ mod tests {
         assert!(!b.origins[&CAROL].held.contains_key(&(HOLD_WINDOW + 10)));
         b.remove(CAROL);
         assert_eq!(b.held_bytes, 0);
+    }
+
+    /// The next event is taken even when what is held ahead of it fills
+    /// the origin's share: the furthest held make room (they are fetched
+    /// again). Under lazy push it may come only once.
+    #[test]
+    fn the_next_event_is_taken_when_held_ones_fill_the_share() {
+        let mut b = bc();
+        let mut out = Vec::new();
+        add(&mut b, CAROL, 1);
+        let big = |seq: u64| signed(CAROL, seq, &"x".repeat(4000));
+        for seq in 2..200 {
+            let (e, h, f) = big(seq);
+            assert_eq!(b.accept(&mut out, B, e, h, f, 0), Accepted::Held);
+        }
+        assert!(b.origins[&CAROL].held_bytes + 4100 > HELD_PER_ORIGIN);
+        let (e, h, f) = big(1);
+        assert!(matches!(
+            b.accept(&mut out, A, e, h, f, 0),
+            Accepted::Delivered(e) if e.seq == 1
+        ));
+        let mut got = Vec::new();
+        while let Some(e) = b.drain(&mut out, CAROL, 0) {
+            got.push(e.seq);
+        }
+        assert!(got.len() > 10 && got.windows(2).all(|w| w[1] == w[0] + 1));
+    }
+
+    /// Events `seqs` of `origin`, the last signed and vouching for the
+    /// others, as an origin seals a run.
+    fn run(origin: NodeId, seqs: std::ops::RangeInclusive<u64>) -> Vec<(Event, EventHash, Frame)> {
+        let key = Identity::from_seed(origin.0);
+        let mut covers = Vec::new();
+        let mut evs = Vec::new();
+        let last = *seqs.end();
+        for seq in seqs {
+            let body = lobby_text(&format!("{seq}"));
+            let payload = wire::payload_of(&body).unwrap();
+            let hash = crypto::event_hash(origin, seq, 3, &payload);
+            let seal = (seq == last).then(|| wire::Seal {
+                covers: covers.clone(),
+                sig: key.sign(&crypto::seal_message(&hash, &covers)),
+            });
+            covers.push(hash);
+            let ev = Event {
+                origin,
+                seq,
+                body,
+                seal,
+            };
+            let f = wire::frame(&Msg::Event(ev.clone())).unwrap();
+            evs.push((ev, hash, f));
+        }
+        evs
+    }
+
+    /// A gap skipped (its events are gone from every cache) after events
+    /// kept back for a signature in the gap: those are missed too, not
+    /// held up against the next signature, which would find them out of
+    /// its run and blame the honest link that brought them.
+    #[test]
+    fn a_skip_lets_go_of_events_whose_signature_is_in_the_gap() {
+        let mut b = bc();
+        let mut out = Vec::new();
+        add(&mut b, CAROL, 1);
+        let mut first = run(CAROL, 1..=4);
+        let second = run(CAROL, 5..=8);
+        first.truncate(2);
+        for (e, h, f) in first {
+            assert_eq!(b.accept(&mut out, A, e, h, f, 0), Accepted::Held);
+        }
+        for (e, h, f) in second.into_iter().skip(1) {
+            assert_eq!(b.accept(&mut out, A, e, h, f, 0), Accepted::Held);
+        }
+        b.on_lack(CAROL, 6);
+        assert_eq!(b.fill_gap(&mut out, CAROL, 1_000), Gap::Skipped(5));
+        let mut got = Vec::new();
+        while let Some(e) = b.drain(&mut out, CAROL, 1_000) {
+            got.push(e.seq);
+        }
+        assert_eq!(got, vec![6, 7, 8]);
+        assert!(b.take_rejected().is_empty());
+        assert_eq!(b.origins[&CAROL].held_bytes, 0);
     }
 
     #[test]
