@@ -2235,6 +2235,81 @@ mod tests {
         );
     }
 
+    /// Our parent in eve's tree relays an event whose signature is not
+    /// eve's: it is not taken, the link is reported (the node drops it),
+    /// and the neighbour that announced eve's events is grafted for it at
+    /// once; its copy, the real one, is delivered.
+    #[test]
+    fn a_forging_parent_is_replaced_and_the_event_grafted() {
+        let mut b = three();
+        let mut out = Vec::new();
+        assert_eq!(feed(&mut b, &mut out, A, EVE, 1), vec![1]);
+        b.on_ihave(C, &[id(EVE, 1)], 0);
+        let (mut e, h, _) = signed(EVE, 2, "forged");
+        e.seal = signed(CAROL, 2, "forged").0.seal;
+        let f = wire::frame(&Msg::Event(e.clone())).unwrap();
+        assert_eq!(b.accept(&mut out, A, e, h, f, 0), Accepted::Held);
+        assert_eq!(b.take_rejected(), vec![A]);
+        b.neighbour_down(A);
+        out.clear();
+        b.tick(&mut out, 1);
+        let graft = Msg::Graft {
+            origin: EVE,
+            from: 2,
+            to: 1 + FETCH_MAX,
+        };
+        assert_eq!(sent(&out), vec![(C, graft)]);
+        assert_eq!(feed(&mut b, &mut out, C, EVE, 2), vec![2]);
+        assert!(b.take_rejected().is_empty());
+    }
+
+    /// A relay takes the signature off the last event of a run: all four
+    /// wait, unchecked. A neighbour announces the last of them: we miss
+    /// its signature, and graft from the first kept back; the signed copy
+    /// settles them, and they are delivered once.
+    #[test]
+    fn an_announced_event_kept_back_unsigned_is_grafted_with_its_signature() {
+        let mut b = three();
+        let mut out = Vec::new();
+        let evs = run(EVE, 1..=4);
+        for (i, (e, h, f)) in evs.iter().cloned().enumerate() {
+            let (e, f) = if i == 3 {
+                let e = Event { seal: None, ..e };
+                let f = wire::frame(&Msg::Event(e.clone())).unwrap();
+                (e, f)
+            } else {
+                (e, f)
+            };
+            assert_eq!(b.accept(&mut out, A, e, h, f, 0), Accepted::Held);
+        }
+        b.on_ihave(C, &[id(EVE, 4)], 0);
+        out.clear();
+        b.tick(&mut out, GRAFT_WAIT);
+        let graft = Msg::Graft {
+            origin: EVE,
+            from: 1,
+            to: FETCH_MAX,
+        };
+        assert_eq!(sent(&out), vec![(C, graft)]);
+        // Its answer: unsigned copies are no news, the signed one settles.
+        for (e, h, f) in evs {
+            let signed = e.seal.is_some();
+            if b.copy(&mut out, C, e.id(), signed) {
+                continue;
+            }
+            let Accepted::Delivered(first) = b.accept(&mut out, C, e, h, f, 0) else {
+                panic!("not delivered");
+            };
+            let mut got = vec![first.seq];
+            while let Some(e) = b.drain(&mut out, EVE, 0) {
+                got.push(e.seq);
+            }
+            assert_eq!(got, vec![1, 2, 3, 4]);
+        }
+        assert_eq!(b.delivered(EVE), Some(4));
+        assert!(b.take_rejected().is_empty());
+    }
+
     #[test]
     fn a_graft_is_answered_from_the_cache_and_pushes_again() {
         let mut b = three();
