@@ -21,8 +21,8 @@
 //!
 //! - `BENCH_QUICK=1`: smoke run (small counts, networks of 4 and 16, no
 //!   64-peer or scale stage, 2 s idle window; a few seconds).
-//! - `BENCH_ONLY=onehop,tput1,tput16,secret,net`: only these stages (the limits
-//!   always run; `net` is fan-out, join, RSS with 64, idle and scale).
+//! - `BENCH_ONLY=onehop,tput1,tput16,kill,secret,net`: only these stages (the
+//!   limits always run; `net` is fan-out, join, RSS with 64, idle and scale).
 //! - `BENCH_BIN=path`: run another p2pchat build (one with symbols, for
 //!   `perf`); `BENCH_PEER_ARGS="-d 3"`: extra options for every peer.
 //!
@@ -88,14 +88,28 @@
 //!   printed all of them (or, with losses, its last one). `loss`: messages
 //!   that never arrived, summed over receivers. `reorder`: lines that came
 //!   after a higher-numbered one, summed. `rss.tput1`: the sender after
-//!   1 → 1; `rss.tput`: max over the peers after 1 → 16.
+//!   1 → 1; `rss.tput`: max over the peers after 1 → 16. `tput16.flood.*`:
+//!   the same 1 → 16 run again with every peer started with `--flood`.
+//! - `copies16.tree`, `copies16.flood`: full copies of each message each
+//!   receiver read in those runs, lazy push and flooding, by the peers' own
+//!   count (SIGUSR1); `announce16.tree`: bytes of IHAVE, GRAFT and PRUNE
+//!   each receiver read per message, counted apart.
+//! - `kill.tree.*`, `kill.flood.*`: 16 peers, lines 1 ms apart from one
+//!   (3,000; 300 in quick runs), the relay that relayed most of them
+//!   killed half-way; latency of each line until the last survivor prints
+//!   it (`p50`, `p99`, `max`, and `after99` for the lines sent after the
+//!   kill). `kill.ratio`: lazy push p50 over flooding p50 (target ≤ 1.2);
+//!   `kill.loss`: lines lost, repeated or reordered in both runs.
 //! - `secret.onehop.p50`, `secret.tput1.rate`, `secret.tputN.rate`: the
 //!   one-hop and throughput runs again with `P2PCHAT_SECRET` set (every
 //!   link encrypted), the figures without a secret from the same run in
 //!   the baseline column.
 //! - `fanoutN.p50`, `fanoutN.p99` (N = 4, 16, 64 peers in one network, each
 //!   joined through a random member): one sender, one line at a time, until
-//!   the last of the other N-1 prints it.
+//!   the last of the other N-1 prints it. `fanoutN.flood.*`: the same in a
+//!   network of peers started with `--flood`, grown beside it and measured
+//!   in turns; `fanoutN.ratio`: lazy push p50 over flooding p50;
+//!   `fanoutN.copies`: full copies each receiver read, lazy push.
 //! - `join.line.p50`, `join.p50`, `join.max`: starting a peer against a
 //!   network of 16 to 63 peers (4 to 15 in quick runs) until it prints
 //!   `* joined through`, and until its first line has reached every member
