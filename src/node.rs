@@ -13,7 +13,9 @@
 //! Joining: a new peer says HELLO (joining) to any member, which checks the
 //! name and answers HELLO and its member list, giving for each member the
 //! last sequence number it delivered from it. The joiner floods a JOIN
-//! event and links to more members until it has `degree` links.
+//! event and links to more members until it has `degree` links. A peer
+//! prints its port before its own join is done: joiners that reach it
+//! meanwhile are held (see [`Links::hold`]) and answered once it is in.
 
 use crate::app::chat::Chat;
 use crate::app::{MemberView, Net, Reach};
@@ -673,7 +675,10 @@ impl Node {
             return self.refuse(link, Refusal::Gone, why, now);
         }
         if !outbound && !self.is_member() {
-            return self.refuse(link, Refusal::Other, "this peer is still joining", now);
+            // We printed our port, so joiners may come before our own
+            // join is done: they wait for it (bounded like any HELLO
+            // not yet answered) and are answered then.
+            return self.links.hold(link, h);
         }
         // A name belongs to one member, whoever says HELLO under it (our
         // own name is settled below: two joins at once under one name).
@@ -861,6 +866,10 @@ impl Node {
                 .push_back(Action::Show(Show::Joined { via, members }));
             self.announce();
             self.send_members(link, now);
+            // Joiners that came while we joined, in the order they came.
+            for (held, h) in self.links.take_held() {
+                self.on_hello(held, h, now);
+            }
         }
         if self.is_member() {
             self.maintain(now);

@@ -62,6 +62,9 @@ pub struct Link {
     pub opened: Millis,
     last_rx: Millis,
     last_tx: Millis,
+    /// A HELLO held until we are in the network ourselves (see
+    /// [`Links::hold`]).
+    held: Option<Hello>,
 }
 
 impl Link {
@@ -137,6 +140,7 @@ impl Links {
                 opened: now,
                 last_rx: now,
                 last_tx: now,
+                held: None,
             },
         );
         id
@@ -222,6 +226,31 @@ impl Links {
             return Err(BadHello::Name);
         }
         Ok(())
+    }
+
+    /// Holds the HELLO that came on `link` (accepted, not up) until
+    /// [`Links::take_held`]: a joiner that reached us while we are still
+    /// joining ourselves waits for our own join to complete rather than
+    /// being refused. Bounded like every link waiting for its HELLO: by
+    /// [`MAX_PENDING`] in count and by the handshake timeout in time
+    /// (a held link is still not up).
+    pub fn hold(&mut self, link: LinkId, hello: Hello) {
+        if let Some(l) = self
+            .links
+            .get_mut(&link)
+            .filter(|l| !l.outbound && l.stage == Stage::Hello)
+        {
+            l.held = Some(hello);
+        }
+    }
+
+    /// The HELLOs held, oldest link first, to be taken now.
+    pub fn take_held(&mut self) -> Vec<(LinkId, Hello)> {
+        self.links
+            .iter_mut()
+            .filter(|(_, l)| !l.closing())
+            .filter_map(|(&k, l)| Some((k, l.held.take()?)))
+            .collect()
     }
 
     /// HELLO is done on `link`: it now carries traffic to `peer`.
@@ -542,6 +571,33 @@ mod tests {
         };
         assert!(why.contains(&wire::VERSION.to_string()));
         assert!(why.contains(&(wire::VERSION + 1).to_string()));
+    }
+
+    #[test]
+    fn a_held_hello_is_taken_once_and_bounded_by_the_handshake() {
+        let mut ls = links();
+        let mut out = Vec::new();
+        let h = Hello {
+            version: wire::VERSION,
+            id: NodeId(5),
+            name: "carol".into(),
+            port: 1,
+            joining: true,
+            you: None,
+        };
+        let a = ls.accepted(&mut out, addr(9), 0);
+        let b = ls.accepted(&mut out, addr(10), 0);
+        ls.hold(a, h.clone());
+        // Only an accepted link waiting for its HELLO holds one.
+        let d = ls.dial(&mut out, addr(11), None, 0);
+        ls.hold(d, h.clone());
+        ls.close(&mut out, b, 0);
+        ls.hold(b, h.clone());
+        assert_eq!(ls.take_held(), vec![(a, h.clone())]);
+        assert!(ls.take_held().is_empty());
+        // A held link is not up: the handshake timeout still closes it.
+        ls.hold(a, h);
+        assert!(ls.tick(&mut out, 5_000).contains(&a));
     }
 
     #[test]
