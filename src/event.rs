@@ -580,6 +580,10 @@ impl Loop {
         };
         if c.connecting {
             if let Ok(Some(e)) | Err(e) = c.stream.take_error() {
+                if e.kind() == io::ErrorKind::ConnectionRefused {
+                    // A peer gone, not a network down: see Node::dial_refused.
+                    self.core.dial_refused(link);
+                }
                 return self.lost(link, &e.to_string(), now);
             }
             match c.stream.peer_addr() {

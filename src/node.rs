@@ -416,6 +416,14 @@ impl Node {
         self.links.remove(link);
     }
 
+    /// Our dial on `link` was refused: a host answered that nobody listens
+    /// there (ECONNREFUSED). Called before [`Node::link_down`], it tells a
+    /// peer that is gone from a network that is down or split, which
+    /// answers nothing: an address is given up only for the first.
+    pub fn dial_refused(&mut self, link: LinkId) {
+        self.links.refused(link);
+    }
+
     /// Closes `link` because of what the event loop saw on it (the peer
     /// stopped reading): what it has sent already is still taken.
     pub fn drop_link(&mut self, link: LinkId, why: &str, now: Millis) {
@@ -432,7 +440,7 @@ impl Node {
         let Some(l) = self.links.get(link) else {
             return;
         };
-        let (addr, target) = (l.addr, l.target);
+        let (addr, target, refused) = (l.addr, l.target, l.refused());
         let Some(stage) = self.links.closed(link, now) else {
             return;
         };
@@ -453,10 +461,16 @@ impl Node {
         if let Some(p) = peer {
             self.membership.link_lost(p, &self.links, now);
             self.membership_out(now);
+            self.alone(now);
         } else if let Some(t) = target {
             // A dial that never got through: back off before trying again,
-            // from the member and from its address.
-            self.mesh.addr_failed(addr, now);
+            // from the member and from its address. Whether anyone
+            // answered tells a peer gone (refused, or what answered is no
+            // peer) from a network down or split (no answer at all).
+            let answered = refused || stage != Stage::Dialing;
+            if answered || !self.membership.is_lost(t) {
+                self.mesh.addr_failed(addr, answered, now);
+            }
             if self.membership.is_member(t) {
                 self.membership.unreachable(t);
                 let failures = self.mesh.failed(t, now);
@@ -520,6 +534,7 @@ impl Node {
                     self.mesh.shed_by(p, now);
                 }
                 self.maintain(now);
+                self.alone(now);
             }
             (Some(_), Msg::Refuse { .. }) => self.drop_link(link, "refused", now),
             (Some(p), Msg::Members { last, entries }) => {
@@ -578,7 +593,9 @@ impl Node {
             }
             self.broadcast.rewake();
         }
-        self.membership.tick(&self.links, now);
+        let mesh = &self.mesh;
+        self.membership
+            .tick(&self.links, |a| mesh.usable(a, now), now);
         self.membership_out(now);
         let (maintain, shed) = self.mesh.tick(now);
         if maintain {
@@ -1042,6 +1059,16 @@ impl Node {
             self.chat.left(&mut net!(self), m.display(id), false);
         }
         self.close_links_to(id);
+        let now = self.now;
+        self.alone(now);
+    }
+
+    /// If our last link just went, the membership waits a while for one,
+    /// then takes every member for lost (no path of ours reaches them).
+    fn alone(&mut self, now: Millis) {
+        if self.is_member() && self.links.up_count() == 0 {
+            self.membership.isolated(now);
+        }
     }
 
     /// Routes what membership asks for.
@@ -1051,6 +1078,15 @@ impl Node {
                 Out::Publish(body) => {
                     if self.is_member() {
                         self.publish(body);
+                    }
+                }
+                Out::Dial(id, addr) if self.membership.is_lost(id) => {
+                    // A probe: at the membership's pace, past any back-off
+                    // from an address that did not answer.
+                    if self.mesh.may_probe(addr, now) {
+                        let probe = link::Dial::Probe;
+                        self.links
+                            .dial_as(&mut self.out, addr, Some(id), probe, now);
                     }
                 }
                 Out::Dial(id, addr) => {
@@ -1071,6 +1107,7 @@ impl Node {
                         self.chat.left(&mut net!(self), name, true);
                     }
                     self.close_links_to(id);
+                    self.alone(now);
                 }
                 Out::Dropped(id, name) => {
                     if let Some(next) = self.broadcast.forget(id) {

@@ -23,6 +23,24 @@ pub const MAX_PENDING: usize = 64;
 /// A closing link the event loop never reports gone is forgotten after
 /// this (it reports it within its linger time, 1.5 s).
 const CLOSING_MAX: Millis = 10_000;
+/// A probe of a lost member not connected within this is given up: the
+/// next probe, about a second later, sends a fresh SYN the moment the
+/// network is back, rather than wait out TCP's back-off on this one.
+pub const PROBE_PATIENCE: Millis = 1_000;
+
+/// How a link is dialled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dial {
+    /// From any port (and accepted links).
+    Plain,
+    /// A probe of a lost member: given up unless connected within
+    /// [`PROBE_PATIENCE`].
+    Probe,
+    /// Hole punching: from our listening port, to a peer that dials us
+    /// from its own at the same moment (TCP simultaneous open), so that
+    /// each NAT lets the other's packets in as answers to its own.
+    Punch,
+}
 
 /// Timers of a link, in milliseconds.
 #[derive(Debug, Clone)]
@@ -59,12 +77,16 @@ pub struct Link {
     /// The member we meant to reach, for a link we dialled to one.
     pub target: Option<NodeId>,
     pub stage: Stage,
+    /// How we dialled it.
+    pub dial: Dial,
     pub opened: Millis,
     last_rx: Millis,
     last_tx: Millis,
     /// A HELLO held until we are in the network ourselves (see
     /// [`Links::hold`]).
     held: Option<Hello>,
+    /// Our dial was refused: a host answered, and nobody listens there.
+    refused: bool,
 }
 
 impl Link {
@@ -79,6 +101,11 @@ impl Link {
 
     pub fn closing(&self) -> bool {
         matches!(self.stage, Stage::Closing { .. })
+    }
+
+    /// Whether our dial was refused (see [`Links::refused`]).
+    pub fn refused(&self) -> bool {
+        self.refused
     }
 }
 
@@ -121,6 +148,7 @@ impl Links {
         addr: SocketAddr,
         outbound: bool,
         target: Option<NodeId>,
+        dial: Dial,
         now: Millis,
     ) -> LinkId {
         let id = LinkId(self.next);
@@ -137,10 +165,12 @@ impl Links {
                 outbound,
                 target,
                 stage,
+                dial,
                 opened: now,
                 last_rx: now,
                 last_tx: now,
                 held: None,
+                refused: false,
             },
         );
         id
@@ -156,9 +186,33 @@ impl Links {
         target: Option<NodeId>,
         now: Millis,
     ) -> LinkId {
-        let id = self.insert(addr, true, target, now);
+        self.dial_as(out, addr, target, Dial::Plain, now)
+    }
+
+    /// As [`Links::dial`], dialled as `dial` says.
+    pub fn dial_as(
+        &mut self,
+        out: &mut impl Sink,
+        addr: SocketAddr,
+        target: Option<NodeId>,
+        dial: Dial,
+        now: Millis,
+    ) -> LinkId {
+        let id = self.insert(addr, true, target, dial, now);
         out.io(Io::Connect(id, addr));
         id
+    }
+
+    /// Our dial on `link` was refused (the event loop says so before it
+    /// reports the link down): a host answered, and nobody listens there.
+    pub fn refused(&mut self, link: LinkId) {
+        if let Some(l) = self
+            .links
+            .get_mut(&link)
+            .filter(|l| l.stage == Stage::Dialing)
+        {
+            l.refused = true;
+        }
     }
 
     /// A connection was accepted from `addr`; returns its new link. With
@@ -178,7 +232,7 @@ impl Links {
             self.links.remove(&oldest);
             out.io(Io::Close(oldest));
         }
-        self.insert(addr, false, None, now)
+        self.insert(addr, false, None, Dial::Plain, now)
     }
 
     /// Our dial got through: say HELLO. Returns whether the link is ours.
@@ -424,7 +478,7 @@ impl Links {
                 continue;
             }
             if l.peer().is_none() {
-                if now >= l.opened + cfg.handshake_timeout {
+                if now >= l.opened + patience(l, cfg) {
                     dead.push(id);
                 }
             } else if now >= l.last_rx + cfg.link_timeout {
@@ -455,7 +509,7 @@ impl Links {
                 if l.closing() {
                     [Some(l.last_rx + CLOSING_MAX), None]
                 } else if l.peer().is_none() {
-                    [Some(l.opened + cfg.handshake_timeout), None]
+                    [Some(l.opened + patience(l, cfg)), None]
                 } else {
                     [
                         Some(l.last_rx + cfg.link_timeout),
@@ -465,6 +519,15 @@ impl Links {
             })
             .flatten()
             .min()
+    }
+}
+
+/// How long `l`, not up yet, may take to come up.
+fn patience(l: &Link, cfg: &Config) -> Millis {
+    if l.dial == Dial::Probe && l.stage == Stage::Dialing {
+        PROBE_PATIENCE.min(cfg.handshake_timeout)
+    } else {
+        cfg.handshake_timeout
     }
 }
 
@@ -532,6 +595,26 @@ mod tests {
         ls.received(b, 21_000);
         assert_eq!(ls.tick(&mut out, 80_999), vec![]);
         assert_eq!(ls.tick(&mut out, 81_000), vec![b]);
+    }
+
+    #[test]
+    fn a_probe_not_connected_within_its_patience_is_given_up() {
+        let mut ls = links();
+        let mut out = Vec::new();
+        let p = ls.dial_as(&mut out, addr(9), Some(NodeId(7)), Dial::Probe, 0);
+        let q = ls.dial_as(&mut out, addr(9), Some(NodeId(7)), Dial::Probe, 0);
+        let d = ls.dial(&mut out, addr(10), None, 0);
+        assert_eq!(ls.deadline(), Some(PROBE_PATIENCE));
+        // One connects in time: the handshake's own timeout holds then.
+        ls.connected(&mut out, q, false, PROBE_PATIENCE - 1);
+        // Refusals are noted on dials under way only.
+        ls.refused(p);
+        assert!(ls.get(p).unwrap().refused());
+        ls.refused(q);
+        assert!(!ls.get(q).unwrap().refused());
+        assert_eq!(ls.tick(&mut out, PROBE_PATIENCE), vec![p]);
+        ls.remove(p);
+        assert_eq!(ls.tick(&mut out, 5_000), vec![q, d]);
     }
 
     #[test]

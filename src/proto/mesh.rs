@@ -7,9 +7,14 @@
 //!
 //! Every dial, to keep the mesh or to probe a lost member, draws on one
 //! budget ([`DIAL_RATE`] a second, [`DIAL_BURST`] at once), and an address
-//! that never answers is given up for [`ADDR_DEAD`] after
-//! [`ADDR_GIVE_UP`] tries: however many members claim an address, a peer
-//! never turns into a connection flood against it.
+//! that fails is backed off from, whoever claims it: however many members
+//! claim an address, a peer never turns into a connection flood against
+//! it. An address whose host answers that nobody is there (the dial is
+//! refused, or what answers is no p2pchat peer) [`ADDR_GIVE_UP`] times in
+//! a row is given up for [`ADDR_DEAD`]. One that does not answer at all is
+//! never given up: that is a network down or split, not a peer gone, and
+//! lost members are probed there (at the membership's pace, past the
+//! back-off) until the network is back.
 
 use super::link::Links;
 use super::{Bucket, LinkId, Millis, NodeId, Rng, Timers, backoff};
@@ -19,7 +24,7 @@ use std::net::SocketAddr;
 /// Dials a second, and at once.
 pub const DIAL_RATE: u64 = 2;
 pub const DIAL_BURST: u64 = 8;
-/// An address that failed this often in a row is given up for a while.
+/// An address refused this often in a row is given up for a while.
 pub const ADDR_GIVE_UP: u32 = 6;
 pub const ADDR_DEAD: Millis = 600_000;
 /// Addresses whose failures are remembered, at most.
@@ -52,6 +57,22 @@ struct Dial {
     after: Millis,
 }
 
+/// Dials to one address that failed in a row, those of them that were
+/// answered (refused), and when to dial it again.
+#[derive(Debug, Default, Clone, Copy)]
+struct Addr {
+    failures: u32,
+    refused: u32,
+    after: Millis,
+}
+
+impl Addr {
+    /// Given up: refused `ADDR_GIVE_UP` times, and not dialled since.
+    fn dead(&self, now: Millis) -> bool {
+        self.refused >= ADDR_GIVE_UP && self.after > now
+    }
+}
+
 #[derive(Clone, Copy)]
 enum T {
     /// Look for more links again.
@@ -67,7 +88,7 @@ pub struct Mesh {
     cfg: Config,
     dials: BTreeMap<NodeId, Dial>,
     /// Failures per address, whoever claims it.
-    addrs: HashMap<SocketAddr, Dial>,
+    addrs: HashMap<SocketAddr, Addr>,
     budget: Bucket,
     timers: Timers<TIMERS>,
     rng: Rng,
@@ -135,11 +156,24 @@ impl Mesh {
         chosen
     }
 
-    /// Whether a dial to `addr` may go out now (a probe, or a redial): it
-    /// is not in back-off, and the budget has room.
+    /// Whether a dial to `addr` may go out now (a redial): it is not in
+    /// back-off, and the budget has room.
     pub fn may_dial(&mut self, addr: SocketAddr, now: Millis) -> bool {
         let free = self.addrs.get(&addr).is_none_or(|d| d.after <= now);
         free && self.budget.take(1, now)
+    }
+
+    /// Whether a probe of a lost member may go to `addr` now: the address
+    /// is not given up, and the budget has room. Back-off from an address
+    /// that does not answer is no reason to wait: the membership paces
+    /// its probes, and the network may be back any moment.
+    pub fn may_probe(&mut self, addr: SocketAddr, now: Millis) -> bool {
+        self.usable(addr, now) && self.budget.take(1, now)
+    }
+
+    /// Whether `addr` is not given up (see [`Mesh::may_probe`]).
+    pub fn usable(&self, addr: SocketAddr, now: Millis) -> bool {
+        self.addrs.get(&addr).is_none_or(|d| !d.dead(now))
     }
 
     /// Our dial to `id` failed: back off from it, and pace the next dial
@@ -155,17 +189,23 @@ impl Mesh {
     }
 
     /// A dial to `addr` failed (whoever we meant to reach): back off from
-    /// the address, and give it up after `ADDR_GIVE_UP` failures; pace the
-    /// next dial.
-    pub fn addr_failed(&mut self, addr: SocketAddr, now: Millis) {
+    /// the address; if it was `refused` (its host answered, and no peer
+    /// is there), give it up after `ADDR_GIVE_UP` such failures in a row.
+    /// Pace the next dial.
+    pub fn addr_failed(&mut self, addr: SocketAddr, refused: bool, now: Millis) {
         if self.addrs.len() >= ADDRS && !self.addrs.contains_key(&addr) {
             self.addrs.retain(|_, d| d.after > now);
         }
         if self.addrs.len() < ADDRS || self.addrs.contains_key(&addr) {
             let d = self.addrs.entry(addr).or_default();
             d.failures = d.failures.saturating_add(1);
+            d.refused = if refused {
+                d.refused.saturating_add(1)
+            } else {
+                0
+            };
             d.after = now
-                + if d.failures >= ADDR_GIVE_UP {
+                + if d.refused >= ADDR_GIVE_UP {
                     ADDR_DEAD
                 } else {
                     backoff(d.failures)
@@ -340,7 +380,7 @@ mod tests {
         while now < 120_000 {
             let got = m.choose(&ls, many.clone(), now);
             for _ in &got {
-                m.addr_failed(dead, now);
+                m.addr_failed(dead, true, now);
             }
             dials += got.len();
             now += 100;
@@ -350,6 +390,30 @@ mod tests {
             "{dials} dials in 2 minutes"
         );
         assert!(!m.may_dial(dead, now));
+        assert!(!m.may_probe(dead, now));
+    }
+
+    #[test]
+    fn an_address_that_does_not_answer_is_never_given_up() {
+        let mut m = mesh(6, 12);
+        let far = addr(98);
+        // A network split for ten minutes: every dial times out.
+        let mut now = 0;
+        for _ in 0..600 {
+            m.addr_failed(far, false, now);
+            now += 1_000;
+            assert!(m.usable(far, now));
+        }
+        // Redials back off; probes go on at the membership's pace.
+        assert!(!m.may_dial(far, now));
+        assert!(m.may_probe(far, now));
+        // A refusal in between starts the count of refusals again.
+        for _ in 0..ADDR_GIVE_UP - 1 {
+            m.addr_failed(far, true, now);
+        }
+        m.addr_failed(far, false, now);
+        m.addr_failed(far, true, now);
+        assert!(m.usable(far, now));
     }
 
     #[test]
