@@ -741,7 +741,12 @@ impl Loop {
         if self.conns.len() >= MAX_CONNS {
             return self.core.link_down(link, "too many connections", now);
         }
-        let mut stream = match net::dial(addr) {
+        // A punch goes from our listening port (Node::dial_port).
+        let dialled = match self.core.dial_port(link) {
+            Some(port) => net::dial_from(addr, port),
+            None => net::dial(addr),
+        };
+        let mut stream = match dialled {
             Ok(s) => s,
             Err(e) => return self.core.link_down(link, &e.to_string(), now),
         };

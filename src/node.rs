@@ -38,6 +38,9 @@ pub use crate::proto::{LinkId, Millis, NodeId, Rng};
 const JOIN_RACE: Millis = 3_000;
 /// How long leaving waits for a link that is being dialled.
 const LEAVE_WAIT: Millis = 1_000;
+/// A punch that failed sooner than this was no test of the NATs (a local
+/// error, or the other end had let us in already): the user is not told.
+const PUNCH_TOLD: Millis = 2_000;
 
 /// Links a peer keeps by default, and accepts at most.
 pub const DEGREE: usize = 6;
@@ -416,6 +419,13 @@ impl Node {
         self.links.remove(link);
     }
 
+    /// The local port `link` must be dialled from, if not any: our
+    /// listening port, for a punch (see [`crate::proto::mesh`]).
+    pub fn dial_port(&self, link: LinkId) -> Option<u16> {
+        let l = self.links.get(link)?;
+        (l.dial == link::Dial::Punch).then_some(self.port)
+    }
+
     /// Our dial on `link` was refused: a host answered that nobody listens
     /// there (ECONNREFUSED). Called before [`Node::link_down`], it tells a
     /// peer that is gone from a network that is down or split, which
@@ -441,6 +451,7 @@ impl Node {
             return;
         };
         let (addr, target, refused) = (l.addr, l.target, l.refused());
+        let (dial, opened) = (l.dial, l.opened);
         let Some(stage) = self.links.closed(link, now) else {
             return;
         };
@@ -473,7 +484,10 @@ impl Node {
             }
             if self.membership.is_member(t) {
                 self.membership.unreachable(t);
-                let failures = self.mesh.failed(t, now);
+                let failures = self.mesh.failed(t, answered, now);
+                if dial == link::Dial::Punch && !answered && now >= opened + PUNCH_TOLD {
+                    self.punch_failed(t);
+                }
                 let present = self.membership.get(t).is_some_and(|m| m.present());
                 if !present && failures >= DIAL_GIVE_UP {
                     // Only ever heard of, never reached: likely made up.
@@ -547,6 +561,8 @@ impl Node {
             }
             (Some(_), Msg::Ping) => {}
             (Some(_), Msg::Lack { origin, oldest }) => self.broadcast.on_lack(origin, oldest),
+            (Some(p), Msg::PunchAsk { target }) => self.on_punch_ask(link, p, target, now),
+            (Some(_), Msg::Punch { id, addr }) => self.on_punch(id, addr, now),
             (Some(_), Msg::Gone { ids }) => {
                 // From whoever welcomes us only: a neighbour must not be
                 // able to cut members off by naming them.
@@ -1274,13 +1290,24 @@ impl Node {
     }
 
     /// Two links to one peer: keep the one dialled by the smaller node id,
-    /// a choice both ends make alike.
+    /// a choice both ends make alike (a punched link was dialled by both).
     fn dedup_links(&mut self, peer: NodeId) {
+        let links = &self.links;
+        let dialler = |k: LinkId, outbound: bool| {
+            if links.get(k).is_some_and(|l| l.dial == link::Dial::Punch) {
+                // Both ends dialled it (simultaneous open).
+                self.id.min(peer)
+            } else if outbound {
+                self.id
+            } else {
+                peer
+            }
+        };
         let mut both: Vec<(NodeId, LinkId)> = self
             .links
             .to(peer)
             .into_iter()
-            .map(|(k, outbound)| (if outbound { self.id } else { peer }, k))
+            .map(|(k, outbound)| (dialler(k, outbound), k))
             .collect();
         if both.len() < 2 {
             return;
@@ -1300,9 +1327,83 @@ impl Node {
         let chosen = self
             .mesh
             .choose(&self.links, self.membership.dialable(), now);
-        for (id, addr) in chosen {
-            self.links.dial(&mut self.out, addr, Some(id), now);
+        for c in chosen {
+            if c.punch {
+                // It did not answer: perhaps behind a NAT. A neighbour
+                // that links to it has us both dial at once.
+                let ask = wire::small(&Msg::PunchAsk { target: c.id });
+                let up: Vec<LinkId> = self.links.up_links().map(|(k, _)| k).collect();
+                for k in up {
+                    self.links.send(&mut self.out, k, ask.clone(), now);
+                }
+            } else {
+                self.links.dial(&mut self.out, c.addr, Some(c.id), now);
+            }
         }
+    }
+
+    /// `from` (on `link`) cannot dial `target`: if we link to it, both are
+    /// told to dial each other, each at its address as we see it.
+    fn on_punch_ask(&mut self, link: LinkId, from: NodeId, target: NodeId, now: Millis) {
+        if target == self.id || target == from {
+            return;
+        }
+        let Some(&(to, _)) = self.links.to(target).first() else {
+            return;
+        };
+        let addr = |id| {
+            let m = self.membership.get(id).filter(|m| !m.is_lost())?;
+            m.addr
+        };
+        let (Some(a_from), Some(a_target)) = (addr(from), addr(target)) else {
+            return;
+        };
+        if !self.mesh.may_relay_punch(now) {
+            return;
+        }
+        let to_target = Msg::Punch {
+            id: from,
+            addr: a_from,
+        };
+        let to_from = Msg::Punch {
+            id: target,
+            addr: a_target,
+        };
+        self.links
+            .send(&mut self.out, to, wire::small(&to_target), now);
+        self.links
+            .send(&mut self.out, link, wire::small(&to_from), now);
+    }
+
+    /// A neighbour says member `id` dials us from `addr` now: dial it back
+    /// from our listening port (TCP simultaneous open), unless we link to
+    /// it or punch already.
+    fn on_punch(&mut self, id: NodeId, addr: SocketAddr, now: Millis) {
+        let known = self.membership.knows(id) && !self.membership.is_gone(id);
+        if id == self.id || !known || !self.is_member() {
+            return;
+        }
+        if self.links.linked(id) || self.links.punching(id) {
+            return;
+        }
+        if self.mesh.may_probe(addr, now) {
+            let punch = link::Dial::Punch;
+            self.links
+                .dial_as(&mut self.out, addr, Some(id), punch, now);
+        }
+    }
+
+    /// Punching to `id` failed too: say so, once.
+    fn punch_failed(&mut self, id: NodeId) {
+        if self.links.linked(id) || !self.mesh.punch_failed(id) {
+            return;
+        }
+        let name = self.membership.display(id);
+        let w = format!(
+            "no direct link to {name}: hole punching failed (NATs or firewalls between us); \
+             its messages come through other members while there are any"
+        );
+        self.out.push_back(Action::Show(Show::Warning(w)));
     }
 
     /// Too many links: close some, saying why, so the other side neither

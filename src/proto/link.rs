@@ -445,6 +445,12 @@ impl Links {
         self.open().filter_map(|l| l.target).collect()
     }
 
+    /// Whether a punch to `peer` is under way (not up yet).
+    pub fn punching(&self, peer: NodeId) -> bool {
+        self.open()
+            .any(|l| l.dial == Dial::Punch && l.target == Some(peer) && l.peer().is_none())
+    }
+
     /// Dials not through HELLO yet.
     pub fn dialling(&self) -> usize {
         self.open()

@@ -25,6 +25,13 @@
 //! 8 GONE     count:u16, count × id:u64              members that left, sent to a
 //!                                                   joiner before MEMBERS: their
 //!                                                   events are never taken again
+//! 20 PUNCH_ASK target:u64                           "I cannot dial target: if you
+//!                                                   link to it, have us both dial"
+//! 21 PUNCH   id:u64, ip:addr, port:u16              "dial member id at ip:port from
+//!                                                   your listening port, now": sent
+//!                                                   to both ends by whoever got a
+//!                                                   PUNCH_ASK, each end's address as
+//!                                                   it sees it (TCP hole punching)
 //! ```
 //!
 //! Event types, each flooded through the network and delivered once, in
@@ -61,7 +68,7 @@
 use super::{EventId, NodeId};
 use byteorder::{BigEndian, ByteOrder, ReadBytesExt, WriteBytesExt};
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::rc::Rc;
 
 /// A whole frame, length prefix included, shared by every link's queue
@@ -259,10 +266,15 @@ pub enum Msg {
     Ping,
     Lack { origin: NodeId, oldest: u64 },
     Gone { ids: Vec<NodeId> },
+    PunchAsk { target: NodeId },
+    Punch { id: NodeId, addr: SocketAddr },
 }
 
 /// The kind byte of an EVENT frame.
 pub const EVENT: u8 = 4;
+/// The kind bytes of hole punching's messages.
+const PUNCH_ASK: u8 = 20;
+const PUNCH: u8 = 21;
 
 /// The (origin, seq) of an EVENT frame body, read from its header alone:
 /// enough to tell a copy already delivered without decoding anything.
@@ -406,6 +418,16 @@ fn encode_body(msg: &Msg, out: &mut Vec<u8>) -> Result<(), WireError> {
                 put_u64(out, id.0);
             }
         }
+        Msg::PunchAsk { target } => {
+            out.push(PUNCH_ASK);
+            put_u64(out, target.0);
+        }
+        Msg::Punch { id, addr } => {
+            out.push(PUNCH);
+            put_u64(out, id.0);
+            put_ip(out, Some(addr.ip()));
+            put_u16(out, addr.port());
+        }
     }
     Ok(())
 }
@@ -532,6 +554,17 @@ pub fn decode(body: &[u8]) -> Result<Msg, WireError> {
                 ids.push(NodeId(u64_(&mut r)?));
             }
             Msg::Gone { ids }
+        }
+        PUNCH_ASK => Msg::PunchAsk {
+            target: NodeId(u64_(&mut r)?),
+        },
+        PUNCH => {
+            let id = NodeId(u64_(&mut r)?);
+            let ip = ip_(&mut r)?.ok_or(WireError::Invalid("punch address"))?;
+            Msg::Punch {
+                id,
+                addr: SocketAddr::new(ip, u16_(&mut r)?),
+            }
         }
         k => return Err(WireError::UnknownKind(k)),
     };
@@ -726,6 +759,15 @@ mod tests {
             Msg::Gone {
                 ids: vec![NodeId(1), NodeId(u64::MAX)],
             },
+            Msg::PunchAsk { target: NodeId(77) },
+            Msg::Punch {
+                id: NodeId(78),
+                addr: "10.77.0.3:40123".parse().unwrap(),
+            },
+            Msg::Punch {
+                id: NodeId(79),
+                addr: "[fd77::3]:1".parse().unwrap(),
+            },
         ]
     }
 
@@ -860,6 +902,11 @@ mod tests {
             decode(&[3, 1, 0xff, 0xff]),
             Err(WireError::Invalid("member count"))
         );
+        // A PUNCH with no address to dial.
+        let mut f = vec![PUNCH];
+        f.extend_from_slice(&[0; 8]);
+        f.extend_from_slice(&[0, 0, 1]);
+        assert_eq!(decode(&f), Err(WireError::Invalid("punch address")));
     }
 
     #[test]

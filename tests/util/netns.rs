@@ -9,6 +9,15 @@
 //! routers do). Every address exists only inside these namespaces; the
 //! host machine's interfaces and firewall are never touched.
 //!
+//! The NAT is a Linux home router's: conntrack lets in only what answers
+//! a connection from inside (so a SYN coming in is dropped, unless it
+//! matches one that went out: TCP simultaneous open gets through), and
+//! MASQUERADE keeps the source port where it is free, so the port a peer
+//! listens on is the port it has outside. [`Net::symmetric_nat_host`]
+//! maps every connection to a new random port instead (a symmetric NAT,
+//! as some carrier-grade and corporate NATs are): there hole punching
+//! cannot work.
+//!
 //! What a test can do to the network:
 //!
 //! - [`Net::vanish`]: detach a host from the bridge. Every packet to and
@@ -299,6 +308,17 @@ impl Net {
     /// what goes out and drops connections coming in, so nobody can dial
     /// the host. None (after saying why) without nftables.
     pub fn nat_host(&mut self) -> Option<usize> {
+        self.nat_host_with("masquerade")
+    }
+
+    /// As [`Net::nat_host`], behind a symmetric NAT: each connection out
+    /// gets a random port (`masquerade random`), whatever port it came
+    /// from.
+    pub fn symmetric_nat_host(&mut self) -> Option<usize> {
+        self.nat_host_with("masquerade random")
+    }
+
+    fn nat_host_with(&mut self, masquerade: &str) -> Option<usize> {
         if let Err(why) = nft_available() {
             skip(why);
             return None;
@@ -360,7 +380,7 @@ impl Net {
 table inet nat {
     chain postrouting {
         type nat hook postrouting priority srcnat;
-        oifname "wan" masquerade
+        oifname "wan" MASQUERADE
     }
 }
 table inet filter {
@@ -374,10 +394,11 @@ table inet filter {
     }
 }
 "#;
+        let rules = rules.replace("MASQUERADE", masquerade);
         run(
             "ip",
             &["netns", "exec", &router, "nft", "-f", "-"],
-            Some(rules),
+            Some(&rules),
         );
         self.hosts.push(Host {
             ns,
