@@ -726,7 +726,8 @@ fn grow(sim: &mut Sim, n: usize, cfg: &Config) {
     let first = sim.add(&name(0), cfg.clone());
     assert_eq!(first, 0);
     for i in 1..n {
-        // Through any peer that is in already (one still joining refuses).
+        // Through any peer that is in already (one still joining would
+        // hold it: joiners_of_a_peer_still_joining_wait_for_it).
         let ready: Vec<usize> = (0..i).filter(|&j| sim.nodes[j].core.is_member()).collect();
         let through = ready[sim.rng.below(ready.len() as u64) as usize];
         sim.add(&name(i), cfg.clone());

@@ -25,7 +25,9 @@ pub const MAX_PENDING: usize = 64;
 const CLOSING_MAX: Millis = 10_000;
 /// A probe of a lost member not connected within this is given up: the
 /// next probe, about a second later, sends a fresh SYN the moment the
-/// network is back, rather than wait out TCP's back-off on this one.
+/// network is back, rather than wait out TCP's back-off on this one. On a
+/// network whose dials take longer, a probe waits three times the
+/// slowest dial seen lately (up to the handshake timeout).
 pub const PROBE_PATIENCE: Millis = 1_000;
 
 /// How a link is dialled.
@@ -34,7 +36,7 @@ pub enum Dial {
     /// From any port (and accepted links).
     Plain,
     /// A probe of a lost member: given up unless connected within
-    /// [`PROBE_PATIENCE`].
+    /// [`PROBE_PATIENCE`] (or longer on a slow network).
     Probe,
     /// Hole punching: from our listening port, to a peer that dials us
     /// from its own at the same moment (TCP simultaneous open), so that
@@ -126,6 +128,9 @@ pub struct Links {
     cfg: Config,
     links: BTreeMap<LinkId, Link>,
     next: u64,
+    /// The slowest dial lately: how long the latest took to connect, or
+    /// less each time since (by 1/8), whichever is longer.
+    slowest: Millis,
     id: NodeId,
     name: String,
     port: u16,
@@ -137,6 +142,7 @@ impl Links {
             cfg,
             links: BTreeMap::new(),
             next: 1,
+            slowest: 0,
             id,
             name: name.to_owned(),
             port,
@@ -235,7 +241,8 @@ impl Links {
         self.insert(addr, false, None, Dial::Plain, now)
     }
 
-    /// Our dial got through: say HELLO. Returns whether the link is ours.
+    /// Our dial got through: say HELLO. Returns whether the link is ours
+    /// (a dial we gave up on, closing already, is not brought back).
     pub fn connected(
         &mut self,
         out: &mut impl Sink,
@@ -243,10 +250,16 @@ impl Links {
         joining: bool,
         now: Millis,
     ) -> bool {
-        let Some(l) = self.links.get_mut(&link) else {
+        let Some(l) = self
+            .links
+            .get_mut(&link)
+            .filter(|l| l.stage == Stage::Dialing)
+        else {
             return false;
         };
         l.stage = Stage::Hello;
+        let took = now.saturating_sub(l.opened);
+        self.slowest = (self.slowest - self.slowest / 8).max(took);
         let hello = self.hello(joining, self.links[&link].addr.ip());
         self.send(out, link, hello, now);
         true
@@ -484,7 +497,7 @@ impl Links {
                 continue;
             }
             if l.peer().is_none() {
-                if now >= l.opened + patience(l, cfg) {
+                if now >= l.opened + patience(l, cfg, self.slowest) {
                     dead.push(id);
                 }
             } else if now >= l.last_rx + cfg.link_timeout {
@@ -515,7 +528,7 @@ impl Links {
                 if l.closing() {
                     [Some(l.last_rx + CLOSING_MAX), None]
                 } else if l.peer().is_none() {
-                    [Some(l.opened + patience(l, cfg)), None]
+                    [Some(l.opened + patience(l, cfg, self.slowest)), None]
                 } else {
                     [
                         Some(l.last_rx + cfg.link_timeout),
@@ -528,10 +541,13 @@ impl Links {
     }
 }
 
-/// How long `l`, not up yet, may take to come up.
-fn patience(l: &Link, cfg: &Config) -> Millis {
+/// How long `l`, not up yet, may take to come up, on a network whose
+/// slowest dial lately took `slowest`.
+fn patience(l: &Link, cfg: &Config, slowest: Millis) -> Millis {
     if l.dial == Dial::Probe && l.stage == Stage::Dialing {
-        PROBE_PATIENCE.min(cfg.handshake_timeout)
+        PROBE_PATIENCE
+            .max(slowest.saturating_mul(3))
+            .min(cfg.handshake_timeout)
     } else {
         cfg.handshake_timeout
     }
@@ -612,7 +628,12 @@ mod tests {
         let d = ls.dial(&mut out, addr(10), None, 0);
         assert_eq!(ls.deadline(), Some(PROBE_PATIENCE));
         // One connects in time: the handshake's own timeout holds then.
-        ls.connected(&mut out, q, false, PROBE_PATIENCE - 1);
+        ls.connected(&mut out, q, false, 100);
+        // A dial given up (closing) is not brought back by a late answer.
+        ls.close(&mut out, p, 200);
+        assert!(!ls.connected(&mut out, p, false, 300));
+        assert!(ls.get(p).unwrap().closing());
+        let p = ls.dial_as(&mut out, addr(9), Some(NodeId(7)), Dial::Probe, 0);
         // Refusals are noted on dials under way only.
         ls.refused(p);
         assert!(ls.get(p).unwrap().refused());
@@ -621,6 +642,14 @@ mod tests {
         assert_eq!(ls.tick(&mut out, PROBE_PATIENCE), vec![p]);
         ls.remove(p);
         assert_eq!(ls.tick(&mut out, 5_000), vec![q, d]);
+        // On a slow network (a dial took 1.2 s), probes wait longer.
+        let mut ls = links();
+        let slow = ls.dial(&mut out, addr(9), None, 0);
+        ls.connected(&mut out, slow, false, 1_200);
+        ls.up(slow, NodeId(9));
+        let p = ls.dial_as(&mut out, addr(9), Some(NodeId(7)), Dial::Probe, 2_000);
+        assert!(ls.tick(&mut out, 2_000 + PROBE_PATIENCE).is_empty());
+        assert_eq!(ls.tick(&mut out, 2_000 + 3_600), vec![p]);
     }
 
     #[test]
