@@ -838,6 +838,20 @@ impl Node {
             self.broadcast.set_floor(link, e.seq);
         }
         let mut fetch = Vec::new();
+        if !welcome && last {
+            // Members we lost that the sender does not list as present
+            // may have left meanwhile (a partition heals as one leaves):
+            // their last events, LEAVE included, may still be in its
+            // cache, and came before the link was up on its side.
+            let listed: std::collections::HashSet<NodeId> = entries.iter().map(|e| e.id).collect();
+            let unlisted = self.membership.lost_ids().filter(|id| !listed.contains(id));
+            for id in unlisted.take(ASK_MAX) {
+                if let Some(d) = self.broadcast.delivered(id) {
+                    let from = d.saturating_add(1);
+                    fetch.push((id, from, from.saturating_add(FETCH_MAX - 1)));
+                }
+            }
+        }
         let mut asks = 0;
         for e in entries {
             if e.id == self.id || self.membership.is_gone(e.id) || !wire::valid_name(&e.name) {

@@ -391,6 +391,14 @@ impl Membership {
             .map(|(&id, m)| (id, m))
     }
 
+    /// Lost members' ids.
+    pub fn lost_ids(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.members
+            .iter()
+            .filter(|(_, m)| m.is_lost())
+            .map(|(&id, _)| id)
+    }
+
     /// Members shown as present, with their ids.
     pub fn present(&self) -> impl Iterator<Item = (NodeId, &Member)> + '_ {
         self.members
