@@ -1160,6 +1160,9 @@ impl Node {
             let name = self.membership.display(id);
             self.chat.joined(&mut net!(self), name);
         }
+        // What was held of it while it was lost, now, not when its next
+        // event comes.
+        self.drain(id, now);
     }
 
     /// A member forgotten as lost is heard of again: lost again, where it

@@ -592,6 +592,11 @@ impl Broadcast {
     ) -> Option<Event> {
         let o = self.origins.get_mut(&ev.origin)?;
         o.next = ev.seq.saturating_add(1);
+        if o.held.first_key_value().is_some_and(|(&k, _)| k < o.next) {
+            // A copy held (while its origin was paused) of what another
+            // copy just delivered: stale, and it must not count as a gap.
+            o.unhold_below(&mut self.held_bytes, o.next);
+        }
         if o.first_seen == 0 {
             o.first_seen = ev.seq;
         }
@@ -996,6 +1001,19 @@ mod tests {
         assert_eq!(b.drain(&mut out, BOB, 0), None);
         b.resume(BOB, 0);
         assert_eq!(b.drain(&mut out, BOB, 0).map(|e| e.seq), Some(1));
+        // Held while paused, then another copy delivered first: the held
+        // one goes, and no gap is left behind it.
+        b.pause(BOB);
+        let (e, f) = ev(BOB, 2);
+        b.hold_paused(B, e, f);
+        b.resume(BOB, 0);
+        let (e, f) = ev(BOB, 2);
+        assert!(matches!(
+            b.accept(&mut out, A, e, f, 0),
+            Accepted::Delivered(_)
+        ));
+        assert!(b.describe(BOB).ends_with("held=[]"), "{}", b.describe(BOB));
+        assert!(b.due(60_000).is_empty());
     }
 
     #[test]
