@@ -24,7 +24,7 @@ use crate::proto::link::{self, BadHello, Links, Stage};
 use crate::proto::membership::{self, ASK_MAX, INTRO_MAX, Membership, Out};
 use crate::proto::mesh::{self, DIAL_GIVE_UP, Mesh};
 use crate::proto::wire::{self, Body, Entry, Event, Frame, Hello, Msg, Refusal, WireError};
-use crate::proto::{Io, Remember, Sink};
+use crate::proto::{Io, PROBE_EVERY, Remember, Sink};
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 
@@ -481,6 +481,9 @@ impl Node {
             let answered = refused || stage != Stage::Dialing;
             if answered || !self.membership.is_lost(t) {
                 self.mesh.addr_failed(addr, answered, now);
+            }
+            if dial == link::Dial::Probe && now < opened + PROBE_EVERY {
+                self.membership.probe_failed_early(opened);
             }
             if self.membership.is_member(t) {
                 self.membership.unreachable(t);

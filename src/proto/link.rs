@@ -14,7 +14,7 @@
 //! way on it are still taken.
 
 use super::wire::{self, Frame, Hello, Msg, Refusal};
-use super::{Io, LinkId, Millis, NodeId, Sink};
+use super::{Io, LinkId, Millis, NodeId, PROBE_EVERY, Sink};
 use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 
@@ -24,11 +24,12 @@ pub const MAX_PENDING: usize = 64;
 /// this (it reports it within its linger time, 1.5 s).
 const CLOSING_MAX: Millis = 10_000;
 /// A probe of a lost member not connected within this is given up: the
-/// next probe, about a second later, sends a fresh SYN the moment the
-/// network is back, rather than wait out TCP's back-off on this one. On a
-/// network whose dials take longer, a probe waits three times the
-/// slowest dial seen lately (up to the handshake timeout).
-pub const PROBE_PATIENCE: Millis = 1_000;
+/// next probe, a second later, sends a fresh SYN the moment the network is
+/// back, rather than wait out TCP's back-off on this one. On a network
+/// whose dials take longer, a probe waits three times the slowest dial
+/// seen lately (up to the handshake timeout), in whole probe intervals:
+/// it is given up when a probe is due anyway, in the same wake-up.
+pub const PROBE_PATIENCE: Millis = PROBE_EVERY;
 
 /// How a link is dialled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -545,8 +546,9 @@ impl Links {
 /// slowest dial lately took `slowest`.
 fn patience(l: &Link, cfg: &Config, slowest: Millis) -> Millis {
     if l.dial == Dial::Probe && l.stage == Stage::Dialing {
-        PROBE_PATIENCE
-            .max(slowest.saturating_mul(3))
+        let p = PROBE_PATIENCE.max(slowest.saturating_mul(3));
+        p.div_ceil(PROBE_EVERY)
+            .saturating_mul(PROBE_EVERY)
             .min(cfg.handshake_timeout)
     } else {
         cfg.handshake_timeout
@@ -649,7 +651,8 @@ mod tests {
         ls.up(slow, NodeId(9));
         let p = ls.dial_as(&mut out, addr(9), Some(NodeId(7)), Dial::Probe, 2_000);
         assert!(ls.tick(&mut out, 2_000 + PROBE_PATIENCE).is_empty());
-        assert_eq!(ls.tick(&mut out, 2_000 + 3_600), vec![p]);
+        assert!(ls.tick(&mut out, 2_000 + 3_600).is_empty());
+        assert_eq!(ls.tick(&mut out, 2_000 + 4_000), vec![p]);
     }
 
     #[test]

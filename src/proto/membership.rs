@@ -40,7 +40,7 @@
 
 use super::link::Links;
 use super::wire::{Body, MAX_ANSWERS};
-use super::{DIAL_BACKOFF, EventId, Millis, NodeId, Remember, Rng, Timers, soonest};
+use super::{DIAL_BACKOFF, EventId, Millis, NodeId, PROBE_EVERY, Remember, Rng, Timers, soonest};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 
@@ -61,8 +61,10 @@ const FORGOTTEN: usize = 4096;
 const LOST_FORGET: Millis = 24 * 3_600_000;
 const LOST_SLOW_AFTER: Millis = 600_000;
 const LOST_SLOW: Millis = 300_000;
-pub const PROBE_EVERY: Millis = 1_000;
-/// The first probe of a member just lost.
+/// The first probe of a member just lost, after a random moment up to
+/// `PROBE_EVERY` more: every peer of a partition's half loses its members
+/// at the same moment, and their probes, a second apart from then on,
+/// are kept apart.
 const PROBE_FIRST: Millis = DIAL_BACKOFF;
 /// A lost member whose address is given up (it refused us, again and
 /// again: see the mesh) is looked at again after this.
@@ -748,7 +750,8 @@ impl Membership {
             ask_at: None,
         });
         self.lost += 1;
-        self.timers.soonest(T::Probe as usize, now + PROBE_FIRST);
+        let first = now + PROBE_FIRST + self.rng.below(PROBE_EVERY);
+        self.timers.soonest(T::Probe as usize, first);
         self.free(name);
         Some(present)
     }
@@ -938,6 +941,17 @@ impl Membership {
             let at = now + 1 + self.rng.below(ASK_JITTER);
             self.members.get_mut(&id).expect("member").ask_at = Some(at);
             self.timers.soonest(T::Members as usize, at);
+        }
+    }
+
+    /// A probe sent at `sent` failed before the next was due (the network
+    /// answered it: no route, or refused): that answer cost a wake-up of
+    /// its own, so the next probe waits an interval more. At most one
+    /// wake-up a second in all, however a network fails.
+    pub fn probe_failed_early(&mut self, sent: Millis) {
+        if let Some(t) = self.timers.get(T::Probe as usize) {
+            let later = t.max(sent + 2 * PROBE_EVERY);
+            self.timers.set(T::Probe as usize, Some(later));
         }
     }
 
@@ -1151,10 +1165,9 @@ impl Membership {
             };
             self.out.push_back(Out::Dial(id, addr));
         }
-        // A second or a little more from now, at a random phase (every peer of a
-        // partition's half lost its members at the same moment: their
-        // probes are kept apart), but not before a lost member is due,
-        // nor after one is to be forgotten: an idle peer sleeps.
+        // A second from now (when this probe, if it is not connected, is
+        // given up: one wake-up for both), but not before a lost member
+        // is due, nor after one is to be forgotten: an idle peer sleeps.
         let mut due: Option<Millis> = None;
         let mut forget: Option<Millis> = None;
         for m in self.members.values() {
@@ -1165,7 +1178,7 @@ impl Membership {
                 soonest(&mut forget, l.since + LOST_FORGET);
             }
         }
-        let cadence = now + PROBE_EVERY + self.rng.below(PROBE_EVERY / 2);
+        let cadence = now + PROBE_EVERY;
         let next = match (due, forget) {
             (Some(d), Some(f)) => Some(d.max(cadence).min(f)),
             (None, f) => f,
@@ -1342,8 +1355,9 @@ mod tests {
             ]
         );
         m.forgotten(NodeId(10), 7, Some("p10".into()));
-        // Probes start after PROBE_FIRST, one member at a time.
-        m.tick(&ls, |_| true, 100 + PROBE_FIRST);
+        // Probes start after PROBE_FIRST (and a random moment), one member
+        // at a time.
+        m.tick(&ls, |_| true, 20 + PROBE_FIRST + PROBE_EVERY);
         let dials = outs(&mut m)
             .into_iter()
             .filter(|o| matches!(o, Out::Dial(..)))
@@ -1368,8 +1382,8 @@ mod tests {
         let mut dials = Vec::new();
         let mut wakes = 0;
         let mut now = 0;
-        while now < 60_000 {
-            now = m.deadline().expect("a probe timer");
+        while let Some(t) = m.deadline().filter(|&t| t < 60_000) {
+            now = t;
             wakes += 1;
             m.tick(&ls, |_| true, now);
             for o in outs(&mut m) {
@@ -1379,10 +1393,13 @@ mod tests {
                 }
             }
         }
-        // One probe a second or so, and no more wake-ups than that.
-        assert!((40..=60).contains(&dials.len()), "{} probes", dials.len());
+        // One probe a second, and no more wake-ups than that.
+        assert!((55..=60).contains(&dials.len()), "{} probes", dials.len());
         assert!(wakes <= 60, "{wakes} wake-ups in a minute");
-        assert!(dials.windows(2).all(|w| w[1] - w[0] <= 1_500), "{dials:?}");
+        assert!(
+            dials.windows(2).all(|w| w[1] - w[0] == PROBE_EVERY),
+            "{dials:?}"
+        );
         // While a probe is under way, none other goes to the same member.
         let l = ls.dial(&mut Vec::new(), addr(2), Some(BOB), now);
         for _ in 0..5 {
@@ -1396,6 +1413,11 @@ mod tests {
         m.tick(&ls, |_| false, now);
         assert!(outs(&mut m).is_empty());
         assert!(m.deadline().unwrap() >= now + PROBE_DEAD);
+        // A probe the network answered at once (no route) costs a wake-up:
+        // the next waits a second more.
+        let t = m.deadline().unwrap();
+        m.probe_failed_early(t - PROBE_EVERY);
+        assert_eq!(m.deadline(), Some(t + PROBE_EVERY));
         // Back: the next lost member is probed at once, not in a second.
         m.lose(CAROL, now);
         m.tick(&ls, |_| true, now + PROBE_FIRST);
