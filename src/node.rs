@@ -614,7 +614,7 @@ impl Node {
         }
         let mesh = &self.mesh;
         self.membership
-            .tick(&self.links, |a| mesh.usable(a, now), now);
+            .tick(&self.links, |a| mesh.refusals(a, now), now);
         self.membership_out(now);
         let (maintain, shed) = self.mesh.tick(now);
         if maintain {

@@ -40,7 +40,9 @@
 
 use super::link::Links;
 use super::wire::{Body, MAX_ANSWERS};
-use super::{DIAL_BACKOFF, EventId, Millis, NodeId, PROBE_EVERY, Remember, Rng, Timers, soonest};
+use super::{
+    DIAL_BACKOFF, EventId, Millis, NodeId, PROBE_EVERY, Remember, Rng, Timers, backoff, soonest,
+};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 
@@ -315,15 +317,12 @@ pub struct Membership {
     /// When we last lost a member, and when one last came back.
     last_loss: Option<Millis>,
     last_back: Option<Millis>,
-    /// Orders lost members probed as often, differently on each peer.
-    salt: u64,
     rng: Rng,
     out: VecDeque<Out>,
 }
 
 impl Membership {
     pub fn new(cfg: Config, name: &str, seed: u64) -> Membership {
-        let mut rng = Rng::new(seed);
         Membership {
             cfg,
             name: name.to_owned(),
@@ -341,8 +340,7 @@ impl Membership {
             census: None,
             last_loss: None,
             last_back: None,
-            salt: rng.next_u64(),
-            rng,
+            rng: Rng::new(seed),
             out: VecDeque::new(),
         }
     }
@@ -979,9 +977,15 @@ impl Membership {
         self.rewake();
     }
 
-    /// Runs the timers that are due. `usable` says whether an address may
-    /// be probed (the mesh has not given it up).
-    pub fn tick(&mut self, links: &Links, usable: impl Fn(SocketAddr) -> bool, now: Millis) {
+    /// Runs the timers that are due. `refusals` says how often in a row an
+    /// address refused our dials (its host answered that nobody listens
+    /// there), or `None` if the mesh has given it up.
+    pub fn tick(
+        &mut self,
+        links: &Links,
+        refusals: impl Fn(SocketAddr) -> Option<u32>,
+        now: Millis,
+    ) {
         if self.timers.take_due(T::Members as usize, now) {
             self.member_timers(links, now);
         }
@@ -989,7 +993,7 @@ impl Membership {
             self.alone(links, now);
         }
         if self.timers.is_due(T::Probe as usize, now) {
-            self.probe(links, &usable, now);
+            self.probe(links, &refusals, now);
         }
         if self.timers.is_due(T::Ask as usize, now) {
             self.ask(now);
@@ -1108,10 +1112,14 @@ impl Membership {
         }
     }
 
-    /// Dials the lost member probed longest ago, if it is due: the way two
-    /// halves of a partition, or a peer and a sleeping laptop, find each
-    /// other again. Forgets members lost a day.
-    fn probe(&mut self, links: &Links, usable: &dyn Fn(SocketAddr) -> bool, now: Millis) {
+    /// Dials a lost member whose probe is due, one of them at random: the
+    /// way two halves of a partition, or a peer and a sleeping laptop, find
+    /// each other again. Members whose address refused us (their process
+    /// is gone, not their network) come after the others, and back off:
+    /// they must not hold up the probes of a partition's far side, which
+    /// must find it within a second of it healing. Forgets members lost a
+    /// day.
+    fn probe(&mut self, links: &Links, refusals: &dyn Fn(SocketAddr) -> Option<u32>, now: Millis) {
         let old: Vec<NodeId> = self
             .members
             .iter()
@@ -1129,8 +1137,10 @@ impl Membership {
             return;
         }
         let busy = links.targets();
-        let mut pick: Option<(Millis, u64, NodeId)> = None;
-        let salt = self.salt;
+        // The fewest refusals, and among those one at random (reservoir
+        // sampling: the n-th candidate replaces the pick with chance 1/n).
+        let mut pick: Option<(u32, NodeId)> = None;
+        let mut tied = 0;
         for (&id, m) in self.members.iter_mut() {
             let Some(addr) = m.addr else {
                 continue;
@@ -1141,17 +1151,21 @@ impl Membership {
             if l.probe_after > now || busy.contains(&id) {
                 continue;
             }
-            if !usable(addr) {
+            let Some(refused) = refusals(addr) else {
                 // Given up for now: look again later, not every second.
                 l.probe_after = now + PROBE_DEAD;
                 continue;
+            };
+            match pick {
+                Some((r, _)) if r < refused => continue,
+                Some((r, _)) if r == refused => tied += 1,
+                _ => tied = 1,
             }
-            let key = (l.probe_after, id.0 ^ salt, id);
-            if pick.is_none_or(|p| key < p) {
-                pick = Some(key);
+            if self.rng.below(tied) == 0 {
+                pick = Some((refused, id));
             }
         }
-        if let Some((_, _, id)) = pick {
+        if let Some((refused, id)) = pick {
             let m = self.members.get_mut(&id).expect("lost");
             let addr = m.addr.expect("addr");
             let l = m.lost().expect("lost");
@@ -1160,6 +1174,8 @@ impl Membership {
                 // At a random phase: members lost together (a partition)
                 // would otherwise all be probed at once, then not at all.
                 now + LOST_SLOW / 2 + self.rng.below(LOST_SLOW)
+            } else if refused > 0 {
+                now + backoff(refused).max(PROBE_EVERY)
             } else {
                 now + PROBE_EVERY
             };
@@ -1267,7 +1283,7 @@ mod tests {
         // Carol refutes; bob does not.
         m.refuted(CAROL, &[]);
         assert_eq!(m.deadline(), Some(2_100));
-        m.tick(&ls, |_| true, 2_100);
+        m.tick(&ls, |_| Some(0), 2_100);
         assert_eq!(outs(&mut m), [Out::Lost(BOB, true)]);
         assert!(m.is_lost(BOB));
         assert!(m.get(CAROL).unwrap().present());
@@ -1301,12 +1317,12 @@ mod tests {
         m.link_lost(BOB, &ls, 0);
         outs(&mut m);
         // No links at all: it is likelier us who are cut off.
-        m.tick(&ls, |_| true, 2_000);
+        m.tick(&ls, |_| Some(0), 2_000);
         assert!(outs(&mut m).is_empty());
         assert!(m.get(BOB).unwrap().suspected());
         // Our own dial failed too: now it is lost.
         m.unreachable(BOB);
-        m.tick(&ls, |_| true, 4_000);
+        m.tick(&ls, |_| Some(0), 4_000);
         assert_eq!(outs(&mut m), [Out::Lost(BOB, true)]);
     }
 
@@ -1318,7 +1334,7 @@ mod tests {
         m.answer(q(2), 50);
         m.answer(q(1), 60);
         assert_eq!(m.deadline(), Some(ANSWER_WAIT));
-        m.tick(&links(), |_| true, ANSWER_WAIT);
+        m.tick(&links(), |_| Some(0), ANSWER_WAIT);
         assert_eq!(
             outs(&mut m),
             [Out::Publish(Body::Alive {
@@ -1357,7 +1373,7 @@ mod tests {
         m.forgotten(NodeId(10), 7, Some("p10".into()));
         // Probes start after PROBE_FIRST (and a random moment), one member
         // at a time.
-        m.tick(&ls, |_| true, 20 + PROBE_FIRST + PROBE_EVERY);
+        m.tick(&ls, |_| Some(0), 20 + PROBE_FIRST + PROBE_EVERY);
         let dials = outs(&mut m)
             .into_iter()
             .filter(|o| matches!(o, Out::Dial(..)))
@@ -1385,7 +1401,7 @@ mod tests {
         while let Some(t) = m.deadline().filter(|&t| t < 60_000) {
             now = t;
             wakes += 1;
-            m.tick(&ls, |_| true, now);
+            m.tick(&ls, |_| Some(0), now);
             for o in outs(&mut m) {
                 if let Out::Dial(id, a) = o {
                     assert_eq!((id, a), (BOB, addr(2)));
@@ -1404,13 +1420,13 @@ mod tests {
         let l = ls.dial(&mut Vec::new(), addr(2), Some(BOB), now);
         for _ in 0..5 {
             now = m.deadline().unwrap();
-            m.tick(&ls, |_| true, now);
+            m.tick(&ls, |_| Some(0), now);
             assert!(outs(&mut m).is_empty());
         }
         ls.remove(l);
         // An address the mesh gave up is not probed; the timer slows down.
         now = m.deadline().unwrap();
-        m.tick(&ls, |_| false, now);
+        m.tick(&ls, |_| None, now);
         assert!(outs(&mut m).is_empty());
         assert!(m.deadline().unwrap() >= now + PROBE_DEAD);
         // A probe the network answered at once (no route) costs a wake-up:
@@ -1420,7 +1436,7 @@ mod tests {
         assert_eq!(m.deadline(), Some(t + PROBE_EVERY));
         // Back: the next lost member is probed at once, not in a second.
         m.lose(CAROL, now);
-        m.tick(&ls, |_| true, now + PROBE_FIRST);
+        m.tick(&ls, |_| Some(0), now + PROBE_FIRST);
         outs(&mut m);
         let t = now + PROBE_FIRST + 10;
         m.readmit(BOB, t);
@@ -1437,16 +1453,16 @@ mod tests {
         m.isolated(0);
         let l = ls.dial(&mut Vec::new(), addr(9), None, 0);
         ls.up(l, NodeId(9));
-        m.tick(&ls, |_| true, ISOLATED_LOSE);
+        m.tick(&ls, |_| Some(0), ISOLATED_LOSE);
         assert!(outs(&mut m).is_empty());
         assert_eq!(m.count(), 2);
         // Alone for good: both lost (carol, never shown, is not shown
         // leaving either).
         ls.remove(l);
         m.isolated(10_000);
-        m.tick(&ls, |_| true, 10_000 + ISOLATED_LOSE - 1);
+        m.tick(&ls, |_| Some(0), 10_000 + ISOLATED_LOSE - 1);
         assert!(outs(&mut m).is_empty());
-        m.tick(&ls, |_| true, 10_000 + ISOLATED_LOSE);
+        m.tick(&ls, |_| Some(0), 10_000 + ISOLATED_LOSE);
         let o = outs(&mut m);
         assert!(o.contains(&Out::Lost(BOB, true)), "{o:?}");
         assert!(o.contains(&Out::Lost(CAROL, false)), "{o:?}");
@@ -1470,10 +1486,10 @@ mod tests {
         assert!(m.census.is_some());
         // At the census, the silent member not linked (4) is asked about,
         // after a random moment; the linked one (5) is not.
-        m.tick(&ls, |_| true, 15_000);
+        m.tick(&ls, |_| Some(0), 15_000);
         assert!(m.get(NodeId(4)).unwrap().ask_at.is_some());
         assert!(m.get(NodeId(5)).unwrap().ask_at.is_none());
-        m.tick(&ls, |_| true, 15_000 + ASK_JITTER + 1);
+        m.tick(&ls, |_| Some(0), 15_000 + ASK_JITTER + 1);
         let o = outs(&mut m);
         assert!(o.contains(&Out::Publish(Body::Suspect { target: NodeId(4) })));
         assert!(o.contains(&Out::Publish(Body::Alive { answers: vec![] })));

@@ -215,6 +215,15 @@ impl Mesh {
         self.addrs.get(&addr).is_none_or(|d| !d.dead(now))
     }
 
+    /// How often in a row `addr` refused our dials, unless it is given up.
+    pub fn refusals(&self, addr: SocketAddr, now: Millis) -> Option<u32> {
+        match self.addrs.get(&addr) {
+            Some(d) if d.dead(now) => None,
+            Some(d) => Some(d.refused),
+            None => Some(0),
+        }
+    }
+
     /// Our dial to `id` failed: back off from it, and pace the next dial
     /// (a list of dead addresses must not turn into a connection storm).
     /// A dial nobody `answered` (it timed out: a NAT may drop what comes
