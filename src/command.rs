@@ -63,6 +63,18 @@ pub const COMMANDS: &[Row] = &[
         help: "leave the network and exit (also Ctrl-D)",
         run: Some(|_| Ok(Input::Node(node::Command::Quit))),
     },
+    Row {
+        names: &["whois"],
+        args: "NAME",
+        help: "someone's key fingerprint, to compare out of band",
+        run: Some(|a| one_name(a).map(|n| Input::Node(node::Command::Whois(n)))),
+    },
+    Row {
+        names: &["trust"],
+        args: "NAME",
+        help: "accept the new key of someone known with another one",
+        run: Some(|a| one_name(a).map(|n| Input::Node(node::Command::Trust(n)))),
+    },
     // Not available yet: refused, never sent as chat.
     Row {
         names: &["msg", "m"],
@@ -167,24 +179,21 @@ pub const COMMANDS: &[Row] = &[
         run: None,
     },
     Row {
-        names: &["whois"],
-        args: "NAME",
-        help: "what is known about someone",
-        run: None,
-    },
-    Row {
-        names: &["trust"],
-        args: "NAME",
-        help: "trust someone's key",
-        run: None,
-    },
-    Row {
         names: &["peers"],
         args: "",
         help: "list the links",
         run: None,
     },
 ];
+
+/// The one name a command takes.
+fn one_name(args: &str) -> Result<String, String> {
+    let mut words = args.split_whitespace();
+    match (words.next(), words.next()) {
+        (Some(n), None) => Ok(n.to_owned()),
+        _ => Err("give one name".into()),
+    }
+}
 
 /// The command named `name` (any case, any of its names).
 pub fn find(name: &str) -> Option<&'static Row> {
@@ -515,7 +524,7 @@ mod tests {
             "/nick caroline",
             "/me waves",
             "/join #rust",
-            "/whois bob",
+            "/peers",
             "/list",
         ] {
             match parse(line) {

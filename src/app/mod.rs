@@ -52,6 +52,8 @@ pub enum Show {
     Members(Vec<MemberView>),
     /// A problem worth telling the user that is not fatal.
     Warning(String),
+    /// An answer to a question the user asked (`:whois`, `:trust`).
+    Info(String),
 }
 
 /// How a member is reached from here.

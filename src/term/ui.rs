@@ -326,6 +326,19 @@ impl Ui {
     /// A diagnostic: on the terminal above the input line, as a JSON
     /// `error` event, or on stderr. It may quote a peer (a refusal's text),
     /// so it is escaped like chat.
+    /// A diagnostic for whoever runs this peer, not an event of the
+    /// chat: on the screen, else on stderr (JSON output included).
+    pub fn diagnostic(&mut self, msg: &str) {
+        let msg = escape_controls(msg);
+        match &mut self.term {
+            Some(t) => {
+                let l = t.screen.paint(ERROR, &format!("p2pchat: {msg}"));
+                let _ = t.screen.print(&l);
+            }
+            None => self.stderr(&msg),
+        }
+    }
+
     pub fn error(&mut self, msg: &str) {
         let msg = escape_controls(msg);
         if let Some(t) = &mut self.term {
@@ -437,6 +450,7 @@ fn plain(ev: &Show) -> Vec<String> {
             out
         }
         Show::Warning(w) => vec![format!("p2pchat: {}", escape_controls(w))],
+        Show::Info(i) => vec![format!("* {}", escape_controls(i))],
     }
 }
 
@@ -523,6 +537,7 @@ fn json(ev: &Show) -> (&'static str, String) {
             ("members", s)
         }
         Show::Warning(w) => ("warning", format!(r#","text":{}"#, Js(w))),
+        Show::Info(i) => ("info", format!(r#","text":{}"#, Js(i))),
     }
 }
 
@@ -575,6 +590,7 @@ fn tty(s: &mut Screen, me: &str, ev: &Show, at: i64, now: i64) {
             return;
         }
         Show::Warning(w) => s.paint(ERROR, &format!("p2pchat: {}", escape_controls(w))),
+        Show::Info(i) => s.style(NOTICE, &format!("* {}", escape_controls(i))),
     };
     let _ = s.print(&l);
 }
@@ -599,7 +615,7 @@ fn log_room(ev: &Show) -> Option<&str> {
     match ev {
         Show::Chat { room, .. } => Some(room),
         Show::MemberJoined(_) | Show::MemberLeft { .. } | Show::Joined { .. } => Some(LOBBY),
-        Show::Members(_) | Show::Warning(_) => None,
+        Show::Members(_) | Show::Warning(_) | Show::Info(_) => None,
     }
 }
 
