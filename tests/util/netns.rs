@@ -64,6 +64,8 @@ pub struct Net {
     /// Ports made on the hub bridge so far.
     ports: usize,
     nats: usize,
+    /// The network secret peers started from now on share, if any.
+    secret: Option<String>,
 }
 
 struct Host {
@@ -220,6 +222,7 @@ impl Net {
             owned: vec![hub.clone()],
             ports: 0,
             nats: 0,
+            secret: None,
         };
         // The hub only bridges: no addresses of its own, IPv6 included,
         // so that a detached port leads nowhere.
@@ -436,9 +439,19 @@ table inet filter {
             args.extend([v.ip().to_string(), v.port().to_string()]);
         }
         let prefix = ["ip", "netns", "exec", &self.hosts[h].ns];
-        let mut p = Peer::spawn_with(name, &prefix, &args, Stdio::piped());
+        let env: Vec<(&str, &str)> = self
+            .secret
+            .iter()
+            .map(|s| ("P2PCHAT_SECRET", s.as_str()))
+            .collect();
+        let mut p = Peer::spawn_full(name, &prefix, &args, Stdio::piped(), &env);
         p.wait_listening();
         p
+    }
+
+    /// Peers started from now on share the network secret `secret`.
+    pub fn secret(&mut self, secret: &str) {
+        self.secret = Some(secret.into());
     }
 
     /// One peer per name, each on a new public host, joined through the
