@@ -42,7 +42,8 @@ fn triangle(net: &mut Net) -> Vec<Peer> {
 }
 
 /// carol's host vanishes while nobody talks: alice and bob report her
-/// lost within 10 s. Back on the network, she is let in again.
+/// lost within 10 s, and while she is gone wake about once a second (to
+/// probe her). Back on the network, she is let in again.
 #[test]
 fn vanished_host_is_reported_while_idle() {
     let Some(mut net) = Net::new() else { return };
@@ -63,6 +64,24 @@ fn vanished_host_is_reported_while_idle() {
     for (p, t) in peers.iter_mut().zip(&took) {
         if *t > VANISH_REPORT {
             p.fail(&format!("reported carol lost after {} ms", ms(*t)));
+        }
+    }
+
+    // While she is gone, alice and bob probe her about once a second:
+    // they wake no more often than that (each wake-up is a voluntary
+    // context switch when the process sleeps again).
+    let before: Vec<u64> = peers[..2].iter().map(|p| sleeps(p.pid())).collect();
+    let span = Duration::from_secs(10);
+    thread::sleep(span); // measuring an idle process over a fixed span
+    for (p, b) in peers[..2].iter_mut().zip(&before) {
+        let n = sleeps(p.pid()) - b;
+        eprintln!(
+            "netns: idle: {} woke {n} times in {} s with carol gone",
+            p.name,
+            span.as_secs()
+        );
+        if n > span.as_secs() * 3 / 2 {
+            p.fail(&format!("woke {n} times in {} s", span.as_secs()));
         }
     }
 
@@ -91,6 +110,16 @@ fn vanished_host_is_reported_while_idle() {
             l.contains(" left") && !l.starts_with("* carol ")
         });
     }
+}
+
+/// How often process `pid` went to sleep of its own accord so far.
+fn sleeps(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("its status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("voluntary_ctxt_switches")
 }
 
 /// Numbered lines `tag N` from `from` that `p` printed, in order.
