@@ -52,6 +52,12 @@ pub const COMMANDS: &[Row] = &[
         run: Some(|_| Ok(Input::Node(node::Command::Who))),
     },
     Row {
+        names: &["peers"],
+        args: "",
+        help: "list the members LAN discovery found (--discover)",
+        run: Some(|_| Ok(Input::Node(node::Command::Peers))),
+    },
+    Row {
         names: &["help"],
         args: "",
         help: "show this help",
@@ -176,12 +182,6 @@ pub const COMMANDS: &[Row] = &[
         names: &["cancel"],
         args: "OFFER",
         help: "cancel a transfer",
-        run: None,
-    },
-    Row {
-        names: &["peers"],
-        args: "",
-        help: "list the links",
         run: None,
     },
 ];
@@ -484,6 +484,7 @@ mod tests {
         assert_eq!(parse(":q"), Input::Node(Command::Quit));
         assert_eq!(parse(":quit"), Input::Node(Command::Quit));
         assert_eq!(parse(":who"), Input::Node(Command::Who));
+        assert_eq!(parse("/peers"), Input::Node(Command::Peers));
         assert_eq!(parse(":help"), Input::Help);
         assert_eq!(parse(""), Input::Nothing);
         assert_eq!(parse("   "), Input::Nothing);
@@ -524,7 +525,6 @@ mod tests {
             "/nick caroline",
             "/me waves",
             "/join #rust",
-            "/peers",
             "/list",
         ] {
             match parse(line) {
