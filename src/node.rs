@@ -5,7 +5,7 @@
 //! command; the time is now) and drain [`Action`]s from it (send this frame
 //! on that link, open a link, close one, show this, stop). It owns the
 //! protocol machines ([`Links`], [`Membership`], [`Mesh`], [`Broadcast`])
-//! and the applications ([`Chat`]), and routes what one says to the others;
+//! and the applications ([`Chat`], [`Rooms`]), and routes what one says to the others;
 //! none of them calls another. Nothing here touches a socket, a clock or a
 //! terminal: time is a number of milliseconds the caller passes in,
 //! randomness comes from a seed.
@@ -16,6 +16,7 @@
 //! event and links to more members until it has `degree` links.
 
 use crate::app::chat::Chat;
+use crate::app::rooms::{self, Rooms};
 use crate::app::{MemberView, Net, Reach};
 use crate::proto::broadcast::{self, Accepted, Broadcast, FETCH_MAX, Gap};
 use crate::proto::link::{self, BadHello, Links, Stage};
@@ -36,6 +37,8 @@ pub use crate::proto::{LinkId, Millis, NodeId, Rng};
 const JOIN_RACE: Millis = 3_000;
 /// How long leaving waits for a link that is being dialled.
 const LEAVE_WAIT: Millis = 1_000;
+/// How long leaving waits for the rooms we own to be taken over.
+const HANDOVER_WAIT: Millis = 8_000;
 
 /// Links a peer keeps by default, and accepts at most.
 pub const DEGREE: usize = 6;
@@ -154,6 +157,8 @@ pub enum Command {
     Say(String),
     Who,
     Quit,
+    /// A room command (`:rooms`, `:join`...).
+    Room(rooms::Cmd),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,11 +187,15 @@ pub struct Node {
     joined_at: Option<Millis>,
     /// Leaving, but waiting (until the time given) for a link to say so on.
     leaving: Option<(Stop, Millis)>,
+    /// Leaving, but waiting (until the time given) for the rooms we own
+    /// to be taken over.
+    handover: Option<(Stop, Millis)>,
     links: Links,
     membership: Membership,
     mesh: Mesh,
     broadcast: Broadcast,
     chat: Chat,
+    rooms: Rooms,
     /// The user was told a newer version of p2pchat is about.
     told_newer: bool,
     /// Members the user was told we dropped a message of (once each, for
@@ -248,12 +257,14 @@ impl Net for AppNet<'_> {
 
     fn members(&self) -> Vec<MemberView> {
         let mut v = vec![MemberView {
+            id: self.me,
             name: self.name.to_owned(),
             addr: self.listen,
             reach: Reach::Me,
         }];
         for (id, m) in self.membership.present() {
             v.push(MemberView {
+                id,
                 name: m.display(id),
                 addr: m.addr,
                 reach: if self.links.linked(id) {
@@ -264,6 +275,14 @@ impl Net for AppNet<'_> {
             });
         }
         v
+    }
+
+    fn id(&self) -> NodeId {
+        self.me
+    }
+
+    fn is_present(&self, id: NodeId) -> bool {
+        id == self.me || self.membership.get(id).is_some_and(|m| m.present())
     }
 }
 
@@ -299,11 +318,13 @@ impl Node {
             // Whoever starts a network cannot be racing anyone for its name.
             joined_at: None,
             leaving: None,
+            handover: None,
             links: Links::new(link_cfg, id, name, port),
             membership: Membership::new(member_cfg, name, rng.next_u64()),
             mesh: Mesh::new(mesh_cfg, rng.next_u64()),
             broadcast: Broadcast::new(bc_cfg, id),
             chat: Chat,
+            rooms: Rooms::new(),
             told_newer: false,
             refused: Remember::new(256),
             out: VecDeque::new(),
@@ -360,6 +381,16 @@ impl Node {
             self.broadcast.describe(id),
             self.links.linked(id)
         )
+    }
+
+    /// Every live room as this peer sees it (for tests of convergence).
+    pub fn rooms_summary(&mut self) -> Vec<rooms::Summary> {
+        self.rooms.summary(&net!(self))
+    }
+
+    /// The room we are in.
+    pub fn room(&self) -> &str {
+        self.rooms.here()
     }
 
     /// Links with HELLO done.
@@ -548,14 +579,32 @@ impl Node {
         if self.leaving.is_some() {
             return;
         }
+        if self.handover.is_some() {
+            // Handing rooms over: a second :q leaves at once.
+            if let (Command::Quit, Some((stop, _))) = (&cmd, self.handover.take()) {
+                self.leave_now(stop, now);
+            }
+            return;
+        }
         match cmd {
             Command::Say(text) => {
-                if self.is_member() {
+                if !self.is_member() {
+                } else if self.rooms.in_lobby() {
+                    self.rooms.lobby_line(&net!(self), self.id, &text);
                     self.chat.say(&mut net!(self), text);
+                } else {
+                    self.rooms.say(&mut net!(self), text, now);
                 }
             }
-            Command::Who => self.chat.who(&mut net!(self)),
+            Command::Who => self
+                .rooms
+                .command(&mut net!(self), rooms::Cmd::Who(None), now),
             Command::Quit => self.leave(Stop::Left, now),
+            Command::Room(c) if self.is_member() => self.rooms.command(&mut net!(self), c, now),
+            Command::Room(_) => {
+                let e = "not in the network yet: nothing was sent".to_owned();
+                self.out.push_back(Action::Show(Show::Error(e)));
+            }
         }
     }
 
@@ -585,6 +634,8 @@ impl Node {
         if shed {
             self.shed(None, now);
         }
+        self.rooms.tick(&mut net!(self), now);
+        self.check_handover(now);
         if let Some((stop, until)) = self.leaving.take() {
             if now >= until {
                 self.stop(stop);
@@ -602,6 +653,8 @@ impl Node {
             self.membership.deadline(),
             self.mesh.deadline(),
             self.leaving.as_ref().map(|&(_, until)| until),
+            self.rooms.deadline(),
+            self.handover.as_ref().map(|&(_, until)| until),
         ]
         .into_iter()
         .flatten()
@@ -748,7 +801,7 @@ impl Node {
         self.dedup_links(h.id);
         self.shed(Some(link), now);
         if let Some((stop, _)) = self.leaving.take() {
-            self.leave(stop, now);
+            self.leave_now(stop, now);
         }
     }
 
@@ -994,10 +1047,20 @@ impl Node {
                 } else if self.is_member() {
                     self.chat.joined(&mut net!(self), shown);
                 }
+                self.rooms.presence(&mut net!(self), origin, now);
                 self.maintain(now);
             }
             Body::Leave => self.remove_member(origin),
-            Body::Chat { room, text } => self.chat.delivered(&mut net!(self), origin, room, text),
+            Body::Chat { room, text } => {
+                // Shown only in the lobby; kept for its history.
+                if self.rooms.lobby_line(&net!(self), origin, &text) {
+                    self.chat.delivered(&mut net!(self), origin, room, text);
+                }
+            }
+            Body::Room(ev) => {
+                self.rooms.delivered(&mut net!(self), origin, ev, now);
+                self.check_handover(now);
+            }
             Body::Suspect { target } if target == self.id => self.membership.answer(id, now),
             Body::Suspect { target } => self.membership.suspicion(id, target, now),
             Body::Alive { .. } => self.membership.alive(origin),
@@ -1032,6 +1095,8 @@ impl Node {
         if self.is_member() && m.present() {
             self.chat.left(&mut net!(self), m.display(id), false);
         }
+        self.rooms.presence(&mut net!(self), id, self.now);
+        self.check_handover(self.now);
         self.close_links_to(id);
     }
 
@@ -1061,6 +1126,8 @@ impl Node {
                         let name = self.membership.display(id);
                         self.chat.left(&mut net!(self), name, true);
                     }
+                    self.rooms.presence(&mut net!(self), id, now);
+                    self.check_handover(now);
                     self.close_links_to(id);
                 }
                 Out::Dropped(id, name) => {
@@ -1084,6 +1151,7 @@ impl Node {
             let name = self.membership.display(id);
             self.chat.joined(&mut net!(self), name);
         }
+        self.rooms.presence(&mut net!(self), id, now);
     }
 
     /// A member forgotten as lost is heard of again: lost again, where it
@@ -1205,7 +1273,31 @@ impl Node {
         }
     }
 
+    /// Leaves: first hands the rooms we own over, if we are leaving of
+    /// our own accord.
     fn leave(&mut self, stop: Stop, now: Millis) {
+        if self.is_member()
+            && stop == Stop::Left
+            && self.handover.is_none()
+            && self.rooms.hand_over(&mut net!(self), now)
+        {
+            self.handover = Some((stop, now + HANDOVER_WAIT));
+            return;
+        }
+        self.leave_now(stop, now);
+    }
+
+    /// Leaves once the rooms we own are taken over (or it took too long).
+    fn check_handover(&mut self, now: Millis) {
+        if let Some((_, until)) = &self.handover
+            && (self.rooms.handed_over() || now >= *until)
+            && let Some((stop, _)) = self.handover.take()
+        {
+            self.leave_now(stop, now);
+        }
+    }
+
+    fn leave_now(&mut self, stop: Stop, now: Millis) {
         let dialling = self.links.dialling() > 0;
         if self.is_member() && self.links.up_count() == 0 && dialling {
             // Nobody to tell yet, but a link is on its way (our relay just

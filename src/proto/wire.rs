@@ -38,6 +38,7 @@
 //! 4 SUSPECT  target:u64                             "I lost my link to target"
 //! 5 ALIVE    count:u8, count × (origin:u64, seq:u64)  refutes SUSPECTs of the origin:
 //!                                                   the SUSPECT events it answers
+//! 10-14      rooms: ROOM, SAY, ENTER, SHOUT, HISTORY (see [`rooms`])
 //! ```
 //!
 //! A connecting peer sends HELLO first; the accepting peer answers HELLO and
@@ -57,6 +58,8 @@
 //!
 //! Encoding is checked too: a field longer than its length prefix can say,
 //! or a frame over [`MAX_FRAME`], is an error, never cut short.
+
+pub mod rooms;
 
 use super::{EventId, NodeId};
 use byteorder::{BigEndian, ByteOrder, ReadBytesExt, WriteBytesExt};
@@ -190,6 +193,8 @@ pub enum Body {
     Alive {
         answers: Vec<EventId>,
     },
+    /// A room event (types 10 to 14): see [`rooms`].
+    Room(rooms::RoomEvent),
     /// A type this build does not know (a newer peer's): relayed as it
     /// came, delivered as nothing.
     Other {
@@ -214,6 +219,7 @@ impl Body {
             Body::Join { name, .. } if !valid_name(name) => Err("name"),
             Body::Chat { text, .. } if text.len() > MAX_TEXT => Err("text length"),
             Body::Chat { room, .. } if room.chars().count() > MAX_ROOM => Err("room name"),
+            Body::Room(r) => r.check(),
             _ => Ok(()),
         }
     }
@@ -226,6 +232,7 @@ impl Body {
             Body::Chat { .. } => 3,
             Body::Suspect { .. } => 4,
             Body::Alive { .. } => 5,
+            Body::Room(r) => r.kind(),
             Body::Other { kind, .. } | Body::Refused { kind, .. } => *kind,
         }
     }
@@ -380,6 +387,7 @@ fn encode_body(msg: &Msg, out: &mut Vec<u8>) -> Result<(), WireError> {
                         put_u64(out, a.seq);
                     }
                 }
+                Body::Room(r) => r.encode(out)?,
                 Body::Other { payload, .. } => out.extend_from_slice(payload),
                 Body::Refused { .. } => return Err(WireError::Invalid("refused event")),
             }
@@ -504,6 +512,9 @@ pub fn decode(body: &[u8]) -> Result<Msg, WireError> {
                         });
                     }
                     Body::Alive { answers }
+                }
+                kind @ rooms::FIRST..=rooms::LAST => {
+                    Body::Room(rooms::RoomEvent::decode(kind, &mut r)?)
                 }
                 kind => Body::Other {
                     kind,
