@@ -909,6 +909,7 @@ impl Node {
                 .map_or(SocketAddr::from(([0; 4], 0)), |l| l.addr);
             self.set_state(State::Member);
             self.joined_at = Some(now);
+            self.rooms.joined(now);
             let members = self.membership.count() + 1;
             self.out
                 .push_back(Action::Show(Show::Joined { via, members }));

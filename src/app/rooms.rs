@@ -1563,7 +1563,7 @@ impl Rooms {
             return;
         }
         let out = stranded || (in_it && (r.cur.deleted || r.cur.kicks(net.me())));
-        if out {
+        if out && self.leaving.is_none() {
             self.go(net, None, now);
         }
         // Handed to us: take it over (unless we are leaving too).
