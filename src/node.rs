@@ -593,7 +593,7 @@ impl Node {
                     self.rooms.lobby_line(&net!(self), self.id, &text);
                     self.chat.say(&mut net!(self), text);
                 } else {
-                    self.rooms.say(&mut net!(self), text, now);
+                    self.rooms.say(&mut net!(self), text);
                 }
             }
             Command::Who => self

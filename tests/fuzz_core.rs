@@ -16,10 +16,12 @@
 //! `FUZZ_SEED=<n> cargo test --test fuzz_core` runs seed n, and
 //! `FUZZ_FRAMES=<n>` changes the number of frames (1,000,000).
 
+use p2pchat::app::rooms::Cmd;
 use p2pchat::node::{
     Action, Command, Config, LinkId, MAX_MEMBERS, Millis, Node as Core, NodeId, Rng, Show,
 };
 use p2pchat::proto::EventId;
+use p2pchat::proto::wire::rooms::{Line, Op, RoomEvent, RoomState};
 use p2pchat::proto::wire::{
     self, Body, Entry, Event, Hello, MAX_FRAME, MEMBERS_PER_FRAME, Msg, Refusal, WireError,
 };
@@ -310,6 +312,9 @@ impl Gen {
     }
 
     fn body(&mut self) -> Body {
+        if self.chance(30) {
+            return Body::Room(self.room_event());
+        }
         match self.n(10) {
             0 | 1 => Body::Join {
                 name: self.name(),
@@ -335,6 +340,64 @@ impl Gen {
                     self.name()
                 },
                 text: self.text(),
+            },
+        }
+    }
+
+    /// A room event: names of a few rooms, small numbers, any op.
+    fn room_event(&mut self) -> RoomEvent {
+        let room = ["dev", "ops", "Dev", "lobby", "x"][self.n(5) as usize].to_owned();
+        let era = [1, 2, 0x0a00_0001, u32::MAX][self.n(4) as usize];
+        match self.n(5) {
+            0 => RoomEvent::State(RoomState {
+                name: room,
+                era,
+                epoch: 1 + self.n(4) as u32,
+                from: NodeId(self.id()),
+                op: match self.n(4) {
+                    0 => Op::Create,
+                    1 => Op::Kick,
+                    2 => Op::Give,
+                    _ => Op::Elected,
+                },
+                arg: self.name(),
+                deleted: self.chance(10),
+                complete: self.chance(50),
+                elected: self.chance(30),
+                void: self.chance(10),
+                gave: (0..self.n(3)).map(|_| NodeId(self.id())).collect(),
+                kicked: (0..self.n(3)).map(|_| self.name()).collect(),
+                roster: (0..self.n(4))
+                    .map(|_| (NodeId(self.id()), self.n(5) as u32))
+                    .collect(),
+            }),
+            1 => RoomEvent::Say {
+                room,
+                era,
+                n: self.n(10) as u32,
+                text: self.text(),
+            },
+            2 => RoomEvent::Enter {
+                m: self.n(10) as u32,
+                room: if self.chance(20) { String::new() } else { room },
+                era,
+                want: self.chance(50),
+            },
+            3 => RoomEvent::Shout {
+                n: self.n(10) as u32,
+                text: self.text(),
+            },
+            _ => RoomEvent::History {
+                room,
+                era,
+                lines: (0..self.n(4))
+                    .map(|_| Line {
+                        origin: NodeId(self.id()),
+                        n: self.n(10) as u32,
+                        shout: self.chance(20),
+                        text: self.text(),
+                    })
+                    .collect(),
             },
         }
     }
@@ -754,10 +817,17 @@ impl Harness {
         }
         if g.chance(1) {
             let now = self.now;
-            let c = if g.chance(80) {
-                Command::Say(g.text())
-            } else {
-                Command::Who
+            let c = match g.n(10) {
+                0 => Command::Who,
+                1 => Command::Room(match g.n(6) {
+                    0 => Cmd::Create("dev".into()),
+                    1 => Cmd::Join(Some("dev".into())),
+                    2 => Cmd::Join(None),
+                    3 => Cmd::Kick(g.name()),
+                    4 => Cmd::Shout(g.text()),
+                    _ => Cmd::Rooms,
+                }),
+                _ => Command::Say(g.text()),
             };
             self.core.command(c, now);
             self.check_after_input(g);

@@ -108,7 +108,7 @@ const HISTORY_GAP: Millis = 1_000;
 const HISTORY_WAIT: Millis = 3_000;
 /// A room whose owner and members are all gone is closed after this.
 const ABANDONED_WAIT: Millis = 5_000;
-/// Eras of one room name remembered (the room's, and the last before).
+/// Eras of one room name remembered (the room's, and the greatest others).
 const ERAS: usize = 4;
 /// Having joined the network, we learn its rooms this long before
 /// creating one (its name may be taken, by a room we do not know yet).
@@ -567,7 +567,7 @@ impl Rooms {
     // ----------------------------------------------------------- commands
 
     /// A typed line, in our room (not the lobby).
-    pub fn say(&mut self, net: &mut impl Net, text: String, _now: Millis) {
+    pub fn say(&mut self, net: &mut impl Net, text: String) {
         let Some((key, era)) = self.here.clone() else {
             return;
         };
@@ -1542,7 +1542,7 @@ impl Rooms {
         let news = before
             .as_ref()
             .is_none_or(|b| b.owner != owner || b.deleted != r.cur.deleted);
-        if news && owner == me && self.came.is_some_and(|t| now < t + FRESH) {
+        if news && owner == me && !r.cur.deleted && self.came.is_some_and(|t| now < t + FRESH) {
             self.rooms.get_mut(key).expect("room").announce(now);
         }
         let r = &self.rooms[key];
@@ -1942,7 +1942,7 @@ impl Rooms {
                     net.publish(Body::Room(RoomEvent::State(st)));
                 }
                 let r = &self.rooms[&k];
-                if r.cur.owner == me {
+                if r.cur.owner == me && !r.cur.deleted {
                     let rec = r.cur.clone();
                     self.update(net, &k, rec, Op::Announce, String::new(), now);
                 }
@@ -2283,7 +2283,7 @@ mod tests {
 
         fn say(&mut self, i: usize, text: &str) {
             let t = text.to_owned();
-            self.with(i, |r, net, now| r.say(net, t, now));
+            self.with(i, |r, net, _| r.say(net, t));
         }
 
         /// Delivers one pending event to peer `i`, from a random origin.
