@@ -21,7 +21,7 @@
 //!
 //! - `BENCH_QUICK=1`: smoke run (small counts, networks of 4 and 16, no
 //!   64-peer or scale stage, 2 s idle window; a few seconds).
-//! - `BENCH_ONLY=onehop,tput1,tput16,net`: only these stages (the limits
+//! - `BENCH_ONLY=onehop,tput1,tput16,secret,net`: only these stages (the limits
 //!   always run; `net` is fan-out, join, RSS with 64, idle and scale).
 //! - `BENCH_BIN=path`: run another p2pchat build (one with symbols, for
 //!   `perf`); `BENCH_PEER_ARGS="-d 3"`: extra options for every peer.
@@ -89,6 +89,10 @@
 //!   that never arrived, summed over receivers. `reorder`: lines that came
 //!   after a higher-numbered one, summed. `rss.tput1`: the sender after
 //!   1 → 1; `rss.tput`: max over the peers after 1 → 16.
+//! - `secret.onehop.p50`, `secret.tput1.rate`, `secret.tputN.rate`: the
+//!   one-hop and throughput runs again with `P2PCHAT_SECRET` set (every
+//!   link encrypted), the figures without a secret from the same run in
+//!   the baseline column.
 //! - `fanoutN.p50`, `fanoutN.p99` (N = 4, 16, 64 peers in one network, each
 //!   joined through a random member): one sender, one line at a time, until
 //!   the last of the other N-1 prints it.
@@ -129,7 +133,9 @@ use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -403,6 +409,8 @@ struct Peer {
     eof: bool,
     port: u16,
     stderr: Arc<Mutex<Vec<String>>>,
+    /// Its own identity and known peers, never the user's.
+    home: PathBuf,
 }
 
 /// Reads `r` until EOF, splitting it into lines; each read's lines are
@@ -468,6 +476,11 @@ impl Peer {
         if let Ok(extra) = std::env::var("BENCH_PEER_ARGS") {
             cmd.args(extra.split_whitespace());
         }
+        if SECRET.load(Ordering::Relaxed) {
+            cmd.env("P2PCHAT_SECRET", "the bench's network secret");
+        } else {
+            cmd.env_remove("P2PCHAT_SECRET");
+        }
         cmd.arg(name);
         if let Some(p) = via {
             cmd.args(["127.0.0.1", &p.to_string()]);
@@ -478,8 +491,13 @@ impl Peer {
     /// Starts `cmd` with piped stdio and waits for its first line, which
     /// must be `listening on port N`.
     fn spawn(name: &str, mut cmd: Command) -> Result<Peer, String> {
+        static HOMES: AtomicU64 = AtomicU64::new(0);
+        let n = HOMES.fetch_add(1, Ordering::Relaxed);
+        let home = std::env::temp_dir().join(format!("p2pchat-bench-{}-{n}", std::process::id()));
         let mut child = cmd
             .env_remove("NO_COLOR")
+            .env("XDG_CONFIG_HOME", home.join("config"))
+            .env("XDG_STATE_HOME", home.join("state"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -498,6 +516,7 @@ impl Peer {
             eof: false,
             port: 0,
             stderr,
+            home,
         };
         let (_, first) = p.wait(&|_| true, Instant::now() + DEADLINE)?;
         p.port = first
@@ -628,6 +647,7 @@ impl Drop for Peer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.home);
     }
 }
 
@@ -975,6 +995,11 @@ struct Limits {
     /// One line through the relay pair, p50.
     relay: Duration,
     relay_tput: f64,
+    /// p2pchat's own figures without a secret, for the secret stage to
+    /// stand beside: one-hop p50, 1 → 1 and 1 → N rates.
+    onehop: Duration,
+    tput1: f64,
+    tput_wide: f64,
 }
 
 fn limits(plan: &Plan, r: &mut Report) -> Limits {
@@ -984,6 +1009,9 @@ fn limits(plan: &Plan, r: &mut Report) -> Limits {
         stream1: 0.0,
         relay: Duration::ZERO,
         relay_tput: 0.0,
+        onehop: Duration::ZERO,
+        tput1: 0.0,
+        tput_wide: 0.0,
     };
     match pipe_echo(plan.pipe_echo) {
         Ok(v) => r.info(
@@ -1121,6 +1149,7 @@ fn onehop(plan: &Plan, lim: &mut Limits, r: &mut Report) {
                 us(lim.relay),
             );
             let p50 = pct(&vo, 0.5);
+            lim.onehop = p50;
             let ratio = p50.as_secs_f64() / lim.half_rtt.as_secs_f64();
             r.info("onehop.p50", "one hop (A stdin → B stdout), p50", us(p50));
             r.info(
@@ -1160,6 +1189,81 @@ fn onehop(plan: &Plan, lim: &mut Limits, r: &mut Report) {
             ],
         ),
     }
+}
+
+/// Whether peers started from now on share a network secret (every link
+/// encrypted by the Noise handshake).
+static SECRET: AtomicBool = AtomicBool::new(false);
+
+/// The one-hop and throughput runs again with a network secret, beside
+/// the figures without one from this run.
+fn secret_stage(plan: &Plan, lim: &Limits, r: &mut Report) {
+    progress("secret: one hop and throughput with P2PCHAT_SECRET");
+    SECRET.store(true, Ordering::Relaxed);
+    let beside = |plain: String| format!("no secret {plain}");
+    let onehop = (|| -> Result<Vec<Duration>, String> {
+        let mut net = Net::new();
+        net.grow_to(2)?;
+        let (a, b) = net.peers.split_at_mut(1);
+        let (a, b) = (&mut a[0], &mut b[0]);
+        let n = plan.onehop;
+        let mut v = Vec::new();
+        for k in 0..n + n / 10 {
+            let t0 = Instant::now();
+            a.send(&format!("m{k}"))?;
+            let t = b.expect(&format!("p0: m{k}"), t0 + DEADLINE)?;
+            if k >= n / 10 {
+                v.push(t - t0);
+            }
+        }
+        Ok(v)
+    })();
+    match onehop {
+        Ok(v) => r.row(
+            "secret.onehop.p50",
+            "one hop with a secret (A stdin → B stdout), p50",
+            us(pct(&v, 0.5)),
+            "-",
+            beside(us(lim.onehop)),
+            Status::Info,
+        ),
+        Err(e) => r.failed(
+            "one hop with a secret",
+            &e,
+            &[("secret.onehop.p50", "one hop with a secret", "-")],
+        ),
+    }
+    for (receivers, plain) in [(1, lim.tput1), (plan.tput_wide, lim.tput_wide)] {
+        let key = format!("secret.tput{receivers}.rate");
+        match throughput(plan.tput, receivers, r) {
+            Ok(t) => {
+                if t.loss > 0 || t.reorder > 0 {
+                    r.broken = true;
+                    r.note(format!(
+                        "secret 1 → {receivers}: {} lost, {} out of order",
+                        t.loss, t.reorder
+                    ));
+                }
+                r.row(
+                    &key,
+                    &format!(
+                        "{} msgs 1 → {receivers} with a secret, until last has all",
+                        plan.tput
+                    ),
+                    format!("{} msg/s", rate(t.rate)),
+                    "-",
+                    beside(format!("{}/s", rate(plain))),
+                    Status::Info,
+                );
+            }
+            Err(e) => r.failed(
+                &format!("throughput 1 → {receivers} with a secret"),
+                &e,
+                &[(&key, "throughput with a secret", "-")],
+            ),
+        }
+    }
+    SECRET.store(false, Ordering::Relaxed);
 }
 
 struct Tput {
@@ -1420,7 +1524,7 @@ fn relay_tput(count: usize) -> Result<f64, String> {
     Ok(count as f64 / (t.last - t0).as_secs_f64())
 }
 
-fn tput_stage(plan: &Plan, lim: &Limits, r: &mut Report, receivers: usize, target: f64) {
+fn tput_stage(plan: &Plan, lim: &mut Limits, r: &mut Report, receivers: usize, target: f64) {
     progress(&format!(
         "throughput: {} messages, 1 → {receivers}",
         plan.tput
@@ -1434,6 +1538,11 @@ fn tput_stage(plan: &Plan, lim: &Limits, r: &mut Report, receivers: usize, targe
     let tgt = format!("≥ {}/s", rate(target));
     match throughput(plan.tput, receivers, r) {
         Ok(t) => {
+            if receivers == 1 {
+                lim.tput1 = t.rate;
+            } else {
+                lim.tput_wide = t.rate;
+            }
             r.check(
                 &format!("{key}.rate"),
                 &format!(
@@ -2072,10 +2181,13 @@ fn main() {
         onehop(&plan, &mut lim, &mut r);
     }
     if run("tput1") {
-        tput_stage(&plan, &lim, &mut r, 1, 100_000.0);
+        tput_stage(&plan, &mut lim, &mut r, 1, 100_000.0);
     }
     if run("tput16") {
-        tput_stage(&plan, &lim, &mut r, plan.tput_wide, 50_000.0);
+        tput_stage(&plan, &mut lim, &mut r, plan.tput_wide, 50_000.0);
+    }
+    if run("secret") {
+        secret_stage(&plan, &lim, &mut r);
     }
     if run("net") {
         network_stage(&plan, &lim, &mut r);

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 /// The one-line synopsis, printed with usage errors.
 pub const USAGE: &str = "usage: p2pchat [-hV] [--plain | --json] [--no-input] [--timestamps] [--log]\n\
+     \x20              [--identity file] [--secret-file file] [--secure-only]\n\
      \x20              [-b address] [-d degree] [-D max] [-p port] name [host port | host:port]";
 
 /// The most links `-D` may allow: the node's bound on links.
@@ -48,6 +49,12 @@ pub struct Opts {
     pub log: bool,
     /// Colours on the terminal: `None` is automatic (off with `NO_COLOR`).
     pub color: Option<bool>,
+    /// The identity key file; `None`: the default one.
+    pub identity: Option<PathBuf>,
+    /// The file holding the network secret (else `P2PCHAT_SECRET`).
+    pub secret_file: Option<PathBuf>,
+    /// Refuse to run without a network secret.
+    pub secure_only: bool,
 }
 
 /// Defaults from the config file; `None` and empty are "not set".
@@ -110,6 +117,23 @@ fn options() -> Options {
         "start each plain output line with the date and time",
     );
     o.optflag("", "log", "keep chat logs in $XDG_STATE_HOME/p2pchat/logs/");
+    o.optopt(
+        "",
+        "identity",
+        "the identity key file (default $XDG_CONFIG_HOME/p2pchat/identity)",
+        "FILE",
+    );
+    o.optopt(
+        "",
+        "secret-file",
+        "the network secret, read from FILE (or set P2PCHAT_SECRET)",
+        "FILE",
+    );
+    o.optflag(
+        "",
+        "secure-only",
+        "refuse to run without a network secret (every link encrypted)",
+    );
     o.optflag("h", "help", "print this help and exit");
     o.optflag("V", "version", "print the version and exit");
     o
@@ -213,6 +237,9 @@ pub fn parse_with(
         timestamps: m.opt_present("timestamps") || cfg.timestamps == Some(true),
         log: m.opt_present("log") || cfg.log == Some(true),
         color: cfg.color,
+        identity: m.opt_str("identity").map(PathBuf::from),
+        secret_file: m.opt_str("secret-file").map(PathBuf::from),
+        secure_only: m.opt_present("secure-only"),
     }))
 }
 

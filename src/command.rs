@@ -137,6 +137,18 @@ pub const COMMANDS: &[Row] = &[
             )))
         }),
     },
+    Row {
+        names: &["whois"],
+        args: "NAME",
+        help: "someone's key fingerprint, to compare out of band",
+        run: Some(|a| one_name(a).map(|n| Input::Node(node::Command::Whois(n)))),
+    },
+    Row {
+        names: &["trust"],
+        args: "NAME",
+        help: "accept the new key of someone known with another one",
+        run: Some(|a| one_name(a).map(|n| Input::Node(node::Command::Trust(n)))),
+    },
     // Not available yet: refused, never sent as chat.
     Row {
         names: &["msg", "m"],
@@ -187,18 +199,6 @@ pub const COMMANDS: &[Row] = &[
         run: None,
     },
     Row {
-        names: &["whois"],
-        args: "NAME",
-        help: "what is known about someone",
-        run: None,
-    },
-    Row {
-        names: &["trust"],
-        args: "NAME",
-        help: "trust someone's key",
-        run: None,
-    },
-    Row {
         names: &["peers"],
         args: "",
         help: "list the links",
@@ -228,6 +228,15 @@ fn words<const N: usize>(
 fn one(args: &str, usage: &str) -> Result<String, String> {
     let [w] = words::<1>(args, usage, 1)?;
     Ok(w.unwrap_or_default())
+}
+
+/// The one name a command takes.
+fn one_name(args: &str) -> Result<String, String> {
+    let mut words = args.split_whitespace();
+    match (words.next(), words.next()) {
+        (Some(n), None) => Ok(n.to_owned()),
+        _ => Err("give one name".into()),
+    }
 }
 
 /// The command named `name` (any case, any of its names).
@@ -598,7 +607,7 @@ mod tests {
             ":msg bob secret",
             "/nick caroline",
             "/me waves",
-            "/whois bob",
+            "/peers",
         ] {
             match parse(line) {
                 Input::Error(e) => assert!(e.contains("not available yet"), "{line}: {e}"),

@@ -11,9 +11,11 @@
 
 use crate::cli::Opts;
 use crate::command::{self, Input};
+use crate::identity;
 use crate::net::{self, Conn, HIGH_WATER, MAX_QUEUE, STALL};
-use crate::node::{self, Action, Command, LinkId, Millis, Node, NodeId, Show};
+use crate::node::{self, Action, Command, LinkId, Millis, Node, Show};
 use crate::peers::PeerList;
+use crate::proto::crypto::{self, Identity};
 use crate::proto::wire;
 use crate::signal::SignalPipe;
 use crate::term::editor::Outcome;
@@ -56,6 +58,39 @@ enum Stdin {
     File,
     /// `--no-input`, or end of input reached.
     Off,
+}
+
+/// What the files and the environment say about who we are.
+struct Keys {
+    seed: [u8; 32],
+    secret: Option<Vec<u8>>,
+    known: Vec<(String, crypto::PublicKey)>,
+}
+
+impl Keys {
+    fn load(opts: &Opts) -> Result<Keys, String> {
+        let path = match &opts.identity {
+            Some(p) => p.clone(),
+            None => identity::default_path()
+                .ok_or("no home directory for the identity key: use --identity FILE")?,
+        };
+        let seed = identity::load_or_create(&path)?;
+        let secret = identity::secret(
+            std::env::var_os("P2PCHAT_SECRET"),
+            opts.secret_file.as_deref(),
+        )?;
+        if opts.secure_only && secret.is_none() {
+            return Err(
+                "--secure-only: no network secret (set P2PCHAT_SECRET or --secret-file)".into(),
+            );
+        }
+        let known = identity::known_path().map_or_else(Vec::new, |p| identity::load_known(&p));
+        Ok(Keys {
+            seed,
+            secret,
+            known,
+        })
+    }
 }
 
 /// Runs a peer until it leaves; returns the exit status.
@@ -139,6 +174,7 @@ impl Drop for StdinFlags {
 
 impl Loop {
     fn new(opts: &Opts, ui: &mut Ui) -> Result<Loop, String> {
+        let keys = Keys::load(opts)?;
         let poll = Poll::new().map_err(|e| format!("poll: {e}"))?;
         let mut listener = net::listen(opts.bind, opts.port).map_err(|e| match opts.bind {
             Some(ip) => format!("listen on {}: {e}", SocketAddr::new(ip, opts.port)),
@@ -197,13 +233,20 @@ impl Loop {
         } else {
             StdinFlags(None)
         };
-        let id = random_u64();
         let cfg = node::Config {
             degree: opts.degree,
             max_degree: opts.max_degree,
+            psk: keys.secret.as_deref().map(crypto::psk),
             ..Default::default()
         };
-        let mut core = Node::new(cfg, NodeId(id), &opts.name, port, random_u64());
+        let ident = Identity::new(keys.seed, random_u64());
+        let mut core = Node::new(cfg, ident, &opts.name, port, random_u64());
+        for (name, key) in &keys.known {
+            core.know(name, *key);
+        }
+        if keys.secret.is_none() {
+            ui.diagnostic("this network is not encrypted (no network secret: see P2PCHAT_SECRET)");
+        }
         ui.listening(port, crate::iface::local_addrs(local.ip()));
         let start = Instant::now();
         if !opts.join.is_empty() {
@@ -692,6 +735,13 @@ impl Loop {
                     }
                 }
                 Action::Show(s) => ui.show(&s),
+                Action::Trust { name, key, replace } => {
+                    let r = identity::known_path()
+                        .map(|p| identity::remember(&p, &name, &key, replace));
+                    if let Some(Err(e)) = r {
+                        ui.error(&format!("known_peers: {e}"));
+                    }
+                }
                 Action::Stop(stop) => {
                     if let Some(m) = stop.message() {
                         ui.error(m);

@@ -18,6 +18,7 @@ pub mod app;
 pub mod cli;
 pub mod command;
 pub mod event;
+pub mod identity;
 pub mod iface;
 pub mod name;
 pub mod net;

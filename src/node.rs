@@ -19,11 +19,13 @@ use crate::app::chat::Chat;
 use crate::app::rooms::{self, Rooms};
 use crate::app::{MemberView, Net, Reach};
 use crate::proto::broadcast::{self, Accepted, Broadcast, FETCH_MAX, Gap};
+use crate::proto::crypto::{self, Identity, PublicKey};
 use crate::proto::link::{self, BadHello, Links, Stage};
 use crate::proto::membership::{self, ASK_MAX, INTRO_MAX, Membership, Out};
 use crate::proto::mesh::{self, DIAL_GIVE_UP, Mesh};
-use crate::proto::wire::{self, Body, Entry, Event, Frame, Hello, Msg, Refusal, WireError};
+use crate::proto::wire::{self, Body, Entry, Event, Frame, Hello, Ident, Msg, Refusal, WireError};
 use crate::proto::{Io, Remember, Sink};
+use std::collections::HashMap;
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 
@@ -39,6 +41,18 @@ const JOIN_RACE: Millis = 3_000;
 const LEAVE_WAIT: Millis = 1_000;
 /// How long leaving waits for the rooms we own to be taken over.
 const HANDOVER_WAIT: Millis = 8_000;
+/// Keys remembered that names were refused with, for `:trust`.
+const OFFERED: usize = 16;
+/// Warnings about strangers of one kind: at most one in this many ms.
+const QUIET: Millis = 10_000;
+
+/// Kinds of warning about strangers, each shown now and then.
+#[derive(Clone, Copy)]
+enum Quiet {
+    Secret,
+    Key,
+    Forged,
+}
 
 /// Links a peer keeps by default, and accepts at most.
 pub const DEGREE: usize = 6;
@@ -68,6 +82,9 @@ pub struct Config {
     /// Lost members remembered and probed, at most; beyond it the longest
     /// lost is forgotten (but for where its events had got to).
     pub lost_max: usize,
+    /// The key a network secret gives (see `crypto::psk`): links are
+    /// encrypted, and only peers with the same secret get in.
+    pub psk: Option<[u8; 32]>,
 }
 
 impl Default for Config {
@@ -83,6 +100,7 @@ impl Default for Config {
             gap_wait: 300,
             gap_giveup: 10_000,
             lost_max: 256,
+            psk: None,
         }
     }
 }
@@ -102,6 +120,13 @@ pub enum Action {
     Show(Show),
     /// Flush every link and stop, for this reason.
     Stop(Stop),
+    /// Remember that `name` has `key` (trust on first use); `replace`: a
+    /// key the user now trusts in place of the one known.
+    Trust {
+        name: String,
+        key: PublicKey,
+        replace: bool,
+    },
 }
 
 impl From<Io> for Action {
@@ -156,6 +181,10 @@ impl Stop {
 pub enum Command {
     Say(String),
     Who,
+    /// Show a member's key fingerprint.
+    Whois(String),
+    /// Accept the key a member now has for its name.
+    Trust(String),
     Quit,
     /// A room command (`:rooms`, `:join`...).
     Room(rooms::Cmd),
@@ -177,6 +206,17 @@ enum State {
 /// One peer. See the module documentation.
 pub struct Node {
     id: NodeId,
+    ident: Identity,
+    /// Names and the keys they had when first seen, here and in earlier
+    /// runs (trust on first use).
+    known: HashMap<String, PublicKey>,
+    /// Keys other than the known one that names were offered with lately
+    /// (refused at HELLO), at most [`OFFERED`]: `:trust NAME` takes the
+    /// last.
+    offered: VecDeque<(String, PublicKey)>,
+    /// When each kind of warning about strangers was last shown, and how
+    /// many were not shown since: a stranger cannot flood the screen.
+    quiet: [(Millis, u32); 3],
     name: String,
     port: u16,
     max_links: usize,
@@ -213,6 +253,7 @@ macro_rules! net {
         AppNet {
             name: &$s.name,
             me: $s.id,
+            key: $s.ident.public(),
             listen: $s.ip.map(|ip| SocketAddr::new(ip, $s.port)),
             broadcast: &mut $s.broadcast,
             membership: &$s.membership,
@@ -225,6 +266,7 @@ macro_rules! net {
 struct AppNet<'a> {
     name: &'a str,
     me: NodeId,
+    key: PublicKey,
     listen: Option<SocketAddr>,
     broadcast: &'a mut Broadcast,
     membership: &'a Membership,
@@ -284,12 +326,21 @@ impl Net for AppNet<'_> {
     fn is_present(&self, id: NodeId) -> bool {
         id == self.me || self.membership.get(id).is_some_and(|m| m.present())
     }
+
+    fn key_of(&self, id: NodeId) -> Option<PublicKey> {
+        if id == self.me {
+            return Some(self.key);
+        }
+        self.membership.get(id).and_then(|m| m.ident).map(|i| i.key)
+    }
 }
 
 impl Node {
-    /// A peer named `name` with node id `id`, listening on `port`, alone in
-    /// a new network until someone joins or [`Node::join`] is called.
-    pub fn new(cfg: Config, id: NodeId, name: &str, port: u16, seed: u64) -> Node {
+    /// A peer named `name` with identity `ident`, listening on `port`,
+    /// alone in a new network until someone joins or [`Node::join`] is
+    /// called.
+    pub fn new(cfg: Config, ident: Identity, name: &str, port: u16, seed: u64) -> Node {
+        let id = ident.id();
         let mut rng = Rng::new(seed);
         let link_cfg = link::Config {
             heartbeat: cfg.heartbeat,
@@ -310,6 +361,10 @@ impl Node {
         };
         Node {
             id,
+            ident: ident.clone(),
+            known: HashMap::new(),
+            offered: VecDeque::new(),
+            quiet: [(0, 0); 3],
             name: name.to_owned(),
             port,
             max_links: cfg.max_links,
@@ -319,10 +374,10 @@ impl Node {
             joined_at: None,
             leaving: None,
             handover: None,
-            links: Links::new(link_cfg, id, name, port),
+            links: Links::new(link_cfg, ident.clone(), name, port, cfg.psk),
             membership: Membership::new(member_cfg, name, rng.next_u64()),
             mesh: Mesh::new(mesh_cfg, rng.next_u64()),
-            broadcast: Broadcast::new(bc_cfg, id),
+            broadcast: Broadcast::new(bc_cfg, ident),
             chat: Chat,
             rooms: Rooms::new(),
             told_newer: false,
@@ -348,6 +403,11 @@ impl Node {
 
     pub fn id(&self) -> NodeId {
         self.id
+    }
+
+    /// `name` had `key` when last seen (known_peers, read at start).
+    pub fn know(&mut self, name: &str, key: PublicKey) {
+        self.known.insert(name.to_owned(), key);
     }
 
     pub fn name(&self) -> &str {
@@ -400,7 +460,7 @@ impl Node {
 
     /// Whether actions are waiting for [`Node::next_action`].
     pub fn has_actions(&self) -> bool {
-        !self.out.is_empty()
+        !self.out.is_empty() || self.links.gathered()
     }
 
     /// Whether `link` has said HELLO (it carries the network's traffic).
@@ -410,13 +470,30 @@ impl Node {
 
     /// The next thing to do, if any.
     pub fn next_action(&mut self) -> Option<Action> {
-        let a = self.out.pop_front()?;
-        if let Action::Send(link, _) = &a {
+        loop {
+            let Some(a) = self.out.pop_front() else {
+                // What was gathered for encrypted links goes out last,
+                // one record per link.
+                let (link, f) = self.links.flush()?;
+                return Some(Action::Send(link, f));
+            };
+            let Action::Send(link, frame) = a else {
+                // Frames before a close (or a stop) go out before it.
+                if let Some((link, f)) = self.links.flush() {
+                    self.out.push_front(a);
+                    return Some(Action::Send(link, f));
+                }
+                return Some(a);
+            };
             // An idle link is one that sends nothing: a heartbeat is due
             // only after a quiet while.
-            self.links.sent(*link, self.now);
+            self.links.sent(link, self.now);
+            // Encrypted here, in the order the loop writes them, once per
+            // link (a relayed frame is shared until now).
+            if let Some(f) = self.links.seal(link, frame) {
+                return Some(Action::Send(link, f));
+            }
         }
-        Some(a)
     }
 
     /// A connection was accepted from `addr`; returns its new link. With
@@ -509,13 +586,47 @@ impl Node {
         let Some(l) = self.links.received(link, now) else {
             return;
         };
-        let (peer, closing) = match l.stage {
-            Stage::Closing { peer } => (peer, true),
-            _ => (l.peer(), false),
+        let (peer, closing, noise) = match l.stage {
+            Stage::Closing { peer } => (peer, true, false),
+            Stage::Noise => (None, false, true),
+            _ => (l.peer(), false, false),
         };
+        if noise {
+            return self.on_noise(link, body, now);
+        }
+        if !self.links.encrypted(link) {
+            return self.clear_frame(link, peer, closing, body, now);
+        }
+        let Some(bodies) = self.links.open(link, body) else {
+            return self.drop_link(link, "a frame that does not decrypt", now);
+        };
+        for body in bodies {
+            // Each frame of a record may change the link (HELLO, REFUSE).
+            let Some(l) = self.links.get(link).filter(|_| self.state != State::Done) else {
+                return;
+            };
+            let (peer, closing) = match l.stage {
+                Stage::Closing { peer } => (peer, true),
+                _ => (l.peer(), false),
+            };
+            self.clear_frame(link, peer, closing, &body, now);
+        }
+    }
+
+    /// A frame body in the clear (decrypted if it came encrypted) on
+    /// `link`, to `peer`, which we are `closing`.
+    fn clear_frame(
+        &mut self,
+        link: LinkId,
+        peer: Option<NodeId>,
+        closing: bool,
+        body: &[u8],
+        now: Millis,
+    ) {
         // A copy of an event delivered already is known by its header:
         // nothing is decoded or allocated for it.
-        if peer.is_some() && wire::event_id(body).is_some_and(|id| self.broadcast.is_old(id)) {
+        let copy = |id| self.broadcast.is_copy(id, wire::event_signed(body));
+        if peer.is_some() && wire::event_id(body).is_some_and(copy) {
             return;
         }
         let msg = match wire::decode(body) {
@@ -527,12 +638,16 @@ impl Node {
         if closing {
             // Closed by us: only events that were on their way count.
             if let (Some(_), Msg::Event(ev)) = (peer, msg) {
-                self.on_event(link, ev, wire::frame_of(body), now);
+                self.on_event(link, ev, body, now);
             }
             return;
         }
         match (peer, msg) {
             (None, Msg::Hello(h)) => self.on_hello(link, h, now),
+            (None, Msg::Noise(_)) => {
+                let why = "this peer has no network secret";
+                self.refused_secret(link, why, now);
+            }
             (None, Msg::Refuse { code, text }) => self.on_refuse(link, code, &text, now),
             (None, _) => self.drop_link(link, "message before HELLO", now),
             (Some(_), Msg::Hello(_)) => self.drop_link(link, "second HELLO", now),
@@ -554,7 +669,8 @@ impl Node {
             (Some(p), Msg::Members { last, entries }) => {
                 self.on_members(link, p, last, entries, now)
             }
-            (Some(_), Msg::Event(ev)) => self.on_event(link, ev, wire::frame_of(body), now),
+            (Some(_), Msg::Event(ev)) => self.on_event(link, ev, body, now),
+            (Some(_), Msg::Noise(_)) => self.drop_link(link, "handshake out of turn", now),
             (Some(_), Msg::Fetch { origin, from, to }) => {
                 self.broadcast
                     .on_fetch(&mut self.out, link, origin, from, to, now)
@@ -599,6 +715,8 @@ impl Node {
             Command::Who => self
                 .rooms
                 .command(&mut net!(self), rooms::Cmd::Who(None), now),
+            Command::Whois(name) => self.whois(&name),
+            Command::Trust(name) => self.trust(&name),
             Command::Quit => self.leave(Stop::Left, now),
             Command::Room(c) if self.is_member() => self.rooms.command(&mut net!(self), c, now),
             Command::Room(_) => {
@@ -643,6 +761,8 @@ impl Node {
                 self.leaving = Some((stop, until));
             }
         }
+        // Our events of this turn go out, signed.
+        self.broadcast.seal(&mut self.out);
     }
 
     /// When [`Node::tick`] next has work to do, if ever.
@@ -705,7 +825,7 @@ impl Node {
         };
         let (outbound, addr) = (l.outbound, l.addr);
         let joining_link = self.joining_link() == Some(link);
-        match self.links.check_hello(&h) {
+        match self.links.check_hello(link, &h) {
             Ok(()) => {}
             Err(BadHello::Version(why)) => {
                 let why = format!("{addr} {why}");
@@ -720,6 +840,10 @@ impl Node {
             Err(BadHello::Name) => {
                 return self.refuse(link, Refusal::BadHello, "invalid name", now);
             }
+            Err(BadHello::Proof) => {
+                let why = "its id or its proof of key does not check out";
+                return self.refuse(link, Refusal::BadHello, why, now);
+            }
         }
         if self.membership.is_gone(h.id) {
             let why = "this network saw you leave; start again to rejoin";
@@ -733,6 +857,42 @@ impl Node {
         if h.name != self.name && self.membership.name_taken(&h.name, h.id) {
             let why = format!("the name {} is taken in this network", h.name);
             return self.refuse(link, Refusal::NameTaken, &why, now);
+        }
+        if h.name != self.name && !self.key_fits(&h.name, &h.ident.key) && joining_link {
+            let why = format!(
+                "{addr} says it is {n}, whose key has changed since this peer last met {n} \
+                 (now {}); if {n} has a new key, remove {n} from known_peers (see FILES in \
+                 p2pchat(1)) and try again",
+                crypto::fingerprint(&h.ident.key),
+                n = h.name
+            );
+            self.stop(Stop::Refused(why));
+            let text = format!("the key of {} has changed, for the peer joining", h.name);
+            return self.refuse(link, Refusal::Key, &text, now);
+        }
+        if h.name != self.name && !self.key_fits(&h.name, &h.ident.key) {
+            let known = self
+                .known
+                .get(&h.name)
+                .map_or(String::new(), crypto::fingerprint);
+            let w = format!(
+                "{addr} wanted to join as {n} with another key ({}; {n} had {known}): refused; \
+                 if {n} has a new key, :trust {n}",
+                crypto::fingerprint(&h.ident.key),
+                n = h.name
+            );
+            if self.offered.len() == OFFERED {
+                self.offered.pop_front();
+            }
+            self.offered.push_back((h.name.clone(), h.ident.key));
+            self.warn(Quiet::Key, w, now);
+            let why = format!(
+                "the key of {n} has changed: this network knows {n} with another key; \
+                 if you are {n} on a new key, ask a member to :trust {n} after comparing \
+                 fingerprints (:whois {n})",
+                n = h.name
+            );
+            return self.refuse(link, Refusal::Key, &why, now);
         }
         if !outbound && self.links.up_count() >= self.max_links {
             return self.refuse(link, Refusal::Full, "this peer has too many links", now);
@@ -753,7 +913,7 @@ impl Node {
             SocketAddr::new(addr.ip(), h.port)
         };
         if !outbound {
-            let reply = self.links.hello(false, addr.ip());
+            let reply = self.links.hello(link, false);
             self.links.send(&mut self.out, link, reply, now);
         }
 
@@ -779,7 +939,9 @@ impl Node {
             self.link_not_up(link);
             return self.refuse(link, Refusal::NameTaken, &why, now);
         }
-        self.membership.hello(h.id, &h.name, listen);
+        self.membership.hello(h.id, h.ident, listen);
+        self.learn_key(h.id, h.ident);
+        self.name_member(h.id, &h.name);
         self.mesh.reached(h.id, listen);
         if self.is_member() && self.broadcast.seq() == 0 {
             // We started this network and this is our first link: a JOIN
@@ -791,11 +953,14 @@ impl Node {
             if h.joining {
                 self.send_gone(link, now);
             }
+            // Our events so far go out before the list that counts them.
+            self.broadcast.seal(&mut self.out);
             self.send_members(link, now);
             if was_isolated && self.broadcast.seq() > 1 {
                 // Back from isolation: whoever gave up on us, take us back.
                 self.membership.say_alive(now);
                 self.membership_out(now);
+                self.catch_up(link);
             }
         }
         self.dedup_links(h.id);
@@ -871,6 +1036,10 @@ impl Node {
             if e.name == self.name && !self.name_clash(e.id, now) {
                 continue;
             }
+            if crypto::node_id(&e.ident.key, e.ident.nonce) != e.id {
+                // A member whose id is not bound to its key: made up.
+                continue;
+            }
             let name = (e.name != self.name).then_some(e.name.as_str());
             let ip = e.ip.filter(|ip| !ip.is_unspecified());
             let ip = if e.id == from { Some(sender_ip) } else { ip };
@@ -884,8 +1053,11 @@ impl Node {
                     // that we have not seen (we were cut off): ask.
                     fetch.push((e.id, lo, hi));
                 }
-                if let Some(n) = name {
-                    self.membership.fill_in(e.id, n, addr);
+                let unnamed = self.membership.fill_in(e.id, addr);
+                self.membership.set_ident(e.id, e.ident);
+                self.learn_key(e.id, e.ident);
+                if let Some(n) = name.filter(|_| unnamed) {
+                    self.name_member(e.id, n);
                 }
             } else if self.make_room(via) {
                 // On the welcome, start after what the welcomer has
@@ -895,8 +1067,13 @@ impl Node {
                 if !welcome && e.seq >= 1 {
                     fetch.push((e.id, 1, e.seq.min(FETCH_MAX)));
                 }
-                self.membership.insert(e.id, name, addr, welcome, via);
+                self.membership
+                    .insert_as(e.id, None, Some(e.ident), addr, welcome, via);
                 self.broadcast.add(e.id, next);
+                self.learn_key(e.id, e.ident);
+                if let Some(n) = name {
+                    self.name_member(e.id, n);
+                }
             }
         }
         for (origin, lo, hi) in fetch {
@@ -914,6 +1091,7 @@ impl Node {
             self.out
                 .push_back(Action::Show(Show::Joined { via, members }));
             self.announce();
+            self.broadcast.seal(&mut self.out);
             self.send_members(link, now);
         }
         if self.is_member() {
@@ -921,8 +1099,12 @@ impl Node {
         }
     }
 
-    fn on_event(&mut self, link: LinkId, mut ev: Event, mut frame: Frame, now: Millis) {
+    fn on_event(&mut self, link: LinkId, mut ev: Event, body: &[u8], now: Millis) {
         let origin = ev.origin;
+        let Some(hash) = wire::event_hash(body) else {
+            return;
+        };
+        let mut frame = wire::frame_of(body);
         // No honest sender gets to u64::MAX; nothing could follow it.
         if origin == self.id || ev.seq == u64::MAX || self.membership.is_gone(origin) {
             return;
@@ -939,7 +1121,7 @@ impl Node {
                 // drains, the rest is fetched like any gap, and then the
                 // LEAVE, if it is one, takes it out for good.
                 Body::Alive { .. } | Body::Leave => self.readmit(origin, now),
-                _ => return self.hold_lost(link, ev, frame, now),
+                _ => return self.hold_lost(link, ev, hash, frame, now),
             }
         }
         // Beyond what any honest peer sends (a name no peer could have, an
@@ -966,7 +1148,17 @@ impl Node {
             self.membership.insert(origin, None, None, false, via);
             self.broadcast.add(origin, 1);
         }
-        if self.broadcast.is_old(ev.id()) {
+        // A JOIN tells its origin's key, bound to its id: its signatures
+        // can be checked from here on.
+        if let Body::Join { ident, .. } = &ev.body
+            && !self.broadcast.has_key(origin)
+            && crypto::node_id(&ident.key, ident.nonce) == origin
+        {
+            let ident = *ident;
+            self.membership.set_ident(origin, ident);
+            self.learn_key(origin, ident);
+        }
+        if self.broadcast.is_copy(ev.id(), ev.seal.is_some()) {
             return;
         }
         self.membership.heard(origin, now);
@@ -980,7 +1172,10 @@ impl Node {
             // suspicion it answers must not outlast the gap.
             self.membership.refuted(origin, answers);
         }
-        match self.broadcast.accept(&mut self.out, link, ev, frame, now) {
+        match self
+            .broadcast
+            .accept(&mut self.out, link, ev, hash, frame, now)
+        {
             Accepted::Delivered(ev) => {
                 self.delivered(ev, now);
                 self.drain(origin, now);
@@ -988,19 +1183,236 @@ impl Node {
             Accepted::HeldNextReady => self.drain(origin, now),
             Accepted::Held => {}
         }
+        self.drop_forgers(now);
+    }
+
+    /// Drops the links that brought forged events.
+    fn drop_forgers(&mut self, now: Millis) {
+        for link in self.broadcast.take_rejected() {
+            let who = match self.links.get(link).and_then(|l| l.peer()) {
+                Some(p) => self.membership.display(p),
+                None => continue,
+            };
+            let w = format!("dropped the link to {who}: it relayed a forged event");
+            self.warn(Quiet::Forged, w, now);
+            self.drop_link(
+                link,
+                "a forged event (its signature does not check out)",
+                now,
+            );
+        }
+    }
+
+    /// Shows warning `w` about a stranger, unless one of its kind was
+    /// shown in the last [`QUIET`] ms (then it is counted, and the count
+    /// told with the next).
+    fn warn(&mut self, kind: Quiet, w: String, now: Millis) {
+        let (last, missed) = &mut self.quiet[kind as usize];
+        if *last != 0 && now < *last + QUIET {
+            *missed += 1;
+            return;
+        }
+        let w = match std::mem::take(missed) {
+            0 => w,
+            n => format!("{w} (and {n} more like it not shown)"),
+        };
+        *last = now.max(1);
+        self.out.push_back(Action::Show(Show::Warning(w)));
+    }
+
+    /// The encrypted handshake: a message on `link` in the `Noise` stage.
+    fn on_noise(&mut self, link: LinkId, body: &[u8], now: Millis) {
+        let joining = self.joining_link() == Some(link);
+        match wire::decode(body) {
+            Ok(Msg::Noise(m)) => {
+                if let Err(why) = self.links.handshake(&mut self.out, link, &m, joining, now) {
+                    if joining {
+                        let label = self.join_label();
+                        return self.stop(Stop::Refused(format!("{label}: {why}")));
+                    }
+                    self.refused_secret(link, why, now);
+                }
+            }
+            Ok(Msg::Refuse { code, text }) => self.on_refuse(link, code, &text, now),
+            Ok(Msg::Hello(_)) => {
+                let why = "this network is encrypted: start p2pchat with its secret";
+                self.refused_secret(link, why, now);
+            }
+            _ => self.drop_link(link, "not the encrypted handshake", now),
+        }
+    }
+
+    /// Refuses `link`: its peer does not share our network secret (or
+    /// our lack of one). The user is told, now and then.
+    fn refused_secret(&mut self, link: LinkId, why: &str, now: Millis) {
+        if let Some(addr) = self.links.get(link).map(|l| l.addr) {
+            self.warn(Quiet::Secret, format!("refused {addr}: {why}"), now);
+        }
+        self.refuse(link, Refusal::Secret, why, now);
+    }
+
+    fn join_label(&self) -> String {
+        match &self.state {
+            State::Joining { label, .. } => label.clone(),
+            _ => String::new(),
+        }
+    }
+
+    /// `id`'s identity, bound to it (the caller checked): its key checks
+    /// its signatures from now on.
+    fn learn_key(&mut self, id: NodeId, ident: Ident) {
+        // An id is bound to its key: once known, it never changes (and
+        // taking a key apart costs more than checking a signature).
+        if self.broadcast.has_key(id) {
+            return;
+        }
+        if let Some(k) = crypto::verifying(&ident.key) {
+            self.broadcast.set_key(id, k);
+        }
+    }
+
+    /// Whether `key` may go by `name`: the name is new here (it is
+    /// remembered with this key), or known with this very key.
+    fn key_fits(&self, name: &str, key: &PublicKey) -> bool {
+        self.known.get(name).is_none_or(|k| k == key)
+    }
+
+    /// Gives member `id` the name `name`, unless another member has it or
+    /// the name is known with another key (then it is only claimed, and
+    /// the user told). Returns whether it has the name now.
+    fn name_member(&mut self, id: NodeId, name: &str) -> bool {
+        let key = self.membership.get(id).and_then(|m| m.ident).map(|i| i.key);
+        if let Some(key) = key
+            && !self.key_fits(name, &key)
+        {
+            self.membership.claim(id, name);
+            if self.is_member() {
+                let was = self
+                    .known
+                    .get(name)
+                    .map_or(String::new(), crypto::fingerprint);
+                let w = format!(
+                    "{id} says it is {name} with another key ({}; {name} had {was}); \
+                     not shown as {name}: compare fingerprints, then :trust {name}",
+                    crypto::fingerprint(&key)
+                );
+                self.out.push_back(Action::Show(Show::Warning(w)));
+            }
+            return false;
+        }
+        let named = self.membership.name(id, name);
+        if named
+            && let Some(key) = key
+            && !self.known.contains_key(name)
+        {
+            self.known.insert(name.to_owned(), key);
+            self.out.push_back(Action::Trust {
+                name: name.to_owned(),
+                key,
+                replace: false,
+            });
+        }
+        named
+    }
+
+    /// `:whois NAME`: the member's key fingerprint and id.
+    fn whois(&mut self, name: &str) {
+        let line = if name == self.name {
+            format!(
+                "{name} (you): key {}, node {}",
+                crypto::fingerprint(&self.ident.public()),
+                self.id
+            )
+        } else {
+            let found = self
+                .membership
+                .find(name)
+                .and_then(|id| self.membership.get(id).map(|m| (id, m)));
+            match found {
+                Some((id, m)) => {
+                    let key = m
+                        .ident
+                        .map_or("unknown".into(), |i| crypto::fingerprint(&i.key));
+                    let how = if m.name.as_deref() == Some(name) {
+                        ""
+                    } else {
+                        " (claims the name; not trusted)"
+                    };
+                    format!("{name}: key {key}, node {id}{how}")
+                }
+                None => match self.known.get(name) {
+                    Some(k) => format!(
+                        "{name}: not here; known with key {}",
+                        crypto::fingerprint(k)
+                    ),
+                    None => format!("{name}: no such member"),
+                },
+            }
+        };
+        self.out.push_back(Action::Show(Show::Info(line)));
+    }
+
+    /// `:trust NAME`: the member that claims `name` with another key gets
+    /// it, and its key is remembered for the name from now on.
+    fn trust(&mut self, name: &str) {
+        let Some(id) = self.membership.find(name) else {
+            // Not here: the key it was last refused with, if any.
+            let offered = self.offered.iter().rev().find(|(n, _)| n == name);
+            let Some(&(_, key)) = offered else {
+                let w = format!("no member says it is {name}");
+                return self.out.push_back(Action::Show(Show::Warning(w)));
+            };
+            self.known.insert(name.to_owned(), key);
+            self.out.push_back(Action::Trust {
+                name: name.to_owned(),
+                key,
+                replace: true,
+            });
+            let line = format!(
+                "{name} is trusted with key {}: it may join now",
+                crypto::fingerprint(&key)
+            );
+            return self.out.push_back(Action::Show(Show::Info(line)));
+        };
+        let Some(key) = self.membership.get(id).and_then(|m| m.ident).map(|i| i.key) else {
+            let w = format!("{name}'s key is not known yet");
+            return self.out.push_back(Action::Show(Show::Warning(w)));
+        };
+        self.known.insert(name.to_owned(), key);
+        self.out.push_back(Action::Trust {
+            name: name.to_owned(),
+            key,
+            replace: true,
+        });
+        if self.membership.get(id).is_some_and(|m| m.name.is_none())
+            && self.name_member(id, name)
+            && self.is_member()
+        {
+            let shown = self.membership.display(id);
+            self.chat.joined(&mut net!(self), shown);
+        }
+        let line = format!("{name} is trusted with key {}", crypto::fingerprint(&key));
+        self.out.push_back(Action::Show(Show::Info(line)));
     }
 
     /// An event from a member we lost. In a healed partition its events
     /// come in order, and its ALIVE after them: hold them until then. If no
     /// ALIVE comes, ask whether it is alive.
-    fn hold_lost(&mut self, link: LinkId, ev: Event, frame: Frame, now: Millis) {
+    fn hold_lost(
+        &mut self,
+        link: LinkId,
+        ev: Event,
+        hash: crypto::EventHash,
+        frame: Frame,
+        now: Millis,
+    ) {
         let origin = ev.origin;
         if ev.body == (Body::Suspect { target: self.id }) {
             // Whoever asks, we answer: others may have it back already,
             // and our silence would make them give up on us.
             self.membership.answer(ev.id(), now);
         }
-        self.broadcast.hold_paused(link, ev, frame);
+        self.broadcast.hold_paused(link, ev, hash, frame);
         if self.is_member() {
             self.membership.queue_ask(origin, now);
         }
@@ -1011,6 +1423,7 @@ impl Node {
         while let Some(ev) = self.broadcast.drain(&mut self.out, origin, now) {
             self.delivered(ev, now);
         }
+        self.drop_forgers(now);
     }
 
     /// A gap's timer ran out: fetch again, or skip what nobody has.
@@ -1024,7 +1437,7 @@ impl Node {
                 self.drain(origin, now);
             }
             Gap::Ready => self.drain(origin, now),
-            Gap::Waiting => {}
+            Gap::Waiting => self.drop_forgers(now),
         }
     }
 
@@ -1032,13 +1445,19 @@ impl Node {
     fn delivered(&mut self, ev: Event, now: Millis) {
         let (origin, id) = (ev.origin, ev.id());
         match ev.body {
-            Body::Join { name, ip, port } => {
+            Body::Join { name, ip, port, .. } => {
                 let addr = ip.map(|ip| SocketAddr::new(ip, port));
                 if name == self.name {
                     // Two joins at once under our name: settled by id.
                     self.name_clash(origin, now);
                 }
-                let named = self.membership.joined(origin, Some(&name), addr);
+                let named = if self.membership.joined(origin, addr) {
+                    self.name_member(origin, &name)
+                } else {
+                    self.membership
+                        .get(origin)
+                        .is_some_and(|m| m.name.is_some())
+                };
                 let shown = self.membership.display(origin);
                 if !named && self.is_member() {
                     // Someone has that name already: not shown under it.
@@ -1131,9 +1550,9 @@ impl Node {
                     self.check_handover(now);
                     self.close_links_to(id);
                 }
-                Out::Dropped(id, name) => {
+                Out::Dropped(id, name, ident) => {
                     if let Some(next) = self.broadcast.forget(id) {
-                        self.membership.forgotten(id, next, name);
+                        self.membership.forgotten(id, next, name, ident);
                     }
                     self.mesh.forget(id);
                 }
@@ -1158,8 +1577,11 @@ impl Node {
     /// A member forgotten as lost is heard of again: lost again, where it
     /// left off.
     fn recall(&mut self, id: NodeId, now: Millis) {
-        if let Some(next) = self.membership.recall(id, now) {
+        if let Some((next, ident)) = self.membership.recall(id, now) {
             self.broadcast.recall(id, next);
+            if let Some(ident) = ident {
+                self.learn_key(id, ident);
+            }
             self.membership_out(now);
         }
     }
@@ -1224,6 +1646,10 @@ impl Node {
             name: self.name.clone(),
             ip: self.ip,
             port: self.port,
+            ident: Ident {
+                key: self.ident.public(),
+                nonce: self.ident.nonce(),
+            },
         };
         self.publish(body);
     }
@@ -1233,6 +1659,21 @@ impl Node {
     }
 
     /// Tells a joiner who has left: their events, replayed, are not taken.
+    /// Back from isolation on `link`: what members we lost said while we
+    /// were away may be all that is left of them (they left meanwhile, and
+    /// nobody lists them any more), so ask for it. The answers are held
+    /// like any event of a lost member, and signed, so the neighbour can
+    /// only give us what they said.
+    fn catch_up(&mut self, link: LinkId) {
+        let lost = self.membership.lost_ids();
+        for id in lost.into_iter().take(ASK_MAX) {
+            if let Some(done) = self.broadcast.delivered(id) {
+                let to = done.saturating_add(FETCH_MAX);
+                self.broadcast.fetch(&mut self.out, link, id, done + 1, to);
+            }
+        }
+    }
+
     fn send_gone(&mut self, link: LinkId, now: Millis) {
         let gone = self.membership.gone();
         for chunk in gone.chunks(wire::GONE_PER_FRAME) {
@@ -1250,17 +1691,22 @@ impl Node {
             ip: self.ip,
             port: self.port,
             seq: self.broadcast.seq(),
+            ident: Ident {
+                key: self.ident.public(),
+                nonce: self.ident.nonce(),
+            },
         }];
         // Only members we have reason to believe in: ones we were told of
         // and never heard from are not passed on.
         for (id, m) in self.membership.present() {
-            if let Some(name) = &m.name {
+            if let (Some(name), Some(ident)) = (&m.name, m.ident) {
                 all.push(Entry {
                     id,
                     name: name.clone(),
                     ip: m.addr.map(|a| a.ip()),
                     port: m.addr.map_or(0, |a| a.port()),
                     seq: self.broadcast.delivered(id).unwrap_or(0),
+                    ident,
                 });
             }
         }
@@ -1316,6 +1762,8 @@ impl Node {
     }
 
     fn stop(&mut self, stop: Stop) {
+        // What we said, our LEAVE last, goes out signed.
+        self.broadcast.seal(&mut self.out);
         self.set_state(State::Done);
         self.out.push_back(Action::Stop(stop));
     }
@@ -1373,6 +1821,17 @@ impl Node {
     }
 
     fn refuse(&mut self, link: LinkId, code: Refusal, text: &str, now: Millis) {
+        if self.joining_link() == Some(link)
+            && let Some(addr) = self.links.get(link).map(|l| l.addr)
+        {
+            // We cannot join through a peer we refuse: say why, and stop.
+            let why = if text.starts_with(&addr.to_string()) {
+                text.to_owned()
+            } else {
+                format!("cannot join through {addr}: {text}")
+            };
+            self.stop(Stop::Refused(why));
+        }
         self.links.refuse(&mut self.out, link, code, text, now);
         self.broadcast.neighbour_down(link);
     }

@@ -9,13 +9,13 @@
 
 mod util;
 
-use p2pchat::node::NodeId;
-use p2pchat::proto::wire::{self, Body, Entry, Event, Hello, MAX_FRAME, Msg, Refusal};
+use p2pchat::proto::crypto::Identity;
+use p2pchat::proto::wire::{self, Body, Entry, Hello, MAX_FRAME, Msg, Refusal};
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Shutdown, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
-use util::frames::{self, chat};
+use util::frames::{self, chat, forged, ident, signed, who};
 use util::raw::{Got, Raw};
 use util::{Peer, Stream, chat_both_ways, pair};
 
@@ -87,10 +87,12 @@ fn wait_until(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-fn hello_msg(id: u64, name: &str, version: u16) -> Msg {
+/// A HELLO from `me` as `name`, proved, speaking `version` (which the
+/// proof does not cover).
+fn hello_msg(me: &Identity, name: &str, version: u16) -> Msg {
     Msg::Hello(Hello {
         version,
-        ..frames::hello(id, name)
+        ..frames::hello(me, name)
     })
 }
 
@@ -102,23 +104,28 @@ fn entry<'a>(members: &'a [Entry], name: &str) -> &'a Entry {
         .unwrap_or_else(|| panic!("{name} not in {members:?}"))
 }
 
-const MALLORY: u64 = 0x6d61_6c6c_6f72_7900;
+/// Mallory's identity: a key of her own, so her HELLO and her own events
+/// check out; what she says as anyone else cannot.
+fn mallory() -> Identity {
+    who(0x6d61_6c6c_6f72_7900)
+}
 
 // ---------------------------------------------------------------------------
 // Malformed frames.
 
 #[test]
 fn truncated_frame_then_close() {
+    let m = mallory();
     let (mut alice, mut bob) = pair();
     // Half a HELLO, then the connection closes.
-    let f = wire::frame(&hello_msg(MALLORY, "mallory", wire::VERSION)).unwrap();
+    let f = wire::frame(&hello_msg(&m, "mallory", wire::VERSION)).unwrap();
     let mut r = Raw::connect(alice.port());
     r.bytes(&f[..f.len() / 2]);
     drop(r);
     // A whole HELLO, then half an event, then close.
     let mut r = Raw::connect(alice.port());
-    r.hello(MALLORY, "mallory", true);
-    let f = wire::frame(&chat(MALLORY, 1, "never finished")).unwrap();
+    r.hello(&m, "mallory", true);
+    let f = wire::frame(&chat(&m, 1, "never finished")).unwrap();
     r.bytes(&f[..f.len() - 3]);
     r.s.shutdown(Shutdown::Write).unwrap();
     r.expect_closed(util::DEADLINE, "truncated event");
@@ -128,6 +135,7 @@ fn truncated_frame_then_close() {
 
 #[test]
 fn oversized_length_prefixes_refused_before_allocation() {
+    let m = mallory();
     let (mut alice, mut bob) = pair();
     let before = status_kib(alice.pid(), "VmHWM");
     for len in [MAX_FRAME as u32 + 1, 1 << 31, u32::MAX] {
@@ -139,7 +147,7 @@ fn oversized_length_prefixes_refused_before_allocation() {
     }
     // The same after HELLO, on a link that is a member's.
     let mut r = Raw::connect(alice.port());
-    r.hello(MALLORY, "mallory", true);
+    r.hello(&m, "mallory", true);
     r.bytes(&u32::MAX.to_be_bytes());
     r.expect_closed(util::DEADLINE, "length prefix 0xFFFFFFFF after HELLO");
     let after = status_kib(alice.pid(), "VmHWM");
@@ -153,6 +161,7 @@ fn oversized_length_prefixes_refused_before_allocation() {
 
 #[test]
 fn unknown_kind_before_and_after_hello() {
+    let m = mallory();
     let (mut alice, mut bob) = pair();
     // Before HELLO: not a peer, closed.
     let mut r = Raw::connect(alice.port());
@@ -164,20 +173,23 @@ fn unknown_kind_before_and_after_hello() {
     );
     // After HELLO: a newer peer's message, skipped; the link stays.
     let mut r = Raw::connect(alice.port());
-    r.hello(MALLORY, "mallory", true);
+    r.hello(&m, "mallory", true);
     r.body(&[99, 1, 2, 3]);
     r.body(&[0xff]);
-    r.send(&chat(MALLORY, 1, "after unknown kinds"));
+    r.send(&chat(&m, 1, "after unknown kinds"));
     alice.expect_line("mallory: after unknown kinds");
     chat_both_ways(&mut alice, &mut bob, "after unknown kinds");
 }
 
 #[test]
 fn wrong_protocol_version_gets_a_readable_refusal() {
+    let m = mallory();
     let (mut alice, mut bob) = pair();
-    for version in [0, 2, u16::MAX] {
+    // Version 1 is the last before signed identities: a peer that still
+    // speaks it is told so, not let in unsigned.
+    for version in [0, wire::VERSION - 1, wire::VERSION + 1, u16::MAX] {
         let mut r = Raw::connect(alice.port());
-        r.send(&hello_msg(MALLORY, "mallory", version));
+        r.send(&hello_msg(&m, "mallory", version));
         let got = r.expect_closed(util::DEADLINE, "wrong version");
         match got.as_slice() {
             [Msg::Refuse { code, text }] => {
@@ -196,9 +208,10 @@ fn wrong_protocol_version_gets_a_readable_refusal() {
 
 #[test]
 fn invalid_names_are_refused() {
+    let m = mallory();
     let (mut alice, mut bob) = pair();
     // Not UTF-8: the HELLO does not decode at all.
-    let mut body = wire::frame(&hello_msg(MALLORY, "mmmm", wire::VERSION)).unwrap()[4..].to_vec();
+    let mut body = wire::frame(&hello_msg(&m, "mmmm", wire::VERSION)).unwrap()[4..].to_vec();
     let at = body.windows(4).position(|w| w == b"mmmm").unwrap();
     body[at..at + 4].copy_from_slice(b"\xff\xfe\xc0\x80");
     let mut r = Raw::connect(alice.port());
@@ -220,7 +233,7 @@ fn invalid_names_are_refused() {
         "a:b",
     ] {
         let mut r = Raw::connect(alice.port());
-        r.send(&hello_msg(MALLORY, name, wire::VERSION));
+        r.send(&hello_msg(&m, name, wire::VERSION));
         let got = r.expect_closed(util::DEADLINE, &format!("name {name:?}"));
         assert!(
             got.iter().all(|m| matches!(m, Msg::Refuse { .. })),
@@ -250,8 +263,9 @@ fn never_sends_hello_closed_after_handshake_timeout() {
 
 #[test]
 fn one_byte_per_second_closed_by_handshake_timeout() {
+    let m = mallory();
     let (mut alice, mut bob) = pair();
-    let f = wire::frame(&hello_msg(MALLORY, "mallory", wire::VERSION)).unwrap();
+    let f = wire::frame(&hello_msg(&m, "mallory", wire::VERSION)).unwrap();
     let mut r = Raw::connect(alice.port());
     let opened = Instant::now();
     let mut closed = false;
@@ -280,10 +294,11 @@ fn one_byte_per_second_closed_by_handshake_timeout() {
 
 #[test]
 fn a_member_that_never_reads_is_dropped_and_chat_goes_on() {
+    let m = mallory();
     let (mut alice, mut bob) = pair();
     let fds = fd_count(alice.pid());
     let mut r = Raw::connect_small_rcvbuf(alice.port());
-    r.hello(MALLORY, "mallory", true);
+    r.hello(&m, "mallory", true);
     wait_until(util::DEADLINE, "mallory's link open", || {
         fd_count(alice.pid()) > fds
     });
@@ -387,9 +402,10 @@ fn out_of_descriptors_does_not_spin() {
 
 #[test]
 fn thousands_of_fake_members_bounded_work() {
+    let m = mallory();
     let (mut alice, mut bob) = pair();
     let mut r = Raw::connect(alice.port());
-    r.hello(MALLORY, "mallory", true);
+    r.hello(&m, "mallory", true);
     let fds = fd_count(alice.pid());
     send_fake_members(&mut r, 4096);
     let t0 = cpu_ticks(alice.pid());
@@ -415,26 +431,33 @@ fn thousands_of_fake_members_bounded_work() {
 
 #[test]
 fn fake_members_do_not_lock_out_newcomers() {
+    let m = mallory();
     let (mut alice, mut bob) = pair();
     let mut r = Raw::connect(alice.port());
-    r.hello(MALLORY, "mallory", true);
+    r.hello(&m, "mallory", true);
     send_fake_members(&mut r, 4096);
     // A frame after the list has been read: the list is in.
-    r.send(&chat(MALLORY, 1, "list sent"));
+    r.send(&chat(&m, 1, "list sent"));
     alice.expect_line("mallory: list sent");
     let mut carol = Peer::join("carol", alice.port(), 3);
     alice.expect_line("* carol joined");
     chat_both_ways(&mut carol, &mut bob, "newcomer after fake members");
 }
 
+/// Sends a member list of `n` invented members: each with a key of its
+/// own and the id it makes (a list entry whose id is not bound to its key
+/// is dropped unread, which would test nothing), at ports where nothing
+/// listens.
 fn send_fake_members(r: &mut Raw, n: u32) {
     let mut i = 0u32;
     while i < n {
         let entries: Vec<Entry> = (0..wire::MEMBERS_PER_FRAME)
             .map(|_| {
                 i += 1;
+                let fake = who(0xfa6e_0000_0000 + u64::from(i));
                 Entry {
-                    id: NodeId(0xfa6e_0000_0000 + u64::from(i)),
+                    id: fake.id(),
+                    ident: ident(&fake),
                     name: format!("fake{i}"),
                     ip: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
                     // Ports where nothing listens.
@@ -454,77 +477,158 @@ fn send_fake_members(r: &mut Raw, n: u32) {
 // Lies: forged origins, sequence numbers, identities.
 
 /// A forged chat line in bob's name, from a link that is not bob's while
-/// alice hears bob directly: refused (bob's new events come from bob), and
-/// bob's own next line gets through. Nothing signs events yet, so a peer
-/// that hears bob only through others could still be fooled.
+/// alice hears bob directly: refused, and bob's own next line gets
+/// through. Mallory can sign it only with her own key; alice refuses it
+/// before she looks at the signature (bob's new events come on bob's link
+/// alone), so mallory's link stays. Unsigned, it is refused alike. Where
+/// alice hears a member only through relays, the signature refuses it:
+/// see `forgeries_through_a_relay_drop_the_relay`.
 #[test]
 fn forged_chat_from_bob_does_not_swallow_his_own() {
+    let m = mallory();
     let (mut alice, mut bob) = pair();
     let mut r = Raw::connect(alice.port());
-    let (_, members) = r.hello(MALLORY, "mallory", true);
+    let (_, members) = r.hello(&m, "mallory", true);
     let b = entry(&members, "bob").clone();
-    r.send(&chat(b.id.0, b.seq + 1, "forged by mallory"));
+    r.send(&forged(
+        &m,
+        b.id,
+        b.seq + 1,
+        frames::lobby("forged by mallory"),
+    ));
+    r.send(&frames::unsigned(
+        b.id,
+        b.seq + 1,
+        frames::lobby("forged unsigned"),
+    ));
     // Let alice read it: a frame of mallory's own after it.
-    r.send(&chat(MALLORY, 1, "after the forged chat"));
+    r.send(&chat(&m, 1, "after the forged chat"));
     alice.expect_line("mallory: after the forged chat");
     bob.send("bob's own words");
     alice.expect_line("bob: bob's own words");
-    alice.assert_no_out("a forged chat shown", &|l| l.contains("forged by mallory"));
+    alice.assert_no_out("a forged chat shown", &|l| {
+        l.contains("forged by mallory") || l.contains("forged unsigned")
+    });
     chat_both_ways(&mut alice, &mut bob, "after a forged chat");
 }
 
-/// A forged LEAVE in bob's name must not cut bob off.
+/// A forged LEAVE in bob's name must not cut bob off (refused as the
+/// forged chat is, above).
 #[test]
 fn forged_leave_from_bob_does_not_cut_him_off() {
+    let m = mallory();
     let (mut alice, mut bob) = pair();
     let mut r = Raw::connect(alice.port());
-    let (_, members) = r.hello(MALLORY, "mallory", true);
+    let (_, members) = r.hello(&m, "mallory", true);
     let b = entry(&members, "bob").clone();
-    r.send(&Msg::Event(Event {
-        origin: b.id,
-        seq: b.seq + 1,
-        body: Body::Leave,
-    }));
+    r.send(&forged(&m, b.id, b.seq + 1, Body::Leave));
+    r.send(&frames::unsigned(b.id, b.seq + 1, Body::Leave));
     // Let alice read it: a frame of mallory's own after it.
-    r.send(&chat(MALLORY, 1, "after the forged leave"));
+    r.send(&chat(&m, 1, "after the forged leave"));
     alice.expect_line("mallory: after the forged leave");
+    alice.assert_no_out("bob shown leaving", &|l| l.starts_with("* bob left"));
     chat_both_ways(&mut alice, &mut bob, "after a forged leave");
 }
 
+/// Carl's JOIN, relayed: he gives no address, so alice never links to
+/// him and hears him only through relays.
+fn join_unlinked(carl: &Identity, name: &str) -> Msg {
+    signed(
+        carl,
+        1,
+        Body::Join {
+            name: name.into(),
+            ip: None,
+            port: 1,
+            ident: ident(carl),
+        },
+    )
+}
+
+/// Where alice hears a member only through relays (carl, who gives no
+/// address), nothing but his signature tells his events from a relay's
+/// forgeries (issue 11: before signatures, a forged line was shown as his
+/// and his own line of that number swallowed; a forged LEAVE removed him
+/// for good). Now a forged line and a forged LEAVE, each from another
+/// relay signing with its own key, are never shown nor passed on to bob,
+/// the link that brought each is dropped, and carl's own line of that
+/// number, relayed honestly by trent, is shown by alice and bob.
+#[test]
+fn forgeries_through_a_relay_drop_the_relay() {
+    let (mut alice, mut bob) = pair();
+    let carl = who(0xca71);
+    let mut trent = Raw::connect(alice.port());
+    trent.hello(&who(0x7e47), "trent", true);
+    trent.send(&join_unlinked(&carl, "carl"));
+    trent.send(&chat(&carl, 2, "carl's first words"));
+    for p in [&mut alice, &mut bob] {
+        p.expect_line("carl: carl's first words");
+    }
+    let forgeries = [
+        ("a forged line", frames::lobby("forged by mallory")),
+        ("a forged LEAVE", Body::Leave),
+    ];
+    for (k, (what, body)) in forgeries.into_iter().enumerate() {
+        let m = who(0x6d00 + k as u64);
+        let mut r = Raw::connect(alice.port());
+        r.hello(&m, &format!("mallory{k}"), true);
+        r.send(&forged(&m, carl.id(), 3, body));
+        r.expect_closed(util::DEADLINE, &format!("the relay of {what}"));
+    }
+    trent.send(&chat(&carl, 3, "carl's own words"));
+    for p in [&mut alice, &mut bob] {
+        p.expect_line("carl: carl's own words");
+        p.assert_no_out("a forgery shown", &|l| {
+            l.contains("forged by mallory") || l.starts_with("* carl left")
+        });
+    }
+    chat_both_ways(&mut alice, &mut bob, "after forgeries through relays");
+}
+
+/// Sequence numbers at the top, from an invented member (its own key, its
+/// JOIN signed), bob (forged) and mallory herself: nothing far ahead is
+/// delivered, and mallory's own order goes on.
 #[test]
 fn sequence_numbers_jump_to_u64_max() {
+    let m = mallory();
     let (mut alice, mut bob) = pair();
     let mut r = Raw::connect(alice.port());
-    let (_, members) = r.hello(MALLORY, "mallory", true);
+    let (_, members) = r.hello(&m, "mallory", true);
     let b = entry(&members, "bob").clone();
-    let fake = 0xfa6e_0001;
-    for (origin, seq) in [
-        (fake, u64::MAX),
-        (fake, u64::MAX - 1),
-        (fake, 1),
-        (fake, u64::MAX),
-        (b.id.0, u64::MAX),
-        (MALLORY, u64::MAX),
-    ] {
-        r.send(&chat(origin, seq, &format!("seq {seq:x}")));
-    }
-    r.send(&chat(MALLORY, 1, "done"));
+    let fake = who(0xfa6e_0001);
+    let at = |seq: u64| frames::lobby(&format!("seq {seq:x}"));
+    r.send(&signed(&fake, u64::MAX, at(u64::MAX)));
+    r.send(&signed(&fake, u64::MAX - 1, at(u64::MAX - 1)));
+    r.send(&join_unlinked(&fake, "fake"));
+    r.send(&signed(&fake, u64::MAX, at(u64::MAX)));
+    r.send(&forged(&m, b.id, u64::MAX, at(u64::MAX)));
+    r.send(&signed(&m, u64::MAX, at(u64::MAX)));
+    r.send(&chat(&m, 1, "done"));
     alice.expect_line("mallory: done");
     alice.assert_no_out("an event far ahead delivered", &|l| {
         l.contains("seq ffffffff")
     });
     chat_both_ways(&mut alice, &mut bob, "after u64::MAX");
     // Mallory's next ones still count from where she was.
-    r.send(&chat(MALLORY, 2, "still in order"));
+    r.send(&chat(&m, 2, "still in order"));
     alice.expect_line("mallory: still in order");
 }
 
+/// A HELLO with alice's own id (and her key) is refused as a connection
+/// to herself. Nobody but alice can prove that id; it is refused as
+/// herself before its proof is looked at.
 #[test]
 fn hello_with_alices_own_id_is_refused() {
+    let m = mallory();
     let (mut alice, mut bob) = pair();
-    let (h, _) = Raw::connect(alice.port()).hello(MALLORY, "mallory", true);
+    let (h, _) = Raw::connect(alice.port()).hello(&m, "mallory", true);
     let mut r = Raw::connect(alice.port());
-    r.send(&hello_msg(h.id.0, "mirror", wire::VERSION));
+    let mirror = Hello {
+        id: h.id,
+        ident: h.ident,
+        ..frames::hello(&m, "mirror")
+    };
+    r.send(&Msg::Hello(frames::prove(&m, mirror)));
     let got = r.expect_closed(util::DEADLINE, "HELLO with alice's id");
     match got.as_slice() {
         [Msg::Refuse { code, text }] => {
@@ -536,41 +640,76 @@ fn hello_with_alices_own_id_is_refused() {
     chat_both_ways(&mut alice, &mut bob, "after a mirror");
 }
 
-/// Someone says HELLO with bob's node id: bob stays bob.
+/// Someone says HELLO with bob's node id: bob stays bob. An id is bound
+/// to its key, so the HELLO is refused outright, as unproved: with bob's
+/// key (signed with mallory's), or with mallory's own key (which does not
+/// make bob's id).
 #[test]
 fn hello_with_bobs_id_does_not_take_his_place() {
+    let m = mallory();
     let (mut alice, mut bob) = pair();
-    let (_, members) = Raw::connect(alice.port()).hello(MALLORY, "mallory", true);
+    let (_, members) = Raw::connect(alice.port()).hello(&m, "mallory", true);
     let b = entry(&members, "bob").clone();
-    let mut r = Raw::connect(alice.port());
-    r.send(&Msg::Hello(Hello {
-        version: wire::VERSION,
-        id: b.id,
-        name: "impostor".into(),
-        port: 1,
-        joining: false,
-        you: None,
-    }));
-    let _ = r.recv(Duration::from_millis(500));
+    for (what, key) in [("bob's key", b.ident), ("mallory's key", ident(&m))] {
+        let mut r = Raw::connect(alice.port());
+        let impostor = Hello {
+            id: b.id,
+            ident: key,
+            joining: false,
+            ..frames::hello(&m, "impostor")
+        };
+        r.send(&Msg::Hello(frames::prove(&m, impostor)));
+        let got = r.expect_closed(util::DEADLINE, &format!("bob's id with {what}"));
+        assert!(
+            matches!(
+                got.as_slice(),
+                [Msg::Refuse {
+                    code: Refusal::BadHello,
+                    ..
+                }]
+            ),
+            "bob's id with {what}: {got:?}"
+        );
+    }
     chat_both_ways(&mut alice, &mut bob, "after an impostor");
     alice.assert_no_out("bob renamed", &|l| l.starts_with("impostor:"));
 }
 
-/// A HELLO that takes alice's own name (with a small id) must not make her
-/// leave the network.
+/// A HELLO that takes alice's own name (with a smaller id than hers) must
+/// not make her leave the network. Ids are no longer chosen but made by a
+/// key: the namesake is the smallest of many keys, and proves its HELLO.
 #[test]
 fn hello_with_alices_name_does_not_evict_her() {
+    let m = mallory();
     let (mut alice, mut bob) = pair();
+    let (h, _) = Raw::connect(alice.port()).hello(&m, "mallory", true);
+    let namesake = (0..1024u64)
+        .map(|n| who(0xa11c_e000 + n))
+        .min_by_key(|i| i.id())
+        .unwrap();
+    eprintln!(
+        "alice is {}, her namesake {} (smaller: {})",
+        h.id,
+        namesake.id(),
+        namesake.id() < h.id
+    );
     let mut r = Raw::connect(alice.port());
     r.send(&Msg::Hello(Hello {
-        version: wire::VERSION,
-        id: NodeId(0),
-        name: "alice".into(),
-        port: 1,
         joining: false,
-        you: None,
+        ..frames::hello(&namesake, "alice")
     }));
-    let _ = r.recv(Duration::from_millis(500));
+    // Her HELLO, then the refusal: the name is hers.
+    let got = r.expect_closed(util::DEADLINE, "HELLO under alice's name");
+    assert!(
+        matches!(
+            got.last(),
+            Some(Msg::Refuse {
+                code: Refusal::NameTaken,
+                ..
+            })
+        ),
+        "{got:?}"
+    );
     assert!(alice.is_running(), "alice exited");
     chat_both_ways(&mut alice, &mut bob, "after a namesake");
     alice.assert_no_out("alice left", &|l| l.contains("taken"));
@@ -583,15 +722,19 @@ fn hello_with_alices_name_does_not_evict_her() {
 /// origins: alice's memory stays bounded.
 #[test]
 fn held_back_events_do_not_grow_memory() {
+    let m = mallory();
     let (mut alice, mut bob) = pair();
     let mut r = Raw::connect(alice.port());
-    r.hello(MALLORY, "mallory", true);
+    r.hello(&m, "mallory", true);
     let text = "h".repeat(60_000);
     // 600 frames of 60 kB (36 MB), none deliverable: seq 1 never comes.
+    // Each signed by its origin (75 keys), as an honest relay passes on.
+    let origins: Vec<Identity> = (0..75).map(|n| who(0x4e1d_0000 + n)).collect();
     for i in 0..600u64 {
-        r.send(&chat(0x4e1d_0000 + i / 8, 2 + i % 8, &text));
+        let origin = &origins[(i / 8) as usize];
+        r.send(&chat(origin, 2 + i % 8, &text));
     }
-    r.send(&chat(MALLORY, 1, "held"));
+    r.send(&chat(&m, 1, "held"));
     alice.expect_line("mallory: held");
     assert_rss_bounded(&mut alice, "held-back events");
     chat_both_ways(&mut alice, &mut bob, "after held-back events");
@@ -602,16 +745,17 @@ fn held_back_events_do_not_grow_memory() {
 /// hundreds of times at once.
 #[test]
 fn fetch_amplification_is_bounded() {
+    let m = mallory();
     let (mut alice, mut bob) = pair();
     let mut r = Raw::connect_small_rcvbuf(alice.port());
-    r.hello(MALLORY, "mallory", true);
+    r.hello(&m, "mallory", true);
     // Fill alice's event cache with mallory's own lines, as big as lines
     // may be (a longer one is not kept at all).
     let text = "c".repeat(wire::MAX_TEXT);
     for seq in 1..=16 {
-        r.send(&chat(MALLORY, seq, &text));
+        r.send(&chat(&m, seq, &text));
     }
-    r.send(&chat(MALLORY, 17, "cached"));
+    r.send(&chat(&m, 17, "cached"));
     alice.expect_line("mallory: cached");
     // 200 FETCHes of all 16 in one write: each answered with at most
     // 256 KiB, at most 8 MiB a second.
@@ -619,7 +763,7 @@ fn fetch_amplification_is_bounded() {
     for _ in 0..200 {
         wire::encode(
             &Msg::Fetch {
-                origin: NodeId(MALLORY),
+                origin: m.id(),
                 from: 1,
                 to: 16,
             },
@@ -650,21 +794,24 @@ fn fetch_amplification_is_bounded() {
 /// through alice (her member list must fit in frames).
 #[test]
 fn forged_joins_with_giant_names_do_not_block_joins() {
+    let m = mallory();
     let (mut alice, mut bob) = pair();
     let mut r = Raw::connect(alice.port());
-    r.hello(MALLORY, "mallory", true);
-    for origin in [0x6a01, 0x6a02] {
-        r.send(&Msg::Event(Event {
-            origin: NodeId(origin),
-            seq: 1,
-            body: Body::Join {
+    r.hello(&m, "mallory", true);
+    // Signed by their own keys: a name too long is refused for itself.
+    for giant in [who(0x6a01), who(0x6a02)] {
+        r.send(&signed(
+            &giant,
+            1,
+            Body::Join {
                 name: "g".repeat(40_000),
                 ip: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
                 port: 1,
+                ident: ident(&giant),
             },
-        }));
+        ));
     }
-    r.send(&chat(MALLORY, 1, "giants sent"));
+    r.send(&chat(&m, 1, "giants sent"));
     alice.expect_line("mallory: giants sent");
     let mut carol = Peer::join("carol", alice.port(), 3);
     alice.expect_line("* carol joined");

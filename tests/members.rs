@@ -9,38 +9,22 @@
 
 mod util;
 
-use p2pchat::node::NodeId;
-use p2pchat::proto::wire::{self, Body, Event, Hello, MAX_TEXT, Msg, Refusal};
+use p2pchat::proto::crypto::Identity;
+use p2pchat::proto::wire::{self, Body, Hello, MAX_TEXT, Msg, Refusal};
 use std::io::Read;
-use std::net::{Ipv4Addr, TcpListener};
+use std::net::TcpListener;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
-use util::frames::{self, chat};
+use util::frames::{self, chat, join, signed};
 use util::raw::{Got, Raw};
 use util::{Peer, chat_both_ways, pair};
 
-const MALLORY: u64 = 0x6d61_6c6c_6f72_7900;
-
-fn event(origin: u64, seq: u64, body: Body) -> Msg {
-    Msg::Event(Event {
-        origin: NodeId(origin),
-        seq,
-        body,
-    })
-}
-
-fn join_event(origin: u64, name: &str, port: u16) -> Msg {
-    event(
-        origin,
-        1,
-        Body::Join {
-            name: name.into(),
-            ip: Some(Ipv4Addr::LOCALHOST.into()),
-            port,
-        },
-    )
+/// Mallory's identity: her HELLO, JOIN and lines are her own, signed with
+/// her key.
+fn me() -> Identity {
+    frames::who(0x6d61_6c6c_6f72_7900)
 }
 
 /// `p`'s `:who` lines, whatever their number.
@@ -64,14 +48,14 @@ fn who(p: &mut Peer) -> Vec<String> {
 /// Mallory, a member, linked to `peer`.
 fn mallory(peer: &Peer) -> Raw {
     let mut r = Raw::connect(peer.port());
-    r.hello(MALLORY, "mallory", true);
-    r.send(&join_event(MALLORY, "mallory", 1));
+    r.hello(&me(), "mallory", true);
+    r.send(&join(&me(), "mallory", 1));
     r
 }
 
 /// Mallory says `text` as herself (event `seq`), and `who` sees it.
 fn marker(r: &mut Raw, seq: u64, text: &str, who: &mut [&mut Peer]) {
-    r.send(&chat(MALLORY, seq, text));
+    r.send(&chat(&me(), seq, text));
     for p in who {
         p.expect_line(&format!("mallory: {text}"));
     }
@@ -80,16 +64,17 @@ fn marker(r: &mut Raw, seq: u64, text: &str, who: &mut [&mut Peer]) {
 // ---------------------------------------------------------------------------
 // 1. Impersonation.
 
-/// A JOIN under alice's name with a fresh id: nobody shows a second alice,
-/// and the impostor's lines are never shown as alice's.
+/// A JOIN under alice's name with a fresh id (and a key of its own, its
+/// events signed: nothing here is a forgery): nobody shows a second
+/// alice, and the impostor's lines are never shown as alice's.
 #[test]
 fn a_join_event_cannot_take_a_name_in_use() {
     let (mut alice, mut bob) = pair();
     let mut r = mallory(&alice);
     bob.expect_line("* mallory joined");
-    let fake = 0x1111_0000;
-    r.send(&join_event(fake, "alice", 1));
-    r.send(&chat(fake, 2, "IMPOSTOR speaking"));
+    let fake = frames::who(0x1111_0000);
+    r.send(&join(&fake, "alice", 1));
+    r.send(&chat(&fake, 2, "IMPOSTOR speaking"));
     marker(&mut r, 2, "after the impostor", &mut [&mut alice, &mut bob]);
     for p in [&mut alice, &mut bob] {
         p.assert_no_out("a second alice", &|l| {
@@ -104,15 +89,16 @@ fn a_join_event_cannot_take_a_name_in_use() {
 }
 
 /// A HELLO that is not joining, under the taken name bob: refused, and
-/// nothing said on that link is shown as bob's.
+/// nothing said on that link is shown as bob's. Bob is present, so the
+/// refusal says the name is taken (the key check, which would also refuse
+/// it, comes second: "taken" is what a user in that place needs to hear).
 #[test]
 fn a_hello_cannot_take_a_name_in_use() {
     let (mut alice, mut bob) = pair();
     let mut r = Raw::connect(alice.port());
     r.send(&Msg::Hello(Hello {
         joining: false,
-        port: 1,
-        ..frames::hello(0x2222_0000, "bob")
+        ..frames::hello(&frames::who(0x2222_0000), "bob")
     }));
     let got = r.expect_closed(util::DEADLINE, "a HELLO under bob's name");
     assert!(
@@ -120,8 +106,8 @@ fn a_hello_cannot_take_a_name_in_use() {
             m,
             Msg::Refuse {
                 code: Refusal::NameTaken,
-                ..
-            }
+                text,
+            } if text.contains("the name bob is taken")
         )),
         "not refused as a taken name: {got:?}"
     );
@@ -161,9 +147,12 @@ fn a_burst_of_invented_members_locks_nobody_out() {
     let (mut alice, mut bob) = pair();
     let (port, dials) = counting_listener();
     let mut r = mallory(&alice);
+    // Each with a key of its own, its JOIN signed: they are as real as
+    // mallory can make them.
     let mut burst = Vec::new();
     for i in 0..5_000u64 {
-        let ev = join_event(0xfa6e_0000_0000 + i, &format!("fake{i}"), port);
+        let fake = frames::who(0xfa6e_0000_0000 + i);
+        let ev = join(&fake, &format!("fake{i}"), port);
         wire::encode(&ev, &mut burst).unwrap();
     }
     r.bytes(&burst);
@@ -205,16 +194,23 @@ fn a_burst_of_invented_members_locks_nobody_out() {
 // 3. A member that floods.
 
 /// Sends `n` chat lines as mallory, from event `seq` on, 1,000 every 10 ms
-/// (100,000 a second); returns the next event and how long it took.
+/// (100,000 a second), sealed as a real peer seals a burst (one signature
+/// per run); returns the next event and how long it took.
 fn flood(r: &mut Raw, mut seq: u64, n: u64) -> (u64, Duration) {
     let text = "x".repeat(100);
+    let batches: Vec<Vec<u8>> = (0..n / 1_000)
+        .map(|_| {
+            let lines = vec![frames::lobby(&text); 1_000];
+            let mut buf = Vec::new();
+            for ev in frames::sealed(&me(), seq, lines) {
+                wire::encode(&ev, &mut buf).unwrap();
+            }
+            seq += 1_000;
+            buf
+        })
+        .collect();
     let t0 = Instant::now();
-    for _ in 0..n / 1_000 {
-        let mut buf = Vec::new();
-        for _ in 0..1_000 {
-            wire::encode(&chat(MALLORY, seq, &text), &mut buf).unwrap();
-            seq += 1;
-        }
+    for buf in batches {
         r.bytes(&buf);
         thread::sleep(Duration::from_millis(10));
     }
@@ -301,12 +297,12 @@ fn fetch_answers_are_bounded_and_paced() {
     // 16 lines of the largest size, cached at alice.
     let big = "y".repeat(MAX_TEXT);
     for seq in 2..18 {
-        r.send(&chat(MALLORY, seq, &big));
+        r.send(&chat(&me(), seq, &big));
     }
     marker(&mut r, 18, "cached", &mut [&mut alice]);
     drain_bytes(&mut r, Duration::from_millis(300));
     let fetch = Msg::Fetch {
-        origin: NodeId(MALLORY),
+        origin: me().id(),
         from: 2,
         to: 17,
     };
@@ -344,8 +340,37 @@ fn fetch_answers_are_bounded_and_paced() {
 // ---------------------------------------------------------------------------
 // 5. Replays of a departed member.
 
-/// Erin joins, speaks and leaves; mallory kept her frames and replays them
-/// to frank, who joined after she left: frank shows no ghost.
+/// Reads what `r` is sent until `name`'s JOIN and her line `text` have
+/// come; returns her events as they came (signed by her: what a relay
+/// can keep and replay).
+fn capture(r: &mut Raw, name: &str, text: &str) -> Vec<Msg> {
+    let deadline = Instant::now() + util::DEADLINE;
+    let mut origin = None;
+    let mut kept = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ev = match r.recv(left) {
+            Got::Msg(Msg::Event(ev)) => ev,
+            Got::Msg(_) => continue,
+            _ => panic!("{name}'s events not relayed to mallory; kept {kept:?}"),
+        };
+        if matches!(&ev.body, Body::Join { name: n, .. } if n == name) {
+            origin = Some(ev.origin);
+        }
+        if origin != Some(ev.origin) {
+            continue;
+        }
+        let done = matches!(&ev.body, Body::Chat { text: t, .. } if t == text);
+        kept.push(Msg::Event(ev));
+        if done {
+            return kept;
+        }
+    }
+}
+
+/// Erin joins, speaks and leaves; mallory kept her frames (as alice
+/// relayed them, signed by erin) and replays them to frank, who joined
+/// after she left: frank shows no ghost.
 #[test]
 fn a_departed_members_replayed_events_raise_no_ghost() {
     let (mut alice, mut bob) = pair();
@@ -354,11 +379,7 @@ fn a_departed_members_replayed_events_raise_no_ghost() {
     alice.expect_line("* erin joined");
     erin.send("erin was here");
     alice.expect_line("erin: erin was here");
-    // Erin's id, from a fresh member list.
-    let mut peek = Raw::connect(alice.port());
-    let (_, members) = peek.hello(MALLORY + 1, "peek", true);
-    let erin_id = members.iter().find(|e| e.name == "erin").unwrap().id;
-    drop(peek);
+    let kept = capture(&mut r, "erin", "erin was here");
     erin.send(":q");
     erin.expect_exit(0);
     alice.expect_line("* erin left");
@@ -366,10 +387,11 @@ fn a_departed_members_replayed_events_raise_no_ghost() {
     let mut to_frank = Raw::connect(frank.port());
     to_frank.send(&Msg::Hello(Hello {
         joining: false,
-        ..frames::hello(MALLORY, "mallory")
+        ..frames::hello(&me(), "mallory")
     }));
-    to_frank.send(&join_event(erin_id.0, "erin", 1));
-    to_frank.send(&chat(erin_id.0, 2, "erin was here"));
+    for m in &kept {
+        to_frank.send(m);
+    }
     marker(&mut r, 2, "replayed", &mut [&mut frank]);
     frank.assert_no_out("a ghost of erin", &|l| l.contains("erin"));
     let who = who(&mut frank);
@@ -385,7 +407,7 @@ fn a_departed_members_replayed_events_raise_no_ghost() {
 fn an_overlong_line_is_dropped() {
     let (mut alice, mut bob) = pair();
     let mut r = mallory(&alice);
-    r.send(&chat(MALLORY, 2, &"z".repeat(65_000)));
+    r.send(&chat(&me(), 2, &"z".repeat(65_000)));
     marker(&mut r, 3, "after a long line", &mut [&mut alice, &mut bob]);
     for p in [&mut alice, &mut bob] {
         p.assert_no_out("an overlong line", &|l| l.contains("zzzz"));
@@ -407,8 +429,8 @@ fn invisible_and_bidi_characters_are_escaped() {
     alice.expect_line("* bob joined");
     let mut r = mallory(&alice);
     let text = "a\u{200e}b\u{200f}c\u{61c}d\u{2028}e\u{2029}f\u{85}g\u{202e}h";
-    r.send(&event(
-        MALLORY,
+    r.send(&signed(
+        &me(),
         2,
         Body::Chat {
             room: "lobby\u{9b}".into(),

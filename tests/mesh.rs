@@ -592,6 +592,8 @@ fn neighbours_restarted_on_same_ports_are_found_again() {
     carol.expect_line("* alice left (connection lost)");
     carol.expect_line("* bob left (connection lost)");
     let detected = killed.elapsed();
+    // They come back as themselves: the same keys.
+    let (home_a, home_b) = (alice.keep_home(), bob.keep_home());
     drop(alice);
     drop(bob);
 
@@ -602,9 +604,9 @@ fn neighbours_restarted_on_same_ports_are_found_again() {
 
     // A new network on the old ports.
     let restarted = Instant::now();
-    let mut alice = Peer::launch("alice", &["-p", &sa], None, Stdio::piped());
+    let mut alice = Peer::launch_env("alice", &["-p", &sa], None, Stdio::piped(), &home_a.env());
     assert_eq!(alice.port(), pa, "alice did not get her old port back");
-    let mut bob = Peer::launch("bob", &["-p", &sb], Some(pa), Stdio::piped());
+    let mut bob = Peer::launch_env("bob", &["-p", &sb], Some(pa), Stdio::piped(), &home_b.env());
     assert_eq!(bob.port(), pb, "bob did not get his old port back");
     bob.expect_joined(pa, 2);
     alice.expect_line("* bob joined");

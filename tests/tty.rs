@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use util::{BIN, DEADLINE, Peer};
+use util::{BIN, DEADLINE, Peer, TempDir};
 
 /// The prompt of the peer under test.
 const PROMPT: &str = "[lobby] alice> ";
@@ -56,29 +56,11 @@ fn is_hhmm(s: &str) -> bool {
             .all(|(i, c)| i == 2 || c.is_ascii_digit())
 }
 
-/// A private directory (HOME and XDG_STATE_HOME), removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(unique(tag));
-        fs::create_dir_all(p.join("state")).unwrap();
-        TempDir(p)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-
-    fn state(&self) -> PathBuf {
-        self.0.join("state")
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
+/// The XDG_STATE_HOME inside a private HOME.
+fn state_of(home: &TempDir) -> PathBuf {
+    let p = home.path().join("state");
+    fs::create_dir_all(&p).unwrap();
+    p
 }
 
 /// parent pid -> child pids, from /proc.
@@ -455,7 +437,7 @@ fn peer_cmd(home: &TempDir, env: &[(&str, &str)], name: &str, port: u16) -> Stri
     let mut cmd = format!(
         "env -u NO_COLOR HOME={} XDG_STATE_HOME={}",
         sh(home.path().to_str().unwrap()),
-        sh(home.state().to_str().unwrap())
+        sh(state_of(home).to_str().unwrap())
     );
     for (k, v) in env {
         cmd += &format!(" {k}={}", sh(v));
@@ -998,7 +980,7 @@ fn history_recalls_lines_and_survives_a_restart() {
     c.bob.expect_line("* alice left");
     assert_eq!(c.wait_wrapped(), 0, "exit status after :q");
     c.assert_restored();
-    let saved = fs::read_to_string(c.home.state().join("p2pchat/history")).unwrap();
+    let saved = fs::read_to_string(state_of(&c.home).join("p2pchat/history")).unwrap();
     assert_eq!(
         saved,
         "first line\nsecond line\nfirst line again\npasted one\\npasted two\n:q\n"
@@ -1020,7 +1002,7 @@ fn history_recalls_lines_and_survives_a_restart() {
     pane.expect_input("first line", PW + 10);
     // Walking the history writes nothing.
     assert_eq!(
-        fs::read_to_string(c.home.state().join("p2pchat/history")).unwrap(),
+        fs::read_to_string(state_of(&c.home).join("p2pchat/history")).unwrap(),
         saved
     );
 }
@@ -1262,7 +1244,7 @@ fn history_is_appended_by_every_instance() {
     a.type_text(":q");
     a.keys(&["Enter"]);
     bob.expect_line("* alice left");
-    let saved = fs::read_to_string(home.state().join("p2pchat/history")).unwrap();
+    let saved = fs::read_to_string(state_of(&home).join("p2pchat/history")).unwrap();
     let lines: Vec<&str> = saved.lines().collect();
     assert_eq!(
         lines,

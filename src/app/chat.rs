@@ -108,6 +108,9 @@ mod tests {
         fn is_present(&self, id: NodeId) -> bool {
             id.0 < 3
         }
+        fn key_of(&self, _: NodeId) -> Option<crate::proto::crypto::PublicKey> {
+            None
+        }
     }
 
     #[test]

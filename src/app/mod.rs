@@ -10,6 +10,7 @@ pub mod chat;
 pub mod rooms;
 
 use crate::proto::NodeId;
+use crate::proto::crypto::PublicKey;
 use crate::proto::wire::Body;
 use std::fmt;
 use std::net::SocketAddr;
@@ -34,6 +35,9 @@ pub trait Net {
     /// Whether member `id` is shown as present (not lost, not gone); we
     /// are.
     fn is_present(&self, id: NodeId) -> bool;
+    /// The key member `id`'s node id is bound to (ours for our id), if
+    /// known: its events are verified as that key's.
+    fn key_of(&self, id: NodeId) -> Option<PublicKey>;
 }
 
 /// Something for the user interface to show.
@@ -92,6 +96,8 @@ pub enum Show {
     },
     /// A command refused: nothing was sent.
     Error(String),
+    /// An answer to a question the user asked (`:whois`, `:trust`).
+    Info(String),
 }
 
 /// One line of `:rooms`.

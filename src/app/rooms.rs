@@ -68,6 +68,7 @@
 //! peer never takes.
 
 use super::{LOBBY, MemberView, Net, RoomView, Show};
+use crate::proto::crypto::PublicKey;
 use crate::proto::wire::rooms::{
     HISTORY_BYTES, HISTORY_LINES, Line as WireLine, MAX_GAVE, MAX_KICKED, MAX_ROSTER, Op,
     RoomEvent, RoomState, valid_room,
@@ -193,6 +194,8 @@ struct Rec {
     epoch: u32,
     owner: NodeId,
     from: NodeId,
+    /// The key the room belongs to (see the module docs).
+    lord: PublicKey,
     /// Taken over by an election.
     elected: bool,
     gave: Vec<NodeId>,
@@ -211,6 +214,7 @@ impl Rec {
             epoch: st.epoch,
             owner,
             from: st.from,
+            lord: st.lord,
             elected: st.elected,
             gave: st.gave.clone(),
             kicked: st.kicked.clone(),
@@ -231,6 +235,7 @@ impl Rec {
             era: self.era,
             epoch: self.epoch,
             from: self.from,
+            lord: self.lord,
             op: if self.epoch == 1 {
                 Op::Create
             } else {
@@ -753,6 +758,7 @@ impl Rooms {
             era,
             epoch: 1,
             from: NodeId(0),
+            lord: net.key_of(net.id()).unwrap_or_default(),
             op: Op::Create,
             arg: String::new(),
             deleted: false,
@@ -989,6 +995,7 @@ impl Rooms {
             era: rec.era,
             epoch: rec.epoch,
             from: rec.from,
+            lord: rec.lord,
             op,
             arg,
             deleted: rec.deleted,
@@ -1270,11 +1277,36 @@ impl Rooms {
             self.hints(net, &key, &st, true, now);
             self.rooms.insert(key.clone(), Room::new(x, &st));
             self.changed(net, &key, None, x, &st, now);
+            self.reclaim(net, &key, now);
             return;
         }
         self.judge_and_take(net, &key, x, st, now);
         self.retry(net, &key, now);
         self.withdraw(net, &key, now);
+        self.reclaim(net, &key, now);
+    }
+
+    /// Takes room `key` back if it is ours by key (its lord) but another
+    /// node id has it: we restarted, and it is still our room. Never from
+    /// a present node of our own key (the same identity run twice).
+    fn reclaim(&mut self, net: &mut impl Net, key: &str, now: Millis) {
+        let me = net.id();
+        let Some(mine) = net.key_of(me) else {
+            return;
+        };
+        let Some(r) = self.rooms.get(key) else {
+            return;
+        };
+        let owner = r.cur.owner;
+        if r.cur.lord != mine
+            || owner == me
+            || r.cur.deleted
+            || self.leaving.is_some()
+            || (net.is_present(owner) && net.key_of(owner) == Some(mine))
+        {
+            return;
+        }
+        self.claim(net, key, Op::Reclaim, now);
     }
 
     /// Withdraws our states of room `key` that no longer stand: an
@@ -1603,6 +1635,13 @@ impl Rooms {
             era,
             epoch: top + 1,
             from: r.cur.owner,
+            // Elected, we stand in for the lord; given or taken back, the
+            // room is ours.
+            lord: if matches!(op, Op::Elected | Op::Close) {
+                r.cur.lord
+            } else {
+                net.key_of(net.id()).unwrap_or_default()
+            },
             op,
             arg: String::new(),
             deleted: op == Op::Close,
@@ -1989,15 +2028,31 @@ fn valid(
     }
     if st.epoch == 1 {
         // Two creators at once: both valid, the larger id wins. (An
-        // announce of a creation is one too.)
+        // announce of a creation is one too.) A room is its creator's key's.
+        if net.key_of(x).is_some_and(|k| k != st.lord) {
+            return Verdict::Stale;
+        }
         return if matches!(st.op, Op::Create | Op::Announce) {
             Verdict::Take
         } else {
             Verdict::Stale
         };
     }
-    let given = base_of(known, st.from, st.epoch).is_some_and(|b| b.gave.contains(&x));
-    if given || !net.is_present(st.from) {
+    let base = base_of(known, st.from, st.epoch);
+    let key = net.key_of(x);
+    if st.elected {
+        // A stand-in keeps the lord of the owner it replaces.
+        if base.is_some_and(|b| b.lord != st.lord) {
+            return Verdict::Stale;
+        }
+    } else if key.is_some_and(|k| k != st.lord) {
+        // Given, or taken back: the room is the claimer's key's.
+        return Verdict::Stale;
+    }
+    let given = base.is_some_and(|b| b.gave.contains(&x));
+    // The room's lord, back under another node id (restarted).
+    let lord = base.is_some_and(|b| key.is_some_and(|k| k == b.lord));
+    if given || lord || !net.is_present(st.from) {
         Verdict::Take
     } else {
         Verdict::Wait
@@ -2011,6 +2066,8 @@ fn take(known: &mut BTreeMap<(u32, NodeId), Rec>, x: NodeId, st: &RoomState) {
     if let Some(old) = known.get(&(st.epoch, x)) {
         rec.void |= old.void;
         rec.elected |= old.elected;
+        // Only a claim makes a lord.
+        rec.lord = old.lord;
     }
     known.insert((st.epoch, x), rec);
     while known.len() > KNOWN {
@@ -2126,6 +2183,7 @@ mod tests {
                 origin: self.me,
                 seq: 1,
                 body: body.clone(),
+                seal: None,
             });
             wire::frame(&ev).expect("encodes");
             self.out.push(body);
@@ -2165,6 +2223,16 @@ mod tests {
         }
         fn is_present(&self, id: NodeId) -> bool {
             id == self.me || self.present.contains(&id)
+        }
+        /// A peer's key is its name's: one that starts again under its
+        /// name (a new id) has its key.
+        fn key_of(&self, id: NodeId) -> Option<PublicKey> {
+            let name = self.names.get(&id)?;
+            let mut k = [0; 32];
+            for (i, b) in name.bytes().take(32).enumerate() {
+                k[i] = b;
+            }
+            Some(k)
         }
     }
 
@@ -2597,11 +2665,14 @@ mod tests {
         }
         w.settle();
         // Mallory forges alice's state with bob kicked, at alice's key.
+        let mut lord = [0; 32];
+        lord[..5].copy_from_slice(b"alice");
         let forged = RoomState {
             name: "dev".into(),
             era: 1,
             epoch: 1,
             from: NodeId(0),
+            lord,
             op: Op::Kick,
             arg: "bob".into(),
             deleted: false,
@@ -2708,6 +2779,81 @@ mod tests {
                     .contains(&"* room dev now owned by carol".to_owned())
             );
         }
+    }
+
+    #[test]
+    fn an_owner_back_with_its_key_takes_its_room_back() {
+        for seed in 0..20 {
+            let mut w = World::new(&["alice", "bob", "carol", "dave"], seed);
+            w.cmd(0, Cmd::Create("dev".into()));
+            w.settle();
+            for i in 1..3 {
+                w.cmd(i, Cmd::Join(Some("dev".into())));
+            }
+            w.settle();
+            w.cmd(0, Cmd::Kick("carol".into()));
+            w.settle();
+            // alice crashes; bob (the largest id in dev) is elected.
+            w.kill(0);
+            w.all_see_gone(0);
+            w.settle();
+            let s = w.agree();
+            assert_eq!(room(&s, "dev").owner, w.id(1), "seed {seed}");
+            // alice starts again: a new id, her key. Still her room, with
+            // its kick list; bob's election stood in for her.
+            let a = w.add("alice");
+            w.settle();
+            let s = w.agree();
+            assert_eq!(room(&s, "dev").owner, w.id(a), "seed {seed}");
+            assert_eq!(room(&s, "dev").kicked, ["carol"], "seed {seed}");
+            assert!(
+                w.texts(a)
+                    .contains(&"* room dev now owned by alice".to_owned()),
+                "seed {seed}"
+            );
+            // Her commands are the owner's again; bob's are refused.
+            w.cmd(1, Cmd::Kick("dave".into()));
+            assert!(w.texts(1).iter().any(|l| l.contains("you do not own dev")));
+            w.cmd(a, Cmd::Join(Some("dev".into())));
+            w.settle();
+            w.cmd(a, Cmd::Unkick("carol".into()));
+            w.settle();
+            assert!(w.agree()[0].kicked.is_empty(), "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn a_new_id_with_another_key_takes_nothing() {
+        // dave, elected nowhere, claims alice's room as if he were her
+        // back (her lord, another key) or as if elected over her while she
+        // is present: nobody takes either.
+        let mut w = World::new(&["alice", "bob", "dave"], 1);
+        w.cmd(0, Cmd::Create("dev".into()));
+        w.settle();
+        w.cmd(1, Cmd::Join(Some("dev".into())));
+        w.settle();
+        let cur = w.peers[0].rooms.rooms["dev"].cur.clone();
+        let mut st = cur.state("dev");
+        st.epoch = 2;
+        st.from = w.id(0);
+        st.op = Op::Reclaim;
+        st.kicked = vec!["bob".into()];
+        let d = w.id(2);
+        w.log
+            .get_mut(&d)
+            .unwrap()
+            .push(Body::Room(RoomEvent::State(st.clone())));
+        st.epoch = 3;
+        st.elected = true;
+        st.op = Op::Elected;
+        w.log
+            .get_mut(&d)
+            .unwrap()
+            .push(Body::Room(RoomEvent::State(st)));
+        w.settle();
+        let s = w.agree_among(&[0, 1]);
+        assert_eq!(room(&s, "dev").owner, w.id(0));
+        assert!(room(&s, "dev").kicked.is_empty());
     }
 
     #[test]

@@ -14,6 +14,12 @@
 //! next, then [`Broadcast::drain`] hands back the held ones one at a time,
 //! so the node can act on each (a LEAVE ends its origin) before the next.
 //!
+//! Nothing is delivered or relayed before its origin's signature covers
+//! it (see [`super::seal`]): events taken in order wait in the origin's
+//! verifier, and our own events are sealed, one signature a run, by
+//! [`Broadcast::seal`], which the node runs when [`Broadcast::deadline`]
+//! says so (at once, in the same turn of the loop).
+//!
 //! Fair shares, so that one member's flood slows only itself: each origin
 //! is delivered at most [`ORIGIN_BURST`] events at once and
 //! [`ORIGIN_RATE`] a second after that (the rest wait, held, and beyond
@@ -23,9 +29,12 @@
 //! is answered with at most [`FETCH_BYTES`], and [`FETCH_RATE`] bytes a
 //! second.
 
+use super::crypto::{self, EventHash, Identity};
+use super::seal::{self, Sealer, Taken, Verifier};
 use super::wire::{self, Body, Event, Frame, Msg};
 use super::{Bucket, EventId, Io, LinkId, Millis, NodeId, Sink, soonest};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use ed25519_dalek::VerifyingKey;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 /// Events held back per origin, waiting for a gap to fill (or for their
 /// turn), bytes held back per origin, and in all.
@@ -56,12 +65,17 @@ pub struct Config {
     pub gap_giveup: Millis,
 }
 
-/// An event held back, decoded once, with the link it came on.
+/// An event held back, decoded once, with its hash and the link it came
+/// on. An empty frame is an event taken as nothing (see `Body::Refused`):
+/// never relayed.
 #[derive(Debug)]
 struct Held {
     ev: Event,
+    hash: EventHash,
     frame: Frame,
     link: LinkId,
+    /// Its signature was checked (held ahead, see [`Broadcast::vouched`]).
+    checked: bool,
 }
 
 /// Where one origin's events have got to.
@@ -76,6 +90,9 @@ struct Origin {
     /// The furthest event seen ahead of `next`, held or not (too far
     /// ahead to hold): we are behind until `next` passes it.
     ahead: u64,
+    /// The furthest event ahead of `next` not held (too far ahead, or no
+    /// room) whose signature checked out: the origin got that far.
+    proven: u64,
     /// A neighbour answered our FETCH: its oldest event of this origin is
     /// this one; what comes before is lost to it.
     lack: Option<u64>,
@@ -95,6 +112,11 @@ struct Origin {
     /// used them up.
     rate: Bucket,
     rate_at: Option<Millis>,
+    /// Events taken in order, kept back until a signature covers them
+    /// (counted in the held bytes), and the origin's key.
+    verifier: Verifier<Held>,
+    /// Events checked and relayed, not yet handed to the node.
+    ready: VecDeque<Event>,
 }
 
 impl Origin {
@@ -104,6 +126,7 @@ impl Origin {
             held: BTreeMap::new(),
             held_bytes: 0,
             ahead: 0,
+            proven: 0,
             lack: None,
             skipped_to: 0,
             first_seen: 0,
@@ -113,7 +136,38 @@ impl Origin {
             paused: false,
             rate: Bucket::new(ORIGIN_RATE, ORIGIN_BURST),
             rate_at: None,
+            verifier: Verifier::default(),
+            ready: VecDeque::new(),
         }
+    }
+
+    /// The next event not delivered yet: before those kept back.
+    fn done(&self) -> u64 {
+        self.next - self.verifier.waiting() as u64
+    }
+
+    /// Counts `n` bytes more (or less) against the origin's held share and
+    /// `total`; when adding, only if they fit. Returns whether they did.
+    fn charge(&mut self, total: &mut usize, n: usize, add: bool) -> bool {
+        if !add {
+            self.held_bytes -= n;
+            *total -= n;
+            return true;
+        }
+        if self.held_bytes + n > HELD_PER_ORIGIN || *total + n > HELD_BYTES {
+            return false;
+        }
+        self.held_bytes += n;
+        *total += n;
+        true
+    }
+
+    /// Lets go of what the verifier kept back, and what is ready.
+    fn clear_verifier(&mut self, total: &mut usize) {
+        for h in self.verifier.clear() {
+            self.charge(total, h.frame.len(), false);
+        }
+        self.ready.clear();
     }
 
     /// Whether we know of events that we have not delivered.
@@ -121,33 +175,29 @@ impl Origin {
         !self.held.is_empty() || self.ahead >= self.next
     }
 
-    /// Holds back event `ev` (not before `next`), if it is within the
+    /// Holds back event `h` (not before `next`), if it is within the
     /// window and there is room in the origin's share and in `total`.
     /// Returns whether it is held now (or was already).
-    fn hold(&mut self, total: &mut usize, ev: Event, frame: Frame, link: LinkId) -> bool {
-        let seq = ev.seq;
+    fn hold(&mut self, total: &mut usize, h: Held) -> bool {
+        let seq = h.ev.seq;
         self.ahead = self.ahead.max(seq);
         if self.held.contains_key(&seq) {
             return true;
         }
-        let n = frame.len();
-        let room = self.held.len() < MAX_HELD
-            && self.held_bytes + n <= HELD_PER_ORIGIN
-            && *total + n <= HELD_BYTES;
-        if seq - self.next >= HOLD_WINDOW || !room {
+        if seq - self.next >= HOLD_WINDOW
+            || self.held.len() >= MAX_HELD
+            || !self.charge(total, h.frame.len(), true)
+        {
             return false;
         }
-        self.held_bytes += n;
-        *total += n;
-        self.held.insert(seq, Held { ev, frame, link });
+        self.held.insert(seq, h);
         true
     }
 
     /// Takes the held event `seq` out.
     fn unhold(&mut self, total: &mut usize, seq: u64) -> Option<Held> {
         let h = self.held.remove(&seq)?;
-        self.held_bytes -= h.frame.len();
-        *total -= h.frame.len();
+        self.charge(total, h.frame.len(), false);
         Some(h)
     }
 
@@ -156,8 +206,7 @@ impl Origin {
         let keep = self.held.split_off(&seq);
         let gone = std::mem::replace(&mut self.held, keep);
         let n: usize = gone.values().map(|h| h.frame.len()).sum();
-        self.held_bytes -= n;
-        *total -= n;
+        self.charge(total, n, false);
     }
 
     /// Takes a turn under the origin's rate; if there is none, notes when
@@ -196,69 +245,100 @@ struct Neighbour {
 /// Recent events by id, bounded in count and bytes. When full, the oldest
 /// event of the origin with the most events (or bytes) in it goes first:
 /// a flood from one origin pushes out its own events, not others'.
+///
+/// Each origin's events are kept in its order (they are released in it),
+/// so adding one is a push at the back and letting one go a pop at the
+/// front.
 #[derive(Debug, Default)]
 struct Cache {
-    frames: BTreeMap<EventId, Frame>,
-    /// Events and bytes kept per origin, and the origins by each.
-    per: HashMap<NodeId, (usize, usize)>,
+    per: HashMap<NodeId, Kept>,
+    /// The origins by events and by bytes kept.
     by_count: BTreeSet<(usize, NodeId)>,
     by_bytes: BTreeSet<(usize, NodeId)>,
     events: usize,
     bytes: usize,
 }
 
-impl Cache {
-    fn range(origin: NodeId) -> std::ops::RangeInclusive<EventId> {
-        EventId { origin, seq: 0 }..=EventId {
-            origin,
-            seq: u64::MAX,
+/// One origin's events in the cache, in order of sequence number.
+#[derive(Debug, Default)]
+struct Kept {
+    frames: VecDeque<(u64, Frame)>,
+    bytes: usize,
+}
+
+impl Kept {
+    /// Where event `seq` is, or would go.
+    fn find(&self, seq: u64) -> Result<usize, usize> {
+        match self.frames.back() {
+            Some(&(last, _)) if seq > last => Err(self.frames.len()),
+            _ => self.frames.binary_search_by_key(&seq, |&(s, _)| s),
         }
     }
+}
 
+impl Cache {
     /// The oldest event of `origin` still kept.
+    #[cfg(test)]
     fn oldest(&self, origin: NodeId) -> Option<u64> {
-        self.frames
-            .range(Cache::range(origin))
-            .next()
-            .map(|(id, _)| id.seq)
+        self.per.get(&origin)?.frames.front().map(|&(s, _)| s)
+    }
+
+    fn contains(&self, id: EventId) -> bool {
+        self.per
+            .get(&id.origin)
+            .is_some_and(|k| k.find(id.seq).is_ok())
     }
 
     /// The first event of `id`'s origin kept at or after it.
     fn first_from(&self, id: EventId) -> Option<u64> {
-        let end = *Cache::range(id.origin).end();
-        self.frames.range(id..=end).next().map(|(id, _)| id.seq)
+        let k = self.per.get(&id.origin)?;
+        let i = k.find(id.seq).unwrap_or_else(|i| i);
+        k.frames.get(i).map(|&(s, _)| s)
     }
 
-    /// Adds `d` events of `n` bytes (or takes them away) from `origin`'s
-    /// share.
-    fn count(&mut self, origin: NodeId, add: bool, n: usize) {
-        let (c, b) = self.per.get(&origin).copied().unwrap_or_default();
-        self.by_count.remove(&(c, origin));
-        self.by_bytes.remove(&(b, origin));
-        let (c, b) = if add {
-            self.events += 1;
-            self.bytes += n;
-            (c + 1, b + n)
-        } else {
-            self.events -= 1;
-            self.bytes -= n;
-            (c - 1, b - n)
-        };
-        if c == 0 {
-            self.per.remove(&origin);
-        } else {
-            self.per.insert(origin, (c, b));
-            self.by_count.insert((c, origin));
-            self.by_bytes.insert((b, origin));
+    /// `origin`'s events `from..=to` that are kept, in order.
+    fn range(&self, origin: NodeId, from: u64, to: u64) -> impl Iterator<Item = &Frame> {
+        let k = self.per.get(&origin);
+        let i = k.map_or(0, |k| k.find(from).unwrap_or_else(|i| i));
+        k.into_iter()
+            .flat_map(move |k| k.frames.range(i..))
+            .take_while(move |&&(s, _)| s <= to)
+            .map(|(_, f)| f)
+    }
+
+    /// Moves `origin` in the orders by count and bytes: it had `was`
+    /// (events, bytes) and has what its entry says now.
+    fn reorder(&mut self, origin: NodeId, was: (usize, usize)) {
+        self.by_count.remove(&(was.0, origin));
+        self.by_bytes.remove(&(was.1, origin));
+        match self.per.get(&origin) {
+            Some(k) if !k.frames.is_empty() => {
+                self.by_count.insert((k.frames.len(), origin));
+                self.by_bytes.insert((k.bytes, origin));
+            }
+            _ => {
+                self.per.remove(&origin);
+            }
         }
     }
 
     fn insert(&mut self, id: EventId, frame: Frame) {
         let n = frame.len();
-        if let Some(old) = self.frames.insert(id, frame) {
-            self.count(id.origin, false, old.len());
+        let k = self.per.entry(id.origin).or_default();
+        let was = (k.frames.len(), k.bytes);
+        match k.find(id.seq) {
+            Ok(i) => {
+                let old = std::mem::replace(&mut k.frames[i].1, frame);
+                k.bytes -= old.len();
+                self.bytes -= old.len();
+                self.events -= 1;
+            }
+            Err(i) => k.frames.insert(i, (id.seq, frame)),
         }
-        self.count(id.origin, true, n);
+        k.bytes += n;
+        self.bytes += n;
+        self.events += 1;
+        self.reorder(id.origin, was);
         while self.events > CACHE_EVENTS {
             let Some(&(_, o)) = self.by_count.last() else {
                 break;
@@ -274,12 +354,16 @@ impl Cache {
     }
 
     fn evict_oldest(&mut self, origin: NodeId) {
-        let Some(seq) = self.oldest(origin) else {
+        let Some(k) = self.per.get_mut(&origin) else {
             return;
         };
-        if let Some(f) = self.frames.remove(&EventId { origin, seq }) {
-            self.count(origin, false, f.len());
+        let was = (k.frames.len(), k.bytes);
+        if let Some((_, f)) = k.frames.pop_front() {
+            k.bytes -= f.len();
+            self.bytes -= f.len();
+            self.events -= 1;
         }
+        self.reorder(origin, was);
     }
 }
 
@@ -311,8 +395,13 @@ pub enum Gap {
 pub struct Broadcast {
     cfg: Config,
     me: NodeId,
+    ident: Identity,
     /// The last sequence number we used.
     seq: u64,
+    /// Our events not sent yet, until they are sealed.
+    sealer: Sealer,
+    /// Links that brought a forgery, for the node to drop.
+    rejected: Vec<LinkId>,
     origins: BTreeMap<NodeId, Origin>,
     neighbours: BTreeMap<LinkId, Neighbour>,
     cache: Cache,
@@ -323,11 +412,14 @@ pub struct Broadcast {
 }
 
 impl Broadcast {
-    pub fn new(cfg: Config, me: NodeId) -> Broadcast {
+    pub fn new(cfg: Config, ident: Identity) -> Broadcast {
         Broadcast {
             cfg,
-            me,
+            me: ident.id(),
+            ident,
             seq: 0,
+            sealer: Sealer::default(),
+            rejected: Vec::new(),
             origins: BTreeMap::new(),
             neighbours: BTreeMap::new(),
             cache: Cache::default(),
@@ -382,6 +474,15 @@ impl Broadcast {
             .is_some_and(|o| id.seq < o.next)
     }
 
+    /// Whether an event, `signed` or not, is a copy with nothing to add:
+    /// delivered already, or kept back for a signature and unsigned
+    /// itself (a signed copy may settle it: [`Broadcast::accept`]).
+    pub fn is_copy(&self, id: EventId, signed: bool) -> bool {
+        self.origins
+            .get(&id.origin)
+            .is_some_and(|o| id.seq < o.done() || (id.seq < o.next && !signed))
+    }
+
     /// Whether we track `origin`'s events.
     pub fn knows(&self, origin: NodeId) -> bool {
         self.origins.contains_key(&origin)
@@ -396,7 +497,7 @@ impl Broadcast {
 
     /// The last event of `origin` delivered (0: none).
     pub fn delivered(&self, origin: NodeId) -> Option<u64> {
-        self.origins.get(&origin).map(|o| o.next - 1)
+        self.origins.get(&origin).map(|o| o.done() - 1)
     }
 
     /// Whether nothing has been delivered or held of `origin`: a member
@@ -407,10 +508,31 @@ impl Broadcast {
             .is_none_or(|o| o.held.is_empty() && o.next == 1)
     }
 
+    /// `origin`'s key: its signatures can be checked from now on.
+    pub fn set_key(&mut self, origin: NodeId, key: VerifyingKey) {
+        if let Some(o) = self.origins.get_mut(&origin) {
+            o.verifier.set_key(key);
+        }
+    }
+
+    /// Whether we can check `origin`'s signatures.
+    pub fn has_key(&self, origin: NodeId) -> bool {
+        self.origins
+            .get(&origin)
+            .is_some_and(|o| o.verifier.has_key())
+    }
+
+    /// Links that brought a forgery since the last call: the node drops
+    /// them.
+    pub fn take_rejected(&mut self) -> Vec<LinkId> {
+        std::mem::take(&mut self.rejected)
+    }
+
     /// Forgets `origin` altogether (it left, or was never real).
     pub fn remove(&mut self, origin: NodeId) {
         if let Some(mut o) = self.origins.remove(&origin) {
             o.unhold_below(&mut self.held_bytes, u64::MAX);
+            o.clear_verifier(&mut self.held_bytes);
         }
     }
 
@@ -420,7 +542,9 @@ impl Broadcast {
     pub fn forget(&mut self, origin: NodeId) -> Option<u64> {
         let mut o = self.origins.remove(&origin)?;
         o.unhold_below(&mut self.held_bytes, u64::MAX);
-        Some(o.next)
+        let done = o.done();
+        o.clear_verifier(&mut self.held_bytes);
+        Some(done)
     }
 
     /// An origin forgotten is heard of again: tracked again, paused, where
@@ -438,6 +562,9 @@ impl Broadcast {
     pub fn pause(&mut self, origin: NodeId) {
         if let Some(o) = self.origins.get_mut(&origin) {
             o.unhold_below(&mut self.held_bytes, u64::MAX);
+            // What was kept back waiting for a signature comes again.
+            o.next = o.done();
+            o.clear_verifier(&mut self.held_bytes);
             o.paused = true;
             o.ahead = 0;
             o.lack = None;
@@ -465,6 +592,7 @@ impl Broadcast {
     /// `seq`: start after them; what we held below is theirs already.
     pub fn start_after(&mut self, origin: NodeId, seq: u64) {
         let o = self.origins.entry(origin).or_insert_with(|| Origin::new(1));
+        o.clear_verifier(&mut self.held_bytes);
         o.next = seq.saturating_add(1);
         o.unhold_below(&mut self.held_bytes, o.next);
     }
@@ -499,13 +627,48 @@ impl Broadcast {
         out: &mut impl Sink,
         link: LinkId,
         ev: Event,
+        hash: EventHash,
         frame: Frame,
         now: Millis,
     ) -> Accepted {
+        let h = Held {
+            ev,
+            hash,
+            frame,
+            link,
+            checked: false,
+        };
+        let ev = &h.ev;
         let wait = self.cfg.gap_wait;
         let Some(o) = self.origins.get_mut(&ev.origin) else {
             return Accepted::Held;
         };
+        if ev.seq < o.next
+            && !o.paused
+            && let Some(seal) = &ev.seal
+            && let Some((kept, from)) = o.verifier.kept(ev.seq)
+        {
+            // A signed copy of an event kept back unsigned: it settles
+            // whether that one was forged (or had its signature taken off).
+            if !o.verifier.signed(&h.hash, seal) {
+                self.rejected.push(link);
+                return Accepted::Held;
+            }
+            if kept != h.hash {
+                self.rejected.push(from);
+            }
+            // What was kept back from it on is let go (what follows it
+            // comes again), and this copy taken in its place.
+            let gone: usize = o
+                .verifier
+                .drop_from(ev.seq)
+                .iter()
+                .map(|d| d.frame.len())
+                .sum();
+            o.charge(&mut self.held_bytes, gone, false);
+            o.ahead = o.ahead.max(o.next - 1);
+            o.next = ev.seq;
+        }
         if ev.seq < o.next || o.paused {
             return Accepted::Held;
         }
@@ -514,7 +677,19 @@ impl Broadcast {
                 o.start_gap(now, wait, &mut self.wake);
             }
             let (origin, seq) = (ev.origin, ev.seq);
-            if !o.hold(&mut self.held_bytes, ev, frame, link) {
+            let proof = ev.seal.clone().map(|seal| (h.hash, seal));
+            if !o.hold(&mut self.held_bytes, h) {
+                // Signed, it shows how far its origin got (a gap that
+                // cannot be filled may be skipped that far).
+                if let Some((hash, seal)) = proof
+                    && seq > o.proven
+                {
+                    if o.verifier.signed(&hash, &seal) {
+                        o.proven = seq;
+                    } else {
+                        self.rejected.push(link);
+                    }
+                }
                 // Not held (no room, or too far ahead). If it came from its
                 // origin, past that link's floor, every other copy of it
                 // (relayed, or a neighbour's answer to our FETCH) would be
@@ -535,39 +710,133 @@ impl Broadcast {
         if !o.turn(now, &mut self.wake) {
             // Over its share: it waits its turn (or, held too much, is
             // dropped and fetched again later).
-            o.hold(&mut self.held_bytes, ev, frame, link);
+            o.hold(&mut self.held_bytes, h);
             return Accepted::Held;
         }
-        match self.deliver(out, ev, frame, Some(link)) {
+        let origin = h.ev.origin;
+        self.take(out, h);
+        match self
+            .origins
+            .get_mut(&origin)
+            .and_then(|o| o.ready.pop_front())
+        {
             Some(ev) => Accepted::Delivered(ev),
             None => Accepted::Held,
         }
     }
 
-    /// An event of a paused origin: held, if it is news.
-    pub fn hold_paused(&mut self, link: LinkId, ev: Event, frame: Frame) {
-        if let Some(o) = self.origins.get_mut(&ev.origin)
-            && ev.seq >= o.next
-        {
-            o.hold(&mut self.held_bytes, ev, frame, link);
+    /// Takes `h`, next in its origin's order, into its verifier; what is
+    /// checked is relayed, kept and made ready for the node.
+    fn take(&mut self, out: &mut impl Sink, h: Held) {
+        let origin = h.ev.origin;
+        let Some(o) = self.origins.get_mut(&origin) else {
+            return;
+        };
+        let (seq, hash, link) = (h.ev.seq, h.hash, h.link);
+        let seal = h.ev.seal.clone();
+        let n = h.frame.len();
+        if !o.charge(&mut self.held_bytes, n, true) {
+            // No room to keep it back: it comes again, later.
+            o.ahead = o.ahead.max(seq);
+            return;
+        }
+        o.next = seq + 1;
+        let taken = o.verifier.take(seq, hash, seal.as_ref(), link, h);
+        let (verified, dropped, again) = match taken {
+            Taken::Waiting => return,
+            Taken::Verified(hs) => (hs, Vec::new(), None),
+            Taken::Refused => {
+                // Too much unsigned kept back, or no key yet: as if it
+                // never came; it comes again.
+                (Vec::new(), Vec::new(), Some(seq))
+            }
+            Taken::Forged {
+                link,
+                verified,
+                dropped,
+                again,
+            } => {
+                self.rejected.push(link);
+                (verified, dropped, Some(again))
+            }
+        };
+        for h in verified {
+            self.release(out, h);
+        }
+        let Some(o) = self.origins.get_mut(&origin) else {
+            return;
+        };
+        if let Some(again) = again {
+            let refused = dropped.is_empty() && again == seq;
+            let gone = if refused {
+                n
+            } else {
+                dropped.iter().map(|h| h.frame.len()).sum()
+            };
+            o.charge(&mut self.held_bytes, gone, false);
+            // What was let go comes again: a gap from `again`.
+            o.ahead = o.ahead.max(o.next);
+            o.next = again;
         }
     }
 
-    /// The next held event of `origin`, if it is next: delivered and
-    /// relayed. When none is left, whatever gap remains starts its wait.
+    /// Relays a checked event on every other link (never back to its
+    /// origin), keeps it to answer FETCH, and makes it ready for the node.
+    fn release(&mut self, out: &mut impl Sink, h: Held) {
+        let Some(o) = self.origins.get_mut(&h.ev.origin) else {
+            return;
+        };
+        o.charge(&mut self.held_bytes, h.frame.len(), false);
+        if o.first_seen == 0 {
+            o.first_seen = h.ev.seq;
+        }
+        if !h.frame.is_empty() {
+            for (&k, n) in &self.neighbours {
+                if n.peer != h.ev.origin && k != h.link {
+                    out.io(Io::Send(k, h.frame.clone()));
+                }
+            }
+            self.cache.insert(h.ev.id(), h.frame);
+        }
+        o.ready.push_back(h.ev);
+    }
+
+    /// An event of a paused origin: held, if it is news.
+    pub fn hold_paused(&mut self, link: LinkId, ev: Event, hash: EventHash, frame: Frame) {
+        if let Some(o) = self.origins.get_mut(&ev.origin)
+            && ev.seq >= o.next
+        {
+            let h = Held {
+                ev,
+                hash,
+                frame,
+                link,
+                checked: false,
+            };
+            o.hold(&mut self.held_bytes, h);
+        }
+    }
+
+    /// The next event of `origin` checked and ready, taking held ones in
+    /// order as far as they go. When none is left, whatever gap remains
+    /// starts its wait.
     pub fn drain(&mut self, out: &mut impl Sink, origin: NodeId, now: Millis) -> Option<Event> {
         let wait = self.cfg.gap_wait;
-        let o = self.origins.get_mut(&origin)?;
-        if o.paused {
-            return None;
-        }
-        if o.held.contains_key(&o.next) {
+        loop {
+            let o = self.origins.get_mut(&origin)?;
+            if let Some(ev) = o.ready.pop_front() {
+                return Some(ev);
+            }
+            if o.paused || !o.held.contains_key(&o.next) {
+                break;
+            }
             if !o.turn(now, &mut self.wake) {
                 return None;
             }
             let h = o.unhold(&mut self.held_bytes, o.next)?;
-            return self.deliver(out, h.ev, h.frame, Some(h.link));
+            self.take(out, h);
         }
+        let o = self.origins.get_mut(&origin)?;
         if o.behind() && o.next > o.fetched_to && o.fetched_to != 0 {
             // What we fetched is in, and more is missing (a long backlog,
             // fetched a window at a time): fetch the next window at once.
@@ -580,56 +849,41 @@ impl Broadcast {
         None
     }
 
-    /// Delivers an event that is next in its origin's order: relays it on
-    /// every other link (never back to its origin) and keeps it to answer
-    /// FETCH.
-    fn deliver(
-        &mut self,
-        out: &mut impl Sink,
-        ev: Event,
-        frame: Frame,
-        from: Option<LinkId>,
-    ) -> Option<Event> {
-        let o = self.origins.get_mut(&ev.origin)?;
-        o.next = ev.seq.saturating_add(1);
-        if o.first_seen == 0 {
-            o.first_seen = ev.seq;
-        }
-        if frame.is_empty() {
-            // Taken as nothing (see `Body::Refused`): not passed on.
-            return Some(ev);
-        }
-        for (&k, n) in &self.neighbours {
-            if n.peer != ev.origin && Some(k) != from {
-                out.io(Io::Send(k, frame.clone()));
-            }
-        }
-        self.cache.insert(ev.id(), frame);
-        Some(ev)
-    }
-
-    /// Originates an event: ours, next in our sequence, to every link.
+    /// Originates an event: ours, next in our sequence. It goes out, to
+    /// every link, when [`Broadcast::seal`] signs it (the node does so
+    /// before its turn ends), or at once with the run it fills.
     ///
     /// # Errors
     ///
     /// When the event does not fit in a frame; nothing is sent.
     pub fn publish(&mut self, out: &mut impl Sink, body: Body) -> Result<EventId, wire::WireError> {
-        let ev = Event {
-            origin: self.me,
-            seq: self.seq + 1,
-            body,
-        };
-        let f = wire::frame(&Msg::Event(ev))?;
+        let payload = wire::payload_of(&body)?;
+        seal::fits(&payload)?;
         self.seq += 1;
-        for &k in self.neighbours.keys() {
-            out.io(Io::Send(k, f.clone()));
+        let kind = body.kind();
+        let hash = crypto::event_hash(self.me, self.seq, kind, &payload);
+        if self.sealer.push(self.seq, kind, payload, hash) {
+            self.seal(out);
         }
-        let id = EventId {
+        Ok(EventId {
             origin: self.me,
             seq: self.seq,
-        };
-        self.cache.insert(id, f);
-        Ok(id)
+        })
+    }
+
+    /// Signs what we published and sends it, to every link.
+    pub fn seal(&mut self, out: &mut impl Sink) {
+        for (id, f) in self.sealer.seal(&self.ident) {
+            for &k in self.neighbours.keys() {
+                out.io(Io::Send(k, f.clone()));
+            }
+            self.cache.insert(id, f);
+        }
+    }
+
+    /// Whether we published events not yet sealed and sent.
+    pub fn unsealed(&self) -> bool {
+        !self.sealer.is_empty()
     }
 
     /// A neighbour asks for `origin`'s events `from..=to`: what we have,
@@ -648,14 +902,14 @@ impl Broadcast {
         } else {
             self.origins.get(&origin).is_some_and(|o| {
                 !o.paused
-                    && o.next > from
+                    && o.done() > from
                     && from >= o.skipped_to
                     && o.first_seen != 0
                     && from >= o.first_seen
             })
         };
         let lo = EventId { origin, seq: from };
-        if delivered && !self.cache.frames.contains_key(&lo) {
+        if delivered && !self.cache.contains(lo) {
             // We had it and let it go (or took it as nothing, and never
             // kept it): say where what we have starts again, so the asker
             // need not wait. (Not having had it says nothing.)
@@ -663,15 +917,14 @@ impl Broadcast {
             out.io(Io::Send(link, wire::small(&Msg::Lack { origin, oldest })));
         }
         let to = to.min(from.saturating_add(FETCH_MAX - 1));
-        let hi = EventId { origin, seq: to };
-        let Some(n) = self.neighbours.get_mut(&link).filter(|_| lo <= hi) else {
+        let Some(n) = self.neighbours.get_mut(&link).filter(|_| from <= to) else {
             return;
         };
         // What fits in one answer and in the asker's share; it asks again
         // for the rest.
         let mut budget = n.fetch.available(now).min(FETCH_BYTES as u64);
         let mut used = 0;
-        for f in self.cache.frames.range(lo..=hi).map(|(_, f)| f) {
+        for f in self.cache.range(origin, from, to) {
             let len = f.len() as u64;
             if len > budget {
                 break;
@@ -720,8 +973,12 @@ impl Broadcast {
         }
     }
 
-    /// When a gap timer is next due, if ever (a lower bound).
+    /// When a gap timer is next due, if ever (a lower bound); at once
+    /// (0) while our own events wait to be sealed.
     pub fn deadline(&self) -> Option<Millis> {
+        if self.unsealed() {
+            return Some(0);
+        }
         self.wake
     }
 
@@ -750,15 +1007,26 @@ impl Broadcast {
         let first = o.held.keys().next().copied();
         let lacking = o.lack.take().filter(|&l| l > o.next);
         let give_up = now >= o.gap_since + cfg_giveup;
-        let skip_to = match (lacking, first) {
-            (Some(l), Some(f)) => Some(l.min(f)),
-            (Some(l), None) => Some(l),
-            (None, Some(f)) if give_up || f <= o.next => Some(f),
-            // Skip at most a window at a time: a sequence number far ahead
-            // may be a lie, and must not silence its origin at one stroke.
-            _ if give_up => Some(o.ahead.min(o.next.saturating_add(HOLD_WINDOW))),
-            _ => None,
+        if first.is_some_and(|f| f <= o.next) {
+            return Gap::Ready;
+        }
+        // Events are skipped only up to where the origin's own signature
+        // shows it got: a LACK, or an event far ahead, may be a lie, and
+        // must not silence the origin.
+        let skip_to = if give_up || lacking.is_some() {
+            let next = o.next;
+            let proven = (o.proven > next).then(|| o.proven.min(next.saturating_add(HOLD_WINDOW)));
+            match (lacking, self.vouched(origin).or(proven)) {
+                (Some(l), Some(v)) => Some(l.min(v)),
+                (_, v) => v,
+            }
+        } else {
+            None
         };
+        let Some(o) = self.origins.get_mut(&origin) else {
+            return Gap::Waiting;
+        };
+        let first = o.held.keys().next().copied();
         if let Some(to) = skip_to.filter(|&t| t > o.next) {
             let missed = to - o.next;
             o.next = to;
@@ -770,12 +1038,11 @@ impl Broadcast {
             }
             return Gap::Skipped(missed);
         }
-        if first.is_some_and(|f| f <= o.next) {
-            return Gap::Ready;
-        }
-        if give_up && first.is_none() {
-            // Nothing held and nothing more to skip to: stop looking; the
-            // next event from it will tell where it is.
+        if give_up {
+            // Nothing to skip to that its origin signed: what is held may
+            // be forged. Let it go and stop looking; the next event from
+            // it will tell where it is.
+            o.unhold_below(&mut self.held_bytes, u64::MAX);
             o.ahead = 0;
             return Gap::Waiting;
         }
@@ -795,6 +1062,52 @@ impl Broadcast {
         Gap::Waiting
     }
 
+    /// The first of `origin`'s held events that its signature vouches for:
+    /// signed itself, or covered by a signed one held after it. Held
+    /// events whose signature does not check out are let go, and the
+    /// links that brought them reported. Each is checked once.
+    fn vouched(&mut self, origin: NodeId) -> Option<u64> {
+        let o = self.origins.get_mut(&origin)?;
+        let mut bad = Vec::new();
+        let mut low: Option<u64> = None;
+        let signed: Vec<u64> = o
+            .held
+            .iter()
+            .filter(|(_, h)| h.ev.seal.is_some())
+            .map(|(&s, _)| s)
+            .collect();
+        for &t in &signed {
+            let h = o.held.get_mut(&t).expect("held");
+            let seal = h.ev.seal.as_ref().expect("signed");
+            if !h.checked {
+                h.checked = o.verifier.signed(&h.hash, seal);
+                if !h.checked {
+                    bad.push(t);
+                }
+            }
+        }
+        for &t in &bad {
+            if let Some(h) = o.unhold(&mut self.held_bytes, t) {
+                self.rejected.push(h.link);
+            }
+        }
+        for t in signed {
+            let Some(seal) = o.held.get(&t).and_then(|h| h.ev.seal.as_ref()) else {
+                continue;
+            };
+            let mut first = t;
+            let from = t.saturating_sub(seal.covers.len() as u64);
+            for (i, c) in seal.covers.iter().enumerate() {
+                let s = from + i as u64;
+                if s < first && o.held.get(&s).is_some_and(|x| x.hash == *c) {
+                    first = s;
+                }
+            }
+            low = Some(low.map_or(first, |l| l.min(first)));
+        }
+        low
+    }
+
     /// A one-line account of `origin`'s events, for tests.
     pub fn describe(&self, origin: NodeId) -> String {
         match self.origins.get(&origin) {
@@ -812,7 +1125,6 @@ mod tests {
     use super::*;
     use crate::proto::wire::decode;
 
-    const ME: NodeId = NodeId(1);
     const BOB: NodeId = NodeId(2);
     const CAROL: NodeId = NodeId(3);
     const A: LinkId = LinkId(10);
@@ -823,23 +1135,44 @@ mod tests {
             gap_wait: 300,
             gap_giveup: 10_000,
         };
-        let mut b = Broadcast::new(cfg, ME);
+        let mut b = Broadcast::new(cfg, Identity::from_seed(1));
         b.neighbour_up(A, BOB);
         b.neighbour_up(B, CAROL);
         b
     }
 
-    fn ev(origin: NodeId, seq: u64) -> (Event, Frame) {
+    /// Tracks `origin`, with the key its test events are signed with.
+    fn add(b: &mut Broadcast, origin: NodeId, next: u64) {
+        b.add(origin, next);
+        let key = crypto::verifying(&Identity::from_seed(origin.0).public()).unwrap();
+        b.set_key(origin, key);
+    }
+
+    /// Event `seq` of `origin`, signed on its own, with `text`.
+    fn signed(origin: NodeId, seq: u64, text: &str) -> (Event, EventHash, Frame) {
+        let body = Body::Chat {
+            room: "lobby".into(),
+            text: text.into(),
+        };
+        let payload = wire::payload_of(&body).unwrap();
+        let hash = crypto::event_hash(origin, seq, 3, &payload);
+        let sig = Identity::from_seed(origin.0).sign(&crypto::seal_message(&hash, &[]));
         let ev = Event {
             origin,
             seq,
-            body: Body::Chat {
-                room: "lobby".into(),
-                text: format!("{seq}"),
-            },
+            body,
+            seal: Some(wire::Seal {
+                covers: Vec::new(),
+                sig,
+            }),
         };
         let f = wire::frame(&Msg::Event(ev.clone())).unwrap();
-        (ev, f)
+        assert_eq!(wire::event_hash(&f[4..]), Some(hash));
+        (ev, hash, f)
+    }
+
+    fn ev(origin: NodeId, seq: u64) -> (Event, EventHash, Frame) {
+        signed(origin, seq, &format!("{seq}"))
     }
 
     /// Feeds an event, then drains: the sequence numbers delivered.
@@ -850,9 +1183,9 @@ mod tests {
         origin: NodeId,
         seq: u64,
     ) -> Vec<u64> {
-        let (e, f) = ev(origin, seq);
+        let (e, h, f) = ev(origin, seq);
         let mut got = Vec::new();
-        match b.accept(out, link, e, f, 0) {
+        match b.accept(out, link, e, h, f, 0) {
             Accepted::Delivered(e) => got.push(e.seq),
             Accepted::HeldNextReady => {}
             Accepted::Held => return got,
@@ -872,11 +1205,59 @@ mod tests {
             .collect()
     }
 
+    /// An unsigned forgery of bob's next event, kept back for a signature,
+    /// does not swallow bob's real one: the real one, signed, settles it,
+    /// and the forger's link is reported.
+    #[test]
+    fn a_signed_copy_settles_an_unsigned_forgery() {
+        let mut b = bc();
+        let mut out = Vec::new();
+        add(&mut b, BOB, 1);
+        let forged = Event {
+            seal: None,
+            ..signed(BOB, 1, "IMPOSTOR").0
+        };
+        let f = wire::frame(&Msg::Event(forged.clone())).unwrap();
+        let h = wire::event_hash(&f[4..]).unwrap();
+        assert_eq!(b.accept(&mut out, B, forged, h, f, 0), Accepted::Held);
+        // Kept back: an unsigned copy is no news, a signed one is.
+        let id = EventId {
+            origin: BOB,
+            seq: 1,
+        };
+        assert!(b.is_copy(id, false) && !b.is_copy(id, true));
+        let (e, h, f) = signed(BOB, 1, "the real one");
+        let Accepted::Delivered(got) = b.accept(&mut out, A, e, h, f, 0) else {
+            panic!("the real one is not delivered");
+        };
+        assert_eq!(got.body, lobby_text("the real one"));
+        assert_eq!(b.take_rejected(), vec![B]);
+        // A signed copy whose signature is someone else's is a forgery too.
+        let forged = Event {
+            seal: None,
+            ..signed(BOB, 2, "again").0
+        };
+        let f = wire::frame(&Msg::Event(forged.clone())).unwrap();
+        let h = wire::event_hash(&f[4..]).unwrap();
+        b.accept(&mut out, B, forged, h, f, 0);
+        let (mut e, h, f) = signed(BOB, 2, "bad seal");
+        e.seal = signed(CAROL, 2, "bad seal").0.seal;
+        assert_eq!(b.accept(&mut out, A, e, h, f, 0), Accepted::Held);
+        assert_eq!(b.take_rejected(), vec![A]);
+    }
+
+    fn lobby_text(text: &str) -> Body {
+        Body::Chat {
+            room: "lobby".into(),
+            text: text.into(),
+        }
+    }
+
     #[test]
     fn in_order_once_and_relayed_elsewhere() {
         let mut b = bc();
         let mut out = Vec::new();
-        b.add(CAROL, 1);
+        add(&mut b, CAROL, 1);
         assert_eq!(feed(&mut b, &mut out, B, CAROL, 2), Vec::<u64>::new());
         assert_eq!(feed(&mut b, &mut out, B, CAROL, 3), Vec::<u64>::new());
         assert_eq!(feed(&mut b, &mut out, B, CAROL, 1), vec![1, 2, 3]);
@@ -898,7 +1279,7 @@ mod tests {
     fn a_gap_is_fetched_then_skipped_on_lack() {
         let mut b = bc();
         let mut out = Vec::new();
-        b.add(CAROL, 1);
+        add(&mut b, CAROL, 1);
         feed(&mut b, &mut out, B, CAROL, 5);
         assert_eq!(b.deadline(), Some(300));
         assert_eq!(b.due(299), vec![]);
@@ -929,7 +1310,7 @@ mod tests {
     fn a_gap_nobody_fills_is_skipped_after_giveup() {
         let mut b = bc();
         let mut out = Vec::new();
-        b.add(CAROL, 1);
+        add(&mut b, CAROL, 1);
         feed(&mut b, &mut out, B, CAROL, 3);
         assert_eq!(b.fill_gap(&mut out, CAROL, 300), Gap::Waiting);
         assert_eq!(b.fill_gap(&mut out, CAROL, 9_999), Gap::Waiting);
@@ -941,7 +1322,7 @@ mod tests {
     fn fetch_is_answered_from_the_cache_or_lacked() {
         let mut b = bc();
         let mut out = Vec::new();
-        b.add(CAROL, 1);
+        add(&mut b, CAROL, 1);
         for s in 1..=3 {
             feed(&mut b, &mut out, B, CAROL, s);
         }
@@ -956,8 +1337,11 @@ mod tests {
         assert!(out.is_empty());
         // Our own events we always had.
         b.publish(&mut out, Body::Leave).unwrap();
+        assert!(b.unsealed() && b.deadline() == Some(0));
+        b.seal(&mut out);
         out.clear();
-        b.on_fetch(&mut out, A, ME, 1, 1, 0);
+        let me = b.me;
+        b.on_fetch(&mut out, A, me, 1, 1, 0);
         assert_eq!(sent(&out).len(), 1);
     }
 
@@ -965,7 +1349,7 @@ mod tests {
     fn forged_copies_and_paused_origins() {
         let mut b = bc();
         let mut out = Vec::new();
-        b.add(BOB, 1);
+        add(&mut b, BOB, 1);
         b.set_floor(A, 4);
         // Bob's events after 4 come from bob's own link only.
         assert!(b.forged(
@@ -991,8 +1375,8 @@ mod tests {
         ));
         // Paused: held, not delivered, until resumed.
         b.pause(BOB);
-        let (e, f) = ev(BOB, 1);
-        b.hold_paused(B, e, f);
+        let (e, h, f) = ev(BOB, 1);
+        b.hold_paused(B, e, h, f);
         assert_eq!(b.drain(&mut out, BOB, 0), None);
         b.resume(BOB, 0);
         assert_eq!(b.drain(&mut out, BOB, 0).map(|e| e.seq), Some(1));
@@ -1002,7 +1386,7 @@ mod tests {
     fn forgotten_origins_come_back_where_they_left_off() {
         let mut b = bc();
         let mut out = Vec::new();
-        b.add(CAROL, 1);
+        add(&mut b, CAROL, 1);
         feed(&mut b, &mut out, B, CAROL, 1);
         feed(&mut b, &mut out, B, CAROL, 2);
         assert_eq!(b.forget(CAROL), Some(3));
@@ -1020,7 +1404,7 @@ mod tests {
     fn held_bytes_are_bounded() {
         let mut b = bc();
         let mut out = Vec::new();
-        b.add(CAROL, 1);
+        add(&mut b, CAROL, 1);
         for s in 2..(MAX_HELD as u64 + 100) {
             feed(&mut b, &mut out, B, CAROL, s);
         }
@@ -1036,8 +1420,8 @@ mod tests {
     fn a_flood_pushes_out_its_own_events_from_the_cache_not_others() {
         let mut b = bc();
         let mut out = Vec::new();
-        b.add(CAROL, 1);
-        b.add(BOB, 1);
+        add(&mut b, CAROL, 1);
+        add(&mut b, BOB, 1);
         for s in 1..=10 {
             feed(&mut b, &mut out, A, BOB, s);
         }
@@ -1057,7 +1441,7 @@ mod tests {
     fn an_origin_over_its_rate_waits_its_turn() {
         let mut b = bc();
         let mut out = Vec::new();
-        b.add(CAROL, 1);
+        add(&mut b, CAROL, 1);
         let mut got = 0;
         for s in 1..=(ORIGIN_BURST + 100) {
             got += feed(&mut b, &mut out, B, CAROL, s).len() as u64;
@@ -1079,19 +1463,11 @@ mod tests {
     fn fetch_answers_are_bounded_per_request_and_per_asker() {
         let mut b = bc();
         let mut out = Vec::new();
-        b.add(CAROL, 1);
+        add(&mut b, CAROL, 1);
         let big = "y".repeat(wire::MAX_TEXT);
         for seq in 1..=40 {
-            let ev = Event {
-                origin: CAROL,
-                seq,
-                body: Body::Chat {
-                    room: "lobby".into(),
-                    text: big.clone(),
-                },
-            };
-            let f = wire::frame(&Msg::Event(ev.clone())).unwrap();
-            let _ = b.accept(&mut out, B, ev, f, 0);
+            let (ev, h, f) = signed(CAROL, seq, &big);
+            let _ = b.accept(&mut out, B, ev, h, f, 0);
         }
         let bytes = |out: &[Io]| -> usize {
             out.iter()

@@ -32,9 +32,9 @@
 //! the node to route.
 
 use super::link::Links;
-use super::wire::{Body, MAX_ANSWERS};
+use super::wire::{Body, Ident, MAX_ANSWERS};
 use super::{DIAL_BACKOFF, EventId, Millis, NodeId, Remember, Rng, Timers, backoff, soonest};
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 
 /// Members a peer keeps track of at most (not counting lost ones).
@@ -128,6 +128,8 @@ pub struct Member {
     pub name: Option<String>,
     /// A name it claims that another member has.
     pub claim: Option<String>,
+    /// Its key and nonce, once known (its id is bound to them).
+    pub ident: Option<Ident>,
     /// The neighbour that told us of it, until we hear it directly.
     via: Option<NodeId>,
     /// Order of introduction, to let go of the newest first.
@@ -148,6 +150,7 @@ impl Member {
         Member {
             name: None,
             claim: None,
+            ident: None,
             via: None,
             stamp: 0,
             addr,
@@ -240,7 +243,7 @@ pub enum Out {
     Lost(NodeId, bool),
     /// A lost member is forgotten: drop what is held of it, and give
     /// [`Membership::forgotten`] where its events had got to.
-    Dropped(NodeId, Option<String>),
+    Dropped(NodeId, Option<String>, Option<Ident>),
     /// A member gets the name it claimed: its holder is gone.
     Named(NodeId),
 }
@@ -276,13 +279,17 @@ pub struct Membership {
     /// floods events.
     active: bool,
     members: BTreeMap<NodeId, Member>,
+    /// Members by their names, and by the names they claim (lost ones
+    /// too): a name is looked up on every JOIN, so not by a scan.
+    names: Index,
+    claims: Index,
     /// Members in `members` that are lost.
     lost: usize,
     /// Members that left: their ids are never let in again.
     gone: Remember<()>,
     /// Lost members forgotten: where their events had got to (the next
-    /// to deliver), and their names.
-    forgotten: Remember<(u64, Option<String>)>,
+    /// to deliver), their names and identities.
+    forgotten: Remember<(u64, Option<String>, Option<Ident>)>,
     timers: Timers<TIMERS>,
     /// SUSPECTs about us not answered yet, and those answered lately.
     to_answer: Vec<EventId>,
@@ -307,6 +314,8 @@ impl Membership {
             stamps: 0,
             active: true,
             members: BTreeMap::new(),
+            names: Index::default(),
+            claims: Index::default(),
             lost: 0,
             gone: Remember::new(TOMBSTONES),
             forgotten: Remember::new(FORGOTTEN),
@@ -348,6 +357,15 @@ impl Membership {
 
     pub fn is_lost(&self, id: NodeId) -> bool {
         self.members.get(&id).is_some_and(Member::is_lost)
+    }
+
+    /// The members we lost.
+    pub fn lost_ids(&self) -> Vec<NodeId> {
+        self.members
+            .iter()
+            .filter(|(_, m)| m.is_lost())
+            .map(|(&id, _)| id)
+            .collect()
     }
 
     /// Whether `id` left: never let in again.
@@ -398,24 +416,38 @@ impl Membership {
 
     /// The member (not lost) other than `id` that has `name`.
     fn holder(&self, name: &str, id: NodeId) -> Option<NodeId> {
-        self.active()
-            .find(|(k, m)| *k != id && m.name.as_deref().is_some_and(|n| same_name(n, name)))
-            .map(|(k, _)| k)
+        self.names.ids(name).find(|&k| k != id && !self.is_lost(k))
+    }
+
+    /// Sets member `id`'s name, keeping the index; returns the old one.
+    fn set_name(&mut self, id: NodeId, name: Option<String>) -> Option<String> {
+        let m = self.members.get_mut(&id)?;
+        let old = std::mem::replace(&mut m.name, name);
+        self.names.update(id, old.as_deref(), m.name.as_deref());
+        old
+    }
+
+    /// Sets the name member `id` claims, keeping the index; returns the
+    /// old claim.
+    fn set_claim(&mut self, id: NodeId, claim: Option<String>) -> Option<String> {
+        let m = self.members.get_mut(&id)?;
+        let old = std::mem::replace(&mut m.claim, claim);
+        self.claims.update(id, old.as_deref(), m.claim.as_deref());
+        old
     }
 
     /// Gives member `id` the name `name`, if it is free; else notes its
     /// claim. Returns whether it has the name now.
     pub fn name(&mut self, id: NodeId, name: &str) -> bool {
-        let taken = self.name_taken(name, id);
-        let Some(m) = self.members.get_mut(&id) else {
-            return false;
-        };
-        if taken {
-            m.claim = Some(name.to_owned());
+        if !self.members.contains_key(&id) {
             return false;
         }
-        m.name = Some(name.to_owned());
-        m.claim = None;
+        if self.name_taken(name, id) {
+            self.set_claim(id, Some(name.to_owned()));
+            return false;
+        }
+        self.set_name(id, Some(name.to_owned()));
+        self.set_claim(id, None);
         true
     }
 
@@ -428,13 +460,10 @@ impl Membership {
         if self.name_taken(&name, NodeId(u64::MAX)) {
             return;
         }
-        let next = self
-            .active()
-            .find(|(_, m)| m.claim.as_deref().is_some_and(|c| same_name(c, &name)))
-            .map(|(id, _)| id);
+        let next = self.claims.ids(&name).find(|&k| !self.is_lost(k));
         if let Some(id) = next {
-            let m = self.members.get_mut(&id).expect("member");
-            m.name = m.claim.take();
+            let claim = self.set_claim(id, None);
+            self.set_name(id, claim);
             self.out.push_back(Out::Named(id));
         }
     }
@@ -498,6 +527,19 @@ impl Membership {
         present: bool,
         via: Option<NodeId>,
     ) {
+        self.insert_as(id, name, None, addr, present, via);
+    }
+
+    /// [`Membership::insert`], with its identity.
+    pub fn insert_as(
+        &mut self,
+        id: NodeId,
+        name: Option<&str>,
+        ident: Option<Ident>,
+        addr: Option<SocketAddr>,
+        present: bool,
+        via: Option<NodeId>,
+    ) {
         let status = if present {
             Status::Present
         } else {
@@ -508,6 +550,7 @@ impl Membership {
         let mut m = Member::new(addr, status);
         m.stamp = self.stamps;
         m.via = via;
+        m.ident = ident;
         if let Some(v) = via {
             *self.intro.entry(v).or_default() += 1;
         }
@@ -517,17 +560,16 @@ impl Membership {
         }
     }
 
-    /// Fills in what we did not know of a member: its name and address.
-    pub fn fill_in(&mut self, id: NodeId, name: &str, addr: Option<SocketAddr>) {
+    /// Fills in what we did not know of a member: its address. Returns
+    /// whether it still needs a name.
+    pub fn fill_in(&mut self, id: NodeId, addr: Option<SocketAddr>) -> bool {
         let Some(m) = self.members.get_mut(&id) else {
-            return;
+            return false;
         };
         if m.addr.is_none() {
             m.addr = addr;
         }
-        if m.name.is_none() && m.claim.is_none() {
-            self.name(id, name);
-        }
+        m.name.is_none() && m.claim.is_none()
     }
 
     /// We joined through a peer that lists `id` as present.
@@ -537,21 +579,21 @@ impl Membership {
         }
     }
 
-    /// `id` said HELLO to us, as `name` (the caller checked it is free),
-    /// listening at `addr`: it is alive, and heard directly.
-    pub fn hello(&mut self, id: NodeId, name: &str, addr: SocketAddr) {
+    /// `id` said HELLO to us, listening at `addr`, proving its identity:
+    /// it is alive, and heard directly. (Its name is given apart.)
+    pub fn hello(&mut self, id: NodeId, ident: Ident, addr: SocketAddr) {
         self.vouch(id);
         if let Some(m) = self.members.get_mut(&id) {
             m.addr = Some(addr);
+            m.ident = Some(ident);
             m.clear();
         }
-        self.name(id, name);
     }
 
-    /// `id`'s JOIN was delivered: it is present, as `name` (unless it told
-    /// us a name already), at `addr` (likewise). Returns whether it has a
-    /// name to be shown under (not only a claim).
-    pub fn joined(&mut self, id: NodeId, name: Option<&str>, addr: Option<SocketAddr>) -> bool {
+    /// `id`'s JOIN was delivered: it is present, at `addr` (unless we
+    /// knew one). Returns whether it still needs a name (neither one nor a
+    /// claim).
+    pub fn joined(&mut self, id: NodeId, addr: Option<SocketAddr>) -> bool {
         let Some(m) = self.members.get_mut(&id) else {
             return false;
         };
@@ -560,20 +602,25 @@ impl Membership {
         }
         m.clear();
         m.show();
-        if m.name.is_none()
-            && m.claim.is_none()
-            && let Some(n) = name
-        {
-            self.name(id, n);
+        m.name.is_none() && m.claim.is_none()
+    }
+
+    /// Notes that `id` claims `name` without giving it: its name is
+    /// known here with another key.
+    pub fn claim(&mut self, id: NodeId, name: &str) {
+        if self.members.get(&id).is_some_and(|m| m.name.is_none()) {
+            self.set_claim(id, Some(name.to_owned()));
         }
-        self.members.get(&id).is_some_and(|m| m.name.is_some())
     }
 
     /// Forgets member `id` (never shown, or refused): nothing remembered.
     /// Its name, if it had one, goes to whoever claims it.
     pub fn forget(&mut self, id: NodeId) -> Option<Member> {
         self.vouch(id);
+        self.set_claim(id, None);
+        let name = self.set_name(id, None);
         let mut m = self.members.remove(&id)?;
+        m.name = name;
         if m.is_lost() {
             self.lost -= 1;
         }
@@ -744,27 +791,42 @@ impl Membership {
     /// got to, with [`Membership::forgotten`].
     fn drop_lost(&mut self, id: NodeId, _now: Millis) {
         if let Some(m) = self.forget(id) {
-            self.out.push_back(Out::Dropped(id, m.name));
+            self.out.push_back(Out::Dropped(id, m.name, m.ident));
         }
     }
 
     /// Remembers a lost member forgotten ([`Out::Dropped`]): its name, and
     /// `next`, the next of its events to deliver.
-    pub fn forgotten(&mut self, id: NodeId, next: u64, name: Option<String>) {
-        self.forgotten.insert(id, (next, name));
+    pub fn forgotten(&mut self, id: NodeId, next: u64, name: Option<String>, ident: Option<Ident>) {
+        self.forgotten.insert(id, (next, name, ident));
     }
 
     /// A member forgotten as lost is heard of again: lost once more, so
     /// that it is let back in like one, where it left off. Returns the
-    /// next of its events to deliver, if it was forgotten.
-    pub fn recall(&mut self, id: NodeId, now: Millis) -> Option<u64> {
-        let (next, name) = self.forgotten.remove(id)?;
+    /// next of its events to deliver, and its identity, if it was
+    /// forgotten.
+    pub fn recall(&mut self, id: NodeId, now: Millis) -> Option<(u64, Option<Ident>)> {
+        let (next, name, ident) = self.forgotten.remove(id)?;
         self.insert(id, None, None, false, None);
+        self.set_name(id, name);
         if let Some(m) = self.members.get_mut(&id) {
-            m.name = name;
+            m.ident = ident;
         }
         self.make_lost(id, now);
-        Some(next)
+        Some((next, ident))
+    }
+
+    /// Member `id`'s identity (the caller checked the id is bound to it).
+    pub fn set_ident(&mut self, id: NodeId, ident: Ident) {
+        if let Some(m) = self.members.get_mut(&id) {
+            m.ident = Some(ident);
+        }
+    }
+
+    /// The member (not lost) with `name`, or claiming it.
+    pub fn find(&self, name: &str) -> Option<NodeId> {
+        let active = |k: &NodeId| !self.is_lost(*k);
+        (self.names.ids(name).find(active)).or_else(|| self.claims.ids(name).find(active))
     }
 
     /// A lost member is back: it said HELLO, or ALIVE. Returns whether it
@@ -778,7 +840,7 @@ impl Membership {
         self.lost -= 1;
         // Its name may have gone to a claimant meanwhile: then it claims
         // it in turn.
-        if let Some(n) = self.members.get_mut(&id).and_then(|m| m.name.take()) {
+        if let Some(n) = self.set_name(id, None) {
             self.name(id, &n);
         }
         self.back_one(now);
@@ -1089,7 +1151,7 @@ impl Membership {
                 s => format!("member {s:?}"),
             },
             None if self.forgotten.contains(id) => {
-                let (next, _) = self.forgotten.get(id).expect("forgotten");
+                let (next, ..) = self.forgotten.get(id).expect("forgotten");
                 format!("forgotten next={next}")
             }
             None if self.gone.contains(id) => "gone".into(),
@@ -1101,6 +1163,31 @@ impl Membership {
 /// Whether two names are the same name, as far as uniqueness goes.
 fn same_name(a: &str, b: &str) -> bool {
     a == b
+}
+
+/// Members by a name of theirs, in order of id.
+#[derive(Debug, Default)]
+struct Index(HashMap<String, BTreeSet<NodeId>>);
+
+impl Index {
+    /// Member `id`'s name was `old` and is `new`.
+    fn update(&mut self, id: NodeId, old: Option<&str>, new: Option<&str>) {
+        if let Some(o) = old
+            && let Some(ids) = self.0.get_mut(o)
+        {
+            ids.remove(&id);
+            if ids.is_empty() {
+                self.0.remove(o);
+            }
+        }
+        if let Some(n) = new {
+            self.0.entry(n.to_owned()).or_default().insert(id);
+        }
+    }
+
+    fn ids(&self, name: &str) -> impl Iterator<Item = NodeId> + '_ {
+        self.0.get(name).into_iter().flatten().copied()
+    }
 }
 
 /// Notes that something happened at `now`, last at `*last`; returns whether
@@ -1244,11 +1331,11 @@ mod tests {
         assert_eq!(
             dropped,
             [
-                Out::Dropped(NodeId(10), Some("p10".into())),
-                Out::Dropped(NodeId(11), Some("p11".into()))
+                Out::Dropped(NodeId(10), Some("p10".into()), None),
+                Out::Dropped(NodeId(11), Some("p11".into()), None)
             ]
         );
-        m.forgotten(NodeId(10), 7, Some("p10".into()));
+        m.forgotten(NodeId(10), 7, Some("p10".into()), None);
         // Probes start after PROBE_FIRST, one member at a time.
         m.tick(&ls, 100 + PROBE_FIRST);
         let dials = outs(&mut m)
@@ -1260,7 +1347,7 @@ mod tests {
         assert!(m.readmit(NodeId(13), 1_000));
         assert!(m.get(NodeId(13)).unwrap().present());
         // A forgotten member heard of again is lost again, where it was.
-        assert_eq!(m.recall(NodeId(10), 2_000), Some(7));
+        assert_eq!(m.recall(NodeId(10), 2_000), Some((7, None)));
         assert!(m.is_lost(NodeId(10)));
     }
 
@@ -1296,16 +1383,19 @@ mod tests {
         m.insert(BOB, Some("bob"), None, true, None);
         // An impostor under bob's name, and one under ours.
         m.insert(CAROL, None, None, false, None);
-        assert!(!m.joined(CAROL, Some("bob"), None));
+        assert!(m.joined(CAROL, None));
+        assert!(!m.name(CAROL, "bob"));
         assert_eq!(m.get(CAROL).unwrap().name, None);
         assert_eq!(m.display(CAROL), CAROL.to_string());
         m.insert(NodeId(9), None, None, false, None);
-        assert!(!m.joined(NodeId(9), Some("me"), None));
+        assert!(m.joined(NodeId(9), None));
+        assert!(!m.name(NodeId(9), "me"));
         assert!(m.name_taken("bob", CAROL));
         assert!(!m.name_taken("bob", BOB));
         // Bob leaves: the claimant with the smallest id gets the name.
         m.insert(NodeId(2_000), None, None, false, None);
-        assert!(!m.joined(NodeId(2_000), Some("bob"), None));
+        assert!(m.joined(NodeId(2_000), None));
+        assert!(!m.name(NodeId(2_000), "bob"));
         m.leave(BOB);
         assert_eq!(outs(&mut m), [Out::Named(CAROL)]);
         assert_eq!(m.display(CAROL), "bob");
@@ -1332,7 +1422,7 @@ mod tests {
         assert_eq!(m.evictable(&none, Some(honest)), Some(NodeId(5049)));
         assert_eq!(m.evictable(&none, Some(mallory)), None);
         // Heard directly, a member counts against nobody.
-        m.hello(NodeId(5049), "real", addr(5));
+        m.hello(NodeId(5049), Ident::default(), addr(5));
         assert_eq!(m.introduced(mallory), 49);
         m.forget(NodeId(5048));
         assert_eq!(m.introduced(mallory), 48);

@@ -14,9 +14,11 @@
 //! holds what they share: ids, time, randomness and small bounded tables.
 
 pub mod broadcast;
+pub mod crypto;
 pub mod link;
 pub mod membership;
 pub mod mesh;
+pub mod seal;
 pub mod wire;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};

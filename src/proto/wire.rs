@@ -13,10 +13,13 @@
 //!
 //! ```text
 //! 1 HELLO    magic "p2pc", version:u16, id:u64, name:str, port:u16,
-//!            flags:u8 (bit 0: joining), you:addr (the other side's IP as seen)
+//!            flags:u8 (bit 0: joining), you:addr (the other side's IP as seen),
+//!            ident, proof:sig (the sender holds its key, on this link:
+//!            see crypto::hello_message)
 //! 2 REFUSE   code:u8, text:str                      then the sender closes
-//! 3 MEMBERS  last:u8, count:u16, count × (id:u64, name:str, ip:addr, port:u16, seq:u64)
-//! 4 EVENT    origin:u64, seq:u64, type:u8, …        see below
+//! 3 MEMBERS  last:u8, count:u16, count × (id:u64, name:str, ip:addr, port:u16,
+//!            seq:u64, ident)
+//! 4 EVENT    origin:u64, seq:u64, type:u8, seal, payload   see below
 //! 5 FETCH    origin:u64, from:u64, to:u64           "send me these events again"
 //! 6 PING     (empty)                                keeps an idle link alive
 //! 7 LACK     origin:u64, oldest:u64                 "I cannot send what you asked:
@@ -25,14 +28,34 @@
 //! 8 GONE     count:u16, count × id:u64              members that left, sent to a
 //!                                                   joiner before MEMBERS: their
 //!                                                   events are never taken again
+//! 12 NOISE   message (to the end of the frame)      the encrypted handshake
 //! ```
 //!
+//! Under a network secret, a link starts with the Noise handshake
+//! `Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s`, whose pre-shared key comes
+//! from the secret: the dialler's NOISE, the other's NOISE. From then on
+//! every frame body is a record, one Noise transport message: the length
+//! prefix in the clear, the body encrypted and authenticated. Decrypted, a
+//! record is one or more whole frames (HELLO included), each with its
+//! length prefix: frames that go out together are encrypted together. A
+//! peer without the secret, or with another one, gets a REFUSE (code 8) in
+//! the clear and is closed; so is a plain HELLO sent to a peer that has a
+//! secret. HELLO's proof is then bound to the handshake's hash, so it
+//! cannot be replayed on another link.
+//!
+//! An identity is `ident = key:32 bytes (Ed25519), nonce:u64`; the node id
+//! is bound to it (see [`super::crypto`]). A `sig` is 64 bytes.
+//!
 //! Event types, each flooded through the network and delivered once, in
-//! order per origin (every event is `origin:u64, seq:u64, type:u8` and then
-//! a payload that runs to the end of the frame):
+//! order per origin. Every event is `origin:u64, seq:u64, type:u8`, then
+//! `seal`, then a payload that runs to the end of the frame. `seal` is 0
+//! for an unsigned event, or 1, `count:u8, count × hash:16 bytes, sig`: the
+//! origin's signature of this event and of the `count` unsigned events
+//! just before it (by their hashes; see [`super::crypto`]). Nothing of an
+//! origin is delivered or relayed before a signature covers it.
 //!
 //! ```text
-//! 1 JOIN     name:str, ip:addr, port:u16
+//! 1 JOIN     name:str, ip:addr, port:u16, ident
 //! 2 LEAVE
 //! 3 CHAT     room:str, text:str
 //! 4 SUSPECT  target:u64                             "I lost my link to target"
@@ -61,6 +84,7 @@
 
 pub mod rooms;
 
+use super::crypto::{EventHash, PublicKey, Sig};
 use super::{EventId, NodeId};
 use byteorder::{BigEndian, ByteOrder, ReadBytesExt, WriteBytesExt};
 use std::fmt;
@@ -71,10 +95,18 @@ use std::rc::Rc;
 /// and the cache that send or keep it.
 pub type Frame = Rc<[u8]>;
 
-/// Protocol version spoken by this build, sent in HELLO.
-pub const VERSION: u16 = 1;
+/// Protocol version spoken by this build, sent in HELLO. Version 2:
+/// signed identities and events, and links encrypted under a network
+/// secret.
+pub const VERSION: u16 = 2;
+/// Most unsigned events one signature vouches for.
+pub const MAX_COVERS: usize = 255;
 /// Largest frame body accepted or sent, in bytes.
-pub const MAX_FRAME: usize = 64 * 1024;
+pub const MAX_FRAME: usize = 65535;
+/// Largest frame body this build sends: what fits, with its length, in
+/// one Noise message with its 16-byte tag, so that every frame can be
+/// sent encrypted.
+pub const MAX_PLAIN: usize = MAX_FRAME - 16 - 4;
 /// Longest user name, in characters.
 pub const MAX_NAME: usize = 32;
 /// Longest chat line, in bytes.
@@ -130,6 +162,10 @@ pub enum Refusal {
     Full = 5,
     Gone = 6,
     BadHello = 7,
+    /// The network secrets differ, or one side has none.
+    Secret = 8,
+    /// The name is known with another key.
+    Key = 9,
     Other = 255,
 }
 
@@ -143,6 +179,8 @@ impl Refusal {
             5 => Refusal::Full,
             6 => Refusal::Gone,
             7 => Refusal::BadHello,
+            8 => Refusal::Secret,
+            9 => Refusal::Key,
             _ => Refusal::Other,
         }
     }
@@ -159,6 +197,25 @@ pub struct Hello {
     /// The other side's IP as this side sees it (how a peer learns its
     /// own address).
     pub you: Option<IpAddr>,
+    pub ident: Ident,
+    /// The sender's signature of `crypto::hello_message`.
+    pub proof: Sig,
+}
+
+/// A peer's public identity: its key, and the nonce of its run (the node
+/// id derives from both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Ident {
+    pub key: PublicKey,
+    pub nonce: u64,
+}
+
+/// An origin's signature of an event, and of the unsigned events before
+/// it, by their hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seal {
+    pub covers: Vec<EventHash>,
+    pub sig: Sig,
 }
 
 /// One member in a MEMBERS list.
@@ -170,6 +227,7 @@ pub struct Entry {
     pub port: u16,
     /// The sender has delivered this member's events up to `seq`.
     pub seq: u64,
+    pub ident: Ident,
 }
 
 /// What an event says.
@@ -179,6 +237,7 @@ pub enum Body {
         name: String,
         ip: Option<IpAddr>,
         port: u16,
+        ident: Ident,
     },
     Leave,
     Chat {
@@ -244,6 +303,8 @@ pub struct Event {
     pub origin: NodeId,
     pub seq: u64,
     pub body: Body,
+    /// The origin's signature, on the events it signed.
+    pub seal: Option<Seal>,
 }
 
 impl Event {
@@ -259,13 +320,31 @@ impl Event {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Msg {
     Hello(Hello),
-    Refuse { code: Refusal, text: String },
-    Members { last: bool, entries: Vec<Entry> },
+    Refuse {
+        code: Refusal,
+        text: String,
+    },
+    Members {
+        last: bool,
+        entries: Vec<Entry>,
+    },
     Event(Event),
-    Fetch { origin: NodeId, from: u64, to: u64 },
+    Fetch {
+        origin: NodeId,
+        from: u64,
+        to: u64,
+    },
     Ping,
-    Lack { origin: NodeId, oldest: u64 },
-    Gone { ids: Vec<NodeId> },
+    Lack {
+        origin: NodeId,
+        oldest: u64,
+    },
+    Gone {
+        ids: Vec<NodeId>,
+    },
+    /// A message of the encrypted handshake (in the clear, as Noise
+    /// messages are).
+    Noise(Vec<u8>),
 }
 
 /// The kind byte of an EVENT frame.
@@ -281,6 +360,12 @@ pub fn event_id(body: &[u8]) -> Option<EventId> {
         origin: NodeId(BigEndian::read_u64(&body[1..9])),
         seq: BigEndian::read_u64(&body[9..17]),
     })
+}
+
+/// Whether an EVENT frame body carries a seal (a signature), read from its
+/// header alone.
+pub fn event_signed(body: &[u8]) -> bool {
+    body.first() == Some(&EVENT) && body.get(18) == Some(&1)
 }
 
 /// Looks for one whole frame at the start of `buf`.
@@ -315,7 +400,7 @@ pub fn encode(msg: &Msg, out: &mut Vec<u8>) -> Result<(), WireError> {
     let start = out.len();
     let r = encode_body(msg, out);
     let len = out.len() - start - 4;
-    if let Err(e) = r.and(if len > MAX_FRAME {
+    if let Err(e) = r.and(if len > MAX_PLAIN {
         Err(WireError::TooLong("message"))
     } else {
         Ok(())
@@ -339,6 +424,8 @@ fn encode_body(msg: &Msg, out: &mut Vec<u8>) -> Result<(), WireError> {
             put_u16(out, h.port);
             out.push(h.joining as u8);
             put_ip(out, h.you);
+            put_ident(out, &h.ident);
+            out.extend_from_slice(&h.proof);
         }
         Msg::Refuse { code, text } => {
             out.push(2);
@@ -358,6 +445,7 @@ fn encode_body(msg: &Msg, out: &mut Vec<u8>) -> Result<(), WireError> {
                 put_ip(out, e.ip);
                 put_u16(out, e.port);
                 put_u64(out, e.seq);
+                put_ident(out, &e.ident);
             }
         }
         Msg::Event(ev) => {
@@ -365,11 +453,18 @@ fn encode_body(msg: &Msg, out: &mut Vec<u8>) -> Result<(), WireError> {
             put_u64(out, ev.origin.0);
             put_u64(out, ev.seq);
             out.push(ev.body.kind());
+            put_seal(out, ev.seal.as_ref())?;
             match &ev.body {
-                Body::Join { name, ip, port } => {
+                Body::Join {
+                    name,
+                    ip,
+                    port,
+                    ident,
+                } => {
                     put_str(out, name)?;
                     put_ip(out, *ip);
                     put_u16(out, *port);
+                    put_ident(out, ident);
                 }
                 Body::Leave => {}
                 Body::Chat { room, text } => {
@@ -404,6 +499,10 @@ fn encode_body(msg: &Msg, out: &mut Vec<u8>) -> Result<(), WireError> {
             put_u64(out, origin.0);
             put_u64(out, *oldest);
         }
+        Msg::Noise(m) => {
+            out.push(12);
+            out.extend_from_slice(m);
+        }
         Msg::Gone { ids } => {
             if ids.len() > GONE_PER_FRAME {
                 return Err(WireError::TooLong("gone list"));
@@ -435,6 +534,36 @@ pub fn small(msg: &Msg) -> Frame {
     frame(msg).expect("a message bounded by construction fits in a frame")
 }
 
+/// The frame of an event from its parts: header, `seal`, and the payload
+/// as [`payload_of`] makes it.
+///
+/// # Errors
+///
+/// As [`encode`].
+pub fn event_frame(
+    origin: NodeId,
+    seq: u64,
+    kind: u8,
+    seal: Option<&Seal>,
+    payload: &[u8],
+) -> Result<Frame, WireError> {
+    let mut out =
+        Vec::with_capacity(4 + 18 + payload.len() + seal.map_or(1, |s| 66 + 16 * s.covers.len()));
+    out.extend_from_slice(&[0; 4]);
+    out.push(EVENT);
+    put_u64(&mut out, origin.0);
+    put_u64(&mut out, seq);
+    out.push(kind);
+    put_seal(&mut out, seal)?;
+    out.extend_from_slice(payload);
+    let len = out.len() - 4;
+    if len > MAX_PLAIN {
+        return Err(WireError::TooLong("event"));
+    }
+    BigEndian::write_u32(&mut out[..4], len as u32);
+    Ok(out.into())
+}
+
 /// A frame of `body` as received (the length prefix put back), to relay
 /// or keep without encoding it again.
 pub fn frame_of(body: &[u8]) -> Frame {
@@ -458,6 +587,8 @@ pub fn decode(body: &[u8]) -> Result<Msg, WireError> {
                 port: u16_(&mut r)?,
                 joining: u8_(&mut r)? & 1 == 1,
                 you: ip_(&mut r)?,
+                ident: ident_(&mut r)?,
+                proof: sig_(&mut r)?,
             })
         }
         2 => Msg::Refuse {
@@ -478,6 +609,7 @@ pub fn decode(body: &[u8]) -> Result<Msg, WireError> {
                     ip: ip_(&mut r)?,
                     port: u16_(&mut r)?,
                     seq: u64_(&mut r)?,
+                    ident: ident_(&mut r)?,
                 });
             }
             Msg::Members { last, entries }
@@ -485,11 +617,14 @@ pub fn decode(body: &[u8]) -> Result<Msg, WireError> {
         EVENT => {
             let origin = NodeId(u64_(&mut r)?);
             let seq = u64_(&mut r)?;
-            let body = match u8_(&mut r)? {
+            let kind = u8_(&mut r)?;
+            let seal = seal_(&mut r)?;
+            let body = match kind {
                 1 => Body::Join {
                     name: str_(&mut r)?,
                     ip: ip_(&mut r)?,
                     port: u16_(&mut r)?,
+                    ident: ident_(&mut r)?,
                 },
                 2 => Body::Leave,
                 3 => Body::Chat {
@@ -521,7 +656,12 @@ pub fn decode(body: &[u8]) -> Result<Msg, WireError> {
                     payload: std::mem::take(&mut r).to_vec(),
                 },
             };
-            Msg::Event(Event { origin, seq, body })
+            Msg::Event(Event {
+                origin,
+                seq,
+                body,
+                seal,
+            })
         }
         5 => Msg::Fetch {
             origin: NodeId(u64_(&mut r)?),
@@ -533,6 +673,7 @@ pub fn decode(body: &[u8]) -> Result<Msg, WireError> {
             origin: NodeId(u64_(&mut r)?),
             oldest: u64_(&mut r)?,
         },
+        12 => Msg::Noise(std::mem::take(&mut r).to_vec()),
         8 => {
             let count = u16_(&mut r)? as usize;
             if count > GONE_PER_FRAME {
@@ -592,6 +733,81 @@ fn put_ip(out: &mut Vec<u8>, ip: Option<IpAddr>) {
     }
 }
 
+fn put_ident(out: &mut Vec<u8>, i: &Ident) {
+    out.extend_from_slice(&i.key);
+    put_u64(out, i.nonce);
+}
+
+fn put_seal(out: &mut Vec<u8>, seal: Option<&Seal>) -> Result<(), WireError> {
+    let Some(s) = seal else {
+        out.push(0);
+        return Ok(());
+    };
+    let n = u8::try_from(s.covers.len()).map_err(|_| WireError::TooLong("seal"))?;
+    out.push(1);
+    out.push(n);
+    for c in &s.covers {
+        out.extend_from_slice(c);
+    }
+    out.extend_from_slice(&s.sig);
+    Ok(())
+}
+
+fn ident_(r: &mut &[u8]) -> Result<Ident, WireError> {
+    Ok(Ident {
+        key: bytes(r, 32)?.try_into().expect("32 bytes"),
+        nonce: u64_(r)?,
+    })
+}
+
+fn sig_(r: &mut &[u8]) -> Result<Sig, WireError> {
+    Ok(bytes(r, 64)?.try_into().expect("64 bytes"))
+}
+
+fn seal_(r: &mut &[u8]) -> Result<Option<Seal>, WireError> {
+    match u8_(r)? {
+        0 => Ok(None),
+        1 => {
+            let n = u8_(r)? as usize;
+            let mut covers = Vec::with_capacity(n);
+            for _ in 0..n {
+                covers.push(bytes(r, 16)?.try_into().expect("16 bytes"));
+            }
+            Ok(Some(Seal {
+                covers,
+                sig: sig_(r)?,
+            }))
+        }
+        _ => Err(WireError::Invalid("seal")),
+    }
+}
+
+/// The hash of the event whose frame body is `body` (see
+/// [`super::crypto::event_hash`]), read from the bytes as they came: its
+/// header and its payload, past the seal. `None` for anything else.
+pub fn event_hash(body: &[u8]) -> Option<EventHash> {
+    let id = event_id(body)?;
+    let kind = *body.get(17)?;
+    let mut r = body.get(18..)?;
+    seal_(&mut r).ok()?;
+    Some(super::crypto::event_hash(id.origin, id.seq, kind, r))
+}
+
+/// The payload bytes of `body` (an event's, without its header and seal),
+/// as [`event_hash`] hashes them.
+pub fn payload_of(body: &Body) -> Result<Vec<u8>, WireError> {
+    let ev = Event {
+        origin: NodeId(0),
+        seq: 0,
+        body: body.clone(),
+        seal: None,
+    };
+    let mut out = Vec::new();
+    encode(&Msg::Event(ev), &mut out)?;
+    // Length prefix, kind, origin, seq, type and an empty seal.
+    Ok(out.split_off(4 + 1 + 8 + 8 + 1 + 1))
+}
+
 fn u8_(r: &mut &[u8]) -> Result<u8, WireError> {
     r.read_u8().map_err(|_| WireError::Truncated)
 }
@@ -604,7 +820,7 @@ fn u64_(r: &mut &[u8]) -> Result<u64, WireError> {
     r.read_u64::<BigEndian>().map_err(|_| WireError::Truncated)
 }
 
-fn bytes<'a>(r: &mut &'a [u8], n: usize) -> Result<&'a [u8], WireError> {
+pub(super) fn bytes<'a>(r: &mut &'a [u8], n: usize) -> Result<&'a [u8], WireError> {
     if r.len() < n {
         return Err(WireError::Truncated);
     }
@@ -649,6 +865,11 @@ mod tests {
                 port: 40123,
                 joining: true,
                 you: Some("127.0.0.1".parse().unwrap()),
+                ident: Ident {
+                    key: [5; 32],
+                    nonce: 9,
+                },
+                proof: [6; 64],
             }),
             Msg::Refuse {
                 code: Refusal::NameTaken,
@@ -663,6 +884,7 @@ mod tests {
                         ip: Some("::1".parse().unwrap()),
                         port: 1,
                         seq: u64::MAX,
+                        ident: Ident::default(),
                     },
                     Entry {
                         id: NodeId(8),
@@ -670,6 +892,10 @@ mod tests {
                         ip: None,
                         port: 2,
                         seq: 0,
+                        ident: Ident {
+                            key: [1; 32],
+                            nonce: u64::MAX,
+                        },
                     },
                 ],
             },
@@ -680,7 +906,9 @@ mod tests {
                     name: "carol".into(),
                     ip: Some("10.0.0.1".parse().unwrap()),
                     port: 3,
+                    ident: Ident::default(),
                 },
+                seal: None,
             }),
             Msg::Event(Event {
                 origin: NodeId(1),
@@ -689,16 +917,22 @@ mod tests {
                     room: "lobby".into(),
                     text: "hello, 世界".into(),
                 },
+                seal: Some(Seal {
+                    covers: vec![[3; 16], [4; 16]],
+                    sig: [7; 64],
+                }),
             }),
             Msg::Event(Event {
                 origin: NodeId(1),
                 seq: 4,
                 body: Body::Leave,
+                seal: None,
             }),
             Msg::Event(Event {
                 origin: NodeId(1),
                 seq: 5,
                 body: Body::Suspect { target: NodeId(9) },
+                seal: None,
             }),
             Msg::Event(Event {
                 origin: NodeId(1),
@@ -715,6 +949,7 @@ mod tests {
                         },
                     ],
                 },
+                seal: None,
             }),
             Msg::Event(Event {
                 origin: NodeId(1),
@@ -723,6 +958,10 @@ mod tests {
                     kind: 200,
                     payload: b"from a newer version".to_vec(),
                 },
+                seal: Some(Seal {
+                    covers: vec![],
+                    sig: [8; 64],
+                }),
             }),
             Msg::Fetch {
                 origin: NodeId(1),
@@ -737,6 +976,7 @@ mod tests {
             Msg::Gone {
                 ids: vec![NodeId(1), NodeId(u64::MAX)],
             },
+            Msg::Noise(vec![1, 2, 3]),
         ]
     }
 
@@ -803,19 +1043,22 @@ mod tests {
             seq: 1,
             body: Body::Other {
                 kind: 99,
-                payload: vec![0; MAX_FRAME],
+                payload: vec![0; MAX_PLAIN],
             },
+            seal: None,
         });
         assert_eq!(frame(&big), Err(WireError::TooLong("message")));
+        // Header (kind, origin, seq, type) and an empty seal: 19 bytes.
         let fits = Msg::Event(Event {
             origin: NodeId(1),
             seq: 1,
             body: Body::Other {
                 kind: 99,
-                payload: vec![0; MAX_FRAME - 18],
+                payload: vec![0; MAX_PLAIN - 19],
             },
+            seal: None,
         });
-        assert_eq!(frame(&fits).unwrap().len(), MAX_FRAME + 4);
+        assert_eq!(frame(&fits).unwrap().len(), MAX_PLAIN + 4);
     }
 
     #[test]
@@ -842,7 +1085,7 @@ mod tests {
                 Msg::Event(Event {
                     body: Body::Other { .. },
                     ..
-                })
+                }) | Msg::Noise(_)
             ) {
                 // An unknown type's payload runs to the end: any cut after
                 // its type byte is a shorter payload, not an error.
@@ -864,7 +1107,7 @@ mod tests {
         // A CHAT whose text is not UTF-8.
         let mut f = vec![4];
         f.extend_from_slice(&[0; 16]);
-        f.extend_from_slice(&[3, 0, 1, b'a', 0, 2, 0xff, 0xfe]);
+        f.extend_from_slice(&[3, 0, 0, 1, b'a', 0, 2, 0xff, 0xfe]);
         assert_eq!(decode(&f), Err(WireError::Invalid("UTF-8")));
         // A member count larger than any honest frame carries.
         assert_eq!(
@@ -886,6 +1129,7 @@ mod tests {
             name: name.into(),
             ip: None,
             port: 1,
+            ident: Ident::default(),
         };
         assert_eq!(join("bob").check(), Ok(()));
         assert!(join("b\u{1b}b").check().is_err());

@@ -1482,9 +1482,9 @@ mod tests {
         assert_eq!(ed.line(), "bob: hi Alice albert ");
         assert_eq!(ed.line().chars().count(), ed.cursor());
         let mut ed = Editor::new();
-        typed(&mut ed, "/wh");
+        typed(&mut ed, "/hel");
         ed.key(Key::Tab);
-        assert_eq!(ed.line(), "/who ");
+        assert_eq!(ed.line(), "/help ");
         let mut ed = Editor::new();
         typed(&mut ed, ":q");
         ed.key(Key::Tab);

@@ -91,10 +91,17 @@ pub fn load(path: &Path) -> Vec<String> {
 }
 
 /// Holds `flock(LOCK_EX)` on the lock file beside `path` while alive.
-struct Lock(File);
+/// An exclusive lock on `PATH.lock`, held until dropped: one writer of a
+/// file shared by several instances at a time.
+pub struct Lock(File);
 
 impl Lock {
-    fn take(path: &Path) -> io::Result<Lock> {
+    /// Takes the lock for `path`, waiting for whoever holds it.
+    ///
+    /// # Errors
+    ///
+    /// Creating or locking the lock file.
+    pub fn take(path: &Path) -> io::Result<Lock> {
         let mut name = path.file_name().unwrap_or_default().to_owned();
         name.push(".lock");
         let f = OpenOptions::new()

@@ -338,6 +338,19 @@ impl Ui {
     /// A diagnostic: on the terminal above the input line, as a JSON
     /// `error` event, or on stderr. It may quote a peer (a refusal's text),
     /// so it is escaped like chat.
+    /// A diagnostic for whoever runs this peer, not an event of the
+    /// chat: on the screen, else on stderr (JSON output included).
+    pub fn diagnostic(&mut self, msg: &str) {
+        let msg = escape_controls(msg);
+        match &mut self.term {
+            Some(t) => {
+                let l = t.screen.paint(ERROR, &format!("p2pchat: {msg}"));
+                let _ = t.screen.print(&l);
+            }
+            None => self.stderr(&msg),
+        }
+    }
+
     pub fn error(&mut self, msg: &str) {
         let msg = escape_controls(msg);
         if let Some(t) = &mut self.term {
@@ -493,6 +506,7 @@ fn plain(ev: &Show) -> Vec<String> {
             );
             out
         }
+        Show::Info(i) => vec![format!("* {}", escape_controls(i))],
     }
 }
 
@@ -677,6 +691,7 @@ fn json(ev: &Show) -> (&'static str, String) {
                 format!(r#","room":{},"owner":{owner}{list}"#, Js(room)),
             )
         }
+        Show::Info(i) => ("info", format!(r#","text":{}"#, Js(i))),
     }
 }
 
@@ -760,6 +775,7 @@ fn tty(s: &mut Screen, me: &str, ev: &Show, at: i64, now: i64) {
             }
             return;
         }
+        Show::Info(i) => s.style(NOTICE, &format!("* {}", escape_controls(i))),
     };
     let _ = s.print(&l);
 }
@@ -790,6 +806,7 @@ fn log_room(ev: &Show) -> Option<&str> {
         Show::Members(_)
         | Show::Warning(_)
         | Show::Error(_)
+        | Show::Info(_)
         | Show::History { .. }
         | Show::Here(_)
         | Show::Rooms(_)

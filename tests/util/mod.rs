@@ -63,6 +63,9 @@ pub struct Peer {
     err_eof: bool,
     port: Option<u16>,
     status: Option<ExitStatus>,
+    /// Its own config and state directories (identity key, known
+    /// peers), unless the test gave it some.
+    home: Option<Home>,
 }
 
 fn reader<R: Read + Send + 'static>(stream: Stream, r: R, tx: Sender<Msg>) {
@@ -128,9 +131,14 @@ impl Peer {
         let mut cmd: Vec<String> = prefix.iter().map(|a| a.as_ref().to_string()).collect();
         cmd.push(BIN.to_string());
         cmd.extend(args.iter().map(|a| a.as_ref().to_string()));
+        // Never the user's own identity, known peers or config.
+        let given = |k: &str| env.iter().any(|(n, _)| *n == k);
+        let home = (!given("XDG_CONFIG_HOME") || !given("XDG_STATE_HOME")).then(Home::new);
         let mut child = Command::new(&cmd[0])
             .args(&cmd[1..])
             .env_remove("NO_COLOR")
+            .env_remove("P2PCHAT_SECRET")
+            .envs(home.iter().flat_map(Home::env))
             .envs(env.iter().copied())
             .stdin(stdin)
             .stdout(Stdio::piped())
@@ -162,6 +170,7 @@ impl Peer {
             err_eof: false,
             port: None,
             status: None,
+            home,
         }
     }
 
@@ -170,6 +179,18 @@ impl Peer {
     /// 127.0.0.1:`via`. `--plain` is added unless `opts` has `--json`.
     /// Waits for the listening line (not for the joined line).
     pub fn launch(name: &str, opts: &[&str], via: Option<u16>, stdin: Stdio) -> Peer {
+        Peer::launch_env(name, opts, via, stdin, &[])
+    }
+
+    /// [`Peer::launch`] with `env` added to the environment (such as a
+    /// [`Home`] kept from an earlier run: the same identity).
+    pub fn launch_env(
+        name: &str,
+        opts: &[&str],
+        via: Option<u16>,
+        stdin: Stdio,
+        env: &[(&str, &str)],
+    ) -> Peer {
         let mut args: Vec<String> = Vec::new();
         if !opts.contains(&"--json") && !opts.contains(&"--plain") {
             args.push("--plain".into());
@@ -180,9 +201,15 @@ impl Peer {
         if let Some(port) = via {
             args.extend(["127.0.0.1".to_string(), port.to_string()]);
         }
-        let mut p = Peer::spawn(name, &args, stdin);
+        let mut p = Peer::spawn_env(name, &args, stdin, env);
         p.wait_listening();
         p
+    }
+
+    /// Takes this peer's identity and state away from it, to start it
+    /// again later as the same user ([`Peer::launch_env`]).
+    pub fn keep_home(&mut self) -> Home {
+        self.home.take().expect("a peer with its own home")
     }
 
     /// A new network of one.
@@ -666,6 +693,68 @@ pub fn assert_closed_by_peer(s: &mut TcpStream, what: &str) {
             }
             Err(e) => panic!("{what}: read: {e}"),
         }
+    }
+}
+
+/// A private directory in the temp directory, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("p2pchat-test-{tag}-{}-{n}", std::process::id());
+        let p = std::env::temp_dir().join(name);
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn str(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+
+    /// `name` inside it, as a string (for the environment).
+    pub fn join(&self, name: &str) -> String {
+        self.0.join(name).to_str().unwrap().to_owned()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A peer's own XDG_CONFIG_HOME and XDG_STATE_HOME (its identity key and
+/// the keys it has met), removed on drop.
+pub struct Home {
+    _dir: TempDir,
+    config: String,
+    state: String,
+}
+
+impl Home {
+    pub fn new() -> Home {
+        let dir = TempDir::new("home");
+        let (config, state) = (dir.join("config"), dir.join("state"));
+        Home {
+            _dir: dir,
+            config,
+            state,
+        }
+    }
+
+    /// The environment that gives a peer this home.
+    pub fn env(&self) -> [(&'static str, &str); 2] {
+        [
+            ("XDG_CONFIG_HOME", self.config.as_str()),
+            ("XDG_STATE_HOME", self.state.as_str()),
+        ]
     }
 }
 

@@ -2,7 +2,7 @@
 //! peer: the hostile member of the hostile-input tests.
 
 use super::free_port;
-use p2pchat::node::NodeId;
+use p2pchat::proto::crypto::Identity;
 use p2pchat::proto::wire::{self, Entry, Hello, Msg};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
@@ -107,17 +107,16 @@ impl Raw {
         }
     }
 
-    /// Says HELLO as `name` with node id `id`; returns alice's HELLO and
-    /// her member list.
-    pub fn hello(&mut self, id: u64, name: &str, joining: bool) -> (Hello, Vec<Entry>) {
-        self.send(&Msg::Hello(Hello {
-            version: wire::VERSION,
-            id: NodeId(id),
-            name: name.into(),
+    /// Says HELLO as `name`, `me`; returns alice's HELLO and her member
+    /// list.
+    pub fn hello(&mut self, me: &Identity, name: &str, joining: bool) -> (Hello, Vec<Entry>) {
+        let h = Hello {
             port: free_port(),
             joining,
             you: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
-        }));
+            ..super::frames::hello(me, name)
+        };
+        self.send(&Msg::Hello(super::frames::prove(me, h)));
         let h = match self.recv(super::DEADLINE) {
             Got::Msg(Msg::Hello(h)) => h,
             Got::Msg(m) => panic!("HELLO as {name}: got {m:?}"),

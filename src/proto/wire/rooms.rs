@@ -10,7 +10,7 @@
 //! created again is a new room.
 //!
 //! ```text
-//! 10 ROOM    name:str, era:u32, epoch:u32, from:u64, op:u8, arg:str,
+//! 10 ROOM    name:str, era:u32, epoch:u32, from:u64, lord:32 bytes, op:u8, arg:str,
 //!            flags:u8 (bit 0: deleted; bit 1: the sender holds the room's
 //!            whole recent history; bit 2: it took the room by election;
 //!            bit 3: withdrawn, this state no longer stands),
@@ -20,10 +20,15 @@
 //!        The room as the origin, its owner for `epoch`, has it: every
 //!        change (created, kicked, handed over, deleted) is the whole
 //!        state again. `from`: the owner it took the room over from.
+//!        `lord`: the key the room belongs to (an Ed25519 public key): its
+//!        creator's, or the key of the member it was given to; an owner
+//!        elected keeps the lord of the owner it replaced, so that the
+//!        lord, back under a new node id, takes the room again.
 //!        `op` says what just happened (1 create, 2 taken over as given,
 //!        3 taken over by election, 4 withdrawn, 5 announce, 6 kick,
-//!        7 unkick, 8 give, 9 delete, 10 close; others: announce) and `arg`
-//!        whom it is about (kick, unkick, give), else empty.
+//!        7 unkick, 8 give, 9 delete, 10 close, 11 taken back by its lord;
+//!        others: announce) and `arg` whom it is about (kick, unkick,
+//!        give), else empty.
 //! 11 SAY     room:str, era:u32, n:u32, text:str     a line in a room; n
 //!                                                   counts the origin's lines
 //! 12 ENTER   m:u32, room:str, era:u32, want:u8      the origin is now in
@@ -38,8 +43,11 @@
 //! [`MAX_ROSTER`], [`HISTORY_LINES`]); names, texts and sizes on receipt
 //! ([`RoomEvent::check`]), like every event's.
 
-use super::{MAX_TEXT, WireError, put_str, put_u16, put_u64, str_, u8_, u16_, u64_, valid_name};
+use super::{
+    MAX_TEXT, WireError, bytes, put_str, put_u16, put_u64, str_, u8_, u16_, u64_, valid_name,
+};
 use crate::proto::NodeId;
+use crate::proto::crypto::PublicKey;
 use byteorder::{BigEndian, ReadBytesExt, WriteBytesExt};
 
 /// The event types, the first and the last kept for rooms.
@@ -84,6 +92,8 @@ pub enum Op {
     Delete,
     /// Deleted because nobody was left to hand it over to.
     Close,
+    /// Taken back by its lord (the key it belongs to) under a new node id.
+    Reclaim,
     /// An op of a newer version: taken as an announce.
     Other(u8),
 }
@@ -101,6 +111,7 @@ impl Op {
             Op::Give => 8,
             Op::Delete => 9,
             Op::Close => 10,
+            Op::Reclaim => 11,
             Op::Other(k) => k,
         }
     }
@@ -117,6 +128,7 @@ impl Op {
             8 => Op::Give,
             9 => Op::Delete,
             10 => Op::Close,
+            11 => Op::Reclaim,
             k => Op::Other(k),
         }
     }
@@ -129,6 +141,8 @@ pub struct RoomState {
     pub era: u32,
     pub epoch: u32,
     pub from: NodeId,
+    /// The key the room belongs to (see the module docs).
+    pub lord: PublicKey,
     pub op: Op,
     pub arg: String,
     pub deleted: bool,
@@ -266,6 +280,7 @@ impl RoomEvent {
                 put_u32(out, s.era);
                 put_u32(out, s.epoch);
                 put_u64(out, s.from.0);
+                out.extend_from_slice(&s.lord);
                 out.push(s.op.to_u8());
                 put_str(out, &s.arg)?;
                 out.push(
@@ -331,6 +346,7 @@ impl RoomEvent {
                 let era = u32_(r)?;
                 let epoch = u32_(r)?;
                 let from = NodeId(u64_(r)?);
+                let lord = key_(r)?;
                 let op = Op::from_u8(u8_(r)?);
                 let arg = str_(r)?;
                 let flags = u8_(r)?;
@@ -364,6 +380,7 @@ impl RoomEvent {
                     era,
                     epoch,
                     from,
+                    lord,
                     op,
                     arg,
                     deleted: flags & 1 != 0,
@@ -422,6 +439,10 @@ fn u32_(r: &mut &[u8]) -> Result<u32, WireError> {
     r.read_u32::<BigEndian>().map_err(|_| WireError::Truncated)
 }
 
+fn key_(r: &mut &[u8]) -> Result<PublicKey, WireError> {
+    Ok(bytes(r, 32)?.try_into().expect("32 bytes"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::{Body, Event, Msg, decode, frame};
@@ -434,6 +455,7 @@ mod tests {
                 era: 3,
                 epoch: 7,
                 from: NodeId(9),
+                lord: [7; 32],
                 op: Op::Kick,
                 arg: "carol".into(),
                 deleted: false,
@@ -449,6 +471,7 @@ mod tests {
                 era: 1,
                 epoch: 1,
                 from: NodeId(0),
+                lord: [0; 32],
                 op: Op::Other(99),
                 arg: String::new(),
                 deleted: true,
@@ -507,6 +530,7 @@ mod tests {
             origin: NodeId(77),
             seq: 5,
             body: Body::Room(ev),
+            seal: None,
         })
     }
 
@@ -532,9 +556,11 @@ mod tests {
         let mut f = vec![super::super::EVENT];
         f.extend_from_slice(&[0; 16]);
         f.push(ROOM);
+        f.push(0); // unsigned
         f.extend_from_slice(&[0, 3, b'd', b'e', b'v']);
         f.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 1]);
         f.extend_from_slice(&[0; 8]);
+        f.extend_from_slice(&[0; 32]);
         f.extend_from_slice(&[1, 0, 0, 0]);
         let mut gave = f.clone();
         gave.push(255);
@@ -545,7 +571,7 @@ mod tests {
         // A HISTORY of 51 lines.
         let mut h = vec![super::super::EVENT];
         h.extend_from_slice(&[0; 16]);
-        h.extend_from_slice(&[HISTORY, 0, 2, b'a', b'b', 0, 0, 0, 1, 51]);
+        h.extend_from_slice(&[HISTORY, 0, 0, 2, b'a', b'b', 0, 0, 0, 1, 51]);
         assert_eq!(decode(&h), Err(WireError::Invalid("history count")));
     }
 
@@ -578,6 +604,7 @@ mod tests {
             era: 1,
             epoch: 1,
             from: NodeId(0),
+            lord: [0; 32],
             op: Op::Kick,
             arg: "a b".into(),
             deleted: false,
