@@ -359,3 +359,165 @@ fn json_lines_carry_the_room() {
     let e = erin.expect_contains(r#""type":"error""#);
     assert!(e.contains("you do not own dev"), "{e}");
 }
+
+/// An owner that crashes and starts again with its identity (its home:
+/// the same key, a new node id) is still the owner: it takes its room
+/// back from the member elected meanwhile, kick list and all, and its
+/// commands work. Another peer under its name, with another key, is
+/// refused before it could claim anything.
+#[test]
+fn an_owner_back_with_its_key_is_the_owner_and_an_impostor_is_not() {
+    let mut p = network(&["alice", "bob", "carol", "dave"], Via::Random);
+    p[0].send(":create dev");
+    p[0].expect_line("* you are in dev");
+    for i in 1..4 {
+        knows_room(&mut p[i], "dev", "alice");
+        p[i].send(":join dev");
+        p[i].expect_line("* you are in dev");
+        let line = format!("* {} moved from lobby to dev", p[i].name);
+        p[0].expect_line(&line);
+    }
+    p[0].send(":kick dave");
+    p[3].expect_line("* you are in lobby");
+    p[1].expect_line("* alice kicked dave from dev");
+    p[2].expect_line("* alice kicked dave from dev");
+    let mut alice = p.remove(0);
+    let (mut bob, mut carol, mut dave) = (p.remove(0), p.remove(0), p.remove(0));
+
+    alice.signal(libc::SIGKILL);
+    alice.wait_exit(DEADLINE);
+    bob.expect_line("* alice left (connection lost)");
+    carol.expect_line("* alice left (connection lost)");
+    new_owner(&mut bob, &mut carol, "dev", &["bob", "carol"]);
+
+    // Another "alice", another key: refused by those who know alice's.
+    let mut impostor = Peer::launch("alice", &[], Some(bob.port()), std::process::Stdio::piped());
+    impostor.expect_exit(1);
+    impostor.expect_err_contains("the key of alice has changed");
+
+    // alice again, her home kept: her room again.
+    let home = alice.keep_home();
+    drop(alice);
+    let mut alice = Peer::launch_env(
+        "alice",
+        &[],
+        Some(bob.port()),
+        std::process::Stdio::piped(),
+        &home.env(),
+    );
+    alice.expect_contains("joined through");
+    alice.expect_line("* room dev now owned by alice");
+    bob.expect_line("* room dev now owned by alice");
+    carol.expect_line("* room dev now owned by alice");
+    knows_room(&mut dave, "dev", "alice");
+    dave.send(":join dev");
+    refused(&mut dave, ":join: ");
+    bob.send(":kick carol");
+    refused(&mut bob, "you do not own dev");
+    alice.send(":join dev");
+    alice.expect_line("* you are in dev");
+    alice.send(":kick carol");
+    carol.expect_line("* you are in lobby");
+    bob.expect_line("* alice kicked carol from dev");
+}
+
+/// A relay cannot kick in the owner's name: mallory, a member linked to
+/// carol, sends alice's room state with bob kicked as alice's next event,
+/// sealed with mallory's key; then, as herself (signed, a member), a
+/// claim of the room over alice, who is present. Nobody acts on either:
+/// bob stays in dev and his lines reach carol and alice.
+#[test]
+fn a_relay_cannot_forge_an_owners_kick() {
+    use p2pchat::proto::wire::rooms::{Op, RoomEvent, RoomState};
+    use p2pchat::proto::wire::{Body, Msg};
+    use util::frames::{self, who};
+    use util::raw::{Got, Raw};
+
+    let mut p = network(&["alice", "bob", "carol"], Via::Random);
+    p[0].send(":create dev");
+    p[0].expect_line("* you are in dev");
+    for i in 1..3 {
+        knows_room(&mut p[i], "dev", "alice");
+        p[i].send(":join dev");
+        p[i].expect_line("* you are in dev");
+    }
+    let mut alice = p.remove(0);
+    let (mut bob, mut carol) = (p.remove(0), p.remove(0));
+
+    let mut r = Raw::connect(carol.port());
+    let me = who(40);
+    let (_, members) = r.hello(&me, "mallory", true);
+    let a = members
+        .iter()
+        .find(|e| e.name == "alice")
+        .expect("alice listed");
+    let (alice_id, mut next) = (a.id, a.seq + 1);
+    let Msg::Event(join) = frames::join(&me, "mallory", 9) else {
+        unreachable!()
+    };
+    r.send(&Msg::Event(join));
+    carol.expect_line("* mallory joined");
+    alice.expect_line("* mallory joined");
+    // alice announces dev to the newcomer: its state, to forge from.
+    let state = loop {
+        match r.recv(DEADLINE) {
+            Got::Msg(Msg::Event(ev)) if ev.origin == alice_id => {
+                next = next.max(ev.seq + 1);
+                if let Body::Room(RoomEvent::State(st)) = ev.body
+                    && st.name == "dev"
+                {
+                    break st;
+                }
+            }
+            Got::Msg(_) => {}
+            Got::Closed => panic!("no state of dev from alice: closed"),
+            Got::Timeout => panic!("no state of dev from alice"),
+        }
+    };
+    // Whatever else alice says meanwhile comes first.
+    while let Got::Msg(m) = r.recv(Duration::from_millis(500)) {
+        if let Msg::Event(ev) = m
+            && ev.origin == alice_id
+        {
+            next = next.max(ev.seq + 1);
+        }
+    }
+    let kick = RoomState {
+        op: Op::Kick,
+        arg: "bob".into(),
+        kicked: vec!["bob".into()],
+        roster: vec![],
+        ..state.clone()
+    };
+    // As herself: a member's claim over alice (present), bob kicked.
+    let claim = RoomState {
+        epoch: state.epoch + 1,
+        from: alice_id,
+        op: Op::Elected,
+        elected: true,
+        ..kick.clone()
+    };
+    for m in frames::sealed(&me, 2, vec![Body::Room(RoomEvent::State(claim))]) {
+        r.send(&m);
+    }
+    bob.send("still here");
+    carol.expect_line("[dev] bob: still here");
+    alice.expect_line("[dev] bob: still here");
+    // In alice's name, sealed with mallory's key.
+    // (At alice's next number, and the few around it.)
+    for seq in next.saturating_sub(1)..next + 3 {
+        let body = Body::Room(RoomEvent::State(kick.clone()));
+        r.send(&frames::forged(&me, alice_id, seq, body));
+    }
+    bob.send("and still here");
+    carol.expect_line("[dev] bob: and still here");
+    alice.expect_line("[dev] bob: and still here");
+    alice.send(":who");
+    let rows = alice.expect_block("* 3 members in dev:", 3);
+    assert!(rows.iter().any(|l| l.starts_with("*   bob ")), "{rows:?}");
+    for q in [&mut alice, &mut bob, &mut carol] {
+        q.assert_no_out("a kick", &|l| {
+            l.contains("kicked") || l.contains("now owned by")
+        });
+    }
+}
