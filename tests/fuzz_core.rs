@@ -552,7 +552,7 @@ impl Gen {
         let room = ["dev", "ops", "Dev", "lobby", "x"][self.n(5) as usize].to_owned();
         let era = [1, 2, 0x0a00_0001, u32::MAX][self.n(4) as usize];
         match self.n(5) {
-            0 => RoomEvent::State(RoomState {
+            0 => RoomEvent::State(Box::new(RoomState {
                 name: room,
                 era,
                 epoch: 1 + self.n(4) as u32,
@@ -574,7 +574,7 @@ impl Gen {
                 roster: (0..self.n(4))
                     .map(|_| (self.id(), self.n(5) as u32))
                     .collect(),
-            }),
+            })),
             1 => RoomEvent::Say {
                 room,
                 era,

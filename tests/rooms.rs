@@ -436,10 +436,10 @@ fn a_relay_cannot_forge_an_owners_kick() {
     let mut p = network(&["alice", "bob", "carol"], Via::Random);
     p[0].send(":create dev");
     p[0].expect_line("* you are in dev");
-    for i in 1..3 {
-        knows_room(&mut p[i], "dev", "alice");
-        p[i].send(":join dev");
-        p[i].expect_line("* you are in dev");
+    for q in &mut p[1..] {
+        knows_room(q, "dev", "alice");
+        q.send(":join dev");
+        q.expect_line("* you are in dev");
     }
     let mut alice = p.remove(0);
     let (mut bob, mut carol) = (p.remove(0), p.remove(0));
@@ -466,7 +466,7 @@ fn a_relay_cannot_forge_an_owners_kick() {
                 if let Body::Room(RoomEvent::State(st)) = ev.body
                     && st.name == "dev"
                 {
-                    break st;
+                    break *st;
                 }
             }
             Got::Msg(_) => {}
@@ -497,7 +497,7 @@ fn a_relay_cannot_forge_an_owners_kick() {
         elected: true,
         ..kick.clone()
     };
-    for m in frames::sealed(&me, 2, vec![Body::Room(RoomEvent::State(claim))]) {
+    for m in frames::sealed(&me, 2, vec![Body::Room(RoomEvent::State(Box::new(claim)))]) {
         r.send(&m);
     }
     bob.send("still here");
@@ -506,7 +506,7 @@ fn a_relay_cannot_forge_an_owners_kick() {
     // In alice's name, sealed with mallory's key.
     // (At alice's next number, and the few around it.)
     for seq in next.saturating_sub(1)..next + 3 {
-        let body = Body::Room(RoomEvent::State(kick.clone()));
+        let body = Body::Room(RoomEvent::State(Box::new(kick.clone())));
         r.send(&frames::forged(&me, alice_id, seq, body));
     }
     bob.send("and still here");

@@ -1015,7 +1015,7 @@ impl Rooms {
 
     /// Floods a ROOM event of ours, and takes it as everyone will.
     fn publish_state(&mut self, net: &mut impl Net, st: RoomState, now: Millis) {
-        net.publish(Body::Room(RoomEvent::State(st.clone())));
+        net.publish(Body::Room(RoomEvent::State(Box::new(st.clone()))));
         let me = net.id();
         self.offer(net, me, st, now);
     }
@@ -1084,7 +1084,7 @@ impl Rooms {
             return;
         }
         match ev {
-            RoomEvent::State(st) => self.offer(net, origin, st, now),
+            RoomEvent::State(st) => self.offer(net, origin, *st, now),
             RoomEvent::Say { room, era, n, text } => self.heard(net, origin, &room, era, n, text),
             RoomEvent::Enter { m, room, era, want } => {
                 let dest = (!room.is_empty()).then(|| (key_of(&room), era));
@@ -1978,7 +1978,7 @@ impl Rooms {
                     if st.epoch > 1 {
                         st.op = Op::Announce;
                     }
-                    net.publish(Body::Room(RoomEvent::State(st)));
+                    net.publish(Body::Room(RoomEvent::State(Box::new(st))));
                 }
                 let r = &self.rooms[&k];
                 if r.cur.owner == me && !r.cur.deleted {
@@ -2687,7 +2687,7 @@ mod tests {
         w.log
             .get_mut(&m)
             .unwrap()
-            .push(Body::Room(RoomEvent::State(forged.clone())));
+            .push(Body::Room(RoomEvent::State(Box::new(forged.clone()))));
         // ... and at a higher epoch, as if elected.
         let mut elected = forged;
         elected.epoch = 2;
@@ -2697,7 +2697,7 @@ mod tests {
         w.log
             .get_mut(&m)
             .unwrap()
-            .push(Body::Room(RoomEvent::State(elected)));
+            .push(Body::Room(RoomEvent::State(Box::new(elected))));
         w.settle();
         // (Mallory's own view is not what she sent.)
         let s = w.agree_among(&[0, 1, 2]);
@@ -2842,14 +2842,14 @@ mod tests {
         w.log
             .get_mut(&d)
             .unwrap()
-            .push(Body::Room(RoomEvent::State(st.clone())));
+            .push(Body::Room(RoomEvent::State(Box::new(st.clone()))));
         st.epoch = 3;
         st.elected = true;
         st.op = Op::Elected;
         w.log
             .get_mut(&d)
             .unwrap()
-            .push(Body::Room(RoomEvent::State(st)));
+            .push(Body::Room(RoomEvent::State(Box::new(st))));
         w.settle();
         let s = w.agree_among(&[0, 1]);
         assert_eq!(room(&s, "dev").owner, w.id(0));

@@ -169,7 +169,8 @@ pub struct Line {
 /// A room event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RoomEvent {
-    State(RoomState),
+    /// Boxed: the largest by far, and events are moved about a lot.
+    State(Box<RoomState>),
     Say {
         room: String,
         era: u32,
@@ -375,7 +376,7 @@ impl RoomEvent {
                 for _ in 0..n {
                     roster.push((NodeId(u64_(r)?), u32_(r)?));
                 }
-                RoomEvent::State(RoomState {
+                RoomEvent::State(Box::new(RoomState {
                     name,
                     era,
                     epoch,
@@ -390,7 +391,7 @@ impl RoomEvent {
                     gave,
                     kicked,
                     roster,
-                })
+                }))
             }
             SAY => RoomEvent::Say {
                 room: str_(r)?,
@@ -450,7 +451,7 @@ mod tests {
 
     pub(crate) fn samples() -> Vec<RoomEvent> {
         vec![
-            RoomEvent::State(RoomState {
+            RoomEvent::State(Box::new(RoomState {
                 name: "Dev-ops_2".into(),
                 era: 3,
                 epoch: 7,
@@ -465,8 +466,8 @@ mod tests {
                 gave: vec![NodeId(1), NodeId(u64::MAX)],
                 kicked: vec!["carol".into(), "żółw".into()],
                 roster: vec![(NodeId(4), 2), (NodeId(5), u32::MAX)],
-            }),
-            RoomEvent::State(RoomState {
+            })),
+            RoomEvent::State(Box::new(RoomState {
                 name: "dev".into(),
                 era: 1,
                 epoch: 1,
@@ -481,7 +482,7 @@ mod tests {
                 gave: vec![],
                 kicked: vec![],
                 roster: vec![],
-            }),
+            })),
             RoomEvent::Say {
                 room: "dev".into(),
                 era: 1,
@@ -615,13 +616,21 @@ mod tests {
             kicked: vec![],
             roster: vec![],
         };
-        assert!(Body::Room(RoomEvent::State(s.clone())).check().is_err());
+        assert!(
+            Body::Room(RoomEvent::State(Box::new(s.clone())))
+                .check()
+                .is_err()
+        );
         s.arg = "bob".into();
         s.kicked = vec!["x\u{1b}".into()];
-        assert!(Body::Room(RoomEvent::State(s.clone())).check().is_err());
+        assert!(
+            Body::Room(RoomEvent::State(Box::new(s.clone())))
+                .check()
+                .is_err()
+        );
         s.kicked.clear();
         s.era = 0;
-        assert!(Body::Room(RoomEvent::State(s)).check().is_err());
+        assert!(Body::Room(RoomEvent::State(Box::new(s))).check().is_err());
     }
 
     #[test]
