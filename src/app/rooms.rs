@@ -31,7 +31,16 @@
 //! - Authority: KICK, UNKICK, GIVE and DELETE are ROOM events of the owner
 //!   (the origin of the current key); one of another origin is not at the
 //!   owner's key, and only a valid claim gives a new one: a forged one is
-//!   ignored by every receiver.
+//!   ignored by every receiver. Events reach us only once verified as
+//!   their origin's (signed by the key its node id is bound to), so the
+//!   origin of a state is its key's.
+//! - A room belongs to a key, its *lord*, carried in every state: its
+//!   creator's, or the key of the member it was given to; an owner
+//!   elected keeps the lord it stands in for. A state whose lord is not
+//!   its origin's key (elected: not the lord it replaces) is not taken. A
+//!   claim is valid also when its origin's key is the lord of the state it
+//!   takes over from: an owner that crashed and starts again (a new node
+//!   id, the same key) takes its room back, from whoever was elected.
 //!
 //! Owner leaves: each room it owns is given (GIVE) to its member with the
 //! largest id, which takes it over with a ROOM event of its own (its kick
@@ -65,7 +74,12 @@
 //! rare for honest peers). Events of a member declared lost are held until
 //! it is back: what a crashed owner said just before it was lost, if some
 //! peer declared it lost first (a partition and a crash together), that
-//! peer never takes.
+//! peer never takes. A member can take any room by a claim that names, as
+//! the owner it took over from, an id nobody sees present (one made up):
+//! it is valid as an election is. Waiting instead, where the room is
+//! known, for that owner's state broke convergence for peers that learned
+//! the room late; a claim would need to carry its proof (the gone owner's
+//! signed state) to close this.
 
 use super::{LOBBY, MemberView, Net, RoomView, Show};
 use crate::proto::crypto::PublicKey;
