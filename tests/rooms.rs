@@ -539,3 +539,47 @@ fn a_relay_cannot_forge_an_owners_kick() {
         });
     }
 }
+
+/// The owner gives the room away (`:give`): the new owner's commands work
+/// and the old one's are refused; a kick is undone (`:unkick`); `:leave`
+/// goes back to the lobby; `:who *` lists everyone.
+#[test]
+fn give_unkick_leave_and_who_everyone() {
+    let mut p = network(&["alice", "bob", "carol"], Via::Previous);
+    let mut carol = p.pop().unwrap();
+    let mut bob = p.pop().unwrap();
+    let mut alice = p.pop().unwrap();
+    alice.send(":create dev");
+    alice.expect_line("* you are in dev");
+    for q in [&mut bob, &mut carol] {
+        knows_room(q, "dev", "alice");
+        q.send(":join dev");
+        q.expect_line("* you are in dev");
+    }
+    alice.send(":give dev dave");
+    refused(&mut alice, ":give: ");
+    alice.send(":give dev bob");
+    alice.expect_line("* giving dev to bob");
+    for q in [&mut alice, &mut bob, &mut carol] {
+        q.expect_line("* room dev now owned by bob");
+    }
+    alice.send(":kick carol");
+    refused(&mut alice, ":kick: you do not own dev (bob does)");
+    bob.send(":kick carol");
+    carol.expect_line("* you are in lobby");
+    alice.expect_line("* bob kicked carol from dev");
+    carol.send(":join dev");
+    refused(&mut carol, "you cannot enter it");
+    bob.send(":unkick carol");
+    bob.expect_line("* carol may enter dev again");
+    carol.expect_line("* carol may enter dev again");
+    carol.send(":join dev");
+    carol.expect_line("* you are in dev");
+    bob.expect_line("* carol moved from lobby to dev");
+    carol.send(":leave");
+    carol.expect_line("* you are in lobby");
+    carol.send(":who *");
+    let rows = carol.expect_block("* 3 members:", 3);
+    assert!(rows[0].starts_with("*   alice "), "{rows:?}");
+    assert!(rows[2].starts_with("*   carol "), "{rows:?}");
+}
