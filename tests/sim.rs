@@ -83,6 +83,8 @@ struct Sim {
     closes: u64,
     /// Nodes on a loaded machine.
     loaded: HashMap<usize, Loaded>,
+    /// Each node's identity seed (see [`Sim::restart`]).
+    keys: Vec<u64>,
 }
 
 fn addr(i: usize) -> SocketAddr {
@@ -108,7 +110,25 @@ impl Sim {
             seen: HashSet::new(),
             closes: 0,
             loaded: HashMap::new(),
+            keys: Vec::new(),
         }
+    }
+
+    /// Node `i`, dead, starts again at its address under its name, with
+    /// its key and a new nonce (a new node id), as a user restarting
+    /// p2pchat with the same home.
+    fn restart(&mut self, i: usize, cfg: Config) {
+        assert!(!self.nodes[i].alive);
+        use blake2::{Blake2s256, Digest};
+        let mut h = Blake2s256::new();
+        h.update(b"p2pchat test identity");
+        h.update(self.keys[i].to_be_bytes());
+        let ident = Identity::new(h.finalize().into(), self.rng.next_u64());
+        let seed = self.rng.next_u64();
+        let n = &mut self.nodes[i];
+        n.core = node::Node::new(cfg, ident, &name(i), addr(i).port(), seed);
+        n.alive = true;
+        n.exited = None;
     }
 
     fn add(&mut self, name: &str, cfg: Config) -> usize {
@@ -116,6 +136,7 @@ impl Sim {
         self.pushed.push(None);
         let id = self.rng.next_u64();
         let seed = self.rng.next_u64();
+        self.keys.push(id);
         self.nodes.push(Node {
             core: node::Node::new(cfg, Identity::from_seed(id), name, addr(i).port(), seed),
             alive: true,
@@ -1682,18 +1703,30 @@ fn rooms_converge_under_churn_crashes_and_a_partition() {
             let late = sim.nodes.len();
             for k in 0..5 {
                 let j = sim.add(&name(late + k), cfg.clone());
+                // (Not through one that is leaving, handing its rooms over.)
+                let quit = [owned[1].0, owned[2].0];
                 let ready: Vec<usize> = sim
                     .live()
                     .into_iter()
                     .filter(|&i| sim.nodes[i].exited.is_none() && sim.nodes[i].core.is_member())
+                    .filter(|i| !quit.contains(i))
                     .collect();
                 let via = ready[sim.rng.below(ready.len() as u64) as usize];
                 sim.join(j, via);
             }
-            let t = sim.now + 3_000;
-            sim.run_until(t);
+            // In within 10 s (a join that races another may take a retry).
+            let end = sim.now + 10_000;
+            while sim.now < end && !(late..late + 5).all(|j| sim.nodes[j].core.is_member()) {
+                let t = sim.now + 500;
+                sim.run_until(t);
+            }
             for j in late..late + 5 {
-                assert!(sim.nodes[j].core.is_member(), "late joiner n{j} is not in");
+                assert!(
+                    sim.nodes[j].core.is_member(),
+                    "late joiner n{j} is not in: {:?} {:?}",
+                    sim.nodes[j].exited,
+                    sim.nodes[j].warnings
+                );
             }
             let target = owned[5.min(owned.len() - 1)].1.name.clone();
             let hist_marks: Vec<usize> =
@@ -1742,6 +1775,29 @@ fn rooms_converge_under_churn_crashes_and_a_partition() {
                 );
             }
             check_room_delivery(&mut sim, "b");
+            // The owner that crashed first starts again with its key (a
+            // new node id): its room is its own again, from whoever was
+            // elected, with its kick list.
+            let (o0, r0) = (owned[0].0, owned[0].1.name.clone());
+            let before = rooms.iter().find(|x| x.name == r0).cloned();
+            sim.restart(o0, cfg.clone());
+            let via = sim
+                .live()
+                .into_iter()
+                .find(|&i| {
+                    i != o0 && sim.nodes[i].exited.is_none() && sim.nodes[i].core.is_member()
+                })
+                .expect("a peer to join through");
+            sim.join(o0, via);
+            let t = sim.now + 5_000;
+            sim.run_until(t);
+            let rooms = sim.rooms_agree(20_000);
+            if let Some(b) = before {
+                let r = rooms.iter().find(|x| x.name == r0).expect("its room");
+                assert_eq!(r.owner, sim.nodes[o0].core.id(), "{r0} not taken back");
+                assert_eq!(r.kicked, b.kicked);
+                eprintln!("rooms: n{o0} took {r0} back");
+            }
             eprintln!(
                 "rooms: churn done at t={} ms ({:?})",
                 sim.now,
