@@ -293,6 +293,9 @@ impl Sim {
                 Action::Trust { .. } => {}
                 Action::Stop(stop) => {
                     self.nodes[i].exited = Some(stop.status());
+                    if let Some(m) = stop.message() {
+                        self.nodes[i].warnings.push(m.to_owned());
+                    }
                 }
             }
         }
@@ -1703,23 +1706,28 @@ fn rooms_converge_under_churn_crashes_and_a_partition() {
             let late = sim.nodes.len();
             for k in 0..5 {
                 let j = sim.add(&name(late + k), cfg.clone());
-                // (Not through one that is leaving, handing its rooms over.)
+                // (Not through itself or another late joiner, a network of
+                // its own until it joins; nor one leaving, handing its
+                // rooms over.)
                 let quit = [owned[1].0, owned[2].0];
                 let ready: Vec<usize> = sim
                     .live()
                     .into_iter()
                     .filter(|&i| sim.nodes[i].exited.is_none() && sim.nodes[i].core.is_member())
-                    .filter(|i| !quit.contains(i))
+                    .filter(|&i| i < late && !quit.contains(&i))
                     .collect();
                 let via = ready[sim.rng.below(ready.len() as u64) as usize];
                 sim.join(j, via);
             }
-            // In within 10 s (a join that races another may take a retry).
+            // In within 10 s (a join that races another may take a retry),
+            // then 3 s to learn the rooms from their owners.
             let end = sim.now + 10_000;
             while sim.now < end && !(late..late + 5).all(|j| sim.nodes[j].core.is_member()) {
                 let t = sim.now + 500;
                 sim.run_until(t);
             }
+            let t = sim.now + 3_000;
+            sim.run_until(t);
             for j in late..late + 5 {
                 assert!(
                     sim.nodes[j].core.is_member(),
