@@ -58,6 +58,12 @@ pub const COMMANDS: &[Row] = &[
         }),
     },
     Row {
+        names: &["peers"],
+        args: "",
+        help: "list the members LAN discovery found (--discover)",
+        run: Some(|_| Ok(Input::Node(node::Command::Peers))),
+    },
+    Row {
         names: &["help"],
         args: "",
         help: "show this help",
@@ -196,12 +202,6 @@ pub const COMMANDS: &[Row] = &[
         names: &["cancel"],
         args: "OFFER",
         help: "cancel a transfer",
-        run: None,
-    },
-    Row {
-        names: &["peers"],
-        args: "",
-        help: "list the links",
         run: None,
     },
 ];
@@ -528,6 +528,7 @@ mod tests {
         assert_eq!(parse(":q"), Input::Node(Command::Quit));
         assert_eq!(parse(":quit"), Input::Node(Command::Quit));
         assert_eq!(parse(":who"), Input::Node(Command::Who));
+        assert_eq!(parse("/peers"), Input::Node(Command::Peers));
         assert_eq!(parse(":help"), Input::Help);
         assert_eq!(parse(""), Input::Nothing);
         assert_eq!(parse("   "), Input::Nothing);
@@ -607,7 +608,6 @@ mod tests {
             ":msg bob secret",
             "/nick caroline",
             "/me waves",
-            "/peers",
         ] {
             match parse(line) {
                 Input::Error(e) => assert!(e.contains("not available yet"), "{line}: {e}"),

@@ -60,6 +60,8 @@ pub enum Show {
         lost: bool,
     },
     Members(Vec<MemberView>),
+    /// `:peers`: the members LAN discovery found (None: it is off).
+    Discovered(Option<Vec<MemberView>>),
     /// A problem worth telling the user that is not fatal.
     Warning(String),
     // Rooms (see `rooms`). A line said in a room is a `Chat` with that

@@ -251,6 +251,19 @@ impl Ui {
         }
     }
 
+    /// Where the IRC gateway listens (`irc on 127.0.0.1:6667`).
+    pub fn irc_listening(&mut self, addr: SocketAddr) {
+        let (now, ms) = (tty::now_secs(), now_ms());
+        if let Some(t) = &mut self.term {
+            let l = t.screen.style(NOTICE, &format!("* irc on {addr}"));
+            let _ = t.screen.print(&l);
+        }
+        match self.format {
+            Format::Plain => self.push_plain(&[format!("irc on {addr}")], now),
+            Format::Json => self.push_json("irc", &format!(",\"addr\":\"{addr}\""), ms),
+        }
+    }
+
     /// Shows one event from the core.
     pub fn show(&mut self, ev: &Show) {
         if let Show::Error(e) = ev {
@@ -437,7 +450,7 @@ const MENTION: &str = "7"; // reverse video
 
 /// The plain lines of an event (without newlines). A peer does not print
 /// its own messages.
-fn plain(ev: &Show) -> Vec<String> {
+pub(crate) fn plain(ev: &Show) -> Vec<String> {
     match ev {
         Show::Joined { via, members } => {
             vec![format!("* joined through {via} ({members} members)")]
@@ -506,6 +519,7 @@ fn plain(ev: &Show) -> Vec<String> {
             );
             out
         }
+        Show::Discovered(v) => discovered(v.as_deref()),
         Show::Info(i) => vec![format!("* {}", escape_controls(i))],
     }
 }
@@ -540,6 +554,20 @@ fn room_member(m: &MemberView, owner: Option<&str>) -> String {
         ""
     };
     format!("{}{mark}", member(m))
+}
+
+/// The answer to `:peers`: the members discovery found, or why none.
+fn discovered(v: Option<&[MemberView]>) -> Vec<String> {
+    match v {
+        None => vec!["* discovery is off (--discover finds peers on the LAN)".to_owned()],
+        Some([]) => vec!["* no members found by discovery".to_owned()],
+        Some(v) => {
+            let s = if v.len() == 1 { "" } else { "s" };
+            let mut out = vec![format!("* {} member{s} found by discovery:", v.len())];
+            out.extend(v.iter().map(|m| format!("*   {}", member(m))));
+            out
+        }
+    }
 }
 
 fn members_head(n: usize) -> String {
@@ -583,6 +611,23 @@ impl std::fmt::Display for Js<'_> {
     }
 }
 
+/// `,"members":[...]`: each member's name, address and link.
+fn members_json(v: &[MemberView]) -> String {
+    let mut s = String::from(r#","members":["#);
+    for (i, m) in v.iter().enumerate() {
+        let addr = m.addr.map_or("null".to_owned(), |a| format!("\"{a}\""));
+        let _ = write!(
+            s,
+            r#"{}{{"name":{},"addr":{addr},"link":"{}"}}"#,
+            if i > 0 { "," } else { "" },
+            Js(&m.name),
+            m.reach
+        );
+    }
+    s.push(']');
+    s
+}
+
 /// An event's JSON type and its fields after `type` and `time` (each with
 /// a leading comma).
 fn json(ev: &Show) -> (&'static str, String) {
@@ -609,21 +654,15 @@ fn json(ev: &Show) -> (&'static str, String) {
         Show::MemberLeft { name, lost } => {
             ("leave", format!(r#","name":{},"lost":{lost}"#, Js(name)))
         }
-        Show::Members(v) => {
-            let mut s = String::from(r#","members":["#);
-            for (i, m) in v.iter().enumerate() {
-                let addr = m.addr.map_or("null".to_owned(), |a| format!("\"{a}\""));
-                let _ = write!(
-                    s,
-                    r#"{}{{"name":{},"addr":{addr},"link":"{}"}}"#,
-                    if i > 0 { "," } else { "" },
-                    Js(&m.name),
-                    m.reach
-                );
-            }
-            s.push(']');
-            ("members", s)
-        }
+        Show::Members(v) => ("members", members_json(v)),
+        Show::Discovered(v) => (
+            "discovered",
+            format!(
+                r#","discovery":{}{}"#,
+                v.is_some(),
+                members_json(v.as_deref().unwrap_or_default())
+            ),
+        ),
         Show::Warning(w) => ("warning", format!(r#","text":{}"#, Js(w))),
         Show::Error(w) => ("error", format!(r#","text":{}"#, Js(w))),
         Show::Shout { from, text, own } => (
@@ -775,6 +814,13 @@ fn tty(s: &mut Screen, me: &str, ev: &Show, at: i64, now: i64) {
             }
             return;
         }
+        Show::Discovered(v) => {
+            for l in discovered(v.as_deref()) {
+                let l = s.style(NOTICE, &l);
+                let _ = s.print(&l);
+            }
+            return;
+        }
         Show::Info(i) => s.style(NOTICE, &format!("* {}", escape_controls(i))),
     };
     let _ = s.print(&l);
@@ -807,6 +853,7 @@ fn log_room(ev: &Show) -> Option<&str> {
         | Show::Warning(_)
         | Show::Error(_)
         | Show::Info(_)
+        | Show::Discovered(_)
         | Show::History { .. }
         | Show::Here(_)
         | Show::Rooms(_)
@@ -924,6 +971,36 @@ mod tests {
             reach: Reach::Me,
         }]);
         assert_eq!(plain_of(one), "* 1 member:\n*   al - (you)");
+    }
+
+    #[test]
+    fn peers_found_by_discovery() {
+        assert_eq!(
+            plain_of(Show::Discovered(None)),
+            "* discovery is off (--discover finds peers on the LAN)"
+        );
+        assert_eq!(
+            plain_of(Show::Discovered(Some(vec![]))),
+            "* no members found by discovery"
+        );
+        let bob = MemberView {
+            id: crate::proto::NodeId(2),
+            name: "bob".into(),
+            addr: Some("10.0.0.2:4000".parse().unwrap()),
+            reach: Reach::Direct,
+        };
+        assert_eq!(
+            plain_of(Show::Discovered(Some(vec![bob.clone()]))),
+            "* 1 member found by discovery:\n*   bob 10.0.0.2:4000 direct"
+        );
+        let (kind, fields) = json(&Show::Discovered(Some(vec![bob])));
+        assert_eq!(kind, "discovered");
+        assert_eq!(
+            fields,
+            r#","discovery":true,"members":[{"name":"bob","addr":"10.0.0.2:4000","link":"direct"}]"#
+        );
+        let (_, off) = json(&Show::Discovered(None));
+        assert_eq!(off, r#","discovery":false,"members":[]"#);
     }
 
     #[test]
