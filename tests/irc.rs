@@ -415,6 +415,11 @@ fn python_with_irc() -> Option<String> {
 #[test]
 fn a_real_irc_client_library_chats_both_ways() {
     let Some(py) = python_with_irc() else {
+        // CI installs the library and says so: there it must run.
+        assert!(
+            std::env::var_os("P2PCHAT_IRC_LIB").is_none_or(|v| v != "require"),
+            "P2PCHAT_IRC_LIB=require, but no Python with the irc library"
+        );
         eprintln!(
             "skipped: no Python with the irc library (pip install irc; \
              P2PCHAT_TEST_PYTHON=/path/to/python)"

@@ -13,7 +13,10 @@ import irc.client
 
 port = int(sys.argv[1])
 seen = set()
-reactor = irc.client.Reactor()
+if hasattr(irc.client, "Reactor"):
+    reactor = irc.client.Reactor()
+else:  # before irc 11, as Debian's python3-irc (8.5)
+    reactor = irc.client.IRC()
 conn = reactor.server().connect("127.0.0.1", port, "pyclient", username="py", ircname="Py")
 
 
@@ -38,6 +41,15 @@ def on_namreply(c, e):
     say("names " + e.arguments[2])
 
 
+isupport = {}
+
+
+def on_featurelist(c, e):
+    for token in e.arguments:
+        key, _, value = token.partition("=")
+        isupport[key.lower()] = value
+
+
 def on_pubmsg(c, e):
     say("pubmsg %s %s %s" % (irc.client.NickMask(e.source).nick, e.target, e.arguments[0]))
 
@@ -47,15 +59,19 @@ def on_quit(c, e):
 
 
 for kind, fn in [("welcome", on_welcome), ("join", on_join), ("namreply", on_namreply),
+                 ("featurelist", on_featurelist),
                  ("pubmsg", on_pubmsg), ("quit", on_quit)]:
     reactor.add_global_handler(kind, fn)
 
 deadline = time.time() + 10
 while time.time() < deadline and not any(f.startswith("quit bob") for f in seen):
     reactor.process_once(0.1)
-f = conn.features
-say("features chantypes=%s casemapping=%s nicklen=%s network=%s"
-    % (f.chantypes, f.casemapping, f.nicklen, f.network))
+f = getattr(conn, "features", None)  # the library's own ISUPPORT parse, since irc 8.9
+if f is not None:
+    got = (f.chantypes, f.casemapping, f.nicklen, f.network)
+else:
+    got = tuple(isupport.get(k) for k in ("chantypes", "casemapping", "nicklen", "network"))
+say("features chantypes=%s casemapping=%s nicklen=%s network=%s" % got)
 conn.quit("bye")
 reactor.process_once(0.2)
 sys.exit(0 if any(f.startswith("quit bob") for f in seen) else 1)

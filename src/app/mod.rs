@@ -1,12 +1,13 @@
 //! Applications: what events mean to the user.
 //!
-//! Each application ([`chat`], [`rooms`]; private messages and files
-//! later) turns commands into events and delivered events into things to
+//! Each application ([`chat`], [`rooms`] and [`files`] now; private
+//! messages later) turns commands into events and delivered events into things to
 //! show. It reaches the network only through [`Net`]: publish an event,
 //! read the member list, show something. It never sees links or sequence
 //! numbers.
 
 pub mod chat;
+pub mod files;
 pub mod rooms;
 
 use crate::proto::NodeId;
@@ -100,6 +101,8 @@ pub enum Show {
     Error(String),
     /// An answer to a question the user asked (`:whois`, `:trust`).
     Info(String),
+    /// File offers and transfers.
+    File(files::Note),
 }
 
 /// One line of `:rooms`.

@@ -29,6 +29,7 @@
 //!                                                   joiner before MEMBERS: their
 //!                                                   events are never taken again
 //! 12 NOISE   message (to the end of the frame)      the encrypted handshake
+//! 16-19      file transfers (GET, DATA, STOP, MORE): see crate::app::files
 //! ```
 //!
 //! Under a network secret, a link starts with the Noise handshake
@@ -62,6 +63,7 @@
 //! 5 ALIVE    count:u8, count × (origin:u64, seq:u64)  refutes SUSPECTs of the origin:
 //!                                                   the SUSPECT events it answers
 //! 10-14      rooms: ROOM, SAY, ENTER, SHOUT, HISTORY (see [`rooms`])
+//! 30 OFFER   a file offer, decoded by crate::app::files from Body::Other
 //! ```
 //!
 //! A connecting peer sends HELLO first; the accepting peer answers HELLO and

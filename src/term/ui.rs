@@ -521,6 +521,7 @@ pub(crate) fn plain(ev: &Show) -> Vec<String> {
         }
         Show::Discovered(v) => discovered(v.as_deref()),
         Show::Info(i) => vec![format!("* {}", escape_controls(i))],
+        Show::File(n) => n.plain().lines().map(escape_controls).collect(),
     }
 }
 
@@ -731,6 +732,7 @@ fn json(ev: &Show) -> (&'static str, String) {
             )
         }
         Show::Info(i) => ("info", format!(r#","text":{}"#, Js(i))),
+        Show::File(n) => n.json(|s| Js(s).to_string()),
     }
 }
 
@@ -822,6 +824,13 @@ fn tty(s: &mut Screen, me: &str, ev: &Show, at: i64, now: i64) {
             return;
         }
         Show::Info(i) => s.style(NOTICE, &format!("* {}", escape_controls(i))),
+        Show::File(n) => {
+            for l in n.tty().lines() {
+                let l = s.style(NOTICE, &escape_controls(l));
+                let _ = s.print(&l);
+            }
+            return;
+        }
     };
     let _ = s.print(&l);
 }
@@ -858,6 +867,7 @@ fn log_room(ev: &Show) -> Option<&str> {
         | Show::Here(_)
         | Show::Rooms(_)
         | Show::RoomMembers { .. } => None,
+        Show::File(_) => None,
     }
 }
 
