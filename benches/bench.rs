@@ -117,6 +117,15 @@
 //!   and a line from the first member has reached it.
 //! - `rss.net64`: VmRSS per peer in the 64-peer network after its fan-out
 //!   runs, max (mean in the what column).
+//! - `rooms.p50`, `rooms.p99`, `rooms.lobby.p50`, `rooms.bytes`: in the
+//!   largest fan-out network (64 peers; 16 in quick runs), `p1` to `p8`
+//!   make rooms (4 in quick runs) and every peer but each ninth (fifth)
+//!   goes into one; a line from a room's owner until the last of its
+//!   members prints it, one at a time, beside a line from `p0` to the
+//!   lobby's members; and the TCP bytes every peer received per line
+//!   (from `ss`), room beside lobby. A room line is flooded like any
+//!   other (only its room shows it), so both should cost about the same;
+//!   the rooms are deleted afterwards.
 //! - `idle.wakeups`, `idle.cpu`: over the idle window with no traffic in
 //!   the largest fan-out network, voluntary + involuntary context switches
 //!   per second per peer (max over peers; mean in the what column), and
@@ -2312,6 +2321,7 @@ fn network_stage(plan: &Plan, lim: &Limits, r: &mut Report) {
     }
 
     if biggest > 0 {
+        rooms(plan, &mut net, r);
         idle(plan, &mut net, r);
     } else {
         r.fail("idle.wakeups", "idle wakeups per peer", "≤ 1/s");
@@ -2332,6 +2342,162 @@ fn network_stage(plan: &Plan, lim: &Limits, r: &mut Report) {
             "≥ 100",
         );
     }
+}
+
+/// Rooms in the largest fan-out network: what a line said in a room costs
+/// beside one said in the lobby.
+fn rooms(plan: &Plan, net: &mut Net, r: &mut Report) {
+    let n = net.peers.len();
+    let k = if n >= 64 { 8 } else { 4 };
+    let msgs = if plan.quick { 20 } else { 200 };
+    progress(&format!(
+        "rooms: {k} rooms in {n} peers, {msgs} lines in a room and in the lobby"
+    ));
+    let rows = [
+        ("rooms.p50", "room line, last member", "-"),
+        ("rooms.bytes", "room line, bytes network-wide", "-"),
+    ];
+    match rooms_run(net, k, msgs) {
+        Ok(f) => {
+            let what = |s: &str, who: &str, size: usize| {
+                format!("{s} line to its {size} {who} ({k} rooms, {n} peers), last one")
+            };
+            r.check(
+                "rooms.p50",
+                &format!("{}, p50", what("room", "members", f.room_size)),
+                us(pct(&f.room, 0.5)),
+                "≤ 1.5× lobby",
+                format!("lobby {}", us(pct(&f.lobby, 0.5))),
+                pct(&f.room, 0.5).as_secs_f64() <= 1.5 * pct(&f.lobby, 0.5).as_secs_f64(),
+            );
+            r.info(
+                "rooms.p99",
+                &format!("{}, p99", what("room", "members", f.room_size)),
+                us(pct(&f.room, 0.99)),
+            );
+            r.info(
+                "rooms.lobby.p50",
+                &format!("{}, p50", what("lobby", "members", f.lobby_size)),
+                us(pct(&f.lobby, 0.5)),
+            );
+            r.check(
+                "rooms.bytes",
+                &format!("TCP bytes received network-wide per room line ({n} peers)"),
+                format!("{:.0} bytes", f.room_bytes),
+                "≤ 1.5× lobby",
+                format!("lobby {:.0} bytes", f.lobby_bytes),
+                f.lobby_bytes == 0.0 || f.room_bytes <= 1.5 * f.lobby_bytes,
+            );
+        }
+        Err(e) => r.failed("rooms", &e, &rows),
+    }
+}
+
+struct RoomFigures {
+    room: Vec<Duration>,
+    lobby: Vec<Duration>,
+    room_bytes: f64,
+    lobby_bytes: f64,
+    room_size: usize,
+    lobby_size: usize,
+}
+
+/// Peer `i`'s room in the rooms stage: every `k + 1`th stays in the lobby
+/// (`None`), the others fill rooms `r1` to `rk`, made by `p1` to `pk`.
+fn room_slot(i: usize, k: usize) -> Option<usize> {
+    let slot = i % (k + 1);
+    (slot > 0).then_some(slot)
+}
+
+fn rooms_run(net: &mut Net, k: usize, msgs: usize) -> Result<RoomFigures, String> {
+    let n = net.peers.len();
+    for j in 1..=k {
+        net.peers[j].send(&format!(":create r{j}"))?;
+    }
+    for j in 1..=k {
+        net.peers[j].expect(&format!("* you are in r{j}"), Instant::now() + DEADLINE)?;
+    }
+    // Everyone else goes in (asked again if the room is not known yet).
+    for i in k + 1..n {
+        let Some(slot) = room_slot(i, k) else {
+            continue;
+        };
+        let line = format!("* you are in r{slot}");
+        let mut tries = 0;
+        loop {
+            net.peers[i].send(&format!(":join r{slot}"))?;
+            tries += 1;
+            match net.peers[i].expect(&line, Instant::now() + Duration::from_secs(1)) {
+                Ok(_) => break,
+                Err(e) if tries >= 5 => return Err(e),
+                Err(_) => {}
+            }
+        }
+    }
+    net.discard();
+    let members = |slot: Option<usize>, sender: usize| -> Vec<usize> {
+        (0..n)
+            .filter(|&i| i != sender && room_slot(i, k) == slot)
+            .collect()
+    };
+    let run = |net: &mut Net, sender: usize, slot: Option<usize>, tag: &str| {
+        let to = members(slot, sender);
+        let before = net.counters();
+        let mut lat = Vec::with_capacity(msgs);
+        for m in 0..msgs {
+            let text = format!("{tag}-{m}");
+            let line = match slot {
+                Some(s) => format!("[r{s}] p{sender}: {text}"),
+                None => format!("p{sender}: {text}"),
+            };
+            let t0 = Instant::now();
+            net.peers[sender].send(&text)?;
+            let mut last = t0;
+            for &q in &to {
+                last = last.max(net.peers[q].expect(&line, t0 + DEADLINE)?);
+            }
+            lat.push(last - t0);
+        }
+        let after = net.counters();
+        let bytes: u64 = before
+            .iter()
+            .zip(&after)
+            .map(|(b, a)| a.1.saturating_sub(b.1))
+            .sum();
+        Ok::<_, String>((lat, bytes as f64 / msgs as f64, to.len()))
+    };
+    let (room, room_bytes, room_size) = run(net, 1, Some(1), "rl")?;
+    let (lobby, lobby_bytes, lobby_size) = run(net, 0, None, "ll")?;
+    // Back to the lobby, for the stages after: the rooms are deleted.
+    for j in 1..=k {
+        net.peers[j].send(&format!(":delete r{j}"))?;
+    }
+    let mut moved = std::collections::HashSet::new();
+    for i in 1..n {
+        if let Some(slot) = room_slot(i, k) {
+            net.peers[i].expect("* you are in lobby", Instant::now() + DEADLINE)?;
+            moved.insert(format!("* p{i} moved from r{slot} to lobby"));
+        }
+    }
+    // p0 has seen each come back (no notice is left on its way when the
+    // next stage starts).
+    while !moved.is_empty() {
+        let (_, l) = net.peers[0].wait(&|l| moved.contains(l), Instant::now() + DEADLINE)?;
+        moved.remove(&l);
+    }
+    net.peers[0].send("rooms done")?;
+    for q in &mut net.peers[1..] {
+        q.expect("p0: rooms done", Instant::now() + DEADLINE)?;
+    }
+    net.discard();
+    Ok(RoomFigures {
+        room,
+        lobby,
+        room_bytes,
+        lobby_bytes,
+        room_size,
+        lobby_size,
+    })
 }
 
 /// Per message and peer: how often it woke and how many copies it read.

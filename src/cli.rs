@@ -228,8 +228,10 @@ pub fn help() -> String {
          Serverless group chat for the terminal. With no host and port, start a\n\
          new network; with them, join the network of the peer listening there.\n\
          With --discover, find peers on the LAN, and be found there.\n\
-         Type a line to send it; :help (or /help) lists the commands. Defaults\n\
-         come from $XDG_CONFIG_HOME/p2pchat/config (see the man page)."
+         Type a line to send it to your room (the lobby at first; :rooms lists\n\
+         the rooms, :create and :join enter one); :help (or /help) lists the\n\
+         commands. Defaults come from $XDG_CONFIG_HOME/p2pchat/config (see the\n\
+         man page)."
     );
     options().usage(&brief)
 }

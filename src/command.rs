@@ -16,6 +16,7 @@
 //! there yet answers "not available yet" and sends nothing: `/msg bob
 //! secret` must never go out as chat.
 
+use crate::app::rooms::Cmd;
 use crate::node;
 
 /// What a typed line asks for.
@@ -47,9 +48,14 @@ pub struct Row {
 pub const COMMANDS: &[Row] = &[
     Row {
         names: &["who"],
-        args: "",
-        help: "list the members: name, address, direct link or relayed",
-        run: Some(|_| Ok(Input::Node(node::Command::Who))),
+        args: "[ROOM|*]",
+        help: "members of this room (or ROOM; * everyone): address, link, owner",
+        run: Some(|a| {
+            Ok(match words::<1>(a, "[ROOM|*]", 0)? {
+                [None] => Input::Node(node::Command::Who),
+                [Some(r)] => room(Cmd::Who(Some(r))),
+            })
+        }),
     },
     Row {
         names: &["peers"],
@@ -68,6 +74,74 @@ pub const COMMANDS: &[Row] = &[
         args: "",
         help: "leave the network and exit (also Ctrl-D)",
         run: Some(|_| Ok(Input::Node(node::Command::Quit))),
+    },
+    Row {
+        names: &["rooms", "list"],
+        args: "",
+        help: "every room in the network: owner, members",
+        run: Some(|_| Ok(room(Cmd::Rooms))),
+    },
+    Row {
+        names: &["create"],
+        args: "ROOM",
+        help: "create a room you own, and go into it",
+        run: Some(|a| Ok(room(Cmd::Create(one(a, "ROOM")?)))),
+    },
+    Row {
+        names: &["join"],
+        args: "[ROOM]",
+        help: "go into ROOM (one at a time); alone, back to the lobby",
+        run: Some(|a| {
+            let [r] = words::<1>(a, "[ROOM]", 0)?;
+            Ok(room(Cmd::Join(r)))
+        }),
+    },
+    Row {
+        names: &["leave"],
+        args: "",
+        help: "go back to the lobby",
+        run: Some(|_| Ok(room(Cmd::Join(None)))),
+    },
+    Row {
+        names: &["shout"],
+        args: "TEXT",
+        help: "say TEXT in every room",
+        run: Some(|a| {
+            if a.is_empty() {
+                return Err("needs TEXT".into());
+            }
+            Ok(room(Cmd::Shout(a.to_owned())))
+        }),
+    },
+    Row {
+        names: &["kick"],
+        args: "NAME",
+        help: "owner: send NAME back to the lobby, not to come back",
+        run: Some(|a| Ok(room(Cmd::Kick(one(a, "NAME")?)))),
+    },
+    Row {
+        names: &["unkick"],
+        args: "NAME",
+        help: "owner: let NAME into your room again",
+        run: Some(|a| Ok(room(Cmd::Unkick(one(a, "NAME")?)))),
+    },
+    Row {
+        names: &["delete"],
+        args: "ROOM",
+        help: "owner: delete ROOM; its members go back to the lobby",
+        run: Some(|a| Ok(room(Cmd::Delete(one(a, "ROOM")?)))),
+    },
+    Row {
+        names: &["give"],
+        args: "ROOM NAME",
+        help: "owner: hand ROOM over to NAME",
+        run: Some(|a| {
+            let [r, n] = words::<2>(a, "ROOM NAME", 2)?;
+            Ok(room(Cmd::Give(
+                r.unwrap_or_default(),
+                n.unwrap_or_default(),
+            )))
+        }),
     },
     Row {
         names: &["whois"],
@@ -107,60 +181,6 @@ pub const COMMANDS: &[Row] = &[
         run: None,
     },
     Row {
-        names: &["rooms", "list"],
-        args: "",
-        help: "list the rooms",
-        run: None,
-    },
-    Row {
-        names: &["create"],
-        args: "ROOM",
-        help: "create a room",
-        run: None,
-    },
-    Row {
-        names: &["join"],
-        args: "ROOM",
-        help: "join a room",
-        run: None,
-    },
-    Row {
-        names: &["leave"],
-        args: "",
-        help: "leave the room",
-        run: None,
-    },
-    Row {
-        names: &["kick"],
-        args: "NAME",
-        help: "remove someone from your room",
-        run: None,
-    },
-    Row {
-        names: &["unkick"],
-        args: "NAME",
-        help: "let someone back into your room",
-        run: None,
-    },
-    Row {
-        names: &["delete"],
-        args: "ROOM",
-        help: "delete your room",
-        run: None,
-    },
-    Row {
-        names: &["shout"],
-        args: "TEXT",
-        help: "say something in every room",
-        run: None,
-    },
-    Row {
-        names: &["give"],
-        args: "ROOM NAME",
-        help: "give your room to someone",
-        run: None,
-    },
-    Row {
         names: &["send"],
         args: "[NAME] FILE",
         help: "offer a file to everyone, or to NAME only",
@@ -194,6 +214,30 @@ pub const COMMANDS: &[Row] = &[
         run: Some(|a| Ok(Input::Node(node::Command::Cancel(offer(a.trim())?)))),
     },
 ];
+
+fn room(c: Cmd) -> Input {
+    Input::Node(node::Command::Room(c))
+}
+
+/// The words of a command's arguments: at least `min`, at most `N`
+/// (`usage` says which, in errors).
+fn words<const N: usize>(
+    args: &str,
+    usage: &str,
+    min: usize,
+) -> Result<[Option<String>; N], String> {
+    let w: Vec<&str> = args.split_whitespace().collect();
+    if w.len() < min || w.len() > N {
+        return Err(format!("takes {usage}"));
+    }
+    Ok(std::array::from_fn(|i| w.get(i).map(|s| (*s).to_owned())))
+}
+
+/// The one word a command takes.
+fn one(args: &str, usage: &str) -> Result<String, String> {
+    let [w] = words::<1>(args, usage, 1)?;
+    Ok(w.unwrap_or_default())
+}
 
 /// An offer's number.
 fn offer(s: &str) -> Result<u32, String> {
@@ -523,9 +567,49 @@ mod tests {
             Input::Error("unknown command :frob (try :help)".into())
         );
         assert_eq!(
-            parse(":who x"),
-            Input::Error(":who takes no arguments".into())
+            parse(":who x y"),
+            Input::Error(":who: takes [ROOM|*]".into())
         );
+        assert_eq!(
+            parse(":leave x"),
+            Input::Error(":leave takes no arguments".into())
+        );
+    }
+
+    #[test]
+    fn room_commands() {
+        let room = |c: Cmd| Input::Node(Command::Room(c));
+        assert_eq!(parse(":who dev"), room(Cmd::Who(Some("dev".into()))));
+        assert_eq!(parse(":who *"), room(Cmd::Who(Some("*".into()))));
+        assert_eq!(parse("/list"), room(Cmd::Rooms));
+        assert_eq!(parse(":rooms"), room(Cmd::Rooms));
+        assert_eq!(parse(":create Dev"), room(Cmd::Create("Dev".into())));
+        assert_eq!(parse(":join dev"), room(Cmd::Join(Some("dev".into()))));
+        assert_eq!(parse(":join"), room(Cmd::Join(None)));
+        assert_eq!(parse(":leave"), room(Cmd::Join(None)));
+        assert_eq!(parse(":kick bob"), room(Cmd::Kick("bob".into())));
+        assert_eq!(parse(":unkick bob"), room(Cmd::Unkick("bob".into())));
+        assert_eq!(parse(":delete dev"), room(Cmd::Delete("dev".into())));
+        assert_eq!(
+            parse(":shout  fire!  now "),
+            room(Cmd::Shout("fire!  now".into()))
+        );
+        assert_eq!(
+            parse(":give dev bob"),
+            room(Cmd::Give("dev".into(), "bob".into()))
+        );
+        // Wrong arguments: one line, nothing sent.
+        for bad in [
+            ":create",
+            ":create a b",
+            ":join a b",
+            ":kick",
+            ":give dev",
+            ":shout",
+            ":delete",
+        ] {
+            assert!(matches!(parse(bad), Input::Error(_)), "{bad}");
+        }
     }
 
     #[test]
@@ -541,7 +625,7 @@ mod tests {
         );
         assert_eq!(
             parse("/WHO is there"),
-            Input::Error("/who takes no arguments".into())
+            Input::Error("/who: takes [ROOM|*]".into())
         );
     }
 
@@ -573,8 +657,6 @@ mod tests {
             ":msg bob secret",
             "/nick caroline",
             "/me waves",
-            "/join #rust",
-            "/list",
         ] {
             match parse(line) {
                 Input::Error(e) => assert!(e.contains("not available yet"), "{line}: {e}"),

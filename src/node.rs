@@ -5,7 +5,7 @@
 //! command; the time is now) and drain [`Action`]s from it (send this frame
 //! on that link, open a link, close one, show this, stop). It owns the
 //! protocol machines ([`Links`], [`Membership`], [`Mesh`], [`Broadcast`])
-//! and the applications ([`Chat`]), and routes what one says to the others;
+//! and the applications ([`Chat`], [`Rooms`]), and routes what one says to the others;
 //! none of them calls another. Nothing here touches a socket, a clock or a
 //! terminal: time is a number of milliseconds the caller passes in,
 //! randomness comes from a seed.
@@ -19,6 +19,7 @@
 
 use crate::app::chat::Chat;
 use crate::app::files::{self, Files};
+use crate::app::rooms::{self, Rooms};
 use crate::app::{MemberView, Net, Reach};
 use crate::proto::broadcast::{self, Accepted, Broadcast, FETCH_MAX, Gap};
 use crate::proto::crypto::{self, Identity, PublicKey};
@@ -46,6 +47,8 @@ const LEAVE_WAIT: Millis = 1_000;
 /// A punch that failed sooner than this was no test of the NATs (a local
 /// error, or the other end had let us in already): the user is not told.
 const PUNCH_TOLD: Millis = 2_000;
+/// How long leaving waits for the rooms we own to be taken over.
+const HANDOVER_WAIT: Millis = 8_000;
 /// Keys remembered that names were refused with, for `:trust`.
 const OFFERED: usize = 16;
 /// Warnings about strangers of one kind: at most one in this many ms.
@@ -218,6 +221,8 @@ pub enum Command {
     Get(u32, Option<PathBuf>),
     Cancel(u32),
     Quit,
+    /// A room command (`:rooms`, `:join`...).
+    Room(rooms::Cmd),
     /// `:peers`: the members found by discovery.
     Peers,
 }
@@ -259,11 +264,15 @@ pub struct Node {
     joined_at: Option<Millis>,
     /// Leaving, but waiting (until the time given) for a link to say so on.
     leaving: Option<(Stop, Millis)>,
+    /// Leaving, but waiting (until the time given) for the rooms we own
+    /// to be taken over.
+    handover: Option<(Stop, Millis)>,
     links: Links,
     membership: Membership,
     mesh: Mesh,
     broadcast: Broadcast,
     chat: Chat,
+    rooms: Rooms,
     files: Files,
     /// The user was told a newer version of p2pchat is about.
     told_newer: bool,
@@ -290,6 +299,7 @@ macro_rules! net {
         AppNet {
             name: &$s.name,
             me: $s.id,
+            key: $s.ident.public(),
             listen: $s.ip.map(|ip| SocketAddr::new(ip, $s.port)),
             broadcast: &mut $s.broadcast,
             membership: &$s.membership,
@@ -302,6 +312,7 @@ macro_rules! net {
 struct AppNet<'a> {
     name: &'a str,
     me: NodeId,
+    key: PublicKey,
     listen: Option<SocketAddr>,
     broadcast: &'a mut Broadcast,
     membership: &'a Membership,
@@ -334,12 +345,14 @@ impl Net for AppNet<'_> {
 
     fn members(&self) -> Vec<MemberView> {
         let mut v = vec![MemberView {
+            id: self.me,
             name: self.name.to_owned(),
             addr: self.listen,
             reach: Reach::Me,
         }];
         for (id, m) in self.membership.present() {
             v.push(MemberView {
+                id,
                 name: m.display(id),
                 addr: m.addr,
                 reach: if self.links.linked(id) {
@@ -350,6 +363,21 @@ impl Net for AppNet<'_> {
             });
         }
         v
+    }
+
+    fn id(&self) -> NodeId {
+        self.me
+    }
+
+    fn is_present(&self, id: NodeId) -> bool {
+        id == self.me || self.membership.get(id).is_some_and(|m| m.present())
+    }
+
+    fn key_of(&self, id: NodeId) -> Option<PublicKey> {
+        if id == self.me {
+            return Some(self.key);
+        }
+        self.membership.get(id).and_then(|m| m.ident).map(|i| i.key)
     }
 }
 
@@ -392,11 +420,13 @@ impl Node {
             // Whoever starts a network cannot be racing anyone for its name.
             joined_at: None,
             leaving: None,
+            handover: None,
             links: Links::new(link_cfg, ident.clone(), name, port, cfg.psk),
             membership: Membership::new(member_cfg, name, rng.next_u64()),
             mesh: Mesh::new(mesh_cfg, rng.next_u64()),
             broadcast: Broadcast::new(bc_cfg, ident),
             chat: Chat,
+            rooms: Rooms::new(),
             files: Files::new(files::Config {
                 download_dir: cfg.download_dir.clone(),
                 max_file: cfg.max_file,
@@ -466,6 +496,16 @@ impl Node {
             self.broadcast.describe(id),
             self.links.linked(id)
         )
+    }
+
+    /// Every live room as this peer sees it (for tests of convergence).
+    pub fn rooms_summary(&mut self) -> Vec<rooms::Summary> {
+        self.rooms.summary(&net!(self))
+    }
+
+    /// The room we are in.
+    pub fn room(&self) -> &str {
+        self.rooms.here()
     }
 
     /// Links with HELLO done.
@@ -772,13 +812,26 @@ impl Node {
         if self.leaving.is_some() {
             return;
         }
+        if self.handover.is_some() {
+            // Handing rooms over: a second :q leaves at once.
+            if let (Command::Quit, Some((stop, _))) = (&cmd, self.handover.take()) {
+                self.leave_now(stop, now);
+            }
+            return;
+        }
         match cmd {
             Command::Say(text) => {
-                if self.is_member() {
+                if !self.is_member() {
+                } else if self.rooms.in_lobby() {
+                    self.rooms.lobby_line(&net!(self), self.id, &text);
                     self.chat.say(&mut net!(self), text);
+                } else {
+                    self.rooms.say(&mut net!(self), text);
                 }
             }
-            Command::Who => self.chat.who(&mut net!(self)),
+            Command::Who => self
+                .rooms
+                .command(&mut net!(self), rooms::Cmd::Who(None), now),
             Command::Whois(name) => self.whois(&name),
             Command::Trust(name) => self.trust(&name),
             Command::Send(args) => self.send_file(&args),
@@ -786,6 +839,11 @@ impl Node {
             Command::Get(id, dir) => self.files.get(&mut net!(self), id, dir, now),
             Command::Cancel(id) => self.files.cancel(&mut net!(self), id),
             Command::Quit => self.leave(Stop::Left, now),
+            Command::Room(c) if self.is_member() => self.rooms.command(&mut net!(self), c, now),
+            Command::Room(_) => {
+                let e = "not in the network yet: nothing was sent".to_owned();
+                self.out.push_back(Action::Show(Show::Error(e)));
+            }
             Command::Peers => self.show_found(),
         }
         self.files_out(now);
@@ -872,6 +930,8 @@ impl Node {
         if shed {
             self.shed(None, now);
         }
+        self.rooms.tick(&mut net!(self), now);
+        self.check_handover(now);
         if let Some((stop, until)) = self.leaving.take() {
             if now >= until {
                 self.stop(stop);
@@ -896,6 +956,8 @@ impl Node {
             self.mesh.deadline(),
             self.files.deadline(),
             self.leaving.as_ref().map(|&(_, until)| until),
+            self.rooms.deadline(),
+            self.handover.as_ref().map(|&(_, until)| until),
         ]
         .into_iter()
         .flatten()
@@ -1111,7 +1173,7 @@ impl Node {
         self.dedup_links(h.id);
         self.shed(Some(link), now);
         if let Some((stop, _)) = self.leaving.take() {
-            self.leave(stop, now);
+            self.leave_now(stop, now);
         }
     }
 
@@ -1254,6 +1316,7 @@ impl Node {
                 .map_or(SocketAddr::from(([0; 4], 0)), |l| l.addr);
             self.set_state(State::Member);
             self.joined_at = Some(now);
+            self.rooms.joined(now);
             let members = self.membership.count() + 1;
             self.out
                 .push_back(Action::Show(Show::Joined { via, members }));
@@ -1640,10 +1703,20 @@ impl Node {
                 } else if self.is_member() {
                     self.chat.joined(&mut net!(self), shown);
                 }
+                self.rooms.presence(&mut net!(self), origin, now);
                 self.maintain(now);
             }
             Body::Leave => self.remove_member(origin),
-            Body::Chat { room, text } => self.chat.delivered(&mut net!(self), origin, room, text),
+            Body::Chat { room, text } => {
+                // Shown only in the lobby; kept for its history.
+                if self.rooms.lobby_line(&net!(self), origin, &text) {
+                    self.chat.delivered(&mut net!(self), origin, room, text);
+                }
+            }
+            Body::Room(ev) => {
+                self.rooms.delivered(&mut net!(self), origin, ev, now);
+                self.check_handover(now);
+            }
             Body::Suspect { target } if target == self.id => self.membership.answer(id, now),
             Body::Suspect { target } => self.membership.suspicion(id, target, now),
             Body::Alive { .. } => self.membership.alive(origin),
@@ -1688,6 +1761,8 @@ impl Node {
         if self.is_member() && m.present() {
             self.chat.left(&mut net!(self), m.display(id), false);
         }
+        self.rooms.presence(&mut net!(self), id, self.now);
+        self.check_handover(self.now);
         self.files.member_gone(&mut net!(self), id);
         self.files_out(self.now);
         self.close_links_to(id);
@@ -1740,6 +1815,8 @@ impl Node {
                         let name = self.membership.display(id);
                         self.chat.left(&mut net!(self), name, true);
                     }
+                    self.rooms.presence(&mut net!(self), id, now);
+                    self.check_handover(now);
                     self.close_links_to(id);
                     self.alone(now);
                 }
@@ -1767,6 +1844,7 @@ impl Node {
         // What was held of it while it was lost, now, not when its next
         // event comes.
         self.drain(id, now);
+        self.rooms.presence(&mut net!(self), id, now);
     }
 
     /// A member forgotten as lost is heard of again: lost again, where it
@@ -1915,7 +1993,31 @@ impl Node {
         }
     }
 
+    /// Leaves: first hands the rooms we own over, if we are leaving of
+    /// our own accord.
     fn leave(&mut self, stop: Stop, now: Millis) {
+        if self.is_member()
+            && stop == Stop::Left
+            && self.handover.is_none()
+            && self.rooms.hand_over(&mut net!(self), now)
+        {
+            self.handover = Some((stop, now + HANDOVER_WAIT));
+            return;
+        }
+        self.leave_now(stop, now);
+    }
+
+    /// Leaves once the rooms we own are taken over (or it took too long).
+    fn check_handover(&mut self, now: Millis) {
+        if let Some((_, until)) = &self.handover
+            && (self.rooms.handed_over() || now >= *until)
+            && let Some((stop, _)) = self.handover.take()
+        {
+            self.leave_now(stop, now);
+        }
+    }
+
+    fn leave_now(&mut self, stop: Stop, now: Millis) {
         let dialling = self.links.dialling() > 0;
         if self.is_member() && self.links.up_count() == 0 && dialling {
             // Nobody to tell yet, but a link is on its way (our relay just
@@ -2209,6 +2311,7 @@ impl Node {
                     .present()
                     .filter(|&(id, _)| found.contains(id))
                     .map(|(id, m)| MemberView {
+                        id,
                         name: m.display(id),
                         addr: m.addr,
                         reach: if self.links.linked(id) {

@@ -27,11 +27,13 @@
 //! identities a million took as long; a link now costs a core a signature
 //! check and a signature of its own, and links come and go all the time).
 
+use p2pchat::app::rooms::Cmd;
 use p2pchat::node::{
     Action, Command, Config, LinkId, MAX_MEMBERS, Millis, Node as Core, NodeId, Rng, Show,
 };
 use p2pchat::proto::EventId;
 use p2pchat::proto::crypto::{self, EventHash, Identity};
+use p2pchat::proto::wire::rooms::{Line, Op, RoomEvent, RoomState};
 use p2pchat::proto::wire::{
     self, Body, Entry, Event, Hello, Ident, MAX_FRAME, MEMBERS_PER_FRAME, Msg, Refusal, Seal,
     WireError,
@@ -513,6 +515,9 @@ impl Gen {
 
     /// What `w` says in an event.
     fn body(&mut self, w: Who) -> Body {
+        if self.chance(30) {
+            return Body::Room(self.room_event(w));
+        }
         match self.n(10) {
             0 | 1 => Body::Join {
                 name: self.name(),
@@ -537,6 +542,66 @@ impl Gen {
                     self.name()
                 },
                 text: self.text(),
+            },
+        }
+    }
+
+    /// A room event of `w`: names of a few rooms, small numbers, any op;
+    /// states mostly at `w`'s key.
+    fn room_event(&mut self, w: Who) -> RoomEvent {
+        let room = ["dev", "ops", "Dev", "lobby", "x"][self.n(5) as usize].to_owned();
+        let era = [1, 2, 0x0a00_0001, u32::MAX][self.n(4) as usize];
+        match self.n(5) {
+            0 => RoomEvent::State(Box::new(RoomState {
+                name: room,
+                era,
+                epoch: 1 + self.n(4) as u32,
+                from: self.id(),
+                lord: self.ident_of(w).key,
+                op: match self.n(4) {
+                    0 => Op::Create,
+                    1 => Op::Kick,
+                    2 => Op::Give,
+                    _ => Op::Elected,
+                },
+                arg: self.name(),
+                deleted: self.chance(10),
+                complete: self.chance(50),
+                elected: self.chance(30),
+                void: self.chance(10),
+                gave: (0..self.n(3)).map(|_| self.id()).collect(),
+                kicked: (0..self.n(3)).map(|_| self.name()).collect(),
+                roster: (0..self.n(4))
+                    .map(|_| (self.id(), self.n(5) as u32))
+                    .collect(),
+            })),
+            1 => RoomEvent::Say {
+                room,
+                era,
+                n: self.n(10) as u32,
+                text: self.text(),
+            },
+            2 => RoomEvent::Enter {
+                m: self.n(10) as u32,
+                room: if self.chance(20) { String::new() } else { room },
+                era,
+                want: self.chance(50),
+            },
+            3 => RoomEvent::Shout {
+                n: self.n(10) as u32,
+                text: self.text(),
+            },
+            _ => RoomEvent::History {
+                room,
+                era,
+                lines: (0..self.n(4))
+                    .map(|_| Line {
+                        origin: self.id(),
+                        n: self.n(10) as u32,
+                        shout: self.chance(20),
+                        text: self.text(),
+                    })
+                    .collect(),
             },
         }
     }
@@ -1062,10 +1127,18 @@ impl Harness {
         if g.chance(1) {
             let now = self.now;
             let c = match g.n(10) {
-                0..=6 => Command::Say(g.text()),
-                7 => Command::Who,
-                8 => Command::Whois(g.name()),
-                _ => Command::Trust(g.name()),
+                0..=5 => Command::Say(g.text()),
+                6 => Command::Who,
+                7 => Command::Whois(g.name()),
+                8 => Command::Trust(g.name()),
+                _ => Command::Room(match g.n(6) {
+                    0 => Cmd::Create("dev".into()),
+                    1 => Cmd::Join(Some("dev".into())),
+                    2 => Cmd::Join(None),
+                    3 => Cmd::Kick(g.name()),
+                    4 => Cmd::Shout(g.text()),
+                    _ => Cmd::Rooms,
+                }),
             };
             self.core.command(c, now);
             self.check_after_input(g);

@@ -85,6 +85,8 @@ struct Node {
     warnings: Vec<String>,
     /// What this node said, in order.
     said: Vec<String>,
+    /// What it showed of rooms, in order (see `room_show`).
+    shown: Vec<Show>,
 }
 
 struct Sim {
@@ -126,6 +128,8 @@ struct Sim {
     dialing: BTreeMap<(usize, LinkId), Dialing>,
     /// Nodes behind a NAT: no dial comes in, but punches meet.
     natted: HashSet<usize>,
+    /// Each node's identity seed (see [`Sim::restart`]).
+    keys: Vec<u64>,
 }
 
 fn addr(i: usize) -> SocketAddr {
@@ -160,7 +164,25 @@ impl Sim {
             unsent: BTreeMap::new(),
             dialing: BTreeMap::new(),
             natted: HashSet::new(),
+            keys: Vec::new(),
         }
+    }
+
+    /// Node `i`, dead, starts again at its address under its name, with
+    /// its key and a new nonce (a new node id), as a user restarting
+    /// p2pchat with the same home.
+    fn restart(&mut self, i: usize, cfg: Config) {
+        assert!(!self.nodes[i].alive);
+        use blake2::{Blake2s256, Digest};
+        let mut h = Blake2s256::new();
+        h.update(b"p2pchat test identity");
+        h.update(self.keys[i].to_be_bytes());
+        let ident = Identity::new(h.finalize().into(), self.rng.next_u64());
+        let seed = self.rng.next_u64();
+        let n = &mut self.nodes[i];
+        n.core = node::Node::new(cfg, ident, &name(i), addr(i).port(), seed);
+        n.alive = true;
+        n.exited = None;
     }
 
     fn add(&mut self, name: &str, cfg: Config) -> usize {
@@ -168,6 +190,7 @@ impl Sim {
         self.pushed.push(None);
         let id = self.rng.next_u64();
         let seed = self.rng.next_u64();
+        self.keys.push(id);
         self.nodes.push(Node {
             core: node::Node::new(cfg, Identity::from_seed(id), name, addr(i).port(), seed),
             alive: true,
@@ -178,6 +201,7 @@ impl Sim {
             exited: None,
             warnings: Vec::new(),
             said: Vec::new(),
+            shown: Vec::new(),
         });
         i
     }
@@ -303,6 +327,9 @@ impl Sim {
                 }
                 Action::Show(s) => {
                     let n = &mut self.nodes[i];
+                    if room_show(&s) {
+                        n.shown.push(s.clone());
+                    }
                     match s {
                         Show::Chat {
                             from,
@@ -332,6 +359,9 @@ impl Sim {
                 Action::Trust { .. } | Action::File(_) => {}
                 Action::Stop(stop) => {
                     self.nodes[i].exited = Some(stop.status());
+                    if let Some(m) = stop.message() {
+                        self.nodes[i].warnings.push(m.to_owned());
+                    }
                 }
             }
         }
@@ -1963,6 +1993,594 @@ fn joiners_of_a_peer_still_joining_wait_for_it() {
                 assert!(node.core.is_member(), "node {i} never joined");
                 assert_eq!(node.core.member_count(), 3, "node {i}");
             }
+        });
+    }
+}
+
+// ------------------------------------------------------------------ rooms
+// Issue 12: rooms with owners, under churn, crashes and a partition.
+
+use p2pchat::app::rooms::{Cmd, Summary};
+
+/// Whether the rooms tests read a show: a line said in a room (not the
+/// lobby), history, shouts, room notices, our room, refusals.
+fn room_show(s: &Show) -> bool {
+    match s {
+        Show::Chat {
+            room, own: false, ..
+        } => room != "lobby",
+        Show::Shout { own: false, .. } => true,
+        Show::History { .. } | Show::Here(_) | Show::Room { .. } | Show::Error(_) => true,
+        _ => false,
+    }
+}
+
+impl Sim {
+    fn room_cmd(&mut self, i: usize, c: Cmd) {
+        let now = self.now;
+        self.nodes[i].core.command(Command::Room(c), now);
+        self.pump(i);
+    }
+
+    fn quit(&mut self, i: usize) {
+        let now = self.now;
+        self.nodes[i].core.command(Command::Quit, now);
+        self.pump(i);
+    }
+
+    fn index_of(&self, id: NodeId) -> usize {
+        (0..self.nodes.len())
+            .find(|&i| self.nodes[i].core.id() == id)
+            .expect("a node of ours")
+    }
+
+    /// The rooms as node `i` sees them.
+    fn rooms_of(&mut self, i: usize) -> Vec<Summary> {
+        self.nodes[i].core.rooms_summary()
+    }
+
+    /// Runs until every live node that has not left sees the same rooms
+    /// (or `limit` ms pass); returns them.
+    fn rooms_agree(&mut self, limit: Millis) -> Vec<Summary> {
+        let end = self.now + limit;
+        loop {
+            let live: Vec<usize> = self
+                .live()
+                .into_iter()
+                .filter(|&i| self.nodes[i].exited.is_none())
+                .collect();
+            let first = self.rooms_of(live[0]);
+            let odd = live[1..]
+                .iter()
+                .copied()
+                .find(|&i| self.rooms_of(i) != first);
+            match odd {
+                None => return first,
+                Some(i) if self.now >= end => {
+                    let theirs = self.rooms_of(i);
+                    panic!(
+                        "t={} n{} and n{i} disagree on the rooms:\n  {first:?}\n  {theirs:?}",
+                        self.now, live[0]
+                    );
+                }
+                Some(_) => {
+                    let t = self.now + 500;
+                    self.run_until(t);
+                }
+            }
+        }
+    }
+
+    /// Node `i` says `k` lines in its room, tagged with it.
+    fn say_in_room(&mut self, i: usize, tag: &str) {
+        let room = self.nodes[i].core.room().to_owned();
+        self.say(i, &format!("{room}/{}/{tag}", name(i)));
+    }
+}
+
+/// The room lines `node` showed live from index `from` of its shows on:
+/// (room, from, text).
+fn room_lines(sim: &Sim, node: usize, from: usize) -> Vec<(String, String, String)> {
+    sim.nodes[node].shown[from..]
+        .iter()
+        .filter_map(|s| match s {
+            Show::Chat {
+                from, room, text, ..
+            } => Some((room.clone(), from.clone(), text.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Checks every node's shows: within one stay in a room (from one `Here`
+/// to the next) no line is shown twice, history or live, and history
+/// comes before live lines; no live line is shown twice ever.
+fn check_no_duplicates(sim: &Sim) {
+    for (i, n) in sim.nodes.iter().enumerate() {
+        let mut live = HashSet::new();
+        let mut stay: HashSet<(String, String)> = HashSet::new();
+        let mut live_yet = false;
+        for s in &n.shown {
+            match s {
+                Show::Here(_) => {
+                    stay.clear();
+                    live_yet = false;
+                }
+                Show::History { from, text, .. } => {
+                    assert!(!live_yet, "node {i}: history after live lines: {text}");
+                    assert!(
+                        stay.insert((from.clone(), text.clone())),
+                        "node {i}: {text} twice"
+                    );
+                }
+                Show::Chat { from, text, .. } | Show::Shout { from, text, .. } => {
+                    live_yet = true;
+                    assert!(
+                        live.insert((from.clone(), text.clone())),
+                        "node {i}: {text} twice"
+                    );
+                    assert!(
+                        stay.insert((from.clone(), text.clone())),
+                        "node {i}: {text} twice"
+                    );
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Every member of every room says a line; after a while each other
+/// member has shown each once, in order, and nobody else has.
+fn check_room_delivery(sim: &mut Sim, tag: &str) {
+    let rooms = sim.rooms_agree(10_000);
+    let marks: Vec<usize> = sim.nodes.iter().map(|n| n.shown.len()).collect();
+    let mut said: BTreeMap<String, Vec<(usize, String)>> = BTreeMap::new();
+    for r in &rooms {
+        for &id in &r.members {
+            let i = sim.index_of(id);
+            let text = format!("{}/{}/{tag}", r.name, name(i));
+            sim.say(i, &text);
+            said.entry(r.name.clone()).or_default().push((i, text));
+            let t = sim.now + 1 + sim.rng.below(5);
+            sim.run_until(t);
+        }
+    }
+    let t = sim.now + 3_000;
+    sim.run_until(t);
+    for r in &rooms {
+        let none = Vec::new();
+        let lines = said.get(&r.name).unwrap_or(&none);
+        for &id in &r.members {
+            let i = sim.index_of(id);
+            let got: Vec<String> = room_lines(sim, i, marks[i])
+                .into_iter()
+                .filter(|(_, _, t)| t.ends_with(&format!("/{tag}")))
+                .map(|(room, _, t)| {
+                    assert!(
+                        room.eq_ignore_ascii_case(&r.name),
+                        "node {i} in {} shows {t}",
+                        r.name
+                    );
+                    t
+                })
+                .collect();
+            // Once each, in order per sender (senders interleave as they may).
+            for &(j, _) in lines.iter().filter(|(j, _)| *j != i) {
+                let mine = format!("/{}/", name(j));
+                let from: Vec<&String> = got.iter().filter(|t| t.contains(&mine)).collect();
+                let want: Vec<&String> = lines
+                    .iter()
+                    .filter(|(k, _)| *k == j)
+                    .map(|(_, t)| t)
+                    .collect();
+                assert_eq!(
+                    from, want,
+                    "t={} node {i}, room {}, from n{j}",
+                    sim.now, r.name
+                );
+            }
+            let others = lines.iter().filter(|(j, _)| *j != i).count();
+            assert_eq!(
+                got.len(),
+                others,
+                "t={} node {i}, room {}: {got:?}",
+                sim.now,
+                r.name
+            );
+        }
+    }
+    // Nobody in the lobby showed any of them.
+    for i in sim.live() {
+        if sim.nodes[i].core.room() == "lobby" {
+            let got = room_lines(sim, i, marks[i]);
+            assert!(
+                !got.iter().any(|(_, _, t)| t.ends_with(&format!("/{tag}"))),
+                "node {i} in the lobby shows {got:?}"
+            );
+        }
+    }
+}
+
+/// Rooms created, entered and left by hundreds of peers; owners crash,
+/// leave (handing over), crash in the middle of a handover and of an
+/// election; two peers create one name at once; a kick races a handover;
+/// late joiners enter rooms and get their history; the network splits in
+/// two with rooms on both sides and heals. All along, every live peer ends
+/// with the same rooms, owners, members and kick lists, every room line
+/// is shown once to each member of its room (and to nobody else), and no
+/// line is shown twice. `SIM_ROOM_PEERS` (default 200; about 30 s here) sets the size.
+#[test]
+fn rooms_converge_under_churn_crashes_and_a_partition() {
+    let n: usize =
+        std::env::var("SIM_ROOM_PEERS").map_or(200, |s| s.parse().expect("SIM_ROOM_PEERS"));
+    for seed in seeds(&[7]) {
+        with_seed(seed, |seed| {
+            let started = std::time::Instant::now();
+            let cfg = Config::default();
+            let mut sim = Sim::new(seed, 10);
+            grow(&mut sim, n, &cfg);
+            let names: Vec<String> = (0..8).map(|k| format!("room{k}")).collect();
+            // Eight rooms, and one name two peers make at the same moment.
+            for (k, r) in names.iter().enumerate() {
+                sim.room_cmd(k * 7 % n, Cmd::Create(r.clone()));
+            }
+            let (a, b) = (n - 1, n - 2);
+            sim.room_cmd(a, Cmd::Create("twice".into()));
+            sim.room_cmd(b, Cmd::Create("twice".into()));
+            let t = sim.now + 2_000;
+            sim.run_until(t);
+            let rooms = sim.rooms_agree(5_000);
+            let twice = rooms
+                .iter()
+                .find(|r| r.name == "twice")
+                .expect("one room twice");
+            let (winner, loser) = if twice.owner == sim.nodes[a].core.id() {
+                (a, b)
+            } else {
+                (b, a)
+            };
+            assert_eq!(twice.owner, sim.nodes[winner].core.id());
+            let lost = format!(
+                "room twice: {} created it at the same time and owns it",
+                name(winner)
+            );
+            assert!(
+                sim.nodes[loser]
+                    .shown
+                    .iter()
+                    .any(|s| matches!(s, Show::Room { text, .. } if *text == lost)),
+                "the losing creator is not told: {:?}",
+                sim.nodes[loser].shown
+            );
+            assert_eq!(twice.members.len(), 2, "both creators are in it");
+
+            // Most go into a room, at random moments; a fifth stay in the lobby.
+            let mut plan: Vec<(Millis, usize)> = (0..n)
+                .map(|i| (sim.now + sim.rng.below(2_000), i))
+                .collect();
+            plan.sort();
+            for (t, i) in plan {
+                sim.run_until(t);
+                if sim.rng.below(5) > 0 {
+                    let r = names[sim.rng.below(names.len() as u64) as usize].clone();
+                    if sim.nodes[i].core.room() != r {
+                        sim.room_cmd(i, Cmd::Join(Some(r)));
+                    }
+                }
+            }
+            let t = sim.now + 3_000;
+            sim.run_until(t);
+            check_room_delivery(&mut sim, "a");
+            // Shouts: two senders, interleaved with their room lines.
+            for k in 0..3 {
+                for s in [3, 4] {
+                    sim.room_cmd(s, Cmd::Shout(format!("shout {} {k}", name(s))));
+                    sim.say_in_room(s, &format!("s{k}"));
+                }
+            }
+            let t = sim.now + 2_000;
+            sim.run_until(t);
+            for i in sim.live() {
+                for s in [3, 4] {
+                    if i == s {
+                        continue;
+                    }
+                    let got: Vec<&String> = sim.nodes[i]
+                        .shown
+                        .iter()
+                        .filter_map(|x| match x {
+                            Show::Shout { from, text, .. } if *from == name(s) => Some(text),
+                            _ => None,
+                        })
+                        .collect();
+                    let want: Vec<String> =
+                        (0..3).map(|k| format!("shout {} {k}", name(s))).collect();
+                    assert_eq!(got, want.iter().collect::<Vec<_>>(), "node {i} from n{s}");
+                }
+            }
+            eprintln!(
+                "rooms: {n} peers set up at t={} ms ({:?})",
+                sim.now,
+                started.elapsed()
+            );
+
+            // Churn. Owners of four rooms: one crashes, one leaves, one
+            // leaves and its heir crashes at once (mid-handover), one
+            // crashes and the member that would claim it crashes too
+            // (mid-election). A kick races a handover in a fifth.
+            let rooms = sim.rooms_agree(5_000);
+            // (Each of another owner, and none of theirs a member of another.)
+            let mut busy = BTreeSet::new();
+            let mut owned: Vec<(usize, Summary)> = Vec::new();
+            for r in rooms
+                .iter()
+                .filter(|r| r.name.starts_with("room") && r.members.len() >= 3)
+            {
+                let o = sim.index_of(r.owner);
+                if busy.insert(o) {
+                    owned.push((o, r.clone()));
+                }
+            }
+            for (o, r) in &owned {
+                let owner_elsewhere = owned
+                    .iter()
+                    .any(|(p, x)| p != o && x.members.contains(&r.owner));
+                assert!(!owner_elsewhere || owned.len() >= 5);
+            }
+            assert!(owned.len() >= 5, "rooms with members: {rooms:?}");
+            // The member a room goes to: the largest id but its owner's.
+            let heir = |r: &Summary, _owner: usize| -> NodeId {
+                r.members
+                    .iter()
+                    .rev()
+                    .find(|&&m| m != r.owner)
+                    .copied()
+                    .expect("a member")
+            };
+            let mut dead = Vec::new();
+            let (o, _) = &owned[0];
+            sim.kill(*o);
+            dead.push(*o);
+            let (o, _) = &owned[1];
+            sim.quit(*o);
+            let (o, r) = &owned[2];
+            sim.quit(*o);
+            let h = sim.index_of(heir(r, *o));
+            sim.kill(h);
+            dead.push(h);
+            let (o, r) = &owned[3];
+            sim.kill(*o);
+            dead.push(*o);
+            let t = sim.now + 2_200;
+            sim.run_until(t);
+            let h = sim.index_of(heir(r, *o));
+            if sim.nodes[h].alive {
+                sim.kill(h);
+                dead.push(h);
+            }
+            let up = |sim: &Sim, m: usize| sim.nodes[m].alive && sim.nodes[m].exited.is_none();
+            let (o, r) = owned[4..]
+                .iter()
+                .find(|(o, _)| up(&sim, *o))
+                .expect("a fifth room");
+            let (o, r) = (o, r.clone());
+            let given = r
+                .members
+                .iter()
+                .rev()
+                .map(|&m| sim.index_of(m))
+                .find(|&m| m != *o && up(&sim, m))
+                .expect("a member to give it to");
+            let kicked = r
+                .members
+                .iter()
+                .map(|&m| sim.index_of(m))
+                .find(|&m| m != *o && m != given && up(&sim, m))
+                .expect("a member to kick");
+            if sim.nodes[*o].core.room() != r.name {
+                sim.room_cmd(*o, Cmd::Join(Some(r.name.clone())));
+            }
+            sim.room_cmd(*o, Cmd::Kick(name(kicked)));
+            sim.room_cmd(*o, Cmd::Give(r.name.clone(), name(given)));
+            assert!(
+                !sim.nodes[*o]
+                    .shown
+                    .iter()
+                    .rev()
+                    .take(2)
+                    .any(|s| matches!(s, Show::Error(_))),
+                "{:?}",
+                &sim.nodes[*o].shown
+            );
+            // Meanwhile peers move about, and late joiners come.
+            for _ in 0..n / 10 {
+                let i = sim.rng.below(n as u64) as usize;
+                if sim.nodes[i].alive && sim.nodes[i].exited.is_none() {
+                    let r = names[sim.rng.below(names.len() as u64) as usize].clone();
+                    sim.room_cmd(i, Cmd::Join(Some(r)));
+                }
+                let t = sim.now + sim.rng.below(200);
+                sim.run_until(t);
+            }
+            let late = sim.nodes.len();
+            for k in 0..5 {
+                let j = sim.add(&name(late + k), cfg.clone());
+                // (Not through itself or another late joiner, a network of
+                // its own until it joins; nor one leaving, handing its
+                // rooms over.)
+                let quit = [owned[1].0, owned[2].0];
+                let ready: Vec<usize> = sim
+                    .live()
+                    .into_iter()
+                    .filter(|&i| sim.nodes[i].exited.is_none() && sim.nodes[i].core.is_member())
+                    .filter(|&i| i < late && !quit.contains(&i))
+                    .collect();
+                let via = ready[sim.rng.below(ready.len() as u64) as usize];
+                sim.join(j, via);
+            }
+            // In within 10 s (a join that races another may take a retry),
+            // then 3 s to learn the rooms from their owners.
+            let end = sim.now + 10_000;
+            while sim.now < end && !(late..late + 5).all(|j| sim.nodes[j].core.is_member()) {
+                let t = sim.now + 500;
+                sim.run_until(t);
+            }
+            let t = sim.now + 3_000;
+            sim.run_until(t);
+            for j in late..late + 5 {
+                assert!(
+                    sim.nodes[j].core.is_member(),
+                    "late joiner n{j} is not in: {:?} {:?}",
+                    sim.nodes[j].exited,
+                    sim.nodes[j].warnings
+                );
+            }
+            let target = owned[5.min(owned.len() - 1)].1.name.clone();
+            let hist_marks: Vec<usize> =
+                (late..late + 5).map(|j| sim.nodes[j].shown.len()).collect();
+            for j in late..late + 5 {
+                sim.room_cmd(j, Cmd::Join(Some(target.clone())));
+            }
+            let t = sim.now + 20_000;
+            sim.run_until(t);
+            let rooms = sim.rooms_agree(20_000);
+            for r in &rooms {
+                let o = sim.index_of(r.owner);
+                assert!(
+                    sim.nodes[o].alive && sim.nodes[o].exited.is_none(),
+                    "{} owned by n{o}, gone",
+                    r.name
+                );
+            }
+            let r = rooms
+                .iter()
+                .find(|x| x.name == r.name)
+                .expect("the kick-and-give room");
+            assert!(
+                r.kicked.contains(&name(kicked))
+                    || !r.members.contains(&sim.nodes[kicked].core.id())
+            );
+            // The kicked one may not come back in.
+            if r.kicked.contains(&name(kicked)) {
+                sim.room_cmd(kicked, Cmd::Join(Some(r.name.clone())));
+                assert!(
+                    matches!(sim.nodes[kicked].shown.last(), Some(Show::Error(e)) if e.contains("kicked you")),
+                    "{:?}",
+                    sim.nodes[kicked].shown.last()
+                );
+            }
+            // The late joiners got the room's history, then live lines.
+            for (k, j) in (late..late + 5).enumerate() {
+                let hist = sim.nodes[j].shown[hist_marks[k]..]
+                    .iter()
+                    .filter(|s| matches!(s, Show::History { .. }))
+                    .count();
+                assert!(
+                    hist > 0,
+                    "late joiner n{j} got no history of {target}: {:?}",
+                    &sim.nodes[j].shown[hist_marks[k]..]
+                );
+            }
+            check_room_delivery(&mut sim, "b");
+            // The owner that crashed first starts again with its key (a
+            // new node id): its room is its own again, from whoever was
+            // elected, with its kick list.
+            let (o0, r0) = (owned[0].0, owned[0].1.name.clone());
+            let before = rooms.iter().find(|x| x.name == r0).cloned();
+            sim.restart(o0, cfg.clone());
+            let via = sim
+                .live()
+                .into_iter()
+                .find(|&i| {
+                    i != o0 && sim.nodes[i].exited.is_none() && sim.nodes[i].core.is_member()
+                })
+                .expect("a peer to join through");
+            sim.join(o0, via);
+            let t = sim.now + 5_000;
+            sim.run_until(t);
+            let rooms = sim.rooms_agree(20_000);
+            if let Some(b) = before {
+                let r = rooms.iter().find(|x| x.name == r0).expect("its room");
+                assert_eq!(r.owner, sim.nodes[o0].core.id(), "{r0} not taken back");
+                assert_eq!(r.kicked, b.kicked);
+                eprintln!("rooms: n{o0} took {r0} back");
+            }
+            eprintln!(
+                "rooms: churn done at t={} ms ({:?})",
+                sim.now,
+                started.elapsed()
+            );
+
+            // A partition with rooms on both sides: a room each side makes,
+            // and rooms whose owner is on one side and members on both.
+            let live: Vec<usize> = sim
+                .live()
+                .into_iter()
+                .filter(|&i| sim.nodes[i].exited.is_none())
+                .collect();
+            let side: BTreeSet<usize> = live.iter().copied().filter(|i| i % 2 == 0).collect();
+            let before = sim.rooms_agree(10_000);
+            sim.partition(&side);
+            let t = sim.now + 15_000;
+            sim.run_until(t);
+            // Each side has elected owners for the rooms whose owner is on
+            // the other, where it has members.
+            let mut elected = 0;
+            for r in &before {
+                let o = sim.index_of(r.owner);
+                let far = r
+                    .members
+                    .iter()
+                    .map(|&m| sim.index_of(m))
+                    .find(|m| side.contains(m) != side.contains(&o));
+                if let Some(m) = far {
+                    let seen = sim.rooms_of(m).into_iter().find(|x| x.name == r.name);
+                    if seen.is_some_and(|x| x.owner != r.owner) {
+                        elected += 1;
+                    }
+                }
+            }
+            eprintln!("rooms: {elected} rooms with an owner elected on the far side");
+            assert!(elected > 0, "no election on the far side of the partition");
+            let left = *side.iter().next().unwrap();
+            let right = *live.iter().find(|i| !side.contains(i)).unwrap();
+            sim.room_cmd(left, Cmd::Create("left".into()));
+            sim.room_cmd(right, Cmd::Create("right".into()));
+            let t = sim.now + 5_000;
+            sim.run_until(t);
+            sim.cut.clear();
+            let t = sim.now + 60_000;
+            sim.run_until(t);
+            let rooms = sim.rooms_agree(60_000);
+            // An owner cut off, alive, keeps its room: the far side's
+            // elections are withdrawn.
+            for r in &before {
+                let now = rooms.iter().find(|x| x.name == r.name).expect("room kept");
+                assert_eq!(
+                    now.owner, r.owner,
+                    "room {} changed owner in the heal",
+                    r.name
+                );
+            }
+            for r in ["left", "right"] {
+                assert!(
+                    rooms.iter().any(|x| x.name == r),
+                    "room {r} lost in the heal: {rooms:?}"
+                );
+            }
+            for r in &rooms {
+                let o = sim.index_of(r.owner);
+                assert!(sim.nodes[o].alive, "{} owned by n{o}, dead", r.name);
+            }
+            check_room_delivery(&mut sim, "c");
+            check_no_duplicates(&sim);
+            eprintln!(
+                "rooms: {n} peers, {} rooms agreed at t={} ms ({:?})",
+                rooms.len(),
+                sim.now,
+                started.elapsed()
+            );
         });
     }
 }

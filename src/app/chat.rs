@@ -93,12 +93,23 @@ mod tests {
         fn members(&self) -> Vec<MemberView> {
             ["alice", "carol", "bob"]
                 .iter()
-                .map(|n| MemberView {
+                .enumerate()
+                .map(|(i, n)| MemberView {
+                    id: NodeId(i as u64),
                     name: n.to_string(),
                     addr: None,
                     reach: Reach::Relayed,
                 })
                 .collect()
+        }
+        fn id(&self) -> NodeId {
+            NodeId(0)
+        }
+        fn is_present(&self, id: NodeId) -> bool {
+            id.0 < 3
+        }
+        fn key_of(&self, _: NodeId) -> Option<crate::proto::crypto::PublicKey> {
+            None
         }
     }
 

@@ -1548,6 +1548,15 @@ mod tests {
         fn members(&self) -> Vec<MemberView> {
             Vec::new()
         }
+        fn id(&self) -> NodeId {
+            NodeId(0)
+        }
+        fn is_present(&self, id: NodeId) -> bool {
+            id == NodeId(0)
+        }
+        fn key_of(&self, _: NodeId) -> Option<crate::proto::crypto::PublicKey> {
+            None
+        }
     }
 
     fn files() -> Files {

@@ -1,6 +1,6 @@
 //! Applications: what events mean to the user.
 //!
-//! Each application ([`chat`] and [`files`] now; rooms and private
+//! Each application ([`chat`], [`rooms`] and [`files`] now; private
 //! messages later) turns commands into events and delivered events into things to
 //! show. It reaches the network only through [`Net`]: publish an event,
 //! read the member list, show something. It never sees links or sequence
@@ -8,8 +8,10 @@
 
 pub mod chat;
 pub mod files;
+pub mod rooms;
 
 use crate::proto::NodeId;
+use crate::proto::crypto::PublicKey;
 use crate::proto::wire::Body;
 use std::fmt;
 use std::net::SocketAddr;
@@ -29,6 +31,14 @@ pub trait Net {
     fn name_of(&self, id: NodeId) -> String;
     /// The members shown as present, us among them.
     fn members(&self) -> Vec<MemberView>;
+    /// Our own node id.
+    fn id(&self) -> NodeId;
+    /// Whether member `id` is shown as present (not lost, not gone); we
+    /// are.
+    fn is_present(&self, id: NodeId) -> bool;
+    /// The key member `id`'s node id is bound to (ours for our id), if
+    /// known: its events are verified as that key's.
+    fn key_of(&self, id: NodeId) -> Option<PublicKey>;
 }
 
 /// Something for the user interface to show.
@@ -55,10 +65,55 @@ pub enum Show {
     Discovered(Option<Vec<MemberView>>),
     /// A problem worth telling the user that is not fatal.
     Warning(String),
+    // Rooms (see `rooms`). A line said in a room is a `Chat` with that
+    // room.
+    /// A line to every room.
+    Shout {
+        from: String,
+        text: String,
+        own: bool,
+    },
+    /// A line said in `room` before we entered it, shown as we enter.
+    History {
+        room: String,
+        from: String,
+        text: String,
+        shout: bool,
+    },
+    /// We are in `room` now (the prompt shows it).
+    Here(String),
+    /// Something happened in or to `room`: `event` names it for JSON
+    /// (`moved`, `owner`, `kicked`...), `text` says it.
+    Room {
+        room: String,
+        event: &'static str,
+        text: String,
+    },
+    /// `:rooms`.
+    Rooms(Vec<RoomView>),
+    /// `:who ROOM`: its members, and its owner's name.
+    RoomMembers {
+        room: String,
+        owner: Option<String>,
+        members: Vec<MemberView>,
+    },
+    /// A command refused: nothing was sent.
+    Error(String),
     /// An answer to a question the user asked (`:whois`, `:trust`).
     Info(String),
     /// File offers and transfers.
     File(files::Note),
+}
+
+/// One line of `:rooms`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomView {
+    pub name: String,
+    /// Its owner's name (the lobby has none).
+    pub owner: Option<String>,
+    pub members: usize,
+    /// We are in it.
+    pub here: bool,
 }
 
 /// How a member is reached from here.
@@ -82,6 +137,7 @@ impl fmt::Display for Reach {
 /// One line of `:who`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberView {
+    pub id: NodeId,
     pub name: String,
     pub addr: Option<SocketAddr>,
     pub reach: Reach,

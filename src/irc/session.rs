@@ -1368,14 +1368,14 @@ mod tests {
         let mut s = registered(&view);
         s.feed(
             &view,
-            b"JOIN #rust\r\nPRIVMSG bob :psst\r\nPRIVMSG nobody :x\r\nPRIVMSG #rust :x\r\n",
+            // (JOIN is a room command now, answered by the node.)
+            b"PRIVMSG bob :psst\r\nPRIVMSG nobody :x\r\nPRIVMSG #rust :x\r\n",
             0,
         );
         let l = lines(&mut s);
         assert_eq!(
             l,
             [
-                ":p2pchat 403 alice #rust :/join is not available yet; nothing was sent",
                 ":p2pchat 401 alice bob :/msg is not available yet; nothing was sent",
                 ":p2pchat 401 alice nobody :No such nick/channel",
                 ":p2pchat 404 alice #rust :Cannot send to channel (not in that room)",
@@ -1500,7 +1500,7 @@ mod tests {
             MODE #lobby b\r\nMODE #lobby +m\r\nMODE alice\r\nTOPIC #lobby\r\n\
             TOPIC #lobby :new\r\nLIST\r\nAWAY :off\r\nAWAY\r\nJOIN #rust\r\nPART #rust\r\n\
             PART #nowhere\r\nPRIVMSG nobody :x\r\nPRIVMSG #rust :x\r\nKICK #lobby bob\r\n\
-            FROB\r\nPRIVMSG\r\nNAMES #other\r\nPART #lobby\r\nPART #lobby\r\n";
+            FROB\r\nPRIVMSG\r\nNAMES #other\r\nTOPIC #other\r\nPART #lobby\r\nPART #lobby\r\n";
         s.feed(&view, script, 0);
         let mut long = vec![b'x'; 600];
         long.extend_from_slice(b"\r\n");

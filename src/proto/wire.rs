@@ -86,6 +86,7 @@
 //! 4 SUSPECT  target:u64                             "I lost my link to target"
 //! 5 ALIVE    count:u8, count × (origin:u64, seq:u64)  refutes SUSPECTs of the origin:
 //!                                                   the SUSPECT events it answers
+//! 10-14      rooms: ROOM, SAY, ENTER, SHOUT, HISTORY (see [`rooms`])
 //! 30 OFFER   a file offer, decoded by crate::app::files from Body::Other
 //! ```
 //!
@@ -106,6 +107,8 @@
 //!
 //! Encoding is checked too: a field longer than its length prefix can say,
 //! or a frame over [`MAX_FRAME`], is an error, never cut short.
+
+pub mod rooms;
 
 use super::crypto::{EventHash, PublicKey, Sig};
 use super::{EventId, NodeId};
@@ -278,6 +281,8 @@ pub enum Body {
     Alive {
         answers: Vec<EventId>,
     },
+    /// A room event (types 10 to 14): see [`rooms`].
+    Room(rooms::RoomEvent),
     /// A type this build does not know (a newer peer's): relayed as it
     /// came, delivered as nothing.
     Other {
@@ -302,6 +307,7 @@ impl Body {
             Body::Join { name, .. } if !valid_name(name) => Err("name"),
             Body::Chat { text, .. } if text.len() > MAX_TEXT => Err("text length"),
             Body::Chat { room, .. } if room.chars().count() > MAX_ROOM => Err("room name"),
+            Body::Room(r) => r.check(),
             _ => Ok(()),
         }
     }
@@ -314,6 +320,7 @@ impl Body {
             Body::Chat { .. } => 3,
             Body::Suspect { .. } => 4,
             Body::Alive { .. } => 5,
+            Body::Room(r) => r.kind(),
             Body::Other { kind, .. } | Body::Refused { kind, .. } => *kind,
         }
     }
@@ -525,6 +532,7 @@ fn encode_body(msg: &Msg, out: &mut Vec<u8>) -> Result<(), WireError> {
                         put_u64(out, a.seq);
                     }
                 }
+                Body::Room(r) => r.encode(out)?,
                 Body::Other { payload, .. } => out.extend_from_slice(payload),
                 Body::Refused { .. } => return Err(WireError::Invalid("refused event")),
             }
@@ -721,6 +729,9 @@ pub fn decode(body: &[u8]) -> Result<Msg, WireError> {
                         });
                     }
                     Body::Alive { answers }
+                }
+                kind @ rooms::FIRST..=rooms::LAST => {
+                    Body::Room(rooms::RoomEvent::decode(kind, &mut r)?)
                 }
                 kind => Body::Other {
                     kind,
@@ -964,7 +975,7 @@ fn u64_(r: &mut &[u8]) -> Result<u64, WireError> {
     r.read_u64::<BigEndian>().map_err(|_| WireError::Truncated)
 }
 
-fn bytes<'a>(r: &mut &'a [u8], n: usize) -> Result<&'a [u8], WireError> {
+pub(super) fn bytes<'a>(r: &mut &'a [u8], n: usize) -> Result<&'a [u8], WireError> {
     if r.len() < n {
         return Err(WireError::Truncated);
     }

@@ -13,7 +13,7 @@
 //! [`escape_controls`] first: a peer can never send escape sequences to our
 //! terminal.
 
-use crate::app::{LOBBY, MemberView, Reach, Show};
+use crate::app::{LOBBY, MemberView, Reach, RoomView, Show};
 use crate::command;
 use crate::term::editor::{self, escape_controls};
 use crate::term::history;
@@ -266,6 +266,18 @@ impl Ui {
 
     /// Shows one event from the core.
     pub fn show(&mut self, ev: &Show) {
+        if let Show::Error(e) = ev {
+            return self.error(e);
+        }
+        if let (Show::Here(room), Some(t)) = (ev, &mut self.term) {
+            let name = &t.name;
+            let prompts = vec![
+                format!("[{room}] {name}> "),
+                format!("{name}> "),
+                "> ".to_owned(),
+            ];
+            let _ = t.screen.set_prompt(prompts);
+        }
         let now = tty::now_secs();
         let at = said_at(ev).unwrap_or(now);
         let ev = &self.fill_in_self(ev);
@@ -443,14 +455,15 @@ pub(crate) fn plain(ev: &Show) -> Vec<String> {
         Show::Joined { via, members } => {
             vec![format!("* joined through {via} ({members} members)")]
         }
-        Show::Chat { own: true, .. } => vec![],
-        Show::Chat { from, text, .. } => {
-            vec![format!(
-                "{}: {}",
-                escape_controls(from),
-                escape_controls(text)
-            )]
-        }
+        Show::Chat { own: true, .. } | Show::Shout { own: true, .. } => vec![],
+        Show::Chat {
+            from, text, room, ..
+        } => vec![format!(
+            "{}{}: {}",
+            room_prefix(room),
+            escape_controls(from),
+            escape_controls(text)
+        )],
         Show::MemberJoined(n) => vec![format!("* {} joined", escape_controls(n))],
         Show::MemberLeft { name, lost } => vec![format!(
             "* {} left{}",
@@ -462,11 +475,86 @@ pub(crate) fn plain(ev: &Show) -> Vec<String> {
             out.extend(v.iter().map(|m| format!("*   {}", member(m))));
             out
         }
+        Show::Warning(w) | Show::Error(w) => vec![format!("p2pchat: {}", escape_controls(w))],
+        Show::Shout { from, text, .. } => vec![format!(
+            "! {}: {}",
+            escape_controls(from),
+            escape_controls(text)
+        )],
+        Show::History {
+            room,
+            from,
+            text,
+            shout,
+        } => vec![format!(
+            "[{} history] {}{}: {}",
+            escape_controls(room),
+            if *shout { "! " } else { "" },
+            escape_controls(from),
+            escape_controls(text)
+        )],
+        Show::Here(room) => vec![format!("* you are in {}", escape_controls(room))],
+        Show::Room { text, .. } => vec![format!("* {}", escape_controls(text))],
+        Show::Rooms(v) => {
+            let mut out = vec![if v.len() == 1 {
+                "* 1 room:".to_owned()
+            } else {
+                format!("* {} rooms:", v.len())
+            }];
+            out.extend(v.iter().map(|r| format!("*   {}", room_row(r))));
+            out
+        }
+        Show::RoomMembers {
+            room,
+            owner,
+            members,
+        } => {
+            let n = members.len();
+            let s = if n == 1 { "" } else { "s" };
+            let mut out = vec![format!("* {n} member{s} in {}:", escape_controls(room))];
+            out.extend(
+                members
+                    .iter()
+                    .map(|m| format!("*   {}", room_member(m, owner.as_deref()))),
+            );
+            out
+        }
         Show::Discovered(v) => discovered(v.as_deref()),
-        Show::Warning(w) => vec![format!("p2pchat: {}", escape_controls(w))],
         Show::Info(i) => vec![format!("* {}", escape_controls(i))],
         Show::File(n) => n.plain().lines().map(escape_controls).collect(),
     }
+}
+
+/// `[room] ` before a line said in a room; nothing for the lobby.
+fn room_prefix(room: &str) -> String {
+    if room == LOBBY {
+        String::new()
+    } else {
+        format!("[{}] ", escape_controls(room))
+    }
+}
+
+/// One line of `:rooms`: `dev alice 3 members (here)`, the lobby's owner
+/// `-`.
+fn room_row(r: &RoomView) -> String {
+    let owner = r.owner.as_deref().map_or("-".to_owned(), escape_controls);
+    let s = if r.members == 1 { "" } else { "s" };
+    format!(
+        "{} {owner} {} member{s}{}",
+        escape_controls(&r.name),
+        r.members,
+        if r.here { " (here)" } else { "" }
+    )
+}
+
+/// One row of `:who ROOM`: as `:who`'s, `owner` after the owner's.
+fn room_member(m: &MemberView, owner: Option<&str>) -> String {
+    let mark = if owner == Some(m.name.as_str()) {
+        " owner"
+    } else {
+        ""
+    };
+    format!("{}{mark}", member(m))
 }
 
 /// The answer to `:peers`: the members discovery found, or why none.
@@ -577,6 +665,72 @@ fn json(ev: &Show) -> (&'static str, String) {
             ),
         ),
         Show::Warning(w) => ("warning", format!(r#","text":{}"#, Js(w))),
+        Show::Error(w) => ("error", format!(r#","text":{}"#, Js(w))),
+        Show::Shout { from, text, own } => (
+            "shout",
+            format!(
+                r#","from":{},"text":{}{}"#,
+                Js(from),
+                Js(text),
+                if *own { r#","own":true"# } else { "" }
+            ),
+        ),
+        Show::History {
+            room,
+            from,
+            text,
+            shout,
+        } => (
+            if *shout { "shout" } else { "chat" },
+            format!(
+                r#","from":{},"room":{},"text":{},"history":true"#,
+                Js(from),
+                Js(room),
+                Js(text)
+            ),
+        ),
+        Show::Here(room) => ("here", format!(r#","room":{}"#, Js(room))),
+        Show::Room { room, event, text } => (
+            "room",
+            format!(
+                r#","room":{},"event":"{event}","text":{}"#,
+                Js(room),
+                Js(text)
+            ),
+        ),
+        Show::Rooms(v) => {
+            let mut s = String::from(r#","rooms":["#);
+            for (i, r) in v.iter().enumerate() {
+                let owner = r
+                    .owner
+                    .as_deref()
+                    .map_or("null".to_owned(), |o| Js(o).to_string());
+                let _ = write!(
+                    s,
+                    r#"{}{{"name":{},"owner":{owner},"members":{},"here":{}}}"#,
+                    if i > 0 { "," } else { "" },
+                    Js(&r.name),
+                    r.members,
+                    r.here
+                );
+            }
+            s.push(']');
+            ("rooms", s)
+        }
+        Show::RoomMembers {
+            room,
+            owner,
+            members,
+        } => {
+            let (_, list) = json(&Show::Members(members.clone()));
+            let owner = owner
+                .as_deref()
+                .map_or("null".to_owned(), |o| Js(o).to_string());
+            (
+                "members",
+                format!(r#","room":{},"owner":{owner}{list}"#, Js(room)),
+            )
+        }
         Show::Info(i) => ("info", format!(r#","text":{}"#, Js(i))),
         Show::File(n) => n.json(|s| Js(s).to_string()),
     }
@@ -630,6 +784,38 @@ fn tty(s: &mut Screen, me: &str, ev: &Show, at: i64, now: i64) {
             }
             return;
         }
+        Show::Warning(w) | Show::Error(w) => {
+            s.paint(ERROR, &format!("p2pchat: {}", escape_controls(w)))
+        }
+        Show::Shout { from, text, own } => {
+            let from = escape_controls(from);
+            let who = if *own {
+                s.style(OWN, &from)
+            } else {
+                s.paint(&s.name_color(&from), &from)
+            };
+            let _ = s.print_message(
+                &format!("{when} {who} {}: ", s.style(OWN, "shouts")),
+                &escape_controls(text),
+                None,
+            );
+            return;
+        }
+        Show::History {
+            from, text, shout, ..
+        } => {
+            let shouts = if *shout { " shouts" } else { "" };
+            let head = s.style(NOTICE, &format!("~ {}{shouts}: ", escape_controls(from)));
+            let _ = s.print_message(&head, &escape_controls(text), Some(NOTICE));
+            return;
+        }
+        Show::Here(_) | Show::Room { .. } | Show::Rooms(_) | Show::RoomMembers { .. } => {
+            for l in plain(ev) {
+                let l = s.style(NOTICE, &format!("{when} {l}"));
+                let _ = s.print(&l);
+            }
+            return;
+        }
         Show::Discovered(v) => {
             for l in discovered(v.as_deref()) {
                 let l = s.style(NOTICE, &l);
@@ -637,7 +823,6 @@ fn tty(s: &mut Screen, me: &str, ev: &Show, at: i64, now: i64) {
             }
             return;
         }
-        Show::Warning(w) => s.paint(ERROR, &format!("p2pchat: {}", escape_controls(w))),
         Show::Info(i) => s.style(NOTICE, &format!("* {}", escape_controls(i))),
         Show::File(n) => {
             for l in n.tty().lines() {
@@ -668,9 +853,20 @@ fn mentions(text: &str, name: &str) -> bool {
 /// logged.
 fn log_room(ev: &Show) -> Option<&str> {
     match ev {
-        Show::Chat { room, .. } => Some(room),
-        Show::MemberJoined(_) | Show::MemberLeft { .. } | Show::Joined { .. } => Some(LOBBY),
-        Show::Members(_) | Show::Discovered(_) | Show::Warning(_) | Show::Info(_) => None,
+        Show::Chat { room, .. } | Show::Room { room, .. } => Some(room),
+        Show::MemberJoined(_)
+        | Show::MemberLeft { .. }
+        | Show::Joined { .. }
+        | Show::Shout { .. } => Some(LOBBY),
+        Show::Members(_)
+        | Show::Warning(_)
+        | Show::Error(_)
+        | Show::Info(_)
+        | Show::Discovered(_)
+        | Show::History { .. }
+        | Show::Here(_)
+        | Show::Rooms(_)
+        | Show::RoomMembers { .. } => None,
         Show::File(_) => None,
     }
 }
@@ -743,6 +939,15 @@ fn plain_for_log(ev: &Show) -> Vec<String> {
             escape_controls(from),
             escape_controls(text)
         )],
+        Show::Shout {
+            from,
+            text,
+            own: true,
+        } => vec![format!(
+            "! {}: {}",
+            escape_controls(from),
+            escape_controls(text)
+        )],
         _ => plain(ev),
     }
 }
@@ -770,6 +975,7 @@ mod tests {
         };
         assert_eq!(plain_of(left), "* bob left (connection lost)");
         let one = Show::Members(vec![MemberView {
+            id: crate::proto::NodeId(1),
             name: "al".into(),
             addr: None,
             reach: Reach::Me,
@@ -788,6 +994,7 @@ mod tests {
             "* no members found by discovery"
         );
         let bob = MemberView {
+            id: crate::proto::NodeId(2),
             name: "bob".into(),
             addr: Some("10.0.0.2:4000".parse().unwrap()),
             reach: Reach::Direct,

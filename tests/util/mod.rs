@@ -367,6 +367,24 @@ impl Peer {
         }
     }
 
+    /// Like [`Peer::expect_on`] on stdout, but returns `None` at the
+    /// deadline instead of failing (for a condition polled by a command).
+    pub fn try_expect(&mut self, pred: &dyn Fn(&str) -> bool, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        let mut seen = 0;
+        loop {
+            if let Some(i) = self.pending_out.iter().skip(seen).position(|l| pred(l)) {
+                return self.pending_out.remove(seen + i);
+            }
+            seen = self.pending_out.len();
+            let now = Instant::now();
+            if self.out_eof || now >= deadline {
+                return None;
+            }
+            self.pump(deadline - now);
+        }
+    }
+
     /// Waits (DEADLINE) for the stdout line `header` and the `n` lines that
     /// directly follow it; returns those `n` lines.
     pub fn expect_block(&mut self, header: &str, n: usize) -> Vec<String> {
