@@ -75,6 +75,24 @@ pub const COMMANDS: &[Row] = &[
         help: "accept the new key of someone known with another one",
         run: Some(|a| one_name(a).map(|n| Input::Node(node::Command::Trust(n)))),
     },
+    Row {
+        names: &["me"],
+        args: "ACTION",
+        help: "an action, shown as '* yourname ACTION'",
+        run: Some(|a| {
+            if a.is_empty() {
+                Err("say what you do: :me waves".into())
+            } else {
+                Ok(Input::Node(node::Command::Me(a.to_owned())))
+            }
+        }),
+    },
+    Row {
+        names: &["nick"],
+        args: "NAME",
+        help: "go by another name, without leaving",
+        run: Some(|a| one_name(a).map(|n| Input::Node(node::Command::Nick(n)))),
+    },
     // Not available yet: refused, never sent as chat.
     Row {
         names: &["msg", "m"],
@@ -86,18 +104,6 @@ pub const COMMANDS: &[Row] = &[
         names: &["msgs"],
         args: "",
         help: "messages kept for you",
-        run: None,
-    },
-    Row {
-        names: &["me"],
-        args: "ACTION",
-        help: "an action",
-        run: None,
-    },
-    Row {
-        names: &["nick"],
-        args: "NAME",
-        help: "change your name",
         run: None,
     },
     Row {
@@ -521,8 +527,6 @@ mod tests {
             "/m bob secret",
             "/MSG bob secret",
             ":msg bob secret",
-            "/nick caroline",
-            "/me waves",
             "/join #rust",
             "/peers",
             "/list",
@@ -532,6 +536,25 @@ mod tests {
                 other => panic!("{line:?} gave {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn actions_and_renames() {
+        assert_eq!(
+            parse("/me waves at  bob"),
+            Input::Node(Command::Me("waves at  bob".into()))
+        );
+        assert_eq!(parse(":ME waves"), Input::Node(Command::Me("waves".into())));
+        assert!(matches!(parse("/me"), Input::Error(e) if e.contains(":me waves")));
+        assert_eq!(
+            parse("/nick caroline"),
+            Input::Node(Command::Nick("caroline".into()))
+        );
+        assert_eq!(
+            parse("/nick a b"),
+            Input::Error("/nick: give one name".into())
+        );
+        assert!(matches!(parse("/nick"), Input::Error(_)));
     }
 
     #[test]

@@ -182,6 +182,10 @@ pub enum Command {
     Whois(String),
     /// Accept the key a member now has for its name.
     Trust(String),
+    /// `:me`: an action.
+    Me(String),
+    /// `:nick`: go by another name.
+    Nick(String),
     Quit,
 }
 
@@ -235,6 +239,10 @@ pub struct Node {
     out: VecDeque<Action>,
     /// The time of the latest input.
     now: Millis,
+    /// The wall clock (ms since 1970) as the caller last told it, and
+    /// when we last published it (CLOCK): what we say carries its time.
+    wall: Option<u64>,
+    clocked: Option<u64>,
 }
 
 /// The network as an application sees it (see [`Net`]), made of the
@@ -349,12 +357,20 @@ impl Node {
             membership: Membership::new(member_cfg, name, rng.next_u64()),
             mesh: Mesh::new(mesh_cfg, rng.next_u64()),
             broadcast: Broadcast::new(bc_cfg, ident),
-            chat: Chat,
+            chat: Chat::default(),
             told_newer: false,
             refused: Remember::new(256),
             out: VecDeque::new(),
             now: 0,
+            wall: None,
+            clocked: None,
         }
+    }
+
+    /// The wall clock now, in ms since 1970 (UTC): what we say from now
+    /// on is said at this time. Without it, nothing carries a time.
+    pub fn clock(&mut self, wall: u64) {
+        self.wall = Some(wall);
     }
 
     /// Joins an existing network through the first of `addrs` that answers;
@@ -658,12 +674,20 @@ impl Node {
         match cmd {
             Command::Say(text) => {
                 if self.is_member() {
+                    self.stamp();
                     self.chat.say(&mut net!(self), text);
                 }
             }
             Command::Who => self.chat.who(&mut net!(self)),
             Command::Whois(name) => self.whois(&name),
             Command::Trust(name) => self.trust(&name),
+            Command::Me(text) => {
+                if self.is_member() {
+                    self.stamp();
+                    self.chat.action(&mut net!(self), text);
+                }
+            }
+            Command::Nick(name) => self.nick(&name, now),
             Command::Quit => self.leave(Stop::Left, now),
         }
     }
@@ -792,11 +816,11 @@ impl Node {
         }
         // A name belongs to one member, whoever says HELLO under it (our
         // own name is settled below: two joins at once under one name).
-        if h.name != self.name && self.membership.name_taken(&h.name, h.id) {
+        if !self.is_ours(&h.name) && self.membership.name_taken(&h.name, h.id) {
             let why = format!("the name {} is taken in this network", h.name);
             return self.refuse(link, Refusal::NameTaken, &why, now);
         }
-        if h.name != self.name && !self.key_fits(&h.name, &h.ident.key) && joining_link {
+        if !self.is_ours(&h.name) && !self.key_fits(&h.name, &h.ident.key) && joining_link {
             let why = format!(
                 "{addr} says it is {n}, whose key has changed since this peer last met {n} \
                  (now {}); if {n} has a new key, remove {n} from known_peers (see FILES in \
@@ -808,7 +832,7 @@ impl Node {
             let text = format!("the key of {} has changed, for the peer joining", h.name);
             return self.refuse(link, Refusal::Key, &text, now);
         }
-        if h.name != self.name && !self.key_fits(&h.name, &h.ident.key) {
+        if !self.is_ours(&h.name) && !self.key_fits(&h.name, &h.ident.key) {
             let known = self
                 .known
                 .get(&h.name)
@@ -871,7 +895,7 @@ impl Node {
             let why = "that node id is linked already";
             return self.refuse(link, Refusal::Duplicate, why, now);
         }
-        if h.name == self.name && !self.name_clash(h.id, now) {
+        if self.is_ours(&h.name) && !self.name_clash(h.id, now) {
             let why = format!("the name {} is taken in this network", h.name);
             self.forget_member(h.id);
             self.link_not_up(link);
@@ -971,14 +995,14 @@ impl Node {
                 self.membership.back_one(now);
                 continue;
             }
-            if e.name == self.name && !self.name_clash(e.id, now) {
+            if self.is_ours(&e.name) && !self.name_clash(e.id, now) {
                 continue;
             }
             if crypto::node_id(&e.ident.key, e.ident.nonce) != e.id {
                 // A member whose id is not bound to its key: made up.
                 continue;
             }
-            let name = (e.name != self.name).then_some(e.name.as_str());
+            let name = (!self.is_ours(&e.name)).then_some(e.name.as_str());
             let ip = e.ip.filter(|ip| !ip.is_unspecified());
             let ip = if e.id == from { Some(sender_ip) } else { ip };
             let addr = ip.map(|ip| SocketAddr::new(ip, e.port));
@@ -1208,6 +1232,12 @@ impl Node {
         }
     }
 
+    /// Whether `name` is ours: the same name, in any case or look-alike
+    /// letters (see [`crate::name`]).
+    fn is_ours(&self, name: &str) -> bool {
+        name == self.name || crate::name::same(name, &self.name)
+    }
+
     /// Whether `key` may go by `name`: the name is new here (it is
     /// remembered with this key), or known with this very key.
     fn key_fits(&self, name: &str, key: &PublicKey) -> bool {
@@ -1254,7 +1284,7 @@ impl Node {
 
     /// `:whois NAME`: the member's key fingerprint and id.
     fn whois(&mut self, name: &str) {
-        let line = if name == self.name {
+        let line = if self.is_ours(name) {
             format!(
                 "{name} (you): key {}, node {}",
                 crypto::fingerprint(&self.ident.public()),
@@ -1270,7 +1300,7 @@ impl Node {
                     let key = m
                         .ident
                         .map_or("unknown".into(), |i| crypto::fingerprint(&i.key));
-                    let how = if m.name.as_deref() == Some(name) {
+                    let how = if m.name.is_some() {
                         ""
                     } else {
                         " (claims the name; not trusted)"
@@ -1384,7 +1414,7 @@ impl Node {
         match ev.body {
             Body::Join { name, ip, port, .. } => {
                 let addr = ip.map(|ip| SocketAddr::new(ip, port));
-                if name == self.name {
+                if self.is_ours(&name) {
                     // Two joins at once under our name: settled by id.
                     self.name_clash(origin, now);
                 }
@@ -1408,6 +1438,12 @@ impl Node {
             }
             Body::Leave => self.remove_member(origin),
             Body::Chat { room, text } => self.chat.delivered(&mut net!(self), origin, room, text),
+            Body::Action { room, text } => {
+                self.chat
+                    .delivered_action(&mut net!(self), origin, room, text)
+            }
+            Body::Rename { name } => self.membership.rename(origin, &name, false, now),
+            Body::Clock { time } => self.chat.clock(origin, time),
             Body::Suspect { target } if target == self.id => self.membership.answer(id, now),
             Body::Suspect { target } => self.membership.suspicion(id, target, now),
             Body::Alive { .. } => self.membership.alive(origin),
@@ -1479,6 +1515,7 @@ impl Node {
                     }
                     self.mesh.forget(id);
                 }
+                Out::Rename { id, name, own, won } => self.settle_rename(id, name, own, won),
             }
         }
     }
@@ -1562,8 +1599,122 @@ impl Node {
         true
     }
 
+    /// Publishes our wall clock (CLOCK) before what we say next, unless
+    /// we did within the second: everything we say carries its time.
+    fn stamp(&mut self) {
+        let Some(wall) = self.wall else {
+            return;
+        };
+        if self.clocked.is_none_or(|c| wall < c || wall >= c + 1_000) {
+            self.clocked = Some(wall);
+            self.publish(Body::Clock { time: wall });
+        }
+    }
+
+    /// `:nick NAME`: asks the network to know us as `name`. Refused here,
+    /// with the reason, when it is not a name or another member has it;
+    /// else settled like every rename (see [`Membership::rename`]).
+    fn nick(&mut self, name: &str, now: Millis) {
+        let refuse = |s: &mut Node, w: String| s.out.push_back(Action::Show(Show::Warning(w)));
+        if !self.is_member() {
+            return refuse(self, "not in a network yet; the name is not changed".into());
+        }
+        if let Err(e) = crate::name::valid(name) {
+            return refuse(self, format!("bad name {name:?}: {e}"));
+        }
+        if name == self.name {
+            let line = format!("you are {name} already");
+            return self.out.push_back(Action::Show(Show::Info(line)));
+        }
+        if self.membership.renaming() {
+            return refuse(self, "a rename is under way; try again in a moment".into());
+        }
+        if !crate::name::same(name, &self.name) && self.membership.name_taken(name, self.id) {
+            let w = format!(
+                "the name {name} is taken in this network; you are still {}",
+                self.name
+            );
+            return refuse(self, w);
+        }
+        if !self.key_fits(name, &self.ident.public()) {
+            let w = format!(
+                "the name {name} belongs to another key here (see :whois {name}); you are still {}",
+                self.name
+            );
+            return refuse(self, w);
+        }
+        self.stamp();
+        self.publish(Body::Rename {
+            name: name.to_owned(),
+        });
+        self.membership.rename(self.id, name, true, now);
+    }
+
+    /// A rename settled (see [`Membership::rename`]): member `id` (we, if
+    /// `own`) goes by `name` now, if it `won` the race for it, the name is
+    /// free, and the key of whoever had it before (known_peers) is its.
+    fn settle_rename(&mut self, id: NodeId, name: String, own: bool, won: bool) {
+        if own {
+            let old = if won {
+                self.membership.rename_own(&name)
+            } else {
+                None
+            };
+            let Some(old) = old else {
+                let w = format!(
+                    "another member took the name {name} at the same moment; you are still {}",
+                    self.name
+                );
+                return self.out.push_back(Action::Show(Show::Warning(w)));
+            };
+            self.name.clone_from(&name);
+            self.links.rename(&name);
+            let me = self.id;
+            return self.chat.renamed(&mut net!(self), me, old, name, true);
+        }
+        let present = self.is_member() && self.membership.get(id).is_some_and(|m| m.present());
+        let shown = self.membership.display(id);
+        if !won {
+            return;
+        }
+        let key = self.membership.get(id).and_then(|m| m.ident).map(|i| i.key);
+        if let Some(key) = key
+            && !self.key_fits(&name, &key)
+        {
+            if present {
+                let w = format!(
+                    "{shown} asked to be {name}, a name known with another key; still shown as {shown}"
+                );
+                self.out.push_back(Action::Show(Show::Warning(w)));
+            }
+            return;
+        }
+        let Some(old) = self.membership.renamed(id, &name) else {
+            if present {
+                let w =
+                    format!("{shown} asked to be {name}, a name in use; still shown as {shown}");
+                self.out.push_back(Action::Show(Show::Warning(w)));
+            }
+            return;
+        };
+        if let Some(key) = key
+            && !self.known.contains_key(&name)
+        {
+            self.known.insert(name.clone(), key);
+            self.out.push_back(Action::Trust {
+                name: name.clone(),
+                key,
+                replace: false,
+            });
+        }
+        if present {
+            self.chat.renamed(&mut net!(self), id, old, name, false);
+        }
+    }
+
     /// Floods our JOIN: who we are and where we listen.
     fn announce(&mut self) {
+        self.stamp();
         let body = Body::Join {
             name: self.name.clone(),
             ip: self.ip,
@@ -1654,6 +1805,7 @@ impl Node {
         }
         self.leaving = None;
         if self.is_member() {
+            self.stamp();
             self.publish(Body::Leave);
         }
         self.stop(stop);

@@ -27,10 +27,10 @@ fn irc_commands_never_leak_as_chat() {
     let (mut alice, mut bob) = pair();
     alice.send("/msg bob psst, private?");
     alice.expect_err_line("p2pchat: /msg is not available yet; nothing was sent");
-    alice.send("/nick caroline");
-    alice.expect_err_contains("/nick is not available yet");
-    alice.send("/ME waves");
-    alice.expect_err_contains("/me is not available yet");
+    alice.send("/join caroline");
+    alice.expect_err_contains("/join is not available yet");
+    alice.send("/SHOUT waves");
+    alice.expect_err_contains("/shout is not available yet");
     alice.send("/frob x");
     alice.expect_err_line("p2pchat: unknown command /frob (try /help)");
     alice.send("/WHO");
@@ -346,4 +346,148 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// `:me` is an action (`* alice waves`); `:nick` renames without leaving:
+/// everyone sees `* alice is now alicia`, lines come from the new name, a
+/// name in use (in any case, or a look-alike) is refused with a reason,
+/// and the old name stays bound to its key.
+#[test]
+fn me_and_nick() {
+    let (mut alice, mut bob) = pair();
+    alice.send("/me waves at everyone");
+    bob.expect_line("* alice waves at everyone");
+    alice.send(":me");
+    alice.expect_err_contains(":me: say what you do");
+    alice.send("/nick alicia");
+    bob.expect_line("* alice is now alicia");
+    alice.expect_line("* alice is now alicia");
+    alice.send("hi, as alicia");
+    bob.expect_line("alicia: hi, as alicia");
+    bob.send(":who");
+    let rows = bob.expect_block("* 2 members:", 2);
+    assert!(rows[0].starts_with("*   alicia 127.0.0.1:"), "{rows:?}");
+    for taken in ["alicia", "ALICIA", "al\u{456}cia"] {
+        bob.send(&format!("/nick {taken}"));
+        bob.expect_err_line(&format!(
+            "p2pchat: the name {taken} is taken in this network; you are still bob"
+        ));
+    }
+    bob.send("/nick a\u{200b}b");
+    bob.expect_err_contains("U+200B is invisible");
+    bob.send("/nick two words");
+    bob.expect_err_line("p2pchat: /nick: give one name");
+    // Nobody joins under the new name, in any case.
+    let mut other = Peer::launch("Alicia", &[], Some(bob.port()), Stdio::piped());
+    other.expect_exit(1);
+    let e = other.err_lines().join("\n");
+    assert!(e.contains("the name Alicia is taken"), "{e}");
+    // The old name is free, but bound to alicia's key: another key is
+    // refused under it.
+    let mut impostor = Peer::launch("alice", &[], Some(bob.port()), Stdio::piped());
+    impostor.expect_exit(1);
+    let e = impostor.err_lines().join("\n");
+    assert!(e.contains("key"), "{e}");
+    bob.send("/me is still bob");
+    alice.expect_line("* bob is still bob");
+    bob.assert_no_out("a refused rename shown", &|l| l.contains("bob is now"));
+}
+
+/// In JSON, actions and renames are events of their own, with the time
+/// they were said.
+#[test]
+fn json_actions_and_renames() {
+    let mut alice = Peer::launch("alice", &["--json"], None, Stdio::piped());
+    let mut bob = Peer::join("bob", alice.port(), 2);
+    alice.expect_contains(r#""type":"join""#);
+    bob.send(":me waves");
+    let l = alice.expect_contains(r#""type":"action""#);
+    assert!(
+        l.ends_with(r#","from":"bob","room":"lobby","text":"waves"}"#),
+        "{l}"
+    );
+    bob.send(":nick robert");
+    let l = alice.expect_contains(r#""type":"rename""#);
+    assert!(l.ends_with(r#","from":"bob","to":"robert"}"#), "{l}");
+    alice.send(r#"{"command":"nick alicia"}"#);
+    let l = alice.expect_contains(r#""type":"rename""#);
+    assert!(
+        l.ends_with(r#","from":"alice","to":"alicia","own":true}"#),
+        "{l}"
+    );
+    bob.expect_line("* alice is now alicia");
+}
+
+/// Defect 9: a line is shown with when its sender said it, with the
+/// date when that is not today: a peer that says yesterday's line now
+/// (as one held, fetched after a partition or from a store would come)
+/// has it stamped with yesterday, in JSON and plain lines alike.
+#[test]
+fn lines_show_when_they_were_said() {
+    use p2pchat::proto::wire::{Body, Ident};
+    use util::frames;
+    use util::raw::Raw;
+    let mut alice = Peer::launch("alice", &["--json"], None, Stdio::piped());
+    let port = alice.port().to_string();
+    let args = [
+        "--plain",
+        "--timestamps",
+        "-b",
+        "127.0.0.1",
+        "bob",
+        "127.0.0.1",
+        &port,
+    ];
+    let mut bob = Peer::spawn("bob", &args, Stdio::piped());
+    bob.expect_contains("* joined through");
+    alice.expect_contains(r#""type":"join""#);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let yesterday = now_ms - 26 * 3_600_000;
+    let m = frames::who(0x7965_7374);
+    let mut r = Raw::connect(alice.port());
+    r.hello(&m, "yester", true);
+    let join = Body::Join {
+        name: "yester".into(),
+        ip: Some(std::net::Ipv4Addr::LOCALHOST.into()),
+        port: 1,
+        ident: Ident {
+            key: m.public(),
+            nonce: m.nonce(),
+        },
+    };
+    let bodies = vec![
+        join,
+        Body::Clock { time: yesterday },
+        frames::lobby("said yesterday"),
+        Body::Clock { time: now_ms },
+        frames::lobby("said now"),
+    ];
+    for msg in frames::sealed(&m, 1, bodies) {
+        r.send(&msg);
+    }
+    let l = alice.expect_contains("said yesterday");
+    assert!(
+        l.starts_with(&format!(r#"{{"type":"chat","time":{yesterday},"#)),
+        "{l}"
+    );
+    let l = alice.expect_contains("said now");
+    assert!(
+        l.starts_with(&format!(r#"{{"type":"chat","time":{now_ms},"#)),
+        "{l}"
+    );
+    // Plain lines with --timestamps: the sender's date and time.
+    let l = bob.expect_contains("yester: said yesterday");
+    let date = |ms: u64| {
+        let out = Command::new("date")
+            .args(["-d", &format!("@{}", ms / 1000), "+%Y-%m-%d %H:%M:%S"])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    assert_eq!(l, format!("{} yester: said yesterday", date(yesterday)));
+    let l = bob.expect_contains("yester: said now");
+    assert_eq!(l, format!("{} yester: said now", date(now_ms)));
 }
