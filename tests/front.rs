@@ -491,3 +491,37 @@ fn lines_show_when_they_were_said() {
     let l = bob.expect_contains("yester: said now");
     assert_eq!(l, format!("{} yester: said now", date(now_ms)));
 }
+
+/// Two peers ask for one name at the same moment: one gets it, on every
+/// peer; the other is told, and is never shown under it.
+#[test]
+fn two_renames_at_once_one_wins() {
+    let (mut alice, mut bob) = pair();
+    let mut carol = Peer::join("carol", alice.port(), 3);
+    alice.expect_line("* carol joined");
+    bob.expect_line("* carol joined");
+    alice.send("/nick xena");
+    bob.send("/nick Xena");
+    let l = carol.expect_contains(" is now ");
+    let (winner, loser, lost) = match l.as_str() {
+        "* alice is now xena" => (&mut alice, &mut bob, "* bob is now"),
+        "* bob is now Xena" => (&mut bob, &mut alice, "* alice is now"),
+        _ => panic!("carol shows {l:?}"),
+    };
+    loser.expect_err_contains("took the name");
+    winner.expect_contains(" is now ");
+    winner.send("winner here");
+    loser.send("loser here");
+    let from_winner = carol.expect_contains("winner here");
+    let from_loser = carol.expect_contains("loser here");
+    assert!(from_winner.starts_with("xena: ") || from_winner.starts_with("Xena: "));
+    assert!(from_loser.starts_with("alice: ") || from_loser.starts_with("bob: "));
+    let renames = carol
+        .out_lines()
+        .iter()
+        .filter(|l| l.contains(" is now "))
+        .count();
+    assert_eq!(renames, 1, "{:?}", carol.out_lines());
+    loser.assert_no_out("the loser shown renamed", &|l| l.starts_with(lost));
+    winner.assert_no_out("the loser shown renamed", &|l| l.starts_with(lost));
+}

@@ -53,6 +53,10 @@ struct Node {
     warnings: Vec<String>,
     /// What this node said, in order.
     said: Vec<String>,
+    /// Renames shown: (old, new).
+    renames: Vec<(String, String)>,
+    /// Chat lines shown with when they were said: (text, said).
+    stamps: Vec<(String, Option<u64>)>,
 }
 
 struct Sim {
@@ -123,6 +127,8 @@ impl Sim {
             exited: None,
             warnings: Vec::new(),
             said: Vec::new(),
+            renames: Vec::new(),
+            stamps: Vec::new(),
         });
         i
     }
@@ -243,8 +249,13 @@ impl Sim {
                             from,
                             text,
                             own: false,
+                            said,
                             ..
-                        } => n.chats.push((from, text)),
+                        } => {
+                            n.stamps.push((text.clone(), said));
+                            n.chats.push((from, text));
+                        }
+                        Show::Renamed { old, new, .. } => n.renames.push((old, new)),
                         Show::MemberJoined(name) => {
                             if std::env::var("SIM_TRACE").is_ok_and(|t| t == format!("{i}/{name}"))
                             {
@@ -1262,6 +1273,112 @@ fn a_flood_leaves_others_gaps_fillable() {
             let w = &sim.nodes[carol].warnings;
             assert!(!w.iter().any(|w| w.contains("from n0")), "carol: {w:?}");
             check_delivery(&sim, carol, &[bob]);
+        });
+    }
+}
+
+/// Two members rename to one name at the same moment (in two cases): on
+/// every peer, itself included, only the one with the smaller node id is
+/// shown taking it, and nobody shows the other one renamed, not even for
+/// a moment; it is told, and its later lines still come from its old name.
+#[test]
+fn two_renames_to_one_name_at_once_one_wins_everywhere() {
+    for seed in seeds(&[61, 62, 63]) {
+        with_seed(seed, |seed| {
+            let n = 24;
+            let cfg = Config {
+                degree: 3,
+                max_degree: 6,
+                ..Config::default()
+            };
+            let mut sim = Sim::new(seed, 100);
+            grow(&mut sim, n, &cfg);
+            let (a, b) = (5, 11);
+            let now = sim.now;
+            sim.nodes[a].core.command(Command::Nick("xena".into()), now);
+            sim.pump(a);
+            let t = now + 1 + sim.rng.below(200);
+            sim.run_until(t);
+            let now = sim.now;
+            sim.nodes[b].core.command(Command::Nick("XENA".into()), now);
+            sim.pump(b);
+            let t = sim.now + 5_000;
+            sim.run_until(t);
+            let (win, lose, new) = if sim.nodes[a].core.id() < sim.nodes[b].core.id() {
+                (a, b, "xena")
+            } else {
+                (b, a, "XENA")
+            };
+            for i in 0..n {
+                assert_eq!(
+                    sim.nodes[i].renames,
+                    [(name(win), new.to_owned())],
+                    "node {i}"
+                );
+            }
+            assert_eq!(sim.nodes[win].core.name(), new);
+            assert_eq!(sim.nodes[lose].core.name(), name(lose));
+            let told = &sim.nodes[lose].warnings;
+            assert!(told.iter().any(|w| w.contains("took the name")), "{told:?}");
+            sim.say(win, "as the winner");
+            sim.say(lose, "as the loser");
+            let t = sim.now + 2_000;
+            sim.run_until(t);
+            for i in (0..n).filter(|&i| i != win && i != lose) {
+                let chats = &sim.nodes[i].chats;
+                assert!(
+                    chats.contains(&(new.to_owned(), "as the winner".into())),
+                    "node {i}"
+                );
+                assert!(
+                    chats.contains(&(name(lose), "as the loser".into())),
+                    "node {i}"
+                );
+                let names = sim.nodes[i].core.member_names();
+                assert!(
+                    names.contains(&new.to_owned()) && names.contains(&name(lose)),
+                    "{names:?}"
+                );
+            }
+        });
+    }
+}
+
+/// A line said during a partition reaches the far side when it heals,
+/// half a minute later, stamped with when it was said, not when it
+/// arrived.
+#[test]
+fn a_line_shown_late_keeps_the_time_it_was_said() {
+    for seed in seeds(&[71]) {
+        with_seed(seed, |seed| {
+            const EPOCH: u64 = 1_764_560_000_000;
+            let n = 12;
+            let mut sim = Sim::new(seed, 10);
+            grow(&mut sim, n, &Config::default());
+            let half: BTreeSet<usize> = (0..n / 2).collect();
+            sim.partition(&half);
+            let t = sim.now + 1_000;
+            sim.run_until(t);
+            let said = EPOCH + sim.now;
+            sim.nodes[0].core.clock(said);
+            sim.say(0, "said in the partition");
+            let t = sim.now + 30_000;
+            sim.run_until(t);
+            sim.cut.clear();
+            let t = sim.now + 20_000;
+            sim.run_until(t);
+            for i in 1..n {
+                let got: Vec<_> = sim.nodes[i]
+                    .stamps
+                    .iter()
+                    .filter(|(text, _)| text == "said in the partition")
+                    .collect();
+                assert_eq!(
+                    got,
+                    [&("said in the partition".to_owned(), Some(said))],
+                    "node {i}"
+                );
+            }
         });
     }
 }
