@@ -36,6 +36,14 @@ pub use crate::proto::{LinkId, Millis, NodeId, Rng};
 /// Two peers joining under one name within this of each other are a race,
 /// settled by node id; after it, the name belongs to whoever has it.
 const JOIN_RACE: Millis = 3_000;
+/// A member that leaves within [`JOIN_RACE`] of joining may have lost a
+/// join race: its leaving is shown after this, unless a JOIN under its
+/// name comes meanwhile (the winner's). At most `RACE_LEFT` wait.
+const RACE_LEFT_WAIT: Millis = 1_000;
+const RACE_LEFT: usize = 64;
+/// Not running for this long past a timer (stopped, suspended) is told:
+/// the others may have given this peer up.
+const STOPPED: Millis = 10_000;
 /// How long leaving waits for a link that is being dialled.
 const LEAVE_WAIT: Millis = 1_000;
 /// Keys remembered that names were refused with, for `:trust`.
@@ -243,6 +251,13 @@ pub struct Node {
     /// when we last published it (CLOCK): what we say carries its time.
     wall: Option<u64>,
     clocked: Option<u64>,
+    /// When the JOINs of the last few hundred members were delivered, to
+    /// tell two joins at once under one name.
+    /// (And whether the JOIN made its name's key known here.)
+    joins: Remember<(Millis, bool)>,
+    /// Names of members that left just after joining, shown as leaving at
+    /// the time given unless a JOIN under the name comes first.
+    race_left: VecDeque<(String, Millis)>,
 }
 
 /// The network as an application sees it (see [`Net`]), made of the
@@ -364,12 +379,34 @@ impl Node {
             now: 0,
             wall: None,
             clocked: None,
+            joins: Remember::new(256),
+            race_left: VecDeque::new(),
         }
     }
 
     /// The wall clock now, in ms since 1970 (UTC): what we say from now
     /// on is said at this time. Without it, nothing carries a time.
+    ///
+    /// Called before the turn's inputs, it also tells whether this peer
+    /// did not run for a while (stopped, or the machine suspended): the
+    /// time it should have woken for its timers is long past. The others
+    /// may have given it up meanwhile; the user is told.
     pub fn clock(&mut self, wall: u64) {
+        if let (Some(prev), Some(due)) = (self.wall, self.deadline())
+            && self.is_member()
+        {
+            let expected = prev.saturating_add(due.saturating_sub(self.now));
+            let late = wall.saturating_sub(expected);
+            if late >= STOPPED {
+                let w = format!(
+                    "this peer did not run for {} s (stopped, or the machine suspended): \
+                     the others may have shown it leaving, and show it joining again as it \
+                     reconnects",
+                    late / 1000
+                );
+                self.out.push_back(Action::Show(Show::Warning(w)));
+            }
+        }
         self.wall = Some(wall);
     }
 
@@ -718,6 +755,12 @@ impl Node {
         if shed {
             self.shed(None, now);
         }
+        while self.race_left.front().is_some_and(|&(_, t)| now >= t) {
+            let (name, _) = self.race_left.pop_front().expect("a member that left");
+            if self.is_member() {
+                self.chat.left(&mut net!(self), name, false);
+            }
+        }
         if let Some((stop, until)) = self.leaving.take() {
             if now >= until {
                 self.stop(stop);
@@ -737,6 +780,7 @@ impl Node {
             self.membership.deadline(),
             self.mesh.deadline(),
             self.leaving.as_ref().map(|&(_, until)| until),
+            self.race_left.front().map(|&(_, t)| t),
         ]
         .into_iter()
         .flatten()
@@ -814,6 +858,7 @@ impl Node {
         if !outbound && !self.is_member() {
             return self.refuse(link, Refusal::Other, "this peer is still joining", now);
         }
+        self.stale_self(h.id, &h.name, &h.ident.key, now);
         // A name belongs to one member, whoever says HELLO under it (our
         // own name is settled below: two joins at once under one name).
         if !self.is_ours(&h.name) && self.membership.name_taken(&h.name, h.id) {
@@ -1268,16 +1313,21 @@ impl Node {
             return false;
         }
         let named = self.membership.name(id, name);
+        let mut taught = false;
         if named
             && let Some(key) = key
             && !self.known.contains_key(name)
         {
+            taught = true;
             self.known.insert(name.to_owned(), key);
             self.out.push_back(Action::Trust {
                 name: name.to_owned(),
                 key,
                 replace: false,
             });
+        }
+        if named {
+            self.joins.insert(id, (self.now, taught));
         }
         named
     }
@@ -1414,19 +1464,48 @@ impl Node {
         match ev.body {
             Body::Join { name, ip, port, .. } => {
                 let addr = ip.map(|ip| SocketAddr::new(ip, port));
-                if self.is_ours(&name) {
-                    // Two joins at once under our name: settled by id.
-                    self.name_clash(origin, now);
+                // The key its id is bound to (not whatever the JOIN says).
+                if let Some(i) = self.membership.get(origin).and_then(|m| m.ident) {
+                    self.stale_self(origin, &name, &i.key, now);
                 }
-                let named = if self.membership.joined(origin, addr) {
-                    self.name_member(origin, &name)
-                } else {
-                    self.membership
-                        .get(origin)
-                        .is_some_and(|m| m.name.is_some())
+                // Two joins at once under our name: settled by id.
+                let race = self.is_ours(&name) && self.name_clash(origin, now);
+                let fresh = self.membership.joined(origin, addr);
+                // Two others joined under one name at once: the smaller
+                // id keeps it, wherever its JOIN comes first, and the
+                // other gives way by itself (`name_clash`). The name was
+                // announced once, and that is all.
+                let rival = self.join_rival(origin, &name, now);
+                let present = |s: &Node, id| s.membership.get(id).is_some_and(|m| m.present());
+                let (named, announce) = match rival {
+                    // Announced under the name unless the loser was.
+                    Some(r) if fresh && origin < r => {
+                        let shown = present(self, r);
+                        (self.take_race(origin, r, &name), !shown)
+                    }
+                    Some(_) => {
+                        if fresh {
+                            self.membership.claim(origin, &name);
+                        }
+                        (false, false)
+                    }
+                    None => {
+                        let named = if fresh {
+                            self.name_member(origin, &name)
+                        } else {
+                            self.membership
+                                .get(origin)
+                                .is_some_and(|m| m.name.is_some())
+                        };
+                        (named, named && !self.race_won(&name))
+                    }
                 };
                 let shown = self.membership.display(origin);
-                if !named && self.is_member() {
+                if race || rival.is_some() {
+                    if announce && named && self.is_member() {
+                        self.chat.joined(&mut net!(self), shown);
+                    }
+                } else if !named && self.is_member() {
                     // Someone has that name already: not shown under it.
                     let w =
                         format!("{shown} says it is {name}, a name in use; not shown as {name}");
@@ -1475,8 +1554,21 @@ impl Node {
         };
         self.broadcast.remove(id);
         self.mesh.forget(id);
-        if self.is_member() && m.present() {
-            self.chat.left(&mut net!(self), m.display(id), false);
+        // One never announced under a name (it lost a join race, or
+        // claimed a name in use) is not announced leaving either.
+        if self.is_member() && m.present() && m.name.is_some() {
+            let name = m.display(id);
+            let recent = self
+                .joins
+                .get(id)
+                .is_some_and(|&(at, _)| self.now < at + JOIN_RACE);
+            if recent && self.race_left.len() < RACE_LEFT {
+                // It may have lost a join race, and the winner's JOIN be
+                // on its way: then the name stays, and nothing is shown.
+                self.race_left.push_back((name, self.now + RACE_LEFT_WAIT));
+            } else {
+                self.chat.left(&mut net!(self), name, false);
+            }
         }
         self.close_links_to(id);
     }
@@ -1498,7 +1590,9 @@ impl Node {
                 Out::Named(id) => {
                     if self.is_member() && self.membership.get(id).is_some_and(|m| m.present()) {
                         let name = self.membership.display(id);
-                        self.chat.joined(&mut net!(self), name);
+                        if !self.race_won(&name) {
+                            self.chat.joined(&mut net!(self), name);
+                        }
                     }
                 }
                 Out::Lost(id, present) => {
@@ -1580,6 +1674,68 @@ impl Node {
             }
             None => false,
         }
+    }
+
+    /// `id` says it is `name`, with `key`: if the member that has the name
+    /// has this key too, and is suspected (it crashed, and this is the
+    /// same user starting again before the network has given it up), it
+    /// is lost now, and the name free for `id`.
+    fn stale_self(&mut self, id: NodeId, name: &str, key: &PublicKey, now: Millis) {
+        let Some(h) = self.membership.holder_of(name).filter(|&h| h != id) else {
+            return;
+        };
+        let stale = self
+            .membership
+            .get(h)
+            .is_some_and(|m| m.suspected() && m.ident.is_some_and(|i| &i.key == key));
+        if stale && self.membership.lose(h, now).is_some() {
+            self.membership_out(now);
+        }
+    }
+
+    /// Whether a member joins under `name` just after one under it left
+    /// (see [`RACE_LEFT_WAIT`]): the winner of a join race whose loser
+    /// left already. The name was announced, and stays: neither its
+    /// leaving nor this joining is shown.
+    fn race_won(&mut self, name: &str) -> bool {
+        let before = self.race_left.len();
+        self.race_left.retain(|(n, _)| !crate::name::same(n, name));
+        before != self.race_left.len()
+    }
+
+    /// The member other than `id` that has `name` and joined within
+    /// [`JOIN_RACE`] of `now`: a join race, as `id` joins under it now.
+    fn join_rival(&self, id: NodeId, name: &str, now: Millis) -> Option<NodeId> {
+        let h = self.membership.holder_of(name).filter(|&h| h != id)?;
+        let &(at, _) = self.joins.get(h)?;
+        (now < at + JOIN_RACE).then_some(h)
+    }
+
+    /// `winner` takes `name` from `loser`, which joined under it at the
+    /// same moment (see [`Node::join_rival`]), if its key may have the
+    /// name: the key known for it, or the loser's, if the loser's JOIN
+    /// is what made it known (then the winner's key replaces it in
+    /// known_peers). Returns whether it has the name now.
+    fn take_race(&mut self, winner: NodeId, loser: NodeId, name: &str) -> bool {
+        let key = |s: &Node, id| s.membership.get(id).and_then(|m| m.ident).map(|i| i.key);
+        let (Some(wkey), lkey) = (key(self, winner), key(self, loser)) else {
+            return false;
+        };
+        let taught = self.joins.get(loser).is_some_and(|&(_, t)| t);
+        if taught && lkey.is_some() && self.known.get(name) == lkey.as_ref() {
+            self.known.insert(name.to_owned(), wkey);
+            self.out.push_back(Action::Trust {
+                name: name.to_owned(),
+                key: wkey,
+                replace: true,
+            });
+        } else if !self.key_fits(name, &wkey) {
+            self.membership.claim(winner, name);
+            return false;
+        }
+        self.membership.take_name(winner, loser);
+        self.joins.insert(winner, (self.now, false));
+        true
     }
 
     /// Another member has our name. Two peers that joined at once under one

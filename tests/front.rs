@@ -525,3 +525,95 @@ fn two_renames_at_once_one_wins() {
     loser.assert_no_out("the loser shown renamed", &|l| l.starts_with(lost));
     winner.assert_no_out("the loser shown renamed", &|l| l.starts_with(lost));
 }
+
+/// Defect 14: started again at once after a crash, with the same
+/// identity, a peer gets its name back from its own stale self (the
+/// others see the old one lost and the new one join); it is not refused
+/// as a name in use.
+#[test]
+fn restart_right_after_a_crash_takes_the_name_back() {
+    let (mut alice, mut bob) = pair();
+    let home = bob.keep_home();
+    bob.signal(libc::SIGKILL);
+    let _ = bob.wait_exit(DEADLINE);
+    let mut bob = Peer::launch_env("bob", &[], Some(alice.port()), Stdio::piped(), &home.env());
+    bob.expect_joined(alice.port(), 2);
+    alice.expect_line("* bob left (connection lost)");
+    alice.expect_line("* bob joined");
+    bob.send("back again");
+    alice.expect_line("bob: back again");
+    alice.send("welcome back");
+    bob.expect_line("alice: welcome back");
+}
+
+/// Defect 14: a peer that did not run for a while (stopped) is told when
+/// it runs again that the others may have given it up. (Stopped for 32 s:
+/// an idle peer's next timer, a heartbeat, is up to 20 s away, and it is
+/// told when that is 10 s past. How long it is stopped is what the test
+/// is about, so it is a sleep.)
+#[test]
+fn a_stopped_peer_is_told_when_it_runs_again() {
+    let (mut alice, mut bob) = pair();
+    bob.signal(libc::SIGSTOP);
+    thread::sleep(std::time::Duration::from_secs(32));
+    bob.signal(libc::SIGCONT);
+    let w = bob.expect_err_contains("this peer did not run for");
+    assert!(w.contains("the others may have shown it leaving"), "{w}");
+    alice.send("ping after stop");
+    bob.expect_line("alice: ping after stop");
+    bob.send("pong after stop");
+    alice.expect_line("bob: pong after stop");
+}
+
+/// Defect 7: two peers join under one name at the same moment, through
+/// different members: one gets in, the other is told the name is taken,
+/// and the others show the name joining once and never leaving.
+#[test]
+fn two_joins_under_one_name_at_once_are_announced_once() {
+    let (mut alice, mut bob) = pair();
+    let args = |port: u16| {
+        [
+            "--plain".to_owned(),
+            "-b".into(),
+            "127.0.0.1".into(),
+            "carol".into(),
+            "127.0.0.1".into(),
+            port.to_string(),
+        ]
+    };
+    let mut c1 = Peer::spawn("carol", &args(alice.port()), Stdio::piped());
+    let mut c2 = Peer::spawn("carol", &args(bob.port()), Stdio::piped());
+    alice.expect_line("* carol joined");
+    bob.expect_line("* carol joined");
+    // One of them gives way, within the race.
+    let start = Instant::now();
+    let (mut winner, mut loser) = loop {
+        if !c1.is_running() {
+            break (c2, c1);
+        }
+        if !c2.is_running() {
+            break (c1, c2);
+        }
+        assert!(start.elapsed() < DEADLINE, "neither carol gave way");
+        thread::sleep(std::time::Duration::from_millis(20));
+    };
+    loser.expect_exit(1);
+    let e = loser.err_lines().join("\n");
+    assert!(e.contains("the name carol is taken"), "{e}");
+    // Longer than anything of the race could take to be shown.
+    thread::sleep(std::time::Duration::from_millis(2_500));
+    winner.send("carol, the one");
+    alice.expect_line("carol: carol, the one");
+    bob.expect_line("carol: carol, the one");
+    for p in [&mut alice, &mut bob] {
+        let lines = p.out_lines();
+        let joins = lines.iter().filter(|l| *l == "* carol joined").count();
+        assert_eq!(joins, 1, "{lines:?}");
+        assert!(
+            !lines.iter().any(|l| l.starts_with("* carol left")),
+            "{lines:?}"
+        );
+        let errs = p.err_lines();
+        assert!(!errs.iter().any(|l| l.contains("name in use")), "{errs:?}");
+    }
+}

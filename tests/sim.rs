@@ -55,6 +55,8 @@ struct Node {
     said: Vec<String>,
     /// Renames shown: (old, new).
     renames: Vec<(String, String)>,
+    /// Every "joined" shown, in order.
+    join_lines: Vec<String>,
     /// Chat lines shown with when they were said: (text, said).
     stamps: Vec<(String, Option<u64>)>,
 }
@@ -128,6 +130,7 @@ impl Sim {
             warnings: Vec::new(),
             said: Vec::new(),
             renames: Vec::new(),
+            join_lines: Vec::new(),
             stamps: Vec::new(),
         });
         i
@@ -261,6 +264,7 @@ impl Sim {
                             {
                                 eprintln!("t={} node {i}: {name} joined", self.now);
                             }
+                            n.join_lines.push(name.clone());
                             n.joined.insert(name);
                         }
                         Show::MemberLeft { name, lost } => {
@@ -1380,5 +1384,92 @@ fn a_line_shown_late_keeps_the_time_it_was_said() {
                 );
             }
         });
+    }
+}
+
+/// Defect 7: two peers join under one name at the same moment, through
+/// different members. One of them gets in, the other is told the name is
+/// taken; everyone else shows the name joining once, and never leaving.
+#[test]
+fn two_joins_under_one_name_at_once_are_announced_once() {
+    for seed in seeds(&[81, 82, 83, 84]) {
+        with_seed(seed, |seed| {
+            let n = 16;
+            let cfg = Config {
+                degree: 3,
+                max_degree: 6,
+                ..Config::default()
+            };
+            let mut sim = Sim::new(seed, 50);
+            grow(&mut sim, n, &cfg);
+            let a = sim.add("carol", cfg.clone());
+            let b = sim.add("carol", cfg.clone());
+            sim.join(a, 2);
+            let t = sim.now + sim.rng.below(100);
+            sim.run_until(t);
+            sim.join(b, 9);
+            let t = sim.now + 10_000;
+            sim.run_until(t);
+            let exits = [sim.nodes[a].exited, sim.nodes[b].exited];
+            assert!(
+                exits == [None, Some(1)] || exits == [Some(1), None],
+                "{exits:?}"
+            );
+            let (ia, ib) = (sim.nodes[a].core.id(), sim.nodes[b].core.id());
+            eprintln!("a {ia} exited {:?}; b {ib} exited {:?}", exits[0], exits[1]);
+            for i in 0..n {
+                let node = &sim.nodes[i];
+                eprintln!(
+                    "node {i}: {} / {}",
+                    node.core.describe(ia),
+                    node.core.describe(ib)
+                );
+                let joins = node.join_lines.iter().filter(|l| *l == "carol").count();
+                let left: Vec<_> = node.left.iter().filter(|(l, _)| l != "carol").collect();
+                assert_eq!(joins, 1, "node {i} joins: {:?}", node.join_lines);
+                assert!(
+                    !node.left.iter().any(|(l, _)| l == "carol") && left.is_empty(),
+                    "node {i} left: {:?}",
+                    node.left
+                );
+                assert!(
+                    !node.warnings.iter().any(|w| w.contains("a name in use")),
+                    "node {i}: {:?}",
+                    node.warnings
+                );
+                assert!(
+                    node.core.member_names().contains(&"carol".to_owned()),
+                    "node {i}"
+                );
+            }
+        });
+    }
+}
+
+/// Defect 14: a peer whose machine was suspended (its wall clock jumps,
+/// its monotonic clock does not) is told, when it runs again, that the
+/// others may have given it up; one that ran all along is not.
+#[test]
+fn a_suspended_peer_is_told_when_it_wakes() {
+    const EPOCH: u64 = 1_764_560_000_000;
+    let mut sim = Sim::new(91, 10);
+    grow(&mut sim, 4, &Config::default());
+    let now = sim.now;
+    for i in 0..4 {
+        sim.nodes[i].core.clock(EPOCH + now);
+    }
+    let t = now + 5_000;
+    sim.run_until(t);
+    for i in 0..4 {
+        let wall = EPOCH + sim.now + if i == 2 { 75_000 } else { 0 };
+        sim.nodes[i].core.clock(wall);
+        sim.pump(i);
+    }
+    for i in 0..4 {
+        let told = sim.nodes[i]
+            .warnings
+            .iter()
+            .any(|w| w.contains("did not run for"));
+        assert_eq!(told, i == 2, "node {i}: {:?}", sim.nodes[i].warnings);
     }
 }

@@ -575,6 +575,26 @@ impl Membership {
         Some(shown)
     }
 
+    /// Two members joined under one name at once: `winner` (the smaller
+    /// id) takes it from `loser`, which only claims it from now on (it
+    /// gives way and leaves, as it finds out itself).
+    pub fn take_name(&mut self, winner: NodeId, loser: NodeId) {
+        if !self.members.contains_key(&winner) {
+            return;
+        }
+        let Some(name) = self.set_name(loser, None) else {
+            return;
+        };
+        self.set_claim(loser, Some(name.clone()));
+        self.set_claim(winner, None);
+        self.set_name(winner, Some(name));
+    }
+
+    /// The member (not lost) that has `name`, not merely claims it.
+    pub fn holder_of(&self, name: &str) -> Option<NodeId> {
+        self.holder(name, NodeId(u64::MAX))
+    }
+
     /// We go by `name` now, if no member has it. Returns the old name.
     pub fn rename_own(&mut self, name: &str) -> Option<String> {
         if self.holder(name, NodeId(u64::MAX)).is_some() {
