@@ -7,7 +7,7 @@
 use p2pchat::node::{self, Action, Command, Config, LinkId, Millis, Rng, Show};
 mod util;
 
-use p2pchat::proto::crypto::Identity;
+use p2pchat::proto::crypto::{self, Identity};
 use p2pchat::proto::membership::INTRO_MAX;
 use p2pchat::proto::wire::{self, Body};
 use std::cmp::Reverse;
@@ -95,6 +95,9 @@ fn addr(i: usize) -> SocketAddr {
 
 impl Sim {
     fn new(seed: u64, max_delay: Millis) -> Sim {
+        // Hundreds of nodes in this one thread would each check every
+        // signature: check each once between them (see share_checks).
+        crypto::share_checks();
         Sim {
             now: 0,
             rng: Rng::new(seed),
