@@ -1755,8 +1755,10 @@ impl Node {
         true
     }
 
-    /// Publishes our wall clock (CLOCK) before what we say next, unless
-    /// we did within the second: everything we say carries its time.
+    /// Publishes our wall clock (CLOCK) before what we say next (a line,
+    /// an action, a rename), unless we did within the second: everything
+    /// we say carries its time. (Joins and leaves are shown when they
+    /// arrive, and our JOIN stays our first event.)
     fn stamp(&mut self) {
         let Some(wall) = self.wall else {
             return;
@@ -1870,7 +1872,6 @@ impl Node {
 
     /// Floods our JOIN: who we are and where we listen.
     fn announce(&mut self) {
-        self.stamp();
         let body = Body::Join {
             name: self.name.clone(),
             ip: self.ip,
@@ -1961,7 +1962,6 @@ impl Node {
         }
         self.leaving = None;
         if self.is_member() {
-            self.stamp();
             self.publish(Body::Leave);
         }
         self.stop(stop);

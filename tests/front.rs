@@ -367,6 +367,17 @@ fn me_and_nick() {
     bob.send(":who");
     let rows = bob.expect_block("* 2 members:", 2);
     assert!(rows[0].starts_with("*   alicia 127.0.0.1:"), "{rows:?}");
+    // Bob remembers the new name with alicia's key, as the old one.
+    let home = bob.keep_home();
+    let state = home.env()[1].1.to_owned();
+    let known = std::fs::read_to_string(format!("{state}/p2pchat/known_peers")).unwrap();
+    let key = |name: &str| {
+        known
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")).map(str::to_owned))
+            .unwrap_or_else(|| panic!("{name} not in known_peers: {known}"))
+    };
+    assert_eq!(key("alicia"), key("alice"));
     for taken in ["alicia", "ALICIA", "al\u{456}cia"] {
         bob.send(&format!("/nick {taken}"));
         bob.expect_err_line(&format!(
