@@ -82,6 +82,11 @@ pub const COMMANDS: &[Row] = &[
         run: Some(|a| {
             if a.is_empty() {
                 Err("say what you do: :me waves".into())
+            } else if a.len() > crate::proto::wire::MAX_TEXT {
+                Err(format!(
+                    "an action is at most {} bytes; nothing was sent",
+                    crate::proto::wire::MAX_TEXT
+                ))
             } else {
                 Ok(Input::Node(node::Command::Me(a.to_owned())))
             }
@@ -546,6 +551,8 @@ mod tests {
         );
         assert_eq!(parse(":ME waves"), Input::Node(Command::Me("waves".into())));
         assert!(matches!(parse("/me"), Input::Error(e) if e.contains(":me waves")));
+        let long = format!("/me {}", "x".repeat(crate::proto::wire::MAX_TEXT + 1));
+        assert!(matches!(parse(&long), Input::Error(e) if e.contains("at most 4096 bytes")));
         assert_eq!(
             parse("/nick caroline"),
             Input::Node(Command::Nick("caroline".into()))

@@ -948,7 +948,16 @@ impl Node {
         }
         self.membership.hello(h.id, h.ident, listen);
         self.learn_key(h.id, h.ident);
-        self.name_member(h.id, &h.name);
+        // A member's name changes by its RENAME only (a HELLO under its
+        // new name may come before that settles here).
+        let renamed = self
+            .membership
+            .get(h.id)
+            .and_then(|m| m.name.as_deref())
+            .is_some_and(|n| n != h.name);
+        if !renamed {
+            self.name_member(h.id, &h.name);
+        }
         self.mesh.reached(h.id, listen);
         if self.is_member() && self.broadcast.seq() == 0 {
             // We started this network and this is our first link: a JOIN
@@ -1865,7 +1874,7 @@ impl Node {
                 replace: false,
             });
         }
-        if present {
+        if present && old != name {
             self.chat.renamed(&mut net!(self), id, old, name, false);
         }
     }
