@@ -52,6 +52,12 @@ pub const COMMANDS: &[Row] = &[
         run: Some(|_| Ok(Input::Node(node::Command::Who))),
     },
     Row {
+        names: &["peers"],
+        args: "",
+        help: "list the members LAN discovery found (--discover)",
+        run: Some(|_| Ok(Input::Node(node::Command::Peers))),
+    },
+    Row {
         names: &["help"],
         args: "",
         help: "show this help",
@@ -187,12 +193,6 @@ pub const COMMANDS: &[Row] = &[
         names: &["cancel"],
         args: "OFFER",
         help: "cancel a transfer",
-        run: None,
-    },
-    Row {
-        names: &["peers"],
-        args: "",
-        help: "list the links",
         run: None,
     },
 ];
@@ -495,6 +495,7 @@ mod tests {
         assert_eq!(parse(":q"), Input::Node(Command::Quit));
         assert_eq!(parse(":quit"), Input::Node(Command::Quit));
         assert_eq!(parse(":who"), Input::Node(Command::Who));
+        assert_eq!(parse("/peers"), Input::Node(Command::Peers));
         assert_eq!(parse(":help"), Input::Help);
         assert_eq!(parse(""), Input::Nothing);
         assert_eq!(parse("   "), Input::Nothing);
@@ -533,7 +534,6 @@ mod tests {
             "/MSG bob secret",
             ":msg bob secret",
             "/join #rust",
-            "/peers",
             "/list",
         ] {
             match parse(line) {

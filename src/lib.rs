@@ -5,18 +5,20 @@
 //!
 //! - [`cli`]: the command line and the config file.
 //! - [`event`]: the event loop, the only place that does I/O; [`peers`]:
-//!   its linked list of live connections; [`signal`]: the signal pipe.
+//!   its linked list of live connections; [`signal`]: the signal pipe;
+//!   [`discover`]: LAN discovery's multicast sockets.
 //! - [`term`]: the terminal front end (what the user sees and types);
 //!   [`command`]: typed lines into commands; [`name`]: which names are
 //!   allowed; [`iface`]: this machine's addresses.
 //! - [`node`]: one peer, the machines below wired together, with no I/O.
 //! - [`app`]: what events mean to the user (chat).
 //! - [`proto`]: the wire format and the protocol machines (links,
-//!   membership, mesh, broadcast).
+//!   membership, mesh, broadcast, LAN discovery).
 
 pub mod app;
 pub mod cli;
 pub mod command;
+pub mod discover;
 pub mod event;
 pub mod identity;
 pub mod iface;
