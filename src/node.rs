@@ -1828,6 +1828,10 @@ impl Node {
         if self.clocked.is_none_or(|c| wall < c || wall >= c + 1_000) {
             self.clocked = Some(wall);
             self.publish(Body::Clock { time: wall });
+            // Signed on its own, so that a line said alone is signed
+            // alone too, never an unsigned event of a run (which a
+            // forger's copy, held first, could stand in for).
+            self.broadcast.seal(&mut self.out);
         }
     }
 
