@@ -12,7 +12,9 @@
 use crate::cli::Opts;
 use crate::command::{self, Input};
 use crate::discover::Lan;
+use crate::files_io::Disk;
 use crate::identity;
+use crate::irc::{self, Gateway};
 use crate::net::{self, Conn, HIGH_WATER, MAX_QUEUE, STALL};
 use crate::node::{self, Action, Command, LinkId, Millis, Node, Show};
 use crate::peers::PeerList;
@@ -50,6 +52,8 @@ const MAX_PIPED_LINE: usize = 64 << 10;
 /// Bytes read from one link per turn of the loop, so that one busy link
 /// cannot starve the others.
 const READ_BUDGET: usize = 256 << 10;
+/// A file chunk goes on a link only while less than this is queued on it.
+const FILE_ROOM: usize = 64 << 10;
 /// How long a lone ESC waits for the rest of an escape sequence.
 const ESC_WAIT: Millis = 50;
 /// How stdin is read.
@@ -136,6 +140,12 @@ struct Loop {
     families: (bool, bool),
     /// A link of a family we do not listen on has been warned about.
     warned_family: bool,
+    /// File reads and writes of transfers, in bounded steps.
+    disk: Disk,
+    /// The IRC gateway (`--irc`), another front end.
+    irc: Option<Gateway>,
+    /// The IRC client whose command is being carried out.
+    irc_origin: Option<usize>,
     /// LAN discovery (`--discover`).
     lan: Option<Lan>,
 }
@@ -242,6 +252,8 @@ impl Loop {
             degree: opts.degree,
             max_degree: opts.max_degree,
             psk: keys.secret.as_deref().map(crypto::psk),
+            download_dir: opts.download_dir.clone(),
+            max_file: opts.max_file,
             ..Default::default()
         };
         let ident = Identity::new(keys.seed, random_u64());
@@ -272,6 +284,10 @@ impl Loop {
                 )?;
                 Some(lan)
             }
+        };
+        let irc = match &opts.irc {
+            Some(o) => Some(start_irc(&poll, o, ui)?),
+            None => None,
         };
         let start = Instant::now();
         if !opts.join.is_empty() {
@@ -316,6 +332,9 @@ impl Loop {
             unread: Vec::new(),
             families,
             warned_family: false,
+            disk: Disk::new(),
+            irc,
+            irc_origin: None,
             lan,
         })
     }
@@ -366,6 +385,7 @@ impl Loop {
                     SIGNAL => self.signals(ui, now),
                     STDIN => self.stdin_ready = true,
                     STDOUT => {} // flushed at the top of the loop
+                    t if Gateway::owns(t) => self.irc_event(ui, Some(t), now),
                     t if LAN.contains(&t) => {
                         if let Some(lan) = &mut self.lan {
                             lan.readable(&self.core, now);
@@ -379,6 +399,9 @@ impl Loop {
             for link in std::mem::take(&mut self.unread) {
                 self.conn_event(ui, link, now);
                 self.apply(ui);
+            }
+            if self.irc.as_ref().is_some_and(Gateway::pending) {
+                self.irc_event(ui, None, now);
             }
             if self.wants_stdin() {
                 self.read_stdin(ui, now);
@@ -397,6 +420,12 @@ impl Loop {
             if self.core.deadline().is_some_and(|t| now >= t) {
                 self.core.tick(now);
             }
+            self.files(ui, now);
+            if let Some(g) = &mut self.irc
+                && g.deadline().is_some_and(|t| now >= t)
+            {
+                g.tick(self.poll.registry(), now);
+            }
             if let Some(lan) = &mut self.lan {
                 lan.turn(&mut self.core, now);
             }
@@ -407,6 +436,11 @@ impl Loop {
                 self.housekeeping(now);
                 if !self.core.has_actions() {
                     break;
+                }
+            }
+            if let Some(g) = &mut self.irc {
+                for n in g.take_notes() {
+                    ui.diagnostic(&n);
                 }
             }
         }
@@ -423,10 +457,13 @@ impl Loop {
         if let Some(a) = self.esc_at {
             min(a);
         }
+        if let Some(a) = self.irc.as_ref().and_then(Gateway::deadline) {
+            min(a.max(now));
+        }
         if let Some(a) = self.lan.as_ref().and_then(|l| l.deadline(now)) {
             min(a);
         }
-        if !self.unread.is_empty() {
+        if !self.unread.is_empty() || self.disk.busy(|l| self.file_room(l)) {
             min(now);
         }
         for (_, c) in self.conns.iter() {
@@ -773,7 +810,13 @@ impl Loop {
                         c.closing.get_or_insert(now + LINGER);
                     }
                 }
-                Action::Show(s) => ui.show(&s),
+                Action::Show(s) => {
+                    ui.show(&s);
+                    if let Some(g) = &mut self.irc {
+                        g.show(&self.core, &s, self.irc_origin);
+                    }
+                }
+                Action::File(io) => self.disk.io(io),
                 Action::Trust { name, key, replace } => {
                     let r = identity::known_path()
                         .map(|p| identity::remember(&p, &name, &key, replace));
@@ -784,6 +827,10 @@ impl Loop {
                 Action::Stop(stop) => {
                     if let Some(m) = stop.message() {
                         ui.error(m);
+                    }
+                    if let Some(g) = &mut self.irc {
+                        let why = stop.message().unwrap_or("the peer left the network");
+                        g.stop(self.poll.registry(), why, now);
                     }
                     if self.exit.is_none() {
                         self.exit = Some(stop.status());
@@ -797,6 +844,22 @@ impl Loop {
                 }
             }
         }
+    }
+
+    /// One bounded step of the file transfers: hashing, reading a chunk
+    /// for each link with room for it; what the disk did goes to the core.
+    fn files(&mut self, ui: &mut Ui, now: Millis) {
+        let conns = &self.conns;
+        self.disk.step(|l| room(conns, l));
+        while let Some(done) = self.disk.take_done() {
+            self.core.disk_done(done, now);
+            self.apply(ui);
+        }
+    }
+
+    /// Whether `link` can take another chunk of a file now.
+    fn file_room(&self, link: LinkId) -> bool {
+        room(&self.conns, link)
     }
 
     /// Warns, once, when a link we dialled runs over an address family we
@@ -841,8 +904,33 @@ impl Loop {
         self.conns.push(link, Conn::new(stream, true, now));
     }
 
+    /// Readiness of a gateway socket (`None`: clients with more to read
+    /// from an earlier turn): their commands are carried out as typed
+    /// ones, each answered to the client that gave it.
+    fn irc_event(&mut self, ui: &mut Ui, token: Option<Token>, now: Millis) {
+        let Some(g) = &mut self.irc else {
+            return;
+        };
+        let reg = self.poll.registry();
+        let commands = match token {
+            Some(t) => g.event(reg, t, &self.core, now),
+            None => g.read_pending(reg, &self.core, now),
+        };
+        for (client, cmd) in commands {
+            if self.exit.is_some() {
+                break;
+            }
+            self.irc_origin = Some(client);
+            self.input(ui, Input::Node(cmd), now);
+            self.irc_origin = None;
+        }
+    }
+
     /// Flushes queues, closes what should close, drops stalled links.
     fn housekeeping(&mut self, now: Millis) {
+        if let Some(g) = &mut self.irc {
+            g.flush(self.poll.registry(), now);
+        }
         for link in self.conns.keys() {
             let c = self.conns.get_mut(link).expect("listed");
             if let Err(e) = c.flush(now) {
@@ -879,6 +967,44 @@ impl Loop {
             }
         }
     }
+}
+
+/// Whether `link` has room for a chunk of a file: little queued, so a
+/// chat line behind it waits little, and never near [`HIGH_WATER`].
+fn room(conns: &PeerList<LinkId, Conn>, link: LinkId) -> bool {
+    conns
+        .get(link)
+        .is_some_and(|c| c.closing.is_none() && c.queued() < FILE_ROOM)
+}
+
+/// Starts the IRC gateway on `addr`, with its password: required on an
+/// address other than loopback.
+fn start_irc(poll: &Poll, opts: &crate::cli::Irc, ui: &mut Ui) -> Result<Gateway, String> {
+    let addr = opts.addr;
+    let pass = match &opts.password_file {
+        Some(f) => {
+            let text = std::fs::read(f).map_err(|e| format!("{}: {e}", f.display()))?;
+            let line = text.split(|&b| b == b'\n').next().unwrap_or_default();
+            Some(line.strip_suffix(b"\r").unwrap_or(line).to_vec())
+        }
+        None => std::env::var_os("P2PCHAT_IRC_PASSWORD").map(|v| {
+            use std::os::unix::ffi::OsStrExt;
+            v.as_bytes().to_vec()
+        }),
+    }
+    .filter(|p| !p.is_empty());
+    if pass.is_none() && !addr.ip().is_loopback() {
+        return Err(format!(
+            "--irc {addr} is not loopback: a password is required \
+             (set P2PCHAT_IRC_PASSWORD or --irc-password-file)"
+        ));
+    }
+    let mut g = Gateway::listen(addr, pass.as_deref().map(irc::Password::new))
+        .map_err(|e| format!("irc: listen on {addr}: {e}"))?;
+    g.register(poll.registry())
+        .map_err(|e| format!("poll: {e}"))?;
+    ui.irc_listening(g.addr());
+    Ok(g)
 }
 
 /// Restores the terminal (and stdout's flags) and stops the process;

@@ -29,6 +29,7 @@
 //!                                                   joiner before MEMBERS: their
 //!                                                   events are never taken again
 //! 12 NOISE   message (to the end of the frame)      the encrypted handshake
+//! 16-19      file transfers (GET, DATA, STOP, MORE): see crate::app::files
 //! ```
 //!
 //! Under a network secret, a link starts with the Noise handshake
@@ -66,6 +67,7 @@
 //! 8 CLOCK    time:u64                               the origin's wall clock (ms since
 //!                                                   1970, UTC): when the events after
 //!                                                   it were said, to the second
+//! 30 OFFER   a file offer, decoded by crate::app::files from Body::Other
 //! ```
 //!
 //! CLOCK is how events carry the sender's time without changing any

@@ -262,6 +262,19 @@ impl Ui {
         }
     }
 
+    /// Where the IRC gateway listens (`irc on 127.0.0.1:6667`).
+    pub fn irc_listening(&mut self, addr: SocketAddr) {
+        let (now, ms) = (tty::now_secs(), now_ms());
+        if let Some(t) = &mut self.term {
+            let l = t.screen.style(NOTICE, &format!("* irc on {addr}"));
+            let _ = t.screen.print(&l);
+        }
+        match self.format {
+            Format::Plain => self.push_plain(&[format!("irc on {addr}")], now),
+            Format::Json => self.push_json("irc", &format!(",\"addr\":\"{addr}\""), ms),
+        }
+    }
+
     /// Shows one event from the core.
     pub fn show(&mut self, ev: &Show) {
         let now_ms = now_ms();
@@ -445,7 +458,7 @@ const MENTION: &str = "7"; // reverse video
 
 /// The plain lines of an event (without newlines). A peer does not print
 /// its own messages.
-fn plain(ev: &Show) -> Vec<String> {
+pub(crate) fn plain(ev: &Show) -> Vec<String> {
     match ev {
         Show::Joined { via, members } => {
             vec![format!("* joined through {via} ({members} members)")]
@@ -485,6 +498,7 @@ fn plain(ev: &Show) -> Vec<String> {
         Show::Discovered(v) => discovered(v.as_deref()),
         Show::Warning(w) => vec![format!("p2pchat: {}", escape_controls(w))],
         Show::Info(i) => vec![format!("* {}", escape_controls(i))],
+        Show::File(n) => n.plain().lines().map(escape_controls).collect(),
     }
 }
 
@@ -623,6 +637,7 @@ fn json(ev: &Show) -> (&'static str, String) {
         ),
         Show::Warning(w) => ("warning", format!(r#","text":{}"#, Js(w))),
         Show::Info(i) => ("info", format!(r#","text":{}"#, Js(i))),
+        Show::File(n) => n.json(|s| Js(s).to_string()),
     }
 }
 
@@ -712,6 +727,13 @@ fn tty(s: &mut Screen, me: &str, ev: &Show, at: i64, now: i64) {
         }
         Show::Warning(w) => s.paint(ERROR, &format!("p2pchat: {}", escape_controls(w))),
         Show::Info(i) => s.style(NOTICE, &format!("* {}", escape_controls(i))),
+        Show::File(n) => {
+            for l in n.tty().lines() {
+                let l = s.style(NOTICE, &escape_controls(l));
+                let _ = s.print(&l);
+            }
+            return;
+        }
     };
     let _ = s.print(&l);
 }
@@ -740,6 +762,7 @@ fn log_room(ev: &Show) -> Option<&str> {
         | Show::Joined { .. }
         | Show::Renamed { .. } => Some(LOBBY),
         Show::Members(_) | Show::Discovered(_) | Show::Warning(_) | Show::Info(_) => None,
+        Show::File(_) => None,
     }
 }
 
