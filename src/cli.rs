@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 /// The one-line synopsis, printed with usage errors.
 pub const USAGE: &str = "usage: p2pchat [-hV] [--plain | --json] [--no-input] [--timestamps] [--log]\n\
-     \x20              [--identity file] [--secret-file file] [--secure-only]\n\
+     \x20              [--identity file] [--secret-file file] [--secure-only] [--flood]\n\
      \x20              [--download-dir dir] [--max-file size]\n\
      \x20              [--irc [address:]port [--irc-public] [--irc-password-file file]]\n\
      \x20              [--discover [--network name]] [-b address] [-d degree] [-D max]\n\
@@ -64,6 +64,8 @@ pub struct Opts {
     pub download_dir: PathBuf,
     /// The largest file offered or fetched, in bytes.
     pub max_file: u64,
+    /// Relay every message on every link, not on a tree (for comparison).
+    pub flood: bool,
     /// The IRC gateway (`--irc`).
     pub irc: Option<Irc>,
 }
@@ -209,6 +211,11 @@ fn options() -> Options {
         "the IRC clients' PASS, read from FILE (or set P2PCHAT_IRC_PASSWORD)",
         "FILE",
     );
+    o.optflag(
+        "",
+        "flood",
+        "relay every message on every link, not once per peer (to compare)",
+    );
     o.optflag("h", "help", "print this help and exit");
     o.optflag("V", "version", "print the version and exit");
     o
@@ -335,6 +342,7 @@ pub fn parse_with(
             None => crate::app::files::DEFAULT_MAX_FILE,
             Some(s) => size(&s)?,
         },
+        flood: m.opt_present("flood"),
         irc: irc.map(|addr| Irc {
             addr,
             password_file: m.opt_str("irc-password-file").map(PathBuf::from),
@@ -662,6 +670,8 @@ mod tests {
         assert_eq!(o.port, 4000);
         assert_eq!(o.mode, Mode::Json);
         assert!(run(&["--no-input", "--plain", "x"]).unwrap().no_input);
+        assert!(!run(&["x"]).unwrap().flood);
+        assert!(run(&["--flood", "x"]).unwrap().flood);
         let o = run(&["x"]).unwrap();
         assert_eq!((o.degree, o.max_degree), (6, 12));
         assert_eq!(o.bind, None, "default: dual-stack");

@@ -206,7 +206,7 @@ impl Loop {
             .register(&mut listener, LISTENER, Interest::READABLE)
             .map_err(|e| format!("poll: {e}"))?;
 
-        let mut signals = vec![libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+        let mut signals = vec![libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGUSR1];
         if ui.term.is_some() {
             signals.push(libc::SIGWINCH);
         }
@@ -254,6 +254,7 @@ impl Loop {
             psk: keys.secret.as_deref().map(crypto::psk),
             download_dir: opts.download_dir.clone(),
             max_file: opts.max_file,
+            flood: opts.flood,
             ..Default::default()
         };
         let ident = Identity::new(keys.seed, random_u64());
@@ -554,6 +555,8 @@ impl Loop {
                         let _ = t.screen.resize();
                     }
                 }
+                // As dd does: what went through so far, on stderr.
+                libc::SIGUSR1 => ui.show(&Show::Warning(self.core.traffic())),
                 libc::SIGTSTP => {
                     self.stdin_flags.restore();
                     suspend(ui);

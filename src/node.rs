@@ -106,6 +106,8 @@ pub struct Config {
     /// Files: where fetched ones go, and the largest offered or fetched.
     pub download_dir: PathBuf,
     pub max_file: u64,
+    /// Relay every event on every link, instead of lazy push on a tree.
+    pub flood: bool,
 }
 
 impl Default for Config {
@@ -124,6 +126,7 @@ impl Default for Config {
             psk: None,
             download_dir: PathBuf::from("."),
             max_file: files::DEFAULT_MAX_FILE,
+            flood: false,
         }
     }
 }
@@ -288,6 +291,9 @@ pub struct Node {
     /// Names of members that left just after joining, shown as leaving at
     /// the time given unless a JOIN under the name comes first.
     race_left: VecDeque<(String, Millis)>,
+    /// Frames received and sent, by kind (see [`Node::traffic`]).
+    received: wire::Tally,
+    sent: wire::Tally,
     /// LAN discovery is on: the members it found (None: it is off).
     found: Option<Remember<Found>>,
     /// The join under way is through a peer discovery found: failing it
@@ -388,6 +394,7 @@ impl Node {
         let bc_cfg = broadcast::Config {
             gap_wait: cfg.gap_wait,
             gap_giveup: cfg.gap_giveup,
+            flood: cfg.flood,
         };
         Node {
             id,
@@ -420,6 +427,8 @@ impl Node {
             clocked: None,
             joins: Remember::new(256),
             race_left: VecDeque::new(),
+            received: wire::Tally::default(),
+            sent: wire::Tally::default(),
             found: None,
             found_join: false,
         }
@@ -512,6 +521,16 @@ impl Node {
         self.links.up_count()
     }
 
+    /// Frames and bytes received and sent so far, by kind: `traffic: in:
+    /// event F B, ihave F B, graft F B, prune F B, other F B; out: ...`.
+    pub fn traffic(&self) -> String {
+        format!(
+            "traffic: in: {}; out: {}",
+            self.received.summary(),
+            self.sent.summary()
+        )
+    }
+
     /// Whether actions are waiting for [`Node::next_action`].
     pub fn has_actions(&self) -> bool {
         !self.out.is_empty() || self.links.gathered()
@@ -542,6 +561,7 @@ impl Node {
             // An idle link is one that sends nothing: a heartbeat is due
             // only after a quiet while.
             self.links.sent(link, self.now);
+            self.sent.count(&frame[4..]);
             // Encrypted here, in the order the loop writes them, once per
             // link (a relayed frame is shared until now).
             if let Some(f) = self.links.seal(link, frame) {
@@ -679,9 +699,12 @@ impl Node {
         body: &[u8],
         now: Millis,
     ) {
+        self.received.count(body);
         // A copy of an event delivered already is known by its header:
         // nothing is decoded or allocated for it.
-        let copy = |id| self.broadcast.is_copy(id, wire::event_signed(body));
+        // (A copy pushed to us again is a reason to prune its link.)
+        let signed = wire::event_signed(body);
+        let copy = |id| self.broadcast.copy(&mut self.out, link, id, signed);
         if peer.is_some() && wire::event_id(body).is_some_and(copy) {
             return;
         }
@@ -739,6 +762,12 @@ impl Node {
             }
             (Some(_), Msg::Ping) => {}
             (Some(_), Msg::Lack { origin, oldest }) => self.broadcast.on_lack(origin, oldest),
+            (Some(_), Msg::Ihave { ids }) => self.broadcast.on_ihave(link, &ids, now),
+            (Some(_), Msg::Graft { origin, from, to }) => {
+                self.broadcast
+                    .on_graft(&mut self.out, link, origin, from, to, now)
+            }
+            (Some(_), Msg::Prune { origin }) => self.broadcast.on_prune(link, origin),
             (Some(_), Msg::Gone { ids }) => {
                 // From whoever welcomes us only: a neighbour must not be
                 // able to cut members off by naming them.
@@ -878,6 +907,8 @@ impl Node {
         }
         self.files.tick(&mut net!(self), now);
         self.files_out(now);
+        // Links lost above graft their replacements now.
+        self.broadcast.tick(&mut self.out, now);
         // Our events of this turn go out, signed.
         self.broadcast.seal(&mut self.out);
     }
@@ -1288,7 +1319,7 @@ impl Node {
             ev.body = Body::Refused { kind, why };
             frame = Frame::from([]);
         }
-        if self.broadcast.forged(link, ev.id()) {
+        if self.broadcast.forged_copy(&mut self.out, link, ev.id()) {
             return;
         }
         if !self.membership.is_member(origin) {

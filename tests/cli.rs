@@ -54,6 +54,7 @@ fn help_goes_to_stdout() {
             "--version",
             "--timestamps",
             "--log",
+            "--flood",
         ] {
             assert!(
                 all.contains(opt),

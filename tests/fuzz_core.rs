@@ -624,7 +624,7 @@ impl Gen {
 
     /// Any valid message, every kind.
     fn msg(&mut self) -> Msg {
-        match self.n(20) {
+        match self.n(24) {
             0..=2 => {
                 let w = self.who();
                 let name = self.name();
@@ -664,6 +664,34 @@ impl Gen {
                 },
                 _ => Msg::Noise((0..self.n(96)).map(|_| self.rng.next_u64() as u8).collect()),
             },
+            19 | 20 => {
+                let n = self.pick(&[0, 1, 2, 5, wire::IHAVE_PER_FRAME]);
+                let ids = (0..n)
+                    .map(|_| {
+                        let origin = self.id();
+                        let next = self.seqs.get(&origin).copied().unwrap_or(1);
+                        EventId {
+                            origin,
+                            seq: self.pick(&[
+                                0,
+                                1,
+                                next,
+                                next.saturating_add(1),
+                                next.saturating_add(300),
+                                u64::MAX,
+                            ]),
+                        }
+                    })
+                    .collect();
+                Msg::Ihave { ids }
+            }
+            21 => {
+                let origin = self.id();
+                let from = self.pick(&[0, 1, 2, u64::MAX - 1, u64::MAX]);
+                let to = self.pick(&[0, 1, 5, 300, u64::MAX]);
+                Msg::Graft { origin, from, to }
+            }
+            22 => Msg::Prune { origin: self.id() },
             _ => Msg::Ping,
         }
     }

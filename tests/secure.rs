@@ -116,10 +116,12 @@ fn pump(mut from: TcpStream, mut to: TcpStream, keep: Capture) {
     thread::spawn(move || {
         let mut buf = [0u8; 16 << 10];
         while let Ok(n) = from.read(&mut buf) {
+            // Kept before it is passed on: once the far end has shown it,
+            // the capture has it.
+            keep.lock().unwrap().extend_from_slice(&buf[..n]);
             if n == 0 || to.write_all(&buf[..n]).is_err() {
                 break;
             }
-            keep.lock().unwrap().extend_from_slice(&buf[..n]);
         }
         let _ = to.shutdown(Shutdown::Write);
     });

@@ -78,9 +78,11 @@ struct Sim {
     max_delay: Millis,
     /// Pairs of nodes that cannot reach each other (a partition).
     cut: HashSet<(usize, usize)>,
-    /// Traffic counted since the last [`Sim::stats`]: frames sent by kind,
-    /// and distinct events originated by kind.
+    /// Traffic counted since the last [`Sim::stats`]: frames and bytes
+    /// (length prefix included) sent by kind, and distinct events
+    /// originated by kind.
     sent: BTreeMap<&'static str, u64>,
+    bytes: BTreeMap<&'static str, u64>,
     events: BTreeMap<&'static str, u64>,
     seen: HashSet<(u64, u64)>,
     /// Links closed by a node, ever.
@@ -111,6 +113,7 @@ impl Sim {
             max_delay,
             cut: HashSet::new(),
             sent: BTreeMap::new(),
+            bytes: BTreeMap::new(),
             events: BTreeMap::new(),
             seen: HashSet::new(),
             closes: 0,
@@ -171,8 +174,9 @@ impl Sim {
     /// header bytes (the wire format's module docs): decoding ten million
     /// frames would double the run time.
     fn count(&mut self, body: &[u8]) {
-        const KINDS: [&str; 8] = [
-            "?", "hello", "refuse", "members", "event", "fetch", "ping", "lack",
+        const KINDS: [&str; 12] = [
+            "?", "hello", "refuse", "members", "event", "fetch", "ping", "lack", "gone", "ihave",
+            "graft", "prune",
         ];
         const TYPES: [&str; 6] = ["?", "join", "leave", "chat", "suspect", "alive"];
         let mut kind = KINDS.get(body[0] as usize).copied().unwrap_or("?");
@@ -195,6 +199,7 @@ impl Sim {
             }
         }
         *self.sent.entry(kind).or_default() += 1;
+        *self.bytes.entry(kind).or_default() += 4 + body.len() as u64;
     }
 
     /// Prints and resets the traffic counted since the last call, with
@@ -203,6 +208,7 @@ impl Sim {
         eprintln!("{phase}: events {:?}; frames {:?}", self.events, self.sent);
         self.events.clear();
         self.sent.clear();
+        self.bytes.clear();
     }
 
     fn blocked(&self, a: usize, b: usize) -> bool {
@@ -1032,9 +1038,16 @@ fn a_lost_member_that_leaves_keeps_its_last_words() {
             let t = sim.now + 10_000;
             sim.run_until(t);
             sim.cut.clear();
-            // As soon as node 0 is linked again, before it has heard from
-            // n3: what n3 says reaches a node that has it as lost.
-            while sim.nodes[0].core.link_count() == 0 {
+            // As soon as node 0 is linked again (at both ends: the far one
+            // relays to it only then), before it has heard from n3: what
+            // n3 says reaches a node that has it as lost.
+            let linked = |sim: &Sim| {
+                sim.nodes[0].core.link_count() > 0
+                    && sim.ends.iter().any(|(&(i, l), &(k, _))| {
+                        k == 0 && i != 0 && sim.nodes[i].core.is_established(l)
+                    })
+            };
+            while !linked(&sim) {
                 let t = sim.now + 10;
                 sim.run_until(t);
             }
@@ -1280,6 +1293,120 @@ fn a_flood_leaves_others_gaps_fillable() {
             let w = &sim.nodes[carol].warnings;
             assert!(!w.iter().any(|w| w.contains("from n0")), "carol: {w:?}");
             check_delivery(&sim, carol, &[bob]);
+        });
+    }
+}
+
+/// What a chat phase cost: bytes sent per peer per message, in all, in
+/// full events, and in announcements and tree repair (IHAVE, GRAFT,
+/// PRUNE); and full copies of each message per receiver.
+struct Cost {
+    total: f64,
+    events: f64,
+    lazy: f64,
+    copies: f64,
+}
+
+/// Every live peer says `k` lines within 3 s; after 5 s more, what that
+/// cost, and every line said so far reached every peer once and in order.
+fn chat_phase(sim: &mut Sim, k: usize, tag: &str) -> Cost {
+    sim.sent.clear();
+    sim.bytes.clear();
+    chatter(sim, k, 3_000, tag);
+    let t = sim.now + 5_000;
+    sim.run_until(t);
+    let live = sim.live();
+    for &i in &live {
+        check_delivery(sim, i, &live);
+    }
+    let n = live.len();
+    let msgs = (n * k) as f64;
+    let per = |b: u64| b as f64 / n as f64 / msgs;
+    let b = |k: &str| sim.bytes.get(k).copied().unwrap_or(0);
+    Cost {
+        total: per(sim.bytes.values().sum()),
+        events: per(b("chat")),
+        lazy: per(b("ihave") + b("graft") + b("prune")),
+        copies: sim.sent.get("chat").copied().unwrap_or(0) as f64 / msgs / (n - 1) as f64,
+    }
+}
+
+/// `n` peers joined and settled: the cost of each peer's first line (the
+/// trees still heal over the links made since each origin last spoke),
+/// then of three more each (the trees settled).
+fn chat_costs(seed: u64, n: usize, flood: bool) -> (Cost, Cost) {
+    let cfg = Config {
+        flood,
+        ..Config::default()
+    };
+    let mut sim = Sim::new(seed, 10);
+    grow(&mut sim, n, &cfg);
+    let t = sim.now + 5_000;
+    sim.run_until(t);
+    let first = chat_phase(&mut sim, 1, "a");
+    sim.stats(&format!("{n} peers, flood={flood}: first lines"));
+    let steady = chat_phase(&mut sim, 3, "b");
+    sim.stats(&format!("{n} peers, flood={flood}: steady"));
+    (first, steady)
+}
+
+/// Bytes each peer sends per message, flooding against lazy push, as the
+/// network grows (50 and 200 peers; `SIM_BYTES_PEERS=50,200,500` for
+/// more). Once the trees are settled, lazy push sends each receiver one
+/// full copy (at most 1.3), the other links carry announcements, and
+/// what a peer sends per message stays flat as the network grows, well
+/// under what flooding sends.
+#[test]
+fn lazy_push_sends_each_peer_one_copy_flooding_many() {
+    let sizes: Vec<usize> = std::env::var("SIM_BYTES_PEERS").map_or(vec![50, 200], |s| {
+        s.split(',')
+            .map(|n| n.trim().parse().expect("SIM_BYTES_PEERS"))
+            .collect()
+    });
+    for seed in seeds(&[71]) {
+        with_seed(seed, |seed| {
+            let mut rows = Vec::new();
+            for &n in &sizes {
+                let (f1, f) = chat_costs(seed, n, true);
+                let (l1, l) = chat_costs(seed, n, false);
+                rows.push((n, [f1, f, l1, l]));
+            }
+            eprintln!(
+                "bytes sent per peer per message (all; full events; IHAVE+GRAFT+PRUNE), \
+                 full copies per receiver; seed {seed}:"
+            );
+            eprintln!("peers  relay  phase        bytes  events  lazy  copies");
+            for (n, c) in &rows {
+                let names = ["flood", "flood", "lazy", "lazy"];
+                for (i, c) in c.iter().enumerate() {
+                    let phase = if i % 2 == 0 { "first line" } else { "steady" };
+                    eprintln!(
+                        "{n:5}  {:5}  {phase:10}  {:6.1}  {:6.1}  {:4.1}  {:6.2}",
+                        names[i], c.total, c.events, c.lazy, c.copies
+                    );
+                }
+            }
+            let base = rows[0].1[3].total;
+            for (n, [_, f, _, l]) in &rows {
+                assert!(l.copies <= 1.3, "{n} peers: {:.2} copies", l.copies);
+                assert!(
+                    f.copies >= 3.0,
+                    "{n} peers flooding: {:.2} copies",
+                    f.copies
+                );
+                assert!(
+                    l.total < f.total * 0.6,
+                    "{n} peers: lazy push {:.1} bytes against flooding's {:.1}",
+                    l.total,
+                    f.total
+                );
+                assert!(
+                    l.total <= base * 1.3,
+                    "{n} peers: {:.1} bytes per peer per message, {base:.1} at {}",
+                    l.total,
+                    sizes[0]
+                );
+            }
         });
     }
 }

@@ -1,14 +1,57 @@
 //! Broadcast: every event delivered once, and in order per origin.
 //!
 //! Every event carries (origin, seq). A peer delivers an event when it is
-//! the next one of its origin, and relays it on every other link (today's
-//! strategy: flooding; nothing outside this file depends on it). Later
-//! events are held back, earlier ones are copies. A gap is fetched from
-//! neighbours' recent-event caches (FETCH); a neighbour that delivered the
-//! missing events but no longer has them says so (LACK), and the gap is
-//! skipped, with a warning, at once; if nobody answers, after
-//! `gap_giveup`. An origin the node declares lost is paused: its events
-//! are held, not delivered, until it is back.
+//! the next one of its origin, and then relays it. Later events are held
+//! back, earlier ones are copies.
+//!
+//! How events are relayed is this module's private business: nothing
+//! outside it depends on the strategy, and the node only routes the
+//! frames it asks for. The strategy is lazy push on a tree per origin
+//! (PlumTree, as in iroh-gossip), or, with [`Config::flood`], flooding:
+//!
+//! - An origin sends its own events on every link: its neighbours take
+//!   them from it alone (see [`Broadcast::forged`]).
+//! - A peer relays an event it delivers in full (eager push) on the links
+//!   of the origin's tree, and announces it on the others: IHAVE, batched
+//!   for [`IHAVE_WAIT`], one (origin, last seq delivered) per origin
+//!   however many events. Nothing goes to a neighbour that has shown it
+//!   has the event (it sent or announced it to us).
+//! - A link starts in every origin's tree. When a copy is pushed to us
+//!   twice, one of the two links is told to stop pushing that origin's
+//!   events to us, and to announce them instead (PRUNE): the one whose
+//!   copy came second, unless it is our parent (the link we take the
+//!   origin's events from, which stays while it pushes: under load the
+//!   quickest path changes with every burst, the tree does not), then the
+//!   quicker one. If that link is level with us (the copy is of the last
+//!   event we delivered), we stop pushing to it too, as PlumTree does; a
+//!   link that lags behind (a newcomer catching up, pushing what we have)
+//!   is pushed to still: it needs it. The origin's own link is the parent
+//!   of its events as soon as they come on it, and is never pruned;
+//!   nothing is pushed back to the parent. So each origin's tree becomes
+//!   the paths its events came quickest by when it formed, each receiver
+//!   gets one full copy, and new links heal and shorten the trees as the
+//!   mesh changes. Nothing is pruned of an origin whose events we miss (a
+//!   gap: every copy is welcome then), nor for copies we asked for.
+//! - An event announced but not come after [`GRAFT_WAIT`] is asked for
+//!   with GRAFT from the neighbour that announced it, which then pushes
+//!   that origin's events to us again and sends what it has from the
+//!   first we miss; after as long again, from the next that announced it,
+//!   and so on, [`GRAFT_TRIES`] times. When the link an origin's events
+//!   came on goes down (our parent in its tree), the neighbour that last
+//!   announced them is grafted at once (or one we pruned, or any). A
+//!   GRAFT from our parent means it lost its supply: it is our parent no
+//!   more. Our first link (joining, or back from isolation) is every
+//!   origin's parent until their events come another way.
+//! - With flooding, nothing is pruned: every link stays in every tree (a
+//!   flooding peer honours the PRUNE and GRAFT it is sent, so the two mix).
+//!
+//! The last safety net, whatever the strategy: a gap (an event came
+//! before one of its origin's earlier ones) is fetched from neighbours'
+//! recent-event caches (FETCH); a neighbour that delivered the missing
+//! events but no longer has them says so (LACK), and the gap is skipped,
+//! with a warning, at once; if nobody answers, after `gap_giveup`. An
+//! origin the node declares lost is paused: its events are held, not
+//! delivered, until it is back.
 //!
 //! Delivery is pulled: [`Broadcast::accept`] hands back the event if it is
 //! next, then [`Broadcast::drain`] hands back the held ones one at a time,
@@ -27,7 +70,12 @@
 //! [`HELD_PER_ORIGIN`] bytes; the cache, when full, lets go of the oldest
 //! event of whichever origin has the most in it; and a neighbour's FETCH
 //! is answered with at most [`FETCH_BYTES`], and [`FETCH_RATE`] bytes a
-//! second.
+//! second (a GRAFT's request too).
+//!
+//! Lazy push keeps, per origin, a few sets of links up (those pruned
+//! either way, what each has shown it has, the announcers to graft in
+//! turn), and per link, one announcement waiting per origin: all bounded
+//! by the links and the members.
 
 use super::crypto::{self, EventHash, Identity};
 use super::seal::{self, Sealer, Taken, Verifier};
@@ -55,6 +103,14 @@ pub const FETCH_MAX: u64 = 256;
 pub const FETCH_BYTES: usize = 256 << 10;
 pub const FETCH_RATE: u64 = 8 << 20;
 const FETCH_BURST: u64 = 4 << 20;
+/// Announcements wait this long, to go out together in one IHAVE a link.
+pub const IHAVE_WAIT: Millis = 5;
+/// An event announced and not come within this is asked for (GRAFT) from
+/// a neighbour that announced it; and again from the next after as long.
+pub const GRAFT_WAIT: Millis = 100;
+/// GRAFTs for an origin's missing events with none of them coming; then
+/// only the gap timer (FETCH) is left.
+pub const GRAFT_TRIES: u32 = 4;
 
 /// Gap repair timers, in milliseconds.
 #[derive(Debug, Clone)]
@@ -63,6 +119,8 @@ pub struct Config {
     pub gap_wait: Millis,
     /// A gap nobody can fill is skipped after this.
     pub gap_giveup: Millis,
+    /// Relay by flooding: every event on every link, nothing pruned.
+    pub flood: bool,
 }
 
 /// An event held back, decoded once, with its hash and the link it came
@@ -112,6 +170,38 @@ struct Origin {
     /// used them up.
     rate: Bucket,
     rate_at: Option<Millis>,
+    /// Lazy push, for links up. Links that asked us (PRUNE) not to push
+    /// this origin's events to them (we announce them), and links we asked
+    /// so; what each link has shown it has (the last event of this origin
+    /// it sent us or announced): nothing it has is sent to it again.
+    pruned_by: BTreeSet<LinkId>,
+    pruned: BTreeSet<LinkId>,
+    has: BTreeMap<LinkId, u64>,
+    /// Our parent in the tree: the link whose events we expect, and
+    /// whether it has pushed any (until then, the next link to push one
+    /// first is). A parent that has pushed stays while it pushes, even
+    /// when another link is quicker for a while (under load, the quickest
+    /// path changes with every burst; the tree does not). And the link the
+    /// last event delivered came on.
+    parent: Option<LinkId>,
+    parent_fed: bool,
+    first_from: Option<LinkId>,
+    /// The link that last announced its events: a parent in waiting.
+    heard: Option<LinkId>,
+    /// The furthest event announced to us.
+    announced: u64,
+    /// Links that announced events we miss, in turn to be asked (GRAFT).
+    announcers: VecDeque<LinkId>,
+    /// When to ask the next of them, and how many were asked since an
+    /// event last came.
+    graft_at: Option<Millis>,
+    grafts: u32,
+    /// The parent's link went down: graft at once, even with nothing
+    /// missing.
+    orphan: bool,
+    /// Events up to this were asked for (FETCH, GRAFT): copies of them are
+    /// answers, not a reason to prune.
+    asked_to: u64,
     /// Events taken in order, kept back until a signature covers them
     /// (counted in the held bytes), and the origin's key.
     verifier: Verifier<Held>,
@@ -136,6 +226,19 @@ impl Origin {
             paused: false,
             rate: Bucket::new(ORIGIN_RATE, ORIGIN_BURST),
             rate_at: None,
+            pruned_by: BTreeSet::new(),
+            pruned: BTreeSet::new(),
+            has: BTreeMap::new(),
+            parent: None,
+            parent_fed: false,
+            first_from: None,
+            heard: None,
+            announced: 0,
+            announcers: VecDeque::new(),
+            graft_at: None,
+            grafts: 0,
+            orphan: false,
+            asked_to: 0,
             verifier: Verifier::default(),
             ready: VecDeque::new(),
         }
@@ -240,6 +343,8 @@ struct Neighbour {
     floor: Option<u64>,
     /// Bytes we may still send it in answer to FETCH.
     fetch: Bucket,
+    /// Announcements waiting to go to it: origin → last event delivered.
+    ihave: BTreeMap<NodeId, u64>,
 }
 
 /// Recent events by id, bounded in count and bytes. When full, the oldest
@@ -367,6 +472,14 @@ impl Cache {
     }
 }
 
+/// Whether `id` arriving on `link` is a forgery, given the neighbours:
+/// see [`Broadcast::forged`].
+fn forged(neighbours: &BTreeMap<LinkId, Neighbour>, link: LinkId, id: EventId) -> bool {
+    neighbours
+        .iter()
+        .any(|(&k, n)| k != link && n.peer == id.origin && n.floor.is_some_and(|f| id.seq > f))
+}
+
 /// What became of an event accepted.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Accepted {
@@ -409,6 +522,13 @@ pub struct Broadcast {
     held_bytes: usize,
     /// No gap timer is due before this (a lower bound).
     wake: Option<Millis>,
+    /// When the announcements waiting go out.
+    ihave_at: Option<Millis>,
+    /// The link that ended our isolation: every origin's parent, until
+    /// its events come otherwise.
+    supply: Option<LinkId>,
+    /// No GRAFT timer is due before this (a lower bound).
+    graft_wake: Option<Millis>,
 }
 
 impl Broadcast {
@@ -425,7 +545,17 @@ impl Broadcast {
             cache: Cache::default(),
             held_bytes: 0,
             wake: None,
+            ihave_at: None,
+            supply: None,
+            graft_wake: None,
         }
+    }
+
+    /// A new origin's state: its events expected on our supply link.
+    fn origin(&self, next: u64) -> Origin {
+        let mut o = Origin::new(next);
+        o.parent = self.supply;
+        o
     }
 
     /// The last sequence number we used (0: we have said nothing).
@@ -433,8 +563,19 @@ impl Broadcast {
         self.seq
     }
 
-    /// `link` is up to `peer`: relay to it from now on.
+    /// `link` is up to `peer`: relay to it from now on. A new link is in
+    /// every origin's tree until a copy comes twice: so trees heal, and
+    /// find the quickest paths, as links come and go. Our first link (when
+    /// we join, or come back from isolation) is the parent of every origin
+    /// we know, and of those we learn of, until their events come another
+    /// way: should it go down, they graft another.
     pub fn neighbour_up(&mut self, link: LinkId, peer: NodeId) {
+        if self.neighbours.is_empty() {
+            self.supply = Some(link);
+            for o in self.origins.values_mut() {
+                o.parent = o.parent.or(Some(link));
+            }
+        }
         let fetch = Bucket::new(FETCH_RATE, FETCH_BURST);
         self.neighbours.insert(
             link,
@@ -442,12 +583,46 @@ impl Broadcast {
                 peer,
                 floor: None,
                 fetch,
+                ihave: BTreeMap::new(),
             },
         );
     }
 
+    /// `link` is down (or closing). Origins whose events last came on it
+    /// graft, at once, the neighbour that last announced them.
     pub fn neighbour_down(&mut self, link: LinkId) {
-        self.neighbours.remove(&link);
+        if self.neighbours.remove(&link).is_none() {
+            return;
+        }
+        let any = self.neighbours.keys().next().copied();
+        if self.supply == Some(link) {
+            self.supply = None;
+        }
+        for o in self.origins.values_mut() {
+            o.pruned_by.remove(&link);
+            o.pruned.remove(&link);
+            o.has.remove(&link);
+            o.announcers.retain(|&l| l != link);
+            if o.heard == Some(link) {
+                o.heard = None;
+            }
+            if o.parent != Some(link) {
+                continue;
+            }
+            o.parent = None;
+            o.parent_fed = false;
+            // Whoever announced its events last, or else a link we told
+            // to stop pushing them (it had them), or any.
+            let next = o.heard.or_else(|| o.pruned.first().copied()).or(any);
+            if let Some(h) = next.filter(|_| !o.paused) {
+                o.announcers.retain(|&l| l != h);
+                o.announcers.push_front(h);
+                o.orphan = true;
+                // At once: the next tick, whenever that is.
+                o.graft_at = Some(0);
+                self.graft_wake = Some(0);
+            }
+        }
     }
 
     /// The neighbour on `link` has delivered its own events up to `seq`:
@@ -461,9 +636,29 @@ impl Broadcast {
     /// Whether `id` arriving on `link` is a forgery: while we hear its
     /// origin directly, its new events come from it alone.
     pub fn forged(&self, link: LinkId, id: EventId) -> bool {
-        self.neighbours
-            .iter()
-            .any(|(&k, n)| k != link && n.peer == id.origin && n.floor.is_some_and(|f| id.seq > f))
+        forged(&self.neighbours, link, id)
+    }
+
+    /// [`Broadcast::forged`], for an event that came: a copy relayed to us
+    /// of what its origin sends us itself. The link that pushed it is
+    /// pruned (PRUNE) from the origin's tree.
+    pub fn forged_copy(&mut self, out: &mut impl Sink, link: LinkId, id: EventId) -> bool {
+        let f = self.forged(link, id);
+        if f {
+            self.redundant(out, link, id);
+        }
+        f
+    }
+
+    /// `link` has shown it has `id` (it sent it, or announced it): it is
+    /// not sent it again.
+    fn shown(&mut self, link: LinkId, id: EventId) {
+        if let Some(o) = self.origins.get_mut(&id.origin)
+            && self.neighbours.contains_key(&link)
+        {
+            let h = o.has.entry(link).or_default();
+            *h = (*h).max(id.seq);
+        }
     }
 
     /// Whether `id` is a copy of an event delivered (or passed) already:
@@ -472,6 +667,235 @@ impl Broadcast {
         self.origins
             .get(&id.origin)
             .is_some_and(|o| id.seq < o.next)
+    }
+
+    /// [`Broadcast::is_copy`], for an event that came on `link`: a copy
+    /// pushed to us again prunes that link from its origin's tree.
+    pub fn copy(&mut self, out: &mut impl Sink, link: LinkId, id: EventId, signed: bool) -> bool {
+        let old = self.is_copy(id, signed);
+        if old {
+            self.redundant(out, link, id);
+        }
+        old
+    }
+
+    /// A copy of `id` came on `link` that we did not need. Unless we miss
+    /// some of the origin's events (when every copy helps), or it answers
+    /// our asking, one of the two links that pushed it is told to stop
+    /// pushing the origin's events to us (PRUNE): this one, or, if it is our
+    /// parent, the one that was quicker this time. Never the origin's own
+    /// link, and only while we have a parent. If the link is level with us,
+    /// we stop pushing to it too.
+    fn redundant(&mut self, out: &mut impl Sink, link: LinkId, id: EventId) {
+        self.shown(link, id);
+        if self.cfg.flood {
+            return;
+        }
+        let Some(o) = self.origins.get_mut(&id.origin) else {
+            return;
+        };
+        if o.parent.is_none() || o.paused || o.behind() || id.seq <= o.asked_to {
+            return;
+        }
+        let link = if o.parent == Some(link) {
+            match o.first_from {
+                Some(f) if f != link => f,
+                _ => return,
+            }
+        } else {
+            link
+        };
+        if self
+            .neighbours
+            .get(&link)
+            .is_none_or(|n| n.peer == id.origin)
+        {
+            return;
+        }
+        if o.pruned.insert(link) {
+            let prune = Msg::Prune { origin: id.origin };
+            out.io(Io::Send(link, wire::small(&prune)));
+        }
+        if id.seq + 1 >= o.next {
+            // A copy of the last event we delivered: the link is level with
+            // us, and has it from elsewhere too. We stop pushing to it as
+            // well (a link that lags behind is pushed to: it needs it).
+            o.pruned_by.insert(link);
+        }
+    }
+
+    /// `link` has `origin`'s events from elsewhere: they are announced to
+    /// it, not pushed.
+    pub fn on_prune(&mut self, link: LinkId, origin: NodeId) {
+        if let Some(o) = self.origins.get_mut(&origin)
+            && self.neighbours.contains_key(&link)
+        {
+            o.pruned_by.insert(link);
+        }
+    }
+
+    /// `link` wants `origin`'s events pushed to it again, and asks for
+    /// what we have of `from..=to` (none if `to < from`).
+    pub fn on_graft(
+        &mut self,
+        out: &mut impl Sink,
+        link: LinkId,
+        origin: NodeId,
+        from: u64,
+        to: u64,
+        now: Millis,
+    ) {
+        if let Some(o) = self.origins.get_mut(&origin) {
+            o.pruned_by.remove(&link);
+            if o.parent == Some(link) {
+                // Our parent asks us: it has lost its supply. The next to
+                // push the events to us is our parent, and it is pushed
+                // to like any other.
+                o.parent = None;
+                o.parent_fed = false;
+            }
+        }
+        if from <= to {
+            self.on_fetch(out, link, origin, from, to, now);
+        }
+    }
+
+    /// `link` announces it has delivered these events (each the last of
+    /// its origin): one we miss is asked for if it does not come soon.
+    pub fn on_ihave(&mut self, link: LinkId, ids: &[EventId], now: Millis) {
+        if !self.neighbours.contains_key(&link) {
+            return;
+        }
+        for id in ids {
+            // Of an origin we do not track (any more): it will be, by the
+            // membership, if it is real; its next announcement counts.
+            let Some(o) = self.origins.get_mut(&id.origin) else {
+                continue;
+            };
+            if o.paused {
+                continue;
+            }
+            o.heard = Some(link);
+            let h = o.has.entry(link).or_default();
+            *h = (*h).max(id.seq);
+            // Announced events are checked ones, each the last of a run
+            // its signature covers: one we took and still cannot check
+            // came to us with its signature taken off, and is missing too.
+            if id.seq < o.done() {
+                continue;
+            }
+            o.announced = o.announced.max(id.seq);
+            if !o.announcers.contains(&link) {
+                o.announcers.push_back(link);
+            }
+            if o.graft_at.is_none() {
+                let at = now + GRAFT_WAIT;
+                o.graft_at = Some(at);
+                soonest(&mut self.graft_wake, at);
+            }
+        }
+    }
+
+    /// Sends the announcements waiting, and the GRAFTs due.
+    pub fn tick(&mut self, out: &mut impl Sink, now: Millis) {
+        if self.ihave_at.is_some_and(|t| now >= t) {
+            self.ihave_at = None;
+            for (&k, n) in &mut self.neighbours {
+                if n.ihave.is_empty() {
+                    continue;
+                }
+                // Not what the link has shown it has meanwhile.
+                let ids: Vec<EventId> = std::mem::take(&mut n.ihave)
+                    .into_iter()
+                    .map(|(origin, seq)| EventId { origin, seq })
+                    .filter(|id| {
+                        let o = self.origins.get(&id.origin);
+                        o.is_some_and(|o| o.has.get(&k).is_none_or(|&h| h < id.seq))
+                    })
+                    .collect();
+                for c in ids.chunks(wire::IHAVE_PER_FRAME) {
+                    let m = Msg::Ihave { ids: c.to_vec() };
+                    out.io(Io::Send(k, wire::small(&m)));
+                }
+            }
+        }
+        if self.graft_wake.is_some_and(|t| now >= t) {
+            let due: Vec<NodeId> = self
+                .origins
+                .iter()
+                .filter(|(_, o)| o.graft_at.is_some_and(|t| now >= t))
+                .map(|(&id, _)| id)
+                .collect();
+            for origin in due {
+                self.graft(out, origin, now);
+            }
+            self.graft_wake = None;
+            for o in self.origins.values() {
+                if let Some(t) = o.graft_at {
+                    soonest(&mut self.graft_wake, t);
+                }
+            }
+        }
+    }
+
+    /// `origin`'s GRAFT timer is due: if an event announced has not come
+    /// (or its parent's link went down), ask the next neighbour that
+    /// announced it for what we miss, and to push the rest.
+    fn graft(&mut self, out: &mut impl Sink, origin: NodeId, now: Millis) {
+        let Some(o) = self.origins.get_mut(&origin) else {
+            return;
+        };
+        o.graft_at = None;
+        let unchecked = o.announced >= o.done() && o.announced < o.next;
+        let missing = unchecked || (o.announced >= o.next && !o.held.contains_key(&o.next));
+        if o.paused || !(missing || o.orphan) || o.grafts >= GRAFT_TRIES {
+            o.orphan = false;
+            return;
+        }
+        let id = EventId {
+            origin,
+            seq: o.next,
+        };
+        let mut chosen = None;
+        for _ in 0..o.announcers.len() {
+            let Some(l) = o.announcers.pop_front() else {
+                break;
+            };
+            if !self.neighbours.contains_key(&l) || forged(&self.neighbours, l, id) {
+                // Gone, or the origin sends us its events itself.
+                continue;
+            }
+            // Asked again, after the others, if need be.
+            o.announcers.push_back(l);
+            chosen = Some(l);
+            break;
+        }
+        o.orphan = false;
+        let Some(link) = chosen else {
+            return;
+        };
+        // A window from the next event, not only what was announced: what
+        // the link delivered since its last IHAVE is neither announced nor
+        // pushed to us yet. It sends what it has of it, signatures
+        // included (it has only what it checked). From the first event
+        // kept back unchecked if an announced one is among them: a copy
+        // with its signature settles it (see `accept`).
+        let from = if unchecked { o.done() } else { o.next };
+        let first = o.held.keys().next().map_or(u64::MAX, |f| f - 1);
+        let to = first.min(from.saturating_add(FETCH_MAX - 1));
+        o.asked_to = o.asked_to.max(to);
+        if missing {
+            o.grafts += 1;
+            let at = now + GRAFT_WAIT;
+            o.graft_at = Some(at);
+            soonest(&mut self.graft_wake, at);
+        }
+        o.pruned.remove(&link);
+        // Expected to push from now on: should it go too, graft again.
+        o.parent = Some(link);
+        o.parent_fed = false;
+        let m = Msg::Graft { origin, from, to };
+        out.io(Io::Send(link, wire::small(&m)));
     }
 
     /// Whether an event, `signed` or not, is a copy with nothing to add:
@@ -490,9 +914,10 @@ impl Broadcast {
 
     /// Tracks `origin`, whose next event to deliver is `next`.
     pub fn add(&mut self, origin: NodeId, next: u64) {
-        self.origins
-            .entry(origin)
-            .or_insert_with(|| Origin::new(next));
+        if !self.origins.contains_key(&origin) {
+            let o = self.origin(next);
+            self.origins.insert(origin, o);
+        }
     }
 
     /// The last event of `origin` delivered (0: none).
@@ -534,6 +959,9 @@ impl Broadcast {
             o.unhold_below(&mut self.held_bytes, u64::MAX);
             o.clear_verifier(&mut self.held_bytes);
         }
+        for n in self.neighbours.values_mut() {
+            n.ihave.remove(&origin);
+        }
     }
 
     /// Forgets `origin`, returning where its events had got to (the next
@@ -544,13 +972,16 @@ impl Broadcast {
         o.unhold_below(&mut self.held_bytes, u64::MAX);
         let done = o.done();
         o.clear_verifier(&mut self.held_bytes);
+        for n in self.neighbours.values_mut() {
+            n.ihave.remove(&origin);
+        }
         Some(done)
     }
 
     /// An origin forgotten is heard of again: tracked again, paused, where
     /// it left off (`next`, from [`Broadcast::forget`]).
     pub fn recall(&mut self, origin: NodeId, next: u64) {
-        let mut o = Origin::new(next);
+        let mut o = self.origin(next);
         o.paused = true;
         self.origins.insert(origin, o);
     }
@@ -568,6 +999,9 @@ impl Broadcast {
             o.paused = true;
             o.ahead = 0;
             o.lack = None;
+            o.announcers.clear();
+            o.graft_at = None;
+            o.orphan = false;
         }
     }
 
@@ -591,7 +1025,10 @@ impl Broadcast {
     /// We joined through a peer that has delivered `origin`'s events up to
     /// `seq`: start after them; what we held below is theirs already.
     pub fn start_after(&mut self, origin: NodeId, seq: u64) {
-        let o = self.origins.entry(origin).or_insert_with(|| Origin::new(1));
+        self.add(origin, 1);
+        let Some(o) = self.origins.get_mut(&origin) else {
+            return;
+        };
         o.clear_verifier(&mut self.held_bytes);
         o.next = seq.saturating_add(1);
         o.unhold_below(&mut self.held_bytes, o.next);
@@ -613,7 +1050,10 @@ impl Broadcast {
     }
 
     /// Asks `link` for `origin`'s events `from..=to`.
-    pub fn fetch(&self, out: &mut impl Sink, link: LinkId, origin: NodeId, from: u64, to: u64) {
+    pub fn fetch(&mut self, out: &mut impl Sink, link: LinkId, origin: NodeId, from: u64, to: u64) {
+        if let Some(o) = self.origins.get_mut(&origin) {
+            o.asked_to = o.asked_to.max(to);
+        }
         out.io(Io::Send(
             link,
             wire::small(&Msg::Fetch { origin, from, to }),
@@ -640,6 +1080,7 @@ impl Broadcast {
         };
         let ev = &h.ev;
         let wait = self.cfg.gap_wait;
+        self.shown(link, ev.id());
         let Some(o) = self.origins.get_mut(&ev.origin) else {
             return Accepted::Held;
         };
@@ -714,7 +1155,7 @@ impl Broadcast {
             return Accepted::Held;
         }
         let origin = h.ev.origin;
-        self.take(out, h);
+        self.take(out, h, now);
         match self
             .origins
             .get_mut(&origin)
@@ -727,7 +1168,7 @@ impl Broadcast {
 
     /// Takes `h`, next in its origin's order, into its verifier; what is
     /// checked is relayed, kept and made ready for the node.
-    fn take(&mut self, out: &mut impl Sink, h: Held) {
+    fn take(&mut self, out: &mut impl Sink, h: Held, now: Millis) {
         let origin = h.ev.origin;
         let Some(o) = self.origins.get_mut(&origin) else {
             return;
@@ -735,10 +1176,23 @@ impl Broadcast {
         let (seq, hash, link) = (h.ev.seq, h.hash, h.link);
         let seal = h.ev.seal.clone();
         let n = h.frame.len();
-        if !o.charge(&mut self.held_bytes, n, true) {
-            // No room to keep it back: it comes again, later.
-            o.ahead = o.ahead.max(seq);
-            return;
+        // The next event goes before those held ahead of it: they make
+        // room, furthest first (they come again, or are fetched).
+        while !o.charge(&mut self.held_bytes, n, true) {
+            let far = o.held.last_key_value().map(|(&s, _)| s);
+            let Some(h) = far.and_then(|f| o.unhold(&mut self.held_bytes, f)) else {
+                // No room to keep it back: it comes again, later.
+                o.ahead = o.ahead.max(seq);
+                return;
+            };
+            let far = h.ev.seq;
+            // From its origin, past that link's floor: other copies must
+            // be let in now (see `accept`).
+            if let Some(nb) = self.neighbours.get_mut(&h.link)
+                && nb.peer == origin
+            {
+                nb.floor = nb.floor.map(|f| f.max(far));
+            }
         }
         o.next = seq + 1;
         let taken = o.verifier.take(seq, hash, seal.as_ref(), link, h);
@@ -761,7 +1215,7 @@ impl Broadcast {
             }
         };
         for h in verified {
-            self.release(out, h);
+            self.release(out, h, now);
         }
         let Some(o) = self.origins.get_mut(&origin) else {
             return;
@@ -781,8 +1235,10 @@ impl Broadcast {
     }
 
     /// Relays a checked event on every other link (never back to its
-    /// origin), keeps it to answer FETCH, and makes it ready for the node.
-    fn release(&mut self, out: &mut impl Sink, h: Held) {
+    /// origin), in full on the links of the origin's tree and as an
+    /// announcement on the others, keeps it to answer FETCH, and makes it
+    /// ready for the node.
+    fn release(&mut self, out: &mut impl Sink, h: Held, now: Millis) {
         let Some(o) = self.origins.get_mut(&h.ev.origin) else {
             return;
         };
@@ -790,11 +1246,40 @@ impl Broadcast {
         if o.first_seen == 0 {
             o.first_seen = h.ev.seq;
         }
+        let (seq, from) = (h.ev.seq, h.link);
+        // A link closing is nobody's parent: its last events still count.
+        if let Some(n) = self.neighbours.get(&from) {
+            o.first_from = Some(from);
+            // The origin's own link is the parent as soon as its events
+            // come on it: they come from it alone.
+            if o.parent.is_none() || !o.parent_fed || n.peer == h.ev.origin {
+                o.parent = Some(from);
+            }
+            o.parent_fed |= o.parent == Some(from);
+        }
+        o.grafts = 0;
+        if seq >= o.announced {
+            o.announcers.clear();
+            o.graft_at = None;
+        }
         if !h.frame.is_empty() {
-            for (&k, n) in &self.neighbours {
-                if n.peer != h.ev.origin && k != h.link {
+            let mut announced = false;
+            for (&k, n) in &mut self.neighbours {
+                let has = o.has.get(&k).is_some_and(|&s| s >= seq);
+                // Never back to our parent: it pushes them to us.
+                if n.peer == h.ev.origin || k == from || Some(k) == o.parent || has {
+                    continue;
+                }
+                if o.pruned_by.contains(&k) {
+                    let s = n.ihave.entry(h.ev.origin).or_default();
+                    *s = (*s).max(seq);
+                    announced = true;
+                } else {
                     out.io(Io::Send(k, h.frame.clone()));
                 }
+            }
+            if announced && self.ihave_at.is_none() {
+                self.ihave_at = Some(now + IHAVE_WAIT);
             }
             self.cache.insert(h.ev.id(), h.frame);
         }
@@ -834,7 +1319,7 @@ impl Broadcast {
                 return None;
             }
             let h = o.unhold(&mut self.held_bytes, o.next)?;
-            self.take(out, h);
+            self.take(out, h, now);
         }
         let o = self.origins.get_mut(&origin)?;
         if o.behind() && o.next > o.fetched_to && o.fetched_to != 0 {
@@ -946,7 +1431,8 @@ impl Broadcast {
         }
     }
 
-    /// Origins whose gap timer is due.
+    /// Origins whose gap timer is due (the lazy push timers are
+    /// [`Broadcast::tick`]'s).
     pub fn due(&self, now: Millis) -> Vec<NodeId> {
         if self.wake.is_none_or(|t| now < t) {
             return Vec::new();
@@ -973,13 +1459,17 @@ impl Broadcast {
         }
     }
 
-    /// When a gap timer is next due, if ever (a lower bound); at once
-    /// (0) while our own events wait to be sealed.
+    /// When a timer is next due (a gap, announcements to send, a GRAFT),
+    /// if ever (a lower bound); at once (0) while our own events wait to
+    /// be sealed.
     pub fn deadline(&self) -> Option<Millis> {
         if self.unsealed() {
             return Some(0);
         }
-        self.wake
+        [self.wake, self.ihave_at, self.graft_wake]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Asks neighbours for the events missing before the first held one
@@ -1028,7 +1518,22 @@ impl Broadcast {
         };
         let first = o.held.keys().next().copied();
         if let Some(to) = skip_to.filter(|&t| t > o.next) {
-            let missed = to - o.next;
+            let mut missed = to - o.next;
+            // Events kept back for a signature in what is skipped: unless
+            // a signature held covers them, they are missed too (another
+            // signature would find them out of its run, and blame whoever
+            // brought them).
+            let done = o.done();
+            let covered = o.held.values().any(|h| {
+                h.ev.seal
+                    .as_ref()
+                    .is_some_and(|seal| h.ev.seq.saturating_sub(seal.covers.len() as u64) <= done)
+            });
+            if done < o.next && !covered {
+                missed = to - done;
+                let gone: usize = o.verifier.drop_from(0).iter().map(|d| d.frame.len()).sum();
+                o.charge(&mut self.held_bytes, gone, false);
+            }
             o.next = to;
             o.skipped_to = to;
             if o.held.is_empty() && o.ahead <= to {
@@ -1051,6 +1556,7 @@ impl Broadcast {
         let to = first.map_or(o.ahead, |f| f - 1);
         let to = to.min(o.next.saturating_add(FETCH_MAX - 1));
         o.fetched_to = to;
+        o.asked_to = o.asked_to.max(to);
         let f = wire::small(&Msg::Fetch {
             origin,
             from: o.next,
@@ -1134,6 +1640,7 @@ mod tests {
         let cfg = Config {
             gap_wait: 300,
             gap_giveup: 10_000,
+            flood: false,
         };
         let mut b = Broadcast::new(cfg, Identity::from_seed(1));
         b.neighbour_up(A, BOB);
@@ -1416,6 +1923,89 @@ mod tests {
         assert_eq!(b.held_bytes, 0);
     }
 
+    /// The next event is taken even when what is held ahead of it fills
+    /// the origin's share: the furthest held make room (they are fetched
+    /// again). Under lazy push it may come only once.
+    #[test]
+    fn the_next_event_is_taken_when_held_ones_fill_the_share() {
+        let mut b = bc();
+        let mut out = Vec::new();
+        add(&mut b, CAROL, 1);
+        let big = |seq: u64| signed(CAROL, seq, &"x".repeat(4000));
+        for seq in 2..200 {
+            let (e, h, f) = big(seq);
+            assert_eq!(b.accept(&mut out, B, e, h, f, 0), Accepted::Held);
+        }
+        assert!(b.origins[&CAROL].held_bytes + 4100 > HELD_PER_ORIGIN);
+        let (e, h, f) = big(1);
+        assert!(matches!(
+            b.accept(&mut out, A, e, h, f, 0),
+            Accepted::Delivered(e) if e.seq == 1
+        ));
+        let mut got = Vec::new();
+        while let Some(e) = b.drain(&mut out, CAROL, 0) {
+            got.push(e.seq);
+        }
+        assert!(got.len() > 10 && got.windows(2).all(|w| w[1] == w[0] + 1));
+    }
+
+    /// Events `seqs` of `origin`, the last signed and vouching for the
+    /// others, as an origin seals a run.
+    fn run(origin: NodeId, seqs: std::ops::RangeInclusive<u64>) -> Vec<(Event, EventHash, Frame)> {
+        let key = Identity::from_seed(origin.0);
+        let mut covers = Vec::new();
+        let mut evs = Vec::new();
+        let last = *seqs.end();
+        for seq in seqs {
+            let body = lobby_text(&format!("{seq}"));
+            let payload = wire::payload_of(&body).unwrap();
+            let hash = crypto::event_hash(origin, seq, 3, &payload);
+            let seal = (seq == last).then(|| wire::Seal {
+                covers: covers.clone(),
+                sig: key.sign(&crypto::seal_message(&hash, &covers)),
+            });
+            covers.push(hash);
+            let ev = Event {
+                origin,
+                seq,
+                body,
+                seal,
+            };
+            let f = wire::frame(&Msg::Event(ev.clone())).unwrap();
+            evs.push((ev, hash, f));
+        }
+        evs
+    }
+
+    /// A gap skipped (its events are gone from every cache) after events
+    /// kept back for a signature in the gap: those are missed too, not
+    /// held up against the next signature, which would find them out of
+    /// its run and blame the honest link that brought them.
+    #[test]
+    fn a_skip_lets_go_of_events_whose_signature_is_in_the_gap() {
+        let mut b = bc();
+        let mut out = Vec::new();
+        add(&mut b, CAROL, 1);
+        let mut first = run(CAROL, 1..=4);
+        let second = run(CAROL, 5..=8);
+        first.truncate(2);
+        for (e, h, f) in first {
+            assert_eq!(b.accept(&mut out, A, e, h, f, 0), Accepted::Held);
+        }
+        for (e, h, f) in second.into_iter().skip(1) {
+            assert_eq!(b.accept(&mut out, A, e, h, f, 0), Accepted::Held);
+        }
+        b.on_lack(CAROL, 6);
+        assert_eq!(b.fill_gap(&mut out, CAROL, 1_000), Gap::Skipped(5));
+        let mut got = Vec::new();
+        while let Some(e) = b.drain(&mut out, CAROL, 1_000) {
+            got.push(e.seq);
+        }
+        assert_eq!(got, vec![6, 7, 8]);
+        assert!(b.take_rejected().is_empty());
+        assert_eq!(b.origins[&CAROL].held_bytes, 0);
+    }
+
     #[test]
     fn a_flood_pushes_out_its_own_events_from_the_cache_not_others() {
         let mut b = bc();
@@ -1457,6 +2047,405 @@ mod tests {
             Some(ORIGIN_BURST + 1)
         );
         assert_eq!(b.drain(&mut out, CAROL, at), None);
+    }
+
+    const DAVE: NodeId = NodeId(4);
+    const EVE: NodeId = NodeId(5);
+    const C: LinkId = LinkId(12);
+
+    /// Three neighbours (bob on A, carol on B, dave on C); eve, who is
+    /// none of them, is the origin.
+    fn three() -> Broadcast {
+        let mut b = bc();
+        b.neighbour_up(C, DAVE);
+        add(&mut b, EVE, 1);
+        b
+    }
+
+    /// What went out on each link, by kind: full events (their seqs),
+    /// announcements, GRAFTs, PRUNEs.
+    fn on(out: &[Io], link: LinkId) -> Vec<Msg> {
+        sent(out)
+            .into_iter()
+            .filter(|(l, _)| *l == link)
+            .map(|(_, m)| m)
+            .collect()
+    }
+
+    fn id(origin: NodeId, seq: u64) -> EventId {
+        EventId { origin, seq }
+    }
+
+    #[test]
+    fn a_copy_pushed_twice_is_pruned_and_then_announced() {
+        let mut b = three();
+        let mut out = Vec::new();
+        assert_eq!(feed(&mut b, &mut out, A, EVE, 1), vec![1]);
+        // Pushed in full on every other link: a new tree is every link.
+        assert!(matches!(&on(&out, B)[..], [Msg::Event(e)] if e.seq == 1));
+        assert!(matches!(&on(&out, C)[..], [Msg::Event(e)] if e.seq == 1));
+        feed(&mut b, &mut out, A, EVE, 2);
+        // Carol lags behind and pushes us what we have: she is told to
+        // stop, once, and is still pushed to (she needs it).
+        out.clear();
+        assert!(b.copy(&mut out, B, id(EVE, 1), true));
+        assert!(b.copy(&mut out, B, id(EVE, 1), true));
+        assert_eq!(sent(&out), vec![(B, Msg::Prune { origin: EVE })]);
+        // Dave pushes the last one we had: level with us, he is told to
+        // stop, and is not pushed to either.
+        out.clear();
+        assert!(b.copy(&mut out, C, id(EVE, 2), true));
+        assert_eq!(sent(&out), vec![(C, Msg::Prune { origin: EVE })]);
+        // Eve's next events go in full to carol, and to dave as one
+        // announcement for all of them, after IHAVE_WAIT; bob, our
+        // parent, is sent nothing.
+        out.clear();
+        feed(&mut b, &mut out, A, EVE, 3);
+        feed(&mut b, &mut out, A, EVE, 4);
+        assert_eq!(on(&out, B).len(), 2);
+        assert!(on(&out, A).is_empty() && on(&out, C).is_empty());
+        assert_eq!(b.deadline(), Some(IHAVE_WAIT));
+        out.clear();
+        b.tick(&mut out, IHAVE_WAIT - 1);
+        assert!(out.is_empty());
+        b.tick(&mut out, IHAVE_WAIT);
+        let ihave = Msg::Ihave {
+            ids: vec![id(EVE, 4)],
+        };
+        assert_eq!(sent(&out), vec![(C, ihave)]);
+        assert_eq!(b.deadline(), None);
+        // A PRUNE from carol: announced to her too. A GRAFT puts dave
+        // back: pushed to again.
+        b.on_prune(B, EVE);
+        b.on_graft(&mut out, C, EVE, 5, 4, 0);
+        out.clear();
+        feed(&mut b, &mut out, A, EVE, 5);
+        assert!(on(&out, B).is_empty());
+        assert_eq!(on(&out, C).len(), 1);
+    }
+
+    #[test]
+    fn a_graft_from_our_parent_makes_it_our_parent_no_more() {
+        let mut b = three();
+        let mut out = Vec::new();
+        // Bob pushes eve's events to us: our parent, never pushed to.
+        feed(&mut b, &mut out, A, EVE, 1);
+        assert!(on(&out, A).is_empty());
+        // His supply is gone, and he asks us: we push to him from now on,
+        // and the next link to push them to us is our parent.
+        b.on_graft(&mut out, A, EVE, 2, FETCH_MAX + 1, 0);
+        out.clear();
+        feed(&mut b, &mut out, B, EVE, 2);
+        assert!(matches!(&on(&out, A)[..], [Msg::Event(e)] if e.seq == 2));
+        out.clear();
+        feed(&mut b, &mut out, B, EVE, 3);
+        assert!(on(&out, B).is_empty());
+    }
+
+    #[test]
+    fn the_parent_stays_and_a_quicker_link_is_pruned() {
+        let mut b = three();
+        let mut out = Vec::new();
+        // Bob is our parent for eve's events; carol is quicker once (her
+        // copy first, bob's second): carol is pruned, not bob.
+        feed(&mut b, &mut out, A, EVE, 1);
+        assert!(b.copy(&mut out, C, id(EVE, 1), true));
+        out.clear();
+        feed(&mut b, &mut out, B, EVE, 2);
+        assert!(b.copy(&mut out, A, id(EVE, 2), true));
+        assert!(on(&out, A).is_empty());
+        assert!(on(&out, B).contains(&Msg::Prune { origin: EVE }));
+        // Eve herself is no relay: her own link is the parent of her
+        // events as soon as they come on it, and is never pruned.
+        let mut b = three();
+        add(&mut b, CAROL, 1);
+        out.clear();
+        feed(&mut b, &mut out, A, CAROL, 1);
+        feed(&mut b, &mut out, B, CAROL, 2);
+        assert!(b.copy(&mut out, A, id(CAROL, 2), true));
+        assert!(b.copy(&mut out, B, id(CAROL, 2), true));
+        let prunes: Vec<_> = sent(&out)
+            .into_iter()
+            .filter(|(_, m)| matches!(m, Msg::Prune { .. }))
+            .collect();
+        assert_eq!(prunes, vec![(A, Msg::Prune { origin: CAROL })]);
+    }
+
+    #[test]
+    fn an_announced_event_that_does_not_come_is_grafted() {
+        let mut b = three();
+        let mut out = Vec::new();
+        b.on_ihave(B, &[id(EVE, 3)], 0);
+        b.on_ihave(C, &[id(EVE, 2)], 10);
+        assert_eq!(b.deadline(), Some(GRAFT_WAIT));
+        b.tick(&mut out, GRAFT_WAIT - 1);
+        assert!(out.is_empty());
+        // The first to announce is asked for what we miss (a window: it
+        // may have more by now), and to push.
+        b.tick(&mut out, GRAFT_WAIT);
+        let graft = |from, to| Msg::Graft {
+            origin: EVE,
+            from,
+            to,
+        };
+        assert_eq!(sent(&out), vec![(B, graft(1, FETCH_MAX))]);
+        // Nothing came: the next that announced it, after as long.
+        out.clear();
+        b.tick(&mut out, 2 * GRAFT_WAIT);
+        assert_eq!(sent(&out), vec![(C, graft(1, FETCH_MAX))]);
+        // It comes: no more GRAFTs.
+        for s in 1..=3 {
+            feed(&mut b, &mut out, C, EVE, s);
+        }
+        out.clear();
+        b.tick(&mut out, 10 * GRAFT_WAIT);
+        assert!(
+            sent(&out)
+                .iter()
+                .all(|(_, m)| !matches!(m, Msg::Graft { .. }))
+        );
+        // Copies of what we asked for are answers: they prune nothing.
+        out.clear();
+        assert!(b.copy(&mut out, B, id(EVE, 2), true));
+        assert!(out.is_empty());
+        // An announcement of what we have asks for nothing.
+        b.on_ihave(A, &[id(EVE, 3)], 2_000);
+        assert_eq!(b.deadline(), None);
+    }
+
+    #[test]
+    fn grafts_give_up_after_their_tries() {
+        let mut b = three();
+        let mut out = Vec::new();
+        // A liar announces what it never sends.
+        b.on_ihave(B, &[id(EVE, 1_000_000)], 0);
+        let mut t = 0;
+        while let Some(at) = b.deadline() {
+            t = at;
+            b.tick(&mut out, t);
+        }
+        let grafts = sent(&out).len();
+        assert_eq!(grafts, GRAFT_TRIES as usize);
+        assert!(t <= (GRAFT_TRIES as u64 + 1) * GRAFT_WAIT);
+        // Each asks for one window at most.
+        assert!(
+            sent(&out)
+                .iter()
+                .all(|(_, m)| matches!(m, Msg::Graft { from: 1, to, .. } if *to == FETCH_MAX))
+        );
+    }
+
+    /// Our parent in eve's tree relays an event whose signature is not
+    /// eve's: it is not taken, the link is reported (the node drops it),
+    /// and the neighbour that announced eve's events is grafted for it at
+    /// once; its copy, the real one, is delivered.
+    #[test]
+    fn a_forging_parent_is_replaced_and_the_event_grafted() {
+        let mut b = three();
+        let mut out = Vec::new();
+        assert_eq!(feed(&mut b, &mut out, A, EVE, 1), vec![1]);
+        b.on_ihave(C, &[id(EVE, 1)], 0);
+        let (mut e, h, _) = signed(EVE, 2, "forged");
+        e.seal = signed(CAROL, 2, "forged").0.seal;
+        let f = wire::frame(&Msg::Event(e.clone())).unwrap();
+        assert_eq!(b.accept(&mut out, A, e, h, f, 0), Accepted::Held);
+        assert_eq!(b.take_rejected(), vec![A]);
+        b.neighbour_down(A);
+        out.clear();
+        b.tick(&mut out, 1);
+        let graft = Msg::Graft {
+            origin: EVE,
+            from: 2,
+            to: 1 + FETCH_MAX,
+        };
+        assert_eq!(sent(&out), vec![(C, graft)]);
+        assert_eq!(feed(&mut b, &mut out, C, EVE, 2), vec![2]);
+        assert!(b.take_rejected().is_empty());
+    }
+
+    /// A relay takes the signature off the last event of a run: all four
+    /// wait, unchecked. A neighbour announces the last of them: we miss
+    /// its signature, and graft from the first kept back; the signed copy
+    /// settles them, and they are delivered once.
+    #[test]
+    fn an_announced_event_kept_back_unsigned_is_grafted_with_its_signature() {
+        let mut b = three();
+        let mut out = Vec::new();
+        let evs = run(EVE, 1..=4);
+        for (i, (e, h, f)) in evs.iter().cloned().enumerate() {
+            let (e, f) = if i == 3 {
+                let e = Event { seal: None, ..e };
+                let f = wire::frame(&Msg::Event(e.clone())).unwrap();
+                (e, f)
+            } else {
+                (e, f)
+            };
+            assert_eq!(b.accept(&mut out, A, e, h, f, 0), Accepted::Held);
+        }
+        b.on_ihave(C, &[id(EVE, 4)], 0);
+        out.clear();
+        b.tick(&mut out, GRAFT_WAIT);
+        let graft = Msg::Graft {
+            origin: EVE,
+            from: 1,
+            to: FETCH_MAX,
+        };
+        assert_eq!(sent(&out), vec![(C, graft)]);
+        // Its answer: unsigned copies are no news, the signed one settles.
+        for (e, h, f) in evs {
+            let signed = e.seal.is_some();
+            if b.copy(&mut out, C, e.id(), signed) {
+                continue;
+            }
+            let Accepted::Delivered(first) = b.accept(&mut out, C, e, h, f, 0) else {
+                panic!("not delivered");
+            };
+            let mut got = vec![first.seq];
+            while let Some(e) = b.drain(&mut out, EVE, 0) {
+                got.push(e.seq);
+            }
+            assert_eq!(got, vec![1, 2, 3, 4]);
+        }
+        assert_eq!(b.delivered(EVE), Some(4));
+        assert!(b.take_rejected().is_empty());
+    }
+
+    #[test]
+    fn a_graft_is_answered_from_the_cache_and_pushes_again() {
+        let mut b = three();
+        let mut out = Vec::new();
+        feed(&mut b, &mut out, A, EVE, 1);
+        b.on_prune(C, EVE);
+        feed(&mut b, &mut out, A, EVE, 2);
+        out.clear();
+        b.on_graft(&mut out, C, EVE, 2, 2, 0);
+        assert!(matches!(&on(&out, C)[..], [Msg::Event(e)] if e.seq == 2));
+        out.clear();
+        feed(&mut b, &mut out, A, EVE, 3);
+        assert!(matches!(&on(&out, C)[..], [Msg::Event(e)] if e.seq == 3));
+        // An empty range only asks to be pushed to.
+        b.on_prune(C, EVE);
+        out.clear();
+        b.on_graft(&mut out, C, EVE, 4, 3, 0);
+        assert!(out.is_empty());
+        feed(&mut b, &mut out, A, EVE, 4);
+        assert_eq!(on(&out, C).len(), 1);
+    }
+
+    #[test]
+    fn losing_the_parent_grafts_the_last_announcer_at_once() {
+        let mut b = three();
+        let mut out = Vec::new();
+        feed(&mut b, &mut out, A, EVE, 1);
+        b.copy(&mut out, B, id(EVE, 1), true);
+        b.copy(&mut out, C, id(EVE, 1), true);
+        b.on_ihave(C, &[id(EVE, 1)], 5);
+        assert_eq!(b.deadline(), None);
+        // Bob, who pushed eve's events to us, is gone: dave, who
+        // announced them last, is asked to push them, at once, and for
+        // what he has after the last we had.
+        b.neighbour_down(A);
+        assert_eq!(b.deadline(), Some(0));
+        out.clear();
+        b.tick(&mut out, 7);
+        assert_eq!(
+            sent(&out),
+            vec![(
+                C,
+                Msg::Graft {
+                    origin: EVE,
+                    from: 2,
+                    to: FETCH_MAX + 1
+                }
+            )]
+        );
+        assert_eq!(b.deadline(), None);
+        // And should dave go too, carol.
+        out.clear();
+        b.neighbour_down(C);
+        b.tick(&mut out, 8);
+        assert!(matches!(&sent(&out)[..], [(l, Msg::Graft { .. })] if *l == B));
+    }
+
+    #[test]
+    fn the_first_link_is_the_parent_of_origins_never_heard() {
+        let cfg = Config {
+            gap_wait: 300,
+            gap_giveup: 10_000,
+            flood: false,
+        };
+        let mut b = Broadcast::new(cfg, Identity::from_seed(1));
+        let mut out = Vec::new();
+        // Joining: the welcome link, then the member list.
+        b.neighbour_up(A, BOB);
+        b.start_after(EVE, 7);
+        b.neighbour_up(B, CAROL);
+        b.on_ihave(B, &[id(EVE, 7)], 0);
+        // Eve has said nothing since; the welcome link goes: carol, who
+        // announced eve's events, will push them.
+        b.neighbour_down(A);
+        b.tick(&mut out, 1);
+        assert!(matches!(&sent(&out)[..], [(l, Msg::Graft { origin: EVE, .. })] if *l == B));
+    }
+
+    #[test]
+    fn nothing_is_sent_to_a_link_that_has_it() {
+        let mut b = three();
+        let mut out = Vec::new();
+        b.on_prune(C, EVE);
+        // Carol and dave have eve's first two already.
+        b.on_ihave(B, &[id(EVE, 2)], 0);
+        b.on_ihave(C, &[id(EVE, 2)], 0);
+        for s in 1..=2 {
+            feed(&mut b, &mut out, A, EVE, s);
+        }
+        b.tick(&mut out, 10);
+        assert!(on(&out, B).is_empty(), "{:?}", on(&out, B));
+        assert!(on(&out, C).is_empty(), "{:?}", on(&out, C));
+        feed(&mut b, &mut out, A, EVE, 3);
+        b.tick(&mut out, 20);
+        assert_eq!(on(&out, B).len(), 1);
+        assert_eq!(on(&out, C).len(), 1);
+    }
+
+    #[test]
+    fn no_prune_while_behind_nor_from_the_origin_nor_when_flooding() {
+        // Behind: every copy is welcome.
+        let mut b = three();
+        let mut out = Vec::new();
+        feed(&mut b, &mut out, A, EVE, 1);
+        feed(&mut b, &mut out, A, EVE, 3);
+        out.clear();
+        assert!(b.copy(&mut out, B, id(EVE, 1), true));
+        assert!(out.is_empty());
+        // Bob's own events, from bob, never; a copy relayed by carol of
+        // what bob sends us himself is pruned.
+        let mut b = three();
+        add(&mut b, BOB, 1);
+        b.set_floor(A, 0);
+        out.clear();
+        feed(&mut b, &mut out, A, BOB, 1);
+        assert!(b.forged_copy(&mut out, B, id(BOB, 2)));
+        assert!(b.copy(&mut out, A, id(BOB, 1), true));
+        let prunes: Vec<_> = sent(&out)
+            .into_iter()
+            .filter(|(_, m)| !matches!(m, Msg::Event(_)))
+            .collect();
+        assert_eq!(prunes, vec![(B, Msg::Prune { origin: BOB })]);
+        // Flooding prunes nothing.
+        let cfg = Config {
+            gap_wait: 300,
+            gap_giveup: 10_000,
+            flood: true,
+        };
+        let mut b = Broadcast::new(cfg, Identity::from_seed(1));
+        b.neighbour_up(A, BOB);
+        b.neighbour_up(B, CAROL);
+        add(&mut b, EVE, 1);
+        out.clear();
+        feed(&mut b, &mut out, A, EVE, 1);
+        assert!(b.copy(&mut out, B, id(EVE, 1), true));
+        assert!(sent(&out).iter().all(|(_, m)| matches!(m, Msg::Event(_))));
     }
 
     #[test]

@@ -28,9 +28,26 @@
 //! 8 GONE     count:u16, count × id:u64              members that left, sent to a
 //!                                                   joiner before MEMBERS: their
 //!                                                   events are never taken again
+//! 9 IHAVE    count:u16, count × (origin:u64, seq:u64)  "I have delivered origin's
+//!                                                   events up to seq": announcements
+//!                                                   on a lazy link, batched
+//! 10 GRAFT   origin:u64, from:u64, to:u64           "send me what you have of these
+//!                                                   events (none if to < from), and
+//!                                                   push origin's events to me from
+//!                                                   now on"
+//! 11 PRUNE   origin:u64                             "I have origin's events from
+//!                                                   elsewhere: announce them to me,
+//!                                                   do not push them"
 //! 12 NOISE   message (to the end of the frame)      the encrypted handshake
 //! 16-19      file transfers (GET, DATA, STOP, MORE): see crate::app::files
 //! ```
+//!
+//! IHAVE, GRAFT and PRUNE are the broadcast layer's lazy push (see
+//! [`super::broadcast`]): full events travel on a tree per origin, and the
+//! other links carry only IHAVE; an announced event that does not come is
+//! asked for with GRAFT, which makes the link part of the tree again; a
+//! copy that comes twice is answered with PRUNE. They name events by id
+//! only, never carry one.
 //!
 //! Under a network secret, a link starts with the Noise handshake
 //! `Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s`, whose pre-shared key comes
@@ -73,9 +90,9 @@
 //! CLOCK is how events carry the sender's time without changing any
 //! older type: a peer sends one before what it says when a second or more
 //! has passed since the last, so a line shown late (held behind a gap,
-//! fetched after a partition) shows when it was said. Peers of version 2
-//! before these types relay them unopened, and say once that a newer
-//! version is about.
+//! fetched after a partition) shows when it was said. Peers of this
+//! version built before these types relay them unopened, and say once
+//! that a newer version is about.
 //!
 //! A connecting peer sends HELLO first; the accepting peer answers HELLO and
 //! MEMBERS, or REFUSE. Decoding is total: any input gives a [`Msg`] or a
@@ -108,8 +125,9 @@ pub type Frame = Rc<[u8]>;
 
 /// Protocol version spoken by this build, sent in HELLO. Version 2:
 /// signed identities and events, and links encrypted under a network
-/// secret.
-pub const VERSION: u16 = 2;
+/// secret. Version 3 added IHAVE, GRAFT and PRUNE: a version 2 peer would
+/// skip them, and then never be sent what it is only announced.
+pub const VERSION: u16 = 3;
 /// Most unsigned events one signature vouches for.
 pub const MAX_COVERS: usize = 255;
 /// Largest frame body accepted or sent, in bytes.
@@ -130,6 +148,8 @@ pub const MEMBERS_PER_FRAME: usize = 256;
 pub const GONE_PER_FRAME: usize = 1024;
 /// Longest room name, in characters.
 pub const MAX_ROOM: usize = 32;
+/// Most announcements in one IHAVE frame.
+pub const IHAVE_PER_FRAME: usize = 1024;
 
 const MAGIC: &[u8; 4] = b"p2pc";
 
@@ -372,6 +392,17 @@ pub enum Msg {
     /// A message of the encrypted handshake (in the clear, as Noise
     /// messages are).
     Noise(Vec<u8>),
+    Ihave {
+        ids: Vec<EventId>,
+    },
+    Graft {
+        origin: NodeId,
+        from: u64,
+        to: u64,
+    },
+    Prune {
+        origin: NodeId,
+    },
 }
 
 /// The kind byte of an EVENT frame.
@@ -545,6 +576,27 @@ fn encode_body(msg: &Msg, out: &mut Vec<u8>) -> Result<(), WireError> {
                 put_u64(out, id.0);
             }
         }
+        Msg::Ihave { ids } => {
+            if ids.len() > IHAVE_PER_FRAME {
+                return Err(WireError::TooLong("announcement list"));
+            }
+            out.push(9);
+            put_u16(out, ids.len() as u16);
+            for id in ids {
+                put_u64(out, id.origin.0);
+                put_u64(out, id.seq);
+            }
+        }
+        Msg::Graft { origin, from, to } => {
+            out.push(10);
+            put_u64(out, origin.0);
+            put_u64(out, *from);
+            put_u64(out, *to);
+        }
+        Msg::Prune { origin } => {
+            out.push(11);
+            put_u64(out, origin.0);
+        }
     }
     Ok(())
 }
@@ -561,7 +613,8 @@ pub fn frame(msg: &Msg) -> Result<Frame, WireError> {
 }
 
 /// Encodes a message whose size is bounded by construction (HELLO, PING,
-/// FETCH, LACK, a REFUSE of ours): it always fits.
+/// FETCH, LACK, GRAFT, PRUNE, an IHAVE of at most [`IHAVE_PER_FRAME`], a
+/// REFUSE of ours): it always fits.
 pub fn small(msg: &Msg) -> Frame {
     frame(msg).expect("a message bounded by construction fits in a frame")
 }
@@ -724,12 +777,74 @@ pub fn decode(body: &[u8]) -> Result<Msg, WireError> {
             }
             Msg::Gone { ids }
         }
+        9 => {
+            let count = u16_(&mut r)? as usize;
+            if count > IHAVE_PER_FRAME {
+                return Err(WireError::Invalid("announcement count"));
+            }
+            let mut ids = Vec::with_capacity(count);
+            for _ in 0..count {
+                ids.push(EventId {
+                    origin: NodeId(u64_(&mut r)?),
+                    seq: u64_(&mut r)?,
+                });
+            }
+            Msg::Ihave { ids }
+        }
+        10 => Msg::Graft {
+            origin: NodeId(u64_(&mut r)?),
+            from: u64_(&mut r)?,
+            to: u64_(&mut r)?,
+        },
+        11 => Msg::Prune {
+            origin: NodeId(u64_(&mut r)?),
+        },
         k => return Err(WireError::UnknownKind(k)),
     };
     if !r.is_empty() {
         return Err(WireError::Trailing);
     }
     Ok(msg)
+}
+
+/// Frames and bytes (length prefixes included) by message kind: a peer's
+/// account of its own traffic.
+#[derive(Debug, Clone, Default)]
+pub struct Tally {
+    frames: [u64; 13],
+    bytes: [u64; 13],
+}
+
+impl Tally {
+    /// Counts one frame by its body.
+    pub fn count(&mut self, body: &[u8]) {
+        let k = body.first().map_or(0, |&k| k as usize);
+        let k = if k < self.frames.len() { k } else { 0 };
+        self.frames[k] += 1;
+        self.bytes[k] += 4 + body.len() as u64;
+    }
+
+    /// `event F B, ihave F B, graft F B, prune F B, other F B`: frames and
+    /// bytes of full events, of each lazy push message, and of the rest.
+    pub fn summary(&self) -> String {
+        let mut other = (0, 0);
+        for k in (0..self.frames.len()).filter(|&k| ![EVENT as usize, 9, 10, 11].contains(&k)) {
+            other.0 += self.frames[k];
+            other.1 += self.bytes[k];
+        }
+        let kinds = [
+            ("event", EVENT as usize),
+            ("ihave", 9),
+            ("graft", 10),
+            ("prune", 11),
+        ];
+        let mut s: Vec<String> = kinds
+            .iter()
+            .map(|&(name, k)| format!("{name} {} {}", self.frames[k], self.bytes[k]))
+            .collect();
+        s.push(format!("other {} {}", other.0, other.1));
+        s.join(", ")
+    }
 }
 
 /// Whether `name` may be used as a user name: 1 to [`MAX_NAME`]
@@ -1040,6 +1155,24 @@ mod tests {
             Msg::Gone {
                 ids: vec![NodeId(1), NodeId(u64::MAX)],
             },
+            Msg::Ihave {
+                ids: vec![
+                    EventId {
+                        origin: NodeId(3),
+                        seq: 9,
+                    },
+                    EventId {
+                        origin: NodeId(u64::MAX),
+                        seq: 1,
+                    },
+                ],
+            },
+            Msg::Graft {
+                origin: NodeId(4),
+                from: 7,
+                to: 6,
+            },
+            Msg::Prune { origin: NodeId(5) },
             Msg::Noise(vec![1, 2, 3]),
         ]
     }
@@ -1178,6 +1311,23 @@ mod tests {
             decode(&[3, 1, 0xff, 0xff]),
             Err(WireError::Invalid("member count"))
         );
+        // As many announcements as a frame holds, and one more.
+        assert_eq!(
+            decode(&[9, 0xff, 0xff]),
+            Err(WireError::Invalid("announcement count"))
+        );
+        let id = EventId {
+            origin: NodeId(1),
+            seq: 1,
+        };
+        let full = Msg::Ihave {
+            ids: vec![id; IHAVE_PER_FRAME],
+        };
+        assert_eq!(decode(&small(&full)[4..]), Ok(full));
+        let over = Msg::Ihave {
+            ids: vec![id; IHAVE_PER_FRAME + 1],
+        };
+        assert_eq!(frame(&over), Err(WireError::TooLong("announcement list")));
     }
 
     #[test]
@@ -1218,6 +1368,22 @@ mod tests {
         assert!(!valid_name("a\x1b[31m"));
         assert!(!valid_name(&"x".repeat(MAX_NAME + 1)));
         assert!(valid_name(&"x".repeat(MAX_NAME)));
+    }
+
+    #[test]
+    fn tally_counts_by_kind() {
+        let mut t = Tally::default();
+        for m in samples() {
+            t.count(&frame(&m).unwrap()[4..]);
+        }
+        t.count(&[200, 1, 2]);
+        t.count(&[]);
+        let s = t.summary();
+        assert!(s.starts_with("event 6 "), "{s}");
+        assert!(
+            s.contains("ihave 1 39, graft 1 29, prune 1 13, other 10 "),
+            "{s}"
+        );
     }
 
     #[test]
