@@ -1379,7 +1379,7 @@ mod tests {
         t.count(&[200, 1, 2]);
         t.count(&[]);
         let s = t.summary();
-        assert!(s.starts_with("event 6 "), "{s}");
+        assert!(s.starts_with("event 9 "), "{s}");
         assert!(
             s.contains("ihave 1 39, graft 1 29, prune 1 13, other 10 "),
             "{s}"
