@@ -702,6 +702,10 @@ impl Loop {
         };
         if c.connecting {
             if let Ok(Some(e)) | Err(e) = c.stream.take_error() {
+                if e.kind() == io::ErrorKind::ConnectionRefused {
+                    // A peer gone, not a network down: see Node::dial_refused.
+                    self.core.dial_refused(link);
+                }
                 return self.lost(link, &e.to_string(), now);
             }
             match c.stream.peer_addr() {
@@ -892,7 +896,12 @@ impl Loop {
         if self.conns.len() >= MAX_CONNS {
             return self.core.link_down(link, "too many connections", now);
         }
-        let mut stream = match net::dial(addr) {
+        // A punch goes from our listening port (Node::dial_port).
+        let dialled = match self.core.dial_port(link) {
+            Some(port) => net::dial_from(addr, port),
+            None => net::dial(addr),
+        };
+        let mut stream = match dialled {
             Ok(s) => s,
             Err(e) => return self.core.link_down(link, &e.to_string(), now),
         };

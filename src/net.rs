@@ -129,6 +129,37 @@ pub fn dial(addr: SocketAddr) -> io::Result<TcpStream> {
     Ok(TcpStream::from_std(s.into()))
 }
 
+/// Starts a connection to `addr` from our listening `port`, for hole
+/// punching: the peer there dials us from its own listening port at the
+/// same moment, so that each NAT on the way takes the other's SYN for the
+/// answer to its own, and the two SYNs make one connection (TCP
+/// simultaneous open). A NAT that keeps the source port (as Linux's
+/// MASQUERADE does when it can) maps it to the address others saw us at.
+/// The port is shared with the listener through SO_REUSEPORT, which the
+/// listener sets only after it is bound (see [`listen`]).
+pub fn dial_from(addr: SocketAddr, port: u16) -> io::Result<TcpStream> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_nonblocking(true)?;
+    s.set_cloexec(true)?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    let any: IpAddr = match addr {
+        SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+        SocketAddr::V6(_) => {
+            s.set_only_v6(true)?;
+            Ipv6Addr::UNSPECIFIED.into()
+        }
+    };
+    s.bind(&SocketAddr::new(any, port).into())?;
+    tune(&SockRef::from(&s));
+    match s.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(TcpStream::from_std(s.into()))
+}
+
 /// Listens on `bind`, or by default on `::` for IPv6 and IPv4 at once
 /// (IPV6_V6ONLY off), falling back to 0.0.0.0 where the host has no IPv6:
 /// whichever family a peer reaches us over, it can dial us back at the
@@ -164,5 +195,11 @@ fn listen_on(addr: SocketAddr) -> io::Result<TcpListener> {
     s.set_cloexec(true)?;
     s.bind(&addr.into())?;
     s.listen(1024)?;
+    // Punches dial from this port (dial_from). Set only after bind, so
+    // that a second peer told the same port still cannot listen on it:
+    // the kernel lets a socket bind a port in use only if it had
+    // SO_REUSEPORT itself when it bound (and the holder has it, and the
+    // same user owns both).
+    let _ = s.set_reuse_port(true);
     Ok(TcpListener::from_std(s.into()))
 }

@@ -13,7 +13,9 @@
 //! Joining: a new peer says HELLO (joining) to any member, which checks the
 //! name and answers HELLO and its member list, giving for each member the
 //! last sequence number it delivered from it. The joiner floods a JOIN
-//! event and links to more members until it has `degree` links.
+//! event and links to more members until it has `degree` links. A peer
+//! prints its port before its own join is done: joiners that reach it
+//! meanwhile are held (see [`Links::hold`]) and answered once it is in.
 
 use crate::app::chat::Chat;
 use crate::app::files::{self, Files};
@@ -25,7 +27,7 @@ use crate::proto::link::{self, BadHello, Links, Stage};
 use crate::proto::membership::{self, ASK_MAX, INTRO_MAX, Membership, Out};
 use crate::proto::mesh::{self, DIAL_GIVE_UP, Mesh};
 use crate::proto::wire::{self, Body, Entry, Event, Frame, Hello, Ident, Msg, Refusal, WireError};
-use crate::proto::{Io, Remember, Sink};
+use crate::proto::{Io, PROBE_EVERY, Remember, Sink};
 use std::collections::HashMap;
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
@@ -49,6 +51,9 @@ const RACE_LEFT: usize = 64;
 const STOPPED: Millis = 10_000;
 /// How long leaving waits for a link that is being dialled.
 const LEAVE_WAIT: Millis = 1_000;
+/// A punch that failed sooner than this was no test of the NATs (a local
+/// error, or the other end had let us in already): the user is not told.
+const PUNCH_TOLD: Millis = 2_000;
 /// Keys remembered that names were refused with, for `:trust`.
 const OFFERED: usize = 16;
 /// Warnings about strangers of one kind: at most one in this many ms.
@@ -575,7 +580,10 @@ impl Node {
     /// them is closed.
     pub fn accepted(&mut self, addr: SocketAddr, now: Millis) -> LinkId {
         self.now = now;
-        self.links.accepted(&mut self.out, addr, now)
+        let link = self.links.accepted(&mut self.out, addr, now);
+        // A punch of ours, perhaps, that the other end's dial beat.
+        self.links.start(&mut self.out, link, now);
+        link
     }
 
     /// An outbound connection we asked for is up: say HELLO.
@@ -596,6 +604,21 @@ impl Node {
         self.links.remove(link);
     }
 
+    /// The local port `link` must be dialled from, if not any: our
+    /// listening port, for a punch (see [`crate::proto::mesh`]).
+    pub fn dial_port(&self, link: LinkId) -> Option<u16> {
+        let l = self.links.get(link)?;
+        (l.dial == link::Dial::Punch).then_some(self.port)
+    }
+
+    /// Our dial on `link` was refused: a host answered that nobody listens
+    /// there (ECONNREFUSED). Called before [`Node::link_down`], it tells a
+    /// peer that is gone from a network that is down or split, which
+    /// answers nothing: an address is given up only for the first.
+    pub fn dial_refused(&mut self, link: LinkId) {
+        self.links.refused(link);
+    }
+
     /// Closes `link` because of what the event loop saw on it (the peer
     /// stopped reading): what it has sent already is still taken.
     pub fn drop_link(&mut self, link: LinkId, why: &str, now: Millis) {
@@ -612,7 +635,8 @@ impl Node {
         let Some(l) = self.links.get(link) else {
             return;
         };
-        let (addr, target) = (l.addr, l.target);
+        let (addr, target, refused) = (l.addr, l.target, l.refused());
+        let (dial, opened) = (l.dial, l.opened);
         let Some(stage) = self.links.closed(link, now) else {
             return;
         };
@@ -635,13 +659,25 @@ impl Node {
         if let Some(p) = peer {
             self.membership.link_lost(p, &self.links, now);
             self.membership_out(now);
+            self.alone(now);
         } else if let Some(t) = target {
             // A dial that never got through: back off before trying again,
-            // from the member and from its address.
-            self.mesh.addr_failed(addr, now);
+            // from the member and from its address. Whether anyone
+            // answered tells a peer gone (refused, or what answered is no
+            // peer) from a network down or split (no answer at all).
+            let answered = refused || stage != Stage::Dialing;
+            if answered || !self.membership.is_lost(t) {
+                self.mesh.addr_failed(addr, answered, now);
+            }
+            if dial == link::Dial::Probe && now < opened + PROBE_EVERY {
+                self.membership.probe_failed_early(opened);
+            }
             if self.membership.is_member(t) {
                 self.membership.unreachable(t);
-                let failures = self.mesh.failed(t, now);
+                let failures = self.mesh.failed(t, answered, now);
+                if dial == link::Dial::Punch && !answered && now >= opened + PUNCH_TOLD {
+                    self.punch_failed(t);
+                }
                 let present = self.membership.get(t).is_some_and(|m| m.present());
                 if !present && failures >= DIAL_GIVE_UP {
                     // Only ever heard of, never reached: likely made up.
@@ -749,6 +785,7 @@ impl Node {
                     self.mesh.shed_by(p, now);
                 }
                 self.maintain(now);
+                self.alone(now);
             }
             (Some(_), Msg::Refuse { .. }) => self.drop_link(link, "refused", now),
             (Some(p), Msg::Members { last, entries }) => {
@@ -768,6 +805,8 @@ impl Node {
                     .on_graft(&mut self.out, link, origin, from, to, now)
             }
             (Some(_), Msg::Prune { origin }) => self.broadcast.on_prune(link, origin),
+            (Some(p), Msg::PunchAsk { target }) => self.on_punch_ask(link, p, target, now),
+            (Some(_), Msg::Punch { id, addr }) => self.on_punch(id, addr, now),
             (Some(_), Msg::Gone { ids }) => {
                 // From whoever welcomes us only: a neighbour must not be
                 // able to cut members off by naming them.
@@ -883,7 +922,9 @@ impl Node {
             }
             self.broadcast.rewake();
         }
-        self.membership.tick(&self.links, now);
+        let mesh = &self.mesh;
+        self.membership
+            .tick(&self.links, |a| mesh.refusals(a, now), now);
         self.membership_out(now);
         let (maintain, shed) = self.mesh.tick(now);
         if maintain {
@@ -1004,7 +1045,10 @@ impl Node {
             return self.refuse(link, Refusal::Gone, why, now);
         }
         if !outbound && !self.is_member() {
-            return self.refuse(link, Refusal::Other, "this peer is still joining", now);
+            // We printed our port, so joiners may come before our own
+            // join is done: they wait for it (bounded like any HELLO
+            // not yet answered) and are answered then.
+            return self.links.hold(link, h);
         }
         self.stale_self(h.id, &h.name, &h.ident.key, now);
         // A name belongs to one member, whoever says HELLO under it (our
@@ -1083,9 +1127,8 @@ impl Node {
         } else {
             SocketAddr::new(addr.ip(), h.port)
         };
-        if !outbound {
-            let reply = self.links.hello(link, false);
-            self.links.send(&mut self.out, link, reply, now);
+        if !self.links.said_hello(link) {
+            self.links.say_hello(&mut self.out, link, false, now);
         }
 
         let known = self.membership.is_member(h.id);
@@ -1206,6 +1249,21 @@ impl Node {
             self.broadcast.set_floor(link, e.seq);
         }
         let mut fetch = Vec::new();
+        if !welcome && last {
+            // Members we lost that the sender does not list as present
+            // may have left meanwhile (a partition heals as one leaves):
+            // their last events, LEAVE included, may still be in its
+            // cache, and came before the link was up on its side.
+            let listed: std::collections::HashSet<NodeId> = entries.iter().map(|e| e.id).collect();
+            let unlisted = self.membership.lost_ids();
+            let unlisted = unlisted.into_iter().filter(|id| !listed.contains(id));
+            for id in unlisted.take(ASK_MAX) {
+                if let Some(d) = self.broadcast.delivered(id) {
+                    let from = d.saturating_add(1);
+                    fetch.push((id, from, from.saturating_add(FETCH_MAX - 1)));
+                }
+            }
+        }
         let mut asks = 0;
         for e in entries {
             if e.id == self.id || self.membership.is_gone(e.id) || !wire::valid_name(&e.name) {
@@ -1280,6 +1338,10 @@ impl Node {
             self.announce();
             self.broadcast.seal(&mut self.out);
             self.send_members(link, now);
+            // Joiners that came while we joined, in the order they came.
+            for (held, h) in self.links.take_held() {
+                self.on_hello(held, h, now);
+            }
         }
         if self.is_member() {
             self.maintain(now);
@@ -1766,6 +1828,16 @@ impl Node {
         self.files.member_gone(&mut net!(self), id);
         self.files_out(self.now);
         self.close_links_to(id);
+        let now = self.now;
+        self.alone(now);
+    }
+
+    /// If our last link just went, the membership waits a while for one,
+    /// then takes every member for lost (no path of ours reaches them).
+    fn alone(&mut self, now: Millis) {
+        if self.is_member() && self.links.up_count() == 0 {
+            self.membership.isolated(now);
+        }
     }
 
     /// Routes what membership asks for.
@@ -1775,6 +1847,15 @@ impl Node {
                 Out::Publish(body) => {
                     if self.is_member() {
                         self.publish(body);
+                    }
+                }
+                Out::Dial(id, addr) if self.membership.is_lost(id) => {
+                    // A probe: at the membership's pace, past any back-off
+                    // from an address that did not answer.
+                    if self.mesh.may_probe(addr, now) {
+                        let probe = link::Dial::Probe;
+                        self.links
+                            .dial_as(&mut self.out, addr, Some(id), probe, now);
                     }
                 }
                 Out::Dial(id, addr) => {
@@ -1799,6 +1880,7 @@ impl Node {
                         self.chat.left(&mut net!(self), name, true);
                     }
                     self.close_links_to(id);
+                    self.alone(now);
                 }
                 Out::Dropped(id, name, ident) => {
                     if let Some(next) = self.broadcast.forget(id) {
@@ -1822,6 +1904,9 @@ impl Node {
             let name = self.membership.display(id);
             self.chat.joined(&mut net!(self), name);
         }
+        // What was held of it while it was lost, now, not when its next
+        // event comes.
+        self.drain(id, now);
     }
 
     /// A member forgotten as lost is heard of again: lost again, where it
@@ -2176,13 +2261,24 @@ impl Node {
     }
 
     /// Two links to one peer: keep the one dialled by the smaller node id,
-    /// a choice both ends make alike.
+    /// a choice both ends make alike (a punched link was dialled by both).
     fn dedup_links(&mut self, peer: NodeId) {
+        let links = &self.links;
+        let dialler = |k: LinkId, outbound: bool| {
+            if links.get(k).is_some_and(|l| l.dial == link::Dial::Punch) {
+                // Both ends dialled it (simultaneous open).
+                self.id.min(peer)
+            } else if outbound {
+                self.id
+            } else {
+                peer
+            }
+        };
         let mut both: Vec<(NodeId, LinkId)> = self
             .links
             .to(peer)
             .into_iter()
-            .map(|(k, outbound)| (if outbound { self.id } else { peer }, k))
+            .map(|(k, outbound)| (dialler(k, outbound), k))
             .collect();
         if both.len() < 2 {
             return;
@@ -2202,9 +2298,87 @@ impl Node {
         let chosen = self
             .mesh
             .choose(&self.links, self.membership.dialable(), now);
-        for (id, addr) in chosen {
-            self.links.dial(&mut self.out, addr, Some(id), now);
+        for c in chosen {
+            if c.punch {
+                // It did not answer: perhaps behind a NAT. A neighbour
+                // that links to it has us both dial at once.
+                let ask = wire::small(&Msg::PunchAsk { target: c.id });
+                let up: Vec<LinkId> = self.links.up_links().map(|(k, _)| k).collect();
+                for k in up {
+                    self.links.send(&mut self.out, k, ask.clone(), now);
+                }
+            } else {
+                self.links.dial(&mut self.out, c.addr, Some(c.id), now);
+            }
         }
+    }
+
+    /// `from` (on `link`) cannot dial `target`: if we link to it, both are
+    /// told to dial each other, each at its address as we see it.
+    fn on_punch_ask(&mut self, link: LinkId, from: NodeId, target: NodeId, now: Millis) {
+        if target == self.id || target == from {
+            return;
+        }
+        let Some(&(to, _)) = self.links.to(target).first() else {
+            return;
+        };
+        let addr = |id| {
+            let m = self.membership.get(id).filter(|m| !m.is_lost())?;
+            m.addr
+        };
+        let (Some(a_from), Some(a_target)) = (addr(from), addr(target)) else {
+            return;
+        };
+        if !self.mesh.may_relay_punch(now) {
+            return;
+        }
+        let to_target = Msg::Punch {
+            id: from,
+            addr: a_from,
+        };
+        let to_from = Msg::Punch {
+            id: target,
+            addr: a_target,
+        };
+        self.links
+            .send(&mut self.out, to, wire::small(&to_target), now);
+        self.links
+            .send(&mut self.out, link, wire::small(&to_from), now);
+    }
+
+    /// A neighbour says member `id` dials us from `addr` now: dial it back
+    /// from our listening port (TCP simultaneous open), unless we link to
+    /// it or punch already.
+    fn on_punch(&mut self, id: NodeId, addr: SocketAddr, now: Millis) {
+        let known = self.membership.knows(id) && !self.membership.is_gone(id);
+        if id == self.id || !known || !self.is_member() {
+            return;
+        }
+        if self.links.linked(id) || self.links.punching(id) {
+            return;
+        }
+        if let Some(k) = self.links.punched_from(addr, id) {
+            // Its dial reached us before ours went out: that is the link.
+            return self.links.start(&mut self.out, k, now);
+        }
+        if self.mesh.may_probe(addr, now) {
+            let punch = link::Dial::Punch;
+            self.links
+                .dial_as(&mut self.out, addr, Some(id), punch, now);
+        }
+    }
+
+    /// Punching to `id` failed too: say so, once.
+    fn punch_failed(&mut self, id: NodeId) {
+        if self.links.linked(id) || !self.mesh.punch_failed(id) {
+            return;
+        }
+        let name = self.membership.display(id);
+        let w = format!(
+            "no direct link to {name}: hole punching failed (NATs or firewalls between us); \
+             its messages come through other members while there are any"
+        );
+        self.out.push_back(Action::Show(Show::Warning(w)));
     }
 
     /// Too many links: close some, saying why, so the other side neither

@@ -48,8 +48,6 @@ fn outcome(p: &mut Peer, since: Instant) -> Outcome {
 /// 30 chains a ← b ← c ← d, each peer started the moment the one before
 /// it printed its port: none is refused, and each chain is one network.
 #[test]
-#[ignore = "needs a peer that is still joining to let joiners in (today it refuses them: \
-            \"this peer is still joining\"; issue 20 point 5)"]
 fn thirty_quick_chains_see_no_refusal() {
     const CHAINS: usize = 30;
     let mut refused: Vec<String> = Vec::new();

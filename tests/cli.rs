@@ -220,3 +220,28 @@ fn unresolvable_host_exits_1_naming_it() {
         "no 'p2pchat: ... no.such.host.invalid' on stderr: {err:?}"
     );
 }
+
+/// A port another peer listens on cannot be listened on again: the
+/// listener shares its port with the peer's own punches (SO_REUSEPORT,
+/// set only after it is bound), never with a second listener.
+#[test]
+fn a_port_in_use_exits_1() {
+    let mut alice = util::Peer::launch("alice", &[], None, std::process::Stdio::piped());
+    let port = alice.port().to_string();
+    for bind in [None, Some("127.0.0.1")] {
+        let mut args = vec!["--plain", "-p", &port];
+        if let Some(b) = bind {
+            args.extend(["-b", b]);
+        }
+        args.push("bob");
+        let (st, _out, err) = run(&args, DEADLINE);
+        assert_eq!(st.code(), Some(1), "status {st}, stderr {err:?}");
+        assert!(
+            err.iter()
+                .any(|l| l.starts_with("p2pchat: listen on ") && l.contains("in use")),
+            "no 'p2pchat: listen on ...: Address in use' on stderr: {err:?}"
+        );
+    }
+    alice.send(":q");
+    alice.expect_exit(0);
+}

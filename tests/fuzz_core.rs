@@ -1697,6 +1697,76 @@ fn held_back_events_are_bounded_in_bytes() {
     );
 }
 
+/// A neighbour that sends PUNCH after PUNCH (naming members it made up,
+/// each at a new address) and PUNCH_ASK after PUNCH_ASK (about a member we
+/// link to) for a minute gets a bounded number of dials (the dial budget)
+/// and of PUNCHes passed on (the relay budget): hole punching is no way to
+/// turn a peer into a connection or message flood.
+#[test]
+fn punch_requests_are_rate_bounded() {
+    let (mut o, evil) = One::with_link("alice", &evil(), "eve");
+    let bob = who(0x6000);
+    let bob_link = o.accept(&bob, "bob", 3);
+    let fakes: Vec<Identity> = (0..200u64).map(|i| who(0x7_0000 + i)).collect();
+    let entries = fakes
+        .iter()
+        .enumerate()
+        .map(|(i, f)| Entry {
+            ip: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            ..entry(f, &format!("fake{i}"), 30_000 + i as u16, 0)
+        })
+        .collect();
+    o.frame(
+        evil,
+        &Msg::Members {
+            last: true,
+            entries,
+        },
+    );
+    let (mut dials, mut relayed) = (0u64, 0u64);
+    let count = |acts: Vec<Action>, dials: &mut u64, relayed: &mut u64| {
+        for a in acts {
+            match a {
+                Action::Connect(..) => *dials += 1,
+                Action::Send(l, f) if l == bob_link => {
+                    if matches!(wire::decode(&f[4..]), Ok(Msg::Punch { .. })) {
+                        *relayed += 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+    };
+    let start = o.now;
+    let mut n = 0u64;
+    while o.now < start + 60_000 {
+        for _ in 0..50 {
+            n += 1;
+            let punch = Msg::Punch {
+                id: fakes[(n % 200) as usize].id(),
+                addr: SocketAddr::from(([127, 0, 0, 1], 1 + (n % 60_000) as u16)),
+            };
+            let acts = o.frame(evil, &punch);
+            count(acts, &mut dials, &mut relayed);
+            let ask = Msg::PunchAsk { target: bob.id() };
+            let acts = o.frame(evil, &ask);
+            count(acts, &mut dials, &mut relayed);
+        }
+        let acts = o.tick(100);
+        count(acts, &mut dials, &mut relayed);
+        o.frame(evil, &Msg::Ping);
+        o.frame(bob_link, &Msg::Ping);
+    }
+    eprintln!(
+        "punch flood: {n} PUNCHes and as many PUNCH_ASKs in 60 s: {dials} dials, {relayed} PUNCHes passed on"
+    );
+    assert!(dials <= 2 * 60 + 8, "{dials} dials in 60 s");
+    assert!(
+        relayed <= 4 * 60 + 16,
+        "{relayed} PUNCHes passed on in 60 s"
+    );
+}
+
 /// Unsigned events wait, neither shown nor relayed, until the signature
 /// that covers them checks out; then they go on together, in order. One
 /// that does not match its hash in that signature is a forgery: nothing

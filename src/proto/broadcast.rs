@@ -1195,6 +1195,11 @@ impl Broadcast {
             }
         }
         o.next = seq + 1;
+        if o.held.first_key_value().is_some_and(|(&k, _)| k < o.next) {
+            // A copy held (while its origin was paused) of what another
+            // copy just brought: stale, and it must not count as a gap.
+            o.unhold_below(&mut self.held_bytes, o.next);
+        }
         let taken = o.verifier.take(seq, hash, seal.as_ref(), link, h);
         let (verified, dropped, again) = match taken {
             Taken::Waiting => return,
@@ -1887,6 +1892,15 @@ mod tests {
         assert_eq!(b.drain(&mut out, BOB, 0), None);
         b.resume(BOB, 0);
         assert_eq!(b.drain(&mut out, BOB, 0).map(|e| e.seq), Some(1));
+        // Held while paused, then another copy delivered first: the held
+        // one goes, and no gap is left behind it.
+        b.pause(BOB);
+        let (e, h, f) = ev(BOB, 2);
+        b.hold_paused(B, e, h, f);
+        b.resume(BOB, 0);
+        assert_eq!(feed(&mut b, &mut out, A, BOB, 2), vec![2]);
+        assert!(b.describe(BOB).ends_with("held=[]"), "{}", b.describe(BOB));
+        assert!(b.due(60_000).is_empty());
     }
 
     #[test]

@@ -12,7 +12,10 @@
 //! Under a network secret a link first runs the Noise handshake (the
 //! `Noise` stage; see [`super::wire`]): the dialler's message, the other's
 //! answer, and from then on every frame is encrypted ([`Links::open`] and
-//! [`Links::seal`]). HELLO's proof is bound to the handshake's hash.
+//! [`Links::seal`]). HELLO's proof is bound to the handshake's hash. A
+//! punched link (both ends dialled at once, see [`Dial::Punch`]) has no
+//! dialler: the end with the smaller node id starts the handshake, and the
+//! other says HELLO right after its answer. It is checked like any other.
 //!
 //! A link the node closes is not forgotten at once: it is `Closing` until
 //! the event loop reports the socket gone, and events already on their
@@ -20,7 +23,7 @@
 
 use super::crypto::{self, Identity};
 use super::wire::{self, Frame, Hello, Ident, Msg, Refusal};
-use super::{Io, LinkId, Millis, NodeId, Sink};
+use super::{Io, LinkId, Millis, NodeId, PROBE_EVERY, Sink};
 use snow::{HandshakeState, TransportState};
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -30,6 +33,27 @@ pub const MAX_PENDING: usize = 64;
 /// A closing link the event loop never reports gone is forgotten after
 /// this (it reports it within its linger time, 1.5 s).
 const CLOSING_MAX: Millis = 10_000;
+/// A probe of a lost member not connected within this is given up: the
+/// next probe, a second later, sends a fresh SYN the moment the network is
+/// back, rather than wait out TCP's back-off on this one. On a network
+/// whose dials take longer, a probe waits three times the slowest dial
+/// seen lately (up to the handshake timeout), in whole probe intervals:
+/// it is given up when a probe is due anyway, in the same wake-up.
+pub const PROBE_PATIENCE: Millis = PROBE_EVERY;
+
+/// How a link is dialled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dial {
+    /// From any port (and accepted links).
+    Plain,
+    /// A probe of a lost member: given up unless connected within
+    /// [`PROBE_PATIENCE`] (or longer on a slow network).
+    Probe,
+    /// Hole punching: from our listening port, to a peer that dials us
+    /// from its own at the same moment (TCP simultaneous open), so that
+    /// each NAT lets the other's packets in as answers to its own.
+    Punch,
+}
 
 /// The Noise protocol of encrypted links.
 const NOISE: &str = "Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s";
@@ -73,9 +97,18 @@ pub struct Link {
     /// The member we meant to reach, for a link we dialled to one.
     pub target: Option<NodeId>,
     pub stage: Stage,
+    /// How we dialled it.
+    pub dial: Dial,
     pub opened: Millis,
     last_rx: Millis,
     last_tx: Millis,
+    /// A HELLO held until we are in the network ourselves (see
+    /// [`Links::hold`]).
+    held: Option<Hello>,
+    /// Our dial was refused: a host answered, and nobody listens there.
+    refused: bool,
+    /// Our HELLO went out on it.
+    said_hello: bool,
     crypt: Crypt,
     /// What HELLO's proof is bound to: the handshake's hash, or zeros.
     binding: [u8; 32],
@@ -118,6 +151,22 @@ impl Link {
     pub fn closing(&self) -> bool {
         matches!(self.stage, Stage::Closing { .. })
     }
+
+    /// Whether we start the encrypted handshake on this link: we dialled
+    /// it; or, for a punch (both ends dialled it at the same moment, TCP
+    /// simultaneous open, or one end's dial reached the other's listening
+    /// socket first), ours is the smaller node id. Both ends choose alike.
+    fn initiator(&self, me: NodeId) -> bool {
+        match (self.dial, self.target) {
+            (Dial::Punch, Some(t)) => me < t,
+            _ => self.outbound,
+        }
+    }
+
+    /// Whether our dial was refused (see [`Links::refused`]).
+    pub fn refused(&self) -> bool {
+        self.refused
+    }
 }
 
 /// Why a HELLO is not taken, whatever the network thinks of it.
@@ -140,6 +189,9 @@ pub struct Links {
     cfg: Config,
     links: BTreeMap<LinkId, Link>,
     next: u64,
+    /// The slowest dial lately: how long the latest took to connect, or
+    /// less each time since (by 1/8), whichever is longer.
+    slowest: Millis,
     ident: Identity,
     name: String,
     port: u16,
@@ -165,6 +217,7 @@ impl Links {
             cfg,
             links: BTreeMap::new(),
             next: 1,
+            slowest: 0,
             ident,
             name: name.to_owned(),
             port,
@@ -193,6 +246,7 @@ impl Links {
         addr: SocketAddr,
         outbound: bool,
         target: Option<NodeId>,
+        dial: Dial,
         now: Millis,
     ) -> LinkId {
         let id = LinkId(self.next);
@@ -209,9 +263,13 @@ impl Links {
                 outbound,
                 target,
                 stage,
+                dial,
                 opened: now,
                 last_rx: now,
                 last_tx: now,
+                held: None,
+                refused: false,
+                said_hello: false,
                 crypt: Crypt::Plain,
                 gathered: Vec::new(),
                 binding: [0; 32],
@@ -230,9 +288,33 @@ impl Links {
         target: Option<NodeId>,
         now: Millis,
     ) -> LinkId {
-        let id = self.insert(addr, true, target, now);
+        self.dial_as(out, addr, target, Dial::Plain, now)
+    }
+
+    /// As [`Links::dial`], dialled as `dial` says.
+    pub fn dial_as(
+        &mut self,
+        out: &mut impl Sink,
+        addr: SocketAddr,
+        target: Option<NodeId>,
+        dial: Dial,
+        now: Millis,
+    ) -> LinkId {
+        let id = self.insert(addr, true, target, dial, now);
         out.io(Io::Connect(id, addr));
         id
+    }
+
+    /// Our dial on `link` was refused (the event loop says so before it
+    /// reports the link down): a host answered, and nobody listens there.
+    pub fn refused(&mut self, link: LinkId) {
+        if let Some(l) = self
+            .links
+            .get_mut(&link)
+            .filter(|l| l.stage == Stage::Dialing)
+        {
+            l.refused = true;
+        }
     }
 
     /// A connection was accepted from `addr`; returns its new link. With
@@ -252,11 +334,90 @@ impl Links {
             self.links.remove(&oldest);
             out.io(Io::Close(oldest));
         }
-        self.insert(addr, false, None, now)
+        let punch = self
+            .live()
+            .find(|l| l.dial == Dial::Punch && l.outbound && l.addr == addr && l.peer().is_none())
+            .and_then(|l| l.target);
+        let id = self.insert(addr, false, None, Dial::Plain, now);
+        if let Some(target) = punch {
+            self.punched(id, target);
+        }
+        id
+    }
+
+    /// Whoever we punch to at `addr` reached our listening socket first
+    /// (its SYN came in before ours went out): the link accepted from it,
+    /// if it is not up yet, is that punch, to member `target`. Returns it.
+    pub fn punched_from(&mut self, addr: SocketAddr, target: NodeId) -> Option<LinkId> {
+        let k = self
+            .links
+            .iter()
+            .find(|(_, l)| !l.outbound && l.addr == addr && l.peer().is_none() && !l.closing())
+            .map(|(&k, _)| k)?;
+        self.punched(k, target);
+        Some(k)
+    }
+
+    /// Takes the accepted `link` for a punch to `target`: both ends then
+    /// take the same end for the dialler (see [`Link::initiator`]).
+    fn punched(&mut self, link: LinkId, target: NodeId) {
+        if let Some(l) = self.links.get_mut(&link) {
+            l.dial = Dial::Punch;
+            l.target = Some(target);
+        }
+    }
+
+    /// Starts the encrypted handshake on an accepted `link` that is a
+    /// punch, if it is ours to start (the other end, which dialled it,
+    /// waits for it); see [`Links::punched_from`].
+    pub fn start(&mut self, out: &mut impl Sink, link: LinkId, now: Millis) {
+        let me = self.ident.id();
+        let ours = self.links.get(&link).is_some_and(|l| {
+            !l.outbound
+                && l.stage == Stage::Noise
+                && matches!(l.crypt, Crypt::Plain)
+                && l.initiator(me)
+        });
+        if ours {
+            self.initiate(out, link, now);
+        }
+    }
+
+    /// Sends the first message of the encrypted handshake on `link`.
+    /// Returns whether it went.
+    fn initiate(&mut self, out: &mut impl Sink, link: LinkId, now: Millis) -> bool {
+        let (Some(psk), Some(l)) = (self.psk, self.links.get_mut(&link)) else {
+            return false;
+        };
+        let mut hs = noise(&psk, true);
+        let mut buf = vec![0u8; 128];
+        let Ok(n) = hs.write_message(&[], &mut buf) else {
+            return false;
+        };
+        buf.truncate(n);
+        l.stage = Stage::Noise;
+        l.crypt = Crypt::Handshake(Box::new(hs));
+        self.send(out, link, wire::small(&Msg::Noise(buf)), now);
+        true
+    }
+
+    /// Sends our HELLO on `link`.
+    pub fn say_hello(&mut self, out: &mut impl Sink, link: LinkId, joining: bool, now: Millis) {
+        let hello = self.hello(link, joining);
+        if let Some(l) = self.links.get_mut(&link) {
+            l.said_hello = true;
+        }
+        self.send(out, link, hello, now);
+    }
+
+    /// Whether our HELLO went out on `link` (it is answered otherwise).
+    pub fn said_hello(&self, link: LinkId) -> bool {
+        self.links.get(&link).is_some_and(|l| l.said_hello)
     }
 
     /// Our dial got through: start the encrypted handshake, or say HELLO.
-    /// Returns whether the link is ours.
+    /// Returns whether the link is ours (a dial we gave up on, closing
+    /// already, is not brought back).
     pub fn connected(
         &mut self,
         out: &mut impl Sink,
@@ -265,24 +426,28 @@ impl Links {
         now: Millis,
     ) -> bool {
         let psk = self.psk;
-        let Some(l) = self.links.get_mut(&link) else {
+        let me = self.ident.id();
+        let Some(l) = self
+            .links
+            .get_mut(&link)
+            .filter(|l| l.stage == Stage::Dialing)
+        else {
             return false;
         };
-        if let Some(psk) = psk {
-            let mut hs = noise(&psk, true);
-            let mut buf = vec![0u8; 128];
-            let Ok(n) = hs.write_message(&[], &mut buf) else {
-                return false;
-            };
-            buf.truncate(n);
-            l.stage = Stage::Noise;
-            l.crypt = Crypt::Handshake(Box::new(hs));
-            self.send(out, link, wire::small(&Msg::Noise(buf)), now);
-            return true;
+        let took = now.saturating_sub(l.opened);
+        self.slowest = (self.slowest - self.slowest / 8).max(took);
+        if psk.is_some() {
+            if !l.initiator(me) {
+                // A punch: the other end, the smaller id, starts the
+                // handshake (whether it dialled too or accepted ours);
+                // we answer it.
+                l.stage = Stage::Noise;
+                return true;
+            }
+            return self.initiate(out, link, now);
         }
         l.stage = Stage::Hello;
-        let hello = self.hello(link, joining);
-        self.send(out, link, hello, now);
+        self.say_hello(out, link, joining, now);
         true
     }
 
@@ -300,6 +465,7 @@ impl Links {
         let Some(psk) = self.psk else {
             return Err("this peer has no network secret");
         };
+        let me = self.ident.id();
         let Some(l) = self
             .links
             .get_mut(&link)
@@ -309,7 +475,7 @@ impl Links {
         };
         let mismatch = "the network secret does not match";
         let mut buf = vec![0u8; 128];
-        if l.outbound {
+        if l.initiator(me) {
             let Crypt::Handshake(hs) = &mut l.crypt else {
                 return Err("handshake out of turn");
             };
@@ -322,8 +488,7 @@ impl Links {
             l.crypt = Crypt::Open(Box::new(t));
             l.binding = binding;
             l.stage = Stage::Hello;
-            let hello = self.hello(link, joining);
-            self.send(out, link, hello, now);
+            self.say_hello(out, link, joining, now);
             return Ok(());
         }
         if !matches!(l.crypt, Crypt::Plain) {
@@ -337,7 +502,13 @@ impl Links {
         let t = hs.into_transport_mode().map_err(|_| mismatch)?;
         l.crypt = Crypt::OpenAfterNext(Box::new(t));
         l.stage = Stage::Hello;
+        let punched = l.outbound;
         self.send(out, link, wire::small(&Msg::Noise(answer)), now);
+        if punched {
+            // A punch we dialled: nobody answers a HELLO of ours, so
+            // ours goes now, encrypted.
+            self.say_hello(out, link, joining, now);
+        }
         Ok(())
     }
 
@@ -491,6 +662,31 @@ impl Links {
         Ok(())
     }
 
+    /// Holds the HELLO that came on `link` (accepted, not up) until
+    /// [`Links::take_held`]: a joiner that reached us while we are still
+    /// joining ourselves waits for our own join to complete rather than
+    /// being refused. Bounded like every link waiting for its HELLO: by
+    /// [`MAX_PENDING`] in count and by the handshake timeout in time
+    /// (a held link is still not up).
+    pub fn hold(&mut self, link: LinkId, hello: Hello) {
+        if let Some(l) = self
+            .links
+            .get_mut(&link)
+            .filter(|l| !l.outbound && l.stage == Stage::Hello)
+        {
+            l.held = Some(hello);
+        }
+    }
+
+    /// The HELLOs held, oldest link first, to be taken now.
+    pub fn take_held(&mut self) -> Vec<(LinkId, Hello)> {
+        self.links
+            .iter_mut()
+            .filter(|(_, l)| !l.closing())
+            .filter_map(|(&k, l)| Some((k, l.held.take()?)))
+            .collect()
+    }
+
     /// HELLO is done on `link`: it now carries traffic to `peer`.
     pub fn up(&mut self, link: LinkId, peer: NodeId) {
         if let Some(l) = self.links.get_mut(&link) {
@@ -629,6 +825,12 @@ impl Links {
         self.live().filter_map(|l| l.target).collect()
     }
 
+    /// Whether a punch to `peer` is under way (not up yet).
+    pub fn punching(&self, peer: NodeId) -> bool {
+        self.live()
+            .any(|l| l.dial == Dial::Punch && l.target == Some(peer) && l.peer().is_none())
+    }
+
     /// Dials not through HELLO yet.
     pub fn dialling(&self) -> usize {
         self.live()
@@ -662,7 +864,7 @@ impl Links {
                 continue;
             }
             if l.peer().is_none() {
-                if now >= l.opened + cfg.handshake_timeout {
+                if now >= l.opened + patience(l, cfg, self.slowest) {
                     dead.push(id);
                 }
             } else if now >= l.last_rx + cfg.link_timeout {
@@ -693,7 +895,7 @@ impl Links {
                 if l.closing() {
                     [Some(l.last_rx + CLOSING_MAX), None]
                 } else if l.peer().is_none() {
-                    [Some(l.opened + cfg.handshake_timeout), None]
+                    [Some(l.opened + patience(l, cfg, self.slowest)), None]
                 } else {
                     [
                         Some(l.last_rx + cfg.link_timeout),
@@ -703,6 +905,19 @@ impl Links {
             })
             .flatten()
             .min()
+    }
+}
+
+/// How long `l`, not up yet, may take to come up, on a network whose
+/// slowest dial lately took `slowest`.
+fn patience(l: &Link, cfg: &Config, slowest: Millis) -> Millis {
+    if l.dial == Dial::Probe && l.stage == Stage::Dialing {
+        let p = PROBE_PATIENCE.max(slowest.saturating_mul(3));
+        p.div_ceil(PROBE_EVERY)
+            .saturating_mul(PROBE_EVERY)
+            .min(cfg.handshake_timeout)
+    } else {
+        cfg.handshake_timeout
     }
 }
 
@@ -791,6 +1006,40 @@ mod tests {
         ls.received(b, 21_000);
         assert_eq!(ls.tick(&mut out, 80_999), vec![]);
         assert_eq!(ls.tick(&mut out, 81_000), vec![b]);
+    }
+
+    #[test]
+    fn a_probe_not_connected_within_its_patience_is_given_up() {
+        let mut ls = links();
+        let mut out = Vec::new();
+        let p = ls.dial_as(&mut out, addr(9), Some(NodeId(7)), Dial::Probe, 0);
+        let q = ls.dial_as(&mut out, addr(9), Some(NodeId(7)), Dial::Probe, 0);
+        let d = ls.dial(&mut out, addr(10), None, 0);
+        assert_eq!(ls.deadline(), Some(PROBE_PATIENCE));
+        // One connects in time: the handshake's own timeout holds then.
+        ls.connected(&mut out, q, false, 100);
+        // A dial given up (closing) is not brought back by a late answer.
+        ls.close(&mut out, p, 200);
+        assert!(!ls.connected(&mut out, p, false, 300));
+        assert!(ls.get(p).unwrap().closing());
+        let p = ls.dial_as(&mut out, addr(9), Some(NodeId(7)), Dial::Probe, 0);
+        // Refusals are noted on dials under way only.
+        ls.refused(p);
+        assert!(ls.get(p).unwrap().refused());
+        ls.refused(q);
+        assert!(!ls.get(q).unwrap().refused());
+        assert_eq!(ls.tick(&mut out, PROBE_PATIENCE), vec![p]);
+        ls.remove(p);
+        assert_eq!(ls.tick(&mut out, 5_000), vec![q, d]);
+        // On a slow network (a dial took 1.2 s), probes wait longer.
+        let mut ls = links();
+        let slow = ls.dial(&mut out, addr(9), None, 0);
+        ls.connected(&mut out, slow, false, 1_200);
+        ls.up(slow, NodeId(9));
+        let p = ls.dial_as(&mut out, addr(9), Some(NodeId(7)), Dial::Probe, 2_000);
+        assert!(ls.tick(&mut out, 2_000 + PROBE_PATIENCE).is_empty());
+        assert!(ls.tick(&mut out, 2_000 + 3_600).is_empty());
+        assert_eq!(ls.tick(&mut out, 2_000 + 4_000), vec![p]);
     }
 
     #[test]
@@ -960,6 +1209,150 @@ mod tests {
         let mut plain = links();
         let lp = plain.accepted(&mut Vec::new(), addr(1), 0);
         assert!(plain.handshake(&mut Vec::new(), lp, &n1, false, 0).is_err());
+    }
+
+    #[test]
+    fn a_punched_link_has_one_handshake_and_both_hellos_under_a_secret() {
+        let mut a = secret_links(1, [7; 32]);
+        let mut b = secret_links(2, [7; 32]);
+        let (ida, idb) = (a.ident.id(), b.ident.id());
+        let (mut ia, mut ib) = (Vec::new(), Vec::new());
+        // Both dial at once: one TCP connection, outbound at both ends.
+        let la = a.dial_as(&mut ia, addr(2), Some(idb), Dial::Punch, 0);
+        let lb = b.dial_as(&mut ib, addr(1), Some(ida), Dial::Punch, 0);
+        ia.clear();
+        ib.clear();
+        assert!(a.connected(&mut ia, la, false, 0));
+        assert!(b.connected(&mut ib, lb, false, 0));
+        let (wa, wb) = (wrote(&mut a, &mut ia, la), wrote(&mut b, &mut ib, lb));
+        // Only the smaller id starts the handshake.
+        let (mut i, li, wi, mut r, lr, wr) = if ida < idb {
+            (a, la, wa, b, lb, wb)
+        } else {
+            (b, lb, wb, a, la, wa)
+        };
+        assert!(wr.is_empty(), "both ends started a handshake");
+        let Ok(Msg::Noise(n1)) = decode(&wi[0][4..]) else {
+            panic!("not NOISE");
+        };
+        let mut ir = Vec::new();
+        r.handshake(&mut ir, lr, &n1, false, 0).unwrap();
+        // The answer in the clear, and at once a HELLO, encrypted.
+        let from_r = wrote(&mut r, &mut ir, lr);
+        assert_eq!(from_r.len(), 2, "{from_r:?}");
+        let Ok(Msg::Noise(n2)) = decode(&from_r[0][4..]) else {
+            panic!("the answer is not in the clear");
+        };
+        let mut ii = Vec::new();
+        i.handshake(&mut ii, li, &n2, false, 0).unwrap();
+        let from_i = wrote(&mut i, &mut ii, li);
+        let (id_i, id_r) = (i.ident.id(), r.ident.id());
+        for (x, lx, f, them) in [
+            (&mut i, li, &from_r[1], id_r),
+            (&mut r, lr, &from_i[0], id_i),
+        ] {
+            let clear = x.open(lx, &f[4..]).unwrap();
+            let Ok(Msg::Hello(h)) = decode(&clear[0]) else {
+                panic!("not HELLO");
+            };
+            assert_eq!(h.id, them);
+            assert_eq!(x.check_hello(lx, &h), Ok(()));
+        }
+        // Another secret: the handshake fails at its first message.
+        let mut c = secret_links(3, [8; 32]);
+        let mut ic = Vec::new();
+        let lc = c.dial_as(&mut ic, addr(1), Some(NodeId(0)), Dial::Punch, 0);
+        c.connected(&mut ic, lc, false, 0);
+        assert_eq!(
+            c.handshake(&mut ic, lc, &n1, false, 0),
+            Err("the network secret does not match")
+        );
+    }
+
+    #[test]
+    fn a_punch_that_reached_the_listening_socket_is_started_by_the_smaller_id() {
+        for order in [false, true] {
+            let x = secret_links(1, [7; 32]);
+            let y = secret_links(2, [7; 32]);
+            let (idx, idy) = (x.ident.id(), y.ident.id());
+            // The larger id dials; the smaller accepts it.
+            let (mut d, mut a) = if idx > idy { (x, y) } else { (y, x) };
+            let (idd, ida) = (d.ident.id(), a.ident.id());
+            let (mut io_d, mut io_a) = (Vec::new(), Vec::new());
+            let ld = d.dial_as(&mut io_d, addr(2), Some(ida), Dial::Punch, 0);
+            let la = if order {
+                // Our own punch is under way when theirs comes in.
+                a.dial_as(&mut io_a, addr(1), Some(idd), Dial::Punch, 0);
+                let la = a.accepted(&mut io_a, addr(1), 0);
+                a.start(&mut io_a, la, 0);
+                la
+            } else {
+                // Theirs comes in, then the PUNCH telling us of it.
+                let la = a.accepted(&mut io_a, addr(1), 0);
+                a.start(&mut io_a, la, 0);
+                assert!(wrote(&mut a, &mut io_a, la).is_empty());
+                assert_eq!(a.punched_from(addr(1), idd), Some(la));
+                a.start(&mut io_a, la, 0);
+                la
+            };
+            io_d.clear();
+            assert!(d.connected(&mut io_d, ld, false, 0));
+            assert!(
+                wrote(&mut d, &mut io_d, ld).is_empty(),
+                "the dialler started"
+            );
+            let m1 = wrote(&mut a, &mut io_a, la);
+            let Ok(Msg::Noise(n1)) = decode(&m1[0][4..]) else {
+                panic!("not NOISE: {m1:?}");
+            };
+            d.handshake(&mut io_d, ld, &n1, false, 0).unwrap();
+            let from_d = wrote(&mut d, &mut io_d, ld);
+            let Ok(Msg::Noise(n2)) = decode(&from_d[0][4..]) else {
+                panic!("the answer is not in the clear");
+            };
+            a.handshake(&mut io_a, la, &n2, false, 0).unwrap();
+            assert!(a.said_hello(la) && d.said_hello(ld));
+            let from_a = wrote(&mut a, &mut io_a, la);
+            for (x, lx, f) in [(&mut a, la, &from_d[1]), (&mut d, ld, &from_a[0])] {
+                let clear = x.open(lx, &f[4..]).unwrap();
+                let Ok(Msg::Hello(h)) = decode(&clear[0]) else {
+                    panic!("not HELLO");
+                };
+                assert_eq!(x.check_hello(lx, &h), Ok(()));
+            }
+        }
+    }
+
+    #[test]
+    fn a_held_hello_is_taken_once_and_bounded_by_the_handshake() {
+        let mut ls = links();
+        let mut out = Vec::new();
+        let h = Hello {
+            version: wire::VERSION,
+            id: NodeId(5),
+            name: "carol".into(),
+            port: 1,
+            joining: true,
+            you: None,
+            ident: Ident {
+                key: [0; 32],
+                nonce: 0,
+            },
+            proof: [0; 64],
+        };
+        let a = ls.accepted(&mut out, addr(9), 0);
+        let b = ls.accepted(&mut out, addr(10), 0);
+        ls.hold(a, h.clone());
+        // Only an accepted link waiting for its HELLO holds one.
+        let d = ls.dial(&mut out, addr(11), None, 0);
+        ls.hold(d, h.clone());
+        ls.close(&mut out, b, 0);
+        ls.hold(b, h.clone());
+        assert_eq!(ls.take_held(), vec![(a, h.clone())]);
+        assert!(ls.take_held().is_empty());
+        // A held link is not up: the handshake timeout still closes it.
+        ls.hold(a, h);
+        assert!(ls.tick(&mut out, 5_000).contains(&a));
     }
 
     #[test]

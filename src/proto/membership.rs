@@ -10,7 +10,14 @@
 //!   perhaps) says ALIVE too, and asks about members it then hears nothing
 //!   from. In a partition, members with no link to our side are found that
 //!   way: no one here had a link to lose. One crash costs no census.
-//! - Coming back: lost members are remembered and their addresses probed.
+//! - Alone: a peer left with no link at all for [`ISOLATED_LOSE`] takes
+//!   every member for lost, since no path of its own reaches any. Two
+//!   members that could talk only through others that left are told so,
+//!   each on its side.
+//! - Coming back: lost members are remembered and their addresses probed,
+//!   one about every second ([`PROBE_EVERY`]) for ten minutes, so that a
+//!   network coming back is found within about a second; each one that
+//!   comes back has the next probed at once.
 //!   A probe that gets through (a partition heals, a laptop wakes) lets the
 //!   member back in on its HELLO; whoever lets two lost members back in
 //!   together says ALIVE, which lets it back in wherever it was lost, and
@@ -41,7 +48,9 @@
 
 use super::link::Links;
 use super::wire::{Body, Ident, MAX_ANSWERS};
-use super::{DIAL_BACKOFF, EventId, Millis, NodeId, Remember, Rng, Timers, backoff, soonest};
+use super::{
+    DIAL_BACKOFF, EventId, Millis, NodeId, PROBE_EVERY, Remember, Rng, Timers, backoff, soonest,
+};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 
@@ -54,14 +63,26 @@ const TOMBSTONES: usize = 4096;
 /// Lost members forgotten, remembered by where their events had got to.
 const FORGOTTEN: usize = 4096;
 /// Members lost (not left) are remembered, to let them back in and to
-/// probe their addresses: for a day, probed with back-off for ten minutes
-/// and every five minutes after, one probe per interval (on average).
+/// probe their addresses: for a day. For ten minutes one lost member is
+/// probed about every second, the one probed longest ago first, so that
+/// a network coming back is found within about a second (a probe is one
+/// SYN, and the dial budget bounds them); after that each is probed
+/// about every five minutes.
 const LOST_FORGET: Millis = 24 * 3_600_000;
 const LOST_SLOW_AFTER: Millis = 600_000;
 const LOST_SLOW: Millis = 300_000;
-const PROBE_EVERY: Millis = 2_000;
-/// The first probe of a member just lost.
+/// The first probe of a member just lost, after a random moment up to
+/// `PROBE_EVERY` more: every peer of a partition's half loses its members
+/// at the same moment, and their probes, a second apart from then on,
+/// are kept apart.
 const PROBE_FIRST: Millis = DIAL_BACKOFF;
+/// A lost member whose address is given up (it refused us, again and
+/// again: see the mesh) is looked at again after this.
+const PROBE_DEAD: Millis = 60_000;
+/// With no link left at all, we wait this long for one (our dials take up
+/// to 5 s to fail), then take every member for lost: none can be reached
+/// by any path of ours. A silent split is no split: both sides are told.
+pub const ISOLATED_LOSE: Millis = 6_000;
 const ASK_AGAIN: Millis = 30_000;
 /// Answered suspicions remembered per member.
 const ANSWERED: usize = 16;
@@ -295,8 +316,10 @@ enum T {
     Census,
     /// Settle the first pending rename.
     Rename,
+    /// We have had no link for `ISOLATED_LOSE`.
+    Isolated,
 }
-const TIMERS: usize = 7;
+const TIMERS: usize = 8;
 
 /// One peer's view of the network's members. See the module docs.
 #[derive(Debug)]
@@ -903,7 +926,8 @@ impl Membership {
             ask_at: None,
         });
         self.lost += 1;
-        self.timers.soonest(T::Probe as usize, now + PROBE_FIRST);
+        let first = now + PROBE_FIRST + self.rng.below(PROBE_EVERY);
+        self.timers.soonest(T::Probe as usize, first);
         self.free(name);
         Some(present)
     }
@@ -977,6 +1001,12 @@ impl Membership {
         m.status = Status::Present;
         m.heard = now;
         self.lost -= 1;
+        if self.lost > 0 {
+            // Evidence that the network is back: probe the next lost
+            // member now, not in a second.
+            let soon = now + self.rng.below(ALIVE_JITTER);
+            self.timers.soonest(T::Probe as usize, soon);
+        }
         // Its name may have gone to a claimant meanwhile: then it claims
         // it in turn.
         if let Some(n) = self.set_name(id, None) {
@@ -1105,13 +1135,58 @@ impl Membership {
         }
     }
 
-    /// Runs the timers that are due.
-    pub fn tick(&mut self, links: &Links, now: Millis) {
+    /// A probe sent at `sent` failed before the next was due (the network
+    /// answered it: no route, or refused): that answer cost a wake-up of
+    /// its own, so the next probe waits an interval more. At most one
+    /// wake-up a second in all, however a network fails.
+    pub fn probe_failed_early(&mut self, sent: Millis) {
+        if let Some(t) = self.timers.get(T::Probe as usize) {
+            let later = t.max(sent + 2 * PROBE_EVERY);
+            self.timers.set(T::Probe as usize, Some(later));
+        }
+    }
+
+    /// We have no link left: unless one comes up within
+    /// [`ISOLATED_LOSE`], every member is lost (see [`Membership::tick`]).
+    /// Called each time the last link goes.
+    pub fn isolated(&mut self, now: Millis) {
+        if self.active && self.count() > 0 {
+            let at = now + ISOLATED_LOSE;
+            self.timers.set(T::Isolated as usize, Some(at));
+        }
+    }
+
+    /// Alone since `ISOLATED_LOSE`: no path of ours reaches any member,
+    /// so each is lost (and probed, and let back in when it answers).
+    /// Members we link to never are: then we are not alone.
+    fn alone(&mut self, links: &Links, now: Millis) {
+        if !self.active || links.up_count() > 0 {
+            return;
+        }
+        let all: Vec<NodeId> = self.active().map(|(id, _)| id).collect();
+        for id in all {
+            self.lose(id, now);
+        }
+        self.rewake();
+    }
+
+    /// Runs the timers that are due. `refusals` says how often in a row an
+    /// address refused our dials (its host answered that nobody listens
+    /// there), or `None` if the mesh has given it up.
+    pub fn tick(
+        &mut self,
+        links: &Links,
+        refusals: impl Fn(SocketAddr) -> Option<u32>,
+        now: Millis,
+    ) {
         if self.timers.take_due(T::Members as usize, now) {
             self.member_timers(links, now);
         }
+        if self.timers.take_due(T::Isolated as usize, now) {
+            self.alone(links, now);
+        }
         if self.timers.is_due(T::Probe as usize, now) {
-            self.probe(links, now);
+            self.probe(links, &refusals, now);
         }
         if self.timers.is_due(T::Ask as usize, now) {
             self.ask(now);
@@ -1233,10 +1308,14 @@ impl Membership {
         }
     }
 
-    /// Dials one lost member whose back-off has run out: the way two halves
-    /// of a partition, or a peer and a sleeping laptop, find each other
-    /// again. Forgets members lost a day.
-    fn probe(&mut self, links: &Links, now: Millis) {
+    /// Dials a lost member whose probe is due, one of them at random: the
+    /// way two halves of a partition, or a peer and a sleeping laptop, find
+    /// each other again. Members whose address refused us (their process
+    /// is gone, not their network) come after the others, and back off:
+    /// they must not hold up the probes of a partition's far side, which
+    /// must find it within a second of it healing. Forgets members lost a
+    /// day.
+    fn probe(&mut self, links: &Links, refusals: &dyn Fn(SocketAddr) -> Option<u32>, now: Millis) {
         let old: Vec<NodeId> = self
             .members
             .iter()
@@ -1254,17 +1333,35 @@ impl Membership {
             return;
         }
         let busy = links.targets();
-        let ready: Vec<NodeId> = self
-            .members
-            .iter()
-            .filter(|(id, m)| match &m.status {
-                Status::Lost(l) => l.probe_after <= now && m.addr.is_some() && !busy.contains(id),
-                _ => false,
-            })
-            .map(|(&id, _)| id)
-            .collect();
-        if !ready.is_empty() {
-            let id = ready[self.rng.below(ready.len() as u64) as usize];
+        // The fewest refusals, and among those one at random (reservoir
+        // sampling: the n-th candidate replaces the pick with chance 1/n).
+        let mut pick: Option<(u32, NodeId)> = None;
+        let mut tied = 0;
+        for (&id, m) in self.members.iter_mut() {
+            let Some(addr) = m.addr else {
+                continue;
+            };
+            let Status::Lost(l) = &mut m.status else {
+                continue;
+            };
+            if l.probe_after > now || busy.contains(&id) {
+                continue;
+            }
+            let Some(refused) = refusals(addr) else {
+                // Given up for now: look again later, not every second.
+                l.probe_after = now + PROBE_DEAD;
+                continue;
+            };
+            match pick {
+                Some((r, _)) if r < refused => continue,
+                Some((r, _)) if r == refused => tied += 1,
+                _ => tied = 1,
+            }
+            if self.rng.below(tied) == 0 {
+                pick = Some((refused, id));
+            }
+        }
+        if let Some((refused, id)) = pick {
             let m = self.members.get_mut(&id).expect("lost");
             let addr = m.addr.expect("addr");
             let l = m.lost().expect("lost");
@@ -1273,16 +1370,33 @@ impl Membership {
                 // At a random phase: members lost together (a partition)
                 // would otherwise all be probed at once, then not at all.
                 now + LOST_SLOW / 2 + self.rng.below(LOST_SLOW)
+            } else if refused > 0 {
+                now + backoff(refused).max(PROBE_EVERY)
             } else {
-                now + backoff(l.probes)
+                now + PROBE_EVERY
             };
             self.out.push_back(Out::Dial(id, addr));
         }
-        // Every peer of a partition's half lost its members at the same
-        // moment: a random phase keeps their probes apart, so that one
-        // reaches the other half soon after it can.
-        let next = now + PROBE_EVERY / 2 + self.rng.below(PROBE_EVERY);
-        self.timers.set(T::Probe as usize, Some(next));
+        // A second from now (when this probe, if it is not connected, is
+        // given up: one wake-up for both), but not before a lost member
+        // is due, nor after one is to be forgotten: an idle peer sleeps.
+        let mut due: Option<Millis> = None;
+        let mut forget: Option<Millis> = None;
+        for m in self.members.values() {
+            if let Status::Lost(l) = &m.status {
+                if m.addr.is_some() {
+                    soonest(&mut due, l.probe_after);
+                }
+                soonest(&mut forget, l.since + LOST_FORGET);
+            }
+        }
+        let cadence = now + PROBE_EVERY;
+        let next = match (due, forget) {
+            (Some(d), Some(f)) => Some(d.max(cadence).min(f)),
+            (None, f) => f,
+            (d, None) => d.map(|d| d.max(cadence)),
+        };
+        self.timers.set(T::Probe as usize, next);
     }
 
     /// A one-line account of member `id`, for tests.
@@ -1398,7 +1512,7 @@ mod tests {
         // Carol refutes; bob does not.
         m.refuted(CAROL, &[]);
         assert_eq!(m.deadline(), Some(2_100));
-        m.tick(&ls, 2_100);
+        m.tick(&ls, |_| Some(0), 2_100);
         assert_eq!(outs(&mut m), [Out::Lost(BOB, true)]);
         assert!(m.is_lost(BOB));
         assert!(m.get(CAROL).unwrap().present());
@@ -1432,12 +1546,12 @@ mod tests {
         m.link_lost(BOB, &ls, 0);
         outs(&mut m);
         // No links at all: it is likelier us who are cut off.
-        m.tick(&ls, 2_000);
+        m.tick(&ls, |_| Some(0), 2_000);
         assert!(outs(&mut m).is_empty());
         assert!(m.get(BOB).unwrap().suspected());
         // Our own dial failed too: now it is lost.
         m.unreachable(BOB);
-        m.tick(&ls, 4_000);
+        m.tick(&ls, |_| Some(0), 4_000);
         assert_eq!(outs(&mut m), [Out::Lost(BOB, true)]);
     }
 
@@ -1449,7 +1563,7 @@ mod tests {
         m.answer(q(2), 50);
         m.answer(q(1), 60);
         assert_eq!(m.deadline(), Some(ANSWER_WAIT));
-        m.tick(&links(), ANSWER_WAIT);
+        m.tick(&links(), |_| Some(0), ANSWER_WAIT);
         assert_eq!(
             outs(&mut m),
             [Out::Publish(Body::Alive {
@@ -1486,8 +1600,9 @@ mod tests {
             ]
         );
         m.forgotten(NodeId(10), 7, Some("p10".into()), None);
-        // Probes start after PROBE_FIRST, one member at a time.
-        m.tick(&ls, 100 + PROBE_FIRST);
+        // Probes start after PROBE_FIRST (and a random moment), one member
+        // at a time.
+        m.tick(&ls, |_| Some(0), 20 + PROBE_FIRST + PROBE_EVERY);
         let dials = outs(&mut m)
             .into_iter()
             .filter(|o| matches!(o, Out::Dial(..)))
@@ -1499,6 +1614,88 @@ mod tests {
         // A forgotten member heard of again is lost again, where it was.
         assert_eq!(m.recall(NodeId(10), 2_000), Some((7, None)));
         assert!(m.is_lost(NodeId(10)));
+    }
+
+    #[test]
+    fn a_lost_member_is_probed_about_every_second_but_never_twice_at_once() {
+        let mut m = ms();
+        let mut ls = links();
+        m.insert(BOB, Some("bob"), Some(addr(2)), true, None);
+        m.insert(CAROL, Some("carol"), Some(addr(3)), true, None);
+        m.lose(BOB, 0);
+        outs(&mut m);
+        let mut dials = Vec::new();
+        let mut wakes = 0;
+        let mut now = 0;
+        while let Some(t) = m.deadline().filter(|&t| t < 60_000) {
+            now = t;
+            wakes += 1;
+            m.tick(&ls, |_| Some(0), now);
+            for o in outs(&mut m) {
+                if let Out::Dial(id, a) = o {
+                    assert_eq!((id, a), (BOB, addr(2)));
+                    dials.push(now);
+                }
+            }
+        }
+        // One probe a second, and no more wake-ups than that.
+        assert!((55..=60).contains(&dials.len()), "{} probes", dials.len());
+        assert!(wakes <= 60, "{wakes} wake-ups in a minute");
+        assert!(
+            dials.windows(2).all(|w| w[1] - w[0] == PROBE_EVERY),
+            "{dials:?}"
+        );
+        // While a probe is under way, none other goes to the same member.
+        let l = ls.dial(&mut Vec::new(), addr(2), Some(BOB), now);
+        for _ in 0..5 {
+            now = m.deadline().unwrap();
+            m.tick(&ls, |_| Some(0), now);
+            assert!(outs(&mut m).is_empty());
+        }
+        ls.remove(l);
+        // An address the mesh gave up is not probed; the timer slows down.
+        now = m.deadline().unwrap();
+        m.tick(&ls, |_| None, now);
+        assert!(outs(&mut m).is_empty());
+        assert!(m.deadline().unwrap() >= now + PROBE_DEAD);
+        // A probe the network answered at once (no route) costs a wake-up:
+        // the next waits a second more.
+        let t = m.deadline().unwrap();
+        m.probe_failed_early(t - PROBE_EVERY);
+        assert_eq!(m.deadline(), Some(t + PROBE_EVERY));
+        // Back: the next lost member is probed at once, not in a second.
+        m.lose(CAROL, now);
+        m.tick(&ls, |_| Some(0), now + PROBE_FIRST);
+        outs(&mut m);
+        let t = now + PROBE_FIRST + 10;
+        m.readmit(BOB, t);
+        assert!(m.deadline().unwrap() <= t + ALIVE_JITTER);
+    }
+
+    #[test]
+    fn alone_for_a_while_every_member_is_lost() {
+        let mut m = ms();
+        let mut ls = links();
+        m.insert(BOB, Some("bob"), Some(addr(2)), true, None);
+        m.insert(CAROL, Some("carol"), None, false, None);
+        // Alone, then a link comes up in time: nobody is lost.
+        m.isolated(0);
+        let l = ls.dial(&mut Vec::new(), addr(9), None, 0);
+        ls.up(l, NodeId(9));
+        m.tick(&ls, |_| Some(0), ISOLATED_LOSE);
+        assert!(outs(&mut m).is_empty());
+        assert_eq!(m.count(), 2);
+        // Alone for good: both lost (carol, never shown, is not shown
+        // leaving either).
+        ls.remove(l);
+        m.isolated(10_000);
+        m.tick(&ls, |_| Some(0), 10_000 + ISOLATED_LOSE - 1);
+        assert!(outs(&mut m).is_empty());
+        m.tick(&ls, |_| Some(0), 10_000 + ISOLATED_LOSE);
+        let o = outs(&mut m);
+        assert!(o.contains(&Out::Lost(BOB, true)), "{o:?}");
+        assert!(o.contains(&Out::Lost(CAROL, false)), "{o:?}");
+        assert_eq!(m.count(), 0);
     }
 
     #[test]
@@ -1518,10 +1715,10 @@ mod tests {
         assert!(m.census.is_some());
         // At the census, the silent member not linked (4) is asked about,
         // after a random moment; the linked one (5) is not.
-        m.tick(&ls, 15_000);
+        m.tick(&ls, |_| Some(0), 15_000);
         assert!(m.get(NodeId(4)).unwrap().ask_at.is_some());
         assert!(m.get(NodeId(5)).unwrap().ask_at.is_none());
-        m.tick(&ls, 15_000 + ASK_JITTER + 1);
+        m.tick(&ls, |_| Some(0), 15_000 + ASK_JITTER + 1);
         let o = outs(&mut m);
         assert!(o.contains(&Out::Publish(Body::Suspect { target: NodeId(4) })));
         assert!(o.contains(&Out::Publish(Body::Alive { answers: vec![] })));
@@ -1559,10 +1756,10 @@ mod tests {
             m.rename(a, "xena", false, 0);
             m.rename(BOB, "bobby", false, 100);
             m.rename(b, "XENA", false, 1_000);
-            m.tick(&links(), RENAME_SETTLE - 1);
+            m.tick(&links(), |_| Some(0), RENAME_SETTLE - 1);
             assert_eq!(outs(&mut m), []);
             assert_eq!(m.deadline(), Some(RENAME_SETTLE));
-            m.tick(&links(), 1_000 + RENAME_SETTLE);
+            m.tick(&links(), |_| Some(0), 1_000 + RENAME_SETTLE);
             let o = outs(&mut m);
             let won = |id| Out::Rename {
                 id,

@@ -7,9 +7,21 @@
 //!
 //! Every dial, to keep the mesh or to probe a lost member, draws on one
 //! budget ([`DIAL_RATE`] a second, [`DIAL_BURST`] at once), and an address
-//! that never answers is given up for [`ADDR_DEAD`] after
-//! [`ADDR_GIVE_UP`] tries: however many members claim an address, a peer
-//! never turns into a connection flood against it.
+//! that fails is backed off from, whoever claims it: however many members
+//! claim an address, a peer never turns into a connection flood against
+//! it. An address whose host answers that nobody is there (the dial is
+//! refused, or what answers is no p2pchat peer) [`ADDR_GIVE_UP`] times in
+//! a row is given up for [`ADDR_DEAD`]. One that does not answer at all is
+//! never given up: that is a network down or split, not a peer gone, and
+//! lost members are probed there (at the membership's pace, past the
+//! back-off) until the network is back.
+//!
+//! A member whose dial got no answer may sit behind a NAT that drops
+//! connections coming in: the next try is hole punching. We ask our
+//! neighbours (PUNCH_ASK); one that links to the member tells both ends
+//! (PUNCH) to dial each other from their listening ports at once, and each
+//! NAT takes the other's SYN for the answer to its own (TCP simultaneous
+//! open). Where that fails too, the user is told once.
 
 use super::link::Links;
 use super::{Bucket, LinkId, Millis, NodeId, Rng, Timers, backoff};
@@ -19,7 +31,13 @@ use std::net::SocketAddr;
 /// Dials a second, and at once.
 pub const DIAL_RATE: u64 = 2;
 pub const DIAL_BURST: u64 = 8;
-/// An address that failed this often in a row is given up for a while.
+/// Having asked our neighbours to have a member and us punch, ask again
+/// no sooner than this (nobody may link to it).
+const PUNCH_WAIT: Millis = 3_000;
+/// PUNCH_ASKs passed on (each a PUNCH to both ends), a second and at once.
+const PUNCH_RELAY_RATE: u64 = 4;
+const PUNCH_RELAY_BURST: u64 = 16;
+/// An address refused this often in a row is given up for a while.
 pub const ADDR_GIVE_UP: u32 = 6;
 pub const ADDR_DEAD: Millis = 600_000;
 /// Addresses whose failures are remembered, at most.
@@ -50,6 +68,35 @@ pub struct Config {
 struct Dial {
     failures: u32,
     after: Millis,
+    /// A dial got no answer: punch next time.
+    punch: bool,
+    /// The user was told punching failed.
+    told: bool,
+}
+
+/// A member to link to, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chosen {
+    pub id: NodeId,
+    pub addr: SocketAddr,
+    /// Ask the neighbours for a punch rather than dial.
+    pub punch: bool,
+}
+
+/// Dials to one address that failed in a row, those of them that were
+/// answered (refused), and when to dial it again.
+#[derive(Debug, Default, Clone, Copy)]
+struct Addr {
+    failures: u32,
+    refused: u32,
+    after: Millis,
+}
+
+impl Addr {
+    /// Given up: refused `ADDR_GIVE_UP` times, and not dialled since.
+    fn dead(&self, now: Millis) -> bool {
+        self.refused >= ADDR_GIVE_UP && self.after > now
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -67,8 +114,10 @@ pub struct Mesh {
     cfg: Config,
     dials: BTreeMap<NodeId, Dial>,
     /// Failures per address, whoever claims it.
-    addrs: HashMap<SocketAddr, Dial>,
+    addrs: HashMap<SocketAddr, Addr>,
     budget: Bucket,
+    /// PUNCH_ASKs passed on.
+    relays: Bucket,
     timers: Timers<TIMERS>,
     rng: Rng,
 }
@@ -80,21 +129,23 @@ impl Mesh {
             dials: BTreeMap::new(),
             addrs: HashMap::new(),
             budget: Bucket::new(DIAL_RATE, DIAL_BURST),
+            relays: Bucket::new(PUNCH_RELAY_RATE, PUNCH_RELAY_BURST),
             timers: Timers::default(),
             rng: Rng::new(seed),
         }
     }
 
-    /// Members to dial now, from `candidates` (members with an address,
+    /// Members to link to now, from `candidates` (members with an address,
     /// not suspected), to get back to `degree` links: `links` says whom we
-    /// link to or dial already. If some must wait for their back-off, the
-    /// maintain timer is set for the first of them.
+    /// link to or dial already. A member whose dial got no answer is to be
+    /// punched, when we have neighbours to ask. If some must wait for
+    /// their back-off, the maintain timer is set for the first of them.
     pub fn choose(
         &mut self,
         links: &Links,
         candidates: impl Iterator<Item = (NodeId, SocketAddr)>,
         now: Millis,
-    ) -> Vec<(NodeId, SocketAddr)> {
+    ) -> Vec<Chosen> {
         let busy = links.busy();
         let mut have = busy.len();
         if have >= self.cfg.degree {
@@ -124,7 +175,15 @@ impl Mesh {
             }
             dialling += 1;
             let i = self.rng.below(ready.len() as u64) as usize;
-            chosen.push(ready.swap_remove(i));
+            let (id, addr) = ready.swap_remove(i);
+            let d = self.dials.get_mut(&id);
+            let punch = links.up_count() > 0 && d.as_ref().is_some_and(|d| d.punch);
+            if let Some(d) = d.filter(|_| punch) {
+                // No link comes of asking: not again for a while.
+                d.after = now + PUNCH_WAIT.max(backoff(d.failures));
+                later = Some(later.map_or(d.after, |t| t.min(d.after)));
+            }
+            chosen.push(Chosen { id, addr, punch });
             have += 1;
         }
         if have < self.cfg.degree
@@ -135,37 +194,81 @@ impl Mesh {
         chosen
     }
 
-    /// Whether a dial to `addr` may go out now (a probe, or a redial): it
-    /// is not in back-off, and the budget has room.
+    /// Whether a dial to `addr` may go out now (a redial): it is not in
+    /// back-off, and the budget has room.
     pub fn may_dial(&mut self, addr: SocketAddr, now: Millis) -> bool {
         let free = self.addrs.get(&addr).is_none_or(|d| d.after <= now);
         free && self.budget.take(1, now)
     }
 
+    /// Whether a probe of a lost member, or a punch, may go to `addr` now:
+    /// the address is not given up, and the budget has room. Back-off from
+    /// an address that does not answer is no reason to wait: the
+    /// membership paces its probes, punches come when asked for, and the
+    /// network may be back any moment.
+    pub fn may_probe(&mut self, addr: SocketAddr, now: Millis) -> bool {
+        self.usable(addr, now) && self.budget.take(1, now)
+    }
+
+    /// Whether `addr` is not given up (see [`Mesh::may_probe`]).
+    pub fn usable(&self, addr: SocketAddr, now: Millis) -> bool {
+        self.addrs.get(&addr).is_none_or(|d| !d.dead(now))
+    }
+
+    /// How often in a row `addr` refused our dials, unless it is given up.
+    pub fn refusals(&self, addr: SocketAddr, now: Millis) -> Option<u32> {
+        match self.addrs.get(&addr) {
+            Some(d) if d.dead(now) => None,
+            Some(d) => Some(d.refused),
+            None => Some(0),
+        }
+    }
+
     /// Our dial to `id` failed: back off from it, and pace the next dial
     /// (a list of dead addresses must not turn into a connection storm).
-    /// Returns how often it has failed in a row.
-    pub fn failed(&mut self, id: NodeId, now: Millis) -> u32 {
+    /// A dial nobody `answered` (it timed out: a NAT may drop what comes
+    /// in) is followed by punching. Returns how often it has failed in a
+    /// row.
+    pub fn failed(&mut self, id: NodeId, answered: bool, now: Millis) -> u32 {
         let d = self.dials.entry(id).or_default();
         d.failures = d.failures.saturating_add(1);
         d.after = now + backoff(d.failures);
+        d.punch |= !answered;
         let failures = d.failures;
         self.paced(now);
         failures
     }
 
+    /// A punch to `id` got no answer either: returns whether to tell the
+    /// user (once per member, until it is reached).
+    pub fn punch_failed(&mut self, id: NodeId) -> bool {
+        let d = self.dials.entry(id).or_default();
+        !std::mem::replace(&mut d.told, true)
+    }
+
+    /// Whether to pass on a PUNCH_ASK now (a bounded rate in all).
+    pub fn may_relay_punch(&mut self, now: Millis) -> bool {
+        self.relays.take(1, now)
+    }
+
     /// A dial to `addr` failed (whoever we meant to reach): back off from
-    /// the address, and give it up after `ADDR_GIVE_UP` failures; pace the
-    /// next dial.
-    pub fn addr_failed(&mut self, addr: SocketAddr, now: Millis) {
+    /// the address; if it was `refused` (its host answered, and no peer
+    /// is there), give it up after `ADDR_GIVE_UP` such failures in a row.
+    /// Pace the next dial.
+    pub fn addr_failed(&mut self, addr: SocketAddr, refused: bool, now: Millis) {
         if self.addrs.len() >= ADDRS && !self.addrs.contains_key(&addr) {
             self.addrs.retain(|_, d| d.after > now);
         }
         if self.addrs.len() < ADDRS || self.addrs.contains_key(&addr) {
             let d = self.addrs.entry(addr).or_default();
             d.failures = d.failures.saturating_add(1);
+            d.refused = if refused {
+                d.refused.saturating_add(1)
+            } else {
+                0
+            };
             d.after = now
-                + if d.failures >= ADDR_GIVE_UP {
+                + if d.refused >= ADDR_GIVE_UP {
                     ADDR_DEAD
                 } else {
                     backoff(d.failures)
@@ -184,6 +287,7 @@ impl Mesh {
     pub fn reached(&mut self, id: NodeId, addr: SocketAddr) {
         if let Some(d) = self.dials.get_mut(&id) {
             d.failures = 0;
+            d.told = false;
         }
         self.addrs.remove(&addr);
     }
@@ -285,8 +389,9 @@ mod tests {
         let mut io: Vec<Io> = Vec::new();
         let got = m.choose(&ls, cands(20).into_iter(), 0);
         assert_eq!(got.len(), MAX_DIALS);
-        for (id, a) in &got {
-            ls.dial(&mut io, *a, Some(*id), 0);
+        for c in &got {
+            assert!(!c.punch);
+            ls.dial(&mut io, c.addr, Some(c.id), 0);
         }
         // Those dials are under way: no more until they finish.
         assert!(m.choose(&ls, cands(20).into_iter(), 0).is_empty());
@@ -309,8 +414,8 @@ mod tests {
     fn failures_back_off_and_pace() {
         let mut m = mesh(2, 4);
         let ls = links();
-        assert_eq!(m.failed(NodeId(10), 0), 1);
-        assert_eq!(m.failed(NodeId(10), 0), 2);
+        assert_eq!(m.failed(NodeId(10), true, 0), 1);
+        assert_eq!(m.failed(NodeId(10), true, 0), 2);
         assert!(m.waiting(NodeId(10), 1_999));
         assert!(!m.waiting(NodeId(10), 2_000));
         assert_eq!(m.deadline(), Some(DIAL_PACE));
@@ -324,7 +429,38 @@ mod tests {
         assert!(m.choose(&ls, cands(1).into_iter(), DIAL_PACE).is_empty());
         assert_eq!(m.deadline(), Some(2_000));
         m.reached(NodeId(10), addr(10));
-        assert_eq!(m.failed(NodeId(10), 0), 1);
+        assert_eq!(m.failed(NodeId(10), true, 0), 1);
+    }
+
+    #[test]
+    fn a_member_that_does_not_answer_is_punched_through_a_neighbour() {
+        let mut m = mesh(6, 12);
+        let mut ls = links();
+        let mut io: Vec<Io> = Vec::new();
+        let bob = NodeId(10);
+        let c = m.choose(&ls, cands(1).into_iter(), 0);
+        assert!(!c[0].punch);
+        // Timed out (behind a NAT, perhaps). Alone, we can only dial.
+        m.failed(bob, false, 5_000);
+        let c = m.choose(&ls, cands(1).into_iter(), 6_000);
+        assert!(!c[0].punch);
+        // With a neighbour to ask: a punch, asked for once per PUNCH_WAIT.
+        m.failed(bob, false, 11_000);
+        let k = ls.dial(&mut io, addr(50), None, 11_000);
+        ls.up(k, NodeId(50));
+        let c = m.choose(&ls, cands(1).into_iter(), 13_000);
+        assert!(c.len() == 1 && c[0].punch, "{c:?}");
+        assert!(m.choose(&ls, cands(1).into_iter(), 13_001).is_empty());
+        assert!(m.deadline().is_some_and(|t| t <= 13_000 + PUNCH_WAIT));
+        assert!(m.choose(&ls, cands(1).into_iter(), 16_000)[0].punch);
+        // Failed: told once, until reached.
+        assert!(m.punch_failed(bob));
+        assert!(!m.punch_failed(bob));
+        m.reached(bob, addr(10));
+        assert!(m.punch_failed(bob));
+        // Passing PUNCH_ASKs on is bounded.
+        let n = (0..100).filter(|_| m.may_relay_punch(20_000)).count();
+        assert_eq!(n as u64, PUNCH_RELAY_BURST);
     }
 
     #[test]
@@ -340,7 +476,7 @@ mod tests {
         while now < 120_000 {
             let got = m.choose(&ls, many.clone(), now);
             for _ in &got {
-                m.addr_failed(dead, now);
+                m.addr_failed(dead, true, now);
             }
             dials += got.len();
             now += 100;
@@ -350,6 +486,30 @@ mod tests {
             "{dials} dials in 2 minutes"
         );
         assert!(!m.may_dial(dead, now));
+        assert!(!m.may_probe(dead, now));
+    }
+
+    #[test]
+    fn an_address_that_does_not_answer_is_never_given_up() {
+        let mut m = mesh(6, 12);
+        let far = addr(98);
+        // A network split for ten minutes: every dial times out.
+        let mut now = 0;
+        for _ in 0..600 {
+            m.addr_failed(far, false, now);
+            now += 1_000;
+            assert!(m.usable(far, now));
+        }
+        // Redials back off; probes go on at the membership's pace.
+        assert!(!m.may_dial(far, now));
+        assert!(m.may_probe(far, now));
+        // A refusal in between starts the count of refusals again.
+        for _ in 0..ADDR_GIVE_UP - 1 {
+            m.addr_failed(far, true, now);
+        }
+        m.addr_failed(far, false, now);
+        m.addr_failed(far, true, now);
+        assert!(m.usable(far, now));
     }
 
     #[test]

@@ -124,6 +124,11 @@ impl Rng {
 pub const DIAL_BACKOFF: Millis = 500;
 pub const DIAL_BACKOFF_MAX: Millis = 30_000;
 
+/// Lost members are probed one at a time, one probe this often; a probe
+/// not connected by the next is given up (see the membership and the
+/// links), so that giving one up and sending the next take one wake-up.
+pub const PROBE_EVERY: Millis = 1_000;
+
 /// How long to wait before dialling again after `failures` failures.
 pub fn backoff(failures: u32) -> Millis {
     DIAL_BACKOFF

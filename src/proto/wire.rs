@@ -40,6 +40,13 @@
 //!                                                   do not push them"
 //! 12 NOISE   message (to the end of the frame)      the encrypted handshake
 //! 16-19      file transfers (GET, DATA, STOP, MORE): see crate::app::files
+//! 20 PUNCH_ASK target:u64                           "I cannot dial target: if you
+//!                                                   link to it, have us both dial"
+//! 21 PUNCH   id:u64, ip:addr, port:u16              "dial member id at ip:port from
+//!                                                   your listening port, now": sent
+//!                                                   to both ends by whoever got a
+//!                                                   PUNCH_ASK, each end's address as
+//!                                                   it sees it (TCP hole punching)
 //! ```
 //!
 //! IHAVE, GRAFT and PRUNE are the broadcast layer's lazy push (see
@@ -116,7 +123,7 @@ use super::crypto::{EventHash, PublicKey, Sig};
 use super::{EventId, NodeId};
 use byteorder::{BigEndian, ByteOrder, ReadBytesExt, WriteBytesExt};
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::rc::Rc;
 
 /// A whole frame, length prefix included, shared by every link's queue
@@ -403,10 +410,20 @@ pub enum Msg {
     Prune {
         origin: NodeId,
     },
+    PunchAsk {
+        target: NodeId,
+    },
+    Punch {
+        id: NodeId,
+        addr: SocketAddr,
+    },
 }
 
 /// The kind byte of an EVENT frame.
 pub const EVENT: u8 = 4;
+/// The kind bytes of hole punching's messages.
+const PUNCH_ASK: u8 = 20;
+const PUNCH: u8 = 21;
 
 /// The (origin, seq) of an EVENT frame body, read from its header alone:
 /// enough to tell a copy already delivered without decoding anything.
@@ -596,6 +613,16 @@ fn encode_body(msg: &Msg, out: &mut Vec<u8>) -> Result<(), WireError> {
         Msg::Prune { origin } => {
             out.push(11);
             put_u64(out, origin.0);
+        }
+        Msg::PunchAsk { target } => {
+            out.push(PUNCH_ASK);
+            put_u64(out, target.0);
+        }
+        Msg::Punch { id, addr } => {
+            out.push(PUNCH);
+            put_u64(out, id.0);
+            put_ip(out, Some(addr.ip()));
+            put_u16(out, addr.port());
         }
     }
     Ok(())
@@ -799,6 +826,17 @@ pub fn decode(body: &[u8]) -> Result<Msg, WireError> {
         11 => Msg::Prune {
             origin: NodeId(u64_(&mut r)?),
         },
+        PUNCH_ASK => Msg::PunchAsk {
+            target: NodeId(u64_(&mut r)?),
+        },
+        PUNCH => {
+            let id = NodeId(u64_(&mut r)?);
+            let ip = ip_(&mut r)?.ok_or(WireError::Invalid("punch address"))?;
+            Msg::Punch {
+                id,
+                addr: SocketAddr::new(ip, u16_(&mut r)?),
+            }
+        }
         k => return Err(WireError::UnknownKind(k)),
     };
     if !r.is_empty() {
@@ -1174,6 +1212,15 @@ mod tests {
             },
             Msg::Prune { origin: NodeId(5) },
             Msg::Noise(vec![1, 2, 3]),
+            Msg::PunchAsk { target: NodeId(77) },
+            Msg::Punch {
+                id: NodeId(78),
+                addr: "10.77.0.3:40123".parse().unwrap(),
+            },
+            Msg::Punch {
+                id: NodeId(79),
+                addr: "[fd77::3]:1".parse().unwrap(),
+            },
         ]
     }
 
@@ -1328,6 +1375,11 @@ mod tests {
             ids: vec![id; IHAVE_PER_FRAME + 1],
         };
         assert_eq!(frame(&over), Err(WireError::TooLong("announcement list")));
+        // A PUNCH with no address to dial.
+        let mut f = vec![PUNCH];
+        f.extend_from_slice(&[0; 8]);
+        f.extend_from_slice(&[0, 0, 1]);
+        assert_eq!(decode(&f), Err(WireError::Invalid("punch address")));
     }
 
     #[test]
@@ -1381,7 +1433,7 @@ mod tests {
         let s = t.summary();
         assert!(s.starts_with("event 9 "), "{s}");
         assert!(
-            s.contains("ihave 1 39, graft 1 29, prune 1 13, other 10 "),
+            s.contains("ihave 1 39, graft 1 29, prune 1 13, other 13 "),
             "{s}"
         );
     }

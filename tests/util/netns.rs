@@ -9,6 +9,15 @@
 //! routers do). Every address exists only inside these namespaces; the
 //! host machine's interfaces and firewall are never touched.
 //!
+//! The NAT is a Linux home router's: conntrack lets in only what answers
+//! a connection from inside (so a SYN coming in is dropped, unless it
+//! matches one that went out: TCP simultaneous open gets through), and
+//! MASQUERADE keeps the source port where it is free, so the port a peer
+//! listens on is the port it has outside. [`Net::symmetric_nat_host`]
+//! maps every connection to a new random port instead (a symmetric NAT,
+//! as some carrier-grade and corporate NATs are): there hole punching
+//! cannot work.
+//!
 //! What a test can do to the network:
 //!
 //! - [`Net::vanish`]: detach a host from the bridge. Every packet to and
@@ -55,6 +64,8 @@ pub struct Net {
     /// Ports made on the hub bridge so far.
     ports: usize,
     nats: usize,
+    /// The network secret peers started from now on share, if any.
+    secret: Option<String>,
 }
 
 struct Host {
@@ -211,6 +222,7 @@ impl Net {
             owned: vec![hub.clone()],
             ports: 0,
             nats: 0,
+            secret: None,
         };
         // The hub only bridges: no addresses of its own, IPv6 included,
         // so that a detached port leads nowhere.
@@ -312,6 +324,17 @@ impl Net {
     /// what goes out and drops connections coming in, so nobody can dial
     /// the host. None (after saying why) without nftables.
     pub fn nat_host(&mut self) -> Option<usize> {
+        self.nat_host_with("masquerade")
+    }
+
+    /// As [`Net::nat_host`], behind a symmetric NAT: each connection out
+    /// gets a random port (`masquerade random`), whatever port it came
+    /// from.
+    pub fn symmetric_nat_host(&mut self) -> Option<usize> {
+        self.nat_host_with("masquerade random")
+    }
+
+    fn nat_host_with(&mut self, masquerade: &str) -> Option<usize> {
         if let Err(why) = nft_available() {
             skip(why);
             return None;
@@ -373,7 +396,7 @@ impl Net {
 table inet nat {
     chain postrouting {
         type nat hook postrouting priority srcnat;
-        oifname "wan" masquerade
+        oifname "wan" MASQUERADE
     }
 }
 table inet filter {
@@ -387,10 +410,11 @@ table inet filter {
     }
 }
 "#;
+        let rules = rules.replace("MASQUERADE", masquerade);
         run(
             "ip",
             &["netns", "exec", &router, "nft", "-f", "-"],
-            Some(rules),
+            Some(&rules),
         );
         self.hosts.push(Host {
             ns,
@@ -441,9 +465,21 @@ table inet filter {
             args.extend([v.ip().to_string(), v.port().to_string()]);
         }
         let prefix = ["ip", "netns", "exec", &self.hosts[h].ns];
-        let mut p = Peer::spawn_full(name, &prefix, &args, Stdio::piped(), env);
+        // The net's secret, unless `env` gives one.
+        let mut all: Vec<(&str, &str)> = self
+            .secret
+            .iter()
+            .map(|s| ("P2PCHAT_SECRET", s.as_str()))
+            .collect();
+        all.extend_from_slice(env);
+        let mut p = Peer::spawn_full(name, &prefix, &args, Stdio::piped(), &all);
         p.wait_listening();
         p
+    }
+
+    /// Peers started from now on share the network secret `secret`.
+    pub fn secret(&mut self, secret: &str) {
+        self.secret = Some(secret.into());
     }
 
     /// One peer per name, each on a new public host, joined through the
