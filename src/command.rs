@@ -155,6 +155,29 @@ pub const COMMANDS: &[Row] = &[
         help: "accept the new key of someone known with another one",
         run: Some(|a| one_name(a).map(|n| Input::Node(node::Command::Trust(n)))),
     },
+    Row {
+        names: &["me"],
+        args: "ACTION",
+        help: "an action, shown as '* yourname ACTION'",
+        run: Some(|a| {
+            if a.is_empty() {
+                Err("say what you do: :me waves".into())
+            } else if a.len() > crate::proto::wire::MAX_TEXT {
+                Err(format!(
+                    "an action is at most {} bytes; nothing was sent",
+                    crate::proto::wire::MAX_TEXT
+                ))
+            } else {
+                Ok(Input::Node(node::Command::Me(a.to_owned())))
+            }
+        }),
+    },
+    Row {
+        names: &["nick"],
+        args: "NAME",
+        help: "go by another name, without leaving",
+        run: Some(|a| one_name(a).map(|n| Input::Node(node::Command::Nick(n)))),
+    },
     // Not available yet: refused, never sent as chat.
     Row {
         names: &["msg", "m"],
@@ -166,18 +189,6 @@ pub const COMMANDS: &[Row] = &[
         names: &["msgs"],
         args: "",
         help: "messages kept for you",
-        run: None,
-    },
-    Row {
-        names: &["me"],
-        args: "ACTION",
-        help: "an action",
-        run: None,
-    },
-    Row {
-        names: &["nick"],
-        args: "NAME",
-        help: "change your name",
         run: None,
     },
     Row {
@@ -655,14 +666,33 @@ mod tests {
             "/m bob secret",
             "/MSG bob secret",
             ":msg bob secret",
-            "/nick caroline",
-            "/me waves",
         ] {
             match parse(line) {
                 Input::Error(e) => assert!(e.contains("not available yet"), "{line}: {e}"),
                 other => panic!("{line:?} gave {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn actions_and_renames() {
+        assert_eq!(
+            parse("/me waves at  bob"),
+            Input::Node(Command::Me("waves at  bob".into()))
+        );
+        assert_eq!(parse(":ME waves"), Input::Node(Command::Me("waves".into())));
+        assert!(matches!(parse("/me"), Input::Error(e) if e.contains(":me waves")));
+        let long = format!("/me {}", "x".repeat(crate::proto::wire::MAX_TEXT + 1));
+        assert!(matches!(parse(&long), Input::Error(e) if e.contains("at most 4096 bytes")));
+        assert_eq!(
+            parse("/nick caroline"),
+            Input::Node(Command::Nick("caroline".into()))
+        );
+        assert_eq!(
+            parse("/nick a b"),
+            Input::Error("/nick: give one name".into())
+        );
+        assert!(matches!(parse("/nick"), Input::Error(_)));
     }
 
     #[test]

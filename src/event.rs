@@ -378,6 +378,8 @@ impl Loop {
                 Err(e) => return Err(format!("poll: {e}")),
             }
             let now = self.now();
+            // What is said this turn is said at this wall-clock time.
+            self.core.clock(wall_ms());
             for e in events.iter() {
                 match e.token() {
                     LISTENER => self.accept(now),
@@ -1031,6 +1033,13 @@ fn suspend(ui: &mut Ui) {
 }
 
 /// 64 random bits from the kernel.
+/// The wall clock, in ms since 1970 (UTC).
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 fn random_u64() -> u64 {
     let mut b = [0u8; 8];
     let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), 8, 0) };

@@ -42,6 +42,14 @@ pub use crate::proto::{LinkId, Millis, NodeId, Rng};
 /// Two peers joining under one name within this of each other are a race,
 /// settled by node id; after it, the name belongs to whoever has it.
 const JOIN_RACE: Millis = 3_000;
+/// A member that leaves within [`JOIN_RACE`] of joining may have lost a
+/// join race: its leaving is shown after this, unless a JOIN under its
+/// name comes meanwhile (the winner's). At most `RACE_LEFT` wait.
+const RACE_LEFT_WAIT: Millis = 1_000;
+const RACE_LEFT: usize = 64;
+/// Not running for this long past a timer (stopped, suspended) is told:
+/// the others may have given this peer up.
+const STOPPED: Millis = 10_000;
 /// How long leaving waits for a link that is being dialled.
 const LEAVE_WAIT: Millis = 1_000;
 /// A punch that failed sooner than this was no test of the NATs (a local
@@ -214,6 +222,10 @@ pub enum Command {
     Whois(String),
     /// Accept the key a member now has for its name.
     Trust(String),
+    /// `:me`: an action.
+    Me(String),
+    /// `:nick`: go by another name.
+    Nick(String),
     /// `:send [NAME] PATH`, as typed after the command.
     Send(String),
     Files,
@@ -282,6 +294,17 @@ pub struct Node {
     out: VecDeque<Action>,
     /// The time of the latest input.
     now: Millis,
+    /// The wall clock (ms since 1970) as the caller last told it, and
+    /// when we last published it (CLOCK): what we say carries its time.
+    wall: Option<u64>,
+    clocked: Option<u64>,
+    /// When the JOINs of the last few hundred members were delivered, to
+    /// tell two joins at once under one name.
+    /// (And whether the JOIN made its name's key known here.)
+    joins: Remember<(Millis, bool)>,
+    /// Names of members that left just after joining, shown as leaving at
+    /// the time given unless a JOIN under the name comes first.
+    race_left: VecDeque<(String, Millis)>,
     /// Frames received and sent, by kind (see [`Node::traffic`]).
     received: wire::Tally,
     sent: wire::Tally,
@@ -425,7 +448,7 @@ impl Node {
             membership: Membership::new(member_cfg, name, rng.next_u64()),
             mesh: Mesh::new(mesh_cfg, rng.next_u64()),
             broadcast: Broadcast::new(bc_cfg, ident),
-            chat: Chat,
+            chat: Chat::default(),
             rooms: Rooms::new(),
             files: Files::new(files::Config {
                 download_dir: cfg.download_dir.clone(),
@@ -435,11 +458,41 @@ impl Node {
             refused: Remember::new(256),
             out: VecDeque::new(),
             now: 0,
+            wall: None,
+            clocked: None,
+            joins: Remember::new(256),
+            race_left: VecDeque::new(),
             received: wire::Tally::default(),
             sent: wire::Tally::default(),
             found: None,
             found_join: false,
         }
+    }
+
+    /// The wall clock now, in ms since 1970 (UTC): what we say from now
+    /// on is said at this time. Without it, nothing carries a time.
+    ///
+    /// Called before the turn's inputs, it also tells whether this peer
+    /// did not run for a while (stopped, or the machine suspended): the
+    /// time it should have woken for its timers is long past. The others
+    /// may have given it up meanwhile; the user is told.
+    pub fn clock(&mut self, wall: u64) {
+        if let (Some(prev), Some(due)) = (self.wall, self.deadline())
+            && self.is_member()
+        {
+            let expected = prev.saturating_add(due.saturating_sub(self.now));
+            let late = wall.saturating_sub(expected);
+            if late >= STOPPED {
+                let w = format!(
+                    "this peer did not run for {} s (stopped, or the machine suspended): \
+                     the others may have shown it leaving, and show it joining again as it \
+                     reconnects",
+                    late / 1000
+                );
+                self.out.push_back(Action::Show(Show::Warning(w)));
+            }
+        }
+        self.wall = Some(wall);
     }
 
     /// Joins an existing network through the first of `addrs` that answers;
@@ -823,9 +876,11 @@ impl Node {
             Command::Say(text) => {
                 if !self.is_member() {
                 } else if self.rooms.in_lobby() {
+                    self.stamp();
                     self.rooms.lobby_line(&net!(self), self.id, &text);
                     self.chat.say(&mut net!(self), text);
                 } else {
+                    self.stamp();
                     self.rooms.say(&mut net!(self), text);
                 }
             }
@@ -834,6 +889,17 @@ impl Node {
                 .command(&mut net!(self), rooms::Cmd::Who(None), now),
             Command::Whois(name) => self.whois(&name),
             Command::Trust(name) => self.trust(&name),
+            Command::Me(text) => {
+                if !self.is_member() {
+                } else if self.rooms.in_lobby() {
+                    self.stamp();
+                    self.chat.action(&mut net!(self), text);
+                } else {
+                    let e = "actions are for the lobby for now: nothing was sent".to_owned();
+                    self.out.push_back(Action::Show(Show::Error(e)));
+                }
+            }
+            Command::Nick(name) => self.nick(&name, now),
             Command::Send(args) => self.send_file(&args),
             Command::Files => self.files.list(&mut net!(self)),
             Command::Get(id, dir) => self.files.get(&mut net!(self), id, dir, now),
@@ -932,6 +998,12 @@ impl Node {
         }
         self.rooms.tick(&mut net!(self), now);
         self.check_handover(now);
+        while self.race_left.front().is_some_and(|&(_, t)| now >= t) {
+            let (name, _) = self.race_left.pop_front().expect("a member that left");
+            if self.is_member() {
+                self.chat.left(&mut net!(self), name, false);
+            }
+        }
         if let Some((stop, until)) = self.leaving.take() {
             if now >= until {
                 self.stop(stop);
@@ -958,6 +1030,7 @@ impl Node {
             self.leaving.as_ref().map(|&(_, until)| until),
             self.rooms.deadline(),
             self.handover.as_ref().map(|&(_, until)| until),
+            self.race_left.front().map(|&(_, t)| t),
         ]
         .into_iter()
         .flatten()
@@ -1044,13 +1117,14 @@ impl Node {
             // not yet answered) and are answered then.
             return self.links.hold(link, h);
         }
+        self.stale_self(h.id, &h.name, &h.ident.key, now);
         // A name belongs to one member, whoever says HELLO under it (our
         // own name is settled below: two joins at once under one name).
-        if h.name != self.name && self.membership.name_taken(&h.name, h.id) {
+        if !self.is_ours(&h.name) && self.membership.name_taken(&h.name, h.id) {
             let why = format!("the name {} is taken in this network", h.name);
             return self.refuse(link, Refusal::NameTaken, &why, now);
         }
-        if h.name != self.name
+        if !self.is_ours(&h.name)
             && !self.key_fits(&h.name, &h.ident.key)
             && joining_link
             && self.found_join
@@ -1066,7 +1140,7 @@ impl Node {
             let text = format!("the key of {} has changed, for the peer joining", h.name);
             return self.refuse(link, Refusal::Key, &text, now);
         }
-        if h.name != self.name && !self.key_fits(&h.name, &h.ident.key) && joining_link {
+        if !self.is_ours(&h.name) && !self.key_fits(&h.name, &h.ident.key) && joining_link {
             let why = format!(
                 "{addr} says it is {n}, whose key has changed since this peer last met {n} \
                  (now {}); if {n} has a new key, remove {n} from known_peers (see FILES in \
@@ -1078,7 +1152,7 @@ impl Node {
             let text = format!("the key of {} has changed, for the peer joining", h.name);
             return self.refuse(link, Refusal::Key, &text, now);
         }
-        if h.name != self.name && !self.key_fits(&h.name, &h.ident.key) {
+        if !self.is_ours(&h.name) && !self.key_fits(&h.name, &h.ident.key) {
             let known = self
                 .known
                 .get(&h.name)
@@ -1140,7 +1214,7 @@ impl Node {
             let why = "that node id is linked already";
             return self.refuse(link, Refusal::Duplicate, why, now);
         }
-        if h.name == self.name && !self.name_clash(h.id, now) {
+        if self.is_ours(&h.name) && !self.name_clash(h.id, now) {
             let why = format!("the name {} is taken in this network", h.name);
             self.forget_member(h.id);
             self.link_not_up(link);
@@ -1148,7 +1222,16 @@ impl Node {
         }
         self.membership.hello(h.id, h.ident, listen);
         self.learn_key(h.id, h.ident);
-        self.name_member(h.id, &h.name);
+        // A member's name changes by its RENAME only (a HELLO under its
+        // new name may come before that settles here).
+        let renamed = self
+            .membership
+            .get(h.id)
+            .and_then(|m| m.name.as_deref())
+            .is_some_and(|n| n != h.name);
+        if !renamed {
+            self.name_member(h.id, &h.name);
+        }
         self.mesh.reached(h.id, listen);
         if self.is_member() && self.broadcast.seq() == 0 {
             // We started this network and this is our first link: a JOIN
@@ -1263,14 +1346,14 @@ impl Node {
                 self.membership.back_one(now);
                 continue;
             }
-            if e.name == self.name && !self.name_clash(e.id, now) {
+            if self.is_ours(&e.name) && !self.name_clash(e.id, now) {
                 continue;
             }
             if crypto::node_id(&e.ident.key, e.ident.nonce) != e.id {
                 // A member whose id is not bound to its key: made up.
                 continue;
             }
-            let name = (e.name != self.name).then_some(e.name.as_str());
+            let name = (!self.is_ours(&e.name)).then_some(e.name.as_str());
             let ip = e.ip.filter(|ip| !ip.is_unspecified());
             let ip = if e.id == from { Some(sender_ip) } else { ip };
             let addr = ip.map(|ip| SocketAddr::new(ip, e.port));
@@ -1507,6 +1590,12 @@ impl Node {
         }
     }
 
+    /// Whether `name` is ours: the same name, in any case or look-alike
+    /// letters (see [`crate::name`]).
+    fn is_ours(&self, name: &str) -> bool {
+        name == self.name || crate::name::same(name, &self.name)
+    }
+
     /// Whether `key` may go by `name`: the name is new here (it is
     /// remembered with this key), or known with this very key.
     fn key_fits(&self, name: &str, key: &PublicKey) -> bool {
@@ -1537,10 +1626,12 @@ impl Node {
             return false;
         }
         let named = self.membership.name(id, name);
+        let mut taught = false;
         if named
             && let Some(key) = key
             && !self.known.contains_key(name)
         {
+            taught = true;
             self.known.insert(name.to_owned(), key);
             self.out.push_back(Action::Trust {
                 name: name.to_owned(),
@@ -1548,12 +1639,15 @@ impl Node {
                 replace: false,
             });
         }
+        if named {
+            self.joins.insert(id, (self.now, taught));
+        }
         named
     }
 
     /// `:whois NAME`: the member's key fingerprint and id.
     fn whois(&mut self, name: &str) {
-        let line = if name == self.name {
+        let line = if self.is_ours(name) {
             format!(
                 "{name} (you): key {}, node {}",
                 crypto::fingerprint(&self.ident.public()),
@@ -1569,7 +1663,7 @@ impl Node {
                     let key = m
                         .ident
                         .map_or("unknown".into(), |i| crypto::fingerprint(&i.key));
-                    let how = if m.name.as_deref() == Some(name) {
+                    let how = if m.name.is_some() {
                         ""
                     } else {
                         " (claims the name; not trusted)"
@@ -1683,19 +1777,48 @@ impl Node {
         match ev.body {
             Body::Join { name, ip, port, .. } => {
                 let addr = ip.map(|ip| SocketAddr::new(ip, port));
-                if name == self.name {
-                    // Two joins at once under our name: settled by id.
-                    self.name_clash(origin, now);
+                // The key its id is bound to (not whatever the JOIN says).
+                if let Some(i) = self.membership.get(origin).and_then(|m| m.ident) {
+                    self.stale_self(origin, &name, &i.key, now);
                 }
-                let named = if self.membership.joined(origin, addr) {
-                    self.name_member(origin, &name)
-                } else {
-                    self.membership
-                        .get(origin)
-                        .is_some_and(|m| m.name.is_some())
+                // Two joins at once under our name: settled by id.
+                let race = self.is_ours(&name) && self.name_clash(origin, now);
+                let fresh = self.membership.joined(origin, addr);
+                // Two others joined under one name at once: the smaller
+                // id keeps it, wherever its JOIN comes first, and the
+                // other gives way by itself (`name_clash`). The name was
+                // announced once, and that is all.
+                let rival = self.join_rival(origin, &name, now);
+                let present = |s: &Node, id| s.membership.get(id).is_some_and(|m| m.present());
+                let (named, announce) = match rival {
+                    // Announced under the name unless the loser was.
+                    Some(r) if fresh && origin < r => {
+                        let shown = present(self, r);
+                        (self.take_race(origin, r, &name), !shown)
+                    }
+                    Some(_) => {
+                        if fresh {
+                            self.membership.claim(origin, &name);
+                        }
+                        (false, false)
+                    }
+                    None => {
+                        let named = if fresh {
+                            self.name_member(origin, &name)
+                        } else {
+                            self.membership
+                                .get(origin)
+                                .is_some_and(|m| m.name.is_some())
+                        };
+                        (named, named && !self.race_won(&name))
+                    }
                 };
                 let shown = self.membership.display(origin);
-                if !named && self.is_member() {
+                if race || rival.is_some() {
+                    if announce && named && self.is_member() {
+                        self.chat.joined(&mut net!(self), shown);
+                    }
+                } else if !named && self.is_member() {
                     // Someone has that name already: not shown under it.
                     let w =
                         format!("{shown} says it is {name}, a name in use; not shown as {name}");
@@ -1717,6 +1840,15 @@ impl Node {
                 self.rooms.delivered(&mut net!(self), origin, ev, now);
                 self.check_handover(now);
             }
+            // Actions are the lobby's (rooms carry lines only, for now).
+            Body::Action { room, text } => {
+                if self.rooms.in_lobby() {
+                    self.chat
+                        .delivered_action(&mut net!(self), origin, room, text)
+                }
+            }
+            Body::Rename { name } => self.membership.rename(origin, &name, false, now),
+            Body::Clock { time } => self.chat.clock(origin, time),
             Body::Suspect { target } if target == self.id => self.membership.answer(id, now),
             Body::Suspect { target } => self.membership.suspicion(id, target, now),
             Body::Alive { .. } => self.membership.alive(origin),
@@ -1758,8 +1890,21 @@ impl Node {
         };
         self.broadcast.remove(id);
         self.mesh.forget(id);
-        if self.is_member() && m.present() {
-            self.chat.left(&mut net!(self), m.display(id), false);
+        // One never announced under a name (it lost a join race, or
+        // claimed a name in use) is not announced leaving either.
+        if self.is_member() && m.present() && m.name.is_some() {
+            let name = m.display(id);
+            let recent = self
+                .joins
+                .get(id)
+                .is_some_and(|&(at, _)| self.now < at + JOIN_RACE);
+            if recent && self.race_left.len() < RACE_LEFT {
+                // It may have lost a join race, and the winner's JOIN be
+                // on its way: then the name stays, and nothing is shown.
+                self.race_left.push_back((name, self.now + RACE_LEFT_WAIT));
+            } else {
+                self.chat.left(&mut net!(self), name, false);
+            }
         }
         self.rooms.presence(&mut net!(self), id, self.now);
         self.check_handover(self.now);
@@ -1804,7 +1949,9 @@ impl Node {
                 Out::Named(id) => {
                     if self.is_member() && self.membership.get(id).is_some_and(|m| m.present()) {
                         let name = self.membership.display(id);
-                        self.chat.joined(&mut net!(self), name);
+                        if !self.race_won(&name) {
+                            self.chat.joined(&mut net!(self), name);
+                        }
                     }
                 }
                 Out::Lost(id, present) => {
@@ -1826,6 +1973,7 @@ impl Node {
                     }
                     self.mesh.forget(id);
                 }
+                Out::Rename { id, name, own, won } => self.settle_rename(id, name, own, won),
             }
         }
     }
@@ -1896,6 +2044,68 @@ impl Node {
         }
     }
 
+    /// `id` says it is `name`, with `key`: if the member that has the name
+    /// has this key too, and is suspected (it crashed, and this is the
+    /// same user starting again before the network has given it up), it
+    /// is lost now, and the name free for `id`.
+    fn stale_self(&mut self, id: NodeId, name: &str, key: &PublicKey, now: Millis) {
+        let Some(h) = self.membership.holder_of(name).filter(|&h| h != id) else {
+            return;
+        };
+        let stale = self
+            .membership
+            .get(h)
+            .is_some_and(|m| m.suspected() && m.ident.is_some_and(|i| &i.key == key));
+        if stale && self.membership.lose(h, now).is_some() {
+            self.membership_out(now);
+        }
+    }
+
+    /// Whether a member joins under `name` just after one under it left
+    /// (see [`RACE_LEFT_WAIT`]): the winner of a join race whose loser
+    /// left already. The name was announced, and stays: neither its
+    /// leaving nor this joining is shown.
+    fn race_won(&mut self, name: &str) -> bool {
+        let before = self.race_left.len();
+        self.race_left.retain(|(n, _)| !crate::name::same(n, name));
+        before != self.race_left.len()
+    }
+
+    /// The member other than `id` that has `name` and joined within
+    /// [`JOIN_RACE`] of `now`: a join race, as `id` joins under it now.
+    fn join_rival(&self, id: NodeId, name: &str, now: Millis) -> Option<NodeId> {
+        let h = self.membership.holder_of(name).filter(|&h| h != id)?;
+        let &(at, _) = self.joins.get(h)?;
+        (now < at + JOIN_RACE).then_some(h)
+    }
+
+    /// `winner` takes `name` from `loser`, which joined under it at the
+    /// same moment (see [`Node::join_rival`]), if its key may have the
+    /// name: the key known for it, or the loser's, if the loser's JOIN
+    /// is what made it known (then the winner's key replaces it in
+    /// known_peers). Returns whether it has the name now.
+    fn take_race(&mut self, winner: NodeId, loser: NodeId, name: &str) -> bool {
+        let key = |s: &Node, id| s.membership.get(id).and_then(|m| m.ident).map(|i| i.key);
+        let (Some(wkey), lkey) = (key(self, winner), key(self, loser)) else {
+            return false;
+        };
+        let taught = self.joins.get(loser).is_some_and(|&(_, t)| t);
+        if taught && lkey.is_some() && self.known.get(name) == lkey.as_ref() {
+            self.known.insert(name.to_owned(), wkey);
+            self.out.push_back(Action::Trust {
+                name: name.to_owned(),
+                key: wkey,
+                replace: true,
+            });
+        } else if !self.key_fits(name, &wkey) {
+            self.membership.claim(winner, name);
+            return false;
+        }
+        self.membership.take_name(winner, loser);
+        self.joins.insert(winner, (self.now, false));
+        true
+    }
+
     /// Another member has our name. Two peers that joined at once under one
     /// name settle it: the larger id gives way. A peer that has been in
     /// the network longer than such a race keeps its name. Returns whether
@@ -1911,6 +2121,125 @@ impl Node {
             self.leave(Stop::NameTaken(msg), now);
         }
         true
+    }
+
+    /// Publishes our wall clock (CLOCK) before what we say next (a line,
+    /// an action, a rename), unless we did within the second: everything
+    /// we say carries its time. (Joins and leaves are shown when they
+    /// arrive, and our JOIN stays our first event.)
+    fn stamp(&mut self) {
+        let Some(wall) = self.wall else {
+            return;
+        };
+        if self.clocked.is_none_or(|c| wall < c || wall >= c + 1_000) {
+            self.clocked = Some(wall);
+            self.publish(Body::Clock { time: wall });
+            // Signed on its own, so that a line said alone is signed
+            // alone too, never an unsigned event of a run (which a
+            // forger's copy, held first, could stand in for).
+            self.broadcast.seal(&mut self.out);
+        }
+    }
+
+    /// `:nick NAME`: asks the network to know us as `name`. Refused here,
+    /// with the reason, when it is not a name or another member has it;
+    /// else settled like every rename (see [`Membership::rename`]).
+    fn nick(&mut self, name: &str, now: Millis) {
+        let refuse = |s: &mut Node, w: String| s.out.push_back(Action::Show(Show::Warning(w)));
+        if !self.is_member() {
+            return refuse(self, "not in a network yet; the name is not changed".into());
+        }
+        if let Err(e) = crate::name::valid(name) {
+            return refuse(self, format!("bad name {name:?}: {e}"));
+        }
+        if name == self.name {
+            let line = format!("you are {name} already");
+            return self.out.push_back(Action::Show(Show::Info(line)));
+        }
+        if self.membership.renaming() {
+            return refuse(self, "a rename is under way; try again in a moment".into());
+        }
+        if !crate::name::same(name, &self.name) && self.membership.name_taken(name, self.id) {
+            let w = format!(
+                "the name {name} is taken in this network; you are still {}",
+                self.name
+            );
+            return refuse(self, w);
+        }
+        if !self.key_fits(name, &self.ident.public()) {
+            let w = format!(
+                "the name {name} belongs to another key here (see :whois {name}); you are still {}",
+                self.name
+            );
+            return refuse(self, w);
+        }
+        self.stamp();
+        self.publish(Body::Rename {
+            name: name.to_owned(),
+        });
+        self.membership.rename(self.id, name, true, now);
+    }
+
+    /// A rename settled (see [`Membership::rename`]): member `id` (we, if
+    /// `own`) goes by `name` now, if it `won` the race for it, the name is
+    /// free, and the key of whoever had it before (known_peers) is its.
+    fn settle_rename(&mut self, id: NodeId, name: String, own: bool, won: bool) {
+        if own {
+            let old = if won {
+                self.membership.rename_own(&name)
+            } else {
+                None
+            };
+            let Some(old) = old else {
+                let w = format!(
+                    "another member took the name {name} at the same moment; you are still {}",
+                    self.name
+                );
+                return self.out.push_back(Action::Show(Show::Warning(w)));
+            };
+            self.name.clone_from(&name);
+            self.links.rename(&name);
+            let me = self.id;
+            return self.chat.renamed(&mut net!(self), me, old, name, true);
+        }
+        let present = self.is_member() && self.membership.get(id).is_some_and(|m| m.present());
+        let shown = self.membership.display(id);
+        if !won {
+            return;
+        }
+        let key = self.membership.get(id).and_then(|m| m.ident).map(|i| i.key);
+        if let Some(key) = key
+            && !self.key_fits(&name, &key)
+        {
+            if present {
+                let w = format!(
+                    "{shown} asked to be {name}, a name known with another key; still shown as {shown}"
+                );
+                self.out.push_back(Action::Show(Show::Warning(w)));
+            }
+            return;
+        }
+        let Some(old) = self.membership.renamed(id, &name) else {
+            if present {
+                let w =
+                    format!("{shown} asked to be {name}, a name in use; still shown as {shown}");
+                self.out.push_back(Action::Show(Show::Warning(w)));
+            }
+            return;
+        };
+        if let Some(key) = key
+            && !self.known.contains_key(&name)
+        {
+            self.known.insert(name.clone(), key);
+            self.out.push_back(Action::Trust {
+                name: name.clone(),
+                key,
+                replace: false,
+            });
+        }
+        if present && old != name {
+            self.chat.renamed(&mut net!(self), id, old, name, false);
+        }
     }
 
     /// Floods our JOIN: who we are and where we listen.

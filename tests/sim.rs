@@ -87,6 +87,12 @@ struct Node {
     said: Vec<String>,
     /// What it showed of rooms, in order (see `room_show`).
     shown: Vec<Show>,
+    /// Renames shown: (old, new).
+    renames: Vec<(String, String)>,
+    /// Every "joined" shown, in order.
+    join_lines: Vec<String>,
+    /// Chat lines shown with when they were said: (text, said).
+    stamps: Vec<(String, Option<u64>)>,
 }
 
 struct Sim {
@@ -202,6 +208,9 @@ impl Sim {
             warnings: Vec::new(),
             said: Vec::new(),
             shown: Vec::new(),
+            renames: Vec::new(),
+            join_lines: Vec::new(),
+            stamps: Vec::new(),
         });
         i
     }
@@ -335,13 +344,19 @@ impl Sim {
                             from,
                             text,
                             own: false,
+                            said,
                             ..
-                        } => n.chats.push((from, text)),
+                        } => {
+                            n.stamps.push((text.clone(), said));
+                            n.chats.push((from, text));
+                        }
+                        Show::Renamed { old, new, .. } => n.renames.push((old, new)),
                         Show::MemberJoined(name) => {
                             if std::env::var("SIM_TRACE").is_ok_and(|t| t == format!("{i}/{name}"))
                             {
                                 eprintln!("t={} node {i}: {name} joined", self.now);
                             }
+                            n.join_lines.push(name.clone());
                             n.joined.insert(name);
                         }
                         Show::MemberLeft { name, lost } => {
@@ -2966,5 +2981,198 @@ fn discovery_a_found_peer_with_another_secret_is_harmless() {
                 assert_eq!(sim.nodes[i].core.member_count(), 2, "node {i}");
             }
         });
+    }
+}
+
+/// Two members rename to one name at the same moment (in two cases): on
+/// every peer, itself included, only the one with the smaller node id is
+/// shown taking it, and nobody shows the other one renamed, not even for
+/// a moment; it is told, and its later lines still come from its old name.
+#[test]
+fn two_renames_to_one_name_at_once_one_wins_everywhere() {
+    for seed in seeds(&[61, 62, 63]) {
+        with_seed(seed, |seed| {
+            let n = 24;
+            let cfg = Config {
+                degree: 3,
+                max_degree: 6,
+                ..Config::default()
+            };
+            let mut sim = Sim::new(seed, 100);
+            grow(&mut sim, n, &cfg);
+            let (a, b) = (5, 11);
+            let now = sim.now;
+            sim.nodes[a].core.command(Command::Nick("xena".into()), now);
+            sim.pump(a);
+            let t = now + 1 + sim.rng.below(200);
+            sim.run_until(t);
+            let now = sim.now;
+            sim.nodes[b].core.command(Command::Nick("XENA".into()), now);
+            sim.pump(b);
+            let t = sim.now + 5_000;
+            sim.run_until(t);
+            let (win, lose, new) = if sim.nodes[a].core.id() < sim.nodes[b].core.id() {
+                (a, b, "xena")
+            } else {
+                (b, a, "XENA")
+            };
+            for i in 0..n {
+                assert_eq!(
+                    sim.nodes[i].renames,
+                    [(name(win), new.to_owned())],
+                    "node {i}"
+                );
+            }
+            assert_eq!(sim.nodes[win].core.name(), new);
+            assert_eq!(sim.nodes[lose].core.name(), name(lose));
+            let told = &sim.nodes[lose].warnings;
+            assert!(told.iter().any(|w| w.contains("took the name")), "{told:?}");
+            sim.say(win, "as the winner");
+            sim.say(lose, "as the loser");
+            let t = sim.now + 2_000;
+            sim.run_until(t);
+            for i in (0..n).filter(|&i| i != win && i != lose) {
+                let chats = &sim.nodes[i].chats;
+                assert!(
+                    chats.contains(&(new.to_owned(), "as the winner".into())),
+                    "node {i}"
+                );
+                assert!(
+                    chats.contains(&(name(lose), "as the loser".into())),
+                    "node {i}"
+                );
+                let names = sim.nodes[i].core.member_names();
+                assert!(
+                    names.contains(&new.to_owned()) && names.contains(&name(lose)),
+                    "{names:?}"
+                );
+            }
+        });
+    }
+}
+
+/// A line said during a partition reaches the far side when it heals,
+/// half a minute later, stamped with when it was said, not when it
+/// arrived.
+#[test]
+fn a_line_shown_late_keeps_the_time_it_was_said() {
+    for seed in seeds(&[71]) {
+        with_seed(seed, |seed| {
+            const EPOCH: u64 = 1_764_560_000_000;
+            let n = 12;
+            let mut sim = Sim::new(seed, 10);
+            grow(&mut sim, n, &Config::default());
+            let half: BTreeSet<usize> = (0..n / 2).collect();
+            sim.partition(&half);
+            let t = sim.now + 1_000;
+            sim.run_until(t);
+            let said = EPOCH + sim.now;
+            sim.nodes[0].core.clock(said);
+            sim.say(0, "said in the partition");
+            let t = sim.now + 30_000;
+            sim.run_until(t);
+            sim.cut.clear();
+            let t = sim.now + 20_000;
+            sim.run_until(t);
+            for i in 1..n {
+                let got: Vec<_> = sim.nodes[i]
+                    .stamps
+                    .iter()
+                    .filter(|(text, _)| text == "said in the partition")
+                    .collect();
+                assert_eq!(
+                    got,
+                    [&("said in the partition".to_owned(), Some(said))],
+                    "node {i}"
+                );
+            }
+        });
+    }
+}
+
+/// Defect 7: two peers join under one name at the same moment, through
+/// different members. One of them gets in, the other is told the name is
+/// taken; everyone else shows the name joining once, and never leaving.
+#[test]
+fn two_joins_under_one_name_at_once_are_announced_once() {
+    for seed in seeds(&[81, 82, 83, 84]) {
+        with_seed(seed, |seed| {
+            let n = 16;
+            let cfg = Config {
+                degree: 3,
+                max_degree: 6,
+                ..Config::default()
+            };
+            let mut sim = Sim::new(seed, 50);
+            grow(&mut sim, n, &cfg);
+            let a = sim.add("carol", cfg.clone());
+            let b = sim.add("carol", cfg.clone());
+            sim.join(a, 2);
+            let t = sim.now + sim.rng.below(100);
+            sim.run_until(t);
+            sim.join(b, 9);
+            let t = sim.now + 10_000;
+            sim.run_until(t);
+            let exits = [sim.nodes[a].exited, sim.nodes[b].exited];
+            assert!(
+                exits == [None, Some(1)] || exits == [Some(1), None],
+                "{exits:?}"
+            );
+            let (ia, ib) = (sim.nodes[a].core.id(), sim.nodes[b].core.id());
+            eprintln!("a {ia} exited {:?}; b {ib} exited {:?}", exits[0], exits[1]);
+            for i in 0..n {
+                let node = &sim.nodes[i];
+                eprintln!(
+                    "node {i}: {} / {}",
+                    node.core.describe(ia),
+                    node.core.describe(ib)
+                );
+                let joins = node.join_lines.iter().filter(|l| *l == "carol").count();
+                let left: Vec<_> = node.left.iter().filter(|(l, _)| l != "carol").collect();
+                assert_eq!(joins, 1, "node {i} joins: {:?}", node.join_lines);
+                assert!(
+                    !node.left.iter().any(|(l, _)| l == "carol") && left.is_empty(),
+                    "node {i} left: {:?}",
+                    node.left
+                );
+                assert!(
+                    !node.warnings.iter().any(|w| w.contains("a name in use")),
+                    "node {i}: {:?}",
+                    node.warnings
+                );
+                assert!(
+                    node.core.member_names().contains(&"carol".to_owned()),
+                    "node {i}"
+                );
+            }
+        });
+    }
+}
+
+/// Defect 14: a peer whose machine was suspended (its wall clock jumps,
+/// its monotonic clock does not) is told, when it runs again, that the
+/// others may have given it up; one that ran all along is not.
+#[test]
+fn a_suspended_peer_is_told_when_it_wakes() {
+    const EPOCH: u64 = 1_764_560_000_000;
+    let mut sim = Sim::new(91, 10);
+    grow(&mut sim, 4, &Config::default());
+    let now = sim.now;
+    for i in 0..4 {
+        sim.nodes[i].core.clock(EPOCH + now);
+    }
+    let t = now + 5_000;
+    sim.run_until(t);
+    for i in 0..4 {
+        let wall = EPOCH + sim.now + if i == 2 { 75_000 } else { 0 };
+        sim.nodes[i].core.clock(wall);
+        sim.pump(i);
+    }
+    for i in 0..4 {
+        let told = sim.nodes[i]
+            .warnings
+            .iter()
+            .any(|w| w.contains("did not run for"));
+        assert_eq!(told, i == 2, "node {i}: {:?}", sim.nodes[i].warnings);
     }
 }

@@ -1393,6 +1393,82 @@ fn wrapping_colours_and_a_narrow_prompt() {
     c.bob.expect_line("alice: hi");
 }
 
+/// On the terminal: an action shows as `* bob waves` with bob's colour,
+/// a rename as `* bob is now robert`; Tab completes the new name; our
+/// own rename changes the prompt, and mentions of the new name are
+/// highlighted. A line said yesterday (as one fetched late would be) is
+/// stamped with its date.
+#[test]
+fn actions_renames_and_late_lines_on_the_terminal() {
+    use p2pchat::proto::wire::{Body, Ident};
+    use util::frames;
+    use util::raw::Raw;
+    let mut c = Chat::start("renames", &[], 80, Launch::Exec);
+    c.bob.send("/me waves");
+    c.pane
+        .wait("the action", |s| s.stamped("* bob waves").is_some());
+    c.bob.send("/nick robert");
+    c.pane
+        .wait("the rename", |s| s.stamped("* bob is now robert").is_some());
+    c.pane.type_text("ro");
+    c.pane.keys(&["Tab"]);
+    c.pane.expect_input("robert: ", PW + 8);
+    c.pane.keys(&["C-u"]);
+    c.pane.type_text("/nick alicia");
+    c.pane.keys(&["Enter"]);
+    c.bob.expect_line("* alice is now alicia");
+    c.pane.wait("the new prompt", |s| {
+        s.input() == "[lobby] alicia>" && s.stamped("* alice is now alicia").is_some()
+    });
+    c.bob.send("hey Alicia, look");
+    c.pane.wait("the mention", |s| {
+        s.stamped("robert: hey Alicia, look").is_some()
+    });
+    let e = c.pane.snap_with(true);
+    let mention = e.rows.iter().find(|r| r.contains("look")).unwrap();
+    assert!(
+        mention.contains("\x1b[7m"),
+        "new name not highlighted: {mention:?}"
+    );
+
+    // Yesterday's line, from a member that speaks the wire protocol.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let yesterday = now - 26 * 3_600_000;
+    let m = frames::who(0x7474_7979);
+    let mut r = Raw::connect(c.bob.port());
+    r.hello(&m, "yester", true);
+    let join = Body::Join {
+        name: "yester".into(),
+        ip: Some(std::net::Ipv4Addr::LOCALHOST.into()),
+        port: 1,
+        ident: Ident {
+            key: m.public(),
+            nonce: m.nonce(),
+        },
+    };
+    let bodies = vec![
+        join,
+        Body::Clock { time: yesterday },
+        frames::lobby("from yesterday"),
+    ];
+    for msg in frames::sealed(&m, 1, bodies) {
+        r.send(&msg);
+    }
+    let out = Command::new("date")
+        .args(["-d", &format!("@{}", yesterday / 1000), "+%Y-%m-%d %H:%M"])
+        .output()
+        .unwrap();
+    let when = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    c.pane.wait("yesterday's line with its date", |s| {
+        s.rows
+            .iter()
+            .any(|row| *row == format!("{when} yester: from yesterday"))
+    });
+}
+
 /// With `--irc`, the terminal and an IRC client are front ends of the
 /// same peer at once: each shows what the other sends.
 #[test]

@@ -1,13 +1,33 @@
-//! Chat: lines said, members coming and going, and `:who`.
+//! Chat: lines said, actions (`:me`), renames (`:nick`), members coming
+//! and going, and `:who`; each line with when its sender said it.
+//!
+//! When: a sender's CLOCK event gives its wall clock, and the lines it
+//! says after it were said then (to the second). The latest clock of each
+//! sender is kept, for at most [`CLOCKS`] senders (the longest silent
+//! forgotten first: its next line comes with a clock anyway, unless said
+//! within the second).
 
 use super::{LOBBY, Net, Show};
-use crate::proto::NodeId;
 use crate::proto::wire::{self, Body};
+use crate::proto::{NodeId, Remember};
 
-/// The chat application. It has no state of its own yet: everyone is in
-/// the lobby.
-#[derive(Debug, Default)]
-pub struct Chat;
+/// Senders whose clock is remembered, at most.
+pub const CLOCKS: usize = 8192;
+
+/// The chat application: everyone is in the lobby; what it remembers is
+/// each sender's clock.
+#[derive(Debug)]
+pub struct Chat {
+    said: Remember<u64>,
+}
+
+impl Default for Chat {
+    fn default() -> Chat {
+        Chat {
+            said: Remember::new(CLOCKS),
+        }
+    }
+}
 
 impl Chat {
     /// The user said `text`: shown as ours, and sent to the room.
@@ -19,11 +39,40 @@ impl Chat {
             room: LOBBY.into(),
             text: text.clone(),
             own: true,
+            said: None,
         });
         net.publish(Body::Chat {
             room: LOBBY.into(),
             text,
         });
+    }
+
+    /// `:me text`: an action, shown as ours, and sent to the room.
+    pub fn action(&mut self, net: &mut impl Net, text: String) {
+        let mut text = text;
+        truncate(&mut text, wire::MAX_TEXT);
+        net.show(Show::Action {
+            from: net.me().to_owned(),
+            room: LOBBY.into(),
+            text: text.clone(),
+            own: true,
+            said: None,
+        });
+        net.publish(Body::Action {
+            room: LOBBY.into(),
+            text,
+        });
+    }
+
+    /// `from`'s clock said `time` (ms since 1970): its next lines were
+    /// said then.
+    pub fn clock(&mut self, from: NodeId, time: u64) {
+        self.said.insert(from, time);
+    }
+
+    /// When `from` said what it says now, if it told us.
+    fn said(&self, from: NodeId) -> Option<u64> {
+        self.said.get(from).copied()
     }
 
     /// `:who`: the members, by name.
@@ -35,12 +84,44 @@ impl Chat {
 
     /// A chat event of `from` was delivered.
     pub fn delivered(&mut self, net: &mut impl Net, from: NodeId, room: String, text: String) {
+        let said = self.said(from);
         let from = net.name_of(from);
         net.show(Show::Chat {
             from,
             room,
             text,
             own: false,
+            said,
+        });
+    }
+
+    /// An action of `from` was delivered.
+    pub fn delivered_action(
+        &mut self,
+        net: &mut impl Net,
+        from: NodeId,
+        room: String,
+        text: String,
+    ) {
+        let said = self.said(from);
+        let from = net.name_of(from);
+        net.show(Show::Action {
+            from,
+            room,
+            text,
+            own: false,
+            said,
+        });
+    }
+
+    /// Member `id` (us, if `own`) went by `old` and goes by `new` now.
+    pub fn renamed(&mut self, net: &mut impl Net, id: NodeId, old: String, new: String, own: bool) {
+        let said = if own { None } else { self.said(id) };
+        net.show(Show::Renamed {
+            old,
+            new,
+            own,
+            said,
         });
     }
 
@@ -116,7 +197,7 @@ mod tests {
     #[test]
     fn say_shows_ours_and_publishes_bounded() {
         let mut net = Fake::default();
-        let mut c = Chat;
+        let mut c = Chat::default();
         c.say(&mut net, "é".repeat(wire::MAX_TEXT));
         let Body::Chat { text, room } = &net.published[0] else {
             panic!("not a chat");
@@ -129,23 +210,49 @@ mod tests {
     #[test]
     fn delivered_lines_name_their_sender() {
         let mut net = Fake::default();
-        let mut c = Chat;
+        let mut c = Chat::default();
         c.delivered(&mut net, NodeId(7), LOBBY.into(), "hi".into());
+        c.clock(NodeId(7), 1_000_000);
+        c.delivered_action(&mut net, NodeId(7), LOBBY.into(), "waves".into());
         assert_eq!(
             net.shown,
-            [Show::Chat {
-                from: "n7".into(),
+            [
+                Show::Chat {
+                    from: "n7".into(),
+                    room: LOBBY.into(),
+                    text: "hi".into(),
+                    own: false,
+                    said: None,
+                },
+                Show::Action {
+                    from: "n7".into(),
+                    room: LOBBY.into(),
+                    text: "waves".into(),
+                    own: false,
+                    said: Some(1_000_000),
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn actions_show_ours_and_publish() {
+        let mut net = Fake::default();
+        Chat::default().action(&mut net, "waves".into());
+        assert_eq!(
+            net.published,
+            [Body::Action {
                 room: LOBBY.into(),
-                text: "hi".into(),
-                own: false
+                text: "waves".into()
             }]
         );
+        assert!(matches!(&net.shown[0], Show::Action { own: true, from, .. } if from == "alice"));
     }
 
     #[test]
     fn who_is_sorted_by_name() {
         let mut net = Fake::default();
-        Chat.who(&mut net);
+        Chat::default().who(&mut net);
         let Show::Members(v) = &net.shown[0] else {
             panic!("not members");
         };

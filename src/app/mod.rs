@@ -49,11 +49,29 @@ pub enum Show {
         via: SocketAddr,
         members: usize,
     },
+    /// A line said; `said`: when, by its sender's clock (ms since 1970),
+    /// if it told us.
     Chat {
         from: String,
         room: String,
         text: String,
         own: bool,
+        said: Option<u64>,
+    },
+    /// `:me text`: shown as `* from text`.
+    Action {
+        from: String,
+        room: String,
+        text: String,
+        own: bool,
+        said: Option<u64>,
+    },
+    /// A member goes by another name now (`own`: we do).
+    Renamed {
+        old: String,
+        new: String,
+        own: bool,
+        said: Option<u64>,
     },
     MemberJoined(String),
     MemberLeft {

@@ -601,6 +601,7 @@ impl Rooms {
             room: name,
             text: text.clone(),
             own: true,
+            said: None,
         });
         if let Some(r) = self.rooms.get_mut(&key) {
             r.lines.push(Line {
@@ -1158,6 +1159,8 @@ impl Rooms {
                 room: r.name.clone(),
                 text,
                 own: false,
+                // Shown as it arrives: room lines carry no clock yet.
+                said: None,
             });
         }
     }

@@ -777,6 +777,7 @@ impl Session {
                 room,
                 text,
                 own,
+                ..
             } => {
                 if *own && origin {
                     return;
@@ -1168,6 +1169,7 @@ mod tests {
             room: LOBBY.into(),
             text: "hi\x1b[2J\r\nQUIT".into(),
             own,
+            said: None,
         };
         s.show(&view, &chat("bob", false), false);
         s.show(&view, &chat("alice", true), true);
@@ -1206,6 +1208,7 @@ mod tests {
                 room: LOBBY.into(),
                 text: text.clone(),
                 own: false,
+                said: None,
             },
             false,
         );
@@ -1382,11 +1385,16 @@ mod tests {
             ]
         );
         assert!(s.take_commands().is_empty(), "nothing sent as chat");
+        // Actions and renames are commands now.
         s.feed(&view, b"PRIVMSG #lobby :\x01ACTION waves\x01\r\n", 0);
-        assert!(lines(&mut s)[0].contains("/me is not available yet"));
-        assert!(s.take_commands().is_empty());
         s.feed(&view, b"NICK alicia\r\n", 0);
-        assert!(lines(&mut s)[0].contains("/nick is not available yet"));
+        assert_eq!(
+            s.take_commands(),
+            [
+                crate::node::Command::Me("waves".into()),
+                crate::node::Command::Nick("alicia".into())
+            ]
+        );
     }
 
     #[test]
@@ -1421,6 +1429,7 @@ mod tests {
                 room: LOBBY.into(),
                 text: "unseen".into(),
                 own: false,
+                said: None,
             },
             false,
         );
@@ -1652,6 +1661,7 @@ mod tests {
                 room: LOBBY.into(),
                 text: "hi".into(),
                 own: false,
+                said: None,
             },
             false,
         );

@@ -227,6 +227,15 @@ impl Links {
         }
     }
 
+    /// We go by `name` from now on (`:nick`): HELLOs say it.
+    pub fn rename(&mut self, name: &str) {
+        self.name = name.to_owned();
+        let id = self.ident.id();
+        self.plain_proof = self
+            .ident
+            .sign(&crypto::hello_message(&[0; 32], id, name, self.port));
+    }
+
     /// Whether links are encrypted (there is a network secret).
     pub fn secret(&self) -> bool {
         self.psk.is_some()

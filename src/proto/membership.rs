@@ -34,6 +34,14 @@
 //! that invents thousands cannot fill the table; when the table is full,
 //! room is made at the expense of whoever introduced the most.
 //!
+//! Names are compared as [`crate::name::skeleton`]s: `bob`, `Bob` and
+//! `bоb` (Cyrillic о) are one name. A rename (`:nick`) settles
+//! [`RENAME_SETTLE`] after it is delivered, on every peer alike: of the
+//! renames to one name pending then, the smallest node id's wins, and
+//! only if the name is free; so two members renaming to one name at the
+//! same moment are never both shown under it, and none of them is shown
+//! under it first and then not.
+//!
 //! Decisions that need the rest of the node (flood an event, dial, a
 //! suspicion ran out, a lost member forgotten) are queued as [`Out`] for
 //! the node to route.
@@ -98,6 +106,9 @@ const CENSUS_WAIT: Millis = 3_000;
 const TOGETHER: Millis = 10_000;
 /// SUSPECTs about us arriving within this are answered by one ALIVE.
 const ANSWER_WAIT: Millis = 200;
+/// A rename is settled this long after it is delivered (see the module
+/// docs): renames to one name within it are a race, settled by node id.
+pub const RENAME_SETTLE: Millis = 1_500;
 
 /// Liveness settings, in milliseconds and counts.
 #[derive(Debug, Clone)]
@@ -267,6 +278,26 @@ pub enum Out {
     Dropped(NodeId, Option<String>, Option<Ident>),
     /// A member gets the name it claimed: its holder is gone.
     Named(NodeId),
+    /// A rename settled: member `id` (we, if `own`) asked for `name`;
+    /// `won`: no member of a smaller id asked for it at the same moment
+    /// (the node still checks the name is free, and its key).
+    Rename {
+        id: NodeId,
+        name: String,
+        own: bool,
+        won: bool,
+    },
+}
+
+/// A rename delivered, not settled yet.
+#[derive(Debug, Clone)]
+struct Pending {
+    id: NodeId,
+    name: String,
+    /// Its skeleton, to find races.
+    skeleton: String,
+    own: bool,
+    due: Millis,
 }
 
 #[derive(Clone, Copy)]
@@ -283,10 +314,12 @@ enum T {
     Alive,
     /// Count who spoke since the census began.
     Census,
+    /// Settle the first pending rename.
+    Rename,
     /// We have had no link for `ISOLATED_LOSE`.
     Isolated,
 }
-const TIMERS: usize = 7;
+const TIMERS: usize = 8;
 
 /// One peer's view of the network's members. See the module docs.
 #[derive(Debug)]
@@ -324,6 +357,9 @@ pub struct Membership {
     /// When we last lost a member, and when one last came back.
     last_loss: Option<Millis>,
     last_back: Option<Millis>,
+    /// Renames delivered and not settled yet, in order of delivery: at
+    /// most one per member (and one of ours).
+    renames: VecDeque<Pending>,
     rng: Rng,
     out: VecDeque<Out>,
 }
@@ -349,6 +385,7 @@ impl Membership {
             census: None,
             last_loss: None,
             last_back: None,
+            renames: VecDeque::new(),
             rng: Rng::new(seed),
             out: VecDeque::new(),
         }
@@ -489,6 +526,108 @@ impl Membership {
             self.set_name(id, claim);
             self.out.push_back(Out::Named(id));
         }
+    }
+
+    /// Member `id` (we, if `own`) asked to go by `name` (its RENAME was
+    /// delivered, or we said it): settled [`RENAME_SETTLE`] from now.
+    pub fn rename(&mut self, id: NodeId, name: &str, own: bool, now: Millis) {
+        // A member's newer rename replaces one still pending.
+        self.renames.retain(|p| p.id != id);
+        let due = now + RENAME_SETTLE;
+        self.renames.push_back(Pending {
+            id,
+            name: name.to_owned(),
+            skeleton: crate::name::skeleton(name),
+            own,
+            due,
+        });
+        self.timers.soonest(T::Rename as usize, due);
+    }
+
+    /// Whether we have a rename of our own pending.
+    pub fn renaming(&self) -> bool {
+        self.renames.iter().any(|p| p.own)
+    }
+
+    /// Settles the renames that are due, in order ([`Out::Rename`]): one
+    /// with a rival of a smaller id pending loses; one without wins, and
+    /// its rivals lose at once.
+    fn settle_renames(&mut self, now: Millis) {
+        while self.renames.front().is_some_and(|p| now >= p.due) {
+            let p = self.renames.pop_front().expect("a pending rename");
+            let rival = |q: &Pending| q.skeleton == p.skeleton;
+            let won = !self.renames.iter().any(|q| rival(q) && q.id < p.id);
+            let mut settled = vec![(p.clone(), won)];
+            if won {
+                settled.extend(
+                    self.renames
+                        .iter()
+                        .filter(|q| rival(q))
+                        .map(|q| (q.clone(), false)),
+                );
+                self.renames.retain(|q| !rival(q));
+            }
+            for (q, won) in settled {
+                self.out.push_back(Out::Rename {
+                    id: q.id,
+                    name: q.name,
+                    own: q.own,
+                    won,
+                });
+            }
+        }
+        self.timers
+            .set(T::Rename as usize, self.renames.front().map(|p| p.due));
+    }
+
+    /// Member `id` goes by `name` now, if `name` is free (ours and other
+    /// members' compared as skeletons; its own old name does not count).
+    /// Its old name goes to whoever claims it. Returns the name it was
+    /// shown by before (its id, if none).
+    pub fn renamed(&mut self, id: NodeId, name: &str) -> Option<String> {
+        self.members.get(&id).filter(|m| !m.is_lost())?;
+        if self.name_taken(name, id) {
+            return None;
+        }
+        let shown = self.display(id);
+        let old = self.set_name(id, Some(name.to_owned()));
+        self.set_claim(id, None);
+        if !old.as_deref().is_some_and(|o| same_name(o, name)) {
+            self.free(old);
+        }
+        Some(shown)
+    }
+
+    /// Two members joined under one name at once: `winner` (the smaller
+    /// id) takes it from `loser`, which only claims it from now on (it
+    /// gives way and leaves, as it finds out itself).
+    pub fn take_name(&mut self, winner: NodeId, loser: NodeId) {
+        if !self.members.contains_key(&winner) {
+            return;
+        }
+        let Some(name) = self.set_name(loser, None) else {
+            return;
+        };
+        self.set_claim(loser, Some(name.clone()));
+        self.set_claim(winner, None);
+        self.set_name(winner, Some(name));
+    }
+
+    /// The member (not lost) that has `name`, not merely claims it.
+    pub fn holder_of(&self, name: &str) -> Option<NodeId> {
+        self.holder(name, NodeId(u64::MAX))
+    }
+
+    /// We go by `name` now, if no member has it. Returns the old name.
+    pub fn rename_own(&mut self, name: &str) -> Option<String> {
+        if self.holder(name, NodeId(u64::MAX)).is_some() {
+            return None;
+        }
+        let old = std::mem::replace(&mut self.name, name.to_owned());
+        if !same_name(&old, name) {
+            self.free(Some(old.clone()));
+        }
+        Some(old)
     }
 
     /// Members `via` introduced that we have not heard directly.
@@ -1059,6 +1198,9 @@ impl Membership {
         if self.timers.take_due(T::Census as usize, now) {
             self.count_census(links, now);
         }
+        if self.timers.is_due(T::Rename as usize, now) {
+            self.settle_renames(now);
+        }
     }
 
     /// When [`Membership::tick`] next has work to do, if ever.
@@ -1274,33 +1416,41 @@ impl Membership {
     }
 }
 
-/// Whether two names are the same name, as far as uniqueness goes.
+/// Whether two names are the same name, as far as uniqueness goes: in
+/// any case, look-alike letters alike (see [`crate::name`]).
 fn same_name(a: &str, b: &str) -> bool {
-    a == b
+    a == b || crate::name::same(a, b)
 }
 
-/// Members by a name of theirs, in order of id.
+/// Members by a name of theirs (its skeleton), in order of id.
 #[derive(Debug, Default)]
 struct Index(HashMap<String, BTreeSet<NodeId>>);
 
 impl Index {
     /// Member `id`'s name was `old` and is `new`.
     fn update(&mut self, id: NodeId, old: Option<&str>, new: Option<&str>) {
-        if let Some(o) = old
-            && let Some(ids) = self.0.get_mut(o)
+        if let Some(o) = old.map(crate::name::skeleton)
+            && let Some(ids) = self.0.get_mut(&o)
         {
             ids.remove(&id);
             if ids.is_empty() {
-                self.0.remove(o);
+                self.0.remove(&o);
             }
         }
         if let Some(n) = new {
-            self.0.entry(n.to_owned()).or_default().insert(id);
+            self.0
+                .entry(crate::name::skeleton(n))
+                .or_default()
+                .insert(id);
         }
     }
 
     fn ids(&self, name: &str) -> impl Iterator<Item = NodeId> + '_ {
-        self.0.get(name).into_iter().flatten().copied()
+        self.0
+            .get(&crate::name::skeleton(name))
+            .into_iter()
+            .flatten()
+            .copied()
     }
 }
 
@@ -1572,6 +1722,73 @@ mod tests {
         let o = outs(&mut m);
         assert!(o.contains(&Out::Publish(Body::Suspect { target: NodeId(4) })));
         assert!(o.contains(&Out::Publish(Body::Alive { answers: vec![] })));
+    }
+
+    #[test]
+    fn look_alike_names_are_one_name() {
+        let mut m = ms();
+        m.insert(BOB, Some("bob"), None, true, None);
+        for n in ["Bob", "BOB", "b\u{43e}b", "b0b"] {
+            assert!(m.name_taken(n, CAROL), "{n:?}");
+        }
+        assert!(m.name_taken("ME", CAROL));
+        assert_eq!(m.find("BOB"), Some(BOB));
+        m.insert(CAROL, None, None, false, None);
+        assert!(!m.name(CAROL, "Bob"));
+        assert!(m.name(CAROL, "carol"));
+    }
+
+    #[test]
+    fn renames_race_and_the_smallest_id_wins_wherever_it_comes_first() {
+        const DAVE: NodeId = NodeId(4);
+        for first_carol in [true, false] {
+            let mut m = ms();
+            for (id, n) in [(BOB, "bob"), (CAROL, "carol"), (DAVE, "dave")] {
+                m.insert(id, Some(n), None, true, None);
+            }
+            // Carol and dave ask for one name (in two cases) within the
+            // settling time, in either order; bob asks for another.
+            let (a, b) = if first_carol {
+                (CAROL, DAVE)
+            } else {
+                (DAVE, CAROL)
+            };
+            m.rename(a, "xena", false, 0);
+            m.rename(BOB, "bobby", false, 100);
+            m.rename(b, "XENA", false, 1_000);
+            m.tick(&links(), |_| Some(0), RENAME_SETTLE - 1);
+            assert_eq!(outs(&mut m), []);
+            assert_eq!(m.deadline(), Some(RENAME_SETTLE));
+            m.tick(&links(), |_| Some(0), 1_000 + RENAME_SETTLE);
+            let o = outs(&mut m);
+            let won = |id| Out::Rename {
+                id,
+                name: if id == BOB {
+                    "bobby".into()
+                } else if id == a {
+                    "xena".into()
+                } else {
+                    "XENA".into()
+                },
+                own: false,
+                won: true,
+            };
+            assert!(o.contains(&won(CAROL)), "{o:?}");
+            assert!(o.contains(&won(BOB)), "{o:?}");
+            assert!(!o.contains(&won(DAVE)), "{o:?}");
+            assert_eq!(o.len(), 3, "{o:?}");
+            let carol_asked = if first_carol { "xena" } else { "XENA" };
+            assert_eq!(m.renamed(CAROL, carol_asked), Some("carol".into()));
+            assert_eq!(m.renamed(DAVE, "xena"), None, "taken now");
+            assert_eq!(m.renamed(BOB, "bobby"), Some("bob".into()));
+            assert_eq!(m.find("Xena"), Some(CAROL));
+            assert!(!m.name_taken("carol", DAVE), "carol's old name is free");
+        }
+        let mut m = ms();
+        assert_eq!(m.rename_own("Me").as_deref(), Some("me"));
+        m.insert(BOB, Some("bob"), None, true, None);
+        assert_eq!(m.rename_own("BOB"), None);
+        assert!(m.name_taken("Me", BOB));
     }
 
     #[test]

@@ -86,9 +86,21 @@
 //! 4 SUSPECT  target:u64                             "I lost my link to target"
 //! 5 ALIVE    count:u8, count × (origin:u64, seq:u64)  refutes SUSPECTs of the origin:
 //!                                                   the SUSPECT events it answers
+//! 6 ACTION   room:str, text:str                     `:me text`: "* alice text"
+//! 7 RENAME   name:str                               `:nick name`: the origin's new name
+//! 8 CLOCK    time:u64                               the origin's wall clock (ms since
+//!                                                   1970, UTC): when the events after
+//!                                                   it were said, to the second
 //! 10-14      rooms: ROOM, SAY, ENTER, SHOUT, HISTORY (see [`rooms`])
 //! 30 OFFER   a file offer, decoded by crate::app::files from Body::Other
 //! ```
+//!
+//! CLOCK is how events carry the sender's time without changing any
+//! older type: a peer sends one before what it says when a second or more
+//! has passed since the last, so a line shown late (held behind a gap,
+//! fetched after a partition) shows when it was said. Peers of this
+//! version built before these types relay them unopened, and say once
+//! that a newer version is about.
 //!
 //! A connecting peer sends HELLO first; the accepting peer answers HELLO and
 //! MEMBERS, or REFUSE. Decoding is total: any input gives a [`Msg`] or a
@@ -281,6 +293,20 @@ pub enum Body {
     Alive {
         answers: Vec<EventId>,
     },
+    /// `:me text`: an action, shown as `* alice text`.
+    Action {
+        room: String,
+        text: String,
+    },
+    /// `:nick name`: the origin goes by `name` from now on.
+    Rename {
+        name: String,
+    },
+    /// The origin's wall clock, ms since 1970 (UTC): when the events of
+    /// the origin after this one were said.
+    Clock {
+        time: u64,
+    },
     /// A room event (types 10 to 14): see [`rooms`].
     Room(rooms::RoomEvent),
     /// A type this build does not know (a newer peer's): relayed as it
@@ -307,6 +333,9 @@ impl Body {
             Body::Join { name, .. } if !valid_name(name) => Err("name"),
             Body::Chat { text, .. } if text.len() > MAX_TEXT => Err("text length"),
             Body::Chat { room, .. } if room.chars().count() > MAX_ROOM => Err("room name"),
+            Body::Action { text, .. } if text.len() > MAX_TEXT => Err("text length"),
+            Body::Action { room, .. } if room.chars().count() > MAX_ROOM => Err("room name"),
+            Body::Rename { name } if !valid_name(name) => Err("name"),
             Body::Room(r) => r.check(),
             _ => Ok(()),
         }
@@ -320,6 +349,9 @@ impl Body {
             Body::Chat { .. } => 3,
             Body::Suspect { .. } => 4,
             Body::Alive { .. } => 5,
+            Body::Action { .. } => 6,
+            Body::Rename { .. } => 7,
+            Body::Clock { .. } => 8,
             Body::Room(r) => r.kind(),
             Body::Other { kind, .. } | Body::Refused { kind, .. } => *kind,
         }
@@ -532,6 +564,12 @@ fn encode_body(msg: &Msg, out: &mut Vec<u8>) -> Result<(), WireError> {
                         put_u64(out, a.seq);
                     }
                 }
+                Body::Action { room, text } => {
+                    put_str(out, room)?;
+                    put_str(out, text)?;
+                }
+                Body::Rename { name } => put_str(out, name)?,
+                Body::Clock { time } => put_u64(out, *time),
                 Body::Room(r) => r.encode(out)?,
                 Body::Other { payload, .. } => out.extend_from_slice(payload),
                 Body::Refused { .. } => return Err(WireError::Invalid("refused event")),
@@ -730,6 +768,16 @@ pub fn decode(body: &[u8]) -> Result<Msg, WireError> {
                     }
                     Body::Alive { answers }
                 }
+                6 => Body::Action {
+                    room: str_(&mut r)?,
+                    text: str_(&mut r)?,
+                },
+                7 => Body::Rename {
+                    name: str_(&mut r)?,
+                },
+                8 => Body::Clock {
+                    time: u64_(&mut r)?,
+                },
                 kind @ rooms::FIRST..=rooms::LAST => {
                     Body::Room(rooms::RoomEvent::decode(kind, &mut r)?)
                 }
@@ -1108,6 +1156,31 @@ mod tests {
             }),
             Msg::Event(Event {
                 origin: NodeId(1),
+                seq: 8,
+                body: Body::Action {
+                    room: "lobby".into(),
+                    text: "waves".into(),
+                },
+                seal: None,
+            }),
+            Msg::Event(Event {
+                origin: NodeId(1),
+                seq: 9,
+                body: Body::Rename {
+                    name: "alicia".into(),
+                },
+                seal: None,
+            }),
+            Msg::Event(Event {
+                origin: NodeId(1),
+                seq: 10,
+                body: Body::Clock {
+                    time: 1_764_560_750_123,
+                },
+                seal: None,
+            }),
+            Msg::Event(Event {
+                origin: NodeId(1),
                 seq: 7,
                 body: Body::Other {
                     kind: 200,
@@ -1337,6 +1410,15 @@ mod tests {
         };
         assert_eq!(join("bob").check(), Ok(()));
         assert!(join("b\u{1b}b").check().is_err());
+        let rename = |name: &str| Body::Rename { name: name.into() };
+        assert_eq!(rename("alicia").check(), Ok(()));
+        assert!(rename("a b").check().is_err());
+        let action = |n: usize| Body::Action {
+            room: "lobby".into(),
+            text: "x".repeat(n),
+        };
+        assert_eq!(action(MAX_TEXT).check(), Ok(()));
+        assert!(action(MAX_TEXT + 1).check().is_err());
     }
 
     #[test]
@@ -1360,7 +1442,7 @@ mod tests {
         t.count(&[200, 1, 2]);
         t.count(&[]);
         let s = t.summary();
-        assert!(s.starts_with("event 6 "), "{s}");
+        assert!(s.starts_with("event 9 "), "{s}");
         assert!(
             s.contains("ihave 1 39, graft 1 29, prune 1 13, other 13 "),
             "{s}"

@@ -56,11 +56,7 @@ impl Term {
         };
         let fd = tty.as_ref().map_or(libc::STDOUT_FILENO, |f| f.as_raw_fd());
         let raw = RawMode::enable()?;
-        let prompts = vec![
-            format!("[{LOBBY}] {name}> "),
-            format!("{name}> "),
-            "> ".to_owned(),
-        ];
+        let prompts = prompts(name);
         let dumb = std::env::var("TERM").is_ok_and(|t| t == "dumb");
         let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
         let mut screen = if dumb {
@@ -82,6 +78,12 @@ impl Term {
             raw,
             _tty: tty,
         })
+    }
+
+    /// We go by `name` now (`:nick`): the prompt and mentions follow.
+    fn rename(&mut self, name: &str) {
+        name.clone_into(&mut self.name);
+        let _ = self.screen.set_prompt(prompts(name));
     }
 
     /// Appends what was just entered to the history file; a failure is
@@ -111,6 +113,15 @@ impl Drop for Term {
 }
 
 /// The terminal that stdin is, opened for writing.
+/// The prompt for `name`, then shorter forms of it for narrower terminals.
+fn prompts(name: &str) -> Vec<String> {
+    vec![
+        format!("[{LOBBY}] {name}> "),
+        format!("{name}> "),
+        "> ".to_owned(),
+    ]
+}
+
 fn open_tty() -> io::Result<File> {
     let mut buf = [0 as libc::c_char; 256];
     // SAFETY: ttyname_r writes a NUL-terminated name into `buf`.
@@ -278,9 +289,15 @@ impl Ui {
             ];
             let _ = t.screen.set_prompt(prompts);
         }
-        let now = tty::now_secs();
-        let at = said_at(ev).unwrap_or(now);
+        let now_ms = now_ms();
+        let now = now_ms.div_euclid(1000);
+        // Never later than now: a sender's clock may be ahead of ours.
+        let said_ms = said_at(ev).map(|t| t.min(now_ms));
+        let at = said_ms.map_or(now, |t| t.div_euclid(1000));
         let ev = &self.fill_in_self(ev);
+        if let (Some(t), Show::Renamed { new, own: true, .. }) = (&mut self.term, ev) {
+            t.rename(new);
+        }
         if let Some(log) = &mut self.log
             && let Some(room) = log_room(ev)
             && let Err(e) = log.write(room, &plain_for_log(ev), at)
@@ -303,8 +320,7 @@ impl Ui {
             Format::Plain => self.push_plain(&plain(ev), at),
             Format::Json => {
                 let (kind, fields) = json(ev);
-                let ms = said_at(ev).map_or_else(now_ms, |s| s * 1000);
-                self.push_json(kind, &fields, ms);
+                self.push_json(kind, &fields, said_ms.unwrap_or(now_ms));
             }
         }
     }
@@ -436,11 +452,15 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// When the event was said, if it says (seconds since the epoch). Events
-/// do not carry the sender's time yet: everything is shown at the time it
-/// arrives until they do.
-fn said_at(_ev: &Show) -> Option<i64> {
-    None
+/// When the event was said, by its sender's clock, if it told us (ms
+/// since the epoch): a line shown late shows when it was said.
+fn said_at(ev: &Show) -> Option<i64> {
+    match ev {
+        Show::Chat { said, .. } | Show::Action { said, .. } | Show::Renamed { said, .. } => {
+            said.and_then(|t| i64::try_from(t).ok())
+        }
+        _ => None,
+    }
 }
 
 const NOTICE: &str = "2"; // dim
@@ -463,6 +483,19 @@ pub(crate) fn plain(ev: &Show) -> Vec<String> {
             room_prefix(room),
             escape_controls(from),
             escape_controls(text)
+        )],
+        Show::Action { own: true, .. } => vec![],
+        Show::Action { from, text, .. } => {
+            vec![format!(
+                "* {} {}",
+                escape_controls(from),
+                escape_controls(text)
+            )]
+        }
+        Show::Renamed { old, new, .. } => vec![format!(
+            "* {} is now {}",
+            escape_controls(old),
+            escape_controls(new)
         )],
         Show::MemberJoined(n) => vec![format!("* {} joined", escape_controls(n))],
         Show::MemberLeft { name, lost } => vec![format!(
@@ -641,6 +674,7 @@ fn json(ev: &Show) -> (&'static str, String) {
             room,
             text,
             own,
+            ..
         } => (
             "chat",
             format!(
@@ -648,6 +682,31 @@ fn json(ev: &Show) -> (&'static str, String) {
                 Js(from),
                 Js(room),
                 Js(text),
+                if *own { r#","own":true"# } else { "" }
+            ),
+        ),
+        Show::Action {
+            from,
+            room,
+            text,
+            own,
+            ..
+        } => (
+            "action",
+            format!(
+                r#","from":{},"room":{},"text":{}{}"#,
+                Js(from),
+                Js(room),
+                Js(text),
+                if *own { r#","own":true"# } else { "" }
+            ),
+        ),
+        Show::Renamed { old, new, own, .. } => (
+            "rename",
+            format!(
+                r#","from":{},"to":{}{}"#,
+                Js(old),
+                Js(new),
                 if *own { r#","own":true"# } else { "" }
             ),
         ),
@@ -764,6 +823,35 @@ fn tty(s: &mut Screen, me: &str, ev: &Show, at: i64, now: i64) {
             );
             return;
         }
+        Show::Action {
+            from, text, own, ..
+        } => {
+            let from = escape_controls(from);
+            let text = escape_controls(text);
+            let who = if *own {
+                s.style(OWN, &from)
+            } else {
+                s.paint(&s.name_color(&from), &from)
+            };
+            let mentioned = !*own && mentions(&text, me);
+            if mentioned {
+                let _ = s.bell();
+            }
+            let _ = s.print_message(
+                &format!("{when} * {who} "),
+                &text,
+                mentioned.then_some(MENTION),
+            );
+            return;
+        }
+        Show::Renamed { old, new, .. } => s.style(
+            NOTICE,
+            &format!(
+                "{when} * {} is now {}",
+                escape_controls(old),
+                escape_controls(new)
+            ),
+        ),
         Show::MemberJoined(n) => {
             s.style(NOTICE, &format!("{when} * {} joined", escape_controls(n)))
         }
@@ -853,11 +941,12 @@ fn mentions(text: &str, name: &str) -> bool {
 /// logged.
 fn log_room(ev: &Show) -> Option<&str> {
     match ev {
-        Show::Chat { room, .. } | Show::Room { room, .. } => Some(room),
+        Show::Chat { room, .. } | Show::Room { room, .. } | Show::Action { room, .. } => Some(room),
         Show::MemberJoined(_)
         | Show::MemberLeft { .. }
         | Show::Joined { .. }
-        | Show::Shout { .. } => Some(LOBBY),
+        | Show::Shout { .. }
+        | Show::Renamed { .. } => Some(LOBBY),
         Show::Members(_)
         | Show::Warning(_)
         | Show::Error(_)
@@ -948,6 +1037,16 @@ fn plain_for_log(ev: &Show) -> Vec<String> {
             escape_controls(from),
             escape_controls(text)
         )],
+        Show::Action {
+            from,
+            text,
+            own: true,
+            ..
+        } => vec![format!(
+            "* {} {}",
+            escape_controls(from),
+            escape_controls(text)
+        )],
         _ => plain(ev),
     }
 }
@@ -967,8 +1066,24 @@ mod tests {
             room: "lobby".into(),
             text: "hi \x1b[2J".into(),
             own: false,
+            said: None,
         };
         assert_eq!(plain_of(chat), "alice: hi ^[[2J");
+        let action = Show::Action {
+            from: "alice".into(),
+            room: "lobby".into(),
+            text: "waves".into(),
+            own: false,
+            said: Some(1),
+        };
+        assert_eq!(plain_of(action), "* alice waves");
+        let renamed = Show::Renamed {
+            old: "alice".into(),
+            new: "alicia".into(),
+            own: false,
+            said: None,
+        };
+        assert_eq!(plain_of(renamed), "* alice is now alicia");
         let left = Show::MemberLeft {
             name: "bob".into(),
             lost: true,
@@ -1020,6 +1135,7 @@ mod tests {
             room: "lobby".into(),
             text: "x\\y\n\u{1}".into(),
             own: false,
+            said: Some(5),
         });
         assert_eq!(kind, "chat");
         assert_eq!(
@@ -1057,6 +1173,7 @@ mod tests {
             room: "lobby".into(),
             text: "mine".into(),
             own: true,
+            said: None,
         };
         log.write("lobby", &plain_for_log(&own), 0).unwrap();
         log.write("lobby", &["* bob joined".into()], 0).unwrap();
