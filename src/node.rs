@@ -16,6 +16,7 @@
 //! event and links to more members until it has `degree` links.
 
 use crate::app::chat::Chat;
+use crate::app::dm::{self, Dm};
 use crate::app::{MemberView, Net, Reach};
 use crate::proto::broadcast::{self, Accepted, Broadcast, FETCH_MAX, Gap};
 use crate::proto::crypto::{self, Identity, PublicKey};
@@ -182,6 +183,10 @@ pub enum Command {
     Whois(String),
     /// Accept the key a member now has for its name.
     Trust(String),
+    /// A private message: to, text.
+    Msg(String, String),
+    /// Our private messages not delivered yet.
+    Msgs,
     Quit,
 }
 
@@ -227,6 +232,7 @@ pub struct Node {
     mesh: Mesh,
     broadcast: Broadcast,
     chat: Chat,
+    dm: Dm,
     /// The user was told a newer version of p2pchat is about.
     told_newer: bool,
     /// Members the user was told we dropped a message of (once each, for
@@ -248,6 +254,7 @@ macro_rules! net {
             broadcast: &mut $s.broadcast,
             membership: &$s.membership,
             links: &$s.links,
+            known: &$s.known,
             out: &mut $s.out,
         }
     };
@@ -260,6 +267,7 @@ struct AppNet<'a> {
     broadcast: &'a mut Broadcast,
     membership: &'a Membership,
     links: &'a Links,
+    known: &'a HashMap<String, PublicKey>,
     out: &'a mut VecDeque<Action>,
 }
 
@@ -305,6 +313,30 @@ impl Net for AppNet<'_> {
         }
         v
     }
+
+    fn id(&self) -> NodeId {
+        self.me
+    }
+
+    fn find(&self, name: &str) -> Option<NodeId> {
+        let id = self.membership.find(name)?;
+        let m = self.membership.get(id)?;
+        (m.present() && m.name.as_deref() == Some(name)).then_some(id)
+    }
+
+    fn key_of(&self, name: &str) -> Option<PublicKey> {
+        let here = self
+            .find(name)
+            .and_then(|id| self.membership.get(id)?.ident);
+        here.map(|i| i.key)
+            .or_else(|| self.known.get(name).copied())
+    }
+
+    fn ring(&self) -> Vec<NodeId> {
+        let mut v: Vec<NodeId> = self.membership.present().map(|(id, _)| id).collect();
+        v.push(self.me);
+        v
+    }
 }
 
 impl Node {
@@ -348,6 +380,7 @@ impl Node {
             links: Links::new(link_cfg, ident.clone(), name, port, cfg.psk),
             membership: Membership::new(member_cfg, name, rng.next_u64()),
             mesh: Mesh::new(mesh_cfg, rng.next_u64()),
+            dm: Dm::new(ident.clone()),
             broadcast: Broadcast::new(bc_cfg, ident),
             chat: Chat,
             told_newer: false,
@@ -664,6 +697,12 @@ impl Node {
             Command::Who => self.chat.who(&mut net!(self)),
             Command::Whois(name) => self.whois(&name),
             Command::Trust(name) => self.trust(&name),
+            Command::Msg(to, text) => {
+                if self.is_member() {
+                    self.dm.send(&mut net!(self), &to, &text, now);
+                }
+            }
+            Command::Msgs => self.dm.list(&mut net!(self), now),
             Command::Quit => self.leave(Stop::Left, now),
         }
     }
@@ -694,6 +733,9 @@ impl Node {
         if shed {
             self.shed(None, now);
         }
+        if self.is_member() {
+            self.dm.tick(&mut net!(self), now);
+        }
         if let Some((stop, until)) = self.leaving.take() {
             if now >= until {
                 self.stop(stop);
@@ -713,6 +755,7 @@ impl Node {
             self.membership.deadline(),
             self.mesh.deadline(),
             self.leaving.as_ref().map(|&(_, until)| until),
+            self.dm.deadline().filter(|_| self.is_member()),
         ]
         .into_iter()
         .flatten()
@@ -1404,9 +1447,13 @@ impl Node {
                 } else if self.is_member() {
                     self.chat.joined(&mut net!(self), shown);
                 }
+                self.dm.changed();
                 self.maintain(now);
             }
             Body::Leave => self.remove_member(origin),
+            Body::Other { kind, payload } if (dm::PRIVATE..=29).contains(&kind) => self
+                .dm
+                .delivered(&mut net!(self), origin, kind, &payload, now),
             Body::Chat { room, text } => self.chat.delivered(&mut net!(self), origin, room, text),
             Body::Suspect { target } if target == self.id => self.membership.answer(id, now),
             Body::Suspect { target } => self.membership.suspicion(id, target, now),
@@ -1437,6 +1484,7 @@ impl Node {
         let Some(m) = self.membership.leave(id) else {
             return;
         };
+        self.dm.changed();
         self.broadcast.remove(id);
         self.mesh.forget(id);
         if self.is_member() && m.present() {
@@ -1448,6 +1496,9 @@ impl Node {
     /// Routes what membership asks for.
     fn membership_out(&mut self, now: Millis) {
         while let Some(o) = self.membership.next_out() {
+            if !matches!(o, Out::Publish(_) | Out::Dial(..)) {
+                self.dm.changed();
+            }
             match o {
                 Out::Publish(body) => {
                     if self.is_member() {
@@ -1490,6 +1541,7 @@ impl Node {
         }
         self.mesh.reset(id);
         self.broadcast.resume(id, now);
+        self.dm.changed();
         if self.is_member() {
             let name = self.membership.display(id);
             self.chat.joined(&mut net!(self), name);

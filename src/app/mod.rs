@@ -7,8 +7,10 @@
 //! numbers.
 
 pub mod chat;
+pub mod dm;
 
 use crate::proto::NodeId;
+use crate::proto::crypto::PublicKey;
 use crate::proto::wire::Body;
 use std::fmt;
 use std::net::SocketAddr;
@@ -28,6 +30,23 @@ pub trait Net {
     fn name_of(&self, id: NodeId) -> String;
     /// The members shown as present, us among them.
     fn members(&self) -> Vec<MemberView>;
+    /// Our node id.
+    fn id(&self) -> NodeId {
+        NodeId(0)
+    }
+    /// The member present under `name` (its name trusted), if any.
+    fn find(&self, _name: &str) -> Option<NodeId> {
+        None
+    }
+    /// The key known for `name`: its present member's, or the one it had
+    /// when last met.
+    fn key_of(&self, _name: &str) -> Option<PublicKey> {
+        None
+    }
+    /// The node ids of the members present, ours among them.
+    fn ring(&self) -> Vec<NodeId> {
+        vec![self.id()]
+    }
 }
 
 /// Something for the user interface to show.
@@ -50,6 +69,20 @@ pub enum Show {
         lost: bool,
     },
     Members(Vec<MemberView>),
+    /// A private message, ours (`own`) or to us.
+    Private {
+        from: String,
+        to: String,
+        text: String,
+        own: bool,
+    },
+    /// Where our private message `n` to `to` is: `sent` (to a member
+    /// present), `queued` (held for an absent one), `delivered`.
+    Delivery {
+        to: String,
+        n: u64,
+        state: String,
+    },
     /// A problem worth telling the user that is not fatal.
     Warning(String),
     /// An answer to a question the user asked (`:whois`, `:trust`).

@@ -451,6 +451,15 @@ fn plain(ev: &Show) -> Vec<String> {
         }
         Show::Warning(w) => vec![format!("p2pchat: {}", escape_controls(w))],
         Show::Info(i) => vec![format!("* {}", escape_controls(i))],
+        Show::Private { own: true, .. } => vec![],
+        Show::Private { from, text, .. } => vec![format!(
+            "{} (private): {}",
+            escape_controls(from),
+            escape_controls(text)
+        )],
+        Show::Delivery { to, n, state } => {
+            vec![format!("* private {n} to {}: {state}", escape_controls(to))]
+        }
     }
 }
 
@@ -538,6 +547,25 @@ fn json(ev: &Show) -> (&'static str, String) {
         }
         Show::Warning(w) => ("warning", format!(r#","text":{}"#, Js(w))),
         Show::Info(i) => ("info", format!(r#","text":{}"#, Js(i))),
+        Show::Private {
+            from,
+            to,
+            text,
+            own,
+        } => (
+            "private",
+            format!(
+                r#","from":{},"to":{},"text":{}{}"#,
+                Js(from),
+                Js(to),
+                Js(text),
+                if *own { r#","own":true"# } else { "" }
+            ),
+        ),
+        Show::Delivery { to, n, state } => (
+            "delivery",
+            format!(r#","to":{},"n":{n},"state":{}"#, Js(to), Js(state)),
+        ),
     }
 }
 
@@ -591,6 +619,30 @@ fn tty(s: &mut Screen, me: &str, ev: &Show, at: i64, now: i64) {
         }
         Show::Warning(w) => s.paint(ERROR, &format!("p2pchat: {}", escape_controls(w))),
         Show::Info(i) => s.style(NOTICE, &format!("* {}", escape_controls(i))),
+        Show::Private {
+            from,
+            to,
+            text,
+            own,
+        } => {
+            let head = if *own {
+                format!(
+                    "{when} {} ",
+                    s.style(OWN, &format!("-> {} (private):", escape_controls(to)))
+                )
+            } else {
+                let _ = s.bell();
+                let from = escape_controls(from);
+                let who = s.paint(&s.name_color(&from), &from);
+                format!("{when} {who} (private): ")
+            };
+            let _ = s.print_message(&head, &escape_controls(text), None);
+            return;
+        }
+        Show::Delivery { to, n, state } => s.style(
+            NOTICE,
+            &format!("{when} * private {n} to {}: {state}", escape_controls(to)),
+        ),
     };
     let _ = s.print(&l);
 }
@@ -615,7 +667,12 @@ fn log_room(ev: &Show) -> Option<&str> {
     match ev {
         Show::Chat { room, .. } => Some(room),
         Show::MemberJoined(_) | Show::MemberLeft { .. } | Show::Joined { .. } => Some(LOBBY),
-        Show::Members(_) | Show::Warning(_) | Show::Info(_) => None,
+        // Private messages are never written to a room's log.
+        Show::Members(_)
+        | Show::Warning(_)
+        | Show::Info(_)
+        | Show::Private { .. }
+        | Show::Delivery { .. } => None,
     }
 }
 
