@@ -18,7 +18,9 @@
 //! is told. When the holders change (a holder leaves or crashes, a new
 //! peer comes between), the first of the old holders still present passes
 //! its copies on, so the new holders have them. A copy's age travels with
-//! it, so passing it on never makes it younger.
+//! it, so passing it on never makes it younger. Each copy names the
+//! holders its sender chose: a peer named keeps it even if it has not
+//! yet seen the change that made it a holder (a LEAVE still on its way).
 //!
 //! Once and in order. Messages are numbered per sender (its node id, one
 //! run) and recipient, from 1. Each also says (inside, signed) the first
@@ -41,7 +43,8 @@
 //! Payloads (after the event header, see [`crate::proto::wire`]):
 //!
 //! ```text
-//! 20 PRIVATE   to:str, from:u64, n:u64, age:u64 (ms), sealed (to the end)
+//! 20 PRIVATE   to:str, from:u64, n:u64, age:u64 (ms),
+//!              count:u8, count × holder:u64, sealed (to the end)
 //! 21 RECEIVED  count:u8, count × (from:u64, upto:u64)   "I showed from's
 //!              messages to me up to upto"
 //! ```
@@ -83,6 +86,8 @@ pub const GAP_WAIT: Millis = 60_000;
 /// Senders a recipient remembers where it got to with, and (sender,
 /// recipient) pairs a holder remembers the acknowledgements of.
 const REMEMBERED: usize = 4096;
+/// Holders one copy names, at most.
+const MAX_NAMED: usize = 16;
 /// Acknowledgements in one RECEIVED event, at most.
 const ACKS_PER_EVENT: usize = 64;
 
@@ -97,6 +102,8 @@ pub struct Private {
     pub n: u64,
     /// How old the message was when this copy was sent, in ms.
     pub age: Millis,
+    /// The holders, as whoever sent this copy sees them.
+    pub holders: Vec<NodeId>,
     pub sealed: Vec<u8>,
 }
 
@@ -107,6 +114,11 @@ impl Private {
         out.extend_from_slice(&self.from.0.to_be_bytes());
         out.extend_from_slice(&self.n.to_be_bytes());
         out.extend_from_slice(&self.age.to_be_bytes());
+        let holders = &self.holders[..self.holders.len().min(MAX_NAMED)];
+        out.push(holders.len() as u8);
+        for h in holders {
+            out.extend_from_slice(&h.0.to_be_bytes());
+        }
         out.extend_from_slice(&self.sealed);
         out
     }
@@ -117,11 +129,20 @@ impl Private {
         let from = NodeId(get_u64(&mut r)?);
         let n = get_u64(&mut r)?;
         let age = get_u64(&mut r)?;
+        let count = usize::from(*take(&mut r, 1)?.first()?);
+        if count > MAX_NAMED {
+            return None;
+        }
+        let mut holders = Vec::with_capacity(count);
+        for _ in 0..count {
+            holders.push(NodeId(get_u64(&mut r)?));
+        }
         (wire::valid_name(&to) && n > 0).then(|| Private {
             to,
             from,
             n,
             age,
+            holders,
             sealed: r.to_vec(),
         })
     }
@@ -432,6 +453,7 @@ impl Dm {
             from: net.id(),
             n,
             age: 0,
+            holders: successors(ring_point(to), &net.ring(), self.holders),
             sealed: Vec::new(),
         };
         if seal(&self.ident, net.me(), &key, &mut p, first, text).is_none() {
@@ -486,7 +508,7 @@ impl Dm {
                 s.n, s.to
             )));
         }
-        if self.held_total > 0 {
+        {
             net.show(Show::Info(format!(
                 "holding {} private message{} for {} absent member{}",
                 self.held_total,
@@ -681,9 +703,12 @@ impl Dm {
             return;
         }
         let ring = net.ring();
-        let holders = successors(ring_point(&p.to), &ring, self.holders);
-        if !holders.contains(&net.id()) {
+        let mut holders = successors(ring_point(&p.to), &ring, self.holders);
+        if !holders.contains(&net.id()) && !p.holders.contains(&net.id()) {
             return;
+        }
+        if p.holders.contains(&net.id()) {
+            holders = p.holders.clone();
         }
         let b = self.held.entry(p.to.clone()).or_default();
         if b.copies.contains_key(&(p.from, p.n)) {
@@ -811,6 +836,7 @@ impl Dm {
             for h in b.copies.values() {
                 let mut p = h.p.clone();
                 p.age = h.age(now);
+                p.holders = b.holders.clone();
                 net.publish(Body::Other {
                     kind: PRIVATE,
                     payload: p.encode(),
@@ -1060,6 +1086,7 @@ mod tests {
             from,
             n,
             age: 0,
+            holders: vec![NodeId(5), NodeId(6)],
             sealed: Vec::new(),
         }
     }
