@@ -762,6 +762,13 @@ impl Node {
         .min()
     }
 
+    /// For tests: private messages held here for others, and ours not
+    /// acknowledged yet.
+    #[doc(hidden)]
+    pub fn private_counts(&self) -> (usize, usize) {
+        (self.dm.held(), self.dm.unacknowledged())
+    }
+
     /// For tests of mixed versions: floods `body` as our next event, even
     /// one of a type this build does not know.
     #[doc(hidden)]
