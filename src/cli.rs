@@ -145,8 +145,9 @@ pub fn help() -> String {
         "{USAGE}\n\n\
          Serverless group chat for the terminal. With no host and port, start a\n\
          new network; with them, join the network of the peer listening there.\n\
-         Type a line to send it; :help (or /help) lists the commands. Defaults\n\
-         come from $XDG_CONFIG_HOME/p2pchat/config (see the man page)."
+         Type a line to send it; :help (or /help) lists the commands; :msg NAME\n\
+         TEXT sends a private message, encrypted to NAME, kept for NAME if away.\n\
+         Defaults come from $XDG_CONFIG_HOME/p2pchat/config (see the man page)."
     );
     options().usage(&brief)
 }

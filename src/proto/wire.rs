@@ -61,6 +61,8 @@
 //! 4 SUSPECT  target:u64                             "I lost my link to target"
 //! 5 ALIVE    count:u8, count × (origin:u64, seq:u64)  refutes SUSPECTs of the origin:
 //!                                                   the SUSPECT events it answers
+//! 20 PRIVATE, 21 RECEIVED    private messages: payloads defined, encoded and
+//!                            decoded by crate::app::dm; here they are Body::Other
 //! ```
 //!
 //! A connecting peer sends HELLO first; the accepting peer answers HELLO and
