@@ -89,10 +89,9 @@ fn a_join_event_cannot_take_a_name_in_use() {
 }
 
 /// A HELLO that is not joining, under the taken name bob: refused, and
-/// nothing said on that link is shown as bob's. Alice has bound the name
-/// bob to bob's key (trust on first use), so another key under it is
-/// refused for that, before the name is looked up among members: the
-/// refusal names the name and says its key is another.
+/// nothing said on that link is shown as bob's. Bob is present, so the
+/// refusal says the name is taken (the key check, which would also refuse
+/// it, comes second: "taken" is what a user in that place needs to hear).
 #[test]
 fn a_hello_cannot_take_a_name_in_use() {
     let (mut alice, mut bob) = pair();
@@ -106,11 +105,11 @@ fn a_hello_cannot_take_a_name_in_use() {
         got.iter().any(|m| matches!(
             m,
             Msg::Refuse {
-                code: Refusal::Key,
+                code: Refusal::NameTaken,
                 text,
-            } if text.contains("the name bob is known here with another key")
+            } if text.contains("the name bob is taken")
         )),
-        "not refused as bob's name with another key: {got:?}"
+        "not refused as a taken name: {got:?}"
     );
     bob.send("bob is still bob");
     alice.expect_line("bob: bob is still bob");

@@ -1326,9 +1326,14 @@ fn readline_keys_and_completion() {
     p.type_text("hi");
     p.keys(&["Enter"]);
     c.bob.expect_line("alice: bob: hi");
+    // `/wh` completes as far as :who and :whois agree; `/tr` to :trust.
     p.type_text("/wh");
     p.keys(&["Tab"]);
-    p.expect_input("/who ", PW + 5);
+    p.expect_input("/who", PW + 4);
+    p.keys(&["C-u"]);
+    p.type_text("/tr");
+    p.keys(&["Tab"]);
+    p.expect_input("/trust ", PW + 7);
     p.keys(&["C-u"]);
     p.keys(&["C-r"]);
     p.type_text("bob");
@@ -1350,6 +1355,14 @@ fn wrapping_colours_and_a_narrow_prompt() {
     c.pane.resize(40);
     c.pane
         .wait("40 columns", |_| c.pane.display("#{pane_width}") == "40");
+    // The pane is 40 wide; wait until p2pchat draws for 40 too: 30 typed
+    // characters after the prompt then scroll on one row instead of being
+    // wrapped by the terminal onto a second.
+    c.pane.type_text(&"x".repeat(30));
+    c.pane.wait("the input line drawn for 40 columns", |s| {
+        s.input().matches('x').count() >= 20
+    });
+    c.pane.keys(&["C-u"]);
     let words = "one two three four five six seven eight nine ten eleven";
     c.bob.send(words);
     let s = c.pane.wait("bob's wrapped line", |s| {
