@@ -18,6 +18,7 @@ use crate::peers::PeerList;
 use crate::proto::crypto::{self, Identity};
 use crate::proto::wire;
 use crate::signal::SignalPipe;
+use crate::store;
 use crate::term::editor::Outcome;
 use crate::term::ui::Ui;
 use mio::net::TcpListener;
@@ -26,6 +27,7 @@ use mio::{Events, Interest, Poll, Token};
 use socket2::SockRef;
 use std::io::{self, Read};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 const LISTENER: Token = Token(0);
@@ -133,6 +135,8 @@ struct Loop {
     families: (bool, bool),
     /// A link of a family we do not listen on has been warned about.
     warned_family: bool,
+    /// Where private messages are kept across restarts (see [`store`]).
+    store: Option<PathBuf>,
 }
 
 /// stdin is made non-blocking for the poll; the file description is
@@ -247,6 +251,10 @@ impl Loop {
         if keys.secret.is_none() {
             ui.diagnostic("this network is not encrypted (no network secret: see P2PCHAT_SECRET)");
         }
+        let store = store::path(&opts.name);
+        if let Some(p) = &store {
+            restore_private(&mut core, p, ui);
+        }
         ui.listening(port, crate::iface::local_addrs(local.ip()));
         let start = Instant::now();
         if !opts.join.is_empty() {
@@ -291,6 +299,7 @@ impl Loop {
             unread: Vec::new(),
             families,
             warned_family: false,
+            store,
         })
     }
 
@@ -743,6 +752,7 @@ impl Loop {
                     }
                 }
                 Action::Stop(stop) => {
+                    self.save_private(ui);
                     if let Some(m) = stop.message() {
                         ui.error(m);
                     }
@@ -757,6 +767,16 @@ impl Loop {
                     }
                 }
             }
+        }
+        self.save_private(ui);
+    }
+
+    /// Writes the private message store, if it changed.
+    fn save_private(&mut self, ui: &mut Ui) {
+        if let (Some(p), Some(bytes)) = (&self.store, self.core.private_store())
+            && let Err(e) = store::write(p, &bytes)
+        {
+            ui.error(&format!("{}: {e}", p.display()));
         }
     }
 
@@ -844,6 +864,35 @@ impl Loop {
 
 /// Restores the terminal (and stdout's flags) and stops the process;
 /// SIGCONT brings it back.
+/// Takes back the private messages kept at `path`; a store that cannot
+/// be read is set aside, and the user told.
+fn restore_private(core: &mut Node, path: &Path, ui: &mut Ui) {
+    let shown = path.display();
+    let why = match store::read(path) {
+        Ok(None) => return,
+        Ok(Some((bytes, ago))) => match core.restore_private(&bytes, ago) {
+            Ok((0, 0)) => return,
+            Ok((mine, others)) => {
+                ui.diagnostic(&format!(
+                    "kept {mine} private message{} of yours not delivered yet, and {others} \
+                     for absent members ({shown})",
+                    if mine == 1 { "" } else { "s" }
+                ));
+                return;
+            }
+            Err(e) => e,
+        },
+        Err(e) => e,
+    };
+    match store::set_aside(path) {
+        Ok(to) => ui.error(&format!(
+            "{shown}: {why}: set aside as {}; its messages are lost",
+            to.display()
+        )),
+        Err(e) => ui.error(&format!("{shown}: {why}; cannot set it aside: {e}")),
+    }
+}
+
 fn suspend(ui: &mut Ui) {
     if let Some(o) = ui.out() {
         o.restore();

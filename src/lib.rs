@@ -10,7 +10,8 @@
 //!   [`command`]: typed lines into commands; [`name`]: which names are
 //!   allowed; [`iface`]: this machine's addresses.
 //! - [`node`]: one peer, the machines below wired together, with no I/O.
-//! - [`app`]: what events mean to the user (chat).
+//! - [`app`]: what events mean to the user (chat, private messages);
+//!   [`store`]: the file private messages are kept in across restarts.
 //! - [`proto`]: the wire format and the protocol machines (links,
 //!   membership, mesh, broadcast).
 
@@ -26,4 +27,5 @@ pub mod node;
 pub mod peers;
 pub mod proto;
 pub mod signal;
+pub mod store;
 pub mod term;

@@ -762,6 +762,26 @@ impl Node {
         .min()
     }
 
+    /// The private messages held here and ours undelivered, as bytes to
+    /// keep across a restart, if they changed since last asked.
+    pub fn private_store(&mut self) -> Option<Vec<u8>> {
+        self.dm.save(self.now)
+    }
+
+    /// Takes back the private messages of [`Node::private_store`], kept
+    /// `elapsed` ms ago; returns how many of ours and of others'.
+    ///
+    /// # Errors
+    ///
+    /// What is wrong with the bytes; nothing is taken then.
+    pub fn restore_private(
+        &mut self,
+        bytes: &[u8],
+        elapsed: Millis,
+    ) -> Result<(usize, usize), String> {
+        self.dm.restore(bytes, elapsed, self.now)
+    }
+
     /// For tests: private messages held here for others, and ours not
     /// acknowledged yet.
     #[doc(hidden)]

@@ -168,3 +168,85 @@ fn a_name_never_met_is_refused_with_a_reason() {
     alice.expect_line("* no private messages of yours waiting");
     alice.expect_line("* holding 0 private messages for 0 absent members");
 }
+
+/// Both the sender and the only other holder stop while dave is away:
+/// carol, started again alone, still holds the message and delivers it
+/// when dave joins; alice, started again, still has it as undelivered
+/// until dave's acknowledgement reaches her.
+#[test]
+fn holders_and_senders_keep_messages_across_restarts() {
+    let mut alice = Peer::start("alice");
+    let mut carol = Peer::join("carol", alice.port(), 2);
+    let mut dave = Peer::join("dave", alice.port(), 3);
+    alice.expect_line("* dave joined");
+    carol.expect_line("* dave joined");
+    let dave_home = dave.keep_home();
+    dave.send(":q");
+    dave.expect_exit(0);
+    alice.expect_line("* dave left");
+    carol.expect_line("* dave left");
+
+    alice.send(":msg dave kept across restarts");
+    alice.expect_line("* private 1 to dave: queued");
+    until_holding(&mut carol, 1);
+    let (alice_home, carol_home) = (alice.keep_home(), carol.keep_home());
+    alice.send(":q");
+    alice.expect_exit(0);
+    carol.send(":q");
+    carol.expect_exit(0);
+
+    let mut carol = Peer::launch_env("carol", &[], None, Stdio::piped(), &carol_home.env());
+    carol.expect_err_contains("kept 0 private messages of yours not delivered yet, and 1 for");
+    let mut dave = Peer::launch_env(
+        "dave",
+        &[],
+        Some(carol.port()),
+        Stdio::piped(),
+        &dave_home.env(),
+    );
+    dave.expect_joined(carol.port(), 2);
+    dave.expect_line("alice (private): kept across restarts");
+    until_holding(&mut carol, 0);
+
+    let mut alice = Peer::launch_env(
+        "alice",
+        &[],
+        Some(carol.port()),
+        Stdio::piped(),
+        &alice_home.env(),
+    );
+    alice.expect_err_contains("kept 1 private message of yours not delivered yet");
+    alice.expect_joined(carol.port(), 3);
+    alice.expect_line("* private 1 to dave: delivered");
+    alice.send(":msgs");
+    alice.expect_line("* no private messages of yours waiting");
+    carol.send("after");
+    dave.expect_line("carol: after");
+    let n = dave
+        .out_lines()
+        .iter()
+        .filter(|l| l.contains("kept across restarts"))
+        .count();
+    assert_eq!(n, 1, "shown once");
+}
+
+/// A store that cannot be read is set aside with a clear error; the peer
+/// runs on.
+#[test]
+fn a_corrupt_store_is_set_aside() {
+    let home = util::Home::new();
+    let env = home.env();
+    let state = std::path::Path::new(env[1].1).join("p2pchat");
+    std::fs::create_dir_all(&state).unwrap();
+    // "alice" in hexadecimal.
+    let file = state.join("private-616c696365");
+    std::fs::write(&file, b"\0\0\0\0\0\0\0\0not a store").unwrap();
+    let mut alice = Peer::launch_env("alice", &[], None, Stdio::piped(), &env);
+    alice.expect_err_contains("not a p2pchat private message store: set aside as");
+    assert!(state.join("private-616c696365.corrupt").exists());
+    assert!(!file.exists());
+    let mut bob = Peer::join("bob", alice.port(), 2);
+    alice.expect_line("* bob joined");
+    bob.send(":msg alice still works");
+    alice.expect_line("bob (private): still works");
+}

@@ -92,6 +92,7 @@ const MAX_NAMED: usize = 16;
 const ACKS_PER_EVENT: usize = 64;
 
 const PATTERN: &str = "Noise_N_25519_ChaChaPoly_BLAKE2s";
+const STORE_MAGIC: &[u8] = b"p2pchat-private-v1\n";
 const CONTEXT: &[u8] = b"p2pchat private v1\0";
 
 /// A PRIVATE event's payload.
@@ -311,6 +312,9 @@ struct Sent {
     n: u64,
     text: String,
     at: Millis,
+    /// The message as sent (its `from` is our id in the run that sent
+    /// it), passed on again after a restart and when `to` joins.
+    p: Private,
 }
 
 /// A copy held for an absent recipient.
@@ -373,6 +377,14 @@ pub struct Dm {
     dirty: bool,
     /// The holders ran out of room at least once (told once).
     told_full: bool,
+    /// For each name we wrote to, the member under it our undelivered
+    /// messages were last passed to.
+    sent_handed: HashMap<String, NodeId>,
+    /// Our undelivered messages are to be passed on again (restored
+    /// after a restart).
+    resend: bool,
+    /// What we hold or sent changed since [`Dm::save`].
+    unsaved: bool,
 }
 
 impl Dm {
@@ -397,6 +409,9 @@ impl Dm {
             unreadable: Remember::new(256),
             dirty: false,
             told_full: false,
+            sent_handed: HashMap::new(),
+            resend: false,
+            unsaved: false,
         }
     }
 
@@ -441,10 +456,11 @@ impl Dm {
             return net.show(Show::Warning(why));
         }
         let n = *self.next.get(to).unwrap_or(&1);
+        let me = net.id();
         let first = self
             .sent
             .iter()
-            .filter(|s| s.to == to)
+            .filter(|s| s.to == to && s.p.from == me)
             .map(|s| s.n)
             .min()
             .unwrap_or(n);
@@ -466,8 +482,13 @@ impl Dm {
             n,
             text: text.to_owned(),
             at: now,
+            p: p.clone(),
         });
+        self.unsaved = true;
         let here = net.find(to).is_some();
+        if let Some(id) = net.find(to) {
+            self.sent_handed.insert(to.to_owned(), id);
+        }
         net.show(Show::Private {
             from: net.me().to_owned(),
             to: to.to_owned(),
@@ -636,19 +657,19 @@ impl Dm {
 
     /// `name` acknowledged `acks`.
     fn on_received(&mut self, net: &mut impl Net, name: &str, acks: &[(NodeId, u64)]) {
-        let me = net.id();
         for &(from, upto) in acks {
-            if from == me {
+            {
                 let before = self.sent.len();
                 let mut done = Vec::new();
                 self.sent.retain(|s| {
-                    let acked = s.to == name && s.n <= upto;
+                    let acked = s.p.from == from && s.to == name && s.n <= upto;
                     if acked {
                         done.push(s.n);
                     }
                     !acked
                 });
                 if self.sent.len() != before {
+                    self.unsaved = true;
                     for n in done {
                         net.show(Show::Delivery {
                             to: name.to_owned(),
@@ -668,6 +689,7 @@ impl Dm {
                 for k in gone {
                     b.copies.remove(&k);
                     self.held_total -= 1;
+                    self.unsaved = true;
                 }
                 if b.copies.is_empty() {
                     self.held.remove(name);
@@ -733,6 +755,7 @@ impl Dm {
         }
         b.copies.insert((p.from, p.n), Held { p, at: now });
         self.held_total += 1;
+        self.unsaved = true;
     }
 
     /// The members changed (joined, left, lost, named).
@@ -804,6 +827,7 @@ impl Dm {
             for k in old {
                 b.copies.remove(&k);
                 self.held_total -= 1;
+                self.unsaved = true;
             }
         }
         self.held.retain(|_, b| !b.copies.is_empty());
@@ -813,7 +837,31 @@ impl Dm {
     /// holder does), or to new holders (the first old holder still
     /// present does).
     fn pass_on(&mut self, net: &mut impl Net, now: Millis) {
+        // Ours, to a recipient that is here now, or all of them after a
+        // restart: we hold them too.
+        let resend = std::mem::take(&mut self.resend);
+        let mut to_send = Vec::new();
+        for s in &self.sent {
+            let here = net.find(&s.to);
+            let handed = self.sent_handed.get(&s.to).copied();
+            if resend || (here.is_some() && here != handed) {
+                to_send.push(s.p.clone());
+            }
+        }
+        for s in &self.sent {
+            if let Some(id) = net.find(&s.to) {
+                self.sent_handed.insert(s.to.clone(), id);
+            }
+        }
         let ring = net.ring();
+        for mut p in to_send {
+            p.age = now.saturating_sub(self.sent_at(&p)).max(p.age);
+            p.holders = successors(ring_point(&p.to), &ring, self.holders);
+            net.publish(Body::Other {
+                kind: PRIVATE,
+                payload: p.encode(),
+            });
+        }
         let me = net.id();
         for (name, b) in &mut self.held {
             let holders = successors(ring_point(name), &ring, self.holders);
@@ -843,6 +891,136 @@ impl Dm {
                 });
             }
         }
+    }
+
+    /// When we sent `p`, in this run's time (0 for one sent before a
+    /// restart: its age is in `p.age`).
+    fn sent_at(&self, p: &Private) -> Millis {
+        self.sent
+            .iter()
+            .find(|s| s.p.from == p.from && s.n == p.n && s.to == p.to)
+            .map_or(0, |s| s.at)
+    }
+
+    /// What must outlive a restart, if it changed since last asked: the
+    /// copies held and our undelivered messages, with their ages at
+    /// `now`. See [`Dm::restore`] for the format.
+    pub fn save(&mut self, now: Millis) -> Option<Vec<u8>> {
+        if !std::mem::take(&mut self.unsaved) {
+            return None;
+        }
+        let mut out = STORE_MAGIC.to_vec();
+        out.extend_from_slice(&(self.sent.len() as u32).to_be_bytes());
+        for s in &self.sent {
+            let mut p = s.p.clone();
+            p.age = p.age.max(now.saturating_sub(s.at));
+            let mut r = Vec::new();
+            put_str(&mut r, &s.text);
+            r.extend_from_slice(&p.encode());
+            out.extend_from_slice(&(r.len() as u32).to_be_bytes());
+            out.extend_from_slice(&r);
+        }
+        let held: Vec<&Held> = self.held.values().flat_map(|b| b.copies.values()).collect();
+        out.extend_from_slice(&(held.len() as u32).to_be_bytes());
+        for h in held {
+            let mut p = h.p.clone();
+            p.age = h.age(now);
+            let r = p.encode();
+            out.extend_from_slice(&(r.len() as u32).to_be_bytes());
+            out.extend_from_slice(&r);
+        }
+        Some(out)
+    }
+
+    /// Takes back what [`Dm::save`] gave, `elapsed` ms later (the time
+    /// we were away ages every copy), at `now`. The format:
+    ///
+    /// ```text
+    /// "p2pchat-private-v1\n", sent:u32, sent × (len:u32, text:str, PRIVATE),
+    /// held:u32, held × (len:u32, PRIVATE)
+    /// ```
+    ///
+    /// Returns how many of ours and of others' were taken back.
+    ///
+    /// # Errors
+    ///
+    /// What is wrong with the bytes; nothing is taken then.
+    pub fn restore(
+        &mut self,
+        bytes: &[u8],
+        elapsed: Millis,
+        now: Millis,
+    ) -> Result<(usize, usize), String> {
+        let mut r = bytes
+            .strip_prefix(STORE_MAGIC)
+            .ok_or("not a p2pchat private message store")?;
+        let record = |r: &mut &[u8]| -> Result<Vec<u8>, String> {
+            let n = take(r, 4).ok_or("truncated")?;
+            let n = u32::from_be_bytes(n.try_into().expect("4 bytes")) as usize;
+            take(r, n)
+                .map(<[u8]>::to_vec)
+                .ok_or_else(|| "truncated".into())
+        };
+        let count = |r: &mut &[u8]| -> Result<usize, String> {
+            let n = take(r, 4).ok_or("truncated")?;
+            let n = u32::from_be_bytes(n.try_into().expect("4 bytes")) as usize;
+            if n > MAX_HELD {
+                return Err(format!("{n} messages, over the bound of {MAX_HELD}"));
+            }
+            Ok(n)
+        };
+        let mut sent = Vec::new();
+        for _ in 0..count(&mut r)? {
+            let rec = record(&mut r)?;
+            let mut b = &rec[..];
+            let text = get_str(&mut b).ok_or("bad text")?;
+            let mut p = Private::decode(b).ok_or("bad message")?;
+            p.age = p.age.saturating_add(elapsed);
+            if p.age < MAX_AGE && text.len() <= MAX_TEXT {
+                sent.push(Sent {
+                    to: p.to.clone(),
+                    n: p.n,
+                    text,
+                    at: now.saturating_sub(p.age),
+                    p,
+                });
+            }
+        }
+        let mut held = Vec::new();
+        for _ in 0..count(&mut r)? {
+            let mut p = Private::decode(&record(&mut r)?).ok_or("bad message")?;
+            p.age = p.age.saturating_add(elapsed);
+            if p.age < MAX_AGE {
+                held.push(p);
+            }
+        }
+        if !r.is_empty() {
+            return Err("bytes after the end".into());
+        }
+        let (ns, nh) = (sent.len(), held.len());
+        if !sent.is_empty() {
+            self.resend = true;
+            self.dirty = true;
+        }
+        self.sent.extend(sent);
+        for p in held {
+            let b = self.held.entry(p.to.clone()).or_default();
+            if b.copies.len() < MAX_PER_NAME && self.held_total < MAX_HELD {
+                b.holders = p.holders.clone();
+                b.copies.insert((p.from, p.n), Held { p, at: now });
+                self.held_total += 1;
+            }
+        }
+        self.held.retain(|_, b| !b.copies.is_empty());
+        if nh > 0 {
+            // Pass them on to whoever holds them now, and to their
+            // recipients if here.
+            self.dirty = true;
+            for b in self.held.values_mut() {
+                b.holders.clear();
+            }
+        }
+        Ok((ns, nh))
     }
 
     /// Messages held for others, for tests.
@@ -1243,6 +1421,39 @@ mod tests {
                 .iter()
                 .any(|s| s == &Show::Warning("missed 1 private message from alice".into()))
         );
+    }
+
+    #[test]
+    fn what_is_held_and_sent_outlives_a_restart() {
+        let mut w = World::new(&["alice", "dave", "h1"]);
+        w.set_up("dave", false);
+        w.send("alice", "dave", "one");
+        let (a, h) = (w.by_name("alice"), w.by_name("h1"));
+        let saved_a = w.peers[a].0.save(5_000).unwrap();
+        let saved_h = w.peers[h].0.save(5_000).unwrap();
+        assert_eq!(w.peers[h].0.save(5_000), None, "nothing new to save");
+        // Every cut of a store is refused whole; so is a changed magic.
+        for cut in 0..saved_h.len() {
+            let mut fresh = Dm::new(Identity::from_seed(9));
+            assert!(fresh.restore(&saved_h[..cut], 0, 0).is_err(), "{cut}");
+            assert_eq!(fresh.held(), 0);
+        }
+        // Restarted: new ids, same keys.
+        for (i, saved) in [(a, &saved_a), (h, &saved_h)] {
+            let ident = Identity::from_seed(i as u64);
+            let mut dm = Dm::new(ident);
+            let (mine, others) = dm.restore(saved, 1_000, 0).unwrap();
+            assert!(mine + others >= 1);
+            w.peers[i].0 = dm;
+        }
+        assert!(w.held() >= 1);
+        w.set_up("dave", true);
+        assert_eq!(w.privates("dave"), [("alice".to_owned(), "one".to_owned())]);
+        assert_eq!(w.held(), 0);
+        assert_eq!(w.peers[a].0.unacknowledged(), 0);
+        // Too old by the time it is read back: dropped.
+        let mut late = Dm::new(Identity::from_seed(9));
+        assert_eq!(late.restore(&saved_h, MAX_AGE, 0), Ok((0, 0)));
     }
 
     #[test]
