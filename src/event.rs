@@ -137,7 +137,14 @@ struct Loop {
     warned_family: bool,
     /// Where private messages are kept across restarts (see [`store`]).
     store: Option<PathBuf>,
+    /// When the store was last written: it is written at most every
+    /// [`SAVE_EVERY`] (a sync to disk takes milliseconds on a busy disk,
+    /// and blocks the loop).
+    saved_at: Option<Millis>,
 }
+
+/// The private message store is written at most this often.
+const SAVE_EVERY: Millis = 1_000;
 
 /// stdin is made non-blocking for the poll; the file description is
 /// shared with the shell, so its flags are put back on the way out.
@@ -300,6 +307,7 @@ impl Loop {
             families,
             warned_family: false,
             store,
+            saved_at: None,
         })
     }
 
@@ -334,6 +342,9 @@ impl Loop {
                     self.apply(ui);
                 }
             }
+            // After the frames and the lines went out: a sync to disk
+            // must not hold them up.
+            self.save_private(ui, false);
             let timeout = self.timeout();
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
@@ -409,6 +420,9 @@ impl Loop {
         }
         if self.wants_stdin() {
             min(now);
+        }
+        if let Some(s) = self.save_due() {
+            min(s);
         }
         t.map(|t| Duration::from_millis(t.saturating_sub(now)))
     }
@@ -752,7 +766,7 @@ impl Loop {
                     }
                 }
                 Action::Stop(stop) => {
-                    self.save_private(ui);
+                    self.save_private(ui, true);
                     if let Some(m) = stop.message() {
                         ui.error(m);
                     }
@@ -768,15 +782,27 @@ impl Loop {
                 }
             }
         }
-        self.save_private(ui);
     }
 
-    /// Writes the private message store, if it changed.
-    fn save_private(&mut self, ui: &mut Ui) {
-        if let (Some(p), Some(bytes)) = (&self.store, self.core.private_store())
-            && let Err(e) = store::write(p, &bytes)
-        {
-            ui.error(&format!("{}: {e}", p.display()));
+    /// When the private message store is due to be written, if it has
+    /// changed.
+    fn save_due(&self) -> Option<Millis> {
+        (self.store.is_some() && self.core.private_unsaved())
+            .then(|| self.saved_at.map_or(0, |t| t + SAVE_EVERY))
+    }
+
+    /// Writes the private message store if it changed and is due (or
+    /// `now`, on leaving).
+    fn save_private(&mut self, ui: &mut Ui, now: bool) {
+        let due = self.save_due();
+        if !now && due.is_none_or(|t| self.now() < t) {
+            return;
+        }
+        if let (Some(p), Some(bytes)) = (&self.store, self.core.private_store()) {
+            self.saved_at = Some(self.now());
+            if let Err(e) = store::write(p, &bytes) {
+                ui.error(&format!("{}: {e}", p.display()));
+            }
         }
     }
 

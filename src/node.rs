@@ -768,6 +768,11 @@ impl Node {
         self.dm.save(self.now)
     }
 
+    /// Whether [`Node::private_store`] has something new.
+    pub fn private_unsaved(&self) -> bool {
+        self.dm.unsaved()
+    }
+
     /// Takes back the private messages of [`Node::private_store`], kept
     /// `elapsed` ms ago; returns how many of ours and of others'.
     ///

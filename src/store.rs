@@ -5,6 +5,9 @@
 //! and written here at the edge; the node only gives and takes bytes
 //! (see [`crate::app::dm`]).
 //!
+//! The event loop writes it after a change at most once a second (a sync
+//! to disk blocks the loop for milliseconds), and on leaving.
+//!
 //! The file is `wall:u64` (milliseconds since 1970 when written: the time
 //! away ages every copy) and the node's bytes. It is written whole to a
 //! temporary file, synced, and renamed over the old one, so a crash at

@@ -893,6 +893,11 @@ impl Dm {
         }
     }
 
+    /// Whether [`Dm::save`] has something new.
+    pub fn unsaved(&self) -> bool {
+        self.unsaved
+    }
+
     /// When we sent `p`, in this run's time (0 for one sent before a
     /// restart: its age is in `p.age`).
     fn sent_at(&self, p: &Private) -> Millis {
