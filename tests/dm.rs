@@ -250,3 +250,40 @@ fn a_corrupt_store_is_set_aside() {
     bob.send(":msg alice still works");
     alice.expect_line("bob (private): still works");
 }
+
+/// The bound on one sender's undelivered messages to one name gives a
+/// clear error, and nothing is sent; in JSON, private messages and their
+/// states are objects of their own.
+#[test]
+fn bounds_refuse_clearly_and_json_has_private_objects() {
+    let mut alice = Peer::start("alice");
+    let mut dave = Peer::launch("dave", &["--json"], Some(alice.port()), Stdio::piped());
+    dave.expect_contains(r#""type":"joined""#);
+    alice.expect_line("* dave joined");
+    alice.send(":msg dave hi dave");
+    let l = dave.expect_contains(r#""from":"alice","to":"dave","text":"hi dave""#);
+    assert!(l.starts_with(r#"{"type":"private","time":"#), "{l}");
+    alice.expect_line("* private 1 to dave: delivered");
+    dave.send(r#"{"command":"msg alice hello"}"#);
+    alice.expect_line("dave (private): hello");
+    let l = dave.expect_contains(r#""type":"delivery""#);
+    assert!(l.ends_with(r#","to":"alice","n":1,"state":"sent"}"#), "{l}");
+    let l = dave.expect_contains(r#""state":"delivered"}"#);
+    assert!(l.contains(r#""to":"alice","n":1,"#), "{l}");
+
+    dave.send(r#"{"command":"q"}"#);
+    dave.expect_exit(0);
+    alice.expect_line("* dave left");
+    for k in 0..100 {
+        alice.send(&format!(":m dave number {k}"));
+    }
+    alice.expect_line("* private 101 to dave: queued");
+    alice.send(":m dave one too many");
+    alice.expect_err_line(
+        "p2pchat: msg: not sent: 100 messages of yours are waiting for dave; \
+         at most 1000 (100 to one name)",
+    );
+    alice.send(":msgs");
+    alice.expect_contains("* private 101 to dave: queued");
+    alice.assert_no_out("over the bound", &|l| l.contains("private 102"));
+}
