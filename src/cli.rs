@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 /// The one-line synopsis, printed with usage errors.
 pub const USAGE: &str = "usage: p2pchat [-hV] [--plain | --json] [--no-input] [--timestamps] [--log]\n\
      \x20              [--identity file] [--secret-file file] [--secure-only]\n\
-     \x20              [-b address] [-d degree] [-D max] [-p port] name [host port | host:port]";
+     \x20              [--discover [--network name]] [-b address] [-d degree] [-D max]\n\
+     \x20              [-p port] name [host port | host:port]";
 
 /// The most links `-D` may allow: the node's bound on links.
 const MAX_DEGREE: usize = crate::node::MAX_LINKS;
@@ -49,6 +50,8 @@ pub struct Opts {
     pub log: bool,
     /// Colours on the terminal: `None` is automatic (off with `NO_COLOR`).
     pub color: Option<bool>,
+    /// LAN discovery (`--discover`), if on.
+    pub discover: Option<crate::discover::Settings>,
     /// The identity key file; `None`: the default one.
     pub identity: Option<PathBuf>,
     /// The file holding the network secret (else `P2PCHAT_SECRET`).
@@ -65,6 +68,8 @@ pub struct Config {
     pub color: Option<bool>,
     pub log: Option<bool>,
     pub timestamps: Option<bool>,
+    pub discover: Option<bool>,
+    pub network: Option<String>,
 }
 
 /// What the command line asks for.
@@ -117,6 +122,30 @@ fn options() -> Options {
         "start each plain output line with the date and time",
     );
     o.optflag("", "log", "keep chat logs in $XDG_STATE_HOME/p2pchat/logs/");
+    o.optflag(
+        "",
+        "discover",
+        "find peers on the LAN by UDP multicast, and be found (with or without host and port)",
+    );
+    o.optopt(
+        "",
+        "network",
+        "the network --discover announces and looks for (default lobby)",
+        "NAME",
+    );
+    o.optmulti(
+        "",
+        "discover-group",
+        "multicast group for --discover, one per address family \
+         (default 239.255.77.77 and ff02::7077:7077)",
+        "ADDRESS",
+    );
+    o.optopt(
+        "",
+        "discover-port",
+        "UDP port for --discover (default 47777)",
+        "PORT",
+    );
     o.optopt(
         "",
         "identity",
@@ -145,6 +174,7 @@ pub fn help() -> String {
         "{USAGE}\n\n\
          Serverless group chat for the terminal. With no host and port, start a\n\
          new network; with them, join the network of the peer listening there.\n\
+         With --discover, find peers on the LAN, and be found there.\n\
          Type a line to send it; :help (or /help) lists the commands; :msg NAME\n\
          TEXT sends a private message, encrypted to NAME, kept for NAME if away.\n\
          Defaults come from $XDG_CONFIG_HOME/p2pchat/config (see the man page)."
@@ -206,6 +236,7 @@ pub fn parse_with(
             }
         },
     };
+    let discover = discover_settings(&m, &cfg)?;
     // The config's name and peers count only when no name is given: a
     // name alone starts a new network.
     let (name, join) = match m.free.as_slice() {
@@ -236,10 +267,54 @@ pub fn parse_with(
         timestamps: m.opt_present("timestamps") || cfg.timestamps == Some(true),
         log: m.opt_present("log") || cfg.log == Some(true),
         color: cfg.color,
+        discover,
         identity: m.opt_str("identity").map(PathBuf::from),
         secret_file: m.opt_str("secret-file").map(PathBuf::from),
         secure_only: m.opt_present("secure-only"),
     }))
+}
+
+/// `--discover` and its options (the config file's `discover` and
+/// `network` as defaults).
+fn discover_settings(
+    m: &getopts::Matches,
+    cfg: &Config,
+) -> Result<Option<crate::discover::Settings>, String> {
+    use crate::proto::discovery::valid_network;
+    let on = m.opt_present("discover") || cfg.discover == Some(true);
+    if !on {
+        for o in ["network", "discover-group", "discover-port"] {
+            if m.opt_present(o) {
+                return Err(format!("--{o} is for --discover"));
+            }
+        }
+        return Ok(None);
+    }
+    let mut s = crate::discover::Settings::default();
+    if let Some(n) = m.opt_str("network").or_else(|| cfg.network.clone()) {
+        valid_network(&n).map_err(|e| format!("bad network name {n:?}: {e}"))?;
+        s.network = n;
+    }
+    let groups = m.opt_strs("discover-group");
+    if !groups.is_empty() {
+        s.groups.clear();
+        for g in groups {
+            let ip: IpAddr = g.parse().ok().filter(IpAddr::is_multicast).ok_or_else(|| {
+                format!("bad discovery group {g:?}: expected a multicast address")
+            })?;
+            if s.groups.iter().any(|x| x.is_ipv4() == ip.is_ipv4()) {
+                return Err("--discover-group: one group per address family".into());
+            }
+            s.groups.push(ip);
+        }
+    }
+    if let Some(p) = m.opt_str("discover-port") {
+        s.port = match port(&p)? {
+            0 => return Err("bad discovery port 0".into()),
+            n => n,
+        };
+    }
+    Ok(Some(s))
 }
 
 /// `host:port`, `[v6addr]:port` (or a lone host or port, refused with
@@ -305,8 +380,8 @@ pub fn load_config(path: &Path) -> Result<Config, String> {
 
 /// Parses config text: `key = value` lines, blank lines, `#` comments.
 /// Keys: `name`, `join` (peers, separated by commas, each `host port`,
-/// `host:port` or `[v6addr]:port`), `color`, `log`, `timestamps` (each
-/// `on` or `off`).
+/// `host:port` or `[v6addr]:port`), `color`, `log`, `timestamps`,
+/// `discover` (each `on` or `off`), `network` (for `discover`).
 ///
 /// # Errors
 ///
@@ -348,6 +423,12 @@ pub fn parse_config(text: &str) -> Result<Config, (usize, String)> {
                 }
             }
             "color" | "colour" => cfg.color = flag()?,
+            "discover" => cfg.discover = flag()?,
+            "network" => {
+                crate::proto::discovery::valid_network(value)
+                    .map_err(|e| (n, format!("bad network name {value:?}: {e}")))?;
+                cfg.network = Some(value.to_owned());
+            }
             "log" => cfg.log = flag()?,
             "timestamps" => cfg.timestamps = flag()?,
             _ => return Err((n, format!("unknown key {key:?}"))),
@@ -476,6 +557,61 @@ mod tests {
         assert_eq!((o.degree, o.max_degree), (2, 2));
         let o = run(&["-D", "256", "x"]).unwrap();
         assert_eq!((o.degree, o.max_degree), (6, 256));
+    }
+
+    #[test]
+    fn discovery_options() {
+        use crate::discover::Settings;
+        assert_eq!(run(&["x"]).unwrap().discover, None);
+        let d = run(&["--discover", "x"]).unwrap().discover.unwrap();
+        assert_eq!(d, Settings::default());
+        assert_eq!(d.network, "lobby");
+        assert_eq!(d.groups.len(), 2);
+        // With host and port too: both ways of joining.
+        let o = run(&["--discover", "x", "h", "40"]).unwrap();
+        assert!(o.discover.is_some() && o.join == peer("h", 40));
+        let d = run(&["--discover", "--network", "office", "x"]).unwrap();
+        assert_eq!(d.discover.unwrap().network, "office");
+        let d = run(&[
+            "--discover",
+            "--discover-group",
+            "239.1.2.3",
+            "--discover-port",
+            "5000",
+            "x",
+        ])
+        .unwrap()
+        .discover
+        .unwrap();
+        assert_eq!(d.groups, ["239.1.2.3".parse::<IpAddr>().unwrap()]);
+        assert_eq!(d.port, 5000);
+        let err = |args: &[&str]| run(args).unwrap_err();
+        assert_eq!(err(&["--network", "o", "x"]), "--network is for --discover");
+        assert!(err(&["--discover-port", "9", "x"]).contains("is for --discover"));
+        assert!(err(&["--discover", "--discover-group", "10.0.0.1", "x"]).contains("multicast"));
+        assert!(err(&["--discover", "--discover-group", "nowhere", "x"]).contains("multicast"));
+        let two = [
+            "--discover",
+            "--discover-group",
+            "239.1.1.1",
+            "--discover-group",
+        ];
+        assert!(err(&[&two[..], &["239.2.2.2", "x"]].concat()).contains("one group per"));
+        let both = run(&[&two[..], &["ff02::1:2", "x"]].concat()).unwrap();
+        assert_eq!(both.discover.unwrap().groups.len(), 2);
+        assert!(err(&["--discover", "--discover-port", "0", "x"]).contains("port 0"));
+        assert!(err(&["--discover", "--network", "", "x"]).contains("bad network name"));
+        // The config file: on, and the network.
+        let o = run_with(&["x"], "discover = on\nnetwork = office").unwrap();
+        assert_eq!(o.discover.unwrap().network, "office");
+        assert_eq!(run_with(&["x"], "network = office").unwrap().discover, None);
+        let o = run_with(
+            &["--network", "lab", "x"],
+            "discover = on\nnetwork = office",
+        )
+        .unwrap();
+        assert_eq!(o.discover.unwrap().network, "lab");
+        assert!(run_with(&["x"], "network = a\u{7}b").is_err());
     }
 
     #[test]

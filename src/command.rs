@@ -52,6 +52,12 @@ pub const COMMANDS: &[Row] = &[
         run: Some(|_| Ok(Input::Node(node::Command::Who))),
     },
     Row {
+        names: &["peers"],
+        args: "",
+        help: "list the members LAN discovery found (--discover)",
+        run: Some(|_| Ok(Input::Node(node::Command::Peers))),
+    },
+    Row {
         names: &["help"],
         args: "",
         help: "show this help",
@@ -176,12 +182,6 @@ pub const COMMANDS: &[Row] = &[
         names: &["cancel"],
         args: "OFFER",
         help: "cancel a transfer",
-        run: None,
-    },
-    Row {
-        names: &["peers"],
-        args: "",
-        help: "list the links",
         run: None,
     },
 ];
@@ -492,6 +492,7 @@ mod tests {
         assert_eq!(parse(":q"), Input::Node(Command::Quit));
         assert_eq!(parse(":quit"), Input::Node(Command::Quit));
         assert_eq!(parse(":who"), Input::Node(Command::Who));
+        assert_eq!(parse("/peers"), Input::Node(Command::Peers));
         assert_eq!(parse(":help"), Input::Help);
         assert_eq!(parse(""), Input::Nothing);
         assert_eq!(parse("   "), Input::Nothing);
@@ -543,13 +544,7 @@ mod tests {
 
     #[test]
     fn commands_to_come_are_refused_not_sent() {
-        for line in [
-            "/nick caroline",
-            "/me waves",
-            "/join #rust",
-            "/peers",
-            "/list",
-        ] {
+        for line in ["/nick caroline", "/me waves", "/join #rust", "/list"] {
             match parse(line) {
                 Input::Error(e) => assert!(e.contains("not available yet"), "{line}: {e}"),
                 other => panic!("{line:?} gave {other:?}"),

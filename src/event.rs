@@ -11,6 +11,7 @@
 
 use crate::cli::Opts;
 use crate::command::{self, Input};
+use crate::discover::Lan;
 use crate::identity;
 use crate::net::{self, Conn, HIGH_WATER, MAX_QUEUE, STALL};
 use crate::node::{self, Action, Command, LinkId, Millis, Node, Show};
@@ -34,6 +35,8 @@ const LISTENER: Token = Token(0);
 const STDIN: Token = Token(1);
 const SIGNAL: Token = Token(2);
 const STDOUT: Token = Token(3);
+/// LAN discovery's sockets (IPv4, IPv6).
+const LAN: [Token; 2] = [Token(12), Token(13)];
 /// Link `n` is registered as `Token(n + FIRST_LINK)`.
 const FIRST_LINK: usize = 16;
 
@@ -141,6 +144,8 @@ struct Loop {
     /// [`SAVE_EVERY`] (a sync to disk takes milliseconds on a busy disk,
     /// and blocks the loop).
     saved_at: Option<Millis>,
+    /// LAN discovery (`--discover`).
+    lan: Option<Lan>,
 }
 
 /// The private message store is written at most this often.
@@ -263,6 +268,26 @@ impl Loop {
             restore_private(&mut core, p, ui);
         }
         ui.listening(port, crate::iface::local_addrs(local.ip()));
+        let lan = match &opts.discover {
+            None => None,
+            Some(settings) => {
+                core.enable_discovery();
+                let (registry, seed) = (poll.registry(), random_u64());
+                let lan = Lan::start(
+                    settings,
+                    keys.secret.as_deref(),
+                    core.id(),
+                    port,
+                    opts.bind,
+                    families,
+                    registry,
+                    LAN,
+                    seed,
+                    0,
+                )?;
+                Some(lan)
+            }
+        };
         let start = Instant::now();
         if !opts.join.is_empty() {
             let mut labels = Vec::new();
@@ -308,6 +333,7 @@ impl Loop {
             warned_family: false,
             store,
             saved_at: None,
+            lan,
         })
     }
 
@@ -358,6 +384,11 @@ impl Loop {
                     SIGNAL => self.signals(ui, now),
                     STDIN => self.stdin_ready = true,
                     STDOUT => {} // flushed at the top of the loop
+                    t if LAN.contains(&t) => {
+                        if let Some(lan) = &mut self.lan {
+                            lan.readable(&self.core, now);
+                        }
+                    }
                     Token(t) => self.conn_event(ui, LinkId((t - FIRST_LINK) as u64), now),
                 }
                 self.apply(ui);
@@ -384,6 +415,9 @@ impl Loop {
             if self.core.deadline().is_some_and(|t| now >= t) {
                 self.core.tick(now);
             }
+            if let Some(lan) = &mut self.lan {
+                lan.turn(&mut self.core, now);
+            }
             // Dropping a link in housekeeping gives the core more to do:
             // do it now, not after the next sleep.
             loop {
@@ -405,6 +439,9 @@ impl Loop {
             min(a);
         }
         if let Some(a) = self.esc_at {
+            min(a);
+        }
+        if let Some(a) = self.lan.as_ref().and_then(|l| l.deadline(now)) {
             min(a);
         }
         if !self.unread.is_empty() {

@@ -5,7 +5,8 @@
 //!
 //! - [`cli`]: the command line and the config file.
 //! - [`event`]: the event loop, the only place that does I/O; [`peers`]:
-//!   its linked list of live connections; [`signal`]: the signal pipe.
+//!   its linked list of live connections; [`signal`]: the signal pipe;
+//!   [`discover`]: LAN discovery's multicast sockets.
 //! - [`term`]: the terminal front end (what the user sees and types);
 //!   [`command`]: typed lines into commands; [`name`]: which names are
 //!   allowed; [`iface`]: this machine's addresses.
@@ -13,11 +14,12 @@
 //! - [`app`]: what events mean to the user (chat, private messages);
 //!   [`store`]: the file private messages are kept in across restarts.
 //! - [`proto`]: the wire format and the protocol machines (links,
-//!   membership, mesh, broadcast).
+//!   membership, mesh, broadcast, LAN discovery).
 
 pub mod app;
 pub mod cli;
 pub mod command;
+pub mod discover;
 pub mod event;
 pub mod identity;
 pub mod iface;

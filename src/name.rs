@@ -4,7 +4,7 @@
 //! The rule is stricter than "any visible text", so that a name shown on a
 //! screen is the name that was typed:
 //!
-//! - 1 to [`MAX_NAME`](crate::proto::wire::MAX_NAME) characters;
+//! - 1 to [`MAX_NAME`] characters;
 //! - ASCII: printable, without space or `:` (which ends the name in a
 //!   chat line);
 //! - beyond ASCII: only characters that Unicode's General Security Profile

@@ -20,6 +20,7 @@ use crate::app::dm::{self, Dm};
 use crate::app::{MemberView, Net, Reach};
 use crate::proto::broadcast::{self, Accepted, Broadcast, FETCH_MAX, Gap};
 use crate::proto::crypto::{self, Identity, PublicKey};
+use crate::proto::discovery::Standing;
 use crate::proto::link::{self, BadHello, Links, Stage};
 use crate::proto::membership::{self, ASK_MAX, INTRO_MAX, Membership, Out};
 use crate::proto::mesh::{self, DIAL_GIVE_UP, Mesh};
@@ -50,6 +51,16 @@ enum Quiet {
     Secret,
     Key,
     Forged,
+}
+
+/// Members found by discovery remembered, at most (for `:peers`).
+pub const FOUND_MAX: usize = 1024;
+
+/// How a peer given to [`Node::found`] was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Found {
+    /// Its announcement was heard on the LAN (`--discover`).
+    Discovery,
 }
 
 /// Links a peer keeps by default, and accepts at most.
@@ -188,6 +199,8 @@ pub enum Command {
     /// Our private messages not delivered yet.
     Msgs,
     Quit,
+    /// `:peers`: the members found by discovery.
+    Peers,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -241,6 +254,11 @@ pub struct Node {
     out: VecDeque<Action>,
     /// The time of the latest input.
     now: Millis,
+    /// LAN discovery is on: the members it found (None: it is off).
+    found: Option<Remember<Found>>,
+    /// The join under way is through a peer discovery found: failing it
+    /// leaves us alone in our network, not stopped.
+    found_join: bool,
 }
 
 /// The network as an application sees it (see [`Net`]), made of the
@@ -387,6 +405,8 @@ impl Node {
             refused: Remember::new(256),
             out: VecDeque::new(),
             now: 0,
+            found: None,
+            found_join: false,
         }
     }
 
@@ -543,7 +563,7 @@ impl Node {
         if self.joining_link() == Some(link) {
             if peer.is_none() {
                 self.dial_next_join(now, reason);
-            } else {
+            } else if !self.found_join_failed() {
                 let why = format!("{addr} closed the link while we joined");
                 self.stop(Stop::Refused(why));
             }
@@ -704,6 +724,7 @@ impl Node {
             }
             Command::Msgs => self.dm.list(&mut net!(self), now),
             Command::Quit => self.leave(Stop::Left, now),
+            Command::Peers => self.show_found(),
         }
     }
 
@@ -803,6 +824,9 @@ impl Node {
     }
 
     fn set_state(&mut self, state: State) {
+        if !matches!(state, State::Joining { .. }) {
+            self.found_join = false;
+        }
         self.membership.set_active(state == State::Member);
         self.state = state;
     }
@@ -823,6 +847,9 @@ impl Node {
         };
         let Some(&addr) = addrs.get(*next) else {
             let msg = format!("cannot reach {label}: {reason}");
+            if self.found_join_failed() {
+                return;
+            }
             return self.stop(Stop::Unreachable(msg));
         };
         *next += 1;
@@ -844,7 +871,7 @@ impl Node {
                 let why = format!("{addr} {why}");
                 return self.refuse(link, Refusal::Version, &why, now);
             }
-            Err(BadHello::Myself) if joining_link => {
+            Err(BadHello::Myself) if joining_link && !self.found_join => {
                 return self.stop(Stop::Refused(format!("{addr} is this peer itself")));
             }
             Err(BadHello::Myself) => {
@@ -870,6 +897,22 @@ impl Node {
         if h.name != self.name && self.membership.name_taken(&h.name, h.id) {
             let why = format!("the name {} is taken in this network", h.name);
             return self.refuse(link, Refusal::NameTaken, &why, now);
+        }
+        if h.name != self.name
+            && !self.key_fits(&h.name, &h.ident.key)
+            && joining_link
+            && self.found_join
+        {
+            // Heard on the LAN, under a name we know with another key: not
+            // joined (anyone on the LAN can announce); we stay alone.
+            let w = format!(
+                "{addr}, found on the LAN, says it is {n} with another key ({}): not joined",
+                crypto::fingerprint(&h.ident.key),
+                n = h.name
+            );
+            self.warn(Quiet::Key, w, now);
+            let text = format!("the key of {} has changed, for the peer joining", h.name);
+            return self.refuse(link, Refusal::Key, &text, now);
         }
         if h.name != self.name && !self.key_fits(&h.name, &h.ident.key) && joining_link {
             let why = format!(
@@ -984,6 +1027,14 @@ impl Node {
     }
 
     fn on_refuse(&mut self, link: LinkId, code: Refusal, text: &str, now: Millis) {
+        if self.joining_link() == Some(link)
+            && code != Refusal::NameTaken
+            && self.found_join_failed()
+        {
+            // A peer discovery found would not have us (it was joining
+            // too, or is full): we stay alone, and discovery tries again.
+            return self.close(link);
+        }
         if let State::Joining { link: j, label, .. } = &self.state
             && *j == link
         {
@@ -1238,7 +1289,9 @@ impl Node {
         match wire::decode(body) {
             Ok(Msg::Noise(m)) => {
                 if let Err(why) = self.links.handshake(&mut self.out, link, &m, joining, now) {
-                    if joining {
+                    // A peer discovery found with another secret (a tag
+                    // collision, or a forgery): we stay alone.
+                    if joining && !self.found_join_failed() {
                         let label = self.join_label();
                         return self.stop(Stop::Refused(format!("{label}: {why}")));
                     }
@@ -1804,6 +1857,7 @@ impl Node {
 
     fn refuse(&mut self, link: LinkId, code: Refusal, text: &str, now: Millis) {
         if self.joining_link() == Some(link)
+            && !self.found_join_failed()
             && let Some(addr) = self.links.get(link).map(|l| l.addr)
         {
             // We cannot join through a peer we refuse: say why, and stop.
@@ -1819,6 +1873,9 @@ impl Node {
     }
 
     fn close(&mut self, link: LinkId) {
+        if self.joining_link() == Some(link) {
+            self.found_join_failed();
+        }
         self.links.close(&mut self.out, link, self.now);
         self.broadcast.neighbour_down(link);
     }
@@ -1827,5 +1884,112 @@ impl Node {
         for (link, _) in self.links.to(id) {
             self.close(link);
         }
+    }
+
+    // ------------------------------------------------------------------
+    // LAN discovery (issue 15): src/proto/discovery.rs decides whom to act
+    // on; the node joins through it or links to it, and remembers it.
+
+    /// Discovery is on: `:peers` lists what it finds.
+    pub fn enable_discovery(&mut self) {
+        self.found.get_or_insert_with(|| Remember::new(FOUND_MAX));
+    }
+
+    /// Where we stand, as discovery sees it: alone in our network, in one
+    /// with others, or joining or leaving.
+    pub fn standing(&self) -> Standing {
+        match self.state {
+            State::Member if self.leaving.is_none() => {
+                if self.membership.count() == 0 {
+                    Standing::Alone
+                } else {
+                    Standing::Member
+                }
+            }
+            _ => Standing::Busy,
+        }
+    }
+
+    /// Whether `id` is a member of our network (not lost: a lost one is
+    /// worth finding again).
+    pub fn knows(&self, id: NodeId) -> bool {
+        self.membership.is_member(id)
+    }
+
+    /// A peer of our network, `id` as it says, is at `addr`, found by
+    /// `how`. Alone, we join through it (failing that, we stay alone);
+    /// in a network, we link to it, which merges its network with ours.
+    pub fn found(&mut self, addr: SocketAddr, id: NodeId, how: Found, now: Millis) {
+        self.now = now;
+        if id == self.id {
+            return;
+        }
+        match self.standing() {
+            Standing::Busy => {}
+            Standing::Alone => {
+                self.note_found(id, how);
+                self.found_join = true;
+                self.join(vec![addr], &addr.to_string(), now);
+            }
+            Standing::Member => {
+                if self.knows(id) || self.links.busy().contains(&id) {
+                    return;
+                }
+                if self.mesh.may_dial(addr, now) {
+                    self.note_found(id, how);
+                    self.links.dial(&mut self.out, addr, Some(id), now);
+                }
+            }
+        }
+    }
+
+    /// Member `id` of our network was found by `how` as well (heard on
+    /// the LAN): `:peers` lists it.
+    pub fn met(&mut self, id: NodeId, how: Found) {
+        if self.membership.is_member(id) {
+            self.note_found(id, how);
+        }
+    }
+
+    fn note_found(&mut self, id: NodeId, how: Found) {
+        if let Some(f) = &mut self.found {
+            f.insert(id, how);
+        }
+    }
+
+    /// A join through a peer discovery found failed: alone again, and
+    /// true; false if the join is not such a one.
+    fn found_join_failed(&mut self) -> bool {
+        if !self.found_join || !matches!(self.state, State::Joining { .. }) {
+            return false;
+        }
+        self.set_state(State::Member);
+        true
+    }
+
+    /// `:peers`: the members present that discovery found.
+    fn show_found(&mut self) {
+        let members = match &self.found {
+            None => None,
+            Some(found) => {
+                let mut v: Vec<MemberView> = self
+                    .membership
+                    .present()
+                    .filter(|&(id, _)| found.contains(id))
+                    .map(|(id, m)| MemberView {
+                        name: m.display(id),
+                        addr: m.addr,
+                        reach: if self.links.linked(id) {
+                            Reach::Direct
+                        } else {
+                            Reach::Relayed
+                        },
+                    })
+                    .collect();
+                v.sort_by(|a, b| a.name.cmp(&b.name));
+                Some(v)
+            }
+        };
+        self.out.push_back(Action::Show(Show::Discovered(members)));
     }
 }

@@ -7,7 +7,7 @@
 use p2pchat::node::{self, Action, Command, Config, LinkId, Millis, Rng, Show};
 mod util;
 
-use p2pchat::proto::crypto::Identity;
+use p2pchat::proto::crypto::{self, Identity};
 use p2pchat::proto::membership::INTRO_MAX;
 use p2pchat::proto::wire::{self, Body};
 use std::cmp::Reverse;
@@ -93,6 +93,9 @@ fn addr(i: usize) -> SocketAddr {
 
 impl Sim {
     fn new(seed: u64, max_delay: Millis) -> Sim {
+        // Hundreds of nodes in this one thread would each check every
+        // signature: check each once between them (see share_checks).
+        crypto::share_checks();
         Sim {
             now: 0,
             rng: Rng::new(seed),
@@ -1398,6 +1401,390 @@ fn private_messages_survive_churn_and_their_sender() {
                 .filter(|d| d.2 == "delivered")
                 .count();
             assert_eq!(delivered, 5);
+        });
+    }
+}
+
+// ---------------------------------------------------------------------------
+// LAN discovery (issue 15): every node runs the discovery machine of
+// src/proto/discovery.rs on a simulated LAN that delivers each
+// announcement to every other node, a few ms later or not at all, and
+// hands what a machine finds to its node as the event loop does
+// (src/discover.rs). The network runs in steps of `LAN_STEP` ms between
+// which the LAN and the machines take their turn.
+
+use p2pchat::node::{Found, NodeId};
+use p2pchat::proto::discovery::{self, Discovery, Out};
+
+const LAN_STEP: Millis = 5;
+
+struct Lan {
+    machines: Vec<Discovery>,
+    /// When each node's discovery starts: before, it hears and says nothing.
+    start: Vec<Millis>,
+    /// (when, to, datagram, from node)
+    air: BTreeMap<(Millis, u64), (usize, Vec<u8>, usize)>,
+    order: u64,
+    /// One datagram in `loss` is lost.
+    loss: u64,
+    sent: u64,
+    found: u64,
+}
+
+impl Lan {
+    /// Discovery on every node, each starting within `spread` ms.
+    fn new(sim: &mut Sim, loss: u64, spread: Millis) -> Lan {
+        Lan::with(sim, loss, spread, |_| {
+            discovery::Network::new("lobby", None)
+        })
+    }
+
+    /// As [`Lan::new`], node `i` in network `net(i)`.
+    fn with(
+        sim: &mut Sim,
+        loss: u64,
+        spread: Millis,
+        net: impl Fn(usize) -> discovery::Network,
+    ) -> Lan {
+        let mut start = Vec::new();
+        let mut machines = Vec::new();
+        for i in 0..sim.nodes.len() {
+            let at = sim.now + sim.rng.below(spread + 1);
+            sim.nodes[i].core.enable_discovery();
+            let id = sim.nodes[i].core.id();
+            let seed = sim.rng.next_u64();
+            machines.push(Discovery::new(id, addr(i).port(), net(i), seed, at));
+            start.push(at);
+        }
+        Lan {
+            machines,
+            start,
+            air: BTreeMap::new(),
+            order: 0,
+            loss,
+            sent: 0,
+            found: 0,
+        }
+    }
+
+    /// Runs the network and the LAN until `until`.
+    fn run_until(&mut self, sim: &mut Sim, until: Millis) {
+        while sim.now < until {
+            let t = (sim.now + LAN_STEP).min(until);
+            sim.run_until(t);
+            let now = sim.now;
+            // Datagrams that have arrived.
+            while let Some(entry) = self.air.first_entry() {
+                if entry.key().0 > now {
+                    break;
+                }
+                let (to, bytes, from) = entry.remove();
+                if !sim.nodes[to].alive || now < self.start[to] {
+                    continue;
+                }
+                let core = &sim.nodes[to].core;
+                let src = SocketAddr::new(addr(from).ip(), 5353);
+                self.machines[to].heard(&bytes, src, |id| core.knows(id), now);
+            }
+            for i in 0..sim.nodes.len() {
+                if !sim.nodes[i].alive || now < self.start[i] {
+                    continue;
+                }
+                loop {
+                    let core = &sim.nodes[i].core;
+                    let out = self.machines[i].poll(core.standing(), |id| core.knows(id), now);
+                    match out {
+                        None => break,
+                        Some(Out::Announce(member)) => {
+                            let bytes = self.machines[i].announcement(member, addr(i).ip());
+                            self.multicast(sim, i, &bytes);
+                        }
+                        Some(Out::Met(id)) => sim.nodes[i].core.met(id, Found::Discovery),
+                        Some(Out::Found(a, id)) => {
+                            self.found += 1;
+                            sim.nodes[i].core.found(a, id, Found::Discovery, now);
+                            sim.pump(i);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn multicast(&mut self, sim: &mut Sim, from: usize, bytes: &[u8]) {
+        self.sent += 1;
+        for to in 0..sim.nodes.len() {
+            if to == from || sim.blocked(from, to) || sim.rng.below(self.loss) == 0 {
+                continue;
+            }
+            let at = sim.now + 1 + sim.rng.below(4);
+            self.order += 1;
+            self.air
+                .insert((at, self.order), (to, bytes.to_vec(), from));
+        }
+    }
+}
+
+/// Whether every live node counts every other live node as a member.
+fn one_network(sim: &Sim) -> bool {
+    let live = sim.live();
+    live.iter().all(|&i| {
+        sim.nodes[i].core.is_member() && sim.nodes[i].core.member_count() == live.len() - 1
+    })
+}
+
+/// Hundreds of peers started within 50 ms of each other with discovery
+/// only, on a LAN that loses one datagram in twenty, become one network
+/// in which everything said reaches everyone once, in order; the found
+/// peers cost a bounded number of joins and dials.
+#[test]
+fn discovery_makes_one_network_of_hundreds() {
+    let n: usize = std::env::var("SIM_PEERS").map_or(200, |s| s.parse().expect("SIM_PEERS"));
+    for seed in seeds(&[71]) {
+        with_seed(seed, |seed| {
+            let mut sim = Sim::new(seed, 5);
+            for i in 0..n {
+                sim.add(&name(i), Config::default());
+            }
+            let mut lan = Lan::new(&mut sim, 20, 50);
+            lan.run_until(&mut sim, 50);
+            let mut t = sim.now;
+            while !one_network(&sim) && t < 60_000 {
+                t += 100;
+                lan.run_until(&mut sim, t);
+            }
+            let took = sim.now;
+            assert!(
+                one_network(&sim),
+                "seed {seed}: not one network after {took} ms"
+            );
+            assert!(sim.connected());
+            eprintln!(
+                "discovery, {n} peers: one network after {took} ms; {} announcements, {} acted on",
+                lan.sent, lan.found
+            );
+            // Bounds: each node acts on a handful of peers, not hundreds.
+            assert!(lan.found <= 8 * n as u64, "{} acts", lan.found);
+            for i in 0..n {
+                assert_eq!(sim.nodes[i].exited, None, "node {i} stopped");
+            }
+            let speakers = [0, n / 2, n - 1];
+            for &s in &speakers {
+                for k in 0..5 {
+                    sim.say(s, &format!("hello {k}"));
+                }
+            }
+            let t = sim.now + 5_000;
+            lan.run_until(&mut sim, t);
+            for i in 0..n {
+                check_delivery(&sim, i, &speakers);
+            }
+        });
+    }
+}
+
+/// Two networks grown apart on one LAN (joined by host and port), with
+/// discovery turned on afterwards, become one.
+#[test]
+fn discovery_merges_two_networks() {
+    for seed in seeds(&[81, 82]) {
+        with_seed(seed, |seed| {
+            let mut sim = Sim::new(seed, 5);
+            grow(&mut sim, 20, &Config::default());
+            // A second network: 20 more, joined among themselves.
+            for i in 20..40 {
+                sim.add(&name(i), Config::default());
+                if i > 20 {
+                    let through = 20 + sim.rng.below((i - 20) as u64) as usize;
+                    sim.join(i, through);
+                }
+                let t = sim.now + 20;
+                sim.run_until(t);
+            }
+            let t = sim.now + 5_000;
+            sim.run_until(t);
+            assert_eq!(sim.nodes[0].core.member_count(), 19);
+            assert_eq!(sim.nodes[20].core.member_count(), 19);
+            let mut lan = Lan::new(&mut sim, 20, 1_000);
+            let t0 = sim.now;
+            let mut t = t0;
+            while !one_network(&sim) && t < t0 + 120_000 {
+                t += 500;
+                lan.run_until(&mut sim, t);
+            }
+            assert!(
+                one_network(&sim),
+                "seed {seed}: not merged after {} ms",
+                sim.now - t0
+            );
+            eprintln!(
+                "discovery: two networks of 20 merged in {} ms; {} acted on",
+                sim.now - t0,
+                lan.found
+            );
+            sim.say(0, "across");
+            sim.say(39, "and back");
+            let t = sim.now + 5_000;
+            lan.run_until(&mut sim, t);
+            for i in 0..40 {
+                check_delivery(&sim, i, &[0, 39]);
+            }
+        });
+    }
+}
+
+/// Forged announcements that point a peer at itself (under another id),
+/// or at a member it links to already, cost a refused dial and nothing
+/// more: alone or in a network, it stays where it was, running.
+#[test]
+fn discovery_forgeries_pointing_home_are_harmless() {
+    for seed in seeds(&[91]) {
+        with_seed(seed, |seed| {
+            let mut sim = Sim::new(seed, 5);
+            grow(&mut sim, 3, &Config::default());
+            let lonely = sim.add(&name(3), Config::default());
+            // Every announcement is lost: only the forgeries are heard.
+            let mut lan = Lan::new(&mut sim, 1, 0);
+            let t = sim.now + 10;
+            lan.run_until(&mut sim, t);
+            for m in lan.machines.iter_mut() {
+                m.stats = Default::default();
+            }
+            let lobby = discovery::Network::new("lobby", None);
+            let forged = |id: u64, to: usize, member: bool| {
+                let mut a = discovery::Announcement {
+                    id: NodeId(id),
+                    port: addr(to).port(),
+                    member,
+                    tag: [0; 16],
+                };
+                a.tag = lobby.tag(&a.head(), addr(to).ip());
+                a.encode().to_vec()
+            };
+            let t = sim.now + 2;
+            for (k, (to, at)) in [(lonely, lonely), (0, 0), (0, 1)].into_iter().enumerate() {
+                for member in [true, false] {
+                    lan.order += 1;
+                    let bytes = forged(0xf00 + k as u64, at, member);
+                    lan.air.insert((t, lan.order), (to, bytes, at));
+                }
+            }
+            let t = sim.now + 10_000;
+            lan.run_until(&mut sim, t);
+            assert_eq!(sim.nodes[lonely].exited, None);
+            assert!(sim.nodes[lonely].core.is_member());
+            for i in 0..3 {
+                assert_eq!(sim.nodes[i].exited, None);
+                assert_eq!(sim.nodes[i].core.member_count(), 2, "node {i}");
+            }
+            assert!(lan.machines.iter().map(|m| m.stats.acted).sum::<u64>() >= 2);
+        });
+    }
+}
+
+/// Two networks with two secrets on one LAN, started at once, stay two:
+/// each finds its own members and never acts on the other's (a dial
+/// would be refused: the secrets differ).
+#[test]
+fn discovery_keeps_two_secrets_apart() {
+    for seed in seeds(&[95]) {
+        with_seed(seed, |seed| {
+            let mut sim = Sim::new(seed, 5);
+            let secret = |i: usize| {
+                if i.is_multiple_of(2) {
+                    &b"one"[..]
+                } else {
+                    &b"two"[..]
+                }
+            };
+            for i in 0..40 {
+                let cfg = Config {
+                    psk: Some(p2pchat::proto::crypto::psk(secret(i))),
+                    ..Config::default()
+                };
+                sim.add(&name(i), cfg);
+            }
+            let mut lan = Lan::with(&mut sim, 20, 50, |i| {
+                discovery::Network::new("lobby", Some(secret(i)))
+            });
+            let t = sim.now + 15_000;
+            lan.run_until(&mut sim, t);
+            for i in 0..40 {
+                let core = &sim.nodes[i].core;
+                assert_eq!(sim.nodes[i].exited, None, "node {i} stopped");
+                assert_eq!(core.member_count(), 19, "node {i}");
+                for j in (0..40).filter(|j| (i + j) % 2 == 1) {
+                    assert!(!core.knows(sim.nodes[j].core.id()), "{i} knows {j}");
+                }
+            }
+            let foreign: u64 = lan.machines.iter().map(|m| m.stats.foreign).sum();
+            assert!(foreign > 0, "the other network was heard, and ignored");
+            eprintln!(
+                "discovery, two secrets: two networks of 20; {} acted on, {foreign} foreign heard",
+                lan.found
+            );
+            sim.say(0, "evens");
+            sim.say(1, "odds");
+            let t = sim.now + 5_000;
+            lan.run_until(&mut sim, t);
+            for i in 0..40usize {
+                let want = if i.is_multiple_of(2) { [0] } else { [1] };
+                check_delivery(&sim, i, &want);
+                let other = name(1 - want[0]);
+                assert!(sim.nodes[i].chats.iter().all(|(from, _)| *from != other));
+            }
+        });
+    }
+}
+
+/// A peer alone that is made to hear (by a tag collision, or a forgery
+/// made with its own secret) an announcement pointing at a network with
+/// another secret joins it, fails the encrypted handshake, and stays
+/// alone and running: a join through a peer found on the LAN never ends
+/// the run. The network it dialled refuses it and stays as it was.
+#[test]
+fn discovery_a_found_peer_with_another_secret_is_harmless() {
+    for seed in seeds(&[97]) {
+        with_seed(seed, |seed| {
+            let mut sim = Sim::new(seed, 5);
+            let with = |secret: &[u8]| Config {
+                psk: Some(p2pchat::proto::crypto::psk(secret)),
+                ..Config::default()
+            };
+            grow(&mut sim, 3, &with(b"one"));
+            let lonely = sim.add(&name(3), with(b"two"));
+            let nets = |i: usize| {
+                let secret: &[u8] = if i == lonely { b"two" } else { b"one" };
+                discovery::Network::new("lobby", Some(secret))
+            };
+            // Every announcement is lost: only the forgery is heard.
+            let mut lan = Lan::with(&mut sim, 1, 0, nets);
+            let t = sim.now + 10;
+            lan.run_until(&mut sim, t);
+            let mut a = discovery::Announcement {
+                id: sim.nodes[0].core.id(),
+                port: addr(0).port(),
+                member: true,
+                tag: [0; 16],
+            };
+            a.tag = nets(lonely).tag(&a.head(), addr(0).ip());
+            lan.order += 1;
+            let at = sim.now + 2;
+            lan.air
+                .insert((at, lan.order), (lonely, a.encode().to_vec(), 0));
+            let t = sim.now + 10_000;
+            lan.run_until(&mut sim, t);
+            assert!(
+                lan.machines[lonely].stats.acted >= 1,
+                "the forgery was acted on"
+            );
+            assert_eq!(sim.nodes[lonely].exited, None, "the lonely peer stopped");
+            assert!(sim.nodes[lonely].core.is_member());
+            assert_eq!(sim.nodes[lonely].core.member_count(), 0);
+            for i in 0..3 {
+                assert_eq!(sim.nodes[i].exited, None);
+                assert_eq!(sim.nodes[i].core.member_count(), 2, "node {i}");
+            }
         });
     }
 }

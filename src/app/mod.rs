@@ -83,6 +83,8 @@ pub enum Show {
         n: u64,
         state: String,
     },
+    /// `:peers`: the members LAN discovery found (None: it is off).
+    Discovered(Option<Vec<MemberView>>),
     /// A problem worth telling the user that is not fatal.
     Warning(String),
     /// An answer to a question the user asked (`:whois`, `:trust`).

@@ -18,6 +18,8 @@
 use super::NodeId;
 use blake2::{Blake2s256, Digest};
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier as _, VerifyingKey};
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fmt;
 
 /// An Ed25519 public key, as on the wire.
@@ -114,7 +116,41 @@ pub fn verifying(key: &PublicKey) -> Option<VerifyingKey> {
 /// refused once, by [`verifying`], rather than on every signature as
 /// `verify_strict` does at a third more cost).
 pub fn verify(key: &VerifyingKey, msg: &[u8], sig: &Sig) -> bool {
-    key.verify(msg, &Signature::from_bytes(sig)).is_ok()
+    let check = || key.verify(msg, &Signature::from_bytes(sig)).is_ok();
+    SHARED.with_borrow_mut(|shared| {
+        let Some(answers) = shared else {
+            return check();
+        };
+        let mut h = Blake2s256::new();
+        h.update(key.as_bytes());
+        h.update(sig);
+        h.update(msg);
+        let asked: [u8; 32] = h.finalize().into();
+        if answers.len() >= SHARED_MAX {
+            answers.clear();
+        }
+        *answers.entry(asked).or_insert_with(check)
+    })
+}
+
+/// Answers [`verify`] remembers at most, when sharing them.
+const SHARED_MAX: usize = 1 << 20;
+
+thread_local! {
+    /// [`verify`]'s answers in this thread, once [`share_checks`] asked
+    /// for it; `None` (not shared) in a peer.
+    static SHARED: RefCell<Option<HashMap<[u8; 32], bool>>> = const { RefCell::new(None) };
+}
+
+/// Makes [`verify`] remember its answers in this thread, so that many
+/// nodes run in one process (the simulation) check each signature once
+/// between them rather than once each. The answers are those of a pure
+/// function, keyed by a hash of key, signature and message; a peer never
+/// calls this, as it checks each signature once anyway.
+pub fn share_checks() {
+    SHARED.with_borrow_mut(|shared| {
+        shared.get_or_insert_with(HashMap::new);
+    });
 }
 
 /// The hash of an event: its origin, sequence number, type and payload.

@@ -1,13 +1,20 @@
 //! The protocol: the wire format and one sans-I/O machine per concern.
 //!
 //! - [`wire`]: frames and messages, pure encode and decode.
-//! - [`link`]: each link's life: dial, handshake (HELLO/REFUSE),
-//!   heartbeats, timeouts, the bound on pending handshakes.
+//! - [`crypto`]: keys, node ids, event hashes, signatures, and the key a
+//!   network secret gives (Ed25519 and BLAKE2s from their crates).
+//! - [`link`]: each link's life: dial, the encrypted handshake (Noise
+//!   with the network secret) and HELLO/REFUSE with the key's proof,
+//!   records, heartbeats, timeouts, the bound on pending handshakes.
 //! - [`membership`]: who is in the network: names, addresses, liveness,
 //!   suspicion and refutation, census, lost members and their probes.
 //! - [`mesh`]: which links to keep: degree, dialling, back-off, shedding.
 //! - [`broadcast`]: every event delivered once and in order per origin:
 //!   holding, the recent-event cache, FETCH/LACK gap repair, relaying.
+//! - [`seal`]: which events a signature covers, and holding an origin's
+//!   events until one that covers them is checked.
+//! - [`discovery`]: LAN announcements (format, network tag), when to
+//!   announce, and which peers heard on the LAN to act on.
 //!
 //! None of them touches a socket, a clock or a terminal, and none calls
 //! another: [`crate::node`] routes what one says to the others. This file
@@ -15,6 +22,7 @@
 
 pub mod broadcast;
 pub mod crypto;
+pub mod discovery;
 pub mod link;
 pub mod membership;
 pub mod mesh;

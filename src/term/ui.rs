@@ -449,6 +449,7 @@ fn plain(ev: &Show) -> Vec<String> {
             out.extend(v.iter().map(|m| format!("*   {}", member(m))));
             out
         }
+        Show::Discovered(v) => discovered(v.as_deref()),
         Show::Warning(w) => vec![format!("p2pchat: {}", escape_controls(w))],
         Show::Info(i) => vec![format!("* {}", escape_controls(i))],
         Show::Private { own: true, .. } => vec![],
@@ -459,6 +460,20 @@ fn plain(ev: &Show) -> Vec<String> {
         )],
         Show::Delivery { to, n, state } => {
             vec![format!("* private {n} to {}: {state}", escape_controls(to))]
+        }
+    }
+}
+
+/// The answer to `:peers`: the members discovery found, or why none.
+fn discovered(v: Option<&[MemberView]>) -> Vec<String> {
+    match v {
+        None => vec!["* discovery is off (--discover finds peers on the LAN)".to_owned()],
+        Some([]) => vec!["* no members found by discovery".to_owned()],
+        Some(v) => {
+            let s = if v.len() == 1 { "" } else { "s" };
+            let mut out = vec![format!("* {} member{s} found by discovery:", v.len())];
+            out.extend(v.iter().map(|m| format!("*   {}", member(m))));
+            out
         }
     }
 }
@@ -504,6 +519,23 @@ impl std::fmt::Display for Js<'_> {
     }
 }
 
+/// `,"members":[...]`: each member's name, address and link.
+fn members_json(v: &[MemberView]) -> String {
+    let mut s = String::from(r#","members":["#);
+    for (i, m) in v.iter().enumerate() {
+        let addr = m.addr.map_or("null".to_owned(), |a| format!("\"{a}\""));
+        let _ = write!(
+            s,
+            r#"{}{{"name":{},"addr":{addr},"link":"{}"}}"#,
+            if i > 0 { "," } else { "" },
+            Js(&m.name),
+            m.reach
+        );
+    }
+    s.push(']');
+    s
+}
+
 /// An event's JSON type and its fields after `type` and `time` (each with
 /// a leading comma).
 fn json(ev: &Show) -> (&'static str, String) {
@@ -530,21 +562,15 @@ fn json(ev: &Show) -> (&'static str, String) {
         Show::MemberLeft { name, lost } => {
             ("leave", format!(r#","name":{},"lost":{lost}"#, Js(name)))
         }
-        Show::Members(v) => {
-            let mut s = String::from(r#","members":["#);
-            for (i, m) in v.iter().enumerate() {
-                let addr = m.addr.map_or("null".to_owned(), |a| format!("\"{a}\""));
-                let _ = write!(
-                    s,
-                    r#"{}{{"name":{},"addr":{addr},"link":"{}"}}"#,
-                    if i > 0 { "," } else { "" },
-                    Js(&m.name),
-                    m.reach
-                );
-            }
-            s.push(']');
-            ("members", s)
-        }
+        Show::Members(v) => ("members", members_json(v)),
+        Show::Discovered(v) => (
+            "discovered",
+            format!(
+                r#","discovery":{}{}"#,
+                v.is_some(),
+                members_json(v.as_deref().unwrap_or_default())
+            ),
+        ),
         Show::Warning(w) => ("warning", format!(r#","text":{}"#, Js(w))),
         Show::Info(i) => ("info", format!(r#","text":{}"#, Js(i))),
         Show::Private {
@@ -617,6 +643,13 @@ fn tty(s: &mut Screen, me: &str, ev: &Show, at: i64, now: i64) {
             }
             return;
         }
+        Show::Discovered(v) => {
+            for l in discovered(v.as_deref()) {
+                let l = s.style(NOTICE, &l);
+                let _ = s.print(&l);
+            }
+            return;
+        }
         Show::Warning(w) => s.paint(ERROR, &format!("p2pchat: {}", escape_controls(w))),
         Show::Info(i) => s.style(NOTICE, &format!("* {}", escape_controls(i))),
         Show::Private {
@@ -669,6 +702,7 @@ fn log_room(ev: &Show) -> Option<&str> {
         Show::MemberJoined(_) | Show::MemberLeft { .. } | Show::Joined { .. } => Some(LOBBY),
         // Private messages are never written to a room's log.
         Show::Members(_)
+        | Show::Discovered(_)
         | Show::Warning(_)
         | Show::Info(_)
         | Show::Private { .. }
@@ -776,6 +810,35 @@ mod tests {
             reach: Reach::Me,
         }]);
         assert_eq!(plain_of(one), "* 1 member:\n*   al - (you)");
+    }
+
+    #[test]
+    fn peers_found_by_discovery() {
+        assert_eq!(
+            plain_of(Show::Discovered(None)),
+            "* discovery is off (--discover finds peers on the LAN)"
+        );
+        assert_eq!(
+            plain_of(Show::Discovered(Some(vec![]))),
+            "* no members found by discovery"
+        );
+        let bob = MemberView {
+            name: "bob".into(),
+            addr: Some("10.0.0.2:4000".parse().unwrap()),
+            reach: Reach::Direct,
+        };
+        assert_eq!(
+            plain_of(Show::Discovered(Some(vec![bob.clone()]))),
+            "* 1 member found by discovery:\n*   bob 10.0.0.2:4000 direct"
+        );
+        let (kind, fields) = json(&Show::Discovered(Some(vec![bob])));
+        assert_eq!(kind, "discovered");
+        assert_eq!(
+            fields,
+            r#","discovery":true,"members":[{"name":"bob","addr":"10.0.0.2:4000","link":"direct"}]"#
+        );
+        let (_, off) = json(&Show::Discovered(None));
+        assert_eq!(off, r#","discovery":false,"members":[]"#);
     }
 
     #[test]

@@ -216,8 +216,21 @@ impl Net {
         // so that a detached port leads nowhere.
         net.sysctl(&hub, "net.ipv6.conf.all.disable_ipv6", "1");
         net.sysctl(&hub, "net.ipv6.conf.default.disable_ipv6", "1");
+        // No multicast snooping: the bridges flood multicast to every
+        // port, as a plain LAN switch does, whatever IGMP and MLD reports
+        // they did or did not see (LAN discovery multicasts).
         for br in ["br0", "br1"] {
-            ip(&["-n", &hub, "link", "add", br, "type", "bridge"]);
+            ip(&[
+                "-n",
+                &hub,
+                "link",
+                "add",
+                br,
+                "type",
+                "bridge",
+                "mcast_snooping",
+                "0",
+            ]);
             ip(&["-n", &hub, "link", "set", br, "up"]);
         }
         Some(net)
@@ -408,6 +421,19 @@ table inet filter {
     /// with the default listen address (no `-b` unless `opts` has one);
     /// waits for its listening line.
     pub fn peer(&self, h: usize, name: &str, opts: &[&str], via: Option<SocketAddr>) -> Peer {
+        self.peer_env(h, name, opts, via, &[])
+    }
+
+    /// [`Net::peer`] with `env` added to the environment (such as
+    /// `P2PCHAT_SECRET`).
+    pub fn peer_env(
+        &self,
+        h: usize,
+        name: &str,
+        opts: &[&str],
+        via: Option<SocketAddr>,
+        env: &[(&str, &str)],
+    ) -> Peer {
         let mut args: Vec<String> = vec!["--plain".into()];
         args.extend(opts.iter().map(|s| s.to_string()));
         args.push(name.into());
@@ -415,7 +441,7 @@ table inet filter {
             args.extend([v.ip().to_string(), v.port().to_string()]);
         }
         let prefix = ["ip", "netns", "exec", &self.hosts[h].ns];
-        let mut p = Peer::spawn_with(name, &prefix, &args, Stdio::piped());
+        let mut p = Peer::spawn_full(name, &prefix, &args, Stdio::piped(), env);
         p.wait_listening();
         p
     }
