@@ -7,12 +7,13 @@
 
 use crate::name;
 use getopts::Options;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 /// The one-line synopsis, printed with usage errors.
 pub const USAGE: &str = "usage: p2pchat [-hV] [--plain | --json] [--no-input] [--timestamps] [--log]\n\
      \x20              [--identity file] [--secret-file file] [--secure-only]\n\
+     \x20              [--irc [address:]port [--irc-public] [--irc-password-file file]]\n\
      \x20              [--discover [--network name]] [-b address] [-d degree] [-D max]\n\
      \x20              [-p port] name [host port | host:port]";
 
@@ -58,6 +59,16 @@ pub struct Opts {
     pub secret_file: Option<PathBuf>,
     /// Refuse to run without a network secret.
     pub secure_only: bool,
+    /// The IRC gateway (`--irc`).
+    pub irc: Option<Irc>,
+}
+
+/// The IRC gateway's options.
+#[derive(Debug, Clone)]
+pub struct Irc {
+    pub addr: SocketAddr,
+    /// The file holding the password (else `P2PCHAT_IRC_PASSWORD`).
+    pub password_file: Option<PathBuf>,
 }
 
 /// Defaults from the config file; `None` and empty are "not set".
@@ -75,7 +86,8 @@ pub struct Config {
 /// What the command line asks for.
 #[derive(Debug)]
 pub enum Parsed {
-    Run(Opts),
+    /// Boxed: the options are many, help and version none.
+    Run(Box<Opts>),
     Help,
     Version,
 }
@@ -162,6 +174,23 @@ fn options() -> Options {
         "",
         "secure-only",
         "refuse to run without a network secret (every link encrypted)",
+    );
+    o.optopt(
+        "",
+        "irc",
+        "also be an IRC server here, for an IRC client (default address 127.0.0.1)",
+        "[ADDRESS:]PORT",
+    );
+    o.optflag(
+        "",
+        "irc-public",
+        "let --irc listen on an address other than loopback (needs a password)",
+    );
+    o.optopt(
+        "",
+        "irc-password-file",
+        "the IRC clients' PASS, read from FILE (or set P2PCHAT_IRC_PASSWORD)",
+        "FILE",
     );
     o.optflag("h", "help", "print this help and exit");
     o.optflag("V", "version", "print the version and exit");
@@ -255,7 +284,19 @@ pub fn parse_with(
     if join.iter().any(|(_, p)| *p == 0) {
         return Err("bad port 0 for the peer to join".into());
     }
-    Ok(Parsed::Run(Opts {
+    let irc = m.opt_str("irc").map(|s| irc_addr(&s)).transpose()?;
+    if let Some(a) = irc
+        && !a.ip().is_loopback()
+        && !m.opt_present("irc-public")
+    {
+        return Err(format!(
+            "--irc {a}: not a loopback address; add --irc-public (and set a password) to allow it"
+        ));
+    }
+    if irc.is_none() && (m.opt_present("irc-public") || m.opt_present("irc-password-file")) {
+        return Err("--irc-public and --irc-password-file need --irc".into());
+    }
+    Ok(Parsed::Run(Box::new(Opts {
         name,
         join,
         bind,
@@ -271,7 +312,22 @@ pub fn parse_with(
         identity: m.opt_str("identity").map(PathBuf::from),
         secret_file: m.opt_str("secret-file").map(PathBuf::from),
         secure_only: m.opt_present("secure-only"),
-    }))
+        irc: irc.map(|addr| Irc {
+            addr,
+            password_file: m.opt_str("irc-password-file").map(PathBuf::from),
+        }),
+    })))
+}
+
+/// The `--irc` address: `PORT` (on 127.0.0.1), `ADDRESS:PORT` or
+/// `[V6ADDRESS]:PORT`.
+fn irc_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(p) = s.parse::<u16>() {
+        return Ok(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), p));
+    }
+    s.parse().map_err(|_| {
+        format!("bad --irc address {s:?}: expected PORT, ADDRESS:PORT or [ADDRESS]:PORT")
+    })
 }
 
 /// `--discover` and its options (the config file's `discover` and
@@ -454,7 +510,7 @@ mod tests {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let cfg = || parse_config(config).map_err(|(n, e)| format!("config:{n}: {e}"));
         match parse_with(&args, cfg)? {
-            Parsed::Run(o) => Ok(o),
+            Parsed::Run(o) => Ok(*o),
             p => panic!("unexpected {p:?}"),
         }
     }
@@ -555,6 +611,13 @@ mod tests {
         assert_eq!((o.degree, o.max_degree), (3, 6));
         let o = run(&["-d", "2", "--max-degree", "2", "x"]).unwrap();
         assert_eq!((o.degree, o.max_degree), (2, 2));
+        let irc = |a: &[&str]| run(a).unwrap().irc.map(|i| i.addr.to_string());
+        assert_eq!(irc(&["x"]), None);
+        assert_eq!(irc(&["--irc", "6667", "x"]).unwrap(), "127.0.0.1:6667");
+        assert_eq!(irc(&["--irc", "[::1]:0", "x"]).unwrap(), "[::1]:0");
+        assert_eq!(irc(&["--irc", "127.0.0.2:7", "x"]).unwrap(), "127.0.0.2:7");
+        let o = run(&["--irc", "0.0.0.0:6667", "--irc-public", "x"]).unwrap();
+        assert_eq!(o.irc.unwrap().addr.to_string(), "0.0.0.0:6667");
         let o = run(&["-D", "256", "x"]).unwrap();
         assert_eq!((o.degree, o.max_degree), (6, 256));
     }
@@ -639,6 +702,17 @@ mod tests {
             assert!(run(args).is_err(), "{args:?}");
         }
         assert!(matches!(parse(&["-h".into()]), Ok(Parsed::Help)));
+        for args in [
+            &["--irc", "x", "a"][..],
+            &["--irc", "localhost:6667", "a"],
+            &["--irc", "70000", "a"],
+            &["--irc", "0.0.0.0:6667", "a"],
+            &["--irc", "[::]:6667", "a"],
+            &["--irc-public", "a"],
+            &["--irc-password-file", "f", "a"],
+        ] {
+            assert!(run(args).is_err(), "{args:?}");
+        }
         assert!(matches!(parse(&["--version".into()]), Ok(Parsed::Version)));
     }
 }

@@ -13,6 +13,7 @@ use crate::cli::Opts;
 use crate::command::{self, Input};
 use crate::discover::Lan;
 use crate::identity;
+use crate::irc::{self, Gateway};
 use crate::net::{self, Conn, HIGH_WATER, MAX_QUEUE, STALL};
 use crate::node::{self, Action, Command, LinkId, Millis, Node, Show};
 use crate::peers::PeerList;
@@ -144,6 +145,10 @@ struct Loop {
     /// [`SAVE_EVERY`] (a sync to disk takes milliseconds on a busy disk,
     /// and blocks the loop).
     saved_at: Option<Millis>,
+    /// The IRC gateway (`--irc`), another front end.
+    irc: Option<Gateway>,
+    /// The IRC client whose command is being carried out.
+    irc_origin: Option<usize>,
     /// LAN discovery (`--discover`).
     lan: Option<Lan>,
 }
@@ -288,6 +293,10 @@ impl Loop {
                 Some(lan)
             }
         };
+        let irc = match &opts.irc {
+            Some(o) => Some(start_irc(&poll, o, ui)?),
+            None => None,
+        };
         let start = Instant::now();
         if !opts.join.is_empty() {
             let mut labels = Vec::new();
@@ -333,6 +342,8 @@ impl Loop {
             warned_family: false,
             store,
             saved_at: None,
+            irc,
+            irc_origin: None,
             lan,
         })
     }
@@ -384,6 +395,7 @@ impl Loop {
                     SIGNAL => self.signals(ui, now),
                     STDIN => self.stdin_ready = true,
                     STDOUT => {} // flushed at the top of the loop
+                    t if Gateway::owns(t) => self.irc_event(ui, Some(t), now),
                     t if LAN.contains(&t) => {
                         if let Some(lan) = &mut self.lan {
                             lan.readable(&self.core, now);
@@ -397,6 +409,9 @@ impl Loop {
             for link in std::mem::take(&mut self.unread) {
                 self.conn_event(ui, link, now);
                 self.apply(ui);
+            }
+            if self.irc.as_ref().is_some_and(Gateway::pending) {
+                self.irc_event(ui, None, now);
             }
             if self.wants_stdin() {
                 self.read_stdin(ui, now);
@@ -415,6 +430,11 @@ impl Loop {
             if self.core.deadline().is_some_and(|t| now >= t) {
                 self.core.tick(now);
             }
+            if let Some(g) = &mut self.irc
+                && g.deadline().is_some_and(|t| now >= t)
+            {
+                g.tick(self.poll.registry(), now);
+            }
             if let Some(lan) = &mut self.lan {
                 lan.turn(&mut self.core, now);
             }
@@ -425,6 +445,11 @@ impl Loop {
                 self.housekeeping(now);
                 if !self.core.has_actions() {
                     break;
+                }
+            }
+            if let Some(g) = &mut self.irc {
+                for n in g.take_notes() {
+                    ui.diagnostic(&n);
                 }
             }
         }
@@ -440,6 +465,9 @@ impl Loop {
         }
         if let Some(a) = self.esc_at {
             min(a);
+        }
+        if let Some(a) = self.irc.as_ref().and_then(Gateway::deadline) {
+            min(a.max(now));
         }
         if let Some(a) = self.lan.as_ref().and_then(|l| l.deadline(now)) {
             min(a);
@@ -794,7 +822,12 @@ impl Loop {
                         c.closing.get_or_insert(now + LINGER);
                     }
                 }
-                Action::Show(s) => ui.show(&s),
+                Action::Show(s) => {
+                    ui.show(&s);
+                    if let Some(g) = &mut self.irc {
+                        g.show(&self.core, &s, self.irc_origin);
+                    }
+                }
                 Action::Trust { name, key, replace } => {
                     let r = identity::known_path()
                         .map(|p| identity::remember(&p, &name, &key, replace));
@@ -806,6 +839,10 @@ impl Loop {
                     self.save_private(ui, true);
                     if let Some(m) = stop.message() {
                         ui.error(m);
+                    }
+                    if let Some(g) = &mut self.irc {
+                        let why = stop.message().unwrap_or("the peer left the network");
+                        g.stop(self.poll.registry(), why, now);
                     }
                     if self.exit.is_none() {
                         self.exit = Some(stop.status());
@@ -885,8 +922,33 @@ impl Loop {
         self.conns.push(link, Conn::new(stream, true, now));
     }
 
+    /// Readiness of a gateway socket (`None`: clients with more to read
+    /// from an earlier turn): their commands are carried out as typed
+    /// ones, each answered to the client that gave it.
+    fn irc_event(&mut self, ui: &mut Ui, token: Option<Token>, now: Millis) {
+        let Some(g) = &mut self.irc else {
+            return;
+        };
+        let reg = self.poll.registry();
+        let commands = match token {
+            Some(t) => g.event(reg, t, &self.core, now),
+            None => g.read_pending(reg, &self.core, now),
+        };
+        for (client, cmd) in commands {
+            if self.exit.is_some() {
+                break;
+            }
+            self.irc_origin = Some(client);
+            self.input(ui, Input::Node(cmd), now);
+            self.irc_origin = None;
+        }
+    }
+
     /// Flushes queues, closes what should close, drops stalled links.
     fn housekeeping(&mut self, now: Millis) {
+        if let Some(g) = &mut self.irc {
+            g.flush(self.poll.registry(), now);
+        }
         for link in self.conns.keys() {
             let c = self.conns.get_mut(link).expect("listed");
             if let Err(e) = c.flush(now) {
@@ -923,6 +985,36 @@ impl Loop {
             }
         }
     }
+}
+
+/// Starts the IRC gateway on `addr`, with its password: required on an
+/// address other than loopback.
+fn start_irc(poll: &Poll, opts: &crate::cli::Irc, ui: &mut Ui) -> Result<Gateway, String> {
+    let addr = opts.addr;
+    let pass = match &opts.password_file {
+        Some(f) => {
+            let text = std::fs::read(f).map_err(|e| format!("{}: {e}", f.display()))?;
+            let line = text.split(|&b| b == b'\n').next().unwrap_or_default();
+            Some(line.strip_suffix(b"\r").unwrap_or(line).to_vec())
+        }
+        None => std::env::var_os("P2PCHAT_IRC_PASSWORD").map(|v| {
+            use std::os::unix::ffi::OsStrExt;
+            v.as_bytes().to_vec()
+        }),
+    }
+    .filter(|p| !p.is_empty());
+    if pass.is_none() && !addr.ip().is_loopback() {
+        return Err(format!(
+            "--irc {addr} is not loopback: a password is required \
+             (set P2PCHAT_IRC_PASSWORD or --irc-password-file)"
+        ));
+    }
+    let mut g = Gateway::listen(addr, pass.as_deref().map(irc::Password::new))
+        .map_err(|e| format!("irc: listen on {addr}: {e}"))?;
+    g.register(poll.registry())
+        .map_err(|e| format!("poll: {e}"))?;
+    ui.irc_listening(g.addr());
+    Ok(g)
 }
 
 /// Restores the terminal (and stdout's flags) and stops the process;

@@ -10,6 +10,7 @@
 //! - [`term`]: the terminal front end (what the user sees and types);
 //!   [`command`]: typed lines into commands; [`name`]: which names are
 //!   allowed; [`iface`]: this machine's addresses.
+//! - [`irc`]: the IRC gateway, a second front end.
 //! - [`node`]: one peer, the machines below wired together, with no I/O.
 //! - [`app`]: what events mean to the user (chat, private messages);
 //!   [`store`]: the file private messages are kept in across restarts.
@@ -23,6 +24,7 @@ pub mod discover;
 pub mod event;
 pub mod identity;
 pub mod iface;
+pub mod irc;
 pub mod name;
 pub mod net;
 pub mod node;

@@ -19,7 +19,7 @@ fn main() -> ExitCode {
         None => Ok(cli::Config::default()),
     };
     let opts = match cli::parse_with(&args, config) {
-        Ok(Parsed::Run(o)) => o,
+        Ok(Parsed::Run(o)) => *o,
         Ok(Parsed::Help) => {
             print!("{}", cli::help());
             return ExitCode::SUCCESS;

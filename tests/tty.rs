@@ -1392,3 +1392,48 @@ fn wrapping_colours_and_a_narrow_prompt() {
     c.pane.keys(&["Enter"]);
     c.bob.expect_line("alice: hi");
 }
+
+/// With `--irc`, the terminal and an IRC client are front ends of the
+/// same peer at once: each shows what the other sends.
+#[test]
+fn the_terminal_works_beside_an_irc_client() {
+    use std::io::{BufRead, BufReader, Write};
+    let home = TempDir::new("irc");
+    let mut bob = Peer::start("bob");
+    let cmd =
+        alice_cmd(&home, &[], bob.port()).replacen(" -b 127.0.0.1 ", " -b 127.0.0.1 --irc 0 ", 1);
+    let pane = Pane::start("irc", home.path(), 80, 24, &format!("exec {cmd}"));
+    let s = pane.wait("the irc line", |s| s.has("* irc on 127.0.0.1:"));
+    let row = s.rows.iter().find(|r| r.contains("* irc on")).unwrap();
+    let port: u16 = row.rsplit(':').next().unwrap().parse().unwrap();
+    bob.expect_line("* alice joined");
+    let stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut w = stream.try_clone().unwrap();
+    let mut r = BufReader::new(stream);
+    let mut expect = |want: &str| loop {
+        let mut l = String::new();
+        assert!(
+            r.read_line(&mut l).unwrap() > 0,
+            "IRC closed before {want:?}"
+        );
+        if l.trim_end() == want {
+            break;
+        }
+    };
+    w.write_all(b"NICK al\r\nUSER al 0 * :al\r\n").unwrap();
+    expect(":p2pchat 366 alice #lobby :End of /NAMES list");
+    w.write_all(b"PRIVMSG #lobby :from irc\r\n").unwrap();
+    bob.expect_line("alice: from irc");
+    pane.wait("alice's line from IRC", |s| {
+        s.stamped("alice: from irc").is_some()
+    });
+    pane.type_text("from the terminal");
+    pane.keys(&["Enter"]);
+    bob.expect_line("alice: from the terminal");
+    expect(":alice!alice@p2pchat PRIVMSG #lobby :from the terminal");
+    bob.send("hi both");
+    expect(":bob!bob@p2pchat PRIVMSG #lobby :hi both");
+    pane.wait("bob's line", |s| s.stamped("bob: hi both").is_some());
+    pane.expect_input("", PW);
+}

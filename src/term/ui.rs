@@ -251,6 +251,19 @@ impl Ui {
         }
     }
 
+    /// Where the IRC gateway listens (`irc on 127.0.0.1:6667`).
+    pub fn irc_listening(&mut self, addr: SocketAddr) {
+        let (now, ms) = (tty::now_secs(), now_ms());
+        if let Some(t) = &mut self.term {
+            let l = t.screen.style(NOTICE, &format!("* irc on {addr}"));
+            let _ = t.screen.print(&l);
+        }
+        match self.format {
+            Format::Plain => self.push_plain(&[format!("irc on {addr}")], now),
+            Format::Json => self.push_json("irc", &format!(",\"addr\":\"{addr}\""), ms),
+        }
+    }
+
     /// Shows one event from the core.
     pub fn show(&mut self, ev: &Show) {
         let now = tty::now_secs();
@@ -425,7 +438,7 @@ const MENTION: &str = "7"; // reverse video
 
 /// The plain lines of an event (without newlines). A peer does not print
 /// its own messages.
-fn plain(ev: &Show) -> Vec<String> {
+pub(crate) fn plain(ev: &Show) -> Vec<String> {
     match ev {
         Show::Joined { via, members } => {
             vec![format!("* joined through {via} ({members} members)")]

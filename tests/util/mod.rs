@@ -138,6 +138,7 @@ impl Peer {
             .args(&cmd[1..])
             .env_remove("NO_COLOR")
             .env_remove("P2PCHAT_SECRET")
+            .env_remove("P2PCHAT_IRC_PASSWORD")
             .envs(home.iter().flat_map(Home::env))
             .envs(env.iter().copied())
             .stdin(stdin)
