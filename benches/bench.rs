@@ -21,9 +21,9 @@
 //!
 //! - `BENCH_QUICK=1`: smoke run (small counts, networks of 4 and 16, no
 //!   64-peer or scale stage, 2 s idle window; a few seconds).
-//! - `BENCH_ONLY=onehop,tput1,tput16,secret,dm,net,discover`: only these
-//!   stages (the limits always run; `net` is fan-out, join, RSS with 64,
-//!   idle and scale).
+//! - `BENCH_ONLY=onehop,tput1,tput16,secret,dm,net,discover,files`: only
+//!   these stages (the limits always run; `net` is fan-out, join, RSS with
+//!   64, idle and scale).
 //! - `BENCH_BIN=path`: run another p2pchat build (one with symbols, for
 //!   `perf`); `BENCH_PEER_ARGS="-d 3"`: extra options for every peer.
 //!
@@ -125,6 +125,21 @@
 //!   (1 in quick runs), and the max. The target is the libp2p chat
 //!   example with mDNS on this kind of machine, about 54 ms and 232 ms,
 //!   quoted, not measured here.
+//! - `limit.tcpcopy`: bytes/s of a one-way copy over one loopback TCP
+//!   connection between two threads, 256 KiB writes and reads, as much
+//!   as the file below.
+//! - `limit.blake2b`: bytes/s of BLAKE2b-256 over as much in memory, one
+//!   thread: every byte a peer receives is hashed once, so no transfer
+//!   goes faster.
+//! - `files.hash`: `:send` of a file (1 GiB; 64 MiB in quick runs) until
+//!   the offer is shown: the time to hash it, as bytes/s.
+//! - `files.rate`: `:get` of that file by a second peer until it prints
+//!   the saved line (written, hashed again, renamed), as bytes/s;
+//!   `files.ratio` is it over `limit.tcpcopy` (target ≥ 50 %).
+//! - `files.chat.p50`, `files.chat.p99`: lines from the sender to the
+//!   receiver, on the link the file goes over, one at a time while the
+//!   file is sent (stdin → stdout); beside the same at rest, measured
+//!   just before (`files.rest.p99`). Target: p99 during ≤ 5 ms.
 //!
 //! Notes give, per stage, links per peer (sockets in /proc/PID/fd), and
 //! per message and receiver the context switches and TCP bytes received
@@ -477,8 +492,14 @@ impl Peer {
     /// Starts `p2pchat --plain -b 127.0.0.1 NAME [127.0.0.1 VIA]` and waits
     /// for its listening line.
     fn start(name: &str, via: Option<u16>) -> Result<Peer, String> {
+        Peer::start_with(name, via, &[])
+    }
+
+    /// [`Peer::start`] with `opts` before the name.
+    fn start_with(name: &str, via: Option<u16>, opts: &[&str]) -> Result<Peer, String> {
         let mut cmd = Command::new(bin());
         cmd.args(["--plain", "-b", "127.0.0.1"]);
+        cmd.args(opts);
         if let Ok(extra) = std::env::var("BENCH_PEER_ARGS") {
             cmd.args(extra.split_whitespace());
         }
@@ -2349,6 +2370,9 @@ fn main() {
     if run("discover") {
         discover_stage(&plan, &mut r);
     }
+    if run("files") {
+        files_stage(&plan, &mut r);
+    }
 
     let cpu1 = cpu_ticks();
     let others = (cpu1.0 - cpu0.0).saturating_sub(cpu1.2 - cpu0.2);
@@ -2360,5 +2384,237 @@ fn main() {
     r.print(&header);
     if r.broken {
         std::process::exit(1);
+    }
+}
+
+// ---------------------------------------------------------------- files
+
+/// Bytes/s of a one-way copy of `bytes` over loopback TCP, 256 KiB at a
+/// time: the most a transfer could hope for on this machine.
+fn tcp_copy(bytes: usize) -> io::Result<f64> {
+    let (mut c, mut s) = loopback()?;
+    let recv = thread::spawn(move || {
+        let mut buf = vec![0u8; 256 << 10];
+        let mut got = 0usize;
+        while got < bytes {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got += n,
+            }
+        }
+        (Instant::now(), got)
+    });
+    let chunk = vec![0x5au8; 256 << 10];
+    let t0 = Instant::now();
+    let mut left = bytes;
+    while left > 0 {
+        let k = left.min(chunk.len());
+        c.write_all(&chunk[..k])?;
+        left -= k;
+    }
+    let (t1, got) = recv
+        .join()
+        .map_err(|_| io::Error::other("receiver panicked"))?;
+    if got != bytes {
+        return Err(io::Error::other(format!(
+            "tcp copy: {got} of {bytes} bytes"
+        )));
+    }
+    Ok(bytes as f64 / (t1 - t0).as_secs_f64())
+}
+
+/// Bytes/s of BLAKE2b-256 over `bytes` in memory, one thread: what the
+/// receiver of a file must do to every byte, at best.
+fn blake2b_rate(bytes: usize) -> f64 {
+    use blake2::{Blake2b, Digest, digest::consts::U32};
+    let block = vec![0xa5u8; 1 << 20];
+    let mut h = Blake2b::<U32>::new();
+    let t0 = Instant::now();
+    for _ in 0..bytes.div_ceil(block.len()) {
+        h.update(&block);
+    }
+    std::hint::black_box(h.finalize());
+    bytes as f64 / t0.elapsed().as_secs_f64()
+}
+
+/// A file of `size` bytes that does not compress, written in 1 MiB blocks.
+fn write_file(path: &std::path::Path, size: usize) -> io::Result<()> {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut block = vec![0u8; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        for b in block.chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            b.copy_from_slice(&x.to_le_bytes()[..b.len()]);
+        }
+        let k = left.min(block.len());
+        f.write_all(&block[..k])?;
+        left -= k;
+    }
+    f.flush()
+}
+
+fn mib_s(r: f64) -> String {
+    format!("{:.0} MiB/s", r / (1 << 20) as f64)
+}
+
+/// One line from `a` to `b`, stdin to stdout; if `also` comes first, its
+/// arrival is put in `seen`.
+fn chat_once(
+    a: &mut Peer,
+    b: &mut Peer,
+    text: &str,
+    also: &str,
+    seen: &mut Option<Instant>,
+) -> Result<Duration, String> {
+    let line = format!("p0: {text}");
+    let t0 = Instant::now();
+    a.send(text)?;
+    loop {
+        let (t, l) = b.wait(&|l| l == line || l.contains(also), t0 + DEADLINE)?;
+        if l == line {
+            return Ok(t - t0);
+        }
+        seen.get_or_insert(t);
+    }
+}
+
+/// One file sent while chat goes on beside it, on the same link.
+fn files_stage(plan: &Plan, r: &mut Report) {
+    let size: usize = if plan.quick { 64 << 20 } else { 1 << 30 };
+    progress(&format!(
+        "files: {} MiB from p0 to p1, chat on the same link",
+        size >> 20
+    ));
+    let dir = std::env::temp_dir().join(format!("p2pchat-bench-files-{}", std::process::id()));
+    type Figures = (f64, f64, f64, f64, Vec<Duration>, Vec<Duration>);
+    let res = (|| -> Result<Figures, String> {
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("a")).map_err(|e| e.to_string())?;
+        let src = dir.join("big.bin");
+        write_file(&src, size).map_err(|e| format!("writing the file: {e}"))?;
+        let raw = tcp_copy(size).map_err(|e| e.to_string())?;
+        let blake = blake2b_rate(size);
+        let da = dir.join("a");
+        let db = dir.join("b");
+        let mut a = Peer::start_with("p0", None, &["--download-dir", da.to_str().unwrap()])?;
+        let mut b = Peer::start_with(
+            "p1",
+            Some(a.port),
+            &["--download-dir", db.to_str().unwrap()],
+        )?;
+        b.wait(
+            &|l| l.starts_with("* joined through "),
+            Instant::now() + DEADLINE,
+        )?;
+        a.expect("* p1 joined", Instant::now() + DEADLINE)?;
+        let n = if plan.quick { 100 } else { 1000 };
+        let mut none = None;
+        let mut rest = Vec::new();
+        for k in 0..n {
+            rest.push(chat_once(
+                &mut a,
+                &mut b,
+                &format!("r{k}"),
+                "\u{0}",
+                &mut none,
+            )?);
+        }
+        let t0 = Instant::now();
+        a.send(&format!(":send {}", src.display()))?;
+        let (t1, _) = a.wait(&|l| l.starts_with("* you offer big.bin"), t0 + 6 * DEADLINE)?;
+        let hash = size as f64 / (t1 - t0).as_secs_f64();
+        let (_, offer) = b.wait(&|l| l.starts_with("* p0 offers big.bin"), t0 + 6 * DEADLINE)?;
+        let id = offer.rsplit(":get ").next().unwrap_or("").trim().to_owned();
+        let tg = Instant::now();
+        b.send(&format!(":get {id}"))?;
+        let mut during = Vec::new();
+        let mut saved = None;
+        let mut k = 0;
+        while saved.is_none() {
+            if tg.elapsed() > 30 * DEADLINE {
+                return Err("the file took over 5 minutes".into());
+            }
+            let d = chat_once(&mut a, &mut b, &format!("d{k}"), " saved as ", &mut saved)?;
+            if saved.is_none() {
+                during.push(d);
+            }
+            k += 1;
+        }
+        let rate = size as f64 / (saved.expect("saved") - tg).as_secs_f64();
+        let got = std::fs::metadata(db.join("big.bin")).map_or(0, |m| m.len());
+        if got != size as u64 {
+            return Err(format!("saved {got} bytes of {size}"));
+        }
+        Ok((raw, blake, hash, rate, rest, during))
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    match res {
+        Ok((raw, blake, hash, rate, rest, during)) => {
+            r.info(
+                "limit.tcpcopy",
+                "one-way loopback TCP copy, 256 KiB writes",
+                mib_s(raw),
+            );
+            r.info(
+                "limit.blake2b",
+                "BLAKE2b-256 in memory, one thread (receiver's floor)",
+                mib_s(blake),
+            );
+            r.info("files.hash", ":send until offered (hashing)", mib_s(hash));
+            r.info(
+                "files.rate",
+                ":get until saved (sent, written, hashed, renamed)",
+                mib_s(rate),
+            );
+            r.check(
+                "files.ratio",
+                "transfer rate / TCP copy",
+                format!("{:.0} %", rate * 100.0 / raw),
+                "≥ 50 %",
+                mib_s(raw),
+                rate >= raw / 2.0,
+            );
+            let rest99 = pct(&rest, 0.99);
+            r.info(
+                "files.rest.p99",
+                "chat p99 at rest (before the transfer)",
+                us(rest99),
+            );
+            if during.is_empty() {
+                r.note("files: no chat line went while the file did".into());
+                r.fail("files.chat.p99", "chat p99 during the transfer", "≤ 5 ms");
+                return;
+            }
+            r.row(
+                "files.chat.p50",
+                &format!("chat p50 during the transfer ({} lines)", during.len()),
+                us(pct(&during, 0.5)),
+                "-",
+                format!("at rest {}", us(pct(&rest, 0.5))),
+                Status::Info,
+            );
+            let p99 = pct(&during, 0.99);
+            r.check(
+                "files.chat.p99",
+                "chat p99 during the transfer",
+                us(p99),
+                "≤ 5 ms",
+                format!("at rest {}", us(rest99)),
+                p99 <= Duration::from_millis(5),
+            );
+        }
+        Err(e) => r.failed(
+            "files",
+            &e,
+            &[
+                ("files.rate", "transfer rate", "-"),
+                ("files.ratio", "transfer rate / TCP copy", "≥ 50 %"),
+                ("files.chat.p99", "chat p99 during the transfer", "≤ 5 ms"),
+            ],
+        ),
     }
 }

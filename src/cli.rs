@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 /// The one-line synopsis, printed with usage errors.
 pub const USAGE: &str = "usage: p2pchat [-hV] [--plain | --json] [--no-input] [--timestamps] [--log]\n\
      \x20              [--identity file] [--secret-file file] [--secure-only]\n\
+     \x20              [--download-dir dir] [--max-file size]\n\
      \x20              [--irc [address:]port [--irc-public] [--irc-password-file file]]\n\
      \x20              [--discover [--network name]] [-b address] [-d degree] [-D max]\n\
      \x20              [-p port] name [host port | host:port]";
@@ -59,6 +60,10 @@ pub struct Opts {
     pub secret_file: Option<PathBuf>,
     /// Refuse to run without a network secret.
     pub secure_only: bool,
+    /// Where fetched files go.
+    pub download_dir: PathBuf,
+    /// The largest file offered or fetched, in bytes.
+    pub max_file: u64,
     /// The IRC gateway (`--irc`).
     pub irc: Option<Irc>,
 }
@@ -174,6 +179,18 @@ fn options() -> Options {
         "",
         "secure-only",
         "refuse to run without a network secret (every link encrypted)",
+    );
+    o.optopt(
+        "",
+        "download-dir",
+        "where fetched files go (default $XDG_DOWNLOAD_DIR or ~/Downloads)",
+        "DIR",
+    );
+    o.optopt(
+        "",
+        "max-file",
+        "largest file offered or fetched, e.g. 500M, 2G (default 4G)",
+        "SIZE",
     );
     o.optopt(
         "",
@@ -312,6 +329,13 @@ pub fn parse_with(
         identity: m.opt_str("identity").map(PathBuf::from),
         secret_file: m.opt_str("secret-file").map(PathBuf::from),
         secure_only: m.opt_present("secure-only"),
+        download_dir: m
+            .opt_str("download-dir")
+            .map_or_else(download_dir, PathBuf::from),
+        max_file: match m.opt_str("max-file") {
+            None => crate::app::files::DEFAULT_MAX_FILE,
+            Some(s) => size(&s)?,
+        },
         irc: irc.map(|addr| Irc {
             addr,
             password_file: m.opt_str("irc-password-file").map(PathBuf::from),
@@ -328,6 +352,43 @@ fn irc_addr(s: &str) -> Result<SocketAddr, String> {
     s.parse().map_err(|_| {
         format!("bad --irc address {s:?}: expected PORT, ADDRESS:PORT or [ADDRESS]:PORT")
     })
+}
+
+/// The default download directory: `$XDG_DOWNLOAD_DIR`, else
+/// `$HOME/Downloads` (relative values ignored), else the current one.
+fn download_dir() -> PathBuf {
+    let absolute = |v: Option<std::ffi::OsString>| v.map(PathBuf::from).filter(|p| p.is_absolute());
+    match (
+        absolute(std::env::var_os("XDG_DOWNLOAD_DIR")),
+        absolute(std::env::var_os("HOME")),
+    ) {
+        (Some(d), _) => d,
+        (None, Some(h)) => h.join("Downloads"),
+        (None, None) => PathBuf::from("."),
+    }
+}
+
+/// A size: bytes, or a number with k, M, G or T (powers of 1024).
+fn size(s: &str) -> Result<u64, String> {
+    let bad = || format!("bad size {s:?}: expected bytes or a number with k, M, G or T");
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m = match c.to_ascii_lowercase() {
+                'k' => 1u64 << 10,
+                'm' => 1 << 20,
+                'g' => 1 << 30,
+                't' => 1 << 40,
+                _ => return Err(bad()),
+            };
+            (&s[..i], m)
+        }
+        _ => (s, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .filter(|&n| n > 0)
+        .ok_or_else(bad)
 }
 
 /// `--discover` and its options (the config file's `discover` and

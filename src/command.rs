@@ -162,29 +162,59 @@ pub const COMMANDS: &[Row] = &[
     },
     Row {
         names: &["send"],
-        args: "NAME FILE",
-        help: "offer a file",
-        run: None,
+        args: "[NAME] FILE",
+        help: "offer a file to everyone, or to NAME only",
+        run: Some(|a| match a.trim() {
+            "" => Err("give the file to send: :send [NAME] FILE".into()),
+            a => Ok(Input::Node(node::Command::Send(expand_home(a)))),
+        }),
     },
     Row {
         names: &["files"],
         args: "",
-        help: "list file offers",
-        run: None,
+        help: "list file offers and transfers",
+        run: Some(|_| Ok(Input::Node(node::Command::Files))),
     },
     Row {
         names: &["get"],
-        args: "OFFER",
-        help: "fetch an offered file",
-        run: None,
+        args: "OFFER [DIR]",
+        help: "fetch an offered file (into DIR); resumes a partial one",
+        run: Some(|a| {
+            let a = a.trim();
+            let (id, dir) = a.split_once(' ').unwrap_or((a, ""));
+            let dir = dir.trim();
+            let dir = (!dir.is_empty()).then(|| expand_home(dir).into());
+            Ok(Input::Node(node::Command::Get(offer(id)?, dir)))
+        }),
     },
     Row {
         names: &["cancel"],
         args: "OFFER",
-        help: "cancel a transfer",
-        run: None,
+        help: "stop fetching a file, or withdraw your offer",
+        run: Some(|a| Ok(Input::Node(node::Command::Cancel(offer(a.trim())?)))),
     },
 ];
+
+/// An offer's number.
+fn offer(s: &str) -> Result<u32, String> {
+    s.parse()
+        .map_err(|_| format!("give an offer's number (see :files), not {s:?}"))
+}
+
+/// `~/x` is `$HOME/x`; in `:send NAME ~/x` too.
+fn expand_home(s: &str) -> String {
+    let home = std::env::var("HOME").ok().filter(|h| h.starts_with('/'));
+    let Some(home) = home else {
+        return s.to_owned();
+    };
+    if let Some(rest) = s.strip_prefix("~/") {
+        return format!("{home}/{rest}");
+    }
+    match s.split_once(" ~/") {
+        Some((name, rest)) if !name.contains(' ') => format!("{name} {home}/{rest}"),
+        _ => s.to_owned(),
+    }
+}
 
 /// The one name a command takes.
 fn one_name(args: &str) -> Result<String, String> {
@@ -540,6 +570,25 @@ mod tests {
             parse(":msgs x"),
             Input::Error(":msgs takes no arguments".into())
         );
+    }
+
+    #[test]
+    fn file_commands_take_their_arguments() {
+        let node = |c| Input::Node(c);
+        assert_eq!(
+            parse(":send /tmp/a b.txt"),
+            node(Command::Send("/tmp/a b.txt".into()))
+        );
+        assert_eq!(parse("/get 3"), node(Command::Get(3, None)));
+        assert_eq!(
+            parse(":get 3  /tmp/x y"),
+            node(Command::Get(3, Some("/tmp/x y".into())))
+        );
+        assert_eq!(parse(":cancel 2"), node(Command::Cancel(2)));
+        assert_eq!(parse(":files"), node(Command::Files));
+        for bad in [":send", ":send  ", ":get", ":get x", ":get -1", ":cancel"] {
+            assert!(matches!(parse(bad), Input::Error(_)), "{bad}");
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@
 use crate::cli::Opts;
 use crate::command::{self, Input};
 use crate::discover::Lan;
+use crate::files_io::Disk;
 use crate::identity;
 use crate::irc::{self, Gateway};
 use crate::net::{self, Conn, HIGH_WATER, MAX_QUEUE, STALL};
@@ -53,6 +54,8 @@ const MAX_PIPED_LINE: usize = 64 << 10;
 /// Bytes read from one link per turn of the loop, so that one busy link
 /// cannot starve the others.
 const READ_BUDGET: usize = 256 << 10;
+/// A file chunk goes on a link only while less than this is queued on it.
+const FILE_ROOM: usize = 64 << 10;
 /// How long a lone ESC waits for the rest of an escape sequence.
 const ESC_WAIT: Millis = 50;
 /// How stdin is read.
@@ -145,6 +148,8 @@ struct Loop {
     /// [`SAVE_EVERY`] (a sync to disk takes milliseconds on a busy disk,
     /// and blocks the loop).
     saved_at: Option<Millis>,
+    /// File reads and writes of transfers, in bounded steps.
+    disk: Disk,
     /// The IRC gateway (`--irc`), another front end.
     irc: Option<Gateway>,
     /// The IRC client whose command is being carried out.
@@ -258,6 +263,8 @@ impl Loop {
             degree: opts.degree,
             max_degree: opts.max_degree,
             psk: keys.secret.as_deref().map(crypto::psk),
+            download_dir: opts.download_dir.clone(),
+            max_file: opts.max_file,
             ..Default::default()
         };
         let ident = Identity::new(keys.seed, random_u64());
@@ -342,6 +349,7 @@ impl Loop {
             warned_family: false,
             store,
             saved_at: None,
+            disk: Disk::new(),
             irc,
             irc_origin: None,
             lan,
@@ -430,6 +438,7 @@ impl Loop {
             if self.core.deadline().is_some_and(|t| now >= t) {
                 self.core.tick(now);
             }
+            self.files(ui, now);
             if let Some(g) = &mut self.irc
                 && g.deadline().is_some_and(|t| now >= t)
             {
@@ -472,7 +481,7 @@ impl Loop {
         if let Some(a) = self.lan.as_ref().and_then(|l| l.deadline(now)) {
             min(a);
         }
-        if !self.unread.is_empty() {
+        if !self.unread.is_empty() || self.disk.busy(|l| self.file_room(l)) {
             min(now);
         }
         for (_, c) in self.conns.iter() {
@@ -828,6 +837,7 @@ impl Loop {
                         g.show(&self.core, &s, self.irc_origin);
                     }
                 }
+                Action::File(io) => self.disk.io(io),
                 Action::Trust { name, key, replace } => {
                     let r = identity::known_path()
                         .map(|p| identity::remember(&p, &name, &key, replace));
@@ -878,6 +888,22 @@ impl Loop {
                 ui.error(&format!("{}: {e}", p.display()));
             }
         }
+    }
+
+    /// One bounded step of the file transfers: hashing, reading a chunk
+    /// for each link with room for it; what the disk did goes to the core.
+    fn files(&mut self, ui: &mut Ui, now: Millis) {
+        let conns = &self.conns;
+        self.disk.step(|l| room(conns, l));
+        while let Some(done) = self.disk.take_done() {
+            self.core.disk_done(done, now);
+            self.apply(ui);
+        }
+    }
+
+    /// Whether `link` can take another chunk of a file now.
+    fn file_room(&self, link: LinkId) -> bool {
+        room(&self.conns, link)
     }
 
     /// Warns, once, when a link we dialled runs over an address family we
@@ -985,6 +1011,14 @@ impl Loop {
             }
         }
     }
+}
+
+/// Whether `link` has room for a chunk of a file: little queued, so a
+/// chat line behind it waits little, and never near [`HIGH_WATER`].
+fn room(conns: &PeerList<LinkId, Conn>, link: LinkId) -> bool {
+    conns
+        .get(link)
+        .is_some_and(|c| c.closing.is_none() && c.queued() < FILE_ROOM)
 }
 
 /// Starts the IRC gateway on `addr`, with its password: required on an

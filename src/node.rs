@@ -17,6 +17,7 @@
 
 use crate::app::chat::Chat;
 use crate::app::dm::{self, Dm};
+use crate::app::files::{self, Files};
 use crate::app::{MemberView, Net, Reach};
 use crate::proto::broadcast::{self, Accepted, Broadcast, FETCH_MAX, Gap};
 use crate::proto::crypto::{self, Identity, PublicKey};
@@ -29,6 +30,7 @@ use crate::proto::{Io, Remember, Sink};
 use std::collections::HashMap;
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 
 pub use crate::app::Show;
 pub use crate::proto::link::MAX_PENDING;
@@ -94,6 +96,9 @@ pub struct Config {
     /// The key a network secret gives (see `crypto::psk`): links are
     /// encrypted, and only peers with the same secret get in.
     pub psk: Option<[u8; 32]>,
+    /// Files: where fetched ones go, and the largest offered or fetched.
+    pub download_dir: PathBuf,
+    pub max_file: u64,
 }
 
 impl Default for Config {
@@ -110,6 +115,8 @@ impl Default for Config {
             gap_giveup: 10_000,
             lost_max: 256,
             psk: None,
+            download_dir: PathBuf::from("."),
+            max_file: files::DEFAULT_MAX_FILE,
         }
     }
 }
@@ -136,6 +143,9 @@ pub enum Action {
         key: PublicKey,
         replace: bool,
     },
+    /// File I/O for a transfer (see [`crate::files_io`]); what it did
+    /// comes back to [`Node::disk_done`].
+    File(files::Io),
 }
 
 impl From<Io> for Action {
@@ -198,6 +208,12 @@ pub enum Command {
     Msg(String, String),
     /// Our private messages not delivered yet.
     Msgs,
+    /// `:send [NAME] PATH`, as typed after the command.
+    Send(String),
+    Files,
+    /// `:get ID [DIR]`.
+    Get(u32, Option<PathBuf>),
+    Cancel(u32),
     Quit,
     /// `:peers`: the members found by discovery.
     Peers,
@@ -246,6 +262,7 @@ pub struct Node {
     broadcast: Broadcast,
     chat: Chat,
     dm: Dm,
+    files: Files,
     /// The user was told a newer version of p2pchat is about.
     told_newer: bool,
     /// Members the user was told we dropped a message of (once each, for
@@ -401,6 +418,10 @@ impl Node {
             dm: Dm::new(ident.clone()),
             broadcast: Broadcast::new(bc_cfg, ident),
             chat: Chat,
+            files: Files::new(files::Config {
+                download_dir: cfg.download_dir.clone(),
+                max_file: cfg.max_file,
+            }),
             told_newer: false,
             refused: Remember::new(256),
             out: VecDeque::new(),
@@ -556,6 +577,8 @@ impl Node {
             return;
         };
         self.broadcast.neighbour_down(link);
+        self.files.link_down(&mut net!(self), link);
+        self.files_out(now);
         let peer = match stage {
             Stage::Up { peer } => Some(peer),
             _ => None,
@@ -642,6 +665,12 @@ impl Node {
         if peer.is_some() && wire::event_id(body).is_some_and(copy) {
             return;
         }
+        if let (Some(p), false) = (peer, closing)
+            && files::is_transfer(body)
+        {
+            self.files.frame(&mut net!(self), link, p, body, now);
+            return self.files_out(now);
+        }
         let msg = match wire::decode(body) {
             Ok(m) => m,
             // A newer peer may speak kinds we do not know: skip them.
@@ -723,8 +752,66 @@ impl Node {
                 }
             }
             Command::Msgs => self.dm.list(&mut net!(self), now),
+            Command::Send(args) => self.send_file(&args),
+            Command::Files => self.files.list(&mut net!(self)),
+            Command::Get(id, dir) => self.files.get(&mut net!(self), id, dir, now),
+            Command::Cancel(id) => self.files.cancel(&mut net!(self), id),
             Command::Quit => self.leave(Stop::Left, now),
             Command::Peers => self.show_found(),
+        }
+        self.files_out(now);
+    }
+
+    /// The disk did what a transfer asked (see [`Action::File`]).
+    pub fn disk_done(&mut self, done: files::Done, now: Millis) {
+        self.now = now;
+        if self.state == State::Done {
+            return;
+        }
+        self.files.disk_done(&mut net!(self), done, now);
+        self.files_out(now);
+    }
+
+    /// `:send [NAME] PATH`: to member NAME if the first word names one,
+    /// else the whole is the path, offered to everyone.
+    fn send_file(&mut self, args: &str) {
+        if !self.is_member() {
+            let w = "not in the network yet: nothing was offered".into();
+            return self.out.push_back(Action::Show(Show::Warning(w)));
+        }
+        let mut to = None;
+        let mut path = args.trim();
+        if let Some((first, rest)) = path.split_once(' ')
+            && let Some(id) = self.membership.find(first)
+        {
+            to = Some((id, first.to_owned()));
+            path = rest.trim();
+        }
+        if path.is_empty() {
+            let w = "give the file to send: :send [NAME] PATH".into();
+            return self.out.push_back(Action::Show(Show::Warning(w)));
+        }
+        let path = PathBuf::from(path);
+        self.files.send(&mut net!(self), to, path);
+    }
+
+    /// Routes what the file machine asks for.
+    fn files_out(&mut self, now: Millis) {
+        while let Some(o) = self.files.next_out() {
+            match o {
+                files::Out::Send(link, f) => self.links.send(&mut self.out, link, f, now),
+                files::Out::SendTo(peer, f) => match self.links.to(peer).first() {
+                    Some(&(link, _)) => self.links.send(&mut self.out, link, f, now),
+                    None => {
+                        // A direct link for the transfer; the machine
+                        // asks again, and then it is there.
+                        if let Some(addr) = self.membership.get(peer).and_then(|m| m.addr) {
+                            self.links.dial(&mut self.out, addr, Some(peer), now);
+                        }
+                    }
+                },
+                files::Out::Disk(io) => self.out.push_back(Action::File(io)),
+            }
         }
     }
 
@@ -764,6 +851,8 @@ impl Node {
                 self.leaving = Some((stop, until));
             }
         }
+        self.files.tick(&mut net!(self), now);
+        self.files_out(now);
         // Our events of this turn go out, signed.
         self.broadcast.seal(&mut self.out);
     }
@@ -775,6 +864,7 @@ impl Node {
             self.broadcast.deadline(),
             self.membership.deadline(),
             self.mesh.deadline(),
+            self.files.deadline(),
             self.leaving.as_ref().map(|&(_, until)| until),
             self.dm.deadline().filter(|_| self.is_member()),
         ]
@@ -1551,6 +1641,16 @@ impl Node {
                     self.out.push_back(Action::Show(Show::Warning(w)));
                 }
             }
+            Body::Other {
+                kind: files::OFFER,
+                payload,
+            } => {
+                if self.is_member() {
+                    self.files
+                        .offered(&mut net!(self), self.id, origin, &payload);
+                    self.files_out(now);
+                }
+            }
             Body::Other { kind, .. } => {
                 if !self.told_newer {
                     self.told_newer = true;
@@ -1575,6 +1675,8 @@ impl Node {
         if self.is_member() && m.present() {
             self.chat.left(&mut net!(self), m.display(id), false);
         }
+        self.files.member_gone(&mut net!(self), id);
+        self.files_out(self.now);
         self.close_links_to(id);
     }
 
@@ -1603,6 +1705,8 @@ impl Node {
                 }
                 Out::Lost(id, present) => {
                     self.broadcast.pause(id);
+                    self.files.member_gone(&mut net!(self), id);
+                    self.files_out(now);
                     if self.is_member() && present {
                         let name = self.membership.display(id);
                         self.chat.left(&mut net!(self), name, true);
@@ -1839,6 +1943,11 @@ impl Node {
     /// suspects us nor dials straight back.
     fn shed(&mut self, keep: Option<LinkId>, now: Millis) {
         for link in self.mesh.shed(&self.links, keep, now) {
+            // A link a file is on stays until the file is through.
+            let peer = self.links.get(link).and_then(|l| l.peer());
+            if self.files.carries(link, peer) {
+                continue;
+            }
             let text = "too many links; keeping others";
             self.refuse(link, Refusal::Full, text, now);
         }
@@ -1878,6 +1987,8 @@ impl Node {
         }
         self.links.close(&mut self.out, link, self.now);
         self.broadcast.neighbour_down(link);
+        self.files.link_down(&mut net!(self), link);
+        self.files_out(self.now);
     }
 
     fn close_links_to(&mut self, id: NodeId) {

@@ -27,8 +27,8 @@ fn irc_commands_never_leak_as_chat() {
     let (mut alice, mut bob) = pair();
     alice.send("/msg bob");
     alice.expect_err_line("p2pchat: /msg: give a name and a message");
-    alice.send("/send bob psst, private?");
-    alice.expect_err_line("p2pchat: /send is not available yet; nothing was sent");
+    alice.send("/give bob psst, private?");
+    alice.expect_err_line("p2pchat: /give is not available yet; nothing was sent");
     alice.send("/nick caroline");
     alice.expect_err_contains("/nick is not available yet");
     alice.send("/ME waves");

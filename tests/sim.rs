@@ -285,7 +285,7 @@ impl Sim {
                         _ => {}
                     }
                 }
-                Action::Trust { .. } => {}
+                Action::Trust { .. } | Action::File(_) => {}
                 Action::Stop(stop) => {
                     self.nodes[i].exited = Some(stop.status());
                 }

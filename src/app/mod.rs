@@ -1,13 +1,14 @@
 //! Applications: what events mean to the user.
 //!
-//! Each application ([`chat`] now; rooms, private messages and files
-//! later) turns commands into events and delivered events into things to
+//! Each application ([`chat`] and [`files`] now; rooms and private
+//! messages later) turns commands into events and delivered events into things to
 //! show. It reaches the network only through [`Net`]: publish an event,
 //! read the member list, show something. It never sees links or sequence
 //! numbers.
 
 pub mod chat;
 pub mod dm;
+pub mod files;
 
 use crate::proto::NodeId;
 use crate::proto::crypto::PublicKey;
@@ -89,6 +90,8 @@ pub enum Show {
     Warning(String),
     /// An answer to a question the user asked (`:whois`, `:trust`).
     Info(String),
+    /// File offers and transfers.
+    File(files::Note),
 }
 
 /// How a member is reached from here.

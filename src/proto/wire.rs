@@ -29,6 +29,7 @@
 //!                                                   joiner before MEMBERS: their
 //!                                                   events are never taken again
 //! 12 NOISE   message (to the end of the frame)      the encrypted handshake
+//! 16-19      file transfers (GET, DATA, STOP, MORE): see crate::app::files
 //! ```
 //!
 //! Under a network secret, a link starts with the Noise handshake
@@ -63,6 +64,7 @@
 //!                                                   the SUSPECT events it answers
 //! 20 PRIVATE, 21 RECEIVED    private messages: payloads defined, encoded and
 //!                            decoded by crate::app::dm; here they are Body::Other
+//! 30 OFFER   a file offer, decoded by crate::app::files from Body::Other
 //! ```
 //!
 //! A connecting peer sends HELLO first; the accepting peer answers HELLO and

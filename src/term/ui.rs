@@ -474,6 +474,7 @@ pub(crate) fn plain(ev: &Show) -> Vec<String> {
         Show::Delivery { to, n, state } => {
             vec![format!("* private {n} to {}: {state}", escape_controls(to))]
         }
+        Show::File(n) => n.plain().lines().map(escape_controls).collect(),
     }
 }
 
@@ -605,6 +606,7 @@ fn json(ev: &Show) -> (&'static str, String) {
             "delivery",
             format!(r#","to":{},"n":{n},"state":{}"#, Js(to), Js(state)),
         ),
+        Show::File(n) => n.json(|s| Js(s).to_string()),
     }
 }
 
@@ -689,6 +691,13 @@ fn tty(s: &mut Screen, me: &str, ev: &Show, at: i64, now: i64) {
             NOTICE,
             &format!("{when} * private {n} to {}: {state}", escape_controls(to)),
         ),
+        Show::File(n) => {
+            for l in n.tty().lines() {
+                let l = s.style(NOTICE, &escape_controls(l));
+                let _ = s.print(&l);
+            }
+            return;
+        }
     };
     let _ = s.print(&l);
 }
@@ -720,6 +729,7 @@ fn log_room(ev: &Show) -> Option<&str> {
         | Show::Info(_)
         | Show::Private { .. }
         | Show::Delivery { .. } => None,
+        Show::File(_) => None,
     }
 }
 

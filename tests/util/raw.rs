@@ -92,6 +92,38 @@ impl Raw {
         }
     }
 
+    /// The next frame body whose kind byte is `kind`, skipping others;
+    /// `None` if none comes within `t` or the link closes.
+    pub fn recv_kind(&mut self, kind: u8, t: Duration) -> Option<Vec<u8>> {
+        let deadline = Instant::now() + t;
+        loop {
+            match wire::frame_len(&self.buf) {
+                Ok(Some(n)) => {
+                    let body = self.buf[4..n].to_vec();
+                    self.buf.drain(..n);
+                    if body.first() == Some(&kind) {
+                        return Some(body);
+                    }
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => panic!("alice sent a bad frame: {e}"),
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            self.s.set_read_timeout(Some(left)).unwrap();
+            let mut b = [0u8; 16 << 10];
+            match self.s.read(&mut b) {
+                Ok(0) => return None,
+                Ok(n) => self.buf.extend_from_slice(&b[..n]),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return None,
+            }
+        }
+    }
+
     /// Reads until alice closes the connection, within `t`; returns what
     /// she sent before.
     pub fn expect_closed(&mut self, t: Duration, what: &str) -> Vec<Msg> {

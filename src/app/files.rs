@@ -1,0 +1,1981 @@
+//! Files: offers, fetches and the transfers they start (sans-I/O).
+//!
+//! `:send PATH` hashes the file (at the edge, in bounded steps) and
+//! publishes an OFFER event: signed like every event, so nobody can offer
+//! a file in someone else's name. Everyone it is for sees it with a local
+//! number; `:get N` opens `NAME.part` in the download directory (at the
+//! edge), and asks the sender for the data from the part's length on
+//! (GET), over a direct link: the one there is, or one opened for it.
+//! The sender reads the file in chunks and sends them as DATA frames on
+//! that link, never flooded, at most [`WINDOW`] bytes ahead of what the
+//! receiver has acknowledged (MORE), so a chat line on the same link
+//! waits behind that much at most. When the part is whole, the edge
+//! hashes it: a match renames it (never over an existing file:
+//! `notes (1).pdf`), a mismatch deletes it; either is told. A broken
+//! transfer keeps its part, and `:get N` (or a new offer of the same
+//! file) resumes it.
+//!
+//! This machine decides; it touches no file and no socket. What it asks
+//! of the disk is an [`Io`]; what the disk did comes back as a [`Done`].
+//!
+//! Wire (payloads; integers big-endian, `str` as in [`crate::proto::wire`]):
+//!
+//! ```text
+//! event type 30 OFFER  num:u32, room:str, to:u64 (0: everyone in room),
+//!                      size:u64, hash:32 bytes (BLAKE2b-256), name:str
+//! message kind 16 GET  num:u32, offset:u64     "send offer num from offset"
+//! message kind 17 DATA num:u32, offset:u64, bytes (to the end of the frame)
+//! message kind 18 STOP num:u32, from_sender:u8, text:str
+//!                      the fetcher stops (0), or the sender cannot go on (1)
+//! message kind 19 MORE num:u32, offset:u64     "I have everything before offset"
+//! ```
+
+use super::{LOBBY, Net, Show};
+use crate::proto::wire::{Body, Frame};
+use crate::proto::{LinkId, Millis, NodeId};
+use byteorder::{BigEndian, ByteOrder};
+use std::collections::VecDeque;
+use std::fmt;
+use std::path::PathBuf;
+
+/// The event type of an offer.
+pub const OFFER: u8 = 30;
+/// Message kinds of a transfer.
+pub const GET: u8 = 16;
+pub const DATA: u8 = 17;
+pub const STOP: u8 = 18;
+pub const MORE: u8 = 19;
+/// File bytes in one DATA frame.
+pub const CHUNK: usize = 60 << 10;
+/// Bytes a sender sends beyond what the receiver has acknowledged.
+pub const WINDOW: u64 = 192 << 10;
+/// The receiver acknowledges after this many bytes.
+pub const ACK_EVERY: u64 = 64 << 10;
+/// Longest name a file is saved under, in bytes (before ` (N)` and
+/// `.part`); longer names from the network are cut, their extension kept.
+pub const SAVE_NAME: usize = 200;
+/// Offers remembered (ours and others'); beyond it the oldest not in a
+/// transfer is forgotten.
+pub const MAX_OFFERS: usize = 256;
+/// Transfers at once, each way.
+pub const MAX_DOWNLOADS: usize = 8;
+pub const MAX_UPLOADS: usize = 16;
+/// Files larger than this are not offered nor fetched, unless
+/// `--max-file` says otherwise.
+pub const DEFAULT_MAX_FILE: u64 = 4 << 30;
+/// A GET unanswered is asked again this often, and given up after.
+const GET_RETRY: Millis = 1_000;
+const GET_GIVE_UP: Millis = 15_000;
+/// A transfer that gets no data this long is given up (the part stays).
+const STALL: Millis = 30_000;
+/// Progress is told this often.
+const PROGRESS_EVERY: Millis = 1_000;
+
+/// A BLAKE2b-256 hash of a file.
+pub type Hash = [u8; 32];
+
+/// Settings of the machine.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub download_dir: PathBuf,
+    pub max_file: u64,
+}
+
+/// An offer as on the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Offer {
+    pub num: u32,
+    pub room: String,
+    pub to: Option<NodeId>,
+    pub size: u64,
+    pub hash: Hash,
+    pub name: String,
+}
+
+impl Offer {
+    /// The event that carries it.
+    pub fn body(&self) -> Body {
+        let mut p = Vec::with_capacity(64 + self.name.len());
+        p.extend_from_slice(&self.num.to_be_bytes());
+        put_str(&mut p, &self.room);
+        p.extend_from_slice(&self.to.map_or(0, |t| t.0).to_be_bytes());
+        p.extend_from_slice(&self.size.to_be_bytes());
+        p.extend_from_slice(&self.hash);
+        put_str(&mut p, &self.name);
+        Body::Other {
+            kind: OFFER,
+            payload: p,
+        }
+    }
+
+    /// An offer from an event's payload; `None` if it is not one.
+    pub fn decode(p: &[u8]) -> Option<Offer> {
+        let mut r = p;
+        let num = BigEndian::read_u32(take(&mut r, 4)?);
+        let room = get_str(&mut r)?;
+        let to = BigEndian::read_u64(take(&mut r, 8)?);
+        let size = BigEndian::read_u64(take(&mut r, 8)?);
+        let hash: Hash = take(&mut r, 32)?.try_into().ok()?;
+        let name = get_str(&mut r)?;
+        r.is_empty().then_some(Offer {
+            num,
+            room,
+            to: (to != 0).then_some(NodeId(to)),
+            size,
+            hash,
+            name,
+        })
+    }
+}
+
+/// A transfer message, decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Msg<'a> {
+    Get {
+        num: u32,
+        offset: u64,
+    },
+    Data {
+        num: u32,
+        offset: u64,
+        data: &'a [u8],
+    },
+    Stop {
+        num: u32,
+        sender: bool,
+        text: String,
+    },
+    More {
+        num: u32,
+        offset: u64,
+    },
+}
+
+/// Whether a frame body is a transfer message (by its kind byte).
+pub fn is_transfer(body: &[u8]) -> bool {
+    matches!(body.first(), Some(&(GET..=MORE)))
+}
+
+impl<'a> Msg<'a> {
+    /// Decodes a frame body; `None` if it is not a well-formed transfer
+    /// message.
+    pub fn decode(body: &'a [u8]) -> Option<Msg<'a>> {
+        let (&kind, mut r) = body.split_first()?;
+        let num = BigEndian::read_u32(take(&mut r, 4)?);
+        let msg = match kind {
+            GET | MORE => {
+                let offset = BigEndian::read_u64(take(&mut r, 8)?);
+                if kind == GET {
+                    Msg::Get { num, offset }
+                } else {
+                    Msg::More { num, offset }
+                }
+            }
+            DATA => {
+                let offset = BigEndian::read_u64(take(&mut r, 8)?);
+                let data = std::mem::take(&mut r);
+                Msg::Data { num, offset, data }
+            }
+            STOP => {
+                let sender = take(&mut r, 1)?[0] != 0;
+                let text = get_str(&mut r)?;
+                Msg::Stop { num, sender, text }
+            }
+            _ => return None,
+        };
+        r.is_empty().then_some(msg)
+    }
+
+    /// The whole frame, length prefix included.
+    pub fn frame(&self) -> Frame {
+        let mut out = vec![0; 4];
+        match self {
+            Msg::Get { num, offset } | Msg::More { num, offset } => {
+                out.push(if matches!(self, Msg::Get { .. }) {
+                    GET
+                } else {
+                    MORE
+                });
+                out.extend_from_slice(&num.to_be_bytes());
+                out.extend_from_slice(&offset.to_be_bytes());
+            }
+            Msg::Data { num, offset, data } => {
+                out.push(DATA);
+                out.extend_from_slice(&num.to_be_bytes());
+                out.extend_from_slice(&offset.to_be_bytes());
+                out.extend_from_slice(&data[..data.len().min(CHUNK)]);
+            }
+            Msg::Stop { num, sender, text } => {
+                out.push(STOP);
+                out.extend_from_slice(&num.to_be_bytes());
+                out.push(*sender as u8);
+                put_str(&mut out, text);
+            }
+        }
+        let len = (out.len() - 4) as u32;
+        out[..4].copy_from_slice(&len.to_be_bytes());
+        out.into()
+    }
+}
+
+fn take<'a>(r: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+    if r.len() < n {
+        return None;
+    }
+    let (a, b) = r.split_at(n);
+    *r = b;
+    Some(a)
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    // Bounded by the callers (names, rooms, reasons) well below u16.
+    let s = &s[..floor_boundary(s, 4096)];
+    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn get_str(r: &mut &[u8]) -> Option<String> {
+    let n = BigEndian::read_u16(take(r, 2)?) as usize;
+    String::from_utf8(take(r, n)?.to_vec()).ok()
+}
+
+fn floor_boundary(s: &str, max: usize) -> usize {
+    let mut n = s.len().min(max);
+    while !s.is_char_boundary(n) {
+        n -= 1;
+    }
+    n
+}
+
+/// A name from the network made safe to save under: its last path
+/// component only, without control, bidirectional or invisible format
+/// characters, without leading dots or spaces, at most [`SAVE_NAME`]
+/// bytes (the extension kept), and never empty, `.` or `..`.
+pub fn safe_name(name: &str) -> String {
+    let last = name.rsplit(['/', '\\']).next().unwrap_or("");
+    let mut s: String = last.chars().filter(|&c| !unsafe_char(c)).collect();
+    let trimmed = s.trim_start_matches(['.', ' ']).trim_end().len();
+    s = s.trim_start_matches(['.', ' ']).to_owned();
+    s.truncate(floor_boundary(&s, trimmed));
+    if s.len() > SAVE_NAME {
+        // Keep a short extension: `long….pdf` still opens as a PDF.
+        let ext = match s.rfind('.') {
+            Some(i) if s.len() - i <= 16 => s[i..].to_owned(),
+            _ => String::new(),
+        };
+        let keep = floor_boundary(&s, SAVE_NAME - ext.len());
+        s = format!("{}{ext}", &s[..keep]);
+    }
+    if s.is_empty() {
+        s = "file".into();
+    }
+    s
+}
+
+/// Control characters, bidirectional controls and invisible format
+/// characters: none of them belongs in a file name shown to a user.
+fn unsafe_char(c: char) -> bool {
+    c.is_control()
+        || matches!(c,
+            '\u{061c}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}'
+            | '\u{2060}'..='\u{2069}' | '\u{feff}' | '\u{fff9}'..='\u{fffb}')
+}
+
+/// What the machine asks of the disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Io {
+    /// Open the file at `path` to offer it: check it is a regular file of
+    /// at most `max` bytes, and hash it.
+    Prepare { job: u32, path: PathBuf, max: u64 },
+    /// Open (or create) `dir/name.part` for `size` bytes: check free
+    /// space, and report its length (where to resume).
+    Open {
+        job: u32,
+        dir: PathBuf,
+        name: String,
+        size: u64,
+    },
+    /// Write these bytes at `offset` of the part.
+    Write {
+        job: u32,
+        offset: u64,
+        data: Vec<u8>,
+    },
+    /// The part is whole: hash it; if it is `hash`, rename it to its name
+    /// (or `name (N)`); else delete it.
+    Verify { job: u32, hash: Hash },
+    /// Close the part and keep it (to resume).
+    Keep { job: u32 },
+    /// Close the part and delete it.
+    Discard { job: u32 },
+    /// Open the offered file to send it from `offset` on `link`; it must
+    /// still be `size` bytes, modified at `mtime`.
+    Upload {
+        job: u32,
+        link: LinkId,
+        path: PathBuf,
+        size: u64,
+        mtime: i64,
+    },
+    /// Read `len` bytes at `offset` of an upload, when its link has room.
+    Read { job: u32, offset: u64, len: usize },
+    /// Close an upload's file.
+    EndUpload { job: u32 },
+}
+
+/// What the disk did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Done {
+    Prepared {
+        job: u32,
+        result: Result<(u64, Hash, i64), String>,
+    },
+    /// The part is open; this much of it is there already.
+    Opened {
+        job: u32,
+        result: Result<u64, String>,
+    },
+    /// Read for an upload.
+    Chunk {
+        job: u32,
+        offset: u64,
+        data: Vec<u8>,
+    },
+    /// Saved under this path, verified; or why not (the part is gone).
+    Verified {
+        job: u32,
+        result: Result<PathBuf, String>,
+    },
+    /// A job failed (a write, an upload's file): why.
+    Failed { job: u32, why: String },
+}
+
+/// What the machine asks of the node, besides publishing and showing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Out {
+    /// Send on this link.
+    Send(LinkId, Frame),
+    /// Send to this member, over a link there is or one opened for it
+    /// (then a later retry gets through).
+    SendTo(NodeId, Frame),
+    Disk(Io),
+}
+
+/// Something about files to show the user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Note {
+    /// An offer: ours (`own`) or someone's; `to` is the one member it is
+    /// for, if not everyone.
+    Offered {
+        id: u32,
+        from: String,
+        name: String,
+        size: u64,
+        own: bool,
+        to: Option<String>,
+    },
+    Progress {
+        id: u32,
+        name: String,
+        done: u64,
+        size: u64,
+        /// Bytes a second, over the transfer so far.
+        rate: u64,
+    },
+    /// Fetched, verified and saved.
+    Received {
+        id: u32,
+        name: String,
+        from: String,
+        path: String,
+        size: u64,
+    },
+    /// Someone is fetching one of our offers (from `offset`), or has.
+    Fetching {
+        id: u32,
+        name: String,
+        by: String,
+        offset: u64,
+    },
+    Fetched {
+        id: u32,
+        name: String,
+        by: String,
+    },
+    /// `:files`.
+    List(Vec<Row>),
+}
+
+/// One line of `:files`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    pub id: u32,
+    pub from: String,
+    pub name: String,
+    pub size: u64,
+    /// `offered`, `yours`, `opening`, `asking`, `receiving`, `checking`,
+    /// `sending to NAME`...
+    pub state: String,
+    pub done: u64,
+}
+
+/// Sizes as people read them: `1.2 MB`.
+pub struct Size(pub u64);
+
+impl fmt::Display for Size {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0;
+        if n < 1000 {
+            return write!(f, "{n} B");
+        }
+        let units = ["kB", "MB", "GB", "TB", "PB", "EB"];
+        let mut v = n as f64 / 1000.0;
+        let mut i = 0;
+        while v >= 999.95 && i + 1 < units.len() {
+            v /= 1000.0;
+            i += 1;
+        }
+        write!(f, "{v:.1} {}", units[i])
+    }
+}
+
+impl Note {
+    /// The plain line (see the man page).
+    pub fn plain(&self) -> String {
+        match self {
+            Note::Offered {
+                id,
+                name,
+                size,
+                own: true,
+                to,
+                ..
+            } => {
+                let to = to.as_deref().unwrap_or("everyone");
+                format!("* you offer {name} ({}) to {to}: offer {id}", Size(*size))
+            }
+            Note::Offered {
+                id,
+                from,
+                name,
+                size,
+                to,
+                ..
+            } => {
+                let you = if to.is_some() { "you " } else { "" };
+                format!("* {from} offers {you}{name} ({}): :get {id}", Size(*size))
+            }
+            Note::Progress {
+                id,
+                name,
+                done,
+                size,
+                rate,
+            } => {
+                let pct = percent(*done, *size);
+                let left = match (size - done.min(size)).checked_div(*rate) {
+                    Some(s) => format!("{s} s left"),
+                    None => "time left unknown".into(),
+                };
+                format!(
+                    "* get {id}: {name} {pct}% ({} of {}) at {}/s, {left}",
+                    Size(*done),
+                    Size(*size),
+                    Size(*rate)
+                )
+            }
+            Note::Received {
+                id,
+                name,
+                from,
+                path,
+                size,
+            } => format!(
+                "* get {id}: {name} from {from} saved as {path} ({}, hash verified)",
+                Size(*size)
+            ),
+            Note::Fetching {
+                id,
+                name,
+                by,
+                offset: 0,
+            } => format!("* {by} is fetching {name} (offer {id})"),
+            Note::Fetching {
+                id,
+                name,
+                by,
+                offset,
+            } => format!(
+                "* {by} is fetching {name} (offer {id}) from {}",
+                Size(*offset)
+            ),
+            Note::Fetched { id, name, by } => format!("* {by} fetched {name} (offer {id})"),
+            Note::List(rows) if rows.is_empty() => "* no file offers".into(),
+            Note::List(rows) => {
+                let mut s = format!("* {} file offer{}:", rows.len(), plural(rows.len()));
+                for r in rows {
+                    s.push_str(&format!(
+                        "\n  {} {} ({}) from {}: {}",
+                        r.id,
+                        r.name,
+                        Size(r.size),
+                        r.from,
+                        r.state
+                    ));
+                    if r.done > 0 && r.done < r.size {
+                        s.push_str(&format!(" {}%", percent(r.done, r.size)));
+                    }
+                }
+                s
+            }
+        }
+    }
+
+    /// The terminal line: a progress bar for progress, else the plain line.
+    pub fn tty(&self) -> String {
+        match self {
+            Note::Progress { done, size, .. } => {
+                let filled = (percent(*done, *size) / 5) as usize;
+                let bar = format!("[{}{}]", "#".repeat(filled), ".".repeat(20 - filled));
+                format!("{bar} {}", &self.plain()[2..])
+            }
+            _ => self.plain(),
+        }
+    }
+
+    /// The JSON type and fields (after `"type"`), each string escaped by
+    /// `esc`.
+    pub fn json(&self, esc: impl Fn(&str) -> String) -> (&'static str, String) {
+        match self {
+            Note::Offered {
+                id,
+                from,
+                name,
+                size,
+                own,
+                to,
+            } => (
+                "offer",
+                format!(
+                    r#","id":{id},"from":{},"name":{},"size":{size},"own":{own},"to":{}"#,
+                    esc(from),
+                    esc(name),
+                    to.as_deref().map_or("null".into(), &esc)
+                ),
+            ),
+            Note::Progress {
+                id,
+                name,
+                done,
+                size,
+                rate,
+            } => (
+                "progress",
+                format!(
+                    r#","id":{id},"name":{},"done":{done},"size":{size},"rate":{rate}"#,
+                    esc(name)
+                ),
+            ),
+            Note::Received {
+                id,
+                name,
+                from,
+                path,
+                size,
+            } => (
+                "received",
+                format!(
+                    r#","id":{id},"name":{},"from":{},"path":{},"size":{size}"#,
+                    esc(name),
+                    esc(from),
+                    esc(path)
+                ),
+            ),
+            Note::Fetching {
+                id,
+                name,
+                by,
+                offset,
+            } => (
+                "fetching",
+                format!(
+                    r#","id":{id},"name":{},"by":{},"offset":{offset}"#,
+                    esc(name),
+                    esc(by)
+                ),
+            ),
+            Note::Fetched { id, name, by } => (
+                "fetched",
+                format!(r#","id":{id},"name":{},"by":{}"#, esc(name), esc(by)),
+            ),
+            Note::List(rows) => {
+                let rows: Vec<String> = rows
+                    .iter()
+                    .map(|r| {
+                        format!(
+                            r#"{{"id":{},"from":{},"name":{},"size":{},"state":{},"done":{}}}"#,
+                            r.id,
+                            esc(&r.from),
+                            esc(&r.name),
+                            r.size,
+                            esc(&r.state),
+                            r.done
+                        )
+                    })
+                    .collect();
+                ("files", format!(r#","files":[{}]"#, rows.join(",")))
+            }
+        }
+    }
+}
+
+fn percent(done: u64, size: u64) -> u64 {
+    if size == 0 {
+        100
+    } else {
+        (done.min(size) as u128 * 100 / size as u128) as u64
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// An offer we know: ours or someone's.
+#[derive(Debug)]
+struct Known {
+    id: u32,
+    from: NodeId,
+    /// The sender's name when the offer came.
+    sender: String,
+    offer: Offer,
+    /// Ours: the file, and its modification time when hashed.
+    path: Option<(PathBuf, i64)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Opening,
+    Asking { first: Millis, last: Millis },
+    Receiving,
+    Checking,
+}
+
+/// A file we fetch.
+#[derive(Debug)]
+struct Down {
+    id: u32,
+    job: u32,
+    stage: Stage,
+    /// Bytes of the part that are there.
+    offset: u64,
+    /// Where this run started (for the rate).
+    from_offset: u64,
+    started: Millis,
+    last_data: Millis,
+    last_progress: Millis,
+    acked: u64,
+    link: Option<LinkId>,
+}
+
+/// A file we send.
+#[derive(Debug)]
+struct Up {
+    id: u32,
+    job: u32,
+    link: LinkId,
+    peer: NodeId,
+    /// Next byte to read.
+    next: u64,
+    reading: bool,
+    acked: u64,
+    size: u64,
+}
+
+/// A `:send` waiting for its file to be hashed.
+#[derive(Debug)]
+struct Prep {
+    job: u32,
+    path: PathBuf,
+    to: Option<(NodeId, String)>,
+}
+
+/// The file machine. See the module documentation.
+#[derive(Debug)]
+pub struct Files {
+    cfg: Config,
+    next_job: u32,
+    next_id: u32,
+    offers: VecDeque<Known>,
+    preps: Vec<Prep>,
+    downs: Vec<Down>,
+    ups: Vec<Up>,
+    out: VecDeque<Out>,
+}
+
+impl Files {
+    pub fn new(cfg: Config) -> Files {
+        Files {
+            cfg,
+            next_job: 1,
+            next_id: 1,
+            offers: VecDeque::new(),
+            preps: Vec::new(),
+            downs: Vec::new(),
+            ups: Vec::new(),
+            out: VecDeque::new(),
+        }
+    }
+
+    /// What to do next, for the node to route.
+    pub fn next_out(&mut self) -> Option<Out> {
+        self.out.pop_front()
+    }
+
+    fn job(&mut self) -> u32 {
+        self.next_job = self.next_job.wrapping_add(1).max(1);
+        self.next_job
+    }
+
+    fn disk(&mut self, io: Io) {
+        self.out.push_back(Out::Disk(io));
+    }
+
+    fn known(&self, id: u32) -> Option<&Known> {
+        self.offers.iter().find(|k| k.id == id)
+    }
+
+    /// Remembers an offer under a new local number; the oldest not in a
+    /// transfer goes when there are too many.
+    fn remember(&mut self, mut k: Known) -> u32 {
+        if self.offers.len() >= MAX_OFFERS {
+            let busy = |id: u32| {
+                self.downs.iter().any(|d| d.id == id) || self.ups.iter().any(|u| u.id == id)
+            };
+            if let Some(i) = self.offers.iter().position(|k| !busy(k.id)) {
+                self.offers.remove(i);
+            } else {
+                self.offers.pop_front();
+            }
+        }
+        k.id = self.next_id;
+        self.next_id += 1;
+        let id = k.id;
+        self.offers.push_back(k);
+        id
+    }
+
+    /// `:send [NAME] PATH`: hash the file, then offer it (to `to`, else
+    /// to everyone in the room).
+    pub fn send(&mut self, net: &mut impl Net, to: Option<(NodeId, String)>, path: PathBuf) {
+        if self.preps.len() >= MAX_UPLOADS {
+            let w = "too many files being prepared; try again in a moment".into();
+            return net.show(Show::Warning(w));
+        }
+        let job = self.job();
+        let max = self.cfg.max_file;
+        self.disk(Io::Prepare {
+            job,
+            path: path.clone(),
+            max,
+        });
+        self.preps.push(Prep { job, path, to });
+    }
+
+    /// An OFFER event of `from` was delivered; `me` is our id. Returns
+    /// false if it is not a well-formed offer.
+    pub fn offered(
+        &mut self,
+        net: &mut impl Net,
+        me: NodeId,
+        from: NodeId,
+        payload: &[u8],
+    ) -> bool {
+        let Some(mut offer) = Offer::decode(payload) else {
+            return false;
+        };
+        if offer.to.is_some_and(|t| t != me) || offer.room != LOBBY {
+            // Not for us (rooms: the lobby is everyone's for now).
+            return true;
+        }
+        offer.name = safe_name(&offer.name);
+        // The same offer again (a sender re-announcing it): known already.
+        if self
+            .offers
+            .iter()
+            .any(|k| k.from == from && k.offer.num == offer.num)
+        {
+            return true;
+        }
+        let sender = net.name_of(from);
+        let (size, name) = (offer.size, offer.name.clone());
+        let to = offer.to.map(|_| net.me().to_owned());
+        let id = self.remember(Known {
+            id: 0,
+            from,
+            sender: sender.clone(),
+            offer,
+            path: None,
+        });
+        net.show(Show::File(Note::Offered {
+            id,
+            from: sender.clone(),
+            name: name.clone(),
+            size,
+            own: false,
+            to,
+        }));
+        if size > self.cfg.max_file {
+            net.show(Show::Warning(format!(
+                "{name} from {sender} is larger than the file size limit ({}): it cannot be fetched",
+                Size(self.cfg.max_file)
+            )));
+        }
+        true
+    }
+
+    /// `:get ID [DIR]`.
+    pub fn get(&mut self, net: &mut impl Net, id: u32, dir: Option<PathBuf>, now: Millis) {
+        let Some(k) = self.known(id) else {
+            return net.show(Show::Warning(format!("no file offer {id} (see :files)")));
+        };
+        if k.from == OWN {
+            return net.show(Show::Warning(format!("offer {id} is yours")));
+        }
+        if self.downs.iter().any(|d| d.id == id) {
+            return net.show(Show::Warning(format!(
+                "offer {id} is being fetched already"
+            )));
+        }
+        if k.offer.size > self.cfg.max_file {
+            return net.show(Show::Warning(format!(
+                "{} is {}, over the file size limit of {} (see --max-file)",
+                k.offer.name,
+                Size(k.offer.size),
+                Size(self.cfg.max_file)
+            )));
+        }
+        if self.downs.len() >= MAX_DOWNLOADS {
+            return net.show(Show::Warning(format!(
+                "{MAX_DOWNLOADS} files are being fetched already; wait for one"
+            )));
+        }
+        let (name, size) = (k.offer.name.clone(), k.offer.size);
+        let job = self.job();
+        let dir = dir.unwrap_or_else(|| self.cfg.download_dir.clone());
+        self.disk(Io::Open {
+            job,
+            dir,
+            name,
+            size,
+        });
+        self.downs.push(Down {
+            id,
+            job,
+            stage: Stage::Opening,
+            offset: 0,
+            from_offset: 0,
+            started: now,
+            last_data: now,
+            last_progress: now,
+            acked: 0,
+            link: None,
+        });
+    }
+
+    /// `:cancel ID`: stop fetching it (the part is deleted), or withdraw
+    /// our offer (its transfers stop).
+    pub fn cancel(&mut self, net: &mut impl Net, id: u32) {
+        let Some(k) = self.known(id) else {
+            return net.show(Show::Warning(format!("no file offer {id} (see :files)")));
+        };
+        let (from, num, name) = (k.from, k.offer.num, k.offer.name.clone());
+        if from == OWN {
+            for u in self.take_ups(|u| u.id == id) {
+                let stop = Msg::Stop {
+                    num,
+                    sender: true,
+                    text: "the offer was withdrawn".into(),
+                };
+                self.out.push_back(Out::Send(u.link, stop.frame()));
+                self.disk(Io::EndUpload { job: u.job });
+            }
+            self.offers.retain(|k| k.id != id);
+            return net.show(Show::Info(format!("offer {id} ({name}) withdrawn")));
+        }
+        let Some(i) = self.downs.iter().position(|d| d.id == id) else {
+            return net.show(Show::Warning(format!("offer {id} is not being fetched")));
+        };
+        let d = self.downs.remove(i);
+        if d.stage != Stage::Opening {
+            let stop = Msg::Stop {
+                num,
+                sender: false,
+                text: "cancelled".into(),
+            };
+            self.out.push_back(Out::SendTo(from, stop.frame()));
+        }
+        self.disk(Io::Discard { job: d.job });
+        net.show(Show::Info(format!("get {id}: {name} cancelled")));
+    }
+
+    /// `:files`.
+    pub fn list(&self, net: &mut impl Net) {
+        let rows = self
+            .offers
+            .iter()
+            .map(|k| {
+                let down = self.downs.iter().find(|d| d.id == k.id);
+                let ups: Vec<String> = self
+                    .ups
+                    .iter()
+                    .filter(|u| u.id == k.id)
+                    .map(|u| net.name_of(u.peer))
+                    .collect();
+                let (state, done) = match (down, k.from == OWN) {
+                    (_, true) if !ups.is_empty() => (format!("sending to {}", ups.join(", ")), 0),
+                    (_, true) => ("yours".into(), 0),
+                    (None, false) => ("offered".into(), 0),
+                    (Some(d), false) => (
+                        match d.stage {
+                            Stage::Opening => "opening",
+                            Stage::Asking { .. } => "asking",
+                            Stage::Receiving => "receiving",
+                            Stage::Checking => "checking",
+                        }
+                        .into(),
+                        d.offset,
+                    ),
+                };
+                Row {
+                    id: k.id,
+                    from: if k.from == OWN {
+                        net.me().to_owned()
+                    } else {
+                        k.sender.clone()
+                    },
+                    name: k.offer.name.clone(),
+                    size: k.offer.size,
+                    state,
+                    done,
+                }
+            })
+            .collect();
+        net.show(Show::File(Note::List(rows)));
+    }
+
+    /// The disk did `done`.
+    pub fn disk_done(&mut self, net: &mut impl Net, done: Done, now: Millis) {
+        match done {
+            Done::Prepared { job, result } => {
+                let Some(i) = self.preps.iter().position(|p| p.job == job) else {
+                    return;
+                };
+                let p = self.preps.remove(i);
+                let (size, hash, mtime) = match result {
+                    Ok(r) => r,
+                    Err(why) => {
+                        let w = format!("cannot offer {}: {why}", p.path.display());
+                        return net.show(Show::Warning(w));
+                    }
+                };
+                let raw = p
+                    .path
+                    .file_name()
+                    .map_or("file".into(), |n| n.to_string_lossy().into_owned());
+                let mut offer = Offer {
+                    num: 0,
+                    room: LOBBY.into(),
+                    to: p.to.as_ref().map(|t| t.0),
+                    size,
+                    hash,
+                    name: safe_name(&raw),
+                };
+                let id = self.next_id;
+                offer.num = id;
+                net.publish(offer.body());
+                let name = offer.name.clone();
+                self.remember(Known {
+                    id: 0,
+                    from: OWN,
+                    sender: net.me().to_owned(),
+                    offer,
+                    path: Some((p.path, mtime)),
+                });
+                net.show(Show::File(Note::Offered {
+                    id,
+                    from: net.me().to_owned(),
+                    name,
+                    size,
+                    own: true,
+                    to: p.to.map(|t| t.1),
+                }));
+            }
+            Done::Opened { job, result } => {
+                let Some(d) = self.downs.iter_mut().find(|d| d.job == job) else {
+                    return;
+                };
+                let id = d.id;
+                let offset = match result {
+                    Ok(o) => o,
+                    Err(why) => {
+                        self.downs.retain(|d| d.job != job);
+                        return net.show(Show::Warning(format!("get {id}: {why}")));
+                    }
+                };
+                d.offset = offset;
+                d.from_offset = offset;
+                d.acked = offset;
+                d.started = now;
+                d.last_progress = now;
+                let Some(k) = self.offers.iter().find(|k| k.id == id) else {
+                    return;
+                };
+                let (from, num, size, name) =
+                    (k.from, k.offer.num, k.offer.size, k.offer.name.clone());
+                if offset > 0 && offset < size {
+                    net.show(Show::Info(format!(
+                        "get {id}: resuming {name} at {} of {}",
+                        Size(offset),
+                        Size(size)
+                    )));
+                }
+                if offset >= size {
+                    d.stage = Stage::Checking;
+                    let hash = k.offer.hash;
+                    return self.disk(Io::Verify { job, hash });
+                }
+                d.stage = Stage::Asking {
+                    first: now,
+                    last: now,
+                };
+                let get = Msg::Get { num, offset };
+                self.out.push_back(Out::SendTo(from, get.frame()));
+            }
+            Done::Chunk { job, offset, data } => {
+                let Some(u) = self.ups.iter_mut().find(|u| u.job == job) else {
+                    return;
+                };
+                u.reading = false;
+                let Some(k) = self.offers.iter().find(|k| k.id == u.id) else {
+                    return;
+                };
+                let num = k.offer.num;
+                u.next = offset + data.len() as u64;
+                let f = Msg::Data {
+                    num,
+                    offset,
+                    data: &data,
+                }
+                .frame();
+                self.out.push_back(Out::Send(u.link, f));
+                self.read_more(job);
+            }
+            Done::Verified { job, result } => {
+                let Some(i) = self.downs.iter().position(|d| d.job == job) else {
+                    return;
+                };
+                let d = self.downs.remove(i);
+                let Some(k) = self.offers.iter().find(|k| k.id == d.id) else {
+                    return;
+                };
+                match result {
+                    Ok(path) => net.show(Show::File(Note::Received {
+                        id: d.id,
+                        name: k.offer.name.clone(),
+                        from: k.sender.clone(),
+                        path: path.display().to_string(),
+                        size: k.offer.size,
+                    })),
+                    Err(why) => net.show(Show::Warning(format!(
+                        "get {}: {} from {}: {why}",
+                        d.id, k.offer.name, k.sender
+                    ))),
+                }
+            }
+            Done::Failed { job, why } => {
+                if let Some(i) = self.downs.iter().position(|d| d.job == job) {
+                    let d = self.downs.remove(i);
+                    if let Some(k) = self.offers.iter().find(|k| k.id == d.id) {
+                        let stop = Msg::Stop {
+                            num: k.offer.num,
+                            sender: false,
+                            text: "the receiver could not save it".into(),
+                        };
+                        self.out.push_back(Out::SendTo(k.from, stop.frame()));
+                        net.show(Show::Warning(format!(
+                            "get {}: {}: {why}",
+                            d.id, k.offer.name
+                        )));
+                    }
+                    self.disk(Io::Keep { job });
+                } else if let Some(i) = self.ups.iter().position(|u| u.job == job) {
+                    let u = self.ups.remove(i);
+                    self.disk(Io::EndUpload { job });
+                    if let Some(k) = self.offers.iter().find(|k| k.id == u.id) {
+                        let stop = Msg::Stop {
+                            num: k.offer.num,
+                            sender: true,
+                            text: why.clone(),
+                        };
+                        self.out.push_back(Out::Send(u.link, stop.frame()));
+                        let w = format!(
+                            "offer {}: cannot send {} to {}: {why}",
+                            u.id,
+                            k.offer.name,
+                            net.name_of(u.peer)
+                        );
+                        net.show(Show::Warning(w));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Asks the disk for the next chunk of upload `job`, if the window
+    /// allows and none is being read.
+    fn read_more(&mut self, job: u32) {
+        let Some(u) = self.ups.iter_mut().find(|u| u.job == job) else {
+            return;
+        };
+        if u.reading || u.next >= u.size || u.next >= u.acked.saturating_add(WINDOW) {
+            return;
+        }
+        let len = (u.size - u.next).min(CHUNK as u64) as usize;
+        u.reading = true;
+        let offset = u.next;
+        self.disk(Io::Read { job, offset, len });
+    }
+
+    fn take_ups(&mut self, f: impl Fn(&Up) -> bool) -> Vec<Up> {
+        let (gone, keep) = std::mem::take(&mut self.ups)
+            .into_iter()
+            .partition(|u| f(u));
+        self.ups = keep;
+        gone
+    }
+
+    /// A transfer message from `peer` on `link`.
+    pub fn frame(
+        &mut self,
+        net: &mut impl Net,
+        link: LinkId,
+        peer: NodeId,
+        body: &[u8],
+        now: Millis,
+    ) {
+        let Some(msg) = Msg::decode(body) else {
+            return; // malformed: ignored, like any unknown message
+        };
+        match msg {
+            Msg::Get { num, offset } => self.on_get(net, link, peer, num, offset),
+            Msg::More { num, offset } => {
+                let Some(u) = self
+                    .ups
+                    .iter_mut()
+                    .find(|u| u.peer == peer && num_of(&self.offers, u.id) == Some(num))
+                else {
+                    return;
+                };
+                u.acked = u.acked.max(offset.min(u.next));
+                let (job, id) = (u.job, u.id);
+                if u.acked >= u.size {
+                    self.ups.retain(|u| u.job != job);
+                    self.disk(Io::EndUpload { job });
+                    if let Some(k) = self.known(id) {
+                        let n = Note::Fetched {
+                            id,
+                            name: k.offer.name.clone(),
+                            by: net.name_of(peer),
+                        };
+                        net.show(Show::File(n));
+                    }
+                } else {
+                    self.read_more(job);
+                }
+            }
+            Msg::Data { num, offset, data } => {
+                self.on_data(net, link, peer, num, offset, data, now)
+            }
+            Msg::Stop {
+                num, sender: false, ..
+            } => {
+                let id = self
+                    .ups
+                    .iter()
+                    .find(|u| u.peer == peer && num_of(&self.offers, u.id) == Some(num))
+                    .map(|u| u.id);
+                for u in self.take_ups(|u| u.peer == peer && Some(u.id) == id) {
+                    self.disk(Io::EndUpload { job: u.job });
+                }
+            }
+            Msg::Stop {
+                num,
+                sender: true,
+                text,
+            } => {
+                let Some(i) = self.down_of(peer, num) else {
+                    return;
+                };
+                let d = self.downs.remove(i);
+                self.disk(Io::Keep { job: d.job });
+                if let Some(k) = self.known(d.id) {
+                    let text: String = text.chars().take(200).collect();
+                    net.show(Show::Warning(format!(
+                        "get {}: {} cannot send {}: {text}",
+                        d.id, k.sender, k.offer.name
+                    )));
+                }
+            }
+        }
+    }
+
+    fn down_of(&self, peer: NodeId, num: u32) -> Option<usize> {
+        self.downs.iter().position(|d| {
+            self.known(d.id)
+                .is_some_and(|k| k.from == peer && k.offer.num == num)
+        })
+    }
+
+    fn on_get(&mut self, net: &mut impl Net, link: LinkId, peer: NodeId, num: u32, offset: u64) {
+        let refuse = |files: &mut Files, text: &str| {
+            let stop = Msg::Stop {
+                num,
+                sender: true,
+                text: text.into(),
+            };
+            files.out.push_back(Out::Send(link, stop.frame()));
+        };
+        let Some(k) = self
+            .offers
+            .iter()
+            .find(|k| k.from == OWN && k.offer.num == num)
+        else {
+            return refuse(
+                self,
+                "no such offer (withdrawn, or offered before a restart)",
+            );
+        };
+        if k.offer.to.is_some_and(|t| t != peer) {
+            return refuse(self, "the offer is not for you");
+        }
+        if offset > k.offer.size {
+            return refuse(self, "offset beyond the end of the file");
+        }
+        let (id, size, name) = (k.id, k.offer.size, k.offer.name.clone());
+        let Some((path, mtime)) = k.path.clone() else {
+            return;
+        };
+        // A GET again for one under way: it starts over from there.
+        for u in self.take_ups(|u| u.peer == peer && u.id == id) {
+            self.disk(Io::EndUpload { job: u.job });
+        }
+        if self.ups.len() >= MAX_UPLOADS {
+            return refuse(self, "the sender is busy; try again later");
+        }
+        let job = self.job();
+        self.disk(Io::Upload {
+            job,
+            link,
+            path,
+            size,
+            mtime,
+        });
+        self.ups.push(Up {
+            id,
+            job,
+            link,
+            peer,
+            next: offset,
+            reading: false,
+            acked: offset,
+            size,
+        });
+        net.show(Show::File(Note::Fetching {
+            id,
+            name,
+            by: net.name_of(peer),
+            offset,
+        }));
+        if offset >= size {
+            // Nothing to send: done once the receiver says so.
+            return;
+        }
+        self.read_more(job);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_data(
+        &mut self,
+        net: &mut impl Net,
+        link: LinkId,
+        peer: NodeId,
+        num: u32,
+        offset: u64,
+        data: &[u8],
+        now: Millis,
+    ) {
+        let Some(i) = self.down_of(peer, num) else {
+            return; // late, after a cancel or a failure: nothing to do
+        };
+        let (size, hash, name, sender) = {
+            let k = self
+                .known(self.downs[i].id)
+                .expect("a download's offer is known");
+            (
+                k.offer.size,
+                k.offer.hash,
+                k.offer.name.clone(),
+                k.sender.clone(),
+            )
+        };
+        let d = &mut self.downs[i];
+        if !matches!(d.stage, Stage::Asking { .. } | Stage::Receiving) {
+            return;
+        }
+        let end = offset.saturating_add(data.len() as u64);
+        if end > size {
+            // More than offered: a liar, or another file now.
+            let (id, job) = (d.id, d.job);
+            self.downs.remove(i);
+            self.disk(Io::Discard { job });
+            let stop = Msg::Stop {
+                num,
+                sender: false,
+                text: "more data than offered".into(),
+            };
+            self.out.push_back(Out::Send(link, stop.frame()));
+            return net.show(Show::Warning(format!(
+                "get {id}: {sender} sent more than the {} offered for {name}: discarded",
+                Size(size)
+            )));
+        }
+        // Only what follows what we have: a chunk from a GET repeated may
+        // overlap it.
+        if offset > d.offset || end <= d.offset {
+            return;
+        }
+        let skip = (d.offset - offset) as usize;
+        let job = d.job;
+        let at = d.offset;
+        d.offset = end;
+        d.stage = Stage::Receiving;
+        d.link = Some(link);
+        d.last_data = now;
+        let ack = end >= size || end - d.acked >= ACK_EVERY;
+        if ack {
+            d.acked = end;
+        }
+        let progress = now >= d.last_progress + PROGRESS_EVERY && end < size;
+        if progress {
+            d.last_progress = now;
+        }
+        let note = Note::Progress {
+            id: d.id,
+            name: name.clone(),
+            done: end,
+            size,
+            rate: rate(end - d.from_offset, now - d.started),
+        };
+        let whole = end >= size;
+        if whole {
+            d.stage = Stage::Checking;
+        }
+        self.disk(Io::Write {
+            job,
+            offset: at,
+            data: data[skip..].to_vec(),
+        });
+        if ack {
+            self.out
+                .push_back(Out::Send(link, Msg::More { num, offset: end }.frame()));
+        }
+        if progress {
+            net.show(Show::File(note));
+        }
+        if whole {
+            self.disk(Io::Verify { job, hash });
+        }
+    }
+
+    /// Whether a transfer runs on `link` (to `peer`), or is about to: it
+    /// should not be shed.
+    pub fn carries(&self, link: LinkId, peer: Option<NodeId>) -> bool {
+        self.ups.iter().any(|u| u.link == link)
+            || self.downs.iter().any(|d| {
+                d.link == Some(link)
+                    || (matches!(d.stage, Stage::Asking { .. })
+                        && peer.is_some_and(|p| self.known(d.id).is_some_and(|k| k.from == p)))
+            })
+    }
+
+    /// `link` is gone: what ran on it stops (a part stays, to resume).
+    pub fn link_down(&mut self, net: &mut impl Net, link: LinkId) {
+        for u in self.take_ups(|u| u.link == link) {
+            self.disk(Io::EndUpload { job: u.job });
+        }
+        let broken: Vec<usize> = (0..self.downs.len())
+            .filter(|&i| {
+                self.downs[i].link == Some(link) && self.downs[i].stage == Stage::Receiving
+            })
+            .collect();
+        for i in broken.into_iter().rev() {
+            let d = self.downs.remove(i);
+            self.interrupted(net, d, "the link to the sender broke");
+        }
+    }
+
+    /// Member `id` left or was lost: its transfers stop.
+    pub fn member_gone(&mut self, net: &mut impl Net, id: NodeId) {
+        for u in self.take_ups(|u| u.peer == id) {
+            self.disk(Io::EndUpload { job: u.job });
+        }
+        let gone: Vec<usize> = (0..self.downs.len())
+            .filter(|&i| {
+                self.known(self.downs[i].id).is_some_and(|k| k.from == id)
+                    && self.downs[i].stage != Stage::Checking
+            })
+            .collect();
+        for i in gone.into_iter().rev() {
+            let d = self.downs.remove(i);
+            self.interrupted(net, d, "the sender left");
+        }
+    }
+
+    fn interrupted(&mut self, net: &mut impl Net, d: Down, why: &str) {
+        if d.stage != Stage::Opening {
+            self.disk(Io::Keep { job: d.job });
+        } else {
+            self.disk(Io::Discard { job: d.job });
+        }
+        if let Some(k) = self.known(d.id) {
+            net.show(Show::Warning(format!(
+                "get {}: {} interrupted at {} of {}: {why}; :get {} resumes it",
+                d.id,
+                k.offer.name,
+                Size(d.offset),
+                Size(k.offer.size),
+                d.id
+            )));
+        }
+    }
+
+    /// The time is `now`: GETs asked again, stalled transfers given up,
+    /// progress told.
+    pub fn tick(&mut self, net: &mut impl Net, now: Millis) {
+        let mut i = 0;
+        while i < self.downs.len() {
+            let d = &mut self.downs[i];
+            match d.stage {
+                Stage::Asking { first, .. } if now >= first + GET_GIVE_UP => {
+                    let d = self.downs.remove(i);
+                    self.interrupted(net, d, "the sender does not answer");
+                    continue;
+                }
+                Stage::Asking { first, last } if now >= last + GET_RETRY => {
+                    d.stage = Stage::Asking { first, last: now };
+                    let (id, offset) = (d.id, d.offset);
+                    if let Some(k) = self.known(id) {
+                        let get = Msg::Get {
+                            num: k.offer.num,
+                            offset,
+                        };
+                        let f = get.frame();
+                        let from = k.from;
+                        self.out.push_back(Out::SendTo(from, f));
+                    }
+                }
+                Stage::Receiving if now >= d.last_data + STALL => {
+                    let d = self.downs.remove(i);
+                    self.interrupted(net, d, "no data for 30 s");
+                    continue;
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+    }
+
+    /// When [`Files::tick`] next has work to do.
+    pub fn deadline(&self) -> Option<Millis> {
+        self.downs
+            .iter()
+            .filter_map(|d| match d.stage {
+                Stage::Asking { first, last } => Some((last + GET_RETRY).min(first + GET_GIVE_UP)),
+                Stage::Receiving => Some(d.last_data + STALL),
+                _ => None,
+            })
+            .min()
+    }
+}
+
+/// Our own offers are known by this sender id (no node has it: ids are
+/// hashes).
+const OWN: NodeId = NodeId(0);
+
+fn num_of(offers: &VecDeque<Known>, id: u32) -> Option<u32> {
+    offers.iter().find(|k| k.id == id).map(|k| k.offer.num)
+}
+
+fn rate(bytes: u64, ms: Millis) -> u64 {
+    bytes.saturating_mul(1000) / ms.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::MemberView;
+
+    #[derive(Default)]
+    struct Fake {
+        published: Vec<Body>,
+        shown: Vec<Show>,
+    }
+
+    impl Net for Fake {
+        fn publish(&mut self, body: Body) {
+            self.published.push(body);
+        }
+        fn show(&mut self, show: Show) {
+            self.shown.push(show);
+        }
+        fn me(&self) -> &str {
+            "me"
+        }
+        fn name_of(&self, id: NodeId) -> String {
+            format!("n{}", id.0)
+        }
+        fn members(&self) -> Vec<MemberView> {
+            Vec::new()
+        }
+    }
+
+    fn files() -> Files {
+        Files::new(Config {
+            download_dir: "/dl".into(),
+            max_file: 10 << 20,
+        })
+    }
+
+    fn outs(f: &mut Files) -> Vec<Out> {
+        std::iter::from_fn(|| f.next_out()).collect()
+    }
+
+    /// The body of a frame (without its length).
+    fn body(f: &Frame) -> &[u8] {
+        &f[4..]
+    }
+
+    const ME: NodeId = NodeId(1);
+    const ALICE: NodeId = NodeId(2);
+    const L: LinkId = LinkId(7);
+
+    fn an_offer(size: u64) -> Offer {
+        Offer {
+            num: 5,
+            room: LOBBY.into(),
+            to: None,
+            size,
+            hash: [9; 32],
+            name: "notes.pdf".into(),
+        }
+    }
+
+    fn payload(o: &Offer) -> Vec<u8> {
+        let Body::Other { kind, payload } = o.body() else {
+            panic!("not an event of a type of its own");
+        };
+        assert_eq!(kind, OFFER);
+        payload
+    }
+
+    #[test]
+    fn offers_and_messages_round_trip_and_refuse_garbage() {
+        let o = Offer {
+            to: Some(NodeId(42)),
+            ..an_offer(1234)
+        };
+        let p = payload(&o);
+        assert_eq!(Offer::decode(&p), Some(o));
+        for n in 0..p.len() {
+            assert_eq!(Offer::decode(&p[..n]), None, "cut at {n}");
+        }
+        let mut long = p.clone();
+        long.push(0);
+        assert_eq!(Offer::decode(&long), None);
+        let data = [1u8, 2, 3];
+        for m in [
+            Msg::Get { num: 1, offset: 2 },
+            Msg::More { num: 3, offset: 4 },
+            Msg::Data {
+                num: 5,
+                offset: 6,
+                data: &data,
+            },
+            Msg::Stop {
+                num: 7,
+                sender: true,
+                text: "gone".into(),
+            },
+        ] {
+            let f = m.frame();
+            assert_eq!(
+                f.len(),
+                4 + u32::from_be_bytes(f[..4].try_into().unwrap()) as usize
+            );
+            assert!(is_transfer(body(&f)));
+            assert_eq!(Msg::decode(body(&f)), Some(m.clone()));
+            for n in 0..body(&f).len() {
+                if !matches!(m, Msg::Data { .. }) || n < 13 {
+                    assert_eq!(Msg::decode(&body(&f)[..n]), None);
+                }
+            }
+        }
+        assert!(!is_transfer(&[4]) && !is_transfer(&[]));
+    }
+
+    #[test]
+    fn names_from_the_network_are_made_safe() {
+        for (bad, good) in [
+            ("../../etc/passwd", "passwd"),
+            (".bashrc", "bashrc"),
+            ("...", "file"),
+            ("", "file"),
+            ("a\\b\\c.txt", "c.txt"),
+            ("x\u{1b}[31my", "x[31my"),
+            ("rep\u{202e}gnp.exe", "repgnp.exe"),
+            ("zero\u{200b}width", "zerowidth"),
+            ("  . spaced .txt ", "spaced .txt"),
+            ("notes (1).pdf", "notes (1).pdf"),
+        ] {
+            assert_eq!(safe_name(bad), good, "{bad:?}");
+        }
+        let long = format!("{}.tar.gz", "é".repeat(500));
+        let s = safe_name(&long);
+        assert!(s.len() <= SAVE_NAME && s.ends_with(".gz"), "{s}");
+    }
+
+    /// The receiver's side, from the offer to the whole file.
+    #[test]
+    fn a_fetch_asks_writes_acknowledges_and_verifies() {
+        let mut net = Fake::default();
+        let mut f = files();
+        let size = 3 * CHUNK as u64 + 10;
+        assert!(f.offered(&mut net, ME, ALICE, &payload(&an_offer(size))));
+        assert!(matches!(
+            &net.shown[0],
+            Show::File(Note::Offered {
+                id: 1,
+                own: false,
+                ..
+            })
+        ));
+        // The same offer again is not shown twice.
+        f.offered(&mut net, ME, ALICE, &payload(&an_offer(size)));
+        assert_eq!(net.shown.len(), 1);
+        f.get(&mut net, 1, None, 0);
+        let [Out::Disk(Io::Open { job, dir, name, .. })] = &outs(&mut f)[..] else {
+            panic!("no open");
+        };
+        assert_eq!((dir.to_str(), name.as_str()), (Some("/dl"), "notes.pdf"));
+        let job = *job;
+        f.disk_done(&mut net, Done::Opened { job, result: Ok(0) }, 10);
+        let o = outs(&mut f);
+        let [Out::SendTo(ALICE, get)] = &o[..] else {
+            panic!("{o:?}");
+        };
+        assert_eq!(Msg::decode(body(get)), Some(Msg::Get { num: 5, offset: 0 }));
+        // Whatever link there is to the sender is kept for it.
+        assert!(f.carries(LinkId(99), Some(ALICE)) && !f.carries(LinkId(99), Some(ME)));
+        // Asked again until data comes, then given up.
+        f.tick(&mut net, 10 + GET_RETRY);
+        assert!(matches!(&outs(&mut f)[..], [Out::SendTo(ALICE, _)]));
+        let chunk = vec![0u8; CHUNK];
+        let mut at = 0u64;
+        let mut acks = 0;
+        for (i, len) in [CHUNK, CHUNK, CHUNK, 10].into_iter().enumerate() {
+            // A repeated chunk (from a repeated GET) overlaps: only the
+            // new part is written.
+            if i == 1 {
+                let d = Msg::Data {
+                    num: 5,
+                    offset: 0,
+                    data: &chunk,
+                };
+                f.frame(&mut net, L, ALICE, body(&d.frame()), 20);
+                assert!(outs(&mut f).is_empty());
+            }
+            let d = Msg::Data {
+                num: 5,
+                offset: at,
+                data: &chunk[..len],
+            };
+            f.frame(&mut net, L, ALICE, body(&d.frame()), 20);
+            for o in outs(&mut f) {
+                match o {
+                    Out::Disk(Io::Write { offset, data, .. }) => {
+                        assert_eq!((offset, data.len()), (at, len));
+                    }
+                    Out::Send(L, m) => {
+                        acks += 1;
+                        assert!(matches!(
+                            Msg::decode(body(&m)),
+                            Some(Msg::More { num: 5, .. })
+                        ));
+                    }
+                    Out::Disk(Io::Verify { hash, .. }) => {
+                        assert_eq!(hash, [9; 32]);
+                        assert_eq!(at + len as u64, size);
+                    }
+                    o => panic!("{o:?}"),
+                }
+            }
+            at += len as u64;
+        }
+        assert!(acks >= 2, "acknowledged as it went, and at the end");
+        f.disk_done(
+            &mut net,
+            Done::Verified {
+                job,
+                result: Ok("/dl/notes.pdf".into()),
+            },
+            30,
+        );
+        assert!(matches!(
+            net.shown.last(),
+            Some(Show::File(Note::Received { .. }))
+        ));
+        assert_eq!(f.deadline(), None);
+    }
+
+    /// The sender's side: GET, reads within the window, MORE, done.
+    #[test]
+    fn a_send_keeps_within_the_window() {
+        let mut net = Fake::default();
+        let mut f = files();
+        f.send(&mut net, None, "/src/notes.pdf".into());
+        let [Out::Disk(Io::Prepare { job, .. })] = &outs(&mut f)[..] else {
+            panic!("no prepare");
+        };
+        let size = 4 * WINDOW;
+        let result = Ok((size, [3; 32], 77));
+        f.disk_done(&mut net, Done::Prepared { job: *job, result }, 0);
+        let offer = Offer::decode(&payload_of(&net.published[0])).unwrap();
+        assert_eq!(
+            (offer.num, offer.size, offer.name.as_str()),
+            (1, size, "notes.pdf")
+        );
+        let get = Msg::Get { num: 1, offset: 0 };
+        f.frame(&mut net, L, ALICE, body(&get.frame()), 1);
+        let o = outs(&mut f);
+        let (up, mut read) = match &o[..] {
+            [
+                Out::Disk(Io::Upload { job, mtime: 77, .. }),
+                Out::Disk(Io::Read { offset: 0, len, .. }),
+            ] => (*job, *len),
+            o => panic!("{o:?}"),
+        };
+        let mut sent = 0u64;
+        // Reads go on until the window is full, and no further.
+        while read > 0 {
+            let data = vec![1; read];
+            f.disk_done(
+                &mut net,
+                Done::Chunk {
+                    job: up,
+                    offset: sent,
+                    data,
+                },
+                2,
+            );
+            sent += read as u64;
+            read = 0;
+            for o in outs(&mut f) {
+                match o {
+                    Out::Send(L, d) => assert!(matches!(
+                        Msg::decode(body(&d)),
+                        Some(Msg::Data { num: 1, .. })
+                    )),
+                    Out::Disk(Io::Read { offset, len, .. }) => {
+                        assert_eq!(offset, sent);
+                        read = len;
+                    }
+                    o => panic!("{o:?}"),
+                }
+            }
+        }
+        assert!((WINDOW..WINDOW + CHUNK as u64).contains(&sent), "{sent}");
+        // An acknowledgement opens the window again.
+        let more = Msg::More {
+            num: 1,
+            offset: sent,
+        };
+        f.frame(&mut net, L, ALICE, body(&more.frame()), 3);
+        assert!(matches!(&outs(&mut f)[..], [Out::Disk(Io::Read { .. })]));
+        assert!(f.carries(L, Some(ALICE)));
+        // The link goes: the upload ends.
+        f.link_down(&mut net, L);
+        assert!(!f.carries(L, Some(ALICE)));
+        assert!(matches!(&outs(&mut f)[..], [Out::Disk(Io::EndUpload { job })] if *job == up));
+    }
+
+    fn payload_of(b: &Body) -> Vec<u8> {
+        match b {
+            Body::Other { payload, .. } => payload.clone(),
+            _ => panic!("not an offer"),
+        }
+    }
+
+    #[test]
+    fn liars_and_strangers_are_turned_away() {
+        let mut net = Fake::default();
+        let mut f = files();
+        // Offers for someone else are not shown.
+        let other = Offer {
+            to: Some(NodeId(99)),
+            ..an_offer(10)
+        };
+        f.offered(&mut net, ME, ALICE, &payload(&other));
+        assert!(net.shown.is_empty());
+        assert!(!f.offered(&mut net, ME, ALICE, b"garbage"));
+        // A sender that sends more than it offered: discarded.
+        f.offered(&mut net, ME, ALICE, &payload(&an_offer(10)));
+        f.get(&mut net, 1, None, 0);
+        let [Out::Disk(Io::Open { job, .. })] = &outs(&mut f)[..] else {
+            panic!();
+        };
+        let job = *job;
+        f.disk_done(&mut net, Done::Opened { job, result: Ok(0) }, 0);
+        outs(&mut f);
+        let d = Msg::Data {
+            num: 5,
+            offset: 0,
+            data: &[0; 11],
+        };
+        f.frame(&mut net, L, ALICE, body(&d.frame()), 1);
+        let o = outs(&mut f);
+        assert!(
+            matches!(&o[0], Out::Disk(Io::Discard { job: j }) if *j == job),
+            "{o:?}"
+        );
+        assert!(matches!(net.shown.last(), Some(Show::Warning(w)) if w.contains("more than")));
+        // A GET for an offer we never made is answered with STOP.
+        let get = Msg::Get { num: 9, offset: 0 };
+        f.frame(&mut net, L, ALICE, body(&get.frame()), 2);
+        let o = outs(&mut f);
+        let [Out::Send(L, stop)] = &o[..] else {
+            panic!("{o:?}");
+        };
+        assert!(matches!(
+            Msg::decode(body(stop)),
+            Some(Msg::Stop { sender: true, .. })
+        ));
+        // Over the size limit: not fetched.
+        f.offered(
+            &mut net,
+            ME,
+            ALICE,
+            &payload(&Offer {
+                num: 6,
+                ..an_offer(11 << 20)
+            }),
+        );
+        f.get(&mut net, 2, None, 3);
+        assert!(outs(&mut f).is_empty());
+    }
+
+    #[test]
+    fn progress_is_told_once_a_second_in_every_format() {
+        let mut net = Fake::default();
+        let mut f = files();
+        let size = 10 * CHUNK as u64;
+        f.offered(&mut net, ME, ALICE, &payload(&an_offer(size)));
+        f.get(&mut net, 1, None, 0);
+        let [Out::Disk(Io::Open { job, .. })] = &outs(&mut f)[..] else {
+            panic!();
+        };
+        let job = *job;
+        f.disk_done(&mut net, Done::Opened { job, result: Ok(0) }, 0);
+        let chunk = vec![0u8; CHUNK];
+        for (i, t) in [100, 600, 1000, 1500, 2100].into_iter().enumerate() {
+            let d = Msg::Data {
+                num: 5,
+                offset: (i * CHUNK) as u64,
+                data: &chunk,
+            };
+            f.frame(&mut net, L, ALICE, body(&d.frame()), t);
+        }
+        let notes: Vec<&Note> = net
+            .shown
+            .iter()
+            .filter_map(|s| match s {
+                Show::File(n @ Note::Progress { .. }) => Some(n),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(notes.len(), 2, "at 1000 and 2100 ms");
+        let n = notes[0];
+        assert_eq!(
+            n.plain(),
+            "* get 1: notes.pdf 30% (184.3 kB of 614.4 kB) at 184.3 kB/s, 2 s left"
+        );
+        assert_eq!(
+            n.tty(),
+            "[######..............] get 1: notes.pdf 30% (184.3 kB of 614.4 kB) at 184.3 kB/s, 2 s left"
+        );
+        let (kind, fields) = n.json(|s| format!("{s:?}"));
+        assert_eq!(kind, "progress");
+        assert_eq!(
+            fields,
+            r#","id":1,"name":"notes.pdf","done":184320,"size":614400,"rate":184320"#
+        );
+    }
+
+    #[test]
+    fn sizes_read_as_people_read_them() {
+        let s = |n| Size(n).to_string();
+        assert_eq!(s(0), "0 B");
+        assert_eq!(s(999), "999 B");
+        assert_eq!(s(1000), "1.0 kB");
+        assert_eq!(s(1_234_567), "1.2 MB");
+        assert_eq!(s(999_960), "1.0 MB");
+        assert_eq!(s(u64::MAX), "18.4 EB");
+    }
+
+    #[test]
+    fn an_unanswered_get_is_given_up_and_the_part_kept() {
+        let mut net = Fake::default();
+        let mut f = files();
+        f.offered(&mut net, ME, ALICE, &payload(&an_offer(100)));
+        f.get(&mut net, 1, None, 0);
+        let [Out::Disk(Io::Open { job, .. })] = &outs(&mut f)[..] else {
+            panic!();
+        };
+        let job = *job;
+        f.disk_done(
+            &mut net,
+            Done::Opened {
+                job,
+                result: Ok(40),
+            },
+            0,
+        );
+        let o = outs(&mut f);
+        let [Out::SendTo(ALICE, get)] = &o[..] else {
+            panic!("{o:?}");
+        };
+        assert_eq!(
+            Msg::decode(body(get)),
+            Some(Msg::Get { num: 5, offset: 40 })
+        );
+        let mut t = 0;
+        while let Some(d) = f.deadline() {
+            t = d;
+            f.tick(&mut net, t);
+            assert!(t <= GET_GIVE_UP);
+        }
+        assert_eq!(t, GET_GIVE_UP);
+        assert!(outs(&mut f).contains(&Out::Disk(Io::Keep { job })));
+        assert!(matches!(net.shown.last(), Some(Show::Warning(w)) if w.contains(":get 1 resumes")));
+    }
+}

@@ -1,0 +1,683 @@
+//! File I/O for transfers, at the edge of the event loop: what
+//! [`crate::app::files`] asks of the disk, done in bounded steps.
+//!
+//! Hashing (to offer a file, to check a fetched one) goes [`HASH_STEP`]
+//! bytes per job per turn of the loop; an upload reads one chunk when its
+//! link has room ([`Disk::step`]); a fetched chunk is written as it comes
+//! (one frame's worth). Nothing here waits on the network, and no step
+//! holds the loop longer than one bounded read or write: chat goes on
+//! while files move.
+//!
+//! Files are written only into the download directory, as `NAME.part`
+//! (never through a symbolic link), and a verified part is renamed to
+//! `NAME`, or `NAME (1)`, `NAME (2)`… if that exists: never over a file.
+
+use crate::app::files::{Done, Hash, Io, Size};
+use crate::proto::LinkId;
+use blake2::digest::consts::U32;
+use blake2::{Blake2b, Digest};
+use std::collections::{BTreeMap, VecDeque};
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// Bytes hashed per job per turn of the loop (a few ms of work at most:
+/// a chat line that comes meanwhile waits that long).
+pub const HASH_STEP: usize = 1 << 20;
+/// Copies of an existing name tried (`NAME (1)`…) before giving up.
+const MAX_COPIES: u32 = 1000;
+
+type Hasher = Blake2b<U32>;
+
+enum Job {
+    /// Hashing a file to offer.
+    Offer {
+        file: File,
+        size: u64,
+        mtime: i64,
+        hasher: Box<Hasher>,
+        at: u64,
+    },
+    /// A part being written, hashed as it is (in order): `hashed` bytes
+    /// so far; until `opening` is reached (what a part held already), it
+    /// is being hashed before the transfer starts.
+    Part {
+        file: File,
+        dir: PathBuf,
+        name: String,
+        hasher: Box<Hasher>,
+        hashed: u64,
+        opening: Option<u64>,
+    },
+    /// A whole part being hashed.
+    Check {
+        file: File,
+        dir: PathBuf,
+        name: String,
+        size: u64,
+        hasher: Box<Hasher>,
+        at: u64,
+        expect: Hash,
+    },
+    /// A file being sent; `want`: a read asked for.
+    Upload {
+        file: File,
+        link: LinkId,
+        want: Option<(u64, usize)>,
+    },
+}
+
+/// The disk side of transfers. See the module documentation.
+#[derive(Default)]
+pub struct Disk {
+    jobs: BTreeMap<u32, Job>,
+    done: VecDeque<Done>,
+    buf: Vec<u8>,
+}
+
+impl Disk {
+    pub fn new() -> Disk {
+        // A file-size limit (ulimit -f) reached is an error to report,
+        // not a reason to die.
+        unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+        Disk::default()
+    }
+
+    /// What the disk did since last asked.
+    pub fn take_done(&mut self) -> Option<Done> {
+        self.done.pop_front()
+    }
+
+    /// Whether [`Disk::step`] has work now, given which links have room.
+    pub fn busy(&self, room: impl Fn(LinkId) -> bool) -> bool {
+        !self.done.is_empty()
+            || self.jobs.values().any(|j| match j {
+                Job::Offer { .. } | Job::Check { .. } => true,
+                Job::Upload { link, want, .. } => want.is_some() && room(*link),
+                Job::Part { opening, .. } => opening.is_some(),
+            })
+    }
+
+    /// Carries out `io`: at once if it is small, else it becomes a job
+    /// that [`Disk::step`] advances.
+    pub fn io(&mut self, io: Io) {
+        match io {
+            Io::Prepare { job, path, max } => match open_offer(&path, max) {
+                Ok((file, size, mtime)) => {
+                    self.jobs.insert(
+                        job,
+                        Job::Offer {
+                            file,
+                            size,
+                            mtime,
+                            hasher: Box::default(),
+                            at: 0,
+                        },
+                    );
+                }
+                Err(why) => self.done.push_back(Done::Prepared {
+                    job,
+                    result: Err(why),
+                }),
+            },
+            Io::Open {
+                job,
+                dir,
+                name,
+                size,
+            } => match open_part(&dir, &name, size) {
+                Ok((file, len)) => {
+                    self.jobs.insert(
+                        job,
+                        Job::Part {
+                            file,
+                            dir,
+                            name,
+                            hasher: Box::default(),
+                            hashed: 0,
+                            opening: Some(len),
+                        },
+                    );
+                }
+                Err(why) => self.done.push_back(Done::Opened {
+                    job,
+                    result: Err(why),
+                }),
+            },
+            Io::Write { job, offset, data } => {
+                if let Some(Job::Part {
+                    file,
+                    hasher,
+                    hashed,
+                    ..
+                }) = self.jobs.get_mut(&job)
+                {
+                    if let Err(e) = file.write_all_at(&data, offset) {
+                        self.done.push_back(Done::Failed {
+                            job,
+                            why: format!("cannot save: {}", write_error(&e)),
+                        });
+                    } else if offset == *hashed {
+                        hasher.update(&data);
+                        *hashed += data.len() as u64;
+                    }
+                }
+            }
+            Io::Verify { job, hash } => {
+                if let Some(Job::Part {
+                    file,
+                    dir,
+                    name,
+                    hasher,
+                    hashed,
+                    ..
+                }) = self.jobs.remove(&job)
+                {
+                    let size = file.metadata().map_or(0, |m| m.len());
+                    if hashed == size {
+                        // Hashed as it came: no second pass.
+                        let result = check(&hasher, &hash, &dir, &name);
+                        self.done.push_back(Done::Verified { job, result });
+                        return;
+                    }
+                    self.jobs.insert(
+                        job,
+                        Job::Check {
+                            file,
+                            dir,
+                            name,
+                            size,
+                            hasher: Box::default(),
+                            at: 0,
+                            expect: hash,
+                        },
+                    );
+                }
+            }
+            Io::Keep { job } => {
+                self.jobs.remove(&job);
+            }
+            Io::Discard { job } => {
+                if let Some(Job::Part { dir, name, .. } | Job::Check { dir, name, .. }) =
+                    self.jobs.remove(&job)
+                {
+                    let _ = fs::remove_file(part_path(&dir, &name));
+                }
+            }
+            Io::Upload {
+                job,
+                link,
+                path,
+                size,
+                mtime,
+            } => match open_upload(&path, size, mtime) {
+                Ok(file) => {
+                    self.jobs.insert(
+                        job,
+                        Job::Upload {
+                            file,
+                            link,
+                            want: None,
+                        },
+                    );
+                }
+                Err(why) => self.done.push_back(Done::Failed { job, why }),
+            },
+            Io::Read { job, offset, len } => {
+                if let Some(Job::Upload { want, .. }) = self.jobs.get_mut(&job) {
+                    *want = Some((offset, len));
+                }
+            }
+            Io::EndUpload { job } => {
+                self.jobs.remove(&job);
+            }
+        }
+    }
+
+    /// One bounded step of every job that can make progress; `room`
+    /// says whether a link can take another chunk now.
+    pub fn step(&mut self, room: impl Fn(LinkId) -> bool) {
+        let mut finished = Vec::new();
+        for (&job, j) in self.jobs.iter_mut() {
+            match j {
+                Job::Offer {
+                    file,
+                    size,
+                    mtime,
+                    hasher,
+                    at,
+                } => match hash_step(file, *size, hasher, at, &mut self.buf) {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        let h: Hash = hasher.clone().finalize().into();
+                        self.done.push_back(Done::Prepared {
+                            job,
+                            result: Ok((*size, h, *mtime)),
+                        });
+                        finished.push(job);
+                    }
+                    Err(e) => {
+                        self.done.push_back(Done::Prepared {
+                            job,
+                            result: Err(read_error(&e)),
+                        });
+                        finished.push(job);
+                    }
+                },
+                Job::Check {
+                    file,
+                    dir,
+                    name,
+                    size,
+                    hasher,
+                    at,
+                    expect,
+                } => {
+                    let result = match hash_step(file, *size, hasher, at, &mut self.buf) {
+                        Ok(false) => continue,
+                        Ok(true) => check(hasher, expect, dir, name),
+                        Err(e) => {
+                            let _ = fs::remove_file(part_path(dir, name));
+                            Err(format!("cannot check: {}", read_error(&e)))
+                        }
+                    };
+                    self.done.push_back(Done::Verified { job, result });
+                    finished.push(job);
+                }
+                Job::Part {
+                    file,
+                    hasher,
+                    hashed,
+                    opening: opening @ Some(_),
+                    ..
+                } => {
+                    let len = opening.unwrap_or(0);
+                    match hash_step(file, len, hasher, hashed, &mut self.buf) {
+                        Ok(false) => {}
+                        Ok(true) => {
+                            *opening = None;
+                            self.done.push_back(Done::Opened {
+                                job,
+                                result: Ok(len),
+                            });
+                        }
+                        Err(e) => {
+                            self.done.push_back(Done::Opened {
+                                job,
+                                result: Err(format!("cannot read the part: {}", read_error(&e))),
+                            });
+                            finished.push(job);
+                        }
+                    }
+                }
+                Job::Upload { file, link, want } => {
+                    let Some((offset, len)) = *want else {
+                        continue;
+                    };
+                    if !room(*link) {
+                        continue;
+                    }
+                    *want = None;
+                    let mut data = vec![0; len];
+                    match file.read_exact_at(&mut data, offset) {
+                        Ok(()) => self.done.push_back(Done::Chunk { job, offset, data }),
+                        Err(e) => {
+                            let why = if e.kind() == io::ErrorKind::UnexpectedEof {
+                                "the file changed since it was offered (it is shorter)".into()
+                            } else {
+                                read_error(&e)
+                            };
+                            self.done.push_back(Done::Failed { job, why });
+                            finished.push(job);
+                        }
+                    }
+                }
+                Job::Part { opening: None, .. } => {}
+            }
+        }
+        for job in finished {
+            self.jobs.remove(&job);
+        }
+    }
+}
+
+/// Whether the part of `name` hashed to `expect`: then it is renamed
+/// (see [`commit`]); else it is deleted.
+fn check(hasher: &Hasher, expect: &Hash, dir: &Path, name: &str) -> Result<PathBuf, String> {
+    if <[u8; 32]>::from(hasher.clone().finalize()) == *expect {
+        return commit(dir, name);
+    }
+    let _ = fs::remove_file(part_path(dir, name));
+    Err("hash mismatch: the data is not the file offered; discarded".into())
+}
+
+/// Hashes the next [`HASH_STEP`] bytes; returns whether the file is done.
+fn hash_step(
+    file: &File,
+    size: u64,
+    hasher: &mut Hasher,
+    at: &mut u64,
+    buf: &mut Vec<u8>,
+) -> io::Result<bool> {
+    let n = size.saturating_sub(*at).min(HASH_STEP as u64) as usize;
+    buf.resize(n, 0);
+    file.read_exact_at(buf, *at)?;
+    hasher.update(&buf[..]);
+    *at += n as u64;
+    Ok(*at >= size)
+}
+
+/// The part of `name` in `dir`.
+pub fn part_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.part"))
+}
+
+fn open_offer(path: &Path, max: u64) -> Result<(File, u64, i64), String> {
+    // Not blocking on a FIFO: it is refused below, not waited on.
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| read_error(&e))?;
+    let m = file.metadata().map_err(|e| read_error(&e))?;
+    if !m.is_file() {
+        return Err("not a regular file".into());
+    }
+    if m.len() > max {
+        return Err(format!(
+            "it is {}, over the file size limit of {} (see --max-file)",
+            Size(m.len()),
+            Size(max)
+        ));
+    }
+    Ok((file, m.len(), mtime(&m)))
+}
+
+fn open_upload(path: &Path, size: u64, when: i64) -> Result<File, String> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => "the file was removed since it was offered".into(),
+            _ => read_error(&e),
+        })?;
+    let m = file.metadata().map_err(|e| read_error(&e))?;
+    if m.len() != size || mtime(&m) != when {
+        return Err("the file changed since it was offered: offer it again".into());
+    }
+    Ok(file)
+}
+
+fn mtime(m: &fs::Metadata) -> i64 {
+    m.mtime().saturating_mul(1_000_000_000) + m.mtime_nsec()
+}
+
+/// Opens (or creates) the part of `name` in `dir` for `size` bytes;
+/// returns it and how much of it is there.
+fn open_part(dir: &Path, name: &str, size: u64) -> Result<(File, u64), String> {
+    let shown = dir.display();
+    if !dir.exists() {
+        fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {shown}: {}", write_error(&e)))?;
+    }
+    let path = part_path(dir, name);
+    // Room for what is missing, checked before anything is created.
+    let there = fs::symlink_metadata(&path).map_or(0, |m| m.len());
+    let need = size.saturating_sub(if there > size { 0 } else { there });
+    if let Some(free) = free_space(dir)
+        && free < need
+    {
+        return Err(format!(
+            "not enough free space in {shown}: {} needed, {} free",
+            Size(need),
+            Size(free)
+        ));
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&path)
+        .map_err(|e| format!("cannot save in {shown}: {}", write_error(&e)))?;
+    let m = file.metadata().map_err(|e| write_error(&e))?;
+    if !m.is_file() {
+        return Err(format!("{} is not a regular file", path.display()));
+    }
+    let mut have = m.len();
+    if have > size {
+        // Not a part of this file.
+        file.set_len(0).map_err(|e| write_error(&e))?;
+        have = 0;
+    }
+    Ok((file, have))
+}
+
+/// Bytes free for us in the file system of `dir`.
+fn free_space(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+}
+
+/// Renames the verified part of `name` to `name`, or to the first of
+/// `name (1)`, `name (2)`… that does not exist: never over a file.
+fn commit(dir: &Path, name: &str) -> Result<PathBuf, String> {
+    let part = part_path(dir, name);
+    for n in 0..MAX_COPIES {
+        let target = dir.join(numbered(name, n));
+        // A hard link fails if the target exists: no race, no overwrite.
+        match fs::hard_link(&part, &target) {
+            Ok(()) => {
+                let _ = fs::remove_file(&part);
+                return Ok(target);
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(_) => {
+                // A file system without hard links: rename, if free.
+                if target.symlink_metadata().is_ok() {
+                    continue;
+                }
+                return fs::rename(&part, &target)
+                    .map(|()| target)
+                    .map_err(|e| format!("cannot rename {}: {}", part.display(), write_error(&e)));
+            }
+        }
+    }
+    Err(format!(
+        "{MAX_COPIES} files named like {name} exist already; the data is in {}",
+        part.display()
+    ))
+}
+
+/// `notes.pdf`, `notes (1).pdf`, `notes (2).pdf`…
+pub fn numbered(name: &str, n: u32) -> String {
+    if n == 0 {
+        return name.to_owned();
+    }
+    match name.rfind('.') {
+        Some(i) if i > 0 => format!("{} ({n}){}", &name[..i], &name[i..]),
+        _ => format!("{name} ({n})"),
+    }
+}
+
+fn read_error(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::NotFound => "no such file".into(),
+        io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => plain(e),
+    }
+}
+
+fn write_error(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) => "the disk is full".into(),
+        Some(libc::EFBIG) => "file too large (a file size limit)".into(),
+        Some(libc::EACCES) | Some(libc::EPERM) => "permission denied".into(),
+        Some(libc::EROFS) => "read-only file system".into(),
+        Some(libc::ELOOP) => "a symbolic link is in the way".into(),
+        _ => plain(e),
+    }
+}
+
+/// An error's text without the `(os error N)`.
+fn plain(e: &io::Error) -> String {
+    let s = e.to_string();
+    match s.find(" (os error") {
+        Some(i) => s[..i].to_owned(),
+        None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("p2pchat-disk-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn run(disk: &mut Disk) -> Vec<Done> {
+        let mut v = Vec::new();
+        for _ in 0..1000 {
+            disk.step(|_| true);
+            while let Some(d) = disk.take_done() {
+                v.push(d);
+            }
+            if !disk.busy(|_| true) {
+                break;
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn names_are_numbered_before_the_extension() {
+        assert_eq!(numbered("notes.pdf", 0), "notes.pdf");
+        assert_eq!(numbered("notes.pdf", 1), "notes (1).pdf");
+        assert_eq!(numbered("README", 2), "README (2)");
+        assert_eq!(numbered("a.tar.gz", 1), "a.tar (1).gz");
+    }
+
+    #[test]
+    fn a_verified_part_never_overwrites() {
+        let d = tmp("commit");
+        fs::write(d.join("notes.pdf"), b"mine").unwrap();
+        fs::write(part_path(&d, "notes.pdf"), b"theirs").unwrap();
+        let p = commit(&d, "notes.pdf").unwrap();
+        assert_eq!(p, d.join("notes (1).pdf"));
+        assert_eq!(fs::read(d.join("notes.pdf")).unwrap(), b"mine");
+        assert_eq!(fs::read(&p).unwrap(), b"theirs");
+        assert!(!part_path(&d, "notes.pdf").exists());
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn offer_hash_write_check_and_mismatch() {
+        let d = tmp("flow");
+        let src = d.join("src.bin");
+        let bytes: Vec<u8> = (0..(HASH_STEP * 2 + 12345))
+            .map(|i| (i * 7) as u8)
+            .collect();
+        fs::write(&src, &bytes).unwrap();
+        let mut disk = Disk::new();
+        disk.io(Io::Prepare {
+            job: 1,
+            path: src.clone(),
+            max: 1 << 30,
+        });
+        let done = run(&mut disk);
+        let Done::Prepared {
+            result: Ok((size, hash, _)),
+            ..
+        } = done[0].clone()
+        else {
+            panic!("{done:?}");
+        };
+        assert_eq!(size, bytes.len() as u64);
+        let want: Hash = Hasher::digest(&bytes).into();
+        assert_eq!(hash, want);
+        // Received in two halves, with a restart in between.
+        let dl = d.join("dl");
+        for (job, range, expect) in [(2, 0..1000, 0u64), (3, 1000..bytes.len(), 1000)] {
+            disk.io(Io::Open {
+                job,
+                dir: dl.clone(),
+                name: "src.bin".into(),
+                size,
+            });
+            assert_eq!(
+                run(&mut disk),
+                [Done::Opened {
+                    job,
+                    result: Ok(expect)
+                }]
+            );
+            disk.io(Io::Write {
+                job,
+                offset: range.start as u64,
+                data: bytes[range.clone()].to_vec(),
+            });
+            if job == 2 {
+                disk.io(Io::Keep { job });
+            }
+        }
+        disk.io(Io::Verify { job: 3, hash });
+        let Done::Verified {
+            result: Ok(path), ..
+        } = run(&mut disk).remove(0)
+        else {
+            panic!("not verified");
+        };
+        assert_eq!(fs::read(&path).unwrap(), bytes);
+        // A wrong hash: reported, and the part is gone.
+        disk.io(Io::Open {
+            job: 4,
+            dir: dl.clone(),
+            name: "src.bin".into(),
+            size: 3,
+        });
+        run(&mut disk);
+        disk.io(Io::Write {
+            job: 4,
+            offset: 0,
+            data: b"abc".to_vec(),
+        });
+        disk.io(Io::Verify { job: 4, hash });
+        let Done::Verified { result: Err(e), .. } = run(&mut disk).remove(0) else {
+            panic!("verified a wrong hash");
+        };
+        assert!(e.contains("hash mismatch"), "{e}");
+        assert!(!part_path(&dl, "src.bin").exists());
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn offers_refuse_what_is_not_a_small_regular_file() {
+        let d = tmp("refuse");
+        let mut disk = Disk::new();
+        fs::write(d.join("big"), vec![0; 100]).unwrap();
+        for (path, max, why) in [
+            (d.join("missing"), 10, "no such file"),
+            (d.clone(), 10, "not a regular file"),
+            (d.join("big"), 10, "over the file size limit"),
+        ] {
+            disk.io(Io::Prepare { job: 1, path, max });
+            let Done::Prepared { result: Err(e), .. } = run(&mut disk).remove(0) else {
+                panic!("offered");
+            };
+            assert!(e.contains(why), "{e}");
+        }
+        let _ = fs::remove_dir_all(&d);
+    }
+}
