@@ -21,7 +21,7 @@
 //!
 //! - `BENCH_QUICK=1`: smoke run (small counts, networks of 4 and 16, no
 //!   64-peer or scale stage, 2 s idle window; a few seconds).
-//! - `BENCH_ONLY=onehop,tput1,tput16,kill,secret,net,discover,files`:
+//! - `BENCH_ONLY=onehop,tput1,tput16,kill,secret,dm,net,discover,files`:
 //!   only these stages (the limits always run; `net` is fan-out, join, RSS
 //!   with 64, idle and scale).
 //! - `BENCH_BIN=path`: run another p2pchat build (one with symbols, for
@@ -105,6 +105,11 @@
 //!   one-hop and throughput runs again with `P2PCHAT_SECRET` set (every
 //!   link encrypted), the figures without a secret from the same run in
 //!   the baseline column.
+//! - `dm.onehop.p50`, `dm.ack.p50`: in a network of 4, `:msg p1 TEXT`
+//!   written to p0 until p1 shows it, and until p0 shows it `delivered`
+//!   (p1's acknowledgement back). `dm.offline.p50`: a message to dave,
+//!   away, held by the others; dave started again (same identity) through
+//!   a random member, from his `* joined through` line until he shows it.
 //! - `fanoutN.p50`, `fanoutN.p99` (N = 4, 16, 64 peers in one network, each
 //!   joined through a random member): one sender, one line at a time, until
 //!   the last of the other N-1 prints it. `fanoutN.flood.*`: the same in a
@@ -599,7 +604,9 @@ impl Peer {
     fn launch(name: &str, mut cmd: Command) -> Result<Peer, String> {
         static HOMES: AtomicU64 = AtomicU64::new(0);
         let n = HOMES.fetch_add(1, Ordering::Relaxed);
-        let home = std::env::temp_dir().join(format!("p2pchat-bench-{}-{n}", std::process::id()));
+        let home = REUSE_HOME.lock().unwrap().take().unwrap_or_else(|| {
+            std::env::temp_dir().join(format!("p2pchat-bench-{}-{n}", std::process::id()))
+        });
         let mut child = cmd
             .env_remove("NO_COLOR")
             .env("XDG_CONFIG_HOME", home.join("config"))
@@ -1409,6 +1416,137 @@ fn onehop(plan: &Plan, lim: &mut Limits, r: &mut Report) {
 /// Whether peers started from now on share a network secret (every link
 /// encrypted by the Noise handshake).
 static SECRET: AtomicBool = AtomicBool::new(false);
+/// The home (identity, known peers) the next peer started gets, instead of
+/// a new one: the same user, back.
+static REUSE_HOME: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+/// How many private messages `p` holds for others (`:msgs`).
+fn holding(p: &mut Peer) -> Result<usize, String> {
+    p.send(":msgs")?;
+    let (_, l) = p.wait(&|l| l.starts_with("* holding "), Instant::now() + DEADLINE)?;
+    l["* holding ".len()..]
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| format!("{}: {l:?}", p.name))
+}
+
+/// Private messages: online latency and acknowledgement, and the time
+/// from an absent recipient's join to the delivery of what was held.
+fn dm_stage(plan: &Plan, lim: &Limits, r: &mut Report) {
+    progress("dm: private messages online, and held until the recipient joins");
+    let rounds = if plan.quick { 3 } else { 10 };
+    let res = (|| -> Result<[Vec<Duration>; 3], String> {
+        let mut net = Net::new();
+        net.grow_to(4)?;
+        let (mut shown, mut acked, mut offline) = (Vec::new(), Vec::new(), Vec::new());
+        let n = plan.onehop / 4;
+        for k in 0..n + n / 10 {
+            let t0 = Instant::now();
+            net.peers[0].send(&format!(":msg p1 d{k}"))?;
+            let t1 = net.peers[1].expect(&format!("p0 (private): d{k}"), t0 + DEADLINE)?;
+            let done = format!("* private {} to p1: delivered", k + 1);
+            let t2 = net.peers[0].expect(&done, t0 + DEADLINE)?;
+            if k >= n / 10 {
+                shown.push(t1 - t0);
+                acked.push(t2 - t0);
+            }
+        }
+        let mut home = None;
+        for round in 0..=rounds {
+            *REUSE_HOME.lock().unwrap() = home.take();
+            let k = net.below(net.peers.len());
+            let mut dave = Peer::start("dave", Some(net.peers[k].port), &net.args)?;
+            let (tj, _) = dave.wait(
+                &|l| l.starts_with("* joined through "),
+                Instant::now() + DEADLINE,
+            )?;
+            if round > 0 {
+                let t = dave.expect(&format!("p0 (private): o{round}"), tj + DEADLINE)?;
+                offline.push(t - tj);
+            }
+            for p in &mut net.peers {
+                p.expect("* dave joined", tj + DEADLINE)?;
+            }
+            if round == rounds {
+                home = Some(std::mem::take(&mut dave.home));
+                break;
+            }
+            home = Some(std::mem::take(&mut dave.home));
+            dave.send(":q")?;
+            let _ = dave.child.wait();
+            let deadline = Instant::now() + DEADLINE;
+            for p in &mut net.peers {
+                p.expect("* dave left", deadline)?;
+            }
+            net.peers[0].send(&format!(":msg dave o{}", round + 1))?;
+            let queued = format!("* private {} to dave: queued", round + 1);
+            net.peers[0].expect(&queued, deadline)?;
+            // Held by three of the four before dave comes back.
+            loop {
+                let mut n = 0;
+                for p in &mut net.peers {
+                    n += usize::from(holding(p)? > 0);
+                }
+                if n >= 3 {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    return Err(format!("held by {n} peers only"));
+                }
+            }
+        }
+        if let Some(h) = home {
+            let _ = std::fs::remove_dir_all(h);
+        }
+        net.note_stderr(r, "dm");
+        Ok([shown, acked, offline])
+    })();
+    match res {
+        Ok([shown, acked, offline]) => {
+            r.row(
+                "dm.onehop.p50",
+                "private message to a member present, until it shows it, p50",
+                us(pct(&shown, 0.5)),
+                "-",
+                if lim.onehop.is_zero() {
+                    "-".into()
+                } else {
+                    format!("chat {}", us(lim.onehop))
+                },
+                Status::Info,
+            );
+            r.row(
+                "dm.ack.p50",
+                "private message until the sender shows it delivered, p50",
+                us(pct(&acked, 0.5)),
+                "-",
+                "-".into(),
+                Status::Info,
+            );
+            r.row(
+                "dm.offline.p50",
+                &format!(
+                    "held message: recipient's join until it shows it, p50 of {}",
+                    offline.len()
+                ),
+                us(pct(&offline, 0.5)),
+                "-",
+                "-".into(),
+                Status::Info,
+            );
+        }
+        Err(e) => r.failed(
+            "private messages",
+            &e,
+            &[
+                ("dm.onehop.p50", "private message online", "-"),
+                ("dm.ack.p50", "private message acknowledged", "-"),
+                ("dm.offline.p50", "held message delivered on join", "-"),
+            ],
+        ),
+    }
+}
 
 /// The one-hop and throughput runs again with a network secret, beside
 /// the figures without one from this run.
@@ -2926,6 +3064,9 @@ fn main() {
     }
     if run("secret") {
         secret_stage(&plan, &lim, &mut r);
+    }
+    if run("dm") {
+        dm_stage(&plan, &lim, &mut r);
     }
     if run("net") {
         network_stage(&plan, &lim, &mut r);

@@ -229,9 +229,10 @@ pub fn help() -> String {
          new network; with them, join the network of the peer listening there.\n\
          With --discover, find peers on the LAN, and be found there.\n\
          Type a line to send it to your room (the lobby at first; :rooms lists\n\
-         the rooms, :create and :join enter one); :help (or /help) lists the\n\
-         commands. Defaults come from $XDG_CONFIG_HOME/p2pchat/config (see the\n\
-         man page)."
+         the rooms, :create and :join enter one); :msg NAME TEXT sends a private\n\
+         message, encrypted to NAME, kept for NAME if away; :help (or /help)\n\
+         lists the commands. Defaults come from $XDG_CONFIG_HOME/p2pchat/config\n\
+         (see the man page)."
     );
     options().usage(&brief)
 }

@@ -178,18 +178,17 @@ pub const COMMANDS: &[Row] = &[
         help: "go by another name, without leaving",
         run: Some(|a| one_name(a).map(|n| Input::Node(node::Command::Nick(n)))),
     },
-    // Not available yet: refused, never sent as chat.
     Row {
         names: &["msg", "m"],
         args: "NAME TEXT",
-        help: "a private message",
-        run: None,
+        help: "a private message, encrypted to NAME; kept for NAME if absent",
+        run: Some(|a| msg(a).map(|(n, t)| Input::Node(node::Command::Msg(n, t)))),
     },
     Row {
         names: &["msgs"],
         args: "",
-        help: "messages kept for you",
-        run: None,
+        help: "your private messages not delivered yet, and their state",
+        run: Some(|_| Ok(Input::Node(node::Command::Msgs))),
     },
     Row {
         names: &["send"],
@@ -277,6 +276,14 @@ fn one_name(args: &str) -> Result<String, String> {
     match (words.next(), words.next()) {
         (Some(n), None) => Ok(n.to_owned()),
         _ => Err("give one name".into()),
+    }
+}
+
+/// `:msg`'s name and text.
+fn msg(args: &str) -> Result<(String, String), String> {
+    match args.split_once(char::is_whitespace) {
+        Some((n, t)) if !t.trim().is_empty() => Ok((n.to_owned(), t.trim().to_owned())),
+        _ => Err("give a name and a message".into()),
     }
 }
 
@@ -641,6 +648,25 @@ mod tests {
     }
 
     #[test]
+    fn private_messages_take_a_name_and_text() {
+        let m = |n: &str, t: &str| Input::Node(node::Command::Msg(n.into(), t.into()));
+        assert_eq!(parse("/msg bob psst, private?"), m("bob", "psst, private?"));
+        assert_eq!(parse(":m bob  two  spaces "), m("bob", "two  spaces"));
+        assert_eq!(parse("/MSG bob hi"), m("bob", "hi"));
+        for bad in [":msg", ":msg bob", ":m bob   "] {
+            match parse(bad) {
+                Input::Error(e) => assert!(e.ends_with("give a name and a message"), "{e}"),
+                other => panic!("{bad:?} gave {other:?}"),
+            }
+        }
+        assert_eq!(parse(":msgs"), Input::Node(node::Command::Msgs));
+        assert_eq!(
+            parse(":msgs x"),
+            Input::Error(":msgs takes no arguments".into())
+        );
+    }
+
+    #[test]
     fn file_commands_take_their_arguments() {
         let node = |c| Input::Node(c);
         assert_eq!(
@@ -656,21 +682,6 @@ mod tests {
         assert_eq!(parse(":files"), node(Command::Files));
         for bad in [":send", ":send  ", ":get", ":get x", ":get -1", ":cancel"] {
             assert!(matches!(parse(bad), Input::Error(_)), "{bad}");
-        }
-    }
-
-    #[test]
-    fn commands_to_come_are_refused_not_sent() {
-        for line in [
-            "/msg bob psst, private?",
-            "/m bob secret",
-            "/MSG bob secret",
-            ":msg bob secret",
-        ] {
-            match parse(line) {
-                Input::Error(e) => assert!(e.contains("not available yet"), "{line}: {e}"),
-                other => panic!("{line:?} gave {other:?}"),
-            }
         }
     }
 
@@ -755,7 +766,7 @@ mod tests {
             r#"{"shout":"x"}"#,
             r#"{"command":":)"}"#,
             r#"{"command":"frob"}"#,
-            r#"{"command":"msg bob hi"}"#,
+            r#"{"command":"nick"}"#,
             r#"{"say":"x"} trailing"#,
             r#"{"say":"\ud800"}"#,
             r#"{"say":"unterminated}"#,
@@ -776,10 +787,10 @@ mod tests {
             }
         }
         assert!(available().any(|n| n == "who"));
-        assert!(!available().any(|n| n == "msg"));
+        assert!(available().any(|n| n == "nick"));
         let help = help();
         assert!(help.iter().any(|l| l.starts_with(":q, :quit")));
-        assert!(!help.iter().any(|l| l.contains(":msg")));
+        assert!(help.iter().any(|l| l.contains(":msg, :m")));
         assert_eq!(text(":q"), said(":q"));
     }
 }

@@ -21,6 +21,7 @@ use crate::peers::PeerList;
 use crate::proto::crypto::{self, Identity};
 use crate::proto::wire;
 use crate::signal::SignalPipe;
+use crate::store;
 use crate::term::editor::Outcome;
 use crate::term::ui::Ui;
 use mio::net::TcpListener;
@@ -29,6 +30,7 @@ use mio::{Events, Interest, Poll, Token};
 use socket2::SockRef;
 use std::io::{self, Read};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 const LISTENER: Token = Token(0);
@@ -140,6 +142,12 @@ struct Loop {
     families: (bool, bool),
     /// A link of a family we do not listen on has been warned about.
     warned_family: bool,
+    /// Where private messages are kept across restarts (see [`store`]).
+    store: Option<PathBuf>,
+    /// When the store was last written: it is written at most every
+    /// [`SAVE_EVERY`] (a sync to disk takes milliseconds on a busy disk,
+    /// and blocks the loop).
+    saved_at: Option<Millis>,
     /// File reads and writes of transfers, in bounded steps.
     disk: Disk,
     /// The IRC gateway (`--irc`), another front end.
@@ -149,6 +157,9 @@ struct Loop {
     /// LAN discovery (`--discover`).
     lan: Option<Lan>,
 }
+
+/// The private message store is written at most this often.
+const SAVE_EVERY: Millis = 1_000;
 
 /// stdin is made non-blocking for the poll; the file description is
 /// shared with the shell, so its flags are put back on the way out.
@@ -265,6 +276,10 @@ impl Loop {
         if keys.secret.is_none() {
             ui.diagnostic("this network is not encrypted (no network secret: see P2PCHAT_SECRET)");
         }
+        let store = store::path(&opts.name);
+        if let Some(p) = &store {
+            restore_private(&mut core, p, ui);
+        }
         ui.listening(port, crate::iface::local_addrs(local.ip()));
         let lan = match &opts.discover {
             None => None,
@@ -333,6 +348,8 @@ impl Loop {
             unread: Vec::new(),
             families,
             warned_family: false,
+            store,
+            saved_at: None,
             disk: Disk::new(),
             irc,
             irc_origin: None,
@@ -371,6 +388,9 @@ impl Loop {
                     self.apply(ui);
                 }
             }
+            // After the frames and the lines went out: a sync to disk
+            // must not hold them up.
+            self.save_private(ui, false);
             let timeout = self.timeout();
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
@@ -477,6 +497,9 @@ impl Loop {
         }
         if self.wants_stdin() {
             min(now);
+        }
+        if let Some(s) = self.save_due() {
+            min(s);
         }
         t.map(|t| Duration::from_millis(t.saturating_sub(now)))
     }
@@ -832,6 +855,7 @@ impl Loop {
                     }
                 }
                 Action::Stop(stop) => {
+                    self.save_private(ui, true);
                     if let Some(m) = stop.message() {
                         ui.error(m);
                     }
@@ -849,6 +873,28 @@ impl Loop {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// When the private message store is due to be written, if it has
+    /// changed.
+    fn save_due(&self) -> Option<Millis> {
+        (self.store.is_some() && self.core.private_unsaved())
+            .then(|| self.saved_at.map_or(0, |t| t + SAVE_EVERY))
+    }
+
+    /// Writes the private message store if it changed and is due (or
+    /// `now`, on leaving).
+    fn save_private(&mut self, ui: &mut Ui, now: bool) {
+        let due = self.save_due();
+        if !now && due.is_none_or(|t| self.now() < t) {
+            return;
+        }
+        if let (Some(p), Some(bytes)) = (&self.store, self.core.private_store()) {
+            self.saved_at = Some(self.now());
+            if let Err(e) = store::write(p, &bytes) {
+                ui.error(&format!("{}: {e}", p.display()));
             }
         }
     }
@@ -1021,6 +1067,35 @@ fn start_irc(poll: &Poll, opts: &crate::cli::Irc, ui: &mut Ui) -> Result<Gateway
 
 /// Restores the terminal (and stdout's flags) and stops the process;
 /// SIGCONT brings it back.
+/// Takes back the private messages kept at `path`; a store that cannot
+/// be read is set aside, and the user told.
+fn restore_private(core: &mut Node, path: &Path, ui: &mut Ui) {
+    let shown = path.display();
+    let why = match store::read(path) {
+        Ok(None) => return,
+        Ok(Some((bytes, ago))) => match core.restore_private(&bytes, ago) {
+            Ok((0, 0)) => return,
+            Ok((mine, others)) => {
+                ui.diagnostic(&format!(
+                    "kept {mine} private message{} of yours not delivered yet, and {others} \
+                     for absent members ({shown})",
+                    if mine == 1 { "" } else { "s" }
+                ));
+                return;
+            }
+            Err(e) => e,
+        },
+        Err(e) => e,
+    };
+    match store::set_aside(path) {
+        Ok(to) => ui.error(&format!(
+            "{shown}: {why}: set aside as {}; its messages are lost",
+            to.display()
+        )),
+        Err(e) => ui.error(&format!("{shown}: {why}; cannot set it aside: {e}")),
+    }
+}
+
 fn suspend(ui: &mut Ui) {
     if let Some(o) = ui.out() {
         o.restore();

@@ -13,7 +13,9 @@
 //!   allowed; [`iface`]: this machine's addresses.
 //! - [`irc`]: the IRC gateway, a second front end.
 //! - [`node`]: one peer, the machines below wired together, with no I/O.
-//! - [`app`]: what events mean to the user (chat, files).
+//! - [`app`]: what events mean to the user (chat, private messages,
+//!   files); [`store`]: the file private messages are kept in across
+//!   restarts.
 //! - [`proto`]: the wire format and the protocol machines (links,
 //!   membership, mesh, broadcast, LAN discovery).
 
@@ -32,4 +34,5 @@ pub mod node;
 pub mod peers;
 pub mod proto;
 pub mod signal;
+pub mod store;
 pub mod term;

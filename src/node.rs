@@ -18,6 +18,7 @@
 //! meanwhile are held (see [`Links::hold`]) and answered once it is in.
 
 use crate::app::chat::Chat;
+use crate::app::dm::{self, Dm};
 use crate::app::files::{self, Files};
 use crate::app::rooms::{self, Rooms};
 use crate::app::{MemberView, Net, Reach};
@@ -226,6 +227,10 @@ pub enum Command {
     Me(String),
     /// `:nick`: go by another name.
     Nick(String),
+    /// A private message: to, text.
+    Msg(String, String),
+    /// Our private messages not delivered yet.
+    Msgs,
     /// `:send [NAME] PATH`, as typed after the command.
     Send(String),
     Files,
@@ -285,6 +290,7 @@ pub struct Node {
     broadcast: Broadcast,
     chat: Chat,
     rooms: Rooms,
+    dm: Dm,
     files: Files,
     /// The user was told a newer version of p2pchat is about.
     told_newer: bool,
@@ -327,6 +333,7 @@ macro_rules! net {
             broadcast: &mut $s.broadcast,
             membership: &$s.membership,
             links: &$s.links,
+            known: &$s.known,
             out: &mut $s.out,
         }
     };
@@ -340,6 +347,7 @@ struct AppNet<'a> {
     broadcast: &'a mut Broadcast,
     membership: &'a Membership,
     links: &'a Links,
+    known: &'a HashMap<String, PublicKey>,
     out: &'a mut VecDeque<Action>,
 }
 
@@ -402,6 +410,26 @@ impl Net for AppNet<'_> {
         }
         self.membership.get(id).and_then(|m| m.ident).map(|i| i.key)
     }
+
+    fn find(&self, name: &str) -> Option<NodeId> {
+        let id = self.membership.find(name)?;
+        let m = self.membership.get(id)?;
+        (m.present() && m.name.as_deref() == Some(name)).then_some(id)
+    }
+
+    fn key_of_name(&self, name: &str) -> Option<PublicKey> {
+        let here = self
+            .find(name)
+            .and_then(|id| self.membership.get(id)?.ident);
+        here.map(|i| i.key)
+            .or_else(|| self.known.get(name).copied())
+    }
+
+    fn ring(&self) -> Vec<NodeId> {
+        let mut v: Vec<NodeId> = self.membership.present().map(|(id, _)| id).collect();
+        v.push(self.me);
+        v
+    }
 }
 
 impl Node {
@@ -447,6 +475,7 @@ impl Node {
             links: Links::new(link_cfg, ident.clone(), name, port, cfg.psk),
             membership: Membership::new(member_cfg, name, rng.next_u64()),
             mesh: Mesh::new(mesh_cfg, rng.next_u64()),
+            dm: Dm::new(ident.clone()),
             broadcast: Broadcast::new(bc_cfg, ident),
             chat: Chat::default(),
             rooms: Rooms::new(),
@@ -900,6 +929,12 @@ impl Node {
                 }
             }
             Command::Nick(name) => self.nick(&name, now),
+            Command::Msg(to, text) => {
+                if self.is_member() {
+                    self.dm.send(&mut net!(self), &to, &text, now);
+                }
+            }
+            Command::Msgs => self.dm.list(&mut net!(self), now),
             Command::Send(args) => self.send_file(&args),
             Command::Files => self.files.list(&mut net!(self)),
             Command::Get(id, dir) => self.files.get(&mut net!(self), id, dir, now),
@@ -1004,6 +1039,9 @@ impl Node {
                 self.chat.left(&mut net!(self), name, false);
             }
         }
+        if self.is_member() {
+            self.dm.tick(&mut net!(self), now);
+        }
         if let Some((stop, until)) = self.leaving.take() {
             if now >= until {
                 self.stop(stop);
@@ -1031,10 +1069,43 @@ impl Node {
             self.rooms.deadline(),
             self.handover.as_ref().map(|&(_, until)| until),
             self.race_left.front().map(|&(_, t)| t),
+            self.dm.deadline().filter(|_| self.is_member()),
         ]
         .into_iter()
         .flatten()
         .min()
+    }
+
+    /// The private messages held here and ours undelivered, as bytes to
+    /// keep across a restart, if they changed since last asked.
+    pub fn private_store(&mut self) -> Option<Vec<u8>> {
+        self.dm.save(self.now)
+    }
+
+    /// Whether [`Node::private_store`] has something new.
+    pub fn private_unsaved(&self) -> bool {
+        self.dm.unsaved()
+    }
+
+    /// Takes back the private messages of [`Node::private_store`], kept
+    /// `elapsed` ms ago; returns how many of ours and of others'.
+    ///
+    /// # Errors
+    ///
+    /// What is wrong with the bytes; nothing is taken then.
+    pub fn restore_private(
+        &mut self,
+        bytes: &[u8],
+        elapsed: Millis,
+    ) -> Result<(usize, usize), String> {
+        self.dm.restore(bytes, elapsed, self.now)
+    }
+
+    /// For tests: private messages held here for others, and ours not
+    /// acknowledged yet.
+    #[doc(hidden)]
+    pub fn private_counts(&self) -> (usize, usize) {
+        (self.dm.held(), self.dm.unacknowledged())
     }
 
     /// For tests of mixed versions: floods `body` as our next event, even
@@ -1827,6 +1898,7 @@ impl Node {
                     self.chat.joined(&mut net!(self), shown);
                 }
                 self.rooms.presence(&mut net!(self), origin, now);
+                self.dm.changed();
                 self.maintain(now);
             }
             Body::Leave => self.remove_member(origin),
@@ -1849,6 +1921,9 @@ impl Node {
             }
             Body::Rename { name } => self.membership.rename(origin, &name, false, now),
             Body::Clock { time } => self.chat.clock(origin, time),
+            Body::Other { kind, payload } if (dm::PRIVATE..=29).contains(&kind) => self
+                .dm
+                .delivered(&mut net!(self), origin, kind, &payload, now),
             Body::Suspect { target } if target == self.id => self.membership.answer(id, now),
             Body::Suspect { target } => self.membership.suspicion(id, target, now),
             Body::Alive { .. } => self.membership.alive(origin),
@@ -1888,6 +1963,7 @@ impl Node {
         let Some(m) = self.membership.leave(id) else {
             return;
         };
+        self.dm.changed();
         self.broadcast.remove(id);
         self.mesh.forget(id);
         // One never announced under a name (it lost a join race, or
@@ -1926,6 +2002,9 @@ impl Node {
     /// Routes what membership asks for.
     fn membership_out(&mut self, now: Millis) {
         while let Some(o) = self.membership.next_out() {
+            if !matches!(o, Out::Publish(_) | Out::Dial(..)) {
+                self.dm.changed();
+            }
             match o {
                 Out::Publish(body) => {
                     if self.is_member() {
@@ -1985,6 +2064,7 @@ impl Node {
         }
         self.mesh.reset(id);
         self.broadcast.resume(id, now);
+        self.dm.changed();
         if self.is_member() {
             let name = self.membership.display(id);
             self.chat.joined(&mut net!(self), name);

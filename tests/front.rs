@@ -19,16 +19,14 @@ fn pair() -> (Peer, Peer) {
     (alice, bob)
 }
 
-/// IRC habits: `/` works like `:`, commands ignore case, unknown and
-/// not-yet-available commands are refused and never sent, emoticons are
+/// IRC habits: `/` works like `:`, commands ignore case, unknown
+/// commands and bad arguments are refused and never sent, emoticons are
 /// chat.
 #[test]
 fn irc_commands_never_leak_as_chat() {
     let (mut alice, mut bob) = pair();
-    alice.send("/msg bob psst, private?");
-    alice.expect_err_line("p2pchat: /msg is not available yet; nothing was sent");
-    alice.send("/MSGS");
-    alice.expect_err_contains("/msgs is not available yet");
+    alice.send("/msg bob");
+    alice.expect_err_line("p2pchat: /msg: give a name and a message");
     alice.send("/frob x");
     alice.expect_err_line("p2pchat: unknown command /frob (try /help)");
     alice.send("/WHO");

@@ -209,10 +209,13 @@ fn ping_unknown_commands_long_lines_and_quit_detaches() {
         back.push_str(l.split_once(" :").unwrap().1);
     }
     assert_eq!(back, words.trim_end());
-    // Features not here yet answer with an error, nothing is sent. (JOIN
-    // is a room command now.)
+    // A PRIVMSG to a member is a private message, and one to us a
+    // PRIVMSG from its sender.
     c.send("PRIVMSG bob :psst");
-    c.expect(":p2pchat 401 alice bob :/msg is not available yet; nothing was sent");
+    bob.expect_line("alice (private): psst");
+    c.expect(":p2pchat NOTICE alice :* private 1 to bob: delivered");
+    bob.send(":msg alice psst back");
+    c.expect(":bob!bob@p2pchat PRIVMSG alice :psst back");
     // QUIT detaches the client only: the peer stays in the network.
     c.send("QUIT :bye");
     c.expect("ERROR :Closing link: Client quit");

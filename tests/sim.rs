@@ -93,6 +93,10 @@ struct Node {
     join_lines: Vec<String>,
     /// Chat lines shown with when they were said: (text, said).
     stamps: Vec<(String, Option<u64>)>,
+    /// Private messages shown: (from, text); delivery states of ours:
+    /// (to, number, state).
+    privates: Vec<(String, String)>,
+    deliveries: Vec<(String, u64, String)>,
 }
 
 struct Sim {
@@ -192,13 +196,22 @@ impl Sim {
     }
 
     fn add(&mut self, name: &str, cfg: Config) -> usize {
+        let id = self.rng.next_u64();
+        let i = self.add_as(name, cfg, Identity::from_seed(id));
+        self.keys[i] = id;
+        i
+    }
+
+    /// A node with identity `ident` (a key used before, with a new nonce:
+    /// the same user, back). Only nodes made by [`Sim::add`] can be
+    /// [`Sim::restart`]ed.
+    fn add_as(&mut self, name: &str, cfg: Config, ident: Identity) -> usize {
         let i = self.nodes.len();
         self.pushed.push(None);
-        let id = self.rng.next_u64();
         let seed = self.rng.next_u64();
-        self.keys.push(id);
+        self.keys.push(u64::MAX);
         self.nodes.push(Node {
-            core: node::Node::new(cfg, Identity::from_seed(id), name, addr(i).port(), seed),
+            core: node::Node::new(cfg, ident, name, addr(i).port(), seed),
             alive: true,
             chats: Vec::new(),
             joined: HashSet::new(),
@@ -211,6 +224,8 @@ impl Sim {
             renames: Vec::new(),
             join_lines: Vec::new(),
             stamps: Vec::new(),
+            privates: Vec::new(),
+            deliveries: Vec::new(),
         });
         i
     }
@@ -368,6 +383,13 @@ impl Sim {
                             n.left_at.push(self.now);
                         }
                         Show::Warning(w) => n.warnings.push(w),
+                        Show::Private {
+                            from,
+                            text,
+                            own: false,
+                            ..
+                        } => n.privates.push((from, text)),
+                        Show::Delivery { to, n: k, state } => n.deliveries.push((to, k, state)),
                         _ => {}
                     }
                 }
@@ -2596,6 +2618,123 @@ fn rooms_converge_under_churn_crashes_and_a_partition() {
                 sim.now,
                 started.elapsed()
             );
+        });
+    }
+}
+
+/// Private messages to dave, who is away, from two senders: the first
+/// leaves before dave is back; meanwhile holders crash, one leaves, and
+/// the network is cut in two and heals. dave, back through a random
+/// peer, is shown every message exactly once, in order per sender;
+/// nobody else shows any; every copy is dropped; and the sender still
+/// there is told each was delivered.
+#[test]
+fn private_messages_survive_churn_and_their_sender() {
+    for seed in seeds(&[71]) {
+        with_seed(seed, |seed| {
+            let n = 20;
+            let cfg = Config::default();
+            let mut sim = Sim::new(seed, 10);
+            grow(&mut sim, n, &cfg);
+            let dave_key = [0xda; 32];
+            let dave = sim.add_as("dave", cfg.clone(), Identity::new(dave_key, 1));
+            sim.join(dave, 3);
+            let t = sim.now + 5_000;
+            sim.run_until(t);
+            let now = sim.now;
+            sim.nodes[dave].core.command(Command::Quit, now);
+            sim.pump(dave);
+            sim.nodes[dave].alive = false;
+            let t = sim.now + 5_000;
+            sim.run_until(t);
+
+            let (s1, s2) = (1, 2);
+            let mut want: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            let mut msg = |sim: &mut Sim, s: usize, k: usize| {
+                let text = format!("to dave from {} #{k}", name(s));
+                let now = sim.now;
+                sim.nodes[s]
+                    .core
+                    .command(Command::Msg("dave".into(), text.clone()), now);
+                sim.pump(s);
+                want.entry(name(s)).or_default().push(text);
+                let t = sim.now + 50;
+                sim.run_until(t);
+            };
+            for k in 0..3 {
+                msg(&mut sim, s1, k);
+                msg(&mut sim, s2, k);
+            }
+            let t = sim.now + 2_000;
+            sim.run_until(t);
+            // The first sender leaves.
+            let now = sim.now;
+            sim.nodes[s1].core.command(Command::Quit, now);
+            sim.pump(s1);
+            let t = sim.now + 2_000;
+            sim.run_until(t);
+            sim.nodes[s1].alive = false;
+            let holders = |sim: &Sim| -> Vec<usize> {
+                sim.live()
+                    .into_iter()
+                    .filter(|&i| sim.nodes[i].core.private_counts().0 > 0)
+                    .collect()
+            };
+            let h = holders(&sim);
+            assert!(h.len() >= 3, "holders {h:?}");
+            // Two holders crash, one leaves.
+            for &i in h.iter().filter(|&&i| i != s2).take(2) {
+                sim.kill(i);
+            }
+            let t = sim.now + 10_000;
+            sim.run_until(t);
+            let h = holders(&sim);
+            assert!(h.len() >= 3, "copies re-replicated: holders {h:?}");
+            let quitter = *h.iter().find(|&&i| i != s2).unwrap();
+            let now = sim.now;
+            sim.nodes[quitter].core.command(Command::Quit, now);
+            sim.pump(quitter);
+            let t = sim.now + 3_000;
+            sim.run_until(t);
+            sim.nodes[quitter].alive = false;
+            for k in 3..5 {
+                msg(&mut sim, s2, k);
+            }
+            // A partition that heals.
+            let live = sim.live();
+            let side: BTreeSet<usize> = live.iter().copied().take(live.len() / 2).collect();
+            sim.partition(&side);
+            let t = sim.now + 8_000;
+            sim.run_until(t);
+            sim.cut.clear();
+            let t = sim.now + 30_000;
+            sim.run_until(t);
+            assert!(holders(&sim).len() >= 3, "holders {:?}", holders(&sim));
+
+            // dave is back, through a random live peer.
+            let live = sim.live();
+            let through = live[sim.rng.below(live.len() as u64) as usize];
+            let dave = sim.add_as("dave", cfg.clone(), Identity::new(dave_key, 2));
+            sim.join(dave, through);
+            let t = sim.now + 30_000;
+            sim.run_until(t);
+
+            let mut got: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for (from, text) in &sim.nodes[dave].privates {
+                got.entry(from.clone()).or_default().push(text.clone());
+            }
+            assert_eq!(got, want, "dave's warnings: {:?}", sim.nodes[dave].warnings);
+            for i in sim.live().into_iter().filter(|&i| i != dave) {
+                assert!(sim.nodes[i].privates.is_empty(), "node {i} showed one");
+                assert_eq!(sim.nodes[i].core.private_counts().0, 0, "node {i} holds");
+            }
+            assert_eq!(sim.nodes[s2].core.private_counts().1, 0);
+            let delivered = sim.nodes[s2]
+                .deliveries
+                .iter()
+                .filter(|d| d.2 == "delivered")
+                .count();
+            assert_eq!(delivered, 5);
         });
     }
 }

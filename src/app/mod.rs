@@ -7,6 +7,7 @@
 //! numbers.
 
 pub mod chat;
+pub mod dm;
 pub mod files;
 pub mod rooms;
 
@@ -39,6 +40,19 @@ pub trait Net {
     /// The key member `id`'s node id is bound to (ours for our id), if
     /// known: its events are verified as that key's.
     fn key_of(&self, id: NodeId) -> Option<PublicKey>;
+    /// The member present under `name` (its name trusted), if any.
+    fn find(&self, _name: &str) -> Option<NodeId> {
+        None
+    }
+    /// The key known for `name`: its present member's, or the one it had
+    /// when last met.
+    fn key_of_name(&self, _name: &str) -> Option<PublicKey> {
+        None
+    }
+    /// The node ids of the members present, ours among them.
+    fn ring(&self) -> Vec<NodeId> {
+        vec![self.id()]
+    }
 }
 
 /// Something for the user interface to show.
@@ -79,6 +93,20 @@ pub enum Show {
         lost: bool,
     },
     Members(Vec<MemberView>),
+    /// A private message, ours (`own`) or to us.
+    Private {
+        from: String,
+        to: String,
+        text: String,
+        own: bool,
+    },
+    /// Where our private message `n` to `to` is: `sent` (to a member
+    /// present), `queued` (held for an absent one), `delivered`.
+    Delivery {
+        to: String,
+        n: u64,
+        state: String,
+    },
     /// `:peers`: the members LAN discovery found (None: it is off).
     Discovered(Option<Vec<MemberView>>),
     /// A problem worth telling the user that is not fatal.

@@ -800,6 +800,12 @@ impl Session {
             }
             Show::Warning(w) => self.notice(&format!("p2pchat: {w}")),
             Show::Info(i) => self.notice(i),
+            Show::Private {
+                from,
+                to,
+                text,
+                own,
+            } => self.private_message(from, to, text, *own, origin),
             #[allow(unreachable_patterns)]
             _ => {
                 // What has no IRC form of its own yet (a feature's new
@@ -1379,13 +1385,15 @@ mod tests {
         assert_eq!(
             l,
             [
-                ":p2pchat 401 alice bob :/msg is not available yet; nothing was sent",
                 ":p2pchat 401 alice nobody :No such nick/channel",
                 ":p2pchat 404 alice #rust :Cannot send to channel (not in that room)",
             ]
         );
-        assert!(s.take_commands().is_empty(), "nothing sent as chat");
-        // Actions and renames are commands now.
+        // Only the private message to bob goes out; nothing as chat.
+        assert_eq!(
+            s.take_commands(),
+            [Command::Msg("bob".into(), "psst".into())]
+        );
         s.feed(&view, b"PRIVMSG #lobby :\x01ACTION waves\x01\r\n", 0);
         s.feed(&view, b"NICK alicia\r\n", 0);
         assert_eq!(
@@ -1674,7 +1682,10 @@ mod tests {
         );
         // A private message to an escaped nick names the member.
         s.feed(&view, "PRIVMSG ¤40carol :psst\r\n".as_bytes(), 0);
-        assert!(lines(&mut s)[0].contains("/msg is not available yet"));
+        assert_eq!(
+            s.take_commands(),
+            [Command::Msg("@carol".into(), "psst".into())]
+        );
     }
 
     #[test]

@@ -81,6 +81,18 @@ impl Identity {
     pub fn sign(&self, msg: &[u8]) -> Sig {
         self.key.sign(msg).to_bytes()
     }
+
+    /// This key as an X25519 secret, to open what was sealed to
+    /// [`dh_public`] of our public key (private messages).
+    pub fn dh_secret(&self) -> [u8; 32] {
+        self.key.to_scalar_bytes()
+    }
+}
+
+/// An Ed25519 public key in its X25519 (Montgomery) form, to seal to;
+/// `None` if the bytes are no usable key.
+pub fn dh_public(key: &PublicKey) -> Option<[u8; 32]> {
+    verifying(key).map(|k| k.to_montgomery().to_bytes())
 }
 
 /// The node id a key and nonce make.

@@ -92,6 +92,8 @@
 //!                                                   1970, UTC): when the events after
 //!                                                   it were said, to the second
 //! 10-14      rooms: ROOM, SAY, ENTER, SHOUT, HISTORY (see [`rooms`])
+//! 20 PRIVATE, 21 RECEIVED    private messages: payloads defined, encoded and
+//!                            decoded by crate::app::dm; here they are Body::Other
 //! 30 OFFER   a file offer, decoded by crate::app::files from Body::Other
 //! ```
 //!

@@ -554,6 +554,15 @@ pub(crate) fn plain(ev: &Show) -> Vec<String> {
         }
         Show::Discovered(v) => discovered(v.as_deref()),
         Show::Info(i) => vec![format!("* {}", escape_controls(i))],
+        Show::Private { own: true, .. } => vec![],
+        Show::Private { from, text, .. } => vec![format!(
+            "{} (private): {}",
+            escape_controls(from),
+            escape_controls(text)
+        )],
+        Show::Delivery { to, n, state } => {
+            vec![format!("* private {n} to {}: {state}", escape_controls(to))]
+        }
         Show::File(n) => n.plain().lines().map(escape_controls).collect(),
     }
 }
@@ -791,6 +800,25 @@ fn json(ev: &Show) -> (&'static str, String) {
             )
         }
         Show::Info(i) => ("info", format!(r#","text":{}"#, Js(i))),
+        Show::Private {
+            from,
+            to,
+            text,
+            own,
+        } => (
+            "private",
+            format!(
+                r#","from":{},"to":{},"text":{}{}"#,
+                Js(from),
+                Js(to),
+                Js(text),
+                if *own { r#","own":true"# } else { "" }
+            ),
+        ),
+        Show::Delivery { to, n, state } => (
+            "delivery",
+            format!(r#","to":{},"n":{n},"state":{}"#, Js(to), Js(state)),
+        ),
         Show::File(n) => n.json(|s| Js(s).to_string()),
     }
 }
@@ -912,6 +940,30 @@ fn tty(s: &mut Screen, me: &str, ev: &Show, at: i64, now: i64) {
             return;
         }
         Show::Info(i) => s.style(NOTICE, &format!("* {}", escape_controls(i))),
+        Show::Private {
+            from,
+            to,
+            text,
+            own,
+        } => {
+            let head = if *own {
+                format!(
+                    "{when} {} ",
+                    s.style(OWN, &format!("-> {} (private):", escape_controls(to)))
+                )
+            } else {
+                let _ = s.bell();
+                let from = escape_controls(from);
+                let who = s.paint(&s.name_color(&from), &from);
+                format!("{when} {who} (private): ")
+            };
+            let _ = s.print_message(&head, &escape_controls(text), None);
+            return;
+        }
+        Show::Delivery { to, n, state } => s.style(
+            NOTICE,
+            &format!("{when} * private {n} to {}: {state}", escape_controls(to)),
+        ),
         Show::File(n) => {
             for l in n.tty().lines() {
                 let l = s.style(NOTICE, &escape_controls(l));
@@ -947,7 +999,10 @@ fn log_room(ev: &Show) -> Option<&str> {
         | Show::Joined { .. }
         | Show::Shout { .. }
         | Show::Renamed { .. } => Some(LOBBY),
+        // Private messages are never written to a room's log.
         Show::Members(_)
+        | Show::Private { .. }
+        | Show::Delivery { .. }
         | Show::Warning(_)
         | Show::Error(_)
         | Show::Info(_)
