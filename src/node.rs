@@ -1909,7 +1909,8 @@ impl Node {
                 }
             }
             Body::Room(ev) => {
-                self.rooms.delivered(&mut net!(self), origin, ev, now);
+                let said = self.chat.said(origin);
+                self.rooms.delivered(&mut net!(self), origin, ev, said, now);
                 self.check_handover(now);
             }
             // Actions are the lobby's (rooms carry lines only, for now).

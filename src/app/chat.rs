@@ -71,7 +71,7 @@ impl Chat {
     }
 
     /// When `from` said what it says now, if it told us.
-    fn said(&self, from: NodeId) -> Option<u64> {
+    pub fn said(&self, from: NodeId) -> Option<u64> {
         self.said.get(from).copied()
     }
 

@@ -417,6 +417,8 @@ pub struct Rooms {
     here: Option<(String, u32)>,
     moves: u32,
     said: u32,
+    /// When the event being delivered was said, by its sender's clock.
+    said_at: Option<u64>,
     lobby: Lines,
     entering: Option<Entering>,
     /// Leaving the network: rooms still being handed over, and to whom.
@@ -1094,10 +1096,19 @@ impl Rooms {
     // ------------------------------------------------------------- events
 
     /// A room event of `origin` was delivered.
-    pub fn delivered(&mut self, net: &mut impl Net, origin: NodeId, ev: RoomEvent, now: Millis) {
+    /// `said`: when its sender said it, by its clock, if it told us.
+    pub fn delivered(
+        &mut self,
+        net: &mut impl Net,
+        origin: NodeId,
+        ev: RoomEvent,
+        said: Option<u64>,
+        now: Millis,
+    ) {
         if origin == net.id() {
             return;
         }
+        self.said_at = said;
         match ev {
             RoomEvent::State(st) => self.offer(net, origin, *st, now),
             RoomEvent::Say { room, era, n, text } => self.heard(net, origin, &room, era, n, text),
@@ -1159,8 +1170,7 @@ impl Rooms {
                 room: r.name.clone(),
                 text,
                 own: false,
-                // Shown as it arrives: room lines carry no clock yet.
-                said: None,
+                said: self.said_at,
             });
         }
     }
@@ -2392,7 +2402,7 @@ mod tests {
             self.peers[i].next.insert(o, n + 1);
             let body = self.log[&o][n].clone();
             if let Body::Room(ev) = body {
-                self.with(i, |r, net, now| r.delivered(net, o, ev, now));
+                self.with(i, |r, net, now| r.delivered(net, o, ev, None, now));
             }
             true
         }
@@ -2460,7 +2470,7 @@ mod tests {
                     let n = self.peers[j].next[&o];
                     self.peers[j].next.insert(o, n + 1);
                     if let Body::Room(ev) = self.log[&o][n].clone() {
-                        self.with(j, |r, net, now| r.delivered(net, o, ev, now));
+                        self.with(j, |r, net, now| r.delivered(net, o, ev, None, now));
                     }
                 }
             }

@@ -43,6 +43,9 @@ impl View for crate::node::Node {
     fn name(&self) -> &str {
         crate::node::Node::name(self)
     }
+    fn room(&self) -> String {
+        crate::node::Node::room(self).to_owned()
+    }
 
     fn others(&self) -> Vec<String> {
         self.member_names()
