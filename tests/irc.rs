@@ -440,7 +440,11 @@ fn a_real_irc_client_library_chats_both_ways() {
         .spawn()
         .unwrap();
     bob.expect_line("alice: hello from the irc library");
+    bob.expect_line("alice (private): psst from the irc library");
     bob.send("reply from bob");
+    bob.send(":create dev");
+    bob.expect_line("* room dev created; you own it");
+    bob.expect_line("[dev] alice: hello, dev");
     bob.send(":q");
     bob.expect_exit(0);
     let out = client.wait_with_output().unwrap();
@@ -453,6 +457,7 @@ fn a_real_irc_client_library_chats_both_ways() {
         "in #lobby as alice",
         "names alice bob",
         "pubmsg bob #lobby reply from bob",
+        "in #dev as alice",
         "quit bob Left",
         "features chantypes=# casemapping=ascii nicklen=32 network=p2pchat",
     ] {
