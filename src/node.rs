@@ -868,7 +868,7 @@ impl Node {
             }
             (Some(_), Msg::Ping) => {}
             (Some(_), Msg::Lack { origin, oldest }) => self.broadcast.on_lack(origin, oldest),
-            (Some(_), Msg::Ihave { ids }) => self.broadcast.on_ihave(link, &ids, now),
+            (Some(_), Msg::Ihave { ids }) => self.on_ihave(link, &ids, now),
             (Some(_), Msg::Graft { origin, from, to }) => {
                 self.broadcast
                     .on_graft(&mut self.out, link, origin, from, to, now)
@@ -1794,6 +1794,28 @@ impl Node {
         }
         let line = format!("{name} is trusted with key {}", crypto::fingerprint(&key));
         self.out.push_back(Action::Show(Show::Info(line)));
+    }
+
+    /// Announcements (IHAVE) on `link`. One is news of its origin, too:
+    /// a member we forgot as lost is heard of again (lost again, where it
+    /// left off), and what is announced of a member we lost is fetched,
+    /// to be held until its ALIVE lets it back in. In a healed partition
+    /// announcements may be all that comes of it: links that pruned its
+    /// events before we lost it still hold them back from us, and
+    /// nothing else would ever tell us it is back.
+    fn on_ihave(&mut self, link: LinkId, ids: &[crate::proto::EventId], now: Millis) {
+        for id in ids {
+            if id.origin == self.id || self.membership.is_gone(id.origin) {
+                continue;
+            }
+            self.recall(id.origin, now);
+            if self.membership.is_lost(id.origin)
+                && let Some((lo, hi)) = self.broadcast.announced_paused(id.origin, id.seq)
+            {
+                self.broadcast.fetch(&mut self.out, link, id.origin, lo, hi);
+            }
+        }
+        self.broadcast.on_ihave(link, ids, now);
     }
 
     /// An event from a member we lost. In a healed partition its events

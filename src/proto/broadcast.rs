@@ -1017,6 +1017,18 @@ impl Broadcast {
         }
     }
 
+    /// An event of paused `origin` up to `seq` was announced to us: the
+    /// range to fetch, if not asked for already. Announcements of a
+    /// paused origin are otherwise ignored ([`Broadcast::on_ihave`]), and
+    /// may be all that comes of it: links that pruned its events before
+    /// we lost it still hold them back from us. What is fetched is held
+    /// like any event of a lost member (the node).
+    pub fn announced_paused(&self, origin: NodeId, seq: u64) -> Option<(u64, u64)> {
+        let o = self.origins.get(&origin).filter(|o| o.paused)?;
+        (seq >= o.next && seq > o.asked_to)
+            .then(|| (o.next, seq.min(o.next.saturating_add(FETCH_MAX - 1))))
+    }
+
     /// Whether `origin` is paused.
     pub fn paused(&self, origin: NodeId) -> bool {
         self.origins.get(&origin).is_some_and(|o| o.paused)
@@ -1919,6 +1931,23 @@ mod tests {
             seq: 2
         }));
         assert_eq!(b.delivered(CAROL), Some(2));
+    }
+
+    #[test]
+    fn announcements_of_a_paused_origin_are_fetched_once() {
+        let mut b = bc();
+        let mut out = Vec::new();
+        add(&mut b, CAROL, 1);
+        feed(&mut b, &mut out, B, CAROL, 1);
+        // Tracked and not paused: the usual IHAVE and GRAFT do.
+        assert_eq!(b.announced_paused(CAROL, 5), None);
+        b.pause(CAROL);
+        assert_eq!(b.announced_paused(CAROL, 1), None);
+        assert_eq!(b.announced_paused(CAROL, 5), Some((2, 5)));
+        b.fetch(&mut out, B, CAROL, 2, 5);
+        assert_eq!(b.announced_paused(CAROL, 5), None);
+        assert_eq!(b.announced_paused(CAROL, 6), Some((2, 6)));
+        assert_eq!(b.announced_paused(DAVE, 6), None);
     }
 
     #[test]
