@@ -24,7 +24,10 @@
 //!   so on across both halves: a few events per peer, not one per pair.
 //! - Departed members are tombstoned, so stale member lists cannot revive
 //!   them; lost members forgotten (too many, or lost a day) are remembered
-//!   by name and by where their events had got to.
+//!   by name and by where their events had got to. One forgotten is
+//!   recalled (lost again, where it left off) when a neighbour announces
+//!   its events (IHAVE; see `Node::on_ihave`), as after a heal the tree
+//!   may bring a member's events only as announcements.
 //!
 //! A name belongs to one member. A member that claims a name another
 //! (or we) has is not shown under it: it keeps its claim, and gets the
