@@ -45,17 +45,7 @@ pub fn load_or_create(path: &Path) -> Result<[u8; 32], String> {
     let shown = path.display();
     match fs::File::open(path) {
         Ok(f) => {
-            let mode = f
-                .metadata()
-                .map_err(|e| format!("{shown}: {e}"))?
-                .permissions()
-                .mode();
-            if mode & 0o077 != 0 {
-                return Err(format!(
-                    "identity {shown} is readable by others (mode {:o}): chmod 600 {shown}",
-                    mode & 0o777
-                ));
-            }
+            owner_only(&f, "identity", &shown)?;
             let mut text = String::new();
             f.take(256)
                 .read_to_string(&mut text)
@@ -197,17 +187,7 @@ pub fn secret(
         (None, Some(path)) => {
             let shown = path.display();
             let f = fs::File::open(path).map_err(|e| format!("secret file {shown}: {e}"))?;
-            let mode = f
-                .metadata()
-                .map_err(|e| format!("{shown}: {e}"))?
-                .permissions()
-                .mode();
-            if mode & 0o077 != 0 {
-                return Err(format!(
-                    "secret file {shown} is readable by others (mode {:o}): chmod 600 {shown}",
-                    mode & 0o777
-                ));
-            }
+            owner_only(&f, "secret file", &shown)?;
             let mut b = Vec::new();
             f.take(MAX_SECRET as u64 + 2)
                 .read_to_end(&mut b)
@@ -242,6 +222,23 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
         .step_by(2)
         .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
         .collect()
+}
+
+/// Refuses a file others can read (`what` and `shown` name it), as ssh
+/// refuses a private key with loose permissions.
+fn owner_only(f: &fs::File, what: &str, shown: &impl std::fmt::Display) -> Result<(), String> {
+    let mode = f
+        .metadata()
+        .map_err(|e| format!("{shown}: {e}"))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "{what} {shown} is readable by others (mode {:o}): chmod 600 {shown}",
+            mode & 0o777
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
