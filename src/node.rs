@@ -29,7 +29,7 @@ use crate::proto::link::{self, BadHello, Links, Stage};
 use crate::proto::membership::{self, ASK_MAX, INTRO_MAX, Membership, Out};
 use crate::proto::mesh::{self, DIAL_GIVE_UP, Mesh};
 use crate::proto::wire::{self, Body, Entry, Event, Frame, Hello, Ident, Msg, Refusal, WireError};
-use crate::proto::{Io, PROBE_EVERY, Remember, Sink};
+use crate::proto::{EventId, Io, PROBE_EVERY, Remember, Sink};
 use std::collections::HashMap;
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
@@ -351,12 +351,23 @@ struct AppNet<'a> {
     out: &'a mut VecDeque<Action>,
 }
 
+impl AppNet<'_> {
+    /// Publishes `body`; returns its id, unless it could not be sent.
+    fn publish_id(&mut self, body: Body) -> Option<EventId> {
+        match self.broadcast.publish(self.out, body) {
+            Ok(id) => Some(id),
+            Err(e) => {
+                let w = Show::Warning(format!("not sent: {e}"));
+                self.out.push_back(Action::Show(w));
+                None
+            }
+        }
+    }
+}
+
 impl Net for AppNet<'_> {
     fn publish(&mut self, body: Body) {
-        if let Err(e) = self.broadcast.publish(self.out, body) {
-            let w = Show::Warning(format!("not sent: {e}"));
-            self.out.push_back(Action::Show(w));
-        }
+        self.publish_id(body);
     }
 
     fn show(&mut self, show: Show) {
@@ -1949,7 +1960,7 @@ impl Node {
                 .delivered(&mut net!(self), origin, kind, &payload, now),
             Body::Suspect { target } if target == self.id => self.membership.answer(id, now),
             Body::Suspect { target } => self.membership.suspicion(id, target, now),
-            Body::Alive { .. } => self.membership.alive(origin),
+            Body::Alive { answers } => self.membership.alive(origin, &answers),
             Body::Refused { why, .. } => {
                 if !self.refused.contains(origin) {
                     self.refused.insert(origin, ());
@@ -2030,8 +2041,17 @@ impl Node {
             }
             match o {
                 Out::Publish(body) => {
-                    if self.is_member() {
-                        self.publish(body);
+                    if !self.is_member() {
+                        continue;
+                    }
+                    // Our own question must be answered too before the
+                    // suspicion is cleared.
+                    let target = match body {
+                        Body::Suspect { target } => Some(target),
+                        _ => None,
+                    };
+                    if let (Some(ask), Some(target)) = (net!(self).publish_id(body), target) {
+                        self.membership.asking(target, ask);
                     }
                 }
                 Out::Dial(id, addr) if self.membership.is_lost(id) => {

@@ -89,6 +89,8 @@ pub const ISOLATED_LOSE: Millis = 6_000;
 const ASK_AGAIN: Millis = 30_000;
 /// Answered suspicions remembered per member.
 const ANSWERED: usize = 16;
+/// SUSPECTs awaiting an answer remembered per suspected member.
+const ASKS: usize = 8;
 /// Lost members asked about per member list received.
 pub const ASK_MAX: usize = 64;
 /// Questions about lost members wait this, plus a random moment up to
@@ -133,11 +135,13 @@ pub enum Status {
     /// there when we joined.
     Present,
     /// Someone lost its last link to it: lost at `until` unless it
-    /// refutes. `unreachable`: our own dial to it failed since.
+    /// refutes. `unreachable`: our own dial to it failed since. `asks`:
+    /// the SUSPECTs about it it has not answered yet.
     Suspected {
         until: Millis,
         present: bool,
         unreachable: bool,
+        asks: Vec<EventId>,
     },
     /// Lost: remembered and probed, in case it comes back.
     Lost(Lost),
@@ -227,7 +231,38 @@ impl Member {
                 until,
                 present,
                 unreachable: false,
+                asks: Vec::new(),
             };
+        }
+    }
+
+    /// The SUSPECT `ask` is about it: unless it was answered already, it
+    /// must be answered before the suspicion is cleared.
+    fn asked(&mut self, ask: EventId) {
+        if self.answered.contains(&ask) {
+            return;
+        }
+        if let Status::Suspected { asks, .. } = &mut self.status
+            && !asks.contains(&ask)
+        {
+            if asks.len() >= ASKS {
+                asks.remove(0);
+            }
+            asks.push(ask);
+        }
+    }
+
+    /// It said ALIVE, answering `answers`: no longer suspected once every
+    /// SUSPECT about it is answered. An ALIVE said before a SUSPECT was
+    /// (it may come after it, by a slower path) answers none: proof of
+    /// life before the question, not after; it would clear the
+    /// suspicion of a member that died just after saying it.
+    fn refute(&mut self, answers: &[EventId]) {
+        if let Status::Suspected { asks, .. } = &mut self.status {
+            asks.retain(|a| !answers.contains(a));
+            if asks.is_empty() {
+                self.clear();
+            }
         }
     }
 
@@ -827,7 +862,7 @@ impl Membership {
     /// only later): not suspected, whatever others think.
     pub fn refuted(&mut self, id: NodeId, answers: &[EventId]) {
         if let Some(m) = self.members.get_mut(&id) {
-            m.clear();
+            m.refute(answers);
             for &a in answers {
                 if m.answered.len() >= ANSWERED {
                     m.answered.pop_front();
@@ -837,10 +872,17 @@ impl Membership {
         }
     }
 
-    /// `id`'s ALIVE was delivered.
-    pub fn alive(&mut self, id: NodeId) {
+    /// `id`'s ALIVE, answering `answers`, was delivered.
+    pub fn alive(&mut self, id: NodeId, answers: &[EventId]) {
         if let Some(m) = self.members.get_mut(&id) {
-            m.clear();
+            m.refute(answers);
+        }
+    }
+
+    /// We asked the network about `target` with the SUSPECT `ask`.
+    pub fn asking(&mut self, target: NodeId, ask: EventId) {
+        if let Some(m) = self.members.get_mut(&target) {
+            m.asked(ask);
         }
     }
 
@@ -868,6 +910,7 @@ impl Membership {
         }
         if !t.answered.contains(&suspicion) {
             t.suspect(now + wait);
+            t.asked(suspicion);
             if let Some(at) = t.suspect_until() {
                 self.timers.soonest(T::Members as usize, at);
             }
