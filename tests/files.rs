@@ -625,6 +625,11 @@ fn a_broken_link_is_told_and_get_resumes_in_the_same_run() {
     let id = offer_id(&bob.expect_contains("* alice offers big.bin"));
     bob.send(&format!(":get {id}"));
     part_reaches(&db, "big.bin", 16 << 20);
+    // Hold bob still so the transfer cannot finish before the link breaks
+    // (on a quiet machine the rest takes a fraction of a second).
+    bob.signal(libc::SIGSTOP);
+    let held = fs::metadata(db.path().join("big.bin.part")).map_or(0, |m| m.len());
+    assert!(held < data.len() as u64, "the whole file came before bob was stopped");
     // Break the link from outside both processes: only the sockets of
     // alice's listening port (this test's own), by the kernel (ss -K).
     let port = alice.port();
@@ -635,6 +640,7 @@ fn a_broken_link_is_told_and_get_resumes_in_the_same_run() {
     let killed = out.as_ref().is_ok_and(|o| {
         o.status.success() && String::from_utf8_lossy(&o.stdout).lines().count() > 1
     });
+    bob.signal(libc::SIGCONT);
     if !killed {
         eprintln!(
             "skipped: cannot destroy sockets here (ss -K needs root and INET_DIAG_DESTROY): {out:?}"
