@@ -1098,6 +1098,23 @@ impl Node {
         self.dm.unsaved()
     }
 
+    /// The private message store is kept: a message to us is shown only
+    /// once it is recorded as shown there (see [`Dm::set_durable`]).
+    pub fn keep_private_store(&mut self) {
+        self.dm.set_durable();
+    }
+
+    /// Whether messages to us wait for [`Node::private_store`] to be
+    /// written now.
+    pub fn private_urgent(&self) -> bool {
+        self.dm.must_save()
+    }
+
+    /// What [`Node::private_store`] last gave is on disk.
+    pub fn private_saved(&mut self) {
+        self.dm.saved(&mut net!(self));
+    }
+
     /// Takes back the private messages of [`Node::private_store`], kept
     /// `elapsed` ms ago; returns how many of ours and of others'.
     ///

@@ -31,10 +31,21 @@
 //!
 //! Which key. A message is encrypted to the key known for NAME: the key
 //! of the member present under that name, or the key NAME had when this
-//! peer last met it (known_peers). A name whose key this peer never saw
-//! is refused with a clear error: nothing can be encrypted to a key
-//! nobody has given us, and trusting whoever comes under that name later
-//! with text sent now would give it to anybody who picks the name.
+//! peer last met it (known_peers). To a name whose key this peer never
+//! saw, a message waits, unsealed, with its sender alone (in memory and
+//! in the sender's store, never on the wire): nothing can be encrypted
+//! to a key nobody has given us. When NAME is first seen, the node binds
+//! the key it comes with to the name (trust on first use, as for every
+//! name) and [`Net::key_of_name`] gives it: the waiting messages are
+//! sealed to it, in order, and sent as if just written. A member that
+//! comes under NAME with another key than the one bound is not found
+//! under NAME, so it gets nothing.
+//!
+//! Shown once across a crash. With a store ([`Dm::set_durable`]), a
+//! message to us is recorded as shown (per sender run, up to which
+//! number) and the record written and synced before it is shown and
+//! acknowledged; after a restart, a copy already recorded is only
+//! acknowledged again.
 //!
 //! What is protected: the text, and who wrote it (the sender's name and
 //! key are inside, signed). What is not: the sender's node id, the
@@ -92,7 +103,10 @@ const MAX_NAMED: usize = 16;
 const ACKS_PER_EVENT: usize = 64;
 
 const PATTERN: &str = "Noise_N_25519_ChaChaPoly_BLAKE2s";
-const STORE_MAGIC: &[u8] = b"p2pchat-private-v1\n";
+const STORE_MAGIC: &[u8] = b"p2pchat-private-v2\n";
+/// The store before messages could wait for a key and recipients kept
+/// what they showed: still read.
+const STORE_MAGIC_V1: &[u8] = b"p2pchat-private-v1\n";
 const CONTEXT: &[u8] = b"p2pchat private v1\0";
 
 /// A PRIVATE event's payload.
@@ -212,11 +226,25 @@ pub fn seal(
     first: u64,
     text: &str,
 ) -> Option<()> {
+    seal_as(ident, ident.nonce(), name, to_key, p, first, text)
+}
+
+/// [`seal`], as the run of `ident`'s key with `nonce` (whose id is
+/// `p.from`): a message written in an earlier run, sealed now.
+fn seal_as(
+    ident: &Identity,
+    nonce: u64,
+    name: &str,
+    to_key: &PublicKey,
+    p: &mut Private,
+    first: u64,
+    text: &str,
+) -> Option<()> {
     let rs = crypto::dh_public(to_key)?;
     let sig = ident.sign(&signed(to_key, p, first, name, text));
     let mut plain = Vec::with_capacity(150 + text.len());
     plain.extend_from_slice(&ident.public());
-    plain.extend_from_slice(&ident.nonce().to_be_bytes());
+    plain.extend_from_slice(&nonce.to_be_bytes());
     plain.extend_from_slice(&first.to_be_bytes());
     put_str(&mut plain, name);
     plain.extend_from_slice(&sig);
@@ -313,8 +341,18 @@ struct Sent {
     text: String,
     at: Millis,
     /// The message as sent (its `from` is our id in the run that sent
-    /// it), passed on again after a restart and when `to` joins.
+    /// it), passed on again after a restart and when `to` joins. Not
+    /// sealed yet (`sealed` empty) while no key is known for `to`.
     p: Private,
+    /// The nonce of the run that wrote it: its id is `p.from`.
+    nonce: u64,
+}
+
+impl Sent {
+    /// Waiting for a key to be sealed to.
+    fn waiting(&self) -> bool {
+        self.p.sealed.is_empty()
+    }
 }
 
 /// A copy held for an absent recipient.
@@ -385,6 +423,12 @@ pub struct Dm {
     resend: bool,
     /// What we hold or sent changed since [`Dm::save`].
     unsaved: bool,
+    /// What we show is kept (see [`Dm::set_durable`]).
+    durable: bool,
+    /// Private messages to us, to be shown once what we showed is kept,
+    /// in order (at most [`MAX_WAITING`] arrive between two saves: they
+    /// come from `waiting` or straight in, one loop turn at a time).
+    unshown: Vec<Show>,
 }
 
 impl Dm {
@@ -412,6 +456,8 @@ impl Dm {
             sent_handed: HashMap::new(),
             resend: false,
             unsaved: false,
+            durable: false,
+            unshown: Vec::new(),
         }
     }
 
@@ -429,13 +475,11 @@ impl Dm {
         if let Some(why) = why {
             return net.show(Show::Warning(why));
         }
-        let Some(key) = net.key_of_name(to) else {
-            let why = format!(
-                "msg: not sent: {to} has never been met by this peer, so there is no key to \
-                 encrypt to; once {to} has been here, messages can wait for {to}"
-            );
-            return net.show(Show::Warning(why));
-        };
+        let key = net.key_of_name(to);
+        if key.is_some() {
+            // Ones that waited for this key go first.
+            self.seal_waiting(net, now);
+        }
         let mine = self.sent.iter().filter(|s| s.to == to).count();
         if mine >= MAX_PER_NAME || self.sent.len() >= MAX_HELD {
             let why = format!(
@@ -457,24 +501,20 @@ impl Dm {
         }
         let n = *self.next.get(to).unwrap_or(&1);
         let me = net.id();
-        let first = self
-            .sent
-            .iter()
-            .filter(|s| s.to == to && s.p.from == me)
-            .map(|s| s.n)
-            .min()
-            .unwrap_or(n);
         let mut p = Private {
             to: to.to_owned(),
-            from: net.id(),
+            from: me,
             n,
             age: 0,
             holders: successors(ring_point(to), &net.ring(), self.holders),
             sealed: Vec::new(),
         };
-        if seal(&self.ident, net.me(), &key, &mut p, first, text).is_none() {
-            let why = format!("msg: not sent: the key known for {to} is not usable");
-            return net.show(Show::Warning(why));
+        if let Some(key) = key {
+            let first = self.first_unacked(to, me).unwrap_or(n);
+            if seal(&self.ident, net.me(), &key, &mut p, first, text).is_none() {
+                let why = format!("msg: not sent: the key known for {to} is not usable");
+                return net.show(Show::Warning(why));
+            }
         }
         self.next.insert(to.to_owned(), n + 1);
         self.sent.push_back(Sent {
@@ -483,22 +523,51 @@ impl Dm {
             text: text.to_owned(),
             at: now,
             p: p.clone(),
+            nonce: self.ident.nonce(),
         });
         self.unsaved = true;
-        let here = net.find(to).is_some();
-        if let Some(id) = net.find(to) {
-            self.sent_handed.insert(to.to_owned(), id);
-        }
         net.show(Show::Private {
             from: net.me().to_owned(),
             to: to.to_owned(),
             text: text.to_owned(),
             own: true,
         });
+        if key.is_none() {
+            // Kept here, in the clear, until a key for `to` is known:
+            // then sealed to it and sent (see `seal_waiting`).
+            net.show(Show::Delivery {
+                to: to.to_owned(),
+                n,
+                state: "waiting".into(),
+            });
+            return net.show(Show::Info(format!(
+                "msg: queued until {to} is first seen (no key yet to encrypt to)"
+            )));
+        }
+        self.dispatch(net, p, now);
+    }
+
+    /// The first of our messages to `to` from our run `from` not yet
+    /// acknowledged.
+    fn first_unacked(&self, to: &str, from: NodeId) -> Option<u64> {
+        self.sent
+            .iter()
+            .filter(|s| s.to == to && s.p.from == from)
+            .map(|s| s.n)
+            .min()
+    }
+
+    /// Sends `p`, ours, sealed: tells the user where it is, and keeps a
+    /// copy if we are one of its holders.
+    fn dispatch(&mut self, net: &mut impl Net, p: Private, now: Millis) {
+        let here = net.find(&p.to);
+        if let Some(id) = here {
+            self.sent_handed.insert(p.to.clone(), id);
+        }
         net.show(Show::Delivery {
-            to: to.to_owned(),
-            n,
-            state: if here { "sent" } else { "queued" }.into(),
+            to: p.to.clone(),
+            n: p.n,
+            state: if here.is_some() { "sent" } else { "queued" }.into(),
         });
         net.publish(Body::Other {
             kind: PRIVATE,
@@ -508,13 +577,52 @@ impl Dm {
         self.hold(net, p, now);
     }
 
+    /// Seals and sends, in order, our messages that waited for a key,
+    /// to the names whose key is known now: the key of the member
+    /// present under the name (bound to it on first sight, as every
+    /// name is), or the one known_peers has for it.
+    fn seal_waiting(&mut self, net: &mut impl Net, now: Millis) {
+        let name = net.me().to_owned();
+        let mut i = 0;
+        while i < self.sent.len() {
+            let s = &self.sent[i];
+            let Some(key) = s.waiting().then(|| net.key_of_name(&s.to)).flatten() else {
+                i += 1;
+                continue;
+            };
+            let first = self.first_unacked(&s.to, s.p.from).unwrap_or(s.n);
+            let s = &mut self.sent[i];
+            s.p.holders = successors(ring_point(&s.to), &net.ring(), self.holders);
+            let sealed = seal_as(&self.ident, s.nonce, &name, &key, &mut s.p, first, &s.text);
+            self.unsaved = true;
+            if sealed.is_none() {
+                let s = self.sent.remove(i).expect("in range");
+                net.show(Show::Warning(format!(
+                    "msg: private {} to {} not sent: the key known for {} is not usable",
+                    s.n, s.to, s.to
+                )));
+                continue;
+            }
+            let mut p = s.p.clone();
+            p.age = now.saturating_sub(s.at).max(p.age);
+            self.dispatch(net, p, now);
+            i += 1;
+        }
+    }
+
     /// `:msgs`: our messages not yet delivered, and what we hold.
     pub fn list(&mut self, net: &mut impl Net, now: Millis) {
         if self.sent.is_empty() {
             net.show(Show::Info("no private messages of yours waiting".into()));
         }
         for s in &self.sent {
-            let state = if net.find(&s.to).is_some() {
+            let waiting = format!(
+                "queued until {} is first seen (no key yet to encrypt to)",
+                s.to
+            );
+            let state = if s.waiting() {
+                waiting.as_str()
+            } else if net.find(&s.to).is_some() {
                 "sent, not acknowledged yet"
             } else {
                 "queued: held until it joins"
@@ -617,12 +725,15 @@ impl Dm {
             }
             return self.drain(net, p.from);
         }
-        net.show(Show::Private {
-            from: from_name,
-            to: p.to.clone(),
-            text: o.text,
-            own: false,
-        });
+        self.show_private(
+            net,
+            Show::Private {
+                from: from_name,
+                to: p.to.clone(),
+                text: o.text,
+                own: false,
+            },
+        );
         self.got.insert(p.from, p.n);
         self.ack(p.from, p.n);
         self.drain(net, p.from);
@@ -639,14 +750,51 @@ impl Dm {
             let Some(w) = self.waiting.remove(&(from, done + 1)) else {
                 return;
             };
-            net.show(Show::Private {
-                from: w.from_name,
-                to: net.me().to_owned(),
-                text: w.text,
-                own: false,
-            });
+            let me = net.me().to_owned();
+            self.show_private(
+                net,
+                Show::Private {
+                    from: w.from_name,
+                    to: me,
+                    text: w.text,
+                    own: false,
+                },
+            );
             self.got.insert(from, done + 1);
             self.ack(from, done + 1);
+        }
+    }
+
+    /// Shows `show`, about a message to us: once what we showed is
+    /// kept, if it is to be (see [`Dm::set_durable`]).
+    fn show_private(&mut self, net: &mut impl Net, show: Show) {
+        if self.durable {
+            self.unshown.push(show);
+            self.unsaved = true;
+        } else {
+            net.show(show);
+        }
+    }
+
+    /// What we show is kept across our restarts: a message to us is
+    /// shown only once [`Dm::save`] has recorded it as shown and the
+    /// record is on disk ([`Dm::saved`]), and acknowledged only then. A
+    /// crash before that shows it after the restart; a crash after it
+    /// never shows it again. Without it (no state directory), a crash
+    /// between showing and acknowledging shows it again.
+    pub fn set_durable(&mut self) {
+        self.durable = true;
+    }
+
+    /// Whether messages to us wait for [`Dm::save`] to be written.
+    pub fn must_save(&self) -> bool {
+        !self.unshown.is_empty()
+    }
+
+    /// What [`Dm::save`] last gave is on disk: shows what waited for it.
+    pub fn saved(&mut self, net: &mut impl Net) {
+        for s in std::mem::take(&mut self.unshown) {
+            net.show(s);
         }
     }
 
@@ -765,7 +913,8 @@ impl Dm {
 
     /// When [`Dm::tick`] has work.
     pub fn deadline(&self) -> Option<Millis> {
-        let now_work = (self.dirty || !self.acks.is_empty()).then_some(0);
+        let acks = !self.acks.is_empty() && self.unshown.is_empty();
+        let now_work = (self.dirty || acks).then_some(0);
         let gap = self.waiting.values().map(|w| w.since + GAP_WAIT).min();
         let expiry = self
             .held
@@ -773,13 +922,24 @@ impl Dm {
             .flat_map(|b| b.copies.values())
             .map(|h| h.at.saturating_add(MAX_AGE.saturating_sub(h.p.age)))
             .min();
-        [now_work, gap, expiry].into_iter().flatten().min()
+        let waiting = self
+            .sent
+            .iter()
+            .filter(|s| s.waiting())
+            .map(|s| s.at.saturating_add(MAX_AGE))
+            .min();
+        [now_work, gap, expiry, waiting].into_iter().flatten().min()
     }
 
     /// Sends acknowledgements, passes copies on, skips gaps waited out,
     /// drops old copies.
     pub fn tick(&mut self, net: &mut impl Net, now: Millis) {
-        let acks: Vec<(NodeId, u64)> = std::mem::take(&mut self.acks).into_iter().collect();
+        // Acknowledged once shown: kept first (see `set_durable`).
+        let acks: Vec<(NodeId, u64)> = if self.unshown.is_empty() {
+            std::mem::take(&mut self.acks).into_iter().collect()
+        } else {
+            Vec::new()
+        };
         for chunk in acks.chunks(ACKS_PER_EVENT) {
             net.publish(Body::Other {
                 kind: RECEIVED,
@@ -788,6 +948,7 @@ impl Dm {
         }
         self.skip_gaps(net, now);
         self.expire(now);
+        self.expire_waiting(net, now);
         if std::mem::take(&mut self.dirty) {
             self.pass_on(net, now);
         }
@@ -806,11 +967,12 @@ impl Dm {
             };
             let done = self.got.get(from).copied().unwrap_or(0);
             let missed = n - done - 1;
-            net.show(Show::Warning(format!(
+            let why = format!(
                 "missed {missed} private message{} from {}",
                 if missed == 1 { "" } else { "s" },
                 w.from_name
-            )));
+            );
+            self.show_private(net, Show::Warning(why));
             self.got.insert(from, n - 1);
             self.drain(net, from);
         }
@@ -833,15 +995,33 @@ impl Dm {
         self.held.retain(|_, b| !b.copies.is_empty());
     }
 
+    /// Drops our messages that waited [`MAX_AGE`] for a key, saying so.
+    fn expire_waiting(&mut self, net: &mut impl Net, now: Millis) {
+        let old = |s: &Sent| s.waiting() && now.saturating_sub(s.at) >= MAX_AGE;
+        for s in self.sent.iter().filter(|s| old(s)) {
+            net.show(Show::Warning(format!(
+                "msg: private {} to {} not delivered: {} was not seen in {} days",
+                s.n,
+                s.to,
+                s.to,
+                MAX_AGE / (24 * 3600 * 1000)
+            )));
+            self.unsaved = true;
+        }
+        self.sent.retain(|s| !old(s));
+    }
+
     /// Passes copies on: to their recipient, which is here now (every
     /// holder does), or to new holders (the first old holder still
     /// present does).
     fn pass_on(&mut self, net: &mut impl Net, now: Millis) {
+        // A name first seen: what waited for its key goes now.
+        self.seal_waiting(net, now);
         // Ours, to a recipient that is here now, or all of them after a
         // restart: we hold them too.
         let resend = std::mem::take(&mut self.resend);
         let mut to_send = Vec::new();
-        for s in &self.sent {
+        for s in self.sent.iter().filter(|s| !s.waiting()) {
             let here = net.find(&s.to);
             let handed = self.sent_handed.get(&s.to).copied();
             if resend || (here.is_some() && here != handed) {
@@ -921,6 +1101,7 @@ impl Dm {
             p.age = p.age.max(now.saturating_sub(s.at));
             let mut r = Vec::new();
             put_str(&mut r, &s.text);
+            r.extend_from_slice(&s.nonce.to_be_bytes());
             r.extend_from_slice(&p.encode());
             out.extend_from_slice(&(r.len() as u32).to_be_bytes());
             out.extend_from_slice(&r);
@@ -934,6 +1115,14 @@ impl Dm {
             out.extend_from_slice(&(r.len() as u32).to_be_bytes());
             out.extend_from_slice(&r);
         }
+        // What we showed, oldest first, so that a copy that comes after a
+        // crash is not shown again.
+        out.extend_from_slice(&(self.got.len() as u32).to_be_bytes());
+        for from in self.got.ids() {
+            let upto = self.got.get(from).copied().unwrap_or(0);
+            out.extend_from_slice(&from.0.to_be_bytes());
+            out.extend_from_slice(&upto.to_be_bytes());
+        }
         Some(out)
     }
 
@@ -941,9 +1130,15 @@ impl Dm {
     /// we were away ages every copy), at `now`. The format:
     ///
     /// ```text
-    /// "p2pchat-private-v1\n", sent:u32, sent × (len:u32, text:str, PRIVATE),
-    /// held:u32, held × (len:u32, PRIVATE)
+    /// "p2pchat-private-v2\n", sent:u32, sent × (len:u32, text:str, nonce:u64,
+    /// PRIVATE), held:u32, held × (len:u32, PRIVATE), shown:u32,
+    /// shown × (from:u64, upto:u64)
     /// ```
+    ///
+    /// A PRIVATE of ours with nothing sealed waits for its recipient's
+    /// key; `nonce` is that of the run that wrote it. `shown`: what we
+    /// showed of each sender (see [`Dm::set_durable`]). Version 1 had no
+    /// `nonce` and no `shown`.
     ///
     /// Returns how many of ours and of others' were taken back.
     ///
@@ -956,9 +1151,15 @@ impl Dm {
         elapsed: Millis,
         now: Millis,
     ) -> Result<(usize, usize), String> {
-        let mut r = bytes
-            .strip_prefix(STORE_MAGIC)
-            .ok_or("not a p2pchat private message store")?;
+        let (v1, mut r) = match bytes.strip_prefix(STORE_MAGIC) {
+            Some(r) => (false, r),
+            None => (
+                true,
+                bytes
+                    .strip_prefix(STORE_MAGIC_V1)
+                    .ok_or("not a p2pchat private message store")?,
+            ),
+        };
         let record = |r: &mut &[u8]| -> Result<Vec<u8>, String> {
             let n = take(r, 4).ok_or("truncated")?;
             let n = u32::from_be_bytes(n.try_into().expect("4 bytes")) as usize;
@@ -979,8 +1180,16 @@ impl Dm {
             let rec = record(&mut r)?;
             let mut b = &rec[..];
             let text = get_str(&mut b).ok_or("bad text")?;
+            let nonce = if v1 {
+                0
+            } else {
+                get_u64(&mut b).ok_or("truncated")?
+            };
             let mut p = Private::decode(b).ok_or("bad message")?;
             p.age = p.age.saturating_add(elapsed);
+            if p.sealed.is_empty() && crypto::node_id(&self.ident.public(), nonce) != p.from {
+                return Err("a message waiting for a key is not ours".into());
+            }
             if p.age < MAX_AGE && text.len() <= MAX_TEXT {
                 sent.push(Sent {
                     to: p.to.clone(),
@@ -988,6 +1197,7 @@ impl Dm {
                     text,
                     at: now.saturating_sub(p.age),
                     p,
+                    nonce,
                 });
             }
         }
@@ -999,8 +1209,24 @@ impl Dm {
                 held.push(p);
             }
         }
+        let mut shown = Vec::new();
+        if !v1 {
+            let n = take(&mut r, 4).ok_or("truncated")?;
+            let n = u32::from_be_bytes(n.try_into().expect("4 bytes")) as usize;
+            if n > REMEMBERED {
+                return Err(format!("{n} senders, over the bound of {REMEMBERED}"));
+            }
+            for _ in 0..n {
+                let from = NodeId(get_u64(&mut r).ok_or("truncated")?);
+                shown.push((from, get_u64(&mut r).ok_or("truncated")?));
+            }
+        }
         if !r.is_empty() {
             return Err("bytes after the end".into());
+        }
+        for (from, upto) in shown {
+            let done = self.got.get(from).copied().unwrap_or(0);
+            self.got.insert(from, done.max(upto));
         }
         let (ns, nh) = (sent.len(), held.len());
         if !sent.is_empty() {
@@ -1487,15 +1713,23 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(warnings.len(), 4, "{warnings:?}");
+        assert_eq!(warnings.len(), 3, "{warnings:?}");
         assert!(warnings[0].contains("that is you"));
-        assert!(warnings[1].contains("never been met"));
-        assert!(warnings[2].contains("longer than"));
-        assert!(warnings[3].contains("100 messages of yours are waiting for bob"));
-        assert_eq!(dm.unacknowledged(), MAX_PER_NAME);
-        // Copies held expire.
+        assert!(warnings[1].contains("longer than"));
+        assert!(warnings[2].contains("100 messages of yours are waiting for bob"));
+        // The one to a name never met waits for its key.
+        assert!(f.shown.contains(&Show::Info(
+            "msg: queued until nobody is first seen (no key yet to encrypt to)".into()
+        )));
+        assert_eq!(dm.unacknowledged(), MAX_PER_NAME + 1);
+        // Copies held expire, and so does a message that waited a week
+        // for its key, with a reason.
         assert!(dm.held() > 0);
         dm.tick(f, 1 + MAX_AGE);
         assert_eq!(dm.held(), 0);
+        assert_eq!(dm.unacknowledged(), MAX_PER_NAME);
+        assert!(f.shown.contains(&Show::Warning(
+            "msg: private 1 to nobody not delivered: nobody was not seen in 7 days".into()
+        )));
     }
 }
