@@ -2,18 +2,25 @@
 //! and signed by ours, acknowledged by NAME, and kept for an absent NAME by
 //! the peers that follow NAME on the ring of node ids.
 //!
-//! How a message travels. The sender floods a PRIVATE event (type 20):
-//! every peer relays it, as it relays chat, but only NAME can open it.
-//! NAME shows it, once and in order per sender, and floods a RECEIVED
-//! event (type 21), which the sender shows as "delivered" (end to end,
-//! not "handed to a neighbour").
+//! How a message travels. To NAME present, the sender routes the
+//! PRIVATE payload (type 20) to NAME's node id ([`Dm::take_routed`]; the
+//! node sends it down the way [`crate::proto::route`] knows, or floods it
+//! when it knows none); if NAME's acknowledgement has not come within
+//! [`ROUTE_WAIT`], it floods it as a PRIVATE event, which every peer
+//! relays, as it relays chat, and the holders keep. To NAME absent, it
+//! floods it at once. Only NAME can open it. NAME shows it, once and in
+//! order per sender, and floods a RECEIVED event (type 21), which the
+//! sender shows as "delivered" (end to end, not "handed to a
+//! neighbour"). The acknowledgement stays an event: signed by NAME, so
+//! that nobody else can make the sender and the holders drop a message.
 //!
 //! Holding. Every peer places the name on the ring of node ids at
 //! `hash(NAME)` (BLAKE2s); the [`HOLDERS`] present members whose ids follow
 //! it (the successors, as in Chord; the sender counts too) keep a copy of
 //! every PRIVATE to NAME until NAME's RECEIVED covers it, or it is
-//! [`MAX_AGE`] old. When NAME joins, every holder passes its copies on
-//! again as PRIVATE events of its own, in order: NAME opens them and
+//! [`MAX_AGE`] old. When NAME joins, every holder routes its copies to
+//! it, in order (flooded as PRIVATE events of its own if not
+//! acknowledged within [`ROUTE_WAIT`]): NAME opens them and
 //! acknowledges, every copy is dropped, and the sender, if still there,
 //! is told. When the holders change (a holder leaves or crashes, a new
 //! peer comes between), the first of the old holders still present passes
@@ -99,6 +106,9 @@ pub const GAP_WAIT: Millis = 60_000;
 const REMEMBERED: usize = 4096;
 /// Holders one copy names, at most.
 const MAX_NAMED: usize = 16;
+/// How long a message routed to its recipient waits for the
+/// acknowledgement before it is flooded (and so reaches the holders).
+pub const ROUTE_WAIT: Millis = 5_000;
 /// Acknowledgements in one RECEIVED event, at most.
 const ACKS_PER_EVENT: usize = 64;
 
@@ -346,6 +356,9 @@ struct Sent {
     p: Private,
     /// The nonce of the run that wrote it: its id is `p.from`.
     nonce: u64,
+    /// Routed to its recipient: flooded at this time if not acknowledged
+    /// by then.
+    flood_at: Option<Millis>,
 }
 
 impl Sent {
@@ -378,6 +391,9 @@ struct Box_ {
     holders: Vec<NodeId>,
     /// The member under the name the copies were last passed to.
     handed: Option<NodeId>,
+    /// The copies were routed to it: flooded at this time if some are
+    /// not acknowledged by then.
+    flood_at: Option<Millis>,
 }
 
 /// A message shown later: one before it is missing.
@@ -425,6 +441,9 @@ pub struct Dm {
     unsaved: bool,
     /// What we show is kept (see [`Dm::set_durable`]).
     durable: bool,
+    /// Payloads of PRIVATE events to route to a member present (see
+    /// [`Dm::take_routed`]).
+    routed: Vec<(NodeId, Vec<u8>)>,
     /// Private messages to us, to be shown once what we showed is kept,
     /// in order (at most [`MAX_WAITING`] arrive between two saves: they
     /// come from `waiting` or straight in, one loop turn at a time).
@@ -457,6 +476,7 @@ impl Dm {
             resend: false,
             unsaved: false,
             durable: false,
+            routed: Vec::new(),
             unshown: Vec::new(),
         }
     }
@@ -524,6 +544,7 @@ impl Dm {
             at: now,
             p: p.clone(),
             nonce: self.ident.nonce(),
+            flood_at: None,
         });
         self.unsaved = true;
         net.show(Show::Private {
@@ -557,24 +578,56 @@ impl Dm {
             .min()
     }
 
-    /// Sends `p`, ours, sealed: tells the user where it is, and keeps a
-    /// copy if we are one of its holders.
+    /// Sends `p`, ours, sealed, and tells the user where it is: routed
+    /// to its recipient if present, else flooded to its holders (and
+    /// kept, if we are one of them).
     fn dispatch(&mut self, net: &mut impl Net, p: Private, now: Millis) {
         let here = net.find(&p.to);
-        if let Some(id) = here {
-            self.sent_handed.insert(p.to.clone(), id);
-        }
         net.show(Show::Delivery {
             to: p.to.clone(),
             n: p.n,
             state: if here.is_some() { "sent" } else { "queued" }.into(),
         });
+        match here {
+            Some(id) => {
+                self.sent_handed.insert(p.to.clone(), id);
+                self.route_own(id, &p, now);
+            }
+            None => self.flood(net, p, now),
+        }
+    }
+
+    /// Routes `p`, ours, to member `id`, its recipient; flooded if not
+    /// acknowledged within [`ROUTE_WAIT`].
+    fn route_own(&mut self, id: NodeId, p: &Private, now: Millis) {
+        self.routed.push((id, p.encode()));
+        let mine = |s: &&mut Sent| s.p.from == p.from && s.n == p.n && s.to == p.to;
+        if let Some(s) = self.sent.iter_mut().find(mine) {
+            s.flood_at = Some(now + ROUTE_WAIT);
+        }
+    }
+
+    /// Floods `p` to every peer (its holders keep it), and keeps a copy
+    /// if we are one of them.
+    fn flood(&mut self, net: &mut impl Net, p: Private, now: Millis) {
         net.publish(Body::Other {
             kind: PRIVATE,
             payload: p.encode(),
         });
-        // We may be one of the holders ourselves.
         self.hold(net, p, now);
+    }
+
+    /// What to route: (member, PRIVATE payload), for the node to send
+    /// down the link towards the member, or to flood when it knows none.
+    pub fn take_routed(&mut self) -> Vec<(NodeId, Vec<u8>)> {
+        std::mem::take(&mut self.routed)
+    }
+
+    /// A PRIVATE routed to us (see [`crate::proto::route`]).
+    pub fn routed(&mut self, net: &mut impl Net, payload: &[u8], now: Millis) {
+        if let Some(p) = Private::decode(payload) {
+            self.on_private(net, p, now);
+        }
     }
 
     /// Seals and sends, in order, our messages that waited for a key,
@@ -928,7 +981,16 @@ impl Dm {
             .filter(|s| s.waiting())
             .map(|s| s.at.saturating_add(MAX_AGE))
             .min();
-        [now_work, gap, expiry, waiting].into_iter().flatten().min()
+        let flood = self
+            .sent
+            .iter()
+            .filter_map(|s| s.flood_at)
+            .chain(self.held.values().filter_map(|b| b.flood_at))
+            .min();
+        [now_work, gap, expiry, waiting, flood]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Sends acknowledgements, passes copies on, skips gaps waited out,
@@ -949,6 +1011,7 @@ impl Dm {
         self.skip_gaps(net, now);
         self.expire(now);
         self.expire_waiting(net, now);
+        self.flood_unacknowledged(net, now);
         if std::mem::take(&mut self.dirty) {
             self.pass_on(net, now);
         }
@@ -995,6 +1058,41 @@ impl Dm {
         self.held.retain(|_, b| !b.copies.is_empty());
     }
 
+    /// Floods what was routed to its recipient and not acknowledged in
+    /// [`ROUTE_WAIT`]: the route failed, or the recipient went; the flood
+    /// reaches it, or its holders.
+    fn flood_unacknowledged(&mut self, net: &mut impl Net, now: Millis) {
+        let mut late = Vec::new();
+        for s in &mut self.sent {
+            if s.flood_at.is_some_and(|t| t <= now) {
+                s.flood_at = None;
+                let mut p = s.p.clone();
+                p.age = now.saturating_sub(s.at).max(p.age);
+                late.push(p);
+            }
+        }
+        let ring = net.ring();
+        for mut p in late {
+            p.holders = successors(ring_point(&p.to), &ring, self.holders);
+            self.flood(net, p, now);
+        }
+        for (name, b) in &mut self.held {
+            if b.flood_at.is_none_or(|t| t > now) {
+                continue;
+            }
+            b.flood_at = None;
+            for h in b.copies.values() {
+                let mut p = h.p.clone();
+                p.age = h.age(now);
+                p.holders = successors(ring_point(name), &ring, self.holders);
+                net.publish(Body::Other {
+                    kind: PRIVATE,
+                    payload: p.encode(),
+                });
+            }
+        }
+    }
+
     /// Drops our messages that waited [`MAX_AGE`] for a key, saying so.
     fn expire_waiting(&mut self, net: &mut impl Net, now: Millis) {
         let old = |s: &Sent| s.waiting() && now.saturating_sub(s.at) >= MAX_AGE;
@@ -1037,38 +1135,49 @@ impl Dm {
         for mut p in to_send {
             p.age = now.saturating_sub(self.sent_at(&p)).max(p.age);
             p.holders = successors(ring_point(&p.to), &ring, self.holders);
-            net.publish(Body::Other {
-                kind: PRIVATE,
-                payload: p.encode(),
-            });
+            match net.find(&p.to) {
+                Some(id) => self.route_own(id, &p, now),
+                None => net.publish(Body::Other {
+                    kind: PRIVATE,
+                    payload: p.encode(),
+                }),
+            }
         }
         let me = net.id();
         for (name, b) in &mut self.held {
             let holders = successors(ring_point(name), &ring, self.holders);
-            let mut send = false;
+            // To its recipient, here now (routed), or to new holders
+            // (flooded: it reaches the recipient too).
+            let (mut to_it, mut to_holders) = (None, false);
             let here = net.find(name);
             if here.is_some() && here != b.handed {
                 b.handed = here;
-                send = true;
+                to_it = here;
             }
             if holders != b.holders {
                 let first_old = b.holders.iter().find(|h| ring.contains(h));
                 if first_old.is_none_or(|&h| h == me) {
-                    send = true;
+                    to_holders = true;
                 }
                 b.holders = holders;
             }
-            if !send {
+            if !to_holders && to_it.is_none() {
                 continue;
+            }
+            if !to_holders {
+                b.flood_at = Some(now + ROUTE_WAIT);
             }
             for h in b.copies.values() {
                 let mut p = h.p.clone();
                 p.age = h.age(now);
                 p.holders = b.holders.clone();
-                net.publish(Body::Other {
-                    kind: PRIVATE,
-                    payload: p.encode(),
-                });
+                match to_it.filter(|_| !to_holders) {
+                    Some(id) => self.routed.push((id, p.encode())),
+                    None => net.publish(Body::Other {
+                        kind: PRIVATE,
+                        payload: p.encode(),
+                    }),
+                }
             }
         }
     }
@@ -1198,6 +1307,7 @@ impl Dm {
                     at: now.saturating_sub(p.age),
                     p,
                     nonce,
+                    flood_at: None,
                 });
             }
         }
@@ -1428,6 +1538,15 @@ mod tests {
                     }
                     let evs = std::mem::take(&mut self.peers[i].1.published);
                     let origin = self.peers[i].1.id;
+                    // Routed: to its member alone, if up.
+                    for (to, payload) in self.peers[i].0.take_routed() {
+                        any = true;
+                        if let Some((dm, f)) =
+                            self.peers.iter_mut().find(|(_, f)| f.id == to && f.up)
+                        {
+                            dm.routed(f, &payload, now);
+                        }
+                    }
                     for ev in evs {
                         any = true;
                         let Body::Other { kind, payload } = ev else {
