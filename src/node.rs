@@ -1017,12 +1017,14 @@ impl Node {
             }
             return;
         }
-        if ttl == 0 || kind != dm::PRIVATE {
+        // Only what an honest sender routes is passed on: a well-formed
+        // PRIVATE, for a bounded number of hops.
+        if ttl == 0 || kind != dm::PRIVATE || dm::Private::decode(payload).is_none() {
             return;
         }
         match self.next_hop(to, Some(link)) {
             Some(next) => {
-                let f = route::frame(to, ttl - 1, kind, payload);
+                let f = route::frame(to, ttl.min(route::TTL) - 1, kind, payload);
                 self.links.send(&mut self.out, next, f, now);
             }
             // No way on known (the links its events came by are gone, or
