@@ -1029,11 +1029,14 @@ impl Node {
             }
             // No way on known (the links its events came by are gone, or
             // lead back): flooded from here, as the sender would after a
-            // while; it reaches the recipient, or its holders.
-            None if self.is_member() => self.publish(Body::Other {
-                kind,
-                payload: payload.to_vec(),
-            }),
+            // while; it reaches the recipient, or its holders. Only to a
+            // member present: a frame to nobody is no reason to flood.
+            None if self.is_member() && self.membership.get(to).is_some_and(|m| m.present()) => {
+                self.publish(Body::Other {
+                    kind,
+                    payload: payload.to_vec(),
+                })
+            }
             None => {}
         }
     }
