@@ -834,6 +834,10 @@ impl Node {
             Ok(m) => m,
             // A newer peer may speak kinds we do not know: skip them.
             Err(WireError::UnknownKind(_)) if peer.is_some() => return,
+            Err(e) if peer.is_none() => {
+                let why = format!("not a p2pchat peer (bad frame: {e})");
+                return self.drop_link(link, &why, now);
+            }
             Err(e) => return self.drop_link(link, &format!("bad frame: {e}"), now),
         };
         if closing {
