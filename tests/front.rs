@@ -242,6 +242,46 @@ fn chat_log_and_timestamps() {
     }
 }
 
+/// `--log` keeps one file per room: a room's lines go to its own file,
+/// written alike whoever said them (no `[room]` in a room's own file),
+/// and not to the lobby's.
+#[test]
+fn chat_logs_are_kept_per_room() {
+    let mut alice = Peer::launch("alice", &["--log"], None, Stdio::piped());
+    let mut bob = Peer::join("bob", alice.port(), 2);
+    alice.expect_line("* bob joined");
+    alice.send(":create dev");
+    alice.expect_line("* you are in dev");
+    bob.send(":join dev");
+    bob.expect_line("* you are in dev");
+    alice.expect_line("* bob moved from lobby to dev");
+    bob.send("bob in dev");
+    alice.expect_line("[dev] bob: bob in dev");
+    alice.send("alice in dev");
+    bob.expect_line("[dev] alice: alice in dev");
+    alice.send(":q");
+    alice.expect_exit(0);
+    let home = alice.keep_home();
+    let logs = home.env()[1].1.to_owned() + "/p2pchat/logs";
+    let read = |f: &str| std::fs::read_to_string(format!("{logs}/{f}")).unwrap();
+    let dev = read("dev.log");
+    let rest: Vec<&str> = dev
+        .lines()
+        .map(|l| {
+            assert!(is_stamp(&l[..19]), "{l}");
+            &l[20..]
+        })
+        .collect();
+    for want in ["bob: bob in dev", "alice: alice in dev"] {
+        assert!(rest.contains(&want), "{want:?} not in dev.log:\n{dev}");
+    }
+    let lobby = read("lobby.log");
+    assert!(
+        !lobby.contains("in dev"),
+        "a room's line in lobby.log:\n{lobby}"
+    );
+}
+
 /// `YYYY-MM-DD HH:MM:SS`.
 fn is_stamp(s: &str) -> bool {
     let b = s.as_bytes();

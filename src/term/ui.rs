@@ -1070,15 +1070,11 @@ fn file_name(room: &str) -> String {
     if out.is_empty() { "%".to_owned() } else { out }
 }
 
-/// The own chat line for the log: a peer's own messages are logged too.
+/// A line for the log: a peer's own messages are logged too, and a
+/// room's lines go without `[room]`, the file being the room's.
 fn plain_for_log(ev: &Show) -> Vec<String> {
     match ev {
-        Show::Chat {
-            from,
-            text,
-            own: true,
-            ..
-        } => vec![format!(
+        Show::Chat { from, text, .. } => vec![format!(
             "{}: {}",
             escape_controls(from),
             escape_controls(text)
@@ -1092,12 +1088,7 @@ fn plain_for_log(ev: &Show) -> Vec<String> {
             escape_controls(from),
             escape_controls(text)
         )],
-        Show::Action {
-            from,
-            text,
-            own: true,
-            ..
-        } => vec![format!(
+        Show::Action { from, text, .. } => vec![format!(
             "* {} {}",
             escape_controls(from),
             escape_controls(text)
