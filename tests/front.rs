@@ -132,7 +132,7 @@ fn json_input_and_error_events() {
 }
 
 /// The lines at the start say how others join; `:who` alone shows our
-/// address and "1 member".
+/// address and "1 member", and so does `:who ROOM`.
 #[test]
 fn start_says_how_to_join_and_who_shows_own_address() {
     let mut alice = Peer::start("alice");
@@ -144,6 +144,12 @@ fn start_says_how_to_join_and_who_shows_own_address() {
     alice.send(":who");
     let rows = alice.expect_block("* 1 member:", 1);
     assert_eq!(rows, [format!("*   alice 127.0.0.1:{port} (you)")]);
+    // And in a room's list.
+    alice.send(":create dev");
+    alice.expect_line("* you are in dev");
+    alice.send(":who dev");
+    let rows = alice.expect_block("* 1 member in dev:", 1);
+    assert_eq!(rows, [format!("*   alice 127.0.0.1:{port} (you) owner")]);
 }
 
 /// `host:port` is accepted as the peer to join through.

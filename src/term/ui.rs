@@ -325,20 +325,20 @@ impl Ui {
         }
     }
 
-    /// Our own row of `:who` with the addresses we listen on, when the
-    /// network has not told us the one it sees.
+    /// Our own row of `:who` and `:who ROOM` with the addresses we listen
+    /// on, when the network has not told us the one it sees.
     fn fill_in_self(&self, ev: &Show) -> Show {
-        let Show::Members(v) = ev else {
-            return ev.clone();
+        let mut ev = ev.clone();
+        let (Show::Members(v) | Show::RoomMembers { members: v, .. }) = &mut ev else {
+            return ev;
         };
-        let mut v = v.clone();
         for m in v
             .iter_mut()
             .filter(|m| m.reach == Reach::Me && m.addr.is_none())
         {
             m.addr = self.addrs.first().map(|&a| SocketAddr::new(a, self.port));
         }
-        Show::Members(v)
+        ev
     }
 
     /// The `:help` text.
