@@ -456,9 +456,10 @@ fn now_ms() -> i64 {
 /// since the epoch): a line shown late shows when it was said.
 fn said_at(ev: &Show) -> Option<i64> {
     match ev {
-        Show::Chat { said, .. } | Show::Action { said, .. } | Show::Renamed { said, .. } => {
-            said.and_then(|t| i64::try_from(t).ok())
-        }
+        Show::Chat { said, .. }
+        | Show::Action { said, .. }
+        | Show::Renamed { said, .. }
+        | Show::Private { said, .. } => said.and_then(|t| i64::try_from(t).ok()),
         _ => None,
     }
 }
@@ -805,6 +806,7 @@ fn json(ev: &Show) -> (&'static str, String) {
             to,
             text,
             own,
+            ..
         } => (
             "private",
             format!(
@@ -945,6 +947,7 @@ fn tty(s: &mut Screen, me: &str, ev: &Show, at: i64, now: i64) {
             to,
             text,
             own,
+            ..
         } => {
             let head = if *own {
                 format!(
