@@ -843,6 +843,10 @@ impl Node {
             Ok(m) => m,
             // A newer peer may speak kinds we do not know: skip them.
             Err(WireError::UnknownKind(_)) if peer.is_some() => return,
+            Err(e) if peer.is_none() => {
+                let why = format!("not a p2pchat peer (bad frame: {e})");
+                return self.drop_link(link, &why, now);
+            }
             Err(e) => return self.drop_link(link, &format!("bad frame: {e}"), now),
         };
         if closing {
@@ -1012,7 +1016,8 @@ impl Node {
         };
         if to == self.id {
             if self.is_member() && kind == dm::PRIVATE {
-                self.dm.routed(&mut net!(self), payload, now);
+                let wall = self.wall;
+                self.dm.routed(&mut net!(self), payload, wall, now);
                 self.dm_out(now);
             }
             return;
@@ -2047,8 +2052,9 @@ impl Node {
             Body::Rename { name } => self.membership.rename(origin, &name, false, now),
             Body::Clock { time } => self.chat.clock(origin, time),
             Body::Other { kind, payload } if (dm::PRIVATE..=29).contains(&kind) => {
+                let wall = self.wall;
                 self.dm
-                    .delivered(&mut net!(self), origin, kind, &payload, now);
+                    .delivered(&mut net!(self), origin, kind, &payload, wall, now);
                 self.dm_out(now);
             }
             Body::Suspect { target } if target == self.id => self.membership.answer(id, now),
