@@ -1407,10 +1407,10 @@ impl Broadcast {
     ///
     /// When the event does not fit in a frame; nothing is sent.
     pub fn publish(&mut self, out: &mut impl Sink, body: Body) -> Result<EventId, wire::WireError> {
-        let payload = wire::payload_of(&body)?;
+        let kind = body.kind();
+        let payload = wire::payload_from(body)?;
         seal::fits(&payload)?;
         self.seq += 1;
-        let kind = body.kind();
         let hash = crypto::event_hash(self.me, self.seq, kind, &payload);
         if self.sealer.push(self.seq, kind, payload, hash) {
             self.seal(out);
