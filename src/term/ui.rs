@@ -294,7 +294,8 @@ impl Ui {
         // Never later than now: a sender's clock may be ahead of ours.
         let said_ms = said_at(ev).map(|t| t.min(now_ms));
         let at = said_ms.map_or(now, |t| t.div_euclid(1000));
-        let ev = &self.fill_in_self(ev);
+        let filled = self.fill_in_self(ev);
+        let ev = filled.as_ref().unwrap_or(ev);
         if let (Some(t), Show::Renamed { new, own: true, .. }) = (&mut self.term, ev) {
             t.rename(new);
         }
@@ -326,10 +327,11 @@ impl Ui {
     }
 
     /// Our own row of `:who` with the addresses we listen on, when the
-    /// network has not told us the one it sees.
-    fn fill_in_self(&self, ev: &Show) -> Show {
+    /// network has not told us the one it sees (`None`: any other event,
+    /// shown as it is, not copied).
+    fn fill_in_self(&self, ev: &Show) -> Option<Show> {
         let Show::Members(v) = ev else {
-            return ev.clone();
+            return None;
         };
         let mut v = v.clone();
         for m in v
@@ -338,7 +340,7 @@ impl Ui {
         {
             m.addr = self.addrs.first().map(|&a| SocketAddr::new(a, self.port));
         }
-        Show::Members(v)
+        Some(Show::Members(v))
     }
 
     /// The `:help` text.
