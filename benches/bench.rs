@@ -21,11 +21,15 @@
 //!
 //! - `BENCH_QUICK=1`: smoke run (small counts, networks of 4 and 16, no
 //!   64-peer or scale stage, 2 s idle window; a few seconds).
-//! - `BENCH_ONLY=onehop,tput1,tput16,kill,secret,dm,net,discover,files`:
+//! - `BENCH_ONLY=onehop,tput1,cpu,tput16,kill,secret,dm,net,discover,files`:
 //!   only these stages (the limits always run; `net` is fan-out, join, RSS
 //!   with 64, idle and scale).
 //! - `BENCH_BIN=path`: run another p2pchat build (one with symbols, for
 //!   `perf`); `BENCH_PEER_ARGS="-d 3"`: extra options for every peer.
+//! - `BENCH_BASELINE=path`: an older p2pchat build to measure beside this
+//!   one in the `cpu` stage (its own pair of peers: it need not speak
+//!   today's wire version). The `cpu` stage runs in quick runs only when
+//!   this is set or `BENCH_ONLY` names it.
 //!
 //! # Output
 //!
@@ -101,6 +105,13 @@
 //!   it (`p50`, `p99`, `max`, and `after99` for the lines sent after the
 //!   kill). `kill.ratio`: lazy push p50 over flooding p50 (target ≤ 1.2);
 //!   `kill.loss`: lines lost, repeated or reordered in both runs.
+//! - `cpu.line`, `cpu.secret`, `cpu.base`: CPU time (both processes'
+//!   time on a CPU, from `/proc/PID/schedstat`) per line of a 1 → 1 stream
+//!   (90,000 numbered lines; 20,000 in quick runs) written to one peer's
+//!   stdin until the other printed them all: this build, this build with
+//!   `P2PCHAT_SECRET` set, and the `BENCH_BASELINE` build (SKIP when it is
+//!   not set). `cpu.ratio`: this build over the baseline. CPU time is less
+//!   skewed by other work on the machine than wall time, not immune to it.
 //! - `secret.onehop.p50`, `secret.tput1.rate`, `secret.tputN.rate`: the
 //!   one-hop and throughput runs again with `P2PCHAT_SECRET` set (every
 //!   link encrypted), the figures without a secret from the same run in
@@ -210,6 +221,8 @@ struct Plan {
     fanout: Vec<(usize, usize)>,
     tput: usize,
     tput_wide: usize,
+    /// Lines of the 1 → 1 stream whose CPU time is measured.
+    cpu_lines: usize,
     /// Lines of the stream in which a relay is killed.
     kill: usize,
     idle: Duration,
@@ -229,6 +242,7 @@ impl Plan {
                 fanout: vec![(4, 50), (16, 50)],
                 tput: 10_000,
                 tput_wide: 16,
+                cpu_lines: 20_000,
                 kill: 300,
                 idle: Duration::from_secs(2),
                 scale_budget: Duration::ZERO,
@@ -244,6 +258,7 @@ impl Plan {
                 fanout: vec![(4, 500), (16, 500), (64, 300)],
                 tput: 100_000,
                 tput_wide: 16,
+                cpu_lines: 90_000,
                 kill: 3_000,
                 idle: Duration::from_secs(10),
                 scale_budget: Duration::from_secs(60),
@@ -1788,6 +1803,129 @@ fn throughput(
     })
 }
 
+// ---------------------------------------------------------------- CPU per line
+
+/// Nanoseconds `pid` has spent on a CPU so far (`/proc/PID/schedstat`).
+fn cpu_ns(pid: i32) -> Result<u64, String> {
+    std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .ok_or_else(|| format!("no /proc/{pid}/schedstat"))
+}
+
+/// CPU time per line, sender and receiver together, of `count` numbered
+/// lines 1 → 1 through a pair of `binary` peers (started as
+/// [`Peer::start`] does), from the first write until the receiver printed
+/// the last.
+fn cpu_pair(binary: &str, count: usize, secret: bool) -> Result<Duration, String> {
+    let cmd = |name: &str, via: Option<u16>| {
+        let mut c = Command::new(binary);
+        c.args(["--plain", "-b", "127.0.0.1", name]);
+        if let Some(p) = via {
+            c.args(["127.0.0.1", &p.to_string()]);
+        }
+        if secret {
+            c.env("P2PCHAT_SECRET", "the bench's network secret");
+        } else {
+            c.env_remove("P2PCHAT_SECRET");
+        }
+        c
+    };
+    let mut a = Peer::spawn("p1", cmd("p1", None))?;
+    let mut b = Peer::spawn("p0", cmd("p0", Some(a.port)))?;
+    b.wait(
+        &|l| l.starts_with("* joined through "),
+        Instant::now() + DEADLINE,
+    )?;
+    a.expect("* p0 joined", Instant::now() + DEADLINE)?;
+    a.discard();
+    let stdin = b.stdin.take().ok_or("stdin taken")?;
+    let before = cpu_ns(a.pid())? + cpu_ns(b.pid())?;
+    let t0 = Instant::now();
+    let writer = feed(stdin, numbered(count));
+    let mut errs = Vec::new();
+    let t = tally(&mut a, "p0: t", count, t0, &mut errs);
+    let after = cpu_ns(a.pid())? + cpu_ns(b.pid())?;
+    drop((a, b));
+    let _ = writer.join();
+    if t.distinct < count || t.reorder > 0 {
+        return Err(format!(
+            "{} of {count} lines arrived, {} out of order {}",
+            t.distinct,
+            t.reorder,
+            errs.join("; ")
+        ));
+    }
+    Ok(Duration::from_nanos((after - before) / count as u64))
+}
+
+/// CPU per line 1 → 1: this build without and with a secret, and the
+/// baseline build given, measured in turns in the same run.
+fn cpu_stage(plan: &Plan, baseline: Option<&str>, r: &mut Report) {
+    let n = plan.cpu_lines;
+    progress(&format!("cpu: {n} lines 1 → 1, CPU time per line"));
+    let ns = |d: Duration| format!("{:.2} µs", d.as_secs_f64() * 1e6);
+    let what = |who: &str| format!("CPU per line 1 → 1, {who}, both peers ({n} lines)");
+    let load = loadavg();
+    let mine = cpu_pair(&bin(), n, false);
+    let secret = cpu_pair(&bin(), n, true);
+    let base = baseline.map(|b| cpu_pair(b, n, false));
+    match &base {
+        None => r.skip("cpu.base", &what("baseline (BENCH_BASELINE unset)"), "-"),
+        Some(Ok(d)) => r.info("cpu.base", &what(baseline.unwrap_or("")), ns(*d)),
+        Some(Err(e)) => r.failed(
+            "cpu (baseline)",
+            e,
+            &[("cpu.base", "CPU per line, baseline", "-")],
+        ),
+    }
+    let base = base.and_then(Result::ok);
+    match &mine {
+        Ok(d) => {
+            let beside = base.map_or("-".into(), |b| format!("baseline {}", ns(b)));
+            match base {
+                Some(b) => r.check(
+                    "cpu.line",
+                    &what("this build"),
+                    ns(*d),
+                    "≤ baseline",
+                    beside,
+                    *d <= b,
+                ),
+                None => r.info("cpu.line", &what("this build"), ns(*d)),
+            }
+        }
+        Err(e) => r.failed("cpu", e, &[("cpu.line", "CPU per line", "-")]),
+    }
+    match &secret {
+        Ok(d) => r.row(
+            "cpu.secret",
+            &what("this build with a secret"),
+            ns(*d),
+            "-",
+            mine.as_ref()
+                .map_or("-".into(), |m| format!("no secret {}", ns(*m))),
+            Status::Info,
+        ),
+        Err(e) => r.failed(
+            "cpu (secret)",
+            e,
+            &[("cpu.secret", "CPU per line with a secret", "-")],
+        ),
+    }
+    if let (Ok(d), Some(b)) = (&mine, base) {
+        r.info(
+            "cpu.ratio",
+            "CPU per line, this build / baseline",
+            format!("{:.2}×", d.as_secs_f64() / b.as_secs_f64().max(1e-12)),
+        );
+    }
+    r.note(format!(
+        "cpu: load average {load} before, {} after the runs",
+        loadavg()
+    ));
+}
+
 // ---------------------------------------------------------------- relay floor
 
 /// The least a peer can do on the one-hop path, for comparison: this
@@ -3055,6 +3193,15 @@ fn main() {
     }
     if run("tput1") {
         tput_stage(&plan, &mut lim, &mut r, 1, 100_000.0, false);
+    }
+    let baseline = std::env::var("BENCH_BASELINE")
+        .ok()
+        .filter(|b| !b.is_empty());
+    // Not in the quick run of `make test` unless asked for.
+    if (run("cpu") && !quick)
+        || (quick && (only.split(',').any(|o| o.trim() == "cpu") || baseline.is_some()))
+    {
+        cpu_stage(&plan, baseline.as_deref(), &mut r);
     }
     if run("tput16") {
         tput_pair(&plan, &mut lim, &mut r, plan.tput_wide, 100_000.0);
