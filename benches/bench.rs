@@ -175,7 +175,9 @@
 //!   file is sent (stdin → stdout); beside the same at rest, measured
 //!   just before (`files.rest.p99`). Target: p99 during ≤ 5 ms.
 //!
-//! Notes give, per stage, links per peer (sockets in /proc/PID/fd), and
+//! Notes give, per stage, links per peer (sockets in /proc/PID/fd), the
+//! CPU time each message of a 1 → N run cost the peers and the bench's
+//! line readers (and the rate the CPUs allow at that cost), and
 //! per message and receiver the context switches and TCP bytes received
 //! (from `ss -tinp`), i.e. how many copies of each message a flood
 //! delivers; anything the peers wrote to stderr; stalls and departures.
@@ -1746,6 +1748,7 @@ fn throughput(
     let stdin = net.peers[0].stdin.take().ok_or("stdin taken")?;
     let before = net.counters();
     let t_before = net.traffic()?;
+    let cpu_before = net_cpu(&net);
     let t0 = Instant::now();
     let writer = feed(stdin, numbered(count));
     let (mut loss, mut reorder, mut delivered) = (0u64, 0u64, 0u64);
@@ -1758,6 +1761,7 @@ fn throughput(
         delivered += t.distinct as u64;
         end = end.max(t.last);
     }
+    let cpu_after = net_cpu(&net);
     let read: u64 = net
         .counters()
         .iter()
@@ -1781,6 +1785,22 @@ fn throughput(
             "1 → {receivers}, {mode}: {links:.1} links per peer; each receiver read {:.1} MB of TCP ({:.1} bytes a message), {copies:.2} full copies of each message and {announce:.1} bytes of IHAVE/GRAFT/PRUNE",
             read as f64 / receivers as f64 / 1e6,
             read as f64 / per
+        ));
+    }
+    if receivers > 1 {
+        // What bounds the rate when the peers share the machine's CPUs:
+        // CPU time a message costs them all, over the CPUs there are.
+        let per = |a: u64, b: u64| a.saturating_sub(b) as f64 / count as f64 / 1e3;
+        let sender = per(cpu_after.0[0], cpu_before.0[0]);
+        let all: f64 = (0..cpu_after.0.len())
+            .map(|i| per(cpu_after.0[i], cpu_before.0[i]))
+            .sum();
+        let readers = per(cpu_after.1, cpu_before.1);
+        let cpus = thread::available_parallelism().map_or(1, |n| n.get());
+        r.note(format!(
+            "1 → {receivers}, {mode}: CPU per message {all:.1} µs for all peers (sender {sender:.2} µs, each receiver {:.2} µs on average) and {readers:.1} µs for the bench's own threads (line readers, writer): {cpus} CPUs allow at most {} msg/s",
+            (all - sender) / receivers as f64,
+            rate(cpus as f64 * 1e6 / (all + readers).max(1e-9))
         ));
     }
     net.note_stderr(r, &format!("1 → {receivers} ({mode})"));
@@ -1811,6 +1831,21 @@ fn cpu_ns(pid: i32) -> Result<u64, String> {
         .ok()
         .and_then(|s| s.split_whitespace().next()?.parse().ok())
         .ok_or_else(|| format!("no /proc/{pid}/schedstat"))
+}
+
+/// Nanoseconds on a CPU so far: of each peer of `net`, and of this bench
+/// process (all its threads: the line readers above all).
+fn net_cpu(net: &Net) -> (Vec<u64>, u64) {
+    let peers = net
+        .peers
+        .iter()
+        .map(|p| cpu_ns(p.pid()).unwrap_or(0))
+        .collect();
+    // SAFETY: getrusage fills the struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let tv = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1_000;
+    (peers, tv(ru.ru_utime) + tv(ru.ru_stime))
 }
 
 /// CPU time per line, sender and receiver together, of `count` numbered
