@@ -2138,7 +2138,7 @@ mod tests {
             // Mostly one origin (a stream), some of the others, and now
             // and then a big event, so both bounds bite.
             let i = [0, 0, 0, 0, 0, 0, 1, 2][(x % 8) as usize];
-            let len = if x % 97 == 0 {
+            let len = if x.is_multiple_of(97) {
                 40_000
             } else {
                 20 + (x >> 8) as usize % 200
