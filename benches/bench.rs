@@ -110,8 +110,9 @@
 //!   (90,000 numbered lines; 20,000 in quick runs) written to one peer's
 //!   stdin until the other printed them all: this build, this build with
 //!   `P2PCHAT_SECRET` set, and the `BENCH_BASELINE` build (SKIP when it is
-//!   not set). `cpu.ratio`: this build over the baseline. CPU time is less
-//!   skewed by other work on the machine than wall time, not immune to it.
+//!   not set); the median of 3 runs of each, in turns. `cpu.ratio`: this
+//!   build over the baseline. CPU time is less skewed by other work on the
+//!   machine than wall time, not immune to it.
 //! - `secret.onehop.p50`, `secret.tput1.rate`, `secret.tputN.rate`: the
 //!   one-hop and throughput runs again with `P2PCHAT_SECRET` set (every
 //!   link encrypted), the figures without a secret from the same run in
@@ -1894,17 +1895,36 @@ fn cpu_pair(binary: &str, count: usize, secret: bool) -> Result<Duration, String
     Ok(Duration::from_nanos((after - before) / count as u64))
 }
 
+/// Runs of each pair in the `cpu` stage; the median is shown.
+const CPU_ROUNDS: usize = 3;
+
 /// CPU per line 1 → 1: this build without and with a secret, and the
 /// baseline build given, measured in turns in the same run.
 fn cpu_stage(plan: &Plan, baseline: Option<&str>, r: &mut Report) {
     let n = plan.cpu_lines;
     progress(&format!("cpu: {n} lines 1 → 1, CPU time per line"));
     let ns = |d: Duration| format!("{:.2} µs", d.as_secs_f64() * 1e6);
-    let what = |who: &str| format!("CPU per line 1 → 1, {who}, both peers ({n} lines)");
+    let what = |who: &str| {
+        format!("CPU per line 1 → 1, {who}, both peers ({n} lines, median of {CPU_ROUNDS})")
+    };
     let load = loadavg();
-    let mine = cpu_pair(&bin(), n, false);
-    let secret = cpu_pair(&bin(), n, true);
-    let base = baseline.map(|b| cpu_pair(b, n, false));
+    // Each pair a few times, in turns, so that a burst of other work
+    // skews one run of each rather than all runs of one; the median.
+    let (mut mine, mut secret, mut base) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..CPU_ROUNDS {
+        mine.push(cpu_pair(&bin(), n, false));
+        secret.push(cpu_pair(&bin(), n, true));
+        if let Some(b) = baseline {
+            base.push(cpu_pair(b, n, false));
+        }
+    }
+    let median = |v: Vec<Result<Duration, String>>| -> Result<Duration, String> {
+        let mut ok = v.into_iter().collect::<Result<Vec<_>, _>>()?;
+        ok.sort();
+        Ok(ok[ok.len() / 2])
+    };
+    let (mine, secret) = (median(mine), median(secret));
+    let base = baseline.map(|_| median(base));
     match &base {
         None => r.skip("cpu.base", &what("baseline (BENCH_BASELINE unset)"), "-"),
         Some(Ok(d)) => r.info("cpu.base", &what(baseline.unwrap_or("")), ns(*d)),
