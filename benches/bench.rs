@@ -21,11 +21,15 @@
 //!
 //! - `BENCH_QUICK=1`: smoke run (small counts, networks of 4 and 16, no
 //!   64-peer or scale stage, 2 s idle window; a few seconds).
-//! - `BENCH_ONLY=onehop,tput1,tput16,kill,secret,dm,net,discover,files`:
+//! - `BENCH_ONLY=onehop,tput1,cpu,tput16,kill,secret,dm,net,discover,files`:
 //!   only these stages (the limits always run; `net` is fan-out, join, RSS
 //!   with 64, idle and scale).
 //! - `BENCH_BIN=path`: run another p2pchat build (one with symbols, for
 //!   `perf`); `BENCH_PEER_ARGS="-d 3"`: extra options for every peer.
+//! - `BENCH_BASELINE=path`: an older p2pchat build to measure beside this
+//!   one in the `cpu` stage (its own pair of peers: it need not speak
+//!   today's wire version). The `cpu` stage runs in quick runs only when
+//!   this is set or `BENCH_ONLY` names it.
 //!
 //! # Output
 //!
@@ -101,6 +105,14 @@
 //!   it (`p50`, `p99`, `max`, and `after99` for the lines sent after the
 //!   kill). `kill.ratio`: lazy push p50 over flooding p50 (target ≤ 1.2);
 //!   `kill.loss`: lines lost, repeated or reordered in both runs.
+//! - `cpu.line`, `cpu.secret`, `cpu.base`: CPU time (both processes'
+//!   time on a CPU, from `/proc/PID/schedstat`) per line of a 1 → 1 stream
+//!   (90,000 numbered lines; 20,000 in quick runs) written to one peer's
+//!   stdin until the other printed them all: this build, this build with
+//!   `P2PCHAT_SECRET` set, and the `BENCH_BASELINE` build (SKIP when it is
+//!   not set); the median of 3 runs of each, in turns. `cpu.ratio`: this
+//!   build over the baseline. CPU time is less skewed by other work on the
+//!   machine than wall time, not immune to it.
 //! - `secret.onehop.p50`, `secret.tput1.rate`, `secret.tputN.rate`: the
 //!   one-hop and throughput runs again with `P2PCHAT_SECRET` set (every
 //!   link encrypted), the figures without a secret from the same run in
@@ -164,7 +176,9 @@
 //!   file is sent (stdin → stdout); beside the same at rest, measured
 //!   just before (`files.rest.p99`). Target: p99 during ≤ 5 ms.
 //!
-//! Notes give, per stage, links per peer (sockets in /proc/PID/fd), and
+//! Notes give, per stage, links per peer (sockets in /proc/PID/fd), the
+//! CPU time each message of a 1 → N run cost the peers and the bench's
+//! line readers (and the rate the CPUs allow at that cost), and
 //! per message and receiver the context switches and TCP bytes received
 //! (from `ss -tinp`), i.e. how many copies of each message a flood
 //! delivers; anything the peers wrote to stderr; stalls and departures.
@@ -210,6 +224,8 @@ struct Plan {
     fanout: Vec<(usize, usize)>,
     tput: usize,
     tput_wide: usize,
+    /// Lines of the 1 → 1 stream whose CPU time is measured.
+    cpu_lines: usize,
     /// Lines of the stream in which a relay is killed.
     kill: usize,
     idle: Duration,
@@ -229,6 +245,7 @@ impl Plan {
                 fanout: vec![(4, 50), (16, 50)],
                 tput: 10_000,
                 tput_wide: 16,
+                cpu_lines: 20_000,
                 kill: 300,
                 idle: Duration::from_secs(2),
                 scale_budget: Duration::ZERO,
@@ -244,6 +261,7 @@ impl Plan {
                 fanout: vec![(4, 500), (16, 500), (64, 300)],
                 tput: 100_000,
                 tput_wide: 16,
+                cpu_lines: 90_000,
                 kill: 3_000,
                 idle: Duration::from_secs(10),
                 scale_budget: Duration::from_secs(60),
@@ -1731,6 +1749,7 @@ fn throughput(
     let stdin = net.peers[0].stdin.take().ok_or("stdin taken")?;
     let before = net.counters();
     let t_before = net.traffic()?;
+    let cpu_before = net_cpu(&net);
     let t0 = Instant::now();
     let writer = feed(stdin, numbered(count));
     let (mut loss, mut reorder, mut delivered) = (0u64, 0u64, 0u64);
@@ -1743,6 +1762,7 @@ fn throughput(
         delivered += t.distinct as u64;
         end = end.max(t.last);
     }
+    let cpu_after = net_cpu(&net);
     let read: u64 = net
         .counters()
         .iter()
@@ -1768,6 +1788,22 @@ fn throughput(
             read as f64 / per
         ));
     }
+    if receivers > 1 {
+        // What bounds the rate when the peers share the machine's CPUs:
+        // CPU time a message costs them all, over the CPUs there are.
+        let per = |a: u64, b: u64| a.saturating_sub(b) as f64 / count as f64 / 1e3;
+        let sender = per(cpu_after.0[0], cpu_before.0[0]);
+        let all: f64 = (0..cpu_after.0.len())
+            .map(|i| per(cpu_after.0[i], cpu_before.0[i]))
+            .sum();
+        let readers = per(cpu_after.1, cpu_before.1);
+        let cpus = thread::available_parallelism().map_or(1, |n| n.get());
+        r.note(format!(
+            "1 → {receivers}, {mode}: CPU per message {all:.1} µs for all peers (sender {sender:.2} µs, each receiver {:.2} µs on average) and {readers:.1} µs for the bench's own threads (line readers, writer): {cpus} CPUs allow at most {} msg/s",
+            (all - sender) / receivers as f64,
+            rate(cpus as f64 * 1e6 / (all + readers).max(1e-9))
+        ));
+    }
     net.note_stderr(r, &format!("1 → {receivers} ({mode})"));
     // Kill before joining the writer, so a stuck write ends with EPIPE.
     drop(net);
@@ -1786,6 +1822,163 @@ fn throughput(
         copies,
         announce,
     })
+}
+
+// ---------------------------------------------------------------- CPU per line
+
+/// Nanoseconds `pid` has spent on a CPU so far (`/proc/PID/schedstat`).
+fn cpu_ns(pid: i32) -> Result<u64, String> {
+    std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .ok_or_else(|| format!("no /proc/{pid}/schedstat"))
+}
+
+/// Nanoseconds on a CPU so far: of each peer of `net`, and of this bench
+/// process (all its threads: the line readers above all).
+fn net_cpu(net: &Net) -> (Vec<u64>, u64) {
+    let peers = net
+        .peers
+        .iter()
+        .map(|p| cpu_ns(p.pid()).unwrap_or(0))
+        .collect();
+    // SAFETY: getrusage fills the struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let tv = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1_000;
+    (peers, tv(ru.ru_utime) + tv(ru.ru_stime))
+}
+
+/// CPU time per line, sender and receiver together, of `count` numbered
+/// lines 1 → 1 through a pair of `binary` peers (started as
+/// [`Peer::start`] does), from the first write until the receiver printed
+/// the last.
+fn cpu_pair(binary: &str, count: usize, secret: bool) -> Result<Duration, String> {
+    let cmd = |name: &str, via: Option<u16>| {
+        let mut c = Command::new(binary);
+        c.args(["--plain", "-b", "127.0.0.1", name]);
+        if let Some(p) = via {
+            c.args(["127.0.0.1", &p.to_string()]);
+        }
+        if secret {
+            c.env("P2PCHAT_SECRET", "the bench's network secret");
+        } else {
+            c.env_remove("P2PCHAT_SECRET");
+        }
+        c
+    };
+    let mut a = Peer::spawn("p1", cmd("p1", None))?;
+    let mut b = Peer::spawn("p0", cmd("p0", Some(a.port)))?;
+    b.wait(
+        &|l| l.starts_with("* joined through "),
+        Instant::now() + DEADLINE,
+    )?;
+    a.expect("* p0 joined", Instant::now() + DEADLINE)?;
+    a.discard();
+    let stdin = b.stdin.take().ok_or("stdin taken")?;
+    let before = cpu_ns(a.pid())? + cpu_ns(b.pid())?;
+    let t0 = Instant::now();
+    let writer = feed(stdin, numbered(count));
+    let mut errs = Vec::new();
+    let t = tally(&mut a, "p0: t", count, t0, &mut errs);
+    let after = cpu_ns(a.pid())? + cpu_ns(b.pid())?;
+    drop((a, b));
+    let _ = writer.join();
+    if t.distinct < count || t.reorder > 0 {
+        return Err(format!(
+            "{} of {count} lines arrived, {} out of order {}",
+            t.distinct,
+            t.reorder,
+            errs.join("; ")
+        ));
+    }
+    Ok(Duration::from_nanos((after - before) / count as u64))
+}
+
+/// Runs of each pair in the `cpu` stage; the median is shown.
+const CPU_ROUNDS: usize = 3;
+
+/// CPU per line 1 → 1: this build without and with a secret, and the
+/// baseline build given, measured in turns in the same run.
+fn cpu_stage(plan: &Plan, baseline: Option<&str>, r: &mut Report) {
+    let n = plan.cpu_lines;
+    progress(&format!("cpu: {n} lines 1 → 1, CPU time per line"));
+    let ns = |d: Duration| format!("{:.2} µs", d.as_secs_f64() * 1e6);
+    let what = |who: &str| {
+        format!("CPU per line 1 → 1, {who}, both peers ({n} lines, median of {CPU_ROUNDS})")
+    };
+    let load = loadavg();
+    // Each pair a few times, in turns, so that a burst of other work
+    // skews one run of each rather than all runs of one; the median.
+    let (mut mine, mut secret, mut base) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..CPU_ROUNDS {
+        mine.push(cpu_pair(&bin(), n, false));
+        secret.push(cpu_pair(&bin(), n, true));
+        if let Some(b) = baseline {
+            base.push(cpu_pair(b, n, false));
+        }
+    }
+    let median = |v: Vec<Result<Duration, String>>| -> Result<Duration, String> {
+        let mut ok = v.into_iter().collect::<Result<Vec<_>, _>>()?;
+        ok.sort();
+        Ok(ok[ok.len() / 2])
+    };
+    let (mine, secret) = (median(mine), median(secret));
+    let base = baseline.map(|_| median(base));
+    match &base {
+        None => r.skip("cpu.base", &what("baseline (BENCH_BASELINE unset)"), "-"),
+        Some(Ok(d)) => r.info("cpu.base", &what(baseline.unwrap_or("")), ns(*d)),
+        Some(Err(e)) => r.failed(
+            "cpu (baseline)",
+            e,
+            &[("cpu.base", "CPU per line, baseline", "-")],
+        ),
+    }
+    let base = base.and_then(Result::ok);
+    match &mine {
+        Ok(d) => {
+            let beside = base.map_or("-".into(), |b| format!("baseline {}", ns(b)));
+            match base {
+                Some(b) => r.check(
+                    "cpu.line",
+                    &what("this build"),
+                    ns(*d),
+                    "≤ baseline",
+                    beside,
+                    *d <= b,
+                ),
+                None => r.info("cpu.line", &what("this build"), ns(*d)),
+            }
+        }
+        Err(e) => r.failed("cpu", e, &[("cpu.line", "CPU per line", "-")]),
+    }
+    match &secret {
+        Ok(d) => r.row(
+            "cpu.secret",
+            &what("this build with a secret"),
+            ns(*d),
+            "-",
+            mine.as_ref()
+                .map_or("-".into(), |m| format!("no secret {}", ns(*m))),
+            Status::Info,
+        ),
+        Err(e) => r.failed(
+            "cpu (secret)",
+            e,
+            &[("cpu.secret", "CPU per line with a secret", "-")],
+        ),
+    }
+    if let (Ok(d), Some(b)) = (&mine, base) {
+        r.info(
+            "cpu.ratio",
+            "CPU per line, this build / baseline",
+            format!("{:.2}×", d.as_secs_f64() / b.as_secs_f64().max(1e-12)),
+        );
+    }
+    r.note(format!(
+        "cpu: load average {load} before, {} after the runs",
+        loadavg()
+    ));
 }
 
 // ---------------------------------------------------------------- relay floor
@@ -3055,6 +3248,15 @@ fn main() {
     }
     if run("tput1") {
         tput_stage(&plan, &mut lim, &mut r, 1, 100_000.0, false);
+    }
+    let baseline = std::env::var("BENCH_BASELINE")
+        .ok()
+        .filter(|b| !b.is_empty());
+    // Not in the quick run of `make test` unless asked for.
+    if (run("cpu") && !quick)
+        || (quick && (only.split(',').any(|o| o.trim() == "cpu") || baseline.is_some()))
+    {
+        cpu_stage(&plan, baseline.as_deref(), &mut r);
     }
     if run("tput16") {
         tput_pair(&plan, &mut lim, &mut r, plan.tput_wide, 100_000.0);

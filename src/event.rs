@@ -829,7 +829,10 @@ impl Loop {
 
     /// Carries out what the core asked for, until it asks for nothing.
     fn apply(&mut self, ui: &mut Ui) {
-        let now = self.now();
+        // Read the clock only for an action that needs it: most are
+        // frames to queue and lines to show, one per event.
+        let start = self.start;
+        let now = || start.elapsed().as_millis() as Millis;
         while let Some(a) = self.core.next_action() {
             match a {
                 Action::Send(link, frame) => {
@@ -841,10 +844,10 @@ impl Loop {
                         }
                     }
                 }
-                Action::Connect(link, addr) => self.connect(link, addr, now),
+                Action::Connect(link, addr) => self.connect(link, addr, now()),
                 Action::Close(link) => {
                     if let Some(c) = self.conns.get_mut(link) {
-                        c.closing.get_or_insert(now + LINGER);
+                        c.closing.get_or_insert(now() + LINGER);
                     }
                 }
                 Action::Show(s) => {
@@ -868,13 +871,14 @@ impl Loop {
                     }
                     if let Some(g) = &mut self.irc {
                         let why = stop.message().unwrap_or("the peer left the network");
-                        g.stop(self.poll.registry(), why, now);
+                        g.stop(self.poll.registry(), why, now());
                     }
                     if self.exit.is_none() {
                         self.exit = Some(stop.status());
                         if let Some(mut l) = self.listener.take() {
                             let _ = self.poll.registry().deregister(&mut l);
                         }
+                        let now = now();
                         for (_, c) in self.conns.iter_mut() {
                             c.closing.get_or_insert(now + LINGER);
                         }

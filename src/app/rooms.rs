@@ -625,14 +625,22 @@ impl Rooms {
     /// A lobby line of `from` (the chat app's) was said: kept for the
     /// lobby's history. Returns whether to show it: we are in the lobby.
     pub fn lobby_line(&mut self, net: &impl Net, from: NodeId, text: &str) -> bool {
-        let mut text = text.to_owned();
-        truncate(&mut text, wire::MAX_TEXT);
+        let mut end = text.len().min(wire::MAX_TEXT);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        // A stream of lines from one member shares one copy of its name.
+        let name = net.name_of(from);
+        let name = match self.lobby.v.back() {
+            Some(l) if l.from == from && *l.name == *name => l.name.clone(),
+            _ => name.into(),
+        };
         self.lobby.push(Line {
             from,
-            name: net.name_of(from).into(),
+            name,
             n: 0,
             shout: false,
-            text: text.into(),
+            text: text[..end].into(),
         });
         self.here.is_none()
     }

@@ -412,19 +412,46 @@ impl Cache {
     }
 
     /// Moves `origin` in the orders by count and bytes: it had `was`
-    /// (events, bytes) and has what its entry says now.
+    /// (events, bytes) and has what its entry says now. An order whose
+    /// figure did not change is left alone.
     fn reorder(&mut self, origin: NodeId, was: (usize, usize)) {
-        self.by_count.remove(&(was.0, origin));
-        self.by_bytes.remove(&(was.1, origin));
-        match self.per.get(&origin) {
-            Some(k) if !k.frames.is_empty() => {
-                self.by_count.insert((k.frames.len(), origin));
-                self.by_bytes.insert((k.bytes, origin));
-            }
-            _ => {
-                self.per.remove(&origin);
-            }
+        let now = self
+            .per
+            .get(&origin)
+            .filter(|k| !k.frames.is_empty())
+            .map(|k| (k.frames.len(), k.bytes));
+        let Some(now) = now else {
+            self.by_count.remove(&(was.0, origin));
+            self.by_bytes.remove(&(was.1, origin));
+            self.per.remove(&origin);
+            return;
+        };
+        // A new origin (`was` zero) is in neither order yet.
+        if now.0 != was.0 || was.0 == 0 {
+            self.by_count.remove(&(was.0, origin));
+            self.by_count.insert((now.0, origin));
         }
+        if now.1 != was.1 || was.0 == 0 {
+            self.by_bytes.remove(&(was.1, origin));
+            self.by_bytes.insert((now.1, origin));
+        }
+    }
+
+    /// The origin with the most events (`by_bytes`: bytes) kept, as if
+    /// `stale`, in the order as `key`, were there as it is now.
+    fn most(
+        order: &BTreeSet<(usize, NodeId)>,
+        stale: NodeId,
+        key: usize,
+        now: usize,
+    ) -> Option<NodeId> {
+        let top = order
+            .iter()
+            .rev()
+            .find(|&&(n, o)| (n, o) != (key, stale))
+            .copied();
+        let mine = (now > 0).then_some((now, stale));
+        top.max(mine).map(|(_, o)| o)
     }
 
     fn insert(&mut self, id: EventId, frame: Frame) {
@@ -443,24 +470,40 @@ impl Cache {
         k.bytes += n;
         self.bytes += n;
         self.events += 1;
+        // The orders are brought up to date for `id.origin` once, at the
+        // end: until then its place in them is `was`, and the choice of
+        // what to let go counts it as it is now. (A stream from one
+        // origin into a full cache adds one of its events and lets go
+        // another: nothing moves in the orders.)
+        loop {
+            let mine = self
+                .per
+                .get(&id.origin)
+                .map_or((0, 0), |k| (k.frames.len(), k.bytes));
+            let victim = if self.events > CACHE_EVENTS {
+                Cache::most(&self.by_count, id.origin, was.0, mine.0)
+            } else if self.bytes > CACHE_BYTES {
+                Cache::most(&self.by_bytes, id.origin, was.1, mine.1)
+            } else {
+                break;
+            };
+            let Some(o) = victim else {
+                break;
+            };
+            if o == id.origin {
+                self.pop_oldest(o);
+            } else {
+                self.evict_oldest(o);
+            }
+        }
         self.reorder(id.origin, was);
-        while self.events > CACHE_EVENTS {
-            let Some(&(_, o)) = self.by_count.last() else {
-                break;
-            };
-            self.evict_oldest(o);
-        }
-        while self.bytes > CACHE_BYTES {
-            let Some(&(_, o)) = self.by_bytes.last() else {
-                break;
-            };
-            self.evict_oldest(o);
-        }
     }
 
-    fn evict_oldest(&mut self, origin: NodeId) {
+    /// Lets go of `origin`'s oldest event, leaving the orders as they are;
+    /// returns what it had (events, bytes).
+    fn pop_oldest(&mut self, origin: NodeId) -> (usize, usize) {
         let Some(k) = self.per.get_mut(&origin) else {
-            return;
+            return (0, 0);
         };
         let was = (k.frames.len(), k.bytes);
         if let Some((_, f)) = k.frames.pop_front() {
@@ -468,6 +511,11 @@ impl Cache {
             self.bytes -= f.len();
             self.events -= 1;
         }
+        was
+    }
+
+    fn evict_oldest(&mut self, origin: NodeId) {
+        let was = self.pop_oldest(origin);
         self.reorder(origin, was);
     }
 }
@@ -1359,10 +1407,10 @@ impl Broadcast {
     ///
     /// When the event does not fit in a frame; nothing is sent.
     pub fn publish(&mut self, out: &mut impl Sink, body: Body) -> Result<EventId, wire::WireError> {
-        let payload = wire::payload_of(&body)?;
+        let kind = body.kind();
+        let payload = wire::payload_from(body)?;
         seal::fits(&payload)?;
         self.seq += 1;
-        let kind = body.kind();
         let hash = crypto::event_hash(self.me, self.seq, kind, &payload);
         if self.sealer.push(self.seq, kind, payload, hash) {
             self.seal(out);
@@ -2068,6 +2116,74 @@ mod tests {
         b.on_fetch(&mut out, B, BOB, 1, 10, 0);
         assert_eq!(sent(&out).len(), 10);
         assert_eq!(b.cache.oldest(CAROL), Some(5_000 + 10 + 1));
+    }
+
+    /// The cache lets go of what the plain rule says (the oldest event of
+    /// the origin with the most events, then bytes, highest id on a tie),
+    /// and its orders always match its contents.
+    #[test]
+    fn the_cache_lets_go_of_the_oldest_of_the_fullest_origin() {
+        let mut c = Cache::default();
+        // The rule, kept the plain way: per origin its events (seq, bytes)
+        // and their bytes.
+        let mut model: BTreeMap<NodeId, (VecDeque<(u64, usize)>, usize)> = BTreeMap::new();
+        let (mut events, mut bytes) = (0usize, 0usize);
+        let origins = [NodeId(3), NodeId(7), NodeId(9)];
+        let mut seq = [0u64; 3];
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..(CACHE_EVENTS + 3_000) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Mostly one origin (a stream), some of the others, and now
+            // and then a big event, so both bounds bite.
+            let i = [0, 0, 0, 0, 0, 0, 1, 2][(x % 8) as usize];
+            let len = if x.is_multiple_of(97) {
+                40_000
+            } else {
+                20 + (x >> 8) as usize % 200
+            };
+            seq[i] += 1;
+            let id = EventId {
+                origin: origins[i],
+                seq: seq[i],
+            };
+            c.insert(id, Frame::from(vec![0u8; len]));
+            let m = model.entry(id.origin).or_default();
+            m.0.push_back((id.seq, len));
+            m.1 += len;
+            events += 1;
+            bytes += len;
+            loop {
+                let fullest = if events > CACHE_EVENTS {
+                    model.iter().map(|(&o, m)| (m.0.len(), o)).max()
+                } else if bytes > CACHE_BYTES {
+                    model.iter().map(|(&o, m)| (m.1, o)).max()
+                } else {
+                    break;
+                };
+                let o = fullest.expect("something kept").1;
+                let m = model.get_mut(&o).expect("kept");
+                let (_, n) = m.0.pop_front().expect("not empty");
+                m.1 -= n;
+                events -= 1;
+                bytes -= n;
+                if m.0.is_empty() {
+                    model.remove(&o);
+                }
+            }
+            for (&o, m) in &model {
+                let k = &c.per[&o];
+                assert_eq!(k.frames.front().map(|f| f.0), m.0.front().map(|f| f.0));
+                assert_eq!((k.frames.len(), k.bytes), (m.0.len(), m.1));
+                assert!(c.by_count.contains(&(k.frames.len(), o)));
+                assert!(c.by_bytes.contains(&(k.bytes, o)));
+            }
+            assert_eq!((c.events, c.bytes), (events, bytes));
+            assert_eq!(c.per.len(), model.len());
+            assert_eq!(c.by_count.len(), model.len());
+            assert_eq!(c.by_bytes.len(), model.len());
+        }
     }
 
     #[test]

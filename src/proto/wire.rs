@@ -1004,16 +1004,22 @@ pub fn event_hash(body: &[u8]) -> Option<EventHash> {
 /// The payload bytes of `body` (an event's, without its header and seal),
 /// as [`event_hash`] hashes them.
 pub fn payload_of(body: &Body) -> Result<Vec<u8>, WireError> {
+    payload_from(body.clone())
+}
+
+/// [`payload_of`] a body we are done with (no copy of it is made).
+pub fn payload_from(body: Body) -> Result<Vec<u8>, WireError> {
     let ev = Event {
         origin: NodeId(0),
         seq: 0,
-        body: body.clone(),
+        body,
         seal: None,
     };
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(64);
     encode(&Msg::Event(ev), &mut out)?;
     // Length prefix, kind, origin, seq, type and an empty seal.
-    Ok(out.split_off(4 + 1 + 8 + 8 + 1 + 1))
+    out.drain(..4 + 1 + 8 + 8 + 1 + 1);
+    Ok(out)
 }
 
 fn u8_(r: &mut &[u8]) -> Result<u8, WireError> {

@@ -1098,6 +1098,10 @@ pub fn is_unsafe(c: char) -> bool {
 /// DEL as `^?`); the other characters [`is_unsafe`] names as
 /// `\u{9b}`-style escapes. Everything else is kept.
 pub fn escape_controls(s: &str) -> String {
+    // Most text has nothing to escape: one copy, not a char at a time.
+    if !s.chars().any(is_unsafe) {
+        return s.to_owned();
+    }
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match u32::from(c) {

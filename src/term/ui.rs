@@ -294,7 +294,8 @@ impl Ui {
         // Never later than now: a sender's clock may be ahead of ours.
         let said_ms = said_at(ev).map(|t| t.min(now_ms));
         let at = said_ms.map_or(now, |t| t.div_euclid(1000));
-        let ev = &self.fill_in_self(ev);
+        let filled = self.fill_in_self(ev);
+        let ev = filled.as_ref().unwrap_or(ev);
         if let (Some(t), Show::Renamed { new, own: true, .. }) = (&mut self.term, ev) {
             t.rename(new);
         }
@@ -326,11 +327,15 @@ impl Ui {
     }
 
     /// Our own row of `:who` and `:who ROOM` with the addresses we listen
-    /// on, when the network has not told us the one it sees.
-    fn fill_in_self(&self, ev: &Show) -> Show {
+    /// on, when the network has not told us the one it sees (`None`: any
+    /// other event, shown as it is, not copied).
+    fn fill_in_self(&self, ev: &Show) -> Option<Show> {
+        if !matches!(ev, Show::Members(_) | Show::RoomMembers { .. }) {
+            return None;
+        }
         let mut ev = ev.clone();
         let (Show::Members(v) | Show::RoomMembers { members: v, .. }) = &mut ev else {
-            return ev;
+            return None;
         };
         for m in v
             .iter_mut()
@@ -338,7 +343,7 @@ impl Ui {
         {
             m.addr = self.addrs.first().map(|&a| SocketAddr::new(a, self.port));
         }
-        ev
+        Some(ev)
     }
 
     /// The `:help` text.
