@@ -1227,9 +1227,11 @@ impl Rooms {
             .get(&key)
             .and_then(|r| r.eras.get(&era))
             .is_some_and(|k| k.contains_key(&(epoch, owner)));
-        if x != owner && !held {
-            // A proof. A creation we never saw, in an era we know made by
-            // another, is no room's: nobody made it.
+        // A proof, for a room we know (one new to us is taken from the
+        // claim itself, as any state first heard of a room is).
+        if x != owner && !held && self.rooms.contains_key(&key) {
+            // A creation we never saw, in an era we know made by another,
+            // is no room's: nobody made it.
             let made = self.rooms.get(&key).and_then(|r| r.eras.get(&era));
             if epoch == 1 && made.is_some_and(|k| k.keys().any(|&(e, o)| e == 1 && o != owner)) {
                 return;
