@@ -796,6 +796,11 @@ impl Loop {
                         self.apply(ui);
                     }
                     Ok(None) => break Ok(()),
+                    // Before HELLO, bytes that are no frame are another
+                    // program (an SSH or web server): say so.
+                    Err(e) if !self.core.is_established(link) => {
+                        break Err(format!("not a p2pchat peer (bad frame: {e})"));
+                    }
                     Err(e) => break Err(format!("bad frame: {e}")),
                 }
             };
