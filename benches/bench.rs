@@ -21,9 +21,10 @@
 //!
 //! - `BENCH_QUICK=1`: smoke run (small counts, networks of 4 and 16, no
 //!   64-peer or scale stage, 2 s idle window; a few seconds).
-//! - `BENCH_ONLY=onehop,tput1,cpu,tput16,kill,secret,dm,net,discover,files`:
+//! - `BENCH_ONLY=onehop,tput1,cpu,tput16,kill,secret,dm,net,rooms,discover,files`:
 //!   only these stages (the limits always run; `net` is fan-out, join, RSS
-//!   with 64, idle and scale).
+//!   with 64, rooms, idle and scale; `rooms` alone grows a network of the
+//!   largest fan-out size, 64 peers or 16 in quick runs, for rooms only).
 //! - `BENCH_BIN=path`: run another p2pchat build (one with symbols, for
 //!   `perf`); `BENCH_PEER_ARGS="-d 3"`: extra options for every peer.
 //! - `BENCH_BASELINE=path`: an older p2pchat build to measure beside this
@@ -2675,6 +2676,25 @@ fn network_stage(plan: &Plan, lim: &Limits, r: &mut Report) {
     }
 }
 
+/// `BENCH_ONLY=rooms`: a network of the largest fan-out size grown for
+/// the rooms stage alone (no fan-out runs before it).
+fn rooms_stage(plan: &Plan, r: &mut Report) {
+    let n = plan.fanout.last().map_or(16, |f| f.0);
+    progress(&format!("rooms: growing a network to {n} peers"));
+    let mut net = Net::new();
+    let res = (|| {
+        net.grow_to(n)?;
+        net.settle()?;
+        net.warm(WARM)?;
+        net.discard();
+        Ok::<_, String>(())
+    })();
+    match res {
+        Ok(()) => rooms(plan, &mut net, r),
+        Err(e) => r.failed("rooms", &e, &[("rooms.p50", "room line, last member", "-")]),
+    }
+}
+
 /// Rooms in the largest fan-out network: what a line said in a room costs
 /// beside one said in the lobby.
 fn rooms(plan: &Plan, net: &mut Net, r: &mut Report) {
@@ -3272,6 +3292,8 @@ fn main() {
     }
     if run("net") {
         network_stage(&plan, &lim, &mut r);
+    } else if run("rooms") {
+        rooms_stage(&plan, &mut r);
     }
     if run("discover") {
         discover_stage(&plan, &mut r);

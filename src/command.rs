@@ -158,7 +158,7 @@ pub const COMMANDS: &[Row] = &[
     Row {
         names: &["me"],
         args: "ACTION",
-        help: "an action, shown as '* yourname ACTION'",
+        help: "an action to your room, shown as '* yourname ACTION'",
         run: Some(|a| {
             if a.is_empty() {
                 Err("say what you do: :me waves".into())

@@ -332,6 +332,7 @@ macro_rules! net {
             name: &$s.name,
             me: $s.id,
             key: $s.ident.public(),
+            ident: &$s.ident,
             listen: $s.ip.map(|ip| SocketAddr::new(ip, $s.port)),
             broadcast: &mut $s.broadcast,
             membership: &$s.membership,
@@ -346,6 +347,7 @@ struct AppNet<'a> {
     name: &'a str,
     me: NodeId,
     key: PublicKey,
+    ident: &'a Identity,
     listen: Option<SocketAddr>,
     broadcast: &'a mut Broadcast,
     membership: &'a Membership,
@@ -443,6 +445,14 @@ impl Net for AppNet<'_> {
         let mut v: Vec<NodeId> = self.membership.present().map(|(id, _)| id).collect();
         v.push(self.me);
         v
+    }
+
+    fn sign(&self, msg: &[u8]) -> Option<(PublicKey, u64, crypto::Sig)> {
+        Some((
+            self.ident.public(),
+            self.ident.nonce(),
+            self.ident.sign(msg),
+        ))
     }
 }
 
@@ -948,8 +958,8 @@ impl Node {
                     self.stamp();
                     self.chat.action(&mut net!(self), text);
                 } else {
-                    let e = "actions are for the lobby for now: nothing was sent".to_owned();
-                    self.out.push_back(Action::Show(Show::Error(e)));
+                    self.stamp();
+                    self.rooms.action(&mut net!(self), text);
                 }
             }
             Command::Nick(name) => self.nick(&name, now),
@@ -2042,11 +2052,17 @@ impl Node {
                 self.rooms.delivered(&mut net!(self), origin, ev, said, now);
                 self.check_handover(now);
             }
-            // Actions are the lobby's (rooms carry lines only, for now).
+            // A lobby action is the chat's; one in a room, the room's.
             Body::Action { room, text } => {
-                if self.rooms.in_lobby() {
-                    self.chat
-                        .delivered_action(&mut net!(self), origin, room, text)
+                if room.eq_ignore_ascii_case(crate::app::LOBBY) {
+                    if self.rooms.in_lobby() {
+                        self.chat
+                            .delivered_action(&mut net!(self), origin, room, text)
+                    }
+                } else {
+                    let said = self.chat.said(origin);
+                    self.rooms
+                        .heard_action(&mut net!(self), origin, &room, text, said);
                 }
             }
             Body::Rename { name } => self.membership.rename(origin, &name, false, now),

@@ -540,6 +540,182 @@ fn a_relay_cannot_forge_an_owners_kick() {
     }
 }
 
+/// A member cannot take a room by an election over an owner nobody saw:
+/// mallory (a member, signing as herself) claims alice's room, bob
+/// kicked, over an owner she made up (no proof of its state), then over
+/// a second made-up owner whose "creation" of the room she signed with a
+/// key of her own (a proof of a state nobody set). No honest peer changes
+/// the room's owner or its kick list.
+#[test]
+fn an_election_over_an_owner_nobody_saw_is_refused() {
+    use p2pchat::proto::wire::rooms::{Op, RoomEvent, RoomState, Signed, signed_bytes};
+    use p2pchat::proto::wire::{Body, Msg};
+    use util::frames::{self, who};
+    use util::raw::{Got, Raw};
+
+    let mut p = network(&["alice", "bob", "carol"], Via::Previous);
+    let mut carol = p.pop().unwrap();
+    let mut bob = p.pop().unwrap();
+    let mut alice = p.pop().unwrap();
+    alice.send(":create dev");
+    alice.expect_line("* you are in dev");
+    for q in [&mut bob, &mut carol] {
+        knows_room(q, "dev", "alice");
+        q.send(":join dev");
+        q.expect_line("* you are in dev");
+    }
+
+    let mut r = Raw::connect(carol.port());
+    let me = who(40);
+    let (_, members) = r.hello(&me, "mallory", true);
+    let alice_id = members
+        .iter()
+        .find(|e| e.name == "alice")
+        .expect("alice listed")
+        .id;
+    let Msg::Event(join) = frames::join(&me, "mallory", 9) else {
+        unreachable!()
+    };
+    r.send(&Msg::Event(join));
+    carol.expect_line("* mallory joined");
+    alice.expect_line("* mallory joined");
+    // alice announces dev to the newcomer: its state, to forge from.
+    let state = loop {
+        match r.recv(DEADLINE) {
+            Got::Msg(Msg::Event(ev)) if ev.origin == alice_id => {
+                if let Body::Room(RoomEvent::State(st)) = ev.body
+                    && st.name == "dev"
+                {
+                    break *st;
+                }
+            }
+            Got::Msg(_) => {}
+            Got::Closed => panic!("no state of dev from alice: closed"),
+            Got::Timeout => panic!("no state of dev from alice"),
+        }
+    };
+    let claim = |from, epoch| RoomState {
+        epoch,
+        from,
+        op: Op::Elected,
+        elected: true,
+        kicked: vec!["bob".into()],
+        roster: vec![],
+        ..state.clone()
+    };
+    // Over an id nobody has seen: no state of it anywhere.
+    let made_up = claim(
+        p2pchat::node::NodeId(0x5eed_5eed_5eed_5eed),
+        state.epoch + 1,
+    );
+    // Over a "creator" of dev's era with a key of her own, its state
+    // signed with that key.
+    let ghost = who(41);
+    let made = RoomState {
+        epoch: 1,
+        from: p2pchat::node::NodeId(0),
+        lord: ghost.public(),
+        op: Op::Create,
+        ..state.clone()
+    };
+    let proof = Signed {
+        owner: ghost.id(),
+        key: ghost.public(),
+        nonce: ghost.nonce(),
+        sig: ghost.sign(&signed_bytes(ghost.id(), &made)),
+        state: made,
+    };
+    let over_ghost = RoomState {
+        lord: ghost.public(),
+        ..claim(ghost.id(), state.epoch + 2)
+    };
+    let bodies = vec![
+        Body::Room(RoomEvent::State(Box::new(made_up))),
+        Body::Room(RoomEvent::Signed(Box::new(proof))),
+        Body::Room(RoomEvent::State(Box::new(over_ghost))),
+    ];
+    for m in frames::sealed(&me, 2, bodies) {
+        r.send(&m);
+    }
+    // Delivered by then (one origin's events in order): bob is still in.
+    let done = RoomEvent::Shout {
+        n: 1,
+        text: "done".into(),
+    };
+    r.send(&frames::signed(&me, 5, Body::Room(done)));
+    for q in [&mut alice, &mut bob, &mut carol] {
+        q.expect_line("! mallory: done");
+    }
+    bob.send("still here");
+    carol.expect_line("[dev] bob: still here");
+    alice.expect_line("[dev] bob: still here");
+    for q in [&mut bob, &mut carol] {
+        knows_room(q, "dev", "alice");
+    }
+    alice.send(":who");
+    let rows = alice.expect_block("* 3 members in dev:", 3);
+    assert!(rows.iter().any(|l| l.starts_with("*   bob ")), "{rows:?}");
+    alice.send(":kick carol");
+    bob.expect_line("* alice kicked carol from dev");
+    for q in [&mut alice, &mut bob, &mut carol] {
+        q.assert_no_out("a new owner", &|l| {
+            l.contains("now owned by") || l.contains("kicked bob")
+        });
+    }
+}
+
+/// `:me` in a room: shown by that room's members only (`[dev] * bob
+/// waves`; JSON: an `action` with the room), not by the lobby, and a
+/// lobby action not by the room.
+#[test]
+fn actions_in_a_room_reach_its_members_only() {
+    use std::process::Stdio;
+    let mut alice = Peer::start("alice");
+    let mut bob = Peer::join("bob", alice.port(), 2);
+    let mut carol = Peer::launch("carol", &["--json"], Some(alice.port()), Stdio::piped());
+    carol.expect_on(
+        Stream::Out,
+        "carol in",
+        &|l| l.contains(r#""type":"joined""#),
+        DEADLINE,
+    );
+    alice.send(":create dev");
+    alice.expect_line("* you are in dev");
+    knows_room(&mut bob, "dev", "alice");
+    bob.send(":join dev");
+    bob.expect_line("* you are in dev");
+    alice.expect_line("* bob moved from lobby to dev");
+    bob.send(":me waves");
+    alice.expect_line("[dev] * bob waves");
+    carol.send(r#"{"command":"me yawns"}"#);
+    alice.send(":shout sync");
+    carol.expect_on(
+        Stream::Out,
+        "the shout",
+        &|l| l.contains(r#""type":"shout""#) && l.contains("sync"),
+        DEADLINE,
+    );
+    bob.expect_line("! alice: sync");
+    // carol (lobby) in JSON: no room action; dev: no lobby action.
+    carol.assert_no_out("a room action", &|l| l.contains("waves"));
+    for q in [&mut alice, &mut bob] {
+        q.assert_no_out("a lobby action", &|l| l.contains("yawns"));
+    }
+    carol.send(r#"{"command":"join dev"}"#);
+    bob.expect_line("* carol moved from lobby to dev");
+    bob.send(":me nods");
+    carol.expect_on(
+        Stream::Out,
+        "a room action in JSON",
+        &|l| {
+            l.contains(r#""type":"action""#)
+                && l.contains(r#""from":"bob","room":"dev","text":"nods""#)
+        },
+        DEADLINE,
+    );
+    alice.expect_line("[dev] * bob nods");
+}
+
 /// The owner gives the room away (`:give`): the new owner's commands work
 /// and the old one's are refused; a kick is undone (`:unkick`); `:leave`
 /// goes back to the lobby; `:who *` lists everyone.

@@ -3387,3 +3387,56 @@ fn private_messages_to_a_member_present_are_routed() {
         });
     }
 }
+
+/// Issue 18: two members rename to one name on the two sides of a
+/// partition, each side settling its own. When it heals, every peer (the
+/// two included) agrees: the smaller id keeps the name, the other goes
+/// back to its old name and is told; nobody shows two members under one
+/// name. Not met yet: after the heal the two do not even know each other
+/// (each side's holder of the name forgets the other's as it comes back).
+#[test]
+#[ignore = "issue 18: renames across a partition are not reconciled yet"]
+fn renames_to_one_name_across_a_partition_agree_after_the_heal() {
+    for seed in seeds(&[91, 92]) {
+        with_seed(seed, |seed| {
+            let n = 12;
+            let mut sim = Sim::new(seed, 10);
+            grow(&mut sim, n, &Config::default());
+            let half: BTreeSet<usize> = (0..n / 2).collect();
+            sim.partition(&half);
+            let t = sim.now + 20_000;
+            sim.run_until(t);
+            let (a, b) = (2, 8);
+            for (i, nick) in [(a, "zed"), (b, "Zed")] {
+                let now = sim.now;
+                sim.nodes[i].core.command(Command::Nick(nick.into()), now);
+                sim.pump(i);
+            }
+            let t = sim.now + 5_000;
+            sim.run_until(t);
+            assert_eq!(sim.nodes[a].core.name(), "zed");
+            assert_eq!(sim.nodes[b].core.name(), "Zed");
+            sim.cut.clear();
+            let t = sim.now + 30_000;
+            sim.run_until(t);
+            let (win, lose, new) = if sim.nodes[a].core.id() < sim.nodes[b].core.id() {
+                (a, b, "zed")
+            } else {
+                (b, a, "Zed")
+            };
+            assert_eq!(sim.nodes[win].core.name(), new);
+            assert_eq!(sim.nodes[lose].core.name(), name(lose));
+            let told = &sim.nodes[lose].warnings;
+            assert!(told.iter().any(|w| w.contains("took the name")), "{told:?}");
+            let mut want: Vec<String> = (0..n).map(name).collect();
+            want[win] = new.to_owned();
+            want.sort();
+            for i in 0..n {
+                let mut names = sim.nodes[i].core.member_names();
+                names.push(sim.nodes[i].core.name().to_owned());
+                names.sort();
+                assert_eq!(names, want, "node {i}");
+            }
+        });
+    }
+}

@@ -12,7 +12,7 @@ pub mod files;
 pub mod rooms;
 
 use crate::proto::NodeId;
-use crate::proto::crypto::PublicKey;
+use crate::proto::crypto::{PublicKey, Sig};
 use crate::proto::wire::Body;
 use std::fmt;
 use std::net::SocketAddr;
@@ -52,6 +52,11 @@ pub trait Net {
     /// The node ids of the members present, ours among them.
     fn ring(&self) -> Vec<NodeId> {
         vec![self.id()]
+    }
+    /// `msg` signed with our key: the key, this run's nonce (they make
+    /// our node id) and the signature; `None` if we cannot sign.
+    fn sign(&self, _msg: &[u8]) -> Option<(PublicKey, u64, Sig)> {
+        None
     }
 }
 

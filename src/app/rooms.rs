@@ -18,9 +18,18 @@
 //!   greatest (epoch, origin) among those *valid* that stand, and within
 //!   one key the latest. Every ROOM event carries the whole state. A state
 //!   of epoch 1 is a creation; a later one names the owner it took over
-//!   from, and is valid if that owner's last state before it gave it the
-//!   room (GIVE), or if that owner is gone from the receiver's view (an
-//!   election). One not valid yet waits (a few per room) and is judged
+//!   from, and is valid if we hold that owner's last state before it (a
+//!   claim over an owner whose state we do not hold waits: one made up
+//!   is never valid) and that state gave it the room (GIVE), or that
+//!   owner is gone from the receiver's view (an election). A claim
+//!   carries, just before it, the state it stands on as its owner signed
+//!   it (SIGNED, `wire::rooms`): a peer that never had that state (it came
+//!   later, or declared the owner lost first) takes it from the claimer,
+//!   judged as that owner's; a creation so carried, in an era whose
+//!   creation we hold, is nobody's (the owner was made up). Every owner
+//!   sends its signature after each state of its own, and everyone keeps
+//!   the signatures ([`SIGS`] a room) to prove claims of its own.
+//!   One not valid yet waits (a few per room) and is judged
 //!   again as events come and members come and go. A state *stands* unless
 //!   its owner withdrew it, or withdrew one it stands on: one elected while
 //!   the owner it took over from was alive after all (a partition, a false
@@ -74,18 +83,21 @@
 //! rare for honest peers). Events of a member declared lost are held until
 //! it is back: what a crashed owner said just before it was lost, if some
 //! peer declared it lost first (a partition and a crash together), that
-//! peer never takes. A member can take any room by a claim that names, as
-//! the owner it took over from, an id nobody sees present (one made up):
-//! it is valid as an election is. Waiting instead, where the room is
-//! known, for that owner's state broke convergence for peers that learned
-//! the room late; a claim would need to carry its proof (the gone owner's
-//! signed state) to close this.
+//! peer never takes (unless a claim over that state carries it). A member
+//! can still claim a room over an owner that really held it and is gone,
+//! though others hold it since (a fork of an older state: validity cannot
+//! tell it from two elections at once), and a former owner can change the
+//! state it had (its gave list) after handing the room over. A peer that
+//! learns a room late takes the first state it hears unjudged, so a made-up
+//! owner's signed creation fools it where it knew no other; a claim of an
+//! older version carries no proof, and waits where its base is missing.
 
 use super::{LOBBY, MemberView, Net, RoomView, Show};
+use crate::proto::crypto;
 use crate::proto::crypto::PublicKey;
 use crate::proto::wire::rooms::{
     HISTORY_BYTES, HISTORY_LINES, Line as WireLine, MAX_GAVE, MAX_KICKED, MAX_ROSTER, Op,
-    RoomEvent, RoomState, valid_room,
+    RoomEvent, RoomState, Signed, signed_bytes, valid_room,
 };
 use crate::proto::wire::{self, Body};
 use crate::proto::{Millis, NodeId};
@@ -125,6 +137,8 @@ const HISTORY_WAIT: Millis = 3_000;
 const ABANDONED_WAIT: Millis = 5_000;
 /// Eras of one room name remembered (the room's, and the greatest others).
 const ERAS: usize = 4;
+/// Owners' signatures of states kept per room (the greatest keys).
+const SIGS: usize = ERAS * KNOWN;
 /// Having joined the network, we learn its rooms this long before
 /// creating one (its name may be taken, by a room we do not know yet).
 pub const CREATE_SETTLE: Millis = 2_000;
@@ -284,6 +298,10 @@ struct Room {
     eras: BTreeMap<u32, Known>,
     /// States that cannot be judged yet, with their origins.
     pending: Vec<(NodeId, RoomState)>,
+    /// States as their owners signed them, by (era, epoch, owner): what
+    /// a claim over one of them carries as its proof (see SIGNED in
+    /// `wire::rooms`), within [`SIGS`].
+    sigs: BTreeMap<(u32, u32, NodeId), Rc<Signed>>,
     lines: Lines,
     /// We have every recent line: we saw the room made, or were sent its
     /// history.
@@ -309,6 +327,7 @@ impl Room {
                 BTreeMap::from([((st.epoch, owner), Rec::of(owner, st))]),
             )]),
             pending: Vec::new(),
+            sigs: BTreeMap::new(),
             lines: Lines::default(),
             complete: st.op == Op::Create,
             elect_at: None,
@@ -620,6 +639,52 @@ impl Rooms {
             n,
             text,
         }));
+    }
+
+    /// `:me text` in our room (not the lobby): shown by its members only,
+    /// as room lines are (not kept in its history).
+    pub fn action(&mut self, net: &mut impl Net, text: String) {
+        let Some((key, _)) = self.here.clone() else {
+            return;
+        };
+        let mut text = text;
+        truncate(&mut text, wire::MAX_TEXT);
+        net.show(Show::Action {
+            from: net.me().to_owned(),
+            room: self.display(&self.here),
+            text: text.clone(),
+            own: true,
+            said: None,
+        });
+        net.publish(Body::Action { room: key, text });
+    }
+
+    /// An action of `from` in room `room` (not the lobby) was delivered:
+    /// shown if we are in that room and so is `from` (its ENTER came
+    /// before it), and it is not kicked. `said`: when, by its sender's
+    /// clock, if it told us.
+    pub fn heard_action(
+        &mut self,
+        net: &mut impl Net,
+        from: NodeId,
+        room: &str,
+        text: String,
+        said: Option<u64>,
+    ) {
+        let key = key_of(room);
+        let Some((here, era)) = self.here.clone() else {
+            return;
+        };
+        if here != key || !self.is_in(net, from, &key, era) {
+            return;
+        }
+        net.show(Show::Action {
+            from: net.name_of(from),
+            room: self.display(&self.here),
+            text,
+            own: false,
+            said,
+        });
     }
 
     /// A lobby line of `from` (the chat app's) was said: kept for the
@@ -1040,9 +1105,17 @@ impl Rooms {
 
     /// Floods a ROOM event of ours, and takes it as everyone will.
     fn publish_state(&mut self, net: &mut impl Net, st: RoomState, now: Millis) {
+        if matches!(
+            st.op,
+            Op::Given | Op::Elected | Op::Reclaim | Op::Close | Op::Announce
+        ) {
+            // A claim carries what it stands on.
+            self.prove(net, &key_of(&st.name), &st);
+        }
         net.publish(Body::Room(RoomEvent::State(Box::new(st.clone()))));
         let me = net.id();
-        self.offer(net, me, st, now);
+        self.offer(net, me, st.clone(), now);
+        self.sign(net, &st);
     }
 
     /// Moves us to `dest` (`None`: the lobby), and shows its history.
@@ -1135,6 +1208,92 @@ impl Rooms {
                 }
             }
             RoomEvent::History { room, era, lines } => self.history(net, origin, &room, era, lines),
+            RoomEvent::Signed(s) => self.signed(net, origin, *s, now),
+        }
+    }
+
+    /// A state signed by its owner came from `x`: its owner's (kept, to
+    /// prove a claim of ours over it later), or the proof of a claim `x`
+    /// sends next (taken as that owner's state, if it is valid).
+    fn signed(&mut self, net: &mut impl Net, x: NodeId, s: Signed, now: Millis) {
+        // The key is the owner's: bound to its node id, and the one its
+        // events are verified with where we know it.
+        let bound = match net.key_of(s.owner) {
+            Some(k) => k == s.key,
+            None => crypto::node_id(&s.key, s.nonce) == s.owner,
+        };
+        let ok = bound
+            && crypto::verifying(&s.key)
+                .is_some_and(|k| crypto::verify(&k, &signed_bytes(s.owner, &s.state), &s.sig));
+        let key = key_of(&s.state.name);
+        if !ok || key == LOBBY || s.owner == net.id() {
+            return;
+        }
+        let (era, epoch, owner) = (s.state.era, s.state.epoch, s.owner);
+        let held = self
+            .rooms
+            .get(&key)
+            .and_then(|r| r.eras.get(&era))
+            .is_some_and(|k| k.contains_key(&(epoch, owner)));
+        // A proof, for a room we know (one new to us is taken from the
+        // claim itself, as any state first heard of a room is).
+        if x != owner && !held && self.rooms.contains_key(&key) {
+            // A creation we never saw, in an era we know made by another,
+            // is no room's: nobody made it.
+            let made = self.rooms.get(&key).and_then(|r| r.eras.get(&era));
+            if epoch == 1 && made.is_some_and(|k| k.keys().any(|&(e, o)| e == 1 && o != owner)) {
+                return;
+            }
+            let mut st = s.state.clone();
+            // Taken as an announce of a newer version would be: it
+            // says nothing of who is in the room.
+            st.op = Op::Other(0);
+            self.offer(net, owner, st, now);
+        }
+        if let Some(r) = self.rooms.get_mut(&key) {
+            keep_sig(r, Rc::new(s));
+        }
+    }
+
+    /// Publishes our state `st` signed (SIGNED), after its ROOM event.
+    fn sign(&mut self, net: &mut impl Net, st: &RoomState) {
+        let me = net.id();
+        let Some((key, nonce, sig)) = net.sign(&signed_bytes(me, st)) else {
+            return;
+        };
+        let mut state = st.clone();
+        state.roster.clear();
+        let s = Signed {
+            owner: me,
+            key,
+            nonce,
+            sig,
+            state,
+        };
+        net.publish(Body::Room(RoomEvent::Signed(Box::new(s.clone()))));
+        if let Some(r) = self.rooms.get_mut(&key_of(&st.name)) {
+            keep_sig(r, Rc::new(s));
+        }
+    }
+
+    /// Publishes the proof of the state our state `st` of room `key`
+    /// stands on (taken over from another owner), if we have it.
+    fn prove(&self, net: &mut impl Net, key: &str, st: &RoomState) {
+        let me = net.id();
+        let Some(r) = self.rooms.get(key) else {
+            return;
+        };
+        if st.epoch <= 1 || st.from == me {
+            return;
+        }
+        let base = r
+            .sigs
+            .range(..(st.era, st.epoch, NodeId(0)))
+            .rev()
+            .take_while(|((e, _, _), _)| *e == st.era)
+            .find(|((_, _, o), _)| *o == st.from);
+        if let Some((_, s)) = base {
+            net.publish(Body::Room(RoomEvent::Signed(Box::new((**s).clone()))));
         }
     }
 
@@ -2013,7 +2172,9 @@ impl Rooms {
                     if st.epoch > 1 {
                         st.op = Op::Announce;
                     }
-                    net.publish(Body::Room(RoomEvent::State(Box::new(st))));
+                    self.prove(net, &k, &st);
+                    net.publish(Body::Room(RoomEvent::State(Box::new(st.clone()))));
+                    self.sign(net, &st);
                 }
                 let r = &self.rooms[&k];
                 if r.cur.owner == me && !r.cur.deleted {
@@ -2067,7 +2228,7 @@ fn valid(
         if net.key_of(x).is_some_and(|k| k != st.lord) {
             return Verdict::Stale;
         }
-        return if matches!(st.op, Op::Create | Op::Announce) {
+        return if matches!(st.op, Op::Create | Op::Announce | Op::Other(_)) {
             Verdict::Take
         } else {
             Verdict::Stale
@@ -2084,9 +2245,15 @@ fn valid(
         // Given, or taken back: the room is the claimer's key's.
         return Verdict::Stale;
     }
-    let given = base.is_some_and(|b| b.gave.contains(&x));
+    // It stands on the state of `from` before it: one we hold (delivered,
+    // so verified as `from`'s), or it waits for it. An owner nobody saw
+    // set the room (one made up) gives nothing.
+    let Some(base) = base else {
+        return Verdict::Wait;
+    };
+    let given = base.gave.contains(&x);
     // The room's lord, back under another node id (restarted).
-    let lord = base.is_some_and(|b| key.is_some_and(|k| k == b.lord));
+    let lord = key.is_some_and(|k| k == base.lord);
     if given || lord || !net.is_present(st.from) {
         Verdict::Take
     } else {
@@ -2107,6 +2274,15 @@ fn take(known: &mut BTreeMap<(u32, NodeId), Rec>, x: NodeId, st: &RoomState) {
     known.insert((st.epoch, x), rec);
     while known.len() > KNOWN {
         known.pop_first();
+    }
+}
+
+/// Keeps an owner's signature of a state of room `r`, within [`SIGS`]
+/// (the smallest keys go first).
+fn keep_sig(r: &mut Room, s: Rc<Signed>) {
+    r.sigs.insert((s.state.era, s.state.epoch, s.owner), s);
+    while r.sigs.len() > SIGS {
+        r.sigs.pop_first();
     }
 }
 
@@ -2262,13 +2438,20 @@ mod tests {
         /// A peer's key is its name's: one that starts again under its
         /// name (a new id) has its key.
         fn key_of(&self, id: NodeId) -> Option<PublicKey> {
-            let name = self.names.get(&id)?;
-            let mut k = [0; 32];
-            for (i, b) in name.bytes().take(32).enumerate() {
-                k[i] = b;
-            }
-            Some(k)
+            Some(ident_of(self.names.get(&id)?).public())
         }
+        fn sign(&self, msg: &[u8]) -> Option<(PublicKey, u64, crypto::Sig)> {
+            let i = ident_of(self.name);
+            Some((i.public(), 0, i.sign(msg)))
+        }
+    }
+
+    /// The identity (key) of name `name` in these tests.
+    fn ident_of(name: &str) -> crypto::Identity {
+        let seed = name.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x100000001b3)
+        });
+        crypto::Identity::from_seed(seed)
     }
 
     struct P {
@@ -2889,6 +3072,67 @@ mod tests {
         let s = w.agree_among(&[0, 1]);
         assert_eq!(room(&s, "dev").owner, w.id(0));
         assert!(room(&s, "dev").kicked.is_empty());
+    }
+
+    #[test]
+    fn an_election_over_an_owner_nobody_saw_takes_nothing() {
+        // mallory claims alice's room by election over owners she made
+        // up: one with no state anywhere; one whose creation of the room
+        // (its era) she signed with a key of her own; one whose claim
+        // over alice (present) she signed so. Nobody takes any; a peer
+        // that comes later neither.
+        let mut w = World::new(&["alice", "bob", "mallory"], 1);
+        w.cmd(0, Cmd::Create("dev".into()));
+        w.settle();
+        w.cmd(1, Cmd::Join(Some("dev".into())));
+        w.settle();
+        let cur = w.peers[0].rooms.rooms["dev"].cur.state("dev");
+        let m = w.id(2);
+        let claim = |from: NodeId, epoch: u32, lord: PublicKey| RoomState {
+            epoch,
+            from,
+            lord,
+            op: Op::Elected,
+            elected: true,
+            kicked: vec!["bob".into()],
+            ..cur.clone()
+        };
+        let signed = |who: &crypto::Identity, st: RoomState| {
+            Body::Room(RoomEvent::Signed(Box::new(Signed {
+                owner: who.id(),
+                key: who.public(),
+                nonce: who.nonce(),
+                sig: who.sign(&signed_bytes(who.id(), &st)),
+                state: st,
+            })))
+        };
+        let state = |st: RoomState| Body::Room(RoomEvent::State(Box::new(st)));
+        let ghost = crypto::Identity::from_seed(41);
+        let made = RoomState {
+            epoch: 1,
+            from: NodeId(0),
+            lord: ghost.public(),
+            op: Op::Create,
+            ..cur.clone()
+        };
+        let ghost2 = crypto::Identity::from_seed(42);
+        let over_alice = RoomState {
+            lord: ghost2.public(),
+            ..claim(w.id(0), 2, cur.lord)
+        };
+        let log = w.log.get_mut(&m).unwrap();
+        log.push(state(claim(NodeId(0x5eed), 2, cur.lord)));
+        log.push(signed(&ghost, made));
+        log.push(state(claim(ghost.id(), 3, ghost.public())));
+        log.push(signed(&ghost2, over_alice));
+        log.push(state(claim(ghost2.id(), 4, cur.lord)));
+        w.settle();
+        let late = w.add("erin");
+        w.settle();
+        let s = w.agree_among(&[0, 1, late]);
+        assert_eq!(room(&s, "dev").owner, w.id(0));
+        assert!(room(&s, "dev").kicked.is_empty());
+        assert_eq!(room(&s, "dev").epoch, 1);
     }
 
     #[test]

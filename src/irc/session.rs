@@ -789,6 +789,24 @@ impl Session {
                 let from = nick(from);
                 self.say(&format!("{from}!{from}@{SERVER}"), "PRIVMSG", &chan, text);
             }
+            Show::Action {
+                from,
+                room,
+                text,
+                own,
+                ..
+            } => {
+                if *own && origin || room == LOBBY && self.lobby.is_none() {
+                    return;
+                }
+                // CTCP ACTION to the room's channel, cut to fit.
+                let (chan, from) = (channel(room), nick(from));
+                let head = format!(":{from}!{from}@{SERVER} PRIVMSG {chan} :\x01ACTION ");
+                let room = MAX_LINE - 3 - head.len();
+                for part in command::split_text(&clean(text), room.max(16)) {
+                    self.raw(&format!("{head}{part}\x01"));
+                }
+            }
             Show::MemberJoined(n) => self.member_joined(n),
             Show::MemberLeft { name, lost } => {
                 let known = self.lobby.as_mut().is_some_and(|s| s.remove(name));
@@ -1186,6 +1204,29 @@ mod tests {
             [
                 ":bob!bob@p2pchat PRIVMSG #lobby :hi^[[2J^M^JQUIT",
                 ":alice!alice@p2pchat PRIVMSG #lobby :hi^[[2J^M^JQUIT"
+            ]
+        );
+    }
+
+    #[test]
+    fn actions_are_ctcp_action_to_the_room() {
+        let view = alice();
+        let mut s = registered(&view);
+        let action = |from: &str, room: &str, own| Show::Action {
+            from: from.into(),
+            room: room.into(),
+            text: "waves\x01".into(),
+            own,
+            said: None,
+        };
+        s.show(&view, &action("bob", "dev", false), false);
+        s.show(&view, &action("bob", LOBBY, false), false);
+        s.show(&view, &action("alice", "dev", true), true);
+        assert_eq!(
+            lines(&mut s),
+            [
+                ":bob!bob@p2pchat PRIVMSG #dev :\x01ACTION waves^A\x01",
+                ":bob!bob@p2pchat PRIVMSG #lobby :\x01ACTION waves^A\x01",
             ]
         );
     }

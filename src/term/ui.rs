@@ -491,9 +491,12 @@ pub(crate) fn plain(ev: &Show) -> Vec<String> {
             escape_controls(text)
         )],
         Show::Action { own: true, .. } => vec![],
-        Show::Action { from, text, .. } => {
+        Show::Action {
+            from, text, room, ..
+        } => {
             vec![format!(
-                "* {} {}",
+                "{}* {} {}",
+                room_prefix(room),
                 escape_controls(from),
                 escape_controls(text)
             )]

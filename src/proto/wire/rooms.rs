@@ -1,5 +1,5 @@
-//! Room events on the wire: event types 10 to 14, their payloads, encode
-//! and decode (types 15 to 19 are kept for rooms to come).
+//! Room events on the wire: event types 10 to 15, their payloads, encode
+//! and decode (types 16 to 19 are kept for rooms to come).
 //!
 //! Every room event is an ordinary event (origin, seq, type, payload),
 //! flooded to everyone and delivered once, in order per origin; what they
@@ -37,6 +37,17 @@
 //! 13 SHOUT   n:u32, text:str                        a line to every room
 //! 14 HISTORY room:str, era:u32, count:u8 × (origin:u64, n:u32, shout:u8,
 //!            text:str)                              the owner's last lines
+//! 15 SIGNED  owner:u64, key:32 bytes, nonce:u64, sig:64 bytes, then a
+//!            ROOM payload (as type 10's)
+//!        A room state as its owner `owner` set it, signed by it: `key`
+//!        and `nonce` make `owner` (BLAKE2s, as every node id), `sig` is
+//!        `key`'s Ed25519 signature of [`signed_bytes`] (the state as it is
+//!        judged: its op, arg, flag bit 1 and roster left out). An owner
+//!        sends one after each ROOM event of its own; one that takes a room
+//!        over from another sends, before its claim, the state it took the
+//!        room from, as that owner signed it: so that anyone can check that
+//!        the owner it replaces really set the room so, even one that never
+//!        saw that state (it came later, or its owner was lost first).
 //! ```
 //!
 //! Counts are bounded on decoding ([`MAX_GAVE`], [`MAX_KICKED`],
@@ -47,7 +58,7 @@ use super::{
     MAX_TEXT, WireError, bytes, put_str, put_u16, put_u64, str_, u8_, u16_, u64_, valid_name,
 };
 use crate::proto::NodeId;
-use crate::proto::crypto::PublicKey;
+use crate::proto::crypto::{PublicKey, Sig};
 use byteorder::{BigEndian, ReadBytesExt, WriteBytesExt};
 
 /// The event types, the first and the last kept for rooms.
@@ -56,8 +67,9 @@ pub const SAY: u8 = 11;
 pub const ENTER: u8 = 12;
 pub const SHOUT: u8 = 13;
 pub const HISTORY: u8 = 14;
+pub const SIGNED: u8 = 15;
 pub const FIRST: u8 = 10;
-pub const LAST: u8 = 14;
+pub const LAST: u8 = 15;
 
 /// Members one owner may hand a room to within one epoch (the next after
 /// one dies mid-handover, and so on).
@@ -193,6 +205,34 @@ pub enum RoomEvent {
         era: u32,
         lines: Vec<Line>,
     },
+    Signed(Box<Signed>),
+}
+
+/// A room state signed by its owner (SIGNED).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signed {
+    pub owner: NodeId,
+    pub key: PublicKey,
+    pub nonce: u64,
+    pub sig: Sig,
+    pub state: RoomState,
+}
+
+/// What an owner signs of its state `st` (see SIGNED): a label, the
+/// owner, and the state with what is not judged left out.
+pub fn signed_bytes(owner: NodeId, st: &RoomState) -> Vec<u8> {
+    let bare = RoomState {
+        op: Op::Announce,
+        arg: String::new(),
+        complete: false,
+        roster: Vec::new(),
+        ..st.clone()
+    };
+    let mut out = b"p2pchat room state".to_vec();
+    put_u64(&mut out, owner.0);
+    // Within the limits of one ROOM event: it encodes.
+    let _ = encode_state(&bare, &mut out);
+    out
 }
 
 /// Whether `name` may name a room: an ASCII letter, then ASCII letters,
@@ -215,6 +255,7 @@ impl RoomEvent {
             RoomEvent::Enter { .. } => ENTER,
             RoomEvent::Shout { .. } => SHOUT,
             RoomEvent::History { .. } => HISTORY,
+            RoomEvent::Signed(_) => SIGNED,
         }
     }
 
@@ -222,20 +263,8 @@ impl RoomEvent {
     /// [`super::Body::check`]).
     pub fn check(&self) -> Result<(), &'static str> {
         match self {
-            RoomEvent::State(s) => {
-                if !valid_room(&s.name) {
-                    return Err("room name");
-                }
-                if !(s.arg.is_empty() || valid_name(&s.arg))
-                    || !s.kicked.iter().all(|k| valid_name(k))
-                {
-                    return Err("name");
-                }
-                if s.era == 0 || s.epoch == 0 {
-                    return Err("room number");
-                }
-                Ok(())
-            }
+            RoomEvent::State(s) => check_state(s),
+            RoomEvent::Signed(s) => check_state(&s.state),
             RoomEvent::Say { room, text, .. } => {
                 if !valid_room(room) {
                     Err("room name")
@@ -267,42 +296,13 @@ impl RoomEvent {
     /// Appends the payload (after the type byte).
     pub(super) fn encode(&self, out: &mut Vec<u8>) -> Result<(), WireError> {
         match self {
-            RoomEvent::State(s) => {
-                if s.gave.len() > MAX_GAVE {
-                    return Err(WireError::TooLong("gave list"));
-                }
-                if s.kicked.len() > MAX_KICKED {
-                    return Err(WireError::TooLong("kick list"));
-                }
-                if s.roster.len() > MAX_ROSTER {
-                    return Err(WireError::TooLong("roster"));
-                }
-                put_str(out, &s.name)?;
-                put_u32(out, s.era);
-                put_u32(out, s.epoch);
-                put_u64(out, s.from.0);
-                out.extend_from_slice(&s.lord);
-                out.push(s.op.to_u8());
-                put_str(out, &s.arg)?;
-                out.push(
-                    u8::from(s.deleted)
-                        | u8::from(s.complete) << 1
-                        | u8::from(s.elected) << 2
-                        | u8::from(s.void) << 3,
-                );
-                out.push(s.gave.len() as u8);
-                for id in &s.gave {
-                    put_u64(out, id.0);
-                }
-                out.push(s.kicked.len() as u8);
-                for k in &s.kicked {
-                    put_str(out, k)?;
-                }
-                put_u16(out, s.roster.len() as u16);
-                for (id, m) in &s.roster {
-                    put_u64(out, id.0);
-                    put_u32(out, *m);
-                }
+            RoomEvent::State(s) => encode_state(s, out)?,
+            RoomEvent::Signed(s) => {
+                put_u64(out, s.owner.0);
+                out.extend_from_slice(&s.key);
+                put_u64(out, s.nonce);
+                out.extend_from_slice(&s.sig);
+                encode_state(&s.state, out)?;
             }
             RoomEvent::Say { room, era, n, text } => {
                 put_str(out, room)?;
@@ -342,57 +342,14 @@ impl RoomEvent {
     /// [`FIRST`]`..=`[`LAST`]).
     pub(super) fn decode(kind: u8, r: &mut &[u8]) -> Result<RoomEvent, WireError> {
         Ok(match kind {
-            ROOM => {
-                let name = str_(r)?;
-                let era = u32_(r)?;
-                let epoch = u32_(r)?;
-                let from = NodeId(u64_(r)?);
-                let lord = key_(r)?;
-                let op = Op::from_u8(u8_(r)?);
-                let arg = str_(r)?;
-                let flags = u8_(r)?;
-                let n = u8_(r)? as usize;
-                if n > MAX_GAVE {
-                    return Err(WireError::Invalid("gave count"));
-                }
-                let mut gave = Vec::with_capacity(n);
-                for _ in 0..n {
-                    gave.push(NodeId(u64_(r)?));
-                }
-                let n = u8_(r)? as usize;
-                if n > MAX_KICKED {
-                    return Err(WireError::Invalid("kick count"));
-                }
-                let mut kicked = Vec::with_capacity(n);
-                for _ in 0..n {
-                    kicked.push(str_(r)?);
-                }
-                let n = u16_(r)? as usize;
-                if n > MAX_ROSTER {
-                    return Err(WireError::Invalid("roster count"));
-                }
-                // Twelve bytes an entry: no more than the frame holds.
-                let mut roster = Vec::with_capacity(n.min(r.len() / 12));
-                for _ in 0..n {
-                    roster.push((NodeId(u64_(r)?), u32_(r)?));
-                }
-                RoomEvent::State(Box::new(RoomState {
-                    name,
-                    era,
-                    epoch,
-                    from,
-                    lord,
-                    op,
-                    arg,
-                    deleted: flags & 1 != 0,
-                    complete: flags & 2 != 0,
-                    elected: flags & 4 != 0,
-                    void: flags & 8 != 0,
-                    gave,
-                    kicked,
-                    roster,
-                }))
-            }
+            ROOM => RoomEvent::State(Box::new(decode_state(r)?)),
+            SIGNED => RoomEvent::Signed(Box::new(Signed {
+                owner: NodeId(u64_(r)?),
+                key: key_(r)?,
+                nonce: u64_(r)?,
+                sig: bytes(r, 64)?.try_into().expect("64 bytes"),
+                state: decode_state(r)?,
+            })),
             SAY => RoomEvent::Say {
                 room: str_(r)?,
                 era: u32_(r)?,
@@ -430,6 +387,114 @@ impl RoomEvent {
             _ => return Err(WireError::Invalid("room event type")),
         })
     }
+}
+
+/// Appends a ROOM payload.
+fn encode_state(s: &RoomState, out: &mut Vec<u8>) -> Result<(), WireError> {
+    if s.gave.len() > MAX_GAVE {
+        return Err(WireError::TooLong("gave list"));
+    }
+    if s.kicked.len() > MAX_KICKED {
+        return Err(WireError::TooLong("kick list"));
+    }
+    if s.roster.len() > MAX_ROSTER {
+        return Err(WireError::TooLong("roster"));
+    }
+    put_str(out, &s.name)?;
+    put_u32(out, s.era);
+    put_u32(out, s.epoch);
+    put_u64(out, s.from.0);
+    out.extend_from_slice(&s.lord);
+    out.push(s.op.to_u8());
+    put_str(out, &s.arg)?;
+    out.push(
+        u8::from(s.deleted)
+            | u8::from(s.complete) << 1
+            | u8::from(s.elected) << 2
+            | u8::from(s.void) << 3,
+    );
+    out.push(s.gave.len() as u8);
+    for id in &s.gave {
+        put_u64(out, id.0);
+    }
+    out.push(s.kicked.len() as u8);
+    for k in &s.kicked {
+        put_str(out, k)?;
+    }
+    put_u16(out, s.roster.len() as u16);
+    for (id, m) in &s.roster {
+        put_u64(out, id.0);
+        put_u32(out, *m);
+    }
+    Ok(())
+}
+
+/// Reads a ROOM payload.
+fn decode_state(r: &mut &[u8]) -> Result<RoomState, WireError> {
+    let name = str_(r)?;
+    let era = u32_(r)?;
+    let epoch = u32_(r)?;
+    let from = NodeId(u64_(r)?);
+    let lord = key_(r)?;
+    let op = Op::from_u8(u8_(r)?);
+    let arg = str_(r)?;
+    let flags = u8_(r)?;
+    let n = u8_(r)? as usize;
+    if n > MAX_GAVE {
+        return Err(WireError::Invalid("gave count"));
+    }
+    let mut gave = Vec::with_capacity(n);
+    for _ in 0..n {
+        gave.push(NodeId(u64_(r)?));
+    }
+    let n = u8_(r)? as usize;
+    if n > MAX_KICKED {
+        return Err(WireError::Invalid("kick count"));
+    }
+    let mut kicked = Vec::with_capacity(n);
+    for _ in 0..n {
+        kicked.push(str_(r)?);
+    }
+    let n = u16_(r)? as usize;
+    if n > MAX_ROSTER {
+        return Err(WireError::Invalid("roster count"));
+    }
+    // Twelve bytes an entry: no more than the frame holds.
+    let mut roster = Vec::with_capacity(n.min(r.len() / 12));
+    for _ in 0..n {
+        roster.push((NodeId(u64_(r)?), u32_(r)?));
+    }
+    let st = RoomState {
+        name,
+        era,
+        epoch,
+        from,
+        lord,
+        op,
+        arg,
+        deleted: flags & 1 != 0,
+        complete: flags & 2 != 0,
+        elected: flags & 4 != 0,
+        void: flags & 8 != 0,
+        gave,
+        kicked,
+        roster,
+    };
+    Ok(st)
+}
+
+/// The limits of one room state (see [`RoomEvent::check`]).
+fn check_state(s: &RoomState) -> Result<(), &'static str> {
+    if !valid_room(&s.name) {
+        return Err("room name");
+    }
+    if !(s.arg.is_empty() || valid_name(&s.arg)) || !s.kicked.iter().all(|k| valid_name(k)) {
+        return Err("name");
+    }
+    if s.era == 0 || s.epoch == 0 {
+        return Err("room number");
+    }
+    Ok(())
 }
 
 fn put_u32(out: &mut Vec<u8>, v: u32) {
