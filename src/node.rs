@@ -1970,12 +1970,12 @@ impl Node {
                 }
             }
             Body::Other {
-                kind: files::OFFER,
+                kind: kind @ (files::OFFER | files::OFFER_BLAKE2B),
                 payload,
             } => {
                 if self.is_member() {
                     self.files
-                        .offered(&mut net!(self), self.id, origin, &payload);
+                        .offered(&mut net!(self), self.id, origin, kind, &payload);
                     self.files_out(now);
                 }
             }

@@ -87,25 +87,87 @@ fn a_file_goes_across_verified_and_the_sender_sees_who_fetched() {
 /// names; alice fetches from her.
 mod hostile {
     use super::*;
-    use p2pchat::app::files::{self, Msg as FileMsg, Offer};
+    use p2pchat::app::files::{self, Algo, Msg as FileMsg, Offer};
     use util::frames::{self, who};
     use util::raw::Raw;
 
+    /// An offer (event type 31, its hash BLAKE3).
     fn offer(num: u32, name: &str, size: u64, hash: [u8; 32]) -> p2pchat::proto::wire::Body {
+        offer_as(Algo::Blake3, num, name, size, hash)
+    }
+
+    fn offer_as(
+        algo: Algo,
+        num: u32,
+        name: &str,
+        size: u64,
+        hash: [u8; 32],
+    ) -> p2pchat::proto::wire::Body {
         Offer {
             num,
             room: "lobby".into(),
             to: None,
             size,
             hash,
+            algo,
             name: name.into(),
         }
         .body()
     }
 
     fn blake(data: &[u8]) -> [u8; 32] {
+        *blake3::hash(data).as_bytes()
+    }
+
+    fn blake2b(data: &[u8]) -> [u8; 32] {
         use blake2::{Blake2b, Digest, digest::consts::U32};
         Blake2b::<U32>::digest(data).into()
+    }
+
+    /// Sends `data` as offer `num`, in DATA frames.
+    fn serve(r: &mut Raw, num: u32, data: &[u8]) {
+        for (i, c) in data.chunks(files::CHUNK).enumerate() {
+            let d = FileMsg::Data {
+                num,
+                offset: (i * files::CHUNK) as u64,
+                data: c,
+            };
+            r.bytes(&d.frame());
+        }
+    }
+
+    /// Offers of versions before BLAKE3 (event type 30, a BLAKE2b-256
+    /// hash) are still fetched, and checked with their own hash.
+    #[test]
+    fn an_older_offer_hashed_with_blake2b_is_fetched_and_checked() {
+        let dl = TempDir::new("dl");
+        let mut alice = peer("alice", &dl, None, &[]);
+        let (mut r, m) = mallory(&mut alice);
+        let data = pattern(150_000, 4);
+        for (seq, num, name, hash) in [
+            (2, 1, "old.bin", blake2b(&data)),
+            (3, 2, "wrong.bin", blake(&data)),
+        ] {
+            let size = data.len() as u64;
+            r.send(&frames::signed(
+                &m,
+                seq,
+                offer_as(Algo::Blake2b, num, name, size, hash),
+            ));
+            let id = offer_id(&alice.expect_contains(&format!("* mallory offers {name}")));
+            alice.send(&format!(":get {id}"));
+            r.recv_kind(files::GET, util::DEADLINE).expect("a GET");
+            serve(&mut r, num, &data);
+            if num == 1 {
+                alice.expect_contains(&format!("* get {id}: old.bin from mallory saved as "));
+                assert!(fs::read(dl.path().join("old.bin")).unwrap() == data);
+            } else {
+                // A BLAKE3 hash in an older offer is a wrong hash.
+                alice.expect_err_contains(&format!(
+                    "p2pchat: get {id}: wrong.bin from mallory: hash mismatch"
+                ));
+            }
+        }
     }
 
     /// Mallory joined to alice; alice has seen her.
@@ -177,14 +239,7 @@ mod hostile {
             FileMsg::decode(&get),
             Some(FileMsg::Get { num: 1, offset: 0 })
         );
-        for (i, c) in lie.chunks(files::CHUNK).enumerate() {
-            let d = FileMsg::Data {
-                num: 1,
-                offset: (i * files::CHUNK) as u64,
-                data: c,
-            };
-            r.bytes(&d.frame());
-        }
+        serve(&mut r, 1, &lie);
         alice.expect_err_contains(&format!(
             "p2pchat: get {id}: a.bin from mallory: hash mismatch"
         ));
@@ -629,7 +684,10 @@ fn a_broken_link_is_told_and_get_resumes_in_the_same_run() {
     // (on a quiet machine the rest takes a fraction of a second).
     bob.signal(libc::SIGSTOP);
     let held = fs::metadata(db.path().join("big.bin.part")).map_or(0, |m| m.len());
-    assert!(held < data.len() as u64, "the whole file came before bob was stopped");
+    assert!(
+        held < data.len() as u64,
+        "the whole file came before bob was stopped"
+    );
     // Break the link from outside both processes: only the sockets of
     // alice's listening port (this test's own), by the kernel (ss -K).
     let port = alice.port();

@@ -21,8 +21,10 @@
 //! Wire (payloads; integers big-endian, `str` as in [`crate::proto::wire`]):
 //!
 //! ```text
-//! event type 30 OFFER  num:u32, room:str, to:u64 (0: everyone in room),
-//!                      size:u64, hash:32 bytes (BLAKE2b-256), name:str
+//! event type 31 OFFER  num:u32, room:str, to:u64 (0: everyone in room),
+//!                      size:u64, hash:32 bytes (BLAKE3), name:str
+//! event type 30 OFFER  the same, with a BLAKE2b-256 hash: what versions
+//!                      before BLAKE3 offered; still fetched and checked
 //! message kind 16 GET  num:u32, offset:u64     "send offer num from offset"
 //! message kind 17 DATA num:u32, offset:u64, bytes (to the end of the frame)
 //! message kind 18 STOP num:u32, from_sender:u8, text:str
@@ -38,19 +40,22 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::path::PathBuf;
 
-/// The event type of an offer.
-pub const OFFER: u8 = 30;
+/// The event types of an offer: one whose hash is BLAKE3 (what we
+/// offer), and the older one whose hash is BLAKE2b-256.
+pub const OFFER: u8 = 31;
+pub const OFFER_BLAKE2B: u8 = 30;
 /// Message kinds of a transfer.
 pub const GET: u8 = 16;
 pub const DATA: u8 = 17;
 pub const STOP: u8 = 18;
 pub const MORE: u8 = 19;
-/// File bytes in one DATA frame.
-pub const CHUNK: usize = 60 << 10;
-/// Bytes a sender sends beyond what the receiver has acknowledged.
-pub const WINDOW: u64 = 192 << 10;
+/// File bytes in one DATA frame (a frame is at most 64 KiB).
+pub const CHUNK: usize = 64_000;
+/// Bytes a sender sends beyond what the receiver has acknowledged: a
+/// chat line on the link waits behind this much at most.
+pub const WINDOW: u64 = 1 << 20;
 /// The receiver acknowledges after this many bytes.
-pub const ACK_EVERY: u64 = 64 << 10;
+pub const ACK_EVERY: u64 = 256 << 10;
 /// Longest name a file is saved under, in bytes (before ` (N)` and
 /// `.part`); longer names from the network are cut, their extension kept.
 pub const SAVE_NAME: usize = 200;
@@ -70,9 +75,17 @@ const GET_GIVE_UP: Millis = 15_000;
 const STALL: Millis = 30_000;
 /// Progress is told this often.
 const PROGRESS_EVERY: Millis = 1_000;
-
-/// A BLAKE2b-256 hash of a file.
+/// A hash of a file: BLAKE3, or BLAKE2b-256 (see [`Algo`]).
 pub type Hash = [u8; 32];
+
+/// Which hash an offer's is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algo {
+    /// BLAKE3 (256 bits): what we offer.
+    Blake3,
+    /// BLAKE2b-256: offers of versions before BLAKE3.
+    Blake2b,
+}
 
 /// Settings of the machine.
 #[derive(Debug, Clone)]
@@ -89,6 +102,7 @@ pub struct Offer {
     pub to: Option<NodeId>,
     pub size: u64,
     pub hash: Hash,
+    pub algo: Algo,
     pub name: String,
 }
 
@@ -102,14 +116,20 @@ impl Offer {
         p.extend_from_slice(&self.size.to_be_bytes());
         p.extend_from_slice(&self.hash);
         put_str(&mut p, &self.name);
-        Body::Other {
-            kind: OFFER,
-            payload: p,
-        }
+        let kind = match self.algo {
+            Algo::Blake3 => OFFER,
+            Algo::Blake2b => OFFER_BLAKE2B,
+        };
+        Body::Other { kind, payload: p }
     }
 
-    /// An offer from an event's payload; `None` if it is not one.
-    pub fn decode(p: &[u8]) -> Option<Offer> {
+    /// An offer from an event of type `kind`; `None` if it is not one.
+    pub fn decode(kind: u8, p: &[u8]) -> Option<Offer> {
+        let algo = match kind {
+            OFFER => Algo::Blake3,
+            OFFER_BLAKE2B => Algo::Blake2b,
+            _ => return None,
+        };
         let mut r = p;
         let num = BigEndian::read_u32(take(&mut r, 4)?);
         let room = get_str(&mut r)?;
@@ -123,6 +143,7 @@ impl Offer {
             to: (to != 0).then_some(NodeId(to)),
             size,
             hash,
+            algo,
             name,
         })
     }
@@ -288,12 +309,14 @@ pub enum Io {
     /// at most `max` bytes, and hash it.
     Prepare { job: u32, path: PathBuf, max: u64 },
     /// Open (or create) `dir/name.part` for `size` bytes: check free
-    /// space, and report its length (where to resume).
+    /// space, and report its length (where to resume). The part is
+    /// hashed with `algo` as it is written.
     Open {
         job: u32,
         dir: PathBuf,
         name: String,
         size: u64,
+        algo: Algo,
     },
     /// Write these bytes at `offset` of the part.
     Write {
@@ -308,16 +331,18 @@ pub enum Io {
     Keep { job: u32 },
     /// Close the part and delete it.
     Discard { job: u32 },
-    /// Open the offered file to send it from `offset` on `link`; it must
-    /// still be `size` bytes, modified at `mtime`.
+    /// Open the offered file to send it on `link` as offer `num`; it
+    /// must still be `size` bytes, modified at `mtime`.
     Upload {
         job: u32,
+        num: u32,
         link: LinkId,
         path: PathBuf,
         size: u64,
         mtime: i64,
     },
-    /// Read `len` bytes at `offset` of an upload, when its link has room.
+    /// Read `len` bytes at `offset` of an upload into a DATA frame, when
+    /// its link has room.
     Read { job: u32, offset: u64, len: usize },
     /// Close an upload's file.
     EndUpload { job: u32 },
@@ -335,11 +360,13 @@ pub enum Done {
         job: u32,
         result: Result<u64, String>,
     },
-    /// Read for an upload.
+    /// Read for an upload: `len` bytes from `offset`, as the DATA
+    /// frame that carries them.
     Chunk {
         job: u32,
         offset: u64,
-        data: Vec<u8>,
+        len: usize,
+        frame: Frame,
     },
     /// Saved under this path, verified; or why not (the part is gone).
     Verified {
@@ -782,16 +809,17 @@ impl Files {
         self.preps.push(Prep { job, path, to });
     }
 
-    /// An OFFER event of `from` was delivered; `me` is our id. Returns
-    /// false if it is not a well-formed offer.
+    /// An OFFER event (of type `kind`) of `from` was delivered; `me` is
+    /// our id. Returns false if it is not a well-formed offer.
     pub fn offered(
         &mut self,
         net: &mut impl Net,
         me: NodeId,
         from: NodeId,
+        kind: u8,
         payload: &[u8],
     ) -> bool {
-        let Some(mut offer) = Offer::decode(payload) else {
+        let Some(mut offer) = Offer::decode(kind, payload) else {
             return false;
         };
         if offer.to.is_some_and(|t| t != me) || offer.room != LOBBY {
@@ -860,7 +888,7 @@ impl Files {
                 "{MAX_DOWNLOADS} files are being fetched already; wait for one"
             )));
         }
-        let (name, size) = (k.offer.name.clone(), k.offer.size);
+        let (name, size, algo) = (k.offer.name.clone(), k.offer.size, k.offer.algo);
         let job = self.job();
         let dir = dir.unwrap_or_else(|| self.cfg.download_dir.clone());
         self.disk(Io::Open {
@@ -868,6 +896,7 @@ impl Files {
             dir,
             name,
             size,
+            algo,
         });
         self.downs.push(Down {
             id,
@@ -989,6 +1018,7 @@ impl Files {
                     to: p.to.as_ref().map(|t| t.0),
                     size,
                     hash,
+                    algo: Algo::Blake3,
                     name: safe_name(&raw),
                 };
                 let id = self.next_id;
@@ -1052,23 +1082,18 @@ impl Files {
                 let get = Msg::Get { num, offset };
                 self.out.push_back(Out::SendTo(from, get.frame()));
             }
-            Done::Chunk { job, offset, data } => {
+            Done::Chunk {
+                job,
+                offset,
+                len,
+                frame,
+            } => {
                 let Some(u) = self.ups.iter_mut().find(|u| u.job == job) else {
                     return;
                 };
                 u.reading = false;
-                let Some(k) = self.offers.iter().find(|k| k.id == u.id) else {
-                    return;
-                };
-                let num = k.offer.num;
-                u.next = offset + data.len() as u64;
-                let f = Msg::Data {
-                    num,
-                    offset,
-                    data: &data,
-                }
-                .frame();
-                self.out.push_back(Out::Send(u.link, f));
+                u.next = offset + len as u64;
+                self.out.push_back(Out::Send(u.link, frame));
                 self.read_more(job);
             }
             Done::Verified { job, result } => {
@@ -1276,6 +1301,7 @@ impl Files {
         let job = self.job();
         self.disk(Io::Upload {
             job,
+            num,
             link,
             path,
             size,
@@ -1586,6 +1612,7 @@ mod tests {
             to: None,
             size,
             hash: [9; 32],
+            algo: Algo::Blake3,
             name: "notes.pdf".into(),
         }
     }
@@ -1605,13 +1632,13 @@ mod tests {
             ..an_offer(1234)
         };
         let p = payload(&o);
-        assert_eq!(Offer::decode(&p), Some(o));
+        assert_eq!(Offer::decode(OFFER, &p), Some(o.clone()));
         for n in 0..p.len() {
-            assert_eq!(Offer::decode(&p[..n]), None, "cut at {n}");
+            assert_eq!(Offer::decode(OFFER, &p[..n]), None, "cut at {n}");
         }
         let mut long = p.clone();
         long.push(0);
-        assert_eq!(Offer::decode(&long), None);
+        assert_eq!(Offer::decode(OFFER, &long), None);
         let data = [1u8, 2, 3];
         for m in [
             Msg::Get { num: 1, offset: 2 },
@@ -1669,8 +1696,8 @@ mod tests {
     fn a_fetch_asks_writes_acknowledges_and_verifies() {
         let mut net = Fake::default();
         let mut f = files();
-        let size = 3 * CHUNK as u64 + 10;
-        assert!(f.offered(&mut net, ME, ALICE, &payload(&an_offer(size))));
+        let size = 5 * CHUNK as u64 + 10;
+        assert!(f.offered(&mut net, ME, ALICE, OFFER, &payload(&an_offer(size))));
         assert!(matches!(
             &net.shown[0],
             Show::File(Note::Offered {
@@ -1680,7 +1707,7 @@ mod tests {
             })
         ));
         // The same offer again is not shown twice.
-        f.offered(&mut net, ME, ALICE, &payload(&an_offer(size)));
+        f.offered(&mut net, ME, ALICE, OFFER, &payload(&an_offer(size)));
         assert_eq!(net.shown.len(), 1);
         f.get(&mut net, 1, None, 0);
         let [Out::Disk(Io::Open { job, dir, name, .. })] = &outs(&mut f)[..] else {
@@ -1702,7 +1729,10 @@ mod tests {
         let chunk = vec![0u8; CHUNK];
         let mut at = 0u64;
         let mut acks = 0;
-        for (i, len) in [CHUNK, CHUNK, CHUNK, 10].into_iter().enumerate() {
+        for (i, len) in [CHUNK, CHUNK, CHUNK, CHUNK, CHUNK, 10]
+            .into_iter()
+            .enumerate()
+        {
             // A repeated chunk (from a repeated GET) overlaps: only the
             // new part is written.
             if i == 1 {
@@ -1769,7 +1799,7 @@ mod tests {
         let size = 4 * WINDOW;
         let result = Ok((size, [3; 32], 77));
         f.disk_done(&mut net, Done::Prepared { job: *job, result }, 0);
-        let offer = Offer::decode(&payload_of(&net.published[0])).unwrap();
+        let offer = Offer::decode(OFFER, &payload_of(&net.published[0])).unwrap();
         assert_eq!(
             (offer.num, offer.size, offer.name.as_str()),
             (1, size, "notes.pdf")
@@ -1788,12 +1818,19 @@ mod tests {
         // Reads go on until the window is full, and no further.
         while read > 0 {
             let data = vec![1; read];
+            let frame = Msg::Data {
+                num: 1,
+                offset: sent,
+                data: &data,
+            }
+            .frame();
             f.disk_done(
                 &mut net,
                 Done::Chunk {
                     job: up,
                     offset: sent,
-                    data,
+                    len: read,
+                    frame,
                 },
                 2,
             );
@@ -1844,11 +1881,11 @@ mod tests {
             to: Some(NodeId(99)),
             ..an_offer(10)
         };
-        f.offered(&mut net, ME, ALICE, &payload(&other));
+        f.offered(&mut net, ME, ALICE, OFFER, &payload(&other));
         assert!(net.shown.is_empty());
-        assert!(!f.offered(&mut net, ME, ALICE, b"garbage"));
+        assert!(!f.offered(&mut net, ME, ALICE, OFFER, b"garbage"));
         // A sender that sends more than it offered: discarded.
-        f.offered(&mut net, ME, ALICE, &payload(&an_offer(10)));
+        f.offered(&mut net, ME, ALICE, OFFER, &payload(&an_offer(10)));
         f.get(&mut net, 1, None, 0);
         let [Out::Disk(Io::Open { job, .. })] = &outs(&mut f)[..] else {
             panic!();
@@ -1884,6 +1921,7 @@ mod tests {
             &mut net,
             ME,
             ALICE,
+            OFFER,
             &payload(&Offer {
                 num: 6,
                 ..an_offer(11 << 20)
@@ -1898,7 +1936,7 @@ mod tests {
         let mut net = Fake::default();
         let mut f = files();
         let size = 10 * CHUNK as u64;
-        f.offered(&mut net, ME, ALICE, &payload(&an_offer(size)));
+        f.offered(&mut net, ME, ALICE, OFFER, &payload(&an_offer(size)));
         f.get(&mut net, 1, None, 0);
         let [Out::Disk(Io::Open { job, .. })] = &outs(&mut f)[..] else {
             panic!();
@@ -1926,17 +1964,17 @@ mod tests {
         let n = notes[0];
         assert_eq!(
             n.plain(),
-            "* get 1: notes.pdf 30% (184.3 kB of 614.4 kB) at 184.3 kB/s, 2 s left"
+            "* get 1: notes.pdf 30% (192.0 kB of 640.0 kB) at 192.0 kB/s, 2 s left"
         );
         assert_eq!(
             n.tty(),
-            "[######..............] get 1: notes.pdf 30% (184.3 kB of 614.4 kB) at 184.3 kB/s, 2 s left"
+            "[######..............] get 1: notes.pdf 30% (192.0 kB of 640.0 kB) at 192.0 kB/s, 2 s left"
         );
         let (kind, fields) = n.json(|s| format!("{s:?}"));
         assert_eq!(kind, "progress");
         assert_eq!(
             fields,
-            r#","id":1,"name":"notes.pdf","done":184320,"size":614400,"rate":184320"#
+            r#","id":1,"name":"notes.pdf","done":192000,"size":640000,"rate":192000"#
         );
     }
 
@@ -1955,7 +1993,7 @@ mod tests {
     fn an_unanswered_get_is_given_up_and_the_part_kept() {
         let mut net = Fake::default();
         let mut f = files();
-        f.offered(&mut net, ME, ALICE, &payload(&an_offer(100)));
+        f.offered(&mut net, ME, ALICE, OFFER, &payload(&an_offer(100)));
         f.get(&mut net, 1, None, 0);
         let [Out::Disk(Io::Open { job, .. })] = &outs(&mut f)[..] else {
             panic!();
