@@ -1931,6 +1931,8 @@ impl Node {
                     self.chat.joined(&mut net!(self), shown);
                 }
                 self.rooms.presence(&mut net!(self), origin, now);
+                // Our open offers, for the newcomer.
+                self.files.member_came(now);
                 self.dm.changed();
                 self.maintain(now);
             }
@@ -2018,6 +2020,7 @@ impl Node {
         }
         self.rooms.presence(&mut net!(self), id, self.now);
         self.check_handover(self.now);
+        self.files.member_left(&mut net!(self), id);
         self.files.member_gone(&mut net!(self), id);
         self.files_out(self.now);
         self.close_links_to(id);
@@ -2116,6 +2119,7 @@ impl Node {
         // event comes.
         self.drain(id, now);
         self.rooms.presence(&mut net!(self), id, now);
+        self.files.member_came(now);
     }
 
     /// A member forgotten as lost is heard of again: lost again, where it

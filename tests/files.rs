@@ -715,3 +715,49 @@ fn a_broken_link_is_told_and_get_resumes_in_the_same_run() {
     bob.expect_contains(&format!("* get {id}: big.bin from alice saved as "));
     assert!(fs::read(db.path().join("big.bin")).unwrap() == data);
 }
+
+#[test]
+fn a_later_joiner_is_shown_the_offers_still_open_and_they_end_with_their_sender() {
+    let (mut alice, mut bob, _da, _db) = two(&[]);
+    let src = TempDir::new("src");
+    let data = pattern(200_000, 14);
+    for name in ["open.bin", "withdrawn.bin"] {
+        fs::write(src.path().join(name), &data).unwrap();
+        alice.send(&format!(":send {}", src.path().join(name).display()));
+    }
+    alice.expect_line("* you offer open.bin (200.0 kB) to everyone: offer 1");
+    alice.expect_line("* you offer withdrawn.bin (200.0 kB) to everyone: offer 2");
+    bob.expect_contains("* alice offers withdrawn.bin (200.0 kB): :get ");
+    alice.send(":cancel 2");
+    alice.expect_line("* offer 2 (withdrawn.bin) withdrawn");
+    // Carol comes after the offers, through bob.
+    let dc = TempDir::new("dl-carol");
+    let mut carol = peer("carol", &dc, Some(bob.port()), &[]);
+    carol.expect_joined(bob.port(), 3);
+    let id = offer_id(&carol.expect_contains("* alice offers open.bin (200.0 kB): :get "));
+    carol.send(&format!(":get {id}"));
+    carol.expect_contains(&format!("* get {id}: open.bin from alice saved as "));
+    assert!(fs::read(dc.path().join("open.bin")).unwrap() == data);
+    carol.send(":files");
+    let rows = carol.expect_block("* 1 file offer:", 1);
+    assert!(
+        rows[0].contains("open.bin (200.0 kB) from alice"),
+        "{rows:?}"
+    );
+    // Bob knew it already: shown once. (Alice's line after the offers
+    // comes after them.)
+    alice.send("after the offers");
+    bob.expect_line("alice: after the offers");
+    let shown = bob.out_lines();
+    let shown: Vec<&String> = shown
+        .iter()
+        .filter(|l| l.contains("offers open.bin"))
+        .collect();
+    assert_eq!(shown.len(), 1, "{shown:?}");
+    // Offers end with their sender.
+    alice.send(":q");
+    alice.expect_exit(0);
+    carol.expect_line("* alice left");
+    carol.send(":files");
+    carol.expect_line("* no file offers");
+}

@@ -18,6 +18,14 @@
 //! This machine decides; it touches no file and no socket. What it asks
 //! of the disk is an [`Io`]; what the disk did comes back as a [`Done`].
 //!
+//! An offer stays open while its sender is in the network: when a member
+//! comes (or comes back), the sender publishes its open offers again,
+//! soon and at most every [`ANNOUNCE_GAP`], so a later joiner sees them
+//! too; those that know one already (same sender, same number) show
+//! nothing. Offers end with their sender: when it leaves, its offers are
+//! forgotten, and nothing offers them again after a restart (a new
+//! `:send` of the same file resumes a part).
+//!
 //! Wire (payloads; integers big-endian, `str` as in [`crate::proto::wire`]):
 //!
 //! ```text
@@ -75,6 +83,13 @@ const GET_GIVE_UP: Millis = 15_000;
 const STALL: Millis = 30_000;
 /// Progress is told this often.
 const PROGRESS_EVERY: Millis = 1_000;
+/// Our open offers are published again this long after a member comes,
+/// and not more often than every `ANNOUNCE_GAP`; at most `REANNOUNCE`
+/// of them (the newest).
+const ANNOUNCE_DELAY: Millis = 300;
+pub const ANNOUNCE_GAP: Millis = 2_000;
+const REANNOUNCE: usize = 32;
+
 /// A hash of a file: BLAKE3, or BLAKE2b-256 (see [`Algo`]).
 pub type Hash = [u8; 32];
 
@@ -738,6 +753,10 @@ pub struct Files {
     downs: Vec<Down>,
     ups: Vec<Up>,
     out: VecDeque<Out>,
+    /// When our open offers are to be published again, and when they
+    /// last were.
+    announce_at: Option<Millis>,
+    announced: Option<Millis>,
 }
 
 impl Files {
@@ -751,6 +770,8 @@ impl Files {
             downs: Vec::new(),
             ups: Vec::new(),
             out: VecDeque::new(),
+            announce_at: None,
+            announced: None,
         }
     }
 
@@ -1451,6 +1472,68 @@ impl Files {
         }
     }
 
+    /// Member `id` came, or came back: our open offers are published
+    /// again soon, for it to see (those who know them already show
+    /// nothing).
+    pub fn member_came(&mut self, now: Millis) {
+        if self.announce_at.is_none() && self.offers.iter().any(|k| k.from == OWN) {
+            let soonest = self.announced.map_or(0, |t| t + ANNOUNCE_GAP);
+            self.announce_at = Some((now + ANNOUNCE_DELAY).max(soonest));
+        }
+    }
+
+    /// Publishes our open offers again (the newest [`REANNOUNCE`]), but
+    /// those for one member who is not present.
+    fn announce(&mut self, net: &mut impl Net, now: Millis) {
+        self.announce_at = None;
+        self.announced = Some(now);
+        let open: Vec<Body> = self
+            .offers
+            .iter()
+            .rev()
+            .filter(|k| k.from == OWN && k.offer.to.is_none_or(|t| net.is_present(t)))
+            .take(REANNOUNCE)
+            .map(|k| k.offer.body())
+            .collect();
+        for body in open.into_iter().rev() {
+            net.publish(body);
+        }
+    }
+
+    /// Member `id` left the network: its offers end with it (a transfer
+    /// of one stops, its part kept for a new offer of the same file).
+    pub fn member_left(&mut self, net: &mut impl Net, id: NodeId) {
+        for u in self.take_ups(|u| u.peer == id) {
+            self.disk(Io::EndUpload { job: u.job });
+        }
+        let gone: Vec<usize> = (0..self.downs.len())
+            .filter(|&i| {
+                self.known(self.downs[i].id).is_some_and(|k| k.from == id)
+                    && self.downs[i].stage != Stage::Checking
+            })
+            .collect();
+        for i in gone.into_iter().rev() {
+            let d = self.downs.remove(i);
+            if d.stage != Stage::Opening {
+                self.disk(Io::Keep { job: d.job });
+            } else {
+                self.disk(Io::Discard { job: d.job });
+            }
+            if let Some(k) = self.known(d.id) {
+                net.show(Show::Warning(format!(
+                    "get {}: {} interrupted at {} of {}: {} left; a new offer of it resumes it",
+                    d.id,
+                    k.offer.name,
+                    Size(d.offset),
+                    Size(k.offer.size),
+                    k.sender
+                )));
+            }
+        }
+        let busy: Vec<u32> = self.downs.iter().map(|d| d.id).collect();
+        self.offers.retain(|k| k.from != id || busy.contains(&k.id));
+    }
+
     /// Member `id` left or was lost: its transfers stop.
     pub fn member_gone(&mut self, net: &mut impl Net, id: NodeId) {
         for u in self.take_ups(|u| u.peer == id) {
@@ -1487,8 +1570,11 @@ impl Files {
     }
 
     /// The time is `now`: GETs asked again, stalled transfers given up,
-    /// progress told.
+    /// progress told, offers published again.
     pub fn tick(&mut self, net: &mut impl Net, now: Millis) {
+        if self.announce_at.is_some_and(|t| now >= t) {
+            self.announce(net, now);
+        }
         let mut i = 0;
         while i < self.downs.len() {
             let d = &mut self.downs[i];
@@ -1531,6 +1617,7 @@ impl Files {
                 Stage::Receiving => Some(d.last_data + STALL),
                 _ => None,
             })
+            .chain(self.announce_at)
             .min()
     }
 }
@@ -1976,6 +2063,43 @@ mod tests {
             fields,
             r#","id":1,"name":"notes.pdf","done":192000,"size":640000,"rate":192000"#
         );
+    }
+
+    /// Open offers go out again when someone comes (not too often), and
+    /// end with their sender.
+    #[test]
+    fn open_offers_are_published_again_for_those_who_come() {
+        let mut net = Fake::default();
+        let mut f = files();
+        for (n, path) in ["/src/a.bin", "/src/b.bin"].into_iter().enumerate() {
+            f.send(&mut net, None, path.into());
+            let [Out::Disk(Io::Prepare { job, .. })] = &outs(&mut f)[..] else {
+                panic!("no prepare");
+            };
+            let result = Ok((10 + n as u64, [n as u8; 32], 1));
+            f.disk_done(&mut net, Done::Prepared { job: *job, result }, 0);
+        }
+        assert_eq!(net.published.len(), 2);
+        f.cancel(&mut net, 2);
+        f.member_came(1_000);
+        let at = f.deadline().expect("an announcement due");
+        assert_eq!(at, 1_000 + ANNOUNCE_DELAY);
+        f.tick(&mut net, at);
+        // Only the one still open, as it was.
+        assert_eq!(&net.published[2..], &net.published[..1]);
+        // Another comes at once: not before the gap.
+        f.member_came(at + 1);
+        assert_eq!(f.deadline(), Some(at + ANNOUNCE_GAP));
+        f.tick(&mut net, at + ANNOUNCE_GAP);
+        assert_eq!(net.published.len(), 4);
+        assert_eq!(f.deadline(), None);
+        // Someone else's offers end when it leaves.
+        f.offered(&mut net, ME, ALICE, OFFER, &payload(&an_offer(10)));
+        f.list(&mut net);
+        assert!(matches!(net.shown.last(), Some(Show::File(Note::List(r))) if r.len() == 2));
+        f.member_left(&mut net, ALICE);
+        f.list(&mut net);
+        assert!(matches!(net.shown.last(), Some(Show::File(Note::List(r))) if r.len() == 1));
     }
 
     #[test]
