@@ -7,9 +7,12 @@
 //! edge), and asks the sender for the data from the part's length on
 //! (GET), over a direct link: the one there is, or one opened for it.
 //! The sender reads the file in chunks and sends them as DATA frames on
-//! that link, never flooded, at most [`WINDOW`] bytes ahead of what the
-//! receiver has acknowledged (MORE), so a chat line on the same link
-//! waits behind that much at most. When the part is whole, the edge
+//! that link, never flooded, and never more than the receiver takes in
+//! [`WINDOW_TIME`] ahead of what it has acknowledged (MORE): the window
+//! follows the rate the receiver acknowledges at, between [`MIN_WINDOW`]
+//! and [`MAX_WINDOW`], so a chat line on the same link waits about that
+//! long behind the file, on a fast machine as on a busy one. When the
+//! part is whole, the edge
 //! hashes it: a match renames it (never over an existing file:
 //! `notes (1).pdf`), a mismatch deletes it; either is told. A broken
 //! transfer keeps its part, and `:get N` (or a new offer of the same
@@ -59,11 +62,16 @@ pub const STOP: u8 = 18;
 pub const MORE: u8 = 19;
 /// File bytes in one DATA frame (a frame is at most 64 KiB).
 pub const CHUNK: usize = 64_000;
-/// Bytes a sender sends beyond what the receiver has acknowledged: a
-/// chat line on the link waits behind this much at most.
-pub const WINDOW: u64 = 1 << 20;
+/// Bytes a sender sends beyond what the receiver has acknowledged: what
+/// the receiver takes in this many ms at the rate it acknowledges at
+/// (measured over [`RATE_SAMPLE`] ms), within these bounds. A chat line
+/// on the link waits behind that much.
+pub const WINDOW_TIME: u64 = 2;
+pub const MIN_WINDOW: u64 = 256 << 10;
+pub const MAX_WINDOW: u64 = 4 << 20;
+const RATE_SAMPLE: Millis = 10;
 /// The receiver acknowledges after this many bytes.
-pub const ACK_EVERY: u64 = 256 << 10;
+pub const ACK_EVERY: u64 = 64 << 10;
 /// Longest name a file is saved under, in bytes (before ` (N)` and
 /// `.part`); longer names from the network are cut, their extension kept.
 pub const SAVE_NAME: usize = 200;
@@ -732,6 +740,11 @@ struct Up {
     reading: bool,
     acked: u64,
     size: u64,
+    /// Bytes sent beyond `acked` at most, and since when and from where
+    /// the acknowledgement rate is being measured.
+    window: u64,
+    since: Millis,
+    from: u64,
 }
 
 /// A `:send` waiting for its file to be hashed.
@@ -1184,7 +1197,7 @@ impl Files {
         let Some(u) = self.ups.iter_mut().find(|u| u.job == job) else {
             return;
         };
-        if u.reading || u.next >= u.size || u.next >= u.acked.saturating_add(WINDOW) {
+        if u.reading || u.next >= u.size || u.next >= u.acked.saturating_add(u.window) {
             return;
         }
         let len = (u.size - u.next).min(CHUNK as u64) as usize;
@@ -1214,7 +1227,7 @@ impl Files {
             return; // malformed: ignored, like any unknown message
         };
         match msg {
-            Msg::Get { num, offset } => self.on_get(net, link, peer, num, offset),
+            Msg::Get { num, offset } => self.on_get(net, link, peer, num, offset, now),
             Msg::More { num, offset } => {
                 let Some(u) = self
                     .ups
@@ -1224,6 +1237,13 @@ impl Files {
                     return;
                 };
                 u.acked = u.acked.max(offset.min(u.next));
+                if now >= u.since + RATE_SAMPLE {
+                    // Bytes a ms, over the sample: the window is what
+                    // that rate takes in WINDOW_TIME.
+                    let rate = (u.acked - u.from) / (now - u.since);
+                    u.window = (rate * WINDOW_TIME).clamp(MIN_WINDOW, MAX_WINDOW);
+                    (u.since, u.from) = (now, u.acked);
+                }
                 let (job, id) = (u.job, u.id);
                 if u.acked >= u.size {
                     self.ups.retain(|u| u.job != job);
@@ -1283,7 +1303,15 @@ impl Files {
         })
     }
 
-    fn on_get(&mut self, net: &mut impl Net, link: LinkId, peer: NodeId, num: u32, offset: u64) {
+    fn on_get(
+        &mut self,
+        net: &mut impl Net,
+        link: LinkId,
+        peer: NodeId,
+        num: u32,
+        offset: u64,
+        now: Millis,
+    ) {
         let refuse = |files: &mut Files, text: &str| {
             let stop = Msg::Stop {
                 num,
@@ -1337,6 +1365,9 @@ impl Files {
             reading: false,
             acked: offset,
             size,
+            window: MIN_WINDOW,
+            since: now,
+            from: offset,
         });
         net.show(Show::File(Note::Fetching {
             id,
@@ -1883,7 +1914,7 @@ mod tests {
         let [Out::Disk(Io::Prepare { job, .. })] = &outs(&mut f)[..] else {
             panic!("no prepare");
         };
-        let size = 4 * WINDOW;
+        let size = 4 * MAX_WINDOW;
         let result = Ok((size, [3; 32], 77));
         f.disk_done(&mut net, Done::Prepared { job: *job, result }, 0);
         let offer = Offer::decode(OFFER, &payload_of(&net.published[0])).unwrap();
@@ -1937,7 +1968,10 @@ mod tests {
                 }
             }
         }
-        assert!((WINDOW..WINDOW + CHUNK as u64).contains(&sent), "{sent}");
+        assert!(
+            (MIN_WINDOW..MIN_WINDOW + CHUNK as u64).contains(&sent),
+            "{sent}"
+        );
         // An acknowledgement opens the window again.
         let more = Msg::More {
             num: 1,
@@ -1950,6 +1984,75 @@ mod tests {
         f.link_down(&mut net, L);
         assert!(!f.carries(L, Some(ALICE)));
         assert!(matches!(&outs(&mut f)[..], [Out::Disk(Io::EndUpload { job })] if *job == up));
+    }
+
+    /// The window follows the rate the receiver acknowledges at.
+    #[test]
+    fn the_window_follows_the_acknowledgement_rate() {
+        let mut net = Fake::default();
+        let mut f = files();
+        f.send(&mut net, None, "/src/big".into());
+        let [Out::Disk(Io::Prepare { job, .. })] = &outs(&mut f)[..] else {
+            panic!("no prepare");
+        };
+        let result = Ok((1 << 30, [3; 32], 77));
+        f.disk_done(&mut net, Done::Prepared { job: *job, result }, 0);
+        let get = Msg::Get { num: 1, offset: 0 };
+        f.frame(&mut net, L, ALICE, body(&get.frame()), 0);
+        let o = outs(&mut f);
+        let up = match &o[0] {
+            Out::Disk(Io::Upload { job, .. }) => *job,
+            o => panic!("{o:?}"),
+        };
+        // Serves every read asked for; `sent`: the end of what went.
+        let serve = |f: &mut Files, net: &mut Fake, mut o: Vec<Out>, sent: &mut u64| {
+            while let Some(x) = o.pop() {
+                if let Out::Disk(Io::Read { offset, len, .. }) = x {
+                    let data = vec![1; len];
+                    let d = Msg::Data {
+                        num: 1,
+                        offset,
+                        data: &data,
+                    };
+                    let chunk = Done::Chunk {
+                        job: up,
+                        offset,
+                        len,
+                        frame: d.frame(),
+                    };
+                    f.disk_done(net, chunk, 0);
+                    *sent = offset + len as u64;
+                    o.extend(outs(f));
+                }
+            }
+        };
+        let mut sent = 0;
+        serve(&mut f, &mut net, o, &mut sent);
+        assert!((MIN_WINDOW..MIN_WINDOW + CHUNK as u64).contains(&sent));
+        let mut acked = 0;
+        let mut ack = |f: &mut Files, net: &mut Fake, rate: u64, t: Millis, sent: &mut u64| {
+            acked = (acked + rate).min(*sent);
+            let more = Msg::More {
+                num: 1,
+                offset: acked,
+            };
+            f.frame(net, L, ALICE, body(&more.frame()), t);
+            let o = outs(f);
+            serve(f, net, o, sent);
+            *sent - acked
+        };
+        // Acknowledged at 1 MB a ms: what 2 ms take.
+        let mut ahead = 0;
+        for t in 1..=100 {
+            ahead = ack(&mut f, &mut net, 1_000_000, t, &mut sent);
+        }
+        let two_ms = 2_000_000 - CHUNK as u64..=2_000_000 + CHUNK as u64;
+        assert!(two_ms.contains(&ahead), "{ahead}");
+        // At 10 kB a ms: back to the least.
+        for t in 101..=500 {
+            ahead = ack(&mut f, &mut net, 10_000, t, &mut sent);
+        }
+        assert!(ahead <= MIN_WINDOW + CHUNK as u64, "{ahead}");
     }
 
     fn payload_of(b: &Body) -> Vec<u8> {
