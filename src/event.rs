@@ -801,7 +801,7 @@ impl Loop {
                         fresh = &fresh[take..];
                     }
                     Err(e) => {
-                        res = Err(format!("bad frame: {e}"));
+                        res = Err(self.bad_frame(link, e));
                         break;
                     }
                 }
@@ -818,7 +818,7 @@ impl Loop {
                             self.apply(ui);
                         }
                         Ok(None) => break Ok(()),
-                        Err(e) => break Err(format!("bad frame: {e}")),
+                        Err(e) => break Err(self.bad_frame(link, e)),
                     }
                 };
                 rbuf.extend_from_slice(&fresh[pos..]);
@@ -831,6 +831,17 @@ impl Loop {
                 c.rbuf = rbuf;
             }
             res?;
+        }
+    }
+
+    /// Why a link that sent bytes that are no frame is closed. Before
+    /// HELLO, bytes that are no frame are another program (an SSH or web
+    /// server): say so.
+    fn bad_frame(&self, link: LinkId, e: wire::WireError) -> String {
+        if self.core.is_established(link) {
+            format!("bad frame: {e}")
+        } else {
+            format!("not a p2pchat peer (bad frame: {e})")
         }
     }
 

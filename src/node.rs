@@ -834,6 +834,10 @@ impl Node {
             Ok(m) => m,
             // A newer peer may speak kinds we do not know: skip them.
             Err(WireError::UnknownKind(_)) if peer.is_some() => return,
+            Err(e) if peer.is_none() => {
+                let why = format!("not a p2pchat peer (bad frame: {e})");
+                return self.drop_link(link, &why, now);
+            }
             Err(e) => return self.drop_link(link, &format!("bad frame: {e}"), now),
         };
         if closing {
@@ -1957,9 +1961,11 @@ impl Node {
             }
             Body::Rename { name } => self.membership.rename(origin, &name, false, now),
             Body::Clock { time } => self.chat.clock(origin, time),
-            Body::Other { kind, payload } if (dm::PRIVATE..=29).contains(&kind) => self
-                .dm
-                .delivered(&mut net!(self), origin, kind, &payload, now),
+            Body::Other { kind, payload } if (dm::PRIVATE..=29).contains(&kind) => {
+                let wall = self.wall;
+                self.dm
+                    .delivered(&mut net!(self), origin, kind, &payload, wall, now)
+            }
             Body::Suspect { target } if target == self.id => self.membership.answer(id, now),
             Body::Suspect { target } => self.membership.suspicion(id, target, now),
             Body::Alive { answers } => self.membership.alive(origin, &answers),

@@ -156,6 +156,53 @@ fn a_message_to_an_absent_member_outlives_its_sender_and_a_holder() {
     assert_eq!(n, 1);
 }
 
+/// A message held for an absent member shows, when it is delivered, when
+/// its sender said it, not when it came (issue 18, defect 9: a line from
+/// an offline store). dave is away for 3 s: what the test is about is
+/// the time passing, so it is a sleep.
+#[test]
+fn a_held_message_shows_when_it_was_said() {
+    let mut alice = Peer::start("alice");
+    let mut carol = Peer::join("carol", alice.port(), 2);
+    let mut dave = Peer::join("dave", alice.port(), 3);
+    alice.expect_line("* dave joined");
+    carol.expect_line("* dave joined");
+    let home = dave.keep_home();
+    dave.send(":q");
+    dave.expect_exit(0);
+    alice.expect_line("* dave left");
+    carol.expect_line("* dave left");
+
+    let before = util::frames::now_ms();
+    alice.send(":msg dave said before you came");
+    alice.expect_line("* private 1 to dave: queued");
+    let after = util::frames::now_ms();
+    std::thread::sleep(Duration::from_secs(3));
+
+    let env = home.env();
+    let mut dave = Peer::launch_env(
+        "dave",
+        &["--json"],
+        Some(carol.port()),
+        Stdio::piped(),
+        &env,
+    );
+    let l = dave.expect_contains(r#""type":"private""#);
+    assert!(l.contains("said before you came"), "{l}");
+    let time: u64 = l
+        .split(r#""time":"#)
+        .nth(1)
+        .and_then(|t| t.split(',').next())
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no time: {l}"));
+    // Said as long ago as its holders kept it: the passing on from one
+    // to the next is not counted, a few milliseconds here.
+    assert!(
+        time + 200 >= before && time <= after + 500,
+        "shown as said at {time}, said between {before} and {after}: {l}"
+    );
+}
+
 /// A message to a name never met cannot be encrypted: refused, with why.
 #[test]
 fn a_name_never_met_is_refused_with_a_reason() {

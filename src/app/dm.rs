@@ -348,6 +348,7 @@ struct Waiting {
     from_name: String,
     text: String,
     since: Millis,
+    said: Option<u64>,
 }
 
 /// The private messages application. See the module documentation.
@@ -494,6 +495,7 @@ impl Dm {
             to: to.to_owned(),
             text: text.to_owned(),
             own: true,
+            said: None,
         });
         net.show(Show::Delivery {
             to: to.to_owned(),
@@ -540,19 +542,24 @@ impl Dm {
         }
     }
 
-    /// An event of ours of `kind` (20-29) from `origin` was delivered.
+    /// An event of ours of `kind` (20-29) from `origin` was delivered;
+    /// `wall`: the wall clock now (ms since 1970), if known.
     pub fn delivered(
         &mut self,
         net: &mut impl Net,
         origin: NodeId,
         kind: u8,
         payload: &[u8],
+        wall: Option<u64>,
         now: Millis,
     ) {
         match kind {
             PRIVATE => {
                 if let Some(p) = Private::decode(payload) {
-                    self.on_private(net, p, now);
+                    // Said as long ago as the age its copy carries (the
+                    // time holders kept it for us).
+                    let said = wall.map(|t| t.saturating_sub(p.age));
+                    self.on_private(net, p, said, now);
                 }
             }
             RECEIVED => {
@@ -567,15 +574,15 @@ impl Dm {
         }
     }
 
-    fn on_private(&mut self, net: &mut impl Net, p: Private, now: Millis) {
+    fn on_private(&mut self, net: &mut impl Net, p: Private, said: Option<u64>, now: Millis) {
         if p.to == net.me() {
-            return self.receive(net, p, now);
+            return self.receive(net, p, said, now);
         }
         self.hold(net, p, now);
     }
 
-    /// A message to us.
-    fn receive(&mut self, net: &mut impl Net, p: Private, now: Millis) {
+    /// A message to us, said at `said` (ms since 1970) if known.
+    fn receive(&mut self, net: &mut impl Net, p: Private, said: Option<u64>, now: Millis) {
         let o = match open(&self.ident, &p) {
             Ok(o) => o,
             Err(why) => {
@@ -613,6 +620,7 @@ impl Dm {
                     from_name,
                     text: o.text,
                     since: now,
+                    said,
                 });
             }
             return self.drain(net, p.from);
@@ -622,6 +630,7 @@ impl Dm {
             to: p.to.clone(),
             text: o.text,
             own: false,
+            said,
         });
         self.got.insert(p.from, p.n);
         self.ack(p.from, p.n);
@@ -644,6 +653,7 @@ impl Dm {
                 to: net.me().to_owned(),
                 text: w.text,
                 own: false,
+                said: w.said,
             });
             self.got.insert(from, done + 1);
             self.ack(from, done + 1);
@@ -1209,7 +1219,7 @@ mod tests {
                         };
                         for (j, (dm, f)) in self.peers.iter_mut().enumerate() {
                             if j != i && f.up {
-                                dm.delivered(f, origin, kind, &payload, now);
+                                dm.delivered(f, origin, kind, &payload, None, now);
                             }
                         }
                     }
@@ -1408,12 +1418,12 @@ mod tests {
             p.encode()
         };
         let (dm, f) = &mut w.peers[b];
-        dm.delivered(f, from, PRIVATE, &mk(2, "second"), 10);
+        dm.delivered(f, from, PRIVATE, &mk(2, "second"), None, 10);
         assert!(f.shown.is_empty());
-        dm.delivered(f, from, PRIVATE, &mk(1, "first"), 20);
-        dm.delivered(f, from, PRIVATE, &mk(2, "second"), 30);
-        dm.delivered(f, from, PRIVATE, &mk(1, "first"), 40);
-        dm.delivered(f, from, PRIVATE, &mk(4, "fourth"), 50);
+        dm.delivered(f, from, PRIVATE, &mk(1, "first"), None, 20);
+        dm.delivered(f, from, PRIVATE, &mk(2, "second"), None, 30);
+        dm.delivered(f, from, PRIVATE, &mk(1, "first"), None, 40);
+        dm.delivered(f, from, PRIVATE, &mk(4, "fourth"), None, 50);
         assert_eq!(dm.deadline(), Some(0), "acknowledgements to send");
         dm.tick(f, 60);
         assert_eq!(dm.deadline(), Some(50 + GAP_WAIT));
