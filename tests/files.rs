@@ -761,3 +761,31 @@ fn a_later_joiner_is_shown_the_offers_still_open_and_they_end_with_their_sender(
     carol.send(":files");
     carol.expect_line("* no file offers");
 }
+
+#[test]
+fn a_fetch_cancelled_deletes_its_part_and_chat_goes_on() {
+    let (mut alice, mut bob, _da, db) = two(&[]);
+    let src = TempDir::new("src");
+    let f = src.path().join("big.bin");
+    fs::write(&f, pattern(256 << 20, 15)).unwrap();
+    alice.send(&format!(":send {}", f.display()));
+    let id = offer_id(&bob.expect_contains("* alice offers big.bin"));
+    bob.send(&format!(":get {id}"));
+    part_reaches(&db, "big.bin", 1 << 20);
+    // Held still while the cancel is typed, so that the file cannot be
+    // whole before it is read.
+    bob.signal(libc::SIGSTOP);
+    let held = fs::metadata(db.path().join("big.bin.part")).map_or(0, |m| m.len());
+    assert!(held < 256 << 20, "the whole file came before the cancel");
+    bob.send(&format!(":cancel {id}"));
+    bob.signal(libc::SIGCONT);
+    bob.expect_line(&format!("* get {id}: big.bin cancelled"));
+    wait_for("the part deleted", || {
+        !db.path().join("big.bin.part").exists()
+    });
+    assert!(!db.path().join("big.bin").exists());
+    util::chat_both_ways(&mut alice, &mut bob, "after the cancel");
+    bob.send(":files");
+    bob.expect_line("* 1 file offer:");
+    bob.expect_line(&format!("  {id} big.bin (268.4 MB) from alice: offered"));
+}
