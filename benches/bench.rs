@@ -164,9 +164,11 @@
 //! - `limit.tcpcopy`: bytes/s of a one-way copy over one loopback TCP
 //!   connection between two threads, 256 KiB writes and reads, as much
 //!   as the file below.
-//! - `limit.blake2b`: bytes/s of BLAKE2b-256 over as much in memory, one
-//!   thread: every byte a peer receives is hashed once, so no transfer
-//!   goes faster.
+//! - `limit.blake3`: bytes/s of BLAKE3 over as much in memory, one
+//!   thread, 64,000 bytes per update as a receiver hashes: every byte a
+//!   peer receives is hashed once, so no transfer goes faster.
+//!   `limit.blake2b`: the same for BLAKE2b-256 (offers of older
+//!   versions), for comparison.
 //! - `files.hash`: `:send` of a file (1 GiB; 64 MiB in quick runs) until
 //!   the offer is shown: the time to hash it, as bytes/s.
 //! - `files.rate`: `:get` of that file by a second peer until it prints
@@ -3351,8 +3353,22 @@ fn tcp_copy(bytes: usize) -> io::Result<f64> {
     Ok(bytes as f64 / (t1 - t0).as_secs_f64())
 }
 
-/// Bytes/s of BLAKE2b-256 over `bytes` in memory, one thread: what the
-/// receiver of a file must do to every byte, at best.
+/// Bytes/s of BLAKE3 over `bytes` in memory, one thread, in updates of
+/// one DATA frame's bytes: what the receiver of a file must do to every
+/// byte, at best.
+fn blake3_rate(bytes: usize) -> f64 {
+    let block = vec![0xa5u8; 64_000];
+    let mut h = blake3::Hasher::new();
+    let t0 = Instant::now();
+    for _ in 0..bytes.div_ceil(block.len()) {
+        h.update(&block);
+    }
+    std::hint::black_box(h.finalize());
+    bytes as f64 / t0.elapsed().as_secs_f64()
+}
+
+/// Bytes/s of BLAKE2b-256 over `bytes` in memory, one thread (what older
+/// versions offered).
 fn blake2b_rate(bytes: usize) -> f64 {
     use blake2::{Blake2b, Digest, digest::consts::U32};
     let block = vec![0xa5u8; 1 << 20];
@@ -3418,7 +3434,7 @@ fn files_stage(plan: &Plan, r: &mut Report) {
         size >> 20
     ));
     let dir = std::env::temp_dir().join(format!("p2pchat-bench-files-{}", std::process::id()));
-    type Figures = (f64, f64, f64, f64, Vec<Duration>, Vec<Duration>);
+    type Figures = (f64, f64, f64, f64, f64, Vec<Duration>, Vec<Duration>);
     let res = (|| -> Result<Figures, String> {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("a")).map_err(|e| e.to_string())?;
@@ -3426,6 +3442,7 @@ fn files_stage(plan: &Plan, r: &mut Report) {
         write_file(&src, size).map_err(|e| format!("writing the file: {e}"))?;
         let raw = tcp_copy(size).map_err(|e| e.to_string())?;
         let blake = blake2b_rate(size);
+        let blake3 = blake3_rate(size);
         let da = dir.join("a");
         let db = dir.join("b");
         let dir_of = |d: &Path| vec!["--download-dir".to_owned(), d.display().to_string()];
@@ -3474,19 +3491,24 @@ fn files_stage(plan: &Plan, r: &mut Report) {
         if got != size as u64 {
             return Err(format!("saved {got} bytes of {size}"));
         }
-        Ok((raw, blake, hash, rate, rest, during))
+        Ok((raw, blake, blake3, hash, rate, rest, during))
     })();
     let _ = std::fs::remove_dir_all(&dir);
     match res {
-        Ok((raw, blake, hash, rate, rest, during)) => {
+        Ok((raw, blake, blake3, hash, rate, rest, during)) => {
             r.info(
                 "limit.tcpcopy",
                 "one-way loopback TCP copy, 256 KiB writes",
                 mib_s(raw),
             );
             r.info(
+                "limit.blake3",
+                "BLAKE3 in memory, one thread (receiver's floor)",
+                mib_s(blake3),
+            );
+            r.info(
                 "limit.blake2b",
-                "BLAKE2b-256 in memory, one thread (receiver's floor)",
+                "BLAKE2b-256 in memory, one thread (older offers)",
                 mib_s(blake),
             );
             r.info("files.hash", ":send until offered (hashing)", mib_s(hash));

@@ -46,8 +46,9 @@ const FIRST_LINK: usize = 16;
 pub const MAX_CONNS: usize = 512;
 /// After leaving, how long we wait for the last frames to get out.
 const LINGER: Millis = 1_500;
-/// Bytes read from a socket or stdin per call.
-const CHUNK: usize = 64 << 10;
+/// Bytes read from a socket or stdin per call (a file's data comes in
+/// frames of 64 KiB: several whole ones at a time).
+const CHUNK: usize = 256 << 10;
 /// Longest input line read from a pipe or file; the rest of it is dropped
 /// (and the user told). Lines longer than a message are sent as several.
 const MAX_PIPED_LINE: usize = 64 << 10;
@@ -780,42 +781,69 @@ impl Loop {
             // only a partial frame is kept, in the link's own buffer.
             let mut rbuf = std::mem::take(&mut c.rbuf);
             let scratch = std::mem::take(&mut self.scratch);
-            let fresh = &scratch[..n];
-            let data: &[u8] = if rbuf.is_empty() {
-                fresh
-            } else {
-                rbuf.extend_from_slice(fresh);
-                &rbuf
-            };
-            let mut pos = 0;
-            let res = loop {
-                match wire::frame_len(&data[pos..]) {
+            let mut fresh = &scratch[..n];
+            // A frame begun in an earlier read is completed first, with
+            // only the bytes it lacks: the rest is not copied.
+            let mut res = Ok(());
+            while !rbuf.is_empty() {
+                match wire::frame_len(&rbuf) {
                     Ok(Some(len)) => {
-                        self.core.frame(link, &data[pos + 4..pos + len], now);
-                        pos += len;
-                        // Act on each frame at once: what one frame asks
-                        // for is bounded, what a whole read asks for is not.
+                        self.core.frame(link, &rbuf[4..len], now);
                         self.apply(ui);
+                        rbuf.clear();
                     }
-                    Ok(None) => break Ok(()),
-                    // Before HELLO, bytes that are no frame are another
-                    // program (an SSH or web server): say so.
-                    Err(e) if !self.core.is_established(link) => {
-                        break Err(format!("not a p2pchat peer (bad frame: {e})"));
+                    Ok(None) if fresh.is_empty() => break,
+                    Ok(None) => {
+                        let want = match rbuf.get(..4) {
+                            Some(h) => 4 + u32::from_be_bytes(h.try_into().expect("4")) as usize,
+                            None => 4,
+                        };
+                        let take = (want - rbuf.len()).min(fresh.len());
+                        rbuf.extend_from_slice(&fresh[..take]);
+                        fresh = &fresh[take..];
                     }
-                    Err(e) => break Err(format!("bad frame: {e}")),
+                    Err(e) => {
+                        res = Err(self.bad_frame(link, e));
+                        break;
+                    }
                 }
-            };
-            let rest = if res.is_ok() {
-                data[pos..].to_vec()
-            } else {
-                Vec::new()
-            };
+            }
+            if res.is_ok() && rbuf.is_empty() {
+                let mut pos = 0;
+                res = loop {
+                    match wire::frame_len(&fresh[pos..]) {
+                        Ok(Some(len)) => {
+                            self.core.frame(link, &fresh[pos + 4..pos + len], now);
+                            pos += len;
+                            // Act on each frame at once: what one frame asks
+                            // for is bounded, what a whole read asks for is not.
+                            self.apply(ui);
+                        }
+                        Ok(None) => break Ok(()),
+                        Err(e) => break Err(self.bad_frame(link, e)),
+                    }
+                };
+                rbuf.extend_from_slice(&fresh[pos..]);
+            }
+            if res.is_err() {
+                rbuf = Vec::new();
+            }
             self.scratch = scratch;
             if let Some(c) = self.conns.get_mut(link) {
-                c.rbuf = rest;
+                c.rbuf = rbuf;
             }
             res?;
+        }
+    }
+
+    /// Why a link that sent bytes that are no frame is closed. Before
+    /// HELLO, bytes that are no frame are another program (an SSH or web
+    /// server): say so.
+    fn bad_frame(&self, link: LinkId, e: wire::WireError) -> String {
+        if self.core.is_established(link) {
+            format!("bad frame: {e}")
+        } else {
+            format!("not a p2pchat peer (bad frame: {e})")
         }
     }
 

@@ -12,8 +12,9 @@
 //! (never through a symbolic link), and a verified part is renamed to
 //! `NAME`, or `NAME (1)`, `NAME (2)`… if that exists: never over a file.
 
-use crate::app::files::{Done, Hash, Io, Size};
+use crate::app::files::{Algo, DATA, Done, Hash, Io, Size};
 use crate::proto::LinkId;
+use crate::proto::wire::Frame;
 use blake2::digest::consts::U32;
 use blake2::{Blake2b, Digest};
 use std::collections::{BTreeMap, VecDeque};
@@ -27,8 +28,41 @@ use std::path::{Path, PathBuf};
 pub const HASH_STEP: usize = 1 << 20;
 /// Copies of an existing name tried (`NAME (1)`…) before giving up.
 const MAX_COPIES: u32 = 1000;
+/// A DATA frame's length, kind, offer number and offset.
+const DATA_HEAD: usize = 4 + 1 + 4 + 8;
 
-type Hasher = Blake2b<U32>;
+/// The hash of an offer, as it goes: BLAKE3 (what we offer), or
+/// BLAKE2b-256 (older offers).
+#[derive(Clone)]
+enum Hasher {
+    Blake3(Box<blake3::Hasher>),
+    Blake2b(Box<Blake2b<U32>>),
+}
+
+impl Hasher {
+    fn new(algo: Algo) -> Hasher {
+        match algo {
+            Algo::Blake3 => Hasher::Blake3(Box::default()),
+            Algo::Blake2b => Hasher::Blake2b(Box::default()),
+        }
+    }
+
+    fn update(&mut self, data: &[u8]) {
+        match self {
+            Hasher::Blake3(h) => {
+                h.update(data);
+            }
+            Hasher::Blake2b(h) => h.update(data),
+        }
+    }
+
+    fn finalize(&self) -> Hash {
+        match self {
+            Hasher::Blake3(h) => *h.finalize().as_bytes(),
+            Hasher::Blake2b(h) => h.as_ref().clone().finalize().into(),
+        }
+    }
+}
 
 enum Job {
     /// Hashing a file to offer.
@@ -36,7 +70,7 @@ enum Job {
         file: File,
         size: u64,
         mtime: i64,
-        hasher: Box<Hasher>,
+        hasher: Hasher,
         at: u64,
     },
     /// A part being written, hashed as it is (in order): `hashed` bytes
@@ -46,7 +80,7 @@ enum Job {
         file: File,
         dir: PathBuf,
         name: String,
-        hasher: Box<Hasher>,
+        hasher: Hasher,
         hashed: u64,
         opening: Option<u64>,
     },
@@ -56,13 +90,14 @@ enum Job {
         dir: PathBuf,
         name: String,
         size: u64,
-        hasher: Box<Hasher>,
+        hasher: Hasher,
         at: u64,
         expect: Hash,
     },
-    /// A file being sent; `want`: a read asked for.
+    /// A file being sent as offer `num`; `want`: a read asked for.
     Upload {
         file: File,
+        num: u32,
         link: LinkId,
         want: Option<(u64, usize)>,
     },
@@ -111,7 +146,7 @@ impl Disk {
                             file,
                             size,
                             mtime,
-                            hasher: Box::default(),
+                            hasher: Hasher::new(Algo::Blake3),
                             at: 0,
                         },
                     );
@@ -126,6 +161,7 @@ impl Disk {
                 dir,
                 name,
                 size,
+                algo,
             } => match open_part(&dir, &name, size) {
                 Ok((file, len)) => {
                     self.jobs.insert(
@@ -134,7 +170,7 @@ impl Disk {
                             file,
                             dir,
                             name,
-                            hasher: Box::default(),
+                            hasher: Hasher::new(algo),
                             hashed: 0,
                             opening: Some(len),
                         },
@@ -181,6 +217,10 @@ impl Disk {
                         self.done.push_back(Done::Verified { job, result });
                         return;
                     }
+                    let hasher = match hasher {
+                        Hasher::Blake3(_) => Hasher::new(Algo::Blake3),
+                        Hasher::Blake2b(_) => Hasher::new(Algo::Blake2b),
+                    };
                     self.jobs.insert(
                         job,
                         Job::Check {
@@ -188,7 +228,7 @@ impl Disk {
                             dir,
                             name,
                             size,
-                            hasher: Box::default(),
+                            hasher,
                             at: 0,
                             expect: hash,
                         },
@@ -207,6 +247,7 @@ impl Disk {
             }
             Io::Upload {
                 job,
+                num,
                 link,
                 path,
                 size,
@@ -217,6 +258,7 @@ impl Disk {
                         job,
                         Job::Upload {
                             file,
+                            num,
                             link,
                             want: None,
                         },
@@ -250,7 +292,7 @@ impl Disk {
                 } => match hash_step(file, *size, hasher, at, &mut self.buf) {
                     Ok(false) => {}
                     Ok(true) => {
-                        let h: Hash = hasher.clone().finalize().into();
+                        let h = hasher.finalize();
                         self.done.push_back(Done::Prepared {
                             job,
                             result: Ok((*size, h, *mtime)),
@@ -311,7 +353,12 @@ impl Disk {
                         }
                     }
                 }
-                Job::Upload { file, link, want } => {
+                Job::Upload {
+                    file,
+                    num,
+                    link,
+                    want,
+                } => {
                     let Some((offset, len)) = *want else {
                         continue;
                     };
@@ -319,9 +366,22 @@ impl Disk {
                         continue;
                     }
                     *want = None;
-                    let mut data = vec![0; len];
-                    match file.read_exact_at(&mut data, offset) {
-                        Ok(()) => self.done.push_back(Done::Chunk { job, offset, data }),
+                    // The frame is read into whole: one copy of the bytes
+                    // from here to the link's queue.
+                    let buf = &mut self.buf;
+                    buf.clear();
+                    buf.extend_from_slice(&((DATA_HEAD + len - 4) as u32).to_be_bytes());
+                    buf.push(DATA);
+                    buf.extend_from_slice(&num.to_be_bytes());
+                    buf.extend_from_slice(&offset.to_be_bytes());
+                    buf.resize(DATA_HEAD + len, 0);
+                    match file.read_exact_at(&mut buf[DATA_HEAD..], offset) {
+                        Ok(()) => self.done.push_back(Done::Chunk {
+                            job,
+                            offset,
+                            len,
+                            frame: Frame::from(&buf[..]),
+                        }),
                         Err(e) => {
                             let why = if e.kind() == io::ErrorKind::UnexpectedEof {
                                 "the file changed since it was offered (it is shorter)".into()
@@ -345,7 +405,7 @@ impl Disk {
 /// Whether the part of `name` hashed to `expect`: then it is renamed
 /// (see [`commit`]); else it is deleted.
 fn check(hasher: &Hasher, expect: &Hash, dir: &Path, name: &str) -> Result<PathBuf, String> {
-    if <[u8; 32]>::from(hasher.clone().finalize()) == *expect {
+    if hasher.finalize() == *expect {
         return commit(dir, name);
     }
     let _ = fs::remove_file(part_path(dir, name));
@@ -605,7 +665,7 @@ mod tests {
             panic!("{done:?}");
         };
         assert_eq!(size, bytes.len() as u64);
-        let want: Hash = Hasher::digest(&bytes).into();
+        let want: Hash = *blake3::hash(&bytes).as_bytes();
         assert_eq!(hash, want);
         // Received in two halves, with a restart in between.
         let dl = d.join("dl");
@@ -615,6 +675,7 @@ mod tests {
                 dir: dl.clone(),
                 name: "src.bin".into(),
                 size,
+                algo: Algo::Blake3,
             });
             assert_eq!(
                 run(&mut disk),
@@ -646,6 +707,7 @@ mod tests {
             dir: dl.clone(),
             name: "src.bin".into(),
             size: 3,
+            algo: Algo::Blake3,
         });
         run(&mut disk);
         disk.io(Io::Write {

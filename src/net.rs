@@ -82,8 +82,9 @@ impl Conn {
             }
         }
         if self.wpos == self.wbuf.len() {
-            // An idle link keeps no big buffer around.
-            if self.wbuf.capacity() > 64 << 10 {
+            // An idle link keeps no big buffer around (one a file goes
+            // over keeps what it needs for the next chunk).
+            if self.wbuf.capacity() > 256 << 10 {
                 self.wbuf = Vec::new();
             }
             self.wbuf.clear();

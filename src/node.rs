@@ -2037,6 +2037,8 @@ impl Node {
                     self.chat.joined(&mut net!(self), shown);
                 }
                 self.rooms.presence(&mut net!(self), origin, now);
+                // Our open offers, for the newcomer.
+                self.files.member_came(now);
                 self.dm.changed();
                 self.maintain(now);
             }
@@ -2085,12 +2087,12 @@ impl Node {
                 }
             }
             Body::Other {
-                kind: files::OFFER,
+                kind: kind @ (files::OFFER | files::OFFER_BLAKE2B),
                 payload,
             } => {
                 if self.is_member() {
                     self.files
-                        .offered(&mut net!(self), self.id, origin, &payload);
+                        .offered(&mut net!(self), self.id, origin, kind, &payload);
                     self.files_out(now);
                 }
             }
@@ -2133,6 +2135,7 @@ impl Node {
         }
         self.rooms.presence(&mut net!(self), id, self.now);
         self.check_handover(self.now);
+        self.files.member_left(&mut net!(self), id);
         self.files.member_gone(&mut net!(self), id);
         self.files_out(self.now);
         self.close_links_to(id);
@@ -2231,6 +2234,7 @@ impl Node {
         // event comes.
         self.drain(id, now);
         self.rooms.presence(&mut net!(self), id, now);
+        self.files.member_came(now);
     }
 
     /// A member forgotten as lost is heard of again: lost again, where it

@@ -87,25 +87,87 @@ fn a_file_goes_across_verified_and_the_sender_sees_who_fetched() {
 /// names; alice fetches from her.
 mod hostile {
     use super::*;
-    use p2pchat::app::files::{self, Msg as FileMsg, Offer};
+    use p2pchat::app::files::{self, Algo, Msg as FileMsg, Offer};
     use util::frames::{self, who};
     use util::raw::Raw;
 
+    /// An offer (event type 31, its hash BLAKE3).
     fn offer(num: u32, name: &str, size: u64, hash: [u8; 32]) -> p2pchat::proto::wire::Body {
+        offer_as(Algo::Blake3, num, name, size, hash)
+    }
+
+    fn offer_as(
+        algo: Algo,
+        num: u32,
+        name: &str,
+        size: u64,
+        hash: [u8; 32],
+    ) -> p2pchat::proto::wire::Body {
         Offer {
             num,
             room: "lobby".into(),
             to: None,
             size,
             hash,
+            algo,
             name: name.into(),
         }
         .body()
     }
 
     fn blake(data: &[u8]) -> [u8; 32] {
+        *blake3::hash(data).as_bytes()
+    }
+
+    fn blake2b(data: &[u8]) -> [u8; 32] {
         use blake2::{Blake2b, Digest, digest::consts::U32};
         Blake2b::<U32>::digest(data).into()
+    }
+
+    /// Sends `data` as offer `num`, in DATA frames.
+    fn serve(r: &mut Raw, num: u32, data: &[u8]) {
+        for (i, c) in data.chunks(files::CHUNK).enumerate() {
+            let d = FileMsg::Data {
+                num,
+                offset: (i * files::CHUNK) as u64,
+                data: c,
+            };
+            r.bytes(&d.frame());
+        }
+    }
+
+    /// Offers of versions before BLAKE3 (event type 30, a BLAKE2b-256
+    /// hash) are still fetched, and checked with their own hash.
+    #[test]
+    fn an_older_offer_hashed_with_blake2b_is_fetched_and_checked() {
+        let dl = TempDir::new("dl");
+        let mut alice = peer("alice", &dl, None, &[]);
+        let (mut r, m) = mallory(&mut alice);
+        let data = pattern(150_000, 4);
+        for (seq, num, name, hash) in [
+            (2, 1, "old.bin", blake2b(&data)),
+            (3, 2, "wrong.bin", blake(&data)),
+        ] {
+            let size = data.len() as u64;
+            r.send(&frames::signed(
+                &m,
+                seq,
+                offer_as(Algo::Blake2b, num, name, size, hash),
+            ));
+            let id = offer_id(&alice.expect_contains(&format!("* mallory offers {name}")));
+            alice.send(&format!(":get {id}"));
+            r.recv_kind(files::GET, util::DEADLINE).expect("a GET");
+            serve(&mut r, num, &data);
+            if num == 1 {
+                alice.expect_contains(&format!("* get {id}: old.bin from mallory saved as "));
+                assert!(fs::read(dl.path().join("old.bin")).unwrap() == data);
+            } else {
+                // A BLAKE3 hash in an older offer is a wrong hash.
+                alice.expect_err_contains(&format!(
+                    "p2pchat: get {id}: wrong.bin from mallory: hash mismatch"
+                ));
+            }
+        }
     }
 
     /// Mallory joined to alice; alice has seen her.
@@ -177,14 +239,7 @@ mod hostile {
             FileMsg::decode(&get),
             Some(FileMsg::Get { num: 1, offset: 0 })
         );
-        for (i, c) in lie.chunks(files::CHUNK).enumerate() {
-            let d = FileMsg::Data {
-                num: 1,
-                offset: (i * files::CHUNK) as u64,
-                data: c,
-            };
-            r.bytes(&d.frame());
-        }
+        serve(&mut r, 1, &lie);
         alice.expect_err_contains(&format!(
             "p2pchat: get {id}: a.bin from mallory: hash mismatch"
         ));
@@ -659,4 +714,78 @@ fn a_broken_link_is_told_and_get_resumes_in_the_same_run() {
     assert_ne!(resumed_at(&line), "0 B");
     bob.expect_contains(&format!("* get {id}: big.bin from alice saved as "));
     assert!(fs::read(db.path().join("big.bin")).unwrap() == data);
+}
+
+#[test]
+fn a_later_joiner_is_shown_the_offers_still_open_and_they_end_with_their_sender() {
+    let (mut alice, mut bob, _da, _db) = two(&[]);
+    let src = TempDir::new("src");
+    let data = pattern(200_000, 14);
+    for name in ["open.bin", "withdrawn.bin"] {
+        fs::write(src.path().join(name), &data).unwrap();
+        alice.send(&format!(":send {}", src.path().join(name).display()));
+    }
+    alice.expect_line("* you offer open.bin (200.0 kB) to everyone: offer 1");
+    alice.expect_line("* you offer withdrawn.bin (200.0 kB) to everyone: offer 2");
+    bob.expect_contains("* alice offers withdrawn.bin (200.0 kB): :get ");
+    alice.send(":cancel 2");
+    alice.expect_line("* offer 2 (withdrawn.bin) withdrawn");
+    // Carol comes after the offers, through bob.
+    let dc = TempDir::new("dl-carol");
+    let mut carol = peer("carol", &dc, Some(bob.port()), &[]);
+    carol.expect_joined(bob.port(), 3);
+    let id = offer_id(&carol.expect_contains("* alice offers open.bin (200.0 kB): :get "));
+    carol.send(&format!(":get {id}"));
+    carol.expect_contains(&format!("* get {id}: open.bin from alice saved as "));
+    assert!(fs::read(dc.path().join("open.bin")).unwrap() == data);
+    carol.send(":files");
+    let rows = carol.expect_block("* 1 file offer:", 1);
+    assert!(
+        rows[0].contains("open.bin (200.0 kB) from alice"),
+        "{rows:?}"
+    );
+    // Bob knew it already: shown once. (Alice's line after the offers
+    // comes after them.)
+    alice.send("after the offers");
+    bob.expect_line("alice: after the offers");
+    let shown = bob.out_lines();
+    let shown: Vec<&String> = shown
+        .iter()
+        .filter(|l| l.contains("offers open.bin"))
+        .collect();
+    assert_eq!(shown.len(), 1, "{shown:?}");
+    // Offers end with their sender.
+    alice.send(":q");
+    alice.expect_exit(0);
+    carol.expect_line("* alice left");
+    carol.send(":files");
+    carol.expect_line("* no file offers");
+}
+
+#[test]
+fn a_fetch_cancelled_deletes_its_part_and_chat_goes_on() {
+    let (mut alice, mut bob, _da, db) = two(&[]);
+    let src = TempDir::new("src");
+    let f = src.path().join("big.bin");
+    fs::write(&f, pattern(256 << 20, 15)).unwrap();
+    alice.send(&format!(":send {}", f.display()));
+    let id = offer_id(&bob.expect_contains("* alice offers big.bin"));
+    bob.send(&format!(":get {id}"));
+    part_reaches(&db, "big.bin", 1 << 20);
+    // Held still while the cancel is typed, so that the file cannot be
+    // whole before it is read.
+    bob.signal(libc::SIGSTOP);
+    let held = fs::metadata(db.path().join("big.bin.part")).map_or(0, |m| m.len());
+    assert!(held < 256 << 20, "the whole file came before the cancel");
+    bob.send(&format!(":cancel {id}"));
+    bob.signal(libc::SIGCONT);
+    bob.expect_line(&format!("* get {id}: big.bin cancelled"));
+    wait_for("the part deleted", || {
+        !db.path().join("big.bin.part").exists()
+    });
+    assert!(!db.path().join("big.bin").exists());
+    util::chat_both_ways(&mut alice, &mut bob, "after the cancel");
+    bob.send(":files");
+    bob.expect_line("* 1 file offer:");
+    bob.expect_line(&format!("  {id} big.bin (268.4 MB) from alice: offered"));
 }

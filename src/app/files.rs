@@ -7,9 +7,12 @@
 //! edge), and asks the sender for the data from the part's length on
 //! (GET), over a direct link: the one there is, or one opened for it.
 //! The sender reads the file in chunks and sends them as DATA frames on
-//! that link, never flooded, at most [`WINDOW`] bytes ahead of what the
-//! receiver has acknowledged (MORE), so a chat line on the same link
-//! waits behind that much at most. When the part is whole, the edge
+//! that link, never flooded, and never more than the receiver takes in
+//! [`WINDOW_TIME`] ahead of what it has acknowledged (MORE): the window
+//! follows the rate the receiver acknowledges at, between [`MIN_WINDOW`]
+//! and [`MAX_WINDOW`], so a chat line on the same link waits about that
+//! long behind the file, on a fast machine as on a busy one. When the
+//! part is whole, the edge
 //! hashes it: a match renames it (never over an existing file:
 //! `notes (1).pdf`), a mismatch deletes it; either is told. A broken
 //! transfer keeps its part, and `:get N` (or a new offer of the same
@@ -18,11 +21,21 @@
 //! This machine decides; it touches no file and no socket. What it asks
 //! of the disk is an [`Io`]; what the disk did comes back as a [`Done`].
 //!
+//! An offer stays open while its sender is in the network: when a member
+//! comes (or comes back), the sender publishes its open offers again,
+//! soon and at most every [`ANNOUNCE_GAP`], so a later joiner sees them
+//! too; those that know one already (same sender, same number) show
+//! nothing. Offers end with their sender: when it leaves, its offers are
+//! forgotten, and nothing offers them again after a restart (a new
+//! `:send` of the same file resumes a part).
+//!
 //! Wire (payloads; integers big-endian, `str` as in [`crate::proto::wire`]):
 //!
 //! ```text
-//! event type 30 OFFER  num:u32, room:str, to:u64 (0: everyone in room),
-//!                      size:u64, hash:32 bytes (BLAKE2b-256), name:str
+//! event type 31 OFFER  num:u32, room:str, to:u64 (0: everyone in room),
+//!                      size:u64, hash:32 bytes (BLAKE3), name:str
+//! event type 30 OFFER  the same, with a BLAKE2b-256 hash: what versions
+//!                      before BLAKE3 offered; still fetched and checked
 //! message kind 16 GET  num:u32, offset:u64     "send offer num from offset"
 //! message kind 17 DATA num:u32, offset:u64, bytes (to the end of the frame)
 //! message kind 18 STOP num:u32, from_sender:u8, text:str
@@ -38,17 +51,25 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::path::PathBuf;
 
-/// The event type of an offer.
-pub const OFFER: u8 = 30;
+/// The event types of an offer: one whose hash is BLAKE3 (what we
+/// offer), and the older one whose hash is BLAKE2b-256.
+pub const OFFER: u8 = 31;
+pub const OFFER_BLAKE2B: u8 = 30;
 /// Message kinds of a transfer.
 pub const GET: u8 = 16;
 pub const DATA: u8 = 17;
 pub const STOP: u8 = 18;
 pub const MORE: u8 = 19;
-/// File bytes in one DATA frame.
-pub const CHUNK: usize = 60 << 10;
-/// Bytes a sender sends beyond what the receiver has acknowledged.
-pub const WINDOW: u64 = 192 << 10;
+/// File bytes in one DATA frame (a frame is at most 64 KiB).
+pub const CHUNK: usize = 64_000;
+/// Bytes a sender sends beyond what the receiver has acknowledged: what
+/// the receiver takes in this many ms at the rate it acknowledges at
+/// (measured over [`RATE_SAMPLE`] ms), within these bounds. A chat line
+/// on the link waits behind that much.
+pub const WINDOW_TIME: u64 = 2;
+pub const MIN_WINDOW: u64 = 256 << 10;
+pub const MAX_WINDOW: u64 = 4 << 20;
+const RATE_SAMPLE: Millis = 10;
 /// The receiver acknowledges after this many bytes.
 pub const ACK_EVERY: u64 = 64 << 10;
 /// Longest name a file is saved under, in bytes (before ` (N)` and
@@ -70,9 +91,24 @@ const GET_GIVE_UP: Millis = 15_000;
 const STALL: Millis = 30_000;
 /// Progress is told this often.
 const PROGRESS_EVERY: Millis = 1_000;
+/// Our open offers are published again this long after a member comes,
+/// and not more often than every `ANNOUNCE_GAP`; at most `REANNOUNCE`
+/// of them (the newest).
+const ANNOUNCE_DELAY: Millis = 300;
+pub const ANNOUNCE_GAP: Millis = 2_000;
+const REANNOUNCE: usize = 32;
 
-/// A BLAKE2b-256 hash of a file.
+/// A hash of a file: BLAKE3, or BLAKE2b-256 (see [`Algo`]).
 pub type Hash = [u8; 32];
+
+/// Which hash an offer's is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algo {
+    /// BLAKE3 (256 bits): what we offer.
+    Blake3,
+    /// BLAKE2b-256: offers of versions before BLAKE3.
+    Blake2b,
+}
 
 /// Settings of the machine.
 #[derive(Debug, Clone)]
@@ -89,6 +125,7 @@ pub struct Offer {
     pub to: Option<NodeId>,
     pub size: u64,
     pub hash: Hash,
+    pub algo: Algo,
     pub name: String,
 }
 
@@ -102,14 +139,20 @@ impl Offer {
         p.extend_from_slice(&self.size.to_be_bytes());
         p.extend_from_slice(&self.hash);
         put_str(&mut p, &self.name);
-        Body::Other {
-            kind: OFFER,
-            payload: p,
-        }
+        let kind = match self.algo {
+            Algo::Blake3 => OFFER,
+            Algo::Blake2b => OFFER_BLAKE2B,
+        };
+        Body::Other { kind, payload: p }
     }
 
-    /// An offer from an event's payload; `None` if it is not one.
-    pub fn decode(p: &[u8]) -> Option<Offer> {
+    /// An offer from an event of type `kind`; `None` if it is not one.
+    pub fn decode(kind: u8, p: &[u8]) -> Option<Offer> {
+        let algo = match kind {
+            OFFER => Algo::Blake3,
+            OFFER_BLAKE2B => Algo::Blake2b,
+            _ => return None,
+        };
         let mut r = p;
         let num = BigEndian::read_u32(take(&mut r, 4)?);
         let room = get_str(&mut r)?;
@@ -123,6 +166,7 @@ impl Offer {
             to: (to != 0).then_some(NodeId(to)),
             size,
             hash,
+            algo,
             name,
         })
     }
@@ -288,12 +332,14 @@ pub enum Io {
     /// at most `max` bytes, and hash it.
     Prepare { job: u32, path: PathBuf, max: u64 },
     /// Open (or create) `dir/name.part` for `size` bytes: check free
-    /// space, and report its length (where to resume).
+    /// space, and report its length (where to resume). The part is
+    /// hashed with `algo` as it is written.
     Open {
         job: u32,
         dir: PathBuf,
         name: String,
         size: u64,
+        algo: Algo,
     },
     /// Write these bytes at `offset` of the part.
     Write {
@@ -308,16 +354,18 @@ pub enum Io {
     Keep { job: u32 },
     /// Close the part and delete it.
     Discard { job: u32 },
-    /// Open the offered file to send it from `offset` on `link`; it must
-    /// still be `size` bytes, modified at `mtime`.
+    /// Open the offered file to send it on `link` as offer `num`; it
+    /// must still be `size` bytes, modified at `mtime`.
     Upload {
         job: u32,
+        num: u32,
         link: LinkId,
         path: PathBuf,
         size: u64,
         mtime: i64,
     },
-    /// Read `len` bytes at `offset` of an upload, when its link has room.
+    /// Read `len` bytes at `offset` of an upload into a DATA frame, when
+    /// its link has room.
     Read { job: u32, offset: u64, len: usize },
     /// Close an upload's file.
     EndUpload { job: u32 },
@@ -335,11 +383,13 @@ pub enum Done {
         job: u32,
         result: Result<u64, String>,
     },
-    /// Read for an upload.
+    /// Read for an upload: `len` bytes from `offset`, as the DATA
+    /// frame that carries them.
     Chunk {
         job: u32,
         offset: u64,
-        data: Vec<u8>,
+        len: usize,
+        frame: Frame,
     },
     /// Saved under this path, verified; or why not (the part is gone).
     Verified {
@@ -690,6 +740,11 @@ struct Up {
     reading: bool,
     acked: u64,
     size: u64,
+    /// Bytes sent beyond `acked` at most, and since when and from where
+    /// the acknowledgement rate is being measured.
+    window: u64,
+    since: Millis,
+    from: u64,
 }
 
 /// A `:send` waiting for its file to be hashed.
@@ -711,6 +766,10 @@ pub struct Files {
     downs: Vec<Down>,
     ups: Vec<Up>,
     out: VecDeque<Out>,
+    /// When our open offers are to be published again, and when they
+    /// last were.
+    announce_at: Option<Millis>,
+    announced: Option<Millis>,
 }
 
 impl Files {
@@ -724,6 +783,8 @@ impl Files {
             downs: Vec::new(),
             ups: Vec::new(),
             out: VecDeque::new(),
+            announce_at: None,
+            announced: None,
         }
     }
 
@@ -782,16 +843,17 @@ impl Files {
         self.preps.push(Prep { job, path, to });
     }
 
-    /// An OFFER event of `from` was delivered; `me` is our id. Returns
-    /// false if it is not a well-formed offer.
+    /// An OFFER event (of type `kind`) of `from` was delivered; `me` is
+    /// our id. Returns false if it is not a well-formed offer.
     pub fn offered(
         &mut self,
         net: &mut impl Net,
         me: NodeId,
         from: NodeId,
+        kind: u8,
         payload: &[u8],
     ) -> bool {
-        let Some(mut offer) = Offer::decode(payload) else {
+        let Some(mut offer) = Offer::decode(kind, payload) else {
             return false;
         };
         if offer.to.is_some_and(|t| t != me) || offer.room != LOBBY {
@@ -860,7 +922,7 @@ impl Files {
                 "{MAX_DOWNLOADS} files are being fetched already; wait for one"
             )));
         }
-        let (name, size) = (k.offer.name.clone(), k.offer.size);
+        let (name, size, algo) = (k.offer.name.clone(), k.offer.size, k.offer.algo);
         let job = self.job();
         let dir = dir.unwrap_or_else(|| self.cfg.download_dir.clone());
         self.disk(Io::Open {
@@ -868,6 +930,7 @@ impl Files {
             dir,
             name,
             size,
+            algo,
         });
         self.downs.push(Down {
             id,
@@ -989,6 +1052,7 @@ impl Files {
                     to: p.to.as_ref().map(|t| t.0),
                     size,
                     hash,
+                    algo: Algo::Blake3,
                     name: safe_name(&raw),
                 };
                 let id = self.next_id;
@@ -1052,23 +1116,18 @@ impl Files {
                 let get = Msg::Get { num, offset };
                 self.out.push_back(Out::SendTo(from, get.frame()));
             }
-            Done::Chunk { job, offset, data } => {
+            Done::Chunk {
+                job,
+                offset,
+                len,
+                frame,
+            } => {
                 let Some(u) = self.ups.iter_mut().find(|u| u.job == job) else {
                     return;
                 };
                 u.reading = false;
-                let Some(k) = self.offers.iter().find(|k| k.id == u.id) else {
-                    return;
-                };
-                let num = k.offer.num;
-                u.next = offset + data.len() as u64;
-                let f = Msg::Data {
-                    num,
-                    offset,
-                    data: &data,
-                }
-                .frame();
-                self.out.push_back(Out::Send(u.link, f));
+                u.next = offset + len as u64;
+                self.out.push_back(Out::Send(u.link, frame));
                 self.read_more(job);
             }
             Done::Verified { job, result } => {
@@ -1138,7 +1197,7 @@ impl Files {
         let Some(u) = self.ups.iter_mut().find(|u| u.job == job) else {
             return;
         };
-        if u.reading || u.next >= u.size || u.next >= u.acked.saturating_add(WINDOW) {
+        if u.reading || u.next >= u.size || u.next >= u.acked.saturating_add(u.window) {
             return;
         }
         let len = (u.size - u.next).min(CHUNK as u64) as usize;
@@ -1168,7 +1227,7 @@ impl Files {
             return; // malformed: ignored, like any unknown message
         };
         match msg {
-            Msg::Get { num, offset } => self.on_get(net, link, peer, num, offset),
+            Msg::Get { num, offset } => self.on_get(net, link, peer, num, offset, now),
             Msg::More { num, offset } => {
                 let Some(u) = self
                     .ups
@@ -1178,6 +1237,13 @@ impl Files {
                     return;
                 };
                 u.acked = u.acked.max(offset.min(u.next));
+                if now >= u.since + RATE_SAMPLE {
+                    // Bytes a ms, over the sample: the window is what
+                    // that rate takes in WINDOW_TIME.
+                    let rate = (u.acked - u.from) / (now - u.since);
+                    u.window = (rate * WINDOW_TIME).clamp(MIN_WINDOW, MAX_WINDOW);
+                    (u.since, u.from) = (now, u.acked);
+                }
                 let (job, id) = (u.job, u.id);
                 if u.acked >= u.size {
                     self.ups.retain(|u| u.job != job);
@@ -1237,7 +1303,15 @@ impl Files {
         })
     }
 
-    fn on_get(&mut self, net: &mut impl Net, link: LinkId, peer: NodeId, num: u32, offset: u64) {
+    fn on_get(
+        &mut self,
+        net: &mut impl Net,
+        link: LinkId,
+        peer: NodeId,
+        num: u32,
+        offset: u64,
+        now: Millis,
+    ) {
         let refuse = |files: &mut Files, text: &str| {
             let stop = Msg::Stop {
                 num,
@@ -1276,6 +1350,7 @@ impl Files {
         let job = self.job();
         self.disk(Io::Upload {
             job,
+            num,
             link,
             path,
             size,
@@ -1290,6 +1365,9 @@ impl Files {
             reading: false,
             acked: offset,
             size,
+            window: MIN_WINDOW,
+            since: now,
+            from: offset,
         });
         net.show(Show::File(Note::Fetching {
             id,
@@ -1425,6 +1503,68 @@ impl Files {
         }
     }
 
+    /// Member `id` came, or came back: our open offers are published
+    /// again soon, for it to see (those who know them already show
+    /// nothing).
+    pub fn member_came(&mut self, now: Millis) {
+        if self.announce_at.is_none() && self.offers.iter().any(|k| k.from == OWN) {
+            let soonest = self.announced.map_or(0, |t| t + ANNOUNCE_GAP);
+            self.announce_at = Some((now + ANNOUNCE_DELAY).max(soonest));
+        }
+    }
+
+    /// Publishes our open offers again (the newest [`REANNOUNCE`]), but
+    /// those for one member who is not present.
+    fn announce(&mut self, net: &mut impl Net, now: Millis) {
+        self.announce_at = None;
+        self.announced = Some(now);
+        let open: Vec<Body> = self
+            .offers
+            .iter()
+            .rev()
+            .filter(|k| k.from == OWN && k.offer.to.is_none_or(|t| net.is_present(t)))
+            .take(REANNOUNCE)
+            .map(|k| k.offer.body())
+            .collect();
+        for body in open.into_iter().rev() {
+            net.publish(body);
+        }
+    }
+
+    /// Member `id` left the network: its offers end with it (a transfer
+    /// of one stops, its part kept for a new offer of the same file).
+    pub fn member_left(&mut self, net: &mut impl Net, id: NodeId) {
+        for u in self.take_ups(|u| u.peer == id) {
+            self.disk(Io::EndUpload { job: u.job });
+        }
+        let gone: Vec<usize> = (0..self.downs.len())
+            .filter(|&i| {
+                self.known(self.downs[i].id).is_some_and(|k| k.from == id)
+                    && self.downs[i].stage != Stage::Checking
+            })
+            .collect();
+        for i in gone.into_iter().rev() {
+            let d = self.downs.remove(i);
+            if d.stage != Stage::Opening {
+                self.disk(Io::Keep { job: d.job });
+            } else {
+                self.disk(Io::Discard { job: d.job });
+            }
+            if let Some(k) = self.known(d.id) {
+                net.show(Show::Warning(format!(
+                    "get {}: {} interrupted at {} of {}: {} left; a new offer of it resumes it",
+                    d.id,
+                    k.offer.name,
+                    Size(d.offset),
+                    Size(k.offer.size),
+                    k.sender
+                )));
+            }
+        }
+        let busy: Vec<u32> = self.downs.iter().map(|d| d.id).collect();
+        self.offers.retain(|k| k.from != id || busy.contains(&k.id));
+    }
+
     /// Member `id` left or was lost: its transfers stop.
     pub fn member_gone(&mut self, net: &mut impl Net, id: NodeId) {
         for u in self.take_ups(|u| u.peer == id) {
@@ -1461,8 +1601,11 @@ impl Files {
     }
 
     /// The time is `now`: GETs asked again, stalled transfers given up,
-    /// progress told.
+    /// progress told, offers published again.
     pub fn tick(&mut self, net: &mut impl Net, now: Millis) {
+        if self.announce_at.is_some_and(|t| now >= t) {
+            self.announce(net, now);
+        }
         let mut i = 0;
         while i < self.downs.len() {
             let d = &mut self.downs[i];
@@ -1505,6 +1648,7 @@ impl Files {
                 Stage::Receiving => Some(d.last_data + STALL),
                 _ => None,
             })
+            .chain(self.announce_at)
             .min()
     }
 }
@@ -1586,6 +1730,7 @@ mod tests {
             to: None,
             size,
             hash: [9; 32],
+            algo: Algo::Blake3,
             name: "notes.pdf".into(),
         }
     }
@@ -1605,13 +1750,13 @@ mod tests {
             ..an_offer(1234)
         };
         let p = payload(&o);
-        assert_eq!(Offer::decode(&p), Some(o));
+        assert_eq!(Offer::decode(OFFER, &p), Some(o.clone()));
         for n in 0..p.len() {
-            assert_eq!(Offer::decode(&p[..n]), None, "cut at {n}");
+            assert_eq!(Offer::decode(OFFER, &p[..n]), None, "cut at {n}");
         }
         let mut long = p.clone();
         long.push(0);
-        assert_eq!(Offer::decode(&long), None);
+        assert_eq!(Offer::decode(OFFER, &long), None);
         let data = [1u8, 2, 3];
         for m in [
             Msg::Get { num: 1, offset: 2 },
@@ -1669,8 +1814,8 @@ mod tests {
     fn a_fetch_asks_writes_acknowledges_and_verifies() {
         let mut net = Fake::default();
         let mut f = files();
-        let size = 3 * CHUNK as u64 + 10;
-        assert!(f.offered(&mut net, ME, ALICE, &payload(&an_offer(size))));
+        let size = 5 * CHUNK as u64 + 10;
+        assert!(f.offered(&mut net, ME, ALICE, OFFER, &payload(&an_offer(size))));
         assert!(matches!(
             &net.shown[0],
             Show::File(Note::Offered {
@@ -1680,7 +1825,7 @@ mod tests {
             })
         ));
         // The same offer again is not shown twice.
-        f.offered(&mut net, ME, ALICE, &payload(&an_offer(size)));
+        f.offered(&mut net, ME, ALICE, OFFER, &payload(&an_offer(size)));
         assert_eq!(net.shown.len(), 1);
         f.get(&mut net, 1, None, 0);
         let [Out::Disk(Io::Open { job, dir, name, .. })] = &outs(&mut f)[..] else {
@@ -1702,7 +1847,10 @@ mod tests {
         let chunk = vec![0u8; CHUNK];
         let mut at = 0u64;
         let mut acks = 0;
-        for (i, len) in [CHUNK, CHUNK, CHUNK, 10].into_iter().enumerate() {
+        for (i, len) in [CHUNK, CHUNK, CHUNK, CHUNK, CHUNK, 10]
+            .into_iter()
+            .enumerate()
+        {
             // A repeated chunk (from a repeated GET) overlaps: only the
             // new part is written.
             if i == 1 {
@@ -1766,10 +1914,10 @@ mod tests {
         let [Out::Disk(Io::Prepare { job, .. })] = &outs(&mut f)[..] else {
             panic!("no prepare");
         };
-        let size = 4 * WINDOW;
+        let size = 4 * MAX_WINDOW;
         let result = Ok((size, [3; 32], 77));
         f.disk_done(&mut net, Done::Prepared { job: *job, result }, 0);
-        let offer = Offer::decode(&payload_of(&net.published[0])).unwrap();
+        let offer = Offer::decode(OFFER, &payload_of(&net.published[0])).unwrap();
         assert_eq!(
             (offer.num, offer.size, offer.name.as_str()),
             (1, size, "notes.pdf")
@@ -1788,12 +1936,19 @@ mod tests {
         // Reads go on until the window is full, and no further.
         while read > 0 {
             let data = vec![1; read];
+            let frame = Msg::Data {
+                num: 1,
+                offset: sent,
+                data: &data,
+            }
+            .frame();
             f.disk_done(
                 &mut net,
                 Done::Chunk {
                     job: up,
                     offset: sent,
-                    data,
+                    len: read,
+                    frame,
                 },
                 2,
             );
@@ -1813,7 +1968,10 @@ mod tests {
                 }
             }
         }
-        assert!((WINDOW..WINDOW + CHUNK as u64).contains(&sent), "{sent}");
+        assert!(
+            (MIN_WINDOW..MIN_WINDOW + CHUNK as u64).contains(&sent),
+            "{sent}"
+        );
         // An acknowledgement opens the window again.
         let more = Msg::More {
             num: 1,
@@ -1826,6 +1984,75 @@ mod tests {
         f.link_down(&mut net, L);
         assert!(!f.carries(L, Some(ALICE)));
         assert!(matches!(&outs(&mut f)[..], [Out::Disk(Io::EndUpload { job })] if *job == up));
+    }
+
+    /// The window follows the rate the receiver acknowledges at.
+    #[test]
+    fn the_window_follows_the_acknowledgement_rate() {
+        let mut net = Fake::default();
+        let mut f = files();
+        f.send(&mut net, None, "/src/big".into());
+        let [Out::Disk(Io::Prepare { job, .. })] = &outs(&mut f)[..] else {
+            panic!("no prepare");
+        };
+        let result = Ok((1 << 30, [3; 32], 77));
+        f.disk_done(&mut net, Done::Prepared { job: *job, result }, 0);
+        let get = Msg::Get { num: 1, offset: 0 };
+        f.frame(&mut net, L, ALICE, body(&get.frame()), 0);
+        let o = outs(&mut f);
+        let up = match &o[0] {
+            Out::Disk(Io::Upload { job, .. }) => *job,
+            o => panic!("{o:?}"),
+        };
+        // Serves every read asked for; `sent`: the end of what went.
+        let serve = |f: &mut Files, net: &mut Fake, mut o: Vec<Out>, sent: &mut u64| {
+            while let Some(x) = o.pop() {
+                if let Out::Disk(Io::Read { offset, len, .. }) = x {
+                    let data = vec![1; len];
+                    let d = Msg::Data {
+                        num: 1,
+                        offset,
+                        data: &data,
+                    };
+                    let chunk = Done::Chunk {
+                        job: up,
+                        offset,
+                        len,
+                        frame: d.frame(),
+                    };
+                    f.disk_done(net, chunk, 0);
+                    *sent = offset + len as u64;
+                    o.extend(outs(f));
+                }
+            }
+        };
+        let mut sent = 0;
+        serve(&mut f, &mut net, o, &mut sent);
+        assert!((MIN_WINDOW..MIN_WINDOW + CHUNK as u64).contains(&sent));
+        let mut acked = 0;
+        let mut ack = |f: &mut Files, net: &mut Fake, rate: u64, t: Millis, sent: &mut u64| {
+            acked = (acked + rate).min(*sent);
+            let more = Msg::More {
+                num: 1,
+                offset: acked,
+            };
+            f.frame(net, L, ALICE, body(&more.frame()), t);
+            let o = outs(f);
+            serve(f, net, o, sent);
+            *sent - acked
+        };
+        // Acknowledged at 1 MB a ms: what 2 ms take.
+        let mut ahead = 0;
+        for t in 1..=100 {
+            ahead = ack(&mut f, &mut net, 1_000_000, t, &mut sent);
+        }
+        let two_ms = 2_000_000 - CHUNK as u64..=2_000_000 + CHUNK as u64;
+        assert!(two_ms.contains(&ahead), "{ahead}");
+        // At 10 kB a ms: back to the least.
+        for t in 101..=500 {
+            ahead = ack(&mut f, &mut net, 10_000, t, &mut sent);
+        }
+        assert!(ahead <= MIN_WINDOW + CHUNK as u64, "{ahead}");
     }
 
     fn payload_of(b: &Body) -> Vec<u8> {
@@ -1844,11 +2071,11 @@ mod tests {
             to: Some(NodeId(99)),
             ..an_offer(10)
         };
-        f.offered(&mut net, ME, ALICE, &payload(&other));
+        f.offered(&mut net, ME, ALICE, OFFER, &payload(&other));
         assert!(net.shown.is_empty());
-        assert!(!f.offered(&mut net, ME, ALICE, b"garbage"));
+        assert!(!f.offered(&mut net, ME, ALICE, OFFER, b"garbage"));
         // A sender that sends more than it offered: discarded.
-        f.offered(&mut net, ME, ALICE, &payload(&an_offer(10)));
+        f.offered(&mut net, ME, ALICE, OFFER, &payload(&an_offer(10)));
         f.get(&mut net, 1, None, 0);
         let [Out::Disk(Io::Open { job, .. })] = &outs(&mut f)[..] else {
             panic!();
@@ -1884,6 +2111,7 @@ mod tests {
             &mut net,
             ME,
             ALICE,
+            OFFER,
             &payload(&Offer {
                 num: 6,
                 ..an_offer(11 << 20)
@@ -1898,7 +2126,7 @@ mod tests {
         let mut net = Fake::default();
         let mut f = files();
         let size = 10 * CHUNK as u64;
-        f.offered(&mut net, ME, ALICE, &payload(&an_offer(size)));
+        f.offered(&mut net, ME, ALICE, OFFER, &payload(&an_offer(size)));
         f.get(&mut net, 1, None, 0);
         let [Out::Disk(Io::Open { job, .. })] = &outs(&mut f)[..] else {
             panic!();
@@ -1926,18 +2154,55 @@ mod tests {
         let n = notes[0];
         assert_eq!(
             n.plain(),
-            "* get 1: notes.pdf 30% (184.3 kB of 614.4 kB) at 184.3 kB/s, 2 s left"
+            "* get 1: notes.pdf 30% (192.0 kB of 640.0 kB) at 192.0 kB/s, 2 s left"
         );
         assert_eq!(
             n.tty(),
-            "[######..............] get 1: notes.pdf 30% (184.3 kB of 614.4 kB) at 184.3 kB/s, 2 s left"
+            "[######..............] get 1: notes.pdf 30% (192.0 kB of 640.0 kB) at 192.0 kB/s, 2 s left"
         );
         let (kind, fields) = n.json(|s| format!("{s:?}"));
         assert_eq!(kind, "progress");
         assert_eq!(
             fields,
-            r#","id":1,"name":"notes.pdf","done":184320,"size":614400,"rate":184320"#
+            r#","id":1,"name":"notes.pdf","done":192000,"size":640000,"rate":192000"#
         );
+    }
+
+    /// Open offers go out again when someone comes (not too often), and
+    /// end with their sender.
+    #[test]
+    fn open_offers_are_published_again_for_those_who_come() {
+        let mut net = Fake::default();
+        let mut f = files();
+        for (n, path) in ["/src/a.bin", "/src/b.bin"].into_iter().enumerate() {
+            f.send(&mut net, None, path.into());
+            let [Out::Disk(Io::Prepare { job, .. })] = &outs(&mut f)[..] else {
+                panic!("no prepare");
+            };
+            let result = Ok((10 + n as u64, [n as u8; 32], 1));
+            f.disk_done(&mut net, Done::Prepared { job: *job, result }, 0);
+        }
+        assert_eq!(net.published.len(), 2);
+        f.cancel(&mut net, 2);
+        f.member_came(1_000);
+        let at = f.deadline().expect("an announcement due");
+        assert_eq!(at, 1_000 + ANNOUNCE_DELAY);
+        f.tick(&mut net, at);
+        // Only the one still open, as it was.
+        assert_eq!(&net.published[2..], &net.published[..1]);
+        // Another comes at once: not before the gap.
+        f.member_came(at + 1);
+        assert_eq!(f.deadline(), Some(at + ANNOUNCE_GAP));
+        f.tick(&mut net, at + ANNOUNCE_GAP);
+        assert_eq!(net.published.len(), 4);
+        assert_eq!(f.deadline(), None);
+        // Someone else's offers end when it leaves.
+        f.offered(&mut net, ME, ALICE, OFFER, &payload(&an_offer(10)));
+        f.list(&mut net);
+        assert!(matches!(net.shown.last(), Some(Show::File(Note::List(r))) if r.len() == 2));
+        f.member_left(&mut net, ALICE);
+        f.list(&mut net);
+        assert!(matches!(net.shown.last(), Some(Show::File(Note::List(r))) if r.len() == 1));
     }
 
     #[test]
@@ -1955,7 +2220,7 @@ mod tests {
     fn an_unanswered_get_is_given_up_and_the_part_kept() {
         let mut net = Fake::default();
         let mut f = files();
-        f.offered(&mut net, ME, ALICE, &payload(&an_offer(100)));
+        f.offered(&mut net, ME, ALICE, OFFER, &payload(&an_offer(100)));
         f.get(&mut net, 1, None, 0);
         let [Out::Disk(Io::Open { job, .. })] = &outs(&mut f)[..] else {
             panic!();
