@@ -629,7 +629,10 @@ fn a_broken_link_is_told_and_get_resumes_in_the_same_run() {
     // (on a quiet machine the rest takes a fraction of a second).
     bob.signal(libc::SIGSTOP);
     let held = fs::metadata(db.path().join("big.bin.part")).map_or(0, |m| m.len());
-    assert!(held < data.len() as u64, "the whole file came before bob was stopped");
+    assert!(
+        held < data.len() as u64,
+        "the whole file came before bob was stopped"
+    );
     // Break the link from outside both processes: only the sockets of
     // alice's listening port (this test's own), by the kernel (ss -K).
     let port = alice.port();
