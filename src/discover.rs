@@ -25,6 +25,7 @@
 //! most every [`RESCAN`] ms, so an interface that comes up later (Wi-Fi)
 //! is used from then on.
 
+use crate::iface::{Iface, interfaces};
 use crate::node::{Found, Millis, Node, NodeId};
 use crate::proto::discovery::{self, Discovery, MAX_DATAGRAM, Out, Standing};
 use mio::net::UdpSocket;
@@ -351,16 +352,6 @@ fn link_local6(a: &Ipv6Addr) -> bool {
     (a.segments()[0] & 0xffc0) == 0xfe80
 }
 
-/// One interface that is up: its index, whether it is loopback or takes
-/// multicast, and its addresses.
-#[derive(Debug, Default)]
-struct Iface {
-    index: u32,
-    loopback: bool,
-    multicast: bool,
-    addrs: Vec<IpAddr>,
-}
-
 /// The interfaces to use for `group` and the source address on each:
 /// the one with `bind` if given, else every multicast interface with an
 /// address of the family but loopback, else loopback.
@@ -395,57 +386,6 @@ fn choose(ifaces: &[Iface], group: IpAddr, bind: Option<IpAddr>) -> Vec<(u32, Ip
         .filter(|i| i.loopback)
         .filter_map(source)
         .collect()
-}
-
-/// The interfaces that are up, with their addresses (`getifaddrs`).
-fn interfaces() -> Vec<Iface> {
-    let mut out: Vec<Iface> = Vec::new();
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills in a list that we walk and then free.
-    unsafe {
-        if libc::getifaddrs(&mut head) != 0 {
-            return out;
-        }
-        let mut p = head;
-        while !p.is_null() {
-            let ifa = &*p;
-            p = ifa.ifa_next;
-            let flags = ifa.ifa_flags;
-            if ifa.ifa_addr.is_null() || flags & libc::IFF_UP as u32 == 0 {
-                continue;
-            }
-            let addr = match i32::from((*ifa.ifa_addr).sa_family) {
-                libc::AF_INET => {
-                    let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
-                    IpAddr::V4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)))
-                }
-                libc::AF_INET6 => {
-                    let sin6 = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
-                    IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr))
-                }
-                _ => continue,
-            };
-            let index = libc::if_nametoindex(ifa.ifa_name);
-            if index == 0 {
-                continue;
-            }
-            let i = match out.iter().position(|i| i.index == index) {
-                Some(n) => n,
-                None => {
-                    out.push(Iface {
-                        index,
-                        loopback: flags & libc::IFF_LOOPBACK as u32 != 0,
-                        multicast: flags & libc::IFF_MULTICAST as u32 != 0,
-                        addrs: Vec::new(),
-                    });
-                    out.len() - 1
-                }
-            };
-            out[i].addrs.push(addr);
-        }
-        libc::freeifaddrs(head);
-    }
-    out
 }
 
 #[cfg(test)]

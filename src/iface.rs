@@ -1,4 +1,5 @@
-//! This machine's addresses, to tell others how to join (`getifaddrs`).
+//! This machine's interfaces and addresses (`getifaddrs`): to tell others
+//! how to join, and for LAN discovery to choose where to announce.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -10,7 +11,7 @@ pub fn local_addrs(bind: IpAddr) -> Vec<IpAddr> {
     if !bind.is_unspecified() {
         return vec![bind];
     }
-    let all = interfaces();
+    let all: Vec<IpAddr> = interfaces().into_iter().flat_map(|i| i.addrs).collect();
     let wanted = |a: &IpAddr| bind.is_ipv6() || a.is_ipv4();
     let mut good: Vec<IpAddr> = all
         .iter()
@@ -43,9 +44,19 @@ fn link_local(a: &IpAddr) -> bool {
     }
 }
 
-/// Every address of every interface that is up.
-fn interfaces() -> Vec<IpAddr> {
-    let mut out = Vec::new();
+/// One interface that is up: its index, whether it is loopback or takes
+/// multicast, and its addresses.
+#[derive(Debug, Default)]
+pub struct Iface {
+    pub index: u32,
+    pub loopback: bool,
+    pub multicast: bool,
+    pub addrs: Vec<IpAddr>,
+}
+
+/// The interfaces that are up, with their addresses (`getifaddrs`).
+pub fn interfaces() -> Vec<Iface> {
+    let mut out: Vec<Iface> = Vec::new();
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills in a list that we walk and then free.
     unsafe {
@@ -56,22 +67,38 @@ fn interfaces() -> Vec<IpAddr> {
         while !p.is_null() {
             let ifa = &*p;
             p = ifa.ifa_next;
-            if ifa.ifa_addr.is_null() || ifa.ifa_flags & libc::IFF_UP as u32 == 0 {
+            let flags = ifa.ifa_flags;
+            if ifa.ifa_addr.is_null() || flags & libc::IFF_UP as u32 == 0 {
                 continue;
             }
-            match i32::from((*ifa.ifa_addr).sa_family) {
+            let addr = match i32::from((*ifa.ifa_addr).sa_family) {
                 libc::AF_INET => {
                     let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
-                    out.push(IpAddr::V4(Ipv4Addr::from(u32::from_be(
-                        sin.sin_addr.s_addr,
-                    ))));
+                    IpAddr::V4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)))
                 }
                 libc::AF_INET6 => {
                     let sin6 = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
-                    out.push(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)));
+                    IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr))
                 }
-                _ => {}
+                _ => continue,
+            };
+            let index = libc::if_nametoindex(ifa.ifa_name);
+            if index == 0 {
+                continue;
             }
+            let i = match out.iter().position(|i| i.index == index) {
+                Some(n) => n,
+                None => {
+                    out.push(Iface {
+                        index,
+                        loopback: flags & libc::IFF_LOOPBACK as u32 != 0,
+                        multicast: flags & libc::IFF_MULTICAST as u32 != 0,
+                        addrs: Vec::new(),
+                    });
+                    out.len() - 1
+                }
+            };
+            out[i].addrs.push(addr);
         }
         libc::freeifaddrs(head);
     }

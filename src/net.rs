@@ -222,6 +222,11 @@ pub fn dial(addr: SocketAddr) -> io::Result<TcpStream> {
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     s.set_nonblocking(true)?;
     s.set_cloexec(true)?;
+    connect(s, addr)
+}
+
+/// Tunes `s` and starts its connection to `addr`.
+fn connect(s: Socket, addr: SocketAddr) -> io::Result<TcpStream> {
     tune(&SockRef::from(&s));
     match s.connect(&addr.into()) {
         Ok(()) => {}
@@ -253,13 +258,7 @@ pub fn dial_from(addr: SocketAddr, port: u16) -> io::Result<TcpStream> {
         }
     };
     s.bind(&SocketAddr::new(any, port).into())?;
-    tune(&SockRef::from(&s));
-    match s.connect(&addr.into()) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
-        Err(e) => return Err(e),
-    }
-    Ok(TcpStream::from_std(s.into()))
+    connect(s, addr)
 }
 
 /// Listens on `bind`, or by default on `::` for IPv6 and IPv4 at once

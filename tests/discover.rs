@@ -20,6 +20,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use util::netns::Net;
+use util::procfs::{cpu_ticks, fd_count, status_kib};
 use util::{DEADLINE, Peer, Stream, chat_both_ways};
 
 /// How long peers that all start at once may take to be one network.
@@ -351,33 +352,6 @@ fn ipv6_only() {
 
 // ---------------------------------------------------------------------------
 // A spoofing sender.
-
-/// A field of /proc/PID/status in KiB (VmRSS, VmHWM).
-fn status_kib(pid: i32, field: &str) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    s.lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
-}
-
-fn fd_count(pid: i32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
-}
-
-/// CPU time (user + system) a process has used, in clock ticks.
-fn cpu_ticks(pid: i32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let f: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, r)| r)
-        .split_whitespace()
-        .collect();
-    let field = |i: usize| f.get(i).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
-    field(11) + field(12)
-}
 
 /// Runs `f` on a thread that has entered network namespace `ns`: the
 /// sockets it makes are that namespace's.

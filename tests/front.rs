@@ -431,7 +431,7 @@ fn json_actions_and_renames() {
 /// has it stamped with yesterday, in JSON and plain lines alike.
 #[test]
 fn lines_show_when_they_were_said() {
-    use p2pchat::proto::wire::{Body, Ident};
+    use p2pchat::proto::wire::Body;
     use util::frames;
     use util::raw::Raw;
     let mut alice = Peer::launch("alice", &["--json"], None, Stdio::piped());
@@ -448,25 +448,13 @@ fn lines_show_when_they_were_said() {
     let mut bob = Peer::spawn("bob", &args, Stdio::piped());
     bob.expect_contains("* joined through");
     alice.expect_contains(r#""type":"join""#);
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
+    let now_ms = frames::now_ms();
     let yesterday = now_ms - 26 * 3_600_000;
     let m = frames::who(0x7965_7374);
     let mut r = Raw::connect(alice.port());
     r.hello(&m, "yester", true);
-    let join = Body::Join {
-        name: "yester".into(),
-        ip: Some(std::net::Ipv4Addr::LOCALHOST.into()),
-        port: 1,
-        ident: Ident {
-            key: m.public(),
-            nonce: m.nonce(),
-        },
-    };
     let bodies = vec![
-        join,
+        frames::join_body(&m, "yester", 1),
         Body::Clock { time: yesterday },
         frames::lobby("said yesterday"),
         Body::Clock { time: now_ms },

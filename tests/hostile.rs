@@ -16,6 +16,7 @@ use std::net::{IpAddr, Ipv4Addr, Shutdown, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 use util::frames::{self, chat, forged, ident, signed, who};
+use util::procfs::{cpu_ticks, fd_count, status_kib};
 use util::raw::{Got, Raw};
 use util::{Peer, Stream, chat_both_ways, pair};
 
@@ -29,15 +30,6 @@ const HANDSHAKE_CLOSE: Duration = Duration::from_secs(8);
 
 // ---------------------------------------------------------------------------
 // The honest pair, and what we measure of alice.
-
-/// A field of /proc/PID/status in KiB (VmRSS, VmHWM).
-fn status_kib(pid: i32, field: &str) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    s.lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
-}
 
 /// Fails if alice's peak RSS passed the bound.
 fn assert_rss_bounded(alice: &mut Peer, what: &str) {
@@ -57,22 +49,6 @@ fn assert_rss_bounded_plus(alice: &mut Peer, what: &str, extra_kib: u64) {
             extra_kib >> 10
         ));
     }
-}
-
-/// Open file descriptors of a process.
-fn fd_count(pid: i32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
-}
-
-/// CPU time (user + system) a process has used, in clock ticks.
-fn cpu_ticks(pid: i32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the command name, which ends at the last ')'.
-    let rest = &s[s.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
 }
 
 /// Waits until `cond` holds, polling; fails with `what` at the deadline.

@@ -1400,7 +1400,7 @@ fn wrapping_colours_and_a_narrow_prompt() {
 /// stamped with its date.
 #[test]
 fn actions_renames_and_late_lines_on_the_terminal() {
-    use p2pchat::proto::wire::{Body, Ident};
+    use p2pchat::proto::wire::Body;
     use util::frames;
     use util::raw::Raw;
     let mut c = Chat::start("renames", &[], 80, Launch::Exec);
@@ -1432,25 +1432,12 @@ fn actions_renames_and_late_lines_on_the_terminal() {
     );
 
     // Yesterday's line, from a member that speaks the wire protocol.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
-    let yesterday = now - 26 * 3_600_000;
+    let yesterday = frames::now_ms() - 26 * 3_600_000;
     let m = frames::who(0x7474_7979);
     let mut r = Raw::connect(c.bob.port());
     r.hello(&m, "yester", true);
-    let join = Body::Join {
-        name: "yester".into(),
-        ip: Some(std::net::Ipv4Addr::LOCALHOST.into()),
-        port: 1,
-        ident: Ident {
-            key: m.public(),
-            nonce: m.nonce(),
-        },
-    };
     let bodies = vec![
-        join,
+        frames::join_body(&m, "yester", 1),
         Body::Clock { time: yesterday },
         frames::lobby("from yesterday"),
     ];

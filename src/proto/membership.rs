@@ -1585,6 +1585,27 @@ mod tests {
     }
 
     #[test]
+    fn an_alive_said_before_a_suspicion_does_not_clear_it() {
+        let mut m = ms();
+        m.insert(BOB, Some("bob"), None, true, None);
+        let q = |seq| EventId { origin: CAROL, seq };
+        m.suspicion(q(1), BOB, 0);
+        m.suspicion(q(2), BOB, 10);
+        // Bob's ALIVE from before the SUSPECTs, delivered after them by a
+        // slower path: it answers neither.
+        m.alive(BOB, &[]);
+        assert!(m.get(BOB).unwrap().suspected());
+        // One answered, one not: still suspected.
+        m.alive(BOB, &[q(1)]);
+        assert!(m.get(BOB).unwrap().suspected());
+        m.alive(BOB, &[q(2)]);
+        assert!(!m.get(BOB).unwrap().suspected());
+        // Without the fix it would be lost at the deadline.
+        m.tick(&links(), |_| Some(0), 5_000);
+        assert!(!m.is_lost(BOB));
+    }
+
+    #[test]
     fn isolated_we_wait_rather_than_lose_everyone() {
         let mut m = ms();
         let ls = links();

@@ -89,16 +89,23 @@ pub fn lobby(text: &str) -> Body {
 
 /// `me`'s JOIN as `name`, listening at 127.0.0.1:`port`: event 1, signed.
 pub fn join(me: &Identity, name: &str, port: u16) -> Msg {
-    signed(
-        me,
-        1,
-        Body::Join {
-            name: name.into(),
-            ip: Some(std::net::Ipv4Addr::LOCALHOST.into()),
-            port,
-            ident: ident(me),
-        },
-    )
+    signed(me, 1, join_body(me, name, port))
+}
+
+/// The body of `me`'s JOIN as `name`, listening at 127.0.0.1:`port`.
+pub fn join_body(me: &Identity, name: &str, port: u16) -> Body {
+    Body::Join {
+        name: name.into(),
+        ip: Some(std::net::Ipv4Addr::LOCALHOST.into()),
+        port,
+        ident: ident(me),
+    }
+}
+
+/// The wall clock in milliseconds since 1970, as CLOCK events carry it.
+pub fn now_ms() -> u64 {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    t.unwrap().as_millis() as u64
 }
 
 /// `me`'s events `first..` with `bodies`, as a real peer sends a burst:

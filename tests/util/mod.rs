@@ -11,6 +11,7 @@
 
 pub mod frames;
 pub mod netns;
+pub mod procfs;
 pub mod raw;
 
 use std::collections::VecDeque;
