@@ -20,7 +20,7 @@
 //! Environment:
 //!
 //! - `BENCH_QUICK=1`: smoke run (small counts, networks of 4 and 16, no
-//!   64-peer or scale stage, 10 s idle window; a few seconds more).
+//!   64-peer or scale stage, 20 s idle window; under a minute).
 //! - `BENCH_ONLY=onehop,tput1,tput16,kill,secret,dm,net,discover,files`:
 //!   only these stages (the limits always run; `net` is fan-out, join, RSS
 //!   with 64, idle and scale).
@@ -134,8 +134,8 @@
 //! - `idle.wakeups`, `idle.cpu`: the largest fan-out network in steady
 //!   state: once it has settled (a second in which no peer woke more than
 //!   twice, or 15 s at most, after the rooms stage), over the idle window
-//!   with no traffic (10 s in quick runs, 30 s in full ones: heartbeats go
-//!   out every 20 s), wake-ups (voluntary context switches) per second per
+//!   with no traffic (20 s in quick runs, 30 s in full ones: heartbeats go
+//!   out every 20 s, and a shorter window may hold none), wake-ups (voluntary context switches) per second per
 //!   peer (max over peers; mean in the what column), and CPU time (utime +
 //!   stime, clock ticks) per second per peer, mean.
 //! - `join.big.p50`, `scale.peers`, `scale.p99`: the network grown further
@@ -233,7 +233,7 @@ impl Plan {
                 tput: 10_000,
                 tput_wide: 16,
                 kill: 300,
-                idle: Duration::from_secs(10),
+                idle: Duration::from_secs(20),
                 scale_budget: Duration::ZERO,
             }
         } else {
