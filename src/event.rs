@@ -279,6 +279,7 @@ impl Loop {
         let store = store::path(&opts.name);
         if let Some(p) = &store {
             restore_private(&mut core, p, ui);
+            core.keep_private_store();
         }
         ui.listening(port, crate::iface::local_addrs(local.ip()));
         let lan = match &opts.discover {
@@ -377,6 +378,7 @@ impl Loop {
                 }
                 return Ok(code);
             }
+            self.save_shown(ui);
             // Everything shown so far goes out before we sleep.
             if let Err(e) = ui.flush() {
                 if e.kind() != io::ErrorKind::BrokenPipe {
@@ -799,6 +801,11 @@ impl Loop {
                         self.apply(ui);
                     }
                     Ok(None) => break Ok(()),
+                    // Before HELLO, bytes that are no frame are another
+                    // program (an SSH or web server): say so.
+                    Err(e) if !self.core.is_established(link) => {
+                        break Err(format!("not a p2pchat peer (bad frame: {e})"));
+                    }
                     Err(e) => break Err(format!("bad frame: {e}")),
                 }
             };
@@ -900,6 +907,24 @@ impl Loop {
                 ui.error(&format!("{}: {e}", p.display()));
             }
         }
+    }
+
+    /// Writes the private message store now if private messages to us
+    /// wait to be recorded as shown before they are shown (see
+    /// [`crate::app::dm::Dm::set_durable`]); then shows them. A store
+    /// that cannot be written is reported, and they are shown anyway.
+    fn save_shown(&mut self, ui: &mut Ui) {
+        if !self.core.private_urgent() {
+            return;
+        }
+        if let (Some(p), Some(bytes)) = (&self.store, self.core.private_store()) {
+            self.saved_at = Some(self.now());
+            if let Err(e) = store::write(p, &bytes) {
+                ui.error(&format!("{}: {e}", p.display()));
+            }
+        }
+        self.core.private_saved();
+        self.apply(ui);
     }
 
     /// One bounded step of the file transfers: hashing, reading a chunk

@@ -28,6 +28,7 @@ use crate::proto::discovery::Standing;
 use crate::proto::link::{self, BadHello, Links, Stage};
 use crate::proto::membership::{self, ASK_MAX, INTRO_MAX, Membership, Out};
 use crate::proto::mesh::{self, DIAL_GIVE_UP, Mesh};
+use crate::proto::route::{self, Route};
 use crate::proto::wire::{self, Body, Entry, Event, Frame, Hello, Ident, Msg, Refusal, WireError};
 use crate::proto::{EventId, Io, PROBE_EVERY, Remember, Sink};
 use std::collections::HashMap;
@@ -297,6 +298,8 @@ pub struct Node {
     chat: Chat,
     rooms: Rooms,
     dm: Dm,
+    /// Which link leads towards a member, for private messages.
+    route: Route,
     files: Files,
     /// The user was told a newer version of p2pchat is about.
     told_newer: bool,
@@ -497,6 +500,7 @@ impl Node {
             membership: Membership::new(member_cfg, name, rng.next_u64()),
             mesh: Mesh::new(mesh_cfg, rng.next_u64()),
             dm: Dm::new(ident.clone()),
+            route: Route::new(),
             broadcast: Broadcast::new(bc_cfg, ident),
             chat: Chat::default(),
             rooms: Rooms::new(),
@@ -837,6 +841,11 @@ impl Node {
         if peer.is_some() && wire::event_id(body).is_some_and(copy) {
             return;
         }
+        if let (Some(_), false) = (peer, closing)
+            && route::is_routed(body)
+        {
+            return self.on_routed(link, body, now);
+        }
         if let (Some(p), false) = (peer, closing)
             && files::is_transfer(body)
         {
@@ -847,6 +856,10 @@ impl Node {
             Ok(m) => m,
             // A newer peer may speak kinds we do not know: skip them.
             Err(WireError::UnknownKind(_)) if peer.is_some() => return,
+            Err(e) if peer.is_none() => {
+                let why = format!("not a p2pchat peer (bad frame: {e})");
+                return self.drop_link(link, &why, now);
+            }
             Err(e) => return self.drop_link(link, &format!("bad frame: {e}"), now),
         };
         if closing {
@@ -956,6 +969,7 @@ impl Node {
             Command::Msg(to, text) => {
                 if self.is_member() {
                     self.dm.send(&mut net!(self), &to, &text, now);
+                    self.dm_out(now);
                 }
             }
             Command::Msgs => self.dm.list(&mut net!(self), now),
@@ -1005,6 +1019,69 @@ impl Node {
         }
         let path = PathBuf::from(path);
         self.files.send(&mut net!(self), to, path);
+    }
+
+    /// A ROUTED frame on `link`: ours, or passed on towards its member
+    /// (see [`route`]).
+    fn on_routed(&mut self, link: LinkId, body: &[u8], now: Millis) {
+        let Some((to, ttl, kind, payload)) = route::decode(body) else {
+            return self.drop_link(link, "bad frame: a ROUTED frame too short", now);
+        };
+        if to == self.id {
+            if self.is_member() && kind == dm::PRIVATE {
+                let wall = self.wall;
+                self.dm.routed(&mut net!(self), payload, wall, now);
+                self.dm_out(now);
+            }
+            return;
+        }
+        // Only what an honest sender routes is passed on: a well-formed
+        // PRIVATE, for a bounded number of hops.
+        if ttl == 0 || kind != dm::PRIVATE || dm::Private::decode(payload).is_none() {
+            return;
+        }
+        match self.next_hop(to, Some(link)) {
+            Some(next) => {
+                let f = route::frame(to, ttl.min(route::TTL) - 1, kind, payload);
+                self.links.send(&mut self.out, next, f, now);
+            }
+            // No way on known (the links its events came by are gone, or
+            // lead back): flooded from here, as the sender would after a
+            // while; it reaches the recipient, or its holders. Only to a
+            // member present: a frame to nobody is no reason to flood.
+            None if self.is_member() && self.membership.get(to).is_some_and(|m| m.present()) => {
+                self.publish(Body::Other {
+                    kind,
+                    payload: payload.to_vec(),
+                })
+            }
+            None => {}
+        }
+    }
+
+    /// The next link towards member `to`, not `from`.
+    fn next_hop(&self, to: NodeId, from: Option<LinkId>) -> Option<LinkId> {
+        let direct = self.links.to(to).first().map(|&(l, _)| l);
+        let links = &self.links;
+        self.route
+            .next_hop(to, direct, from, |l| links.peer(l).is_some())
+    }
+
+    /// Sends what the private messages ask to route: down the next link
+    /// towards its member, or, when none is known, flooded.
+    fn dm_out(&mut self, now: Millis) {
+        for (to, payload) in self.dm.take_routed() {
+            match self.next_hop(to, None) {
+                Some(link) => {
+                    let f = route::frame(to, route::TTL, dm::PRIVATE, &payload);
+                    self.links.send(&mut self.out, link, f, now);
+                }
+                None => self.publish(Body::Other {
+                    kind: dm::PRIVATE,
+                    payload,
+                }),
+            }
+        }
     }
 
     /// Routes what the file machine asks for.
@@ -1065,6 +1142,7 @@ impl Node {
         }
         if self.is_member() {
             self.dm.tick(&mut net!(self), now);
+            self.dm_out(now);
         }
         if let Some((stop, until)) = self.leaving.take() {
             if now >= until {
@@ -1109,6 +1187,23 @@ impl Node {
     /// Whether [`Node::private_store`] has something new.
     pub fn private_unsaved(&self) -> bool {
         self.dm.unsaved()
+    }
+
+    /// The private message store is kept: a message to us is shown only
+    /// once it is recorded as shown there (see [`Dm::set_durable`]).
+    pub fn keep_private_store(&mut self) {
+        self.dm.set_durable();
+    }
+
+    /// Whether messages to us wait for [`Node::private_store`] to be
+    /// written now.
+    pub fn private_urgent(&self) -> bool {
+        self.dm.must_save()
+    }
+
+    /// What [`Node::private_store`] last gave is on disk.
+    pub fn private_saved(&mut self) {
+        self.dm.saved(&mut net!(self));
     }
 
     /// Takes back the private messages of [`Node::private_store`], kept
@@ -1589,6 +1684,7 @@ impl Node {
             .accept(&mut self.out, link, ev, hash, frame, now)
         {
             Accepted::Delivered(ev) => {
+                self.route.learned(origin, link);
                 self.delivered(ev, now);
                 self.drain(origin, now);
             }
@@ -1971,9 +2067,12 @@ impl Node {
                 self.clocks.insert(origin, (id.seq, time));
                 self.chat.clock(origin, time)
             }
-            Body::Other { kind, payload } if (dm::PRIVATE..=29).contains(&kind) => self
-                .dm
-                .delivered(&mut net!(self), origin, kind, &payload, now),
+            Body::Other { kind, payload } if (dm::PRIVATE..=29).contains(&kind) => {
+                let wall = self.wall;
+                self.dm
+                    .delivered(&mut net!(self), origin, kind, &payload, wall, now);
+                self.dm_out(now);
+            }
             Body::Suspect { target } if target == self.id => {
                 self.membership.answer(id, now);
                 self.asked_late(origin, id.seq);

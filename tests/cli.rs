@@ -245,3 +245,30 @@ fn a_port_in_use_exits_1() {
     alice.send(":q");
     alice.expect_exit(0);
 }
+
+/// A port where something else answers (an SSH server, here) is named as
+/// not a p2pchat peer, not as a frame length out of range.
+#[test]
+fn a_port_that_is_not_a_p2pchat_peer_is_named() {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let _ = s.write_all(b"SSH-2.0-OpenSSH_9.2\r\n");
+        // Held open until p2pchat closes it.
+        let _ = std::io::copy(&mut s, &mut std::io::sink());
+    });
+    let port = port.to_string();
+    let (st, _out, err) = run(
+        &["--plain", "-b", "127.0.0.1", "alice", "127.0.0.1", &port],
+        DEADLINE,
+    );
+    assert_eq!(st.code(), Some(1), "status {st}, stderr {err:?}");
+    let want = format!("p2pchat: cannot reach 127.0.0.1:{port}: not a p2pchat peer");
+    assert!(
+        err.iter().any(|l| l.starts_with(&want)),
+        "no {want:?} on stderr: {err:?}"
+    );
+    server.join().unwrap();
+}

@@ -27,6 +27,13 @@ fn irc_commands_never_leak_as_chat() {
     let (mut alice, mut bob) = pair();
     alice.send("/msg bob");
     alice.expect_err_line("p2pchat: /msg: give a name and a message");
+    alice.send("/msg bob psst, private?");
+    bob.expect_line("alice (private): psst, private?");
+    alice.send("/NICK caroline");
+    bob.expect_line("* alice is now caroline");
+    alice.expect_line("* alice is now caroline");
+    alice.send("/nick alice");
+    bob.expect_line("* caroline is now alice");
     alice.send("/frob x");
     alice.expect_err_line("p2pchat: unknown command /frob (try /help)");
     alice.send("/WHO");
@@ -40,8 +47,17 @@ fn irc_commands_never_leak_as_chat() {
     alice.send("/Quit");
     alice.expect_exit(0);
     bob.expect_line("* alice left");
+    let leaked = [
+        "alice: psst",
+        "alice: /msg bob",
+        "alice: /NICK",
+        "caroline: /nick",
+        "alice: /frob",
+        "alice: /WHO",
+        "alice: /Quit",
+    ];
     bob.assert_no_out("a command leaked", &|l| {
-        l.contains("psst") || l.contains("caroline") || l.contains("waves") || l.contains("frob")
+        leaked.iter().any(|p| l.starts_with(p))
     });
 }
 
@@ -116,7 +132,7 @@ fn json_input_and_error_events() {
 }
 
 /// The lines at the start say how others join; `:who` alone shows our
-/// address and "1 member".
+/// address and "1 member", and so does `:who ROOM`.
 #[test]
 fn start_says_how_to_join_and_who_shows_own_address() {
     let mut alice = Peer::start("alice");
@@ -128,6 +144,12 @@ fn start_says_how_to_join_and_who_shows_own_address() {
     alice.send(":who");
     let rows = alice.expect_block("* 1 member:", 1);
     assert_eq!(rows, [format!("*   alice 127.0.0.1:{port} (you)")]);
+    // And in a room's list.
+    alice.send(":create dev");
+    alice.expect_line("* you are in dev");
+    alice.send(":who dev");
+    let rows = alice.expect_block("* 1 member in dev:", 1);
+    assert_eq!(rows, [format!("*   alice 127.0.0.1:{port} (you) owner")]);
 }
 
 /// `host:port` is accepted as the peer to join through.
@@ -240,6 +262,46 @@ fn chat_log_and_timestamps() {
             .unwrap_or_else(|| panic!("{want:?} not in the log:\n{log}"));
         assert!(is_stamp(&l[..19]), "{l}");
     }
+}
+
+/// `--log` keeps one file per room: a room's lines go to its own file,
+/// written alike whoever said them (no `[room]` in a room's own file),
+/// and not to the lobby's.
+#[test]
+fn chat_logs_are_kept_per_room() {
+    let mut alice = Peer::launch("alice", &["--log"], None, Stdio::piped());
+    let mut bob = Peer::join("bob", alice.port(), 2);
+    alice.expect_line("* bob joined");
+    alice.send(":create dev");
+    alice.expect_line("* you are in dev");
+    bob.send(":join dev");
+    bob.expect_line("* you are in dev");
+    alice.expect_line("* bob moved from lobby to dev");
+    bob.send("bob in dev");
+    alice.expect_line("[dev] bob: bob in dev");
+    alice.send("alice in dev");
+    bob.expect_line("[dev] alice: alice in dev");
+    alice.send(":q");
+    alice.expect_exit(0);
+    let home = alice.keep_home();
+    let logs = home.env()[1].1.to_owned() + "/p2pchat/logs";
+    let read = |f: &str| std::fs::read_to_string(format!("{logs}/{f}")).unwrap();
+    let dev = read("dev.log");
+    let rest: Vec<&str> = dev
+        .lines()
+        .map(|l| {
+            assert!(is_stamp(&l[..19]), "{l}");
+            &l[20..]
+        })
+        .collect();
+    for want in ["bob: bob in dev", "alice: alice in dev"] {
+        assert!(rest.contains(&want), "{want:?} not in dev.log:\n{dev}");
+    }
+    let lobby = read("lobby.log");
+    assert!(
+        !lobby.contains("in dev"),
+        "a room's line in lobby.log:\n{lobby}"
+    );
 }
 
 /// `YYYY-MM-DD HH:MM:SS`.

@@ -2,18 +2,25 @@
 //! and signed by ours, acknowledged by NAME, and kept for an absent NAME by
 //! the peers that follow NAME on the ring of node ids.
 //!
-//! How a message travels. The sender floods a PRIVATE event (type 20):
-//! every peer relays it, as it relays chat, but only NAME can open it.
-//! NAME shows it, once and in order per sender, and floods a RECEIVED
-//! event (type 21), which the sender shows as "delivered" (end to end,
-//! not "handed to a neighbour").
+//! How a message travels. To NAME present, the sender routes the
+//! PRIVATE payload (type 20) to NAME's node id ([`Dm::take_routed`]; the
+//! node sends it down the way [`crate::proto::route`] knows, or floods it
+//! when it knows none); if NAME's acknowledgement has not come within
+//! [`ROUTE_WAIT`], it floods it as a PRIVATE event, which every peer
+//! relays, as it relays chat, and the holders keep. To NAME absent, it
+//! floods it at once. Only NAME can open it. NAME shows it, once and in
+//! order per sender, and floods a RECEIVED event (type 21), which the
+//! sender shows as "delivered" (end to end, not "handed to a
+//! neighbour"). The acknowledgement stays an event: signed by NAME, so
+//! that nobody else can make the sender and the holders drop a message.
 //!
 //! Holding. Every peer places the name on the ring of node ids at
 //! `hash(NAME)` (BLAKE2s); the [`HOLDERS`] present members whose ids follow
 //! it (the successors, as in Chord; the sender counts too) keep a copy of
 //! every PRIVATE to NAME until NAME's RECEIVED covers it, or it is
-//! [`MAX_AGE`] old. When NAME joins, every holder passes its copies on
-//! again as PRIVATE events of its own, in order: NAME opens them and
+//! [`MAX_AGE`] old. When NAME joins, every holder routes its copies to
+//! it, in order (flooded as PRIVATE events of its own if not
+//! acknowledged within [`ROUTE_WAIT`]): NAME opens them and
 //! acknowledges, every copy is dropped, and the sender, if still there,
 //! is told. When the holders change (a holder leaves or crashes, a new
 //! peer comes between), the first of the old holders still present passes
@@ -31,10 +38,21 @@
 //!
 //! Which key. A message is encrypted to the key known for NAME: the key
 //! of the member present under that name, or the key NAME had when this
-//! peer last met it (known_peers). A name whose key this peer never saw
-//! is refused with a clear error: nothing can be encrypted to a key
-//! nobody has given us, and trusting whoever comes under that name later
-//! with text sent now would give it to anybody who picks the name.
+//! peer last met it (known_peers). To a name whose key this peer never
+//! saw, a message waits, unsealed, with its sender alone (in memory and
+//! in the sender's store, never on the wire): nothing can be encrypted
+//! to a key nobody has given us. When NAME is first seen, the node binds
+//! the key it comes with to the name (trust on first use, as for every
+//! name) and [`Net::key_of_name`] gives it: the waiting messages are
+//! sealed to it, in order, and sent as if just written. A member that
+//! comes under NAME with another key than the one bound is not found
+//! under NAME, so it gets nothing.
+//!
+//! Shown once across a crash. With a store ([`Dm::set_durable`]), a
+//! message to us is recorded as shown (per sender run, up to which
+//! number) and the record written and synced before it is shown and
+//! acknowledged; after a restart, a copy already recorded is only
+//! acknowledged again.
 //!
 //! What is protected: the text, and who wrote it (the sender's name and
 //! key are inside, signed). What is not: the sender's node id, the
@@ -88,11 +106,17 @@ pub const GAP_WAIT: Millis = 60_000;
 const REMEMBERED: usize = 4096;
 /// Holders one copy names, at most.
 const MAX_NAMED: usize = 16;
+/// How long a message routed to its recipient waits for the
+/// acknowledgement before it is flooded (and so reaches the holders).
+pub const ROUTE_WAIT: Millis = 5_000;
 /// Acknowledgements in one RECEIVED event, at most.
 const ACKS_PER_EVENT: usize = 64;
 
 const PATTERN: &str = "Noise_N_25519_ChaChaPoly_BLAKE2s";
-const STORE_MAGIC: &[u8] = b"p2pchat-private-v1\n";
+const STORE_MAGIC: &[u8] = b"p2pchat-private-v2\n";
+/// The store before messages could wait for a key and recipients kept
+/// what they showed: still read.
+const STORE_MAGIC_V1: &[u8] = b"p2pchat-private-v1\n";
 const CONTEXT: &[u8] = b"p2pchat private v1\0";
 
 /// A PRIVATE event's payload.
@@ -212,11 +236,25 @@ pub fn seal(
     first: u64,
     text: &str,
 ) -> Option<()> {
+    seal_as(ident, ident.nonce(), name, to_key, p, first, text)
+}
+
+/// [`seal`], as the run of `ident`'s key with `nonce` (whose id is
+/// `p.from`): a message written in an earlier run, sealed now.
+fn seal_as(
+    ident: &Identity,
+    nonce: u64,
+    name: &str,
+    to_key: &PublicKey,
+    p: &mut Private,
+    first: u64,
+    text: &str,
+) -> Option<()> {
     let rs = crypto::dh_public(to_key)?;
     let sig = ident.sign(&signed(to_key, p, first, name, text));
     let mut plain = Vec::with_capacity(150 + text.len());
     plain.extend_from_slice(&ident.public());
-    plain.extend_from_slice(&ident.nonce().to_be_bytes());
+    plain.extend_from_slice(&nonce.to_be_bytes());
     plain.extend_from_slice(&first.to_be_bytes());
     put_str(&mut plain, name);
     plain.extend_from_slice(&sig);
@@ -313,8 +351,21 @@ struct Sent {
     text: String,
     at: Millis,
     /// The message as sent (its `from` is our id in the run that sent
-    /// it), passed on again after a restart and when `to` joins.
+    /// it), passed on again after a restart and when `to` joins. Not
+    /// sealed yet (`sealed` empty) while no key is known for `to`.
     p: Private,
+    /// The nonce of the run that wrote it: its id is `p.from`.
+    nonce: u64,
+    /// Routed to its recipient: flooded at this time if not acknowledged
+    /// by then.
+    flood_at: Option<Millis>,
+}
+
+impl Sent {
+    /// Waiting for a key to be sealed to.
+    fn waiting(&self) -> bool {
+        self.p.sealed.is_empty()
+    }
 }
 
 /// A copy held for an absent recipient.
@@ -340,6 +391,9 @@ struct Box_ {
     holders: Vec<NodeId>,
     /// The member under the name the copies were last passed to.
     handed: Option<NodeId>,
+    /// The copies were routed to it: flooded at this time if some are
+    /// not acknowledged by then.
+    flood_at: Option<Millis>,
 }
 
 /// A message shown later: one before it is missing.
@@ -348,6 +402,7 @@ struct Waiting {
     from_name: String,
     text: String,
     since: Millis,
+    said: Option<u64>,
 }
 
 /// The private messages application. See the module documentation.
@@ -385,6 +440,15 @@ pub struct Dm {
     resend: bool,
     /// What we hold or sent changed since [`Dm::save`].
     unsaved: bool,
+    /// What we show is kept (see [`Dm::set_durable`]).
+    durable: bool,
+    /// Payloads of PRIVATE events to route to a member present (see
+    /// [`Dm::take_routed`]).
+    routed: Vec<(NodeId, Vec<u8>)>,
+    /// Private messages to us, to be shown once what we showed is kept,
+    /// in order (at most [`MAX_WAITING`] arrive between two saves: they
+    /// come from `waiting` or straight in, one loop turn at a time).
+    unshown: Vec<Show>,
 }
 
 impl Dm {
@@ -412,6 +476,9 @@ impl Dm {
             sent_handed: HashMap::new(),
             resend: false,
             unsaved: false,
+            durable: false,
+            routed: Vec::new(),
+            unshown: Vec::new(),
         }
     }
 
@@ -429,13 +496,11 @@ impl Dm {
         if let Some(why) = why {
             return net.show(Show::Warning(why));
         }
-        let Some(key) = net.key_of_name(to) else {
-            let why = format!(
-                "msg: not sent: {to} has never been met by this peer, so there is no key to \
-                 encrypt to; once {to} has been here, messages can wait for {to}"
-            );
-            return net.show(Show::Warning(why));
-        };
+        let key = net.key_of_name(to);
+        if key.is_some() {
+            // Ones that waited for this key go first.
+            self.seal_waiting(net, now);
+        }
         let mine = self.sent.iter().filter(|s| s.to == to).count();
         if mine >= MAX_PER_NAME || self.sent.len() >= MAX_HELD {
             let why = format!(
@@ -457,24 +522,20 @@ impl Dm {
         }
         let n = *self.next.get(to).unwrap_or(&1);
         let me = net.id();
-        let first = self
-            .sent
-            .iter()
-            .filter(|s| s.to == to && s.p.from == me)
-            .map(|s| s.n)
-            .min()
-            .unwrap_or(n);
         let mut p = Private {
             to: to.to_owned(),
-            from: net.id(),
+            from: me,
             n,
             age: 0,
             holders: successors(ring_point(to), &net.ring(), self.holders),
             sealed: Vec::new(),
         };
-        if seal(&self.ident, net.me(), &key, &mut p, first, text).is_none() {
-            let why = format!("msg: not sent: the key known for {to} is not usable");
-            return net.show(Show::Warning(why));
+        if let Some(key) = key {
+            let first = self.first_unacked(to, me).unwrap_or(n);
+            if seal(&self.ident, net.me(), &key, &mut p, first, text).is_none() {
+                let why = format!("msg: not sent: the key known for {to} is not usable");
+                return net.show(Show::Warning(why));
+            }
         }
         self.next.insert(to.to_owned(), n + 1);
         self.sent.push_back(Sent {
@@ -483,29 +544,127 @@ impl Dm {
             text: text.to_owned(),
             at: now,
             p: p.clone(),
+            nonce: self.ident.nonce(),
+            flood_at: None,
         });
         self.unsaved = true;
-        let here = net.find(to).is_some();
-        if let Some(id) = net.find(to) {
-            self.sent_handed.insert(to.to_owned(), id);
-        }
         net.show(Show::Private {
             from: net.me().to_owned(),
             to: to.to_owned(),
             text: text.to_owned(),
             own: true,
+            said: None,
         });
+        if key.is_none() {
+            // Kept here, in the clear, until a key for `to` is known:
+            // then sealed to it and sent (see `seal_waiting`).
+            net.show(Show::Delivery {
+                to: to.to_owned(),
+                n,
+                state: "waiting".into(),
+            });
+            return net.show(Show::Info(format!(
+                "msg: queued until {to} is first seen (no key yet to encrypt to)"
+            )));
+        }
+        self.dispatch(net, p, now);
+    }
+
+    /// The first of our messages to `to` from our run `from` not yet
+    /// acknowledged.
+    fn first_unacked(&self, to: &str, from: NodeId) -> Option<u64> {
+        self.sent
+            .iter()
+            .filter(|s| s.to == to && s.p.from == from)
+            .map(|s| s.n)
+            .min()
+    }
+
+    /// Sends `p`, ours, sealed, and tells the user where it is: routed
+    /// to its recipient if present, else flooded to its holders (and
+    /// kept, if we are one of them).
+    fn dispatch(&mut self, net: &mut impl Net, p: Private, now: Millis) {
+        let here = net.find(&p.to);
         net.show(Show::Delivery {
-            to: to.to_owned(),
-            n,
-            state: if here { "sent" } else { "queued" }.into(),
+            to: p.to.clone(),
+            n: p.n,
+            state: if here.is_some() { "sent" } else { "queued" }.into(),
         });
+        match here {
+            Some(id) => {
+                self.sent_handed.insert(p.to.clone(), id);
+                self.route_own(id, &p, now);
+            }
+            None => self.flood(net, p, now),
+        }
+    }
+
+    /// Routes `p`, ours, to member `id`, its recipient; flooded if not
+    /// acknowledged within [`ROUTE_WAIT`].
+    fn route_own(&mut self, id: NodeId, p: &Private, now: Millis) {
+        self.routed.push((id, p.encode()));
+        let mine = |s: &&mut Sent| s.p.from == p.from && s.n == p.n && s.to == p.to;
+        if let Some(s) = self.sent.iter_mut().find(mine) {
+            s.flood_at = Some(now + ROUTE_WAIT);
+        }
+    }
+
+    /// Floods `p` to every peer (its holders keep it), and keeps a copy
+    /// if we are one of them.
+    fn flood(&mut self, net: &mut impl Net, p: Private, now: Millis) {
         net.publish(Body::Other {
             kind: PRIVATE,
             payload: p.encode(),
         });
-        // We may be one of the holders ourselves.
         self.hold(net, p, now);
+    }
+
+    /// What to route: (member, PRIVATE payload), for the node to send
+    /// down the link towards the member, or to flood when it knows none.
+    pub fn take_routed(&mut self) -> Vec<(NodeId, Vec<u8>)> {
+        std::mem::take(&mut self.routed)
+    }
+
+    /// A PRIVATE routed to us (see [`crate::proto::route`]); `wall` as
+    /// for [`Dm::delivered`].
+    pub fn routed(&mut self, net: &mut impl Net, payload: &[u8], wall: Option<u64>, now: Millis) {
+        if let Some(p) = Private::decode(payload) {
+            let said = wall.map(|t| t.saturating_sub(p.age));
+            self.on_private(net, p, said, now);
+        }
+    }
+
+    /// Seals and sends, in order, our messages that waited for a key,
+    /// to the names whose key is known now: the key of the member
+    /// present under the name (bound to it on first sight, as every
+    /// name is), or the one known_peers has for it.
+    fn seal_waiting(&mut self, net: &mut impl Net, now: Millis) {
+        let name = net.me().to_owned();
+        let mut i = 0;
+        while i < self.sent.len() {
+            let s = &self.sent[i];
+            let Some(key) = s.waiting().then(|| net.key_of_name(&s.to)).flatten() else {
+                i += 1;
+                continue;
+            };
+            let first = self.first_unacked(&s.to, s.p.from).unwrap_or(s.n);
+            let s = &mut self.sent[i];
+            s.p.holders = successors(ring_point(&s.to), &net.ring(), self.holders);
+            let sealed = seal_as(&self.ident, s.nonce, &name, &key, &mut s.p, first, &s.text);
+            self.unsaved = true;
+            if sealed.is_none() {
+                let s = self.sent.remove(i).expect("in range");
+                net.show(Show::Warning(format!(
+                    "msg: private {} to {} not sent: the key known for {} is not usable",
+                    s.n, s.to, s.to
+                )));
+                continue;
+            }
+            let mut p = s.p.clone();
+            p.age = now.saturating_sub(s.at).max(p.age);
+            self.dispatch(net, p, now);
+            i += 1;
+        }
     }
 
     /// `:msgs`: our messages not yet delivered, and what we hold.
@@ -514,7 +673,13 @@ impl Dm {
             net.show(Show::Info("no private messages of yours waiting".into()));
         }
         for s in &self.sent {
-            let state = if net.find(&s.to).is_some() {
+            let waiting = format!(
+                "queued until {} is first seen (no key yet to encrypt to)",
+                s.to
+            );
+            let state = if s.waiting() {
+                waiting.as_str()
+            } else if net.find(&s.to).is_some() {
                 "sent, not acknowledged yet"
             } else {
                 "queued: held until it joins"
@@ -540,19 +705,24 @@ impl Dm {
         }
     }
 
-    /// An event of ours of `kind` (20-29) from `origin` was delivered.
+    /// An event of ours of `kind` (20-29) from `origin` was delivered;
+    /// `wall`: the wall clock now (ms since 1970), if known.
     pub fn delivered(
         &mut self,
         net: &mut impl Net,
         origin: NodeId,
         kind: u8,
         payload: &[u8],
+        wall: Option<u64>,
         now: Millis,
     ) {
         match kind {
             PRIVATE => {
                 if let Some(p) = Private::decode(payload) {
-                    self.on_private(net, p, now);
+                    // Said as long ago as the age its copy carries (the
+                    // time holders kept it for us).
+                    let said = wall.map(|t| t.saturating_sub(p.age));
+                    self.on_private(net, p, said, now);
                 }
             }
             RECEIVED => {
@@ -567,15 +737,15 @@ impl Dm {
         }
     }
 
-    fn on_private(&mut self, net: &mut impl Net, p: Private, now: Millis) {
+    fn on_private(&mut self, net: &mut impl Net, p: Private, said: Option<u64>, now: Millis) {
         if p.to == net.me() {
-            return self.receive(net, p, now);
+            return self.receive(net, p, said, now);
         }
         self.hold(net, p, now);
     }
 
-    /// A message to us.
-    fn receive(&mut self, net: &mut impl Net, p: Private, now: Millis) {
+    /// A message to us, said at `said` (ms since 1970) if known.
+    fn receive(&mut self, net: &mut impl Net, p: Private, said: Option<u64>, now: Millis) {
         let o = match open(&self.ident, &p) {
             Ok(o) => o,
             Err(why) => {
@@ -613,16 +783,21 @@ impl Dm {
                     from_name,
                     text: o.text,
                     since: now,
+                    said,
                 });
             }
             return self.drain(net, p.from);
         }
-        net.show(Show::Private {
-            from: from_name,
-            to: p.to.clone(),
-            text: o.text,
-            own: false,
-        });
+        self.show_private(
+            net,
+            Show::Private {
+                from: from_name,
+                to: p.to.clone(),
+                text: o.text,
+                own: false,
+                said,
+            },
+        );
         self.got.insert(p.from, p.n);
         self.ack(p.from, p.n);
         self.drain(net, p.from);
@@ -639,14 +814,52 @@ impl Dm {
             let Some(w) = self.waiting.remove(&(from, done + 1)) else {
                 return;
             };
-            net.show(Show::Private {
-                from: w.from_name,
-                to: net.me().to_owned(),
-                text: w.text,
-                own: false,
-            });
+            let me = net.me().to_owned();
+            self.show_private(
+                net,
+                Show::Private {
+                    from: w.from_name,
+                    to: me,
+                    text: w.text,
+                    own: false,
+                    said: w.said,
+                },
+            );
             self.got.insert(from, done + 1);
             self.ack(from, done + 1);
+        }
+    }
+
+    /// Shows `show`, about a message to us: once what we showed is
+    /// kept, if it is to be (see [`Dm::set_durable`]).
+    fn show_private(&mut self, net: &mut impl Net, show: Show) {
+        if self.durable {
+            self.unshown.push(show);
+            self.unsaved = true;
+        } else {
+            net.show(show);
+        }
+    }
+
+    /// What we show is kept across our restarts: a message to us is
+    /// shown only once [`Dm::save`] has recorded it as shown and the
+    /// record is on disk ([`Dm::saved`]), and acknowledged only then. A
+    /// crash before that shows it after the restart; a crash after it
+    /// never shows it again. Without it (no state directory), a crash
+    /// between showing and acknowledging shows it again.
+    pub fn set_durable(&mut self) {
+        self.durable = true;
+    }
+
+    /// Whether messages to us wait for [`Dm::save`] to be written.
+    pub fn must_save(&self) -> bool {
+        !self.unshown.is_empty()
+    }
+
+    /// What [`Dm::save`] last gave is on disk: shows what waited for it.
+    pub fn saved(&mut self, net: &mut impl Net) {
+        for s in std::mem::take(&mut self.unshown) {
+            net.show(s);
         }
     }
 
@@ -765,7 +978,8 @@ impl Dm {
 
     /// When [`Dm::tick`] has work.
     pub fn deadline(&self) -> Option<Millis> {
-        let now_work = (self.dirty || !self.acks.is_empty()).then_some(0);
+        let acks = !self.acks.is_empty() && self.unshown.is_empty();
+        let now_work = (self.dirty || acks).then_some(0);
         let gap = self.waiting.values().map(|w| w.since + GAP_WAIT).min();
         let expiry = self
             .held
@@ -773,13 +987,33 @@ impl Dm {
             .flat_map(|b| b.copies.values())
             .map(|h| h.at.saturating_add(MAX_AGE.saturating_sub(h.p.age)))
             .min();
-        [now_work, gap, expiry].into_iter().flatten().min()
+        let waiting = self
+            .sent
+            .iter()
+            .filter(|s| s.waiting())
+            .map(|s| s.at.saturating_add(MAX_AGE))
+            .min();
+        let flood = self
+            .sent
+            .iter()
+            .filter_map(|s| s.flood_at)
+            .chain(self.held.values().filter_map(|b| b.flood_at))
+            .min();
+        [now_work, gap, expiry, waiting, flood]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Sends acknowledgements, passes copies on, skips gaps waited out,
     /// drops old copies.
     pub fn tick(&mut self, net: &mut impl Net, now: Millis) {
-        let acks: Vec<(NodeId, u64)> = std::mem::take(&mut self.acks).into_iter().collect();
+        // Acknowledged once shown: kept first (see `set_durable`).
+        let acks: Vec<(NodeId, u64)> = if self.unshown.is_empty() {
+            std::mem::take(&mut self.acks).into_iter().collect()
+        } else {
+            Vec::new()
+        };
         for chunk in acks.chunks(ACKS_PER_EVENT) {
             net.publish(Body::Other {
                 kind: RECEIVED,
@@ -788,6 +1022,8 @@ impl Dm {
         }
         self.skip_gaps(net, now);
         self.expire(now);
+        self.expire_waiting(net, now);
+        self.flood_unacknowledged(net, now);
         if std::mem::take(&mut self.dirty) {
             self.pass_on(net, now);
         }
@@ -806,11 +1042,12 @@ impl Dm {
             };
             let done = self.got.get(from).copied().unwrap_or(0);
             let missed = n - done - 1;
-            net.show(Show::Warning(format!(
+            let why = format!(
                 "missed {missed} private message{} from {}",
                 if missed == 1 { "" } else { "s" },
                 w.from_name
-            )));
+            );
+            self.show_private(net, Show::Warning(why));
             self.got.insert(from, n - 1);
             self.drain(net, from);
         }
@@ -833,15 +1070,68 @@ impl Dm {
         self.held.retain(|_, b| !b.copies.is_empty());
     }
 
+    /// Floods what was routed to its recipient and not acknowledged in
+    /// [`ROUTE_WAIT`]: the route failed, or the recipient went; the flood
+    /// reaches it, or its holders.
+    fn flood_unacknowledged(&mut self, net: &mut impl Net, now: Millis) {
+        let mut late = Vec::new();
+        for s in &mut self.sent {
+            if s.flood_at.is_some_and(|t| t <= now) {
+                s.flood_at = None;
+                let mut p = s.p.clone();
+                p.age = now.saturating_sub(s.at).max(p.age);
+                late.push(p);
+            }
+        }
+        let ring = net.ring();
+        for mut p in late {
+            p.holders = successors(ring_point(&p.to), &ring, self.holders);
+            self.flood(net, p, now);
+        }
+        for (name, b) in &mut self.held {
+            if b.flood_at.is_none_or(|t| t > now) {
+                continue;
+            }
+            b.flood_at = None;
+            for h in b.copies.values() {
+                let mut p = h.p.clone();
+                p.age = h.age(now);
+                p.holders = successors(ring_point(name), &ring, self.holders);
+                net.publish(Body::Other {
+                    kind: PRIVATE,
+                    payload: p.encode(),
+                });
+            }
+        }
+    }
+
+    /// Drops our messages that waited [`MAX_AGE`] for a key, saying so.
+    fn expire_waiting(&mut self, net: &mut impl Net, now: Millis) {
+        let old = |s: &Sent| s.waiting() && now.saturating_sub(s.at) >= MAX_AGE;
+        for s in self.sent.iter().filter(|s| old(s)) {
+            net.show(Show::Warning(format!(
+                "msg: private {} to {} not delivered: {} was not seen in {} days",
+                s.n,
+                s.to,
+                s.to,
+                MAX_AGE / (24 * 3600 * 1000)
+            )));
+            self.unsaved = true;
+        }
+        self.sent.retain(|s| !old(s));
+    }
+
     /// Passes copies on: to their recipient, which is here now (every
     /// holder does), or to new holders (the first old holder still
     /// present does).
     fn pass_on(&mut self, net: &mut impl Net, now: Millis) {
+        // A name first seen: what waited for its key goes now.
+        self.seal_waiting(net, now);
         // Ours, to a recipient that is here now, or all of them after a
         // restart: we hold them too.
         let resend = std::mem::take(&mut self.resend);
         let mut to_send = Vec::new();
-        for s in &self.sent {
+        for s in self.sent.iter().filter(|s| !s.waiting()) {
             let here = net.find(&s.to);
             let handed = self.sent_handed.get(&s.to).copied();
             if resend || (here.is_some() && here != handed) {
@@ -857,38 +1147,49 @@ impl Dm {
         for mut p in to_send {
             p.age = now.saturating_sub(self.sent_at(&p)).max(p.age);
             p.holders = successors(ring_point(&p.to), &ring, self.holders);
-            net.publish(Body::Other {
-                kind: PRIVATE,
-                payload: p.encode(),
-            });
+            match net.find(&p.to) {
+                Some(id) => self.route_own(id, &p, now),
+                None => net.publish(Body::Other {
+                    kind: PRIVATE,
+                    payload: p.encode(),
+                }),
+            }
         }
         let me = net.id();
         for (name, b) in &mut self.held {
             let holders = successors(ring_point(name), &ring, self.holders);
-            let mut send = false;
+            // To its recipient, here now (routed), or to new holders
+            // (flooded: it reaches the recipient too).
+            let (mut to_it, mut to_holders) = (None, false);
             let here = net.find(name);
             if here.is_some() && here != b.handed {
                 b.handed = here;
-                send = true;
+                to_it = here;
             }
             if holders != b.holders {
                 let first_old = b.holders.iter().find(|h| ring.contains(h));
                 if first_old.is_none_or(|&h| h == me) {
-                    send = true;
+                    to_holders = true;
                 }
                 b.holders = holders;
             }
-            if !send {
+            if !to_holders && to_it.is_none() {
                 continue;
+            }
+            if !to_holders {
+                b.flood_at = Some(now + ROUTE_WAIT);
             }
             for h in b.copies.values() {
                 let mut p = h.p.clone();
                 p.age = h.age(now);
                 p.holders = b.holders.clone();
-                net.publish(Body::Other {
-                    kind: PRIVATE,
-                    payload: p.encode(),
-                });
+                match to_it.filter(|_| !to_holders) {
+                    Some(id) => self.routed.push((id, p.encode())),
+                    None => net.publish(Body::Other {
+                        kind: PRIVATE,
+                        payload: p.encode(),
+                    }),
+                }
             }
         }
     }
@@ -921,6 +1222,7 @@ impl Dm {
             p.age = p.age.max(now.saturating_sub(s.at));
             let mut r = Vec::new();
             put_str(&mut r, &s.text);
+            r.extend_from_slice(&s.nonce.to_be_bytes());
             r.extend_from_slice(&p.encode());
             out.extend_from_slice(&(r.len() as u32).to_be_bytes());
             out.extend_from_slice(&r);
@@ -934,6 +1236,14 @@ impl Dm {
             out.extend_from_slice(&(r.len() as u32).to_be_bytes());
             out.extend_from_slice(&r);
         }
+        // What we showed, oldest first, so that a copy that comes after a
+        // crash is not shown again.
+        out.extend_from_slice(&(self.got.len() as u32).to_be_bytes());
+        for from in self.got.ids() {
+            let upto = self.got.get(from).copied().unwrap_or(0);
+            out.extend_from_slice(&from.0.to_be_bytes());
+            out.extend_from_slice(&upto.to_be_bytes());
+        }
         Some(out)
     }
 
@@ -941,9 +1251,15 @@ impl Dm {
     /// we were away ages every copy), at `now`. The format:
     ///
     /// ```text
-    /// "p2pchat-private-v1\n", sent:u32, sent × (len:u32, text:str, PRIVATE),
-    /// held:u32, held × (len:u32, PRIVATE)
+    /// "p2pchat-private-v2\n", sent:u32, sent × (len:u32, text:str, nonce:u64,
+    /// PRIVATE), held:u32, held × (len:u32, PRIVATE), shown:u32,
+    /// shown × (from:u64, upto:u64)
     /// ```
+    ///
+    /// A PRIVATE of ours with nothing sealed waits for its recipient's
+    /// key; `nonce` is that of the run that wrote it. `shown`: what we
+    /// showed of each sender (see [`Dm::set_durable`]). Version 1 had no
+    /// `nonce` and no `shown`.
     ///
     /// Returns how many of ours and of others' were taken back.
     ///
@@ -956,9 +1272,15 @@ impl Dm {
         elapsed: Millis,
         now: Millis,
     ) -> Result<(usize, usize), String> {
-        let mut r = bytes
-            .strip_prefix(STORE_MAGIC)
-            .ok_or("not a p2pchat private message store")?;
+        let (v1, mut r) = match bytes.strip_prefix(STORE_MAGIC) {
+            Some(r) => (false, r),
+            None => (
+                true,
+                bytes
+                    .strip_prefix(STORE_MAGIC_V1)
+                    .ok_or("not a p2pchat private message store")?,
+            ),
+        };
         let record = |r: &mut &[u8]| -> Result<Vec<u8>, String> {
             let n = take(r, 4).ok_or("truncated")?;
             let n = u32::from_be_bytes(n.try_into().expect("4 bytes")) as usize;
@@ -979,8 +1301,16 @@ impl Dm {
             let rec = record(&mut r)?;
             let mut b = &rec[..];
             let text = get_str(&mut b).ok_or("bad text")?;
+            let nonce = if v1 {
+                0
+            } else {
+                get_u64(&mut b).ok_or("truncated")?
+            };
             let mut p = Private::decode(b).ok_or("bad message")?;
             p.age = p.age.saturating_add(elapsed);
+            if p.sealed.is_empty() && crypto::node_id(&self.ident.public(), nonce) != p.from {
+                return Err("a message waiting for a key is not ours".into());
+            }
             if p.age < MAX_AGE && text.len() <= MAX_TEXT {
                 sent.push(Sent {
                     to: p.to.clone(),
@@ -988,6 +1318,8 @@ impl Dm {
                     text,
                     at: now.saturating_sub(p.age),
                     p,
+                    nonce,
+                    flood_at: None,
                 });
             }
         }
@@ -999,8 +1331,24 @@ impl Dm {
                 held.push(p);
             }
         }
+        let mut shown = Vec::new();
+        if !v1 {
+            let n = take(&mut r, 4).ok_or("truncated")?;
+            let n = u32::from_be_bytes(n.try_into().expect("4 bytes")) as usize;
+            if n > REMEMBERED {
+                return Err(format!("{n} senders, over the bound of {REMEMBERED}"));
+            }
+            for _ in 0..n {
+                let from = NodeId(get_u64(&mut r).ok_or("truncated")?);
+                shown.push((from, get_u64(&mut r).ok_or("truncated")?));
+            }
+        }
         if !r.is_empty() {
             return Err("bytes after the end".into());
+        }
+        for (from, upto) in shown {
+            let done = self.got.get(from).copied().unwrap_or(0);
+            self.got.insert(from, done.max(upto));
         }
         let (ns, nh) = (sent.len(), held.len());
         if !sent.is_empty() {
@@ -1202,6 +1550,15 @@ mod tests {
                     }
                     let evs = std::mem::take(&mut self.peers[i].1.published);
                     let origin = self.peers[i].1.id;
+                    // Routed: to its member alone, if up.
+                    for (to, payload) in self.peers[i].0.take_routed() {
+                        any = true;
+                        if let Some((dm, f)) =
+                            self.peers.iter_mut().find(|(_, f)| f.id == to && f.up)
+                        {
+                            dm.routed(f, &payload, None, now);
+                        }
+                    }
                     for ev in evs {
                         any = true;
                         let Body::Other { kind, payload } = ev else {
@@ -1209,7 +1566,7 @@ mod tests {
                         };
                         for (j, (dm, f)) in self.peers.iter_mut().enumerate() {
                             if j != i && f.up {
-                                dm.delivered(f, origin, kind, &payload, now);
+                                dm.delivered(f, origin, kind, &payload, None, now);
                             }
                         }
                     }
@@ -1408,12 +1765,12 @@ mod tests {
             p.encode()
         };
         let (dm, f) = &mut w.peers[b];
-        dm.delivered(f, from, PRIVATE, &mk(2, "second"), 10);
+        dm.delivered(f, from, PRIVATE, &mk(2, "second"), None, 10);
         assert!(f.shown.is_empty());
-        dm.delivered(f, from, PRIVATE, &mk(1, "first"), 20);
-        dm.delivered(f, from, PRIVATE, &mk(2, "second"), 30);
-        dm.delivered(f, from, PRIVATE, &mk(1, "first"), 40);
-        dm.delivered(f, from, PRIVATE, &mk(4, "fourth"), 50);
+        dm.delivered(f, from, PRIVATE, &mk(1, "first"), None, 20);
+        dm.delivered(f, from, PRIVATE, &mk(2, "second"), None, 30);
+        dm.delivered(f, from, PRIVATE, &mk(1, "first"), None, 40);
+        dm.delivered(f, from, PRIVATE, &mk(4, "fourth"), None, 50);
         assert_eq!(dm.deadline(), Some(0), "acknowledgements to send");
         dm.tick(f, 60);
         assert_eq!(dm.deadline(), Some(50 + GAP_WAIT));
@@ -1487,15 +1844,23 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(warnings.len(), 4, "{warnings:?}");
+        assert_eq!(warnings.len(), 3, "{warnings:?}");
         assert!(warnings[0].contains("that is you"));
-        assert!(warnings[1].contains("never been met"));
-        assert!(warnings[2].contains("longer than"));
-        assert!(warnings[3].contains("100 messages of yours are waiting for bob"));
-        assert_eq!(dm.unacknowledged(), MAX_PER_NAME);
-        // Copies held expire.
+        assert!(warnings[1].contains("longer than"));
+        assert!(warnings[2].contains("100 messages of yours are waiting for bob"));
+        // The one to a name never met waits for its key.
+        assert!(f.shown.contains(&Show::Info(
+            "msg: queued until nobody is first seen (no key yet to encrypt to)".into()
+        )));
+        assert_eq!(dm.unacknowledged(), MAX_PER_NAME + 1);
+        // Copies held expire, and so does a message that waited a week
+        // for its key, with a reason.
         assert!(dm.held() > 0);
         dm.tick(f, 1 + MAX_AGE);
         assert_eq!(dm.held(), 0);
+        assert_eq!(dm.unacknowledged(), MAX_PER_NAME);
+        assert!(f.shown.contains(&Show::Warning(
+            "msg: private 1 to nobody not delivered: nobody was not seen in 7 days".into()
+        )));
     }
 }

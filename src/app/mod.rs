@@ -93,12 +93,15 @@ pub enum Show {
         lost: bool,
     },
     Members(Vec<MemberView>),
-    /// A private message, ours (`own`) or to us.
+    /// A private message, ours (`own`) or to us; `said`: when, by its
+    /// sender's clock (ms since 1970), if known (it may have been held
+    /// for us a while).
     Private {
         from: String,
         to: String,
         text: String,
         own: bool,
+        said: Option<u64>,
     },
     /// Where our private message `n` to `to` is: `sent` (to a member
     /// present), `queued` (held for an absent one), `delivered`.

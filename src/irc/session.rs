@@ -805,6 +805,7 @@ impl Session {
                 to,
                 text,
                 own,
+                ..
             } => self.private_message(from, to, text, *own, origin),
             #[allow(unreachable_patterns)]
             _ => {

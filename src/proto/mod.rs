@@ -26,6 +26,7 @@ pub mod discovery;
 pub mod link;
 pub mod membership;
 pub mod mesh;
+pub mod route;
 pub mod seal;
 pub mod wire;
 

@@ -40,6 +40,9 @@
 //!                                                   do not push them"
 //! 12 NOISE   message (to the end of the frame)      the encrypted handshake
 //! 16-19      file transfers (GET, DATA, STOP, MORE): see crate::app::files
+//! 22 ROUTED  to:u64, ttl:u8, type:u8, payload       an event payload for member to
+//!                                                   alone, passed on towards it:
+//!                                                   see super::route
 //! 20 PUNCH_ASK target:u64                           "I cannot dial target: if you
 //!                                                   link to it, have us both dial"
 //! 21 PUNCH   id:u64, ip:addr, port:u16              "dial member id at ip:port from

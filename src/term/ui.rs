@@ -325,20 +325,20 @@ impl Ui {
         }
     }
 
-    /// Our own row of `:who` with the addresses we listen on, when the
-    /// network has not told us the one it sees.
+    /// Our own row of `:who` and `:who ROOM` with the addresses we listen
+    /// on, when the network has not told us the one it sees.
     fn fill_in_self(&self, ev: &Show) -> Show {
-        let Show::Members(v) = ev else {
-            return ev.clone();
+        let mut ev = ev.clone();
+        let (Show::Members(v) | Show::RoomMembers { members: v, .. }) = &mut ev else {
+            return ev;
         };
-        let mut v = v.clone();
         for m in v
             .iter_mut()
             .filter(|m| m.reach == Reach::Me && m.addr.is_none())
         {
             m.addr = self.addrs.first().map(|&a| SocketAddr::new(a, self.port));
         }
-        Show::Members(v)
+        ev
     }
 
     /// The `:help` text.
@@ -456,9 +456,10 @@ fn now_ms() -> i64 {
 /// since the epoch): a line shown late shows when it was said.
 fn said_at(ev: &Show) -> Option<i64> {
     match ev {
-        Show::Chat { said, .. } | Show::Action { said, .. } | Show::Renamed { said, .. } => {
-            said.and_then(|t| i64::try_from(t).ok())
-        }
+        Show::Chat { said, .. }
+        | Show::Action { said, .. }
+        | Show::Renamed { said, .. }
+        | Show::Private { said, .. } => said.and_then(|t| i64::try_from(t).ok()),
         _ => None,
     }
 }
@@ -805,6 +806,7 @@ fn json(ev: &Show) -> (&'static str, String) {
             to,
             text,
             own,
+            ..
         } => (
             "private",
             format!(
@@ -945,6 +947,7 @@ fn tty(s: &mut Screen, me: &str, ev: &Show, at: i64, now: i64) {
             to,
             text,
             own,
+            ..
         } => {
             let head = if *own {
                 format!(
@@ -1070,15 +1073,11 @@ fn file_name(room: &str) -> String {
     if out.is_empty() { "%".to_owned() } else { out }
 }
 
-/// The own chat line for the log: a peer's own messages are logged too.
+/// A line for the log: a peer's own messages are logged too, and a
+/// room's lines go without `[room]`, the file being the room's.
 fn plain_for_log(ev: &Show) -> Vec<String> {
     match ev {
-        Show::Chat {
-            from,
-            text,
-            own: true,
-            ..
-        } => vec![format!(
+        Show::Chat { from, text, .. } => vec![format!(
             "{}: {}",
             escape_controls(from),
             escape_controls(text)
@@ -1092,12 +1091,7 @@ fn plain_for_log(ev: &Show) -> Vec<String> {
             escape_controls(from),
             escape_controls(text)
         )],
-        Show::Action {
-            from,
-            text,
-            own: true,
-            ..
-        } => vec![format!(
+        Show::Action { from, text, .. } => vec![format!(
             "* {} {}",
             escape_controls(from),
             escape_controls(text)
