@@ -497,6 +497,9 @@ impl Loop {
             if let Some(until) = c.closing {
                 min(until);
             }
+            if let Some(w) = c.watch.filter(|_| c.closing.is_none()) {
+                min(w);
+            }
         }
         if self.wants_stdin() {
             min(now);
@@ -1056,6 +1059,8 @@ impl Loop {
                 Some("peer is not reading (queue full)")
             } else if c.queued() > HIGH_WATER && now >= c.progress + STALL {
                 Some("peer stopped reading")
+            } else if c.closing.is_none() && c.unanswered(now) {
+                Some("its host stopped answering")
             } else {
                 None
             };

@@ -29,6 +29,14 @@ pub const DEAD_LINK: Duration = Duration::from_secs(5);
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(2);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
 const KEEPALIVE_PROBES: u32 = 3;
+/// Something written to a link whose far end has acknowledged nothing for
+/// this long is watched (see [`Conn::watch`]): on a healthy idle link the
+/// kernel's keepalives are answered at least every 2 s, so this finds the
+/// links where they have started to go unanswered.
+const QUIET: Millis = 1_000;
+/// A watched link is taken for dead no sooner than this after the write
+/// that started the watch: time for a healthy one to acknowledge it.
+const ACK_GRACE: Millis = 1_000;
 
 /// One connection's socket and buffers.
 pub struct Conn {
@@ -46,6 +54,11 @@ pub struct Conn {
     pub progress: Millis,
     /// A frame did not fit under [`MAX_QUEUE`]: drop the link.
     pub overflow: bool,
+    /// When to look whether the far end answered what we wrote after it
+    /// had been quiet (see [`Conn::watch`]).
+    pub watch: Option<Millis>,
+    /// When we last wrote to the socket.
+    wrote: Millis,
 }
 
 impl Conn {
@@ -60,6 +73,8 @@ impl Conn {
             shut: false,
             progress: now,
             overflow: false,
+            watch: None,
+            wrote: now,
         }
     }
 
@@ -75,6 +90,7 @@ impl Conn {
                 Ok(n) => {
                     self.wpos += n;
                     self.progress = now;
+                    self.wrote(now);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -96,6 +112,92 @@ impl Conn {
         }
         Ok(())
     }
+}
+
+impl Conn {
+    /// We wrote to the socket. Data sent on a link whose far end had
+    /// gone quiet stops the kernel's keepalives (they probe idle links
+    /// only) and is given up on only [`DEAD_LINK`] after it was sent, by
+    /// `TCP_USER_TIMEOUT`: a vanished host that gets a frame just before
+    /// its keepalives would have failed the link is noticed that much
+    /// later (a partition's far side gets the SUSPECTs about the links
+    /// that failed first). So such a link is watched: if its far end
+    /// still acknowledges nothing [`DEAD_LINK`] after it last did (and at
+    /// least [`ACK_GRACE`] after this write), it is as dead as the
+    /// keepalives would have found it (see [`Conn::unanswered`]).
+    fn wrote(&mut self, now: Millis) {
+        let after_quiet = now >= self.wrote + QUIET;
+        self.wrote = now;
+        if self.watch.is_some() || !after_quiet {
+            return;
+        }
+        let Some(info) = tcp_info(&self.stream) else {
+            return;
+        };
+        let quiet = Millis::from(info.last_ack);
+        if quiet >= QUIET {
+            let dead = dead_link_ms().saturating_sub(quiet).max(ACK_GRACE);
+            self.watch = Some(now + dead);
+        }
+    }
+
+    /// Whether a watched link turns out dead (see [`Conn::wrote`]): its
+    /// far end has acknowledged nothing for [`DEAD_LINK`] while something
+    /// we sent waits. A watch is over once everything sent is
+    /// acknowledged, or when it is due.
+    pub fn unanswered(&mut self, now: Millis) -> bool {
+        let Some(due) = self.watch else {
+            return false;
+        };
+        let Some(info) = tcp_info(&self.stream) else {
+            self.watch = None;
+            return false;
+        };
+        if info.unacked == 0 || now >= due {
+            self.watch = None;
+        }
+        now >= due && info.unacked > 0 && Millis::from(info.last_ack) >= dead_link_ms()
+    }
+}
+
+fn dead_link_ms() -> Millis {
+    DEAD_LINK.as_millis() as Millis
+}
+
+/// What the kernel says of a TCP connection.
+struct TcpInfo {
+    /// Milliseconds since the far end last acknowledged anything
+    /// (keepalive probes included).
+    last_ack: u32,
+    /// Segments sent and not acknowledged yet.
+    unacked: u32,
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn tcp_info(s: &TcpStream) -> Option<TcpInfo> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: TCP_INFO fills at most `len` bytes of a plain C struct,
+    // which zeroes are a valid value of.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    let r = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    (r == 0).then_some(TcpInfo {
+        last_ack: info.tcpi_last_ack_recv,
+        unacked: info.tcpi_unacked,
+    })
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn tcp_info(_: &TcpStream) -> Option<TcpInfo> {
+    None
 }
 
 /// Socket options for a peer link: no Nagle delay (a message is one small

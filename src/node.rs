@@ -52,6 +52,12 @@ const RACE_LEFT: usize = 64;
 /// Not running for this long past a timer (stopped, suspended) is told:
 /// the others may have given this peer up.
 const STOPPED: Millis = 10_000;
+/// A SUSPECT about us answered this long after it was said (by the CLOCK
+/// said just before it) ran out of time to be refuted (2 s), even between
+/// clocks a few seconds apart: whoever asked has given us up.
+const ANSWERED_LATE: u64 = 5_000;
+/// Being given up is told at most this often (wall clock, ms).
+const TOLD_LOST_QUIET: u64 = 60_000;
 /// How long leaving waits for a link that is being dialled.
 const LEAVE_WAIT: Millis = 1_000;
 /// A punch that failed sooner than this was no test of the NATs (a local
@@ -297,6 +303,10 @@ pub struct Node {
     files: Files,
     /// The user was told a newer version of p2pchat is about.
     told_newer: bool,
+    /// Members' latest CLOCK: its seq and time (see [`Node::asked_late`]).
+    clocks: Remember<(u64, u64)>,
+    /// When (wall clock) the user was last told others gave this peer up.
+    told_lost: Option<u64>,
     /// Members the user was told we dropped a message of (once each, for
     /// the last few hundred).
     refused: Remember<()>,
@@ -509,6 +519,8 @@ impl Node {
                 max_file: cfg.max_file,
             }),
             told_newer: false,
+            clocks: Remember::new(membership::MAX_MEMBERS),
+            told_lost: None,
             refused: Remember::new(256),
             out: VecDeque::new(),
             now: 0,
@@ -537,6 +549,7 @@ impl Node {
             let expected = prev.saturating_add(due.saturating_sub(self.now));
             let late = wall.saturating_sub(expected);
             if late >= STOPPED {
+                self.told_lost = Some(wall);
                 let w = format!(
                     "this peer did not run for {} s (stopped, or the machine suspended): \
                      the others may have shown it leaving, and show it joining again as it \
@@ -2068,14 +2081,20 @@ impl Node {
                 }
             }
             Body::Rename { name } => self.membership.rename(origin, &name, false, now),
-            Body::Clock { time } => self.chat.clock(origin, time),
+            Body::Clock { time } => {
+                self.clocks.insert(origin, (id.seq, time));
+                self.chat.clock(origin, time)
+            }
             Body::Other { kind, payload } if (dm::PRIVATE..=29).contains(&kind) => {
                 let wall = self.wall;
                 self.dm
                     .delivered(&mut net!(self), origin, kind, &payload, wall, now);
                 self.dm_out(now);
             }
-            Body::Suspect { target } if target == self.id => self.membership.answer(id, now),
+            Body::Suspect { target } if target == self.id => {
+                self.membership.answer(id, now);
+                self.asked_late(origin, id.seq);
+            }
             Body::Suspect { target } => self.membership.suspicion(id, target, now),
             Body::Alive { answers } => self.membership.alive(origin, &answers),
             Body::Refused { why, .. } => {
@@ -2168,6 +2187,12 @@ impl Node {
                         Body::Suspect { target } => Some(target),
                         _ => None,
                     };
+                    if target.is_some() {
+                        // A question carries its time: one answered late
+                        // knows it was (see `asked_late`).
+                        self.clocked = None;
+                        self.stamp();
+                    }
                     if let (Some(ask), Some(target)) = (net!(self).publish_id(body), target) {
                         self.membership.asking(target, ask);
                     }
@@ -2363,6 +2388,38 @@ impl Node {
             self.leave(Stop::NameTaken(msg), now);
         }
         true
+    }
+
+    /// A SUSPECT about us from `origin` (its event `seq`) was delivered.
+    /// If the CLOCK just before it says it was asked [`ANSWERED_LATE`] ago
+    /// or more, we did not answer in time (we were stopped, or cut off):
+    /// whoever asked, and every member with no link to us, has shown us
+    /// leaving, and shows us joining again as our answer comes. Nothing
+    /// else may tell the user: a short stop of an idle peer wakes none of
+    /// its own timers late. Told once, not once per question.
+    fn asked_late(&mut self, origin: NodeId, seq: u64) {
+        let Some(wall) = self.wall else {
+            return;
+        };
+        let Some(&(at, said)) = self.clocks.get(origin) else {
+            return;
+        };
+        let late = wall.saturating_sub(said);
+        if at + 1 != seq || late < ANSWERED_LATE || !self.is_member() {
+            return;
+        }
+        if self.told_lost.is_some_and(|t| wall < t + TOLD_LOST_QUIET) {
+            return;
+        }
+        self.told_lost = Some(wall);
+        let who = self.membership.display(origin);
+        let w = format!(
+            "{who} asked {} s ago whether this peer was alive, and it did not answer in time \
+             (it was stopped, or cut off): {who} and others have shown it leaving, and show it \
+             joining again as it answers now",
+            late / 1000
+        );
+        self.out.push_back(Action::Show(Show::Warning(w)));
     }
 
     /// Publishes our wall clock (CLOCK) before what we say next (a line,

@@ -766,3 +766,96 @@ fn small_networks_are_full_meshes_and_large_ones_keep_within_bounds() {
         p.expect_line("p0: one network");
     }
 }
+
+/// The local port and the peer's port of each established TCP connection
+/// of process `pid` (from `ss`), or `None` where `ss` cannot say.
+fn tcp_ports(pid: i32) -> Option<Vec<(u16, u16)>> {
+    let out = std::process::Command::new("ss")
+        .args(["-t", "-n", "-p", "-H", "state", "established"])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let port = |a: &str| a.rsplit(':').next().and_then(|p| p.parse().ok());
+    let owner = format!("pid={pid},");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rows = text.lines().filter(|l| l.contains(&owner)).filter_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        Some((port(f.get(2)?)?, port(f.get(3)?)?))
+    });
+    Some(rows.collect())
+}
+
+/// Destroys (`ss -K`, as root) the connection between `a` and `b`, the
+/// one each dialled to the other's listening port; returns whether one was.
+fn break_link(a: &Peer, b: &Peer) -> bool {
+    let mut conns: Vec<(u16, u16)> = Vec::new();
+    for (p, other) in [(a, b), (b, a)] {
+        let Some(ports) = tcp_ports(p.pid()) else {
+            return false;
+        };
+        conns.extend(ports.into_iter().filter(|&(_, r)| r == other.port()));
+    }
+    let mut broken = false;
+    for (l, r) in conns {
+        let filter = format!("( sport = :{l} and dport = :{r} )");
+        let out = std::process::Command::new("ss")
+            .args(["-K", "-t", "state", "established", &filter])
+            .output();
+        broken |= out.is_ok_and(|o| {
+            o.status.success() && String::from_utf8_lossy(&o.stdout).lines().count() > 1
+        });
+    }
+    broken
+}
+
+/// carol is stopped (SIGSTOP) for a few seconds while idle, and meanwhile
+/// her link to alice breaks: alice asks whether she is alive, gets no
+/// answer in time, and shows her leaving. carol's own timers are not due
+/// (an idle peer sleeps long), so nothing of hers is late; when she runs
+/// again she answers the question, learns from its time that it came too
+/// late, and says so, once. alice shows her joining again.
+#[test]
+fn a_peer_given_up_while_stopped_is_told_when_it_runs_again() {
+    let mut peers = network(&["alice", "bob", "carol"], Via::Previous);
+    let all_linked = wait_for(Instant::now() + DEADLINE, || {
+        peers.iter_mut().all(|p| direct_links(p, 3) == 2)
+    });
+    assert!(all_linked, "the three did not link to each other");
+    let mut carol = peers.pop().unwrap();
+    let mut alice = peers.remove(0);
+
+    carol.signal(libc::SIGSTOP);
+    let stopped = Instant::now();
+    if !break_link(&alice, &carol) {
+        carol.signal(libc::SIGCONT);
+        eprintln!("skipped: cannot destroy sockets here (ss -K needs root and INET_DIAG_DESTROY)");
+        return;
+    }
+    alice.expect_line("* carol left (connection lost)");
+    let given_up = stopped.elapsed();
+    // The stop lasts a stated while: long enough past alice's question
+    // that its time to be answered ran out.
+    thread::sleep(Duration::from_secs(4));
+    carol.signal(libc::SIGCONT);
+    let resumed = Instant::now();
+    let told = carol.expect_err_contains("whether this peer was alive");
+    assert!(
+        told.starts_with("p2pchat: alice asked ") && told.contains("did not answer in time"),
+        "{told}"
+    );
+    alice.expect_line("* carol joined");
+    eprintln!(
+        "stopped: carol stopped; alice gave her up after {} ms; {} ms after SIGCONT carol said: {told}",
+        ms(given_up),
+        ms(resumed.elapsed())
+    );
+    util::chat_both_ways(&mut alice, &mut carol, "after the stop");
+    let times = carol
+        .err_lines()
+        .iter()
+        .filter(|l| l.contains("whether this peer was alive") || l.contains("did not run"))
+        .count();
+    assert_eq!(times, 1, "carol was told {times} times");
+}

@@ -103,7 +103,9 @@
 //! CLOCK is how events carry the sender's time without changing any
 //! older type: a peer sends one before what it says when a second or more
 //! has passed since the last, so a line shown late (held behind a gap,
-//! fetched after a partition) shows when it was said. Peers of this
+//! fetched after a partition) shows when it was said; and one right
+//! before each SUSPECT, so that a member asked about itself knows how
+//! long ago it was asked. Peers of this
 //! version built before these types relay them unopened, and say once
 //! that a newer version is about.
 //!
