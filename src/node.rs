@@ -1430,7 +1430,9 @@ impl Node {
             .and_then(|m| m.name.as_deref())
             .is_some_and(|n| n != h.name);
         if !renamed {
-            self.name_member(h.id, &h.name);
+            // The peer that welcomes us has had its name since before
+            // we came: no race with it.
+            self.name_member(h.id, &h.name, !joining_link);
         }
         self.mesh.reached(h.id, listen);
         if self.is_member() && self.broadcast.seq() == 0 {
@@ -1570,7 +1572,7 @@ impl Node {
                 self.membership.set_ident(e.id, e.ident);
                 self.learn_key(e.id, e.ident);
                 if let Some(n) = name.filter(|_| unnamed) {
-                    self.name_member(e.id, n);
+                    self.name_member(e.id, n, !welcome);
                 }
             } else if self.make_room(via) {
                 // On the welcome, start after what the welcomer has
@@ -1585,7 +1587,7 @@ impl Node {
                 self.broadcast.add(e.id, next);
                 self.learn_key(e.id, e.ident);
                 if let Some(n) = name {
-                    self.name_member(e.id, n);
+                    self.name_member(e.id, n, !welcome);
                 }
             }
         }
@@ -1805,8 +1807,15 @@ impl Node {
 
     /// Gives member `id` the name `name`, unless another member has it or
     /// the name is known with another key (then it is only claimed, and
-    /// the user told). Returns whether it has the name now.
-    fn name_member(&mut self, id: NodeId, name: &str) -> bool {
+    /// the user told). `new`: it may be joining the network now (not
+    /// learned from our welcome), so if it had no name here before, a
+    /// JOIN under the same name in the next moments is a race (see
+    /// [`Node::join_rival`]). The members of our welcome have had their
+    /// names since before we came: a JOIN under one of them is never a
+    /// race, or anyone could take a name at a newcomer in its first
+    /// seconds. Returns whether it has the name now.
+    fn name_member(&mut self, id: NodeId, name: &str, new: bool) -> bool {
+        let had = self.membership.get(id).is_some_and(|m| m.name.is_some());
         let key = self.membership.get(id).and_then(|m| m.ident).map(|i| i.key);
         if let Some(key) = key
             && !self.key_fits(name, &key)
@@ -1840,7 +1849,7 @@ impl Node {
                 replace: false,
             });
         }
-        if named {
+        if named && new && !had {
             self.joins.insert(id, (self.now, taught));
         }
         named
@@ -1916,7 +1925,7 @@ impl Node {
             replace: true,
         });
         if self.membership.get(id).is_some_and(|m| m.name.is_none())
-            && self.name_member(id, name)
+            && self.name_member(id, name, false)
             && self.is_member()
         {
             let shown = self.membership.display(id);
@@ -2027,7 +2036,7 @@ impl Node {
                     }
                     None => {
                         let named = if fresh {
-                            self.name_member(origin, &name)
+                            self.name_member(origin, &name, true)
                         } else {
                             self.membership
                                 .get(origin)
