@@ -193,7 +193,7 @@ pub const COMMANDS: &[Row] = &[
     Row {
         names: &["send"],
         args: "[NAME] FILE",
-        help: "offer a file to everyone, or to NAME only",
+        help: "offer a file to my room, or to NAME only",
         run: Some(|a| match a.trim() {
             "" => Err("give the file to send: :send [NAME] FILE".into()),
             a => Ok(Input::Node(node::Command::Send(expand_home(a)))),

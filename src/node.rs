@@ -1028,7 +1028,8 @@ impl Node {
             return self.out.push_back(Action::Show(Show::Warning(w)));
         }
         let path = PathBuf::from(path);
-        self.files.send(&mut net!(self), to, path);
+        let room = self.rooms.here().to_owned();
+        self.files.send(&mut net!(self), to, path, &room);
     }
 
     /// A ROUTED frame on `link`: ours, or passed on towards its member
@@ -2119,8 +2120,9 @@ impl Node {
                 payload,
             } => {
                 if self.is_member() {
+                    let here = self.rooms.here().to_owned();
                     self.files
-                        .offered(&mut net!(self), self.id, origin, kind, &payload);
+                        .offered(&mut net!(self), self.id, origin, kind, &payload, &here);
                     self.files_out(now);
                 }
             }

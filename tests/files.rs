@@ -638,11 +638,11 @@ fn json_shows_offers_and_results() {
     ));
     // (each object has "type", then "time", then its fields)
     let offer = alice.expect_contains(
-        r#","id":1,"from":"alice","name":"a \"quoted\" name.bin","size":100000,"own":true,"to":null}"#,
+        r#","id":1,"from":"alice","name":"a \"quoted\" name.bin","size":100000,"own":true,"to":null,"room":"lobby"}"#,
     );
     assert!(offer.starts_with(r#"{"type":"offer","#), "{offer}");
     let offer = bob.expect_contains(
-        r#","id":1,"from":"alice","name":"a \"quoted\" name.bin","size":100000,"own":false,"to":null}"#,
+        r#","id":1,"from":"alice","name":"a \"quoted\" name.bin","size":100000,"own":false,"to":null,"room":"lobby"}"#,
     );
     assert!(offer.starts_with(r#"{"type":"offer","#), "{offer}");
     bob.send(r#"{"command":"get 1"}"#);
@@ -788,4 +788,45 @@ fn a_fetch_cancelled_deletes_its_part_and_chat_goes_on() {
     bob.send(":files");
     bob.expect_line("* 1 file offer:");
     bob.expect_line(&format!("  {id} big.bin (268.4 MB) from alice: offered"));
+}
+
+/// An offer goes to the sender's room: its members are shown it (marked
+/// with the room), a member in the lobby is not.
+#[test]
+fn an_offer_goes_to_the_senders_room_only() {
+    let (mut alice, mut bob, _da, _db) = two(&[]);
+    let dc = TempDir::new("dl-carol");
+    let mut carol = peer("carol", &dc, Some(alice.port()), &[]);
+    carol.expect_joined(alice.port(), 3);
+    alice.send(":create dev");
+    alice.expect_line("* you are in dev");
+    // Bob goes in once he has heard of the room.
+    let end = std::time::Instant::now() + util::DEADLINE;
+    loop {
+        bob.send(":join dev");
+        if bob
+            .try_expect(&|l| l == "* you are in dev", Duration::from_millis(300))
+            .is_some()
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < end, "bob never got into dev");
+    }
+    alice.expect_line("* bob moved from lobby to dev");
+    let src = TempDir::new("src");
+    let f = src.path().join("plan.txt");
+    fs::write(&f, b"the plan").unwrap();
+    alice.send(&format!(":send {}", f.display()));
+    alice.expect_line("[dev] * you offer plan.txt (8 B) to everyone: offer 1");
+    let line = bob.expect_contains("[dev] * alice offers plan.txt (8 B): :get ");
+    let id = offer_id(&line);
+    // A shout comes after the offer on every link: by the time carol
+    // shows it, she would have shown the offer.
+    alice.send(":shout after the offer");
+    carol.expect_contains("after the offer");
+    carol.assert_no_out("an offer to a room she is not in", &|l| {
+        l.contains("offers plan.txt")
+    });
+    bob.send(&format!(":get {id}"));
+    bob.expect_contains(&format!("* get {id}: plan.txt from alice saved as "));
 }

@@ -423,6 +423,8 @@ pub enum Note {
         size: u64,
         own: bool,
         to: Option<String>,
+        /// The room it is offered to, if not the lobby (nor one member).
+        room: Option<String>,
     },
     Progress {
         id: u32,
@@ -499,10 +501,12 @@ impl Note {
                 size,
                 own: true,
                 to,
+                room,
                 ..
             } => {
                 let to = to.as_deref().unwrap_or("everyone");
-                format!("* you offer {name} ({}) to {to}: offer {id}", Size(*size))
+                let line = format!("* you offer {name} ({}) to {to}: offer {id}", Size(*size));
+                in_room(room, line)
             }
             Note::Offered {
                 id,
@@ -510,10 +514,12 @@ impl Note {
                 name,
                 size,
                 to,
+                room,
                 ..
             } => {
                 let you = if to.is_some() { "you " } else { "" };
-                format!("* {from} offers {you}{name} ({}): :get {id}", Size(*size))
+                let line = format!("* {from} offers {you}{name} ({}): :get {id}", Size(*size));
+                in_room(room, line)
             }
             Note::Progress {
                 id,
@@ -604,13 +610,15 @@ impl Note {
                 size,
                 own,
                 to,
+                room,
             } => (
                 "offer",
                 format!(
-                    r#","id":{id},"from":{},"name":{},"size":{size},"own":{own},"to":{}"#,
+                    r#","id":{id},"from":{},"name":{},"size":{size},"own":{own},"to":{},"room":{}"#,
                     esc(from),
                     esc(name),
-                    to.as_deref().map_or("null".into(), &esc)
+                    to.as_deref().map_or("null".into(), &esc),
+                    esc(room.as_deref().unwrap_or(LOBBY))
                 ),
             ),
             Note::Progress {
@@ -753,6 +761,7 @@ struct Prep {
     job: u32,
     path: PathBuf,
     to: Option<(NodeId, String)>,
+    room: String,
 }
 
 /// The file machine. See the module documentation.
@@ -827,8 +836,14 @@ impl Files {
     }
 
     /// `:send [NAME] PATH`: hash the file, then offer it (to `to`, else
-    /// to everyone in the room).
-    pub fn send(&mut self, net: &mut impl Net, to: Option<(NodeId, String)>, path: PathBuf) {
+    /// to everyone in `room`, ours).
+    pub fn send(
+        &mut self,
+        net: &mut impl Net,
+        to: Option<(NodeId, String)>,
+        path: PathBuf,
+        room: &str,
+    ) {
         if self.preps.len() >= MAX_UPLOADS {
             let w = "too many files being prepared; try again in a moment".into();
             return net.show(Show::Warning(w));
@@ -840,11 +855,18 @@ impl Files {
             path: path.clone(),
             max,
         });
-        self.preps.push(Prep { job, path, to });
+        let room = room.to_owned();
+        self.preps.push(Prep {
+            job,
+            path,
+            to,
+            room,
+        });
     }
 
     /// An OFFER event (of type `kind`) of `from` was delivered; `me` is
-    /// our id. Returns false if it is not a well-formed offer.
+    /// our id, `here` the room we are in. Returns false if it is not a
+    /// well-formed offer.
     pub fn offered(
         &mut self,
         net: &mut impl Net,
@@ -852,12 +874,15 @@ impl Files {
         from: NodeId,
         kind: u8,
         payload: &[u8],
+        here: &str,
     ) -> bool {
         let Some(mut offer) = Offer::decode(kind, payload) else {
             return false;
         };
-        if offer.to.is_some_and(|t| t != me) || offer.room != LOBBY {
-            // Not for us (rooms: the lobby is everyone's for now).
+        // Not for us: to another member, or to a room we are not in (an
+        // offer to us alone is ours wherever we are).
+        let other_room = offer.to.is_none() && !offer.room.eq_ignore_ascii_case(here);
+        if offer.to.is_some_and(|t| t != me) || other_room {
             return true;
         }
         offer.name = safe_name(&offer.name);
@@ -872,6 +897,7 @@ impl Files {
         let sender = net.name_of(from);
         let (size, name) = (offer.size, offer.name.clone());
         let to = offer.to.map(|_| net.me().to_owned());
+        let room = room_shown(&offer);
         let id = self.remember(Known {
             id: 0,
             from,
@@ -886,6 +912,7 @@ impl Files {
             size,
             own: false,
             to,
+            room,
         }));
         if size > self.cfg.max_file {
             net.show(Show::Warning(format!(
@@ -1048,7 +1075,7 @@ impl Files {
                     .map_or("file".into(), |n| n.to_string_lossy().into_owned());
                 let mut offer = Offer {
                     num: 0,
-                    room: LOBBY.into(),
+                    room: p.room,
                     to: p.to.as_ref().map(|t| t.0),
                     size,
                     hash,
@@ -1059,6 +1086,7 @@ impl Files {
                 offer.num = id;
                 net.publish(offer.body());
                 let name = offer.name.clone();
+                let room = room_shown(&offer);
                 self.remember(Known {
                     id: 0,
                     from: OWN,
@@ -1073,6 +1101,7 @@ impl Files {
                     size,
                     own: true,
                     to: p.to.map(|t| t.1),
+                    room,
                 }));
             }
             Done::Opened { job, result } => {
@@ -1657,6 +1686,21 @@ impl Files {
 /// hashes).
 const OWN: NodeId = NodeId(0);
 
+/// The room an offer is shown in, if it is one (not the lobby, and not
+/// an offer to one member, which is shown wherever that member is).
+fn room_shown(offer: &Offer) -> Option<String> {
+    let lobby = offer.room.eq_ignore_ascii_case(LOBBY);
+    (offer.to.is_none() && !lobby).then(|| offer.room.clone())
+}
+
+/// `line` as shown for `room`: `[room] line`, or the line alone.
+fn in_room(room: &Option<String>, line: String) -> String {
+    match room {
+        Some(r) => format!("[{r}] {line}"),
+        None => line,
+    }
+}
+
 fn num_of(offers: &VecDeque<Known>, id: u32) -> Option<u32> {
     offers.iter().find(|k| k.id == id).map(|k| k.offer.num)
 }
@@ -1815,7 +1859,7 @@ mod tests {
         let mut net = Fake::default();
         let mut f = files();
         let size = 5 * CHUNK as u64 + 10;
-        assert!(f.offered(&mut net, ME, ALICE, OFFER, &payload(&an_offer(size))));
+        assert!(f.offered(&mut net, ME, ALICE, OFFER, &payload(&an_offer(size)), LOBBY));
         assert!(matches!(
             &net.shown[0],
             Show::File(Note::Offered {
@@ -1825,7 +1869,7 @@ mod tests {
             })
         ));
         // The same offer again is not shown twice.
-        f.offered(&mut net, ME, ALICE, OFFER, &payload(&an_offer(size)));
+        f.offered(&mut net, ME, ALICE, OFFER, &payload(&an_offer(size)), LOBBY);
         assert_eq!(net.shown.len(), 1);
         f.get(&mut net, 1, None, 0);
         let [Out::Disk(Io::Open { job, dir, name, .. })] = &outs(&mut f)[..] else {
@@ -1910,7 +1954,7 @@ mod tests {
     fn a_send_keeps_within_the_window() {
         let mut net = Fake::default();
         let mut f = files();
-        f.send(&mut net, None, "/src/notes.pdf".into());
+        f.send(&mut net, None, "/src/notes.pdf".into(), LOBBY);
         let [Out::Disk(Io::Prepare { job, .. })] = &outs(&mut f)[..] else {
             panic!("no prepare");
         };
@@ -1991,7 +2035,7 @@ mod tests {
     fn the_window_follows_the_acknowledgement_rate() {
         let mut net = Fake::default();
         let mut f = files();
-        f.send(&mut net, None, "/src/big".into());
+        f.send(&mut net, None, "/src/big".into(), LOBBY);
         let [Out::Disk(Io::Prepare { job, .. })] = &outs(&mut f)[..] else {
             panic!("no prepare");
         };
@@ -2071,11 +2115,11 @@ mod tests {
             to: Some(NodeId(99)),
             ..an_offer(10)
         };
-        f.offered(&mut net, ME, ALICE, OFFER, &payload(&other));
+        f.offered(&mut net, ME, ALICE, OFFER, &payload(&other), LOBBY);
         assert!(net.shown.is_empty());
-        assert!(!f.offered(&mut net, ME, ALICE, OFFER, b"garbage"));
+        assert!(!f.offered(&mut net, ME, ALICE, OFFER, b"garbage", LOBBY));
         // A sender that sends more than it offered: discarded.
-        f.offered(&mut net, ME, ALICE, OFFER, &payload(&an_offer(10)));
+        f.offered(&mut net, ME, ALICE, OFFER, &payload(&an_offer(10)), LOBBY);
         f.get(&mut net, 1, None, 0);
         let [Out::Disk(Io::Open { job, .. })] = &outs(&mut f)[..] else {
             panic!();
@@ -2116,6 +2160,7 @@ mod tests {
                 num: 6,
                 ..an_offer(11 << 20)
             }),
+            LOBBY,
         );
         f.get(&mut net, 2, None, 3);
         assert!(outs(&mut f).is_empty());
@@ -2126,7 +2171,7 @@ mod tests {
         let mut net = Fake::default();
         let mut f = files();
         let size = 10 * CHUNK as u64;
-        f.offered(&mut net, ME, ALICE, OFFER, &payload(&an_offer(size)));
+        f.offered(&mut net, ME, ALICE, OFFER, &payload(&an_offer(size)), LOBBY);
         f.get(&mut net, 1, None, 0);
         let [Out::Disk(Io::Open { job, .. })] = &outs(&mut f)[..] else {
             panic!();
@@ -2175,7 +2220,7 @@ mod tests {
         let mut net = Fake::default();
         let mut f = files();
         for (n, path) in ["/src/a.bin", "/src/b.bin"].into_iter().enumerate() {
-            f.send(&mut net, None, path.into());
+            f.send(&mut net, None, path.into(), LOBBY);
             let [Out::Disk(Io::Prepare { job, .. })] = &outs(&mut f)[..] else {
                 panic!("no prepare");
             };
@@ -2197,7 +2242,7 @@ mod tests {
         assert_eq!(net.published.len(), 4);
         assert_eq!(f.deadline(), None);
         // Someone else's offers end when it leaves.
-        f.offered(&mut net, ME, ALICE, OFFER, &payload(&an_offer(10)));
+        f.offered(&mut net, ME, ALICE, OFFER, &payload(&an_offer(10)), LOBBY);
         f.list(&mut net);
         assert!(matches!(net.shown.last(), Some(Show::File(Note::List(r))) if r.len() == 2));
         f.member_left(&mut net, ALICE);
@@ -2220,7 +2265,7 @@ mod tests {
     fn an_unanswered_get_is_given_up_and_the_part_kept() {
         let mut net = Fake::default();
         let mut f = files();
-        f.offered(&mut net, ME, ALICE, OFFER, &payload(&an_offer(100)));
+        f.offered(&mut net, ME, ALICE, OFFER, &payload(&an_offer(100)), LOBBY);
         f.get(&mut net, 1, None, 0);
         let [Out::Disk(Io::Open { job, .. })] = &outs(&mut f)[..] else {
             panic!();
