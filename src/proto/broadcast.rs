@@ -27,7 +27,9 @@
 //!   link that lags behind (a newcomer catching up, pushing what we have)
 //!   is pushed to still: it needs it. The origin's own link is the parent
 //!   of its events as soon as they come on it, and is never pruned;
-//!   nothing is pushed back to the parent. So each origin's tree becomes
+//!   nothing is pushed back to the parent, and what came another way is
+//!   only announced to it (a parent that lost its supply may have taken
+//!   us for its own parent). So each origin's tree becomes
 //!   the paths its events came quickest by when it formed, each receiver
 //!   gets one full copy, and new links heal and shorten the trees as the
 //!   mesh changes. Nothing is pruned of an origin whose events we miss (a
@@ -1331,11 +1333,16 @@ impl Broadcast {
             let mut announced = false;
             for (&k, n) in &mut self.neighbours {
                 let has = o.has.get(&k).is_some_and(|&s| s >= seq);
-                // Never back to our parent: it pushes them to us.
-                if n.peer == h.ev.origin || k == from || Some(k) == o.parent || has {
+                if n.peer == h.ev.origin || k == from || has {
                     continue;
                 }
-                if o.pruned_by.contains(&k) {
+                // Our parent pushes them to us: it is sent nothing of what
+                // came from it. What came another way it is told of, as a
+                // pruned link is: it may have lost its own supply and
+                // taken us for its parent (each waiting for the other),
+                // and every neighbour must hear of every event, in full
+                // or announced.
+                if o.pruned_by.contains(&k) || Some(k) == o.parent {
                     let s = n.ihave.entry(h.ev.origin).or_default();
                     *s = (*s).max(seq);
                     announced = true;
@@ -2281,6 +2288,30 @@ mod tests {
         feed(&mut b, &mut out, A, EVE, 5);
         assert!(on(&out, B).is_empty());
         assert_eq!(on(&out, C).len(), 1);
+    }
+
+    #[test]
+    fn what_came_another_way_is_announced_to_the_parent() {
+        let mut b = three();
+        let mut out = Vec::new();
+        // Bob is our parent for eve's events. Carol pushes the next one:
+        // bob may have lost his supply and taken us for his parent, so he
+        // is told of it (announced, not pushed in full).
+        feed(&mut b, &mut out, A, EVE, 1);
+        out.clear();
+        feed(&mut b, &mut out, B, EVE, 2);
+        assert!(on(&out, A).is_empty());
+        out.clear();
+        b.tick(&mut out, IHAVE_WAIT);
+        let ihave = Msg::Ihave {
+            ids: vec![id(EVE, 2)],
+        };
+        assert!(sent(&out).contains(&(A, ihave)), "{:?}", sent(&out));
+        // What bob pushes himself he is sent nothing of.
+        out.clear();
+        feed(&mut b, &mut out, A, EVE, 3);
+        b.tick(&mut out, 2 * IHAVE_WAIT);
+        assert!(on(&out, A).is_empty());
     }
 
     #[test]
