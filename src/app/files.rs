@@ -1563,32 +1563,10 @@ impl Files {
     /// Member `id` left the network: its offers end with it (a transfer
     /// of one stops, its part kept for a new offer of the same file).
     pub fn member_left(&mut self, net: &mut impl Net, id: NodeId) {
-        for u in self.take_ups(|u| u.peer == id) {
-            self.disk(Io::EndUpload { job: u.job });
-        }
-        let gone: Vec<usize> = (0..self.downs.len())
-            .filter(|&i| {
-                self.known(self.downs[i].id).is_some_and(|k| k.from == id)
-                    && self.downs[i].stage != Stage::Checking
-            })
-            .collect();
-        for i in gone.into_iter().rev() {
-            let d = self.downs.remove(i);
-            if d.stage != Stage::Opening {
-                self.disk(Io::Keep { job: d.job });
-            } else {
-                self.disk(Io::Discard { job: d.job });
-            }
-            if let Some(k) = self.known(d.id) {
-                net.show(Show::Warning(format!(
-                    "get {}: {} interrupted at {} of {}: {} left; a new offer of it resumes it",
-                    d.id,
-                    k.offer.name,
-                    Size(d.offset),
-                    Size(k.offer.size),
-                    k.sender
-                )));
-            }
+        for d in self.stop_with(id) {
+            self.stopped(net, d, |k, _| {
+                format!("{} left; a new offer of it resumes it", k.sender)
+            });
         }
         let busy: Vec<u32> = self.downs.iter().map(|d| d.id).collect();
         self.offers.retain(|k| k.from != id || busy.contains(&k.id));
@@ -1596,6 +1574,14 @@ impl Files {
 
     /// Member `id` left or was lost: its transfers stop.
     pub fn member_gone(&mut self, net: &mut impl Net, id: NodeId) {
+        for d in self.stop_with(id) {
+            self.interrupted(net, d, "the sender left");
+        }
+    }
+
+    /// Ends our uploads to member `id`, and takes out our fetches from it
+    /// (but one being checked), last first.
+    fn stop_with(&mut self, id: NodeId) -> Vec<Down> {
         for u in self.take_ups(|u| u.peer == id) {
             self.disk(Io::EndUpload { job: u.job });
         }
@@ -1605,13 +1591,20 @@ impl Files {
                     && self.downs[i].stage != Stage::Checking
             })
             .collect();
-        for i in gone.into_iter().rev() {
-            let d = self.downs.remove(i);
-            self.interrupted(net, d, "the sender left");
-        }
+        gone.into_iter()
+            .rev()
+            .map(|i| self.downs.remove(i))
+            .collect()
     }
 
+    /// The fetch `d` stopped, for `why`; `:get` resumes it.
     fn interrupted(&mut self, net: &mut impl Net, d: Down, why: &str) {
+        self.stopped(net, d, |_, d| format!("{why}; :get {} resumes it", d.id));
+    }
+
+    /// The fetch `d` stopped: its part kept (unless it was still being
+    /// opened), and the user told, `tail` saying why and what next.
+    fn stopped(&mut self, net: &mut impl Net, d: Down, tail: impl Fn(&Known, &Down) -> String) {
         if d.stage != Stage::Opening {
             self.disk(Io::Keep { job: d.job });
         } else {
@@ -1619,12 +1612,12 @@ impl Files {
         }
         if let Some(k) = self.known(d.id) {
             net.show(Show::Warning(format!(
-                "get {}: {} interrupted at {} of {}: {why}; :get {} resumes it",
+                "get {}: {} interrupted at {} of {}: {}",
                 d.id,
                 k.offer.name,
                 Size(d.offset),
                 Size(k.offer.size),
-                d.id
+                tail(k, &d)
             )));
         }
     }

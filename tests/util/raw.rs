@@ -126,29 +126,10 @@ impl Raw {
     pub fn recv_kind(&mut self, kind: u8, t: Duration) -> Option<Vec<u8>> {
         let deadline = Instant::now() + t;
         loop {
-            match wire::frame_len(&self.buf) {
-                Ok(Some(n)) => {
-                    let body = self.buf[4..n].to_vec();
-                    self.buf.drain(..n);
-                    if body.first() == Some(&kind) {
-                        return Some(body);
-                    }
-                    continue;
-                }
-                Ok(None) => {}
-                Err(e) => panic!("alice sent a bad frame: {e}"),
-            }
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return None;
-            }
-            self.s.set_read_timeout(Some(left)).unwrap();
-            let mut b = [0u8; 16 << 10];
-            match self.s.read(&mut b) {
-                Ok(0) => return None,
-                Ok(n) => self.buf.extend_from_slice(&b[..n]),
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(_) => return None,
+            let body = self.recv_body(left)?;
+            if body.first() == Some(&kind) {
+                return Some(body);
             }
         }
     }
