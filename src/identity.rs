@@ -16,6 +16,7 @@
 //!   could read it in `ps`.
 
 use crate::proto::crypto::PublicKey;
+use crate::store;
 use crate::term::history::{self, Lock};
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write as _};
@@ -149,22 +150,7 @@ pub fn remember(path: &Path, name: &str, key: &PublicKey, replace: bool) -> io::
         .map(|(n, k)| format!("{n} {}\n", hex(&k)))
         .collect();
     text.push_str(&line);
-    let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
-    let r = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if r.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    r
+    store::replace(path, &[text.as_bytes()])
 }
 
 /// The network secret: `P2PCHAT_SECRET`, or the contents of `file` (a

@@ -353,6 +353,21 @@ macro_rules! net {
     };
 }
 
+/// Member `id` (`m`) as an application sees it: reached over a link of
+/// ours, or through others.
+fn view(links: &Links, id: NodeId, m: &membership::Member) -> MemberView {
+    MemberView {
+        id,
+        name: m.display(id),
+        addr: m.addr,
+        reach: if links.linked(id) {
+            Reach::Direct
+        } else {
+            Reach::Relayed
+        },
+    }
+}
+
 struct AppNet<'a> {
     name: &'a str,
     me: NodeId,
@@ -408,16 +423,7 @@ impl Net for AppNet<'_> {
             reach: Reach::Me,
         }];
         for (id, m) in self.membership.present() {
-            v.push(MemberView {
-                id,
-                name: m.display(id),
-                addr: m.addr,
-                reach: if self.links.linked(id) {
-                    Reach::Direct
-                } else {
-                    Reach::Relayed
-                },
-            });
+            v.push(view(self.links, id, m));
         }
         v
     }
@@ -2949,16 +2955,7 @@ impl Node {
                     .membership
                     .present()
                     .filter(|&(id, _)| found.contains(id))
-                    .map(|(id, m)| MemberView {
-                        id,
-                        name: m.display(id),
-                        addr: m.addr,
-                        reach: if self.links.linked(id) {
-                            Reach::Direct
-                        } else {
-                            Reach::Relayed
-                        },
-                    })
+                    .map(|(id, m)| view(&self.links, id, m))
                     .collect();
                 v.sort_by(|a, b| a.name.cmp(&b.name));
                 Some(v)

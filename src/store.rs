@@ -84,6 +84,22 @@ pub fn set_aside(path: &Path) -> io::Result<PathBuf> {
 pub fn write(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     history::make_dir(dir)?;
+    replace(path, &[&wall_ms().to_be_bytes(), bytes])
+}
+
+/// Replaces the file at `path` with `parts`, one after another, so that
+/// a crash leaves the old file or the new one, never a mix: written to a
+/// temporary file beside it (0600), synced, renamed over it, and the
+/// directory synced so that the rename outlives a crash too.
+///
+/// # Errors
+///
+/// Writing, syncing or renaming.
+pub fn replace(path: &Path, parts: &[&[u8]]) -> io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
     let r = (|| {
         let mut f = OpenOptions::new()
@@ -92,11 +108,11 @@ pub fn write(path: &Path, bytes: &[u8]) -> io::Result<()> {
             .truncate(true)
             .mode(0o600)
             .open(&tmp)?;
-        f.write_all(&wall_ms().to_be_bytes())?;
-        f.write_all(bytes)?;
+        for part in parts {
+            f.write_all(part)?;
+        }
         f.sync_all()?;
         fs::rename(&tmp, path)?;
-        // The rename itself outlives a crash once the directory is synced.
         File::open(dir)?.sync_all()
     })();
     if r.is_err() {
