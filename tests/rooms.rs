@@ -778,8 +778,8 @@ fn a_late_claim_over_an_owner_replaced_since_is_refused() {
 #[test]
 fn a_former_owner_cannot_hand_its_room_over_again() {
     use p2pchat::proto::crypto::{Identity, node_id};
-    use p2pchat::proto::wire::rooms::{Op, RoomEvent, RoomState};
     use p2pchat::proto::wire::Body;
+    use p2pchat::proto::wire::rooms::{Op, RoomEvent, RoomState};
     use util::frames::{self, who};
 
     let mut p = network(&["bob", "carol"], Via::Previous);
@@ -877,6 +877,66 @@ fn a_former_owner_cannot_hand_its_room_over_again() {
             l.contains("owned by trent") || l.contains("kicked bob")
         });
     }
+}
+
+/// Someone new takes a room on its creation only: as erin joins,
+/// mallory (a member, signing as herself) tells her first that she owns
+/// dev, elected over alice (who is here), bob kicked. erin lists dev as
+/// alice's, as everyone does.
+#[test]
+fn a_newcomer_is_not_fed_a_made_up_owner() {
+    use p2pchat::proto::wire::rooms::{Op, RoomEvent, RoomState};
+    use p2pchat::proto::wire::{Body, Msg};
+    use std::process::Stdio;
+    use util::frames::{self, who};
+
+    let mut p = network(&["alice", "bob", "carol"], Via::Previous);
+    let mut carol = p.pop().unwrap();
+    let mut bob = p.pop().unwrap();
+    let mut alice = p.pop().unwrap();
+    alice.send(":create dev");
+    alice.expect_line("* you are in dev");
+    knows_room(&mut bob, "dev", "alice");
+    bob.send(":join dev");
+    bob.expect_line("* you are in dev");
+    let me = who(40);
+    let (mut r, members) = raw_member(carol.port(), &me, "mallory");
+    let alice_id = members.iter().find(|e| e.name == "alice").unwrap().id;
+    carol.expect_line("* mallory joined");
+    let state = state_from(&mut r, alice_id, "dev");
+    let claim = RoomState {
+        epoch: state.epoch + 1,
+        from: alice_id,
+        lord: state.lord,
+        op: Op::Elected,
+        elected: true,
+        kicked: vec!["bob".into()],
+        roster: vec![],
+        ..state
+    };
+    let mut erin = Peer::launch("erin", &[], Some(carol.port()), Stdio::piped());
+    erin.expect_joined(carol.port(), 5);
+    // At once: before alice tells erin of dev.
+    let bodies = vec![Body::Room(RoomEvent::State(Box::new(claim)))];
+    for m in frames::sealed(&me, 2, bodies) {
+        r.send(&m);
+    }
+    r.send(&Msg::Ping);
+    knows_room(&mut erin, "dev", "alice");
+    bob.send("still here");
+    alice.expect_line("[dev] bob: still here");
+    for q in [&mut alice, &mut bob, &mut carol, &mut erin] {
+        q.assert_no_out("mallory's claim", &|l| {
+            l.contains("owned by mallory") || l.contains("kicked bob")
+        });
+    }
+    drain(&mut erin);
+    erin.send(":rooms");
+    let rows = erin.expect_block("* 2 rooms:", 2);
+    assert!(
+        rows.iter().any(|l| l.starts_with("*   dev alice ")),
+        "{rows:?}"
+    );
 }
 
 /// `:me` in a room: shown by that room's members only (`[dev] * bob

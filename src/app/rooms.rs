@@ -1673,14 +1673,7 @@ impl Rooms {
 
     /// Judges a state of room `key` against what we know of its era;
     /// `ahead`: how many of the room's waiting states came before it.
-    fn judge(
-        &self,
-        net: &impl Net,
-        key: &str,
-        x: NodeId,
-        st: &RoomState,
-        ahead: usize,
-    ) -> Verdict {
+    fn judge(&self, net: &impl Net, key: &str, x: NodeId, st: &RoomState, ahead: usize) -> Verdict {
         let r = &self.rooms[key];
         // One state of an owner waits behind an earlier one of the same key.
         let same = |(o, p): &(NodeId, RoomState)| *o == x && p.era == st.era && p.epoch == st.epoch;
