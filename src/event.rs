@@ -585,7 +585,10 @@ impl Loop {
                     }
                 }
                 // As dd does: what went through so far, on stderr.
-                libc::SIGUSR1 => ui.show(&Show::Warning(self.core.traffic())),
+                libc::SIGUSR1 => {
+                    ui.show(&Show::Warning(self.core.traffic()));
+                    ui.show(&Show::Warning(self.core.tree()));
+                }
                 libc::SIGTSTP => {
                     self.stdin_flags.restore();
                     suspend(ui);

@@ -975,6 +975,14 @@ impl Broadcast {
         self.origins.get(&origin).map(|o| o.done() - 1)
     }
 
+    /// Each origin's parent in its tree: the link its events are pushed
+    /// to us on, once one has pushed any (see [`Origin::parent`]).
+    pub fn parents(&self) -> impl Iterator<Item = (NodeId, LinkId)> + '_ {
+        self.origins
+            .iter()
+            .filter_map(|(&id, o)| Some((id, o.parent.filter(|_| o.parent_fed)?)))
+    }
+
     /// Whether nothing has been delivered or held of `origin`: a member
     /// only heard of.
     pub fn untouched(&self, origin: NodeId) -> bool {
