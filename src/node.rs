@@ -2468,12 +2468,12 @@ impl Node {
         if let Err(e) = crate::name::valid(name) {
             return refuse(self, format!("bad name {name:?}: {e}"));
         }
-        if name == self.name {
+        // The last `:nick` typed wins: it is compared with the name a
+        // rename of ours under way asks for, and replaces that rename.
+        let pending = self.membership.own_rename().map(str::to_owned);
+        if pending.as_deref() == Some(name) || (pending.is_none() && name == self.name) {
             let line = format!("you are {name} already");
             return self.out.push_back(Action::Show(Show::Info(line)));
-        }
-        if self.membership.renaming() {
-            return refuse(self, "a rename is under way; try again in a moment".into());
         }
         if !crate::name::same(name, &self.name) && self.membership.name_taken(name, self.id) {
             let w = format!(
@@ -2488,6 +2488,10 @@ impl Node {
                 self.name
             );
             return refuse(self, w);
+        }
+        if let Some(p) = pending.filter(|_| name == self.name) {
+            let line = format!("you stay {name}: the rename to {p} is called off");
+            self.out.push_back(Action::Show(Show::Info(line)));
         }
         self.stamp();
         self.publish(Body::Rename {
@@ -2513,6 +2517,10 @@ impl Node {
                 );
                 return self.out.push_back(Action::Show(Show::Warning(w)));
             };
+            if old == name {
+                // A rename called off by another back to this name.
+                return;
+            }
             self.name.clone_from(&name);
             self.links.rename(&name);
             let me = self.id;

@@ -549,6 +549,24 @@ fn lines_show_when_they_were_said() {
     assert_eq!(l, format!("{} yester: said now", date(now_ms)));
 }
 
+/// The last `:nick` typed wins: a second one before the first settles
+/// replaces it, and one back to the name we have calls the first off.
+#[test]
+fn the_last_nick_typed_wins() {
+    let (mut alice, mut bob) = pair();
+    alice.send("/nick caroline");
+    alice.send("/nick alice");
+    alice.expect_line("* you stay alice: the rename to caroline is called off");
+    alice.send("/nick caroline");
+    alice.send("/nick dora");
+    bob.expect_line("* alice is now dora");
+    alice.expect_line("* alice is now dora");
+    alice.send("hi, as dora");
+    bob.expect_line("dora: hi, as dora");
+    bob.assert_no_out("a rename replaced shown", &|l| l.contains("caroline"));
+    alice.assert_no_out("a rename replaced shown", &|l| l.contains("is now caroline"));
+}
+
 /// Two peers ask for one name at the same moment: one gets it, on every
 /// peer; the other is told, and is never shown under it.
 #[test]

@@ -582,9 +582,12 @@ impl Membership {
         self.timers.soonest(T::Rename as usize, due);
     }
 
-    /// Whether we have a rename of our own pending.
-    pub fn renaming(&self) -> bool {
-        self.renames.iter().any(|p| p.own)
+    /// The name our own pending rename asks for, if one is pending.
+    pub fn own_rename(&self) -> Option<&str> {
+        self.renames
+            .iter()
+            .find(|p| p.own)
+            .map(|p| p.name.as_str())
     }
 
     /// Settles the renames that are due, in order ([`Out::Rename`]): one
