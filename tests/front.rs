@@ -564,7 +564,9 @@ fn the_last_nick_typed_wins() {
     alice.send("hi, as dora");
     bob.expect_line("dora: hi, as dora");
     bob.assert_no_out("a rename replaced shown", &|l| l.contains("caroline"));
-    alice.assert_no_out("a rename replaced shown", &|l| l.contains("is now caroline"));
+    alice.assert_no_out("a rename replaced shown", &|l| {
+        l.contains("is now caroline")
+    });
 }
 
 /// Two peers ask for one name at the same moment: one gets it, on every
