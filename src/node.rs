@@ -321,6 +321,9 @@ pub struct Node {
     /// when we last published it (CLOCK): what we say carries its time.
     wall: Option<u64>,
     clocked: Option<u64>,
+    /// The event being delivered to the applications, if one is: its id
+    /// is the id of what they show ([`crate::app::MsgId`]).
+    delivering: Option<EventId>,
     /// When the JOINs of the last few hundred members were delivered, to
     /// tell two joins at once under one name.
     /// (And whether the JOIN made its name's key known here.)
@@ -353,6 +356,8 @@ macro_rules! net {
             links: &$s.links,
             known: &$s.known,
             out: &mut $s.out,
+            event: $s.delivering,
+            wall: $s.wall,
         }
     };
 }
@@ -383,6 +388,9 @@ struct AppNet<'a> {
     links: &'a Links,
     known: &'a HashMap<String, PublicKey>,
     out: &'a mut VecDeque<Action>,
+    /// The event being delivered, if one is.
+    event: Option<EventId>,
+    wall: Option<u64>,
 }
 
 impl AppNet<'_> {
@@ -461,6 +469,21 @@ impl Net for AppNet<'_> {
             .or_else(|| self.known.get(name).copied())
     }
 
+    fn event(&self) -> Option<EventId> {
+        self.event
+    }
+
+    fn next_event(&self) -> Option<EventId> {
+        Some(EventId {
+            origin: self.me,
+            seq: self.broadcast.seq() + 1,
+        })
+    }
+
+    fn wall(&self) -> Option<u64> {
+        self.wall
+    }
+
     fn ring(&self) -> Vec<NodeId> {
         let mut v: Vec<NodeId> = self.membership.present().map(|(id, _)| id).collect();
         v.push(self.me);
@@ -536,6 +559,7 @@ impl Node {
             out: VecDeque::new(),
             now: 0,
             wall: None,
+            delivering: None,
             clocked: None,
             joins: Remember::new(256),
             race_left: VecDeque::new(),
@@ -964,7 +988,7 @@ impl Node {
                 if !self.is_member() {
                 } else if self.rooms.in_lobby() {
                     self.stamp();
-                    self.rooms.lobby_line(&net!(self), self.id, &text);
+                    self.rooms.lobby_line(&net!(self), self.id, &text, None);
                     self.chat.say(&mut net!(self), text);
                 } else {
                     self.stamp();
@@ -2025,6 +2049,12 @@ impl Node {
 
     /// What a delivered event means.
     fn delivered(&mut self, ev: Event, now: Millis) {
+        self.delivering = Some(ev.id());
+        self.deliver(ev, now);
+        self.delivering = None;
+    }
+
+    fn deliver(&mut self, ev: Event, now: Millis) {
         let (origin, id) = (ev.origin, ev.id());
         match ev.body {
             Body::Join { name, ip, port, .. } => {
@@ -2087,7 +2117,8 @@ impl Node {
             Body::Leave => self.remove_member(origin),
             Body::Chat { room, text } => {
                 // Shown only in the lobby; kept for its history.
-                if self.rooms.lobby_line(&net!(self), origin, &text) {
+                let said = self.chat.said(origin);
+                if self.rooms.lobby_line(&net!(self), origin, &text, said) {
                     self.chat.delivered(&mut net!(self), origin, room, text);
                 }
             }
