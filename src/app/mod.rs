@@ -182,13 +182,15 @@ pub enum Show {
 
 /// A message's id, the same on every peer that shows it, so that a bot
 /// can tell a message it has seen and refer to it: an event's origin and
-/// number (`ORIGIN-SEQ`, hex), or for a private message its sender, its
-/// number from that sender to that name, and the name's skeleton
-/// (`SENDER-pN-NAME`).
+/// number (`ORIGIN-SEQ`, hex); for a private message its sender, its
+/// number from that sender to that name, and the name (`SENDER-pN-NAME`);
+/// for a file offer its sender and its number (`SENDER-oN`), which stay
+/// the offer's when it is announced again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MsgId {
     Event(EventId),
     Private { from: NodeId, n: u64, to: String },
+    Offer { from: NodeId, num: u32 },
 }
 
 impl fmt::Display for MsgId {
@@ -196,6 +198,7 @@ impl fmt::Display for MsgId {
         match self {
             MsgId::Event(e) => write!(f, "{:016x}-{:x}", e.origin.0, e.seq),
             MsgId::Private { from, n, to } => write!(f, "{:016x}-p{n:x}-{to}", from.0),
+            MsgId::Offer { from, num } => write!(f, "{:016x}-o{num:x}", from.0),
         }
     }
 }
