@@ -641,10 +641,19 @@ fn json_shows_offers_and_results() {
         r#","id":1,"from":"alice","name":"a \"quoted\" name.bin","size":100000,"own":true,"to":null,"room":"lobby"}"#,
     );
     assert!(offer.starts_with(r#"{"type":"offer","#), "{offer}");
+    let msgid = |l: &str| {
+        let (_, rest) = l
+            .split_once(r#","msgid":""#)
+            .unwrap_or_else(|| panic!("{l}"));
+        rest.split('"').next().unwrap().to_owned()
+    };
+    let ours = msgid(&offer);
     let offer = bob.expect_contains(
         r#","id":1,"from":"alice","name":"a \"quoted\" name.bin","size":100000,"own":false,"to":null,"room":"lobby"}"#,
     );
     assert!(offer.starts_with(r#"{"type":"offer","#), "{offer}");
+    // The offer's id is the same on both peers (item 13).
+    assert_eq!(msgid(&offer), ours);
     bob.send(r#"{"command":"get 1"}"#);
     let got = bob.expect_contains(r#"{"type":"received","#);
     let path = db.path().join("a \"quoted\" name.bin");

@@ -43,7 +43,7 @@
 //! message kind 19 MORE num:u32, offset:u64     "I have everything before offset"
 //! ```
 
-use super::{LOBBY, Net, Show};
+use super::{LOBBY, MsgId, Net, Show};
 use crate::proto::wire::{Body, Frame};
 use crate::proto::{LinkId, Millis, NodeId};
 use byteorder::{BigEndian, ByteOrder};
@@ -425,6 +425,8 @@ pub enum Note {
         to: Option<String>,
         /// The room it is offered to, if not the lobby (nor one member).
         room: Option<String>,
+        /// Its id, the same on every peer (`id` is our local number).
+        msg: MsgId,
     },
     Progress {
         id: u32,
@@ -611,10 +613,12 @@ impl Note {
                 own,
                 to,
                 room,
+                msg,
             } => (
                 "offer",
                 format!(
-                    r#","id":{id},"from":{},"name":{},"size":{size},"own":{own},"to":{},"room":{}"#,
+                    r#","msgid":{},"id":{id},"from":{},"name":{},"size":{size},"own":{own},"to":{},"room":{}"#,
+                    esc(&msg.to_string()),
                     esc(from),
                     esc(name),
                     to.as_deref().map_or("null".into(), &esc),
@@ -898,6 +902,10 @@ impl Files {
         let (size, name) = (offer.size, offer.name.clone());
         let to = offer.to.map(|_| net.me().to_owned());
         let room = room_shown(&offer);
+        let msg = MsgId::Offer {
+            from,
+            num: offer.num,
+        };
         let id = self.remember(Known {
             id: 0,
             from,
@@ -913,6 +921,7 @@ impl Files {
             own: false,
             to,
             room,
+            msg,
         }));
         if size > self.cfg.max_file {
             net.show(Show::Warning(format!(
@@ -1102,6 +1111,10 @@ impl Files {
                     own: true,
                     to: p.to.map(|t| t.1),
                     room,
+                    msg: MsgId::Offer {
+                        from: net.id(),
+                        num: id,
+                    },
                 }));
             }
             Done::Opened { job, result } => {

@@ -94,7 +94,7 @@
 //! 8 CLOCK    time:u64                               the origin's wall clock (ms since
 //!                                                   1970, UTC): when the events after
 //!                                                   it were said, to the second
-//! 10-14      rooms: ROOM, SAY, ENTER, SHOUT, HISTORY (see [`rooms`])
+//! 10-16      rooms: ROOM, SAY, ENTER, SHOUT, HISTORY, SIGNED, WHEN (see [`rooms`])
 //! 20 PRIVATE, 21 RECEIVED    private messages: payloads defined, encoded and
 //!                            decoded by crate::app::dm; here they are Body::Other
 //! 30 OFFER   a file offer, decoded by crate::app::files from Body::Other

@@ -13,7 +13,7 @@
 //! [`escape_controls`] first: a peer can never send escape sequences to our
 //! terminal.
 
-use crate::app::{LOBBY, MemberView, Reach, RoomView, Show};
+use crate::app::{LOBBY, MemberView, MsgId, Reach, RoomView, Show};
 use crate::command;
 use crate::term::editor::{self, escape_controls};
 use crate::term::history;
@@ -464,6 +464,7 @@ fn said_at(ev: &Show) -> Option<i64> {
         Show::Chat { said, .. }
         | Show::Action { said, .. }
         | Show::Renamed { said, .. }
+        | Show::History { said, .. }
         | Show::Private { said, .. } => said.and_then(|t| i64::try_from(t).ok()),
         _ => None,
     }
@@ -528,6 +529,7 @@ pub(crate) fn plain(ev: &Show) -> Vec<String> {
             from,
             text,
             shout,
+            ..
         } => vec![format!(
             "[{} history] {}{}: {}",
             escape_controls(room),
@@ -663,6 +665,18 @@ impl std::fmt::Display for Js<'_> {
     }
 }
 
+/// `,"id":"..."`: a message's id, where it has one (see [`MsgId`]).
+struct IdJs<'a>(&'a Option<MsgId>);
+
+impl std::fmt::Display for IdJs<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(id) => write!(f, r#","id":{}"#, Js(&id.to_string())),
+            None => Ok(()),
+        }
+    }
+}
+
 /// `,"members":[...]`: each member's name, address and link.
 fn members_json(v: &[MemberView]) -> String {
     let mut s = String::from(r#","members":["#);
@@ -692,11 +706,13 @@ fn json(ev: &Show) -> (&'static str, String) {
             room,
             text,
             own,
+            id,
             ..
         } => (
             "chat",
             format!(
-                r#","from":{},"room":{},"text":{}{}"#,
+                r#"{},"from":{},"room":{},"text":{}{}"#,
+                IdJs(id),
                 Js(from),
                 Js(room),
                 Js(text),
@@ -708,11 +724,13 @@ fn json(ev: &Show) -> (&'static str, String) {
             room,
             text,
             own,
+            id,
             ..
         } => (
             "action",
             format!(
-                r#","from":{},"room":{},"text":{}{}"#,
+                r#"{},"from":{},"room":{},"text":{}{}"#,
+                IdJs(id),
                 Js(from),
                 Js(room),
                 Js(text),
@@ -743,10 +761,16 @@ fn json(ev: &Show) -> (&'static str, String) {
         ),
         Show::Warning(w) => ("warning", format!(r#","text":{}"#, Js(w))),
         Show::Error(w) => ("error", format!(r#","text":{}"#, Js(w))),
-        Show::Shout { from, text, own } => (
+        Show::Shout {
+            from,
+            text,
+            own,
+            id,
+        } => (
             "shout",
             format!(
-                r#","from":{},"text":{}{}"#,
+                r#"{},"from":{},"text":{}{}"#,
+                IdJs(id),
                 Js(from),
                 Js(text),
                 if *own { r#","own":true"# } else { "" }
@@ -757,10 +781,13 @@ fn json(ev: &Show) -> (&'static str, String) {
             from,
             text,
             shout,
+            id,
+            ..
         } => (
             if *shout { "shout" } else { "chat" },
             format!(
-                r#","from":{},"room":{},"text":{},"history":true"#,
+                r#"{},"from":{},"room":{},"text":{},"history":true"#,
+                IdJs(id),
                 Js(from),
                 Js(room),
                 Js(text)
@@ -814,11 +841,13 @@ fn json(ev: &Show) -> (&'static str, String) {
             to,
             text,
             own,
+            id,
             ..
         } => (
             "private",
             format!(
-                r#","from":{},"to":{},"text":{}{}"#,
+                r#"{},"from":{},"to":{},"text":{}{}"#,
+                IdJs(id),
                 Js(from),
                 Js(to),
                 Js(text),
@@ -913,7 +942,9 @@ fn tty(s: &mut Screen, me: &str, ev: &Show, at: i64, now: i64) {
         Show::Warning(w) | Show::Error(w) => {
             s.paint(ERROR, &format!("p2pchat: {}", escape_controls(w)))
         }
-        Show::Shout { from, text, own } => {
+        Show::Shout {
+            from, text, own, ..
+        } => {
             let from = escape_controls(from);
             let who = if *own {
                 s.style(OWN, &from)
@@ -928,10 +959,23 @@ fn tty(s: &mut Screen, me: &str, ev: &Show, at: i64, now: i64) {
             return;
         }
         Show::History {
-            from, text, shout, ..
+            from,
+            text,
+            shout,
+            said,
+            ..
         } => {
             let shouts = if *shout { " shouts" } else { "" };
-            let head = s.style(NOTICE, &format!("~ {}{shouts}: ", escape_controls(from)));
+            // When it was said, where the owner told us.
+            let when = if said.is_some() {
+                format!("{when} ")
+            } else {
+                String::new()
+            };
+            let head = s.style(
+                NOTICE,
+                &format!("{when}~ {}{shouts}: ", escape_controls(from)),
+            );
             let _ = s.print_message(&head, &escape_controls(text), Some(NOTICE));
             return;
         }
@@ -1094,6 +1138,7 @@ fn plain_for_log(ev: &Show) -> Vec<String> {
             from,
             text,
             own: true,
+            ..
         } => vec![format!(
             "! {}: {}",
             escape_controls(from),
@@ -1124,6 +1169,7 @@ mod tests {
             text: "hi \x1b[2J".into(),
             own: false,
             said: None,
+            id: None,
         };
         assert_eq!(plain_of(chat), "alice: hi ^[[2J");
         let action = Show::Action {
@@ -1132,6 +1178,7 @@ mod tests {
             text: "waves".into(),
             own: false,
             said: Some(1),
+            id: None,
         };
         assert_eq!(plain_of(action), "* alice waves");
         let renamed = Show::Renamed {
@@ -1193,6 +1240,7 @@ mod tests {
             text: "x\\y\n\u{1}".into(),
             own: false,
             said: Some(5),
+            id: None,
         });
         assert_eq!(kind, "chat");
         assert_eq!(
@@ -1231,6 +1279,7 @@ mod tests {
             text: "mine".into(),
             own: true,
             said: None,
+            id: None,
         };
         log.write("lobby", &plain_for_log(&own), 0).unwrap();
         log.write("lobby", &["* bob joined".into()], 0).unwrap();
