@@ -171,6 +171,10 @@ pub struct Ui {
     /// us, and the line that says how to join.
     addrs: Vec<IpAddr>,
     port: u16,
+    /// Buffers kept from one line to the next: a line, and the text of
+    /// lines for stdout (no allocation per line shown).
+    line: String,
+    text: String,
 }
 
 impl Ui {
@@ -184,6 +188,8 @@ impl Ui {
             log: None,
             addrs: Vec::new(),
             port: 0,
+            line: String::new(),
+            text: String::new(),
         }
     }
 
@@ -208,25 +214,33 @@ impl Ui {
     }
 
     fn push_plain(&mut self, lines: &[String], now: i64) {
-        let prefix = if self.timestamps {
-            format!("{} ", tty::long_stamp(now))
-        } else {
-            String::new()
+        self.push_lines(lines.iter().map(String::as_str), now);
+    }
+
+    fn push_lines<'a>(&mut self, lines: impl IntoIterator<Item = &'a str>, now: i64) {
+        let Some(o) = &mut self.out else {
+            return;
         };
-        if let Some(o) = &mut self.out {
-            let mut text = String::new();
-            for l in lines {
-                let _ = writeln!(text, "{prefix}{l}");
+        let prefix = self.timestamps.then(|| tty::long_stamp(now));
+        let text = &mut self.text;
+        text.clear();
+        for l in lines {
+            if let Some(p) = &prefix {
+                text.push_str(p);
+                text.push(' ');
             }
-            o.push(&text);
+            text.push_str(l);
+            text.push('\n');
         }
+        o.push(text);
     }
 
     fn push_json(&mut self, kind: &str, fields: &str, now_ms: i64) {
         if let Some(o) = &mut self.out {
-            o.push(&format!(
-                "{{\"type\":\"{kind}\",\"time\":{now_ms}{fields}}}\n"
-            ));
+            let text = &mut self.text;
+            text.clear();
+            let _ = writeln!(text, "{{\"type\":\"{kind}\",\"time\":{now_ms}{fields}}}");
+            o.push(text);
         }
     }
 
@@ -318,7 +332,17 @@ impl Ui {
                     self.stderr(w);
                 }
             }
-            Format::Plain => self.push_plain(&plain(ev), at),
+            Format::Plain => {
+                // A chat line, the most common by far, is built in place.
+                let mut line = std::mem::take(&mut self.line);
+                line.clear();
+                if plain_line(ev, &mut line) {
+                    self.push_lines([line.as_str()], at);
+                } else {
+                    self.push_plain(&plain(ev), at);
+                }
+                self.line = line;
+            }
             Format::Json => {
                 let (kind, fields) = json(ev);
                 self.push_json(kind, &fields, said_ms.unwrap_or(now_ms));
@@ -474,6 +498,43 @@ const NOTICE: &str = "2"; // dim
 const ERROR: &str = "31"; // red
 const OWN: &str = "1"; // bold
 const MENTION: &str = "7"; // reverse video
+
+/// The one plain line of another member's chat line or action, added to
+/// `out` (as [`plain`] makes it); false for any other event.
+fn plain_line(ev: &Show, out: &mut String) -> bool {
+    let (room, from, text, action) = match ev {
+        Show::Chat {
+            own: false,
+            from,
+            text,
+            room,
+            ..
+        } => (room, from, text, false),
+        Show::Action {
+            own: false,
+            from,
+            text,
+            room,
+            ..
+        } => (room, from, text, true),
+        _ => return false,
+    };
+    if room != LOBBY {
+        out.push('[');
+        editor::push_escaped(out, room);
+        out.push_str("] ");
+    }
+    if action {
+        out.push_str("* ");
+        editor::push_escaped(out, from);
+        out.push(' ');
+    } else {
+        editor::push_escaped(out, from);
+        out.push_str(": ");
+    }
+    editor::push_escaped(out, text);
+    true
+}
 
 /// The plain lines of an event (without newlines). A peer does not print
 /// its own messages.
@@ -1200,6 +1261,43 @@ mod tests {
             reach: Reach::Me,
         }]);
         assert_eq!(plain_of(one), "* 1 member:\n*   al - (you)");
+    }
+
+    #[test]
+    fn chat_lines_built_in_place_are_the_plain_lines() {
+        let mut line = String::new();
+        for room in ["lobby", "dev", "a\x1bb"] {
+            for text in ["hi", "hi \x1b[2J \u{202e}x"] {
+                let chat = Show::Chat {
+                    from: "al\tice".into(),
+                    room: room.into(),
+                    text: text.into(),
+                    own: false,
+                    said: None,
+                };
+                let action = Show::Action {
+                    from: "bob".into(),
+                    room: room.into(),
+                    text: text.into(),
+                    own: false,
+                    said: Some(1),
+                };
+                for ev in [chat, action] {
+                    line.clear();
+                    assert!(plain_line(&ev, &mut line));
+                    assert_eq!(line, plain_of(ev));
+                }
+            }
+        }
+        let own = Show::Chat {
+            from: "me".into(),
+            room: "lobby".into(),
+            text: "x".into(),
+            own: true,
+            said: None,
+        };
+        assert!(!plain_line(&own, &mut line));
+        assert!(!plain_line(&Show::MemberJoined("bob".into()), &mut line));
     }
 
     #[test]
