@@ -161,6 +161,27 @@ impl Writeback {
     }
 }
 
+/// A transfer allocates and frees buffers of a chunk or more at every
+/// step (a frame read, a record sealed, a chunk to write). By default
+/// glibc gives the top of its heap back to the kernel as soon as 128 KiB
+/// of it are free, and takes it again the next moment: two `brk` calls,
+/// a TLB flush and a page fault for every 4 KiB, per chunk (a quarter of
+/// the sender's CPU time under a network secret, measured). So up to
+/// [`HEAP_KEPT`] of free heap is kept, and blocks up to that size come
+/// from the heap, not from `mmap` (larger ones, such as a link's queue
+/// near its bound, still do and go back at once).
+fn keep_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets a parameter of the allocator.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, HEAP_KEPT as libc::c_int);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, HEAP_KEPT as libc::c_int);
+    }
+}
+
+/// Free heap kept for the next chunks at most (see [`keep_heap`]).
+pub const HEAP_KEPT: usize = 1 << 20;
+
 /// Advice to the kernel on `len` bytes of `file` from `at` (0: to the
 /// end); ignored where it is not taken.
 fn advise(file: &File, at: u64, len: u64, advice: libc::c_int) {
@@ -208,6 +229,7 @@ impl Disk {
         // A file-size limit (ulimit -f) reached is an error to report,
         // not a reason to die.
         unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+        keep_heap();
         Disk::default()
     }
 
