@@ -1283,7 +1283,8 @@ impl Files {
                     // the window is what that rate takes in WINDOW_TIME
                     // plus the shortest round trip.
                     let rate = (u.acked - u.from) / (now - u.since);
-                    if let Some(rtt) = (flight * 1000).checked_div(rate) {
+                    if rate > 0 {
+                        let rtt = flight * 1000 / rate;
                         u.rtt = Some(u.rtt.map_or(rtt, |r| r.min(rtt)));
                     }
                     let us = WINDOW_TIME * 1000 + u.rtt.unwrap_or(0);
