@@ -193,6 +193,13 @@
 //! per message and receiver the context switches and TCP bytes received
 //! (from `ss -tinp`), i.e. how many copies of each message a flood
 //! delivers; anything the peers wrote to stderr; stalls and departures.
+//! For each fan-out network: the CPU time each message cost all its peers
+//! (lazy push and flooding); the latencies by phase (the first 10 lines,
+//! while the tree may still settle, against the rest; the lines over
+//! twice the p50 and where they fall; a histogram); and the hops from
+//! `p0` to each receiver in `p0`'s tree, after the warm-up and after the
+//! run, from each peer's parent (SIGUSR1's `tree:` line). With 50 lines
+//! (quick runs) a p99 is the slowest line of all: one hiccup.
 //!
 //! Exit status: 0 when every stage ran with no loss and no reordering
 //! (whatever the PASS/MISS figures), 1 when a stage failed or lost or
@@ -588,7 +595,7 @@ fn err_reader<R: Read + Send + 'static>(
         for (_, lines) in rx {
             let mut k = keep.lock().unwrap();
             for l in lines {
-                if l.contains("traffic: in: ") {
+                if l.contains("traffic: in: ") || l.contains("p2pchat: tree: ") {
                     let _ = traffic.send(l);
                 } else if k.len() < 20 {
                     k.push(l);
@@ -766,14 +773,36 @@ impl Peer {
 
     /// The peer's own count of its traffic so far (it is sent SIGUSR1).
     fn traffic(&mut self) -> Result<Traffic, String> {
+        let l = self.usr1("traffic: in: ")?;
+        Traffic::parse(&l).ok_or_else(|| format!("{}: bad traffic line {l:?}", self.name))
+    }
+
+    /// Whom each sender's lines come from (SIGUSR1's `tree:` line): pairs
+    /// of (sender, the neighbour that pushes its lines to this peer).
+    fn tree(&mut self) -> Result<Vec<(String, String)>, String> {
+        let l = self.usr1("p2pchat: tree: ")?;
+        let (_, rest) = l.split_once("tree: ").expect("matched");
+        Ok(rest
+            .split(", ")
+            .filter_map(|p| p.split_once('<'))
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect())
+    }
+
+    /// Sends SIGUSR1 and waits for the line it writes that contains `what`.
+    fn usr1(&mut self, what: &str) -> Result<String, String> {
         while self.traffic.try_recv().is_ok() {}
         // SAFETY: kill(2) on our own, not yet reaped child.
         unsafe { libc::kill(self.pid(), libc::SIGUSR1) };
-        let l = self
-            .traffic
-            .recv_timeout(DEADLINE)
-            .map_err(|_| format!("{}: no traffic line after SIGUSR1", self.name))?;
-        Traffic::parse(&l).ok_or_else(|| format!("{}: bad traffic line {l:?}", self.name))
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.traffic.recv_timeout(left) {
+                Ok(l) if l.contains(what) => return Ok(l),
+                Ok(_) => {}
+                Err(_) => return Err(format!("{}: no {what:?} line after SIGUSR1", self.name)),
+            }
+        }
     }
 
     /// Waits for the line `header` and the `n` lines after it.
@@ -1002,6 +1031,35 @@ impl Net {
             }
         }
         Ok(())
+    }
+
+    /// Hops from `p0` to each other peer in `p0`'s tree, by each peer's
+    /// parent for `p0` (SIGUSR1's `tree:` line); `None` for a peer with no
+    /// parent yet, or one whose chain of parents does not reach `p0`.
+    fn depths(&mut self) -> Result<Vec<Option<usize>>, String> {
+        let root = self.peers[0].name.clone();
+        let mut parent = std::collections::HashMap::new();
+        for p in &mut self.peers[1..] {
+            let t = p.tree()?;
+            if let Some((_, via)) = t.into_iter().find(|(o, _)| *o == root) {
+                parent.insert(p.name.clone(), via);
+            }
+        }
+        let n = self.peers.len();
+        Ok(self.peers[1..]
+            .iter()
+            .map(|p| {
+                let mut at = p.name.clone();
+                for hops in 1..n {
+                    let up = parent.get(&at)?;
+                    if *up == root {
+                        return Some(hops);
+                    }
+                    at = up.clone();
+                }
+                None
+            })
+            .collect())
     }
 
     /// Every receiver's own count of its traffic so far.
@@ -1842,6 +1900,68 @@ fn throughput(
     })
 }
 
+/// Nanoseconds on a CPU so far, all of `net`'s peers together.
+fn net_cpu_ns(net: &Net) -> u64 {
+    net.peers.iter().filter_map(|p| cpu_ns(p.pid()).ok()).sum()
+}
+
+/// Latencies by phase: the first 10 (the tree may still be settling)
+/// against the rest, the slow ones (over twice the p50) and where they
+/// fall, and a histogram.
+fn phases(v: &[Duration]) -> String {
+    let head = v.len().min(10);
+    let p50 = pct(v, 0.5);
+    let slow: Vec<usize> = (0..v.len()).filter(|&i| v[i] > p50 * 2).collect();
+    let bounds = [250, 500, 1000, 2000, 4000, 8000];
+    let mut hist = vec![0; bounds.len() + 1];
+    for d in v {
+        let us = d.as_micros();
+        hist[bounds.iter().position(|&b| us < b).unwrap_or(bounds.len())] += 1;
+    }
+    let mut h = String::new();
+    for (i, c) in hist.iter().enumerate() {
+        let lim = match bounds.get(i) {
+            Some(b) => format!("<{:.2}", *b as f64 / 1000.0),
+            None => format!("≥{:.0}", *bounds.last().expect("bounds") as f64 / 1000.0),
+        };
+        let _ = write!(h, " {lim}:{c}");
+    }
+    format!(
+        "first {head} p50 {} p99 {}, the rest p50 {} p99 {}; {} over 2×p50 (at {:?}); ms:{h}",
+        us(pct(&v[..head], 0.5)),
+        us(pct(&v[..head], 0.99)),
+        us(pct(&v[head..], 0.5)),
+        us(pct(&v[head..], 0.99)),
+        slow.len(),
+        &slow[..slow.len().min(12)],
+    )
+}
+
+/// Hops from the root, as mean, max and how many at each.
+fn depths(d: &[Option<usize>]) -> String {
+    let got: Vec<usize> = d.iter().flatten().copied().collect();
+    let max = got.iter().copied().max().unwrap_or(0);
+    let mean = got.iter().sum::<usize>() as f64 / got.len().max(1) as f64;
+    let mut each = String::new();
+    for h in 1..=max {
+        let _ = write!(each, " {h}:{}", got.iter().filter(|&&g| g == h).count());
+    }
+    format!(
+        "mean {mean:.2}, max {max} ({}{}{})",
+        each.trim_start(),
+        if got.len() < d.len() {
+            ", no path: "
+        } else {
+            ""
+        },
+        if got.len() < d.len() {
+            (d.len() - got.len()).to_string()
+        } else {
+            String::new()
+        }
+    )
+}
+
 // ---------------------------------------------------------------- CPU per line
 
 /// Nanoseconds `pid` has spent on a CPU so far (`/proc/PID/schedstat`).
@@ -2511,6 +2631,7 @@ fn network_stage(plan: &Plan, lim: &Limits, r: &mut Report) {
         let mut before = Vec::new();
         let mut tb = Vec::new();
         let mut fb = Vec::new();
+        let (mut depth0, mut cpu0) = (Vec::new(), (0, 0));
         let res = (|| {
             net.grow_to(n)?;
             fnet.grow_to(n)?;
@@ -2520,11 +2641,30 @@ fn network_stage(plan: &Plan, lim: &Limits, r: &mut Report) {
             fnet.warm(WARM)?;
             net.discard();
             fnet.discard();
+            depth0 = net.depths()?;
             before = net.counters();
             tb = net.traffic()?;
             fb = fnet.traffic()?;
+            cpu0 = (net_cpu_ns(&net), net_cpu_ns(&fnet));
             fanout_pair(&mut net, &mut fnet, msgs, &format!("f{n}"))
         })();
+        if let Ok((v, f)) = &res {
+            let cpu = |a: u64, b: u64| (a.saturating_sub(b)) as f64 / 1e3 / msgs as f64;
+            r.note(format!(
+                "fan-out {n}: CPU per message {:.1} µs for all peers (flooding {:.1} µs)",
+                cpu(net_cpu_ns(&net), cpu0.0),
+                cpu(net_cpu_ns(&fnet), cpu0.1),
+            ));
+            r.note(format!("fan-out {n}: lazy push {}", phases(v)));
+            r.note(format!("fan-out {n}: flooding {}", phases(f)));
+            if let Ok(d1) = net.depths() {
+                r.note(format!(
+                    "fan-out {n}: p0's tree, hops to each receiver: after warm-up {}; after the run {}",
+                    depths(&depth0),
+                    depths(&d1)
+                ));
+            }
+        }
         let copies = |net: &mut Net, b: &[Traffic]| -> Option<f64> {
             let a = net.traffic().ok()?;
             let ev: u64 = a.iter().zip(b).map(|(a, b)| a.since(*b).events).sum();

@@ -415,13 +415,18 @@ impl Loop {
                             lan.readable(&self.core, now);
                         }
                     }
-                    Token(t) => self.conn_event(ui, LinkId((t - FIRST_LINK) as u64), now),
+                    Token(t) => {
+                        // Nothing more to come after this event's bytes
+                        // but a new event: see `read`.
+                        let edge = !(e.is_read_closed() || e.is_error());
+                        self.conn_event(ui, LinkId((t - FIRST_LINK) as u64), edge, now)
+                    }
                 }
                 self.apply(ui);
             }
             // Links that had more to read than one turn's share.
             for link in std::mem::take(&mut self.unread) {
-                self.conn_event(ui, link, now);
+                self.conn_event(ui, link, false, now);
                 self.apply(ui);
             }
             if self.irc.as_ref().is_some_and(Gateway::pending) {
@@ -585,7 +590,10 @@ impl Loop {
                     }
                 }
                 // As dd does: what went through so far, on stderr.
-                libc::SIGUSR1 => ui.show(&Show::Warning(self.core.traffic())),
+                libc::SIGUSR1 => {
+                    ui.show(&Show::Warning(self.core.traffic()));
+                    ui.show(&Show::Warning(self.core.tree()));
+                }
                 libc::SIGTSTP => {
                     self.stdin_flags.restore();
                     suspend(ui);
@@ -725,7 +733,7 @@ impl Loop {
         self.apply(ui);
     }
 
-    fn conn_event(&mut self, ui: &mut Ui, link: LinkId, now: Millis) {
+    fn conn_event(&mut self, ui: &mut Ui, link: LinkId, edge: bool, now: Millis) {
         let Some(c) = self.conns.get_mut(link) else {
             return;
         };
@@ -748,7 +756,7 @@ impl Loop {
                 Err(e) => return self.lost(link, &e.to_string(), now),
             }
         }
-        if let Err(e) = self.read(ui, link, now) {
+        if let Err(e) = self.read(ui, link, edge, now) {
             return self.lost(link, &e, now);
         }
         if let Some(c) = self.conns.get_mut(link)
@@ -759,7 +767,15 @@ impl Loop {
     }
 
     /// Reads what the socket has and hands whole frames to the core.
-    fn read(&mut self, ui: &mut Ui, link: LinkId, now: Millis) -> Result<(), String> {
+    ///
+    /// With `edge` (a readiness event that reported no close or error), a
+    /// read that does not fill the buffer took all there was: what comes
+    /// after it raises a new event (epoll is edge-triggered), so the read
+    /// that would only say `WouldBlock` is not made, one system call less
+    /// per link and wake-up. A close that came with the bytes was in the
+    /// event (`edge` is false then), and one that comes later is an event
+    /// of its own.
+    fn read(&mut self, ui: &mut Ui, link: LinkId, edge: bool, now: Millis) -> Result<(), String> {
         let mut budget = READ_BUDGET;
         loop {
             let Some(c) = self.conns.get_mut(link) else {
@@ -831,11 +847,15 @@ impl Loop {
             if res.is_err() {
                 rbuf = Vec::new();
             }
+            let drained = edge && n < scratch.len();
             self.scratch = scratch;
             if let Some(c) = self.conns.get_mut(link) {
                 c.rbuf = rbuf;
             }
             res?;
+            if drained {
+                return Ok(());
+            }
         }
     }
 

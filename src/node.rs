@@ -649,6 +649,28 @@ impl Node {
         )
     }
 
+    /// Whom each sender's messages come from, by name: `tree: bob<carol,
+    /// dave<carol, ...` (bob's and dave's are pushed to us by carol).
+    pub fn tree(&self) -> String {
+        let mut v: Vec<String> = self
+            .broadcast
+            .parents()
+            .filter_map(|(origin, link)| {
+                let via = self.links.peer(link)?;
+                let name = |id| {
+                    if id == self.id {
+                        self.name.clone()
+                    } else {
+                        self.membership.display(id)
+                    }
+                };
+                Some(format!("{}<{}", name(origin), name(via)))
+            })
+            .collect();
+        v.sort();
+        format!("tree: {}", v.join(", "))
+    }
+
     /// Whether actions are waiting for [`Node::next_action`].
     pub fn has_actions(&self) -> bool {
         !self.out.is_empty() || self.links.gathered()

@@ -162,6 +162,28 @@ fn each_receiver_reads_one_copy_where_flooding_sends_several() {
     assert_eq!(flood_announced, 0.0, "flooding announced");
 }
 
+/// SIGUSR1's second line says whom each sender's lines come from: in a
+/// full mesh of three, alice's and bob's own links (the origin's link is
+/// the parent as soon as its events come on it).
+#[test]
+fn sigusr1_tells_whom_each_senders_lines_come_from() {
+    let mut peers = network(&["alice", "bob", "carol"], |_| Vec::new(), |_| 0);
+    settled(&mut peers, 2);
+    for (i, from) in [(0, "alice"), (1, "bob")] {
+        peers[i].send("hi");
+        for (j, p) in peers.iter_mut().enumerate() {
+            if j != i {
+                p.expect_line(&format!("{from}: hi"));
+            }
+        }
+    }
+    peers[2].signal(libc::SIGUSR1);
+    let line = peers[2].expect_err_contains("tree: ");
+    for want in ["alice<alice", "bob<bob"] {
+        assert!(line.contains(want), "no {want} in {line:?}");
+    }
+}
+
 /// A sparse mesh (2 to 3 links each, joined in a chain) streams alice's
 /// lines; the peer that relays the most of them (by its own count) is
 /// killed in the middle of the stream. Its children in the tree graft

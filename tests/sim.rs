@@ -1691,6 +1691,47 @@ fn lazy_push_sends_each_peer_one_copy_flooding_many() {
     }
 }
 
+/// A busy talker (a line every 2 ms for 400 ms) in a settled network of
+/// 16: its lines reach everyone once and in order, and the announcements
+/// of them go out together, a few lines to each IHAVE: each receiver
+/// reads well under one IHAVE frame per line, not one from each of its
+/// other neighbours for every line or two.
+#[test]
+fn a_busy_talkers_lines_are_announced_together() {
+    for seed in seeds(&[17]) {
+        with_seed(seed, |seed| {
+            let cfg = Config::default();
+            let mut sim = Sim::new(seed, 1);
+            grow(&mut sim, 16, &cfg);
+            let t = sim.now + 5_000;
+            sim.run_until(t);
+            // The first lines settle the trees.
+            for k in 0..3 {
+                sim.say(0, &format!("{}-warm{k}", name(0)));
+                let t = sim.now + 200;
+                sim.run_until(t);
+            }
+            sim.sent.clear();
+            let lines = 200;
+            for k in 0..lines {
+                sim.say(0, &format!("{}-busy{k}", name(0)));
+                let t = sim.now + 2;
+                sim.run_until(t);
+            }
+            let t = sim.now + 2_000;
+            sim.run_until(t);
+            let live = sim.live();
+            for &i in &live {
+                check_delivery(&sim, i, &[0]);
+            }
+            let ihave = sim.sent.get("ihave").copied().unwrap_or(0) as f64;
+            let per = ihave / (live.len() - 1) as f64 / lines as f64;
+            eprintln!("16 peers, a line every 2 ms: {per:.3} IHAVE frames per receiver per line");
+            assert!(per < 0.5, "{per:.3} IHAVE frames per receiver per line");
+        });
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Real networks (issue 20): silent failures, outages, NATs, early joiners.
 

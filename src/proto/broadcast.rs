@@ -106,7 +106,7 @@ pub const FETCH_BYTES: usize = 256 << 10;
 pub const FETCH_RATE: u64 = 8 << 20;
 const FETCH_BURST: u64 = 4 << 20;
 /// Announcements wait this long, to go out together in one IHAVE a link.
-pub const IHAVE_WAIT: Millis = 5;
+pub const IHAVE_WAIT: Millis = 50;
 /// An event announced and not come within this is asked for (GRAFT) from
 /// a neighbour that announced it; and again from the next after as long.
 pub const GRAFT_WAIT: Millis = 100;
@@ -973,6 +973,14 @@ impl Broadcast {
     /// The last event of `origin` delivered (0: none).
     pub fn delivered(&self, origin: NodeId) -> Option<u64> {
         self.origins.get(&origin).map(|o| o.done() - 1)
+    }
+
+    /// Each origin's parent in its tree: the link its events are pushed
+    /// to us on, once one has pushed any (see [`Origin::parent`]).
+    pub fn parents(&self) -> impl Iterator<Item = (NodeId, LinkId)> + '_ {
+        self.origins
+            .iter()
+            .filter_map(|(&id, o)| Some((id, o.parent.filter(|_| o.parent_fed)?)))
     }
 
     /// Whether nothing has been delivered or held of `origin`: a member
@@ -2589,11 +2597,11 @@ mod tests {
         for s in 1..=2 {
             feed(&mut b, &mut out, A, EVE, s);
         }
-        b.tick(&mut out, 10);
+        b.tick(&mut out, 2 * IHAVE_WAIT);
         assert!(on(&out, B).is_empty(), "{:?}", on(&out, B));
         assert!(on(&out, C).is_empty(), "{:?}", on(&out, C));
         feed(&mut b, &mut out, A, EVE, 3);
-        b.tick(&mut out, 20);
+        b.tick(&mut out, 4 * IHAVE_WAIT);
         assert_eq!(on(&out, B).len(), 1);
         assert_eq!(on(&out, C).len(), 1);
     }
