@@ -179,7 +179,7 @@ fn keep_heap() {
     }
 }
 
-/// Free heap kept for the next chunks at most (see [`keep_heap`]).
+/// Free heap kept for the next chunks at most (see `keep_heap`).
 pub const HEAP_KEPT: usize = 1 << 20;
 
 /// Advice to the kernel on `len` bytes of `file` from `at` (0: to the
