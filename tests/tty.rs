@@ -1557,3 +1557,63 @@ fn history_lines_on_the_terminal_show_when_they_were_said() {
             .any(|row| *row == format!("{when} ~ yester: said yesterday"))
     });
 }
+
+/// A fetch in the terminal: the progress bar (with rate and time left)
+/// while it goes, and the line that says it is saved at its end. The
+/// sender is held still (SIGSTOP) until the progress interval (one
+/// second) has passed since the fetch started, so that the first chunk
+/// to come is shown with a bar however fast the rest goes.
+#[test]
+fn a_fetch_shows_a_progress_bar_and_its_end() {
+    let dl = TempDir::new("tty-dl");
+    let mut c = Chat::start(
+        "progress",
+        &[("XDG_DOWNLOAD_DIR", dl.str())],
+        120,
+        Launch::Exec,
+    );
+    let src = TempDir::new("tty-src");
+    let f = src.path().join("big.bin");
+    let data: Vec<u8> = (0..1_000_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+    fs::write(&f, &data).unwrap();
+    c.bob.send(&format!(":send {}", f.display()));
+    c.bob.expect_contains("* you offer big.bin (1.0 MB)");
+    let p = &c.pane;
+    p.wait("the offer", |s| {
+        s.has("* bob offers big.bin (1.0 MB): :get 1")
+    });
+    c.bob.signal(libc::SIGSTOP);
+    p.type_text(":get 1");
+    p.keys(&["Enter"]);
+    let part = dl.path().join("big.bin.part");
+    let end = Instant::now() + DEADLINE;
+    while !part.exists() {
+        assert!(Instant::now() < end, "no part\n{}", p.snap());
+        thread::sleep(POLL);
+    }
+    // No line marks the interval's end: it is waited out.
+    thread::sleep(Duration::from_millis(1_200));
+    c.bob.signal(libc::SIGCONT);
+    let s = p.wait("the saved line", |s| {
+        s.has("* get 1: big.bin from bob saved as ")
+    });
+    let bar = s
+        .rows
+        .iter()
+        .find(|r| r.starts_with('[') && r.contains("] get 1: big.bin "))
+        .unwrap_or_else(|| panic!("no progress bar\n{s}"));
+    // [####................] get 1: big.bin 6% (64.0 kB of 1.0 MB) at 53.3 kB/s, 17 s left
+    let inside = &bar[1..bar.find(']').unwrap()];
+    assert_eq!(inside.len(), 20, "{bar}");
+    assert!(
+        inside.trim_start_matches('#').chars().all(|c| c == '.'),
+        "{bar}"
+    );
+    assert!(bar.contains(" of 1.0 MB) at "), "{bar}");
+    assert!(bar.contains("/s, ") && bar.ends_with(" s left"), "{bar}");
+    assert!(s.has(&format!(
+        "saved as {} (1.0 MB, hash verified)",
+        dl.path().join("big.bin").display()
+    )));
+    assert_eq!(fs::read(dl.path().join("big.bin")).unwrap(), data);
+}
