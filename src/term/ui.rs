@@ -1274,6 +1274,7 @@ mod tests {
                     text: text.into(),
                     own: false,
                     said: None,
+                    id: None,
                 };
                 let action = Show::Action {
                     from: "bob".into(),
@@ -1281,6 +1282,7 @@ mod tests {
                     text: text.into(),
                     own: false,
                     said: Some(1),
+                    id: None,
                 };
                 for ev in [chat, action] {
                     line.clear();
@@ -1295,6 +1297,7 @@ mod tests {
             text: "x".into(),
             own: true,
             said: None,
+            id: None,
         };
         assert!(!plain_line(&own, &mut line));
         assert!(!plain_line(&Show::MemberJoined("bob".into()), &mut line));
