@@ -181,6 +181,11 @@
 //!   receiver, on the link the file goes over, one at a time while the
 //!   file is sent (stdin → stdout); beside the same at rest, measured
 //!   just before (`files.rest.p99`). Target: p99 during ≤ 5 ms.
+//! - `files.alone.rate`, `files.secret.rate`: the same file fetched again
+//!   by a fresh pair, with no chat beside it, without and then with a
+//!   network secret (every byte encrypted and authenticated by both);
+//!   `files.alone.cpu`, `files.secret.cpu`: the CPU time both peers spent
+//!   on it, per GiB (less skewed by other load than the rates).
 //!
 //! Notes give, per stage, links per peer (sockets in /proc/PID/fd), the
 //! CPU time each message of a 1 → N run cost the peers and the bench's
@@ -3604,6 +3609,41 @@ fn chat_once(
     }
 }
 
+/// Rate and CPU time of one `:get` of `src` with nothing else going on,
+/// by a fresh pair of peers, with or without a network secret: bytes/s,
+/// and the sender's and the receiver's CPU nanoseconds from the `:get`
+/// until the saved line. The fetched copy is deleted.
+fn fetch_alone(src: &Path, dir: &Path, secret: bool) -> Result<(f64, u64, u64), String> {
+    let size = std::fs::metadata(src).map_err(|e| e.to_string())?.len();
+    let db = dir.join(if secret { "secret" } else { "alone" });
+    SECRET.store(secret, Ordering::Relaxed);
+    let res = (|| {
+        let dl = vec!["--download-dir".to_owned(), db.display().to_string()];
+        let mut a = Peer::start("p0", None, &dl)?;
+        let mut b = Peer::start("p1", Some(a.port), &dl)?;
+        a.expect("* p1 joined", Instant::now() + DEADLINE)?;
+        a.send(&format!(":send {}", src.display()))?;
+        let t0 = Instant::now();
+        let (_, offer) = b.wait(&|l| l.starts_with("* p0 offers "), t0 + 6 * DEADLINE)?;
+        let id = offer.rsplit(":get ").next().unwrap_or("").trim().to_owned();
+        let cpu = |p: &Peer| cpu_ns(p.pid());
+        let (ca, cb) = (cpu(&a)?, cpu(&b)?);
+        let tg = Instant::now();
+        b.send(&format!(":get {id}"))?;
+        let (t1, _) = b.wait(&|l| l.contains(" saved as "), tg + 30 * DEADLINE)?;
+        let (ca, cb) = (cpu(&a)? - ca, cpu(&b)? - cb);
+        Ok((size as f64 / (t1 - tg).as_secs_f64(), ca, cb))
+    })();
+    SECRET.store(false, Ordering::Relaxed);
+    let _ = std::fs::remove_dir_all(&db);
+    res
+}
+
+/// CPU seconds per GiB of `size` bytes that took `ns` nanoseconds.
+fn s_per_gib(ns: u64, size: usize) -> f64 {
+    ns as f64 / 1e9 * (1u64 << 30) as f64 / size as f64
+}
+
 /// One file sent while chat goes on beside it, on the same link.
 fn files_stage(plan: &Plan, r: &mut Report) {
     let size: usize = if plan.quick { 64 << 20 } else { 1 << 30 };
@@ -3612,7 +3652,16 @@ fn files_stage(plan: &Plan, r: &mut Report) {
         size >> 20
     ));
     let dir = std::env::temp_dir().join(format!("p2pchat-bench-files-{}", std::process::id()));
-    type Figures = (f64, f64, f64, f64, f64, Vec<Duration>, Vec<Duration>);
+    type Figures = (
+        f64,
+        f64,
+        f64,
+        f64,
+        f64,
+        Vec<Duration>,
+        Vec<Duration>,
+        [(f64, u64, u64); 2],
+    );
     let res = (|| -> Result<Figures, String> {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("a")).map_err(|e| e.to_string())?;
@@ -3669,11 +3718,18 @@ fn files_stage(plan: &Plan, r: &mut Report) {
         if got != size as u64 {
             return Err(format!("saved {got} bytes of {size}"));
         }
-        Ok((raw, blake, blake3, hash, rate, rest, during))
+        drop((a, b));
+        let _ = std::fs::remove_dir_all(&db);
+        // The same file again, alone, without and with a network secret.
+        let alone = [
+            fetch_alone(&src, &dir, false)?,
+            fetch_alone(&src, &dir, true)?,
+        ];
+        Ok((raw, blake, blake3, hash, rate, rest, during, alone))
     })();
     let _ = std::fs::remove_dir_all(&dir);
     match res {
-        Ok((raw, blake, blake3, hash, rate, rest, during)) => {
+        Ok((raw, blake, blake3, hash, rate, rest, during, alone)) => {
             r.info(
                 "limit.tcpcopy",
                 "one-way loopback TCP copy, 256 KiB writes",
@@ -3702,6 +3758,38 @@ fn files_stage(plan: &Plan, r: &mut Report) {
                 "≥ 50 %",
                 mib_s(raw),
                 rate >= raw / 2.0,
+            );
+            let cpu = |(_, a, b): (f64, u64, u64)| {
+                format!(
+                    "{:.2} s/GiB (sender {:.2}, receiver {:.2})",
+                    s_per_gib(a + b, size),
+                    s_per_gib(a, size),
+                    s_per_gib(b, size)
+                )
+            };
+            let [plain, secret] = alone;
+            r.info(
+                "files.alone.rate",
+                ":get with no chat beside it",
+                mib_s(plain.0),
+            );
+            r.info(
+                "files.alone.cpu",
+                "CPU time of that :get, both peers",
+                cpu(plain),
+            );
+            r.row(
+                "files.secret.rate",
+                ":get with no chat beside it, network secret",
+                mib_s(secret.0),
+                "-",
+                format!("without {}", mib_s(plain.0)),
+                Status::Info,
+            );
+            r.info(
+                "files.secret.cpu",
+                "CPU time of that :get, both peers",
+                cpu(secret),
             );
             let rest99 = pct(&rest, 0.99);
             r.info(

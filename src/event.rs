@@ -642,7 +642,15 @@ impl Loop {
             self.core.command(Command::Quit, now);
             return;
         }
-        let bytes = &self.scratch[..n].to_vec();
+        // Lent out while its lines are carried out (nothing else reads
+        // into it meanwhile): no copy per read.
+        let scratch = std::mem::take(&mut self.scratch);
+        self.stdin_bytes(ui, &scratch[..n], now);
+        self.scratch = scratch;
+    }
+
+    /// Bytes read from stdin: keys for the line editor, or lines.
+    fn stdin_bytes(&mut self, ui: &mut Ui, bytes: &[u8], now: Millis) {
         if let Some(t) = &mut ui.term {
             if bytes.contains(&b'\t') {
                 t.screen.editor_mut().set_names(self.core.member_names());
@@ -668,6 +676,12 @@ impl Loop {
                     self.input(ui, input, now);
                 } else {
                     self.typed(ui, &line, now);
+                }
+                // The next line reuses the buffer.
+                drop(line);
+                if self.partial.is_empty() {
+                    self.partial = l;
+                    self.partial.clear();
                 }
             }
         }
@@ -718,6 +732,10 @@ impl Loop {
         match input {
             Input::Node(Command::Say(_)) if !self.core.is_member() => {
                 ui.error("not in the network yet: nothing was sent (Up recalls the line)");
+            }
+            // One message, the common case: the line itself, not a copy.
+            Input::Node(Command::Say(text)) if text.len() <= wire::MAX_TEXT => {
+                self.core.command(Command::Say(text), now);
             }
             Input::Node(Command::Say(text)) => {
                 for part in command::split_text(&text, wire::MAX_TEXT) {

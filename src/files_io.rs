@@ -11,6 +11,26 @@
 //! Files are written only into the download directory, as `NAME.part`
 //! (never through a symbolic link), and a verified part is renamed to
 //! `NAME`, or `NAME (1)`, `NAME (2)`… if that exists: never over a file.
+//!
+//! The page cache, both ways. A part is written back as it comes:
+//! every [`WRITEBACK_STEP`] bytes, the kernel is asked to start writing
+//! the last step to disk (`sync_file_range(SYNC_FILE_RANGE_WRITE)`,
+//! which starts the writes and does not wait for them), and the step
+//! before it, on disk by then, is dropped from the cache
+//! (`POSIX_FADV_DONTNEED`, which skips pages still being written and
+//! never waits either). So a large fetch leaves at most a few steps of
+//! dirty pages behind it: without this, a gigabyte of dirty pages piles
+//! up until the kernel throttles whoever writes next (a `pwrite` of one
+//! chunk then takes milliseconds, and chat waits behind it) and the
+//! cache of everything else on the machine is pushed out. What this
+//! costs: the writes start in our loop (a few hundred microseconds a
+//! step), and a fetched file is read from disk, not memory, the first
+//! time it is opened. It is hashed as it comes, so checking it reads
+//! nothing back. A file that is sent is read sequentially and the
+//! kernel is told so (`POSIX_FADV_SEQUENTIAL`, and `POSIX_FADV_WILLNEED`
+//! a step ahead of the reads), so that a read finds its chunk in the
+//! cache rather than waiting for the disk; its cache is left alone (the
+//! file is the user's, and may be fetched again).
 
 use crate::app::files::{Algo, DATA, Done, Hash, Io, Size};
 use crate::proto::LinkId;
@@ -30,6 +50,9 @@ pub const HASH_STEP: usize = 1 << 20;
 const MAX_COPIES: u32 = 1000;
 /// A DATA frame's length, kind, offer number and offset.
 const DATA_HEAD: usize = 4 + 1 + 4 + 8;
+/// Bytes of a part written back at a time, and of a file read ahead at a
+/// time (see the module documentation).
+pub const WRITEBACK_STEP: u64 = 4 << 20;
 
 /// The hash of an offer, as it goes: BLAKE3 (what we offer), or
 /// BLAKE2b-256 (older offers).
@@ -83,6 +106,7 @@ enum Job {
         hasher: Hasher,
         hashed: u64,
         opening: Option<u64>,
+        back: Writeback,
     },
     /// A whole part being hashed.
     Check {
@@ -100,8 +124,97 @@ enum Job {
         num: u32,
         link: LinkId,
         want: Option<(u64, usize)>,
+        /// Read ahead up to here.
+        ahead: u64,
     },
 }
+
+/// How far a part is written back and dropped from the cache (see the
+/// module documentation): `[dropped, started)` is being written back,
+/// `[started, ..)` is dirty.
+struct Writeback {
+    started: u64,
+    dropped: u64,
+}
+
+impl Writeback {
+    fn new(at: u64) -> Writeback {
+        Writeback {
+            started: at,
+            dropped: at,
+        }
+    }
+
+    /// The part holds what is before `end` now.
+    fn wrote(&mut self, file: &File, end: u64) {
+        if end < self.started + WRITEBACK_STEP {
+            return;
+        }
+        // Errors are ignored: this is advice; the data is written anyway.
+        start_writeback(file, self.started, end - self.started);
+        if self.started > self.dropped {
+            let len = self.started - self.dropped;
+            advise(file, self.dropped, len, libc::POSIX_FADV_DONTNEED);
+        }
+        self.dropped = self.started;
+        self.started = end;
+    }
+}
+
+/// A transfer allocates and frees buffers of a chunk or more at every
+/// step (a frame read, a record sealed, a chunk to write). By default
+/// glibc gives the top of its heap back to the kernel as soon as 128 KiB
+/// of it are free, and takes it again the next moment: two `brk` calls,
+/// a TLB flush and a page fault for every 4 KiB, per chunk (a quarter of
+/// the sender's CPU time under a network secret, measured). So up to
+/// [`HEAP_KEPT`] of free heap is kept, and blocks up to that size come
+/// from the heap, not from `mmap` (larger ones, such as a link's queue
+/// near its bound, still do and go back at once).
+fn keep_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets a parameter of the allocator.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, HEAP_KEPT as libc::c_int);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, HEAP_KEPT as libc::c_int);
+    }
+}
+
+/// Free heap kept for the next chunks at most (see `keep_heap`).
+pub const HEAP_KEPT: usize = 1 << 20;
+
+/// Advice to the kernel on `len` bytes of `file` from `at` (0: to the
+/// end); ignored where it is not taken.
+fn advise(file: &File, at: u64, len: u64, advice: libc::c_int) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: no memory is passed; a bad descriptor is an error returned.
+    unsafe {
+        libc::posix_fadvise(
+            file.as_raw_fd(),
+            at as libc::off_t,
+            len as libc::off_t,
+            advice,
+        )
+    };
+}
+
+/// Starts writing `len` bytes of `file` from `at` to disk, without
+/// waiting for the writes.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn start_writeback(file: &File, at: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: as for advise.
+    unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            at as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        )
+    };
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn start_writeback(_: &File, _: u64, _: u64) {}
 
 /// The disk side of transfers. See the module documentation.
 #[derive(Default)]
@@ -116,6 +229,7 @@ impl Disk {
         // A file-size limit (ulimit -f) reached is an error to report,
         // not a reason to die.
         unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+        keep_heap();
         Disk::default()
     }
 
@@ -164,6 +278,7 @@ impl Disk {
                 algo,
             } => match open_part(&dir, &name, size) {
                 Ok((file, len)) => {
+                    advise(&file, 0, 0, libc::POSIX_FADV_SEQUENTIAL);
                     self.jobs.insert(
                         job,
                         Job::Part {
@@ -173,6 +288,7 @@ impl Disk {
                             hasher: Hasher::new(algo),
                             hashed: 0,
                             opening: Some(len),
+                            back: Writeback::new(len),
                         },
                     );
                 }
@@ -186,6 +302,7 @@ impl Disk {
                     file,
                     hasher,
                     hashed,
+                    back,
                     ..
                 }) = self.jobs.get_mut(&job)
                 {
@@ -197,6 +314,7 @@ impl Disk {
                     } else if offset == *hashed {
                         hasher.update(&data);
                         *hashed += data.len() as u64;
+                        back.wrote(file, *hashed);
                     }
                 }
             }
@@ -254,6 +372,7 @@ impl Disk {
                 mtime,
             } => match open_upload(&path, size, mtime) {
                 Ok(file) => {
+                    advise(&file, 0, 0, libc::POSIX_FADV_SEQUENTIAL);
                     self.jobs.insert(
                         job,
                         Job::Upload {
@@ -261,6 +380,7 @@ impl Disk {
                             num,
                             link,
                             want: None,
+                            ahead: 0,
                         },
                     );
                 }
@@ -358,6 +478,7 @@ impl Disk {
                     num,
                     link,
                     want,
+                    ahead,
                 } => {
                     let Some((offset, len)) = *want else {
                         continue;
@@ -366,6 +487,13 @@ impl Disk {
                         continue;
                     }
                     *want = None;
+                    // The next step is read ahead while this one is sent
+                    // (readahead that starts the reads, not waiting for them).
+                    if offset + WRITEBACK_STEP > *ahead {
+                        let from = (*ahead).max(offset);
+                        *ahead = from + 2 * WRITEBACK_STEP;
+                        advise(file, from, *ahead - from, libc::POSIX_FADV_WILLNEED);
+                    }
                     // The frame is read into whole: one copy of the bytes
                     // from here to the link's queue.
                     let buf = &mut self.buf;
@@ -451,6 +579,7 @@ fn open_offer(path: &Path, max: u64) -> Result<(File, u64, i64), String> {
             Size(max)
         ));
     }
+    advise(&file, 0, 0, libc::POSIX_FADV_SEQUENTIAL);
     Ok((file, m.len(), mtime(&m)))
 }
 

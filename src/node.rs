@@ -279,6 +279,10 @@ pub struct Node {
     /// many were not shown since: a stranger cannot flood the screen.
     quiet: [(Millis, u32); 3],
     name: String,
+    /// The name we had before our last rename: what we go back to if a
+    /// member of a smaller id took the new one where we could not hear
+    /// it (see [`Node::give_way`]).
+    before: Option<String>,
     port: u16,
     max_links: usize,
     /// Our IP as others see it, once someone has told us.
@@ -317,6 +321,9 @@ pub struct Node {
     /// when we last published it (CLOCK): what we say carries its time.
     wall: Option<u64>,
     clocked: Option<u64>,
+    /// The event being delivered to the applications, if one is: its id
+    /// is the id of what they show ([`crate::app::MsgId`]).
+    delivering: Option<EventId>,
     /// When the JOINs of the last few hundred members were delivered, to
     /// tell two joins at once under one name.
     /// (And whether the JOIN made its name's key known here.)
@@ -349,6 +356,8 @@ macro_rules! net {
             links: &$s.links,
             known: &$s.known,
             out: &mut $s.out,
+            event: $s.delivering,
+            wall: $s.wall,
         }
     };
 }
@@ -379,6 +388,9 @@ struct AppNet<'a> {
     links: &'a Links,
     known: &'a HashMap<String, PublicKey>,
     out: &'a mut VecDeque<Action>,
+    /// The event being delivered, if one is.
+    event: Option<EventId>,
+    wall: Option<u64>,
 }
 
 impl AppNet<'_> {
@@ -457,6 +469,21 @@ impl Net for AppNet<'_> {
             .or_else(|| self.known.get(name).copied())
     }
 
+    fn event(&self) -> Option<EventId> {
+        self.event
+    }
+
+    fn next_event(&self) -> Option<EventId> {
+        Some(EventId {
+            origin: self.me,
+            seq: self.broadcast.seq() + 1,
+        })
+    }
+
+    fn wall(&self) -> Option<u64> {
+        self.wall
+    }
+
     fn ring(&self) -> Vec<NodeId> {
         let mut v: Vec<NodeId> = self.membership.present().map(|(id, _)| id).collect();
         v.push(self.me);
@@ -504,6 +531,7 @@ impl Node {
             offered: VecDeque::new(),
             quiet: [(0, 0); 3],
             name: name.to_owned(),
+            before: None,
             port,
             max_links: cfg.max_links,
             ip: None,
@@ -531,6 +559,7 @@ impl Node {
             out: VecDeque::new(),
             now: 0,
             wall: None,
+            delivering: None,
             clocked: None,
             joins: Remember::new(256),
             race_left: VecDeque::new(),
@@ -981,7 +1010,7 @@ impl Node {
                 if !self.is_member() {
                 } else if self.rooms.in_lobby() {
                     self.stamp();
-                    self.rooms.lobby_line(&net!(self), self.id, &text);
+                    self.rooms.lobby_line(&net!(self), self.id, &text, None);
                     self.chat.say(&mut net!(self), text);
                 } else {
                     self.stamp();
@@ -1347,9 +1376,17 @@ impl Node {
             return self.links.hold(link, h);
         }
         self.stale_self(h.id, &h.name, &h.ident.key, now);
+        // A member we know under another name renamed itself where we
+        // could not hear it (a partition): its RENAME settles its name
+        // here, as every rename, so its links come up whatever name it
+        // says now.
+        let renamed_away = self.membership.get(h.id).is_some_and(|m| {
+            (m.name.as_deref().or(m.claim.as_deref()))
+                .is_some_and(|n| !crate::name::same(n, &h.name))
+        });
         // A name belongs to one member, whoever says HELLO under it (our
         // own name is settled below: two joins at once under one name).
-        if !self.is_ours(&h.name) && self.membership.name_taken(&h.name, h.id) {
+        if !renamed_away && !self.is_ours(&h.name) && self.membership.name_taken(&h.name, h.id) {
             let why = format!("the name {} is taken in this network", h.name);
             return self.refuse(link, Refusal::NameTaken, &why, now);
         }
@@ -1443,7 +1480,7 @@ impl Node {
             let why = "that node id is linked already";
             return self.refuse(link, Refusal::Duplicate, why, now);
         }
-        if self.is_ours(&h.name) && !self.name_clash(h.id, now) {
+        if !renamed_away && self.is_ours(&h.name) && !self.name_clash(h.id, now) {
             let why = format!("the name {} is taken in this network", h.name);
             self.forget_member(h.id);
             self.link_not_up(link);
@@ -2034,6 +2071,12 @@ impl Node {
 
     /// What a delivered event means.
     fn delivered(&mut self, ev: Event, now: Millis) {
+        self.delivering = Some(ev.id());
+        self.deliver(ev, now);
+        self.delivering = None;
+    }
+
+    fn deliver(&mut self, ev: Event, now: Millis) {
         let (origin, id) = (ev.origin, ev.id());
         match ev.body {
             Body::Join { name, ip, port, .. } => {
@@ -2096,7 +2139,8 @@ impl Node {
             Body::Leave => self.remove_member(origin),
             Body::Chat { room, text } => {
                 // Shown only in the lobby; kept for its history.
-                if self.rooms.lobby_line(&net!(self), origin, &text) {
+                let said = self.chat.said(origin);
+                if self.rooms.lobby_line(&net!(self), origin, &text, said) {
                     self.chat.delivered(&mut net!(self), origin, room, text);
                 }
             }
@@ -2250,10 +2294,27 @@ impl Node {
                         self.links.dial(&mut self.out, addr, Some(id), now);
                     }
                 }
-                Out::Named(id) => {
+                Out::Named(id, old) => {
+                    let key = self.membership.get(id).and_then(|m| m.ident).map(|i| i.key);
+                    let name = self.membership.get(id).and_then(|m| m.name.clone());
+                    if let (Some(key), Some(name)) = (key, name)
+                        && old.is_some()
+                        && !self.known.contains_key(&name)
+                    {
+                        // As for a rename settled (`settle_rename`).
+                        self.known.insert(name.clone(), key);
+                        self.out.push_back(Action::Trust {
+                            name,
+                            key,
+                            replace: false,
+                        });
+                    }
                     if self.is_member() && self.membership.get(id).is_some_and(|m| m.present()) {
                         let name = self.membership.display(id);
-                        if !self.race_won(&name) {
+                        if let Some(old) = old {
+                            // Its holder gave the name up (see `give_way`).
+                            self.chat.renamed(&mut net!(self), id, old, name, false);
+                        } else if !self.race_won(&name) {
                             self.chat.joined(&mut net!(self), name);
                         }
                     }
@@ -2277,7 +2338,9 @@ impl Node {
                     }
                     self.mesh.forget(id);
                 }
-                Out::Rename { id, name, own, won } => self.settle_rename(id, name, own, won),
+                Out::Rename { id, name, own, won } => {
+                    self.settle_rename(id, name, own, won, now);
+                }
             }
         }
     }
@@ -2490,12 +2553,12 @@ impl Node {
         if let Err(e) = crate::name::valid(name) {
             return refuse(self, format!("bad name {name:?}: {e}"));
         }
-        if name == self.name {
+        // The last `:nick` typed wins: it is compared with the name a
+        // rename of ours under way asks for, and replaces that rename.
+        let pending = self.membership.own_rename().map(str::to_owned);
+        if pending.as_deref() == Some(name) || (pending.is_none() && name == self.name) {
             let line = format!("you are {name} already");
             return self.out.push_back(Action::Show(Show::Info(line)));
-        }
-        if self.membership.renaming() {
-            return refuse(self, "a rename is under way; try again in a moment".into());
         }
         if !crate::name::same(name, &self.name) && self.membership.name_taken(name, self.id) {
             let w = format!(
@@ -2511,6 +2574,10 @@ impl Node {
             );
             return refuse(self, w);
         }
+        if let Some(p) = pending.filter(|_| name == self.name) {
+            let line = format!("you stay {name}: the rename to {p} is called off");
+            self.out.push_back(Action::Show(Show::Info(line)));
+        }
         self.stamp();
         self.publish(Body::Rename {
             name: name.to_owned(),
@@ -2521,7 +2588,7 @@ impl Node {
     /// A rename settled (see [`Membership::rename`]): member `id` (we, if
     /// `own`) goes by `name` now, if it `won` the race for it, the name is
     /// free, and the key of whoever had it before (known_peers) is its.
-    fn settle_rename(&mut self, id: NodeId, name: String, own: bool, won: bool) {
+    fn settle_rename(&mut self, id: NodeId, name: String, own: bool, won: bool, now: Millis) {
         if own {
             let old = if won {
                 self.membership.rename_own(&name)
@@ -2535,6 +2602,11 @@ impl Node {
                 );
                 return self.out.push_back(Action::Show(Show::Warning(w)));
             };
+            if old == name {
+                // A rename called off by another back to this name.
+                return;
+            }
+            self.before = Some(old.clone());
             self.name.clone_from(&name);
             self.links.rename(&name);
             let me = self.id;
@@ -2558,7 +2630,21 @@ impl Node {
             return;
         }
         let Some(old) = self.membership.renamed(id, &name) else {
-            if present {
+            // It renamed itself where we could not hear it (a partition),
+            // as its holder here did: the smaller node id keeps the name,
+            // on every peer. `id` claims it, and has it when the holder
+            // gives it up (`give_way`), or is gone.
+            self.membership.claim_rename(id, &name);
+            let holder = if self.is_ours(&name) {
+                Some(self.id)
+            } else {
+                self.membership.holder_of(&name)
+            };
+            if holder.is_some_and(|h| h > id) {
+                if holder == Some(self.id) {
+                    self.give_way(id, &name, now);
+                }
+            } else if present {
                 let w =
                     format!("{shown} asked to be {name}, a name in use; still shown as {shown}");
                 self.out.push_back(Action::Show(Show::Warning(w)));
@@ -2578,6 +2664,58 @@ impl Node {
         if present && old != name {
             self.chat.renamed(&mut net!(self), id, old, name, false);
         }
+    }
+
+    /// Member `winner`, of a smaller node id, renamed itself to `name`,
+    /// our name, where we could not hear it (a partition), as we did: it
+    /// keeps the name on every peer, and we go back to the name we had
+    /// before (see [`Node::fallback`]), told with one line.
+    fn give_way(&mut self, winner: NodeId, name: &str, now: Millis) {
+        let fallback = self.fallback();
+        let who = self.membership.display(winner);
+        let again = if self.before.as_deref() == Some(fallback.as_str()) {
+            "again"
+        } else {
+            "now"
+        };
+        let w = format!(
+            "{who} took the name {name} while the network was split, and the smaller node id \
+             keeps it: you are {fallback} {again}"
+        );
+        self.out.push_back(Action::Show(Show::Warning(w)));
+        self.stamp();
+        self.publish(Body::Rename {
+            name: fallback.clone(),
+        });
+        self.membership.rename(self.id, &fallback, true, now);
+    }
+
+    /// The name we go back to when we give ours up: the one we had before
+    /// our last rename, if it is free here and ours to take; else our
+    /// name, or that one, followed by `-` and the first hex digits of our
+    /// node id, which no other member has (node ids differ).
+    fn fallback(&self) -> String {
+        let key = self.ident.public();
+        let free = |s: &Node, n: &str| {
+            crate::name::valid(n).is_ok()
+                && !s.is_ours(n)
+                && s.membership.holder_of(n).is_none()
+                && s.key_fits(n, &key)
+        };
+        if let Some(b) = self.before.as_deref().filter(|b| free(self, b)) {
+            return b.to_owned();
+        }
+        let base = self.before.as_deref().unwrap_or(&self.name);
+        let hex = format!("{:016x}", self.id.0);
+        for digits in [4, 8, 16] {
+            let tail = format!("-{}", &hex[..digits]);
+            let keep = wire::MAX_NAME.saturating_sub(tail.chars().count());
+            let n: String = base.chars().take(keep).chain(tail.chars()).collect();
+            if free(self, &n) {
+                return n;
+            }
+        }
+        format!("-{hex}")
     }
 
     /// Floods our JOIN: who we are and where we listen.

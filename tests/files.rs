@@ -641,10 +641,19 @@ fn json_shows_offers_and_results() {
         r#","id":1,"from":"alice","name":"a \"quoted\" name.bin","size":100000,"own":true,"to":null,"room":"lobby"}"#,
     );
     assert!(offer.starts_with(r#"{"type":"offer","#), "{offer}");
+    let msgid = |l: &str| {
+        let (_, rest) = l
+            .split_once(r#","msgid":""#)
+            .unwrap_or_else(|| panic!("{l}"));
+        rest.split('"').next().unwrap().to_owned()
+    };
+    let ours = msgid(&offer);
     let offer = bob.expect_contains(
         r#","id":1,"from":"alice","name":"a \"quoted\" name.bin","size":100000,"own":false,"to":null,"room":"lobby"}"#,
     );
     assert!(offer.starts_with(r#"{"type":"offer","#), "{offer}");
+    // The offer's id is the same on both peers (item 13).
+    assert_eq!(msgid(&offer), ours);
     bob.send(r#"{"command":"get 1"}"#);
     let got = bob.expect_contains(r#"{"type":"received","#);
     let path = db.path().join("a \"quoted\" name.bin");
@@ -829,4 +838,45 @@ fn an_offer_goes_to_the_senders_room_only() {
     });
     bob.send(&format!(":get {id}"));
     bob.expect_contains(&format!("* get {id}: plan.txt from alice saved as "));
+}
+
+/// Progress goes out in JSON as `progress` objects between the `get` and
+/// the `received`. The sender is held still (SIGSTOP) until the progress
+/// interval (one second) has passed since the fetch started, so that the
+/// first chunk to come is told however fast the rest goes.
+#[test]
+fn json_tells_progress_during_a_fetch() {
+    let (da, db) = (TempDir::new("dl-alice"), TempDir::new("dl-bob"));
+    let mut alice = peer("alice", &da, None, &["--json"]);
+    let mut bob = peer("bob", &db, Some(alice.port()), &["--json"]);
+    bob.expect_contains(r#""type":"joined""#);
+    alice.expect_contains(r#""type":"join""#);
+    let src = TempDir::new("src");
+    let f = src.path().join("big.bin");
+    fs::write(&f, pattern(1_000_000, 16)).unwrap();
+    alice.send(&format!(r#"{{"command":"send {}"}}"#, f.display()));
+    bob.expect_contains(r#","id":1,"from":"alice","name":"big.bin","size":1000000,"own":false"#);
+    alice.signal(libc::SIGSTOP);
+    bob.send(r#"{"command":"get 1"}"#);
+    wait_for("the part opened", || {
+        db.path().join("big.bin.part").exists()
+    });
+    // No line marks the interval's end: it is waited out.
+    std::thread::sleep(Duration::from_millis(1_200));
+    alice.signal(libc::SIGCONT);
+    let p = bob.expect_contains(r#"{"type":"progress","#);
+    let tail = p
+        .split_once(r#","id":1,"name":"big.bin","done":"#)
+        .unwrap_or_else(|| panic!("{p}"))
+        .1;
+    let (done, rest) = tail.split_once(r#","size":1000000,"rate":"#).unwrap();
+    let done: u64 = done.parse().unwrap();
+    assert!(done > 0 && done < 1_000_000, "{p}");
+    let rate: u64 = rest.trim_end_matches('}').parse().unwrap();
+    assert!(rate > 0, "{p}");
+    bob.expect_contains(r#"{"type":"received","#);
+    assert_eq!(
+        fs::read(db.path().join("big.bin")).unwrap(),
+        pattern(1_000_000, 16)
+    );
 }

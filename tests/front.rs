@@ -487,6 +487,77 @@ fn json_actions_and_renames() {
     bob.expect_line("* alice is now alicia");
 }
 
+/// Asks `p` (JSON) to enter `room` until it is in (it may not know the
+/// room yet).
+fn enter(p: &mut Peer, room: &str) {
+    let end = Instant::now() + DEADLINE;
+    let here = r#""type":"here","#;
+    loop {
+        p.send(&format!(r#"{{"command":"join {room}"}}"#));
+        let wait = std::time::Duration::from_millis(300);
+        if p.try_expect(&|l| l.contains(here), wait).is_some() {
+            return;
+        }
+        assert!(Instant::now() < end, "never entered {room}");
+    }
+}
+
+/// The `"id"` of a JSON event, if it has one.
+fn id_of(line: &str) -> Option<String> {
+    let (_, rest) = line.split_once(r#","id":""#)?;
+    Some(rest.split('"').next()?.to_owned())
+}
+
+/// Item 13: every JSON event that is a message has an `"id"`, the same on
+/// every peer that shows it: chat, actions, private messages, shouts,
+/// room lines, and a room line shown again as history.
+#[test]
+fn json_messages_have_one_id_on_every_peer() {
+    let mut alice = Peer::launch("alice", &["--json"], None, Stdio::piped());
+    let mut p = vec![];
+    for name in ["bob", "carol"] {
+        let mut q = Peer::launch(name, &["--json"], Some(alice.port()), Stdio::piped());
+        q.expect_contains(r#""type":"joined""#);
+        alice.expect_contains(r#""type":"join","time":"#);
+        p.push(q);
+    }
+    let [mut bob, mut carol] = <[Peer; 2]>::try_from(p).ok().unwrap();
+    bob.expect_contains(r#""name":"carol""#);
+    let mut ids = std::collections::BTreeSet::new();
+    let mut same = |what: &str, lines: Vec<String>| {
+        let got: Vec<Option<String>> = lines.iter().map(|l| id_of(l)).collect();
+        let id = got[0]
+            .clone()
+            .unwrap_or_else(|| panic!("{what}: no id: {lines:?}"));
+        assert!(
+            got.iter().all(|g| g.as_ref() == Some(&id)),
+            "{what}: {lines:?}"
+        );
+        assert!(ids.insert(id), "{what}: an id seen before: {lines:?}");
+    };
+    alice.send(r#"{"say":"hello ids"}"#);
+    let lines = [&mut alice, &mut bob, &mut carol].map(|q| q.expect_contains("hello ids"));
+    same("chat", lines.to_vec());
+    bob.send(r#"{"command":"me waves"}"#);
+    let lines = [&mut alice, &mut bob, &mut carol].map(|q| q.expect_contains(r#""text":"waves""#));
+    same("action", lines.to_vec());
+    alice.send(r#"{"command":"msg bob psst"}"#);
+    let lines = [&mut alice, &mut bob].map(|q| q.expect_contains(r#""text":"psst""#));
+    same("private", lines.to_vec());
+    carol.send(r#"{"command":"shout lunch"}"#);
+    let lines = [&mut alice, &mut bob, &mut carol].map(|q| q.expect_contains(r#""text":"lunch""#));
+    same("shout", lines.to_vec());
+    alice.send(r#"{"command":"create dev"}"#);
+    alice.expect_contains(r#""type":"here","#);
+    enter(&mut bob, "dev");
+    alice.send(r#"{"say":"in dev"}"#);
+    let live = [&mut alice, &mut bob].map(|q| q.expect_contains(r#""text":"in dev""#));
+    enter(&mut carol, "dev");
+    let hist = carol.expect_contains(r#""text":"in dev","history":true"#);
+    same("room line", vec![live[0].clone(), live[1].clone(), hist]);
+    assert_eq!(ids.len(), 5);
+}
+
 /// Defect 9: a line is shown with when its sender said it, with the
 /// date when that is not today: a peer that says yesterday's line now
 /// (as one held, fetched after a partition or from a store would come)
@@ -547,6 +618,26 @@ fn lines_show_when_they_were_said() {
     assert_eq!(l, format!("{} yester: said yesterday", date(yesterday)));
     let l = bob.expect_contains("yester: said now");
     assert_eq!(l, format!("{} yester: said now", date(now_ms)));
+}
+
+/// The last `:nick` typed wins: a second one before the first settles
+/// replaces it, and one back to the name we have calls the first off.
+#[test]
+fn the_last_nick_typed_wins() {
+    let (mut alice, mut bob) = pair();
+    alice.send("/nick caroline");
+    alice.send("/nick alice");
+    alice.expect_line("* you stay alice: the rename to caroline is called off");
+    alice.send("/nick caroline");
+    alice.send("/nick dora");
+    bob.expect_line("* alice is now dora");
+    alice.expect_line("* alice is now dora");
+    alice.send("hi, as dora");
+    bob.expect_line("dora: hi, as dora");
+    bob.assert_no_out("a rename replaced shown", &|l| l.contains("caroline"));
+    alice.assert_no_out("a rename replaced shown", &|l| {
+        l.contains("is now caroline")
+    });
 }
 
 /// Two peers ask for one name at the same moment: one gets it, on every

@@ -1034,3 +1034,82 @@ fn give_unkick_leave_and_who_everyone() {
     assert!(rows[0].starts_with("*   alice "), "{rows:?}");
     assert!(rows[2].starts_with("*   carol "), "{rows:?}");
 }
+
+/// Issue 18 (items 9 and 13): a room's history line shows when it was
+/// said, by its sender's clock (with the date when not today), in plain
+/// lines with --timestamps and in JSON, under the id it had live. The
+/// line is said yesterday by a raw member, and the owner sends the
+/// history to two peers that join the network later.
+#[test]
+fn history_lines_show_when_they_were_said() {
+    use p2pchat::proto::wire::{Body, Msg, rooms::RoomEvent};
+    use std::process::{Command, Stdio};
+    use util::frames;
+    use util::raw::{Got, Raw};
+    let mut alice = Peer::launch("alice", &["--json"], None, Stdio::piped());
+    alice.send(r#"{"command":"create dev"}"#);
+    alice.expect_contains(r#"{"type":"here","#);
+    let m = frames::who(0x7965_7374);
+    let mut r = Raw::connect(alice.port());
+    r.hello(&m, "yester", true);
+    for msg in frames::sealed(&m, 1, vec![frames::join_body(&m, "yester", 1)]) {
+        r.send(&msg);
+    }
+    // The owner announces dev to the newcomer: its era.
+    let era = loop {
+        match r.recv(DEADLINE) {
+            Got::Msg(Msg::Event(ev)) => {
+                if let Body::Room(RoomEvent::State(st)) = ev.body
+                    && st.name == "dev"
+                {
+                    break st.era;
+                }
+            }
+            Got::Msg(_) => {}
+            Got::Closed | Got::Timeout => panic!("dev was not announced"),
+        }
+    };
+    let yesterday = frames::now_ms() - 26 * 3_600_000;
+    let bodies = vec![
+        Body::Clock { time: yesterday },
+        Body::Room(RoomEvent::Say {
+            room: "dev".into(),
+            era,
+            n: 1,
+            text: "said yesterday".into(),
+        }),
+    ];
+    for msg in frames::sealed(&m, 2, bodies) {
+        r.send(&msg);
+    }
+    // Live, at the owner: yester's event 3.
+    let id = format!("{:016x}-3", m.id().0);
+    let live = alice.expect_contains("said yesterday");
+    let head = format!(r#"{{"type":"chat","time":{yesterday},"id":"{id}","from":"yester","#);
+    assert!(live.starts_with(&head), "{live}");
+    let port = alice.port().to_string();
+    let args = ["--plain", "--timestamps", "bob", "127.0.0.1", &port];
+    let mut bob = Peer::spawn("bob", &args, Stdio::piped());
+    let mut erin = Peer::launch("erin", &["--json"], Some(alice.port()), Stdio::piped());
+    poll(&mut bob, ":rooms", "room dev", &|l| {
+        l.contains("*   dev alice ")
+    });
+    bob.send(":join dev");
+    let l = bob.expect_contains("[dev history] yester: said yesterday");
+    let out = Command::new("date")
+        .args([
+            "-d",
+            &format!("@{}", yesterday / 1000),
+            "+%Y-%m-%d %H:%M:%S",
+        ])
+        .output()
+        .unwrap();
+    let date = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert_eq!(l, format!("{date} [dev history] yester: said yesterday"));
+    poll(&mut erin, r#"{"command":"rooms"}"#, "room dev", &|l| {
+        l.contains(r#""name":"dev","owner":"alice""#)
+    });
+    erin.send(r#"{"command":"join dev"}"#);
+    let l = erin.expect_contains(r#""text":"said yesterday","history":true"#);
+    assert!(l.starts_with(&head), "{l}");
+}

@@ -3433,10 +3433,8 @@ fn private_messages_to_a_member_present_are_routed() {
 /// partition, each side settling its own. When it heals, every peer (the
 /// two included) agrees: the smaller id keeps the name, the other goes
 /// back to its old name and is told; nobody shows two members under one
-/// name. Not met yet: after the heal the two do not even know each other
-/// (each side's holder of the name forgets the other's as it comes back).
+/// name.
 #[test]
-#[ignore = "issue 18: renames across a partition are not reconciled yet"]
 fn renames_to_one_name_across_a_partition_agree_after_the_heal() {
     for seed in seeds(&[91, 92]) {
         with_seed(seed, |seed| {
@@ -3468,7 +3466,32 @@ fn renames_to_one_name_across_a_partition_agree_after_the_heal() {
             assert_eq!(sim.nodes[win].core.name(), new);
             assert_eq!(sim.nodes[lose].core.name(), name(lose));
             let told = &sim.nodes[lose].warnings;
-            assert!(told.iter().any(|w| w.contains("took the name")), "{told:?}");
+            let lines = told.iter().filter(|w| w.contains("took the name")).count();
+            assert_eq!(lines, 1, "the loser is told once: {told:?}");
+            let told = &sim.nodes[win].warnings;
+            assert!(
+                !told.iter().any(|w| w.contains("took the name")),
+                "{told:?}"
+            );
+            // Nobody is locked out: the two have links to the other side,
+            // and what they say reaches everyone under their names.
+            for (i, other) in [(a, n / 2..n), (b, 0..n / 2)] {
+                let other: Vec<usize> = other.collect();
+                assert!(
+                    sim.links_between(i, &other) > 0,
+                    "node {i} has no link across"
+                );
+            }
+            sim.say(win, "from the winner");
+            sim.say(lose, "from the loser");
+            let t = sim.now + 3_000;
+            sim.run_until(t);
+            for i in (0..n).filter(|&i| i != win && i != lose) {
+                let chats = &sim.nodes[i].chats;
+                let has = |from: &str, text: &str| chats.iter().any(|c| c.0 == from && c.1 == text);
+                assert!(has(new, "from the winner"), "node {i}: {chats:?}");
+                assert!(has(&name(lose), "from the loser"), "node {i}: {chats:?}");
+            }
             let mut want: Vec<String> = (0..n).map(name).collect();
             want[win] = new.to_owned();
             want.sort();

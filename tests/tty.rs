@@ -1500,3 +1500,120 @@ fn the_terminal_works_beside_an_irc_client() {
     pane.wait("bob's line", |s| s.stamped("bob: hi both").is_some());
     pane.expect_input("", PW);
 }
+
+/// A room's history line said yesterday shows on the terminal with the
+/// date and time it was said (issue 18, item 9), not when it is shown.
+#[test]
+fn history_lines_on_the_terminal_show_when_they_were_said() {
+    use p2pchat::proto::wire::{Body, Msg, rooms::RoomEvent};
+    use util::frames;
+    use util::raw::{Got, Raw};
+    let mut c = Chat::start("history", &[], 80, Launch::Exec);
+    c.bob.send(":create dev");
+    c.bob.expect_line("* you are in dev");
+    let m = frames::who(0x6869_7374);
+    let mut r = Raw::connect(c.bob.port());
+    r.hello(&m, "yester", true);
+    for msg in frames::sealed(&m, 1, vec![frames::join_body(&m, "yester", 1)]) {
+        r.send(&msg);
+    }
+    let era = loop {
+        match r.recv(DEADLINE) {
+            Got::Msg(Msg::Event(ev)) => {
+                if let Body::Room(RoomEvent::State(st)) = ev.body
+                    && st.name == "dev"
+                {
+                    break st.era;
+                }
+            }
+            Got::Msg(_) => {}
+            Got::Closed | Got::Timeout => panic!("dev was not announced"),
+        }
+    };
+    let yesterday = frames::now_ms() - 26 * 3_600_000;
+    let bodies = vec![
+        Body::Clock { time: yesterday },
+        Body::Room(RoomEvent::Say {
+            room: "dev".into(),
+            era,
+            n: 1,
+            text: "said yesterday".into(),
+        }),
+    ];
+    for msg in frames::sealed(&m, 2, bodies) {
+        r.send(&msg);
+    }
+    c.bob.expect_line("[dev] yester: said yesterday");
+    c.pane.type_text("/join dev");
+    c.pane.keys(&["Enter"]);
+    let out = Command::new("date")
+        .args(["-d", &format!("@{}", yesterday / 1000), "+%Y-%m-%d %H:%M"])
+        .output()
+        .unwrap();
+    let when = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    c.pane.wait("the history line with its date", |s| {
+        s.rows
+            .iter()
+            .any(|row| *row == format!("{when} ~ yester: said yesterday"))
+    });
+}
+
+/// A fetch in the terminal: the progress bar (with rate and time left)
+/// while it goes, and the line that says it is saved at its end. The
+/// sender is held still (SIGSTOP) until the progress interval (one
+/// second) has passed since the fetch started, so that the first chunk
+/// to come is shown with a bar however fast the rest goes.
+#[test]
+fn a_fetch_shows_a_progress_bar_and_its_end() {
+    let dl = TempDir::new("tty-dl");
+    let mut c = Chat::start(
+        "progress",
+        &[("XDG_DOWNLOAD_DIR", dl.str())],
+        120,
+        Launch::Exec,
+    );
+    let src = TempDir::new("tty-src");
+    let f = src.path().join("big.bin");
+    let data: Vec<u8> = (0..1_000_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+    fs::write(&f, &data).unwrap();
+    c.bob.send(&format!(":send {}", f.display()));
+    c.bob.expect_contains("* you offer big.bin (1.0 MB)");
+    let p = &c.pane;
+    p.wait("the offer", |s| {
+        s.has("* bob offers big.bin (1.0 MB): :get 1")
+    });
+    c.bob.signal(libc::SIGSTOP);
+    p.type_text(":get 1");
+    p.keys(&["Enter"]);
+    let part = dl.path().join("big.bin.part");
+    let end = Instant::now() + DEADLINE;
+    while !part.exists() {
+        assert!(Instant::now() < end, "no part\n{}", p.snap());
+        thread::sleep(POLL);
+    }
+    // No line marks the interval's end: it is waited out.
+    thread::sleep(Duration::from_millis(1_200));
+    c.bob.signal(libc::SIGCONT);
+    let s = p.wait("the saved line", |s| {
+        s.has("* get 1: big.bin from bob saved as ")
+    });
+    let bar = s
+        .rows
+        .iter()
+        .find(|r| r.starts_with('[') && r.contains("] get 1: big.bin "))
+        .unwrap_or_else(|| panic!("no progress bar\n{s}"));
+    // [####................] get 1: big.bin 6% (64.0 kB of 1.0 MB) at 53.3 kB/s, 17 s left
+    let inside = &bar[1..bar.find(']').unwrap()];
+    assert_eq!(inside.len(), 20, "{bar}");
+    assert!(
+        inside.trim_start_matches('#').chars().all(|c| c == '.'),
+        "{bar}"
+    );
+    assert!(bar.contains(" of 1.0 MB) at "), "{bar}");
+    assert!(bar.contains("/s, ") && bar.ends_with(" s left"), "{bar}");
+    assert!(s.has(&format!(
+        "saved as {} (1.0 MB, hash verified)",
+        dl.path().join("big.bin").display()
+    )));
+    assert_eq!(fs::read(dl.path().join("big.bin")).unwrap(), data);
+}

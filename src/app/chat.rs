@@ -7,7 +7,7 @@
 //! forgotten first: its next line comes with a clock anyway, unless said
 //! within the second).
 
-use super::{LOBBY, Net, Show};
+use super::{LOBBY, MsgId, Net, Show};
 use crate::proto::wire::{self, Body};
 use crate::proto::{NodeId, Remember};
 
@@ -40,6 +40,7 @@ impl Chat {
             text: text.clone(),
             own: true,
             said: None,
+            id: net.next_event().map(MsgId::Event),
         });
         net.publish(Body::Chat {
             room: LOBBY.into(),
@@ -57,6 +58,7 @@ impl Chat {
             text: text.clone(),
             own: true,
             said: None,
+            id: net.next_event().map(MsgId::Event),
         });
         net.publish(Body::Action {
             room: LOBBY.into(),
@@ -85,6 +87,7 @@ impl Chat {
     /// A chat event of `from` was delivered.
     pub fn delivered(&mut self, net: &mut impl Net, from: NodeId, room: String, text: String) {
         let said = self.said(from);
+        let id = net.event().map(MsgId::Event);
         let from = net.name_of(from);
         net.show(Show::Chat {
             from,
@@ -92,6 +95,7 @@ impl Chat {
             text,
             own: false,
             said,
+            id,
         });
     }
 
@@ -104,6 +108,7 @@ impl Chat {
         text: String,
     ) {
         let said = self.said(from);
+        let id = net.event().map(MsgId::Event);
         let from = net.name_of(from);
         net.show(Show::Action {
             from,
@@ -111,6 +116,7 @@ impl Chat {
             text,
             own: false,
             said,
+            id,
         });
     }
 
@@ -223,6 +229,7 @@ mod tests {
                     text: "hi".into(),
                     own: false,
                     said: None,
+                    id: None,
                 },
                 Show::Action {
                     from: "n7".into(),
@@ -230,6 +237,7 @@ mod tests {
                     text: "waves".into(),
                     own: false,
                     said: Some(1_000_000),
+                    id: None,
                 }
             ]
         );

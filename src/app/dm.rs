@@ -74,7 +74,7 @@
 //! `crypto::node_id(key, nonce)`, which must be `from`), and its Ed25519
 //! signature of [`signed`].
 
-use super::{Net, Show};
+use super::{MsgId, Net, Show};
 use crate::proto::crypto::{self, Identity, PublicKey};
 use crate::proto::wire::{self, Body};
 use crate::proto::{Millis, NodeId, Remember};
@@ -554,6 +554,11 @@ impl Dm {
             text: text.to_owned(),
             own: true,
             said: None,
+            id: Some(MsgId::Private {
+                from: me,
+                n,
+                to: to.to_owned(),
+            }),
         });
         if key.is_none() {
             // Kept here, in the clear, until a key for `to` is known:
@@ -796,6 +801,11 @@ impl Dm {
                 text: o.text,
                 own: false,
                 said,
+                id: Some(MsgId::Private {
+                    from: p.from,
+                    n: p.n,
+                    to: p.to.clone(),
+                }),
             },
         );
         self.got.insert(p.from, p.n);
@@ -819,10 +829,15 @@ impl Dm {
                 net,
                 Show::Private {
                     from: w.from_name,
-                    to: me,
+                    to: me.clone(),
                     text: w.text,
                     own: false,
                     said: w.said,
+                    id: Some(MsgId::Private {
+                        from,
+                        n: done + 1,
+                        to: me,
+                    }),
                 },
             );
             self.got.insert(from, done + 1);

@@ -11,9 +11,9 @@ pub mod dm;
 pub mod files;
 pub mod rooms;
 
-use crate::proto::NodeId;
 use crate::proto::crypto::{PublicKey, Sig};
 use crate::proto::wire::Body;
+use crate::proto::{EventId, NodeId};
 use std::fmt;
 use std::net::SocketAddr;
 
@@ -49,6 +49,20 @@ pub trait Net {
     fn key_of_name(&self, _name: &str) -> Option<PublicKey> {
         None
     }
+    /// The id of the event being delivered now, if one is (see
+    /// [`MsgId`]).
+    fn event(&self) -> Option<EventId> {
+        None
+    }
+    /// The id our next event will have, if we can publish (see
+    /// [`MsgId`]).
+    fn next_event(&self) -> Option<EventId> {
+        None
+    }
+    /// Our wall clock (ms since 1970), if known.
+    fn wall(&self) -> Option<u64> {
+        None
+    }
     /// The node ids of the members present, ours among them.
     fn ring(&self) -> Vec<NodeId> {
         vec![self.id()]
@@ -76,6 +90,7 @@ pub enum Show {
         text: String,
         own: bool,
         said: Option<u64>,
+        id: Option<MsgId>,
     },
     /// `:me text`: shown as `* from text`.
     Action {
@@ -84,6 +99,7 @@ pub enum Show {
         text: String,
         own: bool,
         said: Option<u64>,
+        id: Option<MsgId>,
     },
     /// A member goes by another name now (`own`: we do).
     Renamed {
@@ -107,6 +123,7 @@ pub enum Show {
         text: String,
         own: bool,
         said: Option<u64>,
+        id: Option<MsgId>,
     },
     /// Where our private message `n` to `to` is: `sent` (to a member
     /// present), `queued` (held for an absent one), `delivered`.
@@ -126,13 +143,17 @@ pub enum Show {
         from: String,
         text: String,
         own: bool,
+        id: Option<MsgId>,
     },
-    /// A line said in `room` before we entered it, shown as we enter.
+    /// A line said in `room` before we entered it, shown as we enter;
+    /// `said`: when, by its sender's clock, if the room's owner told us.
     History {
         room: String,
         from: String,
         text: String,
         shout: bool,
+        said: Option<u64>,
+        id: Option<MsgId>,
     },
     /// We are in `room` now (the prompt shows it).
     Here(String),
@@ -157,6 +178,29 @@ pub enum Show {
     Info(String),
     /// File offers and transfers.
     File(files::Note),
+}
+
+/// A message's id, the same on every peer that shows it, so that a bot
+/// can tell a message it has seen and refer to it: an event's origin and
+/// number (`ORIGIN-SEQ`, hex); for a private message its sender, its
+/// number from that sender to that name, and the name (`SENDER-pN-NAME`);
+/// for a file offer its sender and its number (`SENDER-oN`), which stay
+/// the offer's when it is announced again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MsgId {
+    Event(EventId),
+    Private { from: NodeId, n: u64, to: String },
+    Offer { from: NodeId, num: u32 },
+}
+
+impl fmt::Display for MsgId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MsgId::Event(e) => write!(f, "{:016x}-{:x}", e.origin.0, e.seq),
+            MsgId::Private { from, n, to } => write!(f, "{:016x}-p{n:x}-{to}", from.0),
+            MsgId::Offer { from, num } => write!(f, "{:016x}-o{num:x}", from.0),
+        }
+    }
 }
 
 /// One line of `:rooms`.

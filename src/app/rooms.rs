@@ -84,7 +84,11 @@
 //! (and of the lobby), as delivered; one who came into the network after a
 //! room was made asks its owner for them (ENTER with `want`), and waits for
 //! them a moment before showing history and then live lines, each line once
-//! (lines are named by origin and `n`).
+//! (lines are named by origin and `n`). Each line keeps when it was said
+//! (its sender's clock) and its event's number, which the owner sends
+//! with its history (WHEN, just before the HISTORY), so that a history
+//! line shows when it was said, and under the id it had when it was said
+//! live ([`MsgId`]); a history from an owner without WHEN has neither.
 //!
 //! Display: a line said in a room is shown only by peers in that room;
 //! shouts by everyone. The lobby's chat stays `app::chat`'s; the node asks
@@ -110,7 +114,7 @@
 //! newcomer would take beside the real one. A claim of an older version
 //! carries no proof, and waits where its base is missing.
 
-use super::{LOBBY, MemberView, Net, RoomView, Show};
+use super::{LOBBY, MemberView, MsgId, Net, RoomView, Show};
 use crate::proto::crypto;
 use crate::proto::crypto::PublicKey;
 use crate::proto::wire::rooms::{
@@ -118,7 +122,7 @@ use crate::proto::wire::rooms::{
     RoomEvent, RoomState, Signed, signed_bytes, valid_room,
 };
 use crate::proto::wire::{self, Body};
-use crate::proto::{Millis, NodeId};
+use crate::proto::{EventId, Millis, NodeId};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::rc::Rc;
 
@@ -151,6 +155,8 @@ const HISTORY_GAP: Millis = 1_000;
 /// How long one entering a room waits for its history before showing
 /// what it has.
 const HISTORY_WAIT: Millis = 3_000;
+/// WHEN events waiting for their HISTORY, at most (see [`Rooms`]).
+const MAX_WHENS: usize = 64;
 /// A room whose owner and members are all gone is closed after this.
 const ABANDONED_WAIT: Millis = 5_000;
 /// Eras of one room name remembered (the room's, and the greatest others).
@@ -198,6 +204,33 @@ struct Line {
     n: u32,
     shout: bool,
     text: Rc<str>,
+    /// When it was said, by its sender's clock (ms since 1970), and its
+    /// event's number in its origin's order: 0 where not known.
+    said: u64,
+    seq: u64,
+}
+
+impl Line {
+    fn said(&self) -> Option<u64> {
+        (self.said != 0).then_some(self.said)
+    }
+
+    /// Its id, where its event's number is known.
+    fn id(&self) -> Option<MsgId> {
+        (self.seq != 0).then_some(MsgId::Event(EventId {
+            origin: self.from,
+            seq: self.seq,
+        }))
+    }
+}
+
+/// A WHEN: the room's key and era, and each line's (said, seq).
+type When = (String, u32, Vec<(u64, u64)>);
+
+/// Where the line of the event being delivered (or ours, being said) was
+/// said and which event it is, as [`Line`] keeps them (0: not known).
+fn stamp_of(said: Option<u64>, id: Option<EventId>) -> (u64, u64) {
+    (said.unwrap_or(0), id.map_or(0, |e| e.seq))
 }
 
 /// The last lines of a room, within [`HISTORY_LINES`] and
@@ -456,6 +489,9 @@ pub struct Rooms {
     said: u32,
     /// When the event being delivered was said, by its sender's clock.
     said_at: Option<u64>,
+    /// WHEN events, each for the HISTORY its origin sends next (at most
+    /// [`MAX_WHENS`]; one per origin, dropped at its next event).
+    whens: HashMap<NodeId, When>,
     lobby: Lines,
     entering: Option<Entering>,
     /// Leaving the network: rooms still being handed over, and to whom.
@@ -639,13 +675,16 @@ impl Rooms {
         let n = self.said;
         let me = net.id();
         let name = self.display(&self.here);
+        let next = net.next_event();
         net.show(Show::Chat {
             from: net.me().to_owned(),
             room: name,
             text: text.clone(),
             own: true,
             said: None,
+            id: next.map(MsgId::Event),
         });
+        let (said, seq) = stamp_of(net.wall(), next);
         if let Some(r) = self.rooms.get_mut(&key) {
             r.lines.push(Line {
                 from: me,
@@ -653,6 +692,8 @@ impl Rooms {
                 n,
                 shout: false,
                 text: text.as_str().into(),
+                said,
+                seq,
             });
         }
         net.publish(Body::Room(RoomEvent::Say {
@@ -677,6 +718,7 @@ impl Rooms {
             text: text.clone(),
             own: true,
             said: None,
+            id: net.next_event().map(MsgId::Event),
         });
         net.publish(Body::Action { room: key, text });
     }
@@ -706,12 +748,19 @@ impl Rooms {
             text,
             own: false,
             said,
+            id: net.event().map(MsgId::Event),
         });
     }
 
     /// A lobby line of `from` (the chat app's) was said: kept for the
     /// lobby's history. Returns whether to show it: we are in the lobby.
-    pub fn lobby_line(&mut self, net: &impl Net, from: NodeId, text: &str) -> bool {
+    pub fn lobby_line(
+        &mut self,
+        net: &impl Net,
+        from: NodeId,
+        text: &str,
+        said: Option<u64>,
+    ) -> bool {
         let mut end = text.len().min(wire::MAX_TEXT);
         while !text.is_char_boundary(end) {
             end -= 1;
@@ -722,12 +771,19 @@ impl Rooms {
             Some(l) if l.from == from && *l.name == *name => l.name.clone(),
             _ => name.into(),
         };
+        let (said, seq) = if from == net.id() {
+            stamp_of(net.wall(), net.next_event())
+        } else {
+            stamp_of(said, net.event())
+        };
         self.lobby.push(Line {
             from,
             name,
             n: 0,
             shout: false,
             text: text[..end].into(),
+            said,
+            seq,
         });
         self.here.is_none()
     }
@@ -1060,18 +1116,28 @@ impl Rooms {
         truncate(&mut text, wire::MAX_TEXT);
         self.said += 1;
         let (me, n) = (net.id(), self.said);
+        let next = net.next_event();
         net.show(Show::Shout {
             from: net.me().to_owned(),
             text: text.clone(),
             own: true,
+            id: next.map(MsgId::Event),
         });
-        self.keep_shout(me, net.me().into(), n, &text);
+        let stamp = stamp_of(net.wall(), next);
+        self.keep_shout(me, net.me().into(), n, &text, stamp);
         net.publish(Body::Room(RoomEvent::Shout { n, text }));
     }
 
     /// Every room's history gets the shout; returns whether our room's
     /// did not have it yet.
-    fn keep_shout(&mut self, from: NodeId, name: Rc<str>, n: u32, text: &str) -> bool {
+    fn keep_shout(
+        &mut self,
+        from: NodeId,
+        name: Rc<str>,
+        n: u32,
+        text: &str,
+        (said, seq): (u64, u64),
+    ) -> bool {
         let text: Rc<str> = text.into();
         let line = Line {
             from,
@@ -1079,6 +1145,8 @@ impl Rooms {
             n,
             shout: true,
             text,
+            said,
+            seq,
         };
         let in_lobby = self.lobby.push(line.clone());
         let mut fresh = self.here.is_none() && in_lobby;
@@ -1212,6 +1280,8 @@ impl Rooms {
             return;
         }
         self.said_at = said;
+        // A WHEN is for the HISTORY its origin sends next, or for none.
+        let when = self.whens.remove(&origin);
         match ev {
             RoomEvent::State(st) => self.offer(net, origin, *st, now),
             RoomEvent::Say { room, era, n, text } => self.heard(net, origin, &room, era, n, text),
@@ -1221,15 +1291,28 @@ impl Rooms {
             }
             RoomEvent::Shout { n, text } => {
                 let name: Rc<str> = net.name_of(origin).into();
-                if self.keep_shout(origin, name.clone(), n, &text) && !self.waiting() {
+                let stamp = stamp_of(said, net.event());
+                if self.keep_shout(origin, name.clone(), n, &text, stamp) && !self.waiting() {
                     net.show(Show::Shout {
                         from: name.to_string(),
                         text,
                         own: false,
+                        id: net.event().map(MsgId::Event),
                     });
                 }
             }
-            RoomEvent::History { room, era, lines } => self.history(net, origin, &room, era, lines),
+            RoomEvent::When { room, era, lines } => {
+                if self.whens.len() < MAX_WHENS {
+                    self.whens.insert(origin, (key_of(&room), era, lines));
+                }
+            }
+            RoomEvent::History { room, era, lines } => {
+                // The WHEN just before it, if it is for this very history.
+                let when = when
+                    .filter(|(k, e, w)| *k == key_of(&room) && *e == era && w.len() == lines.len())
+                    .map(|(_, _, w)| w);
+                self.history(net, origin, &room, era, lines, when);
+            }
             RoomEvent::Signed(s) => self.signed(net, origin, *s, now),
         }
     }
@@ -1346,12 +1429,15 @@ impl Rooms {
         if r.cur.era != era || r.cur.deleted || r.cur.kicks(&name) {
             return;
         }
+        let (said, seq) = stamp_of(self.said_at, net.event());
         let fresh = r.lines.push(Line {
             from,
             name: name.as_str().into(),
             n,
             shout: false,
             text: text.as_str().into(),
+            said,
+            seq,
         });
         if fresh && here && !waiting {
             net.show(Show::Chat {
@@ -1360,6 +1446,7 @@ impl Rooms {
                 text,
                 own: false,
                 said: self.said_at,
+                id: net.event().map(MsgId::Event),
             });
         }
     }
@@ -1439,6 +1526,7 @@ impl Rooms {
         room: &str,
         era: u32,
         lines: Vec<WireLine>,
+        when: Option<Vec<(u64, u64)>>,
     ) {
         let key = key_of(room);
         let Some(r) = self.rooms.get_mut(&key) else {
@@ -1456,13 +1544,17 @@ impl Rooms {
             return;
         }
         let mut merged = Lines::default();
-        for l in lines {
+        let when = when.unwrap_or_default();
+        for (i, l) in lines.into_iter().enumerate() {
+            let (said, seq) = when.get(i).copied().unwrap_or((0, 0));
             merged.push(Line {
                 from: l.origin,
                 name: net.name_of(l.origin).into(),
                 n: l.n,
                 shout: l.shout,
                 text: l.text.into(),
+                said,
+                seq,
             });
         }
         for l in r.lines.v.drain(..) {
@@ -1933,6 +2025,7 @@ impl Rooms {
         r.historied = Some(now);
         let mut bytes = 0;
         let mut lines: Vec<WireLine> = Vec::new();
+        let mut when = Vec::new();
         for l in r.lines.v.iter().rev() {
             if lines.len() >= HISTORY_LINES || bytes + l.text.len() > HISTORY_BYTES {
                 break;
@@ -1944,8 +2037,15 @@ impl Rooms {
                 shout: l.shout,
                 text: l.text.to_string(),
             });
+            when.push((l.said, l.seq));
         }
         lines.reverse();
+        when.reverse();
+        net.publish(Body::Room(RoomEvent::When {
+            room: key.to_owned(),
+            era: r.cur.era,
+            lines: when,
+        }));
         let ev = RoomEvent::History {
             room: key.to_owned(),
             era: r.cur.era,
@@ -2449,6 +2549,8 @@ fn show_history(net: &mut impl Net, room: &str, lines: &Lines, skip: Option<(Nod
             from: l.name.to_string(),
             text: l.text.to_string(),
             shout: l.shout,
+            said: l.said(),
+            id: l.id(),
         });
     }
 }

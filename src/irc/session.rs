@@ -1195,6 +1195,7 @@ mod tests {
             text: "hi\x1b[2J\r\nQUIT".into(),
             own,
             said: None,
+            id: None,
         };
         s.show(&view, &chat("bob", false), false);
         s.show(&view, &chat("alice", true), true);
@@ -1218,6 +1219,7 @@ mod tests {
             text: "waves\x01".into(),
             own,
             said: None,
+            id: None,
         };
         s.show(&view, &action("bob", "dev", false), false);
         s.show(&view, &action("bob", LOBBY, false), false);
@@ -1257,6 +1259,7 @@ mod tests {
                 text: text.clone(),
                 own: false,
                 said: None,
+                id: None,
             },
             false,
         );
@@ -1480,6 +1483,7 @@ mod tests {
                 text: "unseen".into(),
                 own: false,
                 said: None,
+                id: None,
             },
             false,
         );
@@ -1712,6 +1716,7 @@ mod tests {
                 text: "hi".into(),
                 own: false,
                 said: None,
+                id: None,
             },
             false,
         );

@@ -422,6 +422,12 @@ impl Cache {
             .get(&origin)
             .filter(|k| !k.frames.is_empty())
             .map(|k| (k.frames.len(), k.bytes));
+        self.reorder_to(origin, was, now);
+    }
+
+    /// [`Cache::reorder`], told what `origin` has `now` (`None`: no
+    /// events), which saves looking it up.
+    fn reorder_to(&mut self, origin: NodeId, was: (usize, usize), now: Option<(usize, usize)>) {
         let Some(now) = now else {
             self.by_count.remove(&(was.0, origin));
             self.by_bytes.remove(&(was.1, origin));
@@ -470,6 +476,9 @@ impl Cache {
             Err(i) => k.frames.insert(i, (id.seq, frame)),
         }
         k.bytes += n;
+        // What `id.origin` has now, kept up to date below (no lookup per
+        // event while the cache is not full).
+        let mut mine = (k.frames.len(), k.bytes);
         self.bytes += n;
         self.events += 1;
         // The orders are brought up to date for `id.origin` once, at the
@@ -478,10 +487,6 @@ impl Cache {
         // origin into a full cache adds one of its events and lets go
         // another: nothing moves in the orders.)
         loop {
-            let mine = self
-                .per
-                .get(&id.origin)
-                .map_or((0, 0), |k| (k.frames.len(), k.bytes));
             let victim = if self.events > CACHE_EVENTS {
                 Cache::most(&self.by_count, id.origin, was.0, mine.0)
             } else if self.bytes > CACHE_BYTES {
@@ -494,11 +499,15 @@ impl Cache {
             };
             if o == id.origin {
                 self.pop_oldest(o);
+                mine = self
+                    .per
+                    .get(&o)
+                    .map_or((0, 0), |k| (k.frames.len(), k.bytes));
             } else {
                 self.evict_oldest(o);
             }
         }
-        self.reorder(id.origin, was);
+        self.reorder_to(id.origin, was, (mine.0 > 0).then_some(mine));
     }
 
     /// Lets go of `origin`'s oldest event, leaving the orders as they are;

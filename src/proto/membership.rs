@@ -314,8 +314,10 @@ pub enum Out {
     /// A lost member is forgotten: drop what is held of it, and give
     /// [`Membership::forgotten`] where its events had got to.
     Dropped(NodeId, Option<String>, Option<Ident>),
-    /// A member gets the name it claimed: its holder is gone.
-    Named(NodeId),
+    /// A member gets the name it claimed: its holder is gone, or gave it
+    /// up; with the name it was shown by before, if it had one (then it
+    /// is a rename).
+    Named(NodeId, Option<String>),
     /// A rename settled: member `id` (we, if `own`) asked for `name`;
     /// `won`: no member of a smaller id asked for it at the same moment
     /// (the node still checks the name is free, and its key).
@@ -561,8 +563,8 @@ impl Membership {
         let next = self.claims.ids(&name).find(|&k| !self.is_lost(k));
         if let Some(id) = next {
             let claim = self.set_claim(id, None);
-            self.set_name(id, claim);
-            self.out.push_back(Out::Named(id));
+            let old = self.set_name(id, claim);
+            self.out.push_back(Out::Named(id, old));
         }
     }
 
@@ -582,9 +584,9 @@ impl Membership {
         self.timers.soonest(T::Rename as usize, due);
     }
 
-    /// Whether we have a rename of our own pending.
-    pub fn renaming(&self) -> bool {
-        self.renames.iter().any(|p| p.own)
+    /// The name our own pending rename asks for, if one is pending.
+    pub fn own_rename(&self) -> Option<&str> {
+        self.renames.iter().find(|p| p.own).map(|p| p.name.as_str())
     }
 
     /// Settles the renames that are due, in order ([`Out::Rename`]): one
@@ -634,6 +636,16 @@ impl Membership {
             self.free(old);
         }
         Some(shown)
+    }
+
+    /// Member `id` renamed itself to `name` where we could not hear it (a
+    /// partition), and another member has that name here: `id` claims
+    /// it, under the name it has, and gets it if the holder gives it up
+    /// (see [`Out::Named`]).
+    pub fn claim_rename(&mut self, id: NodeId, name: &str) {
+        if self.members.contains_key(&id) {
+            self.set_claim(id, Some(name.to_owned()));
+        }
     }
 
     /// Two members joined under one name at once: `winner` (the smaller
@@ -1878,7 +1890,7 @@ mod tests {
         assert!(m.joined(NodeId(2_000), None));
         assert!(!m.name(NodeId(2_000), "bob"));
         m.leave(BOB);
-        assert_eq!(outs(&mut m), [Out::Named(CAROL)]);
+        assert_eq!(outs(&mut m), [Out::Named(CAROL, None)]);
         assert_eq!(m.display(CAROL), "bob");
         assert_eq!(m.display(NodeId(2_000)), NodeId(2_000).to_string());
     }

@@ -6,6 +6,9 @@
 //! in [`SEAL_EVERY`], and the last of each burst: the signed event carries
 //! the hashes of the unsigned events since the previous signed one, and the
 //! signature covers them all. One signature per burst, one hash per event.
+//! A run grows past [`SEAL_EVERY`], up to [`SEAL_MOST`], when its signed
+//! event's frame has room for the longer seal: a fast stream costs every
+//! peer half the signatures (they are most of its CPU time per line).
 //!
 //! A receiver takes an origin's events in order and keeps the unsigned
 //! ones back ([`Verifier`]), neither delivered nor relayed, until the
@@ -23,11 +26,18 @@ use super::{EventId, LinkId, NodeId};
 use ed25519_dalek::VerifyingKey;
 use std::collections::{BTreeMap, VecDeque};
 
-/// An origin signs at least one event in this many.
+/// An origin signs at least one event in this many: every event has room
+/// in its frame for a seal over the `SEAL_EVERY - 1` before it.
 pub const SEAL_EVERY: usize = 128;
+/// The longest run one signature covers, when the signed event's frame
+/// has room: a seal counts its hashes in a byte (255), and a receiver
+/// keeps [`UNVERIFIED_MAX`] unsigned events back, so earlier peers take
+/// such runs too.
+pub const SEAL_MOST: usize = 256;
 /// Unsigned events of one origin kept back, at most, waiting for their
 /// signature.
 pub const UNVERIFIED_MAX: usize = 2 * SEAL_EVERY;
+const _: () = assert!(SEAL_MOST - 1 <= UNVERIFIED_MAX && SEAL_MOST - 1 <= u8::MAX as usize);
 
 /// One of our events, published and not sent yet.
 #[derive(Debug)]
@@ -46,7 +56,8 @@ pub struct Sealer {
 }
 
 impl Sealer {
-    /// Adds our event `seq`; returns whether a run is full (seal now).
+    /// Adds our event `seq`; returns whether the longest run is full
+    /// (seal now).
     pub fn push(&mut self, seq: u64, kind: u8, payload: Vec<u8>, hash: EventHash) -> bool {
         self.unsent.push(Unsent {
             seq,
@@ -54,7 +65,7 @@ impl Sealer {
             payload,
             hash,
         });
-        self.unsent.len() >= SEAL_EVERY
+        self.unsent.len() >= SEAL_MOST
     }
 
     pub fn is_empty(&self) -> bool {
@@ -62,11 +73,21 @@ impl Sealer {
     }
 
     /// The frames of everything unsent, in order, the last of each run
-    /// signed by `me`, vouching for the rest of its run.
+    /// signed by `me`, vouching for the rest of its run. A run is as long
+    /// as its signed event's frame has room for, up to [`SEAL_MOST`], and
+    /// never shorter than [`SEAL_EVERY`] (unless nothing more is unsent).
     pub fn seal(&mut self, me: &Identity) -> Vec<(EventId, Frame)> {
         let origin = me.id();
-        let mut frames = Vec::with_capacity(self.unsent.len());
-        for run in std::mem::take(&mut self.unsent).chunks(SEAL_EVERY) {
+        let unsent = std::mem::take(&mut self.unsent);
+        let mut frames = Vec::with_capacity(unsent.len());
+        let mut todo = &unsent[..];
+        while !todo.is_empty() {
+            let mut len = todo.len().min(SEAL_MOST);
+            while len > SEAL_EVERY && !room(&todo[len - 1].payload, len - 1) {
+                len -= 1;
+            }
+            let (run, next) = todo.split_at(len);
+            todo = next;
             let (last, rest) = run.split_last().expect("runs are not empty");
             let covers: Vec<EventHash> = rest.iter().map(|u| u.hash).collect();
             for u in rest {
@@ -85,12 +106,23 @@ fn frame(origin: NodeId, u: &Unsent, seal: Option<&Seal>) -> (EventId, Frame) {
     (EventId { origin, seq: u.seq }, f)
 }
 
-/// The room a seal takes in a frame, at most.
-pub const SEAL_BYTES: usize = 2 + 16 * (SEAL_EVERY - 1) + 64;
+/// The room a seal over `covers` hashes takes in a frame.
+const fn seal_bytes(covers: usize) -> usize {
+    2 + 16 * covers + 64
+}
+
+/// The room a seal takes in a frame, at most, in a run of [`SEAL_EVERY`].
+pub const SEAL_BYTES: usize = seal_bytes(SEAL_EVERY - 1);
+
+/// Whether an event with `payload` fits in a frame with a seal over
+/// `covers` hashes.
+fn room(payload: &[u8], covers: usize) -> bool {
+    1 + 8 + 8 + 1 + seal_bytes(covers) + payload.len() <= wire::MAX_PLAIN
+}
 
 /// Whether an event with `payload` fits in a frame with a seal.
 pub fn fits(payload: &[u8]) -> Result<(), WireError> {
-    if 1 + 8 + 8 + 1 + SEAL_BYTES + payload.len() > wire::MAX_PLAIN {
+    if !room(payload, SEAL_EVERY - 1) {
         return Err(WireError::TooLong("event"));
     }
     Ok(())
@@ -311,7 +343,7 @@ mod tests {
     #[test]
     fn one_signature_per_run_checks_them_all() {
         let me = Identity::from_seed(1);
-        let evs = events(&me, SEAL_EVERY as u64 + 3);
+        let evs = events(&me, SEAL_MOST as u64 + 3);
         let signed = evs.iter().filter(|e| e.2.is_some()).count();
         assert_eq!(signed, 2);
         let mut v = verifier(&me);
@@ -323,7 +355,43 @@ mod tests {
                 t => panic!("{t:?}"),
             }
         }
-        assert_eq!(out, (1..=SEAL_EVERY as u64 + 3).collect::<Vec<_>>());
+        assert_eq!(out, (1..=SEAL_MOST as u64 + 3).collect::<Vec<_>>());
+    }
+
+    /// The seqs of the signed events among `n` with payloads `size(seq)`
+    /// bytes long, sealed together; every frame within bounds.
+    fn signed_seqs(n: u64, size: impl Fn(u64) -> usize) -> Vec<u64> {
+        let me = Identity::from_seed(1);
+        let mut s = Sealer::default();
+        for seq in 1..=n {
+            let payload = vec![b'x'; size(seq)];
+            fits(&payload).unwrap();
+            let hash = crypto::event_hash(me.id(), seq, 3, &payload);
+            s.push(seq, 3, payload, hash);
+        }
+        let frames = s.seal(&me);
+        assert_eq!(frames.len() as u64, n);
+        frames
+            .into_iter()
+            .filter(|(_, f)| {
+                assert!(f.len() - 4 <= wire::MAX_PLAIN);
+                let body = &f[4..];
+                wire::event_signed(body)
+            })
+            .map(|(id, _)| id.seq)
+            .collect()
+    }
+
+    #[test]
+    fn a_run_is_as_long_as_its_signed_frame_has_room_for() {
+        // Small events: one signature per SEAL_MOST.
+        assert_eq!(signed_seqs(600, |_| 10), [256, 512, 600]);
+        // The longest event: runs of SEAL_EVERY, never shorter.
+        let most = wire::MAX_PLAIN - 18 - SEAL_BYTES;
+        assert_eq!(signed_seqs(260, |_| most), [128, 256, 260]);
+        // One long event where a run would end: the run ends before it.
+        let size = |seq| if seq == 256 { most } else { 10 };
+        assert_eq!(signed_seqs(300, size), [255, 300]);
     }
 
     #[test]

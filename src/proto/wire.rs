@@ -94,7 +94,7 @@
 //! 8 CLOCK    time:u64                               the origin's wall clock (ms since
 //!                                                   1970, UTC): when the events after
 //!                                                   it were said, to the second
-//! 10-14      rooms: ROOM, SAY, ENTER, SHOUT, HISTORY (see [`rooms`])
+//! 10-16      rooms: ROOM, SAY, ENTER, SHOUT, HISTORY, SIGNED, WHEN (see [`rooms`])
 //! 20 PRIVATE, 21 RECEIVED    private messages: payloads defined, encoded and
 //!                            decoded by crate::app::dm; here they are Body::Other
 //! 30 OFFER   a file offer, decoded by crate::app::files from Body::Other
@@ -674,6 +674,20 @@ pub fn event_frame(
     seal: Option<&Seal>,
     payload: &[u8],
 ) -> Result<Frame, WireError> {
+    if seal.is_none() {
+        // Most events: the frame made in place, one allocation.
+        let len = 19 + payload.len();
+        if len > MAX_PLAIN {
+            return Err(WireError::TooLong("event"));
+        }
+        let mut head = [0; 23];
+        BigEndian::write_u32(&mut head[..4], len as u32);
+        head[4] = EVENT;
+        BigEndian::write_u64(&mut head[5..13], origin.0);
+        BigEndian::write_u64(&mut head[13..21], seq);
+        head[21] = kind;
+        return Ok(head.iter().chain(payload).copied().collect());
+    }
     let mut out =
         Vec::with_capacity(4 + 18 + payload.len() + seal.map_or(1, |s| 66 + 16 * s.covers.len()));
     out.extend_from_slice(&[0; 4]);

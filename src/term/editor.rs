@@ -1098,11 +1098,19 @@ pub fn is_unsafe(c: char) -> bool {
 /// DEL as `^?`); the other characters [`is_unsafe`] names as
 /// `\u{9b}`-style escapes. Everything else is kept.
 pub fn escape_controls(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    push_escaped(&mut out, s);
+    out
+}
+
+/// [`escape_controls`] of `s`, added to `out` (a line built in a buffer
+/// kept from one line to the next).
+pub fn push_escaped(out: &mut String, s: &str) {
     // Most text has nothing to escape: one copy, not a char at a time.
     if !s.chars().any(is_unsafe) {
-        return s.to_owned();
+        out.push_str(s);
+        return;
     }
-    let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match u32::from(c) {
             u @ 0..=0x1f => {
@@ -1116,7 +1124,6 @@ pub fn escape_controls(s: &str) -> String {
             _ => out.push(c),
         }
     }
-    out
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@
 //! [`escape_controls`] first: a peer can never send escape sequences to our
 //! terminal.
 
-use crate::app::{LOBBY, MemberView, Reach, RoomView, Show};
+use crate::app::{LOBBY, MemberView, MsgId, Reach, RoomView, Show};
 use crate::command;
 use crate::term::editor::{self, escape_controls};
 use crate::term::history;
@@ -171,6 +171,10 @@ pub struct Ui {
     /// us, and the line that says how to join.
     addrs: Vec<IpAddr>,
     port: u16,
+    /// Buffers kept from one line to the next: a line, and the text of
+    /// lines for stdout (no allocation per line shown).
+    line: String,
+    text: String,
 }
 
 impl Ui {
@@ -184,6 +188,8 @@ impl Ui {
             log: None,
             addrs: Vec::new(),
             port: 0,
+            line: String::new(),
+            text: String::new(),
         }
     }
 
@@ -208,25 +214,33 @@ impl Ui {
     }
 
     fn push_plain(&mut self, lines: &[String], now: i64) {
-        let prefix = if self.timestamps {
-            format!("{} ", tty::long_stamp(now))
-        } else {
-            String::new()
+        self.push_lines(lines.iter().map(String::as_str), now);
+    }
+
+    fn push_lines<'a>(&mut self, lines: impl IntoIterator<Item = &'a str>, now: i64) {
+        let Some(o) = &mut self.out else {
+            return;
         };
-        if let Some(o) = &mut self.out {
-            let mut text = String::new();
-            for l in lines {
-                let _ = writeln!(text, "{prefix}{l}");
+        let prefix = self.timestamps.then(|| tty::long_stamp(now));
+        let text = &mut self.text;
+        text.clear();
+        for l in lines {
+            if let Some(p) = &prefix {
+                text.push_str(p);
+                text.push(' ');
             }
-            o.push(&text);
+            text.push_str(l);
+            text.push('\n');
         }
+        o.push(text);
     }
 
     fn push_json(&mut self, kind: &str, fields: &str, now_ms: i64) {
         if let Some(o) = &mut self.out {
-            o.push(&format!(
-                "{{\"type\":\"{kind}\",\"time\":{now_ms}{fields}}}\n"
-            ));
+            let text = &mut self.text;
+            text.clear();
+            let _ = writeln!(text, "{{\"type\":\"{kind}\",\"time\":{now_ms}{fields}}}");
+            o.push(text);
         }
     }
 
@@ -318,7 +332,17 @@ impl Ui {
                     self.stderr(w);
                 }
             }
-            Format::Plain => self.push_plain(&plain(ev), at),
+            Format::Plain => {
+                // A chat line, the most common by far, is built in place.
+                let mut line = std::mem::take(&mut self.line);
+                line.clear();
+                if plain_line(ev, &mut line) {
+                    self.push_lines([line.as_str()], at);
+                } else {
+                    self.push_plain(&plain(ev), at);
+                }
+                self.line = line;
+            }
             Format::Json => {
                 let (kind, fields) = json(ev);
                 self.push_json(kind, &fields, said_ms.unwrap_or(now_ms));
@@ -464,6 +488,7 @@ fn said_at(ev: &Show) -> Option<i64> {
         Show::Chat { said, .. }
         | Show::Action { said, .. }
         | Show::Renamed { said, .. }
+        | Show::History { said, .. }
         | Show::Private { said, .. } => said.and_then(|t| i64::try_from(t).ok()),
         _ => None,
     }
@@ -473,6 +498,43 @@ const NOTICE: &str = "2"; // dim
 const ERROR: &str = "31"; // red
 const OWN: &str = "1"; // bold
 const MENTION: &str = "7"; // reverse video
+
+/// The one plain line of another member's chat line or action, added to
+/// `out` (as [`plain`] makes it); false for any other event.
+fn plain_line(ev: &Show, out: &mut String) -> bool {
+    let (room, from, text, action) = match ev {
+        Show::Chat {
+            own: false,
+            from,
+            text,
+            room,
+            ..
+        } => (room, from, text, false),
+        Show::Action {
+            own: false,
+            from,
+            text,
+            room,
+            ..
+        } => (room, from, text, true),
+        _ => return false,
+    };
+    if room != LOBBY {
+        out.push('[');
+        editor::push_escaped(out, room);
+        out.push_str("] ");
+    }
+    if action {
+        out.push_str("* ");
+        editor::push_escaped(out, from);
+        out.push(' ');
+    } else {
+        editor::push_escaped(out, from);
+        out.push_str(": ");
+    }
+    editor::push_escaped(out, text);
+    true
+}
 
 /// The plain lines of an event (without newlines). A peer does not print
 /// its own messages.
@@ -528,6 +590,7 @@ pub(crate) fn plain(ev: &Show) -> Vec<String> {
             from,
             text,
             shout,
+            ..
         } => vec![format!(
             "[{} history] {}{}: {}",
             escape_controls(room),
@@ -663,6 +726,18 @@ impl std::fmt::Display for Js<'_> {
     }
 }
 
+/// `,"id":"..."`: a message's id, where it has one (see [`MsgId`]).
+struct IdJs<'a>(&'a Option<MsgId>);
+
+impl std::fmt::Display for IdJs<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(id) => write!(f, r#","id":{}"#, Js(&id.to_string())),
+            None => Ok(()),
+        }
+    }
+}
+
 /// `,"members":[...]`: each member's name, address and link.
 fn members_json(v: &[MemberView]) -> String {
     let mut s = String::from(r#","members":["#);
@@ -692,11 +767,13 @@ fn json(ev: &Show) -> (&'static str, String) {
             room,
             text,
             own,
+            id,
             ..
         } => (
             "chat",
             format!(
-                r#","from":{},"room":{},"text":{}{}"#,
+                r#"{},"from":{},"room":{},"text":{}{}"#,
+                IdJs(id),
                 Js(from),
                 Js(room),
                 Js(text),
@@ -708,11 +785,13 @@ fn json(ev: &Show) -> (&'static str, String) {
             room,
             text,
             own,
+            id,
             ..
         } => (
             "action",
             format!(
-                r#","from":{},"room":{},"text":{}{}"#,
+                r#"{},"from":{},"room":{},"text":{}{}"#,
+                IdJs(id),
                 Js(from),
                 Js(room),
                 Js(text),
@@ -743,10 +822,16 @@ fn json(ev: &Show) -> (&'static str, String) {
         ),
         Show::Warning(w) => ("warning", format!(r#","text":{}"#, Js(w))),
         Show::Error(w) => ("error", format!(r#","text":{}"#, Js(w))),
-        Show::Shout { from, text, own } => (
+        Show::Shout {
+            from,
+            text,
+            own,
+            id,
+        } => (
             "shout",
             format!(
-                r#","from":{},"text":{}{}"#,
+                r#"{},"from":{},"text":{}{}"#,
+                IdJs(id),
                 Js(from),
                 Js(text),
                 if *own { r#","own":true"# } else { "" }
@@ -757,10 +842,13 @@ fn json(ev: &Show) -> (&'static str, String) {
             from,
             text,
             shout,
+            id,
+            ..
         } => (
             if *shout { "shout" } else { "chat" },
             format!(
-                r#","from":{},"room":{},"text":{},"history":true"#,
+                r#"{},"from":{},"room":{},"text":{},"history":true"#,
+                IdJs(id),
                 Js(from),
                 Js(room),
                 Js(text)
@@ -814,11 +902,13 @@ fn json(ev: &Show) -> (&'static str, String) {
             to,
             text,
             own,
+            id,
             ..
         } => (
             "private",
             format!(
-                r#","from":{},"to":{},"text":{}{}"#,
+                r#"{},"from":{},"to":{},"text":{}{}"#,
+                IdJs(id),
                 Js(from),
                 Js(to),
                 Js(text),
@@ -913,7 +1003,9 @@ fn tty(s: &mut Screen, me: &str, ev: &Show, at: i64, now: i64) {
         Show::Warning(w) | Show::Error(w) => {
             s.paint(ERROR, &format!("p2pchat: {}", escape_controls(w)))
         }
-        Show::Shout { from, text, own } => {
+        Show::Shout {
+            from, text, own, ..
+        } => {
             let from = escape_controls(from);
             let who = if *own {
                 s.style(OWN, &from)
@@ -928,10 +1020,23 @@ fn tty(s: &mut Screen, me: &str, ev: &Show, at: i64, now: i64) {
             return;
         }
         Show::History {
-            from, text, shout, ..
+            from,
+            text,
+            shout,
+            said,
+            ..
         } => {
             let shouts = if *shout { " shouts" } else { "" };
-            let head = s.style(NOTICE, &format!("~ {}{shouts}: ", escape_controls(from)));
+            // When it was said, where the owner told us.
+            let when = if said.is_some() {
+                format!("{when} ")
+            } else {
+                String::new()
+            };
+            let head = s.style(
+                NOTICE,
+                &format!("{when}~ {}{shouts}: ", escape_controls(from)),
+            );
             let _ = s.print_message(&head, &escape_controls(text), Some(NOTICE));
             return;
         }
@@ -1094,6 +1199,7 @@ fn plain_for_log(ev: &Show) -> Vec<String> {
             from,
             text,
             own: true,
+            ..
         } => vec![format!(
             "! {}: {}",
             escape_controls(from),
@@ -1124,6 +1230,7 @@ mod tests {
             text: "hi \x1b[2J".into(),
             own: false,
             said: None,
+            id: None,
         };
         assert_eq!(plain_of(chat), "alice: hi ^[[2J");
         let action = Show::Action {
@@ -1132,6 +1239,7 @@ mod tests {
             text: "waves".into(),
             own: false,
             said: Some(1),
+            id: None,
         };
         assert_eq!(plain_of(action), "* alice waves");
         let renamed = Show::Renamed {
@@ -1153,6 +1261,46 @@ mod tests {
             reach: Reach::Me,
         }]);
         assert_eq!(plain_of(one), "* 1 member:\n*   al - (you)");
+    }
+
+    #[test]
+    fn chat_lines_built_in_place_are_the_plain_lines() {
+        let mut line = String::new();
+        for room in ["lobby", "dev", "a\x1bb"] {
+            for text in ["hi", "hi \x1b[2J \u{202e}x"] {
+                let chat = Show::Chat {
+                    from: "al\tice".into(),
+                    room: room.into(),
+                    text: text.into(),
+                    own: false,
+                    said: None,
+                    id: None,
+                };
+                let action = Show::Action {
+                    from: "bob".into(),
+                    room: room.into(),
+                    text: text.into(),
+                    own: false,
+                    said: Some(1),
+                    id: None,
+                };
+                for ev in [chat, action] {
+                    line.clear();
+                    assert!(plain_line(&ev, &mut line));
+                    assert_eq!(line, plain_of(ev));
+                }
+            }
+        }
+        let own = Show::Chat {
+            from: "me".into(),
+            room: "lobby".into(),
+            text: "x".into(),
+            own: true,
+            said: None,
+            id: None,
+        };
+        assert!(!plain_line(&own, &mut line));
+        assert!(!plain_line(&Show::MemberJoined("bob".into()), &mut line));
     }
 
     #[test]
@@ -1193,6 +1341,7 @@ mod tests {
             text: "x\\y\n\u{1}".into(),
             own: false,
             said: Some(5),
+            id: None,
         });
         assert_eq!(kind, "chat");
         assert_eq!(
@@ -1231,6 +1380,7 @@ mod tests {
             text: "mine".into(),
             own: true,
             said: None,
+            id: None,
         };
         log.write("lobby", &plain_for_log(&own), 0).unwrap();
         log.write("lobby", &["* bob joined".into()], 0).unwrap();

@@ -1,5 +1,5 @@
-//! Room events on the wire: event types 10 to 15, their payloads, encode
-//! and decode (types 16 to 19 are kept for rooms to come).
+//! Room events on the wire: event types 10 to 16, their payloads, encode
+//! and decode (types 17 to 19 are kept for rooms to come).
 //!
 //! Every room event is an ordinary event (origin, seq, type, payload),
 //! flooded to everyone and delivered once, in order per origin; what they
@@ -52,6 +52,15 @@
 //!        room from, as that owner signed it: so that anyone can check that
 //!        the owner it replaces really set the room so, even one that never
 //!        saw that state (it came later, or its owner was lost first).
+//! 16 WHEN    room:str, era:u32, count:u8 × (said:u64, seq:u64)
+//!        Sent by an owner just before each HISTORY, one entry per line
+//!        of it, in order: when the line was said (ms since 1970, by its
+//!        sender's clock; 0: not known) and its event's number in its
+//!        origin's order (0: not known), which with the origin names the
+//!        line on every peer. A HISTORY cannot carry them itself: peers
+//!        built before WHEN refuse trailing bytes after a payload, and
+//!        take WHEN as an event of a newer version (relayed, shown as
+//!        nothing).
 //! ```
 //!
 //! Counts are bounded on decoding ([`MAX_GAVE`], [`MAX_KICKED`],
@@ -72,8 +81,9 @@ pub const ENTER: u8 = 12;
 pub const SHOUT: u8 = 13;
 pub const HISTORY: u8 = 14;
 pub const SIGNED: u8 = 15;
+pub const WHEN: u8 = 16;
 pub const FIRST: u8 = 10;
-pub const LAST: u8 = 15;
+pub const LAST: u8 = 16;
 
 /// Members one owner may hand a room to within one epoch (the next after
 /// one dies mid-handover, and so on).
@@ -210,6 +220,12 @@ pub enum RoomEvent {
         lines: Vec<Line>,
     },
     Signed(Box<Signed>),
+    /// For the HISTORY that follows: each line's (said, seq), 0 unknown.
+    When {
+        room: String,
+        era: u32,
+        lines: Vec<(u64, u64)>,
+    },
 }
 
 /// A room state signed by its owner (SIGNED).
@@ -260,6 +276,7 @@ impl RoomEvent {
             RoomEvent::Shout { .. } => SHOUT,
             RoomEvent::History { .. } => HISTORY,
             RoomEvent::Signed(_) => SIGNED,
+            RoomEvent::When { .. } => WHEN,
         }
     }
 
@@ -284,6 +301,8 @@ impl RoomEvent {
             RoomEvent::Enter { .. } => Ok(()),
             RoomEvent::Shout { text, .. } if text.len() > MAX_TEXT => Err("text length"),
             RoomEvent::Shout { .. } => Ok(()),
+            RoomEvent::When { room, .. } if !valid_room(room) => Err("room name"),
+            RoomEvent::When { .. } => Ok(()),
             RoomEvent::History { room, lines, .. } => {
                 let bytes: usize = lines.iter().map(|l| l.text.len()).sum();
                 if !valid_room(room) {
@@ -338,6 +357,18 @@ impl RoomEvent {
                     put_str(out, &l.text)?;
                 }
             }
+            RoomEvent::When { room, era, lines } => {
+                if lines.len() > HISTORY_LINES {
+                    return Err(WireError::TooLong("history"));
+                }
+                put_str(out, room)?;
+                put_u32(out, *era);
+                out.push(lines.len() as u8);
+                for &(said, seq) in lines {
+                    put_u64(out, said);
+                    put_u64(out, seq);
+                }
+            }
         }
         Ok(())
     }
@@ -387,6 +418,19 @@ impl RoomEvent {
                     });
                 }
                 RoomEvent::History { room, era, lines }
+            }
+            WHEN => {
+                let room = str_(r)?;
+                let era = u32_(r)?;
+                let n = u8_(r)? as usize;
+                if n > HISTORY_LINES {
+                    return Err(WireError::Invalid("history count"));
+                }
+                let mut lines = Vec::with_capacity(n);
+                for _ in 0..n {
+                    lines.push((u64_(r)?, u64_(r)?));
+                }
+                RoomEvent::When { room, era, lines }
             }
             _ => return Err(WireError::Invalid("room event type")),
         })
@@ -591,6 +635,11 @@ mod tests {
                         text: String::new(),
                     },
                 ],
+            },
+            RoomEvent::When {
+                room: "dev".into(),
+                era: 2,
+                lines: vec![(1_764_560_750_123, 7), (0, 0)],
             },
         ]
     }
