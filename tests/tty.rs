@@ -1273,6 +1273,8 @@ fn piped_stdout_keeps_the_line_editor() {
     c.pane.keys(&["Enter"]);
     c.bob.expect_line("alice: hello world");
     c.pane.type_text("half");
+    // The half line is on the screen before bob's line comes.
+    c.pane.expect_input("half", PW + 4);
     c.bob.send("incoming");
     let s = c
         .pane
