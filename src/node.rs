@@ -2775,8 +2775,14 @@ impl Node {
             },
         }];
         // Only members we have reason to believe in: ones we were told of
-        // and never heard from are not passed on.
+        // and never heard from are not passed on, nor ones suspected now
+        // (the SUSPECT went out before the newcomer came: it would keep a
+        // crashed member present for good; one that refutes is passed on
+        // by the next MEMBERS the newcomer gets, on each link it opens).
         for (id, m) in self.membership.present() {
+            if m.suspected() {
+                continue;
+            }
             if let (Some(name), Some(ident)) = (&m.name, m.ident) {
                 all.push(Entry {
                     id,

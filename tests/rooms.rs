@@ -664,6 +664,281 @@ fn an_election_over_an_owner_nobody_saw_is_refused() {
     }
 }
 
+/// Joins a raw member `name` (identity `me`) through `via`, and reads
+/// until `owner` announces room `room` to it: that state, to forge from.
+fn raw_member(
+    via: u16,
+    me: &p2pchat::proto::crypto::Identity,
+    name: &str,
+) -> (util::raw::Raw, Vec<p2pchat::proto::wire::Entry>) {
+    use p2pchat::proto::wire::Msg;
+    use util::frames;
+    let mut r = util::raw::Raw::connect(via);
+    let (_, members) = r.hello(me, name, true);
+    let Msg::Event(join) = frames::join(me, name, 9) else {
+        unreachable!()
+    };
+    r.send(&Msg::Event(join));
+    (r, members)
+}
+
+/// Reads what `r` gets until a state of `room` from `owner` comes.
+fn state_from(
+    r: &mut util::raw::Raw,
+    owner: p2pchat::node::NodeId,
+    room: &str,
+) -> p2pchat::proto::wire::rooms::RoomState {
+    use p2pchat::proto::wire::rooms::RoomEvent;
+    use p2pchat::proto::wire::{Body, Msg};
+    use util::raw::Got;
+    loop {
+        match r.recv(DEADLINE) {
+            Got::Msg(Msg::Event(ev)) if ev.origin == owner => {
+                if let Body::Room(RoomEvent::State(st)) = ev.body
+                    && st.name == room
+                {
+                    return *st;
+                }
+            }
+            Got::Msg(_) => {}
+            Got::Closed => panic!("no state of {room}: closed"),
+            Got::Timeout => panic!("no state of {room}"),
+        }
+    }
+}
+
+/// A member cannot take a room over an owner that was replaced since:
+/// alice crashes and bob or carol is elected in her place; then mallory
+/// (a member, signing as herself) claims dev over alice too, at the next
+/// epoch after the new owner's, bob kicked. Nobody takes it.
+#[test]
+fn a_late_claim_over_an_owner_replaced_since_is_refused() {
+    use p2pchat::proto::wire::rooms::{Op, RoomEvent, RoomState};
+    use p2pchat::proto::wire::{Body, Msg};
+    use util::frames::{self, who};
+
+    let mut p = network(&["alice", "bob", "carol"], Via::Previous);
+    let mut carol = p.pop().unwrap();
+    let mut bob = p.pop().unwrap();
+    let mut alice = p.pop().unwrap();
+    alice.send(":create dev");
+    alice.expect_line("* you are in dev");
+    for q in [&mut bob, &mut carol] {
+        knows_room(q, "dev", "alice");
+        q.send(":join dev");
+        q.expect_line("* you are in dev");
+    }
+    let me = who(40);
+    let (mut r, members) = raw_member(carol.port(), &me, "mallory");
+    let alice_id = members.iter().find(|e| e.name == "alice").unwrap().id;
+    carol.expect_line("* mallory joined");
+    let state = state_from(&mut r, alice_id, "dev");
+
+    alice.signal(libc::SIGKILL);
+    alice.wait_exit(DEADLINE);
+    bob.expect_line("* alice left (connection lost)");
+    carol.expect_line("* alice left (connection lost)");
+    let owner = new_owner(&mut bob, &mut carol, "dev", &["bob", "carol"]);
+    r.send(&Msg::Ping);
+    // Over alice, as if the owner elected in her place were not there.
+    let late = RoomState {
+        epoch: state.epoch + 2,
+        from: alice_id,
+        op: Op::Elected,
+        elected: true,
+        kicked: vec!["bob".into()],
+        roster: vec![],
+        ..state
+    };
+    let done = Body::Room(RoomEvent::Shout {
+        n: 1,
+        text: "done".into(),
+    });
+    let bodies = vec![Body::Room(RoomEvent::State(Box::new(late))), done];
+    for m in frames::sealed(&me, 2, bodies) {
+        r.send(&m);
+    }
+    for q in [&mut bob, &mut carol] {
+        q.expect_line("! mallory: done");
+    }
+    bob.send("still here");
+    carol.expect_line("[dev] bob: still here");
+    for q in [&mut bob, &mut carol] {
+        knows_room(q, "dev", &owner);
+        q.assert_no_out("mallory's claim", &|l| {
+            l.contains("owned by mallory") || l.contains("kicked bob")
+        });
+    }
+}
+
+/// A former owner cannot hand its room over again: mallory (signing as
+/// herself) makes ops and gives it to bob, who takes it over; then she
+/// says she gave it to trent too (an id larger than bob's), and trent
+/// claims it as given, over the same state as bob. Nobody takes it.
+#[test]
+fn a_former_owner_cannot_hand_its_room_over_again() {
+    use p2pchat::proto::crypto::{Identity, node_id};
+    use p2pchat::proto::wire::Body;
+    use p2pchat::proto::wire::rooms::{Op, RoomEvent, RoomState};
+    use util::frames::{self, who};
+
+    let mut p = network(&["bob", "carol"], Via::Previous);
+    let mut carol = p.pop().unwrap();
+    let mut bob = p.pop().unwrap();
+    let mallory = who(40);
+    let (mut m, members) = raw_member(carol.port(), &mallory, "mallory");
+    let bob_id = members.iter().find(|e| e.name == "bob").unwrap().id;
+    carol.expect_line("* mallory joined");
+    bob.expect_line("* mallory joined");
+    // trent: a key of hers whose id is larger than bob's, surely.
+    let seed = [7; 32];
+    let key = Identity::new(seed, 0).public();
+    let nonce = (0..).find(|&n| node_id(&key, n).0 >> 48 == 0xffff).unwrap();
+    let trent = Identity::new(seed, nonce);
+    let (mut t, _) = raw_member(carol.port(), &trent, "trent");
+    carol.expect_line("* trent joined");
+    bob.expect_line("* trent joined");
+
+    let made = RoomState {
+        name: "ops".into(),
+        era: ((mallory.id().0 >> 40) as u32) << 8 | 1,
+        epoch: 1,
+        from: p2pchat::node::NodeId(0),
+        lord: mallory.public(),
+        op: Op::Create,
+        arg: String::new(),
+        deleted: false,
+        complete: true,
+        elected: false,
+        void: false,
+        gave: vec![],
+        kicked: vec![],
+        roster: vec![],
+    };
+    let state = |st: &RoomState| Body::Room(RoomEvent::State(Box::new(st.clone())));
+    let shout = |text: &str| {
+        Body::Room(RoomEvent::Shout {
+            n: 1,
+            text: text.into(),
+        })
+    };
+    for f in frames::sealed(&mallory, 2, vec![state(&made)]) {
+        m.send(&f);
+    }
+    for q in [&mut bob, &mut carol] {
+        knows_room(q, "ops", "mallory");
+        q.send(":join ops");
+        q.expect_line("* you are in ops");
+    }
+    let gave = RoomState {
+        op: Op::Give,
+        arg: "bob".into(),
+        gave: vec![bob_id],
+        ..made.clone()
+    };
+    for f in frames::sealed(&mallory, 3, vec![state(&gave)]) {
+        m.send(&f);
+    }
+    for q in [&mut bob, &mut carol] {
+        q.expect_line("* room ops now owned by bob");
+    }
+    // She gives it again, once bob has it; trent takes it.
+    let again = RoomState {
+        op: Op::Give,
+        arg: "trent".into(),
+        gave: vec![bob_id, trent.id()],
+        ..made.clone()
+    };
+    for f in frames::sealed(&mallory, 4, vec![state(&again), shout("gave")]) {
+        m.send(&f);
+    }
+    for q in [&mut bob, &mut carol] {
+        q.expect_line("! mallory: gave");
+    }
+    let claim = RoomState {
+        epoch: 2,
+        from: mallory.id(),
+        lord: trent.public(),
+        op: Op::Given,
+        kicked: vec!["bob".into()],
+        ..made
+    };
+    for f in frames::sealed(&trent, 2, vec![state(&claim), shout("done")]) {
+        t.send(&f);
+    }
+    for q in [&mut bob, &mut carol] {
+        q.expect_line("! trent: done");
+    }
+    bob.send("still here");
+    carol.expect_line("[ops] bob: still here");
+    for q in [&mut bob, &mut carol] {
+        knows_room(q, "ops", "bob");
+        q.assert_no_out("trent's claim", &|l| {
+            l.contains("owned by trent") || l.contains("kicked bob")
+        });
+    }
+}
+
+/// Someone new takes a room on its creation only: as erin joins,
+/// mallory (a member, signing as herself) tells her first that she owns
+/// dev, elected over alice (who is here), bob kicked. erin lists dev as
+/// alice's, as everyone does.
+#[test]
+fn a_newcomer_is_not_fed_a_made_up_owner() {
+    use p2pchat::proto::wire::rooms::{Op, RoomEvent, RoomState};
+    use p2pchat::proto::wire::{Body, Msg};
+    use std::process::Stdio;
+    use util::frames::{self, who};
+
+    let mut p = network(&["alice", "bob", "carol"], Via::Previous);
+    let mut carol = p.pop().unwrap();
+    let mut bob = p.pop().unwrap();
+    let mut alice = p.pop().unwrap();
+    alice.send(":create dev");
+    alice.expect_line("* you are in dev");
+    knows_room(&mut bob, "dev", "alice");
+    bob.send(":join dev");
+    bob.expect_line("* you are in dev");
+    let me = who(40);
+    let (mut r, members) = raw_member(carol.port(), &me, "mallory");
+    let alice_id = members.iter().find(|e| e.name == "alice").unwrap().id;
+    carol.expect_line("* mallory joined");
+    let state = state_from(&mut r, alice_id, "dev");
+    let claim = RoomState {
+        epoch: state.epoch + 1,
+        from: alice_id,
+        lord: state.lord,
+        op: Op::Elected,
+        elected: true,
+        kicked: vec!["bob".into()],
+        roster: vec![],
+        ..state
+    };
+    let mut erin = Peer::launch("erin", &[], Some(carol.port()), Stdio::piped());
+    erin.expect_joined(carol.port(), 5);
+    // At once: before alice tells erin of dev.
+    let bodies = vec![Body::Room(RoomEvent::State(Box::new(claim)))];
+    for m in frames::sealed(&me, 2, bodies) {
+        r.send(&m);
+    }
+    r.send(&Msg::Ping);
+    knows_room(&mut erin, "dev", "alice");
+    bob.send("still here");
+    alice.expect_line("[dev] bob: still here");
+    for q in [&mut alice, &mut bob, &mut carol, &mut erin] {
+        q.assert_no_out("mallory's claim", &|l| {
+            l.contains("owned by mallory") || l.contains("kicked bob")
+        });
+    }
+    drain(&mut erin);
+    erin.send(":rooms");
+    let rows = erin.expect_block("* 2 rooms:", 2);
+    assert!(
+        rows.iter().any(|l| l.starts_with("*   dev alice ")),
+        "{rows:?}"
+    );
+}
+
 /// `:me` in a room: shown by that room's members only (`[dev] * bob
 /// waves`; JSON: an `action` with the room), not by the lobby, and a
 /// lobby action not by the room.

@@ -3504,3 +3504,98 @@ fn renames_to_one_name_across_a_partition_agree_after_the_heal() {
         });
     }
 }
+
+/// A newcomer that joins while a crashed member is only suspected (the
+/// SUSPECT went out before it came) loses that member like everyone
+/// else: it is not welcomed with it as present, so it never lists it.
+#[test]
+fn a_newcomer_during_a_suspicion_does_not_keep_the_crashed_member() {
+    for seed in seeds(&[81, 82, 83, 84, 85, 86]) {
+        with_seed(seed, |seed| {
+            let n = 8;
+            let cfg = Config::default();
+            let mut sim = Sim::new(seed, 10);
+            grow(&mut sim, n, &cfg);
+            let victim = n - 1;
+            let vid = sim.nodes[victim].core.id();
+            sim.kill(victim);
+            let end = sim.now + 30_000;
+            let suspects = |sim: &Sim, i: usize| {
+                sim.nodes[i]
+                    .core
+                    .describe(vid)
+                    .starts_with("member Suspected")
+            };
+            // Through a member that suspects it, while it does.
+            let through = loop {
+                if let Some(i) = (0..victim).find(|&i| suspects(&sim, i)) {
+                    break i;
+                }
+                assert!(sim.now < end, "nobody suspected the crashed member");
+                let t = sim.now + 1;
+                sim.run_until(t);
+            };
+            let new = sim.add(&name(n), cfg.clone());
+            sim.join(new, through);
+            let t = sim.now + 30_000;
+            sim.run_until(t);
+            assert!(sim.nodes[new].core.is_member(), "the newcomer never joined");
+            let d = sim.nodes[new].core.describe(vid);
+            assert!(
+                !d.starts_with("member"),
+                "the newcomer keeps the crashed member: {d}"
+            );
+            for i in 0..victim {
+                let d = sim.nodes[i].core.describe(vid);
+                assert!(!d.starts_with("member"), "node {i}: {d}");
+            }
+        });
+    }
+}
+
+/// The other side of the rule above: a member suspected while a newcomer
+/// joins, and then alive after all (cut off for less than the time to
+/// refute), is learned by the newcomer all the same, and what it says
+/// reaches the newcomer once and in order.
+#[test]
+fn a_newcomer_during_a_false_suspicion_learns_the_member_when_it_refutes() {
+    for seed in seeds(&[91, 92, 93, 94]) {
+        with_seed(seed, |seed| {
+            let n = 30;
+            let cfg = Config::default();
+            let mut sim = Sim::new(seed, 10);
+            grow(&mut sim, n, &cfg);
+            let x = n - 1;
+            let xid = sim.nodes[x].core.id();
+            sim.partition(&BTreeSet::from([x]));
+            let end = sim.now + 30_000;
+            let suspects = |sim: &Sim, i: usize| {
+                sim.nodes[i]
+                    .core
+                    .describe(xid)
+                    .starts_with("member Suspected")
+            };
+            let through = loop {
+                if let Some(i) = (0..x).find(|&i| suspects(&sim, i)) {
+                    break i;
+                }
+                assert!(sim.now < end, "nobody suspected the member cut off");
+                let t = sim.now + 1;
+                sim.run_until(t);
+            };
+            let new = sim.add(&name(n), cfg.clone());
+            sim.join(new, through);
+            let t = sim.now + 300;
+            sim.run_until(t);
+            sim.cut.clear();
+            let t = sim.now + 20_000;
+            sim.run_until(t);
+            sim.say(x, "still here");
+            sim.say(0, "and me");
+            let t = sim.now + 20_000;
+            sim.run_until(t);
+            assert!(sim.nodes[new].core.is_member(), "the newcomer never joined");
+            check_delivery(&sim, new, &[x, 0]);
+        });
+    }
+}

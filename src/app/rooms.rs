@@ -17,11 +17,19 @@
 //! - An era's state (owner, kick list, deleted) is the ROOM event with the
 //!   greatest (epoch, origin) among those *valid* that stand, and within
 //!   one key the latest. Every ROOM event carries the whole state. A state
-//!   of epoch 1 is a creation; a later one names the owner it took over
-//!   from, and is valid if we hold that owner's last state before it (a
-//!   claim over an owner whose state we do not hold waits: one made up
-//!   is never valid) and that state gave it the room (GIVE), or that
-//!   owner is gone from the receiver's view (an election). A claim
+//!   of epoch 1 is a creation, valid only from the creator of its era (its
+//!   top bits are the creator's id). The epoch counts the changes of
+//!   owner: a claim is at the epoch just above the state it takes over,
+//!   which it names by that epoch and `from`, its owner. It is valid if
+//!   we hold that state (a claim over a state we do not hold waits: one
+//!   made up is never valid) and that state gave it the room (GIVE), or
+//!   that owner is gone from the receiver's view (an election). Two
+//!   claims over one state: the larger id's is the room (bully). A claim
+//!   over a state older than the room's is refused (the room was taken
+//!   over since: a late claim). Once a claim over an owner's state
+//!   stands, a change of that state's gave list (or a withdrawal, but of
+//!   an election) is a former owner's: it waits while the claim stands. A
+//!   claim
 //!   carries, just before it, the state it stands on as its owner signed
 //!   it (SIGNED, `wire::rooms`): a peer that never had that state (it came
 //!   later, or declared the owner lost first) takes it from the claimer,
@@ -63,9 +71,14 @@
 //! the peer of the network with the largest id (or the next...).
 //!
 //! Someone new learns the rooms from their owners, who announce them when
-//! a member comes, and the states theirs stand on from those states'
-//! owners. It waits [`CREATE_SETTLE`] before creating a room (the name may
-//! be taken by a room it has not heard of yet).
+//! a member comes, with the proofs (SIGNED) of the states theirs stand on,
+//! oldest first; the owners of those states still present announce them
+//! too. It founds a room on its creation only, and judges every state
+//! after it as anyone does (those that come first wait, within
+//! [`PENDING`] a room and [`MAX_ROOMS`] rooms): a made-up or old state
+//! heard first does not pass for the room. It waits [`CREATE_SETTLE`]
+//! before creating a room (the name may be taken by a room it has not
+//! heard of yet).
 //!
 //! History: every peer keeps the last [`HISTORY_LINES`] lines of every room
 //! (and of the lobby), as delivered; one who came into the network after a
@@ -87,14 +100,19 @@
 //! rare for honest peers). Events of a member declared lost are held until
 //! it is back: what a crashed owner said just before it was lost, if some
 //! peer declared it lost first (a partition and a crash together), that
-//! peer never takes (unless a claim over that state carries it). A member
-//! can still claim a room over an owner that really held it and is gone,
-//! though others hold it since (a fork of an older state: validity cannot
-//! tell it from two elections at once), and a former owner can change the
-//! state it had (its gave list) after handing the room over. A peer that
-//! learns a room late takes the first state it hears unjudged, so a made-up
-//! owner's signed creation fools it where it knew no other; a claim of an
-//! older version carries no proof, and waits where its base is missing.
+//! peer never takes (unless a claim over that state carries it). Two
+//! claims over one state are told apart by id alone, so a member with a
+//! larger id than the one elected can still claim over the same owner
+//! until the room changes owner again (as it would have won the election).
+//! A former owner's change of its gave list that reaches a peer before
+//! the claim that replaced it is taken there: with a member it named
+//! claiming at once, peers may disagree while that former owner stays.
+//! A newcomer needs the proofs of a room's whole line of owners: it does
+//! not learn a room whose owner changed [`SIGS`] times since its creation.
+//! A creator's era is bound to the top 24 bits of its id only: one who
+//! finds a key whose id has them could still make up a creation a
+//! newcomer would take beside the real one. A claim of an older version
+//! carries no proof, and waits where its base is missing.
 
 use super::{LOBBY, MemberView, MsgId, Net, RoomView, Show};
 use crate::proto::crypto;
@@ -497,6 +515,10 @@ pub struct Rooms {
     reentered: Option<Millis>,
     /// Where members are by rosters is forgotten then (see [`At::own`]).
     hints_until: Option<Millis>,
+    /// States of rooms new to us that wait for the room's creation (a
+    /// room is founded on nothing else), with their origins: at most
+    /// [`PENDING`] a name, and [`MAX_ROOMS`] names.
+    unfounded: BTreeMap<String, Vec<(NodeId, RoomState)>>,
 }
 
 /// A room's key: its name in lower case.
@@ -1318,9 +1340,9 @@ impl Rooms {
             .get(&key)
             .and_then(|r| r.eras.get(&era))
             .is_some_and(|k| k.contains_key(&(epoch, owner)));
-        // A proof, for a room we know (one new to us is taken from the
-        // claim itself, as any state first heard of a room is).
-        if x != owner && !held && self.rooms.contains_key(&key) {
+        // A proof: taken as its owner's state (a room new to us is
+        // founded on its creation's).
+        if x != owner && !held {
             // A creation we never saw, in an era we know made by another,
             // is no room's: nobody made it.
             let made = self.rooms.get(&key).and_then(|r| r.eras.get(&era));
@@ -1552,6 +1574,15 @@ impl Rooms {
             return;
         }
         if !self.rooms.contains_key(&key) {
+            // A room new to us is founded on its creation, nothing else:
+            // any later state waits for those it stands on, down to it
+            // (its owner sends their proofs), so that a made-up or old
+            // state heard first does not pass for the room.
+            match valid(net, &Known::new(), x, &st) {
+                Verdict::Take => {}
+                Verdict::Wait => return self.hold(key, x, st),
+                Verdict::Stale => return,
+            }
             if self.rooms.len() >= MAX_ROOMS && !self.evict(net) {
                 if !self.told_full {
                     self.told_full = true;
@@ -1561,15 +1592,33 @@ impl Rooms {
                 return;
             }
             self.hints(net, &key, &st, true, now);
-            self.rooms.insert(key.clone(), Room::new(x, &st));
+            let mut room = Room::new(x, &st);
+            room.pending = self.unfounded.remove(&key).unwrap_or_default();
+            self.rooms.insert(key.clone(), room);
             self.changed(net, &key, None, x, &st, now);
+            self.retry(net, &key, now);
+            self.withdraw(net, &key, now);
             self.reclaim(net, &key, now);
             return;
         }
-        self.judge_and_take(net, &key, x, st, now);
+        let ahead = self.rooms[&key].pending.len();
+        self.judge_and_take(net, &key, x, st, now, ahead);
         self.retry(net, &key, now);
         self.withdraw(net, &key, now);
         self.reclaim(net, &key, now);
+    }
+
+    /// Keeps a state of room `key`, not founded yet (see
+    /// [`Rooms::unfounded`]).
+    fn hold(&mut self, key: String, x: NodeId, st: RoomState) {
+        if !self.unfounded.contains_key(&key) && self.unfounded.len() >= MAX_ROOMS {
+            return;
+        }
+        let v = self.unfounded.entry(key).or_default();
+        v.push((x, st));
+        if v.len() > PENDING {
+            v.remove(0);
+        }
     }
 
     /// Takes room `key` back if it is ours by key (its lord) but another
@@ -1632,8 +1681,9 @@ impl Rooms {
         x: NodeId,
         st: RoomState,
         now: Millis,
+        ahead: usize,
     ) -> bool {
-        let verdict = self.judge(net, key, x, &st);
+        let verdict = self.judge(net, key, x, &st, ahead);
         let r = self.rooms.get_mut(key).expect("room");
         match verdict {
             Verdict::Stale => false,
@@ -1697,13 +1747,13 @@ impl Rooms {
             let mut moved = false;
             let mut i = 0;
             while let Some((x, st)) = self.rooms.get(key).and_then(|r| r.pending.get(i)).cloned() {
-                let verdict = self.judge(net, key, x, &st);
+                let verdict = self.judge(net, key, x, &st, i);
                 if verdict == Verdict::Wait {
                     i += 1;
                     continue;
                 }
                 self.rooms.get_mut(key).expect("room").pending.remove(i);
-                moved |= self.judge_and_take(net, key, x, st, now);
+                moved |= self.judge_and_take(net, key, x, st, now, i);
                 // From the first again: states of one key go in order.
                 i = 0;
             }
@@ -1713,9 +1763,15 @@ impl Rooms {
         }
     }
 
-    /// Judges a state of room `key` against what we know of its era.
-    fn judge(&self, net: &impl Net, key: &str, x: NodeId, st: &RoomState) -> Verdict {
+    /// Judges a state of room `key` against what we know of its era;
+    /// `ahead`: how many of the room's waiting states came before it.
+    fn judge(&self, net: &impl Net, key: &str, x: NodeId, st: &RoomState, ahead: usize) -> Verdict {
         let r = &self.rooms[key];
+        // One state of an owner waits behind an earlier one of the same key.
+        let same = |(o, p): &(NodeId, RoomState)| *o == x && p.era == st.era && p.epoch == st.epoch;
+        if r.pending.iter().take(ahead).any(same) {
+            return Verdict::Wait;
+        }
         match r.eras.get(&st.era) {
             Some(known) => valid(net, known, x, st),
             // An era older than all we keep: let go.
@@ -1899,27 +1955,15 @@ impl Rooms {
         }
     }
 
-    /// Claims room `key` for us, over its owner's state: an epoch above
-    /// any we know of (so never a key used before).
+    /// Claims room `key` for us, over the state that is the room: at the
+    /// epoch above it, which names it (with `from`, its owner).
     fn claim(&mut self, net: &mut impl Net, key: &str, op: Op, now: Millis) {
         let r = &self.rooms[key];
         let era = r.cur.era;
-        let seen = r
-            .pending
-            .iter()
-            .filter(|(_, p)| p.era == era)
-            .map(|(_, p)| p.epoch);
-        let top = r
-            .known()
-            .keys()
-            .map(|&(e, _)| e)
-            .chain(seen)
-            .max()
-            .unwrap_or(0);
         let st = RoomState {
             name: r.name.clone(),
             era,
-            epoch: top + 1,
+            epoch: r.cur.epoch + 1,
             from: r.cur.owner,
             // Elected, we stand in for the lord; given or taken back, the
             // room is ours.
@@ -2268,6 +2312,13 @@ impl Rooms {
                     .filter(|c| c.owner == me && !r.cur.deleted)
                     .map(|c| c.state(&r.name))
                     .collect();
+                // Someone new founds the room on its creation and judges
+                // each state after it: the proofs of them all, oldest first.
+                if r.cur.owner == me && !r.cur.deleted {
+                    for s in chain_proofs(r).into_iter().filter(|s| s.owner != me) {
+                        net.publish(Body::Room(RoomEvent::Signed(Box::new((*s).clone()))));
+                    }
+                }
                 for mut st in mine.into_iter().rev() {
                     if st.epoch > 1 {
                         st.op = Op::Announce;
@@ -2318,14 +2369,31 @@ fn valid(
     x: NodeId,
     st: &RoomState,
 ) -> Verdict {
-    if known.contains_key(&(st.epoch, x)) {
-        // Its owner's later change.
-        return Verdict::Take;
+    if let Some(old) = known.get(&(st.epoch, x)) {
+        // Its owner's later change, unless the room was taken over from
+        // it since (a claim over it stands): then a change of whom it
+        // handed the room to is a former owner's, and waits while that
+        // claim stands (withdrawn, it is the owner's again).
+        let gave = old.gave != st.gave || (st.void && !old.void && !old.elected);
+        if gave && superseded(known, x, st.epoch) {
+            return Verdict::Wait;
+        }
+        // A claim of ours withdrawn, made again (the owner is gone after
+        // all): judged as a claim.
+        if !(old.void && !st.void && is_claim(st.op)) {
+            return Verdict::Take;
+        }
     }
     if st.epoch == 1 {
         // Two creators at once: both valid, the larger id wins. (An
         // announce of a creation is one too.) A room is its creator's key's.
         if net.key_of(x).is_some_and(|k| k != st.lord) {
+            return Verdict::Stale;
+        }
+        // An era is its creator's: numbered from the top bits of its id
+        // (see `Rooms::new_era`), so a made-up creator cannot make the
+        // room's era.
+        if st.era >> 8 != (x.0 >> 40) as u32 {
             return Verdict::Stale;
         }
         return if matches!(st.op, Op::Create | Op::Announce | Op::Other(_)) {
@@ -2345,10 +2413,16 @@ fn valid(
         // Given, or taken back: the room is the claimer's key's.
         return Verdict::Stale;
     }
-    // It stands on the state of `from` before it: one we hold (delivered,
+    // A claim over an older state than the room's: the room was taken
+    // over since, and it never is the room (a late claim).
+    if top_of(known).is_some_and(|t| t.epoch > st.epoch) {
+        return Verdict::Stale;
+    }
+    // It stands on the state of `from` just before it (it names that
+    // state: `from`, at the epoch below its own): one we hold (delivered,
     // so verified as `from`'s), or it waits for it. An owner nobody saw
     // set the room (one made up) gives nothing.
-    let Some(base) = base else {
+    let Some(base) = base.filter(|b| b.epoch + 1 == st.epoch) else {
         return Verdict::Wait;
     };
     let given = base.gave.contains(&x);
@@ -2365,7 +2439,10 @@ fn valid(
 /// within [`KNOWN`] (the smallest keys go first).
 fn take(known: &mut BTreeMap<(u32, NodeId), Rec>, x: NodeId, st: &RoomState) {
     let mut rec = Rec::of(x, st);
-    if let Some(old) = known.get(&(st.epoch, x)) {
+    if let Some(old) = known.get(&(st.epoch, x))
+        // (A claim withdrawn and made again is judged, and taken, anew.)
+        && !(old.void && !st.void && is_claim(st.op))
+    {
         rec.void |= old.void;
         rec.elected |= old.elected;
         // Only a claim makes a lord.
@@ -2375,6 +2452,35 @@ fn take(known: &mut BTreeMap<(u32, NodeId), Rec>, x: NodeId, st: &RoomState) {
     while known.len() > KNOWN {
         known.pop_first();
     }
+}
+
+/// The owners' signatures of the states room `r`'s stands on, oldest
+/// first, as far as we keep them (its own not among them).
+fn chain_proofs(r: &Room) -> Vec<Rc<Signed>> {
+    let mut v = Vec::new();
+    let (mut epoch, mut from) = (r.cur.epoch, r.cur.from);
+    while epoch > 1 && v.len() < SIGS {
+        let Some(s) = r.sigs.get(&(r.cur.era, epoch - 1, from)) else {
+            break;
+        };
+        v.push(s.clone());
+        (epoch, from) = (epoch - 1, s.state.from);
+    }
+    v.reverse();
+    v
+}
+
+/// Whether `op` takes a room over from another owner.
+fn is_claim(op: Op) -> bool {
+    matches!(op, Op::Given | Op::Elected | Op::Reclaim | Op::Close)
+}
+
+/// Whether the state of `owner` at `epoch` was taken over: a claim over
+/// it (at the next epoch) stands.
+fn superseded(known: &BTreeMap<(u32, NodeId), Rec>, owner: NodeId, epoch: u32) -> bool {
+    known
+        .range((epoch + 1, NodeId(0))..=(epoch + 1, NodeId(u64::MAX)))
+        .any(|(_, c)| c.from == owner && alive(known, c))
 }
 
 /// Keeps an owner's signature of a state of room `r`, within [`SIGS`]
@@ -3235,6 +3341,185 @@ mod tests {
         assert_eq!(room(&s, "dev").owner, w.id(0));
         assert!(room(&s, "dev").kicked.is_empty());
         assert_eq!(room(&s, "dev").epoch, 1);
+    }
+
+    #[test]
+    fn a_late_claim_over_an_owner_replaced_since_takes_nothing() {
+        // alice crashes; carol (the largest id) is elected over her. Then
+        // mallory claims the room over alice too, at a later epoch: a
+        // claim over a state that is no longer the room, refused by all.
+        for seed in 0..10 {
+            let mut w = World::new(&["alice", "mallory", "bob", "carol"], seed);
+            w.cmd(0, Cmd::Create("dev".into()));
+            w.settle();
+            for i in 1..4 {
+                w.cmd(i, Cmd::Join(Some("dev".into())));
+            }
+            w.settle();
+            let cur = w.peers[0].rooms.rooms["dev"].cur.state("dev");
+            w.kill(0);
+            w.all_see_gone(0);
+            w.settle();
+            let s = w.agree();
+            assert_eq!(room(&s, "dev").owner, w.id(3), "seed {seed}");
+            let late = RoomState {
+                epoch: 3,
+                from: w.id(0),
+                op: Op::Elected,
+                elected: true,
+                kicked: vec!["bob".into()],
+                ..cur
+            };
+            let m = w.id(1);
+            w.log
+                .get_mut(&m)
+                .unwrap()
+                .push(Body::Room(RoomEvent::State(Box::new(late))));
+            w.settle();
+            let s = w.agree_among(&[2, 3]);
+            assert_eq!(room(&s, "dev").owner, w.id(3), "seed {seed}");
+            assert!(room(&s, "dev").kicked.is_empty(), "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn a_former_owner_cannot_hand_its_room_over_again() {
+        // alice gives dev to bob, who takes it over; then she adds mallory
+        // (a larger id than bob) to whom she gave it, and mallory claims it
+        // as given, over the same state as bob: nobody takes it.
+        for seed in 0..10 {
+            let mut w = World::new(&["alice", "bob", "mallory"], seed);
+            w.cmd(0, Cmd::Create("dev".into()));
+            w.settle();
+            w.cmd(1, Cmd::Join(Some("dev".into())));
+            w.cmd(2, Cmd::Join(Some("dev".into())));
+            w.settle();
+            w.cmd(0, Cmd::Give("dev".into(), "bob".into()));
+            w.settle();
+            let s = w.agree();
+            assert_eq!(room(&s, "dev").owner, w.id(1), "seed {seed}");
+            let mine = w.peers[0].rooms.rooms["dev"].eras.values().next().unwrap()[&(1, w.id(0))]
+                .state("dev");
+            let again = RoomState {
+                op: Op::Give,
+                arg: "mallory".into(),
+                gave: vec![w.id(1), w.id(2)],
+                ..mine.clone()
+            };
+            w.log
+                .get_mut(&w.id(0))
+                .unwrap()
+                .push(Body::Room(RoomEvent::State(Box::new(again))));
+            let claim = RoomState {
+                epoch: 2,
+                from: w.id(0),
+                lord: ident_of("mallory").public(),
+                op: Op::Given,
+                kicked: vec!["bob".into()],
+                ..mine
+            };
+            let m = w.id(2);
+            w.log
+                .get_mut(&m)
+                .unwrap()
+                .push(Body::Room(RoomEvent::State(Box::new(claim))));
+            w.settle();
+            let s = w.agree_among(&[0, 1]);
+            assert_eq!(room(&s, "dev").owner, w.id(1), "seed {seed}");
+            assert!(room(&s, "dev").kicked.is_empty(), "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn a_late_learner_founds_a_room_on_its_creation_only() {
+        // erin comes; before any owner tells her of dev, mallory tells her
+        // of it: as its owner by an election over alice (who is here), and
+        // as a room of an owner she made up, in dev's era. erin takes
+        // neither: she sees the room as everyone does.
+        for seed in 0..10 {
+            let mut w = World::new(&["alice", "bob", "mallory"], seed);
+            w.cmd(0, Cmd::Create("dev".into()));
+            w.settle();
+            w.cmd(1, Cmd::Join(Some("dev".into())));
+            w.settle();
+            let cur = w.peers[0].rooms.rooms["dev"].cur.state("dev");
+            let erin = w.add("erin");
+            let ghost = crypto::Identity::from_seed(41);
+            let made = RoomState {
+                lord: ghost.public(),
+                op: Op::Create,
+                ..cur.clone()
+            };
+            let proof = Body::Room(RoomEvent::Signed(Box::new(Signed {
+                owner: ghost.id(),
+                key: ghost.public(),
+                nonce: ghost.nonce(),
+                sig: ghost.sign(&signed_bytes(ghost.id(), &made)),
+                state: made,
+            })));
+            let claim = |from: NodeId, epoch: u32, lord: PublicKey| {
+                Body::Room(RoomEvent::State(Box::new(RoomState {
+                    epoch,
+                    from,
+                    lord,
+                    op: Op::Elected,
+                    elected: true,
+                    kicked: vec!["bob".into()],
+                    ..cur.clone()
+                })))
+            };
+            let m = w.id(2);
+            let log = w.log.get_mut(&m).unwrap();
+            log.push(claim(w.peers[0].id, 2, cur.lord));
+            log.push(proof);
+            log.push(claim(ghost.id(), 2, ghost.public()));
+            // erin hears mallory first.
+            while w.peers[erin].next[&m] < w.log[&m].len() {
+                let n = w.peers[erin].next[&m];
+                w.peers[erin].next.insert(m, n + 1);
+                if let Body::Room(ev) = w.log[&m][n].clone() {
+                    w.with(erin, |r, net, now| r.delivered(net, m, ev, None, now));
+                }
+            }
+            w.settle();
+            let s = w.agree_among(&[0, 1, erin]);
+            assert_eq!(room(&s, "dev").owner, w.id(0), "seed {seed}");
+            assert!(room(&s, "dev").kicked.is_empty(), "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn a_late_learner_judges_the_room_from_its_creation_on() {
+        // dev passes from alice (crashed) to carol (elected), from carol
+        // (who gives it, then crashes) to bob: erin, new, learns it from
+        // bob with the proofs of the states it stands on, and sees his room.
+        for seed in 0..10 {
+            let mut w = World::new(&["alice", "bob", "carol", "dave"], seed);
+            w.cmd(0, Cmd::Create("dev".into()));
+            w.settle();
+            for i in 1..4 {
+                w.cmd(i, Cmd::Join(Some("dev".into())));
+            }
+            w.settle();
+            w.cmd(0, Cmd::Kick("dave".into()));
+            w.settle();
+            w.kill(0);
+            w.all_see_gone(0);
+            w.settle();
+            assert_eq!(room(&w.agree(), "dev").owner, w.id(2), "seed {seed}");
+            w.cmd(2, Cmd::Give("dev".into(), "bob".into()));
+            w.settle();
+            w.kill(2);
+            w.all_see_gone(2);
+            w.settle();
+            let erin = w.add("erin");
+            w.settle();
+            let s = w.agree();
+            assert_eq!(room(&s, "dev").owner, w.id(1), "seed {seed}");
+            assert_eq!(room(&s, "dev").epoch, 3, "seed {seed}");
+            assert_eq!(room(&s, "dev").kicked, ["dave"], "seed {seed}");
+            assert!(w.summary(erin).iter().any(|r| r.name == "dev"));
+        }
     }
 
     #[test]

@@ -19,7 +19,11 @@
 //!            roster: count:u16 × (id:u64, m:u32)   members, as it sees them
 //!        The room as the origin, its owner for `epoch`, has it: every
 //!        change (created, kicked, handed over, deleted) is the whole
-//!        state again. `from`: the owner it took the room over from.
+//!        state again. `from`: the owner it took the room over from;
+//!        `epoch` counts the changes of owner (1: created), so a claim
+//!        names the state it takes over: `from`'s, at the epoch below.
+//!        A creation's `era` is its creator's: the top 24 bits of its id,
+//!        then a count.
 //!        `lord`: the key the room belongs to (an Ed25519 public key): its
 //!        creator's, or the key of the member it was given to; an owner
 //!        elected keeps the lord of the owner it replaced, so that the
