@@ -1514,6 +1514,13 @@ impl Node {
             // Our events so far go out before the list that counts them.
             self.broadcast.seal(&mut self.out);
             self.send_members(link, now);
+            if h.joining {
+                // The list has members only suspected, whose SUSPECTs went
+                // out before the newcomer came: asked again, so that it
+                // loses a crashed one with everyone else.
+                self.membership.ask_again();
+                self.membership_out(now);
+            }
             if was_isolated && self.broadcast.seq() > 1 {
                 // Back from isolation: whoever gave up on us, take us back.
                 self.membership.say_alive(now);
@@ -2775,14 +2782,8 @@ impl Node {
             },
         }];
         // Only members we have reason to believe in: ones we were told of
-        // and never heard from are not passed on, nor ones suspected now
-        // (the SUSPECT went out before the newcomer came: it would keep a
-        // crashed member present for good; one that refutes is passed on
-        // by the next MEMBERS the newcomer gets, on each link it opens).
+        // and never heard from are not passed on.
         for (id, m) in self.membership.present() {
-            if m.suspected() {
-                continue;
-            }
             if let (Some(name), Some(ident)) = (&m.name, m.ident) {
                 all.push(Entry {
                     id,

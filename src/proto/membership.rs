@@ -5,7 +5,9 @@
 //!
 //! - Suspicion: a peer that loses its last link to a member floods SUSPECT;
 //!   the member refutes with ALIVE if it is alive elsewhere, and is declared
-//!   lost everywhere if it does not within `refute_wait`.
+//!   lost everywhere if it does not within `refute_wait`. A peer that
+//!   welcomes a newcomer asks again about those it suspects, so that
+//!   the newcomer, listed them as present, loses them with everyone.
 //! - Census: whoever declares two members lost together (a partition,
 //!   perhaps) says ALIVE too, and asks about members it then hears nothing
 //!   from. In a partition, members with no link to our side are found that
@@ -926,6 +928,22 @@ impl Membership {
             if let Some(at) = t.suspect_until() {
                 self.timers.soonest(T::Members as usize, at);
             }
+        }
+    }
+
+    /// A newcomer was given our member list: every member we suspect is
+    /// asked about again (a SUSPECT of ours), since the SUSPECTs said so
+    /// far came before the newcomer. Those who suspect it already keep
+    /// their deadline; a live one answers with ALIVE as to any SUSPECT.
+    pub fn ask_again(&mut self) {
+        let suspected: Vec<NodeId> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.suspected())
+            .map(|(&id, _)| id)
+            .collect();
+        for target in suspected {
+            self.out.push_back(Out::Publish(Body::Suspect { target }));
         }
     }
 
