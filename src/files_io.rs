@@ -222,6 +222,10 @@ pub struct Disk {
     jobs: BTreeMap<u32, Job>,
     done: VecDeque<Done>,
     buf: Vec<u8>,
+    /// Whether [`keep_heap`] was called: at the first file I/O, not at
+    /// start, so that a peer that never moves a file keeps glibc's
+    /// defaults (and its memory after a burst of chat).
+    heap_kept: bool,
 }
 
 impl Disk {
@@ -229,7 +233,6 @@ impl Disk {
         // A file-size limit (ulimit -f) reached is an error to report,
         // not a reason to die.
         unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
-        keep_heap();
         Disk::default()
     }
 
@@ -251,6 +254,10 @@ impl Disk {
     /// Carries out `io`: at once if it is small, else it becomes a job
     /// that [`Disk::step`] advances.
     pub fn io(&mut self, io: Io) {
+        if !self.heap_kept {
+            keep_heap();
+            self.heap_kept = true;
+        }
         match io {
             Io::Prepare { job, path, max } => match open_offer(&path, max) {
                 Ok((file, size, mtime)) => {
