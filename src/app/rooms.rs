@@ -2683,6 +2683,13 @@ mod tests {
     }
 
     impl World {
+        /// `from` publishes room state `st`, made by hand (a forgery, a
+        /// late claim): it goes out with the next [`World::settle`].
+        fn forge(&mut self, from: NodeId, st: RoomState) {
+            let log = self.log.get_mut(&from).expect("a peer of this world");
+            log.push(Body::Room(RoomEvent::State(Box::new(st))));
+        }
+
         /// Peers named `names`, with ids 10, 20, 30... (larger later).
         fn new(names: &[&str], seed: u64) -> World {
             let mut w = World {
@@ -3110,20 +3117,14 @@ mod tests {
             roster: vec![],
         };
         let m = w.id(3);
-        w.log
-            .get_mut(&m)
-            .unwrap()
-            .push(Body::Room(RoomEvent::State(Box::new(forged.clone()))));
+        w.forge(m, forged.clone());
         // ... and at a higher epoch, as if elected.
         let mut elected = forged;
         elected.epoch = 2;
         elected.op = Op::Elected;
         elected.elected = true;
         elected.from = w.id(0);
-        w.log
-            .get_mut(&m)
-            .unwrap()
-            .push(Body::Room(RoomEvent::State(Box::new(elected))));
+        w.forge(m, elected);
         w.settle();
         // (Mallory's own view is not what she sent.)
         let s = w.agree_among(&[0, 1, 2]);
@@ -3265,17 +3266,11 @@ mod tests {
         st.op = Op::Reclaim;
         st.kicked = vec!["bob".into()];
         let d = w.id(2);
-        w.log
-            .get_mut(&d)
-            .unwrap()
-            .push(Body::Room(RoomEvent::State(Box::new(st.clone()))));
+        w.forge(d, st.clone());
         st.epoch = 3;
         st.elected = true;
         st.op = Op::Elected;
-        w.log
-            .get_mut(&d)
-            .unwrap()
-            .push(Body::Room(RoomEvent::State(Box::new(st))));
+        w.forge(d, st);
         w.settle();
         let s = w.agree_among(&[0, 1]);
         assert_eq!(room(&s, "dev").owner, w.id(0));
@@ -3371,10 +3366,7 @@ mod tests {
                 ..cur
             };
             let m = w.id(1);
-            w.log
-                .get_mut(&m)
-                .unwrap()
-                .push(Body::Room(RoomEvent::State(Box::new(late))));
+            w.forge(m, late);
             w.settle();
             let s = w.agree_among(&[2, 3]);
             assert_eq!(room(&s, "dev").owner, w.id(3), "seed {seed}");
@@ -3406,10 +3398,7 @@ mod tests {
                 gave: vec![w.id(1), w.id(2)],
                 ..mine.clone()
             };
-            w.log
-                .get_mut(&w.id(0))
-                .unwrap()
-                .push(Body::Room(RoomEvent::State(Box::new(again))));
+            w.forge(w.id(0), again);
             let claim = RoomState {
                 epoch: 2,
                 from: w.id(0),
@@ -3419,10 +3408,7 @@ mod tests {
                 ..mine
             };
             let m = w.id(2);
-            w.log
-                .get_mut(&m)
-                .unwrap()
-                .push(Body::Room(RoomEvent::State(Box::new(claim))));
+            w.forge(m, claim);
             w.settle();
             let s = w.agree_among(&[0, 1]);
             assert_eq!(room(&s, "dev").owner, w.id(1), "seed {seed}");
