@@ -144,7 +144,12 @@ impl Conn {
     /// Whether a watched link turns out dead (see [`Conn::wrote`]): its
     /// far end has acknowledged nothing for [`DEAD_LINK`] while something
     /// we sent waits. A watch is over once everything sent is
-    /// acknowledged, or when it is due.
+    /// acknowledged, or the far end answered since the write. The
+    /// kernel counts in jiffies (4 ms at HZ=250) and we in our own
+    /// milliseconds, so a far end still silent at the due time but a few
+    /// milliseconds short of [`DEAD_LINK`] is looked at again when it
+    /// reaches it, not let go (that left a vanished host to
+    /// TCP_USER_TIMEOUT, 5 s after the write).
     pub fn unanswered(&mut self, now: Millis) -> bool {
         let Some(due) = self.watch else {
             return false;
@@ -153,10 +158,22 @@ impl Conn {
             self.watch = None;
             return false;
         };
-        if info.unacked == 0 || now >= due {
+        if info.unacked == 0 {
             self.watch = None;
+            return false;
         }
-        now >= due && info.unacked > 0 && Millis::from(info.last_ack) >= dead_link_ms()
+        if now < due {
+            return false;
+        }
+        let quiet = Millis::from(info.last_ack);
+        if quiet >= dead_link_ms() {
+            self.watch = None;
+            return true;
+        }
+        // Silent since before the write (the watch falls due at least
+        // ACK_GRACE after it): look again once that has lasted DEAD_LINK.
+        self.watch = (quiet >= ACK_GRACE).then(|| now + (dead_link_ms() - quiet).max(4));
+        false
     }
 }
 
