@@ -34,14 +34,16 @@ impl Chat {
     pub fn say(&mut self, net: &mut impl Net, text: String) {
         let mut text = text;
         truncate(&mut text, wire::MAX_TEXT);
-        net.show(Show::Chat {
-            from: net.me().to_owned(),
-            room: LOBBY.into(),
-            text: text.clone(),
-            own: true,
-            said: None,
-            id: net.next_event().map(MsgId::Event),
-        });
+        if net.shows_own() {
+            net.show(Show::Chat {
+                from: net.me().to_owned(),
+                room: LOBBY.into(),
+                text: text.clone(),
+                own: true,
+                said: None,
+                id: net.next_event().map(MsgId::Event),
+            });
+        }
         net.publish(Body::Chat {
             room: LOBBY.into(),
             text,
