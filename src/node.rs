@@ -2160,8 +2160,13 @@ impl Node {
             Body::Chat { room, text } => {
                 // Shown only in the lobby; kept for its history.
                 let said = self.chat.said(origin);
-                if self.rooms.lobby_line(&net!(self), origin, &text, said) {
-                    self.chat.delivered(&mut net!(self), origin, room, text);
+                let name = self.membership.display(origin);
+                if self
+                    .rooms
+                    .lobby_line_of(&net!(self), origin, &name, &text, said)
+                {
+                    self.chat
+                        .delivered_as(&mut net!(self), name, said, room, text);
                 }
             }
             Body::Room(ev) => {

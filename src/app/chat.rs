@@ -89,8 +89,21 @@ impl Chat {
     /// A chat event of `from` was delivered.
     pub fn delivered(&mut self, net: &mut impl Net, from: NodeId, room: String, text: String) {
         let said = self.said(from);
-        let id = net.event().map(MsgId::Event);
         let from = net.name_of(from);
+        self.delivered_as(net, from, said, room, text);
+    }
+
+    /// [`Chat::delivered`], told the name its sender is shown by and when
+    /// it was said.
+    pub fn delivered_as(
+        &mut self,
+        net: &mut impl Net,
+        from: String,
+        said: Option<u64>,
+        room: String,
+        text: String,
+    ) {
+        let id = net.event().map(MsgId::Event);
         net.show(Show::Chat {
             from,
             room,
