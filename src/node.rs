@@ -1023,7 +1023,8 @@ impl Node {
                 if !self.is_member() {
                 } else if self.rooms.in_lobby() {
                     self.stamp();
-                    self.rooms.lobby_line(&net!(self), self.id, &text, None);
+                    let (id, name) = (self.id, &self.name);
+                    self.rooms.lobby_line_of(&net!(self), id, name, &text, None);
                     self.chat.say(&mut net!(self), text);
                 } else {
                     self.stamp();
