@@ -365,7 +365,12 @@ struct Neighbour {
 /// either.
 #[derive(Debug, Default)]
 struct Cache {
-    per: HashMap<NodeId, Kept>,
+    /// Each origin's events, found by `index`; `last` is where the last
+    /// event added went (a stream from one origin finds its place there,
+    /// without a lookup).
+    per: Vec<(NodeId, Kept)>,
+    index: HashMap<NodeId, usize>,
+    last: usize,
     /// The origins by events and by bytes kept, as each was last placed
     /// (see [`Kept::placed`]).
     by_count: BTreeSet<(usize, NodeId)>,
@@ -404,28 +409,53 @@ impl Kept {
 }
 
 impl Cache {
+    /// Where `origin`'s events are in `per`.
+    fn slot(&self, origin: NodeId) -> Option<usize> {
+        match self.per.get(self.last) {
+            Some(&(o, _)) if o == origin => Some(self.last),
+            _ => self.index.get(&origin).copied(),
+        }
+    }
+
+    fn get(&self, origin: NodeId) -> Option<&Kept> {
+        self.slot(origin).map(|i| &self.per[i].1)
+    }
+
+    fn get_mut(&mut self, origin: NodeId) -> Option<&mut Kept> {
+        self.slot(origin).map(|i| &mut self.per[i].1)
+    }
+
+    /// Forgets `origin`'s entry (the last in `per` takes its slot).
+    fn remove(&mut self, origin: NodeId) {
+        let Some(i) = self.index.remove(&origin) else {
+            return;
+        };
+        self.per.swap_remove(i);
+        if let Some(&(moved, _)) = self.per.get(i) {
+            self.index.insert(moved, i);
+        }
+    }
+
     /// The oldest event of `origin` still kept.
     #[cfg(test)]
     fn oldest(&self, origin: NodeId) -> Option<u64> {
-        self.per.get(&origin)?.frames.front().map(|&(s, _)| s)
+        self.get(origin)?.frames.front().map(|&(s, _)| s)
     }
 
     fn contains(&self, id: EventId) -> bool {
-        self.per
-            .get(&id.origin)
-            .is_some_and(|k| k.find(id.seq).is_ok())
+        self.get(id.origin).is_some_and(|k| k.find(id.seq).is_ok())
     }
 
     /// The first event of `id`'s origin kept at or after it.
     fn first_from(&self, id: EventId) -> Option<u64> {
-        let k = self.per.get(&id.origin)?;
+        let k = self.get(id.origin)?;
         let i = k.find(id.seq).unwrap_or_else(|i| i);
         k.frames.get(i).map(|&(s, _)| s)
     }
 
     /// `origin`'s events `from..=to` that are kept, in order.
     fn range(&self, origin: NodeId, from: u64, to: u64) -> impl Iterator<Item = &Frame> {
-        let k = self.per.get(&origin);
+        let k = self.get(origin);
         let i = k.map_or(0, |k| k.find(from).unwrap_or_else(|i| i));
         k.into_iter()
             .flat_map(move |k| k.frames.range(i..))
@@ -437,14 +467,14 @@ impl Cache {
     /// out of the cache if it has nothing). An order whose figure did not
     /// change is left alone.
     fn place(&mut self, origin: NodeId) {
-        let Some(k) = self.per.get_mut(&origin) else {
+        let Some(k) = self.get_mut(origin) else {
             return;
         };
         k.stale = false;
         let now = k.figures();
         let was = std::mem::replace(&mut k.placed, now);
         if now.0 == 0 {
-            self.per.remove(&origin);
+            self.remove(origin);
             self.stale.retain(|&o| o != origin);
         }
         // (0, _): in neither order.
@@ -524,7 +554,16 @@ impl Cache {
         if self.events >= CACHE_EVENTS || self.bytes + n > CACHE_BYTES {
             self.settle(Some(id.origin));
         }
-        let k = self.per.entry(id.origin).or_default();
+        let i = match self.slot(id.origin) {
+            Some(i) => i,
+            None => {
+                self.per.push((id.origin, Kept::default()));
+                self.index.insert(id.origin, self.per.len() - 1);
+                self.per.len() - 1
+            }
+        };
+        self.last = i;
+        let k = &mut self.per[i].1;
         match k.find(id.seq) {
             Ok(i) => {
                 let old = std::mem::replace(&mut k.frames[i].1, frame);
@@ -576,7 +615,7 @@ impl Cache {
         // Another origin has more: let go of its events until none must
         // go, or `id.origin` is the fullest again.
         loop {
-            let mine = self.per.get(&id.origin).map_or((0, 0), Kept::figures);
+            let mine = self.get(id.origin).map_or((0, 0), Kept::figures);
             let size = (self.events, self.bytes);
             let Some(o) = Cache::victim(&self.by_count, &self.by_bytes, size, id.origin, was, mine)
             else {
@@ -587,7 +626,7 @@ impl Cache {
                 self.place(o);
             }
         }
-        match self.per.get_mut(&id.origin) {
+        match self.get_mut(id.origin) {
             Some(k) if !k.frames.is_empty() => {
                 if !k.stale && k.figures() != was {
                     k.stale = true;
@@ -600,7 +639,7 @@ impl Cache {
 
     /// Lets go of `origin`'s oldest event, leaving the orders as they are.
     fn pop_oldest(&mut self, origin: NodeId) {
-        let Some(k) = self.per.get_mut(&origin) else {
+        let Some(k) = self.get_mut(origin) else {
             return;
         };
         if let Some((_, f)) = k.frames.pop_front() {
@@ -2280,7 +2319,7 @@ mod tests {
             // it is, unless it is noted stale (each once).
             let mut placed = 0;
             for (&o, m) in &model {
-                let k = &c.per[&o];
+                let k = c.get(o).expect("kept");
                 assert_eq!(k.frames.front().map(|f| f.0), m.0.front().map(|f| f.0));
                 assert_eq!((k.frames.len(), k.bytes), (m.0.len(), m.1));
                 let stale = c.stale.iter().filter(|&&s| s == o).count();
@@ -2296,7 +2335,11 @@ mod tests {
             }
             assert_eq!((c.events, c.bytes), (events, bytes));
             assert_eq!(c.per.len(), model.len());
-            assert_eq!(c.stale.len(), c.per.values().filter(|k| k.stale).count());
+            assert_eq!(c.index.len(), model.len());
+            for (i, (o, _)) in c.per.iter().enumerate() {
+                assert_eq!(c.index[o], i);
+            }
+            assert_eq!(c.stale.len(), c.per.iter().filter(|(_, k)| k.stale).count());
             assert_eq!(c.by_count.len(), placed);
             assert_eq!(c.by_bytes.len(), placed);
         }
