@@ -173,8 +173,9 @@
 //!   time (as a peer's loop) and writes what it read to the file. It does
 //!   the work every transfer must do (read a file, cross the loopback,
 //!   write a file) and none of what a peer adds (frames, flow control,
-//!   hashing, writeback): the baseline of `files.ratio`. Its CPU time
-//!   per GiB, sender and receiver, is in the notes.
+//!   hashing, writeback): the baseline of `files.ratio`. The median of
+//!   three copies; its CPU time per GiB, sender and receiver, is in the
+//!   notes.
 //! - `limit.tcpcopy`: bytes/s of a one-way copy over one loopback TCP
 //!   connection between two threads, memory to memory, 256 KiB writes
 //!   and reads, as much as the file below: what the loopback alone
@@ -3744,7 +3745,14 @@ fn files_stage(plan: &Plan, r: &mut Report) {
         let src = dir.join("big.bin");
         write_file(&src, size).map_err(|e| format!("writing the file: {e}"))?;
         let raw = tcp_copy(size).map_err(|e| e.to_string())?;
-        let copy = file_copy(&src, &dir.join("copy.bin")).map_err(|e| e.to_string())?;
+        // The median of three: one copy of 64 MiB took from 1.3 to
+        // 2.2 GiB/s in runs minutes apart.
+        let mut copies = Vec::new();
+        for _ in 0..3 {
+            copies.push(file_copy(&src, &dir.join("copy.bin")).map_err(|e| e.to_string())?);
+        }
+        copies.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let copy = copies[1];
         let blake = blake2b_rate(size);
         let blake3 = blake3_rate(size);
         let da = dir.join("a");
