@@ -1985,7 +1985,10 @@ mod tests {
                         // In order, and in whole steps but the last.
                         assert_eq!(offset, written);
                         written += data.len() as u64;
-                        assert!(written % WRITE_STEP == 0 || written == size, "{written}");
+                        assert!(
+                            written.is_multiple_of(WRITE_STEP) || written == size,
+                            "{written}"
+                        );
                         writes += 1;
                     }
                     Out::Send(L, m) => {
