@@ -859,3 +859,44 @@ fn a_peer_given_up_while_stopped_is_told_when_it_runs_again() {
         .count();
     assert_eq!(times, 1, "carol was told {times} times");
 }
+
+/// alice and bob are a network; bob is SIGKILLed, and carol starts a
+/// network of her own on his old port. alice probes bob's address and
+/// reaches carol: the handshake shows someone else, and neither takes the
+/// other in (two networks never merge because a port was reused).
+#[test]
+fn a_stranger_on_a_lost_members_port_is_not_taken_in() {
+    let pb = free_port();
+    let sb = pb.to_string();
+    let mut alice = Peer::start("alice");
+    let pa = alice.port();
+    let mut bob = Peer::launch("bob", &["-p", &sb], Some(pa), Stdio::piped());
+    bob.expect_joined(pa, 2);
+    alice.expect_line("* bob joined");
+    bob.signal(libc::SIGKILL);
+    bob.wait_exit(DEADLINE);
+    drop(bob);
+    let mut carol = Peer::launch("carol", &["-p", &sb], None, Stdio::piped());
+    assert_eq!(carol.port(), pb, "carol did not get bob's old port");
+    alice.expect_line("* bob left (connection lost)");
+    // alice probes bob's address about every second from now on, and
+    // whether a probe reached carol shows on no output when it is turned
+    // away: a wait of a few probe intervals (with the back-off an address
+    // that answers gets, still several probes), not for a line.
+    thread::sleep(Duration::from_secs(6));
+    let joined = |p: &mut Peer, who: &str| {
+        let line = format!("* {who} joined");
+        p.out_lines().iter().any(|l| *l == line)
+    };
+    let (merged_a, merged_c) = (joined(&mut alice, "carol"), joined(&mut carol, "alice"));
+    assert!(
+        !merged_a && !merged_c,
+        "the networks merged through bob's old port (alice: {:?}; carol: {:?})",
+        alice.out_lines(),
+        carol.out_lines()
+    );
+    for p in [&mut carol, &mut alice] {
+        p.send(":who");
+        p.expect_line("* 1 member:");
+    }
+}
