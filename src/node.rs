@@ -1368,7 +1368,10 @@ impl Node {
                 return self.refuse(link, Refusal::BadHello, why, now);
             }
             Err(BadHello::NotHere) => {
-                let why = "the member you dialled is not here: another peer took its port";
+                // It dialled a member that is not us; or we found it where
+                // a member of ours was.
+                let why = "not linked: a port was taken again (you meant to reach another \
+                           member here, or this peer found you at one's address)";
                 return self.refuse(link, Refusal::NotHere, why, now);
             }
             Err(BadHello::Stranger) => {
