@@ -886,7 +886,7 @@ fn a_stranger_on_a_lost_members_port_is_not_taken_in() {
     thread::sleep(Duration::from_secs(6));
     let joined = |p: &mut Peer, who: &str| {
         let line = format!("* {who} joined");
-        p.out_lines().iter().any(|l| *l == line)
+        p.out_lines().contains(&line)
     };
     let (merged_a, merged_c) = (joined(&mut alice, "carol"), joined(&mut carol, "alice"));
     assert!(

@@ -8,7 +8,9 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-/// What [`Raw::recv`] got.
+/// What [`Raw::recv`] got. (A message is large, a HELLO most: one at a
+/// time in a test, it is not worth a box.)
+#[allow(clippy::large_enum_variant)]
 pub enum Got {
     Msg(Msg),
     Closed,
