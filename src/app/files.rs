@@ -2348,7 +2348,7 @@ mod tests {
     fn what_is_held_is_written_before_the_part_is_kept() {
         let size = 10 * CHUNK as u64;
         for how in ["link", "stop", "left"] {
-            let mut net = Fake::default();
+            let mut net = Fake::new("me", &[]);
             let mut f = files();
             f.offered(&mut net, ME, ALICE, OFFER, &payload(&an_offer(size)), LOBBY);
             f.get(&mut net, 1, None, 0);
