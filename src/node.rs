@@ -767,6 +767,9 @@ impl Node {
     pub fn connected(&mut self, link: LinkId, now: Millis) {
         self.now = now;
         let joining = matches!(self.state, State::Joining { .. });
+        let target = self.links.get(link).and_then(|l| l.target);
+        let key = target.and_then(|t| self.membership.get(t)?.ident.map(|i| i.key));
+        self.links.target_key(link, key);
         self.links.connected(&mut self.out, link, joining, now);
     }
 
@@ -1377,6 +1380,25 @@ impl Node {
             Err(BadHello::Proof) => {
                 let why = "its id or its proof of key does not check out";
                 return self.refuse(link, Refusal::BadHello, why, now);
+            }
+            Err(BadHello::NotHere) => {
+                // It dialled a member that is not us; or we found it where
+                // a member of ours was.
+                let why = "not linked: a port was taken again (you meant to reach another \
+                           member here, or this peer found you at one's address)";
+                return self.refuse(link, Refusal::NotHere, why, now);
+            }
+            Err(BadHello::Stranger) => {
+                // Another peer took the port of the member we dialled:
+                // nothing of it is taken in, and the dial failed.
+                let text = "you are not the member this peer dialled";
+                let f = wire::small(&Msg::Refuse {
+                    code: Refusal::NotHere,
+                    text: text.into(),
+                });
+                self.links.send(&mut self.out, link, f, now);
+                self.links.stranger(h.id);
+                return self.drop_link(link, "another peer at the member's address", now);
             }
         }
         if self.membership.is_gone(h.id) {

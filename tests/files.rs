@@ -50,6 +50,16 @@ fn two(more: &[&str]) -> (Peer, Peer, TempDir, TempDir) {
     (alice, bob, da, db)
 }
 
+/// As [`two`], with JSON output.
+fn two_json() -> (Peer, Peer, TempDir, TempDir) {
+    let (da, db) = (TempDir::new("dl-alice"), TempDir::new("dl-bob"));
+    let mut alice = peer("alice", &da, None, &["--json"]);
+    let mut bob = peer("bob", &db, Some(alice.port()), &["--json"]);
+    bob.expect_contains(r#""type":"joined""#);
+    alice.expect_contains(r#""type":"join""#);
+    (alice, bob, da, db)
+}
+
 /// The offer number in a line `... :get N`.
 fn offer_id(line: &str) -> u32 {
     line.rsplit(":get ").next().unwrap().trim().parse().unwrap()
@@ -624,11 +634,7 @@ fn an_offer_to_one_member_and_a_link_opened_for_the_transfer() {
 
 #[test]
 fn json_shows_offers_and_results() {
-    let (da, db) = (TempDir::new("dl-alice"), TempDir::new("dl-bob"));
-    let mut alice = peer("alice", &da, None, &["--json"]);
-    let mut bob = peer("bob", &db, Some(alice.port()), &["--json"]);
-    bob.expect_contains(r#""type":"joined""#);
-    alice.expect_contains(r#""type":"join""#);
+    let (mut alice, mut bob, _da, db) = two_json();
     let src = TempDir::new("src");
     let f = src.path().join("a \"quoted\" name.bin");
     fs::write(&f, pattern(100_000, 12)).unwrap();
@@ -846,11 +852,7 @@ fn an_offer_goes_to_the_senders_room_only() {
 /// first chunk to come is told however fast the rest goes.
 #[test]
 fn json_tells_progress_during_a_fetch() {
-    let (da, db) = (TempDir::new("dl-alice"), TempDir::new("dl-bob"));
-    let mut alice = peer("alice", &da, None, &["--json"]);
-    let mut bob = peer("bob", &db, Some(alice.port()), &["--json"]);
-    bob.expect_contains(r#""type":"joined""#);
-    alice.expect_contains(r#""type":"join""#);
+    let (mut alice, mut bob, _da, db) = two_json();
     let src = TempDir::new("src");
     let f = src.path().join("big.bin");
     fs::write(&f, pattern(1_000_000, 16)).unwrap();

@@ -447,6 +447,7 @@ impl Gen {
             you: self.ip(),
             ident: self.ident_of(w),
             proof: [0; 64],
+            expect: None,
         };
         Msg::Hello(self.prove(w, h))
     }

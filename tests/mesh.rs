@@ -859,3 +859,116 @@ fn a_peer_given_up_while_stopped_is_told_when_it_runs_again() {
         .count();
     assert_eq!(times, 1, "carol was told {times} times");
 }
+
+/// alice and bob are a network; bob is SIGKILLed, and carol starts a
+/// network of her own on his old port. alice probes bob's address and
+/// reaches carol: the handshake shows someone else, and neither takes the
+/// other in (two networks never merge because a port was reused).
+#[test]
+fn a_stranger_on_a_lost_members_port_is_not_taken_in() {
+    let pb = free_port();
+    let sb = pb.to_string();
+    let mut alice = Peer::start("alice");
+    let pa = alice.port();
+    let mut bob = Peer::launch("bob", &["-p", &sb], Some(pa), Stdio::piped());
+    bob.expect_joined(pa, 2);
+    alice.expect_line("* bob joined");
+    bob.signal(libc::SIGKILL);
+    bob.wait_exit(DEADLINE);
+    drop(bob);
+    let mut carol = Peer::launch("carol", &["-p", &sb], None, Stdio::piped());
+    assert_eq!(carol.port(), pb, "carol did not get bob's old port");
+    alice.expect_line("* bob left (connection lost)");
+    // alice probes bob's address about every second from now on, and
+    // whether a probe reached carol shows on no output when it is turned
+    // away: a wait of a few probe intervals (with the back-off an address
+    // that answers gets, still several probes), not for a line.
+    thread::sleep(Duration::from_secs(6));
+    let joined = |p: &mut Peer, who: &str| {
+        let line = format!("* {who} joined");
+        p.out_lines().contains(&line)
+    };
+    let (merged_a, merged_c) = (joined(&mut alice, "carol"), joined(&mut carol, "alice"));
+    assert!(
+        !merged_a && !merged_c,
+        "the networks merged through bob's old port (alice: {:?}; carol: {:?})",
+        alice.out_lines(),
+        carol.out_lines()
+    );
+    for p in [&mut carol, &mut alice] {
+        p.send(":who");
+        p.expect_line("* 1 member:");
+    }
+}
+
+/// The handshake on the accepting side, with HELLOs built from the wire
+/// docs: one naming another member as the one meant (a dialler that
+/// found alice on a port that member had) is refused, NOT HERE, and
+/// nothing of it is taken in; one in the older form (no member named),
+/// or naming alice, is taken: alice answers HELLO and her member list.
+#[test]
+fn a_hello_naming_another_member_is_refused_and_the_old_form_is_taken() {
+    use p2pchat::proto::NodeId;
+    use p2pchat::proto::wire::{Hello, Msg, Refusal};
+    use util::frames;
+    use util::raw::Raw;
+    let mut alice = Peer::start("alice");
+    // The older form, as every peer built before the field sends it.
+    let old = frames::who(0x6f6c_6400);
+    let (hers, _) = Raw::connect(alice.port()).hello(&old, "olden", false);
+    // Naming another member (by id, or by a key not hers).
+    let m = frames::who(0x6e6f_7400);
+    for expect in [
+        (NodeId(hers.id.0 ^ 1), [0; 32]),
+        (NodeId(hers.id.0 ^ 1), [3; 32]),
+    ] {
+        let mut r = Raw::connect(alice.port());
+        let h = Hello {
+            joining: false,
+            expect: Some(expect),
+            ..frames::hello(&m, "stranger")
+        };
+        r.send(&Msg::Hello(frames::prove(&m, h)));
+        let got = r.expect_closed(DEADLINE, "a HELLO naming another member");
+        assert!(
+            matches!(
+                got.as_slice(),
+                [Msg::Refuse {
+                    code: Refusal::NotHere,
+                    ..
+                }]
+            ),
+            "{got:?}"
+        );
+    }
+    // Naming alice, by her id; or by her key under an id of an earlier
+    // run (the same user, started again): taken.
+    for (seed, expect) in [
+        (0x6d65_0001, (hers.id, hers.ident.key)),
+        (0x6d65_0002, (NodeId(hers.id.0 ^ 1), hers.ident.key)),
+    ] {
+        let me = frames::who(seed);
+        let mut r = Raw::connect(alice.port());
+        let h = Hello {
+            joining: false,
+            expect: Some(expect),
+            ..frames::hello(&me, &format!("friend{}", seed & 0xf))
+        };
+        r.send(&Msg::Hello(frames::prove(&me, h)));
+        match r.recv(DEADLINE) {
+            util::raw::Got::Msg(Msg::Hello(h)) => assert_eq!(h.id, hers.id),
+            _ => panic!("a HELLO naming alice was not answered with hers"),
+        }
+    }
+    // Her member list, read whole, has no stranger; nor did she show one.
+    alice.send(":who *");
+    let header = |l: &str| l.ends_with(" member:") || l.ends_with(" members:");
+    let head = alice.expect_on(Stream::Out, ":who header", &header, DEADLINE);
+    let n: usize = head[2..].split(' ').next().unwrap().parse().unwrap();
+    for _ in 0..n {
+        let row = |l: &str| l.starts_with("*   ");
+        let l = alice.expect_on(Stream::Out, "a :who row", &row, DEADLINE);
+        assert!(!l.contains("stranger"), "{l}");
+    }
+    alice.assert_no_out("the stranger", &|l| l.contains("stranger"));
+}

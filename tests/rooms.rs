@@ -1042,46 +1042,16 @@ fn give_unkick_leave_and_who_everyone() {
 /// history to two peers that join the network later.
 #[test]
 fn history_lines_show_when_they_were_said() {
-    use p2pchat::proto::wire::{Body, Msg, rooms::RoomEvent};
     use std::process::{Command, Stdio};
     use util::frames;
-    use util::raw::{Got, Raw};
+    use util::raw::Raw;
     let mut alice = Peer::launch("alice", &["--json"], None, Stdio::piped());
     alice.send(r#"{"command":"create dev"}"#);
     alice.expect_contains(r#"{"type":"here","#);
     let m = frames::who(0x7965_7374);
-    let mut r = Raw::connect(alice.port());
-    r.hello(&m, "yester", true);
-    for msg in frames::sealed(&m, 1, vec![frames::join_body(&m, "yester", 1)]) {
-        r.send(&msg);
-    }
-    // The owner announces dev to the newcomer: its era.
-    let era = loop {
-        match r.recv(DEADLINE) {
-            Got::Msg(Msg::Event(ev)) => {
-                if let Body::Room(RoomEvent::State(st)) = ev.body
-                    && st.name == "dev"
-                {
-                    break st.era;
-                }
-            }
-            Got::Msg(_) => {}
-            Got::Closed | Got::Timeout => panic!("dev was not announced"),
-        }
-    };
     let yesterday = frames::now_ms() - 26 * 3_600_000;
-    let bodies = vec![
-        Body::Clock { time: yesterday },
-        Body::Room(RoomEvent::Say {
-            room: "dev".into(),
-            era,
-            n: 1,
-            text: "said yesterday".into(),
-        }),
-    ];
-    for msg in frames::sealed(&m, 2, bodies) {
-        r.send(&msg);
-    }
+    let said = "said yesterday";
+    let _r = Raw::say_in_room_at(alice.port(), &m, "yester", "dev", yesterday, said);
     // Live, at the owner: yester's event 3.
     let id = format!("{:016x}-3", m.id().0);
     let live = alice.expect_contains("said yesterday");

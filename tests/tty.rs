@@ -1507,44 +1507,15 @@ fn the_terminal_works_beside_an_irc_client() {
 /// date and time it was said (issue 18, item 9), not when it is shown.
 #[test]
 fn history_lines_on_the_terminal_show_when_they_were_said() {
-    use p2pchat::proto::wire::{Body, Msg, rooms::RoomEvent};
     use util::frames;
-    use util::raw::{Got, Raw};
+    use util::raw::Raw;
     let mut c = Chat::start("history", &[], 80, Launch::Exec);
     c.bob.send(":create dev");
     c.bob.expect_line("* you are in dev");
     let m = frames::who(0x6869_7374);
-    let mut r = Raw::connect(c.bob.port());
-    r.hello(&m, "yester", true);
-    for msg in frames::sealed(&m, 1, vec![frames::join_body(&m, "yester", 1)]) {
-        r.send(&msg);
-    }
-    let era = loop {
-        match r.recv(DEADLINE) {
-            Got::Msg(Msg::Event(ev)) => {
-                if let Body::Room(RoomEvent::State(st)) = ev.body
-                    && st.name == "dev"
-                {
-                    break st.era;
-                }
-            }
-            Got::Msg(_) => {}
-            Got::Closed | Got::Timeout => panic!("dev was not announced"),
-        }
-    };
     let yesterday = frames::now_ms() - 26 * 3_600_000;
-    let bodies = vec![
-        Body::Clock { time: yesterday },
-        Body::Room(RoomEvent::Say {
-            room: "dev".into(),
-            era,
-            n: 1,
-            text: "said yesterday".into(),
-        }),
-    ];
-    for msg in frames::sealed(&m, 2, bodies) {
-        r.send(&msg);
-    }
+    let said = "said yesterday";
+    let _r = Raw::say_in_room_at(c.bob.port(), &m, "yester", "dev", yesterday, said);
     c.bob.expect_line("[dev] yester: said yesterday");
     c.pane.type_text("/join dev");
     c.pane.keys(&["Enter"]);

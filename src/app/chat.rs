@@ -179,53 +179,11 @@ fn truncate(s: &mut String, max: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::app::{MemberView, Reach};
-
-    #[derive(Default)]
-    struct Fake {
-        published: Vec<Body>,
-        shown: Vec<Show>,
-    }
-
-    impl Net for Fake {
-        fn publish(&mut self, body: Body) {
-            self.published.push(body);
-        }
-        fn show(&mut self, show: Show) {
-            self.shown.push(show);
-        }
-        fn me(&self) -> &str {
-            "alice"
-        }
-        fn name_of(&self, id: NodeId) -> String {
-            format!("n{}", id.0)
-        }
-        fn members(&self) -> Vec<MemberView> {
-            ["alice", "carol", "bob"]
-                .iter()
-                .enumerate()
-                .map(|(i, n)| MemberView {
-                    id: NodeId(i as u64),
-                    name: n.to_string(),
-                    addr: None,
-                    reach: Reach::Relayed,
-                })
-                .collect()
-        }
-        fn id(&self) -> NodeId {
-            NodeId(0)
-        }
-        fn is_present(&self, id: NodeId) -> bool {
-            id.0 < 3
-        }
-        fn key_of(&self, _: NodeId) -> Option<crate::proto::crypto::PublicKey> {
-            None
-        }
-    }
+    use crate::app::fake::Fake;
 
     #[test]
     fn say_shows_ours_and_publishes_bounded() {
-        let mut net = Fake::default();
+        let mut net = Fake::new("alice", &["carol", "bob"]);
         let mut c = Chat::default();
         c.say(&mut net, "é".repeat(wire::MAX_TEXT));
         let Body::Chat { text, room } = &net.published[0] else {
@@ -238,7 +196,7 @@ mod tests {
 
     #[test]
     fn delivered_lines_name_their_sender() {
-        let mut net = Fake::default();
+        let mut net = Fake::new("alice", &["carol", "bob"]);
         let mut c = Chat::default();
         c.delivered(&mut net, NodeId(7), LOBBY.into(), "hi".into());
         c.clock(NodeId(7), 1_000_000);
@@ -268,7 +226,7 @@ mod tests {
 
     #[test]
     fn actions_show_ours_and_publish() {
-        let mut net = Fake::default();
+        let mut net = Fake::new("alice", &["carol", "bob"]);
         Chat::default().action(&mut net, "waves".into());
         assert_eq!(
             net.published,
@@ -282,7 +240,7 @@ mod tests {
 
     #[test]
     fn who_is_sorted_by_name() {
-        let mut net = Fake::default();
+        let mut net = Fake::new("alice", &["carol", "bob"]);
         Chat::default().who(&mut net);
         let Show::Members(v) = &net.shown[0] else {
             panic!("not members");

@@ -1777,40 +1777,7 @@ fn rate(bytes: u64, ms: Millis) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::app::MemberView;
-
-    #[derive(Default)]
-    struct Fake {
-        published: Vec<Body>,
-        shown: Vec<Show>,
-    }
-
-    impl Net for Fake {
-        fn publish(&mut self, body: Body) {
-            self.published.push(body);
-        }
-        fn show(&mut self, show: Show) {
-            self.shown.push(show);
-        }
-        fn me(&self) -> &str {
-            "me"
-        }
-        fn name_of(&self, id: NodeId) -> String {
-            format!("n{}", id.0)
-        }
-        fn members(&self) -> Vec<MemberView> {
-            Vec::new()
-        }
-        fn id(&self) -> NodeId {
-            NodeId(0)
-        }
-        fn is_present(&self, id: NodeId) -> bool {
-            id == NodeId(0)
-        }
-        fn key_of(&self, _: NodeId) -> Option<crate::proto::crypto::PublicKey> {
-            None
-        }
-    }
+    use crate::app::fake::Fake;
 
     fn files() -> Files {
         Files::new(Config {
@@ -1921,7 +1888,7 @@ mod tests {
     /// The receiver's side, from the offer to the whole file.
     #[test]
     fn a_fetch_asks_writes_acknowledges_and_verifies() {
-        let mut net = Fake::default();
+        let mut net = Fake::new("me", &[]);
         let mut f = files();
         let size = 5 * CHUNK as u64 + 10;
         assert!(f.offered(&mut net, ME, ALICE, OFFER, &payload(&an_offer(size)), LOBBY));
@@ -2027,7 +1994,7 @@ mod tests {
     /// The sender's side: GET, reads within the window, MORE, done.
     #[test]
     fn a_send_keeps_within_the_window() {
-        let mut net = Fake::default();
+        let mut net = Fake::new("me", &[]);
         let mut f = files();
         f.send(&mut net, None, "/src/notes.pdf".into(), LOBBY);
         let [Out::Disk(Io::Prepare { job, .. })] = &outs(&mut f)[..] else {
@@ -2108,7 +2075,7 @@ mod tests {
     /// The window follows the rate the receiver acknowledges at.
     #[test]
     fn the_window_follows_the_acknowledgement_rate() {
-        let mut net = Fake::default();
+        let mut net = Fake::new("me", &[]);
         let mut f = files();
         f.send(&mut net, None, "/src/big".into(), LOBBY);
         let [Out::Disk(Io::Prepare { job, .. })] = &outs(&mut f)[..] else {
@@ -2185,7 +2152,7 @@ mod tests {
 
     #[test]
     fn liars_and_strangers_are_turned_away() {
-        let mut net = Fake::default();
+        let mut net = Fake::new("me", &[]);
         let mut f = files();
         // Offers for someone else are not shown.
         let other = Offer {
@@ -2245,7 +2212,7 @@ mod tests {
 
     #[test]
     fn progress_is_told_once_a_second_in_every_format() {
-        let mut net = Fake::default();
+        let mut net = Fake::new("me", &[]);
         let mut f = files();
         let size = 10 * CHUNK as u64;
         f.offered(&mut net, ME, ALICE, OFFER, &payload(&an_offer(size)), LOBBY);
@@ -2294,7 +2261,7 @@ mod tests {
     /// end with their sender.
     #[test]
     fn open_offers_are_published_again_for_those_who_come() {
-        let mut net = Fake::default();
+        let mut net = Fake::new("me", &[]);
         let mut f = files();
         for (n, path) in ["/src/a.bin", "/src/b.bin"].into_iter().enumerate() {
             f.send(&mut net, None, path.into(), LOBBY);
@@ -2340,7 +2307,7 @@ mod tests {
 
     #[test]
     fn an_unanswered_get_is_given_up_and_the_part_kept() {
-        let mut net = Fake::default();
+        let mut net = Fake::new("me", &[]);
         let mut f = files();
         f.offered(&mut net, ME, ALICE, OFFER, &payload(&an_offer(100)), LOBBY);
         f.get(&mut net, 1, None, 0);
@@ -2381,7 +2348,7 @@ mod tests {
     fn what_is_held_is_written_before_the_part_is_kept() {
         let size = 10 * CHUNK as u64;
         for how in ["link", "stop", "left"] {
-            let mut net = Fake::default();
+            let mut net = Fake::new("me", &[]);
             let mut f = files();
             f.offered(&mut net, ME, ALICE, OFFER, &payload(&an_offer(size)), LOBBY);
             f.get(&mut net, 1, None, 0);

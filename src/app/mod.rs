@@ -245,3 +245,72 @@ pub struct MemberView {
     pub addr: Option<SocketAddr>,
     pub reach: Reach,
 }
+
+/// A network of one peer's own, for the applications' unit tests (chat
+/// and files; dm and rooms keep theirs: their peers see one another, by
+/// name and key).
+#[cfg(test)]
+pub(crate) mod fake {
+    use super::{MemberView, Net, Reach, Show};
+    use crate::proto::NodeId;
+    use crate::proto::crypto::PublicKey;
+    use crate::proto::wire::Body;
+
+    /// We are node 0, named `me`; the members present are us and
+    /// `others`, nodes 1, 2, …, in that order. Keeps what is published
+    /// and shown.
+    pub struct Fake {
+        pub published: Vec<Body>,
+        pub shown: Vec<Show>,
+        members: Vec<String>,
+    }
+
+    impl Fake {
+        pub fn new(me: &str, others: &[&str]) -> Fake {
+            Fake {
+                published: Vec::new(),
+                shown: Vec::new(),
+                members: std::iter::once(me)
+                    .chain(others.iter().copied())
+                    .map(str::to_owned)
+                    .collect(),
+            }
+        }
+    }
+
+    impl Net for Fake {
+        fn publish(&mut self, body: Body) {
+            self.published.push(body);
+        }
+        fn show(&mut self, show: Show) {
+            self.shown.push(show);
+        }
+        fn me(&self) -> &str {
+            &self.members[0]
+        }
+        fn name_of(&self, id: NodeId) -> String {
+            format!("n{}", id.0)
+        }
+        fn members(&self) -> Vec<MemberView> {
+            self.members
+                .iter()
+                .enumerate()
+                .map(|(i, n)| MemberView {
+                    id: NodeId(i as u64),
+                    name: n.clone(),
+                    addr: None,
+                    reach: Reach::Relayed,
+                })
+                .collect()
+        }
+        fn id(&self) -> NodeId {
+            NodeId(0)
+        }
+        fn is_present(&self, id: NodeId) -> bool {
+            id.0 < self.members.len() as u64
+        }
+        fn key_of(&self, _: NodeId) -> Option<PublicKey> {
+            None
+        }
+    }
+}

@@ -17,19 +17,41 @@
 //! dialler: the end with the smaller node id starts the handshake, and the
 //! other says HELLO right after its answer. It is checked like any other.
 //!
+//! A dial to a member we know (any dial but the join and a punch) ends its
+//! HELLO with the id and key it means to reach, and the answer is checked
+//! against them: a port may have been taken by another p2pchat since the
+//! member was there, and two networks must not merge through it (see
+//! [`BadHello::NotHere`] and [`BadHello::Stranger`]). A peer built
+//! before the field rejects such a HELLO and closes the link unanswered:
+//! an address that did so [`OLD_AFTER`] times in a row (once may be a
+//! peer that died as we dialled) is sent HELLOs without it, until one
+//! with it is answered there; at most [`MAX_OLD_HELLO`] such addresses
+//! are remembered. Such a peer takes us in and may dial us back, as a
+//! member it lost: the last [`MAX_STRANGERS`] peers found at a member's
+//! address are refused, unless they join.
+//!
 //! A link the node closes is not forgotten at once: it is `Closing` until
 //! the event loop reports the socket gone, and events already on their
 //! way on it are still taken.
 
-use super::crypto::{self, Identity};
+use super::crypto::{self, Identity, PublicKey};
 use super::wire::{self, Frame, Hello, Ident, Msg, Refusal};
 use super::{Io, LinkId, Millis, NodeId, PROBE_EVERY, Sink};
 use snow::{HandshakeState, TransportState};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 
 /// Accepted connections that have not said HELLO yet, at most.
 pub const MAX_PENDING: usize = 64;
+/// Addresses remembered as closing HELLOs that name the member expected
+/// unanswered, at most (the oldest is forgotten first).
+pub const MAX_OLD_HELLO: usize = 64;
+/// Times in a row an address closes such a HELLO unanswered before it is
+/// sent HELLOs without the field.
+pub const OLD_AFTER: u8 = 2;
+/// Peers found at a member's address remembered, at most (the oldest is
+/// forgotten first).
+pub const MAX_STRANGERS: usize = 64;
 /// A closing link the event loop never reports gone is forgotten after
 /// this (it reports it within its linger time, 1.5 s).
 const CLOSING_MAX: Millis = 10_000;
@@ -109,6 +131,13 @@ pub struct Link {
     refused: bool,
     /// Our HELLO went out on it.
     said_hello: bool,
+    /// The key of `target`, if known: the same key under another id is
+    /// the same user, restarted.
+    target_key: Option<PublicKey>,
+    /// Our HELLO named the member we meant to reach.
+    expected: bool,
+    /// A frame came since our HELLO went out.
+    answered: bool,
     crypt: Crypt,
     /// What HELLO's proof is bound to: the handshake's hash, or zeros.
     binding: [u8; 32],
@@ -181,6 +210,12 @@ pub enum BadHello {
     /// Its id is not the one its key makes, or it does not prove it holds
     /// the key.
     Proof,
+    /// A dialler meant to reach another member (another id and key): a
+    /// port we took was that member's once.
+    NotHere,
+    /// The peer we dialled, to reach a member, is another (neither its id
+    /// nor its key).
+    Stranger,
 }
 
 /// Every link of one peer, and what it says in HELLO.
@@ -202,6 +237,12 @@ pub struct Links {
     /// Our HELLO's proof on a link without a secret (bound to nothing but
     /// us): signed once.
     plain_proof: crypto::Sig,
+    /// Addresses that closed HELLOs naming the member expected without a
+    /// word, and how many times in a row. At most [`MAX_OLD_HELLO`].
+    old_hello: VecDeque<(SocketAddr, u8)>,
+    /// Peers found at a member's address (see [`Links::stranger`]). At
+    /// most [`MAX_STRANGERS`].
+    strangers: VecDeque<NodeId>,
 }
 
 impl Links {
@@ -224,6 +265,8 @@ impl Links {
             psk,
             gathering: Vec::new(),
             plain_proof,
+            old_hello: VecDeque::new(),
+            strangers: VecDeque::new(),
         }
     }
 
@@ -270,6 +313,9 @@ impl Links {
                 held: None,
                 refused: false,
                 said_hello: false,
+                target_key: None,
+                expected: false,
+                answered: false,
                 crypt: Crypt::Plain,
                 gathered: Vec::new(),
                 binding: [0; 32],
@@ -404,8 +450,11 @@ impl Links {
     /// Sends our HELLO on `link`.
     pub fn say_hello(&mut self, out: &mut impl Sink, link: LinkId, joining: bool, now: Millis) {
         let hello = self.hello(link, joining);
+        let expected = self.expects(link).is_some();
         if let Some(l) = self.links.get_mut(&link) {
             l.said_hello = true;
+            l.expected = expected;
+            l.answered = false;
         }
         self.send(out, link, hello, now);
     }
@@ -634,7 +683,39 @@ impl Links {
                 nonce: me.nonce(),
             },
             proof,
+            expect: self.expects(link),
         }))
+    }
+
+    /// The member our HELLO on `link` says we mean to reach: on a dial
+    /// to one, not a punch, unless its address rejects the field.
+    fn expects(&self, link: LinkId) -> Option<(NodeId, PublicKey)> {
+        let l = self.links.get(&link)?;
+        let t = l.target.filter(|_| l.outbound && l.dial != Dial::Punch)?;
+        let old = self
+            .old_hello
+            .iter()
+            .any(|&(a, n)| a == l.addr && n >= OLD_AFTER);
+        (!old).then(|| (t, l.target_key.unwrap_or([0; 32])))
+    }
+
+    /// `id` answered at a member's address (see [`BadHello::Stranger`]):
+    /// its HELLOs are refused from now on, unless it joins.
+    pub fn stranger(&mut self, id: NodeId) {
+        if !self.strangers.contains(&id) {
+            if self.strangers.len() == MAX_STRANGERS {
+                self.strangers.pop_front();
+            }
+            self.strangers.push_back(id);
+        }
+    }
+
+    /// The key of the member `link` is dialled to, if known: a HELLO
+    /// under it is that member's, whatever its id.
+    pub fn target_key(&mut self, link: LinkId, key: Option<PublicKey>) {
+        if let Some(l) = self.links.get_mut(&link) {
+            l.target_key = key;
+        }
     }
 
     /// The checks a HELLO on `link` must pass whoever we are.
@@ -658,6 +739,26 @@ impl Links {
             && crypto::verifying(&h.ident.key).is_some_and(|k| crypto::verify(&k, &msg, &h.proof));
         if !proved {
             return Err(BadHello::Proof);
+        }
+        let me = (self.ident.id(), self.ident.public());
+        if let Some((id, key)) = h.expect
+            && id != me.0
+            && (key == [0; 32] || key != me.1)
+        {
+            return Err(BadHello::NotHere);
+        }
+        let l = self.links.get(&link);
+        if l.is_some_and(|l| !l.outbound) && !h.joining && self.strangers.contains(&h.id) {
+            // Found at a member's address, and not taken in there: it
+            // does not come in by dialling us either, unless it joins.
+            return Err(BadHello::NotHere);
+        }
+        if let Some(l) = l.filter(|l| l.outbound)
+            && let Some(t) = l.target
+            && h.id != t
+            && l.target_key != Some(h.ident.key)
+        {
+            return Err(BadHello::Stranger);
         }
         Ok(())
     }
@@ -708,6 +809,12 @@ impl Links {
         let l = self.links.get_mut(&link)?;
         if !l.closing() {
             l.last_rx = now;
+            if l.expected && !l.answered {
+                // A HELLO naming whom we meant to reach is understood here.
+                let a = l.addr;
+                self.old_hello.retain(|&(x, _)| x != a);
+            }
+            l.answered = true;
         }
         Some(l)
     }
@@ -756,6 +863,19 @@ impl Links {
     /// stood, unless it was closing already.
     pub fn closed(&mut self, link: LinkId, now: Millis) -> Option<Stage> {
         let l = self.links.get_mut(&link).filter(|l| !l.closing())?;
+        if l.stage == Stage::Hello && l.expected && !l.answered {
+            // Our HELLO, naming whom we meant to reach, got nothing
+            // back: a peer of an older build rejects the field.
+            match self.old_hello.iter_mut().find(|(a, _)| *a == l.addr) {
+                Some((_, n)) => *n = n.saturating_add(1),
+                None => {
+                    if self.old_hello.len() == MAX_OLD_HELLO {
+                        self.old_hello.pop_front();
+                    }
+                    self.old_hello.push_back((l.addr, 1));
+                }
+            }
+        }
         let was = l.stage;
         l.stage = Stage::Closing { peer: l.peer() };
         // When it started closing, for `CLOSING_MAX`.
@@ -836,6 +956,12 @@ impl Links {
         self.live()
             .filter(|l| l.outbound && l.peer().is_none())
             .count()
+    }
+
+    /// What our HELLO on `link` says of the member we mean to reach.
+    #[cfg(test)]
+    fn hello_expects(&self, link: LinkId) -> Option<(NodeId, PublicKey)> {
+        self.expects(link)
     }
 
     /// Links with the default timers, for tests of the machines that
@@ -945,7 +1071,7 @@ fn binding(hs: &HandshakeState) -> [u8; 32] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::wire::decode;
+    use crate::proto::wire::{decode, frame};
 
     const ME: NodeId = NodeId(1);
 
@@ -1096,6 +1222,119 @@ mod tests {
         };
         assert!(why.contains(&wire::VERSION.to_string()));
         assert!(why.contains(&(wire::VERSION + 1).to_string()));
+    }
+
+    #[test]
+    fn a_hello_expecting_another_member_is_refused_and_a_stranger_is_not_taken() {
+        let mut ls = links();
+        let l = ls.accepted(&mut Vec::new(), addr(2), 0);
+        let (me, key) = (ls.ident.id(), ls.ident.public());
+        // Without the field (an old-format HELLO: its bytes end at the
+        // proof), or expecting us: taken.
+        let h = bobs_hello(false);
+        assert_eq!(h.expect, None);
+        let mut body = frame(&Msg::Hello(h.clone())).unwrap()[4..].to_vec();
+        assert_eq!(decode(&body), Ok(Msg::Hello(h.clone())));
+        assert_eq!(ls.check_hello(l, &h), Ok(()));
+        let ours = Hello {
+            expect: Some((me, key)),
+            ..h.clone()
+        };
+        assert_eq!(ls.check_hello(l, &ours), Ok(()));
+        // Our key under an id of an earlier run: the same user, restarted.
+        let earlier = Hello {
+            expect: Some((NodeId(me.0 ^ 1), key)),
+            ..h.clone()
+        };
+        assert_eq!(ls.check_hello(l, &earlier), Ok(()));
+        // Another member: refused, whether its key is known or not.
+        for k in [[0; 32], [9; 32]] {
+            let other = Hello {
+                expect: Some((NodeId(me.0 ^ 1), k)),
+                ..h.clone()
+            };
+            assert_eq!(ls.check_hello(l, &other), Err(BadHello::NotHere));
+        }
+        // The field on the wire, after the proof.
+        body.extend_from_slice(&(me.0 ^ 1).to_be_bytes());
+        body.extend_from_slice(&[0; 32]);
+        let Ok(Msg::Hello(got)) = decode(&body) else {
+            panic!("not a HELLO");
+        };
+        assert_eq!(ls.check_hello(l, &got), Err(BadHello::NotHere));
+
+        // Our dial to member 7: its HELLO names it; an answer from bob
+        // (neither its id nor its key) is a stranger's; from 7's key
+        // under another id, the member restarted.
+        let mut out = Vec::new();
+        let d = ls.dial_as(&mut out, addr(9), Some(NodeId(7)), Dial::Probe, 0);
+        ls.target_key(d, Some([7; 32]));
+        ls.connected(&mut out, d, false, 0);
+        let said = out.iter().rev().find_map(|io| match io {
+            Io::Send(k, f) if *k == d => Some(f.clone()),
+            _ => None,
+        });
+        let Some(Ok(Msg::Hello(mine))) = said.map(|f| decode(&f[4..])) else {
+            panic!("no HELLO");
+        };
+        assert_eq!(mine.expect, Some((NodeId(7), [7; 32])));
+        assert_eq!(ls.check_hello(d, &h), Err(BadHello::Stranger));
+        ls.target_key(d, Some(h.ident.key));
+        assert_eq!(ls.check_hello(d, &h), Ok(()));
+        // Found there, it is not taken in when it dials us (a peer of an
+        // older build that took us in may), unless it joins.
+        ls.stranger(h.id);
+        assert_eq!(ls.check_hello(l, &h), Err(BadHello::NotHere));
+        let joins = Hello {
+            joining: true,
+            ..h.clone()
+        };
+        assert_eq!(ls.check_hello(l, &joins), Ok(()));
+        // The join (no member in mind) takes whoever answers.
+        let j = ls.dial(&mut out, addr(9), None, 0);
+        assert_eq!(ls.check_hello(j, &h), Ok(()));
+        assert_eq!(ls.hello_expects(j), None);
+    }
+
+    #[test]
+    fn an_address_that_closes_our_hello_unanswered_is_sent_the_old_form() {
+        let mut ls = links();
+        let mut out = Vec::new();
+        let d = ls.dial(&mut out, addr(9), Some(NodeId(7)), 0);
+        ls.connected(&mut out, d, false, 0);
+        assert!(ls.hello_expects(d).is_some());
+        // Closed with nothing back, twice in a row: an older build
+        // rejected the field (once may be a peer that died as we dialled).
+        ls.closed(d, 10);
+        let e = ls.dial(&mut out, addr(9), Some(NodeId(7)), 20);
+        ls.connected(&mut out, e, false, 20);
+        assert!(ls.hello_expects(e).is_some());
+        ls.closed(e, 30);
+        let e = ls.dial(&mut out, addr(9), Some(NodeId(7)), 40);
+        ls.connected(&mut out, e, false, 40);
+        assert_eq!(ls.hello_expects(e), None);
+        // Answered (a REFUSE, say), another address keeps the field.
+        let f = ls.dial(&mut out, addr(10), Some(NodeId(8)), 30);
+        ls.connected(&mut out, f, false, 30);
+        ls.received(f, 40);
+        ls.closed(f, 40);
+        let g = ls.dial(&mut out, addr(10), Some(NodeId(8)), 50);
+        assert!(ls.hello_expects(g).is_some());
+        // An expecting HELLO answered there: understood again.
+        let d = ls.dial(&mut out, addr(11), Some(NodeId(8)), 30);
+        ls.connected(&mut out, d, false, 30);
+        ls.closed(d, 31);
+        let d = ls.dial(&mut out, addr(11), Some(NodeId(8)), 32);
+        ls.connected(&mut out, d, false, 32);
+        ls.received(d, 33);
+        assert!(ls.old_hello.iter().all(|&(a, _)| a != addr(11)));
+        // Bounded.
+        for p in 0..MAX_OLD_HELLO as u16 * 2 {
+            let k = ls.dial(&mut out, addr(1000 + p), Some(NodeId(9)), 60);
+            ls.connected(&mut out, k, false, 60);
+            ls.closed(k, 70);
+        }
+        assert_eq!(ls.old_hello.len(), MAX_OLD_HELLO);
     }
 
     /// The frames of `io` for `link`, as the event loop would write them.
@@ -1339,6 +1578,7 @@ mod tests {
                 nonce: 0,
             },
             proof: [0; 64],
+            expect: None,
         };
         let a = ls.accepted(&mut out, addr(9), 0);
         let b = ls.accepted(&mut out, addr(10), 0);

@@ -15,7 +15,9 @@
 //! 1 HELLO    magic "p2pc", version:u16, id:u64, name:str, port:u16,
 //!            flags:u8 (bit 0: joining), you:addr (the other side's IP as seen),
 //!            ident, proof:sig (the sender holds its key, on this link:
-//!            see crypto::hello_message)
+//!            see crypto::hello_message), then, optional (see below):
+//!            expect:u64, expect_key:32 bytes (the member the dialler
+//!            means to reach; the key zeros if it does not know it)
 //! 2 REFUSE   code:u8, text:str                      then the sender closes
 //! 3 MEMBERS  last:u8, count:u16, count × (id:u64, name:str, ip:addr, port:u16,
 //!            seq:u64, ident)
@@ -110,7 +112,21 @@
 //! that a newer version is about.
 //!
 //! A connecting peer sends HELLO first; the accepting peer answers HELLO and
-//! MEMBERS, or REFUSE. Decoding is total: any input gives a [`Msg`] or a
+//! MEMBERS, or REFUSE. A peer that dials one it knows by id (a member,
+//! to link again or to probe it when lost; a peer heard on the LAN; not
+//! a join, nor a punch) ends its HELLO with that id and the key, if
+//! known: a port may have been taken by another p2pchat since. An acceptor that is neither
+//! that id nor holds that key answers REFUSE, code 10 (not here), and
+//! takes nothing in; the dialler counts that as a failed dial to the
+//! member. The dialler checks the answer itself too: a HELLO that shows
+//! neither the id nor the key it meant to reach gets a REFUSE (code 10)
+//! and the link closes, before anything on it is taken in. The same key
+//! under a new id is the same user, restarted on its port: taken. Peers
+//! built before this field rejected a HELLO with bytes after its proof
+//! (the link closed, unanswered); a dialler whose HELLO is closed that way
+//! dials that address again without the field (and its own check still
+//! holds). Bytes after the fields this build knows are skipped: later
+//! fields at the end of HELLO are safe to add. Decoding is total: any input gives a [`Msg`] or a
 //! [`WireError`], never a panic, and nothing is allocated beyond the frame
 //! already received, whose length was checked against [`MAX_FRAME`] first.
 //!
@@ -214,6 +230,8 @@ pub enum Refusal {
     Secret = 8,
     /// The name is known with another key.
     Key = 9,
+    /// The dialler meant to reach another member, which is not here.
+    NotHere = 10,
     Other = 255,
 }
 
@@ -229,6 +247,7 @@ impl Refusal {
             7 => Refusal::BadHello,
             8 => Refusal::Secret,
             9 => Refusal::Key,
+            10 => Refusal::NotHere,
             _ => Refusal::Other,
         }
     }
@@ -248,6 +267,10 @@ pub struct Hello {
     pub ident: Ident,
     /// The sender's signature of `crypto::hello_message`.
     pub proof: Sig,
+    /// The member a dialler means to reach: its id, and its key (zeros
+    /// if not known). `None` from an acceptor, a joiner, a punch, or an
+    /// older peer.
+    pub expect: Option<(NodeId, PublicKey)>,
 }
 
 /// A peer's public identity: its key, and the nonce of its run (the node
@@ -515,6 +538,10 @@ fn encode_body(msg: &Msg, out: &mut Vec<u8>) -> Result<(), WireError> {
             put_ip(out, h.you);
             put_ident(out, &h.ident);
             out.extend_from_slice(&h.proof);
+            if let Some((id, key)) = h.expect {
+                put_u64(out, id.0);
+                out.extend_from_slice(&key);
+            }
         }
         Msg::Refuse { code, text } => {
             out.push(2);
@@ -741,7 +768,7 @@ pub fn decode(body: &[u8]) -> Result<Msg, WireError> {
                 return Err(WireError::Invalid("hello magic"));
             }
             r = &r[4..];
-            Msg::Hello(Hello {
+            let hello = Msg::Hello(Hello {
                 version: u16_(&mut r)?,
                 id: NodeId(u64_(&mut r)?),
                 name: str_(&mut r)?,
@@ -750,7 +777,16 @@ pub fn decode(body: &[u8]) -> Result<Msg, WireError> {
                 you: ip_(&mut r)?,
                 ident: ident_(&mut r)?,
                 proof: sig_(&mut r)?,
-            })
+                expect: if r.is_empty() {
+                    None
+                } else {
+                    let id = NodeId(u64_(&mut r)?);
+                    Some((id, bytes(&mut r, 32)?.try_into().expect("32 bytes")))
+                },
+            });
+            // Fields of later builds: skipped.
+            r = &[];
+            hello
         }
         2 => Msg::Refuse {
             code: Refusal::from_u8(u8_(&mut r)?),
@@ -1120,6 +1156,7 @@ mod tests {
                     nonce: 9,
                 },
                 proof: [6; 64],
+                expect: Some((NodeId(7), [8; 32])),
             }),
             Msg::Refuse {
                 code: Refusal::NameTaken,
@@ -1416,6 +1453,23 @@ mod tests {
             ) {
                 // An unknown type's payload runs to the end: any cut after
                 // its type byte is a shorter payload, not an error.
+                continue;
+            }
+            if let Msg::Hello(h) = &m {
+                // Cut where its optional field starts: a HELLO without
+                // it; more bytes at its end are a later build's fields.
+                let cut = body.len() - 40;
+                let old = Msg::Hello(Hello {
+                    expect: None,
+                    ..h.clone()
+                });
+                assert_eq!(decode(&body[..cut]), Ok(old));
+                for n in (0..body.len()).filter(|&n| n != cut) {
+                    assert!(decode(&body[..n]).is_err(), "{m:?} cut at {n}");
+                }
+                let mut long = body.to_vec();
+                long.extend_from_slice(&[1, 2, 3]);
+                assert_eq!(decode(&long), Ok(m.clone()));
                 continue;
             }
             for n in 0..body.len() {

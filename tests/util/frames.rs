@@ -37,6 +37,7 @@ pub fn hello(me: &Identity, name: &str) -> Hello {
             you: None,
             ident: ident(me),
             proof: [0; 64],
+            expect: None,
         },
     )
 }

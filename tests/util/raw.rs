@@ -3,12 +3,14 @@
 
 use super::free_port;
 use p2pchat::proto::crypto::Identity;
-use p2pchat::proto::wire::{self, Entry, Hello, Msg};
+use p2pchat::proto::wire::{self, Body, Entry, Hello, Msg, rooms::RoomEvent};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-/// What [`Raw::recv`] got.
+/// What [`Raw::recv`] got. (A message is large, a HELLO most: one at a
+/// time in a test, it is not worth a box.)
+#[allow(clippy::large_enum_variant)]
 pub enum Got {
     Msg(Msg),
     Closed,
@@ -147,6 +149,54 @@ impl Raw {
                 Got::Timeout => panic!("{what}: connection still open after {t:?}; got {got:?}"),
             }
         }
+    }
+
+    /// A member `name`, `me`, joins through the peer at `port`, waits
+    /// for the room `room` to be announced to it (for its era), and says
+    /// `text` there as said at `time` (ms since 1970, by its CLOCK): its
+    /// events 1 (JOIN), 2 (CLOCK) and 3 (the line). The member is there
+    /// while the client returned is.
+    pub fn say_in_room_at(
+        port: u16,
+        me: &Identity,
+        name: &str,
+        room: &str,
+        time: u64,
+        text: &str,
+    ) -> Raw {
+        use super::frames;
+        let mut r = Raw::connect(port);
+        r.hello(me, name, true);
+        for msg in frames::sealed(me, 1, vec![frames::join_body(me, name, 1)]) {
+            r.send(&msg);
+        }
+        // The owner announces the room to the newcomer: its era.
+        let era = loop {
+            match r.recv(super::DEADLINE) {
+                Got::Msg(Msg::Event(ev)) => {
+                    if let Body::Room(RoomEvent::State(st)) = ev.body
+                        && st.name == room
+                    {
+                        break st.era;
+                    }
+                }
+                Got::Msg(_) => {}
+                Got::Closed | Got::Timeout => panic!("{room} was not announced"),
+            }
+        };
+        let bodies = vec![
+            Body::Clock { time },
+            Body::Room(RoomEvent::Say {
+                room: room.into(),
+                era,
+                n: 1,
+                text: text.into(),
+            }),
+        ];
+        for msg in frames::sealed(me, 2, bodies) {
+            r.send(&msg);
+        }
+        r
     }
 
     /// Says HELLO as `name`, `me`; returns alice's HELLO and her member

@@ -404,37 +404,42 @@ impl RoomEvent {
             HISTORY => {
                 let room = str_(r)?;
                 let era = u32_(r)?;
-                let n = u8_(r)? as usize;
-                if n > HISTORY_LINES {
-                    return Err(WireError::Invalid("history count"));
-                }
-                let mut lines = Vec::with_capacity(n);
-                for _ in 0..n {
-                    lines.push(Line {
+                let lines = history_lines(r, |r| {
+                    Ok(Line {
                         origin: NodeId(u64_(r)?),
                         n: u32_(r)?,
                         shout: u8_(r)? != 0,
                         text: str_(r)?,
-                    });
-                }
+                    })
+                })?;
                 RoomEvent::History { room, era, lines }
             }
             WHEN => {
                 let room = str_(r)?;
                 let era = u32_(r)?;
-                let n = u8_(r)? as usize;
-                if n > HISTORY_LINES {
-                    return Err(WireError::Invalid("history count"));
-                }
-                let mut lines = Vec::with_capacity(n);
-                for _ in 0..n {
-                    lines.push((u64_(r)?, u64_(r)?));
-                }
+                let lines = history_lines(r, |r| Ok((u64_(r)?, u64_(r)?)))?;
                 RoomEvent::When { room, era, lines }
             }
             _ => return Err(WireError::Invalid("room event type")),
         })
     }
+}
+
+/// A count of history lines, `count:u8` (at most [`HISTORY_LINES`]), then
+/// that many, each read by `line` (HISTORY and WHEN).
+fn history_lines<T>(
+    r: &mut &[u8],
+    line: impl Fn(&mut &[u8]) -> Result<T, WireError>,
+) -> Result<Vec<T>, WireError> {
+    let n = u8_(r)? as usize;
+    if n > HISTORY_LINES {
+        return Err(WireError::Invalid("history count"));
+    }
+    let mut lines = Vec::with_capacity(n);
+    for _ in 0..n {
+        lines.push(line(r)?);
+    }
+    Ok(lines)
 }
 
 /// Appends a ROOM payload.
