@@ -135,8 +135,9 @@ pub const GRAFT_WAIT: Millis = 100;
 /// only the gap timer (FETCH) is left.
 pub const GRAFT_TRIES: u32 = 4;
 /// Hop counts (HOPS) wait this long after they change, to go out together
-/// in one frame a link.
-pub const HOPS_WAIT: Millis = 10;
+/// in one frame a link, with the announcements waiting (and these with
+/// them): one write, one wake-up for both.
+pub const HOPS_WAIT: Millis = IHAVE_WAIT;
 /// A peer moves in an origin's tree to a neighbour at least this many hops
 /// closer to the origin than its parent (a tie never moves it)...
 pub const MOVE_GAIN: u8 = 1;
@@ -937,10 +938,12 @@ impl Broadcast {
         }
     }
 
-    /// Sends the announcements waiting, and the GRAFTs due.
+    /// Sends the announcements and hop counts waiting, and the GRAFTs due.
     pub fn tick(&mut self, out: &mut impl Sink, now: Millis) {
-        if self.ihave_at.is_some_and(|t| now >= t) {
+        let due = |t: Option<Millis>| t.is_some_and(|t| now >= t);
+        if due(self.ihave_at) || due(self.hops_at) {
             self.ihave_at = None;
+            self.hops_at = None;
             for (&k, n) in &mut self.neighbours {
                 if n.ihave.is_empty() {
                     continue;
@@ -959,9 +962,6 @@ impl Broadcast {
                     out.io(Io::Send(k, wire::small(&m)));
                 }
             }
-        }
-        if self.hops_at.is_some_and(|t| now >= t) {
-            self.hops_at = None;
             for (&k, n) in &mut self.neighbours {
                 if n.hops.is_empty() {
                     continue;
