@@ -501,21 +501,12 @@ impl Disk {
                         *ahead = from + 2 * WRITEBACK_STEP;
                         advise(file, from, *ahead - from, libc::POSIX_FADV_WILLNEED);
                     }
-                    // The frame is read into whole: one copy of the bytes
-                    // from here to the link's queue.
-                    let buf = &mut self.buf;
-                    buf.clear();
-                    buf.extend_from_slice(&((DATA_HEAD + len - 4) as u32).to_be_bytes());
-                    buf.push(DATA);
-                    buf.extend_from_slice(&num.to_be_bytes());
-                    buf.extend_from_slice(&offset.to_be_bytes());
-                    buf.resize(DATA_HEAD + len, 0);
-                    match file.read_exact_at(&mut buf[DATA_HEAD..], offset) {
-                        Ok(()) => self.done.push_back(Done::Chunk {
+                    match read_frame(file, *num, offset, len) {
+                        Ok(frame) => self.done.push_back(Done::Chunk {
                             job,
                             offset,
                             len,
-                            frame: Frame::from(&buf[..]),
+                            frame,
                         }),
                         Err(e) => {
                             let why = if e.kind() == io::ErrorKind::UnexpectedEof {
@@ -535,6 +526,51 @@ impl Disk {
             self.jobs.remove(&job);
         }
     }
+}
+
+/// A DATA frame of offer `num` with the `len` bytes of `file` at
+/// `offset`, read straight into the frame's own memory, which is not
+/// zeroed first: the one copy of the bytes from here to the link's queue
+/// is the kernel's (a read into a buffer of ours, zeroed, then copied
+/// into the frame, was a sixth of a sender's CPU time).
+fn read_frame(file: &File, num: u32, offset: u64, len: usize) -> io::Result<Frame> {
+    use std::os::fd::AsRawFd;
+    let mut frame = std::rc::Rc::<[u8]>::new_uninit_slice(DATA_HEAD + len);
+    let buf = std::rc::Rc::get_mut(&mut frame).expect("a new frame is not shared");
+    let mut head = [0u8; DATA_HEAD];
+    head[..4].copy_from_slice(&((DATA_HEAD + len - 4) as u32).to_be_bytes());
+    head[4] = DATA;
+    head[5..9].copy_from_slice(&num.to_be_bytes());
+    head[9..].copy_from_slice(&offset.to_be_bytes());
+    for (b, h) in buf.iter_mut().zip(head) {
+        b.write(h);
+    }
+    let mut got = 0;
+    while got < len {
+        let rest = &mut buf[DATA_HEAD + got..];
+        // SAFETY: pread writes at most `rest.len()` bytes into `rest`,
+        // which is ours alone; what it wrote is initialised.
+        let n = unsafe {
+            libc::pread(
+                file.as_raw_fd(),
+                rest.as_mut_ptr().cast(),
+                rest.len(),
+                (offset + got as u64) as libc::off_t,
+            )
+        };
+        match n {
+            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+            n if n < 0 => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            n => got += n as usize,
+        }
+    }
+    // SAFETY: the head and then all `len` bytes after it were written.
+    Ok(unsafe { frame.assume_init() })
 }
 
 /// Whether the part of `name` hashed to `expect`: then it is renamed
@@ -876,6 +912,76 @@ mod tests {
             };
             assert!(e.contains(why), "{e}");
         }
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    /// An upload reads a chunk into a whole DATA frame when its link has
+    /// room, and says so when the file became shorter.
+    #[test]
+    fn uploads_read_whole_frames_when_the_link_has_room() {
+        use crate::app::files::Msg;
+        let d = tmp("upload");
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+        let path = d.join("src.bin");
+        fs::write(&path, &data).unwrap();
+        let mtime = mtime(&fs::metadata(&path).unwrap());
+        let mut disk = Disk::new();
+        let link = LinkId(3);
+        disk.io(Io::Upload {
+            job: 9,
+            num: 4,
+            link,
+            path: path.clone(),
+            size: data.len() as u64,
+            mtime,
+        });
+        for (offset, len) in [(0u64, 64_000usize), (64_000, 64_000), (192_000, 8_000)] {
+            disk.io(Io::Read {
+                job: 9,
+                offset,
+                len,
+            });
+            // No room on the link: nothing is read.
+            disk.step(|_| false);
+            assert!(disk.take_done().is_none() && !disk.busy(|_| false));
+            let Done::Chunk {
+                job: 9,
+                offset: o,
+                len: l,
+                frame,
+            } = run(&mut disk).remove(0)
+            else {
+                panic!("no chunk");
+            };
+            assert_eq!((o, l), (offset, len));
+            let n = u32::from_be_bytes(frame[..4].try_into().unwrap()) as usize;
+            assert_eq!(n + 4, frame.len());
+            let at = offset as usize;
+            assert_eq!(
+                Msg::decode(&frame[4..]),
+                Some(Msg::Data {
+                    num: 4,
+                    offset,
+                    data: &data[at..at + len]
+                })
+            );
+        }
+        // The file cut short after the offer: the read fails, clearly.
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(100_000)
+            .unwrap();
+        disk.io(Io::Read {
+            job: 9,
+            offset: 64_000,
+            len: 64_000,
+        });
+        let Done::Failed { job: 9, why } = run(&mut disk).remove(0) else {
+            panic!("read past the end");
+        };
+        assert!(why.contains("changed since it was offered"), "{why}");
         let _ = fs::remove_dir_all(&d);
     }
 }
