@@ -994,6 +994,9 @@ impl Node {
                     .on_graft(&mut self.out, link, origin, from, to, now)
             }
             (Some(_), Msg::Prune { origin }) => self.broadcast.on_prune(link, origin),
+            (Some(_), Msg::Hops { hops }) => {
+                self.broadcast.on_hops(&mut self.out, link, &hops, now)
+            }
             (Some(p), Msg::PunchAsk { target }) => self.on_punch_ask(link, p, target, now),
             (Some(_), Msg::Punch { id, addr }) => self.on_punch(id, addr, now),
             (Some(_), Msg::Gone { ids }) => {
@@ -2063,7 +2066,7 @@ impl Node {
                 self.broadcast.fetch(&mut self.out, link, id.origin, lo, hi);
             }
         }
-        self.broadcast.on_ihave(link, ids, now);
+        self.broadcast.on_ihave(&mut self.out, link, ids, now);
     }
 
     /// An event from a member we lost. In a healed partition its events

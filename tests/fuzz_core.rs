@@ -690,7 +690,7 @@ impl Gen {
 
     /// Any valid message, every kind.
     fn msg(&mut self) -> Msg {
-        match self.n(24) {
+        match self.n(25) {
             0..=2 => {
                 let w = self.who();
                 let name = self.name();
@@ -758,6 +758,13 @@ impl Gen {
                 Msg::Graft { origin, from, to }
             }
             22 => Msg::Prune { origin: self.id() },
+            23 => {
+                let n = self.pick(&[0, 1, 2, 5, wire::HOPS_PER_FRAME]);
+                let hops = (0..n)
+                    .map(|_| (self.id(), self.pick(&[0, 1, 2, 63, 64, wire::HOPS_UNKNOWN])))
+                    .collect();
+                Msg::Hops { hops }
+            }
             _ => Msg::Ping,
         }
     }

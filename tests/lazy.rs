@@ -290,3 +290,55 @@ fn flooding_and_lazy_peers_mix() {
         }
     }
 }
+
+/// HOPS (kind 23) came after version 3 was made: a peer built before it
+/// skips it, as any kind it does not know after HELLO (see hostile's
+/// unknown_kind_before_and_after_hello). Here such a peer, a raw client
+/// that never says a hop count, links to alice: she tells it hers (one
+/// hop from bob, none for its own lines), and lines go both ways as
+/// before. Hop counts that make no sense (0, 255, unknown senders, a
+/// full frame of them) close nothing either.
+#[test]
+fn hop_counts_go_to_peers_that_never_say_theirs() {
+    use p2pchat::node::NodeId;
+    use p2pchat::proto::wire::{self, Msg};
+    use util::frames::{chat, join, who};
+    use util::raw::Raw;
+    let old = who(0x6f6c_6465_6e00);
+    let (mut alice, mut bob) = util::pair();
+    util::chat_both_ways(&mut alice, &mut bob, "before");
+    let mut r = Raw::connect(alice.port());
+    let (_, members) = r.hello(&old, "olden", true);
+    let bob_id = members.iter().find(|e| e.name == "bob").expect("bob").id;
+    let body = r
+        .recv_kind(wire::HOPS, util::DEADLINE)
+        .expect("alice says no hop counts");
+    let Ok(Msg::Hops { hops }) = wire::decode(&body) else {
+        panic!("not a HOPS: {body:?}");
+    };
+    assert_eq!(hops, vec![(bob_id, 1)]);
+    r.send(&join(&old, "olden", 1));
+    bob.expect_line("* olden joined");
+    r.send(&chat(&old, 2, "hello from an old build"));
+    alice.expect_line("olden: hello from an old build");
+    bob.expect_line("olden: hello from an old build");
+    bob.send("to everyone");
+    loop {
+        let body = r
+            .recv_kind(wire::EVENT, util::DEADLINE)
+            .expect("bob's line never reached the old peer");
+        if let Ok(Msg::Event(e)) = wire::decode(&body)
+            && e.origin == bob_id
+            && matches!(&e.body, wire::Body::Chat { text, .. } if text == "to everyone")
+        {
+            break;
+        }
+    }
+    let mut nonsense = vec![(bob_id, 0), (bob_id, wire::HOPS_UNKNOWN), (NodeId(7), 1)];
+    nonsense.resize(wire::HOPS_PER_FRAME, (NodeId(9), 2));
+    r.send(&Msg::Hops { hops: nonsense });
+    r.send(&chat(&old, 3, "after nonsense"));
+    alice.expect_line("olden: after nonsense");
+    bob.expect_line("olden: after nonsense");
+    util::chat_both_ways(&mut alice, &mut bob, "after");
+}

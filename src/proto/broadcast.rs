@@ -44,8 +44,29 @@
 //!   GRAFT from our parent means it lost its supply: it is our parent no
 //!   more. Our first link (joining, or back from isolation) is every
 //!   origin's parent until their events come another way.
+//! - Trees become shallow. The paths quickest while a tree formed need not
+//!   be short (at 64 peers, up to 12 hops where 3 would do), and every hop
+//!   adds its wait to fan-out latency. So each peer tells its neighbours
+//!   (HOPS) how many links from each origin its copies of the origin's
+//!   events come: 1 from the origin itself, else one more than its parent
+//!   says (unknown while the parent has not said). Within [`HOPS_WAIT`] of
+//!   a change, on every link; all of them to a new link. A peer with a
+//!   neighbour [`MOVE_GAIN`] hops closer to an origin than its parent moves
+//!   to the closest such neighbour: GRAFT it (push to me, and send what
+//!   you have from my next event on), PRUNE the parent (announced to from
+//!   then on). Only to a neighbour that has shown it has the origin's
+//!   events (a link below us never sends or announces them to us); never
+//!   for a tie, nor while we miss events, nor more than once a
+//!   [`MOVE_WAIT`] per tree. Each move takes the peer, and all below it,
+//!   closer to the origin, and nothing moves anyone further: moves end,
+//!   with each peer about as few hops from each origin as the links allow.
+//!   Counts from [`MAX_HOPS`] on are unknown, so a loop in a tree under
+//!   repair counts no further. A peer that does not know HOPS (built
+//!   before it) skips it: it is never moved to, and peers below it do not
+//!   move.
 //! - With flooding, nothing is pruned: every link stays in every tree (a
-//!   flooding peer honours the PRUNE and GRAFT it is sent, so the two mix).
+//!   flooding peer honours the PRUNE and GRAFT it is sent, so the two mix);
+//!   it says no hop counts, and never moves.
 //!
 //! The last safety net, whatever the strategy: a gap (an event came
 //! before one of its origin's earlier ones) is fetched from neighbours'
@@ -75,9 +96,9 @@
 //! second (a GRAFT's request too).
 //!
 //! Lazy push keeps, per origin, a few sets of links up (those pruned
-//! either way, what each has shown it has, the announcers to graft in
-//! turn), and per link, one announcement waiting per origin: all bounded
-//! by the links and the members.
+//! either way, what each has shown it has, each one's hop count, the
+//! announcers to graft in turn), and per link, one announcement and one
+//! hop count waiting per origin: all bounded by the links and the members.
 
 use super::crypto::{self, EventHash, Identity};
 use super::seal::{self, Sealer, Taken, Verifier};
@@ -113,6 +134,18 @@ pub const GRAFT_WAIT: Millis = 100;
 /// GRAFTs for an origin's missing events with none of them coming; then
 /// only the gap timer (FETCH) is left.
 pub const GRAFT_TRIES: u32 = 4;
+/// Hop counts (HOPS) wait this long after they change, to go out together
+/// in one frame a link, with the announcements waiting (and these with
+/// them): one write, one wake-up for both.
+pub const HOPS_WAIT: Millis = IHAVE_WAIT;
+/// A peer moves in an origin's tree to a neighbour at least this many hops
+/// closer to the origin than its parent (a tie never moves it)...
+pub const MOVE_GAIN: u8 = 1;
+/// ...and no sooner than this after its last move in that tree.
+pub const MOVE_WAIT: Millis = 1_000;
+/// Hop counts from this on are not counted (a loop in a tree under repair
+/// counts no further): unknown.
+pub const MAX_HOPS: u8 = 64;
 
 /// Gap repair timers, in milliseconds.
 #[derive(Debug, Clone)]
@@ -204,6 +237,12 @@ struct Origin {
     /// Events up to this were asked for (FETCH, GRAFT): copies of them are
     /// answers, not a reason to prune.
     asked_to: u64,
+    /// How many links from the origin each neighbour's copies come (its
+    /// HOPS), how many we last said ours do (`HOPS_UNKNOWN`: we do not
+    /// know), and when we last moved closer to the origin.
+    hops: BTreeMap<LinkId, u8>,
+    told: u8,
+    moved_at: Option<Millis>,
     /// Events taken in order, kept back until a signature covers them
     /// (counted in the held bytes), and the origin's key.
     verifier: Verifier<Held>,
@@ -241,6 +280,9 @@ impl Origin {
             grafts: 0,
             orphan: false,
             asked_to: 0,
+            hops: BTreeMap::new(),
+            told: wire::HOPS_UNKNOWN,
+            moved_at: None,
             verifier: Verifier::default(),
             ready: VecDeque::new(),
         }
@@ -347,6 +389,8 @@ struct Neighbour {
     fetch: Bucket,
     /// Announcements waiting to go to it: origin → last event delivered.
     ihave: BTreeMap<NodeId, u64>,
+    /// Hop counts waiting to go to it (HOPS): origin → ours.
+    hops: BTreeMap<NodeId, u8>,
 }
 
 /// Recent events by id, bounded in count and bytes. When full, the oldest
@@ -650,6 +694,17 @@ impl Cache {
     }
 }
 
+/// How many links from `origin` our copies of its events come, by our
+/// parent in its tree: one from the origin itself, else one more than the
+/// parent says its copies come from.
+fn depth(o: &Origin, neighbours: &BTreeMap<LinkId, Neighbour>, origin: NodeId) -> Option<u8> {
+    let p = o.parent?;
+    if neighbours.get(&p)?.peer == origin {
+        return Some(1);
+    }
+    o.hops.get(&p).filter(|&&h| h < MAX_HOPS).map(|h| h + 1)
+}
+
 /// Whether `id` arriving on `link` is a forgery, given the neighbours:
 /// see [`Broadcast::forged`].
 fn forged(neighbours: &BTreeMap<LinkId, Neighbour>, link: LinkId, id: EventId) -> bool {
@@ -707,6 +762,8 @@ pub struct Broadcast {
     supply: Option<LinkId>,
     /// No GRAFT timer is due before this (a lower bound).
     graft_wake: Option<Millis>,
+    /// When the hop counts waiting go out.
+    hops_at: Option<Millis>,
 }
 
 impl Broadcast {
@@ -726,6 +783,7 @@ impl Broadcast {
             ihave_at: None,
             supply: None,
             graft_wake: None,
+            hops_at: None,
         }
     }
 
@@ -755,6 +813,16 @@ impl Broadcast {
             }
         }
         let fetch = Bucket::new(FETCH_RATE, FETCH_BURST);
+        // It is told at once how deep each tree has put us.
+        let hops: BTreeMap<NodeId, u8> = self
+            .origins
+            .iter()
+            .filter(|&(&id, o)| o.told != wire::HOPS_UNKNOWN && id != peer)
+            .map(|(&id, o)| (id, o.told))
+            .collect();
+        if !hops.is_empty() {
+            self.hops_at = Some(0);
+        }
         self.neighbours.insert(
             link,
             Neighbour {
@@ -762,6 +830,7 @@ impl Broadcast {
                 floor: None,
                 fetch,
                 ihave: BTreeMap::new(),
+                hops,
             },
         );
     }
@@ -776,10 +845,12 @@ impl Broadcast {
         if self.supply == Some(link) {
             self.supply = None;
         }
-        for o in self.origins.values_mut() {
+        let mut orphans = Vec::new();
+        for (&id, o) in &mut self.origins {
             o.pruned_by.remove(&link);
             o.pruned.remove(&link);
             o.has.remove(&link);
+            o.hops.remove(&link);
             o.announcers.retain(|&l| l != link);
             if o.heard == Some(link) {
                 o.heard = None;
@@ -789,6 +860,7 @@ impl Broadcast {
             }
             o.parent = None;
             o.parent_fed = false;
+            orphans.push(id);
             // Whoever announced its events last, or else a link we told
             // to stop pushing them (it had them), or any.
             let next = o.heard.or_else(|| o.pruned.first().copied()).or(any);
@@ -800,6 +872,11 @@ impl Broadcast {
                 o.graft_at = Some(0);
                 self.graft_wake = Some(0);
             }
+        }
+        // Our hop counts by that parent are unknown now (until a GRAFT
+        // gives us another): said at the next tick.
+        for id in orphans {
+            self.retell(id, 0);
         }
     }
 
@@ -931,6 +1008,7 @@ impl Broadcast {
                 // to like any other.
                 o.parent = None;
                 o.parent_fed = false;
+                self.retell(origin, now + HOPS_WAIT);
             }
         }
         if from <= to {
@@ -940,7 +1018,9 @@ impl Broadcast {
 
     /// `link` announces it has delivered these events (each the last of
     /// its origin): one we miss is asked for if it does not come soon.
-    pub fn on_ihave(&mut self, link: LinkId, ids: &[EventId], now: Millis) {
+    /// The link may be closer to their origins than our parent: see
+    /// [`Broadcast::on_hops`].
+    pub fn on_ihave(&mut self, out: &mut impl Sink, link: LinkId, ids: &[EventId], now: Millis) {
         if !self.neighbours.contains_key(&link) {
             return;
         }
@@ -972,12 +1052,17 @@ impl Broadcast {
                 soonest(&mut self.graft_wake, at);
             }
         }
+        for id in ids {
+            self.reconsider(out, id.origin, now);
+        }
     }
 
-    /// Sends the announcements waiting, and the GRAFTs due.
+    /// Sends the announcements and hop counts waiting, and the GRAFTs due.
     pub fn tick(&mut self, out: &mut impl Sink, now: Millis) {
-        if self.ihave_at.is_some_and(|t| now >= t) {
+        let due = |t: Option<Millis>| t.is_some_and(|t| now >= t);
+        if due(self.ihave_at) || due(self.hops_at) {
             self.ihave_at = None;
+            self.hops_at = None;
             for (&k, n) in &mut self.neighbours {
                 if n.ihave.is_empty() {
                     continue;
@@ -993,6 +1078,16 @@ impl Broadcast {
                     .collect();
                 for c in ids.chunks(wire::IHAVE_PER_FRAME) {
                     let m = Msg::Ihave { ids: c.to_vec() };
+                    out.io(Io::Send(k, wire::small(&m)));
+                }
+            }
+            for (&k, n) in &mut self.neighbours {
+                if n.hops.is_empty() {
+                    continue;
+                }
+                let hops: Vec<(NodeId, u8)> = std::mem::take(&mut n.hops).into_iter().collect();
+                for c in hops.chunks(wire::HOPS_PER_FRAME) {
+                    let m = Msg::Hops { hops: c.to_vec() };
                     out.io(Io::Send(k, wire::small(&m)));
                 }
             }
@@ -1074,6 +1169,116 @@ impl Broadcast {
         o.parent_fed = false;
         let m = Msg::Graft { origin, from, to };
         out.io(Io::Send(link, wire::small(&m)));
+        self.retell(origin, now + HOPS_WAIT);
+    }
+
+    /// Tells every neighbour, within `at`, how many hops from `origin` our
+    /// copies of its events come now (HOPS), if that changed.
+    fn retell(&mut self, origin: NodeId, at: Millis) {
+        let Some(o) = self.origins.get_mut(&origin) else {
+            return;
+        };
+        let h = depth(o, &self.neighbours, origin).unwrap_or(wire::HOPS_UNKNOWN);
+        if h == o.told || self.cfg.flood {
+            return;
+        }
+        o.told = h;
+        for n in self.neighbours.values_mut().filter(|n| n.peer != origin) {
+            n.hops.insert(origin, h);
+        }
+        soonest(&mut self.hops_at, at);
+    }
+
+    /// `link` says how many hops from each origin its copies of the
+    /// origin's events come. Ours follow our parent's; and a neighbour
+    /// closer than our parent may become it ([`Broadcast::reconsider`]).
+    pub fn on_hops(
+        &mut self,
+        out: &mut impl Sink,
+        link: LinkId,
+        hops: &[(NodeId, u8)],
+        now: Millis,
+    ) {
+        if !self.neighbours.contains_key(&link) {
+            return;
+        }
+        for &(origin, h) in hops {
+            let Some(o) = self.origins.get_mut(&origin) else {
+                continue;
+            };
+            // None but the origin is 0 hops from it, and it says nothing
+            // of itself.
+            if h == 0 || h >= MAX_HOPS {
+                o.hops.remove(&link);
+            } else {
+                o.hops.insert(link, h);
+            }
+            if o.parent == Some(link) {
+                self.retell(origin, now + HOPS_WAIT);
+            }
+            self.reconsider(out, origin, now);
+        }
+    }
+
+    /// A neighbour told us of `origin`'s events (HOPS or IHAVE): if one
+    /// is [`MOVE_GAIN`] hops closer to the origin than our parent (the
+    /// closest, if several), it becomes our parent: it is asked (GRAFT) to
+    /// push the origin's events to us, and for what it has that we miss,
+    /// and the parent is told to stop (PRUNE). Only a neighbour that has
+    /// shown it has the origin's events (sent or announced them to us: a
+    /// link below us in the tree never does); not while we miss events
+    /// (the tree is being repaired), nor before our parent has pushed us
+    /// any, nor sooner than [`MOVE_WAIT`] after our last move in this
+    /// tree; never for a tie. A move takes us, and all below us, as many
+    /// hops closer to the origin.
+    fn reconsider(&mut self, out: &mut impl Sink, origin: NodeId, now: Millis) {
+        if self.cfg.flood {
+            return;
+        }
+        let Some(o) = self.origins.get_mut(&origin) else {
+            return;
+        };
+        let Some(p) = o.parent.filter(|_| o.parent_fed) else {
+            return;
+        };
+        let Some(&hp) = o.hops.get(&p) else {
+            return;
+        };
+        if o.paused
+            || o.behind()
+            || o.moved_at.is_some_and(|t| now < t + MOVE_WAIT)
+            || self.neighbours.get(&p).is_none_or(|n| n.peer == origin)
+        {
+            return;
+        }
+        let best = o
+            .hops
+            .iter()
+            .filter(|&(&l, _)| {
+                l != p
+                    && o.has.contains_key(&l)
+                    && self.neighbours.get(&l).is_some_and(|n| n.peer != origin)
+            })
+            .min_by_key(|&(&l, &h)| (h, l));
+        let Some((&link, _)) = best.filter(|&(_, &h)| h + MOVE_GAIN <= hp) else {
+            return;
+        };
+        // What it has from the next we miss, should it be ahead of us:
+        // the parent stops pushing as soon as it hears.
+        let from = o.next;
+        let to = from.saturating_add(FETCH_MAX - 1);
+        o.moved_at = Some(now);
+        o.pruned.remove(&link);
+        o.pruned.insert(p);
+        // The old parent had the events before us: announced to it.
+        o.pruned_by.insert(p);
+        o.parent = Some(link);
+        out.io(Io::Send(
+            link,
+            wire::small(&Msg::Graft { origin, from, to }),
+        ));
+        out.io(Io::Send(p, wire::small(&Msg::Prune { origin })));
+        self.retell(origin, now + HOPS_WAIT);
     }
 
     /// Whether an event, `signed` or not, is a copy with nothing to add:
@@ -1147,6 +1352,7 @@ impl Broadcast {
         }
         for n in self.neighbours.values_mut() {
             n.ihave.remove(&origin);
+            n.hops.remove(&origin);
         }
     }
 
@@ -1160,6 +1366,7 @@ impl Broadcast {
         o.clear_verifier(&mut self.held_bytes);
         for n in self.neighbours.values_mut() {
             n.ihave.remove(&origin);
+            n.hops.remove(&origin);
         }
         Some(done)
     }
@@ -1450,6 +1657,7 @@ impl Broadcast {
             o.first_seen = h.ev.seq;
         }
         let (seq, from) = (h.ev.seq, h.link);
+        let was = (o.parent, o.parent_fed);
         // A link closing is nobody's parent: its last events still count.
         if let Some(n) = self.neighbours.get(&from) {
             o.first_from = Some(from);
@@ -1491,7 +1699,12 @@ impl Broadcast {
             }
             self.cache.insert(h.ev.id(), h.frame);
         }
+        let moved = (o.parent, o.parent_fed) != was;
+        let origin = h.ev.origin;
         o.ready.push_back(h.ev);
+        if moved {
+            self.retell(origin, now + HOPS_WAIT);
+        }
     }
 
     /// An event of a paused origin: held, if it is news.
@@ -1674,7 +1887,7 @@ impl Broadcast {
         if self.unsealed() {
             return Some(0);
         }
-        [self.wake, self.ihave_at, self.graft_wake]
+        [self.wake, self.ihave_at, self.graft_wake, self.hops_at]
             .into_iter()
             .flatten()
             .min()
@@ -2517,8 +2730,8 @@ mod tests {
     fn an_announced_event_that_does_not_come_is_grafted() {
         let mut b = three();
         let mut out = Vec::new();
-        b.on_ihave(B, &[id(EVE, 3)], 0);
-        b.on_ihave(C, &[id(EVE, 2)], 10);
+        b.on_ihave(&mut out, B, &[id(EVE, 3)], 0);
+        b.on_ihave(&mut out, C, &[id(EVE, 2)], 10);
         assert_eq!(b.deadline(), Some(GRAFT_WAIT));
         b.tick(&mut out, GRAFT_WAIT - 1);
         assert!(out.is_empty());
@@ -2551,7 +2764,7 @@ mod tests {
         assert!(b.copy(&mut out, B, id(EVE, 2), true));
         assert!(out.is_empty());
         // An announcement of what we have asks for nothing.
-        b.on_ihave(A, &[id(EVE, 3)], 2_000);
+        b.on_ihave(&mut out, A, &[id(EVE, 3)], 2_000);
         assert_eq!(b.deadline(), None);
     }
 
@@ -2560,7 +2773,7 @@ mod tests {
         let mut b = three();
         let mut out = Vec::new();
         // A liar announces what it never sends.
-        b.on_ihave(B, &[id(EVE, 1_000_000)], 0);
+        b.on_ihave(&mut out, B, &[id(EVE, 1_000_000)], 0);
         let mut t = 0;
         while let Some(at) = b.deadline() {
             t = at;
@@ -2586,7 +2799,7 @@ mod tests {
         let mut b = three();
         let mut out = Vec::new();
         assert_eq!(feed(&mut b, &mut out, A, EVE, 1), vec![1]);
-        b.on_ihave(C, &[id(EVE, 1)], 0);
+        b.on_ihave(&mut out, C, &[id(EVE, 1)], 0);
         let (mut e, h, _) = signed(EVE, 2, "forged");
         e.seal = signed(CAROL, 2, "forged").0.seal;
         let f = wire::frame(&Msg::Event(e.clone())).unwrap();
@@ -2624,7 +2837,7 @@ mod tests {
             };
             assert_eq!(b.accept(&mut out, A, e, h, f, 0), Accepted::Held);
         }
-        b.on_ihave(C, &[id(EVE, 4)], 0);
+        b.on_ihave(&mut out, C, &[id(EVE, 4)], 0);
         out.clear();
         b.tick(&mut out, GRAFT_WAIT);
         let graft = Msg::Graft {
@@ -2681,7 +2894,7 @@ mod tests {
         feed(&mut b, &mut out, A, EVE, 1);
         b.copy(&mut out, B, id(EVE, 1), true);
         b.copy(&mut out, C, id(EVE, 1), true);
-        b.on_ihave(C, &[id(EVE, 1)], 5);
+        b.on_ihave(&mut out, C, &[id(EVE, 1)], 5);
         assert_eq!(b.deadline(), None);
         // Bob, who pushed eve's events to us, is gone: dave, who
         // announced them last, is asked to push them, at once, and for
@@ -2722,7 +2935,7 @@ mod tests {
         b.neighbour_up(A, BOB);
         b.start_after(EVE, 7);
         b.neighbour_up(B, CAROL);
-        b.on_ihave(B, &[id(EVE, 7)], 0);
+        b.on_ihave(&mut out, B, &[id(EVE, 7)], 0);
         // Eve has said nothing since; the welcome link goes: carol, who
         // announced eve's events, will push them.
         b.neighbour_down(A);
@@ -2736,8 +2949,8 @@ mod tests {
         let mut out = Vec::new();
         b.on_prune(C, EVE);
         // Carol and dave have eve's first two already.
-        b.on_ihave(B, &[id(EVE, 2)], 0);
-        b.on_ihave(C, &[id(EVE, 2)], 0);
+        b.on_ihave(&mut out, B, &[id(EVE, 2)], 0);
+        b.on_ihave(&mut out, C, &[id(EVE, 2)], 0);
         for s in 1..=2 {
             feed(&mut b, &mut out, A, EVE, s);
         }
@@ -2788,6 +3001,228 @@ mod tests {
         feed(&mut b, &mut out, A, EVE, 1);
         assert!(b.copy(&mut out, B, id(EVE, 1), true));
         assert!(sent(&out).iter().all(|(_, m)| matches!(m, Msg::Event(_))));
+    }
+
+    /// What went out on `link` of the hop counts, GRAFTs and PRUNEs: the
+    /// tree's moves.
+    fn moves(out: &[Io], link: LinkId) -> Vec<Msg> {
+        on(out, link)
+            .into_iter()
+            .filter(|m| matches!(m, Msg::Graft { .. } | Msg::Prune { .. }))
+            .collect()
+    }
+
+    fn hops_sent(out: &[Io]) -> Vec<(LinkId, Vec<(NodeId, u8)>)> {
+        sent(out)
+            .into_iter()
+            .filter_map(|(l, m)| match m {
+                Msg::Hops { hops } => Some((l, hops)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn hop_counts_follow_the_parent_and_go_to_every_link() {
+        let mut b = three();
+        let mut out = Vec::new();
+        feed(&mut b, &mut out, A, EVE, 1);
+        // Bob, our parent, is 4 hops from eve: we are 5, and say so to
+        // every link (bob too), together, after HOPS_WAIT.
+        out.clear();
+        b.on_hops(&mut out, A, &[(EVE, 4)], 100);
+        assert_eq!(b.deadline(), Some(100 + HOPS_WAIT));
+        b.tick(&mut out, 100 + HOPS_WAIT);
+        let five = vec![(EVE, 5)];
+        assert_eq!(
+            hops_sent(&out),
+            vec![(A, five.clone()), (B, five.clone()), (C, five.clone())]
+        );
+        // Another neighbour's count changes nothing of ours.
+        out.clear();
+        b.on_hops(&mut out, B, &[(EVE, 4)], 200);
+        b.tick(&mut out, 200 + HOPS_WAIT);
+        assert!(out.is_empty(), "{:?}", sent(&out));
+        // A new link is told at once.
+        const D: LinkId = LinkId(13);
+        b.neighbour_up(D, NodeId(6));
+        assert_eq!(b.deadline(), Some(0));
+        b.tick(&mut out, 300);
+        assert_eq!(hops_sent(&out), vec![(D, five)]);
+        // The parent is gone: we do not know any more (until a GRAFT
+        // gives us another), and say so.
+        out.clear();
+        b.neighbour_down(A);
+        b.tick(&mut out, 400);
+        let unknown = vec![(EVE, wire::HOPS_UNKNOWN)];
+        assert!(
+            hops_sent(&out).contains(&(B, unknown.clone())),
+            "{:?}",
+            sent(&out)
+        );
+        // Grafted: one more than the link grafted says.
+        out.clear();
+        b.tick(&mut out, 400 + HOPS_WAIT);
+        assert!(
+            hops_sent(&out).contains(&(B, vec![(EVE, 5)])),
+            "{:?}",
+            sent(&out)
+        );
+    }
+
+    /// The origin's own link is one hop from it: said without being told.
+    #[test]
+    fn the_origins_own_link_is_one_hop() {
+        let mut b = three();
+        let mut out = Vec::new();
+        add(&mut b, BOB, 1);
+        feed(&mut b, &mut out, A, BOB, 1);
+        out.clear();
+        b.tick(&mut out, HOPS_WAIT);
+        assert_eq!(
+            hops_sent(&out),
+            vec![(B, vec![(BOB, 1)]), (C, vec![(BOB, 1)])]
+        );
+    }
+
+    /// A deep parent: bob pushes eve's events to us from 6 hops away.
+    /// Carol says she is 1 hop from eve and announces what we have: we
+    /// move to her (GRAFT carol for what she has from our next, PRUNE
+    /// bob), and say we are 2 hops from eve now. Eve's events then come
+    /// once each and in order, whichever of the two they come from while
+    /// the move is under way, and bob is announced to, not pushed to.
+    #[test]
+    fn a_deep_parent_is_left_for_a_closer_neighbour() {
+        let mut b = three();
+        let mut out = Vec::new();
+        let mut got = Vec::new();
+        for s in 1..=3 {
+            got.extend(feed(&mut b, &mut out, A, EVE, s));
+        }
+        b.on_hops(&mut out, A, &[(EVE, 6)], 0);
+        b.on_hops(&mut out, C, &[(EVE, 7)], 0);
+        b.on_ihave(&mut out, B, &[id(EVE, 3)], 10);
+        out.clear();
+        b.on_hops(&mut out, B, &[(EVE, 1)], 20);
+        let graft = Msg::Graft {
+            origin: EVE,
+            from: 4,
+            to: 3 + FETCH_MAX,
+        };
+        assert_eq!(moves(&out, B), vec![graft]);
+        assert_eq!(moves(&out, A), vec![Msg::Prune { origin: EVE }]);
+        assert!(moves(&out, C).is_empty());
+        out.clear();
+        b.tick(&mut out, 20 + HOPS_WAIT);
+        assert!(hops_sent(&out).contains(&(C, vec![(EVE, 2)])));
+        // Bob's 4 was on its way; carol's answer brings 4 and 5; bob's 5
+        // was on its way too; then carol pushes.
+        out.clear();
+        got.extend(feed(&mut b, &mut out, A, EVE, 4));
+        for (link, s) in [(B, 4), (B, 5), (A, 5), (B, 6), (B, 7)] {
+            if b.copy(&mut out, link, id(EVE, s), true) {
+                continue;
+            }
+            got.extend(feed(&mut b, &mut out, link, EVE, s));
+        }
+        assert_eq!(got, (1..=7).collect::<Vec<u64>>());
+        // Nothing went back to carol, our parent now; bob is announced to.
+        assert!(on(&out, B).iter().all(|m| !matches!(m, Msg::Event(_))));
+        let to_bob: Vec<u64> = on(&out, A)
+            .iter()
+            .filter_map(|m| match m {
+                Msg::Event(e) => Some(e.seq),
+                _ => None,
+            })
+            .collect();
+        assert!(to_bob.is_empty(), "pushed to bob: {to_bob:?}");
+        // Copies of what carol was asked for prune nothing; bob, pruned
+        // already, is not told again.
+        assert!(
+            sent(&out)
+                .iter()
+                .all(|(_, m)| !matches!(m, Msg::Prune { .. } | Msg::Graft { .. })),
+            "{:?}",
+            sent(&out)
+        );
+        assert_eq!(b.parents().collect::<Vec<_>>(), vec![(EVE, B)]);
+    }
+
+    /// A neighbour as close to eve as our parent: whatever it says, and
+    /// however often, we stay with our parent (a tie never moves us). One
+    /// closer moves us; another closer still, only MOVE_WAIT later.
+    #[test]
+    fn ties_never_move_and_moves_wait_their_turn() {
+        let mut b = three();
+        let mut out = Vec::new();
+        feed(&mut b, &mut out, A, EVE, 1);
+        b.on_hops(&mut out, A, &[(EVE, 5)], 0);
+        b.on_ihave(&mut out, B, &[id(EVE, 1)], 0);
+        b.on_ihave(&mut out, C, &[id(EVE, 1)], 0);
+        for t in 0..50 {
+            b.on_hops(&mut out, B, &[(EVE, 5)], t * 100);
+            b.on_ihave(&mut out, B, &[id(EVE, 1)], t * 100 + 50);
+        }
+        assert!(moves(&out, A).is_empty() && moves(&out, B).is_empty());
+        // Dave is 2 hops closer: we move to him.
+        b.on_hops(&mut out, C, &[(EVE, 3)], 10_000);
+        assert!(matches!(&moves(&out, C)[..], [Msg::Graft { .. }]));
+        assert_eq!(moves(&out, A), vec![Msg::Prune { origin: EVE }]);
+        // Bob, as close as dave now, is not moved back to; carol, closer
+        // still, only once MOVE_WAIT has passed.
+        out.clear();
+        b.on_hops(&mut out, A, &[(EVE, 3)], 10_010);
+        b.on_hops(&mut out, B, &[(EVE, 1)], 10_020);
+        b.on_ihave(&mut out, B, &[id(EVE, 1)], 10_000 + MOVE_WAIT - 1);
+        assert!(moves(&out, B).is_empty() && moves(&out, C).is_empty());
+        b.on_ihave(&mut out, B, &[id(EVE, 1)], 10_000 + MOVE_WAIT);
+        assert!(matches!(&moves(&out, B)[..], [Msg::Graft { .. }]));
+        assert_eq!(moves(&out, C), vec![Msg::Prune { origin: EVE }]);
+    }
+
+    /// No move while we miss events (the tree is being repaired), to a
+    /// neighbour that never showed it has the origin's events (it may be
+    /// below us), to one that never said its hop count (an older peer),
+    /// nor when flooding.
+    #[test]
+    fn no_move_while_behind_nor_to_a_link_that_never_showed_the_events() {
+        let mut b = three();
+        let mut out = Vec::new();
+        feed(&mut b, &mut out, A, EVE, 1);
+        b.on_hops(&mut out, A, &[(EVE, 5)], 0);
+        // Carol says she is close, but never sent nor announced any.
+        b.on_hops(&mut out, B, &[(EVE, 1)], 0);
+        // Dave announced them, but never said how far he is.
+        b.on_ihave(&mut out, C, &[id(EVE, 1)], 0);
+        assert!(moves(&out, B).is_empty() && moves(&out, C).is_empty());
+        // Behind: event 3 came, 2 is missing.
+        feed(&mut b, &mut out, A, EVE, 3);
+        b.on_ihave(&mut out, B, &[id(EVE, 1)], 0);
+        assert!(moves(&out, B).is_empty());
+        feed(&mut b, &mut out, A, EVE, 2);
+        b.on_ihave(&mut out, B, &[id(EVE, 3)], 0);
+        assert!(matches!(&moves(&out, B)[..], [Msg::Graft { .. }]));
+        // Flooding: nothing moves, nothing is said.
+        let cfg = Config {
+            gap_wait: 300,
+            gap_giveup: 10_000,
+            flood: true,
+        };
+        let mut b = Broadcast::new(cfg, Identity::from_seed(1));
+        b.neighbour_up(A, BOB);
+        b.neighbour_up(B, CAROL);
+        add(&mut b, EVE, 1);
+        out.clear();
+        feed(&mut b, &mut out, A, EVE, 1);
+        b.on_hops(&mut out, A, &[(EVE, 5)], 0);
+        b.on_ihave(&mut out, B, &[id(EVE, 1)], 0);
+        b.on_hops(&mut out, B, &[(EVE, 1)], 0);
+        b.tick(&mut out, 1_000);
+        assert!(
+            sent(&out).iter().all(|(_, m)| matches!(m, Msg::Event(_))),
+            "{:?}",
+            sent(&out)
+        );
     }
 
     #[test]

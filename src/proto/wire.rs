@@ -41,6 +41,11 @@
 //!                                                   elsewhere: announce them to me,
 //!                                                   do not push them"
 //! 12 NOISE   message (to the end of the frame)      the encrypted handshake
+//! 23 HOPS    count:u16, count × (origin:u64, hops:u8)  "my copies of origin's events
+//!                                                   come hops links from it" (255:
+//!                                                   I do not know); sent on every
+//!                                                   link when it changes, and all of
+//!                                                   them to a new link
 //! 16-19      file transfers (GET, DATA, STOP, MORE): see crate::app::files
 //! 22 ROUTED  to:u64, ttl:u8, type:u8, payload       an event payload for member to
 //!                                                   alone, passed on towards it:
@@ -59,7 +64,11 @@
 //! other links carry only IHAVE; an announced event that does not come is
 //! asked for with GRAFT, which makes the link part of the tree again; a
 //! copy that comes twice is answered with PRUNE. They name events by id
-//! only, never carry one.
+//! only, never carry one. HOPS tells neighbours how deep each origin's tree
+//! has put us, so that a peer with a neighbour well closer to an origin
+//! than its parent moves to it (GRAFT it, PRUNE the parent): trees become
+//! shallow. It came after version 3: a peer that does not know it skips
+//! it, as any unknown kind, and is then only never moved to.
 //!
 //! Under a network secret, a link starts with the Noise handshake
 //! `Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s`, whose pre-shared key comes
@@ -183,6 +192,10 @@ pub const GONE_PER_FRAME: usize = 1024;
 pub const MAX_ROOM: usize = 32;
 /// Most announcements in one IHAVE frame.
 pub const IHAVE_PER_FRAME: usize = 1024;
+/// Most hop counts in one HOPS frame.
+pub const HOPS_PER_FRAME: usize = 1024;
+/// A hop count in HOPS that says "I do not know".
+pub const HOPS_UNKNOWN: u8 = u8::MAX;
 
 const MAGIC: &[u8; 4] = b"p2pc";
 
@@ -447,6 +460,11 @@ pub enum Msg {
     Prune {
         origin: NodeId,
     },
+    /// How many links from each origin our copies of its events come:
+    /// (origin, hops), [`HOPS_UNKNOWN`] if we do not know.
+    Hops {
+        hops: Vec<(NodeId, u8)>,
+    },
     PunchAsk {
         target: NodeId,
     },
@@ -461,6 +479,8 @@ pub const EVENT: u8 = 4;
 /// The kind bytes of hole punching's messages.
 const PUNCH_ASK: u8 = 20;
 const PUNCH: u8 = 21;
+/// The kind byte of HOPS.
+pub const HOPS: u8 = 23;
 
 /// The (origin, seq) of an EVENT frame body, read from its header alone:
 /// enough to tell a copy already delivered without decoding anything.
@@ -656,6 +676,17 @@ fn encode_body(msg: &Msg, out: &mut Vec<u8>) -> Result<(), WireError> {
             out.push(11);
             put_u64(out, origin.0);
         }
+        Msg::Hops { hops } => {
+            if hops.len() > HOPS_PER_FRAME {
+                return Err(WireError::TooLong("hop count list"));
+            }
+            out.push(HOPS);
+            put_u16(out, hops.len() as u16);
+            for &(origin, h) in hops {
+                put_u64(out, origin.0);
+                out.push(h);
+            }
+        }
         Msg::PunchAsk { target } => {
             out.push(PUNCH_ASK);
             put_u64(out, target.0);
@@ -683,7 +714,7 @@ pub fn frame(msg: &Msg) -> Result<Frame, WireError> {
 
 /// Encodes a message whose size is bounded by construction (HELLO, PING,
 /// FETCH, LACK, GRAFT, PRUNE, an IHAVE of at most [`IHAVE_PER_FRAME`], a
-/// REFUSE of ours): it always fits.
+/// HOPS of at most [`HOPS_PER_FRAME`], a REFUSE of ours): it always fits.
 pub fn small(msg: &Msg) -> Frame {
     frame(msg).expect("a message bounded by construction fits in a frame")
 }
@@ -914,6 +945,17 @@ pub fn decode(body: &[u8]) -> Result<Msg, WireError> {
         11 => Msg::Prune {
             origin: NodeId(u64_(&mut r)?),
         },
+        HOPS => {
+            let count = u16_(&mut r)? as usize;
+            if count > HOPS_PER_FRAME {
+                return Err(WireError::Invalid("hop count list"));
+            }
+            let mut hops = Vec::with_capacity(count);
+            for _ in 0..count {
+                hops.push((NodeId(u64_(&mut r)?), u8_(&mut r)?));
+            }
+            Msg::Hops { hops }
+        }
         PUNCH_ASK => Msg::PunchAsk {
             target: NodeId(u64_(&mut r)?),
         },
@@ -1306,6 +1348,9 @@ mod tests {
                 to: 6,
             },
             Msg::Prune { origin: NodeId(5) },
+            Msg::Hops {
+                hops: vec![(NodeId(3), 2), (NodeId(u64::MAX), HOPS_UNKNOWN)],
+            },
             Msg::Noise(vec![1, 2, 3]),
             Msg::PunchAsk { target: NodeId(77) },
             Msg::Punch {
@@ -1512,6 +1557,20 @@ mod tests {
             ids: vec![id; IHAVE_PER_FRAME + 1],
         };
         assert_eq!(frame(&over), Err(WireError::TooLong("announcement list")));
+        // HOPS: as many as a frame may say, no more.
+        assert_eq!(
+            decode(&[HOPS, 0xff, 0xff]),
+            Err(WireError::Invalid("hop count list"))
+        );
+        let full = Msg::Hops {
+            hops: vec![(NodeId(1), 3); HOPS_PER_FRAME],
+        };
+        assert_eq!(decode(&small(&full)[4..]), Ok(full));
+        let over = Msg::Hops {
+            hops: vec![(NodeId(1), 3); HOPS_PER_FRAME + 1],
+        };
+        assert_eq!(frame(&over), Err(WireError::TooLong("hop count list")));
+        assert_eq!(decode(&[HOPS, 0, 1, 0, 0]), Err(WireError::Truncated));
         // A PUNCH with no address to dial.
         let mut f = vec![PUNCH];
         f.extend_from_slice(&[0; 8]);
@@ -1570,7 +1629,7 @@ mod tests {
         let s = t.summary();
         assert!(s.starts_with("event 9 "), "{s}");
         assert!(
-            s.contains("ihave 1 39, graft 1 29, prune 1 13, other 13 "),
+            s.contains("ihave 1 39, graft 1 29, prune 1 13, other 14 "),
             "{s}"
         );
     }
