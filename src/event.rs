@@ -267,6 +267,7 @@ impl Loop {
             download_dir: opts.download_dir.clone(),
             max_file: opts.max_file,
             flood: opts.flood,
+            show_own: ui.shows_own() || opts.irc.is_some(),
             ..Default::default()
         };
         let ident = Identity::new(keys.seed, random_u64());

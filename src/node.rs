@@ -124,6 +124,9 @@ pub struct Config {
     pub max_file: u64,
     /// Relay every event on every link, instead of lazy push on a tree.
     pub flood: bool,
+    /// Our own lines are shown somewhere (a terminal, JSON, a chat log,
+    /// IRC); plain lines do not show them, and then they are not built.
+    pub show_own: bool,
 }
 
 impl Default for Config {
@@ -143,6 +146,7 @@ impl Default for Config {
             download_dir: PathBuf::from("."),
             max_file: files::DEFAULT_MAX_FILE,
             flood: false,
+            show_own: true,
         }
     }
 }
@@ -285,6 +289,8 @@ pub struct Node {
     before: Option<String>,
     port: u16,
     max_links: usize,
+    /// Our own lines are shown (see [`Config::show_own`]).
+    show_own: bool,
     /// Our IP as others see it, once someone has told us.
     ip: Option<IpAddr>,
     state: State,
@@ -358,6 +364,7 @@ macro_rules! net {
             out: &mut $s.out,
             event: $s.delivering,
             wall: $s.wall,
+            show_own: $s.show_own,
         }
     };
 }
@@ -391,6 +398,7 @@ struct AppNet<'a> {
     /// The event being delivered, if one is.
     event: Option<EventId>,
     wall: Option<u64>,
+    show_own: bool,
 }
 
 impl AppNet<'_> {
@@ -418,6 +426,10 @@ impl Net for AppNet<'_> {
 
     fn me(&self) -> &str {
         self.name
+    }
+
+    fn shows_own(&self) -> bool {
+        self.show_own
     }
 
     fn name_of(&self, id: NodeId) -> String {
@@ -534,6 +546,7 @@ impl Node {
             before: None,
             port,
             max_links: cfg.max_links,
+            show_own: cfg.show_own,
             ip: None,
             state: State::Member,
             // Whoever starts a network cannot be racing anyone for its name.
@@ -1016,7 +1029,8 @@ impl Node {
                 if !self.is_member() {
                 } else if self.rooms.in_lobby() {
                     self.stamp();
-                    self.rooms.lobby_line(&net!(self), self.id, &text, None);
+                    let (id, name) = (self.id, &self.name);
+                    self.rooms.lobby_line_of(&net!(self), id, name, &text, None);
                     self.chat.say(&mut net!(self), text);
                 } else {
                     self.stamp();
@@ -2172,8 +2186,13 @@ impl Node {
             Body::Chat { room, text } => {
                 // Shown only in the lobby; kept for its history.
                 let said = self.chat.said(origin);
-                if self.rooms.lobby_line(&net!(self), origin, &text, said) {
-                    self.chat.delivered(&mut net!(self), origin, room, text);
+                let name = self.membership.display(origin);
+                if self
+                    .rooms
+                    .lobby_line_of(&net!(self), origin, &name, &text, said)
+                {
+                    self.chat
+                        .delivered_as(&mut net!(self), name, said, room, text);
                 }
             }
             Body::Room(ev) => {

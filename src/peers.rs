@@ -28,6 +28,10 @@ pub struct PeerList<K, T> {
     free: Vec<usize>,
     head: Option<usize>,
     index: HashMap<K, usize>,
+    /// The slot last found by [`PeerList::get_mut`]: a stream of frames
+    /// to one link finds it there, without a lookup (the slot says whose
+    /// it is).
+    last: usize,
 }
 
 impl<K: Copy + Eq + Hash, T> Default for PeerList<K, T> {
@@ -37,6 +41,7 @@ impl<K: Copy + Eq + Hash, T> Default for PeerList<K, T> {
             free: Vec::new(),
             head: None,
             index: HashMap::new(),
+            last: 0,
         }
     }
 }
@@ -91,7 +96,12 @@ impl<K: Copy + Eq + Hash, T> PeerList<K, T> {
     }
 
     pub fn get_mut(&mut self, key: K) -> Option<&mut T> {
-        match self.slots.get_mut(*self.index.get(&key)?) {
+        let i = match self.slots.get(self.last) {
+            Some(Slot::Used { key: k, .. }) if *k == key => self.last,
+            _ => *self.index.get(&key)?,
+        };
+        self.last = i;
+        match self.slots.get_mut(i) {
             Some(Slot::Used { val, .. }) => Some(val),
             _ => None,
         }
@@ -216,6 +226,25 @@ mod tests {
         assert_eq!(l.slots.len(), 5);
         assert_eq!(l.push(7, 71), Some(70));
         assert_eq!(l.keys(), vec![7]);
+    }
+
+    /// The slot last found is taken only when it still holds that key:
+    /// not once its entry is gone, nor when another key has its slot.
+    #[test]
+    fn the_last_found_is_found_again_only_while_it_is_there() {
+        let mut l = PeerList::new();
+        l.push(1u64, 10);
+        l.push(2, 20);
+        assert_eq!(l.get_mut(1), Some(&mut 10));
+        assert_eq!(l.get_mut(1), Some(&mut 10));
+        l.remove(1);
+        assert_eq!(l.get_mut(1), None);
+        // 3 takes the slot 1 had.
+        l.push(3, 30);
+        assert_eq!(l.get_mut(1), None);
+        assert_eq!(l.get_mut(3), Some(&mut 30));
+        assert_eq!(l.get_mut(2), Some(&mut 20));
+        assert_eq!(l.get_mut(3), Some(&mut 30));
     }
 
     #[test]

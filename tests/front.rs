@@ -99,6 +99,12 @@ fn json_input_and_error_events() {
     alice.expect_contains(r#""type":"join""#);
     alice.send(r#"{"say":":q"}"#);
     bob.expect_line("alice: :q");
+    // Our own line is an event too (plain lines leave it out).
+    let own = alice.expect_contains(r#""type":"chat""#);
+    assert!(
+        own.contains(r#""from":"alice","room":"lobby","text":":q","own":true"#),
+        "{own}"
+    );
     alice.send("not json");
     let e = alice.expect_contains(r#""type":"error""#);
     assert!(e.contains("bad JSON input"), "{e}");
@@ -281,6 +287,10 @@ fn chat_logs_are_kept_per_room() {
     alice.expect_line("[dev] bob: bob in dev");
     alice.send("alice in dev");
     bob.expect_line("[dev] alice: alice in dev");
+    alice.send(":join lobby");
+    alice.expect_line("* you are in lobby");
+    // (bob, in dev, is not shown it: nothing to wait for but the log.)
+    alice.send("alice in the lobby");
     alice.send(":q");
     alice.expect_exit(0);
     let home = alice.keep_home();
@@ -301,6 +311,11 @@ fn chat_logs_are_kept_per_room() {
     assert!(
         !lobby.contains("in dev"),
         "a room's line in lobby.log:\n{lobby}"
+    );
+    // Our own lobby lines too (plain lines on stdout leave them out).
+    assert!(
+        lobby.contains("alice: alice in the lobby"),
+        "our own line not in lobby.log:\n{lobby}"
     );
 }
 

@@ -19,12 +19,16 @@ pub const CLOCKS: usize = 8192;
 #[derive(Debug)]
 pub struct Chat {
     said: Remember<u64>,
+    /// The clock remembered last (the newest in `said`, never the first
+    /// to be forgotten): a stream from one sender asks for it every line.
+    last: Option<(NodeId, u64)>,
 }
 
 impl Default for Chat {
     fn default() -> Chat {
         Chat {
             said: Remember::new(CLOCKS),
+            last: None,
         }
     }
 }
@@ -34,14 +38,16 @@ impl Chat {
     pub fn say(&mut self, net: &mut impl Net, text: String) {
         let mut text = text;
         truncate(&mut text, wire::MAX_TEXT);
-        net.show(Show::Chat {
-            from: net.me().to_owned(),
-            room: LOBBY.into(),
-            text: text.clone(),
-            own: true,
-            said: None,
-            id: net.next_event().map(MsgId::Event),
-        });
+        if net.shows_own() {
+            net.show(Show::Chat {
+                from: net.me().to_owned(),
+                room: LOBBY.into(),
+                text: text.clone(),
+                own: true,
+                said: None,
+                id: net.next_event().map(MsgId::Event),
+            });
+        }
         net.publish(Body::Chat {
             room: LOBBY.into(),
             text,
@@ -70,11 +76,15 @@ impl Chat {
     /// said then.
     pub fn clock(&mut self, from: NodeId, time: u64) {
         self.said.insert(from, time);
+        self.last = Some((from, time));
     }
 
     /// When `from` said what it says now, if it told us.
     pub fn said(&self, from: NodeId) -> Option<u64> {
-        self.said.get(from).copied()
+        match self.last {
+            Some((id, time)) if id == from => Some(time),
+            _ => self.said.get(from).copied(),
+        }
     }
 
     /// `:who`: the members, by name.
@@ -87,8 +97,21 @@ impl Chat {
     /// A chat event of `from` was delivered.
     pub fn delivered(&mut self, net: &mut impl Net, from: NodeId, room: String, text: String) {
         let said = self.said(from);
-        let id = net.event().map(MsgId::Event);
         let from = net.name_of(from);
+        self.delivered_as(net, from, said, room, text);
+    }
+
+    /// [`Chat::delivered`], told the name its sender is shown by and when
+    /// it was said.
+    pub fn delivered_as(
+        &mut self,
+        net: &mut impl Net,
+        from: String,
+        said: Option<u64>,
+        room: String,
+        text: String,
+    ) {
+        let id = net.event().map(MsgId::Event);
         net.show(Show::Chat {
             from,
             room,

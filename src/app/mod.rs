@@ -28,6 +28,11 @@ pub trait Net {
     fn show(&mut self, show: Show);
     /// Our own name.
     fn me(&self) -> &str;
+    /// Whether our own lines are shown anywhere: when not (plain lines
+    /// only), they need not be built.
+    fn shows_own(&self) -> bool {
+        true
+    }
     /// The name to show for member `id`.
     fn name_of(&self, id: NodeId) -> String;
     /// The members shown as present, us among them.

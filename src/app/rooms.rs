@@ -761,12 +761,23 @@ impl Rooms {
         text: &str,
         said: Option<u64>,
     ) -> bool {
+        self.lobby_line_of(net, from, &net.name_of(from), text, said)
+    }
+
+    /// [`Rooms::lobby_line`], told the name `from` is shown by.
+    pub fn lobby_line_of(
+        &mut self,
+        net: &impl Net,
+        from: NodeId,
+        name: &str,
+        text: &str,
+        said: Option<u64>,
+    ) -> bool {
         let mut end = text.len().min(wire::MAX_TEXT);
         while !text.is_char_boundary(end) {
             end -= 1;
         }
         // A stream of lines from one member shares one copy of its name.
-        let name = net.name_of(from);
         let name = match self.lobby.v.back() {
             Some(l) if l.from == from && *l.name == *name => l.name.clone(),
             _ => name.into(),

@@ -400,12 +400,28 @@ struct Neighbour {
 /// Each origin's events are kept in its order (they are released in it),
 /// so adding one is a push at the back and letting one go a pop at the
 /// front.
+///
+/// The orders by events and bytes are only read when something must go:
+/// until then an origin whose figures changed is only noted (`stale`),
+/// and put in its place when the cache is next full. A stream into a
+/// cache with room moves nothing in them; a stream from one origin into a
+/// full one adds one of its events and lets go another, and nothing moves
+/// either.
 #[derive(Debug, Default)]
 struct Cache {
-    per: HashMap<NodeId, Kept>,
-    /// The origins by events and by bytes kept.
+    /// Each origin's events, found by `index`; `last` is where the last
+    /// event added went (a stream from one origin finds its place there,
+    /// without a lookup).
+    per: Vec<(NodeId, Kept)>,
+    index: HashMap<NodeId, usize>,
+    last: usize,
+    /// The origins by events and by bytes kept, as each was last placed
+    /// (see [`Kept::placed`]).
     by_count: BTreeSet<(usize, NodeId)>,
     by_bytes: BTreeSet<(usize, NodeId)>,
+    /// Origins whose place in the orders is behind what they have, each
+    /// once: at most one per origin kept.
+    stale: Vec<NodeId>,
     events: usize,
     bytes: usize,
 }
@@ -415,6 +431,11 @@ struct Cache {
 struct Kept {
     frames: VecDeque<(u64, Frame)>,
     bytes: usize,
+    /// Where it is in the orders: its (events, bytes) when it was last
+    /// placed; (0, 0): in neither.
+    placed: (usize, usize),
+    /// Its figures changed since: it is in [`Cache::stale`].
+    stale: bool,
 }
 
 impl Kept {
@@ -425,31 +446,60 @@ impl Kept {
             _ => self.frames.binary_search_by_key(&seq, |&(s, _)| s),
         }
     }
+
+    fn figures(&self) -> (usize, usize) {
+        (self.frames.len(), self.bytes)
+    }
 }
 
 impl Cache {
+    /// Where `origin`'s events are in `per`.
+    fn slot(&self, origin: NodeId) -> Option<usize> {
+        match self.per.get(self.last) {
+            Some(&(o, _)) if o == origin => Some(self.last),
+            _ => self.index.get(&origin).copied(),
+        }
+    }
+
+    fn get(&self, origin: NodeId) -> Option<&Kept> {
+        self.slot(origin).map(|i| &self.per[i].1)
+    }
+
+    fn get_mut(&mut self, origin: NodeId) -> Option<&mut Kept> {
+        self.slot(origin).map(|i| &mut self.per[i].1)
+    }
+
+    /// Forgets `origin`'s entry (the last in `per` takes its slot).
+    fn remove(&mut self, origin: NodeId) {
+        let Some(i) = self.index.remove(&origin) else {
+            return;
+        };
+        self.per.swap_remove(i);
+        if let Some(&(moved, _)) = self.per.get(i) {
+            self.index.insert(moved, i);
+        }
+    }
+
     /// The oldest event of `origin` still kept.
     #[cfg(test)]
     fn oldest(&self, origin: NodeId) -> Option<u64> {
-        self.per.get(&origin)?.frames.front().map(|&(s, _)| s)
+        self.get(origin)?.frames.front().map(|&(s, _)| s)
     }
 
     fn contains(&self, id: EventId) -> bool {
-        self.per
-            .get(&id.origin)
-            .is_some_and(|k| k.find(id.seq).is_ok())
+        self.get(id.origin).is_some_and(|k| k.find(id.seq).is_ok())
     }
 
     /// The first event of `id`'s origin kept at or after it.
     fn first_from(&self, id: EventId) -> Option<u64> {
-        let k = self.per.get(&id.origin)?;
+        let k = self.get(id.origin)?;
         let i = k.find(id.seq).unwrap_or_else(|i| i);
         k.frames.get(i).map(|&(s, _)| s)
     }
 
     /// `origin`'s events `from..=to` that are kept, in order.
     fn range(&self, origin: NodeId, from: u64, to: u64) -> impl Iterator<Item = &Frame> {
-        let k = self.per.get(&origin);
+        let k = self.get(origin);
         let i = k.map_or(0, |k| k.find(from).unwrap_or_else(|i| i));
         k.into_iter()
             .flat_map(move |k| k.frames.range(i..))
@@ -457,35 +507,50 @@ impl Cache {
             .map(|(_, f)| f)
     }
 
-    /// Moves `origin` in the orders by count and bytes: it had `was`
-    /// (events, bytes) and has what its entry says now. An order whose
-    /// figure did not change is left alone.
-    fn reorder(&mut self, origin: NodeId, was: (usize, usize)) {
-        let now = self
-            .per
-            .get(&origin)
-            .filter(|k| !k.frames.is_empty())
-            .map(|k| (k.frames.len(), k.bytes));
-        self.reorder_to(origin, was, now);
-    }
-
-    /// [`Cache::reorder`], told what `origin` has `now` (`None`: no
-    /// events), which saves looking it up.
-    fn reorder_to(&mut self, origin: NodeId, was: (usize, usize), now: Option<(usize, usize)>) {
-        let Some(now) = now else {
-            self.by_count.remove(&(was.0, origin));
-            self.by_bytes.remove(&(was.1, origin));
-            self.per.remove(&origin);
+    /// Puts `origin` in its place in the orders by what it has now (and
+    /// out of the cache if it has nothing). An order whose figure did not
+    /// change is left alone.
+    fn place(&mut self, origin: NodeId) {
+        let Some(k) = self.get_mut(origin) else {
             return;
         };
-        // A new origin (`was` zero) is in neither order yet.
-        if now.0 != was.0 || was.0 == 0 {
-            self.by_count.remove(&(was.0, origin));
-            self.by_count.insert((now.0, origin));
+        k.stale = false;
+        let now = k.figures();
+        let was = std::mem::replace(&mut k.placed, now);
+        if now.0 == 0 {
+            self.remove(origin);
+            self.stale.retain(|&o| o != origin);
         }
-        if now.1 != was.1 || was.0 == 0 {
-            self.by_bytes.remove(&(was.1, origin));
-            self.by_bytes.insert((now.1, origin));
+        // (0, _): in neither order.
+        if now.0 != was.0 || was.0 == 0 || now.0 == 0 {
+            if was.0 != 0 {
+                self.by_count.remove(&(was.0, origin));
+            }
+            if now.0 != 0 {
+                self.by_count.insert((now.0, origin));
+            }
+        }
+        if now.1 != was.1 || was.0 == 0 || now.0 == 0 {
+            if was.0 != 0 {
+                self.by_bytes.remove(&(was.1, origin));
+            }
+            if now.0 != 0 {
+                self.by_bytes.insert((now.1, origin));
+            }
+        }
+    }
+
+    /// Puts every stale origin but `but` in its place.
+    fn settle(&mut self, but: Option<NodeId>) {
+        let mut i = 0;
+        while i < self.stale.len() {
+            let o = self.stale[i];
+            if Some(o) == but {
+                i += 1;
+                continue;
+            }
+            self.stale.swap_remove(i);
+            self.place(o);
         }
     }
 
@@ -506,10 +571,43 @@ impl Cache {
         top.max(mine).map(|(_, o)| o)
     }
 
+    /// The origin to let go of an event of, if the cache holds `size`
+    /// (events, bytes), over a bound: in the orders as they are, with
+    /// every origin but `id` in its place and `id` as `was` in them and
+    /// `mine` in fact.
+    fn victim(
+        by_count: &BTreeSet<(usize, NodeId)>,
+        by_bytes: &BTreeSet<(usize, NodeId)>,
+        size: (usize, usize),
+        id: NodeId,
+        was: (usize, usize),
+        mine: (usize, usize),
+    ) -> Option<NodeId> {
+        if size.0 > CACHE_EVENTS {
+            Cache::most(by_count, id, was.0, mine.0)
+        } else if size.1 > CACHE_BYTES {
+            Cache::most(by_bytes, id, was.1, mine.1)
+        } else {
+            None
+        }
+    }
+
     fn insert(&mut self, id: EventId, frame: Frame) {
         let n = frame.len();
-        let k = self.per.entry(id.origin).or_default();
-        let was = (k.frames.len(), k.bytes);
+        // Something may have to go: every other origin in its place first.
+        if self.events >= CACHE_EVENTS || self.bytes + n > CACHE_BYTES {
+            self.settle(Some(id.origin));
+        }
+        let i = match self.slot(id.origin) {
+            Some(i) => i,
+            None => {
+                self.per.push((id.origin, Kept::default()));
+                self.index.insert(id.origin, self.per.len() - 1);
+                self.per.len() - 1
+            }
+        };
+        self.last = i;
+        let k = &mut self.per[i].1;
         match k.find(id.seq) {
             Ok(i) => {
                 let old = std::mem::replace(&mut k.frames[i].1, frame);
@@ -520,58 +618,79 @@ impl Cache {
             Err(i) => k.frames.insert(i, (id.seq, frame)),
         }
         k.bytes += n;
-        // What `id.origin` has now, kept up to date below (no lookup per
-        // event while the cache is not full).
-        let mut mine = (k.frames.len(), k.bytes);
         self.bytes += n;
         self.events += 1;
-        // The orders are brought up to date for `id.origin` once, at the
-        // end: until then its place in them is `was`, and the choice of
-        // what to let go counts it as it is now. (A stream from one
-        // origin into a full cache adds one of its events and lets go
-        // another: nothing moves in the orders.)
+        // Its place in the orders stays `was` until the end; the choice
+        // of what to let go counts it as it is now. While the victim is
+        // `id.origin` itself (a stream into a full cache), its entry is
+        // at hand.
+        let was = k.placed;
         loop {
-            let victim = if self.events > CACHE_EVENTS {
-                Cache::most(&self.by_count, id.origin, was.0, mine.0)
-            } else if self.bytes > CACHE_BYTES {
-                Cache::most(&self.by_bytes, id.origin, was.1, mine.1)
-            } else {
-                break;
-            };
-            let Some(o) = victim else {
-                break;
-            };
-            if o == id.origin {
-                self.pop_oldest(o);
-                mine = self
-                    .per
-                    .get(&o)
-                    .map_or((0, 0), |k| (k.frames.len(), k.bytes));
-            } else {
-                self.evict_oldest(o);
+            let size = (self.events, self.bytes);
+            let v = Cache::victim(
+                &self.by_count,
+                &self.by_bytes,
+                size,
+                id.origin,
+                was,
+                k.figures(),
+            );
+            match v {
+                Some(o) if o == id.origin => {
+                    if let Some((_, f)) = k.frames.pop_front() {
+                        k.bytes -= f.len();
+                        self.bytes -= f.len();
+                        self.events -= 1;
+                    }
+                }
+                Some(_) => break,
+                None => {
+                    if !k.stale && k.figures() != was {
+                        k.stale = true;
+                        self.stale.push(id.origin);
+                    }
+                    if k.frames.is_empty() {
+                        self.place(id.origin);
+                    }
+                    return;
+                }
             }
         }
-        self.reorder_to(id.origin, was, (mine.0 > 0).then_some(mine));
+        // Another origin has more: let go of its events until none must
+        // go, or `id.origin` is the fullest again.
+        loop {
+            let mine = self.get(id.origin).map_or((0, 0), Kept::figures);
+            let size = (self.events, self.bytes);
+            let Some(o) = Cache::victim(&self.by_count, &self.by_bytes, size, id.origin, was, mine)
+            else {
+                break;
+            };
+            self.pop_oldest(o);
+            if o != id.origin {
+                self.place(o);
+            }
+        }
+        match self.get_mut(id.origin) {
+            Some(k) if !k.frames.is_empty() => {
+                if !k.stale && k.figures() != was {
+                    k.stale = true;
+                    self.stale.push(id.origin);
+                }
+            }
+            _ => self.place(id.origin),
+        }
     }
 
-    /// Lets go of `origin`'s oldest event, leaving the orders as they are;
-    /// returns what it had (events, bytes).
-    fn pop_oldest(&mut self, origin: NodeId) -> (usize, usize) {
-        let Some(k) = self.per.get_mut(&origin) else {
-            return (0, 0);
+    /// Lets go of `origin`'s oldest event, leaving the orders as they are.
+    fn pop_oldest(&mut self, origin: NodeId) {
+        let Some(k) = self.get_mut(origin) else {
+            return;
         };
-        let was = (k.frames.len(), k.bytes);
         if let Some((_, f)) = k.frames.pop_front() {
             k.bytes -= f.len();
             self.bytes -= f.len();
             self.events -= 1;
         }
-        was
-    }
-
-    fn evict_oldest(&mut self, origin: NodeId) {
-        let was = self.pop_oldest(origin);
-        self.reorder(origin, was);
     }
 }
 
@@ -2409,17 +2528,33 @@ mod tests {
                     model.remove(&o);
                 }
             }
+            // The orders hold each origin where it was last placed: as
+            // it is, unless it is noted stale (each once).
+            let mut placed = 0;
             for (&o, m) in &model {
-                let k = &c.per[&o];
+                let k = c.get(o).expect("kept");
                 assert_eq!(k.frames.front().map(|f| f.0), m.0.front().map(|f| f.0));
                 assert_eq!((k.frames.len(), k.bytes), (m.0.len(), m.1));
-                assert!(c.by_count.contains(&(k.frames.len(), o)));
-                assert!(c.by_bytes.contains(&(k.bytes, o)));
+                let stale = c.stale.iter().filter(|&&s| s == o).count();
+                assert_eq!(stale, usize::from(k.stale));
+                if !k.stale {
+                    assert_eq!(k.placed, (k.frames.len(), k.bytes));
+                }
+                if k.placed.0 != 0 {
+                    assert!(c.by_count.contains(&(k.placed.0, o)));
+                    assert!(c.by_bytes.contains(&(k.placed.1, o)));
+                    placed += 1;
+                }
             }
             assert_eq!((c.events, c.bytes), (events, bytes));
             assert_eq!(c.per.len(), model.len());
-            assert_eq!(c.by_count.len(), model.len());
-            assert_eq!(c.by_bytes.len(), model.len());
+            assert_eq!(c.index.len(), model.len());
+            for (i, (o, _)) in c.per.iter().enumerate() {
+                assert_eq!(c.index[o], i);
+            }
+            assert_eq!(c.stale.len(), c.per.iter().filter(|(_, k)| k.stale).count());
+            assert_eq!(c.by_count.len(), placed);
+            assert_eq!(c.by_bytes.len(), placed);
         }
     }
 

@@ -303,6 +303,10 @@ impl<V> Remember<V> {
     }
 
     pub fn remove(&mut self, id: NodeId) -> Option<V> {
+        // An empty table is not hashed into (asked of every event).
+        if self.by_id.is_empty() {
+            return None;
+        }
         let (stamp, v) = self.by_id.remove(&id)?;
         self.by_age.remove(&stamp);
         Some(v)

@@ -1107,7 +1107,8 @@ pub fn escape_controls(s: &str) -> String {
 /// kept from one line to the next).
 pub fn push_escaped(out: &mut String, s: &str) {
     // Most text has nothing to escape: one copy, not a char at a time.
-    if !s.chars().any(is_unsafe) {
+    // Printable ASCII is known safe from its bytes alone.
+    if s.bytes().all(|b| (0x20..0x7f).contains(&b)) || !s.chars().any(is_unsafe) {
         out.push_str(s);
         return;
     }

@@ -203,6 +203,12 @@ impl Ui {
         self.log = dir.map(ChatLog::new);
     }
 
+    /// Whether our own lines are shown: on a terminal, in JSON, in a chat
+    /// log (plain lines do not show them).
+    pub fn shows_own(&self) -> bool {
+        self.term.is_some() || self.format != Format::Plain || self.log.is_some()
+    }
+
     /// The stdout queue, if stdout gets lines.
     pub fn out(&mut self) -> Option<&mut Out> {
         self.out.as_mut()
