@@ -799,22 +799,8 @@ fn a_former_owner_cannot_hand_its_room_over_again() {
     carol.expect_line("* trent joined");
     bob.expect_line("* trent joined");
 
-    let made = RoomState {
-        name: "ops".into(),
-        era: ((mallory.id().0 >> 40) as u32) << 8 | 1,
-        epoch: 1,
-        from: p2pchat::node::NodeId(0),
-        lord: mallory.public(),
-        op: Op::Create,
-        arg: String::new(),
-        deleted: false,
-        complete: true,
-        elected: false,
-        void: false,
-        gave: vec![],
-        kicked: vec![],
-        roster: vec![],
-    };
+    let era = ((mallory.id().0 >> 40) as u32) << 8 | 1;
+    let made = RoomState::founding("ops", era, mallory.public());
     let state = |st: &RoomState| Body::Room(RoomEvent::State(Box::new(st.clone())));
     let shout = |text: &str| {
         Body::Room(RoomEvent::Shout {

@@ -932,22 +932,7 @@ impl Rooms {
                 self.new_era(net)
             }
         };
-        let st = RoomState {
-            name: name.to_owned(),
-            era,
-            epoch: 1,
-            from: NodeId(0),
-            lord: net.key_of(net.id()).unwrap_or_default(),
-            op: Op::Create,
-            arg: String::new(),
-            deleted: false,
-            complete: true,
-            elected: false,
-            void: false,
-            gave: vec![],
-            kicked: vec![],
-            roster: vec![],
-        };
+        let st = RoomState::founding(name, era, net.key_of(net.id()).unwrap_or_default());
         self.publish_state(net, st, now);
         if self.rooms.get(&key).is_some_and(|r| r.cur.era == era) {
             Rooms::note(
@@ -3112,20 +3097,10 @@ mod tests {
         let mut lord = [0; 32];
         lord[..5].copy_from_slice(b"alice");
         let forged = RoomState {
-            name: "dev".into(),
-            era: 1,
-            epoch: 1,
-            from: NodeId(0),
-            lord,
             op: Op::Kick,
             arg: "bob".into(),
-            deleted: false,
-            complete: true,
-            elected: false,
-            void: false,
-            gave: vec![],
             kicked: vec!["bob".into()],
-            roster: vec![],
+            ..RoomState::founding("dev", 1, lord)
         };
         let m = w.id(3);
         w.forge(m, forged.clone());

@@ -183,6 +183,30 @@ pub struct RoomState {
     pub roster: Vec<(NodeId, u32)>,
 }
 
+impl RoomState {
+    /// Room `name` as its creator founds it (op create, epoch 1, the
+    /// whole history, nobody kicked or given it), in era `era`, belonging
+    /// to key `lord`.
+    pub fn founding(name: &str, era: u32, lord: PublicKey) -> RoomState {
+        RoomState {
+            name: name.to_owned(),
+            era,
+            epoch: 1,
+            from: NodeId(0),
+            lord,
+            op: Op::Create,
+            arg: String::new(),
+            deleted: false,
+            complete: true,
+            elected: false,
+            void: false,
+            gave: vec![],
+            kicked: vec![],
+            roster: vec![],
+        }
+    }
+}
+
 /// One line of a HISTORY.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Line {
@@ -724,20 +748,9 @@ mod tests {
         assert_eq!(enter("").check(), Ok(()));
         assert!(enter("d").check().is_err());
         let mut s = RoomState {
-            name: "dev".into(),
-            era: 1,
-            epoch: 1,
-            from: NodeId(0),
-            lord: [0; 32],
             op: Op::Kick,
             arg: "a b".into(),
-            deleted: false,
-            complete: true,
-            elected: false,
-            void: false,
-            gave: vec![],
-            kicked: vec![],
-            roster: vec![],
+            ..RoomState::founding("dev", 1, [0; 32])
         };
         assert!(
             Body::Room(RoomEvent::State(Box::new(s.clone())))
