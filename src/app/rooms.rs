@@ -114,7 +114,7 @@
 //! newcomer would take beside the real one. A claim of an older version
 //! carries no proof, and waits where its base is missing.
 
-use super::{LOBBY, MemberView, MsgId, Net, RoomView, Show};
+use super::{LOBBY, MemberView, MsgId, Net, RoomView, Show, truncate};
 use crate::proto::crypto;
 use crate::proto::crypto::PublicKey;
 use crate::proto::wire::rooms::{
@@ -676,14 +676,7 @@ impl Rooms {
         let me = net.id();
         let name = self.display(&self.here);
         let next = net.next_event();
-        net.show(Show::Chat {
-            from: net.me().to_owned(),
-            room: name,
-            text: text.clone(),
-            own: true,
-            said: None,
-            id: next.map(MsgId::Event),
-        });
+        net.show(Show::own_line(net, false, name, &text));
         let (said, seq) = stamp_of(net.wall(), next);
         if let Some(r) = self.rooms.get_mut(&key) {
             r.lines.push(Line {
@@ -712,14 +705,8 @@ impl Rooms {
         };
         let mut text = text;
         truncate(&mut text, wire::MAX_TEXT);
-        net.show(Show::Action {
-            from: net.me().to_owned(),
-            room: self.display(&self.here),
-            text: text.clone(),
-            own: true,
-            said: None,
-            id: net.next_event().map(MsgId::Event),
-        });
+        let room = self.display(&self.here);
+        net.show(Show::own_line(net, true, room, &text));
         net.publish(Body::Action { room: key, text });
     }
 
@@ -773,10 +760,7 @@ impl Rooms {
         text: &str,
         said: Option<u64>,
     ) -> bool {
-        let mut end = text.len().min(wire::MAX_TEXT);
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
+        let end = text.floor_char_boundary(wire::MAX_TEXT);
         // A stream of lines from one member shares one copy of its name.
         let name = match self.lobby.v.back() {
             Some(l) if l.from == from && *l.name == *name => l.name.clone(),
@@ -2557,17 +2541,6 @@ fn find(net: &impl Net, name: &str) -> Option<MemberView> {
     net.members()
         .into_iter()
         .find(|m| crate::name::skeleton(&m.name) == want)
-}
-
-/// Cuts `s` to at most `max` bytes, at a character boundary.
-fn truncate(s: &mut String, max: usize) {
-    if s.len() > max {
-        let mut n = max;
-        while !s.is_char_boundary(n) {
-            n -= 1;
-        }
-        s.truncate(n);
-    }
 }
 
 #[cfg(test)]
