@@ -2631,6 +2631,17 @@ mod tests {
         crypto::Identity::from_seed(seed)
     }
 
+    /// Room state `st` as `who` signs it (SIGNED), its owner.
+    fn signed_by(who: &crypto::Identity, st: RoomState) -> Body {
+        Body::Room(RoomEvent::Signed(Box::new(Signed {
+            owner: who.id(),
+            key: who.public(),
+            nonce: who.nonce(),
+            sig: who.sign(&signed_bytes(who.id(), &st)),
+            state: st,
+        })))
+    }
+
     struct P {
         id: NodeId,
         name: String,
@@ -2751,6 +2762,17 @@ mod tests {
             self.with(i, |r, net, now| r.command(net, c, now));
         }
 
+        /// Peer `owner` creates room `name`, then `members` join it: each
+        /// step settled.
+        fn room_with(&mut self, owner: usize, name: &str, members: &[usize]) {
+            self.cmd(owner, Cmd::Create(name.into()));
+            self.settle();
+            for &i in members {
+                self.cmd(i, Cmd::Join(Some(name.into())));
+            }
+            self.settle();
+        }
+
         fn say(&mut self, i: usize, text: &str) {
             let t = text.to_owned();
             self.with(i, |r, net, _| r.say(net, t));
@@ -2849,6 +2871,13 @@ mod tests {
                     }
                 }
             }
+        }
+
+        /// Peer `i` dies, every live peer sees it gone, and all settles.
+        fn crash(&mut self, i: usize) {
+            self.kill(i);
+            self.all_see_gone(i);
+            self.settle();
         }
 
         /// Peer `j` sees peer `i` gone.
@@ -3060,12 +3089,7 @@ mod tests {
     #[test]
     fn only_the_owner_kicks_and_a_forged_kick_is_ignored_everywhere() {
         let mut w = World::new(&["alice", "bob", "carol", "mallory"], 3);
-        w.cmd(0, Cmd::Create("dev".into()));
-        w.settle();
-        for i in 1..4 {
-            w.cmd(i, Cmd::Join(Some("dev".into())));
-        }
-        w.settle();
+        w.room_with(0, "dev", &[1, 2, 3]);
         // Mallory forges alice's state with bob kicked, at alice's key.
         let mut lord = [0; 32];
         lord[..5].copy_from_slice(b"alice");
@@ -3113,10 +3137,7 @@ mod tests {
     fn a_kick_racing_an_entry_converges() {
         for seed in 0..20 {
             let mut w = World::new(&["alice", "bob", "carol"], seed);
-            w.cmd(0, Cmd::Create("dev".into()));
-            w.settle();
-            w.cmd(1, Cmd::Join(Some("dev".into())));
-            w.settle();
+            w.room_with(0, "dev", &[1]);
             w.cmd(1, Cmd::Join(None));
             w.settle();
             // bob enters again while alice kicks him (from what she saw).
@@ -3152,9 +3173,7 @@ mod tests {
             assert!(w.with(0, |r, net, now| r.hand_over(net, now)));
             w.settle();
             assert!(w.peers[0].rooms.handed_over(), "seed {seed}");
-            w.kill(0);
-            w.all_see_gone(0);
-            w.settle();
+            w.crash(0);
             let s = w.agree();
             assert_eq!(s.len(), 2, "the empty room closes: {s:?}");
             assert_eq!(room(&s, "dev").owner, w.id(2));
@@ -3171,18 +3190,11 @@ mod tests {
     fn an_owner_back_with_its_key_takes_its_room_back() {
         for seed in 0..20 {
             let mut w = World::new(&["alice", "bob", "carol", "dave"], seed);
-            w.cmd(0, Cmd::Create("dev".into()));
-            w.settle();
-            for i in 1..3 {
-                w.cmd(i, Cmd::Join(Some("dev".into())));
-            }
-            w.settle();
+            w.room_with(0, "dev", &[1, 2]);
             w.cmd(0, Cmd::Kick("carol".into()));
             w.settle();
             // alice crashes; bob (the largest id in dev) is elected.
-            w.kill(0);
-            w.all_see_gone(0);
-            w.settle();
+            w.crash(0);
             let s = w.agree();
             assert_eq!(room(&s, "dev").owner, w.id(1), "seed {seed}");
             // alice starts again: a new id, her key. Still her room, with
@@ -3214,10 +3226,7 @@ mod tests {
         // back (her lord, another key) or as if elected over her while she
         // is present: nobody takes either.
         let mut w = World::new(&["alice", "bob", "dave"], 1);
-        w.cmd(0, Cmd::Create("dev".into()));
-        w.settle();
-        w.cmd(1, Cmd::Join(Some("dev".into())));
-        w.settle();
+        w.room_with(0, "dev", &[1]);
         let cur = w.peers[0].rooms.rooms["dev"].cur.clone();
         let mut st = cur.state("dev");
         st.epoch = 2;
@@ -3244,10 +3253,7 @@ mod tests {
         // over alice (present) she signed so. Nobody takes any; a peer
         // that comes later neither.
         let mut w = World::new(&["alice", "bob", "mallory"], 1);
-        w.cmd(0, Cmd::Create("dev".into()));
-        w.settle();
-        w.cmd(1, Cmd::Join(Some("dev".into())));
-        w.settle();
+        w.room_with(0, "dev", &[1]);
         let cur = w.peers[0].rooms.rooms["dev"].cur.state("dev");
         let m = w.id(2);
         let claim = |from: NodeId, epoch: u32, lord: PublicKey| RoomState {
@@ -3258,15 +3264,6 @@ mod tests {
             elected: true,
             kicked: vec!["bob".into()],
             ..cur.clone()
-        };
-        let signed = |who: &crypto::Identity, st: RoomState| {
-            Body::Room(RoomEvent::Signed(Box::new(Signed {
-                owner: who.id(),
-                key: who.public(),
-                nonce: who.nonce(),
-                sig: who.sign(&signed_bytes(who.id(), &st)),
-                state: st,
-            })))
         };
         let state = |st: RoomState| Body::Room(RoomEvent::State(Box::new(st)));
         let ghost = crypto::Identity::from_seed(41);
@@ -3284,9 +3281,9 @@ mod tests {
         };
         let log = w.log.get_mut(&m).unwrap();
         log.push(state(claim(NodeId(0x5eed), 2, cur.lord)));
-        log.push(signed(&ghost, made));
+        log.push(signed_by(&ghost, made));
         log.push(state(claim(ghost.id(), 3, ghost.public())));
-        log.push(signed(&ghost2, over_alice));
+        log.push(signed_by(&ghost2, over_alice));
         log.push(state(claim(ghost2.id(), 4, cur.lord)));
         w.settle();
         let late = w.add("erin");
@@ -3304,16 +3301,9 @@ mod tests {
         // claim over a state that is no longer the room, refused by all.
         for seed in 0..10 {
             let mut w = World::new(&["alice", "mallory", "bob", "carol"], seed);
-            w.cmd(0, Cmd::Create("dev".into()));
-            w.settle();
-            for i in 1..4 {
-                w.cmd(i, Cmd::Join(Some("dev".into())));
-            }
-            w.settle();
+            w.room_with(0, "dev", &[1, 2, 3]);
             let cur = w.peers[0].rooms.rooms["dev"].cur.state("dev");
-            w.kill(0);
-            w.all_see_gone(0);
-            w.settle();
+            w.crash(0);
             let s = w.agree();
             assert_eq!(room(&s, "dev").owner, w.id(3), "seed {seed}");
             let late = RoomState {
@@ -3340,11 +3330,7 @@ mod tests {
         // as given, over the same state as bob: nobody takes it.
         for seed in 0..10 {
             let mut w = World::new(&["alice", "bob", "mallory"], seed);
-            w.cmd(0, Cmd::Create("dev".into()));
-            w.settle();
-            w.cmd(1, Cmd::Join(Some("dev".into())));
-            w.cmd(2, Cmd::Join(Some("dev".into())));
-            w.settle();
+            w.room_with(0, "dev", &[1, 2]);
             w.cmd(0, Cmd::Give("dev".into(), "bob".into()));
             w.settle();
             let s = w.agree();
@@ -3383,10 +3369,7 @@ mod tests {
         // neither: she sees the room as everyone does.
         for seed in 0..10 {
             let mut w = World::new(&["alice", "bob", "mallory"], seed);
-            w.cmd(0, Cmd::Create("dev".into()));
-            w.settle();
-            w.cmd(1, Cmd::Join(Some("dev".into())));
-            w.settle();
+            w.room_with(0, "dev", &[1]);
             let cur = w.peers[0].rooms.rooms["dev"].cur.state("dev");
             let erin = w.add("erin");
             let ghost = crypto::Identity::from_seed(41);
@@ -3395,13 +3378,7 @@ mod tests {
                 op: Op::Create,
                 ..cur.clone()
             };
-            let proof = Body::Room(RoomEvent::Signed(Box::new(Signed {
-                owner: ghost.id(),
-                key: ghost.public(),
-                nonce: ghost.nonce(),
-                sig: ghost.sign(&signed_bytes(ghost.id(), &made)),
-                state: made,
-            })));
+            let proof = signed_by(&ghost, made);
             let claim = |from: NodeId, epoch: u32, lord: PublicKey| {
                 Body::Room(RoomEvent::State(Box::new(RoomState {
                     epoch,
@@ -3440,23 +3417,14 @@ mod tests {
         // bob with the proofs of the states it stands on, and sees his room.
         for seed in 0..10 {
             let mut w = World::new(&["alice", "bob", "carol", "dave"], seed);
-            w.cmd(0, Cmd::Create("dev".into()));
-            w.settle();
-            for i in 1..4 {
-                w.cmd(i, Cmd::Join(Some("dev".into())));
-            }
-            w.settle();
+            w.room_with(0, "dev", &[1, 2, 3]);
             w.cmd(0, Cmd::Kick("dave".into()));
             w.settle();
-            w.kill(0);
-            w.all_see_gone(0);
-            w.settle();
+            w.crash(0);
             assert_eq!(room(&w.agree(), "dev").owner, w.id(2), "seed {seed}");
             w.cmd(2, Cmd::Give("dev".into(), "bob".into()));
             w.settle();
-            w.kill(2);
-            w.all_see_gone(2);
-            w.settle();
+            w.crash(2);
             let erin = w.add("erin");
             w.settle();
             let s = w.agree();
@@ -3470,21 +3438,12 @@ mod tests {
     #[test]
     fn a_new_owner_dying_mid_handover_is_replaced() {
         let mut w = World::new(&["alice", "bob", "carol", "dave"], 5);
-        w.cmd(0, Cmd::Create("dev".into()));
-        w.settle();
-        for i in 1..4 {
-            w.cmd(i, Cmd::Join(Some("dev".into())));
-        }
-        w.settle();
+        w.room_with(0, "dev", &[1, 2, 3]);
         assert!(w.with(0, |r, net, now| r.hand_over(net, now)));
         // dave (the largest id) dies before he hears of it.
-        w.kill(3);
-        w.all_see_gone(3);
-        w.settle();
+        w.crash(3);
         assert!(w.peers[0].rooms.handed_over());
-        w.kill(0);
-        w.all_see_gone(0);
-        w.settle();
+        w.crash(0);
         let s = w.agree();
         assert_eq!(room(&s, "dev").owner, w.id(2));
         assert_eq!(room(&s, "dev").members, [w.id(1), w.id(2)]);
@@ -3494,12 +3453,7 @@ mod tests {
     fn an_owner_crash_elects_the_largest_id_and_elections_converge() {
         for seed in 0..20 {
             let mut w = World::new(&["alice", "bob", "carol", "dave", "erin"], seed);
-            w.cmd(0, Cmd::Create("dev".into()));
-            w.settle();
-            for i in 1..4 {
-                w.cmd(i, Cmd::Join(Some("dev".into())));
-            }
-            w.settle();
+            w.room_with(0, "dev", &[1, 2, 3]);
             w.cmd(0, Cmd::Kick("carol".into()));
             w.settle();
             w.kill(0);
@@ -3515,9 +3469,7 @@ mod tests {
             assert_eq!(room(&s, "dev").owner, w.id(3), "seed {seed}");
             assert_eq!(room(&s, "dev").kicked, ["carol"]);
             // The winner dies too: the next election.
-            w.kill(3);
-            w.all_see_gone(3);
-            w.settle();
+            w.crash(3);
             let s = w.agree();
             assert_eq!(room(&s, "dev").owner, w.id(1), "seed {seed}");
         }
@@ -3527,11 +3479,7 @@ mod tests {
     fn an_owner_cut_off_takes_its_room_back_when_the_network_heals() {
         for seed in 0..20 {
             let mut w = World::new(&["alice", "bob", "carol"], seed);
-            w.cmd(0, Cmd::Create("dev".into()));
-            w.settle();
-            w.cmd(1, Cmd::Join(Some("dev".into())));
-            w.cmd(2, Cmd::Join(Some("dev".into())));
-            w.settle();
+            w.room_with(0, "dev", &[1, 2]);
             // bob sees alice gone, carol does not.
             w.gone(1, 0);
             w.settle();
@@ -3546,10 +3494,7 @@ mod tests {
     fn late_joiner_gets_history_once_in_order_then_live() {
         for seed in 0..10 {
             let mut w = World::new(&["alice", "bob"], seed);
-            w.cmd(0, Cmd::Create("dev".into()));
-            w.settle();
-            w.cmd(1, Cmd::Join(Some("dev".into())));
-            w.settle();
+            w.room_with(0, "dev", &[1]);
             for k in 0..60 {
                 w.say(k % 2, &format!("line {k}"));
                 w.settle();
