@@ -368,30 +368,19 @@ impl RoomEvent {
                 put_str(out, text)?;
             }
             RoomEvent::History { room, era, lines } => {
-                if lines.len() > HISTORY_LINES {
-                    return Err(WireError::TooLong("history"));
-                }
-                put_str(out, room)?;
-                put_u32(out, *era);
-                out.push(lines.len() as u8);
-                for l in lines {
+                put_history(out, room, *era, lines, |out, l| {
                     put_u64(out, l.origin.0);
                     put_u32(out, l.n);
                     out.push(u8::from(l.shout));
-                    put_str(out, &l.text)?;
-                }
+                    put_str(out, &l.text)
+                })?;
             }
             RoomEvent::When { room, era, lines } => {
-                if lines.len() > HISTORY_LINES {
-                    return Err(WireError::TooLong("history"));
-                }
-                put_str(out, room)?;
-                put_u32(out, *era);
-                out.push(lines.len() as u8);
-                for &(said, seq) in lines {
+                put_history(out, room, *era, lines, |out, &(said, seq)| {
                     put_u64(out, said);
                     put_u64(out, seq);
-                }
+                    Ok(())
+                })?;
             }
         }
         Ok(())
@@ -447,6 +436,27 @@ impl RoomEvent {
             _ => return Err(WireError::Invalid("room event type")),
         })
     }
+}
+
+/// `room:str, era:u32`, then a count of history lines, `count:u8` (at
+/// most [`HISTORY_LINES`]), and each, written by `line` (HISTORY and WHEN).
+fn put_history<T>(
+    out: &mut Vec<u8>,
+    room: &str,
+    era: u32,
+    lines: &[T],
+    line: impl Fn(&mut Vec<u8>, &T) -> Result<(), WireError>,
+) -> Result<(), WireError> {
+    if lines.len() > HISTORY_LINES {
+        return Err(WireError::TooLong("history"));
+    }
+    put_str(out, room)?;
+    put_u32(out, era);
+    out.push(lines.len() as u8);
+    for l in lines {
+        line(out, l)?;
+    }
+    Ok(())
 }
 
 /// A count of history lines, `count:u8` (at most [`HISTORY_LINES`]), then
