@@ -21,7 +21,7 @@ use crate::term::output::Out;
 use crate::term::tty::{self, RawMode, Screen};
 use std::fmt::Write as _;
 use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
@@ -1140,18 +1140,12 @@ impl ChatLog {
             old.push(".old");
             std::fs::rename(&path, old)?;
         }
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .open(&path)?;
         let stamp = tty::long_stamp(at);
         let mut text = String::new();
         for l in lines {
             let _ = writeln!(text, "{stamp} {l}");
         }
-        f.write_all(text.as_bytes())
+        crate::store::append(&path, text.as_bytes())
     }
 }
 
