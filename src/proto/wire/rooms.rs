@@ -417,7 +417,7 @@ impl RoomEvent {
             HISTORY => {
                 let room = str_(r)?;
                 let era = u32_(r)?;
-                let lines = history_lines(r, |r| {
+                let lines = counted(r, HISTORY_LINES, "history count", |r| {
                     Ok(Line {
                         origin: NodeId(u64_(r)?),
                         n: u32_(r)?,
@@ -430,7 +430,9 @@ impl RoomEvent {
             WHEN => {
                 let room = str_(r)?;
                 let era = u32_(r)?;
-                let lines = history_lines(r, |r| Ok((u64_(r)?, u64_(r)?)))?;
+                let lines = counted(r, HISTORY_LINES, "history count", |r| {
+                    Ok((u64_(r)?, u64_(r)?))
+                })?;
                 RoomEvent::When { room, era, lines }
             }
             _ => return Err(WireError::Invalid("room event type")),
@@ -459,21 +461,23 @@ fn put_history<T>(
     Ok(())
 }
 
-/// A count of history lines, `count:u8` (at most [`HISTORY_LINES`]), then
-/// that many, each read by `line` (HISTORY and WHEN).
-fn history_lines<T>(
+/// A count, `count:u8` (at most `max`, else invalid: `what`), then that
+/// many items, each read by `item` (history lines, gave, kicked).
+fn counted<T>(
     r: &mut &[u8],
-    line: impl Fn(&mut &[u8]) -> Result<T, WireError>,
+    max: usize,
+    what: &'static str,
+    item: impl Fn(&mut &[u8]) -> Result<T, WireError>,
 ) -> Result<Vec<T>, WireError> {
     let n = u8_(r)? as usize;
-    if n > HISTORY_LINES {
-        return Err(WireError::Invalid("history count"));
+    if n > max {
+        return Err(WireError::Invalid(what));
     }
-    let mut lines = Vec::with_capacity(n);
+    let mut items = Vec::with_capacity(n);
     for _ in 0..n {
-        lines.push(line(r)?);
+        items.push(item(r)?);
     }
-    Ok(lines)
+    Ok(items)
 }
 
 /// Appends a ROOM payload.
@@ -526,22 +530,8 @@ fn decode_state(r: &mut &[u8]) -> Result<RoomState, WireError> {
     let op = Op::from_u8(u8_(r)?);
     let arg = str_(r)?;
     let flags = u8_(r)?;
-    let n = u8_(r)? as usize;
-    if n > MAX_GAVE {
-        return Err(WireError::Invalid("gave count"));
-    }
-    let mut gave = Vec::with_capacity(n);
-    for _ in 0..n {
-        gave.push(NodeId(u64_(r)?));
-    }
-    let n = u8_(r)? as usize;
-    if n > MAX_KICKED {
-        return Err(WireError::Invalid("kick count"));
-    }
-    let mut kicked = Vec::with_capacity(n);
-    for _ in 0..n {
-        kicked.push(str_(r)?);
-    }
+    let gave = counted(r, MAX_GAVE, "gave count", |r| Ok(NodeId(u64_(r)?)))?;
+    let kicked = counted(r, MAX_KICKED, "kick count", str_)?;
     let n = u16_(r)? as usize;
     if n > MAX_ROSTER {
         return Err(WireError::Invalid("roster count"));
