@@ -238,15 +238,12 @@ fn dev_without_dave() -> [Peer; 4] {
     p.try_into().unwrap_or_else(|_| panic!("four peers"))
 }
 
-/// alice, bob and carol (Via::Previous): alice creates dev, and bob and
-/// carol enter it. Returns them in that order.
-fn dev_of_three() -> [Peer; 3] {
+/// alice, bob and carol (Via::Previous), alice in dev, which she just
+/// created. Returns them in that order.
+fn dev_by_alice() -> [Peer; 3] {
     let mut p = network(&["alice", "bob", "carol"], Via::Previous);
     p[0].send(":create dev");
     p[0].expect_line("* you are in dev");
-    for q in &mut p[1..] {
-        enter(q, "dev", "alice");
-    }
     p.try_into().unwrap_or_else(|_| panic!("three peers"))
 }
 
@@ -540,7 +537,10 @@ fn an_election_over_an_owner_nobody_saw_is_refused() {
     use p2pchat::proto::wire::rooms::{Op, RoomEvent, RoomState, Signed, signed_bytes};
     use util::frames::{self, who};
 
-    let [mut alice, mut bob, mut carol] = dev_of_three();
+    let [mut alice, mut bob, mut carol] = dev_by_alice();
+    for q in [&mut bob, &mut carol] {
+        enter(q, "dev", "alice");
+    }
 
     let me = who(40);
     let (mut r, members) = raw_member(carol.port(), &me, "mallory");
@@ -676,7 +676,10 @@ fn a_late_claim_over_an_owner_replaced_since_is_refused() {
     use p2pchat::proto::wire::{Body, Msg};
     use util::frames::{self, who};
 
-    let [mut alice, mut bob, mut carol] = dev_of_three();
+    let [mut alice, mut bob, mut carol] = dev_by_alice();
+    for q in [&mut bob, &mut carol] {
+        enter(q, "dev", "alice");
+    }
     let me = who(40);
     let (mut r, members) = raw_member(carol.port(), &me, "mallory");
     let alice_id = members.iter().find(|e| e.name == "alice").unwrap().id;
@@ -823,12 +826,7 @@ fn a_newcomer_is_not_fed_a_made_up_owner() {
     use std::process::Stdio;
     use util::frames::{self, who};
 
-    let mut p = network(&["alice", "bob", "carol"], Via::Previous);
-    let mut carol = p.pop().unwrap();
-    let mut bob = p.pop().unwrap();
-    let mut alice = p.pop().unwrap();
-    alice.send(":create dev");
-    alice.expect_line("* you are in dev");
+    let [mut alice, mut bob, mut carol] = dev_by_alice();
     enter(&mut bob, "dev", "alice");
     let me = who(40);
     let (mut r, members) = raw_member(carol.port(), &me, "mallory");
@@ -925,7 +923,10 @@ fn actions_in_a_room_reach_its_members_only() {
 /// goes back to the lobby; `:who *` lists everyone.
 #[test]
 fn give_unkick_leave_and_who_everyone() {
-    let [mut alice, mut bob, mut carol] = dev_of_three();
+    let [mut alice, mut bob, mut carol] = dev_by_alice();
+    for q in [&mut bob, &mut carol] {
+        enter(q, "dev", "alice");
+    }
     alice.send(":give dev dave");
     refused(&mut alice, ":give: ");
     alice.send(":give dev bob");
