@@ -68,7 +68,7 @@
 //! ([`RoomEvent::check`]), like every event's.
 
 use super::{
-    MAX_TEXT, WireError, bytes, put_str, put_u16, put_u64, str_, u8_, u16_, u64_, valid_name,
+    MAX_TEXT, WireError, bytes, list_, put_str, put_u16, put_u64, str_, u8_, u16_, u64_, valid_name,
 };
 use crate::proto::NodeId;
 use crate::proto::crypto::{PublicKey, Sig};
@@ -470,14 +470,7 @@ fn counted<T>(
     item: impl Fn(&mut &[u8]) -> Result<T, WireError>,
 ) -> Result<Vec<T>, WireError> {
     let n = u8_(r)? as usize;
-    if n > max {
-        return Err(WireError::Invalid(what));
-    }
-    let mut items = Vec::with_capacity(n);
-    for _ in 0..n {
-        items.push(item(r)?);
-    }
-    Ok(items)
+    list_(r, n, max, what, item)
 }
 
 /// Appends a ROOM payload.
