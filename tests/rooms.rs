@@ -416,11 +416,10 @@ fn an_owner_back_with_its_key_is_the_owner_and_an_impostor_is_not() {
 /// lines reach carol and alice; carol drops the relay.
 #[test]
 fn a_relay_cannot_forge_an_owners_kick() {
+    use p2pchat::proto::wire::Body;
     use p2pchat::proto::wire::rooms::{Op, RoomEvent, RoomState};
-    use p2pchat::proto::wire::{Body, Msg};
     use std::process::Stdio;
     use util::frames::{self, who};
-    use util::raw::{Got, Raw};
 
     // alice and carol each linked to bob only (one link wanted, two at
     // most): carol hears alice only through bob, or through a relay.
@@ -437,44 +436,20 @@ fn a_relay_cannot_forge_an_owners_kick() {
         enter(q, "dev", "alice");
     }
 
-    let mut r = Raw::connect(carol.port());
     let me = who(40);
-    let (_, members) = r.hello(&me, "mallory", true);
+    let (mut r, members) = raw_member(carol.port(), &me, "mallory");
     let a = members
         .iter()
         .find(|e| e.name == "alice")
         .expect("alice listed");
     let (alice_id, mut next) = (a.id, a.seq + 1);
-    let Msg::Event(join) = frames::join(&me, "mallory", 9) else {
-        unreachable!()
-    };
-    r.send(&Msg::Event(join));
     carol.expect_line("* mallory joined");
     alice.expect_line("* mallory joined");
     // alice announces dev to the newcomer: its state, to forge from.
-    let state = loop {
-        match r.recv(DEADLINE) {
-            Got::Msg(Msg::Event(ev)) if ev.origin == alice_id => {
-                next = next.max(ev.seq + 1);
-                if let Body::Room(RoomEvent::State(st)) = ev.body
-                    && st.name == "dev"
-                {
-                    break *st;
-                }
-            }
-            Got::Msg(_) => {}
-            Got::Closed => panic!("no state of dev from alice: closed"),
-            Got::Timeout => panic!("no state of dev from alice"),
-        }
-    };
+    let (state, last) = state_from(&mut r, alice_id, "dev");
+    next = next.max(last + 1);
     // Whatever else alice says meanwhile comes first.
-    while let Got::Msg(m) = r.recv(Duration::from_millis(500)) {
-        if let Msg::Event(ev) = m
-            && ev.origin == alice_id
-        {
-            next = next.max(ev.seq + 1);
-        }
-    }
+    quiet(&mut r, alice_id, &mut next);
     let kick = RoomState {
         op: Op::Kick,
         arg: "bob".into(),
@@ -499,13 +474,7 @@ fn a_relay_cannot_forge_an_owners_kick() {
     // In alice's name, sealed with mallory's key.
     // At alice's next number (and the few after it), once what she said
     // meanwhile is in.
-    while let Got::Msg(m) = r.recv(Duration::from_millis(500)) {
-        if let Msg::Event(ev) = m
-            && ev.origin == alice_id
-        {
-            next = next.max(ev.seq + 1);
-        }
-    }
+    quiet(&mut r, alice_id, &mut next);
     for seq in next..next + 3 {
         let body = Body::Room(RoomEvent::State(Box::new(kick.clone())));
         r.send(&frames::forged(&me, alice_id, seq, body));
@@ -552,7 +521,7 @@ fn an_election_over_an_owner_nobody_saw_is_refused() {
     carol.expect_line("* mallory joined");
     alice.expect_line("* mallory joined");
     // alice announces dev to the newcomer: its state, to forge from.
-    let state = state_from(&mut r, alice_id, "dev");
+    let (state, _) = state_from(&mut r, alice_id, "dev");
     let claim = |from, epoch| RoomState {
         epoch,
         from,
@@ -641,27 +610,44 @@ fn raw_member(
     (r, members)
 }
 
-/// Reads what `r` gets until a state of `room` from `owner` comes.
+/// Reads what `r` gets until a state of `room` from `owner` comes; with
+/// the highest number of `owner`'s events read meanwhile.
 fn state_from(
     r: &mut util::raw::Raw,
     owner: p2pchat::node::NodeId,
     room: &str,
-) -> p2pchat::proto::wire::rooms::RoomState {
+) -> (p2pchat::proto::wire::rooms::RoomState, u64) {
     use p2pchat::proto::wire::rooms::RoomEvent;
     use p2pchat::proto::wire::{Body, Msg};
     use util::raw::Got;
+    let mut last = 0;
     loop {
         match r.recv(DEADLINE) {
             Got::Msg(Msg::Event(ev)) if ev.origin == owner => {
+                last = last.max(ev.seq);
                 if let Body::Room(RoomEvent::State(st)) = ev.body
                     && st.name == room
                 {
-                    return *st;
+                    return (*st, last);
                 }
             }
             Got::Msg(_) => {}
             Got::Closed => panic!("no state of {room}: closed"),
             Got::Timeout => panic!("no state of {room}"),
+        }
+    }
+}
+
+/// Reads what `r` gets until it has been quiet for half a second; `next`
+/// stays above the numbers of `owner`'s events read.
+fn quiet(r: &mut util::raw::Raw, owner: p2pchat::node::NodeId, next: &mut u64) {
+    use p2pchat::proto::wire::Msg;
+    use util::raw::Got;
+    while let Got::Msg(m) = r.recv(Duration::from_millis(500)) {
+        if let Msg::Event(ev) = m
+            && ev.origin == owner
+        {
+            *next = (*next).max(ev.seq + 1);
         }
     }
 }
@@ -684,7 +670,7 @@ fn a_late_claim_over_an_owner_replaced_since_is_refused() {
     let (mut r, members) = raw_member(carol.port(), &me, "mallory");
     let alice_id = members.iter().find(|e| e.name == "alice").unwrap().id;
     carol.expect_line("* mallory joined");
-    let state = state_from(&mut r, alice_id, "dev");
+    let (state, _) = state_from(&mut r, alice_id, "dev");
 
     alice.signal(libc::SIGKILL);
     alice.wait_exit(DEADLINE);
@@ -832,7 +818,7 @@ fn a_newcomer_is_not_fed_a_made_up_owner() {
     let (mut r, members) = raw_member(carol.port(), &me, "mallory");
     let alice_id = members.iter().find(|e| e.name == "alice").unwrap().id;
     carol.expect_line("* mallory joined");
-    let state = state_from(&mut r, alice_id, "dev");
+    let (state, _) = state_from(&mut r, alice_id, "dev");
     let claim = RoomState {
         epoch: state.epoch + 1,
         from: alice_id,
