@@ -2795,13 +2795,28 @@ mod tests {
                 return false;
             }
             let o = ready[self.rng.below(ready.len() as u64) as usize];
+            self.deliver_next(i, o);
+            true
+        }
+
+        /// Delivers the next event of origin `o` to peer `i`.
+        fn deliver_next(&mut self, i: usize, o: NodeId) {
             let n = self.peers[i].next[&o];
             self.peers[i].next.insert(o, n + 1);
-            let body = self.log[&o][n].clone();
-            if let Body::Room(ev) = body {
+            if let Body::Room(ev) = self.log[&o][n].clone() {
                 self.with(i, |r, net, now| r.delivered(net, o, ev, None, now));
             }
-            true
+        }
+
+        /// Delivers to peer `i` every event of origin `o` it has not had.
+        fn deliver_all(&mut self, i: usize, o: NodeId) {
+            while self.peers[i]
+                .next
+                .get(&o)
+                .is_some_and(|&n| n < self.log[&o].len())
+            {
+                self.deliver_next(i, o);
+            }
         }
 
         /// Delivers everything to every live peer, in a random interleaving,
@@ -2856,19 +2871,8 @@ mod tests {
             // (the network relays it well before anyone sees it gone).
             let o = self.peers[i].id;
             for j in 0..self.peers.len() {
-                if !self.peers[j].alive || !self.peers[j].present.contains(&o) {
-                    continue;
-                }
-                while self.peers[j]
-                    .next
-                    .get(&o)
-                    .is_some_and(|&n| n < self.log[&o].len())
-                {
-                    let n = self.peers[j].next[&o];
-                    self.peers[j].next.insert(o, n + 1);
-                    if let Body::Room(ev) = self.log[&o][n].clone() {
-                        self.with(j, |r, net, now| r.delivered(net, o, ev, None, now));
-                    }
+                if self.peers[j].alive && self.peers[j].present.contains(&o) {
+                    self.deliver_all(j, o);
                 }
             }
         }
@@ -3396,13 +3400,7 @@ mod tests {
             log.push(proof);
             log.push(claim(ghost.id(), 2, ghost.public()));
             // erin hears mallory first.
-            while w.peers[erin].next[&m] < w.log[&m].len() {
-                let n = w.peers[erin].next[&m];
-                w.peers[erin].next.insert(m, n + 1);
-                if let Body::Room(ev) = w.log[&m][n].clone() {
-                    w.with(erin, |r, net, now| r.delivered(net, m, ev, None, now));
-                }
-            }
+            w.deliver_all(erin, m);
             w.settle();
             let s = w.agree_among(&[0, 1, erin]);
             assert_eq!(room(&s, "dev").owner, w.id(0), "seed {seed}");
