@@ -891,8 +891,8 @@ fn json_tells_progress_during_a_fetch() {
 /// line on the same link still arrives about one way's delay after it is
 /// typed. The line alone carried one TCP copy of 64 MiB, from connect
 /// to the last byte, at 42-44 MiB/s (`line_alone_carries_a_tcp_copy`,
-/// load average 4.4-5.0 on 2 cores); this transfer ran at 27-53 MiB/s
-/// in 1.2-2.4 s (the slower runs held by TCP's own start on the line,
+/// load average 4.4-5.0 on 2 cores); this transfer ran at 25-53 MiB/s
+/// in 1.2-2.6 s (the slower runs held by TCP's own start on the line,
 /// with no segment sent again), and in 13.8 s (4.6 MiB/s) before the
 /// window covered the round trip.
 #[test]
