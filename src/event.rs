@@ -872,6 +872,12 @@ impl Loop {
                 c.rbuf = rbuf;
             }
             res?;
+            // What this read showed goes out before the next read: a line
+            // waits behind the bytes that came before it on its link, not
+            // behind the rest of the turn (a file on the same link is up
+            // to READ_BUDGET more of reading, writing and hashing). An
+            // error is left for the flush at the top of the loop.
+            let _ = ui.flush();
             if drained {
                 return Ok(());
             }

@@ -137,12 +137,7 @@ pub fn remember(path: &Path, name: &str, key: &PublicKey, replace: bool) -> io::
     let _lock = Lock::take(path)?;
     let line = format!("{name} {}\n", hex(key));
     if !replace {
-        let mut f = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .open(path)?;
-        return f.write_all(line.as_bytes());
+        return store::append(path, line.as_bytes());
     }
     let mut text: String = load_known(path)
         .into_iter()

@@ -1963,12 +1963,7 @@ impl Node {
             && !self.known.contains_key(name)
         {
             taught = true;
-            self.known.insert(name.to_owned(), key);
-            self.out.push_back(Action::Trust {
-                name: name.to_owned(),
-                key,
-                replace: false,
-            });
+            self.trust_key(name, key, false);
         }
         if named && new && !had {
             self.joins.insert(id, (self.now, taught));
@@ -2013,6 +2008,17 @@ impl Node {
         self.out.push_back(Action::Show(Show::Info(line)));
     }
 
+    /// `name` has `key` from now on, here and in known_peers (see
+    /// [`Action::Trust`]; `replace`: in place of the key known).
+    fn trust_key(&mut self, name: &str, key: PublicKey, replace: bool) {
+        self.known.insert(name.to_owned(), key);
+        self.out.push_back(Action::Trust {
+            name: name.to_owned(),
+            key,
+            replace,
+        });
+    }
+
     /// `:trust NAME`: the member that claims `name` with another key gets
     /// it, and its key is remembered for the name from now on.
     fn trust(&mut self, name: &str) {
@@ -2023,12 +2029,7 @@ impl Node {
                 let w = format!("no member says it is {name}");
                 return self.out.push_back(Action::Show(Show::Warning(w)));
             };
-            self.known.insert(name.to_owned(), key);
-            self.out.push_back(Action::Trust {
-                name: name.to_owned(),
-                key,
-                replace: true,
-            });
+            self.trust_key(name, key, true);
             let line = format!(
                 "{name} is trusted with key {}: it may join now",
                 crypto::fingerprint(&key)
@@ -2039,12 +2040,7 @@ impl Node {
             let w = format!("{name}'s key is not known yet");
             return self.out.push_back(Action::Show(Show::Warning(w)));
         };
-        self.known.insert(name.to_owned(), key);
-        self.out.push_back(Action::Trust {
-            name: name.to_owned(),
-            key,
-            replace: true,
-        });
+        self.trust_key(name, key, true);
         if self.membership.get(id).is_some_and(|m| m.name.is_none())
             && self.name_member(id, name, false)
             && self.is_member()
@@ -2362,12 +2358,7 @@ impl Node {
                         && !self.known.contains_key(&name)
                     {
                         // As for a rename settled (`settle_rename`).
-                        self.known.insert(name.clone(), key);
-                        self.out.push_back(Action::Trust {
-                            name,
-                            key,
-                            replace: false,
-                        });
+                        self.trust_key(&name, key, false);
                     }
                     if self.is_member() && self.membership.get(id).is_some_and(|m| m.present()) {
                         let name = self.membership.display(id);

@@ -121,6 +121,20 @@ pub fn replace(path: &Path, parts: &[&[u8]]) -> io::Result<()> {
     r
 }
 
+/// Appends `bytes` to the file at `path`, made (0600) if there is none.
+///
+/// # Errors
+///
+/// Opening or writing.
+pub fn append(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)?
+        .write_all(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -32,6 +32,13 @@ fn knows_room(p: &mut Peer, room: &str, owner: &str) -> String {
     })
 }
 
+/// Waits until `p` knows room `room` of `owner`, and enters it.
+fn enter(p: &mut Peer, room: &str, owner: &str) {
+    knows_room(p, room, owner);
+    p.send(&format!(":join {room}"));
+    p.expect_line(&format!("* you are in {room}"));
+}
+
 /// Lets go of what `p` printed so far and nobody waited for (the answers
 /// to polls): the next block read is the next one printed.
 fn drain(p: &mut Peer) {
@@ -213,18 +220,14 @@ fn shouts_are_in_order_per_sender_across_three_rooms() {
     }
 }
 
-/// The owner leaves (`:q`): the room goes to one of its members before it
-/// exits; both members see the same new owner, keep talking, and the kick
-/// list is the new owner's too.
-#[test]
-fn an_owner_that_leaves_hands_its_room_over() {
+/// Four peers, Via::Random: alice creates dev, bob, carol and dave join
+/// it, and alice kicks dave. Returns them in that order.
+fn dev_without_dave() -> [Peer; 4] {
     let mut p = network(&["alice", "bob", "carol", "dave"], Via::Random);
     p[0].send(":create dev");
     p[0].expect_line("* you are in dev");
     for i in 1..4 {
-        knows_room(&mut p[i], "dev", "alice");
-        p[i].send(":join dev");
-        p[i].expect_line("* you are in dev");
+        enter(&mut p[i], "dev", "alice");
         let line = format!("* {} moved from lobby to dev", p[i].name);
         p[0].expect_line(&line);
     }
@@ -232,8 +235,24 @@ fn an_owner_that_leaves_hands_its_room_over() {
     p[3].expect_line("* you are in lobby");
     p[1].expect_line("* alice kicked dave from dev");
     p[2].expect_line("* alice kicked dave from dev");
-    let (mut alice, mut dave) = (p.remove(0), p.remove(2));
-    let (mut bob, mut carol) = (p.remove(0), p.remove(0));
+    p.try_into().unwrap_or_else(|_| panic!("four peers"))
+}
+
+/// alice, bob and carol (Via::Previous), alice in dev, which she just
+/// created. Returns them in that order.
+fn dev_by_alice() -> [Peer; 3] {
+    let mut p = network(&["alice", "bob", "carol"], Via::Previous);
+    p[0].send(":create dev");
+    p[0].expect_line("* you are in dev");
+    p.try_into().unwrap_or_else(|_| panic!("three peers"))
+}
+
+/// The owner leaves (`:q`): the room goes to one of its members before it
+/// exits; both members see the same new owner, keep talking, and the kick
+/// list is the new owner's too.
+#[test]
+fn an_owner_that_leaves_hands_its_room_over() {
+    let [mut alice, mut bob, mut carol, mut dave] = dev_without_dave();
 
     alice.send(":q");
     let owner = new_owner(&mut bob, &mut carol, "dev", &["bob", "carol"]);
@@ -253,22 +272,7 @@ fn an_owner_that_leaves_hands_its_room_over() {
 /// kick list survives, and the room goes on.
 #[test]
 fn an_owner_that_crashes_is_replaced_by_election() {
-    let mut p = network(&["alice", "bob", "carol", "dave"], Via::Random);
-    p[0].send(":create dev");
-    p[0].expect_line("* you are in dev");
-    for i in 1..4 {
-        knows_room(&mut p[i], "dev", "alice");
-        p[i].send(":join dev");
-        p[i].expect_line("* you are in dev");
-        let line = format!("* {} moved from lobby to dev", p[i].name);
-        p[0].expect_line(&line);
-    }
-    p[0].send(":kick dave");
-    p[3].expect_line("* you are in lobby");
-    p[1].expect_line("* alice kicked dave from dev");
-    p[2].expect_line("* alice kicked dave from dev");
-    let (mut alice, mut dave) = (p.remove(0), p.remove(2));
-    let (mut bob, mut carol) = (p.remove(0), p.remove(0));
+    let [mut alice, mut bob, mut carol, mut dave] = dev_without_dave();
 
     alice.signal(libc::SIGKILL);
     alice.wait_exit(DEADLINE);
@@ -309,9 +313,7 @@ fn a_late_joiner_gets_the_history_once_then_live_lines() {
     alice.send(":shout all hands");
     let mut bob = Peer::join("bob", alice.port(), 2);
     alice.expect_line("* bob joined");
-    knows_room(&mut bob, "dev", "alice");
-    bob.send(":join dev");
-    bob.expect_line("* you are in dev");
+    enter(&mut bob, "dev", "alice");
     bob.expect_line("[dev history] ! alice: all hands");
     alice.send("line 6");
     bob.expect_line("[dev] alice: line 6");
@@ -367,22 +369,7 @@ fn json_lines_carry_the_room() {
 /// refused before it could claim anything.
 #[test]
 fn an_owner_back_with_its_key_is_the_owner_and_an_impostor_is_not() {
-    let mut p = network(&["alice", "bob", "carol", "dave"], Via::Random);
-    p[0].send(":create dev");
-    p[0].expect_line("* you are in dev");
-    for i in 1..4 {
-        knows_room(&mut p[i], "dev", "alice");
-        p[i].send(":join dev");
-        p[i].expect_line("* you are in dev");
-        let line = format!("* {} moved from lobby to dev", p[i].name);
-        p[0].expect_line(&line);
-    }
-    p[0].send(":kick dave");
-    p[3].expect_line("* you are in lobby");
-    p[1].expect_line("* alice kicked dave from dev");
-    p[2].expect_line("* alice kicked dave from dev");
-    let mut alice = p.remove(0);
-    let (mut bob, mut carol, mut dave) = (p.remove(0), p.remove(0), p.remove(0));
+    let [mut alice, mut bob, mut carol, mut dave] = dev_without_dave();
 
     alice.signal(libc::SIGKILL);
     alice.wait_exit(DEADLINE);
@@ -429,11 +416,10 @@ fn an_owner_back_with_its_key_is_the_owner_and_an_impostor_is_not() {
 /// lines reach carol and alice; carol drops the relay.
 #[test]
 fn a_relay_cannot_forge_an_owners_kick() {
+    use p2pchat::proto::wire::Body;
     use p2pchat::proto::wire::rooms::{Op, RoomEvent, RoomState};
-    use p2pchat::proto::wire::{Body, Msg};
     use std::process::Stdio;
     use util::frames::{self, who};
-    use util::raw::{Got, Raw};
 
     // alice and carol each linked to bob only (one link wanted, two at
     // most): carol hears alice only through bob, or through a relay.
@@ -447,49 +433,23 @@ fn a_relay_cannot_forge_an_owners_kick() {
     alice.send(":create dev");
     alice.expect_line("* you are in dev");
     for q in [&mut bob, &mut carol] {
-        knows_room(q, "dev", "alice");
-        q.send(":join dev");
-        q.expect_line("* you are in dev");
+        enter(q, "dev", "alice");
     }
 
-    let mut r = Raw::connect(carol.port());
     let me = who(40);
-    let (_, members) = r.hello(&me, "mallory", true);
+    let (mut r, members) = raw_member(carol.port(), &me, "mallory");
     let a = members
         .iter()
         .find(|e| e.name == "alice")
         .expect("alice listed");
     let (alice_id, mut next) = (a.id, a.seq + 1);
-    let Msg::Event(join) = frames::join(&me, "mallory", 9) else {
-        unreachable!()
-    };
-    r.send(&Msg::Event(join));
     carol.expect_line("* mallory joined");
     alice.expect_line("* mallory joined");
     // alice announces dev to the newcomer: its state, to forge from.
-    let state = loop {
-        match r.recv(DEADLINE) {
-            Got::Msg(Msg::Event(ev)) if ev.origin == alice_id => {
-                next = next.max(ev.seq + 1);
-                if let Body::Room(RoomEvent::State(st)) = ev.body
-                    && st.name == "dev"
-                {
-                    break *st;
-                }
-            }
-            Got::Msg(_) => {}
-            Got::Closed => panic!("no state of dev from alice: closed"),
-            Got::Timeout => panic!("no state of dev from alice"),
-        }
-    };
+    let (state, last) = state_from(&mut r, alice_id, "dev");
+    next = next.max(last + 1);
     // Whatever else alice says meanwhile comes first.
-    while let Got::Msg(m) = r.recv(Duration::from_millis(500)) {
-        if let Msg::Event(ev) = m
-            && ev.origin == alice_id
-        {
-            next = next.max(ev.seq + 1);
-        }
-    }
+    quiet(&mut r, alice_id, &mut next);
     let kick = RoomState {
         op: Op::Kick,
         arg: "bob".into(),
@@ -514,13 +474,7 @@ fn a_relay_cannot_forge_an_owners_kick() {
     // In alice's name, sealed with mallory's key.
     // At alice's next number (and the few after it), once what she said
     // meanwhile is in.
-    while let Got::Msg(m) = r.recv(Duration::from_millis(500)) {
-        if let Msg::Event(ev) = m
-            && ev.origin == alice_id
-        {
-            next = next.max(ev.seq + 1);
-        }
-    }
+    quiet(&mut r, alice_id, &mut next);
     for seq in next..next + 3 {
         let body = Body::Room(RoomEvent::State(Box::new(kick.clone())));
         r.send(&frames::forged(&me, alice_id, seq, body));
@@ -548,52 +502,26 @@ fn a_relay_cannot_forge_an_owners_kick() {
 /// the room's owner or its kick list.
 #[test]
 fn an_election_over_an_owner_nobody_saw_is_refused() {
+    use p2pchat::proto::wire::Body;
     use p2pchat::proto::wire::rooms::{Op, RoomEvent, RoomState, Signed, signed_bytes};
-    use p2pchat::proto::wire::{Body, Msg};
     use util::frames::{self, who};
-    use util::raw::{Got, Raw};
 
-    let mut p = network(&["alice", "bob", "carol"], Via::Previous);
-    let mut carol = p.pop().unwrap();
-    let mut bob = p.pop().unwrap();
-    let mut alice = p.pop().unwrap();
-    alice.send(":create dev");
-    alice.expect_line("* you are in dev");
+    let [mut alice, mut bob, mut carol] = dev_by_alice();
     for q in [&mut bob, &mut carol] {
-        knows_room(q, "dev", "alice");
-        q.send(":join dev");
-        q.expect_line("* you are in dev");
+        enter(q, "dev", "alice");
     }
 
-    let mut r = Raw::connect(carol.port());
     let me = who(40);
-    let (_, members) = r.hello(&me, "mallory", true);
+    let (mut r, members) = raw_member(carol.port(), &me, "mallory");
     let alice_id = members
         .iter()
         .find(|e| e.name == "alice")
         .expect("alice listed")
         .id;
-    let Msg::Event(join) = frames::join(&me, "mallory", 9) else {
-        unreachable!()
-    };
-    r.send(&Msg::Event(join));
     carol.expect_line("* mallory joined");
     alice.expect_line("* mallory joined");
     // alice announces dev to the newcomer: its state, to forge from.
-    let state = loop {
-        match r.recv(DEADLINE) {
-            Got::Msg(Msg::Event(ev)) if ev.origin == alice_id => {
-                if let Body::Room(RoomEvent::State(st)) = ev.body
-                    && st.name == "dev"
-                {
-                    break *st;
-                }
-            }
-            Got::Msg(_) => {}
-            Got::Closed => panic!("no state of dev from alice: closed"),
-            Got::Timeout => panic!("no state of dev from alice"),
-        }
-    };
+    let (state, _) = state_from(&mut r, alice_id, "dev");
     let claim = |from, epoch| RoomState {
         epoch,
         from,
@@ -682,27 +610,44 @@ fn raw_member(
     (r, members)
 }
 
-/// Reads what `r` gets until a state of `room` from `owner` comes.
+/// Reads what `r` gets until a state of `room` from `owner` comes; with
+/// the highest number of `owner`'s events read meanwhile.
 fn state_from(
     r: &mut util::raw::Raw,
     owner: p2pchat::node::NodeId,
     room: &str,
-) -> p2pchat::proto::wire::rooms::RoomState {
+) -> (p2pchat::proto::wire::rooms::RoomState, u64) {
     use p2pchat::proto::wire::rooms::RoomEvent;
     use p2pchat::proto::wire::{Body, Msg};
     use util::raw::Got;
+    let mut last = 0;
     loop {
         match r.recv(DEADLINE) {
             Got::Msg(Msg::Event(ev)) if ev.origin == owner => {
+                last = last.max(ev.seq);
                 if let Body::Room(RoomEvent::State(st)) = ev.body
                     && st.name == room
                 {
-                    return *st;
+                    return (*st, last);
                 }
             }
             Got::Msg(_) => {}
             Got::Closed => panic!("no state of {room}: closed"),
             Got::Timeout => panic!("no state of {room}"),
+        }
+    }
+}
+
+/// Reads what `r` gets until it has been quiet for half a second; `next`
+/// stays above the numbers of `owner`'s events read.
+fn quiet(r: &mut util::raw::Raw, owner: p2pchat::node::NodeId, next: &mut u64) {
+    use p2pchat::proto::wire::Msg;
+    use util::raw::Got;
+    while let Got::Msg(m) = r.recv(Duration::from_millis(500)) {
+        if let Msg::Event(ev) = m
+            && ev.origin == owner
+        {
+            *next = (*next).max(ev.seq + 1);
         }
     }
 }
@@ -717,22 +662,15 @@ fn a_late_claim_over_an_owner_replaced_since_is_refused() {
     use p2pchat::proto::wire::{Body, Msg};
     use util::frames::{self, who};
 
-    let mut p = network(&["alice", "bob", "carol"], Via::Previous);
-    let mut carol = p.pop().unwrap();
-    let mut bob = p.pop().unwrap();
-    let mut alice = p.pop().unwrap();
-    alice.send(":create dev");
-    alice.expect_line("* you are in dev");
+    let [mut alice, mut bob, mut carol] = dev_by_alice();
     for q in [&mut bob, &mut carol] {
-        knows_room(q, "dev", "alice");
-        q.send(":join dev");
-        q.expect_line("* you are in dev");
+        enter(q, "dev", "alice");
     }
     let me = who(40);
     let (mut r, members) = raw_member(carol.port(), &me, "mallory");
     let alice_id = members.iter().find(|e| e.name == "alice").unwrap().id;
     carol.expect_line("* mallory joined");
-    let state = state_from(&mut r, alice_id, "dev");
+    let (state, _) = state_from(&mut r, alice_id, "dev");
 
     alice.signal(libc::SIGKILL);
     alice.wait_exit(DEADLINE);
@@ -799,22 +737,8 @@ fn a_former_owner_cannot_hand_its_room_over_again() {
     carol.expect_line("* trent joined");
     bob.expect_line("* trent joined");
 
-    let made = RoomState {
-        name: "ops".into(),
-        era: ((mallory.id().0 >> 40) as u32) << 8 | 1,
-        epoch: 1,
-        from: p2pchat::node::NodeId(0),
-        lord: mallory.public(),
-        op: Op::Create,
-        arg: String::new(),
-        deleted: false,
-        complete: true,
-        elected: false,
-        void: false,
-        gave: vec![],
-        kicked: vec![],
-        roster: vec![],
-    };
+    let era = ((mallory.id().0 >> 40) as u32) << 8 | 1;
+    let made = RoomState::founding("ops", era, mallory.public());
     let state = |st: &RoomState| Body::Room(RoomEvent::State(Box::new(st.clone())));
     let shout = |text: &str| {
         Body::Room(RoomEvent::Shout {
@@ -826,9 +750,7 @@ fn a_former_owner_cannot_hand_its_room_over_again() {
         m.send(&f);
     }
     for q in [&mut bob, &mut carol] {
-        knows_room(q, "ops", "mallory");
-        q.send(":join ops");
-        q.expect_line("* you are in ops");
+        enter(q, "ops", "mallory");
     }
     let gave = RoomState {
         op: Op::Give,
@@ -890,20 +812,13 @@ fn a_newcomer_is_not_fed_a_made_up_owner() {
     use std::process::Stdio;
     use util::frames::{self, who};
 
-    let mut p = network(&["alice", "bob", "carol"], Via::Previous);
-    let mut carol = p.pop().unwrap();
-    let mut bob = p.pop().unwrap();
-    let mut alice = p.pop().unwrap();
-    alice.send(":create dev");
-    alice.expect_line("* you are in dev");
-    knows_room(&mut bob, "dev", "alice");
-    bob.send(":join dev");
-    bob.expect_line("* you are in dev");
+    let [mut alice, mut bob, mut carol] = dev_by_alice();
+    enter(&mut bob, "dev", "alice");
     let me = who(40);
     let (mut r, members) = raw_member(carol.port(), &me, "mallory");
     let alice_id = members.iter().find(|e| e.name == "alice").unwrap().id;
     carol.expect_line("* mallory joined");
-    let state = state_from(&mut r, alice_id, "dev");
+    let (state, _) = state_from(&mut r, alice_id, "dev");
     let claim = RoomState {
         epoch: state.epoch + 1,
         from: alice_id,
@@ -956,9 +871,7 @@ fn actions_in_a_room_reach_its_members_only() {
     );
     alice.send(":create dev");
     alice.expect_line("* you are in dev");
-    knows_room(&mut bob, "dev", "alice");
-    bob.send(":join dev");
-    bob.expect_line("* you are in dev");
+    enter(&mut bob, "dev", "alice");
     alice.expect_line("* bob moved from lobby to dev");
     bob.send(":me waves");
     alice.expect_line("[dev] * bob waves");
@@ -996,16 +909,9 @@ fn actions_in_a_room_reach_its_members_only() {
 /// goes back to the lobby; `:who *` lists everyone.
 #[test]
 fn give_unkick_leave_and_who_everyone() {
-    let mut p = network(&["alice", "bob", "carol"], Via::Previous);
-    let mut carol = p.pop().unwrap();
-    let mut bob = p.pop().unwrap();
-    let mut alice = p.pop().unwrap();
-    alice.send(":create dev");
-    alice.expect_line("* you are in dev");
+    let [mut alice, mut bob, mut carol] = dev_by_alice();
     for q in [&mut bob, &mut carol] {
-        knows_room(q, "dev", "alice");
-        q.send(":join dev");
-        q.expect_line("* you are in dev");
+        enter(q, "dev", "alice");
     }
     alice.send(":give dev dave");
     refused(&mut alice, ":give: ");

@@ -7,7 +7,7 @@
 //! forgotten first: its next line comes with a clock anyway, unless said
 //! within the second).
 
-use super::{LOBBY, MsgId, Net, Show};
+use super::{LOBBY, MsgId, Net, Show, truncate};
 use crate::proto::wire::{self, Body};
 use crate::proto::{NodeId, Remember};
 
@@ -39,14 +39,7 @@ impl Chat {
         let mut text = text;
         truncate(&mut text, wire::MAX_TEXT);
         if net.shows_own() {
-            net.show(Show::Chat {
-                from: net.me().to_owned(),
-                room: LOBBY.into(),
-                text: text.clone(),
-                own: true,
-                said: None,
-                id: net.next_event().map(MsgId::Event),
-            });
+            net.show(Show::own_line(net, false, LOBBY.into(), &text));
         }
         net.publish(Body::Chat {
             room: LOBBY.into(),
@@ -58,14 +51,7 @@ impl Chat {
     pub fn action(&mut self, net: &mut impl Net, text: String) {
         let mut text = text;
         truncate(&mut text, wire::MAX_TEXT);
-        net.show(Show::Action {
-            from: net.me().to_owned(),
-            room: LOBBY.into(),
-            text: text.clone(),
-            own: true,
-            said: None,
-            id: net.next_event().map(MsgId::Event),
-        });
+        net.show(Show::own_line(net, true, LOBBY.into(), &text));
         net.publish(Body::Action {
             room: LOBBY.into(),
             text,
@@ -162,17 +148,6 @@ impl Chat {
     /// Member `name` is gone: it left, or was `lost`.
     pub fn left(&mut self, net: &mut impl Net, name: String, lost: bool) {
         net.show(Show::MemberLeft { name, lost });
-    }
-}
-
-/// Cuts `s` to at most `max` bytes, at a character boundary.
-fn truncate(s: &mut String, max: usize) {
-    if s.len() > max {
-        let mut n = max;
-        while !s.is_char_boundary(n) {
-            n -= 1;
-        }
-        s.truncate(n);
     }
 }
 

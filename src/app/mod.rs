@@ -185,6 +185,40 @@ pub enum Show {
     File(files::Note),
 }
 
+impl Show {
+    /// A line we say ourselves (`action`: with `:me`), in `room` (its name
+    /// as shown), as it is shown before it is sent: under the id its event
+    /// will have.
+    fn own_line(net: &impl Net, action: bool, room: String, text: &str) -> Show {
+        let (from, text) = (net.me().to_owned(), text.to_owned());
+        let id = net.next_event().map(MsgId::Event);
+        if action {
+            Show::Action {
+                from,
+                room,
+                text,
+                own: true,
+                said: None,
+                id,
+            }
+        } else {
+            Show::Chat {
+                from,
+                room,
+                text,
+                own: true,
+                said: None,
+                id,
+            }
+        }
+    }
+}
+
+/// Cuts `s` to at most `max` bytes, at a character boundary.
+fn truncate(s: &mut String, max: usize) {
+    s.truncate(s.floor_char_boundary(max));
+}
+
 /// A message's id, the same on every peer that shows it, so that a bot
 /// can tell a message it has seen and refer to it: an event's origin and
 /// number (`ORIGIN-SEQ`, hex); for a private message its sender, its

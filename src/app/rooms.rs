@@ -114,7 +114,7 @@
 //! newcomer would take beside the real one. A claim of an older version
 //! carries no proof, and waits where its base is missing.
 
-use super::{LOBBY, MemberView, MsgId, Net, RoomView, Show};
+use super::{LOBBY, MemberView, MsgId, Net, RoomView, Show, truncate};
 use crate::proto::crypto;
 use crate::proto::crypto::PublicKey;
 use crate::proto::wire::rooms::{
@@ -676,14 +676,7 @@ impl Rooms {
         let me = net.id();
         let name = self.display(&self.here);
         let next = net.next_event();
-        net.show(Show::Chat {
-            from: net.me().to_owned(),
-            room: name,
-            text: text.clone(),
-            own: true,
-            said: None,
-            id: next.map(MsgId::Event),
-        });
+        net.show(Show::own_line(net, false, name, &text));
         let (said, seq) = stamp_of(net.wall(), next);
         if let Some(r) = self.rooms.get_mut(&key) {
             r.lines.push(Line {
@@ -712,14 +705,8 @@ impl Rooms {
         };
         let mut text = text;
         truncate(&mut text, wire::MAX_TEXT);
-        net.show(Show::Action {
-            from: net.me().to_owned(),
-            room: self.display(&self.here),
-            text: text.clone(),
-            own: true,
-            said: None,
-            id: net.next_event().map(MsgId::Event),
-        });
+        let room = self.display(&self.here);
+        net.show(Show::own_line(net, true, room, &text));
         net.publish(Body::Action { room: key, text });
     }
 
@@ -773,10 +760,7 @@ impl Rooms {
         text: &str,
         said: Option<u64>,
     ) -> bool {
-        let mut end = text.len().min(wire::MAX_TEXT);
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
+        let end = text.floor_char_boundary(wire::MAX_TEXT);
         // A stream of lines from one member shares one copy of its name.
         let name = match self.lobby.v.back() {
             Some(l) if l.from == from && *l.name == *name => l.name.clone(),
@@ -932,22 +916,7 @@ impl Rooms {
                 self.new_era(net)
             }
         };
-        let st = RoomState {
-            name: name.to_owned(),
-            era,
-            epoch: 1,
-            from: NodeId(0),
-            lord: net.key_of(net.id()).unwrap_or_default(),
-            op: Op::Create,
-            arg: String::new(),
-            deleted: false,
-            complete: true,
-            elected: false,
-            void: false,
-            gave: vec![],
-            kicked: vec![],
-            roster: vec![],
-        };
+        let st = RoomState::founding(name, era, net.key_of(net.id()).unwrap_or_default());
         self.publish_state(net, st, now);
         if self.rooms.get(&key).is_some_and(|r| r.cur.era == era) {
             Rooms::note(
@@ -2574,17 +2543,6 @@ fn find(net: &impl Net, name: &str) -> Option<MemberView> {
         .find(|m| crate::name::skeleton(&m.name) == want)
 }
 
-/// Cuts `s` to at most `max` bytes, at a character boundary.
-fn truncate(s: &mut String, max: usize) {
-    if s.len() > max {
-        let mut n = max;
-        while !s.is_char_boundary(n) {
-            n -= 1;
-        }
-        s.truncate(n);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     //! Several peers' rooms, their events delivered to one another in
@@ -2671,6 +2629,17 @@ mod tests {
             (h ^ b as u64).wrapping_mul(0x100000001b3)
         });
         crypto::Identity::from_seed(seed)
+    }
+
+    /// Room state `st` as `who` signs it (SIGNED), its owner.
+    fn signed_by(who: &crypto::Identity, st: RoomState) -> Body {
+        Body::Room(RoomEvent::Signed(Box::new(Signed {
+            owner: who.id(),
+            key: who.public(),
+            nonce: who.nonce(),
+            sig: who.sign(&signed_bytes(who.id(), &st)),
+            state: st,
+        })))
     }
 
     struct P {
@@ -2793,6 +2762,17 @@ mod tests {
             self.with(i, |r, net, now| r.command(net, c, now));
         }
 
+        /// Peer `owner` creates room `name`, then `members` join it: each
+        /// step settled.
+        fn room_with(&mut self, owner: usize, name: &str, members: &[usize]) {
+            self.cmd(owner, Cmd::Create(name.into()));
+            self.settle();
+            for &i in members {
+                self.cmd(i, Cmd::Join(Some(name.into())));
+            }
+            self.settle();
+        }
+
         fn say(&mut self, i: usize, text: &str) {
             let t = text.to_owned();
             self.with(i, |r, net, _| r.say(net, t));
@@ -2815,13 +2795,28 @@ mod tests {
                 return false;
             }
             let o = ready[self.rng.below(ready.len() as u64) as usize];
+            self.deliver_next(i, o);
+            true
+        }
+
+        /// Delivers the next event of origin `o` to peer `i`.
+        fn deliver_next(&mut self, i: usize, o: NodeId) {
             let n = self.peers[i].next[&o];
             self.peers[i].next.insert(o, n + 1);
-            let body = self.log[&o][n].clone();
-            if let Body::Room(ev) = body {
+            if let Body::Room(ev) = self.log[&o][n].clone() {
                 self.with(i, |r, net, now| r.delivered(net, o, ev, None, now));
             }
-            true
+        }
+
+        /// Delivers to peer `i` every event of origin `o` it has not had.
+        fn deliver_all(&mut self, i: usize, o: NodeId) {
+            while self.peers[i]
+                .next
+                .get(&o)
+                .is_some_and(|&n| n < self.log[&o].len())
+            {
+                self.deliver_next(i, o);
+            }
         }
 
         /// Delivers everything to every live peer, in a random interleaving,
@@ -2876,21 +2871,17 @@ mod tests {
             // (the network relays it well before anyone sees it gone).
             let o = self.peers[i].id;
             for j in 0..self.peers.len() {
-                if !self.peers[j].alive || !self.peers[j].present.contains(&o) {
-                    continue;
-                }
-                while self.peers[j]
-                    .next
-                    .get(&o)
-                    .is_some_and(|&n| n < self.log[&o].len())
-                {
-                    let n = self.peers[j].next[&o];
-                    self.peers[j].next.insert(o, n + 1);
-                    if let Body::Room(ev) = self.log[&o][n].clone() {
-                        self.with(j, |r, net, now| r.delivered(net, o, ev, None, now));
-                    }
+                if self.peers[j].alive && self.peers[j].present.contains(&o) {
+                    self.deliver_all(j, o);
                 }
             }
+        }
+
+        /// Peer `i` dies, every live peer sees it gone, and all settles.
+        fn crash(&mut self, i: usize) {
+            self.kill(i);
+            self.all_see_gone(i);
+            self.settle();
         }
 
         /// Peer `j` sees peer `i` gone.
@@ -3102,30 +3093,15 @@ mod tests {
     #[test]
     fn only_the_owner_kicks_and_a_forged_kick_is_ignored_everywhere() {
         let mut w = World::new(&["alice", "bob", "carol", "mallory"], 3);
-        w.cmd(0, Cmd::Create("dev".into()));
-        w.settle();
-        for i in 1..4 {
-            w.cmd(i, Cmd::Join(Some("dev".into())));
-        }
-        w.settle();
+        w.room_with(0, "dev", &[1, 2, 3]);
         // Mallory forges alice's state with bob kicked, at alice's key.
         let mut lord = [0; 32];
         lord[..5].copy_from_slice(b"alice");
         let forged = RoomState {
-            name: "dev".into(),
-            era: 1,
-            epoch: 1,
-            from: NodeId(0),
-            lord,
             op: Op::Kick,
             arg: "bob".into(),
-            deleted: false,
-            complete: true,
-            elected: false,
-            void: false,
-            gave: vec![],
             kicked: vec!["bob".into()],
-            roster: vec![],
+            ..RoomState::founding("dev", 1, lord)
         };
         let m = w.id(3);
         w.forge(m, forged.clone());
@@ -3165,10 +3141,7 @@ mod tests {
     fn a_kick_racing_an_entry_converges() {
         for seed in 0..20 {
             let mut w = World::new(&["alice", "bob", "carol"], seed);
-            w.cmd(0, Cmd::Create("dev".into()));
-            w.settle();
-            w.cmd(1, Cmd::Join(Some("dev".into())));
-            w.settle();
+            w.room_with(0, "dev", &[1]);
             w.cmd(1, Cmd::Join(None));
             w.settle();
             // bob enters again while alice kicks him (from what she saw).
@@ -3204,9 +3177,7 @@ mod tests {
             assert!(w.with(0, |r, net, now| r.hand_over(net, now)));
             w.settle();
             assert!(w.peers[0].rooms.handed_over(), "seed {seed}");
-            w.kill(0);
-            w.all_see_gone(0);
-            w.settle();
+            w.crash(0);
             let s = w.agree();
             assert_eq!(s.len(), 2, "the empty room closes: {s:?}");
             assert_eq!(room(&s, "dev").owner, w.id(2));
@@ -3223,18 +3194,11 @@ mod tests {
     fn an_owner_back_with_its_key_takes_its_room_back() {
         for seed in 0..20 {
             let mut w = World::new(&["alice", "bob", "carol", "dave"], seed);
-            w.cmd(0, Cmd::Create("dev".into()));
-            w.settle();
-            for i in 1..3 {
-                w.cmd(i, Cmd::Join(Some("dev".into())));
-            }
-            w.settle();
+            w.room_with(0, "dev", &[1, 2]);
             w.cmd(0, Cmd::Kick("carol".into()));
             w.settle();
             // alice crashes; bob (the largest id in dev) is elected.
-            w.kill(0);
-            w.all_see_gone(0);
-            w.settle();
+            w.crash(0);
             let s = w.agree();
             assert_eq!(room(&s, "dev").owner, w.id(1), "seed {seed}");
             // alice starts again: a new id, her key. Still her room, with
@@ -3266,10 +3230,7 @@ mod tests {
         // back (her lord, another key) or as if elected over her while she
         // is present: nobody takes either.
         let mut w = World::new(&["alice", "bob", "dave"], 1);
-        w.cmd(0, Cmd::Create("dev".into()));
-        w.settle();
-        w.cmd(1, Cmd::Join(Some("dev".into())));
-        w.settle();
+        w.room_with(0, "dev", &[1]);
         let cur = w.peers[0].rooms.rooms["dev"].cur.clone();
         let mut st = cur.state("dev");
         st.epoch = 2;
@@ -3296,10 +3257,7 @@ mod tests {
         // over alice (present) she signed so. Nobody takes any; a peer
         // that comes later neither.
         let mut w = World::new(&["alice", "bob", "mallory"], 1);
-        w.cmd(0, Cmd::Create("dev".into()));
-        w.settle();
-        w.cmd(1, Cmd::Join(Some("dev".into())));
-        w.settle();
+        w.room_with(0, "dev", &[1]);
         let cur = w.peers[0].rooms.rooms["dev"].cur.state("dev");
         let m = w.id(2);
         let claim = |from: NodeId, epoch: u32, lord: PublicKey| RoomState {
@@ -3310,15 +3268,6 @@ mod tests {
             elected: true,
             kicked: vec!["bob".into()],
             ..cur.clone()
-        };
-        let signed = |who: &crypto::Identity, st: RoomState| {
-            Body::Room(RoomEvent::Signed(Box::new(Signed {
-                owner: who.id(),
-                key: who.public(),
-                nonce: who.nonce(),
-                sig: who.sign(&signed_bytes(who.id(), &st)),
-                state: st,
-            })))
         };
         let state = |st: RoomState| Body::Room(RoomEvent::State(Box::new(st)));
         let ghost = crypto::Identity::from_seed(41);
@@ -3336,9 +3285,9 @@ mod tests {
         };
         let log = w.log.get_mut(&m).unwrap();
         log.push(state(claim(NodeId(0x5eed), 2, cur.lord)));
-        log.push(signed(&ghost, made));
+        log.push(signed_by(&ghost, made));
         log.push(state(claim(ghost.id(), 3, ghost.public())));
-        log.push(signed(&ghost2, over_alice));
+        log.push(signed_by(&ghost2, over_alice));
         log.push(state(claim(ghost2.id(), 4, cur.lord)));
         w.settle();
         let late = w.add("erin");
@@ -3356,16 +3305,9 @@ mod tests {
         // claim over a state that is no longer the room, refused by all.
         for seed in 0..10 {
             let mut w = World::new(&["alice", "mallory", "bob", "carol"], seed);
-            w.cmd(0, Cmd::Create("dev".into()));
-            w.settle();
-            for i in 1..4 {
-                w.cmd(i, Cmd::Join(Some("dev".into())));
-            }
-            w.settle();
+            w.room_with(0, "dev", &[1, 2, 3]);
             let cur = w.peers[0].rooms.rooms["dev"].cur.state("dev");
-            w.kill(0);
-            w.all_see_gone(0);
-            w.settle();
+            w.crash(0);
             let s = w.agree();
             assert_eq!(room(&s, "dev").owner, w.id(3), "seed {seed}");
             let late = RoomState {
@@ -3392,11 +3334,7 @@ mod tests {
         // as given, over the same state as bob: nobody takes it.
         for seed in 0..10 {
             let mut w = World::new(&["alice", "bob", "mallory"], seed);
-            w.cmd(0, Cmd::Create("dev".into()));
-            w.settle();
-            w.cmd(1, Cmd::Join(Some("dev".into())));
-            w.cmd(2, Cmd::Join(Some("dev".into())));
-            w.settle();
+            w.room_with(0, "dev", &[1, 2]);
             w.cmd(0, Cmd::Give("dev".into(), "bob".into()));
             w.settle();
             let s = w.agree();
@@ -3435,10 +3373,7 @@ mod tests {
         // neither: she sees the room as everyone does.
         for seed in 0..10 {
             let mut w = World::new(&["alice", "bob", "mallory"], seed);
-            w.cmd(0, Cmd::Create("dev".into()));
-            w.settle();
-            w.cmd(1, Cmd::Join(Some("dev".into())));
-            w.settle();
+            w.room_with(0, "dev", &[1]);
             let cur = w.peers[0].rooms.rooms["dev"].cur.state("dev");
             let erin = w.add("erin");
             let ghost = crypto::Identity::from_seed(41);
@@ -3447,13 +3382,7 @@ mod tests {
                 op: Op::Create,
                 ..cur.clone()
             };
-            let proof = Body::Room(RoomEvent::Signed(Box::new(Signed {
-                owner: ghost.id(),
-                key: ghost.public(),
-                nonce: ghost.nonce(),
-                sig: ghost.sign(&signed_bytes(ghost.id(), &made)),
-                state: made,
-            })));
+            let proof = signed_by(&ghost, made);
             let claim = |from: NodeId, epoch: u32, lord: PublicKey| {
                 Body::Room(RoomEvent::State(Box::new(RoomState {
                     epoch,
@@ -3471,13 +3400,7 @@ mod tests {
             log.push(proof);
             log.push(claim(ghost.id(), 2, ghost.public()));
             // erin hears mallory first.
-            while w.peers[erin].next[&m] < w.log[&m].len() {
-                let n = w.peers[erin].next[&m];
-                w.peers[erin].next.insert(m, n + 1);
-                if let Body::Room(ev) = w.log[&m][n].clone() {
-                    w.with(erin, |r, net, now| r.delivered(net, m, ev, None, now));
-                }
-            }
+            w.deliver_all(erin, m);
             w.settle();
             let s = w.agree_among(&[0, 1, erin]);
             assert_eq!(room(&s, "dev").owner, w.id(0), "seed {seed}");
@@ -3492,23 +3415,14 @@ mod tests {
         // bob with the proofs of the states it stands on, and sees his room.
         for seed in 0..10 {
             let mut w = World::new(&["alice", "bob", "carol", "dave"], seed);
-            w.cmd(0, Cmd::Create("dev".into()));
-            w.settle();
-            for i in 1..4 {
-                w.cmd(i, Cmd::Join(Some("dev".into())));
-            }
-            w.settle();
+            w.room_with(0, "dev", &[1, 2, 3]);
             w.cmd(0, Cmd::Kick("dave".into()));
             w.settle();
-            w.kill(0);
-            w.all_see_gone(0);
-            w.settle();
+            w.crash(0);
             assert_eq!(room(&w.agree(), "dev").owner, w.id(2), "seed {seed}");
             w.cmd(2, Cmd::Give("dev".into(), "bob".into()));
             w.settle();
-            w.kill(2);
-            w.all_see_gone(2);
-            w.settle();
+            w.crash(2);
             let erin = w.add("erin");
             w.settle();
             let s = w.agree();
@@ -3522,21 +3436,12 @@ mod tests {
     #[test]
     fn a_new_owner_dying_mid_handover_is_replaced() {
         let mut w = World::new(&["alice", "bob", "carol", "dave"], 5);
-        w.cmd(0, Cmd::Create("dev".into()));
-        w.settle();
-        for i in 1..4 {
-            w.cmd(i, Cmd::Join(Some("dev".into())));
-        }
-        w.settle();
+        w.room_with(0, "dev", &[1, 2, 3]);
         assert!(w.with(0, |r, net, now| r.hand_over(net, now)));
         // dave (the largest id) dies before he hears of it.
-        w.kill(3);
-        w.all_see_gone(3);
-        w.settle();
+        w.crash(3);
         assert!(w.peers[0].rooms.handed_over());
-        w.kill(0);
-        w.all_see_gone(0);
-        w.settle();
+        w.crash(0);
         let s = w.agree();
         assert_eq!(room(&s, "dev").owner, w.id(2));
         assert_eq!(room(&s, "dev").members, [w.id(1), w.id(2)]);
@@ -3546,12 +3451,7 @@ mod tests {
     fn an_owner_crash_elects_the_largest_id_and_elections_converge() {
         for seed in 0..20 {
             let mut w = World::new(&["alice", "bob", "carol", "dave", "erin"], seed);
-            w.cmd(0, Cmd::Create("dev".into()));
-            w.settle();
-            for i in 1..4 {
-                w.cmd(i, Cmd::Join(Some("dev".into())));
-            }
-            w.settle();
+            w.room_with(0, "dev", &[1, 2, 3]);
             w.cmd(0, Cmd::Kick("carol".into()));
             w.settle();
             w.kill(0);
@@ -3567,9 +3467,7 @@ mod tests {
             assert_eq!(room(&s, "dev").owner, w.id(3), "seed {seed}");
             assert_eq!(room(&s, "dev").kicked, ["carol"]);
             // The winner dies too: the next election.
-            w.kill(3);
-            w.all_see_gone(3);
-            w.settle();
+            w.crash(3);
             let s = w.agree();
             assert_eq!(room(&s, "dev").owner, w.id(1), "seed {seed}");
         }
@@ -3579,11 +3477,7 @@ mod tests {
     fn an_owner_cut_off_takes_its_room_back_when_the_network_heals() {
         for seed in 0..20 {
             let mut w = World::new(&["alice", "bob", "carol"], seed);
-            w.cmd(0, Cmd::Create("dev".into()));
-            w.settle();
-            w.cmd(1, Cmd::Join(Some("dev".into())));
-            w.cmd(2, Cmd::Join(Some("dev".into())));
-            w.settle();
+            w.room_with(0, "dev", &[1, 2]);
             // bob sees alice gone, carol does not.
             w.gone(1, 0);
             w.settle();
@@ -3598,10 +3492,7 @@ mod tests {
     fn late_joiner_gets_history_once_in_order_then_live() {
         for seed in 0..10 {
             let mut w = World::new(&["alice", "bob"], seed);
-            w.cmd(0, Cmd::Create("dev".into()));
-            w.settle();
-            w.cmd(1, Cmd::Join(Some("dev".into())));
-            w.settle();
+            w.room_with(0, "dev", &[1]);
             for k in 0..60 {
                 w.say(k % 2, &format!("line {k}"));
                 w.settle();

@@ -2057,16 +2057,34 @@ mod tests {
     const A: LinkId = LinkId(10);
     const B: LinkId = LinkId(11);
 
-    fn bc() -> Broadcast {
+    /// Ours, with no neighbours yet; `flood`: as with `--flood`.
+    fn alone(flood: bool) -> Broadcast {
         let cfg = Config {
             gap_wait: 300,
             gap_giveup: 10_000,
-            flood: false,
+            flood,
         };
-        let mut b = Broadcast::new(cfg, Identity::from_seed(1));
+        Broadcast::new(cfg, Identity::from_seed(1))
+    }
+
+    /// Ours, bob on link A and carol on link B.
+    fn linked(flood: bool) -> Broadcast {
+        let mut b = alone(flood);
         b.neighbour_up(A, BOB);
         b.neighbour_up(B, CAROL);
         b
+    }
+
+    /// Ours, lazy push, bob on link A and carol on link B.
+    fn bc() -> Broadcast {
+        linked(false)
+    }
+
+    /// `assert!` that shows all that `out` sent when it fails.
+    macro_rules! assert_sent {
+        ($out:expr, $ok:expr) => {
+            assert!($ok, "{:?}", sent(&$out))
+        };
     }
 
     /// Tracks `origin`, with the key its test events are signed with.
@@ -2671,7 +2689,7 @@ mod tests {
         let ihave = Msg::Ihave {
             ids: vec![id(EVE, 2)],
         };
-        assert!(sent(&out).contains(&(A, ihave)), "{:?}", sent(&out));
+        assert_sent!(out, sent(&out).contains(&(A, ihave)));
         // What bob pushes himself he is sent nothing of.
         out.clear();
         feed(&mut b, &mut out, A, EVE, 3);
@@ -2924,12 +2942,7 @@ mod tests {
 
     #[test]
     fn the_first_link_is_the_parent_of_origins_never_heard() {
-        let cfg = Config {
-            gap_wait: 300,
-            gap_giveup: 10_000,
-            flood: false,
-        };
-        let mut b = Broadcast::new(cfg, Identity::from_seed(1));
+        let mut b = alone(false);
         let mut out = Vec::new();
         // Joining: the welcome link, then the member list.
         b.neighbour_up(A, BOB);
@@ -2988,14 +3001,7 @@ mod tests {
             .collect();
         assert_eq!(prunes, vec![(B, Msg::Prune { origin: BOB })]);
         // Flooding prunes nothing.
-        let cfg = Config {
-            gap_wait: 300,
-            gap_giveup: 10_000,
-            flood: true,
-        };
-        let mut b = Broadcast::new(cfg, Identity::from_seed(1));
-        b.neighbour_up(A, BOB);
-        b.neighbour_up(B, CAROL);
+        let mut b = linked(true);
         add(&mut b, EVE, 1);
         out.clear();
         feed(&mut b, &mut out, A, EVE, 1);
@@ -3042,7 +3048,7 @@ mod tests {
         out.clear();
         b.on_hops(&mut out, B, &[(EVE, 4)], 200);
         b.tick(&mut out, 200 + HOPS_WAIT);
-        assert!(out.is_empty(), "{:?}", sent(&out));
+        assert_sent!(out, out.is_empty());
         // A new link is told at once.
         const D: LinkId = LinkId(13);
         b.neighbour_up(D, NodeId(6));
@@ -3055,19 +3061,11 @@ mod tests {
         b.neighbour_down(A);
         b.tick(&mut out, 400);
         let unknown = vec![(EVE, wire::HOPS_UNKNOWN)];
-        assert!(
-            hops_sent(&out).contains(&(B, unknown.clone())),
-            "{:?}",
-            sent(&out)
-        );
+        assert_sent!(out, hops_sent(&out).contains(&(B, unknown.clone())));
         // Grafted: one more than the link grafted says.
         out.clear();
         b.tick(&mut out, 400 + HOPS_WAIT);
-        assert!(
-            hops_sent(&out).contains(&(B, vec![(EVE, 5)])),
-            "{:?}",
-            sent(&out)
-        );
+        assert_sent!(out, hops_sent(&out).contains(&(B, vec![(EVE, 5)])));
     }
 
     /// The origin's own link is one hop from it: said without being told.
@@ -3138,12 +3136,11 @@ mod tests {
         assert!(to_bob.is_empty(), "pushed to bob: {to_bob:?}");
         // Copies of what carol was asked for prune nothing; bob, pruned
         // already, is not told again.
-        assert!(
+        assert_sent!(
+            out,
             sent(&out)
                 .iter()
-                .all(|(_, m)| !matches!(m, Msg::Prune { .. } | Msg::Graft { .. })),
-            "{:?}",
-            sent(&out)
+                .all(|(_, m)| !matches!(m, Msg::Prune { .. } | Msg::Graft { .. }))
         );
         assert_eq!(b.parents().collect::<Vec<_>>(), vec![(EVE, B)]);
     }
@@ -3203,14 +3200,7 @@ mod tests {
         b.on_ihave(&mut out, B, &[id(EVE, 3)], 0);
         assert!(matches!(&moves(&out, B)[..], [Msg::Graft { .. }]));
         // Flooding: nothing moves, nothing is said.
-        let cfg = Config {
-            gap_wait: 300,
-            gap_giveup: 10_000,
-            flood: true,
-        };
-        let mut b = Broadcast::new(cfg, Identity::from_seed(1));
-        b.neighbour_up(A, BOB);
-        b.neighbour_up(B, CAROL);
+        let mut b = linked(true);
         add(&mut b, EVE, 1);
         out.clear();
         feed(&mut b, &mut out, A, EVE, 1);
@@ -3218,10 +3208,9 @@ mod tests {
         b.on_ihave(&mut out, B, &[id(EVE, 1)], 0);
         b.on_hops(&mut out, B, &[(EVE, 1)], 0);
         b.tick(&mut out, 1_000);
-        assert!(
-            sent(&out).iter().all(|(_, m)| matches!(m, Msg::Event(_))),
-            "{:?}",
-            sent(&out)
+        assert_sent!(
+            out,
+            sent(&out).iter().all(|(_, m)| matches!(m, Msg::Event(_)))
         );
     }
 

@@ -149,6 +149,19 @@ pub enum Taken<T> {
     },
 }
 
+impl<T> Taken<T> {
+    /// Event `seq`, `item`, come on `link`, is a forgery; nothing kept
+    /// back goes with it.
+    fn forged(link: LinkId, seq: u64, item: T) -> Taken<T> {
+        Taken::Forged {
+            link,
+            verified: Vec::new(),
+            dropped: vec![item],
+            again: seq,
+        }
+    }
+}
+
 /// One origin's events taken in order and kept back until a signature
 /// covers them.
 #[derive(Debug)]
@@ -225,12 +238,7 @@ impl<T> Verifier<T> {
         if let Some(want) = self.expect.remove(&seq) {
             if want != hash {
                 self.expect.insert(seq, want);
-                return Taken::Forged {
-                    link,
-                    verified: Vec::new(),
-                    dropped: vec![item],
-                    again: seq,
-                };
+                return Taken::forged(link, seq, item);
             }
             if self.waiting.is_empty() {
                 return Taken::Verified(vec![item]);
@@ -247,12 +255,7 @@ impl<T> Verifier<T> {
             return Taken::Refused;
         };
         if !crypto::verify(key, &crypto::seal_message(&hash, &seal.covers), &seal.sig) {
-            return Taken::Forged {
-                link,
-                verified: Vec::new(),
-                dropped: vec![item],
-                again: seq,
-            };
+            return Taken::forged(link, seq, item);
         }
         // The signature vouches for the events first..seq-1, by hash (an
         // honest origin never covers more than came before).
@@ -260,12 +263,7 @@ impl<T> Verifier<T> {
             .checked_sub(seal.covers.len() as u64)
             .filter(|&f| f >= 1)
         else {
-            return Taken::Forged {
-                link,
-                verified: Vec::new(),
-                dropped: vec![item],
-                again: seq,
-            };
+            return Taken::forged(link, seq, item);
         };
         let mut verified = Vec::with_capacity(self.waiting.len() + 1);
         while let Some((s, h, l, t)) = self.waiting.pop_front() {

@@ -828,20 +828,16 @@ pub fn decode(body: &[u8]) -> Result<Msg, WireError> {
         3 => {
             let last = u8_(&mut r)? != 0;
             let count = u16_(&mut r)? as usize;
-            if count > MEMBERS_PER_FRAME {
-                return Err(WireError::Invalid("member count"));
-            }
-            let mut entries = Vec::with_capacity(count);
-            for _ in 0..count {
-                entries.push(Entry {
-                    id: NodeId(u64_(&mut r)?),
-                    name: str_(&mut r)?,
-                    ip: ip_(&mut r)?,
-                    port: u16_(&mut r)?,
-                    seq: u64_(&mut r)?,
-                    ident: ident_(&mut r)?,
-                });
-            }
+            let entries = list_(&mut r, count, MEMBERS_PER_FRAME, "member count", |r| {
+                Ok(Entry {
+                    id: NodeId(u64_(r)?),
+                    name: str_(r)?,
+                    ip: ip_(r)?,
+                    port: u16_(r)?,
+                    seq: u64_(r)?,
+                    ident: ident_(r)?,
+                })
+            })?;
             Msg::Members { last, entries }
         }
         EVENT => {
@@ -866,16 +862,7 @@ pub fn decode(body: &[u8]) -> Result<Msg, WireError> {
                 },
                 5 => {
                     let n = u8_(&mut r)? as usize;
-                    if n > MAX_ANSWERS {
-                        return Err(WireError::Invalid("answer count"));
-                    }
-                    let mut answers = Vec::with_capacity(n);
-                    for _ in 0..n {
-                        answers.push(EventId {
-                            origin: NodeId(u64_(&mut r)?),
-                            seq: u64_(&mut r)?,
-                        });
-                    }
+                    let answers = list_(&mut r, n, MAX_ANSWERS, "answer count", event_id_)?;
                     Body::Alive { answers }
                 }
                 6 => Body::Action {
@@ -916,27 +903,20 @@ pub fn decode(body: &[u8]) -> Result<Msg, WireError> {
         12 => Msg::Noise(std::mem::take(&mut r).to_vec()),
         8 => {
             let count = u16_(&mut r)? as usize;
-            if count > GONE_PER_FRAME {
-                return Err(WireError::Invalid("gone count"));
-            }
-            let mut ids = Vec::with_capacity(count);
-            for _ in 0..count {
-                ids.push(NodeId(u64_(&mut r)?));
-            }
+            let ids = list_(&mut r, count, GONE_PER_FRAME, "gone count", |r| {
+                Ok(NodeId(u64_(r)?))
+            })?;
             Msg::Gone { ids }
         }
         9 => {
             let count = u16_(&mut r)? as usize;
-            if count > IHAVE_PER_FRAME {
-                return Err(WireError::Invalid("announcement count"));
-            }
-            let mut ids = Vec::with_capacity(count);
-            for _ in 0..count {
-                ids.push(EventId {
-                    origin: NodeId(u64_(&mut r)?),
-                    seq: u64_(&mut r)?,
-                });
-            }
+            let ids = list_(
+                &mut r,
+                count,
+                IHAVE_PER_FRAME,
+                "announcement count",
+                event_id_,
+            )?;
             Msg::Ihave { ids }
         }
         10 => Msg::Graft {
@@ -949,13 +929,9 @@ pub fn decode(body: &[u8]) -> Result<Msg, WireError> {
         },
         HOPS => {
             let count = u16_(&mut r)? as usize;
-            if count > HOPS_PER_FRAME {
-                return Err(WireError::Invalid("hop count list"));
-            }
-            let mut hops = Vec::with_capacity(count);
-            for _ in 0..count {
-                hops.push((NodeId(u64_(&mut r)?), u8_(&mut r)?));
-            }
+            let hops = list_(&mut r, count, HOPS_PER_FRAME, "hop count list", |r| {
+                Ok((NodeId(u64_(r)?), u8_(r)?))
+            })?;
             Msg::Hops { hops }
         }
         PUNCH_ASK => Msg::PunchAsk {
@@ -1136,6 +1112,32 @@ pub fn payload_from(body: Body) -> Result<Vec<u8>, WireError> {
     // Length prefix, kind, origin, seq, type and an empty seal.
     out.drain(..4 + 1 + 8 + 8 + 1 + 1);
     Ok(out)
+}
+
+/// `n` items, `n` just read (at most `max`, else invalid: `what`), each
+/// read by `item`.
+fn list_<T>(
+    r: &mut &[u8],
+    n: usize,
+    max: usize,
+    what: &'static str,
+    item: impl Fn(&mut &[u8]) -> Result<T, WireError>,
+) -> Result<Vec<T>, WireError> {
+    if n > max {
+        return Err(WireError::Invalid(what));
+    }
+    let mut items = Vec::with_capacity(n);
+    for _ in 0..n {
+        items.push(item(r)?);
+    }
+    Ok(items)
+}
+
+fn event_id_(r: &mut &[u8]) -> Result<EventId, WireError> {
+    Ok(EventId {
+        origin: NodeId(u64_(r)?),
+        seq: u64_(r)?,
+    })
 }
 
 fn u8_(r: &mut &[u8]) -> Result<u8, WireError> {

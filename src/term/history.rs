@@ -12,7 +12,7 @@
 use crate::term::editor::HISTORY_LIMIT;
 use std::ffi::OsString;
 use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{self, Write as _};
+use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -142,13 +142,7 @@ pub fn append(path: &Path, entry: &str) -> io::Result<()> {
         make_dir(dir)?;
     }
     let _lock = Lock::take(path)?;
-    let mut f = OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(format!("{}\n", escape(entry)).as_bytes())?;
-    drop(f);
+    crate::store::append(path, format!("{}\n", escape(entry)).as_bytes())?;
     let entries = fs::read(path).map(|b| b.iter().filter(|&&c| c == b'\n').count())?;
     if entries > 2 * HISTORY_LIMIT {
         compact(path)?;
@@ -157,32 +151,15 @@ pub fn append(path: &Path, entry: &str) -> io::Result<()> {
 }
 
 /// Rewrites the file with its newest [`HISTORY_LIMIT`] entries: a
-/// temporary file, then a rename. The caller holds the lock.
+/// temporary file, then a rename ([`crate::store::replace`]). The caller
+/// holds the lock.
 fn compact(path: &Path) -> io::Result<()> {
-    let newest = load(path);
-    let mut name = path.file_name().unwrap_or_default().to_owned();
-    name.push(format!(".{}.tmp", std::process::id()));
-    let tmp = path.with_file_name(name);
     let mut text = String::new();
-    for e in &newest {
+    for e in &load(path) {
         text.push_str(&escape(e));
         text.push('\n');
     }
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        file.write_all(text.as_bytes())?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    crate::store::replace(path, &[text.as_bytes()])
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use crate::term::output::Out;
 use crate::term::tty::{self, RawMode, Screen};
 use std::fmt::Write as _;
 use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
@@ -775,18 +775,8 @@ fn json(ev: &Show) -> (&'static str, String) {
             own,
             id,
             ..
-        } => (
-            "chat",
-            format!(
-                r#"{},"from":{},"room":{},"text":{}{}"#,
-                IdJs(id),
-                Js(from),
-                Js(room),
-                Js(text),
-                if *own { r#","own":true"# } else { "" }
-            ),
-        ),
-        Show::Action {
+        }
+        | Show::Action {
             from,
             room,
             text,
@@ -794,7 +784,11 @@ fn json(ev: &Show) -> (&'static str, String) {
             id,
             ..
         } => (
-            "action",
+            if matches!(ev, Show::Chat { .. }) {
+                "chat"
+            } else {
+                "action"
+            },
             format!(
                 r#"{},"from":{},"room":{},"text":{}{}"#,
                 IdJs(id),
@@ -938,26 +932,8 @@ fn tty(s: &mut Screen, me: &str, ev: &Show, at: i64, now: i64) {
         ),
         Show::Chat {
             from, text, own, ..
-        } => {
-            let from = escape_controls(from);
-            let text = escape_controls(text);
-            let who = if *own {
-                s.style(OWN, &from)
-            } else {
-                s.paint(&s.name_color(&from), &from)
-            };
-            let mentioned = !*own && mentions(&text, me);
-            if mentioned {
-                let _ = s.bell();
-            }
-            let _ = s.print_message(
-                &format!("{when} {who}: "),
-                &text,
-                mentioned.then_some(MENTION),
-            );
-            return;
         }
-        Show::Action {
+        | Show::Action {
             from, text, own, ..
         } => {
             let from = escape_controls(from);
@@ -971,11 +947,12 @@ fn tty(s: &mut Screen, me: &str, ev: &Show, at: i64, now: i64) {
             if mentioned {
                 let _ = s.bell();
             }
-            let _ = s.print_message(
-                &format!("{when} * {who} "),
-                &text,
-                mentioned.then_some(MENTION),
-            );
+            let head = if matches!(ev, Show::Action { .. }) {
+                format!("{when} * {who} ")
+            } else {
+                format!("{when} {who}: ")
+            };
+            let _ = s.print_message(&head, &text, mentioned.then_some(MENTION));
             return;
         }
         Show::Renamed { old, new, .. } => s.style(
@@ -1163,18 +1140,12 @@ impl ChatLog {
             old.push(".old");
             std::fs::rename(&path, old)?;
         }
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .open(&path)?;
         let stamp = tty::long_stamp(at);
         let mut text = String::new();
         for l in lines {
             let _ = writeln!(text, "{stamp} {l}");
         }
-        f.write_all(text.as_bytes())
+        crate::store::append(&path, text.as_bytes())
     }
 }
 

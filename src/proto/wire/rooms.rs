@@ -68,7 +68,7 @@
 //! ([`RoomEvent::check`]), like every event's.
 
 use super::{
-    MAX_TEXT, WireError, bytes, put_str, put_u16, put_u64, str_, u8_, u16_, u64_, valid_name,
+    MAX_TEXT, WireError, bytes, list_, put_str, put_u16, put_u64, str_, u8_, u16_, u64_, valid_name,
 };
 use crate::proto::NodeId;
 use crate::proto::crypto::{PublicKey, Sig};
@@ -181,6 +181,30 @@ pub struct RoomState {
     pub gave: Vec<NodeId>,
     pub kicked: Vec<String>,
     pub roster: Vec<(NodeId, u32)>,
+}
+
+impl RoomState {
+    /// Room `name` as its creator founds it (op create, epoch 1, the
+    /// whole history, nobody kicked or given it), in era `era`, belonging
+    /// to key `lord`.
+    pub fn founding(name: &str, era: u32, lord: PublicKey) -> RoomState {
+        RoomState {
+            name: name.to_owned(),
+            era,
+            epoch: 1,
+            from: NodeId(0),
+            lord,
+            op: Op::Create,
+            arg: String::new(),
+            deleted: false,
+            complete: true,
+            elected: false,
+            void: false,
+            gave: vec![],
+            kicked: vec![],
+            roster: vec![],
+        }
+    }
 }
 
 /// One line of a HISTORY.
@@ -344,30 +368,19 @@ impl RoomEvent {
                 put_str(out, text)?;
             }
             RoomEvent::History { room, era, lines } => {
-                if lines.len() > HISTORY_LINES {
-                    return Err(WireError::TooLong("history"));
-                }
-                put_str(out, room)?;
-                put_u32(out, *era);
-                out.push(lines.len() as u8);
-                for l in lines {
+                put_history(out, room, *era, lines, |out, l| {
                     put_u64(out, l.origin.0);
                     put_u32(out, l.n);
                     out.push(u8::from(l.shout));
-                    put_str(out, &l.text)?;
-                }
+                    put_str(out, &l.text)
+                })?;
             }
             RoomEvent::When { room, era, lines } => {
-                if lines.len() > HISTORY_LINES {
-                    return Err(WireError::TooLong("history"));
-                }
-                put_str(out, room)?;
-                put_u32(out, *era);
-                out.push(lines.len() as u8);
-                for &(said, seq) in lines {
+                put_history(out, room, *era, lines, |out, &(said, seq)| {
                     put_u64(out, said);
                     put_u64(out, seq);
-                }
+                    Ok(())
+                })?;
             }
         }
         Ok(())
@@ -404,7 +417,7 @@ impl RoomEvent {
             HISTORY => {
                 let room = str_(r)?;
                 let era = u32_(r)?;
-                let lines = history_lines(r, |r| {
+                let lines = counted(r, HISTORY_LINES, "history count", |r| {
                     Ok(Line {
                         origin: NodeId(u64_(r)?),
                         n: u32_(r)?,
@@ -417,7 +430,9 @@ impl RoomEvent {
             WHEN => {
                 let room = str_(r)?;
                 let era = u32_(r)?;
-                let lines = history_lines(r, |r| Ok((u64_(r)?, u64_(r)?)))?;
+                let lines = counted(r, HISTORY_LINES, "history count", |r| {
+                    Ok((u64_(r)?, u64_(r)?))
+                })?;
                 RoomEvent::When { room, era, lines }
             }
             _ => return Err(WireError::Invalid("room event type")),
@@ -425,21 +440,37 @@ impl RoomEvent {
     }
 }
 
-/// A count of history lines, `count:u8` (at most [`HISTORY_LINES`]), then
-/// that many, each read by `line` (HISTORY and WHEN).
-fn history_lines<T>(
+/// `room:str, era:u32`, then a count of history lines, `count:u8` (at
+/// most [`HISTORY_LINES`]), and each, written by `line` (HISTORY and WHEN).
+fn put_history<T>(
+    out: &mut Vec<u8>,
+    room: &str,
+    era: u32,
+    lines: &[T],
+    line: impl Fn(&mut Vec<u8>, &T) -> Result<(), WireError>,
+) -> Result<(), WireError> {
+    if lines.len() > HISTORY_LINES {
+        return Err(WireError::TooLong("history"));
+    }
+    put_str(out, room)?;
+    put_u32(out, era);
+    out.push(lines.len() as u8);
+    for l in lines {
+        line(out, l)?;
+    }
+    Ok(())
+}
+
+/// A count, `count:u8` (at most `max`, else invalid: `what`), then that
+/// many items, each read by `item` (history lines, gave, kicked).
+fn counted<T>(
     r: &mut &[u8],
-    line: impl Fn(&mut &[u8]) -> Result<T, WireError>,
+    max: usize,
+    what: &'static str,
+    item: impl Fn(&mut &[u8]) -> Result<T, WireError>,
 ) -> Result<Vec<T>, WireError> {
     let n = u8_(r)? as usize;
-    if n > HISTORY_LINES {
-        return Err(WireError::Invalid("history count"));
-    }
-    let mut lines = Vec::with_capacity(n);
-    for _ in 0..n {
-        lines.push(line(r)?);
-    }
-    Ok(lines)
+    list_(r, n, max, what, item)
 }
 
 /// Appends a ROOM payload.
@@ -492,22 +523,8 @@ fn decode_state(r: &mut &[u8]) -> Result<RoomState, WireError> {
     let op = Op::from_u8(u8_(r)?);
     let arg = str_(r)?;
     let flags = u8_(r)?;
-    let n = u8_(r)? as usize;
-    if n > MAX_GAVE {
-        return Err(WireError::Invalid("gave count"));
-    }
-    let mut gave = Vec::with_capacity(n);
-    for _ in 0..n {
-        gave.push(NodeId(u64_(r)?));
-    }
-    let n = u8_(r)? as usize;
-    if n > MAX_KICKED {
-        return Err(WireError::Invalid("kick count"));
-    }
-    let mut kicked = Vec::with_capacity(n);
-    for _ in 0..n {
-        kicked.push(str_(r)?);
-    }
+    let gave = counted(r, MAX_GAVE, "gave count", |r| Ok(NodeId(u64_(r)?)))?;
+    let kicked = counted(r, MAX_KICKED, "kick count", str_)?;
     let n = u16_(r)? as usize;
     if n > MAX_ROSTER {
         return Err(WireError::Invalid("roster count"));
@@ -724,20 +741,9 @@ mod tests {
         assert_eq!(enter("").check(), Ok(()));
         assert!(enter("d").check().is_err());
         let mut s = RoomState {
-            name: "dev".into(),
-            era: 1,
-            epoch: 1,
-            from: NodeId(0),
-            lord: [0; 32],
             op: Op::Kick,
             arg: "a b".into(),
-            deleted: false,
-            complete: true,
-            elected: false,
-            void: false,
-            gave: vec![],
-            kicked: vec![],
-            roster: vec![],
+            ..RoomState::founding("dev", 1, [0; 32])
         };
         assert!(
             Body::Room(RoomEvent::State(Box::new(s.clone())))
