@@ -451,6 +451,7 @@ impl Loop {
                 self.core.tick(now);
             }
             self.files(ui, now);
+            self.path_rtts();
             if let Some(g) = &mut self.irc
                 && g.deadline().is_some_and(|t| now >= t)
             {
@@ -1012,6 +1013,16 @@ impl Loop {
         while let Some(done) = self.disk.take_done() {
             self.core.disk_done(done, now);
             self.apply(ui);
+        }
+    }
+
+    /// Tells the core the round trip of each link a transfer asked
+    /// about: the kernel's measure of its path, read from the socket.
+    fn path_rtts(&mut self) {
+        while let Some(link) = self.core.rtt_wanted() {
+            if let Some(us) = self.conns.get(link).and_then(Conn::path_rtt) {
+                self.core.path_rtt(link, us);
+            }
         }
     }
 

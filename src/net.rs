@@ -141,6 +141,15 @@ impl Conn {
         }
     }
 
+    /// The round trip of the link's path in µs, as the kernel measures
+    /// it (see [`crate::app::files::Files::path_rtt`]); None where it
+    /// cannot tell.
+    pub fn path_rtt(&self) -> Option<u64> {
+        tcp_info(&self.stream)
+            .map(|i| u64::from(i.rtt))
+            .filter(|&us| us > 0)
+    }
+
     /// Whether a watched link turns out dead (see [`Conn::wrote`]): its
     /// far end has acknowledged nothing for [`DEAD_LINK`] while something
     /// we sent waits. A watch is over once everything sent is
@@ -188,6 +197,10 @@ struct TcpInfo {
     last_ack: u32,
     /// Segments sent and not acknowledged yet.
     unacked: u32,
+    /// The path's round trip in µs: the smallest the kernel measured on
+    /// the connection (its smoothed one where that is not told); 0 if
+    /// not measured yet.
+    rtt: u32,
 }
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
@@ -209,7 +222,26 @@ fn tcp_info(s: &TcpStream) -> Option<TcpInfo> {
     (r == 0).then_some(TcpInfo {
         last_ack: info.tcpi_last_ack_recv,
         unacked: info.tcpi_unacked,
+        rtt: least_rtt(&info),
     })
+}
+
+/// The smallest round trip the kernel saw (Linux 4.10 and later: an
+/// older kernel leaves it 0), else its smoothed round trip.
+#[cfg(all(target_os = "linux", any(target_env = "gnu", target_env = "musl")))]
+fn least_rtt(info: &libc::tcp_info) -> u32 {
+    match info.tcpi_min_rtt {
+        0 => info.tcpi_rtt,
+        min => min,
+    }
+}
+
+#[cfg(all(
+    any(target_os = "linux", target_os = "android"),
+    not(all(target_os = "linux", any(target_env = "gnu", target_env = "musl")))
+))]
+fn least_rtt(info: &libc::tcp_info) -> u32 {
+    info.tcpi_rtt
 }
 
 #[cfg(not(any(target_os = "linux", target_os = "android")))]

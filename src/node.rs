@@ -1091,6 +1091,18 @@ impl Node {
         self.files_out(now);
     }
 
+    /// A link whose path's round trip a file transfer wants to know:
+    /// measure it and tell [`Node::path_rtt`] (see
+    /// [`Files::path_rtt`]).
+    pub fn rtt_wanted(&mut self) -> Option<LinkId> {
+        self.files.rtt_wanted()
+    }
+
+    /// The round trip of `link`'s path is `us` µs (the kernel's measure).
+    pub fn path_rtt(&mut self, link: LinkId, us: u64) {
+        self.files.path_rtt(link, us);
+    }
+
     /// `:send [NAME] PATH`: to member NAME if the first word names one,
     /// else the whole is the path, offered to everyone.
     fn send_file(&mut self, args: &str) {

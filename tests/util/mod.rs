@@ -9,6 +9,7 @@
 
 #![allow(dead_code)]
 
+pub mod delay;
 pub mod frames;
 pub mod netns;
 pub mod procfs;

@@ -66,6 +66,8 @@ pub struct Net {
     nats: usize,
     /// The network secret peers started from now on share, if any.
     secret: Option<String>,
+    /// Delay lines between hosts ([`Net::slow_pair`]): stopped first.
+    lines: Vec<super::delay::Line>,
 }
 
 struct Host {
@@ -223,6 +225,7 @@ impl Net {
             ports: 0,
             nats: 0,
             secret: None,
+            lines: Vec::new(),
         };
         // The hub only bridges: no addresses of its own, IPv6 included,
         // so that a detached port leads nowhere.
@@ -317,6 +320,39 @@ impl Net {
             gateway: None,
         });
         i
+    }
+
+    /// Two hosts off the LAN whose only link is a slow path: a line that
+    /// delays every packet by `one_way` each way (see
+    /// [`super::delay`]), 10.79.K.1 and 10.79.K.2 at its ends (IPv4
+    /// only). Returns their indexes.
+    pub fn slow_pair(&mut self, one_way: Duration) -> (usize, usize) {
+        let k = self.lines.len();
+        let mut ends = [0; 2];
+        let addrs = [
+            Ipv4Addr::new(10, 79, k as u8, 1),
+            Ipv4Addr::new(10, 79, k as u8, 2),
+        ];
+        for (i, v4) in addrs.into_iter().enumerate() {
+            ends[i] = self.hosts.len();
+            let ns = self.new_ns(&format!("s{k}{i}"));
+            self.hosts.push(Host {
+                ns,
+                v4,
+                v6: None,
+                port: String::new(),
+                gateway: None,
+            });
+        }
+        let line = super::delay::Line::new(
+            &self.hosts[ends[0]].ns,
+            &addrs[0].to_string(),
+            &self.hosts[ends[1]].ns,
+            &addrs[1].to_string(),
+            one_way,
+        );
+        self.lines.push(line);
+        (ends[0], ends[1])
     }
 
     /// A host behind a NAT router of its own (IPv4 only): 10.78.K.2
@@ -593,6 +629,9 @@ table inet filter {
 
 impl Drop for Net {
     fn drop(&mut self) {
+        // The lines' devices go with their descriptors, before the
+        // namespaces they are in.
+        self.lines.clear();
         for ns in &self.owned {
             kill_all_in(ns);
             let _ = try_run("ip", &["netns", "del", ns], None);
