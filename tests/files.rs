@@ -886,7 +886,7 @@ fn json_tells_progress_during_a_fetch() {
 /// Over a slow path (25 ms each way: a delay line between two network
 /// namespaces that the kernel's TCP sees, see `util::delay`), a transfer
 /// is not capped by its window: the window covers the path's round trip
-/// (the kernel's measure of it) and 0.5 ms of queue, where it used to be
+/// (the kernel's measure of it) and 1 ms of queue, where it used to be
 /// 256 KiB per round trip (5 MiB/s on this path, 64 MiB in 13 s). A chat
 /// line on the same link still arrives about one way's delay after it is
 /// typed. The line alone carried one TCP copy of 64 MiB, from connect

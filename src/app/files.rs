@@ -9,11 +9,11 @@
 //! The sender reads the file in chunks and sends them as DATA frames on
 //! that link, never flooded, and never more ahead of what the receiver
 //! has acknowledged (MORE) than the path holds in its round trip and
-//! what the receiver takes in [`WINDOW_US`] besides: the window follows
+//! what the receiver takes in [`WINDOW_TIME`] besides: the window follows
 //! the rate the receiver acknowledges at and the path's own round trip
 //! (the kernel's measure of it, told by the edge: [`Files::path_rtt`]),
 //! between [`MIN_WINDOW`] and [`MAX_WINDOW`], so a chat line on the same
-//! link waits about [`WINDOW_US`] behind the file, on a fast machine as
+//! link waits about [`WINDOW_TIME`] behind the file, on a fast machine as
 //! on a busy one, and a long path is not capped by the window. When the
 //! part is whole, the edge
 //! hashes it: a match renames it (never over an existing file:
@@ -68,32 +68,27 @@ pub const CHUNK: usize = 64_000;
 /// Bytes a sender sends beyond what the receiver has acknowledged: what
 /// the path holds in its own round trip R (the kernel's smallest round
 /// trip on the link, [`Files::path_rtt`]; 0 where it is not known), and
-/// what the receiver takes in [`WINDOW_US`] µs besides, at the rate it
+/// what the receiver takes in [`WINDOW_TIME`] ms besides, at the rate it
 /// acknowledges at (measured over [`RATE_SAMPLE`] ms, or R if longer),
 /// within these bounds. A chat line on the link waits behind what is
-/// beyond the round trip: about [`WINDOW_US`]. R is the kernel's, not
+/// beyond the round trip: about [`WINDOW_TIME`]. R is the kernel's, not
 /// the time a MORE takes to come back: that includes the receiver's
 /// processing and its waits for a CPU, and a window of the rate times
-/// [`WINDOW_US`] plus the shortest such round trip seen made chat wait
+/// [`WINDOW_TIME`] plus the shortest such round trip seen made chat wait
 /// longer on a busy loopback machine (p50 2.7-2.9 ms against 2.0-2.4) and
 /// did not raise the rate of whole transfers. A window of 1 ms, in place
 /// of 2, halved chat's p50 during a transfer on loopback (0.7-1.0 ms
 /// against 1.6-2.9) and left the rate where it was, with a network
 /// secret or without, in the same runs on a machine busy with other work
-/// (load 5-6). Half a millisecond, in place of 1 ms, took chat's p90
-/// during a 64 MiB transfer from 0.89-1.10 ms to 0.48-0.63 (p50
-/// 0.45-0.72 to 0.31-0.36 ms) and left the CPU time per GiB where it was
-/// (1.22-1.28 s, both peers), in runs taken in turn (load 1.3-2.4); the
-/// rate over the raw copy moved with the hypervisor's steal (0-34 %) in
-/// both, 29-79 % against 31-72 %.
+/// (load 5-6).
 ///
 /// On loopback the kernel's R is a few µs: the window is what it was,
-/// the rate times [`WINDOW_US`]. Where R is longer than
-/// [`WINDOW_US`], two things are added. The window also holds what a
+/// the rate times [`WINDOW_TIME`]. Where R is longer than
+/// [`WINDOW_TIME`], two things are added. The window also holds what a
 /// receiver takes before it acknowledges ([`ACK_EVERY`] and a chunk):
 /// without it the window covers less than the round trip of a MORE, the
 /// rate measured falls, and the window with it, sample by sample. And
-/// the window alone would grow by (R + 0.5 ms) / R a sample (1 % on a
+/// the window alone would grow by (R + 1 ms) / R a sample (2 % on a
 /// 50 ms path: seconds to fill it), so a transfer starts by doubling it
 /// instead ([`GROW_GAIN`]) until the rate stops rising ([`GROW_FLAT`]),
 /// as TCP's slow start does: at most twice the window is in flight
@@ -113,7 +108,7 @@ pub const CHUNK: usize = 64_000;
 /// 16 MiB fills a path of 100 ms at 160 MiB/s, where the kernel's buffers
 /// allow it (Linux's default maxima, 4 MiB to send and 6 MiB to receive,
 /// bound it first).
-pub const WINDOW_US: u64 = 500;
+pub const WINDOW_TIME: u64 = 1;
 pub const MIN_WINDOW: u64 = 256 << 10;
 pub const MAX_WINDOW: u64 = 16 << 20;
 const RATE_SAMPLE: Millis = 10;
@@ -822,7 +817,7 @@ struct Up {
     from: u64,
     /// The path's own round trip in µs, once the edge has told it.
     rtt: Option<u64>,
-    /// Still growing the window at the start (see [`WINDOW_US`]): the
+    /// Still growing the window at the start (see [`WINDOW_TIME`]): the
     /// best rate seen (bytes a ms), and samples since it rose.
     growing: bool,
     best: u64,
@@ -831,15 +826,15 @@ struct Up {
 
 impl Up {
     /// A sample of `rate` (bytes a ms) taken: the window is what the path
-    /// holds in its round trip and the receiver takes in [`WINDOW_US`]
+    /// holds in its round trip and the receiver takes in [`WINDOW_TIME`]
     /// at that rate; over a long path, also what the receiver holds
     /// before it acknowledges, and twice all that while a transfer starts
-    /// (see [`WINDOW_US`]).
+    /// (see [`WINDOW_TIME`]).
     fn sampled(&mut self, rate: u64) {
         let rtt = self.rtt.unwrap_or(0);
-        let fill = rate.saturating_mul(rtt + WINDOW_US) / 1000;
+        let fill = rate.saturating_mul(rtt + WINDOW_TIME * 1000) / 1000;
         let mut window = fill;
-        if rtt > WINDOW_US {
+        if rtt > WINDOW_TIME * 1000 {
             window = fill + ACK_EVERY + CHUNK as u64;
             if rate > self.best + self.best / 4 {
                 // Rising, or rising again past the best: what held the
@@ -913,7 +908,7 @@ impl Files {
 
     /// The round trip of `link`'s path is `us` µs, as the kernel measures
     /// it (where it can; elsewhere nothing is told, and the window is
-    /// what [`WINDOW_US`] takes alone).
+    /// what [`WINDOW_TIME`] takes alone).
     pub fn path_rtt(&mut self, link: LinkId, us: u64) {
         for u in self.ups.iter_mut().filter(|u| u.link == link) {
             u.rtt = Some(us);
@@ -2238,14 +2233,13 @@ mod tests {
             serve(f, net, o, sent);
             *sent - acked
         };
-        // Acknowledged at 1 MB a ms, four times a ms (a round trip
-        // shorter than WINDOW_US): the window grows to what WINDOW_US
-        // takes.
+        // Acknowledged at 1 MB a ms, twice a ms (a round trip shorter
+        // than WINDOW_TIME): the window grows to what WINDOW_TIME takes.
         let mut ahead = 0;
-        for t in 4..=400 {
-            ahead = ack(&mut f, &mut net, 250_000, t / 4, &mut sent);
+        for t in 2..=200 {
+            ahead = ack(&mut f, &mut net, 500_000, t / 2, &mut sent);
         }
-        let w = WINDOW_US * 1_000;
+        let w = WINDOW_TIME * 1_000_000;
         let window = w - CHUNK as u64..=w + CHUNK as u64;
         assert!(window.contains(&ahead), "{ahead}");
         // At 10 kB a ms: back to the least.
@@ -2355,7 +2349,7 @@ mod tests {
     }
 
     /// Over a long path the window grows, within a bounded number of
-    /// samples, to what the path holds in its round trip and 0.5 ms
+    /// samples, to what the path holds in its round trip and 1 ms
     /// besides (and what the receiver holds before it acknowledges), not
     /// capped at the least as a window of 1 ms alone was, and stays
     /// there.
@@ -2363,7 +2357,7 @@ mod tests {
     fn the_window_covers_a_long_round_trip() {
         let rate = 20_000; // bytes a ms: 20 MB/s
         let w = over_path(rate, 50_000, 100, 3_000);
-        let want = rate * (50_000 + WINDOW_US) / 1000 + ACK_EVERY + CHUNK as u64;
+        let want = rate * (50 + WINDOW_TIME) + ACK_EVERY + CHUNK as u64;
         let ok = |x: &u64| x * 100 >= want * 95 && x * 100 <= want * 105;
         // A sample is a round trip (50 ms): settled within 20 of them,
         // after growing to at most twice the window.
@@ -2374,20 +2368,19 @@ mod tests {
         let w = over_path_held(rate, 50_000, 100, 3_000, 500);
         let settled = w.iter().rposition(|x| !ok(x)).map_or(0, |i| i + 1);
         assert!(settled <= 1_500, "not settled at {want}: {w:?}");
-        // With no round trip told (not Linux), it is what 0.5 ms takes.
+        // With no round trip told (not Linux), it is what 1 ms takes.
         let rate = 2_000_000;
         let w = over_path(rate, 0, 10, 300);
-        let want = rate * WINDOW_US / 1000;
-        assert!(w[200..].iter().all(|&x| x <= want * 12 / 10), "{w:?}");
+        assert!(w[200..].iter().all(|&x| x <= rate * 12 / 10), "{w:?}");
     }
 
     /// On loopback (a round trip of 0.05 ms) the window stays about
-    /// what the rate takes in 0.5 ms, as it was.
+    /// what the rate takes in 1 ms, as it was.
     #[test]
-    fn the_window_on_loopback_is_about_half_a_ms() {
+    fn the_window_on_loopback_is_about_one_ms() {
         let rate = 1_000_000; // bytes a ms: 1 GB/s
         let w = over_path(rate, 50, 10, 300);
-        let want = rate * WINDOW_US / 1000;
+        let want = rate * WINDOW_TIME;
         let after = &w[100..];
         assert!(
             after
