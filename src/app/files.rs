@@ -2178,20 +2178,27 @@ mod tests {
         assert!(matches!(&outs(&mut f)[..], [Out::Disk(Io::EndUpload { job })] if *job == up));
     }
 
-    /// The window follows the rate the receiver acknowledges at.
-    #[test]
-    fn the_window_follows_the_acknowledgement_rate() {
+    /// A file of `size` bytes offered by us and asked for from its
+    /// start by alice: the network, the machine, and what it asked then.
+    fn uploading(size: u64) -> (Fake, Files, Vec<Out>) {
         let mut net = Fake::new("me", &[]);
         let mut f = files();
         f.send(&mut net, None, "/src/big".into(), LOBBY);
         let [Out::Disk(Io::Prepare { job, .. })] = &outs(&mut f)[..] else {
             panic!("no prepare");
         };
-        let result = Ok((1 << 30, [3; 32], 77));
+        let result = Ok((size, [3; 32], 77));
         f.disk_done(&mut net, Done::Prepared { job: *job, result }, 0);
         let get = Msg::Get { num: 1, offset: 0 };
         f.frame(&mut net, L, ALICE, body(&get.frame()), 0);
         let o = outs(&mut f);
+        (net, f, o)
+    }
+
+    /// The window follows the rate the receiver acknowledges at.
+    #[test]
+    fn the_window_follows_the_acknowledgement_rate() {
+        let (mut net, mut f, o) = uploading(1 << 30);
         let up = match &o[0] {
             Out::Disk(Io::Upload { job, .. }) => *job,
             o => panic!("{o:?}"),
@@ -2261,16 +2268,7 @@ mod tests {
     /// [`over_path`], the bottleneck carrying a tenth of `rate` for the
     /// first `held` ms (as TCP's start can hold a transfer).
     fn over_path_held(rate: u64, rtt_us: u64, step_us: u64, ms: u64, held: u64) -> Vec<u64> {
-        let mut net = Fake::new("me", &[]);
-        let mut f = files();
-        f.send(&mut net, None, "/src/big".into(), LOBBY);
-        let [Out::Disk(Io::Prepare { job, .. })] = &outs(&mut f)[..] else {
-            panic!("no prepare");
-        };
-        let result = Ok((1 << 40, [3; 32], 77));
-        f.disk_done(&mut net, Done::Prepared { job: *job, result }, 0);
-        let get = Msg::Get { num: 1, offset: 0 };
-        f.frame(&mut net, L, ALICE, body(&get.frame()), 0);
+        let (mut net, mut f, o) = uploading(1 << 40);
         // The bottleneck's queue (end of each chunk, bytes of it left),
         // what is past it (end, when it is acknowledged), and the
         // receiver's offset and last acknowledgement.
@@ -2278,7 +2276,7 @@ mod tests {
         let mut flying: VecDeque<(u64, u64)> = VecDeque::new();
         let mut acked = 0u64;
         let mut windows = Vec::new();
-        let mut o: VecDeque<Out> = outs(&mut f).into();
+        let mut o: VecDeque<Out> = o.into();
         let mut t = 0u64;
         while t < ms * 1000 {
             let now = t / 1000;
