@@ -2127,23 +2127,7 @@ mod tests {
         let mut sent = 0u64;
         // Reads go on until the window is full, and no further.
         while read > 0 {
-            let data = vec![1; read];
-            let frame = Msg::Data {
-                num: 1,
-                offset: sent,
-                data: &data,
-            }
-            .frame();
-            f.disk_done(
-                &mut net,
-                Done::Chunk {
-                    job: up,
-                    offset: sent,
-                    len: read,
-                    frame,
-                },
-                2,
-            );
+            f.disk_done(&mut net, chunk_read(up, sent, read), 2);
             sent += read as u64;
             read = 0;
             for o in outs(&mut f) {
@@ -2178,6 +2162,24 @@ mod tests {
         assert!(matches!(&outs(&mut f)[..], [Out::Disk(Io::EndUpload { job })] if *job == up));
     }
 
+    /// The disk's answer to a read of `len` bytes at `offset` for upload
+    /// `job` of offer 1: a DATA frame of ones.
+    fn chunk_read(job: u32, offset: u64, len: usize) -> Done {
+        let data = vec![1; len];
+        let frame = Msg::Data {
+            num: 1,
+            offset,
+            data: &data,
+        }
+        .frame();
+        Done::Chunk {
+            job,
+            offset,
+            len,
+            frame,
+        }
+    }
+
     /// A file of `size` bytes offered by us and asked for from its
     /// start by alice: the network, the machine, and what it asked then.
     fn uploading(size: u64) -> (Fake, Files, Vec<Out>) {
@@ -2207,19 +2209,7 @@ mod tests {
         let serve = |f: &mut Files, net: &mut Fake, mut o: Vec<Out>, sent: &mut u64| {
             while let Some(x) = o.pop() {
                 if let Out::Disk(Io::Read { offset, len, .. }) = x {
-                    let data = vec![1; len];
-                    let d = Msg::Data {
-                        num: 1,
-                        offset,
-                        data: &data,
-                    };
-                    let chunk = Done::Chunk {
-                        job: up,
-                        offset,
-                        len,
-                        frame: d.frame(),
-                    };
-                    f.disk_done(net, chunk, 0);
+                    f.disk_done(net, chunk_read(up, offset, len), 0);
                     *sent = offset + len as u64;
                     o.extend(outs(f));
                 }
@@ -2284,19 +2274,7 @@ mod tests {
             while let Some(x) = o.pop_front() {
                 match x {
                     Out::Disk(Io::Read { job, offset, len }) => {
-                        let data = vec![1; len];
-                        let d = Msg::Data {
-                            num: 1,
-                            offset,
-                            data: &data,
-                        };
-                        let chunk = Done::Chunk {
-                            job,
-                            offset,
-                            len,
-                            frame: d.frame(),
-                        };
-                        f.disk_done(&mut net, chunk, now);
+                        f.disk_done(&mut net, chunk_read(job, offset, len), now);
                         o.extend(outs(&mut f));
                     }
                     Out::Send(L, frame) => {
