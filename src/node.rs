@@ -976,6 +976,19 @@ impl Node {
                 self.maintain(now);
                 self.alone(now);
             }
+            (
+                Some(_),
+                Msg::Refuse {
+                    code: Refusal::Duplicate,
+                    ..
+                },
+            ) => {
+                // The far end keeps another link to us, which may not be
+                // up here yet: not a loss to tell the network about.
+                self.close(link);
+                self.maintain(now);
+                self.alone(now);
+            }
             (Some(_), Msg::Refuse { .. }) => self.drop_link(link, "refused", now),
             (Some(p), Msg::Members { last, entries }) => {
                 self.on_members(link, p, last, entries, now)
@@ -2902,6 +2915,8 @@ impl Node {
 
     /// Two links to one peer: keep the one dialled by the smaller node id,
     /// a choice both ends make alike (a punched link was dialled by both).
+    /// The other is closed with REFUSE Duplicate, which the far end takes
+    /// for no loss.
     fn dedup_links(&mut self, peer: NodeId) {
         let links = &self.links;
         let dialler = |k: LinkId, outbound: bool| {
@@ -2925,6 +2940,13 @@ impl Node {
         }
         both.sort();
         for &(_, link) in &both[1..] {
+            // Said, so that the far end, whose HELLO on the other link may
+            // not have reached it yet, does not take the close for a loss.
+            let why = wire::small(&Msg::Refuse {
+                code: Refusal::Duplicate,
+                text: "a second link".into(),
+            });
+            self.links.send(&mut self.out, link, why, self.now);
             self.close(link);
         }
     }

@@ -3730,3 +3730,32 @@ fn a_newcomer_during_a_false_suspicion_learns_the_member_when_it_refutes() {
         });
     }
 }
+
+/// Peers joining one after another dial each other at once (a newcomer
+/// dials the members it hears of while they, below their degree, dial
+/// it): each pair keeps one link and closes the other. The end that
+/// closes says why (REFUSE Duplicate), so the far end, whose HELLO on
+/// the link kept may not have come yet, takes it for no loss: no peer
+/// is suspected, and nobody is shown as gone.
+#[test]
+fn a_duplicate_link_closed_is_no_loss() {
+    for seed in seeds(&[1, 2, 3]) {
+        with_seed(seed, |seed| {
+            let n = 20;
+            let cfg = Config::default();
+            let mut sim = Sim::new(seed, 10);
+            grow(&mut sim, n, &cfg);
+            let suspects = sim.events.get("suspect").copied().unwrap_or(0);
+            let refuses = sim.sent.get("refuse").copied().unwrap_or(0);
+            eprintln!("seed {seed}: {suspects} SUSPECTs, {refuses} REFUSEs");
+            assert_eq!(suspects, 0, "SUSPECTs while {n} peers joined");
+            for i in 0..n {
+                assert!(
+                    sim.nodes[i].left.is_empty(),
+                    "node {i}: {:?}",
+                    sim.nodes[i].left
+                );
+            }
+        });
+    }
+}
