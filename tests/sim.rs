@@ -3759,3 +3759,117 @@ fn a_duplicate_link_closed_is_no_loss() {
         });
     }
 }
+
+// ------------------------------------------------------------------ shedding
+// Links shed above the bound must never split the network.
+
+impl Sim {
+    /// Whether the links up at both ends (HELLO done) connect every live
+    /// member: what carries the network's traffic, not a dial or a
+    /// handshake under way.
+    fn up_connected(&self) -> bool {
+        let live: Vec<usize> = self
+            .live()
+            .into_iter()
+            .filter(|&i| self.nodes[i].core.is_member())
+            .collect();
+        let Some(&first) = live.first() else {
+            return true;
+        };
+        let mut adj: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        for (&(a, ka), &(b, kb)) in &self.ends {
+            let up = |i: usize, k| self.nodes[i].core.is_established(k);
+            if up(a, ka) && up(b, kb) {
+                adj.entry(a).or_default().push(b);
+            }
+        }
+        let mut seen = HashSet::from([first]);
+        let mut todo = VecDeque::from([first]);
+        while let Some(x) = todo.pop_front() {
+            for &y in adj.get(&x).into_iter().flatten() {
+                if self.nodes[y].alive && seen.insert(y) {
+                    todo.push_back(y);
+                }
+            }
+        }
+        live.iter().all(|i| seen.contains(i))
+    }
+}
+
+/// The seeds of `sheds_never_split_a_small_network`: `SIM_SEED` one,
+/// `SIM_SEEDS=a..b` a range, else a few for CI.
+fn shed_seeds() -> Vec<u64> {
+    if let Ok(r) = std::env::var("SIM_SEEDS") {
+        let (a, b) = r.split_once("..").expect("SIM_SEEDS is a..b");
+        return (a.parse().expect("a number")..b.parse().expect("a number")).collect();
+    }
+    seeds(&(1000..1040).collect::<Vec<u64>>())
+}
+
+/// Twelve peers keeping 2 links and shedding above 3, all joining through
+/// the first, which has 11 links at first: while the joins settle, peers
+/// shed at about the same time, and no shed may take the last path
+/// between two parts of the network. From the last join on, the links up
+/// make one network at every check (every 20 ms), and in the end every
+/// peer keeps within its bounds.
+#[test]
+fn sheds_never_split_a_small_network() {
+    let mut split = Vec::new();
+    let mut unbounded = Vec::new();
+    for seed in shed_seeds() {
+        let n = 12;
+        let cfg = Config {
+            degree: 2,
+            max_degree: 3,
+            ..Config::default()
+        };
+        let mut sim = Sim::new(seed, 5);
+        sim.add(&name(0), cfg.clone());
+        for i in 1..n {
+            sim.add(&name(i), cfg.clone());
+            sim.join(i, 0);
+            // The next peer starts once this one is in, as a script would.
+            let end = sim.now + 2_000;
+            while !sim.nodes[i].core.is_member() && sim.now < end {
+                let t = sim.now + 10;
+                sim.run_until(t);
+            }
+            assert!(
+                sim.nodes[i].core.is_member(),
+                "seed {seed}: node {i} never joined"
+            );
+            let t = sim.now + 20 + sim.rng.below(200);
+            sim.run_until(t);
+        }
+        let end = sim.now + 30_000;
+        let mut first_split = None;
+        let mut apart = 0;
+        while sim.now < end {
+            let t = sim.now + 20;
+            sim.run_until(t);
+            if !sim.up_connected() {
+                first_split.get_or_insert(sim.now);
+                apart += 20;
+            }
+        }
+        let counts: Vec<usize> = (0..n).map(|i| sim.nodes[i].core.link_count()).collect();
+        if let Some(t) = first_split {
+            eprintln!(
+                "seed {seed}: split at t={t} ms, for {apart} ms in all; links now {counts:?}"
+            );
+            split.push(seed);
+        }
+        if !counts.iter().all(|c| (2..=3).contains(c)) {
+            eprintln!("seed {seed}: links per peer {counts:?}");
+            unbounded.push(seed);
+        }
+        for i in 0..n {
+            assert_eq!(sim.nodes[i].exited, None, "seed {seed}: node {i} exited");
+        }
+    }
+    assert!(split.is_empty(), "the network split with seeds {split:?}");
+    assert!(
+        unbounded.is_empty(),
+        "links per peer not within 2..=3 with seeds {unbounded:?}"
+    );
+}
