@@ -175,7 +175,7 @@
 //!   time (as a peer's loop) and writes what it read to the file. It does
 //!   the work every transfer must do (read a file, cross the loopback,
 //!   write a file) and none of what a peer adds (frames, flow control,
-//!   hashing, writeback): the baseline of `files.ratio`. One copy just
+//!   hashing): the baseline of `files.ratio`. One copy just
 //!   before each of the three transfers below; the median, and its CPU
 //!   time per GiB, sender and receiver, in the notes.
 //! - `limit.tcpcopy`: bytes/s of a one-way copy over one loopback TCP
