@@ -27,7 +27,7 @@ use crate::proto::crypto::{self, Identity, PublicKey};
 use crate::proto::discovery::Standing;
 use crate::proto::link::{self, BadHello, Links, Stage};
 use crate::proto::membership::{self, ASK_MAX, INTRO_MAX, Membership, Out};
-use crate::proto::mesh::{self, DIAL_GIVE_UP, Mesh};
+use crate::proto::mesh::{self, DIAL_GIVE_UP, Mesh, ShedIo};
 use crate::proto::route::{self, Route};
 use crate::proto::wire::{self, Body, Entry, Event, Frame, Hello, Ident, Msg, Refusal, WireError};
 use crate::proto::{EventId, Io, PROBE_EVERY, Remember, Sink};
@@ -821,6 +821,7 @@ impl Node {
             return;
         };
         self.broadcast.neighbour_down(link);
+        self.tell_load(now);
         self.files.link_down(&mut net!(self), link);
         self.files_out(now);
         let peer = match stage {
@@ -929,6 +930,11 @@ impl Node {
         {
             return self.on_routed(link, body, now);
         }
+        if let (Some(_), false) = (peer, closing)
+            && mesh::is_shed(body)
+        {
+            return self.on_shed(link, body, now);
+        }
         if let (Some(p), false) = (peer, closing)
             && files::is_transfer(body)
         {
@@ -973,6 +979,19 @@ impl Node {
                 if self.membership.is_member(p) {
                     self.mesh.shed_by(p, now);
                 }
+                self.maintain(now);
+                self.alone(now);
+            }
+            (
+                Some(_),
+                Msg::Refuse {
+                    code: Refusal::Duplicate,
+                    ..
+                },
+            ) => {
+                // The far end keeps another link to us, which may not be
+                // up here yet: not a loss to tell the network about.
+                self.close(link);
                 self.maintain(now);
                 self.alone(now);
             }
@@ -1580,6 +1599,9 @@ impl Node {
             }
         }
         self.dedup_links(h.id);
+        // We ask before we shed (see crate::proto::mesh).
+        let hi = self.mesh.tell(&self.links, Some(link));
+        self.shed_io(hi, now);
         self.shed(Some(link), now);
         if let Some((stop, _)) = self.leaving.take() {
             self.leave_now(stop, now);
@@ -2902,6 +2924,8 @@ impl Node {
 
     /// Two links to one peer: keep the one dialled by the smaller node id,
     /// a choice both ends make alike (a punched link was dialled by both).
+    /// The other is closed with REFUSE Duplicate, which the far end takes
+    /// for no loss.
     fn dedup_links(&mut self, peer: NodeId) {
         let links = &self.links;
         let dialler = |k: LinkId, outbound: bool| {
@@ -2925,6 +2949,13 @@ impl Node {
         }
         both.sort();
         for &(_, link) in &both[1..] {
+            // Said, so that the far end, whose HELLO on the other link may
+            // not have reached it yet, does not take the close for a loss.
+            let why = wire::small(&Msg::Refuse {
+                code: Refusal::Duplicate,
+                text: "a second link".into(),
+            });
+            self.links.send(&mut self.out, link, why, self.now);
             self.close(link);
         }
     }
@@ -3021,17 +3052,58 @@ impl Node {
         self.out.push_back(Action::Show(Show::Warning(w)));
     }
 
-    /// Too many links: close some, saying why, so the other side neither
-    /// suspects us nor dials straight back.
+    /// Too many links: ask a neighbour whether we may close ours to it
+    /// (see crate::proto::mesh), never `keep` nor a link a file is on
+    /// (it stays until the file is through).
     fn shed(&mut self, keep: Option<LinkId>, now: Millis) {
-        for link in self.mesh.shed(&self.links, keep, now) {
-            // A link a file is on stays until the file is through.
-            let peer = self.links.get(link).and_then(|l| l.peer());
-            if self.files.carries(link, peer) {
-                continue;
+        self.tell_load(now);
+        let (links, files) = (&self.links, &self.files);
+        let spare = |k| Some(k) == keep || files.carries(k, links.peer(k));
+        let io = self.mesh.shed(links, spare, now);
+        self.shed_io(io, now);
+    }
+
+    /// Our neighbours hear how loaded we are when that changes (see
+    /// crate::proto::mesh).
+    fn tell_load(&mut self, now: Millis) {
+        let io = self.mesh.tell(&self.links, None);
+        self.shed_io(io, now);
+    }
+
+    /// A SHED message on `link`: answer it, or shed as it allows.
+    fn on_shed(&mut self, link: LinkId, body: &[u8], now: Millis) {
+        let (links, files) = (&self.links, &self.files);
+        let spare = |k| files.carries(k, links.peer(k));
+        match self.mesh.on_shed(links, spare, link, body, now) {
+            Ok(io) => self.shed_io(io, now),
+            Err(e) => return self.drop_link(link, &format!("bad frame: {e}"), now),
+        }
+        self.shed(None, now);
+    }
+
+    /// Does what shedding asks: closes a link saying why, so the other
+    /// side neither suspects us nor dials straight back; sends SHED
+    /// messages; links to a member a neighbour links to, so that it may
+    /// shed its link to us.
+    fn shed_io(&mut self, io: Vec<ShedIo>, now: Millis) {
+        for x in io {
+            match x {
+                ShedIo::Send(k, f) => self.links.send(&mut self.out, k, f, now),
+                ShedIo::Close(k) => {
+                    let text = "too many links; keeping others";
+                    self.refuse(k, Refusal::Full, text, now);
+                }
+                ShedIo::Dial(ids) if self.is_member() => {
+                    let dialable: HashMap<NodeId, SocketAddr> =
+                        self.membership.dialable().collect();
+                    if let Some((id, addr)) = ids.iter().find_map(|i| Some((*i, dialable.get(i)?)))
+                        && self.mesh.may_dial(*addr, now)
+                    {
+                        self.links.dial(&mut self.out, *addr, Some(id), now);
+                    }
+                }
+                ShedIo::Dial(_) => {}
             }
-            let text = "too many links; keeping others";
-            self.refuse(link, Refusal::Full, text, now);
         }
     }
 
@@ -3061,6 +3133,7 @@ impl Node {
         }
         self.links.refuse(&mut self.out, link, code, text, now);
         self.broadcast.neighbour_down(link);
+        self.tell_load(now);
     }
 
     fn close(&mut self, link: LinkId) {
@@ -3071,6 +3144,7 @@ impl Node {
         self.broadcast.neighbour_down(link);
         self.files.link_down(&mut net!(self), link);
         self.files_out(self.now);
+        self.tell_load(self.now);
     }
 
     fn close_links_to(&mut self, id: NodeId) {

@@ -33,6 +33,7 @@ use p2pchat::node::{
 };
 use p2pchat::proto::EventId;
 use p2pchat::proto::crypto::{self, EventHash, Identity};
+use p2pchat::proto::mesh;
 use p2pchat::proto::wire::rooms::{Line, Op, RoomEvent, RoomState};
 use p2pchat::proto::wire::{
     self, Body, Entry, Event, Hello, Ident, MAX_FRAME, MEMBERS_PER_FRAME, Msg, Refusal, Seal,
@@ -1182,9 +1183,14 @@ impl Harness {
                     // Decoding them all would take most of the time: a sample.
                     if self.stats.sends.is_multiple_of(8) {
                         let m = wire::decode(&f[4..]);
-                        // (file transfers' kinds are the file machine's)
+                        // (file transfers' kinds are the file machine's,
+                        // SHED the mesh's)
                         let file = p2pchat::app::files::Msg::decode(&f[4..]).is_some();
-                        assert!(m.is_ok() || file, "core sent an undecodable frame: {m:?}");
+                        let shed = mesh::ShedMsg::decode(&f[4..]).is_ok_and(|m| m.is_some());
+                        assert!(
+                            m.is_ok() || file || shed,
+                            "core sent an undecodable frame: {m:?}"
+                        );
                     }
                 }
                 Action::Connect(link, _) => {

@@ -57,6 +57,8 @@
 //!                                                   to both ends by whoever got a
 //!                                                   PUNCH_ASK, each end's address as
 //!                                                   it sees it (TCP hole punching)
+//! 24 SHED    op:u8, ...                             asking a neighbour before a link
+//!                                                   is shed: see super::mesh
 //! ```
 //!
 //! IHAVE, GRAFT and PRUNE are the broadcast layer's lazy push (see

@@ -3,6 +3,7 @@
 
 use super::free_port;
 use p2pchat::proto::crypto::Identity;
+use p2pchat::proto::mesh;
 use p2pchat::proto::wire::{self, Body, Entry, Hello, Msg, rooms::RoomEvent};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
@@ -68,6 +69,12 @@ impl Raw {
         let deadline = Instant::now() + t;
         loop {
             match wire::frame_len(&self.buf) {
+                Ok(Some(n)) if mesh::is_shed(&self.buf[4..n]) => {
+                    // The mesh's asking before it sheds: skipped, as a
+                    // peer built before SHED skips it.
+                    self.buf.drain(..n);
+                    continue;
+                }
                 Ok(Some(n)) => {
                     let m = wire::decode(&self.buf[4..n]).expect("alice sent a bad frame");
                     self.buf.drain(..n);
