@@ -336,7 +336,7 @@ pub struct Node {
     joins: Remember<(Millis, bool)>,
     /// Names of members that left just after joining, shown as leaving at
     /// the time given unless a JOIN under the name comes first.
-    race_left: VecDeque<(String, Millis)>,
+    race_left: VecDeque<(String, Millis, Option<PublicKey>)>,
     /// Frames received and sent, by kind (see [`Node::traffic`]).
     received: wire::Tally,
     sent: wire::Tally,
@@ -1253,8 +1253,8 @@ impl Node {
         }
         self.rooms.tick(&mut net!(self), now);
         self.check_handover(now);
-        while self.race_left.front().is_some_and(|&(_, t)| now >= t) {
-            let (name, _) = self.race_left.pop_front().expect("a member that left");
+        while self.race_left.front().is_some_and(|&(_, t, _)| now >= t) {
+            let (name, ..) = self.race_left.pop_front().expect("a member that left");
             if self.is_member() {
                 self.chat.left(&mut net!(self), name, false);
             }
@@ -1289,7 +1289,7 @@ impl Node {
             self.leaving.as_ref().map(|&(_, until)| until),
             self.rooms.deadline(),
             self.handover.as_ref().map(|&(_, until)| until),
-            self.race_left.front().map(|&(_, t)| t),
+            self.race_left.front().map(|&(_, t, _)| t),
             self.dm.deadline().filter(|_| self.is_member()),
         ]
         .into_iter()
@@ -1488,6 +1488,7 @@ impl Node {
             let text = format!("the key of {} has changed, for the peer joining", h.name);
             return self.refuse(link, Refusal::Key, &text, now);
         }
+        self.race_key(&h.name, h.ident.key);
         if !self.is_ours(&h.name) && !self.key_fits(&h.name, &h.ident.key) {
             let known = self
                 .known
@@ -2184,6 +2185,9 @@ impl Node {
                     }
                     None => {
                         let named = if fresh {
+                            if let Some(key) = self.membership.get(origin).and_then(|m| m.ident) {
+                                self.race_key(&name, key.key);
+                            }
                             self.name_member(origin, &name, true)
                         } else {
                             self.membership
@@ -2203,7 +2207,9 @@ impl Node {
                     let w =
                         format!("{shown} says it is {name}, a name in use; not shown as {name}");
                     self.out.push_back(Action::Show(Show::Warning(w)));
-                } else if self.is_member() {
+                } else if announce && self.is_member() {
+                    // Not when it won a race whose loser was shown and
+                    // left (`race_won`): the name was announced once.
                     self.chat.joined(&mut net!(self), shown);
                 }
                 self.rooms.presence(&mut net!(self), origin, now);
@@ -2304,14 +2310,19 @@ impl Node {
         // claimed a name in use) is not announced leaving either.
         if self.is_member() && m.present() && m.name.is_some() {
             let name = m.display(id);
-            let recent = self
-                .joins
-                .get(id)
-                .is_some_and(|&(at, _)| self.now < at + JOIN_RACE);
+            let joined = self.joins.get(id).copied();
+            let recent = joined.is_some_and(|(at, _)| self.now < at + JOIN_RACE);
             if recent && self.race_left.len() < RACE_LEFT {
                 // It may have lost a join race, and the winner's JOIN be
-                // on its way: then the name stays, and nothing is shown.
-                self.race_left.push_back((name, self.now + RACE_LEFT_WAIT));
+                // on its way: then the name stays, and nothing is shown;
+                // the key its JOIN made known for the name was a loser's
+                // (see `race_key`).
+                let key = m.ident.map(|i| i.key);
+                let taught =
+                    joined.is_some_and(|(_, t)| t) && self.known.get(&name) == key.as_ref();
+                let key = key.filter(|_| taught);
+                self.race_left
+                    .push_back((name, self.now + RACE_LEFT_WAIT, key));
             } else {
                 self.chat.left(&mut net!(self), name, false);
             }
@@ -2512,8 +2523,27 @@ impl Node {
     /// leaving nor this joining is shown.
     fn race_won(&mut self, name: &str) -> bool {
         let before = self.race_left.len();
-        self.race_left.retain(|(n, _)| !crate::name::same(n, name));
+        self.race_left.retain(|(n, ..)| !crate::name::same(n, name));
         before != self.race_left.len()
+    }
+
+    /// `key` comes under `name` (a JOIN, or a HELLO) within
+    /// [`RACE_LEFT_WAIT`] of a member under it leaving, whose own JOIN
+    /// made the name's key known here: that member lost a join race and
+    /// left before the winner's JOIN came, so the winner's key replaces
+    /// the loser's, as in [`Node::take_race`].
+    fn race_key(&mut self, name: &str, key: PublicKey) {
+        let lost = self
+            .race_left
+            .iter()
+            .find(|(n, ..)| crate::name::same(n, name))
+            .and_then(|&(_, _, k)| k);
+        if let Some(lost) = lost
+            && lost != key
+            && self.known.get(name) == Some(&lost)
+        {
+            self.trust_key(name, key, true);
+        }
     }
 
     /// The member other than `id` that has `name` and joined within
