@@ -599,21 +599,12 @@ impl Sim {
             .collect()
     }
 
-    /// Whether the links among live nodes connect them all.
-    fn connected(&self) -> bool {
-        let live = self.live();
+    /// Whether `adj` (node → nodes it links to) reaches every one of
+    /// `live` from the first, through live nodes.
+    fn reaches_all(&self, live: &[usize], adj: &BTreeMap<usize, Vec<usize>>) -> bool {
         let Some(&first) = live.first() else {
             return true;
         };
-        let mut adj: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-        for (a, b) in self
-            .ends
-            .values()
-            .map(|&(a, _)| a)
-            .zip(self.ends.keys().map(|k| k.0))
-        {
-            adj.entry(a).or_default().push(b);
-        }
         let mut seen = HashSet::from([first]);
         let mut todo = VecDeque::from([first]);
         while let Some(x) = todo.pop_front() {
@@ -624,6 +615,21 @@ impl Sim {
             }
         }
         live.iter().all(|i| seen.contains(i))
+    }
+
+    /// Whether the links among live nodes connect them all.
+    fn connected(&self) -> bool {
+        let live = self.live();
+        let mut adj: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        for (a, b) in self
+            .ends
+            .values()
+            .map(|&(a, _)| a)
+            .zip(self.ends.keys().map(|k| k.0))
+        {
+            adj.entry(a).or_default().push(b);
+        }
+        self.reaches_all(&live, &adj)
     }
 }
 
@@ -3843,9 +3849,6 @@ impl Sim {
             .into_iter()
             .filter(|&i| self.nodes[i].core.is_member())
             .collect();
-        let Some(&first) = live.first() else {
-            return true;
-        };
         let mut adj: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
         for (&(a, ka), &(b, kb)) in &self.ends {
             let up = |i: usize, k| self.nodes[i].core.is_established(k);
@@ -3853,16 +3856,7 @@ impl Sim {
                 adj.entry(a).or_default().push(b);
             }
         }
-        let mut seen = HashSet::from([first]);
-        let mut todo = VecDeque::from([first]);
-        while let Some(x) = todo.pop_front() {
-            for &y in adj.get(&x).into_iter().flatten() {
-                if self.nodes[y].alive && seen.insert(y) {
-                    todo.push_back(y);
-                }
-            }
-        }
-        live.iter().all(|i| seen.contains(i))
+        self.reaches_all(&live, &adj)
     }
 }
 
