@@ -970,28 +970,18 @@ impl Node {
             (
                 Some(p),
                 Msg::Refuse {
-                    code: Refusal::Full,
+                    code: code @ (Refusal::Full | Refusal::Duplicate),
                     ..
                 },
             ) => {
-                // Shed by the other side: a deliberate close, not a failure.
+                // A deliberate close, not a failure: shed by the other
+                // side (Full), or a second link to us while the far end
+                // keeps another, which may not be up here yet
+                // (Duplicate). Not a loss to tell the network about.
                 self.close(link);
-                if self.membership.is_member(p) {
+                if code == Refusal::Full && self.membership.is_member(p) {
                     self.mesh.shed_by(p, now);
                 }
-                self.maintain(now);
-                self.alone(now);
-            }
-            (
-                Some(_),
-                Msg::Refuse {
-                    code: Refusal::Duplicate,
-                    ..
-                },
-            ) => {
-                // The far end keeps another link to us, which may not be
-                // up here yet: not a loss to tell the network about.
-                self.close(link);
                 self.maintain(now);
                 self.alone(now);
             }
@@ -2317,10 +2307,8 @@ impl Node {
                 // on its way: then the name stays, and nothing is shown;
                 // the key its JOIN made known for the name was a loser's
                 // (see `race_key`).
-                let key = m.ident.map(|i| i.key);
-                let taught =
-                    joined.is_some_and(|(_, t)| t) && self.known.get(&name) == key.as_ref();
-                let key = key.filter(|_| taught);
+                let taught = joined.is_some_and(|(_, t)| t);
+                let key = m.ident.map(|i| i.key).filter(|_| taught);
                 self.race_left
                     .push_back((name, self.now + RACE_LEFT_WAIT, key));
             } else {
