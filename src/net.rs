@@ -150,7 +150,7 @@ impl Conn {
             .filter(|&us| us > 0)
     }
 
-    /// Whether a watched link turns out dead (see [`Conn::wrote`]): its
+    /// Whether a watched link turns out dead (see `Conn::wrote`): its
     /// far end has acknowledged nothing for [`DEAD_LINK`] while something
     /// we sent waits. A watch is over once everything sent is
     /// acknowledged, or the far end answered since the write. The

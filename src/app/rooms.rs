@@ -36,7 +36,7 @@
 //!   judged as that owner's; a creation so carried, in an era whose
 //!   creation we hold, is nobody's (the owner was made up). Every owner
 //!   sends its signature after each state of its own, and everyone keeps
-//!   the signatures ([`SIGS`] a room) to prove claims of its own.
+//!   the signatures (`SIGS` a room) to prove claims of its own.
 //!   One not valid yet waits (a few per room) and is judged
 //!   again as events come and members come and go. A state *stands* unless
 //!   its owner withdrew it, or withdrew one it stands on: one elected while
@@ -75,7 +75,7 @@
 //! oldest first; the owners of those states still present announce them
 //! too. It founds a room on its creation only, and judges every state
 //! after it as anyone does (those that come first wait, within
-//! [`PENDING`] a room and [`MAX_ROOMS`] rooms): a made-up or old state
+//! `PENDING` a room and [`MAX_ROOMS`] rooms): a made-up or old state
 //! heard first does not pass for the room. It waits [`CREATE_SETTLE`]
 //! before creating a room (the name may be taken by a room it has not
 //! heard of yet).
@@ -108,7 +108,7 @@
 //! the claim that replaced it is taken there: with a member it named
 //! claiming at once, peers may disagree while that former owner stays.
 //! A newcomer needs the proofs of a room's whole line of owners: it does
-//! not learn a room whose owner changed [`SIGS`] times since its creation.
+//! not learn a room whose owner changed `SIGS` times since its creation.
 //! A creator's era is bound to the top 24 bits of its id only: one who
 //! finds a key whose id has them could still make up a creation a
 //! newcomer would take beside the real one. A claim of an older version

@@ -1191,7 +1191,7 @@ impl Broadcast {
 
     /// `link` says how many hops from each origin its copies of the
     /// origin's events come. Ours follow our parent's; and a neighbour
-    /// closer than our parent may become it ([`Broadcast::reconsider`]).
+    /// closer than our parent may become it (`Broadcast::reconsider`).
     pub fn on_hops(
         &mut self,
         out: &mut impl Sink,
@@ -1309,7 +1309,7 @@ impl Broadcast {
     }
 
     /// Each origin's parent in its tree: the link its events are pushed
-    /// to us on, once one has pushed any (see [`Origin::parent`]).
+    /// to us on, once one has pushed any (see `Origin::parent`).
     pub fn parents(&self) -> impl Iterator<Item = (NodeId, LinkId)> + '_ {
         self.origins
             .iter()
