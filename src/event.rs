@@ -809,7 +809,10 @@ impl Loop {
             let n = match c.stream.read(&mut self.scratch) {
                 Ok(0) => return Err("closed by peer".into()),
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.drained(ui, link, now);
+                    return Ok(());
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e.to_string()),
             };
@@ -880,9 +883,17 @@ impl Loop {
             // error is left for the flush at the top of the loop.
             let _ = ui.flush();
             if drained {
+                self.drained(ui, link, now);
                 return Ok(());
             }
         }
+    }
+
+    /// All there was on `link` is read: a file's sender may be waiting
+    /// for what we acknowledge then.
+    fn drained(&mut self, ui: &mut Ui, link: LinkId, now: Millis) {
+        self.core.drained(link, now);
+        self.apply(ui);
     }
 
     /// Why a link that sent bytes that are no frame is closed. Before

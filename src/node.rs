@@ -1193,6 +1193,13 @@ impl Node {
         }
     }
 
+    /// The edge has read all there was on `link` (see
+    /// [`files::ACK_EVERY`]).
+    pub fn drained(&mut self, link: LinkId, now: Millis) {
+        self.files.drained(link);
+        self.files_out(now);
+    }
+
     /// Routes what the file machine asks for.
     fn files_out(&mut self, now: Millis) {
         while let Some(o) = self.files.next_out() {
