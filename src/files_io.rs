@@ -50,7 +50,7 @@ const MAX_COPIES: u32 = 1000;
 const DATA_HEAD: usize = 4 + 1 + 4 + 8;
 /// Bytes of a file being sent read ahead at a time (see the module
 /// documentation).
-pub const READ_AHEAD: u64 = 4 << 20;
+const READ_AHEAD: u64 = 4 << 20;
 
 /// The hash of an offer, as it goes: BLAKE3 (what we offer), or
 /// BLAKE2b-256 (older offers).
