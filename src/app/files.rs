@@ -70,8 +70,9 @@ pub const CHUNK: usize = 64_000;
 /// trip on the link, [`Files::path_rtt`]; 0 where it is not known), and
 /// what the receiver takes in [`WINDOW_TIME`] ms besides, at the best
 /// rate it acknowledged at in the last `RATE_BEST_OF` samples (each over
-/// `RATE_SAMPLE` ms, or R if longer), within these bounds. A chat line on the link waits behind what is
-/// beyond the round trip: about [`WINDOW_TIME`]. R is the kernel's, not
+/// `RATE_SAMPLE` ms, or R if longer), within these bounds. A chat line
+/// on the link waits behind what is beyond the round trip: about
+/// [`WINDOW_TIME`]. R is the kernel's, not
 /// the time a MORE takes to come back: that includes the receiver's
 /// processing and its waits for a CPU, and a window of the rate times
 /// [`WINDOW_TIME`] plus the shortest such round trip seen made chat wait
@@ -203,6 +204,7 @@ impl AckPace {
         end.saturating_sub(acked) >= self.step
     }
 }
+
 /// What a receiver gets goes to the disk in writes that end at a
 /// multiple of this many bytes of the part (or at its end): the kernel's
 /// work for a write goes by the page and by the call, and whole pages in
