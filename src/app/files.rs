@@ -135,8 +135,8 @@ const GROW_GAIN: u64 = 2;
 const GROW_FLAT: u8 = 3;
 /// The receiver acknowledges (MORE) what it has whenever it has read all
 /// there was on the link, since the sender may then be waiting for it
-/// ([`Files::drained`]), and otherwise after half of what the sender's
-/// window holds at the rate it receives at ([`WINDOW_TIME`] of it, each
+/// ([`Files::drained`]), and otherwise after half of what
+/// [`WINDOW_TIME`] takes at the rate it receives at (over the last
 /// sample of `RATE_SAMPLE` ms), at least this many bytes and at most
 /// [`ACK_MOST`]. Each MORE wakes a sender that waits for it, on the other
 /// CPU, and on a virtual machine whose host takes CPUs away that wake-up
@@ -1695,7 +1695,19 @@ impl Files {
             )));
         }
         // Only what follows what we have: a chunk from a GET repeated may
-        // overlap it.
+        // overlap it, or be all ours already. Then what we have is
+        // acknowledged: a sender that started again from an earlier
+        // offset takes it as the end of what it sent at most, and sends
+        // on (its window would wait for good otherwise, since chunks we
+        // have move nothing).
+        if end <= d.offset && d.stage == Stage::Receiving {
+            d.acked = d.offset;
+            let more = Msg::More {
+                num,
+                offset: d.offset,
+            };
+            return self.out.push_back(Out::Send(link, more.frame()));
+        }
         if offset > d.offset || end <= d.offset {
             return;
         }
@@ -2165,13 +2177,24 @@ mod tests {
         }
         assert!(!steps.is_empty());
         assert!(steps.iter().all(|&x| x == 8 * CHUNK as u64), "{steps:?}");
-        // All there was is read: what is not acknowledged is, once.
+        // All there was is read: what is not acknowledged is, once, on
+        // the link it came on (not on another that was read dry).
+        f.drained(LinkId(99));
+        assert!(more(&mut f).is_empty());
         f.drained(L);
         assert_eq!(more(&mut f), [at]);
         f.drained(L);
         assert!(more(&mut f).is_empty());
-        f.drained(LinkId(99));
-        assert!(more(&mut f).is_empty());
+        // A chunk we have (a GET repeated, answered twice): what we have
+        // is acknowledged, so that a sender that started again from an
+        // earlier offset moves on rather than wait for us.
+        let d = Msg::Data {
+            num: 5,
+            offset: at - CHUNK as u64,
+            data: &chunk,
+        };
+        f.frame(&mut net, L, ALICE, body(&d.frame()), 50);
+        assert_eq!(more(&mut f), [at]);
     }
 
     /// The receiver's side, from the offer to the whole file.
@@ -2219,7 +2242,8 @@ mod tests {
             .enumerate()
         {
             // A repeated chunk (from a repeated GET) overlaps: only the
-            // new part is written.
+            // new part is written, and one we have writes nothing (it is
+            // acknowledged).
             if i == 1 {
                 let d = Msg::Data {
                     num: 5,
@@ -2227,7 +2251,15 @@ mod tests {
                     data: &chunk,
                 };
                 f.frame(&mut net, L, ALICE, body(&d.frame()), 20);
-                assert!(outs(&mut f).is_empty());
+                let o = outs(&mut f);
+                let [Out::Send(L, m)] = &o[..] else {
+                    panic!("{o:?}");
+                };
+                let more = Msg::More {
+                    num: 5,
+                    offset: CHUNK as u64,
+                };
+                assert_eq!(Msg::decode(body(m)), Some(more));
             }
             let d = Msg::Data {
                 num: 5,
@@ -2505,7 +2537,7 @@ mod tests {
             // as `on_data` does, and when it has taken all there was.
             while flying.front().is_some_and(|&(_, at)| at <= t) {
                 let (end, _) = flying.pop_front().unwrap();
-                let drained = flying.is_empty() && queue.is_empty();
+                let drained = flying.front().is_none_or(|&(_, at)| at > t);
                 if pace.due(end, acked, now) || drained {
                     acked = end;
                     let more = Msg::More {
@@ -2544,6 +2576,14 @@ mod tests {
         let w = over_path_held(rate, 50_000, 100, 3_000, 500);
         let settled = w.iter().rposition(|x| !ok(x)).map_or(0, |i| i + 1);
         assert!(settled <= 1_500, "not settled at {want}: {w:?}");
+        // Fast and long (1 GB/s, 5 ms): the window also covers what the
+        // receiver holds before it acknowledges at that rate (half a ms
+        // of it, not 64 KiB).
+        let rate = 1_000_000;
+        let w = over_path(rate, 5_000, 10, 400);
+        let want = rate * (5 + WINDOW_TIME) + AckPace::most(rate) + CHUNK as u64;
+        let near = |x: &u64| x * 100 >= want * 97 && x * 100 <= want * 103;
+        assert!(w[200..].iter().all(near), "{want}: {w:?}");
         // With no round trip told (not Linux), it is what 1 ms takes.
         let rate = 2_000_000;
         let w = over_path(rate, 0, 10, 300);
