@@ -189,15 +189,18 @@
 //!   peer receives is hashed once, so no transfer goes faster.
 //!   `limit.blake2b`: the same for BLAKE2b-256 (offers of older
 //!   versions), for comparison.
-//! - `files.hash`: `:send` of a file (1 GiB; 64 MiB in quick runs) until
-//!   the offer is shown: the time to hash it, as bytes/s.
+//! - `files.hash`: `:send` of a file (1 GiB; 256 MiB in quick runs)
+//!   until the offer is shown: the time to hash it, as bytes/s. Quick
+//!   runs used 64 MiB before, about 70 ms a transfer, whose start and end
+//!   swung the ratio from 37 to 145 % between rounds of one build.
 //! - `files.rate`: `:get` of that file by a second peer until it prints
 //!   the saved line (written, hashed again, renamed), as bytes/s; the
 //!   median of three rounds, each a raw copy and then the transfer (the
 //!   saved copy deleted between them), so that both meet the same
 //!   moments of a shared machine. `files.ratio` (target ≥ 50 %) is the
 //!   median of the rounds' ratios, each transfer over the copy just
-//!   before it; a note gives all three.
+//!   before it; a note gives all three, each with the share of the
+//!   machine's time the hypervisor took during that transfer (steal).
 //! - `files.chat.p50`, `files.chat.p99`: lines from the sender to the
 //!   receiver, on the link the file goes over, one at a time (at most
 //!   one a millisecond) while the file is sent, in all three rounds
@@ -3784,8 +3787,9 @@ fn s_per_gib(ns: u64, size: usize) -> f64 {
 }
 
 /// A raw file copy (rate, sender's and receiver's CPU nanoseconds), and
-/// the rate of the transfer that followed it.
-type Round = ((f64, u64, u64), f64);
+/// the rate of the transfer that followed it and the share of the
+/// machine's time the hypervisor took during it (steal, %).
+type Round = ((f64, u64, u64), f64, f64);
 
 /// Rounds of the files stage: each a raw copy and then a transfer, so
 /// that both meet the same moments of a shared machine (one copy of
@@ -3806,7 +3810,7 @@ fn median_by<T, K: PartialOrd>(v: impl Iterator<Item = T>, key: impl Fn(&T) -> K
 
 /// One file sent while chat goes on beside it, on the same link.
 fn files_stage(plan: &Plan, r: &mut Report) {
-    let size: usize = if plan.quick { 64 << 20 } else { 1 << 30 };
+    let size: usize = if plan.quick { 256 << 20 } else { 1 << 30 };
     progress(&format!(
         "files: {} MiB from p0 to p1, chat on the same link",
         size >> 20
@@ -3867,7 +3871,7 @@ fn files_stage(plan: &Plan, r: &mut Report) {
             // The raw copy just before each transfer: both see the same
             // moment of the machine.
             let copy = file_copy(&src, &dir.join("copy.bin")).map_err(|e| e.to_string())?;
-            let tg = Instant::now();
+            let (tg, round_ticks) = (Instant::now(), Ticks::now());
             b.send(&format!(":get {id}"))?;
             let mut saved = None;
             while saved.is_none() {
@@ -3884,13 +3888,14 @@ fn files_stage(plan: &Plan, r: &mut Report) {
                 k += 1;
             }
             let rate = size as f64 / (saved.expect("saved") - tg).as_secs_f64();
+            let round_steal = Ticks::now().steal_since(&round_ticks);
             let got = std::fs::metadata(db.join("big.bin")).map_or(0, |m| m.len());
             if got != size as u64 {
                 return Err(format!("saved {got} bytes of {size}"));
             }
             // Fetched again next round under the same name.
             std::fs::remove_file(db.join("big.bin")).map_err(|e| e.to_string())?;
-            rounds.push((copy, rate));
+            rounds.push((copy, rate, round_steal));
         }
         let steal = Ticks::now().steal_since(&ticks);
         drop((a, b));
@@ -3941,11 +3946,12 @@ fn files_stage(plan: &Plan, r: &mut Report) {
                 s_per_gib(copy.2, size)
             ));
             r.note(format!(
-                "files: {FILE_ROUNDS} rounds, each a raw file copy and then a transfer: {}",
+                "files: {FILE_ROUNDS} rounds, each a raw file copy and then a transfer: {} \
+                 (steal: what the hypervisor took of the machine's time during the transfer)",
                 rounds
                     .iter()
-                    .map(|(c, t)| format!(
-                        "{:.0} % ({} / {})",
+                    .map(|(c, t, st)| format!(
+                        "{:.0} % ({} / {}, steal {st:.0} %)",
                         t * 100.0 / c.0,
                         mib_s(*t),
                         mib_s(c.0)
