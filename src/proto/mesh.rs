@@ -679,9 +679,7 @@ impl Mesh {
             .map(|(k, _)| (k, self.askers.get(&k).copied().unwrap_or(u8::MAX)))
             .filter(|&(_, load)| load >= least)
             .collect();
-        for i in (1..all.len()).rev() {
-            all.swap(i, self.rng.below(i as u64 + 1) as usize);
-        }
+        self.rng.shuffle(&mut all);
         all.sort_by_key(|&(_, load)| std::cmp::Reverse(load));
         all.truncate(n);
         for (k, _) in &all {
@@ -756,9 +754,7 @@ impl Mesh {
         }
         // The most loaded first (a peer with links to spare loses one it
         // would not dial again for), at random among equals.
-        for i in (1..ask.len()).rev() {
-            ask.swap(i, self.rng.below(i as u64 + 1) as usize);
-        }
+        self.rng.shuffle(&mut ask);
         ask.sort_by_key(|&(.., load)| std::cmp::Reverse(load));
         for (link, peer, _) in ask {
             let ids = self.witnesses(links, peer);
@@ -920,9 +916,7 @@ impl Mesh {
                         .collect();
                     far.sort_unstable();
                     far.dedup_by_key(|&mut (i, _)| i);
-                    for i in (1..far.len()).rev() {
-                        far.swap(i, self.rng.below(i as u64 + 1) as usize);
-                    }
+                    self.rng.shuffle(&mut far);
                     far.sort_by_key(|&(_, load)| load);
                     let linking = !far.is_empty();
                     let mut io = send(ShedMsg::No { n, linking });

@@ -119,6 +119,14 @@ impl Rng {
     pub fn below(&mut self, n: u64) -> u64 {
         self.next_u64() % n
     }
+
+    /// Puts `v` in a random order (Fisher-Yates), so that a stable sort
+    /// after it leaves equals at random.
+    pub fn shuffle<T>(&mut self, v: &mut [T]) {
+        for i in (1..v.len()).rev() {
+            v.swap(i, self.below(i as u64 + 1) as usize);
+        }
+    }
 }
 
 /// Redial back-off: first delay and cap.
