@@ -885,6 +885,19 @@ struct Down {
     held: Vec<u8>,
 }
 
+impl Down {
+    /// All that is there is acknowledged: the MORE to send on `link`
+    /// for the offer's `num`.
+    fn ack(&mut self, link: LinkId, num: u32) -> Out {
+        self.acked = self.offset;
+        let more = Msg::More {
+            num,
+            offset: self.offset,
+        };
+        Out::Send(link, more.frame())
+    }
+}
+
 /// A file we send.
 #[derive(Debug)]
 struct Up {
@@ -1701,12 +1714,8 @@ impl Files {
         // on (its window would wait for good otherwise, since chunks we
         // have move nothing).
         if end <= d.offset && d.stage == Stage::Receiving {
-            d.acked = d.offset;
-            let more = Msg::More {
-                num,
-                offset: d.offset,
-            };
-            return self.out.push_back(Out::Send(link, more.frame()));
+            let more = d.ack(link, num);
+            return self.out.push_back(more);
         }
         if offset > d.offset || end <= d.offset {
             return;
@@ -1718,9 +1727,8 @@ impl Files {
         d.link = Some(link);
         d.last_data = now;
         let ack = end >= size || d.pace.due(end, d.acked, now);
-        if ack {
-            d.acked = end;
-        }
+        // Sent after the write it follows.
+        let more = ack.then(|| d.ack(link, num));
         let progress = now >= d.last_progress + PROGRESS_EVERY && end < size;
         if progress {
             d.last_progress = now;
@@ -1760,10 +1768,7 @@ impl Files {
             }
             d.held.extend_from_slice(&data[skip..]);
         }
-        if ack {
-            self.out
-                .push_back(Out::Send(link, Msg::More { num, offset: end }.frame()));
-        }
+        self.out.extend(more);
         if progress {
             net.show(Show::File(note));
         }
@@ -1792,15 +1797,9 @@ impl Files {
             .iter_mut()
             .filter(|d| d.link == Some(link) && d.stage == Stage::Receiving && d.offset > d.acked);
         for d in waiting {
-            let Some(k) = self.offers.iter().find(|k| k.id == d.id) else {
-                continue;
-            };
-            d.acked = d.offset;
-            let more = Msg::More {
-                num: k.offer.num,
-                offset: d.offset,
-            };
-            self.out.push_back(Out::Send(link, more.frame()));
+            if let Some(k) = self.offers.iter().find(|k| k.id == d.id) {
+                self.out.push_back(d.ack(link, k.offer.num));
+            }
         }
     }
 
