@@ -18,6 +18,7 @@ mod util;
 
 use p2pchat::proto::crypto::{self, Identity};
 use p2pchat::proto::membership::INTRO_MAX;
+use p2pchat::proto::mesh;
 use p2pchat::proto::wire::{self, Body};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
@@ -274,7 +275,7 @@ impl Sim {
         if body[0] == wire::HOPS {
             kind = "hops";
         }
-        if body[0] == 24 {
+        if body[0] == mesh::SHED {
             // SHED, by op (see the mesh module docs).
             kind = ["shed-hi", "shed-ask", "shed-yes", "shed-no", "shed-keep"]
                 .get(body[1] as usize)
